@@ -1,0 +1,181 @@
+/* config.c - postern.conf: defaults, settings table, validation. */
+#include "config.h"
+#include "conf.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum config_kind { CK_NAME, CK_LIST, CK_UINT, CK_SIZE, CK_DURATION };
+
+struct config_setting {
+    const char *key;
+    enum config_kind kind;
+    size_t offset;
+    unsigned long long min, max;
+};
+
+#define NAME(k) { #k, CK_NAME, offsetof(struct config, k), 0, 0 }
+#define LIST(k) { #k, CK_LIST, offsetof(struct config, k), 0, 0 }
+#define UINT(k, lo, hi) { #k, CK_UINT, offsetof(struct config, k), lo, hi }
+#define SIZE(k, hi) { #k, CK_SIZE, offsetof(struct config, k), 0, hi }
+#define DURATION(k, lo, hi) { #k, CK_DURATION, offsetof(struct config, k), lo, hi }
+
+static const struct config_setting config_settings[] = {
+    NAME(hostname),
+    LIST(local_domains),
+    LIST(relay_networks),
+    LIST(smtp_listen),
+    LIST(submission_listen),
+    LIST(smtps_listen),
+    LIST(pop3_listen),
+    LIST(pop3s_listen),
+    SIZE(max_message_size, 1ULL << 40),
+    UINT(max_recipients, 1, 100000),
+    UINT(max_sessions, 1, 100000),
+    UINT(max_sessions_per_client, 1, 100000),
+    DURATION(session_timeout, 1, 86400),
+    UINT(max_errors, 1, 1000),
+    UINT(max_received, 1, 1000),
+    DURATION(queue_lifetime, 60, 365ULL * 86400),
+    UINT(auth_concurrency, 1, 64),
+    NAME(user_smtp),
+    NAME(user_queue),
+    NAME(user_auth),
+    NAME(user_pop3),
+    NAME(user_tls),
+    NAME(user_remote),
+};
+
+static void name_set(char *dst, const char *s)
+{
+    snprintf(dst, CONFIG_NAME_MAX, "%s", s);
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof *c);
+    name_set(c->hostname, "localhost");
+    c->local_domains.n = 1;
+    name_set(c->local_domains.v[0], "localhost");
+    c->relay_networks.n = 2;
+    name_set(c->relay_networks.v[0], "127.0.0.0/8");
+    name_set(c->relay_networks.v[1], "::1/128");
+    c->smtp_listen.n = 2;
+    name_set(c->smtp_listen.v[0], "0.0.0.0:25");
+    name_set(c->smtp_listen.v[1], "[::]:25");
+    c->max_message_size = 25ULL * 1024 * 1024;
+    c->max_recipients = 100;
+    c->max_sessions = 100;
+    c->max_sessions_per_client = 10;
+    c->session_timeout = 300;
+    c->max_errors = 20;
+    c->max_received = 100;
+    c->queue_lifetime = 5ULL * 86400;
+    c->auth_concurrency = 2;
+    name_set(c->user_smtp, "postern-smtp");
+    name_set(c->user_queue, "postern-queue");
+    name_set(c->user_auth, "postern-auth");
+    name_set(c->user_pop3, "postern-pop3");
+    name_set(c->user_tls, "postern-tls");
+    name_set(c->user_remote, "postern-remote");
+}
+
+static int name_ok(const char *v, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+    if (!n) { snprintf(why, whylen, "empty value"); return 0; }
+    if (n >= CONFIG_NAME_MAX) { snprintf(why, whylen, "too long (at most %d characters)", CONFIG_NAME_MAX - 1); return 0; }
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) {
+            snprintf(why, whylen, "invalid character (no spaces or control characters)");
+            return 0;
+        }
+    return 1;
+}
+
+static int list_set(struct config_list *l, const char *v, char *why, size_t whylen)
+{
+    struct config_list out;
+    out.n = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (!*p) break;
+        const char *e = p;
+        while (*e && *e != ' ' && *e != '\t' && *e != ',') e++;
+        size_t n = (size_t)(e - p);
+        if (out.n == CONFIG_LIST_MAX) { snprintf(why, whylen, "too many entries (at most %d)", CONFIG_LIST_MAX); return 0; }
+        if (n >= CONFIG_NAME_MAX) { snprintf(why, whylen, "entry too long"); return 0; }
+        memcpy(out.v[out.n], p, n);
+        out.v[out.n][n] = 0;
+        if (!name_ok(out.v[out.n], why, whylen)) return 0;
+        out.n++;
+        p = e;
+    }
+    *l = out;
+    return 1;
+}
+
+int config_set(struct config *c, const char *key, const char *value, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < sizeof config_settings / sizeof config_settings[0]; i++) {
+        const struct config_setting *s = &config_settings[i];
+        if (strcmp(s->key, key)) continue;
+        char *field = (char *)c + s->offset;
+        unsigned long long *u = (unsigned long long *)(void *)field;
+        switch (s->kind) {
+        case CK_NAME:
+            if (!name_ok(value, why, whylen)) return 0;
+            name_set(field, value);
+            return 1;
+        case CK_LIST: return list_set((struct config_list *)(void *)field, value, why, whylen);
+        case CK_UINT: return conf_uint(value, s->min, s->max, u, why, whylen);
+        case CK_SIZE: return conf_size(value, s->max, u, why, whylen);
+        case CK_DURATION:
+            if (!conf_duration(value, s->max, u, why, whylen)) return 0;
+            if (*u < s->min) { snprintf(why, whylen, "too short (at least %llu seconds)", s->min); return 0; }
+            return 1;
+        }
+    }
+    snprintf(why, whylen, "unknown setting");
+    return 0;
+}
+
+static int config_setting_cb(void *ctx, const char *key, const char *value, char *why, size_t whylen)
+{
+    return config_set(ctx, key, value, why, whylen);
+}
+
+int config_load(struct config *c, const char *root, char *err, size_t errlen)
+{
+    char path[CONFIG_NAME_MAX + 32];
+    config_defaults(c);
+    if (strlen(root) >= CONFIG_NAME_MAX) {
+        snprintf(err, errlen, "%s: ROOT path too long", root);
+        errno = ENAMETOOLONG;
+        return 0;
+    }
+    name_set(c->root, root);
+    snprintf(path, sizeof path, "%s/conf/postern.conf", root);
+    return conf_parse_file(path, config_setting_cb, c, err, errlen);
+}
+
+const char *config_root(const char *arg)
+{
+    if (arg && *arg) return arg;
+    const char *e = getenv("POSTERN_ROOT");
+    return (e && *e) ? e : NULL;
+}
+
+int config_is_local_domain(const struct config *c, const char *domain, size_t len)
+{
+    if (len == strlen(c->hostname) && !strncasecmp(domain, c->hostname, len)) return 1;
+    for (size_t i = 0; i < c->local_domains.n; i++)
+        if (len == strlen(c->local_domains.v[i]) && !strncasecmp(domain, c->local_domains.v[i], len))
+            return 1;
+    return 0;
+}

@@ -1,0 +1,57 @@
+/* config.h - postern.conf, the instance's main settings, with their defaults
+ * (DESIGN.md section 5). One struct read by every daemon; each uses the
+ * fields it needs. Unknown keys are errors. */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_LIST_MAX 16     /* entries in a list setting */
+#define CONFIG_NAME_MAX 256    /* one hostname / domain / address / user name */
+
+struct config_list {
+    size_t n;
+    char v[CONFIG_LIST_MAX][CONFIG_NAME_MAX];
+};
+
+struct config {
+    char root[CONFIG_NAME_MAX];     /* the instance ROOT (not a file setting) */
+    char hostname[CONFIG_NAME_MAX];           /* hostname = mail.example.test */
+    struct config_list local_domains;         /* local_domains = localhost example.test */
+    struct config_list relay_networks;        /* relay_networks = 127.0.0.0/8 ::1/128 */
+    struct config_list smtp_listen;           /* smtp_listen = 0.0.0.0:25 [::]:25 */
+    struct config_list submission_listen;     /* 587 */
+    struct config_list smtps_listen;          /* 465 */
+    struct config_list pop3_listen;           /* 110 */
+    struct config_list pop3s_listen;          /* 995 */
+    unsigned long long max_message_size;      /* bytes, default 25 MB */
+    unsigned long long max_recipients;        /* 100 */
+    unsigned long long max_sessions;          /* per listener, 100 */
+    unsigned long long max_sessions_per_client; /* 10 */
+    unsigned long long session_timeout;       /* seconds, 300 */
+    unsigned long long max_errors;            /* 20 */
+    unsigned long long max_received;          /* hop limit, 100 */
+    unsigned long long queue_lifetime;        /* seconds, 5 days */
+    unsigned long long auth_concurrency;      /* argon2id verifications at once, 2 */
+    /* system users each program runs as (created by postern-setup) */
+    char user_smtp[CONFIG_NAME_MAX];          /* postern-smtp */
+    char user_queue[CONFIG_NAME_MAX];         /* postern-queue */
+    char user_auth[CONFIG_NAME_MAX];          /* postern-auth */
+    char user_pop3[CONFIG_NAME_MAX];          /* postern-pop3 */
+    char user_tls[CONFIG_NAME_MAX];           /* postern-tls */
+    char user_remote[CONFIG_NAME_MAX];        /* postern-remote */
+};
+
+void config_defaults(struct config *c);
+/* Read ROOT/conf/postern.conf over the defaults. 0 with err "file:line: what". */
+int config_load(struct config *c, const char *root, char *err, size_t errlen);
+/* Parse one setting (used by config_load; exposed for tests). */
+int config_set(struct config *c, const char *key, const char *value, char *why, size_t whylen);
+
+/* ROOT from argv/env: the argument if given, else $POSTERN_ROOT, else NULL */
+const char *config_root(const char *arg);
+
+/* 1 if domain (case-insensitive) is one of local_domains or hostname */
+int config_is_local_domain(const struct config *c, const char *domain, size_t len);
+
+#endif

@@ -1,0 +1,166 @@
+/* io.c - buffered fd I/O with bounded waits and a CR/LF-aware line reader. */
+#include "io.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms)
+{
+    io->fd = fd;
+    io->timeout_ms = timeout_ms;
+    io->b = mem;
+    io->cap = cap;
+    io->pos = io->len = 0;
+}
+
+static int fd_wait(int fd, short events, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
+    for (;;) {
+        int r = poll(&p, 1, timeout_ms);
+        if (r > 0) return 1;
+        if (r == 0) { errno = ETIMEDOUT; return 0; }
+        if (errno != EINTR) return 0;
+    }
+}
+
+int io_fill(struct io *in)
+{
+    if (in->pos == in->len) in->pos = in->len = 0;
+    else if (in->len == in->cap && in->pos > 0) {
+        memmove(in->b, in->b + in->pos, in->len - in->pos);
+        in->len -= in->pos;
+        in->pos = 0;
+    }
+    if (in->len == in->cap) { errno = ENOBUFS; return 0; }
+    for (;;) {
+        if (!fd_wait(in->fd, POLLIN, in->timeout_ms)) return 0;
+        ssize_t r = read(in->fd, in->b + in->len, in->cap - in->len);
+        if (r > 0) { in->len += (size_t)r; return 1; }
+        if (r == 0) { errno = EPIPE; return 0; }
+        if (errno != EINTR && errno != EAGAIN) return 0;
+    }
+}
+
+size_t io_buffered(const struct io *in) { return in->len - in->pos; }
+
+void io_discard_buffered(struct io *in) { in->pos = in->len = 0; }
+
+/* At a CR: decide CRLF or bare CR, reading one more byte if needed. */
+static int io_take_cr(struct io *in, enum io_eol *eol)
+{
+    if (in->pos + 1 >= in->len) {
+        if (!io_fill(in)) {
+            if (errno != EPIPE) return 0;
+            in->pos++;              /* CR then EOF: a bare CR */
+            *eol = IO_EOL_CR;
+            return 1;
+        }
+    }
+    if (in->b[in->pos + 1] == '\n') { in->pos += 2; *eol = IO_EOL_CRLF; }
+    else { in->pos += 1; *eol = IO_EOL_CR; }
+    return 1;
+}
+
+int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *eol)
+{
+    size_t n = 0;
+    *eol = IO_EOL_NONE;
+    for (;;) {
+        while (in->pos < in->len) {
+            unsigned char c = in->b[in->pos];
+            if (c == '\n') { in->pos++; *eol = IO_EOL_LF; *len = n; return 1; }
+            if (c == '\r') {
+                if (!io_take_cr(in, eol)) { *len = n; return 0; }
+                *len = n;
+                return 1;
+            }
+            if (n == max) { *len = n; return 1; }
+            dst[n++] = (char)c;
+            in->pos++;
+        }
+        if (!io_fill(in)) {
+            *len = n;
+            if (errno == EPIPE && n > 0) return 1;
+            return 0;
+        }
+    }
+}
+
+int io_skipline(struct io *in, size_t limit)
+{
+    size_t n = 0;
+    for (;;) {
+        while (in->pos < in->len) {
+            unsigned char c = in->b[in->pos];
+            if (c == '\n') { in->pos++; return 1; }
+            if (c == '\r') { enum io_eol e; return io_take_cr(in, &e); }
+            if (n++ >= limit) { errno = E2BIG; return 0; }
+            in->pos++;
+        }
+        if (!io_fill(in)) return 0;
+    }
+}
+
+int io_read(struct io *in, void *dst, size_t n, size_t *got)
+{
+    if (!n) { *got = 0; return 1; }
+    if (in->pos == in->len && !io_fill(in)) return 0;
+    size_t k = in->len - in->pos;
+    if (k > n) k = n;
+    memcpy(dst, in->b + in->pos, k);
+    in->pos += k;
+    *got = k;
+    return 1;
+}
+
+int fd_write_all(int fd, const void *p, size_t n, int timeout_ms)
+{
+    const char *s = p;
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w > 0) { s += w; n -= (size_t)w; continue; }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EAGAIN) {
+            if (!fd_wait(fd, POLLOUT, timeout_ms)) return 0;
+            continue;
+        }
+        if (w == 0) errno = EIO;
+        return 0;
+    }
+    return 1;
+}
+
+int fd_read_all(int fd, void *p, size_t n, int timeout_ms)
+{
+    char *s = p;
+    while (n) {
+        if (!fd_wait(fd, POLLIN, timeout_ms)) return 0;
+        ssize_t r = read(fd, s, n);
+        if (r > 0) { s += r; n -= (size_t)r; continue; }
+        if (r == 0) { errno = EPIPE; return 0; }
+        if (errno != EINTR && errno != EAGAIN) return 0;
+    }
+    return 1;
+}
+
+int io_flush(struct io *out)
+{
+    if (!out->len) return 1;
+    int ok = fd_write_all(out->fd, out->b, out->len, out->timeout_ms);
+    out->len = 0;
+    return ok;
+}
+
+int io_put(struct io *out, const void *p, size_t n)
+{
+    if (n > out->cap - out->len && !io_flush(out)) return 0;
+    if (n > out->cap) return fd_write_all(out->fd, p, n, out->timeout_ms);
+    memcpy(out->b + out->len, p, n);
+    out->len += n;
+    return 1;
+}
+
+int io_puts(struct io *out, const char *s) { return io_put(out, s, strlen(s)); }

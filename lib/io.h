@@ -1,0 +1,59 @@
+/* io.h - buffered input and output on a file descriptor, every wait bounded
+ * by a timeout, and a line reader that tells CRLF, bare LF and bare CR apart
+ * and never stores more than the caller's limit. */
+#ifndef POSTERN_IO_H
+#define POSTERN_IO_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct io {
+    int fd;
+    int timeout_ms; /* per wait; <0 means wait forever */
+    unsigned char *b;
+    size_t cap;
+    size_t pos; /* input: next unread byte */
+    size_t len; /* input: bytes valid; output: bytes pending */
+};
+
+enum io_eol {
+    IO_EOL_NONE = 0, /* limit reached (or EOF) before any line end */
+    IO_EOL_CRLF,
+    IO_EOL_LF,       /* bare LF */
+    IO_EOL_CR        /* bare CR: CR followed by anything but LF */
+};
+
+void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms);
+
+/* Input. All return 1 on success, 0 on failure with errno:
+ * ETIMEDOUT (no byte within timeout), EPIPE (end of file), or the read error. */
+int io_fill(struct io *in);                 /* read more (only if buffer empty or to extend) */
+size_t io_buffered(const struct io *in);    /* bytes read but not consumed */
+void io_discard_buffered(struct io *in);    /* drop them (e.g. before TLS) */
+
+/* Read one line into dst (at most max bytes, not NUL-terminated; NUL bytes
+ * kept). *len gets the byte count, *eol how it ended; the terminator is
+ * consumed and not stored. If max bytes arrive with no terminator, returns 1
+ * with *eol = IO_EOL_NONE (the rest of the line is still unread). At EOF with
+ * a partial line, returns that part with IO_EOL_NONE; at EOF with nothing
+ * read, returns 0 with errno EPIPE. */
+int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *eol);
+
+/* Consume input up to and including the next line end (CRLF, LF or CR),
+ * giving up with errno E2BIG after limit bytes. */
+int io_skipline(struct io *in, size_t limit);
+
+/* Read up to n bytes (at least 1): 1 with *got set, or 0 (errno as above). */
+int io_read(struct io *in, void *dst, size_t n, size_t *got);
+
+/* Output: buffered; io_flush writes everything or fails (ETIMEDOUT, EPIPE...). */
+int io_put(struct io *out, const void *p, size_t n);
+int io_puts(struct io *out, const char *s);
+int io_flush(struct io *out);
+
+/* write all of p to fd (handles EINTR, short writes, EAGAIN with poll) */
+int fd_write_all(int fd, const void *p, size_t n, int timeout_ms);
+/* read exactly n bytes; EPIPE on early EOF */
+int fd_read_all(int fd, void *p, size_t n, int timeout_ms);
+
+#endif

@@ -1,0 +1,27 @@
+/* privdrop.h - the one place privileges are dropped, in the one order of
+ * DESIGN.md: chroot (if asked), chdir("/"), setgroups, setgid, setuid, then
+ * verify that root cannot be regained.
+ *
+ * When the process is not root (a developer running the tests as an ordinary
+ * user) and the target uid is its own, nothing can be dropped: privdrop()
+ * then only does chdir (to the chroot dir if given) and returns 1; callers can
+ * ask privdrop_is_root() to say what was skipped. */
+#ifndef POSTERN_PRIVDROP_H
+#define POSTERN_PRIVDROP_H
+
+#include <sys/types.h>
+
+struct privuser {
+    uid_t uid;
+    gid_t gid;
+};
+
+/* look up a system user by name; 0 with errno ENOENT if absent */
+int privuser_lookup(const char *name, struct privuser *u);
+
+/* drop to u, chrooting to dir first unless dir is NULL. uid 0 is refused. */
+int privdrop(const char *chroot_dir, const struct privuser *u);
+
+int privdrop_is_root(void); /* 1 if euid is 0 */
+
+#endif

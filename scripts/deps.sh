@@ -1,0 +1,20 @@
+#!/bin/sh
+# deps.sh - install what building and testing postern needs, if missing.
+# Idempotent: does nothing when everything is present.
+set -u
+missing=""
+pkg_have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in build-essential pkg-config libsodium-dev libssl-dev check s6 openssl swaks python3 procps strace; do
+    pkg_have "$p" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing:$missing"
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "deps: missing packages:$missing; run as root (or install them) and retry" >&2
+        exit 1
+    fi
+else SUDO=""; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q || { echo "deps: apt-get update failed" >&2; exit 1; }
+$SUDO apt-get install -y -q --no-install-recommends $missing || { echo "deps: apt-get install failed" >&2; exit 1; }

@@ -1,0 +1,167 @@
+/* check_io.c - buffered I/O and the line reader. */
+#include <check.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io.h"
+
+static int sp[2];
+static unsigned char mem[64];
+static struct io in;
+
+static void setup(void)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    io_init(&in, sp[0], mem, sizeof mem, 200);
+}
+static void teardown(void) { close(sp[0]); close(sp[1]); }
+
+static void feed(const char *s, size_t n) { ck_assert(fd_write_all(sp[1], s, n, 1000)); }
+
+START_TEST(test_line_ends)
+{
+    char line[32];
+    size_t len;
+    enum io_eol eol;
+    feed("HELO a\r\nMAIL\nx\ry\r\r\n", 19);
+    shutdown(sp[1], SHUT_WR);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CRLF);
+    ck_assert_uint_eq(len, 6);
+    ck_assert(!memcmp(line, "HELO a", 6));
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_LF);
+    ck_assert(!memcmp(line, "MAIL", 4));
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CR);
+    ck_assert_uint_eq(len, 1);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CR);   /* "y\r" then "\r\n" */
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CRLF);
+    ck_assert_uint_eq(len, 0);
+    ck_assert(!io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(errno, EPIPE);
+}
+END_TEST
+
+START_TEST(test_cr_split_across_reads)
+{
+    char line[32];
+    size_t len;
+    enum io_eol eol;
+    feed("abc\r", 4);
+    /* the reader must wait for the next byte to tell CRLF from bare CR */
+    feed("\n", 1);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CRLF);
+    ck_assert_uint_eq(len, 3);
+    feed("z\r", 2);
+    shutdown(sp[1], SHUT_WR);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CR);
+}
+END_TEST
+
+START_TEST(test_nul_kept_and_output)
+{
+    char line[32];
+    size_t len;
+    enum io_eol eol;
+    feed("a\0b\r\n", 5);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_uint_eq(len, 3);
+    ck_assert(line[1] == 0);
+    unsigned char omem[8];
+    struct io out;
+    io_init(&out, sp[1], omem, sizeof omem, 1000);
+    ck_assert(io_puts(&out, "250 ok\r\n"));
+    ck_assert(io_puts(&out, "a longer line than the buffer\r\n"));
+    ck_assert(io_flush(&out));
+    char got[64];
+    ck_assert(fd_read_all(sp[0], got, 39, 1000));
+    ck_assert(!memcmp(got, "250 ok\r\na longer line than the buffer\r\n", 39));
+}
+END_TEST
+
+START_TEST(test_limit)
+{
+    char line[8];
+    size_t len;
+    enum io_eol eol;
+    feed("0123456789\r\nabcdefgh\r\nX\r\n", 25);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_NONE);     /* 8 bytes, no line end yet */
+    ck_assert_uint_eq(len, 8);
+    ck_assert(io_skipline(&in, 100));
+    /* exactly the limit followed by CRLF is a whole line */
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CRLF);
+    ck_assert_uint_eq(len, 8);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert(line[0] == 'X');
+}
+END_TEST
+
+START_TEST(test_skipline_limit_and_timeout)
+{
+    char big[200];
+    memset(big, 'a', sizeof big);
+    feed(big, sizeof big);
+    ck_assert(!io_skipline(&in, 100));
+    ck_assert_int_eq(errno, E2BIG);
+    /* nothing more arrives: a bounded wait */
+    char line[8];
+    size_t len;
+    enum io_eol eol;
+    io_discard_buffered(&in);
+    while (io_fill(&in)) io_discard_buffered(&in);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert(!io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(errno, ETIMEDOUT);
+}
+END_TEST
+
+START_TEST(test_long_input_bounded_buffer)
+{
+    /* 10 KiB line through a 64-byte buffer: getline never stores past max */
+    char chunk[1024];
+    memset(chunk, 'x', sizeof chunk);
+    for (int i = 0; i < 10; i++) feed(chunk, sizeof chunk);
+    feed("\r\n", 2);
+    char line[100];
+    size_t len, total = 0;
+    enum io_eol eol;
+    do {
+        ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+        ck_assert_uint_le(len, sizeof line);
+        total += len;
+    } while (eol == IO_EOL_NONE);
+    ck_assert_int_eq(eol, IO_EOL_CRLF);
+    ck_assert_uint_eq(total, 10240);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("io");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_add_test(core, test_line_ends);
+    tcase_add_test(core, test_cr_split_across_reads);
+    tcase_add_test(core, test_nul_kept_and_output);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_add_test(limits, test_limit);
+    tcase_add_test(limits, test_skipline_limit_and_timeout);
+    tcase_add_test(limits, test_long_input_bounded_buffer);
+    suite_add_tcase(s, limits);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
