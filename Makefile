@@ -112,3 +112,22 @@ clean:
 
 .PHONY: all deps unit integration check sanitize run bench-smtp clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+
+# libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds
+# from its corpus in tests/fuzz/corpus/<target>/
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 60
+FUZZ_SRC  = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC)
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Ilib \
+	  -o $@ $< $(LIB_SRC) $(PKG_SODIUM) $(PKG_SSL)
+
+fuzz: deps
+	@sh scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@sh tests/fuzz/run.sh $(FUZZ_TIME) $(FUZZ_BIN)
+
+.PHONY: fuzz

@@ -4,7 +4,10 @@
 set -u
 missing=""
 pkg_have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in build-essential pkg-config libsodium-dev libssl-dev check s6 openssl swaks python3 procps strace; do
+want="build-essential pkg-config libsodium-dev libssl-dev check s6 openssl swaks python3 procps strace"
+# "deps.sh fuzz": the libFuzzer toolchain as well
+[ "${1:-}" = fuzz ] && want="$want clang libclang-rt-dev"
+for p in $want; do
     pkg_have "$p" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0

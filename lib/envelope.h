@@ -1,0 +1,65 @@
+/* envelope.h - the queue's envelope file (queue/env/<h>/ID): reading,
+ * writing and validating it. Plain text, one field per line, so an operator
+ * can read it with cat (format in docs/QUEUE.md). No field may contain CR,
+ * LF or NUL; every field is bounded. */
+#ifndef POSTERN_ENVELOPE_H
+#define POSTERN_ENVELOPE_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "buf.h"
+
+#define ENV_ID_LEN 16          /* queue IDs: 16 upper-case hex digits */
+#define ENV_ADDR_MAX 256       /* sender / recipient address, no brackets */
+#define ENV_FIELD_MAX 1024     /* any other field (client, error text, orcpt) */
+#define ENV_RCPT_MAX 100000    /* recipients one envelope may hold */
+
+enum env_rcpt_state {
+    ENV_RCPT_PENDING = 0,  /* not yet delivered (maybe tried: see attempts) */
+    ENV_RCPT_DONE,         /* delivered */
+    ENV_RCPT_FAILED,       /* failed permanently; a bounce is due */
+    ENV_RCPT_BOUNCED       /* failed and its DSN is queued (or not wanted) */
+};
+
+struct env_rcpt {
+    enum env_rcpt_state state;
+    unsigned attempts;
+    time_t next_try;                 /* 0 = as soon as possible */
+    unsigned notify;                 /* SMTP_NOTIFY_* bits of smtp_addr.h, 0 = default */
+    char addr[ENV_ADDR_MAX + 1];
+    char orcpt[ENV_FIELD_MAX + 1];   /* "" if none */
+    char last_error[ENV_FIELD_MAX + 1]; /* "" if none; RFC 3463 code first */
+};
+
+struct envelope {
+    char id[ENV_ID_LEN + 1];
+    time_t birth;
+    char sender[ENV_ADDR_MAX + 1];   /* "" for the null path */
+    char client[ENV_FIELD_MAX + 1];  /* informational, "" if none */
+    char envid[ENV_FIELD_MAX + 1];   /* DSN ENVID, "" if none */
+    int ret_hdrs;                    /* DSN RET=HDRS (else FULL/default) */
+    int body_8bit;                   /* BODY=8BITMIME */
+    int smtputf8;
+    int is_bounce;                   /* this message is a DSN we generated */
+    size_t nrcpt;
+    struct env_rcpt *rcpt;           /* malloc'd array of nrcpt */
+};
+
+void envelope_init(struct envelope *e);
+void envelope_free(struct envelope *e);
+/* append one recipient (copied); 0 with errno E2BIG / ENOMEM / EINVAL */
+int envelope_add_rcpt(struct envelope *e, const char *addr, unsigned notify, const char *orcpt);
+
+/* Render as text into out (appended). 0 with errno EINVAL if a field holds
+ * CR, LF, NUL or is too long. */
+int envelope_format(const struct envelope *e, struct buf *out);
+/* Parse text. 0 with errno EINVAL and why[] naming the line and what is wrong. */
+int envelope_parse(struct envelope *e, const char *text, size_t len, char *why, size_t whylen);
+
+/* a valid queue ID (16 upper-case hex digits) */
+int envelope_id_valid(const char *id);
+/* the subdirectory name ("0".."F") for an ID: its last hex digit */
+char envelope_id_hash(const char *id);
+
+#endif

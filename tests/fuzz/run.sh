@@ -1,0 +1,22 @@
+#!/bin/sh
+# run.sh SECONDS TARGET... - run each libFuzzer target for SECONDS from its
+# corpus (tests/fuzz/corpus/<name>, new inputs saved there) and report
+# executions per target; any crash fails the run and leaves the input in
+# build-fuzz/crash-<name>-*.
+secs=$1; shift
+fail=0
+for t in "$@"; do
+    name=$(basename "$t" | sed 's/^fuzz_//')
+    corpus=tests/fuzz/corpus/$name
+    mkdir -p "$corpus" build-fuzz/work-$name
+    log=build-fuzz/$name.log
+    if "$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+         -artifact_prefix=build-fuzz/crash-$name- build-fuzz/work-$name "$corpus" >"$log" 2>&1; then
+        execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
+        echo "fuzz: $name ok executions=${execs:-?} seconds=$secs"
+    else
+        echo "fuzz: $name FAILED (see $log)"; tail -n 30 "$log"; fail=$((fail + 1))
+    fi
+done
+echo "fuzz: $(( $# - fail )) passed, $fail failed"
+[ "$fail" = 0 ]
