@@ -34,9 +34,14 @@ LIBS_auth-checker    = $(PKG_SODIUM)
 LIBS_postern-user    = $(PKG_SODIUM)
 LIBS_pop3-listener   = $(PKG_SODIUM)
 LIBS_tls-proxy       = $(PKG_SSL)
-LIBS_remote-deliverer = $(PKG_SSL)
+LIBS_remote-deliverer = $(PKG_SSL) -lresolv
 LIBS_smtp-listener   = $(PKG_SODIUM)
 LIBS_queue-manager   = $(PKG_SODIUM)
+# per-program link flags: queue-inject is exec'd once per message, so static
+# (libc only, no dynamic loader work); not under the sanitizers
+ifneq ($(SAN),1)
+LDFLAGS_queue-inject = -static-pie
+endif
 
 LIB_SRC   = $(sort $(wildcard lib/*.c))
 LIB_OBJ   = $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -61,7 +66,7 @@ $(OBJ)/libpostern.a: $(LIB_OBJ)
 define prog_rule
 $(BIN)/$(1): $(patsubst %.c,$(OBJ)/%.o,$(wildcard daemons/$(1)/*.c)) $(OBJ)/libpostern.a
 	@mkdir -p $(BIN)
-	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$(filter %.o,$$^) $(OBJ)/libpostern.a $$(LIBS_$(1))
+	$$(CC) $$(LDFLAGS_ALL) $$(LDFLAGS_$(1)) -o $$@ $$(filter %.o,$$^) $(OBJ)/libpostern.a $$(LIBS_$(1))
 endef
 $(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
 
@@ -72,7 +77,7 @@ $(BIN)/%: scripts/%.sh
 
 $(OBJ)/tests/check_%: tests/unit/check_%.c $(OBJ)/libpostern.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(OBJ)/libpostern.a $(PKG_CHECK) $(PKG_SODIUM) $(PKG_SSL)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(OBJ)/libpostern.a $(PKG_CHECK) $(PKG_SODIUM) $(PKG_SSL) -lresolv
 
 $(OBJ)/tests/helpers/%: tests/helpers/%.c $(OBJ)/libpostern.a
 	@mkdir -p $(dir $@)
@@ -86,12 +91,21 @@ unit: all $(UNIT_BIN)
 
 integration: all $(TEST_HELPERS)
 	@POSTERN_BIN=$(abspath $(BIN)) POSTERN_TEST_HELPERS=$(abspath $(OBJ)/tests/helpers) \
-	  python3 tests/integration/run.py
+	  python3 tests/integration/run.py $(T)
 
-# the whole suite: dependencies, build, Check unit tests, integration tests
+# the whole suite: dependencies, build, Check unit tests, integration tests;
+# both test stages always run, then one summary (exit 1 if either failed)
 check: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit integration
+	@mkdir -p $(OBJ)
+	@{ $(MAKE) --no-print-directory unit; echo $$? > $(OBJ)/check-unit.rc; } 2>&1 | tee $(OBJ)/check-unit.log
+	@{ $(MAKE) --no-print-directory integration; echo $$? > $(OBJ)/check-integration.rc; } 2>&1 | tee $(OBJ)/check-integration.log
+	@echo "== make check summary =="; \
+	 grep '^unit: FAILED' $(OBJ)/check-unit.log; \
+	 grep '^unit: [0-9]' $(OBJ)/check-unit.log | tail -1 | grep . || echo "unit: did not finish (see above)"; \
+	 grep '^integration: [0-9]' $(OBJ)/check-integration.log | tail -1 | grep . || echo "integration: did not finish (see above)"; \
+	 if [ "$$(cat $(OBJ)/check-unit.rc)" = 0 ] && [ "$$(cat $(OBJ)/check-integration.rc)" = 0 ]; then \
+	   echo "check: OK"; else echo "check: FAILED"; exit 1; fi
 
 # the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 sanitize: deps
@@ -107,10 +121,17 @@ run: deps
 bench-smtp: all
 	python3 bench/bench_smtp.py --bin $(abspath $(BIN))
 
+# queue-inject's commit rate (N parallel injectors, 4 KB messages)
+bench-inject: $(BIN)/queue-inject
+	python3 bench/bench_inject.py --bin $(abspath $(BIN))
+
+bench-remote: $(BIN)/remote-deliverer
+	python3 bench/bench_remote.py --bin $(abspath $(BIN))
+
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run bench-smtp clean
+.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds
@@ -120,10 +141,18 @@ FUZZ_TIME ?= 60
 FUZZ_SRC  = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC)
-	@mkdir -p build-fuzz
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Ilib \
-	  -o $@ $< $(LIB_SRC) $(PKG_SODIUM) $(PKG_SSL)
+# lib/ is compiled once (coverage-instrumented); UB aborts like a crash
+FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=all -Ilib
+FUZZ_OBJ  = $(LIB_SRC:lib/%.c=build-fuzz/obj/%.o)
+
+.PRECIOUS: build-fuzz/obj/%.o
+build-fuzz/obj/%.o: lib/%.c $(wildcard lib/*.h)
+	@mkdir -p build-fuzz/obj
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined \
+	  -o $@ $< $(FUZZ_OBJ) $(PKG_SODIUM) $(PKG_SSL) -lresolv
 
 fuzz: deps
 	@sh scripts/deps.sh fuzz

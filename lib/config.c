@@ -42,12 +42,23 @@ static const struct config_setting config_settings[] = {
     UINT(max_received, 1, 1000),
     DURATION(queue_lifetime, 60, 365ULL * 86400),
     UINT(auth_concurrency, 1, 64),
+    UINT(local_concurrency, 1, 1000),
+    UINT(remote_concurrency, 1, 1000),
+    SIZE(mailbox_quota, 1ULL << 50),
+    UINT(remote_per_domain, 1, 1000),
+    DURATION(remote_timeout, 1, 3600),
+    DURATION(remote_connect_timeout, 1, 3600),
+    UINT(remote_port, 1, 65535),
+    NAME(dns_server),
+    NAME(pwhash_level),
     NAME(user_smtp),
     NAME(user_queue),
     NAME(user_auth),
     NAME(user_pop3),
     NAME(user_tls),
     NAME(user_remote),
+    NAME(tls_cert),
+    NAME(tls_key),
 };
 
 static void name_set(char *dst, const char *s)
@@ -76,6 +87,13 @@ void config_defaults(struct config *c)
     c->max_received = 100;
     c->queue_lifetime = 5ULL * 86400;
     c->auth_concurrency = 2;
+    c->local_concurrency = 10;
+    c->remote_concurrency = 20;
+    c->remote_per_domain = 5;
+    c->remote_timeout = 300;
+    c->remote_connect_timeout = 30;
+    c->remote_port = 25;
+    name_set(c->pwhash_level, "interactive");
     name_set(c->user_smtp, "postern-smtp");
     name_set(c->user_queue, "postern-queue");
     name_set(c->user_auth, "postern-auth");

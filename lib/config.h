@@ -33,6 +33,15 @@ struct config {
     unsigned long long max_received;          /* hop limit, 100 */
     unsigned long long queue_lifetime;        /* seconds, 5 days */
     unsigned long long auth_concurrency;      /* argon2id verifications at once, 2 */
+    unsigned long long local_concurrency;     /* queue-manager: local deliveries at once, 10 */
+    unsigned long long remote_concurrency;    /* queue-manager: remote deliveries at once, 20 */
+    unsigned long long mailbox_quota;         /* local-deliverer: bytes per Maildir, 0 = no limit */
+    unsigned long long remote_per_domain;     /* remote-deliverer: connections per destination domain, 5 */
+    unsigned long long remote_timeout;        /* remote-deliverer: seconds per SMTP reply/write, 300 */
+    unsigned long long remote_connect_timeout; /* remote-deliverer: seconds per connect, 30 */
+    unsigned long long remote_port;           /* remote-deliverer: SMTP port of MX hosts, 25 */
+    char dns_server[CONFIG_NAME_MAX];         /* remote-deliverer: "" = /etc/resolv.conf, else IPv4:PORT */
+    char pwhash_level[CONFIG_NAME_MAX];       /* argon2id cost: interactive|moderate|sensitive */
     /* system users each program runs as (created by postern-setup) */
     char user_smtp[CONFIG_NAME_MAX];          /* postern-smtp */
     char user_queue[CONFIG_NAME_MAX];         /* postern-queue */
@@ -40,6 +49,9 @@ struct config {
     char user_pop3[CONFIG_NAME_MAX];          /* postern-pop3 */
     char user_tls[CONFIG_NAME_MAX];           /* postern-tls */
     char user_remote[CONFIG_NAME_MAX];        /* postern-remote */
+    /* TLS (tls-proxy): PEM files; "" means ROOT/conf/tls/cert.pem and key.pem */
+    char tls_cert[CONFIG_NAME_MAX];
+    char tls_key[CONFIG_NAME_MAX];
 };
 
 void config_defaults(struct config *c);

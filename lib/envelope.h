@@ -44,6 +44,8 @@ struct envelope {
     int is_bounce;                   /* this message is a DSN we generated */
     size_t nrcpt;
     struct env_rcpt *rcpt;           /* malloc'd array of nrcpt */
+    size_t rcpt_cap;                 /* slots allocated, kept by envelope_add_rcpt; whoever
+                                        sets rcpt to an array of its own sets this to 0 */
 };
 
 void envelope_init(struct envelope *e);
@@ -52,10 +54,26 @@ void envelope_free(struct envelope *e);
 int envelope_add_rcpt(struct envelope *e, const char *addr, unsigned notify, const char *orcpt);
 
 /* Render as text into out (appended). 0 with errno EINVAL if a field holds
- * CR, LF, NUL or is too long. */
+ * CR, LF, NUL (or any other control character, TAB included: the rcpt line
+ * is tab-separated) or is too long, the id is invalid, or there is no
+ * recipient. Format: docs/QUEUE.md. */
 int envelope_format(const struct envelope *e, struct buf *out);
-/* Parse text. 0 with errno EINVAL and why[] naming the line and what is wrong. */
+/* Parse text. 0 with errno EINVAL and why[] naming the line and what is wrong
+ * ("line N: what"). e is overwritten (initialised first, not freed): pass a
+ * fresh or freed envelope; on failure nothing stays allocated. */
 int envelope_parse(struct envelope *e, const char *text, size_t len, char *why, size_t whylen);
+
+/* Additions (queue-inject's author): */
+/* 1 if s is at most max bytes and holds no control character (CR, LF, NUL,
+ * TAB, DEL ...): what every envelope field must satisfy */
+int envelope_text_ok(const char *s, size_t max);
+/* replace each control character of s by '?' (e.g. a remote server's reply
+ * before it goes into last_error) */
+void envelope_text_clean(char *s);
+/* DSN NOTIFY bits <-> "SUCCESS,FAILURE,DELAY" / "NEVER" / "" (0 = default).
+ * parse: case-insensitive, no duplicates, NEVER alone; 0 with errno EINVAL */
+int envelope_notify_format(unsigned notify, char *dst, size_t dstlen);
+int envelope_notify_parse(const char *s, size_t len, unsigned *notify);
 
 /* a valid queue ID (16 upper-case hex digits) */
 int envelope_id_valid(const char *id);

@@ -3,18 +3,7 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <pwd.h>
 #include <unistd.h>
-
-int privuser_lookup(const char *name, struct privuser *u)
-{
-    errno = 0;
-    struct passwd *pw = getpwnam(name);
-    if (!pw) { if (!errno) errno = ENOENT; return 0; }
-    u->uid = pw->pw_uid;
-    u->gid = pw->pw_gid;
-    return 1;
-}
 
 int privdrop_is_root(void) { return geteuid() == 0; }
 

@@ -36,7 +36,9 @@ struct smtp_path {
 /* Parse a path at s[0..len) (leading spaces skipped). On success returns 1,
  * *used = bytes consumed (the parameters, if any, start after it).
  * On failure returns 0 and *reply is a full SMTP reply line without CRLF,
- * e.g. "501 5.1.3 Bad recipient address syntax" or "501 5.1.7 ...". 
+ * e.g. "501 5.1.3 Bad recipient address syntax" or "501 5.1.7 ...".
+ * p->utf8 set means the client must have given SMTPUTF8 (else the caller
+ * should refuse with "553 5.6.7"). 
  * is_rcpt selects the 5.1.3 (rcpt) vs 5.1.7 (sender) wording; the null
  * path is accepted only when !is_rcpt. */
 int smtp_path_parse(const char *s, size_t len, int is_rcpt, struct smtp_path *p,
@@ -72,8 +74,9 @@ struct smtp_rcpt_params {
 /* Parse the parameters after the path (s[0..len), leading spaces skipped).
  * Keywords case-insensitive; duplicates and unknown ones refused. On failure
  * returns 0 with *reply e.g. "555 5.5.4 Unsupported parameter FOO" or
- * "501 5.5.4 Bad SIZE value"; the reply points at static storage inside the
- * params struct's owner thread (one call's result valid until the next call). */
+ * "501 5.5.4 Bad SIZE value". Every *reply of this module is a string
+ * literal: valid forever, nothing shared between calls or threads.
+ * MAIL also accepts AUTH=<> / AUTH=xtext (RFC 4954), checks and ignores it. */
 int smtp_mail_params_parse(const char *s, size_t len, struct smtp_mail_params *mp,
                            const char **reply);
 int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *rp,

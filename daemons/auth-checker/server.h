@@ -1,0 +1,33 @@
+/* server.h - auth-checker's state and its serving loop. */
+#ifndef POSTERN_AUTH_SERVER_H
+#define POSTERN_AUTH_SERVER_H
+
+#include <sys/types.h>
+#include <time.h>
+
+#include "authproto.h"
+#include "config.h"
+#include "userdb.h"
+
+struct server {
+    const struct config *conf;
+    int listen_fd;
+    char users_path[CONFIG_NAME_MAX + 32];
+    struct userdb users;
+    ino_t users_ino;              /* to notice a rewritten users file */
+    struct timespec users_mtime;
+    off_t users_size;
+    char dummy_hash[USERDB_HASH_MAX + 1];   /* verified for unknown users */
+    uid_t allowed[4];             /* peers: root, user_smtp, user_pop3 (+ self) */
+    size_t nallowed;
+};
+
+/* load users_path into s->users (a missing file is an empty db) */
+int server_users_load(struct server *s, char *err, size_t errlen);
+/* serve until SIGTERM; 0 on a fatal error */
+int server_run(struct server *s);
+
+/* checkpassword.c: the checkpassword interface (see there); returns exit code */
+int checkpassword_main(const char *root, char **prog);
+
+#endif

@@ -1,0 +1,90 @@
+/* mailbox.c - the post-login POP3 process: runs as the mail user's uid/gid
+ * (never 0), chrooted into the user's Maildir; holds the maildrop lock for
+ * its whole life; TRANSACTION, then UPDATE on QUIT. A connection that drops
+ * without QUIT deletes nothing. */
+#include "pop3d.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "io.h"
+#include "log.h"
+#include "maildrop.h"
+#include "pop3_session.h"
+#include "privdrop.h"
+
+static int reply_close(int fd, const char *line)
+{
+    fd_write_all(fd, line, strlen(line), 10000);
+    return EXIT_OK;
+}
+
+int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
+                const char *left, size_t leftlen, const char *sid)
+{
+    static unsigned char ibuf[POP3D_INBUF], obuf[65536];
+    static char line[POP3_LINE_MAX + 1];
+    struct privuser u = { r->uid, r->gid };
+    struct maildrop md;
+    if (r->uid == 0 || r->gid == 0) {
+        log_error(sid, "event=login user=%s error=\"uid or gid 0 refused\"", r->name);
+        return reply_close(fd, "-ERR [SYS/PERM] Mailbox misconfigured\r\n");
+    }
+    if (!privdrop(r->maildir, &u)) {
+        log_error(sid, "event=login user=%s maildir=%s error=\"%s\"", r->name, r->maildir, strerror(errno));
+        return reply_close(fd, "-ERR [SYS/TEMP] Cannot open the mailbox\r\n");
+    }
+    int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int lock = dirfd >= 0 ? maildrop_lock(dirfd) : -1;
+    if (lock < 0) {
+        if (errno == EWOULDBLOCK) {
+            log_info(sid, "event=login user=%s result=in-use", r->name);
+            return reply_close(fd, "-ERR [IN-USE] Mailbox is locked by another session\r\n");
+        }
+        log_error(sid, "event=lock user=%s error=\"%s\"", r->name, strerror(errno));
+        return reply_close(fd, "-ERR [SYS/TEMP] Cannot lock the mailbox\r\n");
+    }
+    if (!maildrop_open(&md, dirfd)) {
+        log_error(sid, "event=scan user=%s error=\"%s\"", r->name, strerror(errno));
+        return reply_close(fd, "-ERR [SYS/TEMP] Cannot read the mailbox\r\n");
+    }
+    struct io in, out;
+    struct pop3_session s;
+    io_init(&in, fd, ibuf, sizeof ibuf, pop3d_timeout_ms(c));
+    io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
+    memcpy(ibuf, left, leftlen);      /* what the pre-login session read past PASS */
+    in.len = leftlen;
+    pop3_init(&s, &out, (unsigned)c->max_errors);
+    pop3_begin_transaction(&s, &md);
+    size_t n;
+    unsigned long long oct;
+    maildrop_stat(&md, &n, &oct);
+    log_info(sid, "event=login user=%s messages=%zu octets=%llu", r->name, n, oct);
+    if (!io_puts(&out, "+OK Logged in.\r\n")) return EXIT_TEMP;
+    if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
+    for (;;) {
+        size_t len;
+        enum io_eol eol;
+        enum pop3_action act;
+        if (!io_getline(&in, line, sizeof line, &len, &eol)) {
+            if (errno == ETIMEDOUT) { io_puts(&out, "-ERR Timeout, closing connection\r\n"); io_flush(&out); }
+            log_info(sid, "event=drop user=%s update=no", r->name);
+            return EXIT_OK;
+        }
+        int truncated = eol == IO_EOL_NONE;
+        if (truncated && len < sizeof line) return EXIT_OK;
+        if (truncated && !io_skipline(&in, 1 << 20)) return EXIT_OK;
+        if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_OK;
+        if (act == POP3_CLOSE) {
+            io_flush(&out);
+            size_t left_n;
+            maildrop_stat(&md, &left_n, &oct);
+            log_info(sid, "event=logout user=%s deleted=%zu", r->name, n > left_n ? n - left_n : 0);
+            return EXIT_OK;
+        }
+        if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
+    }
+}

@@ -1,0 +1,99 @@
+/* monitor.c - the per-connection monitor (root, no chroot): forks the
+ * pre-login session, takes its credentials, asks auth-checker, and on
+ * success forks the mailbox process with the connection. It never reads a
+ * byte from the client. */
+#include "pop3d.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#include "err.h"
+#include "log.h"
+#include "pop3_session.h"
+#include "privdrop.h"
+
+#define AUTH_WAIT_MS 60000   /* auth-checker's throttling delays stay well below */
+
+static enum auth_result check(const struct config *c, const struct pop3_mon_request *q,
+                              const char *addr, struct auth_reply *r, const char *sid)
+{
+    struct auth_request ar;
+    int fd = authproto_connect(c->root);
+    if (fd < 0) {
+        log_error(sid, "event=auth error=\"auth-checker unreachable: %s\"", strerror(errno));
+        return AUTH_TEMP;
+    }
+    int ok = authproto_request_set(&ar, AUTH_SVC_POP3, q->user, q->userlen, q->pass, q->passlen, addr) &&
+             authproto_ask(fd, &ar, r, AUTH_WAIT_MS);
+    int e = errno;
+    authproto_request_wipe(&ar);
+    close(fd);
+    if (!ok) {
+        if (e == EINVAL) return AUTH_BAD;   /* a NUL byte in the name or password */
+        log_error(sid, "event=auth error=\"%s\"", strerror(e));
+        return AUTH_TEMP;
+    }
+    return r->result;
+}
+
+static pid_t start_mailbox(const struct config *c, int fd, const struct auth_reply *r,
+                           const struct pop3_mon_request *q, const char *sid)
+{
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid));
+}
+
+int monitor_run(const struct config *c, int fd, const char *addr, const char *sid)
+{
+    static char rec[POP3_MON_REC_MAX + 1];
+    static struct pop3_mon_request q;
+    char path[CONFIG_NAME_MAX + 16];
+    struct privuser pu;
+    int sp[2];
+    if (!privuser_lookup(c->user_pop3, &pu)) { log_error(sid, "error=\"no system user %s\"", c->user_pop3); return EXIT_PERM; }
+    snprintf(path, sizeof path, "%s/empty", c->root);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) return EXIT_TEMP;
+    pid_t session = fork();
+    if (session < 0) return EXIT_TEMP;
+    if (session == 0) {
+        close(sp[0]);
+        if (!privdrop(path, &pu)) { log_error(sid, "event=privdrop error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
+        _exit(prelogin_run(c, fd, sp[1], sid));
+    }
+    close(sp[1]);
+    pid_t mailbox = -1;
+    for (;;) {
+        ssize_t n;
+        do n = recv(sp[0], rec, sizeof rec, 0); while (n < 0 && errno == EINTR);
+        if (n <= 0) break;                        /* the session is gone */
+        struct auth_reply r;
+        enum auth_result res = AUTH_BAD;
+        if (pop3_mon_request_parse(rec, (size_t)n, &q)) res = check(c, &q, addr, &r, sid);
+        else log_warn(sid, "event=monitor error=\"malformed request\"");
+        sodium_memzero(rec, sizeof rec);
+        sodium_memzero(q.pass, sizeof q.pass);
+        char a = res == AUTH_OK ? 'o' : res == AUTH_BAD ? 'b' : 't';
+        if (res == AUTH_OK && (mailbox = start_mailbox(c, fd, &r, &q, sid)) < 0) {
+            log_error(sid, "event=fork error=\"%s\"", strerror(errno));
+            a = 't';
+        }
+        if (res != AUTH_OK) {
+            char u[100];
+            log_info(sid, "event=login user=%s result=%s", log_safe(u, sizeof u, q.user, q.userlen), res == AUTH_BAD ? "bad" : "temp");
+        }
+        if (send(sp[0], &a, 1, MSG_NOSIGNAL) != 1) break;
+        if (a == 'o') break;
+    }
+    close(sp[0]);
+    close(fd);
+    while (waitpid(session, 0, 0) < 0 && errno == EINTR) {}
+    if (mailbox > 0) while (waitpid(mailbox, 0, 0) < 0 && errno == EINTR) {}
+    return EXIT_OK;
+}

@@ -1,0 +1,153 @@
+/* pop3-listener - POP3 on pop3_listen (INTERFACES.md "Sessions and their
+ * privileged parts"; processes in pop3d.h).
+ *
+ *   pop3-listener [-d FD] ROOT
+ *
+ * The listener stays root to bind and to let each connection's monitor
+ * start the mailbox process as the mail user; it never reads client bytes.
+ * Past max_sessions in total or max_sessions_per_client from one address a
+ * new connection gets "-ERR [SYS/TEMP] ..." and is closed. SIGHUP reloads
+ * postern.conf (listening addresses keep until restart); SIGTERM stops
+ * accepting (sessions in progress finish). */
+#include "pop3d.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#include "conf.h"
+#include "err.h"
+#include "listen.h"
+#include "log.h"
+
+#define CHILDREN_MAX 100000
+
+struct child { pid_t pid; char addr[64]; };
+static struct child *children;
+static size_t nchildren;
+static volatile sig_atomic_t got_hup, got_term;
+
+static void on_signal(int sig) { if (sig == SIGHUP) got_hup = 1; else got_term = 1; }
+static void on_child(int sig) { (void)sig; }
+
+static void reap(void)
+{
+    pid_t pid;
+    while ((pid = waitpid(-1, 0, WNOHANG)) > 0)
+        for (size_t i = 0; i < nchildren; i++)
+            if (children[i].pid == pid) { children[i] = children[--nchildren]; break; }
+}
+
+static size_t count_addr(const char *addr)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nchildren; i++) n += !strcmp(children[i].addr, addr);
+    return n;
+}
+
+static void accept_one(const struct config *c, int lfd, const struct listen_set *ls)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char addr[64], sid[32];
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    sockaddr_text((struct sockaddr *)&ss, addr, sizeof addr);
+    if (nchildren >= c->max_sessions || nchildren >= CHILDREN_MAX || count_addr(addr) >= c->max_sessions_per_client) {
+        static const char busy[] = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+        log_warn(NULL, "event=refused addr=%s reason=\"too many sessions\"", addr);
+        if (send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {}
+        close(fd);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid < 0) { log_error(NULL, "event=fork error=\"%s\"", strerror(errno)); close(fd); return; }
+    if (pid == 0) {
+        struct listen_set mine = *ls;
+        listen_close(&mine);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, 0);
+        snprintf(sid, sizeof sid, "p%ld", (long)getpid());
+        log_info(sid, "event=connect addr=%s port=%u", addr, sockaddr_port((struct sockaddr *)&ss));
+        _exit(monitor_run(c, fd, addr, sid));
+    }
+    close(fd);
+    children[nchildren].pid = pid;
+    memcpy(children[nchildren].addr, addr, sizeof addr);
+    nchildren++;
+}
+
+static void serve(struct config *c, struct listen_set *ls, const char *root)
+{
+    struct pollfd p[LISTEN_MAX];
+    sigset_t block, empty;
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, 0);
+    sigemptyset(&empty);
+    while (!got_term) {
+        if (got_hup) {
+            static struct config nc;
+            char err[CONF_ERR_MAX + 64];
+            got_hup = 0;
+            if (config_load(&nc, root, err, sizeof err)) { *c = nc; log_info(NULL, "event=reload"); }
+            else log_error(NULL, "event=reload error=\"%s\" kept=previous", err);
+        }
+        for (size_t i = 0; i < ls->n; i++) p[i] = (struct pollfd){ .fd = ls->fd[i], .events = POLLIN };
+        int r = ppoll(p, ls->n, 0, &empty);
+        reap();
+        if (r <= 0) continue;
+        for (size_t i = 0; i < ls->n; i++)
+            if (p[i].revents & POLLIN) accept_one(c, ls->fd[i], ls);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static struct config c;
+    struct listen_set ls;
+    char err[CONF_ERR_MAX + 64], path[CONFIG_NAME_MAX + 16];
+    int notify = -1;
+    size_t bad;
+    log_init("pop3-listener");
+    if (argc >= 3 && !strcmp(argv[1], "-d")) { notify = atoi(argv[2]); argv += 2; argc -= 2; }
+    const char *root = config_root(argc > 1 ? argv[1] : 0);
+    if (!root || argc > 2) die_perm("usage: pop3-listener [-d FD] ROOT");
+    if (sodium_init() < 0) die_temp("libsodium initialisation failed");
+    if (!config_load(&c, root, err, sizeof err)) die_perm("%s", err);
+    if (c.pop3_listen.n == 0) die_perm("%s/conf/postern.conf: pop3_listen: no address to listen on", root);
+    snprintf(path, sizeof path, "%s/empty", root);
+    if (mkdir(path, 0555) < 0 && errno != EEXIST) die_temp_sys("mkdir %s", path);
+    const char *specs[CONFIG_LIST_MAX];
+    for (size_t i = 0; i < c.pop3_listen.n; i++) specs[i] = c.pop3_listen.v[i];
+    if (!listen_open(&ls, specs, c.pop3_listen.n, &bad)) die_temp_sys("listen on %s", specs[bad]);
+    if (!(children = calloc(CHILDREN_MAX, sizeof *children))) die_temp("out of memory");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGHUP, &sa, 0);
+    sigaction(SIGTERM, &sa, 0);
+    sigaction(SIGINT, &sa, 0);
+    sa.sa_handler = on_child;     /* so that ppoll wakes up to reap */
+    sigaction(SIGCHLD, &sa, 0);
+    signal(SIGPIPE, SIG_IGN);
+    log_info(NULL, "event=start listen=%s", specs[0]);
+    if (notify >= 0) { if (write(notify, "\n", 1) != 1) {} close(notify); }
+    serve(&c, &ls, root);
+    log_info(NULL, "event=stop");
+    return EXIT_OK;
+}

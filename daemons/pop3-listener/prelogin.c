@@ -1,0 +1,76 @@
+/* prelogin.c - the pre-login POP3 session: greeting, CAPA, USER/PASS,
+ * AUTH PLAIN, QUIT. Runs as user_pop3 chrooted in ROOT/empty; passwords go
+ * to the monitor, never anywhere else. */
+#include "pop3d.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#include "err.h"
+#include "io.h"
+#include "log.h"
+#include "pop3_session.h"
+
+int pop3d_timeout_ms(const struct config *c)
+{
+    unsigned long long t = c->session_timeout < POP3_TIMEOUT_MIN ? POP3_TIMEOUT_MIN : c->session_timeout;
+    if (t > 86400) t = 86400;
+    return (int)t * 1000;
+}
+
+/* ask the monitor; returns the login result */
+static enum pop3_login ask_monitor(int mon, struct pop3_session *s, struct io *in)
+{
+    static char rec[POP3_MON_REC_MAX];
+    size_t len;
+    char r = 't';
+    size_t left = io_buffered(in);
+    if (left > POP3_MON_LEFT_MAX) left = POP3_MON_LEFT_MAX;   /* cannot happen: POP3D_INBUF */
+    if (!pop3_mon_request_format(s->user, s->userlen, s->pass, s->passlen, in->b + in->pos, left, rec, sizeof rec, &len))
+        return POP3_LOGIN_BAD;
+    ssize_t w = send(mon, rec, len, MSG_NOSIGNAL);
+    sodium_memzero(rec, sizeof rec);
+    if (w != (ssize_t)len) return POP3_LOGIN_TEMP;
+    struct pollfd p = { .fd = mon, .events = POLLIN, .revents = 0 };
+    if (poll(&p, 1, 120000) != 1 || recv(mon, &r, 1, 0) != 1) return POP3_LOGIN_TEMP;
+    return r == 'o' ? POP3_LOGIN_OK : r == 'b' ? POP3_LOGIN_BAD : POP3_LOGIN_TEMP;
+}
+
+int prelogin_run(const struct config *c, int fd, int mon, const char *sid)
+{
+    static unsigned char ibuf[POP3D_INBUF], obuf[8192];
+    static char line[POP3_SASL_LINE_MAX];
+    struct io in, out;
+    struct pop3_session s;
+    io_init(&in, fd, ibuf, sizeof ibuf, pop3d_timeout_ms(c));
+    io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
+    pop3_init(&s, &out, (unsigned)c->max_errors);
+    if (!pop3_greeting(&s, c->hostname) || !io_flush(&out)) return EXIT_TEMP;
+    for (;;) {
+        size_t len;
+        enum io_eol eol;
+        enum pop3_action act;
+        if (!io_getline(&in, line, sizeof line, &len, &eol)) {
+            if (errno == ETIMEDOUT) { io_puts(&out, "-ERR Timeout, closing connection\r\n"); io_flush(&out); }
+            return EXIT_OK;
+        }
+        int truncated = eol == IO_EOL_NONE;
+        if (truncated && len < sizeof line) return EXIT_OK;       /* EOF inside a line */
+        if (truncated && !io_skipline(&in, 1 << 20)) return EXIT_OK;
+        if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_TEMP;
+        sodium_memzero(line, sizeof line);
+        if (act == POP3_LOGIN) {
+            if (!io_flush(&out)) return EXIT_TEMP;
+            enum pop3_login r = ask_monitor(mon, &s, &in);
+            pop3_login_result(&s, r);
+            if (r == POP3_LOGIN_OK) return EXIT_OK;   /* the mailbox process has the connection */
+            if (s.state == POP3_DONE) act = POP3_CLOSE; /* too many failed logins */
+        }
+        if (act == POP3_CLOSE) { io_flush(&out); return EXIT_OK; }
+        if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
+    }
+}

@@ -1,0 +1,214 @@
+/* postern-queue - the operator's view of the queue (like mailq, qmail-qread,
+ * postqueue). Reads ROOT/queue directly (run it as root or as a member of
+ * the queue's group); changes go through queue-manager, which alone writes
+ * the queue: "flush" and "delete" write a request into the trigger FIFO
+ * ("F", "D<ID>\n"), which only root and the queue's owner may open.
+ *
+ *   postern-queue [--root DIR] list | stat | show ID | flush | delete ID
+ *
+ * Output formats are stable (see usage text and docs/man/postern-queue.8). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "envelope.h"
+#include "err.h"
+#include "log.h"
+#include "queue_path.h"
+
+static const char usage[] =
+    "usage: postern-queue [--root DIR] list | stat | show ID | flush | delete ID\n"
+    "ROOT is DIR, else $POSTERN_ROOT.\n"
+    "list    one line per message:  ID AGE SIZE <sender>\n"
+    "        (AGE in seconds since queued, SIZE in bytes), then one line per recipient:\n"
+    "          STATE ATTEMPTS <address> LAST_ERROR\n"
+    "        (two spaces first; STATE is pending, done, failed or bounced;\n"
+    "        LAST_ERROR is the rest of the line, possibly empty)\n"
+    "stat    lines \"KEY VALUE\": messages, recipients, pending, done, failed, bounced,\n"
+    "        bytes, oldest (age in seconds, 0 if empty)\n"
+    "show ID the envelope file, a line \"--\", then the message's header section\n"
+    "flush   ask queue-manager to try every pending recipient now\n"
+    "delete ID  ask queue-manager to remove the message (no bounce is sent);\n"
+    "        waits up to 10 seconds and says whether it is gone\n"
+    "Exit: 0 done, 100 usage error or no such message, 111 temporary trouble.\n";
+
+static const char *state_name(enum env_rcpt_state s)
+{
+    static const char *const n[] = { "pending", "done", "failed", "bounced" };
+    return (unsigned)s < 4 ? n[s] : "?";
+}
+
+static int slurp(const char *path, struct buf *b, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    for (;;) {
+        if (b->len >= max) break;
+        if (!buf_reserve(b, 65536)) { close(fd); return 0; }
+        size_t room = b->cap - b->len - 1;
+        if (room > max - b->len) room = max - b->len;
+        ssize_t n = read(fd, b->s + b->len, room);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { int e = errno; close(fd); errno = e; return 0; }
+        if (!n) break;
+        b->len += (size_t)n;
+    }
+    close(fd);
+    if (!buf_reserve(b, 0)) return 0;
+    b->s[b->len] = 0;
+    return 1;
+}
+
+static int load(const char *root, const char *id, struct envelope *e, long long *size)
+{
+    char path[QUEUE_PATH_MAX], why[256];
+    struct buf b = BUF_ZERO;
+    struct stat st;
+    if (!queue_path(path, sizeof path, root, QUEUE_ENV, id) || !slurp(path, &b, 64u << 20)) {
+        buf_free(&b);
+        return 0;
+    }
+    int ok = envelope_parse(e, b.s, b.len, why, sizeof why);
+    buf_free(&b);
+    if (!ok) { fprintf(stderr, "postern-queue: %s: %s\n", id, why); return 0; }
+    *size = 0;
+    if (queue_path(path, sizeof path, root, QUEUE_MESS, id) && stat(path, &st) == 0) *size = st.st_size;
+    return 1;
+}
+
+static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+/* every message id in env/, sorted (by birth: the id starts with it) */
+static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
+{
+    char (*v)[ENV_ID_LEN + 1] = NULL;
+    size_t cap = 0;
+    *n = 0;
+    for (int h = 0; h < 16; h++) {
+        char dir[QUEUE_PATH_MAX], sub[16];
+        snprintf(sub, sizeof sub, "env/%X", h);
+        if (!queue_dir(dir, sizeof dir, root, sub)) continue;
+        DIR *d = opendir(dir);
+        if (!d) { if (errno != ENOENT) die_temp_sys("%s", dir); continue; }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (!envelope_id_valid(de->d_name)) continue;
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 64;
+                void *nv = realloc(v, cap * sizeof *v);
+                if (!nv) die_temp("out of memory");
+                v = nv;
+            }
+            memcpy(v[(*n)++], de->d_name, ENV_ID_LEN + 1);
+        }
+        closedir(d);
+    }
+    if (*n) qsort(v, *n, sizeof *v, id_cmp);
+    return v;
+}
+
+static int cmd_list(const char *root, int stat_only)
+{
+    size_t n;
+    char (*ids)[ENV_ID_LEN + 1] = ids_all(root, &n);
+    unsigned long long count[4] = { 0 }, rcpts = 0, bytes = 0, msgs = 0;
+    long long oldest = 0;
+    time_t now = time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct envelope e;
+        long long size;
+        envelope_init(&e);
+        if (!load(root, ids[i], &e, &size)) continue;   /* gone meanwhile */
+        long long age = now > e.birth ? (long long)(now - e.birth) : 0;
+        msgs++;
+        bytes += (unsigned long long)size;
+        if (age > oldest) oldest = age;
+        if (!stat_only) printf("%s %lld %lld <%s>\n", e.id, age, size, e.sender);
+        for (size_t k = 0; k < e.nrcpt; k++) {
+            const struct env_rcpt *r = &e.rcpt[k];
+            rcpts++;
+            if ((unsigned)r->state < 4) count[r->state]++;
+            if (!stat_only) printf("  %s %u <%s> %s\n", state_name(r->state), r->attempts, r->addr, r->last_error);
+        }
+        envelope_free(&e);
+    }
+    if (stat_only)
+        printf("messages %llu\nrecipients %llu\npending %llu\ndone %llu\nfailed %llu\nbounced %llu\n"
+               "bytes %llu\noldest %lld\n", msgs, rcpts, count[0], count[1], count[2], count[3], bytes, oldest);
+    free(ids);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_TEMP;
+}
+
+static int cmd_show(const char *root, const char *id)
+{
+    char path[QUEUE_PATH_MAX];
+    struct buf b = BUF_ZERO;
+    if (!envelope_id_valid(id)) die_perm("%s: not a queue id", id);
+    if (!queue_path(path, sizeof path, root, QUEUE_ENV, id) || !slurp(path, &b, 64u << 20)) {
+        if (errno == ENOENT) die_perm("%s: no such message", id);
+        die_temp_sys("%s", path);
+    }
+    fwrite(b.s, 1, b.len, stdout);
+    fputs("--\n", stdout);
+    b.len = 0;
+    if (!queue_path(path, sizeof path, root, QUEUE_MESS, id) || !slurp(path, &b, 1u << 20))
+        die_temp_sys("%s", path);
+    char *end = memmem(b.s, b.len, "\n\n", 2);
+    fwrite(b.s, 1, end ? (size_t)(end - b.s) + 1 : b.len, stdout);
+    buf_free(&b);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_TEMP;
+}
+
+static void trigger_write(const char *root, const char *what, size_t len)
+{
+    char path[QUEUE_PATH_MAX];
+    if (!queue_dir(path, sizeof path, root, "lock/trigger")) die_temp_sys("trigger");
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENXIO) die_temp("queue-manager is not running (nobody reads %s)", path);
+    if (fd < 0) die_temp_sys("%s", path);
+    if (write(fd, what, len) != (ssize_t)len) die_temp_sys("%s", path);
+    close(fd);
+}
+
+static int cmd_delete(const char *root, const char *id)
+{
+    char path[QUEUE_PATH_MAX], rec[ENV_ID_LEN + 3];
+    if (!envelope_id_valid(id)) die_perm("%s: not a queue id", id);
+    if (!queue_path(path, sizeof path, root, QUEUE_ENV, id)) die_temp_sys("path");
+    if (access(path, F_OK) < 0) die_perm("%s: no such message", id);
+    snprintf(rec, sizeof rec, "D%s\n", id);
+    trigger_write(root, rec, strlen(rec));
+    for (int i = 0; i < 100; i++) {
+        if (access(path, F_OK) < 0 && errno == ENOENT) { printf("%s deleted\n", id); return EXIT_OK; }
+        usleep(100000);
+    }
+    die_temp("%s: delete requested, but the message is still there (deliveries in flight?)", id);
+}
+
+int main(int argc, char **argv)
+{
+    const char *rootarg = NULL;
+    int i = 1;
+    log_init("postern-queue");
+    if (i < argc && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) { fputs(usage, stdout); return EXIT_OK; }
+    if (i + 1 < argc && !strcmp(argv[i], "--root")) { rootarg = argv[i + 1]; i += 2; }
+    const char *root = config_root(rootarg);
+    if (!root || i >= argc) { fputs(usage, stderr); return EXIT_PERM; }
+    const char *cmd = argv[i++];
+    int nargs = argc - i;
+    if (!strcmp(cmd, "list") && !nargs) return cmd_list(root, 0);
+    if (!strcmp(cmd, "stat") && !nargs) return cmd_list(root, 1);
+    if (!strcmp(cmd, "show") && nargs == 1) return cmd_show(root, argv[i]);
+    if (!strcmp(cmd, "delete") && nargs == 1) return cmd_delete(root, argv[i]);
+    if (!strcmp(cmd, "flush") && !nargs) { trigger_write(root, "F", 1); puts("flush requested"); return EXIT_OK; }
+    fputs(usage, stderr);
+    return EXIT_PERM;
+}

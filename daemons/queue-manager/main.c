@@ -1,0 +1,217 @@
+/* queue-manager - postern's scheduler (DESIGN.md section 2, docs/INTERFACES.md).
+ * Started as root: spawns ROOT/bin/local-deliverer (and remote-deliverer if
+ * it exists) on SOCK_SEQPACKET pairs, drops to user_queue, then loops:
+ * woken by the trigger FIFO (one byte = look at todo/, "F" = flush,
+ * "D<ID>\n" = delete a message), by deliverer results and by its timers.
+ * SIGHUP reloads postern.conf; SIGTERM stops dispatching, waits up to
+ * QM_STOP_WAIT seconds for results in flight and exits 0. If a deliverer goes
+ * away it finishes its bookkeeping and exits 111 so s6 restarts the trio. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "deliver_proto.h"
+#include "err.h"
+#include "log.h"
+#include "privdrop.h"
+#include "qm.h"
+#include "queue_path.h"
+
+#define QM_STOP_WAIT 10
+
+static volatile sig_atomic_t got_hup, got_term;
+static sigset_t old_mask;
+
+static void on_signal(int sig) { if (sig == SIGHUP) got_hup = 1; else got_term = 1; }
+
+static void signals(void)
+{
+    struct sigaction sa;
+    sigset_t block;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &old_mask);
+}
+
+static void spawn(struct qm *q, enum qm_chan ch, const char *prog)
+{
+    char path[4096];
+    int sv[2];
+    q->chan[ch].name = prog;
+    q->chan[ch].sock = -1;
+    snprintf(path, sizeof path, "%s/bin/%s", q->root, prog);
+    if (access(path, X_OK) < 0) {
+        if (ch == QM_LOCAL) die_temp_sys("%s", path);
+        log_warn(NULL, "deliverer=%s absent: remote recipients stay queued", prog);
+        return;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) die_temp_sys("socketpair");
+    pid_t pid = fork();
+    if (pid < 0) die_temp_sys("fork");
+    if (!pid) {
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        if (dup2(sv[1], 0) < 0) _exit(EXIT_TEMP);
+        execl(path, prog, q->root, (char *)NULL);
+        _exit(EXIT_TEMP);
+    }
+    close(sv[1]);
+    q->chan[ch].sock = sv[0];
+    q->chan[ch].pid = pid;
+}
+
+static void limits(struct qm *q)
+{
+    q->chan[QM_LOCAL].max = (unsigned)q->cfg.local_concurrency;
+    q->chan[QM_REMOTE].max = (unsigned)q->cfg.remote_concurrency;
+}
+
+static void drop(struct qm *q)
+{
+    struct privuser u;
+    if (!privuser_lookup(q->cfg.user_queue, &u)) die_perm_sys("user %s", q->cfg.user_queue);
+    if (!privdrop_is_root() && getuid() != u.uid) {
+        log_warn(NULL, "not root: running as uid %lu, privileges not dropped", (unsigned long)getuid());
+        return;
+    }
+    if (!privdrop(NULL, &u)) die_temp_sys("privdrop to %s", q->cfg.user_queue);
+}
+
+/* the trigger FIFO: 'F' flush, "D<ID>\n" delete, any other byte: look at todo/ */
+static void trigger_input(struct qm *q, int fd, time_t now)
+{
+    static char rec[ENV_ID_LEN + 2];
+    static size_t rlen;
+    static int in_rec;
+    char b[512];
+    ssize_t n = read(fd, b, sizeof b);
+    int scan = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        if (in_rec) {
+            if (b[i] != '\n') { if (rlen < sizeof rec - 1) rec[rlen++] = b[i]; else in_rec = 0; continue; }
+            rec[rlen] = 0;
+            in_rec = 0;
+            if (envelope_id_valid(rec)) { qm_scan_todo(q); qm_delete(q, rec, now); }
+            else log_warn(NULL, "trigger: bad delete request ignored");
+        } else if (b[i] == 'D') {
+            in_rec = 1;
+            rlen = 0;
+        } else if (b[i] == 'F') {
+            log_info(NULL, "flush=requested");
+            qm_scan_all(q);
+            qm_flush(q);
+        } else {
+            scan = 1;
+        }
+    }
+    if (scan) qm_scan_todo(q);
+}
+
+static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
+{
+    char rec[DP_RECORD_MAX + 1];
+    size_t len;
+    int fd;
+    if (dp_recv(q->chan[ch].sock, rec, sizeof rec, &len, &fd)) {
+        if (fd >= 0) close(fd);
+        qm_result(q, ch, rec, len, now);
+    } else if (errno == EPIPE || errno == ECONNRESET) {
+        log_error(NULL, "deliverer=%s went away", q->chan[ch].name);
+        qm_channel_dead(q, ch, now);
+    } else if (errno != EINTR && errno != EAGAIN) {
+        log_error(NULL, "deliverer=%s bad record: %s", q->chan[ch].name, strerror(errno));
+        qm_channel_dead(q, ch, now);
+    }
+}
+
+static void reload(struct qm *q)
+{
+    struct config nc;
+    char err[512];
+    got_hup = 0;
+    if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "reload refused: %s", err); return; }
+    q->cfg = nc;
+    limits(q);
+    log_info(NULL, "configuration reloaded");
+}
+
+static int loop(struct qm *q, int trig)
+{
+    time_t now = time(NULL), stop_at = 0;
+    time_t next_todo = now + QM_SCAN_TODO_EVERY, next_all = now + QM_SCAN_ALL_EVERY;
+    for (;;) {
+        now = time(NULL);
+        while (waitpid(-1, NULL, WNOHANG) > 0) {}
+        if (got_hup) reload(q);
+        if (got_term && !q->stopping) {
+            q->stopping = 1;
+            stop_at = now + QM_STOP_WAIT;
+            log_info(NULL, "stopping=1 inflight=%u", qm_inflight(q));
+        }
+        if (q->dead && !stop_at) stop_at = now + QM_STOP_WAIT;
+        if ((q->stopping || q->dead) && (!qm_inflight(q) || now >= stop_at))
+            return q->dead ? EXIT_TEMP : EXIT_OK;
+        if (now >= next_todo) { qm_scan_todo(q); next_todo = now + QM_SCAN_TODO_EVERY; }
+        if (now >= next_all) { qm_sweep(q, now); qm_scan_all(q); next_all = now + QM_SCAN_ALL_EVERY; }
+        qm_dispatch(q, now);
+        time_t wake = next_todo < next_all ? next_todo : next_all, w = qm_next_wake(q);
+        if (w != (time_t)-1 && w < wake && !q->stopping) wake = w;
+        if (stop_at && stop_at < wake) wake = stop_at;
+        struct timespec ts = { wake > now ? wake - now : 0, 0 };
+        struct pollfd p[3] = { { trig, POLLIN, 0 }, { q->chan[QM_LOCAL].sock, POLLIN, 0 },
+                               { q->chan[QM_REMOTE].sock, POLLIN, 0 } };
+        int r = ppoll(p, 3, &ts, &old_mask);
+        if (r < 0 && errno != EINTR) die_temp_sys("poll");
+        if (r <= 0) continue;
+        now = time(NULL);
+        if (p[0].revents & POLLIN) trigger_input(q, trig, now);
+        for (int c = 0; c < QM_NCHAN; c++)
+            if (p[1 + c].revents && q->chan[c].sock >= 0) channel_input(q, (enum qm_chan)c, now);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static struct qm q;
+    char err[512], path[QUEUE_PATH_MAX];
+    int ready = -1, opt;
+    log_init("queue-manager");
+    while ((opt = getopt(argc, argv, "d:")) != -1) {
+        if (opt == 'd') ready = atoi(optarg);
+        else die_perm("usage: queue-manager [-d FD] ROOT");
+    }
+    q.root = config_root(optind < argc ? argv[optind] : NULL);
+    if (!q.root) die_perm("usage: queue-manager [-d FD] ROOT");
+    if (!config_load(&q.cfg, q.root, err, sizeof err)) die_perm("%s", err);
+    limits(&q);
+    signals();
+    spawn(&q, QM_LOCAL, "local-deliverer");
+    spawn(&q, QM_REMOTE, "remote-deliverer");
+    drop(&q);
+    if (!queue_dir(path, sizeof path, q.root, "lock/trigger")) die_temp_sys("trigger path");
+    int trig = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    if (trig < 0) die_temp_sys("%s", path);
+    qm_sweep(&q, time(NULL));
+    qm_scan_all(&q);
+    log_info(NULL, "started messages=%zu remote=%s", q.nmsgs, q.chan[QM_REMOTE].sock >= 0 ? "yes" : "no");
+    if (ready >= 0) { if (write(ready, "\n", 1) < 0) {} close(ready); }
+    int code = loop(&q, trig);
+    log_info(NULL, "exiting code=%d", code);
+    return code;
+}

@@ -1,0 +1,95 @@
+/* qm.h - queue-manager's state: the messages it knows, the deliverer
+ * channels, the jobs in flight; and the modules that work on them:
+ * store.c (queue files: scan, load, durable rewrite, removal, sweep),
+ * sched.c (dispatch, results, retries, rounds), notify.c (DSNs). */
+#ifndef POSTERN_QM_H
+#define POSTERN_QM_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "config.h"
+#include "envelope.h"
+
+#define QM_SCAN_TODO_EVERY 30          /* seconds between looks at todo/ */
+#define QM_SCAN_ALL_EVERY (15 * 60)    /* seconds between full scans of env/ */
+#define QM_STALE_AGE (36 * 3600)       /* tmp/ and half-messages older than this are garbage (docs/QUEUE.md) */
+#define QM_BOUNCE_RETRY 300            /* seconds before retrying a failed bounce injection */
+#define QM_DSN_FULL_LIMIT (1u << 20)   /* bounces quote whole messages up to this size */
+#define QM_DSN_READ_MAX (4u << 20)     /* read at most this much of a message for a DSN */
+#define QM_DOUBLE_BOUNCE "queue-manager double-bounce"
+#define QM_BOUNCE "queue-manager bounce"
+
+enum qm_chan { QM_LOCAL = 0, QM_REMOTE = 1, QM_NCHAN = 2 };
+
+struct qm_channel {
+    const char *name;
+    int sock;               /* -1: none */
+    pid_t pid;
+    unsigned inflight;
+    unsigned max;
+};
+
+enum qm_notice_kind { QM_NOTE_SUCCESS, QM_NOTE_DELAY };
+
+struct qm_msg {
+    char id[ENV_ID_LEN + 1];
+    time_t wake;            /* earliest time anything is due; 0 = now */
+    int loaded;
+    struct envelope env;
+    unsigned char *busy;    /* per recipient: a job is in flight */
+    unsigned char *note;    /* per recipient: 1 success notice, 2 delay notice due */
+    unsigned inflight;
+    int delete_req;
+    int flush;
+    int waiting;            /* recipients due but their deliverer was busy */
+    struct qm_msg *next;
+};
+
+struct qm_job {
+    unsigned long long id;
+    struct qm_msg *m;
+    size_t rcpt;
+    enum qm_chan chan;
+    struct qm_job *next;
+};
+
+struct qm {
+    struct config cfg;
+    const char *root;
+    struct qm_msg *msgs;
+    size_t nmsgs;
+    struct qm_job *jobs;
+    unsigned long long next_job;
+    struct qm_channel chan[QM_NCHAN];
+    int stopping;           /* SIGTERM: dispatch nothing new */
+    int dead;               /* a deliverer went away: exit 111 when bookkeeping is done */
+};
+
+/* store.c */
+int qm_env_load(const struct qm *q, const char *id, struct envelope *e);
+int qm_env_save(const struct qm *q, const struct envelope *e);
+int qm_msg_remove(const struct qm *q, const char *id);
+int qm_msg_open(const struct qm *q, const char *id);
+int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len);
+void qm_sweep(const struct qm *q, time_t now);
+void qm_scan_todo(struct qm *q);
+void qm_scan_all(struct qm *q);
+
+/* sched.c */
+struct qm_msg *qm_find(struct qm *q, const char *id);
+struct qm_msg *qm_add(struct qm *q, const char *id);
+void qm_dispatch(struct qm *q, time_t now);
+void qm_result(struct qm *q, enum qm_chan ch, const char *rec, size_t len, time_t now);
+void qm_channel_dead(struct qm *q, enum qm_chan ch, time_t now);
+void qm_delete(struct qm *q, const char *id, time_t now);
+void qm_flush(struct qm *q);
+time_t qm_next_wake(const struct qm *q);
+unsigned qm_inflight(const struct qm *q);
+
+/* notify.c: send the DSNs of one message's round; marks FAILED recipients
+ * BOUNCED when done. Returns 1 if the envelope changed. */
+int qm_notify(struct qm *q, struct qm_msg *m, time_t now);
+
+#endif

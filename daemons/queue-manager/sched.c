@@ -1,0 +1,362 @@
+/* sched.c - queue-manager's scheduling: which recipient goes to which
+ * deliverer when, what a result does to the envelope, and when a message's
+ * round is over (DSNs sent, finished messages removed). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "deliver_proto.h"
+#include "log.h"
+#include "qm.h"
+#include "retry.h"
+#include "smtp_addr.h"
+
+struct qm_msg *qm_find(struct qm *q, const char *id)
+{
+    for (struct qm_msg *m = q->msgs; m; m = m->next)
+        if (!strcmp(m->id, id)) return m;
+    return NULL;
+}
+
+struct qm_msg *qm_add(struct qm *q, const char *id)
+{
+    struct qm_msg *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    memcpy(m->id, id, ENV_ID_LEN + 1);
+    envelope_init(&m->env);
+    m->next = q->msgs;
+    q->msgs = m;
+    q->nmsgs++;
+    return m;
+}
+
+static void msg_unload(struct qm_msg *m)
+{
+    if (!m->loaded) return;
+    envelope_free(&m->env);
+    free(m->busy);
+    free(m->note);
+    m->busy = m->note = NULL;
+    m->loaded = 0;
+}
+
+static int msg_load(struct qm *q, struct qm_msg *m)
+{
+    if (m->loaded) return 1;
+    if (!qm_env_load(q, m->id, &m->env)) return 0;
+    m->busy = calloc(m->env.nrcpt, 1);
+    m->note = calloc(m->env.nrcpt, 1);
+    if (!m->busy || !m->note) {
+        free(m->busy);
+        free(m->note);
+        envelope_free(&m->env);
+        errno = ENOMEM;
+        return 0;
+    }
+    m->loaded = 1;
+    return 1;
+}
+
+static void msg_forget(struct qm *q, struct qm_msg *m)
+{
+    for (struct qm_msg **pp = &q->msgs; *pp; pp = &(*pp)->next)
+        if (*pp == m) { *pp = m->next; break; }
+    msg_unload(m);
+    free(m);
+    q->nmsgs--;
+}
+
+static enum qm_chan rcpt_chan(const struct qm *q, const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    if (!at) return QM_LOCAL;
+    return config_is_local_domain(&q->cfg, at + 1, strlen(at + 1)) ? QM_LOCAL : QM_REMOTE;
+}
+
+static const char *result_name(const struct env_rcpt *r)
+{
+    switch (r->state) {
+    case ENV_RCPT_DONE: return "delivered";
+    case ENV_RCPT_FAILED: return "failed";
+    case ENV_RCPT_BOUNCED: return "bounced";
+    default: return "deferred";
+    }
+}
+
+/* record one result in memory (the caller saves the envelope) */
+static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, const char *text, time_t now)
+{
+    struct env_rcpt *r = &m->env.rcpt[i];
+    time_t scheduled = r->next_try;
+    if (r->attempts < UINT_MAX) r->attempts++;
+    snprintf(r->last_error, sizeof r->last_error, "%s", text);
+    envelope_text_clean(r->last_error);
+    int expired = 0;
+    switch (st) {
+    case DP_SUCCESS:
+        r->state = ENV_RCPT_DONE;
+        if (r->notify & SMTP_NOTIFY_SUCCESS) m->note[i] = 1;
+        break;
+    case DP_PERMANENT:
+        r->state = ENV_RCPT_FAILED;
+        break;
+    default:
+        if (retry_expired(m->env.birth, now, q->cfg.queue_lifetime)) {
+            size_t n = strlen(r->last_error);
+            snprintf(r->last_error + n, sizeof r->last_error - n, " (gave up: queue lifetime expired)");
+            r->state = ENV_RCPT_FAILED;
+            expired = 1;
+        } else {
+            r->next_try = retry_next(m->env.birth, now, q->cfg.queue_lifetime);
+            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env.birth, scheduled, now))
+                m->note[i] = 2;
+        }
+    }
+    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u%s", r->addr,
+             expired ? "expired" : result_name(r), r->last_error, r->attempts,
+             r->state == ENV_RCPT_PENDING ? "" : "");
+}
+
+static void save(struct qm *q, struct qm_msg *m)
+{
+    if (!qm_env_save(q, &m->env))
+        log_error(m->id, "envelope=not-saved error=\"%s\"", strerror(errno));
+}
+
+static void update_wake(struct qm_msg *m, time_t now)
+{
+    time_t w = 0;
+    int any = 0;
+    for (size_t i = 0; i < m->env.nrcpt; i++) {
+        const struct env_rcpt *r = &m->env.rcpt[i];
+        if (r->state == ENV_RCPT_FAILED) {   /* its bounce could not be queued */
+            time_t t = now + QM_BOUNCE_RETRY;
+            if (!any || t < w) w = t;
+            any = 1;
+        }
+        if (r->state != ENV_RCPT_PENDING || m->busy[i]) continue;
+        if (!any || r->next_try < w) w = r->next_try;
+        any = 1;
+    }
+    m->wake = any ? w : now + QM_SCAN_ALL_EVERY;
+}
+
+static int all_finished(const struct envelope *e)
+{
+    for (size_t i = 0; i < e->nrcpt; i++)
+        if (e->rcpt[i].state != ENV_RCPT_DONE && e->rcpt[i].state != ENV_RCPT_BOUNCED) return 0;
+    return 1;
+}
+
+/* no job of m is in flight: DSNs, then remove it or put it to sleep.
+ * Returns 1 if m is gone (freed). */
+static int round_end(struct qm *q, struct qm_msg *m, time_t now)
+{
+    if (m->delete_req) {
+        if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=operator-request");
+        else log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
+        msg_forget(q, m);
+        return 1;
+    }
+    if (qm_notify(q, m, now)) save(q, m);
+    if (all_finished(&m->env)) {
+        if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
+        else log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
+        msg_forget(q, m);
+        return 1;
+    }
+    update_wake(m, now);
+    msg_unload(m);
+    return 0;
+}
+
+static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
+{
+    struct dp_job j;
+    struct qm_job *qj;
+    char rec[DP_RECORD_MAX];
+    size_t len;
+    const struct env_rcpt *r = &m->env.rcpt[i];
+    memset(&j, 0, sizeof j);
+    j.job = ++q->next_job;
+    memcpy(j.id, m->id, sizeof j.id);
+    snprintf(j.sender, sizeof j.sender, "%s", m->env.sender);
+    snprintf(j.rcpt, sizeof j.rcpt, "%s", r->addr);
+    j.birth = (long long)m->env.birth;
+    snprintf(j.orcpt, sizeof j.orcpt, "%s", r->orcpt);
+    envelope_notify_format(r->notify, j.notify, sizeof j.notify);
+    snprintf(j.envid, sizeof j.envid, "%s", m->env.envid);
+    snprintf(j.body, sizeof j.body, "%s", m->env.body_8bit ? "8BITMIME" : "7BIT");
+    if (!dp_job_encode(&j, rec, sizeof rec, &len)) return 0;
+    if (!(qj = calloc(1, sizeof *qj))) return 0;
+    int fd = qm_msg_open(q, m->id);
+    if (fd < 0) { free(qj); return 0; }
+    int ok = dp_send(q->chan[ch].sock, rec, len, fd);
+    int e = errno;
+    close(fd);
+    if (!ok) { free(qj); errno = e; return 0; }
+    qj->id = j.job;
+    qj->m = m;
+    qj->rcpt = i;
+    qj->chan = ch;
+    qj->next = q->jobs;
+    q->jobs = qj;
+    m->busy[i] = 1;
+    m->inflight++;
+    q->chan[ch].inflight++;
+    return 1;
+}
+
+static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
+{
+    int changed = 0, waiting = 0;
+    if (!msg_load(q, m)) {
+        log_error(m->id, "envelope=unusable error=\"%s\" retry=600s", strerror(errno));
+        m->wake = now + 600;
+        return;
+    }
+    for (size_t i = 0; i < m->env.nrcpt; i++) {
+        struct env_rcpt *r = &m->env.rcpt[i];
+        if (r->state != ENV_RCPT_PENDING || m->busy[i]) continue;
+        if (!m->flush && r->next_try > now) continue;
+        enum qm_chan ch = rcpt_chan(q, r->addr);
+        struct qm_channel *c = &q->chan[ch];
+        if (c->sock < 0) {
+            apply(q, m, i, DP_TEMPORARY, ch == QM_REMOTE ? "4.4.1 remote delivery not available"
+                                                         : "4.3.0 local delivery not available", now);
+            changed = 1;
+            continue;
+        }
+        if (c->inflight >= c->max) { waiting |= 1 << ch; continue; }
+        if (!send_job(q, m, i, ch)) {
+            log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", r->addr, strerror(errno));
+            apply(q, m, i, DP_TEMPORARY, "4.3.0 cannot hand the message to the deliverer", now);
+            changed = 1;
+        }
+    }
+    m->flush = 0;
+    if (changed) save(q, m);
+    if (!m->inflight && round_end(q, m, now)) return;
+    if (m->inflight) update_wake(m, now);
+    /* due but blocked: looked at again as soon as a deliverer has room
+     * (qm_dispatch), or in a minute at the latest */
+    m->waiting = waiting;
+    if (waiting && m->wake <= now) m->wake = now + 60;
+}
+
+/* bit c set: deliverer c exists and has room for another job */
+static int room(const struct qm *q)
+{
+    int mask = 0;
+    for (int c = 0; c < QM_NCHAN; c++)
+        if (q->chan[c].sock >= 0 && q->chan[c].inflight < q->chan[c].max) mask |= 1 << c;
+    return mask;
+}
+
+void qm_dispatch(struct qm *q, time_t now)
+{
+    if (q->stopping || q->dead) return;
+    struct qm_msg *next;
+    for (struct qm_msg *m = q->msgs; m; m = next) {
+        next = m->next;          /* dispatch_msg may forget m */
+        if (m->delete_req) continue;
+        int free_chans = room(q);
+        if (!free_chans) return;   /* nothing can be sent: load nothing */
+        if (!m->flush && m->wake > now && !(m->waiting & free_chans)) continue;
+        dispatch_msg(q, m, now);
+    }
+}
+
+static struct qm_job *job_take(struct qm *q, unsigned long long id, enum qm_chan ch)
+{
+    for (struct qm_job **pp = &q->jobs; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id && (*pp)->chan == ch) {
+            struct qm_job *j = *pp;
+            *pp = j->next;
+            return j;
+        }
+    return NULL;
+}
+
+static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const char *text, time_t now)
+{
+    struct qm_msg *m = j->m;
+    m->busy[j->rcpt] = 0;
+    m->inflight--;
+    q->chan[j->chan].inflight--;
+    if (!m->delete_req) {
+        apply(q, m, j->rcpt, st, text, now);
+        save(q, m);             /* durable before it counts */
+    }
+    free(j);
+    if (!m->inflight) round_end(q, m, now);
+}
+
+void qm_result(struct qm *q, enum qm_chan ch, const char *rec, size_t len, time_t now)
+{
+    struct dp_result r;
+    if (!dp_result_decode(&r, rec, len)) {
+        log_error(NULL, "deliverer=%s answered nonsense: restarting it", q->chan[ch].name);
+        qm_channel_dead(q, ch, now);
+        return;
+    }
+    struct qm_job *j = job_take(q, r.job, ch);
+    if (!j) { log_warn(NULL, "deliverer=%s job=%llu unknown result ignored", q->chan[ch].name, r.job); return; }
+    job_done(q, j, r.status, r.text, now);
+}
+
+void qm_channel_dead(struct qm *q, enum qm_chan ch, time_t now)
+{
+    struct qm_channel *c = &q->chan[ch];
+    if (c->sock >= 0) close(c->sock);
+    c->sock = -1;
+    q->dead = 1;
+    for (;;) {
+        struct qm_job *j = NULL;
+        for (struct qm_job *k = q->jobs; k; k = k->next)
+            if (k->chan == ch) { j = k; break; }
+        if (!j) break;
+        job_take(q, j->id, ch);
+        job_done(q, j, DP_TEMPORARY, "4.3.0 deliverer died", now);
+    }
+}
+
+void qm_delete(struct qm *q, const char *id, time_t now)
+{
+    struct qm_msg *m = qm_find(q, id);
+    if (!m) {
+        if (qm_msg_remove(q, id)) log_info(id, "removed=operator-request");
+        else log_warn(id, "remove=failed error=\"%s\"", strerror(errno));
+        return;
+    }
+    m->delete_req = 1;
+    if (!m->inflight) round_end(q, m, now);
+    else log_info(id, "remove=after-deliveries-in-flight");
+}
+
+void qm_flush(struct qm *q)
+{
+    for (struct qm_msg *m = q->msgs; m; m = m->next) {
+        m->flush = 1;
+        m->wake = 0;
+    }
+}
+
+time_t qm_next_wake(const struct qm *q)
+{
+    time_t w = (time_t)-1;
+    for (const struct qm_msg *m = q->msgs; m; m = m->next) {
+        if (m->delete_req) continue;
+        time_t t = m->flush ? 0 : m->wake;
+        if (w == (time_t)-1 || t < w) w = t;
+    }
+    return w;
+}
+
+unsigned qm_inflight(const struct qm *q)
+{
+    return q->chan[QM_LOCAL].inflight + q->chan[QM_REMOTE].inflight;
+}

@@ -1,0 +1,226 @@
+/* deliver.c - one remote delivery, run in its own child: find where the
+ * recipient's domain goes (conf/routes, else DNS MX), try each address in
+ * order until one answers, run the SMTP transaction, map the outcome to
+ * s/t/p with an RFC 3463 text. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dns_mx.h"
+#include "remote.h"
+
+int remote_conf_load(struct remote_conf *rc, const char *root, char *err, size_t errlen)
+{
+    static struct remote_conf n;   /* large: not on the stack */
+    char path[CONFIG_NAME_MAX + 32];
+    if (!config_load(&n.cfg, root, err, errlen)) return 0;
+    snprintf(path, sizeof path, "%s/conf/routes", root);
+    if (!routes_load(&n.routes, path, err, errlen)) return 0;
+    snprintf(path, sizeof path, "%s/conf/relay-auth", root);
+    if (!relay_auth_load(&n.auth, path, err, errlen)) return 0;
+    snprintf(path, sizeof path, "%s/conf/routes", root);
+    if (!routes_check_auth(&n.routes, &n.auth, path, err, errlen)) return 0;
+    if (n.cfg.dns_server[0]) {
+        struct __res_state res;
+        char why[128];
+        if (!dns_resolver_init(&res, n.cfg.dns_server, 1, why, sizeof why)) {
+            snprintf(err, errlen, "%s/conf/postern.conf: %s", root, why);
+            return 0;
+        }
+        res_nclose(&res);
+    }
+    *rc = n;
+    explicit_bzero(&n.auth, sizeof n.auth);
+    return 1;
+}
+
+static const char *rcpt_domain(const char *rcpt)
+{
+    const char *at = strrchr(rcpt, '@');
+    return at && at[1] ? at + 1 : NULL;
+}
+
+int remote_destination(const struct remote_conf *rc, const char *rcpt, char *dst, size_t cap)
+{
+    const char *d = rcpt_domain(rcpt);
+    if (!d) return 0;
+    const struct route *r = routes_find(&rc->routes, d);
+    int n = r ? snprintf(dst, cap, "route:%s:%u", r->host, r->port)
+              : snprintf(dst, cap, "%s", d);
+    if (n < 0 || (size_t)n >= cap) return 0;
+    for (char *p = dst; *p; p++)
+        if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    return 1;
+}
+
+/* an address given literally (route host or "[addr]" domain) */
+static int literal_target(const char *s, unsigned port, struct dns_targets *t)
+{
+    char a[DNS_HOST_MAX];
+    size_t n = strlen(s);
+    if (s[0] == '[') {
+        if (n < 3 || s[n - 1] != ']') return 0;
+        s++;
+        n -= 2;
+        if (n > 5 && !strncasecmp(s, "IPv6:", 5)) { s += 5; n -= 5; }
+    }
+    if (n >= sizeof a) return 0;
+    memcpy(a, s, n);
+    a[n] = 0;
+    struct dns_target *d = &t->t[0];
+    memset(d, 0, sizeof *d);
+    memcpy(d->host, a, n + 1);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&d->sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&d->sa;
+    if (inet_pton(AF_INET, a, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((unsigned short)port);
+        d->salen = sizeof *s4;
+    } else if (inet_pton(AF_INET6, a, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((unsigned short)port);
+        d->salen = sizeof *s6;
+    } else {
+        return 0;
+    }
+    t->n = 1;
+    return 1;
+}
+
+/* connect within ms: the socket, or -1 with errno */
+static int connect_to(const struct dns_target *d, int ms)
+{
+    int fd = socket(d->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;   /* we write whole commands ourselves: no Nagle delay on the last bytes */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (const struct sockaddr *)&d->sa, d->salen) == 0) return fd;
+    if (errno != EINPROGRESS) { int e = errno; close(fd); errno = e; return -1; }
+    struct pollfd p = { .fd = fd, .events = POLLOUT, .revents = 0 };
+    int r;
+    while ((r = poll(&p, 1, ms)) < 0 && errno == EINTR) {}
+    if (r == 0) { close(fd); errno = ETIMEDOUT; return -1; }
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
+        int e = r < 0 ? errno : soerr ? soerr : EIO;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static void peer_name(const struct dns_target *d, char *dst, size_t cap)
+{
+    char a[INET6_ADDRSTRLEN] = "?";
+    const void *p = d->sa.ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)&d->sa)->sin_addr
+                                               : (const void *)&((const struct sockaddr_in6 *)&d->sa)->sin6_addr;
+    inet_ntop(d->sa.ss_family, p, a, sizeof a);
+    unsigned port = ntohs(d->sa.ss_family == AF_INET ? ((const struct sockaddr_in *)&d->sa)->sin_port
+                                                     : ((const struct sockaddr_in6 *)&d->sa)->sin6_port);
+    const char *h = strcmp(d->host, a) ? d->host : "";   /* a literal: just [addr] */
+    if (port == 25) snprintf(dst, cap, "%.200s[%s]", h, a);
+    else snprintf(dst, cap, "%.200s[%s]:%u", h, a, port);
+}
+
+static enum dp_status status_of(const char *text)
+{
+    return text[0] == '5' ? DP_PERMANENT : text[0] == '2' ? DP_SUCCESS : DP_TEMPORARY;
+}
+
+/* find the addresses to try; DP_SUCCESS means "t filled" */
+static enum dp_status targets_for(const struct remote_conf *rc, const struct route *r, const char *domain,
+                                  struct dns_targets *t, char *text, size_t cap)
+{
+    const struct config *cfg = &rc->cfg;
+    unsigned port = r && r->port ? r->port : (unsigned)cfg->remote_port;
+    int dns_to = cfg->remote_timeout < 5 ? (int)cfg->remote_timeout : 5;
+    static struct __res_state res;
+    char why[300];
+    t->n = 0;
+    if (r && r->literal) return literal_target(r->host, port, t) ? DP_SUCCESS : DP_TEMPORARY;
+    if (!r && domain[0] == '[') {
+        if (literal_target(domain, port, t)) return DP_SUCCESS;
+        snprintf(text, cap, "5.1.2 bad address literal %.200s", domain);
+        return DP_PERMANENT;
+    }
+    if (!dns_resolver_init(&res, cfg->dns_server, dns_to, why, sizeof why)) {
+        snprintf(text, cap, "4.4.3 %s", why);
+        return DP_TEMPORARY;
+    }
+    if (r) {
+        enum dns_status st = dns_lookup_host(&res, r->host, port, t);
+        if (st == DNS_OK) return DP_SUCCESS;
+        snprintf(text, cap, "4.4.%c route host %.200s: %s", st == DNS_TEMPFAIL ? '3' : '4', r->host,
+                 st == DNS_TEMPFAIL ? "DNS lookup failed temporarily" : "no address");
+        return DP_TEMPORARY;
+    }
+    if (dns_mail_targets(&res, domain, port, t, text, cap) == DNS_OK) return DP_SUCCESS;
+    return status_of(text);
+}
+
+enum dp_status remote_deliver(const struct remote_conf *rc, const struct dp_job *j, int msgfd,
+                              char *text, size_t cap)
+{
+    static struct dns_targets t;
+    static struct smtp_conn conn;
+    const struct config *cfg = &rc->cfg;
+    const char *domain = rcpt_domain(j->rcpt);
+    if (!domain) { snprintf(text, cap, "5.1.3 recipient address has no domain"); return DP_PERMANENT; }
+    const struct route *r = routes_find(&rc->routes, domain);
+    enum dp_status st = targets_for(rc, r, domain, &t, text, cap);
+    if (st != DP_SUCCESS) return st;
+
+    struct stat sb;
+    if (fstat(msgfd, &sb) < 0) { snprintf(text, cap, "4.3.0 cannot stat the queued message"); return DP_TEMPORARY; }
+    const struct relay_cred *cred = r && r->auth[0] ? relay_auth_find(&rc->auth, r->auth) : NULL;
+    struct smtp_job sj = {
+        .helo = cfg->hostname, .sender = j->sender, .rcpt = j->rcpt, .orcpt = j->orcpt,
+        .notify = j->notify, .envid = j->envid, .body8bit = !strcasecmp(j->body, "8BITMIME"),
+        .msgfd = msgfd, .size = (unsigned long long)sb.st_size,
+        .tls = !r || r->tls == ROUTE_TLS_MAY ? SMTP_TLS_MAY : r->tls == ROUTE_TLS_NONE ? SMTP_TLS_NONE : SMTP_TLS_REQUIRE,
+        .auth_user = cred ? cred->user : NULL, .auth_pass = cred ? cred->pass : NULL,
+    };
+    int connect_ms = (int)(cfg->remote_connect_timeout * 1000);
+    int reply_ms = (int)(cfg->remote_timeout * 1000);
+    snprintf(text, cap, "4.4.1 no address to try");
+    for (size_t i = 0; i < t.n; i++) {
+        char peer[300];
+        peer_name(&t.t[i], peer, sizeof peer);
+        enum smtp_tls_policy tls = sj.tls;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            int fd = connect_to(&t.t[i], connect_ms);
+            if (fd < 0) {
+                snprintf(text, cap, "4.4.1 connection to %s failed: %s", peer,
+                         errno == ETIMEDOUT ? "timed out" : strerror(errno));
+                break;
+            }
+            struct tls_client tc = { .verify = tls == SMTP_TLS_REQUIRE, .ca = r ? r->ca : "",
+                                     .name = r ? r->host : t.t[i].host };
+            smtp_conn_init(&conn, fd, reply_ms);
+            sj.tls = tls;
+            enum smtp_outcome o = smtp_transaction(&conn, &sj, tls_client_starttls, &tc, peer, text, cap);
+            tls_client_end(&tc);
+            close(fd);
+            switch (o) {
+            case SMTP_DELIVERED: return DP_SUCCESS;
+            case SMTP_TEMPFAIL: return DP_TEMPORARY;
+            case SMTP_PERMFAIL: return DP_PERMANENT;
+            case SMTP_RETRY_PLAIN: tls = SMTP_TLS_NONE; continue;
+            case SMTP_NEXT_HOST: break;
+            }
+            break;
+        }
+    }
+    return status_of(text) == DP_PERMANENT ? DP_PERMANENT : DP_TEMPORARY;
+}

@@ -1,0 +1,52 @@
+/* remote.h - remote-deliverer's modules: the job scheduler (sched.c), one
+ * delivery in a child (deliver.c) and the OpenSSL client side of STARTTLS
+ * (tls_client.c). See docs/REMOTE.md. */
+#ifndef POSTERN_REMOTE_H
+#define POSTERN_REMOTE_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "deliver_proto.h"
+#include "routes.h"
+#include "smtp_client.h"
+
+struct remote_conf {
+    struct config cfg;
+    struct routes routes;
+    struct relay_auth auth;
+};
+
+/* Load postern.conf, conf/routes and conf/relay-auth of root into rc (all
+ * or nothing). 1, or 0 with err "file:line: what". */
+int remote_conf_load(struct remote_conf *rc, const char *root, char *err, size_t errlen);
+
+/* The destination key the per-destination limit counts: the route's host
+ * ("route:host:port") or the recipient's domain, lower case. 1, or 0 when
+ * the recipient has no domain. */
+int remote_destination(const struct remote_conf *rc, const char *rcpt, char *dst, size_t cap);
+
+/* Deliver one job (in a child process): resolve, connect, SMTP. Returns the
+ * status and fills text with the RFC 3463 status text. */
+enum dp_status remote_deliver(const struct remote_conf *rc, const struct dp_job *j, int msgfd,
+                              char *text, size_t cap);
+
+/* The scheduler loop: jobs from fd 0, children, signals. Returns at EOF or
+ * SIGTERM once in-flight jobs finished (or the grace time ran out). */
+void sched_run(struct remote_conf *rc, const char *root);
+
+/* STARTTLS client (OpenSSL) */
+struct tls_client {
+    void *ssl;               /* SSL * */
+    void *ctx;               /* SSL_CTX * */
+    int fd;
+    int verify;              /* verify the chain and the name */
+    const char *ca;          /* "" = the system store */
+    const char *name;        /* the name to verify / send as SNI */
+};
+void tls_client_global_init(void);
+/* smtp_starttls_fn: handshake on c->fd, then switch c to TLS */
+int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t whylen);
+void tls_client_end(struct tls_client *t);
+
+#endif

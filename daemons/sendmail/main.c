@@ -1,0 +1,72 @@
+/* sendmail - the interface local programs use to send mail:
+ *   sendmail [-t] [-i] [-oi] [-f sender] [-F name] [-C ROOT] [--] [rcpt ...]
+ * reads the message on stdin (a lone "." line ends it unless -i/-oi),
+ * converts CRLF to LF, adds Date:/Message-ID:/From: if missing, with -t
+ * takes recipients from To:/Cc:/Bcc: and removes Bcc:, and hands it all to
+ * ROOT/bin/queue-inject. Exit 0 once committed, 75 temporary failure,
+ * 64 usage, 65 bad data (addresses). ROOT: -C, else $POSTERN_ROOT, else
+ * dirname(dirname(this program)). */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sendmail.h"
+
+static _Noreturn void usage(const char *why)
+{
+    fprintf(stderr, "sendmail: %s\nusage: sendmail [-t] [-i] [-oi] [-f sender] [-F name] "
+                    "[-C ROOT] [--] [recipient ...]\n", why);
+    exit(SM_EX_USAGE);
+}
+
+/* option letters: refuse the modes we do not implement, clearly */
+static void parse_args(int argc, char **argv, struct sm_opts *o)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) { i++; break; }
+        if (!strcmp(a, "-t")) o->from_headers = 1;
+        else if (!strcmp(a, "-i") || !strcmp(a, "-oi")) o->no_dot = 1;
+        else if (!strcmp(a, "-odi") || !strcmp(a, "-odb") || !strcmp(a, "-oem")
+                 || !strcmp(a, "-oee") || !strcmp(a, "-bm") || !strcmp(a, "-v")) continue;
+        else if (a[1] == 'f' || a[1] == 'F' || a[1] == 'r' || a[1] == 'C') {
+            const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) usage("option needs a value");
+            if (a[1] == 'F') o->fullname = v;
+            else if (a[1] == 'C') o->root = v;
+            else o->sender = v;
+        } else if (!strncmp(a, "-b", 2) || !strncmp(a, "-q", 2)) {
+            fprintf(stderr, "sendmail: %s: not supported: postern's sendmail only queues mail "
+                            "(SMTP is smtp-listener, the queue is postern-queue)\n", a);
+            exit(SM_EX_USAGE);
+        } else {
+            fprintf(stderr, "sendmail: unsupported option %s\n", a);
+            exit(SM_EX_USAGE);
+        }
+    }
+    o->rcpt = argv + i;
+    o->nrcpt = (size_t)(argc - i);
+}
+
+int main(int argc, char **argv)
+{
+    struct sm_opts o = { 0 };
+    char root[PATH_MAX];
+
+    signal(SIGPIPE, SIG_IGN);
+    parse_args(argc, argv, &o);
+    if (!o.root) o.root = getenv("POSTERN_ROOT");
+    if (!o.root || !*o.root) {
+        if (!sm_self_root(root, sizeof root)) {
+            fprintf(stderr, "sendmail: cannot find ROOT (use -C ROOT)\n");
+            return SM_EX_TEMPFAIL;
+        }
+        o.root = root;
+    }
+    return sm_run(&o, stdin);
+}

@@ -1,0 +1,29 @@
+/* sendmail.h - sendmail's work: read the message, fix up its header, run
+ * queue-inject with it. */
+#ifndef POSTERN_SENDMAIL_H
+#define POSTERN_SENDMAIL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define SM_EX_USAGE 64
+#define SM_EX_DATAERR 65
+#define SM_EX_TEMPFAIL 75
+#define SM_HEADER_MAX (1u << 20)   /* bytes of header section kept in memory */
+
+struct sm_opts {
+    int from_headers;       /* -t */
+    int no_dot;             /* -i / -oi: a lone "." is just a line */
+    const char *sender;     /* -f / -r */
+    const char *fullname;   /* -F */
+    const char *root;       /* -C, $POSTERN_ROOT, or our own location */
+    char **rcpt;            /* command-line recipients */
+    size_t nrcpt;
+};
+
+/* ROOT = dirname(dirname(/proc/self/exe)) */
+int sm_self_root(char *root, size_t len);
+/* the whole job; returns the exit code */
+int sm_run(const struct sm_opts *o, FILE *in);
+
+#endif

@@ -1,0 +1,230 @@
+/* listener.c - bind, accept, count, fork; reload on SIGHUP, drain on SIGTERM.
+ * The listener never reads a byte from a client. */
+#include "listener.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "io.h"
+#include "log.h"
+#include "smtp_net.h"
+
+#define DRAIN_GRACE_SEC 10
+
+static int sig_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t got_term, got_hup;
+
+static void on_signal(int sig)
+{
+    int e = errno;
+    if (sig == SIGTERM || sig == SIGINT) got_term = 1;
+    if (sig == SIGHUP) got_hup = 1;
+    if (write(sig_pipe[1], "", 1) < 0) { /* pipe full: a wakeup is pending anyway */ }
+    errno = e;
+}
+
+static int load_into(const char *root, struct config *cf, struct smtp_rcptmap *map,
+                     struct privuser *u, char *err, size_t errlen)
+{
+    if (!config_load(cf, root, err, errlen)) return 0;
+    for (size_t i = 0; i < cf->relay_networks.n; i++)
+        if (!smtp_net_valid(cf->relay_networks.v[i])) {
+            snprintf(err, errlen, "%s/conf/postern.conf: relay_networks: bad network %s", root,
+                     cf->relay_networks.v[i]);
+            return 0;
+        }
+    if (!privuser_lookup(cf->user_smtp, u)) {
+        snprintf(err, errlen, "%s/conf/postern.conf: user_smtp: no such user %s", root, cf->user_smtp);
+        return 0;
+    }
+    return smtp_rcptmap_load(map, root, err, errlen);
+}
+
+int listener_load(struct listener *l, const char *root, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    l->root = root;
+    return load_into(root, &l->cf, &l->map, &l->smtp_user, err, errlen);
+}
+
+int listener_bind(struct listener *l, char *err, size_t errlen)
+{
+    const char *specs[2 * CONFIG_LIST_MAX];
+    size_t n = 0, bad = 0;
+    for (size_t i = 0; i < l->cf.smtp_listen.n; i++) specs[n++] = l->cf.smtp_listen.v[i];
+    size_t nsmtp = n;
+    for (size_t i = 0; i < l->cf.submission_listen.n; i++) specs[n++] = l->cf.submission_listen.v[i];
+    if (!listen_open(&l->ls, specs, n, &bad)) {
+        snprintf(err, errlen, "cannot listen on %s: %s", specs[bad], strerror(errno));
+        return 0;
+    }
+    /* listen_open may open two sockets for "*:port": count SMTP ones again */
+    l->nsmtp = 0;
+    for (size_t i = 0; i < nsmtp; i++)
+        l->nsmtp += (specs[i][0] == '*' && specs[i][1] == ':') ? 2 : 1;
+    return 1;
+}
+
+static void reload(struct listener *l)
+{
+    struct config cf;
+    struct smtp_rcptmap map;
+    struct privuser u;
+    char err[1024];
+    if (!load_into(l->root, &cf, &map, &u, err, sizeof err)) {
+        log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the old configuration)", err);
+        return;
+    }
+    if (memcmp(&cf.smtp_listen, &l->cf.smtp_listen, sizeof cf.smtp_listen) ||
+        memcmp(&cf.submission_listen, &l->cf.submission_listen, sizeof cf.submission_listen))
+        log_warn(NULL, "event=reload note=listen_addresses_change_needs_restart");
+    smtp_rcptmap_free(&l->map);
+    l->cf = cf;
+    l->map = map;
+    l->smtp_user = u;
+    log_info(NULL, "event=reload status=ok recipients=%zu", l->map.n);
+}
+
+static void reap(struct listener *l)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (size_t i = 0; i < l->nconn; i++)
+            if (l->conn[i].pid == pid) {
+                l->conn[i] = l->conn[--l->nconn];
+                break;
+            }
+    }
+}
+
+static size_t count_client(const struct listener *l, const char *client)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->nconn; i++) n += !strcmp(l->conn[i].client, client);
+    return n;
+}
+
+/* refuse a connection past a limit: one line, never read, close */
+static void refuse(const struct listener *l, int fd, const char *client, const char *what)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "421 4.7.0 %s Error: too many connections%s%s\r\n",
+                     l->cf.hostname, *what ? " from " : "", what);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (n > 0 && send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* gone already */ }
+    close(fd);
+    log_info(NULL, "event=refused client=%s reason=%s", client, *what ? "per_client_limit" : "session_limit");
+}
+
+static void accept_one(struct listener *l, int lfd, int submission)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char client[64];
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            log_warn(NULL, "event=accept error=%s", strerror(errno));
+        return;
+    }
+    sockaddr_text((struct sockaddr *)&ss, client, sizeof client);
+    if (l->nconn >= l->cf.max_sessions) { refuse(l, fd, client, ""); return; }
+    if (count_client(l, client) >= l->cf.max_sessions_per_client) { refuse(l, fd, client, client); return; }
+    if (l->nconn == l->conncap) {
+        size_t cap = l->conncap ? l->conncap * 2 : 64;
+        struct conn *v = realloc(l->conn, cap * sizeof *v);
+        if (!v) { refuse(l, fd, client, ""); return; }
+        l->conn = v;
+        l->conncap = cap;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error(NULL, "event=fork error=%s", strerror(errno));
+        close(fd);
+        return;
+    }
+    if (pid == 0) {
+        listen_close(&l->ls);
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        setpgid(0, 0);
+        conn_serve(l, fd, (struct sockaddr *)&ss, submission);
+    }
+    setpgid(pid, pid);   /* either side may win the race; both ask the same */
+    close(fd);
+    l->conn[l->nconn].pid = pid;
+    snprintf(l->conn[l->nconn].client, sizeof l->conn[l->nconn].client, "%s", client);
+    l->nconn++;
+}
+
+static void set_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int listener_run(struct listener *l)
+{
+    struct pollfd pfd[LISTEN_MAX + 1];
+    time_t deadline = 0;
+    int killed = 0;
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) die_temp_sys("pipe");
+    set_signals();
+    for (;;) {
+        size_t n = 0;
+        pfd[n++] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN, .revents = 0 };
+        for (size_t i = 0; i < l->ls.n; i++)
+            pfd[n++] = (struct pollfd){ .fd = l->ls.fd[i], .events = POLLIN, .revents = 0 };
+        int r = poll(pfd, n, deadline ? 500 : -1);
+        if (r < 0 && errno != EINTR) die_temp_sys("poll");
+        if (r > 0 && (pfd[0].revents & POLLIN)) {
+            char junk[64];
+            while (read(sig_pipe[0], junk, sizeof junk) > 0) {}
+        }
+        reap(l);
+        if (got_hup) { got_hup = 0; reload(l); }
+        if (got_term && !deadline) {
+            listen_close(&l->ls);
+            deadline = time(NULL) + DRAIN_GRACE_SEC;
+            log_info(NULL, "event=stopping sessions=%zu", l->nconn);
+        }
+        if (deadline) {
+            if (!l->nconn) { log_info(NULL, "event=stop"); return EXIT_OK; }
+            if (time(NULL) >= deadline && !killed) {
+                for (size_t i = 0; i < l->nconn; i++) kill(-l->conn[i].pid, SIGTERM);
+                killed = 1;
+                deadline = time(NULL) + 2;
+            } else if (killed && time(NULL) >= deadline) {
+                for (size_t i = 0; i < l->nconn; i++) kill(-l->conn[i].pid, SIGKILL);
+                log_info(NULL, "event=stop killed=%zu", l->nconn);
+                return EXIT_OK;
+            }
+            continue;
+        }
+        if (r <= 0) continue;
+        for (size_t i = 1; i < n; i++)
+            if (pfd[i].revents & POLLIN) accept_one(l, pfd[i].fd, i - 1 >= l->nsmtp);
+    }
+}

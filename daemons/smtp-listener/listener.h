@@ -1,0 +1,41 @@
+/* listener.h - smtp-listener's root process: the listening sockets, the
+ * table of live connections (for max_sessions and max_sessions_per_client),
+ * and one connection's processes (monitor + chrooted session). */
+#ifndef SMTP_LISTENER_H
+#define SMTP_LISTENER_H
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "listen.h"
+#include "privdrop.h"
+#include "smtp_rcptmap.h"
+
+struct conn {
+    pid_t pid;                 /* the monitor; its process group holds the session */
+    char client[64];
+};
+
+struct listener {
+    const char *root;
+    struct config cf;
+    struct smtp_rcptmap map;
+    struct privuser smtp_user;
+    struct listen_set ls;
+    size_t nsmtp;              /* ls.fd[0..nsmtp) are SMTP, the rest submission */
+    struct conn *conn;
+    size_t nconn, conncap;
+};
+
+/* read postern.conf, the recipient map and the smtp user; 0 with err */
+int listener_load(struct listener *l, const char *root, char *err, size_t errlen);
+/* bind every smtp_listen and submission_listen address; 0 with err */
+int listener_bind(struct listener *l, char *err, size_t errlen);
+/* accept and serve until SIGTERM; returns the exit code */
+int listener_run(struct listener *l);
+
+/* one connection: fork the session, serve it as monitor; never returns */
+_Noreturn void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, int submission);
+
+#endif

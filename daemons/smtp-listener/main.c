@@ -1,0 +1,34 @@
+/* smtp-listener - accept SMTP connections; each gets a root monitor and a
+ * session chrooted in ROOT/empty as the smtp user (DESIGN.md 1 and 3,
+ * docs/INTERFACES.md "Sessions and their privileged parts").
+ * Usage: smtp-listener [-d FD] ROOT */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "listener.h"
+
+static struct listener l;
+
+int main(int argc, char **argv)
+{
+    int ready_fd = -1, opt;
+    char err[1024];
+    log_init("smtp-listener");
+    while ((opt = getopt(argc, argv, "d:")) != -1) {
+        if (opt != 'd') die_perm("usage: smtp-listener [-d FD] ROOT");
+        ready_fd = atoi(optarg);
+    }
+    const char *root = config_root(optind < argc ? argv[optind] : NULL);
+    if (!root) die_perm("usage: smtp-listener [-d FD] ROOT (or $POSTERN_ROOT)");
+    if (!listener_load(&l, root, err, sizeof err)) die_perm("%s", err);
+    if (!listener_bind(&l, err, sizeof err)) die_temp("%s", err);
+    log_info(NULL, "event=start listeners=%zu hostname=%s", l.ls.n, l.cf.hostname);
+    if (ready_fd >= 0) {
+        if (write(ready_fd, "\n", 1) != 1) log_warn(NULL, "event=readiness error=write");
+        close(ready_fd);
+    }
+    return listener_run(&l);
+}

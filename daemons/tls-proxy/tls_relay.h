@@ -1,0 +1,41 @@
+/* tls_relay.h - tls-proxy's parts: the server context (certificates, SNI,
+ * protocol policy), the handshake, and the relay loop between the TLS
+ * socket and the plaintext socket of the session. */
+#ifndef POSTERN_TLS_RELAY_H
+#define POSTERN_TLS_RELAY_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#define TLS_SNI_MAX 32          /* per-name certificates loaded at start */
+
+struct tls_server {
+    SSL_CTX *ctx;                       /* the default certificate */
+    size_t nsni;
+    char sni_name[TLS_SNI_MAX][256];    /* lower case */
+    SSL_CTX *sni_ctx[TLS_SNI_MAX];
+};
+
+/* Build the default context from cert/key files (PEM; the cert file may hold
+ * the chain), then every ROOT/conf/tls/sni/<name>/{cert,key}.pem found in
+ * sni_dir (NULL: none). 0 with why[] saying which file and what is wrong. */
+int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
+                    const char *sni_dir, char *why, size_t whylen);
+
+struct tls_stats {
+    unsigned long long net_in;   /* plaintext bytes from the client */
+    unsigned long long net_out;  /* plaintext bytes to the client */
+    const char *end;             /* how the relay ended: "close_notify", "eof", "timeout", "error" */
+};
+
+/* Handshake on net_fd within timeout_ms. 1 with *ssl set, or 0 (why set). */
+int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **ssl,
+               char *why, size_t whylen);
+
+/* Relay until both sides are done: plaintext from the session (plain_fd)
+ * goes out encrypted, decrypted client data goes to the session. Once the
+ * client's TLS has ended (close_notify, EOF or error) nothing more is read
+ * from net_fd. idle_ms bounds any wait without progress. */
+int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats *st);
+
+#endif

@@ -1,0 +1,78 @@
+/* aliases.h - local recipients: ROOT/conf/aliases ("name: addr, addr, ...")
+ * and ROOT/conf/mailboxes ("name:uid:gid:maildir"), and the expansion of a
+ * local name through the aliases into mailbox names and remote addresses.
+ *
+ * aliases: '#' comments, blank lines ignored, a line starting with white
+ * space continues the previous entry. Names are case-insensitive (stored
+ * lower-case). A target is "name" or "local@domain"; program ("|cmd"), file
+ * ("/path") and ":include:" targets are refused with file:line:what. */
+#ifndef POSTERN_ALIASES_H
+#define POSTERN_ALIASES_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define ALIAS_NAME_MAX 64        /* a local part */
+#define ALIAS_TARGET_MAX 256     /* one target address */
+#define ALIAS_TARGETS_MAX 1000   /* addresses one expansion may produce */
+#define ALIAS_DEPTH_MAX 10       /* alias -> alias -> ... */
+#define ALIAS_FILE_MAX (4u << 20)
+
+struct alias {
+    char name[ALIAS_NAME_MAX + 1];
+    size_t ntarget;
+    char **target;
+};
+
+struct aliases {
+    size_t n;
+    struct alias *v;
+};
+
+void aliases_init(struct aliases *a);
+void aliases_free(struct aliases *a);
+/* 1, or 0 with errno (EINVAL: err holds "name:line: what") */
+int aliases_parse(struct aliases *a, const char *fname, const char *text, size_t len,
+                  char *err, size_t errlen);
+/* a missing file is an empty table */
+int aliases_load(struct aliases *a, const char *path, char *err, size_t errlen);
+const struct alias *aliases_find(const struct aliases *a, const char *name);
+
+/* is domain[0..len) one of ours? */
+typedef int alias_is_local_fn(void *ctx, const char *domain, size_t len);
+
+/* The local user name of an address: lower-cased local part without its
+ * "+detail". Returns 1 (local: dst filled), 0 (remote), -1 (malformed:
+ * empty, quoted, too long, or holding '%', '!', '/', or control bytes).
+ * An address without '@' is local. */
+int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
+                     char *dst, size_t dstlen);
+
+struct alias_expansion {
+    size_t nlocal, nremote;
+    char (*local)[ALIAS_NAME_MAX + 1];      /* mailbox names, no duplicates */
+    char (*remote)[ALIAS_TARGET_MAX + 1];   /* addresses, no duplicates */
+};
+
+/* Expand a local name (already normalised). A name that is no alias expands
+ * to itself. An alias naming itself among its targets means the mailbox of
+ * that name. 1, or 0 with errno ELOOP (a cycle, or deeper than
+ * ALIAS_DEPTH_MAX), E2BIG (too many addresses), EINVAL (a malformed target),
+ * ENOMEM. */
+int aliases_expand(const struct aliases *a, const char *name, alias_is_local_fn *is_local,
+                   void *ctx, struct alias_expansion *out);
+void alias_expansion_free(struct alias_expansion *x);
+
+struct mailbox {
+    char name[ALIAS_NAME_MAX + 1];
+    uid_t uid;
+    gid_t gid;
+    char maildir[4096];
+};
+
+/* Find name in a mailboxes file. 1 found; 0 with errno ENOENT (no such
+ * mailbox), or another errno with err naming the file (and line) when the
+ * file cannot be read or a line is malformed. */
+int mailbox_lookup(const char *path, const char *name, struct mailbox *m, char *err, size_t errlen);
+
+#endif

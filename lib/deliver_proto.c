@@ -1,0 +1,263 @@
+/* deliver_proto.c - queue-manager <-> deliverer records. */
+#include "deliver_proto.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+struct enc {
+    char *out;
+    size_t cap, len;
+    int err;
+};
+
+static void put_field(struct enc *e, char letter, const char *v, size_t vlen)
+{
+    if (e->err) return;
+    if (memchr(v, '\n', vlen) || memchr(v, '\r', vlen) || memchr(v, 0, vlen)) { e->err = EINVAL; return; }
+    if (vlen + 2 > e->cap - e->len) { e->err = EMSGSIZE; return; }
+    e->out[e->len++] = letter;
+    memcpy(e->out + e->len, v, vlen);
+    e->len += vlen;
+    e->out[e->len++] = 0;
+}
+
+static void put_str(struct enc *e, char letter, const char *v, size_t max, int optional)
+{
+    size_t n = strnlen(v, max + 1);
+    if (n > max) { if (!e->err) e->err = EINVAL; return; }
+    if (!n && optional) return;
+    put_field(e, letter, v, n);
+}
+
+static void put_num(struct enc *e, char letter, long long v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    put_field(e, letter, tmp, (size_t)n);
+}
+
+static int enc_done(struct enc *e, size_t *len)
+{
+    if (e->err) { errno = e->err; return 0; }
+    *len = e->len;
+    return 1;
+}
+
+static int id_valid(const char *s)
+{
+    size_t i;
+    for (i = 0; s[i]; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F'))) return 0;
+    return i == DP_ID_LEN;
+}
+
+int dp_job_encode(const struct dp_job *j, char *out, size_t cap, size_t *len)
+{
+    struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };
+    if (!id_valid(j->id) || !j->rcpt[0] || j->job > (unsigned long long)9e18 || j->birth < 0) {
+        errno = EINVAL;
+        return 0;
+    }
+    put_num(&e, 'J', (long long)j->job);
+    put_str(&e, 'M', j->id, DP_ID_LEN, 0);
+    put_str(&e, 'F', j->sender, DP_ADDR_MAX, 0);
+    put_str(&e, 'R', j->rcpt, DP_ADDR_MAX, 0);
+    put_num(&e, 'T', j->birth);
+    put_str(&e, 'O', j->orcpt, DP_FIELD_MAX, 1);
+    put_str(&e, 'N', j->notify, sizeof j->notify - 1, 1);
+    put_str(&e, 'V', j->envid, DP_FIELD_MAX, 1);
+    put_str(&e, 'B', j->body, sizeof j->body - 1, 1);
+    return enc_done(&e, len);
+}
+
+int dp_result_encode(const struct dp_result *r, char *out, size_t cap, size_t *len)
+{
+    struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };
+    char s[2] = { (char)r->status, 0 };
+    if ((r->status != DP_SUCCESS && r->status != DP_TEMPORARY && r->status != DP_PERMANENT) ||
+        !r->text[0] || r->job > (unsigned long long)9e18) {
+        errno = EINVAL;
+        return 0;
+    }
+    put_num(&e, 'J', (long long)r->job);
+    put_field(&e, 'S', s, 1);
+    put_str(&e, 'X', r->text, DP_FIELD_MAX, 0);
+    return enc_done(&e, len);
+}
+
+/* A decoder: walks the fields of one record, each letter at most once. */
+struct field_spec {
+    char letter;
+    char *dst;        /* string destination or NULL for numbers */
+    size_t max;       /* longest value */
+    int required;
+    int allow_empty;
+};
+
+static int parse_u(const char *s, size_t n, unsigned long long max, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    if (!n || n > 19 || (n > 1 && s[0] == '0')) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v > max) return 0;
+    *out = v;
+    return 1;
+}
+
+static int walk(const char *rec, size_t len, struct field_spec *spec, size_t nspec,
+                const char **numv, size_t *numl)
+{
+    unsigned seen = 0;
+    size_t off = 0;
+    if (!len || len > DP_RECORD_MAX || rec[len - 1] != 0) return 0;
+    while (off < len) {
+        const char *f = rec + off;
+        size_t flen = strlen(f);      /* safe: rec[len-1] == 0 */
+        off += flen + 1;
+        if (!flen) return 0;          /* empty field: not a record */
+        size_t i;
+        for (i = 0; i < nspec; i++)
+            if (spec[i].letter == f[0]) break;
+        if (i == nspec) return 0;     /* unknown letter */
+        if (seen & (1u << i)) return 0;
+        seen |= 1u << i;
+        const char *v = f + 1;
+        size_t vlen = flen - 1;
+        if (vlen > spec[i].max || (!vlen && !spec[i].allow_empty)) return 0;
+        if (memchr(v, '\n', vlen) || memchr(v, '\r', vlen)) return 0;
+        if (spec[i].dst) {
+            memcpy(spec[i].dst, v, vlen);
+            spec[i].dst[vlen] = 0;
+        } else {
+            numv[i] = v;
+            numl[i] = vlen;
+        }
+    }
+    for (size_t i = 0; i < nspec; i++)
+        if (spec[i].required && !(seen & (1u << i))) return 0;
+    return 1;
+}
+
+int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
+{
+    const char *numv[9] = { 0 };
+    size_t numl[9] = { 0 };
+    unsigned long long job, birth;
+    memset(j, 0, sizeof *j);
+    struct field_spec spec[9] = {
+        { 'J', NULL, 20, 1, 0 },
+        { 'M', j->id, DP_ID_LEN, 1, 0 },
+        { 'F', j->sender, DP_ADDR_MAX, 1, 1 },
+        { 'R', j->rcpt, DP_ADDR_MAX, 1, 0 },
+        { 'T', NULL, 20, 1, 0 },
+        { 'O', j->orcpt, DP_FIELD_MAX, 0, 0 },
+        { 'N', j->notify, sizeof j->notify - 1, 0, 0 },
+        { 'V', j->envid, DP_FIELD_MAX, 0, 0 },
+        { 'B', j->body, sizeof j->body - 1, 0, 0 },
+    };
+    if (!walk(rec, len, spec, 9, numv, numl) ||
+        !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
+        !parse_u(numv[4], numl[4], (unsigned long long)9e18, &birth) ||
+        !id_valid(j->id)) {
+        memset(j, 0, sizeof *j);
+        errno = EPROTO;
+        return 0;
+    }
+    j->job = job;
+    j->birth = (long long)birth;
+    return 1;
+}
+
+int dp_result_decode(struct dp_result *r, const char *rec, size_t len)
+{
+    const char *numv[3] = { 0 };
+    size_t numl[3] = { 0 };
+    char st[2];
+    unsigned long long job;
+    memset(r, 0, sizeof *r);
+    struct field_spec spec[3] = {
+        { 'J', NULL, 20, 1, 0 },
+        { 'S', st, 1, 1, 0 },
+        { 'X', r->text, DP_FIELD_MAX, 1, 0 },
+    };
+    if (!walk(rec, len, spec, 3, numv, numl) ||
+        !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
+        (st[0] != DP_SUCCESS && st[0] != DP_TEMPORARY && st[0] != DP_PERMANENT)) {
+        memset(r, 0, sizeof *r);
+        errno = EPROTO;
+        return 0;
+    }
+    r->job = job;
+    r->status = (enum dp_status)st[0];
+    return 1;
+}
+
+int dp_send(int sock, const char *rec, size_t len, int fd)
+{
+    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } cm;
+    struct iovec iov = { (void *)rec, len };
+    struct msghdr mh;
+    if (!len || len > DP_RECORD_MAX) { errno = EMSGSIZE; return 0; }
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (fd >= 0) {
+        memset(&cm, 0, sizeof cm);
+        mh.msg_control = cm.b;
+        mh.msg_controllen = sizeof cm.b;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    for (;;) {
+        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return 0;
+        if ((size_t)n != len) { errno = EMSGSIZE; return 0; }
+        return 1;
+    }
+}
+
+int dp_recv(int sock, char *rec, size_t cap, size_t *len, int *fd)
+{
+    union { struct cmsghdr h; char b[CMSG_SPACE(4 * sizeof(int))]; } cm;
+    struct iovec iov = { rec, cap };
+    struct msghdr mh;
+    int fds[4];
+    size_t nfd = 0, i;
+    *fd = -1;
+    *len = 0;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.b;
+    mh.msg_controllen = sizeof cm.b;
+    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    if (n < 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (i = 0; i < k && nfd < 4; i++) memcpy(&fds[nfd++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    int bad = 0;
+    if (n == 0 && !nfd) { errno = EPIPE; return 0; }
+    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n > DP_RECORD_MAX) bad = EMSGSIZE;
+    else if (nfd > 1) bad = EPROTO;
+    if (bad) {
+        for (i = 0; i < nfd; i++) close(fds[i]);
+        errno = bad;
+        return 0;
+    }
+    if (nfd) *fd = fds[0];
+    *len = (size_t)n;
+    return 1;
+}

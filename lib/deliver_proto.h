@@ -1,0 +1,54 @@
+/* deliver_proto.h - the framed records between queue-manager and its
+ * deliverers (docs/INTERFACES.md "queue-manager and its deliverers"): one
+ * SOCK_SEQPACKET datagram per record, at most DP_RECORD_MAX bytes, made of
+ * NUL-terminated fields "<letter><value>\0". A job carries the message file's
+ * fd by SCM_RIGHTS. The decoder checks it got exactly one whole record, refuses
+ * unknown or repeated letters, and bounds every field. */
+#ifndef POSTERN_DELIVER_PROTO_H
+#define POSTERN_DELIVER_PROTO_H
+
+#include <stddef.h>
+
+#define DP_RECORD_MAX 8192
+#define DP_ADDR_MAX 256      /* sender / recipient */
+#define DP_FIELD_MAX 1024    /* orcpt, envid, status text */
+#define DP_ID_LEN 16         /* queue id: 16 upper-case hex digits */
+
+struct dp_job {
+    unsigned long long job;          /* J */
+    char id[DP_ID_LEN + 1];          /* M */
+    char sender[DP_ADDR_MAX + 1];    /* F, "" for <> */
+    char rcpt[DP_ADDR_MAX + 1];      /* R */
+    long long birth;                 /* T */
+    char orcpt[DP_FIELD_MAX + 1];    /* O, optional */
+    char notify[64];                 /* N, optional */
+    char envid[DP_FIELD_MAX + 1];    /* V, optional */
+    char body[16];                   /* B, optional: 7BIT / 8BITMIME */
+};
+
+enum dp_status { DP_SUCCESS = 's', DP_TEMPORARY = 't', DP_PERMANENT = 'p' };
+
+struct dp_result {
+    unsigned long long job;          /* J */
+    enum dp_status status;           /* S */
+    char text[DP_FIELD_MAX + 1];     /* X: "5.1.1 no such user" */
+};
+
+/* Encode into out[0..cap): 1 and *len, or 0 with errno EINVAL (a field holds
+ * CR/LF, is empty where required or too long) or EMSGSIZE (record too big). */
+int dp_job_encode(const struct dp_job *j, char *out, size_t cap, size_t *len);
+int dp_result_encode(const struct dp_result *r, char *out, size_t cap, size_t *len);
+
+/* Decode exactly one record rec[0..len): 1, or 0 with errno EPROTO. */
+int dp_job_decode(struct dp_job *j, const char *rec, size_t len);
+int dp_result_decode(struct dp_result *r, const char *rec, size_t len);
+
+/* Send one record, with fd attached when fd >= 0. 1, or 0 with errno. */
+int dp_send(int sock, const char *rec, size_t len, int fd);
+/* Receive one record into rec (cap >= DP_RECORD_MAX). *fd gets an attached
+ * descriptor (close-on-exec) or -1. 0 with errno EPIPE at end of stream,
+ * EMSGSIZE for a record over DP_RECORD_MAX (or truncated), EPROTO if more
+ * than one descriptor came (all are closed); EAGAIN/EINTR passed through. */
+int dp_recv(int sock, char *rec, size_t cap, size_t *len, int *fd);
+
+#endif

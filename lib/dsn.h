@@ -1,0 +1,53 @@
+/* dsn.h - RFC 3464 delivery status notifications (bounces). */
+#ifndef POSTERN_DSN_H
+#define POSTERN_DSN_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "envelope.h"   /* struct envelope, struct env_rcpt (lib/envelope.h exists) */
+#include "buf.h"
+
+enum dsn_kind { DSN_FAILURE, DSN_DELAY, DSN_SUCCESS };
+
+struct dsn_item {
+    const struct env_rcpt *rcpt;
+    const char *action_status;   /* e.g. "5.1.1" */
+    const char *diagnostic;      /* text, may be "" */
+};
+
+/* At most this much of the original header section is returned. */
+#define DSN_HEADERS_MAX 65536
+
+/* Compose the whole DSN message (headers + multipart/report body, LF line
+ * ends) into out: From: MAILER-DAEMON@reporting_host, To: the envelope
+ * sender, Subject, Date, Message-ID, Auto-Submitted: auto-replied,
+ * MIME multipart/report; report-type=delivery-status with three parts:
+ * a human-readable text, message/delivery-status (Reporting-MTA: dns;host,
+ * Arrival-Date, Original-Envelope-Id if any, then per recipient Final-Recipient
+ * (rfc822;addr, or ORCPT's), Original-Recipient if ORCPT, Action: failed|delayed|delivered,
+ * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date), and the original
+ * message's headers only (text/rfc822-headers) when e->ret_hdrs, or when
+ * the message is larger than full_limit, else the whole message (message/rfc822).
+ * msg/msglen: the original message as stored in the queue (LF line ends).
+ * The MIME boundary must not occur in the message. Header values built from
+ * envelope fields must be safe (no CR/LF injection). Returns 1, or 0 with errno.
+ *
+ * Details of this implementation:
+ * - out is appended to; on failure it is left as it was (errno ENOMEM,
+ *   EOVERFLOW, or EINVAL for no items, a NULL rcpt, a NULL/empty host).
+ * - Only a failure report returns the whole message; delay and success
+ *   reports return the header section (RFC 3461 section 4.3).
+ * - Every envelope-derived value has control characters (CR, LF, NUL, TAB,
+ *   DEL ...) and invalid 8-bit octets replaced by '?', and is shortened so no
+ *   line passes 998 octets; ENVID and ORCPT are xtext-decoded first.
+ * - An empty sender (the double-bounce case) addresses the report to
+ *   postmaster@reporting_host; the caller picks the envelope recipient.
+ * - If the envelope is SMTPUTF8 or an address is not ASCII, the report uses
+ *   message/global-delivery-status and the "utf-8" address type (RFC 6533).
+ * - If the result holds 8-bit octets (an 8-bit original, UTF-8 addresses) it
+ *   says Content-Transfer-Encoding: 8bit; inject it with BODY=8BITMIME. */
+int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
+                const char *msg, size_t msglen, size_t full_limit, const char *reporting_host, time_t now, struct buf *out);
+
+#endif

@@ -1,0 +1,30 @@
+/* inject_client.h - hand a message to ROOT/bin/queue-inject (the only way
+ * into the queue): the message on its fd 0 (a memfd holding prefix + the
+ * message), the NUL-framed envelope records on its fd 1 (a socket, so the new
+ * queue id comes back). Used by queue-manager for bounces and by
+ * local-deliverer for forwarding. */
+#ifndef POSTERN_INJECT_CLIENT_H
+#define POSTERN_INJECT_CLIENT_H
+
+#include <stddef.h>
+
+#define INJECT_TIMEOUT_MS 60000
+
+struct inject_req {
+    const char *sender;             /* "" for <> */
+    const char *client;             /* C record, "" for none */
+    int body8bit;                   /* send B8BITMIME */
+    const char *const *rcpt;        /* recipients (each sent as "T<addr>\t\t") */
+    size_t nrcpt;
+    const char *prefix;             /* bytes before the message (may be NULL) */
+    size_t prefixlen;
+    const char *msg;                /* the message from memory ... */
+    size_t msglen;
+    int msgfd;                      /* ... or from this fd (pread from 0) if >= 0 */
+};
+
+/* Run queue-inject. 1 with id[] (17 bytes) set when it exited 0; else 0
+ * with errno and *status = its exit code (or -1 if it did not exit). */
+int inject_run(const char *root, const struct inject_req *r, char *id, int *status);
+
+#endif

@@ -1,0 +1,221 @@
+/* maildir.c - safe Maildir delivery (see maildir.h). */
+#include "maildir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static const char *const maildir_parts[3] = { "tmp", "new", "cur" };
+
+static int open_dir_at(int at, const char *path)
+{
+    int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOTDIR) {
+        struct stat st;     /* a symlink to a directory gives ENOTDIR on some kernels */
+        if (!fstatat(at, path, &st, AT_SYMLINK_NOFOLLOW) && S_ISLNK(st.st_mode)) errno = ELOOP;
+        else errno = ENOTDIR;
+    }
+    return fd;
+}
+
+int maildir_make(const char *dir)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) return 0;
+    int dfd = open_dir_at(AT_FDCWD, dir);
+    if (dfd < 0) return 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (mkdirat(dfd, maildir_parts[i], 0700) < 0 && errno != EEXIST) goto fail;
+        int fd = open_dir_at(dfd, maildir_parts[i]);
+        if (fd < 0) goto fail;
+        close(fd);
+    }
+    if (fsync(dfd) < 0 && errno != EINVAL) goto fail;
+    close(dfd);
+    return 1;
+fail:;
+    int e = errno;
+    close(dfd);
+    errno = e;
+    return 0;
+}
+
+int maildir_unique_name(const char *host, char *dst, size_t dstlen)
+{
+    struct timeval tv;
+    unsigned long long rnd = 0;
+    char h[MAILDIR_NAME_MAX + 1];
+    size_t o = 0;
+    gettimeofday(&tv, NULL);
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        rnd ^= ((unsigned long long)tv.tv_usec << 20) ^ (unsigned long long)getpid() ^ (unsigned long long)(size_t)&rnd;
+    for (const char *p = host; *p && o + 5 < sizeof h; p++) {
+        if (*p == '/' || *p == ':') {
+            memcpy(h + o, *p == '/' ? "\\057" : "\\072", 4);
+            o += 4;
+        } else if ((unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f) {
+            h[o++] = *p;
+        }
+    }
+    h[o] = 0;
+    if (!o) memcpy(h, "localhost", 10);
+    int n = snprintf(dst, dstlen, "%lld.M%ldP%ldR%016llx.%s", (long long)tv.tv_sec,
+                     (long)tv.tv_usec, (long)getpid(), rnd, h);
+    if (n < 0 || (size_t)n >= dstlen || (size_t)n > MAILDIR_NAME_MAX) { errno = ENAMETOOLONG; return 0; }
+    return 1;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return 0;
+        if (!w) { errno = EIO; return 0; }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 1;
+}
+
+static int copy_fd(int out, int in)
+{
+    char b[65536];
+    off_t off = 0;
+    for (;;) {
+        ssize_t r = pread(in, b, sizeof b, off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return 0;
+        if (!r) return 1;
+        if (!write_all(out, b, (size_t)r)) return 0;
+        off += r;
+    }
+}
+
+int maildir_deliver(const char *dir, const char *host, const char *prefix, size_t prefixlen,
+                    int msgfd, char *name, size_t namelen)
+{
+    char fname[MAILDIR_NAME_MAX + 1];
+    int dfd = -1, tfd = -1, nfd = -1, fd = -1, created = 0, e;
+    if ((dfd = open_dir_at(AT_FDCWD, dir)) < 0) goto fail;
+    if ((tfd = open_dir_at(dfd, "tmp")) < 0) goto fail;
+    if ((nfd = open_dir_at(dfd, "new")) < 0) goto fail;
+    for (int tries = 0; fd < 0; tries++) {
+        if (!maildir_unique_name(host, fname, sizeof fname)) goto fail;
+        fd = openat(tfd, fname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && (errno != EEXIST || tries >= 3)) goto fail;
+    }
+    created = 1;
+    if (!write_all(fd, prefix, prefixlen) || !copy_fd(fd, msgfd)) goto fail;
+    if (fsync(fd) < 0) goto fail;
+    if (close(fd) < 0) { fd = -1; goto fail; }
+    fd = -1;
+    if (linkat(tfd, fname, nfd, fname, 0) < 0) goto fail;
+    unlinkat(tfd, fname, 0);
+    created = 0;
+    if (fsync(nfd) < 0) {
+        e = errno;
+        unlinkat(nfd, fname, 0);
+        errno = e;
+        goto fail;
+    }
+    if (name) snprintf(name, namelen, "%s", fname);
+    close(nfd);
+    close(tfd);
+    close(dfd);
+    return 1;
+fail:
+    e = errno;
+    if (fd >= 0) close(fd);
+    if (created) unlinkat(tfd, fname, 0);
+    if (nfd >= 0) close(nfd);
+    if (tfd >= 0) close(tfd);
+    if (dfd >= 0) close(dfd);
+    errno = e;
+    return 0;
+}
+
+int maildir_usage(const char *dir, unsigned long long *bytes)
+{
+    int dfd = open_dir_at(AT_FDCWD, dir);
+    *bytes = 0;
+    if (dfd < 0) return 0;
+    for (size_t i = 1; i < 3; i++) {      /* new, cur */
+        int fd = open_dir_at(dfd, maildir_parts[i]);
+        DIR *d = fd < 0 ? NULL : fdopendir(fd);
+        if (!d) {
+            int e = errno;
+            if (fd >= 0) close(fd);
+            close(dfd);
+            errno = e;
+            return 0;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.') continue;
+            const char *sz = strstr(de->d_name, ",S=");
+            unsigned long long v = 0;
+            int have = 0;
+            if (sz) {
+                const char *p = sz + 3;
+                for (; *p >= '0' && *p <= '9' && v < (1ULL << 50); p++) { v = v * 10 + (unsigned)(*p - '0'); have = 1; }
+                if (*p && *p != ',' && *p != ':') have = 0;
+            }
+            if (!have) {
+                struct stat st;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) continue;
+                v = (unsigned long long)st.st_size;
+            }
+            *bytes += v;
+        }
+        closedir(d);
+    }
+    close(dfd);
+    return 1;
+}
+
+static int value_is(const char *v, size_t n, const char *addr)
+{
+    while (n && (*v == ' ' || *v == '\t')) { v++; n--; }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r')) n--;
+    if (n >= 2 && v[0] == '<' && v[n - 1] == '>') { v++; n -= 2; }
+    return n == strlen(addr) && !strncasecmp(v, addr, n);
+}
+
+int maildir_has_delivered_to(int msgfd, const char *addr)
+{
+    char *b = malloc(MAILDIR_HEADER_SCAN_MAX);
+    size_t len = 0;
+    if (!b) return -1;
+    while (len < MAILDIR_HEADER_SCAN_MAX) {
+        ssize_t r = pread(msgfd, b + len, MAILDIR_HEADER_SCAN_MAX - len, (off_t)len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { int e = errno; free(b); errno = e; return -1; }
+        if (!r) break;
+        len += (size_t)r;
+    }
+    size_t off = 0;
+    int found = 0;
+    static const char key[] = "delivered-to:";
+    while (off < len && !found) {
+        const char *line = b + off;
+        const char *nl = memchr(line, '\n', len - off);
+        if (!nl) break;                              /* cut line: stop looking */
+        size_t n = (size_t)(nl - line);
+        off += n + 1;
+        if (n && line[n - 1] == '\r') n--;
+        if (!n) break;                               /* end of the header */
+        if (n > sizeof key - 1 && !strncasecmp(line, key, sizeof key - 1) &&
+            value_is(line + sizeof key - 1, n - (sizeof key - 1), addr))
+            found = 1;
+    }
+    free(b);
+    return found;
+}

@@ -1,0 +1,75 @@
+/* maildrop.h - a Maildir seen as a POP3 maildrop (RFC 1939): the messages of
+ * new/ and cur/ numbered 1..n in a stable order (by unique name), their sizes
+ * in octets as POP3 sends them (LF line ends counted as CRLF, no dot-stuffing),
+ * stable UIDLs (the file's base name, before any ':'), RETR/TOP streaming
+ * with CRLF line ends and dot-stuffing, and the UPDATE state: unlink the
+ * deleted messages, move the rest from new/ to cur/.
+ *
+ * Everything is relative to a directory fd (the Maildir), so the mailbox
+ * process may be chrooted into the Maildir itself. */
+#ifndef POSTERN_MAILDROP_H
+#define POSTERN_MAILDROP_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "io.h"
+
+#define MAILDROP_NAME_MAX 255      /* a file name */
+#define MAILDROP_UIDL_MAX 70       /* RFC 1939: 1..70 chars 0x21..0x7e */
+#define MAILDROP_MSGS_MAX 1000000  /* messages in one maildrop */
+#define MAILDROP_LOCK ".postern-pop3.lock"
+
+struct maildrop_msg {
+    char *name;                    /* file name within new/ or cur/ */
+    unsigned char in_new;          /* 1: new/, 0: cur/ */
+    unsigned char deleted;         /* DELE'd in this session */
+    unsigned char retrieved;       /* RETR'd in this session (-> seen flag) */
+    unsigned long long size;       /* octets with CRLF line ends */
+    char uidl[MAILDROP_UIDL_MAX + 1];
+};
+
+struct maildrop {
+    int dirfd;
+    size_t n;
+    struct maildrop_msg *msg;
+};
+
+/* Lock the maildrop: flock(LOCK_EX|LOCK_NB) on MAILDROP_LOCK inside it.
+ * Returns the lock fd (held until closed or the process dies), or -1 with
+ * errno EWOULDBLOCK when another session holds it. */
+int maildrop_lock(int dirfd);
+
+/* Scan dirfd's new/ and cur/; sizes are computed by reading each file,
+ * unless its name carries a Maildir++ ",W=<octets>" (before any ':').
+ * 0 with errno on trouble (ENOENT: not a Maildir). */
+int maildrop_open(struct maildrop *md, int dirfd);
+void maildrop_close(struct maildrop *md);
+
+/* Parse a message number as POP3 sends it: strict decimal, no sign, no
+ * spaces, 0..ULLONG_MAX (0 is no message: the caller refuses it; TOP may
+ * ask for 0 lines). 1 and *out, or 0 (not a number / overflow). */
+int maildrop_parse_number(const char *s, size_t len, unsigned long long *out);
+
+/* count and total size of the messages not marked deleted */
+void maildrop_stat(const struct maildrop *md, size_t *count, unsigned long long *octets);
+
+/* Open message i (0-based) for reading: an fd, or -1 with errno (ENOENT
+ * when the file vanished), so the caller can still answer -ERR. */
+int maildrop_open_msg(const struct maildrop *md, size_t i);
+/* Stream an open message to out with CRLF line ends and dot-stuffing,
+ * followed by ".\r\n". With top >= 0: the header, the blank line and at most
+ * top lines of the body only. Reads in 64 KiB pieces: a message is never
+ * held in memory whole. Returns 1, or 0 with errno (read or output error). */
+int maildrop_send_fd(int fd, long long top, struct io *out);
+
+/* POP3 size of a file's contents (the octets maildrop_send_fd sends before
+ * the final ".\r\n", less the dot-stuffing) */
+int maildrop_size_fd(int fd, unsigned long long *size);
+
+/* UPDATE: unlink deleted messages, move the others that are in new/ to cur/
+ * (":2," or ":2,S" if retrieved), fsync the directories. Returns 1, or 0 if
+ * any deletion failed (*failed counts them). */
+int maildrop_update(struct maildrop *md, size_t *failed);
+
+#endif

@@ -1,0 +1,422 @@
+/* pop3_session.c - the POP3 state machine: a command table over one state enum. */
+#include "pop3_session.h"
+#include "err.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#define ST_AUTH (1u << POP3_AUTHORIZATION)
+#define ST_TRANS (1u << POP3_TRANSACTION)
+
+struct pop3_cmd {
+    const char *name;
+    unsigned states;               /* where it is valid */
+    int (*fn)(struct pop3_session *s, const char *arg, size_t len, enum pop3_action *act);
+};
+
+static int say(struct pop3_session *s, const char *line)
+{
+    return io_puts(s->out, line) && io_put(s->out, "\r\n", 2);
+}
+
+static int sayf(struct pop3_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sayf(struct pop3_session *s, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0) return 0;
+    return say(s, line);
+}
+
+/* a counted error reply; past max_errors the connection is closed */
+static int bad(struct pop3_session *s, const char *line, enum pop3_action *act)
+{
+    if (++s->errors >= s->max_errors) {
+        *act = POP3_CLOSE;
+        s->state = POP3_DONE;
+        return say(s, "-ERR Too many errors, closing connection");
+    }
+    return say(s, line);
+}
+
+void pop3_init(struct pop3_session *s, struct io *out, unsigned max_errors)
+{
+    memset(s, 0, sizeof *s);
+    s->out = out;
+    s->max_errors = max_errors ? max_errors : 20;
+    s->state = POP3_AUTHORIZATION;
+}
+
+void pop3_wipe(struct pop3_session *s)
+{
+    sodium_memzero(s->pass, sizeof s->pass);
+    s->passlen = 0;
+}
+
+int pop3_greeting(struct pop3_session *s, const char *hostname)
+{
+    return sayf(s, "+OK POP3 server ready %s", hostname);
+}
+
+void pop3_begin_transaction(struct pop3_session *s, struct maildrop *md)
+{
+    s->md = md;
+    s->state = POP3_TRANSACTION;
+}
+
+/* split "a b" into two words; trailing/leading spaces tolerated */
+static size_t words(const char *arg, size_t len, const char *w[2], size_t wl[2])
+{
+    size_t n = 0, i = 0;
+    while (i < len) {
+        while (i < len && arg[i] == ' ') i++;
+        if (i == len) break;
+        size_t st = i;
+        while (i < len && arg[i] != ' ') i++;
+        if (n < 2) { w[n] = arg + st; wl[n] = i - st; }
+        n++;
+    }
+    return n;
+}
+
+/* the message a number argument names: 1 and *idx, or 0 after an -ERR */
+static int pick(struct pop3_session *s, const char *w, size_t wl, size_t *idx, int *ok)
+{
+    unsigned long long n;
+    *ok = 1;
+    if (!maildrop_parse_number(w, wl, &n)) { *ok = say(s, "-ERR Invalid message number."); return 0; }
+    if (n == 0 || n > s->md->n) { *ok = sayf(s, "-ERR There's no message %llu.", n); return 0; }
+    if (s->md->msg[n - 1].deleted) { *ok = say(s, "-ERR Message is deleted."); return 0; }
+    *idx = (size_t)(n - 1);
+    return 1;
+}
+
+static int c_capa(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    int auth = s->state == POP3_AUTHORIZATION;
+    return say(s, "+OK Capability list follows") && say(s, "TOP") && say(s, "UIDL") &&
+           (!auth || say(s, "USER")) && say(s, "RESP-CODES") && say(s, "AUTH-RESP-CODE") &&
+           say(s, "PIPELINING") && (!auth || say(s, "SASL PLAIN")) &&
+           say(s, "IMPLEMENTATION postern") && say(s, ".");
+}
+
+static int c_user(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    if (l == 0) return bad(s, "-ERR Missing user name", act);
+    if (l > POP3_USER_MAX || memchr(a, 0, l)) return bad(s, "-ERR Invalid user name", act);
+    memcpy(s->user, a, l);
+    s->user[l] = 0;
+    s->userlen = l;
+    s->have_user = 1;
+    return say(s, "+OK");
+}
+
+static int c_pass(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    if (!s->have_user) return bad(s, "-ERR USER first", act);
+    if (l > POP3_PASS_MAX || memchr(a, 0, l)) {
+        s->have_user = 0;
+        return say(s, "-ERR [AUTH] Invalid user name or password.");
+    }
+    memcpy(s->pass, a, l);
+    s->pass[l] = 0;
+    s->passlen = l;
+    *act = POP3_LOGIN;
+    return 1;
+}
+
+/* authzid \0 authcid \0 password, base64 */
+static int sasl_plain(struct pop3_session *s, const char *b64, size_t len, enum pop3_action *act)
+{
+    char dec[POP3_SASL_LINE_MAX];
+    size_t n;
+    s->state = POP3_AUTHORIZATION;
+    if (len == 1 && b64[0] == '=') len = 0;   /* RFC 5034: "=" is an empty initial response */
+    if (!pop3_base64_decode(b64, len, dec, sizeof dec, &n)) return bad(s, "-ERR Invalid base64 data", act);
+    const char *z1 = memchr(dec, 0, n);
+    const char *z2 = z1 ? memchr(z1 + 1, 0, n - (size_t)(z1 + 1 - dec)) : 0;
+    int ok = 0;
+    if (z2) {
+        size_t zl = (size_t)(z1 - dec), ul = (size_t)(z2 - z1 - 1), pl = n - (size_t)(z2 + 1 - dec);
+        if (ul && ul <= POP3_USER_MAX && pl <= POP3_PASS_MAX &&
+            (zl == 0 || (zl == ul && !memcmp(dec, z1 + 1, ul)))) {
+            memcpy(s->user, z1 + 1, ul); s->user[ul] = 0; s->userlen = ul;
+            memcpy(s->pass, z2 + 1, pl); s->pass[pl] = 0; s->passlen = pl;
+            s->have_user = 1;
+            ok = 1;
+        }
+    }
+    sodium_memzero(dec, sizeof dec);
+    if (!ok) return bad(s, "-ERR [AUTH] Invalid user name or password.", act);
+    *act = POP3_LOGIN;
+    return 1;
+}
+
+static int c_auth(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    const char *w[2];
+    size_t wl[2];
+    size_t n = words(a, l, w, wl);
+    if (n == 0) return say(s, "+OK") && say(s, "PLAIN") && say(s, ".");
+    if (n > 2) return bad(s, "-ERR Syntax: AUTH PLAIN [initial-response]", act);
+    if (wl[0] != 5 || strncasecmp(w[0], "PLAIN", 5)) return bad(s, "-ERR Unsupported authentication mechanism", act);
+    if (n == 2) return sasl_plain(s, w[1], wl[1], act);
+    s->state = POP3_AUTH_PLAIN;
+    return say(s, "+ ");
+}
+
+static int c_quit(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    *act = POP3_CLOSE;
+    if (s->state != POP3_TRANSACTION) { s->state = POP3_DONE; return say(s, "+OK Logging out."); }
+    size_t failed;
+    s->state = POP3_DONE;
+    if (!maildrop_update(s->md, &failed))
+        return sayf(s, "-ERR [SYS/TEMP] %zu deleted messages could not be removed.", failed);
+    return say(s, "+OK Logging out.");
+}
+
+static int c_noop(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    return say(s, "+OK");
+}
+
+static int c_stat(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    size_t n;
+    unsigned long long o;
+    maildrop_stat(s->md, &n, &o);
+    return sayf(s, "+OK %zu %llu", n, o);
+}
+
+static int c_list_uidl(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act, int uidl)
+{
+    const char *w[2];
+    size_t wl[2], i;
+    size_t nw = words(a, l, w, wl);
+    if (nw > 1) return bad(s, uidl ? "-ERR Syntax: UIDL [msg]" : "-ERR Syntax: LIST [msg]", act);
+    if (nw == 1) {
+        int ok;
+        if (!pick(s, w[0], wl[0], &i, &ok)) return ok;
+        if (uidl) return sayf(s, "+OK %zu %s", i + 1, s->md->msg[i].uidl);
+        return sayf(s, "+OK %zu %llu", i + 1, s->md->msg[i].size);
+    }
+    size_t n;
+    unsigned long long o;
+    maildrop_stat(s->md, &n, &o);
+    if (!(uidl ? say(s, "+OK") : sayf(s, "+OK %zu messages (%llu octets)", n, o))) return 0;
+    for (i = 0; i < s->md->n; i++) {
+        const struct maildrop_msg *m = &s->md->msg[i];
+        if (m->deleted) continue;
+        if (!(uidl ? sayf(s, "%zu %s", i + 1, m->uidl) : sayf(s, "%zu %llu", i + 1, m->size))) return 0;
+    }
+    return say(s, ".");
+}
+
+static int c_list(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act) { return c_list_uidl(s, a, l, act, 0); }
+static int c_uidl(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act) { return c_list_uidl(s, a, l, act, 1); }
+
+static int send_msg(struct pop3_session *s, size_t i, long long top, enum pop3_action *act)
+{
+    int fd = maildrop_open_msg(s->md, i);
+    if (fd < 0) return say(s, "-ERR [SYS/TEMP] Message is no longer available.");
+    int ok = (top < 0 ? sayf(s, "+OK %llu octets", s->md->msg[i].size) : say(s, "+OK")) &&
+             maildrop_send_fd(fd, top, s->out);
+    int e = errno;
+    close(fd);
+    errno = e;
+    if (!ok) { *act = POP3_CLOSE; s->state = POP3_DONE; return 0; }  /* cannot -ERR mid-message */
+    if (top < 0) s->md->msg[i].retrieved = 1;
+    return 1;
+}
+
+static int c_retr(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    const char *w[2];
+    size_t wl[2], i;
+    int ok;
+    if (words(a, l, w, wl) != 1) return bad(s, "-ERR Syntax: RETR msg", act);
+    if (!pick(s, w[0], wl[0], &i, &ok)) return ok;
+    return send_msg(s, i, -1, act);
+}
+
+static int c_top(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    const char *w[2];
+    size_t wl[2], i;
+    int ok;
+    unsigned long long lines = 0;
+    size_t nw = words(a, l, w, wl);
+    if (nw < 1 || nw > 2) return bad(s, "-ERR Syntax: TOP msg [lines]", act);
+    if (nw == 2 && !maildrop_parse_number(w[1], wl[1], &lines)) return bad(s, "-ERR Invalid number of lines", act);
+    if (!pick(s, w[0], wl[0], &i, &ok)) return ok;
+    return send_msg(s, i, lines > LLONG_MAX ? LLONG_MAX : (long long)lines, act);
+}
+
+static int c_dele(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    const char *w[2];
+    size_t wl[2], i;
+    int ok;
+    if (words(a, l, w, wl) != 1) return bad(s, "-ERR Syntax: DELE msg", act);
+    if (!pick(s, w[0], wl[0], &i, &ok)) return ok;
+    s->md->msg[i].deleted = 1;
+    return say(s, "+OK Marked to be deleted.");
+}
+
+static int c_rset(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    for (size_t i = 0; i < s->md->n; i++) s->md->msg[i].deleted = 0;
+    return say(s, "+OK");
+}
+
+static int c_http(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    *act = POP3_CLOSE;
+    s->state = POP3_DONE;
+    return say(s, "-ERR This is a POP3 server");
+}
+
+static const struct pop3_cmd pop3_cmds[] = {
+    { "CAPA", ST_AUTH | ST_TRANS, c_capa },
+    { "USER", ST_AUTH, c_user },
+    { "PASS", ST_AUTH, c_pass },
+    { "AUTH", ST_AUTH, c_auth },
+    { "QUIT", ST_AUTH | ST_TRANS, c_quit },
+    { "NOOP", ST_TRANS, c_noop },
+    { "STAT", ST_TRANS, c_stat },
+    { "LIST", ST_TRANS, c_list },
+    { "UIDL", ST_TRANS, c_uidl },
+    { "RETR", ST_TRANS, c_retr },
+    { "TOP", ST_TRANS, c_top },
+    { "DELE", ST_TRANS, c_dele },
+    { "RSET", ST_TRANS, c_rset },
+    { "GET", ST_AUTH | ST_TRANS, c_http },
+    { "POST", ST_AUTH | ST_TRANS, c_http },
+    { "HEAD", ST_AUTH | ST_TRANS, c_http },
+    { "PUT", ST_AUTH | ST_TRANS, c_http },
+    { "CONNECT", ST_AUTH | ST_TRANS, c_http },
+    { "OPTIONS", ST_AUTH | ST_TRANS, c_http },
+};
+
+int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncated,
+              enum pop3_action *act)
+{
+    *act = POP3_CONTINUE;
+    if (s->state == POP3_DONE) { *act = POP3_CLOSE; return 1; }
+    if (s->state == POP3_AUTH_PLAIN) {
+        if (truncated) { s->state = POP3_AUTHORIZATION; return bad(s, "-ERR Response too long", act); }
+        if (len == 1 && line[0] == '*') { s->state = POP3_AUTHORIZATION; return say(s, "-ERR Authentication cancelled"); }
+        return sasl_plain(s, line, len, act);
+    }
+    if (truncated || len > POP3_LINE_MAX - 2) return bad(s, "-ERR Command line too long", act);
+    if (memchr(line, 0, len)) return bad(s, "-ERR Unknown command", act);
+    size_t kl = 0;
+    while (kl < len && line[kl] != ' ') kl++;
+    const char *arg = kl < len ? line + kl + 1 : line + len;
+    size_t al = kl < len ? len - kl - 1 : 0;
+    for (size_t i = 0; i < ARRAY_LEN(pop3_cmds); i++) {
+        const struct pop3_cmd *c = &pop3_cmds[i];
+        if (strlen(c->name) != kl || strncasecmp(c->name, line, kl)) continue;
+        if (!(c->states & (1u << s->state))) return bad(s, "-ERR Command not valid in this state", act);
+        if (c->fn != c_pass) {   /* the password is taken verbatim; others lose edge spaces */
+            while (al && arg[al - 1] == ' ') al--;
+        }
+        return c->fn(s, arg, al, act);
+    }
+    return bad(s, "-ERR Unknown command", act);
+}
+
+int pop3_login_result(struct pop3_session *s, enum pop3_login r)
+{
+    pop3_wipe(s);
+    s->state = POP3_AUTHORIZATION;
+    if (r == POP3_LOGIN_OK) return 1;
+    s->have_user = 0;
+    if (r == POP3_LOGIN_BAD) {
+        if (++s->login_failures >= POP3_LOGIN_FAILURES_MAX) s->state = POP3_DONE;
+        return say(s, "-ERR [AUTH] Invalid user name or password.");
+    }
+    return say(s, "-ERR [SYS/TEMP] Authentication service unavailable, try again later.");
+}
+
+static int b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+int pop3_base64_decode(const char *s, size_t len, char *dst, size_t cap, size_t *outlen)
+{
+    size_t o = 0;
+    if (len % 4) return 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4], pad = 0;
+        for (int k = 0; k < 4; k++) {
+            unsigned char c = (unsigned char)s[i + k];
+            if (c == '=' && i + 4 == len && k >= 2) { v[k] = 0; pad++; continue; }
+            if (pad || (v[k] = b64val(c)) < 0) return 0;
+        }
+        if (pad == 2 && s[i + 2] != '=') return 0;
+        unsigned long w = ((unsigned long)v[0] << 18) | ((unsigned long)v[1] << 12) | ((unsigned long)v[2] << 6) | (unsigned long)v[3];
+        size_t n = 3 - (size_t)pad;
+        if (cap - o < n) return 0;
+        dst[o++] = (char)(w >> 16);
+        if (n > 1) dst[o++] = (char)(w >> 8);
+        if (n > 2) dst[o++] = (char)w;
+    }
+    *outlen = o;
+    return 1;
+}
+
+static void put16(char *p, size_t v) { p[0] = (char)(v >> 8); p[1] = (char)(v & 0xff); }
+static size_t get16(const char *p) { return ((size_t)(unsigned char)p[0] << 8) | (unsigned char)p[1]; }
+
+int pop3_mon_request_format(const char *user, size_t userlen, const char *pass, size_t passlen,
+                            const void *left, size_t leftlen, char *dst, size_t cap, size_t *len)
+{
+    if (userlen > POP3_USER_MAX || passlen > POP3_PASS_MAX || leftlen > POP3_MON_LEFT_MAX) { errno = EINVAL; return 0; }
+    size_t n = 7 + userlen + passlen + leftlen;
+    if (n > cap) { errno = EMSGSIZE; return 0; }
+    dst[0] = 'L';
+    put16(dst + 1, userlen);
+    put16(dst + 3, passlen);
+    put16(dst + 5, leftlen);
+    memcpy(dst + 7, user, userlen);
+    memcpy(dst + 7 + userlen, pass, passlen);
+    if (leftlen) memcpy(dst + 7 + userlen + passlen, left, leftlen);
+    *len = n;
+    return 1;
+}
+
+int pop3_mon_request_parse(const char *rec, size_t len, struct pop3_mon_request *r)
+{
+    memset(r, 0, sizeof *r);
+    if (len < 7 || rec[0] != 'L') { errno = EPROTO; return 0; }
+    r->userlen = get16(rec + 1);
+    r->passlen = get16(rec + 3);
+    r->leftlen = get16(rec + 5);
+    if (r->userlen > POP3_USER_MAX || r->passlen > POP3_PASS_MAX || r->leftlen > POP3_MON_LEFT_MAX ||
+        7 + r->userlen + r->passlen + r->leftlen != len) {
+        memset(r, 0, sizeof *r);
+        errno = EPROTO;
+        return 0;
+    }
+    memcpy(r->user, rec + 7, r->userlen);
+    memcpy(r->pass, rec + 7 + r->userlen, r->passlen);
+    memcpy(r->left, rec + 7 + r->userlen + r->passlen, r->leftlen);
+    return 1;
+}

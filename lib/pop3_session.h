@@ -1,0 +1,97 @@
+/* pop3_session.h - the POP3 protocol (RFC 1939, 2449 CAPA and response
+ * codes, 3206, 5034 SASL PLAIN) as one state enum and a command table.
+ *
+ * The same machine serves both halves of a connection: the pre-login
+ * session (AUTHORIZATION: USER/PASS, AUTH PLAIN, CAPA, QUIT), which hands
+ * credentials out as POP3_LOGIN; and the mailbox process (TRANSACTION, then
+ * UPDATE on QUIT) over a struct maildrop. The caller reads lines (io_getline)
+ * and feeds them here; replies go to an io; the caller flushes when no more
+ * input is buffered (so PIPELINING batches replies).
+ *
+ * Also here: the small fixed records between the pre-login session and its
+ * root monitor (pop3_mon_*). */
+#ifndef POSTERN_POP3_SESSION_H
+#define POSTERN_POP3_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io.h"
+#include "maildrop.h"
+
+#define POP3_LINE_MAX 255          /* a command line, CRLF included (RFC 2449) */
+#define POP3_SASL_LINE_MAX 2048    /* a SASL response line (base64) */
+#define POP3_USER_MAX 255
+#define POP3_PASS_MAX 1024
+#define POP3_TIMEOUT_MIN 600       /* RFC 1939: the autologout timer >= 10 min */
+#define POP3_LOGIN_FAILURES_MAX 3  /* failed logins before the connection is closed */
+
+enum pop3_state {
+    POP3_AUTHORIZATION = 0,        /* before login */
+    POP3_AUTH_PLAIN,               /* AUTH PLAIN sent "+ ", waiting for the response line */
+    POP3_TRANSACTION,              /* logged in, maildrop open */
+    POP3_DONE                      /* QUIT handled (UPDATE done) or closing */
+};
+
+enum pop3_action {
+    POP3_CONTINUE = 0,
+    POP3_LOGIN,                    /* user/pass filled: check them, then pop3_login_result */
+    POP3_CLOSE                     /* close the connection */
+};
+
+enum pop3_login { POP3_LOGIN_OK = 1, POP3_LOGIN_BAD, POP3_LOGIN_TEMP };
+
+struct pop3_session {
+    enum pop3_state state;
+    struct io *out;
+    struct maildrop *md;           /* TRANSACTION only */
+    unsigned errors, max_errors;
+    unsigned login_failures;
+    int have_user;
+    size_t userlen, passlen;
+    char user[POP3_USER_MAX + 1];
+    char pass[POP3_PASS_MAX + 1];
+};
+
+void pop3_init(struct pop3_session *s, struct io *out, unsigned max_errors);
+/* "+OK POP3 server ready <hostname>" */
+int pop3_greeting(struct pop3_session *s, const char *hostname);
+/* enter TRANSACTION over md (the mailbox process, after its "+OK Logged in.") */
+void pop3_begin_transaction(struct pop3_session *s, struct maildrop *md);
+
+/* One line as read (terminator not included). truncated: the reader hit its
+ * limit before a line end (the caller skips the rest of the line).
+ * Returns 1, or 0 on an output error (errno); *act says what next. */
+int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncated,
+              enum pop3_action *act);
+/* Answer a POP3_LOGIN: OK writes nothing (the mailbox process will speak);
+ * BAD and TEMP write the -ERR and return to AUTHORIZATION, except that the
+ * POP3_LOGIN_FAILURES_MAX-th BAD leaves the state POP3_DONE: the caller
+ * then closes the connection. Wipes the password. */
+int pop3_login_result(struct pop3_session *s, enum pop3_login r);
+void pop3_wipe(struct pop3_session *s);
+
+/* Base64 (RFC 4648, padding required) into dst[0..cap): 1 and *len, or 0. */
+int pop3_base64_decode(const char *s, size_t len, char *dst, size_t cap, size_t *outlen);
+
+/* --- session <-> monitor records (one SOCK_SEQPACKET datagram each) ---
+ * request: 'L' u16 userlen u16 passlen u16 leftlen (big-endian), then the
+ *          bytes of user, password and the client bytes read past the
+ *          login line (PIPELINING), for the mailbox process to serve first.
+ * reply:   one byte: 'o' (logged in: the session exits silently),
+ *          'b' (bad credentials), 't' (temporary failure). */
+#define POP3_MON_LEFT_MAX 4096
+#define POP3_MON_REC_MAX (7 + POP3_USER_MAX + POP3_PASS_MAX + POP3_MON_LEFT_MAX)
+
+struct pop3_mon_request {
+    size_t userlen, passlen, leftlen;
+    char user[POP3_USER_MAX + 1];
+    char pass[POP3_PASS_MAX + 1];
+    char left[POP3_MON_LEFT_MAX];
+};
+
+int pop3_mon_request_format(const char *user, size_t userlen, const char *pass, size_t passlen,
+                            const void *left, size_t leftlen, char *dst, size_t cap, size_t *len);
+int pop3_mon_request_parse(const char *rec, size_t len, struct pop3_mon_request *r);
+
+#endif

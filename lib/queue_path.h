@@ -1,0 +1,57 @@
+/* queue_path.h - the queue's names: new queue IDs, the path of each queue
+ * file, the directory tree, and the trigger FIFO (docs/QUEUE.md).
+ *
+ *   ROOT/queue/tmp/            injections in progress (ID.m, ID.e, ID.s)
+ *   ROOT/queue/mess/<h>/ID     message bodies        h = last hex digit of ID
+ *   ROOT/queue/env/<h>/ID      envelopes (lib/envelope.h)
+ *   ROOT/queue/todo/ID         "new message" marker (a hard link of env/<h>/ID)
+ *   ROOT/queue/bounce/         queue-manager's bounce work
+ *   ROOT/queue/lock/trigger    FIFO: one byte written = "look at todo/"
+ *
+ * Paths are built into caller buffers of QUEUE_PATH_MAX bytes; a ROOT too
+ * long to fit is refused with ENAMETOOLONG. */
+#ifndef POSTERN_QUEUE_PATH_H
+#define POSTERN_QUEUE_PATH_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "envelope.h"
+
+#define QUEUE_PATH_MAX 4096
+
+enum queue_kind {
+    QUEUE_MESS,   /* queue/mess/<h>/ID */
+    QUEUE_ENV,    /* queue/env/<h>/ID */
+    QUEUE_TODO,   /* queue/todo/ID */
+    QUEUE_TMP,    /* queue/tmp/ID (callers add a suffix of their own) */
+    QUEUE_BOUNCE  /* queue/bounce/ID */
+};
+
+/* A new ID into id[ENV_ID_LEN + 1]: 8 hex digits of now (time(NULL), wraps
+ * in 2106) and 8 from getrandom(). 0 with errno if no randomness. */
+int queue_id_new(char *id);
+/* the same with the time given (tests) */
+int queue_id_make(char *id, time_t now);
+/* the birth time encoded in a valid ID */
+time_t queue_id_time(const char *id);
+
+/* ROOT/queue/<kind>/[<h>/]ID into dst[dstlen]. id must be valid. */
+int queue_path(char *dst, size_t dstlen, const char *root, enum queue_kind kind, const char *id);
+/* ROOT/queue/<sub> (sub e.g. "tmp", "mess/A", "lock/trigger") */
+int queue_dir(char *dst, size_t dstlen, const char *root, const char *sub);
+
+/* Create ROOT/queue and everything in it that is missing (directories
+ * 0750, tmp/ 0700, the FIFO lock/trigger 0600), owned by uid:gid when
+ * uid != (uid_t)-1 (needs root), else by the caller. Existing entries get
+ * their owner and mode fixed too. Idempotent. ROOT itself must exist.
+ * Used by postern-setup and by tests. */
+int queue_tree_create(const char *root, uid_t uid, gid_t gid);
+
+/* Pull the trigger: open ROOT/queue/lock/trigger O_WRONLY|O_NONBLOCK and
+ * write one byte. Returns 1 also when nobody listens (ENXIO) or the FIFO
+ * is full (EAGAIN): queue-manager rescans anyway. 0 only on other errors. */
+int queue_trigger(const char *root);
+
+#endif

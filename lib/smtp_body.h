@@ -1,0 +1,44 @@
+/* smtp_body.h - the message body on its way from the SMTP client to
+ * queue-inject: takes DATA lines (already dot-unstuffed, with how each line
+ * ended) or BDAT octets, turns CRLF into LF, streams the result to a file
+ * descriptor through a small buffer, and on the way counts the size, counts
+ * the Received: fields of the header section (hop limit) and notes any bare
+ * CR or bare LF. Nothing is kept in memory beyond the buffer. */
+#ifndef POSTERN_SMTP_BODY_H
+#define POSTERN_SMTP_BODY_H
+
+#include <stddef.h>
+
+#include "io.h"
+
+#define SMTP_BODY_BUF 8192
+
+struct smtp_msgbody {
+    int fd;                      /* where the message goes; -1 = discard */
+    int timeout_ms;
+    unsigned long long size;     /* octets of the stored form (LF line ends) */
+    unsigned long long max_size;
+    unsigned long hops;          /* Received: fields in the header section */
+    int too_big;                 /* size went past max_size: stopped writing */
+    int bare;                    /* a bare CR or bare LF was seen */
+    int write_failed;            /* the reader went away or a write failed */
+    int in_headers;
+    int pending_cr;              /* BDAT: chunk ended in CR, LF may follow */
+    size_t line_len;             /* octets on the current line so far */
+    size_t prefix_len;
+    char prefix[9];              /* the line's first octets, for "Received:" */
+    size_t len;
+    unsigned char buf[SMTP_BODY_BUF];
+};
+
+void smtp_body_init(struct smtp_msgbody *b, int fd, unsigned long long max_size, int timeout_ms);
+/* content of a DATA line (no line end) then how it ended: CRLF is a line
+ * end, bare LF or CR are stored as LF but set b->bare, NONE adds nothing */
+void smtp_body_line(struct smtp_msgbody *b, const char *p, size_t n, enum io_eol eol);
+/* raw BDAT octets in SMTP form (CRLF line ends), any chunking */
+void smtp_body_octets(struct smtp_msgbody *b, const char *p, size_t n);
+/* end of the message: a CR still pending is bare; an unfinished last line
+ * gets its LF; flush. 1 if everything reached fd, 0 if not. */
+int smtp_body_finish(struct smtp_msgbody *b);
+
+#endif

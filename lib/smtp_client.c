@@ -1,0 +1,630 @@
+/* smtp_client.c - SMTP client: bounded replies, EHLO keywords, one
+ * transaction streamed from the queue file. See smtp_client.h. */
+#include "smtp_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- replies */
+
+void smtp_reply_init(struct smtp_reply *r)
+{
+    r->code = 0;
+    r->nlines = 0;
+    r->len = 0;
+    r->text[0] = 0;
+}
+
+static int bad(void) { errno = EPROTO; return -1; }
+
+int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len)
+{
+    if (len < 3) return bad();
+    if (line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '5' ||
+        line[2] < '0' || line[2] > '9')
+        return bad();
+    int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    char sep = len > 3 ? line[3] : ' ';
+    if (sep != ' ' && sep != '-') return bad();
+    if (r->nlines && code != r->code) return bad();
+    if (r->nlines >= SMTP_REPLY_LINES_MAX) return bad();
+    size_t tl = len > 4 ? len - 4 : 0;
+    size_t need = tl + (r->nlines ? 1 : 0);
+    if (need > SMTP_REPLY_TOTAL_MAX - r->len) return bad();
+    if (r->nlines) r->text[r->len++] = '\n';
+    if (tl) memcpy(r->text + r->len, line + 4, tl);
+    r->len += tl;
+    r->text[r->len] = 0;
+    r->code = code;
+    r->nlines++;
+    return sep == ' ' ? 1 : 0;
+}
+
+char *smtp_reply_summary(const struct smtp_reply *r, char *dst, size_t cap)
+{
+    size_t o = 0;
+    int n = snprintf(dst, cap, "%03d", r->code);
+    if (n < 0 || (size_t)n >= cap) { dst[0] = 0; return dst; }
+    o = (size_t)n;
+    if (r->len && o + 1 < cap) dst[o++] = ' ';
+    size_t i;
+    for (i = 0; i < r->len && o + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)r->text[i];
+        if (ch == '\n') ch = ' ';
+        else if (ch < 0x20 || ch > 0x7e) ch = '?';
+        dst[o++] = (char)ch;
+    }
+    if (i < r->len && o >= 3) memcpy(dst + o - 3, "...", 3);   /* cut: say so */
+    dst[o] = 0;
+    return dst;
+}
+
+/* a well-formed enhanced status code "c.sss.ddd" at the start of s */
+static size_t enhanced_len(const char *s, size_t len, char cls)
+{
+    size_t i = 0, k;
+    if (len < 5 || s[0] != cls || s[1] != '.') return 0;
+    i = 2;
+    for (k = 0; i < len && k < 3 && s[i] >= '0' && s[i] <= '9'; i++, k++) ;
+    if (!k || k > 3 || i >= len || s[i] != '.') return 0;
+    i++;
+    for (k = 0; i < len && k < 3 && s[i] >= '0' && s[i] <= '9'; i++, k++) ;
+    if (!k) return 0;
+    if (i < len && s[i] != ' ' && s[i] != '\n') return 0;
+    return i;
+}
+
+void smtp_reply_status(const struct smtp_reply *r, char *dst, size_t cap)
+{
+    char cls = (char)('0' + r->code / 100);
+    size_t n = enhanced_len(r->text, r->len, cls);
+    if (n && n < cap) {
+        memcpy(dst, r->text, n);
+        dst[n] = 0;
+        return;
+    }
+    snprintf(dst, cap, "%c.0.0", cls);
+}
+
+/* ------------------------------------------------------------- transport */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_fd(int fd, short ev, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = ev, .revents = 0 };
+    for (;;) {
+        int r = poll(&p, 1, timeout_ms);
+        if (r > 0) return 1;
+        if (r == 0) { errno = ETIMEDOUT; return 0; }
+        if (errno != EINTR) return 0;
+    }
+}
+
+ssize_t smtp_plain_read(void *ctx, void *p, size_t n, int timeout_ms)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t r = read(fd, p, n);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        if (!wait_fd(fd, POLLIN, timeout_ms)) return -1;
+    }
+}
+
+ssize_t smtp_plain_write(void *ctx, const void *p, size_t n, int timeout_ms)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        if (!wait_fd(fd, POLLOUT, timeout_ms)) return -1;
+    }
+}
+
+void smtp_conn_init(struct smtp_conn *c, int fd, int timeout_ms)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    c->timeout_ms = timeout_ms;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    c->tr.ctx = &c->fd;
+    c->tr.read = smtp_plain_read;
+    c->tr.write = smtp_plain_write;
+}
+
+size_t smtp_buffered(const struct smtp_conn *c) { return c->inlen - c->inpos; }
+
+static int remaining(long long deadline)
+{
+    long long left = deadline - now_ms();
+    if (left <= 0) { errno = ETIMEDOUT; return -1; }
+    return left > 0x7fffffff ? 0x7fffffff : (int)left;
+}
+
+static int fill(struct smtp_conn *c, long long deadline)
+{
+    int t = remaining(deadline);
+    if (t < 0) return 0;
+    c->inpos = c->inlen = 0;
+    ssize_t r = c->tr.read(c->tr.ctx, c->in, sizeof c->in, t);
+    if (r < 0) return 0;
+    if (r == 0) { errno = EPIPE; return 0; }
+    c->inlen = (size_t)r;
+    return 1;
+}
+
+/* one CRLF-ended line, at most SMTP_REPLY_LINE_MAX octets with the CRLF */
+static int get_line(struct smtp_conn *c, char *line, size_t *len, long long deadline)
+{
+    size_t n = 0;
+    int cr = 0;
+    for (;;) {
+        if (c->inpos == c->inlen && !fill(c, deadline)) return 0;
+        unsigned char ch = c->in[c->inpos++];
+        if (cr) {
+            if (ch != '\n') { errno = EPROTO; return 0; }  /* bare CR */
+            *len = n;
+            return 1;
+        }
+        if (ch == '\r') { cr = 1; continue; }
+        if (ch == '\n') { errno = EPROTO; return 0; }       /* bare LF */
+        if (n + 2 >= SMTP_REPLY_LINE_MAX) { errno = EPROTO; return 0; }
+        line[n++] = (char)ch;
+    }
+}
+
+int smtp_read_reply(struct smtp_conn *c, struct smtp_reply *r, int timeout_ms)
+{
+    char line[SMTP_REPLY_LINE_MAX];
+    size_t len;
+    long long deadline = now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+    smtp_reply_init(r);
+    for (;;) {
+        if (!get_line(c, line, &len, deadline)) return 0;
+        int k = smtp_reply_feed(r, line, len);
+        if (k < 0) return 0;
+        if (k > 0) return 1;
+    }
+}
+
+int smtp_flush(struct smtp_conn *c)
+{
+    long long deadline = now_ms() + c->timeout_ms;
+    size_t off = 0;
+    while (off < c->outlen) {
+        int t = remaining(deadline);
+        if (t < 0) return 0;
+        ssize_t w = c->tr.write(c->tr.ctx, c->out + off, c->outlen - off, t);
+        if (w <= 0) { if (w == 0) errno = EPIPE; return 0; }
+        off += (size_t)w;
+    }
+    c->outlen = 0;
+    return 1;
+}
+
+int smtp_put(struct smtp_conn *c, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    while (n) {
+        if (c->outlen == sizeof c->out && !smtp_flush(c)) return 0;
+        size_t k = sizeof c->out - c->outlen;
+        if (k > n) k = n;
+        memcpy(c->out + c->outlen, s, k);
+        c->outlen += k;
+        s += k;
+        n -= k;
+    }
+    return 1;
+}
+
+int smtp_send_message(struct smtp_conn *c, int fd, unsigned long long *sent)
+{
+    unsigned char b[16384];
+    off_t off = 0;
+    int bol = 1, pending_cr = 0;
+    unsigned long long total = 0;
+    for (;;) {
+        ssize_t r = pread(fd, b, sizeof b, off);
+        if (r < 0) { if (errno == EINTR) continue; return 0; }
+        if (r == 0) break;
+        off += r;
+        size_t start = 0;   /* bytes [start, i) are plain text to copy */
+        for (size_t i = 0; i < (size_t)r; i++) {
+            unsigned char ch = b[i];
+            if (pending_cr) {
+                pending_cr = 0;
+                if (!smtp_put(c, "\r\n", 2)) return 0;
+                total += 2;
+                bol = 1;
+                if (ch == '\n') { start = i + 1; continue; }
+            }
+            if (ch == '\r' || ch == '\n' || (bol && ch == '.')) {
+                if (i > start && !smtp_put(c, b + start, i - start)) return 0;
+                total += i - start;
+                start = i + 1;
+                if (ch == '\r') { pending_cr = 1; continue; }
+                if (ch == '\n') {
+                    if (!smtp_put(c, "\r\n", 2)) return 0;
+                    total += 2;
+                    bol = 1;
+                    continue;
+                }
+                if (!smtp_put(c, "..", 2)) return 0;   /* dot-stuffing */
+                total += 2;
+                bol = 0;
+                continue;
+            }
+            bol = 0;
+        }
+        if ((size_t)r > start && !smtp_put(c, b + start, (size_t)r - start)) return 0;
+        total += (size_t)r - start;
+    }
+    if (pending_cr) bol = 0;   /* the CR becomes the line end below */
+    if (!bol) {
+        if (!smtp_put(c, "\r\n", 2)) return 0;
+        total += 2;
+    }
+    if (!smtp_put(c, ".\r\n", 3) || !smtp_flush(c)) return 0;
+    if (sent) *sent = total + 3;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- EHLO */
+
+void smtp_ext_parse(struct smtp_ext *e, const struct smtp_reply *r)
+{
+    memset(e, 0, sizeof *e);
+    e->esmtp = 1;
+    const char *p = r->text, *end = r->text + r->len;
+    int first = 1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if (!first) {   /* the first line is the greeting, not a keyword */
+            char kw[32];
+            size_t k = 0;
+            const char *q = p;
+            while (q < le && *q != ' ' && *q != '=' && k + 1 < sizeof kw) kw[k++] = *q++;
+            kw[k] = 0;
+            const char *arg = q < le ? q + 1 : le;
+            if (!strcasecmp(kw, "STARTTLS")) e->starttls = 1;
+            else if (!strcasecmp(kw, "PIPELINING")) e->pipelining = 1;
+            else if (!strcasecmp(kw, "8BITMIME")) e->eightbitmime = 1;
+            else if (!strcasecmp(kw, "DSN")) e->dsn = 1;
+            else if (!strcasecmp(kw, "SMTPUTF8")) e->smtputf8 = 1;
+            else if (!strcasecmp(kw, "ENHANCEDSTATUSCODES")) e->enhanced = 1;
+            else if (!strcasecmp(kw, "SIZE")) {
+                unsigned long long v = 0;
+                int ok = 1;
+                e->size = 1;
+                for (const char *d = arg; d < le && *d != ' '; d++) {
+                    if (*d < '0' || *d > '9' || v > (~0ULL - 9) / 10) { ok = 0; break; }
+                    v = v * 10 + (unsigned)(*d - '0');
+                }
+                e->size_max = ok ? v : 0;
+            } else if (!strcasecmp(kw, "AUTH")) {
+                for (const char *w = arg; w < le;) {
+                    const char *we = w;
+                    while (we < le && *we != ' ') we++;
+                    if (we - w == 5 && !strncasecmp(w, "PLAIN", 5)) e->auth_plain = 1;
+                    w = we < le ? we + 1 : le;
+                }
+            }
+        }
+        first = 0;
+        p = nl ? nl + 1 : end;
+    }
+}
+
+int smtp_base64(const unsigned char *src, size_t n, char *dst, size_t cap)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t need = (n + 2) / 3 * 4 + 1;
+    if (n > (size_t)-1 / 2 || need > cap) { errno = E2BIG; return 0; }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)src[i] << 16;
+        if (i + 1 < n) v |= (unsigned)src[i + 1] << 8;
+        if (i + 2 < n) v |= src[i + 2];
+        dst[o++] = al[(v >> 18) & 63];
+        dst[o++] = al[(v >> 12) & 63];
+        dst[o++] = i + 1 < n ? al[(v >> 6) & 63] : '=';
+        dst[o++] = i + 2 < n ? al[v & 63] : '=';
+    }
+    dst[o] = 0;
+    return 1;
+}
+
+int smtp_xtext(const char *s, char *dst, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 33 && ch <= 126 && ch != '+' && ch != '=') {
+            if (o + 1 >= cap) { errno = E2BIG; return 0; }
+            dst[o++] = (char)ch;
+        } else {
+            if (o + 3 >= cap) { errno = E2BIG; return 0; }
+            dst[o++] = '+';
+            dst[o++] = hex[ch >> 4];
+            dst[o++] = hex[ch & 15];
+        }
+    }
+    if (!cap) { errno = E2BIG; return 0; }
+    dst[o] = 0;
+    return 1;
+}
+
+/* --------------------------------------------------------- transaction */
+
+struct txn {
+    struct smtp_conn *c;
+    const char *peer;
+    char *status;
+    size_t cap;
+    struct smtp_reply r;
+};
+
+static int cmd(struct txn *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cmd(struct txn *t, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line - 2) { errno = E2BIG; return 0; }
+    line[n++] = '\r';
+    line[n++] = '\n';
+    return smtp_put(t->c, line, (size_t)n);
+}
+
+/* status for a transport/protocol error while waiting for what */
+static void io_status(struct txn *t, const char *what)
+{
+    const char *why = errno == ETIMEDOUT ? "timeout" :
+                      errno == EPROTO ? "bad reply" :
+                      errno == EPIPE ? "connection closed" : strerror(errno);
+    if (errno == EPROTO)
+        snprintf(t->status, t->cap, "4.4.2 bad reply from server %s (%s)", t->peer, what);
+    else
+        snprintf(t->status, t->cap, "4.4.2 host %s: %s (%s)", t->peer, why, what);
+}
+
+/* status quoting the server's reply */
+static void reply_status(struct txn *t, const char *what)
+{
+    char st[16], sum[SMTP_SUMMARY_MAX];
+    smtp_reply_status(&t->r, st, sizeof st);
+    if (t->r.code < 400) snprintf(st, sizeof st, "4.5.0");   /* a 2xx/3xx where it makes no sense */
+    smtp_reply_summary(&t->r, sum, sizeof sum);
+    snprintf(t->status, t->cap, "%s host %s said: %s (in reply to %s)", st, t->peer, sum, what);
+}
+
+static int read_reply(struct txn *t, const char *what, int timeout_ms)
+{
+    if (smtp_read_reply(t->c, &t->r, timeout_ms)) return 1;
+    io_status(t, what);
+    return 0;
+}
+
+static enum smtp_outcome fail_reply(struct txn *t, const char *what)
+{
+    reply_status(t, what);
+    return t->r.code >= 500 ? SMTP_PERMFAIL : SMTP_TEMPFAIL;
+}
+
+static void quit(struct txn *t)
+{
+    /* best effort, bounded by a short wait: the result is already known */
+    int saved = t->c->timeout_ms;
+    t->c->timeout_ms = saved < 5000 ? saved : 5000;
+    if (cmd(t, "QUIT") && smtp_flush(t->c)) {
+        struct smtp_reply r;
+        (void)smtp_read_reply(t->c, &r, t->c->timeout_ms);
+    }
+    t->c->timeout_ms = saved;
+}
+
+static int ehlo(struct txn *t, const struct smtp_job *j, struct smtp_ext *ext)
+{
+    if (!cmd(t, "EHLO %s", j->helo) || !smtp_flush(t->c)) { io_status(t, "EHLO"); return 0; }
+    if (!read_reply(t, "EHLO", t->c->timeout_ms)) return 0;
+    if (t->r.code == 250) { smtp_ext_parse(ext, &t->r); return 1; }
+    if (t->r.code < 500) { reply_status(t, "EHLO"); return 0; }
+    if (!cmd(t, "HELO %s", j->helo) || !smtp_flush(t->c)) { io_status(t, "HELO"); return 0; }
+    if (!read_reply(t, "HELO", t->c->timeout_ms)) return 0;
+    if (t->r.code != 250) { reply_status(t, "HELO"); return 0; }
+    memset(ext, 0, sizeof *ext);
+    return 1;
+}
+
+/* the part before MAIL: greeting, EHLO, STARTTLS, AUTH */
+static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
+                                      smtp_starttls_fn *starttls, void *tlsctx,
+                                      struct smtp_ext *ext)
+{
+    if (!read_reply(t, "initial greeting", t->c->timeout_ms)) return SMTP_NEXT_HOST;
+    if (t->r.code != 220) { reply_status(t, "initial greeting"); quit(t); return SMTP_NEXT_HOST; }
+    if (!ehlo(t, j, ext)) { quit(t); return SMTP_NEXT_HOST; }
+    int tls = 0;
+    if (j->tls != SMTP_TLS_NONE && ext->starttls && starttls) {
+        if (!cmd(t, "STARTTLS") || !smtp_flush(t->c)) { io_status(t, "STARTTLS"); return SMTP_NEXT_HOST; }
+        if (!read_reply(t, "STARTTLS", t->c->timeout_ms)) return SMTP_NEXT_HOST;
+        if (t->r.code == 220) {
+            char why[256];
+            if (smtp_buffered(t->c)) {   /* bytes injected before the handshake */
+                snprintf(t->status, t->cap, "4.7.5 host %s sent data after its STARTTLS reply", t->peer);
+                return j->tls == SMTP_TLS_MAY ? SMTP_RETRY_PLAIN : SMTP_NEXT_HOST;
+            }
+            if (!starttls(tlsctx, t->c, why, sizeof why)) {
+                snprintf(t->status, t->cap, "4.7.5 TLS with host %s failed: %s", t->peer, why);
+                return j->tls == SMTP_TLS_MAY ? SMTP_RETRY_PLAIN : SMTP_NEXT_HOST;
+            }
+            tls = 1;
+            if (!ehlo(t, j, ext)) { quit(t); return SMTP_NEXT_HOST; }
+        } else if (j->tls == SMTP_TLS_REQUIRE) {
+            reply_status(t, "STARTTLS");
+            snprintf(t->status, t->cap, "4.7.5 host %s refused STARTTLS, which this route requires", t->peer);
+            quit(t);
+            return SMTP_NEXT_HOST;
+        }
+    }
+    if (!tls && j->tls == SMTP_TLS_REQUIRE) {
+        snprintf(t->status, t->cap, "4.7.5 host %s does not offer STARTTLS, which this route requires", t->peer);
+        quit(t);
+        return SMTP_NEXT_HOST;
+    }
+    if (j->auth_user) {
+        char plain[600], b64[820];
+        size_t ul = strlen(j->auth_user), pl = strlen(j->auth_pass);
+        if (!tls) {
+            snprintf(t->status, t->cap, "4.7.5 no TLS with host %s: credentials not sent", t->peer);
+            quit(t);
+            return SMTP_NEXT_HOST;
+        }
+        if (!ext->auth_plain) {
+            snprintf(t->status, t->cap, "4.7.0 host %s does not offer AUTH PLAIN", t->peer);
+            quit(t);
+            return SMTP_NEXT_HOST;
+        }
+        if (ul + pl + 2 > sizeof plain) { snprintf(t->status, t->cap, "4.3.5 credentials too long"); return SMTP_TEMPFAIL; }
+        plain[0] = 0;
+        memcpy(plain + 1, j->auth_user, ul);
+        plain[1 + ul] = 0;
+        memcpy(plain + 2 + ul, j->auth_pass, pl);
+        int ok = smtp_base64((unsigned char *)plain, ul + pl + 2, b64, sizeof b64);
+        explicit_bzero(plain, sizeof plain);
+        ok = ok && cmd(t, "AUTH PLAIN %s", b64) && smtp_flush(t->c);
+        explicit_bzero(b64, sizeof b64);
+        explicit_bzero(t->c->out, sizeof t->c->out);
+        if (!ok) { io_status(t, "AUTH"); return SMTP_NEXT_HOST; }
+        if (!read_reply(t, "AUTH", t->c->timeout_ms)) return SMTP_NEXT_HOST;
+        if (t->r.code != 235) {
+            reply_status(t, "AUTH");
+            quit(t);
+            /* a rejected login is the operator's to fix: keep the mail */
+            if (t->status[0] == '5') t->status[0] = '4';
+            return SMTP_TEMPFAIL;
+        }
+    }
+    return SMTP_DELIVERED;   /* i.e. ready for MAIL */
+}
+
+static int addr_ok(const char *a)
+{
+    for (; *a; a++)
+        if ((unsigned char)*a <= ' ' || (unsigned char)*a >= 0x7f || *a == '<' || *a == '>') return 0;
+    return 1;
+}
+
+static int xtext_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (!n || n > max) return 0;
+    for (; *s; s++)
+        if ((unsigned char)*s < 33 || (unsigned char)*s > 126 || *s == '=') return 0;
+    return 1;
+}
+
+enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j,
+                                   smtp_starttls_fn *starttls, void *tlsctx,
+                                   const char *peer, char *status, size_t cap)
+{
+    static struct txn tx;   /* the reply buffer is large: keep it off the stack */
+    struct txn *t = &tx;
+    struct smtp_ext ext;
+    char param[1400], rparam[1400];
+    size_t pl = 0, rl = 0;
+
+    t->c = c;
+    t->peer = peer;
+    t->status = status;
+    t->cap = cap;
+    status[0] = 0;
+    if (!addr_ok(j->sender) || !addr_ok(j->rcpt) || !*j->rcpt) {
+        snprintf(status, cap, "5.1.3 bad address syntax");
+        return SMTP_PERMFAIL;
+    }
+    enum smtp_outcome o = open_session(t, j, starttls, tlsctx, &ext);
+    if (o != SMTP_DELIVERED) return o;
+    if (ext.size && ext.size_max && j->size > ext.size_max) {
+        snprintf(status, cap, "5.3.4 message too big for host %s (%llu > %llu)", peer, j->size, ext.size_max);
+        quit(t);
+        return SMTP_PERMFAIL;
+    }
+
+    param[0] = rparam[0] = 0;
+    if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
+    if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
+    if (ext.dsn) {
+        if (j->envid && xtext_ok(j->envid, 100))
+            pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
+        if (j->notify && *j->notify)
+            rl += (size_t)snprintf(rparam + rl, sizeof rparam - rl, " NOTIFY=%s", j->notify);
+        if (j->orcpt && *j->orcpt && xtext_ok(j->orcpt, 500) && strchr(j->orcpt, ';')) {
+            rl += (size_t)snprintf(rparam + rl, sizeof rparam - rl, " ORCPT=%s", j->orcpt);
+        } else {
+            char x[600];
+            if (smtp_xtext(j->rcpt, x, sizeof x))
+                rl += (size_t)snprintf(rparam + rl, sizeof rparam - rl, " ORCPT=rfc822;%s", x);
+        }
+    }
+    (void)pl; (void)rl;
+
+    /* MAIL and RCPT: one write when the server pipelines */
+    if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
+    if (!ext.pipelining && !smtp_flush(c)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
+    if (!ext.pipelining) {
+        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return SMTP_TEMPFAIL;
+        if (t->r.code != 250) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
+    }
+    if (!cmd(t, "RCPT TO:<%s>%s", j->rcpt, rparam) || !smtp_flush(c)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
+    if (ext.pipelining) {
+        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return SMTP_TEMPFAIL;
+        if (t->r.code != 250) {
+            o = fail_reply(t, "MAIL FROM");
+            if (smtp_read_reply(c, &t->r, c->timeout_ms)) quit(t);   /* RCPT's reply */
+            return o;
+        }
+    }
+    if (!read_reply(t, "RCPT TO", c->timeout_ms)) return SMTP_TEMPFAIL;
+    if (t->r.code != 250 && t->r.code != 251) { o = fail_reply(t, "RCPT TO"); quit(t); return o; }
+
+    if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); return SMTP_TEMPFAIL; }
+    if (!read_reply(t, "DATA", c->timeout_ms)) return SMTP_TEMPFAIL;
+    if (t->r.code != 354) { o = fail_reply(t, "DATA"); quit(t); return o; }
+    if (!smtp_send_message(c, j->msgfd, NULL)) {
+        if (errno == EIO || errno == EBADF) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
+        else io_status(t, "message content");
+        return SMTP_TEMPFAIL;
+    }
+    int tmo = c->timeout_ms > 0x3fffffff ? 0x7fffffff : c->timeout_ms * 2;
+    if (!read_reply(t, "end of data", tmo)) return SMTP_TEMPFAIL;
+    if (t->r.code != 250) { o = fail_reply(t, "end of data"); quit(t); return o; }
+    char sum[SMTP_SUMMARY_MAX];
+    smtp_reply_summary(&t->r, sum, sizeof sum);
+    snprintf(status, cap, "2.0.0 host %s said: %s", peer, sum);
+    quit(t);
+    return SMTP_DELIVERED;
+}

@@ -1,0 +1,145 @@
+/* smtp_client.h - the client side of SMTP, for remote-deliverer: a reply
+ * reader bounded everywhere (the lesson of CVE-2020-8794: a line is at most
+ * 1000 octets with its CRLF, a reply at most 100 lines and 16 KB, only CRLF
+ * ends a line), EHLO keyword parsing, and one mail transaction per
+ * connection (EHLO/HELO, STARTTLS through a hook, AUTH PLAIN, MAIL, RCPT,
+ * DATA streamed from the queue file with LF -> CRLF and dot-stuffing, QUIT).
+ *
+ * The byte transport is pluggable: the plain socket one lives here; the
+ * daemon swaps in its OpenSSL one after STARTTLS, so no TLS library is
+ * linked into anything else that uses lib/. */
+#ifndef POSTERN_SMTP_CLIENT_H
+#define POSTERN_SMTP_CLIENT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define SMTP_REPLY_LINE_MAX 1000     /* octets, CRLF included (RFC 5321 4.5.3.1.5) */
+#define SMTP_REPLY_LINES_MAX 100     /* lines in one reply */
+#define SMTP_REPLY_TOTAL_MAX 16384   /* text octets in one reply */
+#define SMTP_SUMMARY_MAX 400         /* a reply quoted in a status text */
+
+/* ---- replies ---- */
+
+struct smtp_reply {
+    int code;                /* 200..559 */
+    size_t nlines;
+    size_t len;              /* bytes in text */
+    /* each line's text after "250-"/"250 ", lines joined by '\n' */
+    char text[SMTP_REPLY_TOTAL_MAX + 1];
+};
+
+void smtp_reply_init(struct smtp_reply *r);
+/* Feed one reply line (its CRLF already removed). 1: the reply is complete;
+ * 0: more lines follow; -1 with errno EPROTO: not a valid reply line (no
+ * 3-digit code in 2xx..5xx, a code differing from the previous lines, a bad
+ * separator) or a bound passed (lines, total size). */
+int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
+
+/* The reply as one printable line for a status text: "550 5.1.1 no such
+ * user", lines joined by a space, bytes outside printable ASCII as '?',
+ * cut to fit dst (NUL-terminated, cap > 0). Returns dst. */
+char *smtp_reply_summary(const struct smtp_reply *r, char *dst, size_t cap);
+/* The RFC 3463 status for the reply into dst[cap >= 16]: the enhanced code
+ * the text starts with if it is well formed and of the reply's class, else
+ * "4.0.0" / "5.0.0" (or "2.0.0"). */
+void smtp_reply_status(const struct smtp_reply *r, char *dst, size_t cap);
+
+/* ---- connection ---- */
+
+struct smtp_transport {
+    void *ctx;
+    /* >0: bytes moved; 0: end of stream (read only); -1: errno (ETIMEDOUT) */
+    ssize_t (*read)(void *ctx, void *p, size_t n, int timeout_ms);
+    ssize_t (*write)(void *ctx, const void *p, size_t n, int timeout_ms);
+};
+
+struct smtp_conn {
+    int fd;                  /* the socket (non-blocking) */
+    int timeout_ms;          /* bound for one reply / one flush */
+    struct smtp_transport tr;
+    unsigned char in[4096];
+    size_t inpos, inlen;
+    unsigned char out[8192];
+    size_t outlen;
+};
+
+/* Make fd non-blocking and use the plain transport. */
+void smtp_conn_init(struct smtp_conn *c, int fd, int timeout_ms);
+/* The plain transport's functions (ctx is a pointer to the int fd). */
+ssize_t smtp_plain_read(void *ctx, void *p, size_t n, int timeout_ms);
+ssize_t smtp_plain_write(void *ctx, const void *p, size_t n, int timeout_ms);
+
+/* Read one whole reply within timeout_ms (in total, however slowly it
+ * trickles). 1, or 0 with errno: ETIMEDOUT, EPIPE (closed), EPROTO (bad
+ * reply: over a bound, bare LF or CR, no valid code), or a read error. */
+int smtp_read_reply(struct smtp_conn *c, struct smtp_reply *r, int timeout_ms);
+/* Buffered output; smtp_flush writes everything within c->timeout_ms. */
+int smtp_put(struct smtp_conn *c, const void *p, size_t n);
+int smtp_flush(struct smtp_conn *c);
+/* Bytes received but not yet consumed (must be 0 when STARTTLS begins). */
+size_t smtp_buffered(const struct smtp_conn *c);
+
+/* Stream the message in file fd (read with pread from offset 0, so a shared
+ * file offset does not matter) as DATA content: LF or CRLF -> CRLF, a bare
+ * CR -> CRLF, a leading '.' doubled, a missing final line end added, then
+ * ".\r\n". *sent gets the octets written. 1, or 0 with errno. */
+int smtp_send_message(struct smtp_conn *c, int fd, unsigned long long *sent);
+
+/* ---- EHLO keywords ---- */
+
+struct smtp_ext {
+    int esmtp;               /* EHLO was accepted */
+    int starttls, pipelining, eightbitmime, dsn, smtputf8, enhanced;
+    int size;                /* SIZE offered; size_max 0 = no limit given */
+    unsigned long long size_max;
+    int auth_plain;
+};
+void smtp_ext_parse(struct smtp_ext *e, const struct smtp_reply *ehlo);
+
+/* base64 of src[0..n) into dst (NUL-terminated): 1, or 0 with E2BIG */
+int smtp_base64(const unsigned char *src, size_t n, char *dst, size_t cap);
+/* xtext (RFC 3461) of s into dst: 1, or 0 with E2BIG */
+int smtp_xtext(const char *s, char *dst, size_t cap);
+
+/* ---- one transaction ---- */
+
+enum smtp_tls_policy { SMTP_TLS_NONE, SMTP_TLS_MAY, SMTP_TLS_REQUIRE };
+
+struct smtp_job {
+    const char *helo;        /* our host name */
+    const char *sender;      /* "" for <> */
+    const char *rcpt;
+    const char *orcpt;       /* "" or "rfc822;addr" (xtext) */
+    const char *notify;      /* "" or "SUCCESS,FAILURE" ... */
+    const char *envid;       /* "" or xtext */
+    int body8bit;            /* BODY=8BITMIME */
+    int msgfd;
+    unsigned long long size; /* for SIZE= */
+    enum smtp_tls_policy tls;
+    const char *auth_user;   /* NULL: no AUTH */
+    const char *auth_pass;
+};
+
+/* Called after "220" to STARTTLS: start TLS on c (replace c->tr).
+ * 1, or 0 with why filled. */
+typedef int smtp_starttls_fn(void *ctx, struct smtp_conn *c, char *why, size_t whylen);
+
+enum smtp_outcome {
+    SMTP_DELIVERED,          /* 250 after DATA */
+    SMTP_TEMPFAIL,           /* final for this job: temporary */
+    SMTP_PERMFAIL,           /* final: permanent */
+    SMTP_NEXT_HOST,          /* failed before MAIL: try the next address */
+    SMTP_RETRY_PLAIN         /* opportunistic TLS handshake failed: retry this host without TLS */
+};
+
+/* Run one transaction on the connected c (greeting not yet read). peer
+ * names the server in texts ("mx.example.net[192.0.2.1]"). status gets the
+ * RFC 3463 text for the result ("5.1.1 host ... said: 550 5.1.1 ...").
+ * Every wait is bounded by c->timeout_ms (the final reply to DATA by twice
+ * that). */
+enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j,
+                                   smtp_starttls_fn *starttls, void *tlsctx,
+                                   const char *peer, char *status, size_t cap);
+
+#endif

@@ -1,0 +1,875 @@
+/* smtp_session.c - the SMTP server state machine: one state, one table. */
+#include "smtp_session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "err.h"
+#include "listen.h"
+#include "log.h"
+#include "smtp_body.h"
+#include "smtp_net.h"
+
+/* an action returns 1 to read the next command, 0 to end the session */
+typedef int smtp_action(struct smtp_session *s, const char *arg, size_t len);
+/* a check returns NULL if the command may run now, else the reply */
+typedef const char *smtp_check(const struct smtp_session *s);
+
+struct smtp_cmd {
+    const char *verb;
+    smtp_check *check;
+    smtp_action *action;
+};
+
+#define ENV_RECORD_MAX 1024
+
+static const char R_HELO_FIRST[] = "503 5.5.1 Error: send HELO/EHLO first";
+static const char R_NEED_MAIL[] = "503 5.5.1 Error: need MAIL command";
+static const char R_NEED_RCPT[] = "503 5.5.1 Error: need RCPT command";
+static const char R_NESTED[] = "503 5.5.1 Error: nested MAIL command";
+static const char R_IN_BDAT[] = "503 5.5.1 Error: BDAT in progress, send BDAT or RSET";
+static const char R_IN_TXN[] = "503 5.5.1 Error: MAIL transaction in progress";
+static const char R_NOT_IMPL[] = "502 5.5.1 Command not implemented";
+static const char R_QUEUE_FAIL[] = "451 4.3.0 Error: queue file write error";
+
+/* ---- replies and logging ---- */
+
+static void reply(struct smtp_session *s, const char *line)
+{
+    if (line[0] == '4' || line[0] == '5') {
+        char code[4] = { line[0], line[1], line[2], 0 };
+        char status[16] = "";
+        const char *sp = strchr(line, ' ');
+        if (sp && sp[1] >= '2' && sp[1] <= '5' && sp[2] == '.') {
+            size_t k = strcspn(sp + 1, " ");
+            if (k < sizeof status) { memcpy(status, sp + 1, k); status[k] = 0; }
+        }
+        s->errors++;
+        if (line[0] == '5' || strncmp(line, "421", 3)) s->rejected++;
+        log_info(s->id, "event=reject cmd=%s code=%s status=%s%s%s", s->verb, code,
+                 status[0] ? status : "-", s->logarg[0] ? " arg=" : "", s->logarg);
+    }
+    io_puts(&s->out, line);
+    io_put(&s->out, "\r\n", 2);
+}
+
+static void replyf(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void replyf(struct smtp_session *s, const char *fmt, ...)
+{
+    char line[SMTP_CMD_MAX + 128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    reply(s, line);
+}
+
+static void set_logarg(struct smtp_session *s, const char *p, size_t n)
+{
+    log_safe(s->logarg, sizeof s->logarg, p, n);
+}
+
+/* ---- the transaction ---- */
+
+static void txn_abort_bdat(struct smtp_session *s)
+{
+    if (!s->body) return;
+    /* closing the envelope socket unended aborts queue-inject (exit 55) */
+    close(s->msg_fd);
+    close(s->env_fd);
+    int st;
+    s->inj->finish(s->inj->ctx, &st);
+    free(s->body);
+    s->body = NULL;
+    s->msg_fd = s->env_fd = -1;
+}
+
+static void txn_reset(struct smtp_session *s)
+{
+    txn_abort_bdat(s);
+    memset(&s->sender, 0, sizeof s->sender);
+    memset(&s->mp, 0, sizeof s->mp);
+    s->nrcpt = 0;
+    s->bdat_total = 0;
+    s->state = s->helo[0] ? SMTP_S_READY : SMTP_S_START;
+}
+
+/* ---- checks ---- */
+
+static const char *chk_none(const struct smtp_session *s) { (void)s; return NULL; }
+
+static const char *chk_nobdat(const struct smtp_session *s)
+{
+    return s->state == SMTP_S_BDAT ? R_IN_BDAT : NULL;
+}
+
+static const char *chk_helo(const struct smtp_session *s)
+{
+    if (s->state == SMTP_S_START) return R_HELO_FIRST;
+    return chk_nobdat(s);
+}
+
+static const char *chk_mail(const struct smtp_session *s)
+{
+    switch (s->state) {
+    case SMTP_S_START: return R_HELO_FIRST;
+    case SMTP_S_READY: return NULL;
+    case SMTP_S_BDAT: return R_IN_BDAT;
+    default: return R_NESTED;
+    }
+}
+
+static const char *chk_rcpt(const struct smtp_session *s)
+{
+    switch (s->state) {
+    case SMTP_S_MAIL: case SMTP_S_RCPT: return NULL;
+    case SMTP_S_BDAT: return R_IN_BDAT;
+    default: return R_NEED_MAIL;
+    }
+}
+
+static const char *chk_data(const struct smtp_session *s)
+{
+    switch (s->state) {
+    case SMTP_S_RCPT: return NULL;
+    case SMTP_S_MAIL: return R_NEED_RCPT;
+    case SMTP_S_BDAT: return R_IN_BDAT;
+    default: return R_NEED_MAIL;
+    }
+}
+
+static const char *chk_notxn(const struct smtp_session *s)
+{
+    if (s->state == SMTP_S_START) return R_HELO_FIRST;
+    if (s->state != SMTP_S_READY) return R_IN_TXN;
+    return NULL;
+}
+
+/* ---- HELO / EHLO ---- */
+
+static void helo_store(struct smtp_session *s, const char *arg, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 1 < sizeof s->helo; i++) {
+        unsigned char c = (unsigned char)arg[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '-' || c == '_' || c == '[' || c == ']' || c == ':';
+        s->helo[o++] = ok ? (char)c : '?';
+    }
+    s->helo[o] = 0;
+}
+
+static int hello(struct smtp_session *s, const char *arg, size_t len, int esmtp)
+{
+    if (!len) {
+        reply(s, esmtp ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
+        return 1;
+    }
+    helo_store(s, arg, len);
+    s->esmtp = esmtp;
+    txn_reset(s);
+    s->state = SMTP_S_READY;
+    log_info(s->id, "event=helo verb=%s helo=%s", esmtp ? "EHLO" : "HELO", s->helo);
+    if (!esmtp) { replyf(s, "250 %s", s->cf->hostname); return 1; }
+    replyf(s, "250-%s", s->cf->hostname);
+    reply(s, "250-PIPELINING");
+    replyf(s, "250-SIZE %llu", s->cf->max_message_size);
+    reply(s, "250-ETRN");
+    reply(s, "250-ENHANCEDSTATUSCODES");
+    reply(s, "250-8BITMIME");
+    reply(s, "250-DSN");
+    reply(s, "250-SMTPUTF8");
+    reply(s, "250-CHUNKING");
+    reply(s, "250 HELP");
+    return 1;
+}
+
+static int act_helo(struct smtp_session *s, const char *a, size_t n) { return hello(s, a, n, 0); }
+static int act_ehlo(struct smtp_session *s, const char *a, size_t n) { return hello(s, a, n, 1); }
+
+/* ---- MAIL / RCPT ---- */
+
+/* "FROM:" / "TO:" then the rest; 0 if the keyword is missing */
+static int keyword(const char *arg, size_t len, const char *kw, size_t *skip)
+{
+    size_t k = strlen(kw);
+    if (len < k || strncasecmp(arg, kw, k)) return 0;
+    *skip = k;
+    return 1;
+}
+
+static int act_mail(struct smtp_session *s, const char *arg, size_t len)
+{
+    size_t skip, used;
+    const char *why;
+    struct smtp_path p;
+    struct smtp_mail_params mp;
+    set_logarg(s, arg, len);
+    if (!keyword(arg, len, "FROM:", &skip)) { reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>"); return 1; }
+    if (!smtp_path_parse(arg + skip, len - skip, 0, &p, &used, &why)) { reply(s, why); return 1; }
+    skip += used;
+    if (!smtp_mail_params_parse(arg + skip, len - skip, &mp, &why)) { reply(s, why); return 1; }
+    if (mp.has_size && mp.size > s->cf->max_message_size) {
+        reply(s, "552 5.3.4 Message size exceeds fixed limit");
+        return 1;
+    }
+    if (p.utf8 && !mp.smtputf8) {
+        reply(s, "553 5.6.7 Error: SMTPUTF8 is required for this address");
+        return 1;
+    }
+    set_logarg(s, p.addr, p.addr_len);
+    s->sender = p;
+    s->mp = mp;
+    s->nrcpt = 0;
+    s->state = SMTP_S_MAIL;
+    log_info(s->id, "event=mail from=%s size=%llu", p.is_null ? "<>" : s->logarg, mp.has_size ? mp.size : 0ULL);
+    reply(s, "250 2.1.0 Ok");
+    return 1;
+}
+
+static int rcpt_store(struct smtp_session *s, const char *addr, const struct smtp_rcpt_params *rp)
+{
+    if (s->nrcpt == s->rcpt_cap) {
+        size_t cap = s->rcpt_cap ? s->rcpt_cap * 2 : 8;
+        struct smtp_rcpt *v = realloc(s->rcpt, cap * sizeof *v);
+        if (!v) return 0;
+        s->rcpt = v;
+        s->rcpt_cap = cap;
+    }
+    struct smtp_rcpt *r = &s->rcpt[s->nrcpt];
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    snprintf(r->orcpt, sizeof r->orcpt, "%s", rp->orcpt);
+    r->notify = rp->notify;
+    s->nrcpt++;
+    return 1;
+}
+
+static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
+{
+    size_t skip, used;
+    const char *why;
+    struct smtp_path p;
+    struct smtp_rcpt_params rp;
+    char addr[SMTP_PATH_MAX + 1];
+    set_logarg(s, arg, len);
+    if (!keyword(arg, len, "TO:", &skip)) { reply(s, "501 5.5.4 Syntax: RCPT TO:<address>"); return 1; }
+    if (!smtp_path_parse(arg + skip, len - skip, 1, &p, &used, &why)) { reply(s, why); return 1; }
+    skip += used;
+    if (!smtp_rcpt_params_parse(arg + skip, len - skip, &rp, &why)) { reply(s, why); return 1; }
+    set_logarg(s, p.addr, p.addr_len);
+    if (p.utf8 && !s->mp.smtputf8) {
+        reply(s, "553 5.6.7 Error: SMTPUTF8 is required for this address");
+        return 1;
+    }
+    if (s->nrcpt >= s->cf->max_recipients) { reply(s, "452 4.5.3 Too many recipients"); return 1; }
+    snprintf(addr, sizeof addr, "%s", p.addr);
+    if (p.domain_len == 0) {
+        /* "<postmaster>" without a domain (RFC 5321 4.5.1): ours */
+        size_t h = strlen(s->cf->hostname);
+        if (h + 11 < sizeof addr) {
+            memcpy(addr, "postmaster@", 11);
+            memcpy(addr + 11, s->cf->hostname, h + 1);
+        }
+    } else if (!p.literal && config_is_local_domain(s->cf, p.domain, p.domain_len)) {
+        char user[SMTP_LOCAL_MAX + 1];
+        if (!smtp_path_local_user(&p, user, sizeof user) || !smtp_rcptmap_has(s->map, user)) {
+            replyf(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", p.addr);
+            return 1;
+        }
+    } else if (!s->relay_ok) {
+        replyf(s, "554 5.7.1 <%s>: Relay access denied", p.addr);
+        return 1;
+    }
+    if (!rcpt_store(s, addr, &rp)) { reply(s, "452 4.3.0 Error: out of memory"); return 1; }
+    s->state = SMTP_S_RCPT;
+    log_info(s->id, "event=rcpt to=%s", s->logarg);
+    reply(s, "250 2.1.5 Ok");
+    return 1;
+}
+
+/* ---- injection ---- */
+
+int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client,
+                  const char *hostname, const char *proto, const char *id,
+                  const char *rcpt, long long now)
+{
+    char date[64];
+    struct tm tm;
+    time_t t = (time_t)now;
+    if (!gmtime_r(&t, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+        snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
+    int n;
+    if (rcpt)
+        n = snprintf(dst, dstlen, "Received: from %s ([%s])\n\tby %s (postern) with %s id %s\n\tfor <%s>; %s",
+                     helo, client, hostname, proto, id, rcpt, date);
+    else
+        n = snprintf(dst, dstlen, "Received: from %s ([%s])\n\tby %s (postern) with %s id %s;\n\t%s",
+                     helo, client, hostname, proto, id, date);
+    if (n < 0 || (size_t)n >= dstlen) { errno = ENOSPC; return 0; }
+    return 1;
+}
+
+const char *smtp_inject_reply(int status)
+{
+    switch (status) {
+    case 0: return "";
+    case 53: return "452 4.3.1 Insufficient system storage";
+    case 31: return "554 5.5.0 Error: malformed envelope";
+    default: return R_QUEUE_FAIL;
+    }
+}
+
+static int printable(const char *p)
+{
+    for (; *p; p++) if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) return 0;
+    return 1;
+}
+
+/* one envelope record; v must hold no CR, LF (except H) or NUL */
+static int env_rec(struct buf *b, char type, const char *v)
+{
+    size_t n = strlen(v);
+    if (n + 1 > ENV_RECORD_MAX) { errno = EINVAL; return 0; }
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == '\r' || (v[i] == '\n' && type != 'H')) { errno = EINVAL; return 0; }
+    return buf_appendc(b, type) && buf_append(b, v, n) && buf_appendc(b, 0);
+}
+
+static void notify_text(char *dst, size_t dstlen, unsigned notify)
+{
+    dst[0] = 0;
+    if (notify & SMTP_NOTIFY_NEVER) { snprintf(dst, dstlen, "NEVER"); return; }
+    static const struct { unsigned bit; const char *name; } names[] = {
+        { SMTP_NOTIFY_SUCCESS, "SUCCESS" }, { SMTP_NOTIFY_FAILURE, "FAILURE" }, { SMTP_NOTIFY_DELAY, "DELAY" },
+    };
+    size_t o = 0;
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        if (!(notify & names[i].bit)) continue;
+        int k = snprintf(dst + o, dstlen - o, "%s%s", o ? "," : "", names[i].name);
+        if (k < 0 || (size_t)k >= dstlen - o) return;
+        o += (size_t)k;
+    }
+}
+
+static int envelope_build(struct smtp_session *s, struct buf *b)
+{
+    char rec[ENV_RECORD_MAX + 1], msgid[48];
+    const char *proto = s->mp.smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP";
+    const char *for_rcpt = (s->nrcpt == 1 && printable(s->rcpt[0].addr)) ? s->rcpt[0].addr : NULL;
+    snprintf(msgid, sizeof msgid, "%s.%lu", s->id, s->msg_seq);
+    if (!env_rec(b, 'F', s->sender.is_null ? "" : s->sender.addr)) return 0;
+    if (smtp_received(rec, sizeof rec, s->helo, s->client, s->cf->hostname, proto, msgid,
+                      for_rcpt, (long long)time(NULL)) && !env_rec(b, 'H', rec))
+        return 0;
+    if (s->mp.envid[0] && !env_rec(b, 'E', s->mp.envid)) return 0;
+    if (s->mp.ret && !env_rec(b, 'N', s->mp.ret == SMTP_RET_HDRS ? "HDRS" : "FULL")) return 0;
+    if (s->mp.body && !env_rec(b, 'B', s->mp.body == SMTP_BODY_8BITMIME ? "8BITMIME" : "7BIT")) return 0;
+    if (s->mp.smtputf8 && !env_rec(b, 'U', "")) return 0;
+    snprintf(rec, sizeof rec, "%s %s", s->submission ? "submission" : "smtp", s->client);
+    if (!env_rec(b, 'C', rec)) return 0;
+    for (size_t i = 0; i < s->nrcpt; i++) {
+        char notify[40];
+        const struct smtp_rcpt *r = &s->rcpt[i];
+        notify_text(notify, sizeof notify, r->notify);
+        if (strchr(r->addr, '\t') || strchr(r->orcpt, '\t')) { errno = EINVAL; return 0; }
+        int k = snprintf(rec, sizeof rec, "%s\t%s\t%s", r->addr, notify, r->orcpt);
+        if (k < 0 || (size_t)k >= sizeof rec) { errno = EINVAL; return 0; }
+        if (!env_rec(b, 'T', rec)) return 0;
+    }
+    return buf_appendc(b, 0);
+}
+
+/* "<ID>\n" from queue-inject after its commit */
+static void read_queue_id(int fd, char *id, size_t idlen, int timeout_ms)
+{
+    size_t n = 0;
+    id[0] = 0;
+    while (n + 1 < idlen) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN, .revents = 0 };
+        int r = poll(&pf, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        ssize_t k = read(fd, id + n, idlen - 1 - n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        n += (size_t)k;
+        if (memchr(id, '\n', n)) break;
+    }
+    id[n] = 0;
+    id[strcspn(id, "\n")] = 0;
+    for (size_t i = 0; id[i]; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'A' && id[i] <= 'F'))) { id[0] = 0; break; }
+}
+
+static int inject_begin(struct smtp_session *s, int *msg_w, int *env_s)
+{
+    int p[2], e[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, e) < 0) {
+        close(p[0]); close(p[1]);
+        return 0;
+    }
+    int ok = s->inj->start(s->inj->ctx, p[0], e[1]);
+    int saved = errno;
+    close(p[0]);
+    close(e[1]);
+    if (!ok) {
+        close(p[1]); close(e[0]);
+        errno = saved;
+        return 0;
+    }
+    fcntl(p[1], F_SETFL, O_NONBLOCK);   /* every wait bounded by the timeout */
+    fcntl(e[0], F_SETFL, O_NONBLOCK);
+    *msg_w = p[1];
+    *env_s = e[0];
+    s->msg_seq++;
+    return 1;
+}
+
+/* The message has been read to its end: decide, commit or abort, reply,
+ * and end the transaction. Takes ownership of msg_fd and env_fd. */
+static void message_end(struct smtp_session *s, struct smtp_msgbody *b, int msg_fd, int env_fd)
+{
+    const char *refuse = NULL;
+    int sent = smtp_body_finish(b);
+    if (b->too_big) refuse = "552 5.3.4 Message size exceeds fixed limit";
+    else if (b->hops > s->cf->max_received) refuse = "554 5.4.6 Too many hops";
+    else if (b->bare) refuse = "550 5.5.2 Error: bare <CR> or <LF> in message data";
+    close(msg_fd);
+    int st = -1;
+    char qid[64] = "";
+    if (refuse || !sent) {
+        close(env_fd);                    /* unended envelope: queue-inject aborts */
+        s->inj->finish(s->inj->ctx, &st);
+        if (!refuse) refuse = smtp_inject_reply(st == 0 ? -1 : st);
+    } else {
+        struct buf env = BUF_ZERO;
+        int ok = envelope_build(s, &env) && fd_write_all(env_fd, env.s, env.len, s->out.timeout_ms);
+        buf_free(&env);
+        if (ok) {
+            shutdown(env_fd, SHUT_WR);
+            read_queue_id(env_fd, qid, sizeof qid, s->out.timeout_ms);
+        }
+        close(env_fd);
+        if (!s->inj->finish(s->inj->ctx, &st)) st = -1;
+        if (!ok && st == 0) st = -1;   /* cannot happen: an unended envelope is never committed */
+        refuse = st == 0 ? NULL : smtp_inject_reply(st);
+    }
+    s->logarg[0] = 0;
+    if (refuse) {
+        reply(s, refuse);
+        log_info(s->id, "event=refused size=%llu hops=%lu bare=%d inject=%d", b->size, b->hops, b->bare, st);
+    } else {
+        s->messages++;
+        log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu", qid[0] ? qid : "?", b->size, s->nrcpt);
+        if (qid[0]) replyf(s, "250 2.0.0 Ok: queued as %s", qid);
+        else reply(s, "250 2.0.0 Ok: queued");
+    }
+    s->state = SMTP_S_READY;
+    txn_reset(s);
+}
+
+static int read_failed(struct smtp_session *s)
+{
+    if (errno == ETIMEDOUT) {
+        replyf(s, "421 4.4.2 %s Error: timeout exceeded", s->cf->hostname);
+        s->end_reason = "timeout";
+    } else {
+        s->end_reason = "lost connection";
+    }
+    s->state = SMTP_S_QUIT;
+    return 0;
+}
+
+static int act_data(struct smtp_session *s, const char *arg, size_t len)
+{
+    int msg_fd, env_fd;
+    if (len) { reply(s, "501 5.5.4 Syntax: DATA"); return 1; }
+    struct smtp_msgbody *b = malloc(sizeof *b);
+    if (!b || !inject_begin(s, &msg_fd, &env_fd)) {
+        log_error(s->id, "event=inject_start error=%s", strerror(errno));
+        free(b);
+        reply(s, R_QUEUE_FAIL);
+        txn_reset(s);
+        return 1;
+    }
+    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    if (!io_flush(&s->out)) { s->end_reason = "write error"; free(b); goto lost; }
+    smtp_body_init(b, msg_fd, s->cf->max_message_size, s->out.timeout_ms);
+    char line[SMTP_TEXT_MAX];
+    int bol = 1;
+    for (;;) {
+        size_t n;
+        enum io_eol eol;
+        int got = io_getline(&s->in, line, sizeof line, &n, &eol);
+        if (!got || (eol == IO_EOL_NONE && n < sizeof line)) {
+            if (got) errno = EPIPE;             /* end of input inside a line */
+            free(b);
+            close(msg_fd); close(env_fd);
+            int st;
+            s->inj->finish(s->inj->ctx, &st);
+            return read_failed(s);
+        }
+        const char *p = line;
+        if (bol && n && p[0] == '.') {
+            if (n == 1 && eol == IO_EOL_CRLF) break;     /* CRLF . CRLF */
+            p++;
+            n--;
+        }
+        smtp_body_line(b, p, n, eol);
+        bol = eol == IO_EOL_CRLF;
+    }
+    message_end(s, b, msg_fd, env_fd);
+    free(b);
+    return 1;
+lost:
+    close(msg_fd); close(env_fd);
+    { int st; s->inj->finish(s->inj->ctx, &st); }
+    s->state = SMTP_S_QUIT;
+    return 0;
+}
+
+/* ---- BDAT (RFC 3030) ---- */
+
+/* read count octets of a chunk, to b (if any) or nowhere */
+static int bdat_read(struct smtp_session *s, unsigned long long count, struct smtp_msgbody *b)
+{
+    char chunk[4096];
+    while (count) {
+        size_t got, want = count < sizeof chunk ? (size_t)count : sizeof chunk;
+        if (!io_read(&s->in, chunk, want, &got)) return 0;
+        if (b) smtp_body_octets(b, chunk, got);
+        count -= got;
+    }
+    return 1;
+}
+
+static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
+{
+    unsigned long long count;
+    size_t k = 0;
+    int last = 0;
+    while (k < len && arg[k] != ' ') k++;
+    if (!k || !smtp_parse_ull(arg, k, ULLONG_MAX, &count)) {
+        reply(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+        return 1;
+    }
+    while (k < len && arg[k] == ' ') k++;
+    if (k < len) {
+        if (len - k == 4 && !strncasecmp(arg + k, "LAST", 4)) last = 1;
+        else { reply(s, "501 5.5.4 Syntax: BDAT count [LAST]"); return 1; }
+    }
+    const char *seq = s->state == SMTP_S_START ? R_HELO_FIRST :
+                      s->state == SMTP_S_READY ? R_NEED_MAIL :
+                      s->state == SMTP_S_MAIL ? R_NEED_RCPT : NULL;
+    if (seq) {
+        if (!bdat_read(s, count, NULL)) return read_failed(s);
+        reply(s, seq);
+        return 1;
+    }
+    if (s->state == SMTP_S_RCPT) {
+        int msg_fd, env_fd;
+        struct smtp_msgbody *b = malloc(sizeof *b);
+        if (!b || !inject_begin(s, &msg_fd, &env_fd)) {
+            log_error(s->id, "event=inject_start error=%s", strerror(errno));
+            free(b);
+            if (!bdat_read(s, count, NULL)) return read_failed(s);
+            reply(s, R_QUEUE_FAIL);
+            txn_reset(s);
+            return 1;
+        }
+        s->body = b;
+        smtp_body_init(s->body, msg_fd, s->cf->max_message_size, s->out.timeout_ms);
+        s->msg_fd = msg_fd;
+        s->env_fd = env_fd;
+        s->state = SMTP_S_BDAT;
+    }
+    if (!bdat_read(s, count, s->body)) {
+        txn_abort_bdat(s);
+        return read_failed(s);
+    }
+    s->bdat_total += count;
+    if (last) {
+        struct smtp_msgbody *b = s->body;
+        int msg_fd = s->msg_fd, env_fd = s->env_fd;
+        s->body = NULL;
+        s->msg_fd = s->env_fd = -1;
+        message_end(s, b, msg_fd, env_fd);
+        free(b);
+        return 1;
+    }
+    if (s->body->too_big) {
+        txn_reset(s);
+        reply(s, "552 5.3.4 Message size exceeds fixed limit");
+        return 1;
+    }
+    replyf(s, "250 2.0.0 Ok: %llu octets received", count);
+    return 1;
+}
+
+/* ---- the rest ---- */
+
+static int act_rset(struct smtp_session *s, const char *a, size_t n)
+{
+    txn_reset(s);
+    reply(s, "250 2.0.0 Ok");
+    return 1;
+}
+
+static int act_noop(struct smtp_session *s, const char *a, size_t n) { reply(s, "250 2.0.0 Ok"); return 1; }
+
+static int act_quit(struct smtp_session *s, const char *a, size_t n)
+{
+    replyf(s, "221 2.0.0 %s closing connection", s->cf->hostname);
+    s->end_reason = "quit";
+    s->state = SMTP_S_QUIT;
+    return 1;
+}
+
+static int act_help(struct smtp_session *s, const char *a, size_t n)
+{
+    reply(s, "214-2.0.0 Commands supported:");
+    reply(s, "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET");
+    reply(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN");
+    return 1;
+}
+
+static int act_vrfy(struct smtp_session *s, const char *a, size_t n)
+{
+    if (!n) reply(s, "501 5.5.4 Syntax: VRFY address");
+    else reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+    return 1;
+}
+
+static int act_expn(struct smtp_session *s, const char *a, size_t n) { reply(s, "502 5.5.1 EXPN not available"); return 1; }
+
+static int act_etrn(struct smtp_session *s, const char *a, size_t n)
+{
+    if (!n) { reply(s, "501 5.5.4 Syntax: ETRN domain"); return 1; }
+    set_logarg(s, a, n);
+    if (!s->inj->trigger || !s->inj->trigger(s->inj->ctx)) {
+        reply(s, "458 4.0.0 Unable to queue messages");
+        return 1;
+    }
+    log_info(s->id, "event=etrn arg=%s", s->logarg);
+    reply(s, "250 2.0.0 Queuing started");
+    return 1;
+}
+
+static int act_notimpl(struct smtp_session *s, const char *a, size_t n) { reply(s, R_NOT_IMPL); return 1; }
+
+static int act_auth(struct smtp_session *s, const char *a, size_t n)
+{
+    reply(s, "503 5.5.1 Error: authentication not enabled");
+    return 1;
+}
+
+static const struct smtp_cmd smtp_cmds[] = {
+    { "HELO", chk_none, act_helo },
+    { "EHLO", chk_none, act_ehlo },
+    { "MAIL", chk_mail, act_mail },
+    { "RCPT", chk_rcpt, act_rcpt },
+    { "DATA", chk_data, act_data },
+    { "BDAT", chk_none, act_bdat },      /* checks itself: it must read its chunk first */
+    { "RSET", chk_none, act_rset },
+    { "NOOP", chk_none, act_noop },
+    { "QUIT", chk_none, act_quit },
+    { "HELP", chk_none, act_help },
+    { "VRFY", chk_nobdat, act_vrfy },
+    { "EXPN", chk_nobdat, act_expn },
+    { "ETRN", chk_notxn, act_etrn },
+    { "STARTTLS", chk_nobdat, act_notimpl }, /* until tls-proxy lands; not advertised */
+    { "AUTH", chk_helo, act_auth },          /* submission AUTH comes later; not advertised */
+    /* named in the operators' guides, deliberately not offered */
+    { "TURN", chk_nobdat, act_notimpl },
+    { "ATRN", chk_nobdat, act_notimpl },
+    { "SAML", chk_nobdat, act_notimpl },
+    { "SEND", chk_nobdat, act_notimpl },
+    { "SOML", chk_nobdat, act_notimpl },
+    { "BURL", chk_nobdat, act_notimpl },
+    { "ONEX", chk_nobdat, act_notimpl },
+    { "VERB", chk_nobdat, act_notimpl },
+    { "SUBMITTER", chk_nobdat, act_notimpl },
+    { "XEXCH50", chk_nobdat, act_notimpl },
+};
+
+/* what browsers and proxies send: answered once, then the connection closes */
+static const char *const smtp_forbidden[] = {
+    "GET", "POST", "HEAD", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    "HOST:", "USER-AGENT:",
+};
+
+/* ---- the loop ---- */
+
+enum cmdline { CL_OK, CL_TOO_LONG, CL_BARE_CR };
+
+/* Read one command line into line[0..*len). 1 with *kind, or 0 (errno:
+ * EPIPE end of input, ETIMEDOUT, E2BIG an endless line). */
+static int read_command(struct smtp_session *s, char *line, size_t *len, enum cmdline *kind)
+{
+    const size_t max = SMTP_CMD_MAX - 2;
+    char scratch[512];
+    size_t n = 0, got, discarded = 0;
+    enum io_eol eol;
+    int toolong = 0, bare = 0;
+    for (;;) {
+        if (!toolong) {
+            if (!io_getline(&s->in, line + n, max - n, &got, &eol)) return 0;
+            n += got;
+        } else {
+            if (!io_getline(&s->in, scratch, sizeof scratch, &got, &eol)) return 0;
+            discarded += got;
+            if (discarded > SMTP_DISCARD_MAX) { errno = E2BIG; return 0; }
+        }
+        if (eol == IO_EOL_CRLF || eol == IO_EOL_LF) break;
+        if (eol == IO_EOL_CR) { bare = 1; continue; }
+        if (!toolong && n == max) { toolong = 1; continue; }
+        if (toolong && got == sizeof scratch) continue;
+        errno = EPIPE;                      /* end of input inside a line */
+        return 0;
+    }
+    *len = n;
+    *kind = toolong ? CL_TOO_LONG : bare ? CL_BARE_CR : CL_OK;
+    return 1;
+}
+
+static int dispatch(struct smtp_session *s, const char *line, size_t n)
+{
+    char verb[16];
+    size_t v = 0, a;
+    s->verb = "-";
+    s->logarg[0] = 0;
+    if (memchr(line, 0, n)) { reply(s, "500 5.5.2 Error: NUL character in command"); return 1; }
+    while (v < n && line[v] != ' ' && line[v] != '\t') v++;
+    a = v;
+    while (a < n && (line[a] == ' ' || line[a] == '\t')) a++;
+    while (n > a && (line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
+    if (!v) { reply(s, "500 5.5.2 Error: bad syntax"); return 1; }
+    if (v >= sizeof verb) { reply(s, "500 5.5.2 Error: command not recognized"); return 1; }
+    for (size_t i = 0; i < v; i++) {
+        unsigned char c = (unsigned char)line[i];
+        verb[i] = (char)((c >= 'a' && c <= 'z') ? c - 32 : c);
+    }
+    verb[v] = 0;
+    for (size_t i = 0; i < ARRAY_LEN(smtp_forbidden); i++)
+        if (!strcmp(verb, smtp_forbidden[i])) {
+            s->verb = smtp_forbidden[i];
+            reply(s, "554 5.7.0 Error: HTTP or proxy request on an SMTP port");
+            s->end_reason = "http request";
+            s->state = SMTP_S_QUIT;
+            return 0;
+        }
+    for (size_t i = 0; i < ARRAY_LEN(smtp_cmds); i++) {
+        const struct smtp_cmd *c = &smtp_cmds[i];
+        if (strcmp(verb, c->verb)) continue;
+        s->verb = c->verb;
+        const char *refuse = c->check(s);
+        if (refuse) { reply(s, refuse); return 1; }
+        return c->action(s, line + a, n - a);
+    }
+    reply(s, "500 5.5.2 Error: command not recognized");
+    return 1;
+}
+
+void smtp_session_init(struct smtp_session *s, const struct config *cf,
+                       const struct smtp_rcptmap *map, const struct smtp_injector *inj,
+                       int fd, const struct sockaddr *peer, int submission)
+{
+    memset(s, 0, sizeof *s);
+    s->cf = cf;
+    s->map = map;
+    s->inj = inj;
+    s->state = SMTP_S_START;
+    s->first = 1;
+    s->submission = submission;
+    s->msg_fd = s->env_fd = -1;
+    s->end_reason = "lost connection";
+    s->verb = "-";
+    /* non-blocking, so that every write waits at most the timeout too: a
+     * client that sends but never reads cannot hold the session forever */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    int ms = cf->session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(cf->session_timeout * 1000);
+    io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, ms);
+    io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);
+    sockaddr_text(peer, s->client, sizeof s->client);
+    s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
+    snprintf(s->id, sizeof s->id, "%08llx%06x", (unsigned long long)time(NULL),
+             (unsigned)getpid() & 0xffffffu);
+    log_info(s->id, "event=connect client=%s port=%u submission=%d relay=%d", s->client,
+             sockaddr_port(peer), submission, s->relay_ok);
+}
+
+/* first octet 0x16: a TLS ClientHello on the plaintext port */
+static int tls_hello_seen(struct smtp_session *s)
+{
+    if (!io_buffered(&s->in) && !io_fill(&s->in)) return -1;
+    return s->in.b[s->in.pos] == 0x16;
+}
+
+int smtp_session_run(struct smtp_session *s)
+{
+    char line[SMTP_CMD_MAX];
+    signal(SIGPIPE, SIG_IGN);
+    replyf(s, "220 %s ESMTP postern", s->cf->hostname);
+    while (s->state != SMTP_S_QUIT) {
+        size_t n;
+        enum cmdline kind;
+        if (!io_buffered(&s->in) && !io_flush(&s->out)) { s->end_reason = "write error"; break; }
+        if (s->first) {
+            s->first = 0;
+            int t = tls_hello_seen(s);
+            if (t < 0) { read_failed(s); break; }
+            if (t) {
+                reply(s, "554 5.7.0 Error: TLS handshake on a plaintext port");
+                s->end_reason = "tls on plaintext port";
+                break;
+            }
+        }
+        if (!read_command(s, line, &n, &kind)) {
+            if (errno == E2BIG) {
+                replyf(s, "421 4.7.0 %s Error: line too long", s->cf->hostname);
+                s->end_reason = "endless line";
+                break;
+            }
+            read_failed(s);
+            break;
+        }
+        s->commands++;
+        s->verb = "-";
+        s->logarg[0] = 0;
+        if (kind == CL_TOO_LONG) reply(s, "500 5.5.2 Error: line too long");
+        else if (kind == CL_BARE_CR) reply(s, "500 5.5.2 Error: bare <CR> received");
+        else if (!dispatch(s, line, n)) break;
+        if (s->state != SMTP_S_QUIT && s->errors >= s->cf->max_errors) {
+            replyf(s, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
+            s->end_reason = "too many errors";
+            break;
+        }
+    }
+    io_flush(&s->out);
+    txn_abort_bdat(s);
+    log_info(s->id, "event=disconnect reason=%s commands=%lu messages=%lu rejected=%lu errors=%lu",
+             s->end_reason, s->commands, s->messages, s->rejected, s->errors);
+    s->state = SMTP_S_QUIT;
+    return !strcmp(s->end_reason, "quit");
+}
+
+void smtp_session_free(struct smtp_session *s)
+{
+    txn_abort_bdat(s);
+    free(s->rcpt);
+    s->rcpt = NULL;
+    s->nrcpt = s->rcpt_cap = 0;
+}

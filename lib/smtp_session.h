@@ -1,0 +1,117 @@
+/* smtp_session.h - the SMTP server session (RFC 5321 with PIPELINING, SIZE,
+ * 8BITMIME, ENHANCEDSTATUSCODES, DSN, SMTPUTF8, CHUNKING/BDAT, ETRN) as one
+ * explicit state machine: a state enum and a table of {verb, states it is
+ * allowed in, reply when it is not, action}. The session only talks to the
+ * client's file descriptor and to an injector (how a message reaches
+ * queue-inject, and how a queue run is asked for), so a unit test can drive
+ * it from a socketpair with an injector of its own.
+ *
+ * Line ends (documented choice, compare Postfix >= 3.9's default
+ * smtpd_forbid_bare_newline = normalize):
+ *  - a command line ends at CRLF; a bare LF is accepted as its end too (what
+ *    people typing into netcat send); a bare CR is no line end: the line is
+ *    answered "500 5.5.2 Error: bare <CR> received";
+ *  - message data ends only at CRLF "." CRLF, where the line before also
+ *    ended in CRLF. "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r\n.\r" are
+ *    never the end. A message holding a bare CR or LF anywhere is read to
+ *    its real end and refused: "550 5.5.2 Error: bare <CR> or <LF> in
+ *    message data" (the session goes on), so nothing ambiguous is queued.
+ *  - a command line holds at most 512 octets with its CRLF
+ *    ("500 5.5.2 Error: line too long"); NUL in a command is refused.
+ *
+ * Sessions must start with HELO or EHLO (as the operators' guides show):
+ * MAIL before it gets "503 5.5.1 Error: send HELO/EHLO first". */
+#ifndef POSTERN_SMTP_SESSION_H
+#define POSTERN_SMTP_SESSION_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "io.h"
+#include "smtp_addr.h"
+#include "smtp_rcptmap.h"
+
+#define SMTP_CMD_MAX 512          /* octets of a command line with its CRLF */
+#define SMTP_TEXT_MAX 1000        /* DATA is read in pieces of this size */
+#define SMTP_DISCARD_MAX (1u << 20) /* an overlong command line: close past this */
+
+enum smtp_state {
+    SMTP_S_START = 0,   /* greeted, no HELO/EHLO yet */
+    SMTP_S_READY,       /* HELO/EHLO done, no transaction */
+    SMTP_S_MAIL,        /* MAIL accepted */
+    SMTP_S_RCPT,        /* at least one RCPT accepted */
+    SMTP_S_BDAT,        /* BDAT chunks arriving (not yet LAST) */
+    SMTP_S_QUIT,        /* the session is over */
+    SMTP_S_COUNT
+};
+
+/* How a message reaches queue-inject. start() hands over the read end of the
+ * message pipe and the envelope socket (the session closes its own copies
+ * right after); finish() waits for queue-inject and gives its exit code
+ * (-1 if it was killed). trigger() asks for a queue run (ETRN). */
+struct smtp_injector {
+    void *ctx;
+    int (*start)(void *ctx, int msg_fd, int env_fd);
+    int (*finish)(void *ctx, int *status);
+    int (*trigger)(void *ctx);
+};
+
+struct smtp_rcpt {
+    char addr[SMTP_PATH_MAX + 1];
+    unsigned notify;
+    char orcpt[SMTP_ORCPT_MAX + 1];
+};
+
+struct smtp_msgbody;
+
+struct smtp_session {
+    const struct config *cf;
+    const struct smtp_rcptmap *map;
+    const struct smtp_injector *inj;
+    enum smtp_state state;
+    struct io in, out;
+    char id[32];                     /* session id, first field of log lines */
+    char client[64];                 /* peer address as text */
+    int relay_ok;                    /* client inside relay_networks */
+    int submission;                  /* came in on a submission port */
+    int esmtp;                       /* EHLO (not HELO) was used */
+    char helo[130];                  /* sanitised HELO/EHLO name */
+    int first;                       /* no command read yet */
+    /* the transaction */
+    struct smtp_path sender;
+    struct smtp_mail_params mp;
+    struct smtp_rcpt *rcpt;
+    size_t nrcpt, rcpt_cap;
+    struct smtp_msgbody *body;          /* BDAT in progress */
+    int msg_fd, env_fd;              /* BDAT in progress: our ends */
+    unsigned long long bdat_total;
+    /* counters for the log */
+    unsigned long commands, errors, messages, rejected, msg_seq;
+    const char *end_reason;
+    const char *verb;                /* the command being answered (log) */
+    char logarg[300];                /* its log-safe argument, "" if none */
+    unsigned char inbuf[8192];
+    unsigned char outbuf[4096];
+};
+
+/* Set up a session on fd (read and write) for a peer. Everything the
+ * session needs is passed in: it opens no file. */
+void smtp_session_init(struct smtp_session *s, const struct config *cf,
+                       const struct smtp_rcptmap *map, const struct smtp_injector *inj,
+                       int fd, const struct sockaddr *peer, int submission);
+/* Greet and serve until QUIT, EOF, timeout or a fatal error; logs the
+ * disconnect line. 1 after QUIT, 0 otherwise (s->end_reason says why). */
+int smtp_session_run(struct smtp_session *s);
+void smtp_session_free(struct smtp_session *s);
+
+/* The Received: field (without final LF, folded with "\n\t") into dst.
+ * rcpt may be NULL. Exposed for tests. 0 with ENOSPC if it does not fit. */
+int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client,
+                  const char *hostname, const char *proto, const char *id,
+                  const char *rcpt, long long now);
+
+/* Map queue-inject's exit code to the reply line (no CRLF); "" for 0. */
+const char *smtp_inject_reply(int status);
+
+#endif

@@ -1,0 +1,392 @@
+#!/bin/sh
+# postern-setup - create (or check) a postern instance: system users and
+# groups, the ROOT tree with its owners and modes, the programs in ROOT/bin,
+# a commented conf/postern.conf, a self-signed certificate, and the s6
+# service tree.  Idempotent: re-running keeps users, certificates, the
+# configuration and all data, and repairs owners and modes.
+#
+#   postern-setup --root DIR [--hostname H] [--domain D]... [--listen ADDR]
+#                 [--ports smtp=25,submission=587,smtps=465,pop3=110,pop3s=995]
+#                 [--postmaster ADDR] [--check]
+#
+# See postern-setup(8) and docs/INTERFACES.md ("Instance layout").
+set -u
+umask 022
+prog=postern-setup
+
+die() { echo "$prog: fatal: $*" >&2; exit 100; }
+usage() {
+    echo "usage: $prog --root DIR [--hostname H] [--domain D]... [--listen ADDR]" >&2
+    echo "       [--ports smtp=25,submission=587,smtps=465,pop3=110,pop3s=995]" >&2
+    echo "       [--postmaster ADDR] [--check]" >&2
+    exit 100
+}
+
+ROOT=""; HOSTNAME_SET=""; DOMAINS=""; LISTEN="0.0.0.0"; CHECK=0
+PORTS="smtp=25,submission=587,smtps=465,pop3=110,pop3s=995"
+POSTMASTER="root"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --root) [ $# -ge 2 ] || usage; ROOT=$2; shift 2 ;;
+    --root=*) ROOT=${1#--root=}; shift ;;
+    --hostname) [ $# -ge 2 ] || usage; HOSTNAME_SET=$2; shift 2 ;;
+    --domain) [ $# -ge 2 ] || usage; DOMAINS="$DOMAINS $2"; shift 2 ;;
+    --ports) [ $# -ge 2 ] || usage; PORTS=$2; shift 2 ;;
+    --listen) [ $# -ge 2 ] || usage; LISTEN=$2; shift 2 ;;
+    --postmaster) [ $# -ge 2 ] || usage; POSTMASTER=$2; shift 2 ;;
+    --check) CHECK=1; shift ;;
+    -h|--help) usage ;;
+    -*) echo "$prog: unknown option $1" >&2; usage ;;
+    *) [ -z "$ROOT" ] || usage; ROOT=$1; shift ;;
+    esac
+done
+[ -n "$ROOT" ] || usage
+case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
+ROOT=${ROOT%/}
+case "$ROOT" in *[!A-Za-z0-9/._+-]*) die "ROOT '$ROOT': use only letters, digits and / . _ + - (it is written into run scripts)" ;; esac
+[ -n "$HOSTNAME_SET" ] || HOSTNAME_SET=$(hostname -f 2>/dev/null || hostname 2>/dev/null || echo localhost)
+[ -n "$DOMAINS" ] || DOMAINS=" localhost"
+for kv in $(echo "$PORTS" | tr ',' ' '); do
+    case "${kv%%=*}" in
+    smtp|submission|smtps|pop3|pop3s) ;;
+    *) die "--ports: unknown name '${kv%%=*}' (use smtp submission smtps pop3 pop3s)" ;;
+    esac
+    case "$kv" in *=*) ;; *) die "--ports: '$kv' is not NAME=PORT" ;; esac
+    case "${kv#*=}" in ''|*[!0-9]*) die "--ports: ${kv%%=*}: '${kv#*=}' is not a port number" ;; esac
+done
+SRC=$(cd "$(dirname "$0")" && pwd)
+
+# the daemons that are s6 services (tls-proxy is exec'd per connection)
+SERVICES="auth-checker queue-manager smtp-listener pop3-listener"
+SYSUSERS="postern-smtp postern-queue postern-auth postern-pop3 postern-tls postern-remote postern-log"
+HEX="0 1 2 3 4 5 6 7 8 9 A B C D E F"
+
+if [ "$(id -u)" = 0 ]; then
+    ISROOT=1
+    U_ROOT=root; G_ROOT=root
+    U_SMTP=postern-smtp; U_QUEUE=postern-queue; U_AUTH=postern-auth
+    U_POP3=postern-pop3; U_TLS=postern-tls; U_REMOTE=postern-remote
+    U_LOG=postern-log; G_POSTERN=postern
+    G_QUEUE=postern-queue; G_AUTH=postern-auth; G_TLS=postern-tls; G_LOG=postern-log
+else
+    # an ordinary user: nothing can be dropped; every user is oneself
+    ISROOT=0
+    me=$(id -un); mg=$(id -gn)
+    U_ROOT=$me; G_ROOT=$mg
+    U_SMTP=$me; U_QUEUE=$me; U_AUTH=$me; U_POP3=$me; U_TLS=$me; U_REMOTE=$me
+    U_LOG=$me; G_POSTERN=$mg
+    G_QUEUE=$mg; G_AUTH=$mg; G_TLS=$mg; G_LOG=$mg
+fi
+
+PROBLEMS=0
+problem() { # what, fix
+    PROBLEMS=$((PROBLEMS + 1))
+    echo "$prog: problem: $1"
+    echo "    fix: $2"
+}
+note() { [ "$CHECK" = 1 ] || echo "$prog: $*"; }
+
+# ---- system users and groups -------------------------------------------
+ensure_users() {
+    [ "$ISROOT" = 1 ] || { note "not root: running every part as $(id -un) (no privilege separation)"; return 0; }
+    for u in $SYSUSERS; do
+        if ! getent passwd "$u" >/dev/null; then
+            if [ "$CHECK" = 1 ]; then
+                problem "system user $u is missing" "run: $prog --root $ROOT"
+                continue
+            fi
+            getent group "$u" >/dev/null || groupadd --system "$u" || die "groupadd $u failed"
+            useradd --system --gid "$u" --no-create-home --home-dir /nonexistent \
+                --shell /usr/sbin/nologin --comment "postern $u" "$u" || die "useradd $u failed"
+            note "created system user $u"
+        fi
+    done
+    if ! getent group postern >/dev/null; then
+        if [ "$CHECK" = 1 ]; then
+            problem "group postern is missing" "run: $prog --root $ROOT"
+        else
+            groupadd --system postern || die "groupadd postern failed"
+            note "created group postern"
+        fi
+    fi
+    for u in postern-smtp postern-pop3; do
+        getent passwd "$u" >/dev/null || continue
+        getent group postern >/dev/null || continue
+        if ! id -nG "$u" | tr ' ' '\n' | grep -qx postern; then
+            if [ "$CHECK" = 1 ]; then
+                problem "$u is not a member of group postern (it cannot reach run/auth/socket)" "usermod -a -G postern $u"
+            else
+                usermod -a -G postern "$u" || die "usermod -a -G postern $u failed"
+                note "added $u to group postern"
+            fi
+        fi
+    done
+}
+
+# ---- one entry of the tree: create/repair, or check --------------------
+# want TYPE PATH OWNER GROUP MODE   (TYPE: d directory, f file, p fifo)
+want() {
+    t=$1; p=$2; o=$3; g=$4; m=$5
+    rel=${p#"$ROOT"/}
+    if [ ! -e "$p" ] && [ ! -L "$p" ]; then
+        if [ "$CHECK" = 1 ]; then
+            problem "$rel is missing" "run: $prog --root $ROOT"
+            return
+        fi
+        case $t in
+        d) mkdir "$p" || die "mkdir $p failed" ;;
+        f) : > "$p" || die "cannot create $p" ;;
+        p) mkfifo "$p" || die "mkfifo $p failed" ;;
+        esac
+    fi
+    if [ -L "$p" ]; then
+        if [ "$CHECK" = 1 ]; then problem "$rel is a symbolic link" "remove it and run: $prog --root $ROOT"; return; fi
+        die "$p is a symbolic link: refusing to follow it (remove it and re-run)"
+    fi
+    case $t in
+    d) [ -d "$p" ] || { [ "$CHECK" = 1 ] && { problem "$rel is not a directory" "remove it and run: $prog --root $ROOT"; return; }; die "$p is not a directory"; } ;;
+    f) [ -f "$p" ] || { [ "$CHECK" = 1 ] && { problem "$rel is not a regular file" "remove it and run: $prog --root $ROOT"; return; }; die "$p is not a regular file"; } ;;
+    p) [ -p "$p" ] || { [ "$CHECK" = 1 ] && { problem "$rel is not a FIFO" "rm $p; mkfifo -m 0600 $p; chown $o:$g $p"; return; }; die "$p is not a FIFO"; } ;;
+    esac
+    cur=$(stat -c '%U:%G %a' "$p")
+    if [ "$cur" != "$o:$g $m" ]; then
+        if [ "$CHECK" = 1 ]; then
+            problem "$rel is $(echo "$cur" | sed 's/ / mode /'), should be $o:$g mode $m" "chown $o:$g $p && chmod $m $p"
+        else
+            chown "$o:$g" "$p" || die "chown $p failed"
+            chmod "$m" "$p" || die "chmod $p failed"
+        fi
+    fi
+}
+
+tree() {
+    if [ "$CHECK" = 1 ]; then
+        [ -d "$ROOT" ] || { problem "$ROOT does not exist" "run: $prog --root $ROOT"; return; }
+    else
+        mkdir -p "$ROOT" || die "cannot create $ROOT"
+    fi
+    want d "$ROOT" "$U_ROOT" "$G_ROOT" 755
+    for d in bin conf mail service log run; do want d "$ROOT/$d" "$U_ROOT" "$G_ROOT" 755; done
+    want d "$ROOT/run/auth" "$U_ROOT" "$G_POSTERN" 750
+    want d "$ROOT/empty" "$U_ROOT" "$G_ROOT" 555
+    want d "$ROOT/conf/tls" "$U_ROOT" "$G_ROOT" 755
+    want d "$ROOT/queue" "$U_QUEUE" "$G_QUEUE" 700
+    for d in tmp mess env todo bounce lock; do want d "$ROOT/queue/$d" "$U_QUEUE" "$G_QUEUE" 700; done
+    for h in $HEX; do
+        want d "$ROOT/queue/mess/$h" "$U_QUEUE" "$G_QUEUE" 700
+        want d "$ROOT/queue/env/$h" "$U_QUEUE" "$G_QUEUE" 700
+    done
+    want p "$ROOT/queue/lock/trigger" "$U_QUEUE" "$G_QUEUE" 600
+    for s in $SERVICES; do
+        [ -x "$ROOT/bin/$s" ] || [ -x "$SRC/$s" ] || continue
+        want d "$ROOT/log/$s" "$U_LOG" "$G_LOG" 750
+    done
+}
+
+# ---- programs ----------------------------------------------------------
+install_programs() {
+    [ "$SRC" = "$ROOT/bin" ] && return 0
+    for f in "$SRC"/*; do
+        n=${f##*/}
+        case "$n" in deps|run-demo|.*) continue ;; esac
+        [ -f "$f" ] && [ -x "$f" ] || continue
+        tmp="$ROOT/bin/.$n.new"
+        rm -f "$tmp"
+        cp "$f" "$tmp" || die "cp $f failed"
+        if [ "$n" = queue-inject ]; then
+            chown "$U_QUEUE:$G_QUEUE" "$tmp" && chmod 4711 "$tmp" || die "cannot make $tmp setuid"
+        else
+            chown "$U_ROOT:$G_ROOT" "$tmp" && chmod 755 "$tmp" || die "chmod $tmp failed"
+        fi
+        mv -f "$tmp" "$ROOT/bin/$n" || die "mv $tmp failed"
+    done
+}
+
+check_programs() {
+    [ -d "$ROOT/bin" ] || return 0
+    if [ -e "$ROOT/bin/queue-inject" ]; then
+        want f "$ROOT/bin/queue-inject" "$U_QUEUE" "$G_QUEUE" 4711
+    fi
+    for f in "$ROOT"/bin/*; do
+        [ -f "$f" ] || continue
+        [ "${f##*/}" = queue-inject ] && continue
+        if [ -u "$f" ] || [ -g "$f" ]; then
+            problem "bin/${f##*/} is setuid/setgid (only queue-inject may be)" "chmod u-s,g-s $f"
+        fi
+        own=$(stat -c %U "$f")
+        [ "$own" = "$U_ROOT" ] || problem "bin/${f##*/} is owned by $own, should be $U_ROOT" "chown $U_ROOT:$G_ROOT $f"
+        case $(stat -c %a "$f") in
+        *[2367]?|*[2367]) problem "bin/${f##*/} is group- or world-writable" "chmod 755 $f" ;;
+        esac
+    done
+}
+
+# ---- configuration -----------------------------------------------------
+listen_line() { # key port
+    case "$LISTEN" in *:*) echo "$1 = [$LISTEN]:$2" ;; *) echo "$1 = $LISTEN:$2" ;; esac
+}
+
+write_conf() {
+    c="$ROOT/conf/postern.conf"
+    if [ "$CHECK" = 1 ]; then
+        :
+    elif [ -e "$c" ]; then
+        note "conf/postern.conf exists: kept as it is"
+    else
+        {
+            echo "# postern.conf - the instance's main settings (postern.conf(5))."
+            echo "# \"key = value\", one a line; '#' starts a comment.  Every daemon reads"
+            echo "# this file at start and on SIGHUP (s6-svc -h ROOT/service/NAME); an error"
+            echo "# names the file and line, and the daemon refuses to start."
+            echo
+            echo "# the name this host gives in greetings and Received: lines"
+            echo "hostname = $HOSTNAME_SET"
+            echo "# mail to these domains is delivered here (the hostname always is)"
+            echo "local_domains =$DOMAINS"
+            echo "# clients that may relay (send to other domains) without logging in"
+            echo "relay_networks = 127.0.0.0/8 ::1/128"
+            echo
+            echo "# listening addresses (ADDR:PORT, IPv6 as [ADDR]:PORT, several allowed)"
+            for kv in $(echo "$PORTS" | tr ',' ' '); do
+                listen_line "${kv%%=*}_listen" "${kv#*=}"
+            done
+            echo
+            echo "# limits (defaults shown)"
+            echo "#max_message_size = 25M"
+            echo "#max_recipients = 100"
+            echo "#max_sessions = 100"
+            echo "#max_sessions_per_client = 10"
+            echo "#session_timeout = 5m"
+            echo "#max_errors = 20"
+            echo "#max_received = 100"
+            echo "#queue_lifetime = 5d"
+            echo "#auth_concurrency = 2"
+            if [ "$ISROOT" = 0 ]; then
+                echo
+                echo "# set up by an ordinary user: every part runs as $U_ROOT"
+                for k in smtp queue auth pop3 tls remote; do echo "user_$k = $U_ROOT"; done
+            fi
+        } > "$c.new" || die "cannot write $c.new"
+        mv -f "$c.new" "$c" || die "cannot rename $c.new"
+        note "wrote conf/postern.conf"
+    fi
+    if [ "$CHECK" = 0 ] && [ ! -e "$ROOT/conf/aliases" ]; then
+        {
+            echo "# aliases - \"name: address, address, ...\" (postern-aliases(5))."
+            echo "# local-deliverer expands them; smtp-listener accepts RCPT for their names."
+            echo "# Point postmaster and abuse at a real mailbox (a postern user name)."
+            echo "postmaster: $POSTMASTER"
+            echo "abuse: $POSTMASTER"
+        } > "$ROOT/conf/aliases"
+    fi
+    if [ "$CHECK" = 0 ] && [ ! -e "$ROOT/conf/recipients" ]; then
+        printf '# recipients - written by postern-user; one user or alias name a line\npostmaster\nabuse\n' > "$ROOT/conf/recipients"
+    fi
+    want f "$ROOT/conf/postern.conf" "$U_ROOT" "$G_ROOT" 644
+    want f "$ROOT/conf/aliases" "$U_ROOT" "$G_ROOT" 644
+    want f "$ROOT/conf/recipients" "$U_ROOT" "$G_ROOT" 644
+    want f "$ROOT/conf/mailboxes" "$U_ROOT" "$G_ROOT" 644
+    want f "$ROOT/conf/users" "$U_AUTH" "$G_AUTH" 600
+}
+
+write_tls() {
+    k="$ROOT/conf/tls/key.pem"; c="$ROOT/conf/tls/cert.pem"
+    if [ "$CHECK" = 0 ] && [ ! -e "$k" ] && [ ! -e "$c" ]; then
+        # created 0600 from the start: never readable by anyone else
+        ( umask 077
+          openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+            -subj "/CN=$HOSTNAME_SET" -addext "subjectAltName=DNS:$HOSTNAME_SET" \
+            -keyout "$k.new" -out "$c.new" >/dev/null 2>&1 ) || die "openssl req failed"
+        chown "$U_TLS:$G_TLS" "$k.new" && mv -f "$k.new" "$k" && mv -f "$c.new" "$c" || die "cannot install the certificate"
+        note "made a self-signed certificate for $HOSTNAME_SET (conf/tls/cert.pem); replace it with a real one"
+    fi
+    if [ -e "$k" ] || [ "$CHECK" = 1 ]; then want f "$k" "$U_TLS" "$G_TLS" 600; fi
+    if [ -e "$c" ] || [ "$CHECK" = 1 ]; then want f "$c" "$U_ROOT" "$G_ROOT" 644; fi
+    if [ "$CHECK" = 1 ] && [ -f "$c" ] && ! openssl x509 -in "$c" -noout 2>/dev/null; then
+        problem "conf/tls/cert.pem is not a PEM certificate" "install a certificate there (or remove cert.pem and key.pem and run $prog to make a self-signed one)"
+    fi
+}
+
+check_conf() {
+    c="$ROOT/conf/postern.conf"
+    [ -f "$c" ] || return 0
+    if [ -x "$ROOT/bin/postern-confcheck" ] || [ -x "$SRC/postern-confcheck" ]; then
+        cc="$ROOT/bin/postern-confcheck"; [ -x "$cc" ] || cc="$SRC/postern-confcheck"
+        if ! out=$("$cc" "$ROOT" 2>&1); then
+            problem "$out" "edit conf/postern.conf at that line (postern.conf(5) lists the settings)"
+        fi
+    fi
+    # conf/aliases: "name: addr, addr"
+    if [ -f "$ROOT/conf/aliases" ]; then
+        out=$(awk '/^[ \t]*(#|$)/ { next }
+             !/^[A-Za-z0-9._+-]+:[ \t]*[^ \t,][^,]*(,[ \t]*[^ \t,][^,]*)*[ \t]*$/ {
+                 printf "conf/aliases:%d: not \"name: address, address, ...\"\n", NR }' \
+            "$ROOT/conf/aliases")
+        oldifs=$IFS; IFS='
+'
+        for line in $out; do problem "$line" "edit that line of conf/aliases"; done
+        IFS=$oldifs
+    fi
+    for f in mailboxes users; do
+        [ -f "$ROOT/conf/$f" ] || continue
+        n=4; [ $f = users ] && n=5
+        bad=$(awk -F: -v n=$n '/^[ \t]*(#|$)/ { next } NF != n || $2 !~ /^[0-9]+$/ || $3 !~ /^[0-9]+$/ || $4 !~ /^\// { print NR; exit }' "$ROOT/conf/$f")
+        [ -z "$bad" ] || problem "conf/$f:$bad: malformed line (want $( [ $f = users ] && echo 'name:uid:gid:maildir:hash' || echo 'name:uid:gid:maildir'))" "repair it with postern-user (or edit conf/$f)"
+    done
+}
+
+# ---- the s6 service tree -----------------------------------------------
+put() { # path mode content: write only if different
+    if [ ! -f "$1" ] || [ "$(cat "$1")" != "$3" ]; then
+        printf '%s\n' "$3" > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1" || die "cannot write $1"
+    fi
+    chmod "$2" "$1"
+}
+
+write_services() {
+    for s in $SERVICES; do
+        [ -x "$ROOT/bin/$s" ] || continue
+        d="$ROOT/service/$s"
+        if [ "$CHECK" = 1 ]; then
+            for f in run notification-fd log/run; do
+                [ -f "$d/$f" ] || problem "service/$s/$f is missing" "run: $prog --root $ROOT"
+            done
+            continue
+        fi
+        mkdir -p "$d/log" || die "mkdir $d/log failed"
+        put "$d/run" 755 "#!/bin/sh
+# $s: started as root; it drops its own privileges (docs/ARCHITECTURE.md)
+exec 2>&1
+exec $ROOT/bin/$s -d 3 $ROOT"
+        put "$d/notification-fd" 644 "3"
+        if [ "$ISROOT" = 1 ]; then
+            logcmd="exec s6-setuidgid $U_LOG s6-log -b n10 s1000000 T $ROOT/log/$s"
+        else
+            logcmd="exec s6-log -b n10 s1000000 T $ROOT/log/$s"
+        fi
+        put "$d/log/run" 755 "#!/bin/sh
+$logcmd"
+    done
+}
+
+# ---- main --------------------------------------------------------------
+ensure_users
+tree
+if [ "$CHECK" = 0 ]; then install_programs; fi
+check_programs
+write_conf
+write_tls
+if [ "$CHECK" = 1 ]; then check_conf; fi
+write_services
+
+if [ "$CHECK" = 1 ]; then
+    if [ "$PROBLEMS" -gt 0 ]; then
+        echo "$prog: $PROBLEMS problem(s) in $ROOT"
+        exit 1
+    fi
+    echo "$prog: $ROOT: ok"
+    exit 0
+fi
+[ "$PROBLEMS" = 0 ] || exit 1
+note "instance ready in $ROOT; start it with: s6-svscan $ROOT/service"
+exit 0

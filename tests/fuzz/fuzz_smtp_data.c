@@ -1,0 +1,184 @@
+/* fuzz_smtp_data.c - libFuzzer target: the DATA reader of the SMTP session
+ * (end-of-data detection, dot-unstuffing, line ends, long lines) and the
+ * envelope records the session hands to queue-inject. The input is the
+ * message as the client sends it after "DATA" (a fixed EHLO/MAIL/RCPT/DATA
+ * prefix is sent first). The injector keeps the message pipe and the
+ * envelope socket in memory (no process, no file): at finish() it reads
+ * both, parses the envelope with queue-inject's own reader and answers 0
+ * (queued) or 55. Checks: the stored message equals a reference decoding of
+ * the input, the session queues exactly when the data ended cleanly, the
+ * envelope is well formed, every reply line is well formed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "queue_inject.h"
+#include "smtp_session.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char prefix[] = "EHLO client.example\r\nMAIL FROM:<a@b.example> BODY=8BITMIME\r\n"
+                             "RCPT TO:<alice@example.test>\r\nDATA\r\n";
+struct fake {
+    int msg, env;                 /* our copies, -1 when none */
+    int calls, queued;
+    size_t msglen;
+    char msgbuf[1 << 16];         /* the first message */
+};
+static struct fake fk;
+static struct inject_env ie;
+
+static int inj_start(void *ctx, int msg_fd, int env_fd)
+{
+    struct fake *f = ctx;
+    f->msg = fcntl(msg_fd, F_DUPFD_CLOEXEC, 3);
+    f->env = fcntl(env_fd, F_DUPFD_CLOEXEC, 3);
+    if (f->msg < 0 || f->env < 0) abort();
+    fcntl(f->msg, F_SETPIPE_SZ, 1 << 17);
+    /* the queue id queue-inject would print once the envelope has ended */
+    if (write(f->env, "0123456789ABCDEF\n", 17) != 17) abort();
+    return 1;
+}
+
+static int inj_finish(void *ctx, int *status)
+{
+    struct fake *f = ctx;
+    static char scratch[1 << 16];
+    char why[256], *dst = f->calls ? scratch : f->msgbuf;   /* keep the first message */
+    size_t len = 0;
+    fcntl(f->msg, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        ssize_t r = read(f->msg, dst + len, sizeof scratch - len);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    fcntl(f->env, F_SETFL, O_NONBLOCK);   /* the session has shut down or closed its end */
+    inject_env_init(&ie, 0);
+    int ok = inject_env_read(&ie, f->env, why, sizeof why);
+    if (!ok && errno == EPROTO) __builtin_trap();   /* the session wrote a malformed record */
+    inject_env_free(&ie);
+    close(f->msg);
+    close(f->env);
+    f->msg = f->env = -1;
+    *status = ok ? 0 : 55;
+    if (!f->calls) { f->msglen = len; f->queued = ok; }
+    f->calls++;
+    return 1;
+}
+
+static int inj_trigger(void *ctx) { (void)ctx; return 1; }
+
+static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigger };
+static struct config cf;
+static struct smtp_rcptmap map;
+static struct smtp_session s;
+static char in[sizeof prefix + 16384], out[1 << 18], want[16384 + 2];
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int init;
+    if (!init) {
+        char why[128];
+        signal(SIGPIPE, SIG_IGN);
+        config_defaults(&cf);
+        config_set(&cf, "local_domains", "example.test", why, sizeof why);
+        config_set(&cf, "max_message_size", "100000", why, sizeof why);
+        config_set(&cf, "session_timeout", "1", why, sizeof why);
+        smtp_rcptmap_init(&map);
+        smtp_rcptmap_add(&map, "alice", 5);
+        init = 1;
+    }
+    if (size > 16384) return 0;
+    const char *d = (const char *)data;
+
+    /* reference: the message as stored, and whether the data ends */
+    size_t wl = 0, i = 0;
+    int bol = 1, ended = 0, bare = 0;
+    while (i < size) {
+        size_t st = i;
+        while (i < size && d[i] != '\r' && d[i] != '\n') i++;
+        if (i == size) break;                       /* unended last line */
+        int crlf = d[i] == '\r' && i + 1 < size && d[i + 1] == '\n';
+        if (d[i] == '\r' && i + 1 == size) break;   /* a CR at the very end: the reader waits */
+        const char *p = d + st;
+        size_t n = i - st;
+        if (bol && n && p[0] == '.') {
+            if (n == 1 && crlf) { ended = 1; break; }
+            p++;
+            n--;
+        }
+        memcpy(want + wl, p, n);
+        wl += n;
+        want[wl++] = '\n';
+        if (!crlf) bare = 1;
+        bol = crlf;
+        i += crlf ? 2 : 1;
+    }
+
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) abort();
+    int big = 1 << 20;
+    setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sp[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sp[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    memcpy(in, prefix, sizeof prefix - 1);
+    memcpy(in + sizeof prefix - 1, data, size);
+    size_t inlen = sizeof prefix - 1 + size;
+    if (write(sp[0], in, inlen) != (ssize_t)inlen) abort();
+    shutdown(sp[0], SHUT_WR);
+    struct sockaddr_in peer;
+    memset(&peer, 0, sizeof peer);
+    peer.sin_family = AF_INET;
+    peer.sin_addr.s_addr = htonl(0xc0000201);
+    fk.msg = fk.env = -1;
+    fk.calls = fk.queued = 0;
+    smtp_session_init(&s, &cf, &map, &inj, sp[1], (struct sockaddr *)&peer, 0);
+    smtp_session_run(&s);
+    smtp_session_free(&s);
+    close(sp[1]);
+    if (fk.msg >= 0 || fk.env >= 0) __builtin_trap();   /* started, never finished */
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(sp[0], out + n, sizeof out - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(sp[0]);
+
+    /* replies: well formed; the 5th reply line is the answer to the data */
+    size_t nreply = 0;
+    const char *answer = NULL;
+    for (size_t k = 0; k < n;) {
+        const char *e = memmem(out + k, n - k, "\r\n", 2);
+        if (!e) __builtin_trap();
+        size_t len = (size_t)(e - (out + k));
+        if (len < 4 || len > 510) __builtin_trap();
+        for (int q = 0; q < 3; q++) if (out[k + q] < '0' || out[k + q] > '9') __builtin_trap();
+        if (out[k + 3] != ' ' && out[k + 3] != '-') __builtin_trap();
+        if (out[k + 3] == ' ' && ++nreply == 6) answer = out + k;
+        k += len + 2;
+    }
+    if (nreply < 5 || memcmp(out + 0, "220", 3)) __builtin_trap();
+    if (fk.calls < 1) __builtin_trap();                  /* DATA always starts an injection */
+    if (ended) {
+        if (!answer) __builtin_trap();
+        if (fk.msglen != wl || memcmp(fk.msgbuf, want, wl)) __builtin_trap();
+        int hops = 0;
+        for (size_t k = 0; k + 9 <= wl; k++) if (!strncasecmp(want + k, "received:", 9)) hops = 1;
+        if (!bare && !hops && (memcmp(answer, "250 ", 4) || !fk.queued)) __builtin_trap();
+        if (bare && !hops && (memcmp(answer, "550 ", 4) || fk.queued)) __builtin_trap();
+    } else if (fk.queued) {
+        __builtin_trap();
+    }
+    return 0;
+}

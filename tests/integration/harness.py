@@ -1,0 +1,597 @@
+"""harness.py - throwaway postern instances for the integration tests.
+
+    from harness import Instance, need, smtp_dialogue, pop3_dialogue
+
+    with Instance(users={'alice': 'secret'}) as inst:      # setup + s6-svscan
+        smtp_dialogue(inst.port('smtp'), [
+            (None, '220'),                      # the greeting
+            ('EHLO client.test', '250'),
+            ('MAIL FROM:<bob@example.test>', '250'),
+            ('RCPT TO:<alice@example.test>', '250'),
+            ('DATA', '354'),
+            ('Subject: hi\r\n\r\nhello\r\n.', '250'),
+            ('QUIT', '221'),
+        ])
+        inst.wait_for(lambda: inst.maildir_messages('alice'))
+
+An Instance is a ROOT made by $POSTERN_BIN/postern-setup in a temporary
+directory, with free loopback ports, run under a real `s6-svscan ROOT/service`.
+Services whose program is not in $POSTERN_BIN are not created (postern-setup
+only makes services for programs it installed), so tests can run while the
+programs land one by one: a test calls need(self, 'smtp-listener', ...) to
+skip, naming what is missing.
+
+Environment: POSTERN_BIN (the built programs; default ../../bin),
+POSTERN_KEEP=1 keeps each ROOT after the test (its path is printed),
+POSTERN_TEST_TMP the directory for ROOTs (default /tmp; it must not be
+mounted nosuid, queue-inject is setuid).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.abspath(os.environ.get('POSTERN_BIN') or
+                      os.path.join(HERE, '..', '..', 'bin'))
+SERVICES = ('auth-checker', 'queue-manager', 'smtp-listener', 'pop3-listener')
+PORT_NAMES = ('smtp', 'submission', 'smtps', 'pop3', 'pop3s')
+IS_ROOT = os.geteuid() == 0
+
+
+def have(*programs):
+    """True if every program is built in POSTERN_BIN."""
+    return all(os.access(os.path.join(BIN, p), os.X_OK) for p in programs)
+
+
+def missing(*programs):
+    return [p for p in programs if not os.access(os.path.join(BIN, p), os.X_OK)]
+
+
+def need(test, *programs):
+    """Skip test unless every program exists in POSTERN_BIN."""
+    m = missing(*programs)
+    if m:
+        test.skipTest('not built yet: ' + ', '.join(m))
+
+
+def need_root(test, why='needs root to create system users and drop privileges'):
+    if not IS_ROOT:
+        test.skipTest('not root: ' + why)
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (bound to port 0, then closed)."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(('127.0.0.1', 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def port_open(port, host='127.0.0.1'):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class HarnessError(AssertionError):
+    pass
+
+
+class Instance:
+    def __init__(self, domains=('example.test', 'localhost'),
+                 hostname='mail.example.test', conf_extra=None, services=None,
+                 users=None, start_timeout=20, bin=None):
+        self.bindir = bin or BIN
+        self.domains = tuple(domains)
+        self.hostname = hostname
+        self.conf_extra = dict(conf_extra or {})
+        self.services_wanted = services  # None: every service that exists
+        self.initial_users = dict(users or {})
+        self.start_timeout = start_timeout
+        self.root = None
+        self.ports = {}
+        self.services = []
+        self.svscan = None
+        self.setup_output = ''
+
+    # ---- lifecycle ---------------------------------------------------
+    def setup(self):
+        """postern-setup only (no s6): for tests of the tree itself."""
+        if not os.access(os.path.join(self.bindir, 'postern-setup'), os.X_OK):
+            raise HarnessError('postern-setup is not in ' + self.bindir)
+        base = os.environ.get('POSTERN_TEST_TMP') or tempfile.gettempdir()
+        self.root = tempfile.mkdtemp(prefix='postern-', dir=base)
+        os.chmod(self.root, 0o755)
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+        args = [os.path.join(self.bindir, 'postern-setup'), '--root', self.root,
+                '--hostname', self.hostname, '--listen', '127.0.0.1',
+                '--ports', ','.join('%s=%d' % kv for kv in self.ports.items())]
+        for d in self.domains:
+            args += ['--domain', d]
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120)
+        self.setup_output = r.stdout.decode(errors='replace')
+        if r.returncode != 0:
+            raise HarnessError('postern-setup failed (%d):\n%s' % (r.returncode, self.setup_output))
+        if self.conf_extra:
+            self.set_conf(**self.conf_extra)
+        present = [s for s in SERVICES
+                   if os.path.isdir(os.path.join(self.root, 'service', s))]
+        if self.services_wanted is None:
+            self.services = present
+        else:
+            self.services = [s for s in self.services_wanted if s in present]
+            for s in present:
+                if s not in self.services:
+                    # keep the directory; s6-svc -u starts it later if wanted
+                    open(os.path.join(self.root, 'service', s, 'down'), 'w').close()
+        for name, pw in self.initial_users.items():
+            self.add_user(name, pw)
+        return self
+
+    def set_conf(self, **settings):
+        """Set keys in conf/postern.conf (replacing an existing line)."""
+        path = os.path.join(self.root, 'conf', 'postern.conf')
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for k, v in settings.items():
+            line = '%s = %s' % (k, v)
+            for i, old in enumerate(lines):
+                if old.split('=', 1)[0].strip() == k:
+                    lines[i] = line
+                    break
+            else:
+                lines.append(line)
+        with open(path + '.new', 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        os.chmod(path + '.new', 0o644)
+        os.rename(path + '.new', path)
+
+    def start(self):
+        if self.root is None:
+            self.setup()
+        self.svscan = subprocess.Popen(
+            ['s6-svscan', os.path.join(self.root, 'service')],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for s in self.services:
+                self.wait_ready(s, self.start_timeout)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, service, timeout=10):
+        """Wait until service is up and has signalled readiness."""
+        d = os.path.join(self.root, 'service', service)
+        deadline = time.time() + timeout
+        # s6-svwait needs the supervisor and its status file to exist first
+        while not (os.path.exists(os.path.join(d, 'supervise', 'control')) and
+                   os.path.exists(os.path.join(d, 'supervise', 'status'))):
+            if time.time() > deadline:
+                raise HarnessError('%s: s6-supervise did not start' % service)
+            if self.svscan is not None and self.svscan.poll() is not None:
+                raise HarnessError('s6-svscan exited (%s)' % self.svscan.returncode)
+            time.sleep(0.05)
+        while True:
+            left = max(1, int((deadline - time.time()) * 1000))
+            r = subprocess.run(['s6-svwait', '-U', '-t', str(left), d],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # a status file being rewritten can be missing for an instant
+            if r.returncode == 0 or b's6_svstatus_read' not in r.stdout or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        if r.returncode != 0:
+            raise HarnessError('%s did not become ready within %ss: %s\n%s\n--- log:\n%s' % (
+                service, timeout, r.stdout.decode(errors='replace').strip(),
+                self.svstat(service), self.log(service)[-3000:]))
+
+    def stop(self):
+        """Bring everything down; never leave a process behind."""
+        if self.root is None:
+            return
+        if self.svscan is not None:
+            if self.svscan.poll() is None:
+                subprocess.run(['s6-svscanctl', '-t', os.path.join(self.root, 'service')],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    self.svscan.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(self.svscan.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    self.svscan.wait(timeout=5)
+            self.svscan = None
+        self._kill_leftovers()
+        if os.environ.get('POSTERN_KEEP'):
+            print('\n[harness] kept ROOT %s' % self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+    def _kill_leftovers(self):
+        """SIGKILL every process running a program from ROOT or in ROOT."""
+        for _ in range(3):
+            pids = self.processes()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+
+    def processes(self):
+        """pids of processes whose executable, cwd or command line is in ROOT."""
+        out = []
+        if self.root is None:
+            return out
+        me = os.getpid()
+        prefix = self.root + '/'
+        for p in os.listdir('/proc'):
+            if not p.isdigit() or int(p) == me:
+                continue
+            try:
+                with open('/proc/%s/cmdline' % p, 'rb') as f:
+                    cmd = f.read().decode(errors='replace')
+                hit = prefix in cmd or cmd.replace('\0', ' ').strip().endswith(self.root)
+                if not hit:
+                    for link in ('exe', 'cwd'):
+                        try:
+                            t = os.readlink('/proc/%s/%s' % (p, link))
+                        except OSError:
+                            continue
+                        if t == self.root or t.startswith(prefix):
+                            hit = True
+                if hit:
+                    out.append(int(p))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except Exception:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # ---- helpers -----------------------------------------------------
+    def port(self, name):
+        return self.ports[name]
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def bin(self, program):
+        return os.path.join(self.root, 'bin', program)
+
+    def run(self, program, *args, input=None, check=True, timeout=60, env=None):
+        """Run ROOT/bin/program; returns CompletedProcess (text mode)."""
+        e = dict(os.environ)
+        e['POSTERN_ROOT'] = self.root
+        if env:
+            e.update(env)
+        r = subprocess.run([self.bin(program)] + list(args), input=input,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, env=e, universal_newlines=True)
+        if check and r.returncode != 0:
+            raise HarnessError('%s %s: exit %d\nstdout: %s\nstderr: %s' % (
+                program, ' '.join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def add_user(self, name, password):
+        """postern-user --root ROOT add NAME, the password on stdin."""
+        if not os.access(self.bin('postern-user'), os.X_OK):
+            raise HarnessError('postern-user is not built')
+        r = self.run('postern-user', '--root', self.root, 'add', name,
+                     input=password + '\n')
+        # smtp-listener reads conf/recipients at start and on SIGHUP
+        if self.svscan is not None and 'smtp-listener' in self.services:
+            self.reload_and_wait('smtp-listener')
+        return r
+
+    def reload_and_wait(self, service, timeout=10):
+        """s6-svc -h, then wait for the daemon's "event=reload" log line."""
+        before = self.log(service).count('event=reload')
+        self.reload(service)
+        self.wait_for(lambda: self.log(service).count('event=reload') > before,
+                      timeout, what=service + ' event=reload in its log')
+
+    def maildir(self, name):
+        """The user's Maildir (from conf/mailboxes, else ROOT/mail/NAME/Maildir)."""
+        try:
+            with open(self.path('conf', 'mailboxes')) as f:
+                for line in f:
+                    fields = line.rstrip('\n').split(':')
+                    if len(fields) >= 4 and fields[0] == name:
+                        return fields[3]
+        except OSError:
+            pass
+        return self.path('mail', name, 'Maildir')
+
+    def maildir_messages(self, name):
+        """[(path, bytes)] of the messages in the user's Maildir new/ and cur/."""
+        out = []
+        md = self.maildir(name)
+        for sub in ('new', 'cur'):
+            d = os.path.join(md, sub)
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            for n in names:
+                if n.startswith('.'):
+                    continue
+                p = os.path.join(d, n)
+                try:
+                    with open(p, 'rb') as f:
+                        out.append((p, f.read()))
+                except OSError:
+                    continue
+        return out
+
+    def queue_ids(self):
+        """Sorted ids of the messages in the queue (env/*/ID and todo/ID)."""
+        ids = set()
+        q = self.path('queue')
+        try:
+            ids.update(n for n in os.listdir(os.path.join(q, 'todo')) if not n.startswith('.'))
+        except OSError:
+            pass
+        for h in '0123456789ABCDEF':
+            try:
+                ids.update(n for n in os.listdir(os.path.join(q, 'env', h)) if not n.startswith('.'))
+            except OSError:
+                pass
+        return sorted(ids)
+
+    def log(self, service):
+        """The text of the service's current s6-log file ('' if none)."""
+        try:
+            with open(self.path('log', service, 'current'), 'rb') as f:
+                return f.read().decode(errors='replace')
+        except OSError:
+            return ''
+
+    def wait_for(self, fn, timeout=10, interval=0.05, what=None):
+        """Poll fn() until it returns something true; return that, or raise."""
+        deadline = time.time() + timeout
+        while True:
+            v = fn()
+            if v:
+                return v
+            if time.time() > deadline:
+                raise HarnessError('timed out after %ss waiting for %s' % (
+                    timeout, what or getattr(fn, '__name__', 'a condition')))
+            time.sleep(interval)
+
+    def wait_log(self, service, text, timeout=10):
+        """Wait until the service's log contains text; return the log."""
+        return self.wait_for(lambda: text in self.log(service) and self.log(service),
+                             timeout, what='%r in log/%s' % (text, service))
+
+    def svc(self, service, *flags):
+        """s6-svc FLAGS ROOT/service/SERVICE (e.g. svc('smtp-listener', '-r'))."""
+        subprocess.run(['s6-svc'] + list(flags) + [self.path('service', service)], check=True)
+
+    def reload(self, service):
+        self.svc(service, '-h')
+
+    def svstat(self, service):
+        r = subprocess.run(['s6-svstat', self.path('service', service)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return r.stdout.decode(errors='replace').strip()
+
+    def service_pid(self, service):
+        """The pid of the running service's process, or None."""
+        r = subprocess.run(['s6-svstat', '-p', self.path('service', service)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            pid = int(r.stdout.decode().strip())
+        except ValueError:
+            return None
+        return pid if pid > 0 else None
+
+
+# ---- "send this / expect that" dialogues over raw sockets ---------------
+
+class Conn:
+    """A raw line-oriented client connection with a transcript."""
+
+    def __init__(self, port, host='127.0.0.1', timeout=10, sock=None):
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b''
+        self.transcript = []
+
+    def send(self, data):
+        """str: sent with CRLF appended; bytes: sent exactly."""
+        if isinstance(data, str):
+            self.transcript.append('C: ' + data)
+            data = data.encode() + b'\r\n'
+        else:
+            self.transcript.append('C: %r' % data)
+        self.sock.sendall(data)
+
+    def readline(self):
+        """One line without its line end; '' at EOF."""
+        while b'\n' not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise HarnessError('timeout waiting for a reply\n' + self.text())
+            if not chunk:
+                line, self.buf = self.buf, b''
+                return line.decode(errors='replace')
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        return line.rstrip(b'\r').decode(errors='replace')
+
+    def smtp_reply(self):
+        """A whole (multi-line) SMTP reply as text, lines joined by \\n."""
+        lines = []
+        while True:
+            line = self.readline()
+            self.transcript.append('S: ' + line)
+            if line == '':
+                if not lines:
+                    raise HarnessError('connection closed, no reply\n' + self.text())
+                break
+            lines.append(line)
+            if len(line) < 4 or line[3] != '-':
+                break
+        return '\n'.join(lines)
+
+    def pop3_reply(self, multiline=False):
+        """A POP3 status line; with multiline, the lines up to '.' as well
+        (dot-unstuffed), joined by \\n after the status line."""
+        line = self.readline()
+        self.transcript.append('S: ' + line)
+        if line == '' :
+            raise HarnessError('connection closed, no reply\n' + self.text())
+        if not (multiline and line.startswith('+OK')):
+            return line
+        lines = [line]
+        while True:
+            l = self.readline()
+            if l == '' and not self.buf:
+                raise HarnessError('connection closed inside a multi-line reply\n' + self.text())
+            if l == '.':
+                self.transcript.append('S: .')
+                break
+            if len(lines) <= 40:
+                self.transcript.append('S: ' + l)
+            elif len(lines) == 41:
+                self.transcript.append('S: ...')
+            if l.startswith('..'):
+                l = l[1:]
+            lines.append(l)
+        return '\n'.join(lines)
+
+    def closed(self, timeout=5):
+        """True if the server closes the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def text(self):
+        return '\n'.join(self.transcript)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _check(conn, reply, expect, step):
+    if expect is not None and not reply.startswith(expect):
+        raise HarnessError('step %d: expected a reply starting %r, got %r\n--- transcript:\n%s'
+                           % (step, expect, reply, conn.text()))
+
+
+def smtp_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
+    """Run [(send, expect), ...] on an SMTP port.  send None: only read a
+    reply (the greeting); expect None: send without reading a reply
+    (pipelining: read later with a (None, code) step).  Returns the list of
+    replies read.  Raises HarnessError with the transcript on a mismatch."""
+    c = conn or Conn(port, host, timeout)
+    replies = []
+    try:
+        for i, (send, expect) in enumerate(steps):
+            if send is not None:
+                c.send(send)
+            if expect is None:
+                continue
+            r = c.smtp_reply()
+            replies.append(r)
+            _check(c, r, expect, i)
+    finally:
+        if conn is None:
+            c.close()
+    return replies
+
+
+POP3_MULTI = ('CAPA', 'RETR', 'TOP')
+POP3_MULTI_NOARG = ('LIST', 'UIDL')
+
+
+def pop3_multiline(cmd):
+    if not isinstance(cmd, str):
+        return False
+    parts = cmd.split()
+    if not parts:
+        return False
+    verb = parts[0].upper()
+    return verb in POP3_MULTI or (verb in POP3_MULTI_NOARG and len(parts) == 1)
+
+
+def pop3_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
+    """Like smtp_dialogue for POP3: expect is '+OK', '-ERR' or '+ ' (a SASL
+    continuation).  Multi-line replies (CAPA, RETR, TOP, LIST and UIDL
+    without an argument) are read to their '.' line and returned whole."""
+    c = conn or Conn(port, host, timeout)
+    replies = []
+    try:
+        for i, (send, expect) in enumerate(steps):
+            if send is not None:
+                c.send(send)
+            if expect is None:
+                continue
+            r = c.pop3_reply(multiline=pop3_multiline(send))
+            replies.append(r)
+            _check(c, r, expect, i)
+    finally:
+        if conn is None:
+            c.close()
+    return replies
+
+
+def send_mail(port, sender, recipients, body, helo='client.test', host='127.0.0.1'):
+    """One whole SMTP transaction; body is the message text (LF or CRLF).
+    Returns the final reply to the data (e.g. '250 2.0.0 Ok: queued as ...')."""
+    text = body.replace('\r\n', '\n').split('\n')
+    if text and text[-1] == '':
+        text.pop()
+    data = ''.join(('.' + l if l.startswith('.') else l) + '\r\n' for l in text) + '.'
+    steps = [(None, '220'), ('EHLO ' + helo, '250'), ('MAIL FROM:<%s>' % sender, '250')]
+    steps += [('RCPT TO:<%s>' % r, '250') for r in recipients]
+    steps += [('DATA', '354'), (data, '250'), ('QUIT', '221')]
+    return smtp_dialogue(port, steps, host)[-2]

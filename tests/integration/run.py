@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""run.py - run postern's integration tests (tests/integration/test_*.py).
+
+    POSTERN_BIN=$PWD/bin python3 tests/integration/run.py [FILTER...]
+
+A FILTER selects tests whose module name starts with it or whose id
+contains it (`run.py test_smtp`, `run.py test_setup.SetupTest.test_idempotent`).
+Each test has a time limit (POSTERN_TEST_TIMEOUT seconds, default 180).
+The last line is always `integration: N passed, N failed, N skipped`;
+the exit status is 1 if any test failed or errored.
+"""
+
+import os
+import signal
+import sys
+import time
+import traceback
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+TIMEOUT = int(os.environ.get('POSTERN_TEST_TIMEOUT', '180'))
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise TestTimeout('test exceeded %ds (POSTERN_TEST_TIMEOUT)' % TIMEOUT)
+
+
+class TimedSuite(unittest.TestSuite):
+    """A suite whose class and module fixtures (setUpClass...) are under
+    the time limit too (unittest runs them before startTest)."""
+
+    def _handleClassSetUp(self, test, result):
+        signal.alarm(TIMEOUT)
+        try:
+            super()._handleClassSetUp(test, result)
+        finally:
+            signal.alarm(0)
+
+    def _handleModuleFixture(self, test, result):
+        signal.alarm(TIMEOUT)
+        try:
+            super()._handleModuleFixture(test, result)
+        finally:
+            signal.alarm(0)
+
+    def _tearDownPreviousClass(self, test, result):
+        signal.alarm(TIMEOUT)
+        try:
+            super()._tearDownPreviousClass(test, result)
+        finally:
+            signal.alarm(0)
+
+
+def iter_tests(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from iter_tests(t)
+        else:
+            yield t
+
+
+class Result(unittest.TestResult):
+    def __init__(self):
+        super().__init__()
+        self.passed = []
+        self.started = 0.0
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.started = time.time()
+        sys.stdout.write('%s ... ' % test.id())
+        sys.stdout.flush()
+        signal.alarm(TIMEOUT)
+
+    def stopTest(self, test):
+        signal.alarm(0)
+        super().stopTest(test)
+
+    def _say(self, what):
+        sys.stdout.write('%s (%.1fs)\n' % (what, time.time() - self.started))
+        sys.stdout.flush()
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed.append(test)
+        self._say('ok')
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._say('FAIL')
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        if not isinstance(test, unittest.TestCase):
+            # a fixture (setUpClass, setUpModule...): no startTest before it
+            sys.stdout.write('%s ... ERROR\n' % test.id())
+            sys.stdout.flush()
+            return
+        self._say('ERROR')
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        if not isinstance(test, unittest.TestCase):
+            sys.stdout.write('%s ... skipped: %s\n' % (test.id(), reason))
+            sys.stdout.flush()
+            return
+        self._say('skipped: ' + reason)
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._say('expected failure')
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._say('UNEXPECTED SUCCESS')
+
+
+def main(argv):
+    filters = argv[1:]
+    bindir = os.environ.get('POSTERN_BIN')
+    if not bindir:
+        bindir = os.path.abspath(os.path.join(HERE, '..', '..', 'bin'))
+        os.environ['POSTERN_BIN'] = bindir
+    print('integration: programs from %s%s' % (
+        bindir, '' if os.geteuid() == 0 else ' (not root: privilege tests will skip)'))
+    signal.signal(signal.SIGALRM, _alarm)
+
+    loader = unittest.TestLoader()
+    suite = TimedSuite()
+    load_errors = []
+    for name in sorted(os.listdir(HERE)):
+        if not (name.startswith('test_') and name.endswith('.py')):
+            continue
+        mod = name[:-3]
+        try:
+            s = loader.loadTestsFromName(mod)
+        except Exception:
+            load_errors.append((mod, traceback.format_exc()))
+            continue
+        for t in iter_tests(s):
+            tid = t.id()
+            if filters and not any(tid.startswith(f) or f in tid for f in filters):
+                continue
+            suite.addTest(t)
+
+    result = Result()
+    suite.run(result)
+
+    failed = [(t, tb) for t, tb in result.failures + result.errors]
+    # unittest turns an import failure into a _FailedTest: counted as failed
+    for mod, tb in load_errors:
+        if not filters or any(mod.startswith(f) or f in mod for f in filters):
+            failed.append((mod, tb))
+    failed += [(t, 'unexpected success') for t in result.unexpectedSuccesses]
+
+    for t, tb in failed:
+        name = t if isinstance(t, str) else t.id()
+        print('\n' + '=' * 70)
+        print('FAILED: %s' % name)
+        print('-' * 70)
+        print(tb.rstrip())
+    if result.skipped:
+        print('\nskipped:')
+        for t, reason in result.skipped:
+            print('  %s: %s' % (t.id(), reason))
+    passed = len(result.passed) + len(result.expectedFailures)
+    print('integration: %d passed, %d failed, %d skipped' % (
+        passed, len(failed), len(result.skipped)))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))

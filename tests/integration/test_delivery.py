@@ -1,0 +1,339 @@
+"""test_delivery.py - queue-manager, local-deliverer and postern-queue on a
+throwaway instance (harness.Instance, only the queue-manager service).
+
+Messages enter through the real ROOT/bin/queue-inject (fd 0 message, fd 1
+NUL-framed envelope on a socket), exactly as smtp-listener and sendmail hand
+them over; they must come out in the real users' Maildirs, owned by the
+users, with Return-Path and Delivered-To prepended and the body unchanged.
+"""
+
+import email
+import email.policy
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import Instance, need, need_root
+
+PROGRAMS = ('postern-setup', 'postern-user', 'queue-inject', 'queue-manager',
+            'local-deliverer', 'postern-queue')
+
+
+def inject(inst, sender, rcpts, message, extra=()):
+    """Run queue-inject; return the new queue id."""
+    a, b = socket.socketpair()
+    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
+                         stderr=subprocess.PIPE)
+    b.close()
+    p.stdin.write(message)
+    p.stdin.close()
+    recs = [b'F' + sender.encode()] + [r.encode() for r in extra]
+    recs += [b'T' + r.encode() + b'\t\t' for r in rcpts]
+    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
+    a.shutdown(socket.SHUT_WR)
+    out = a.makefile('rb').read().decode().strip()
+    a.close()
+    err = p.stderr.read().decode(errors='replace')
+    rc = p.wait()
+    if rc != 0:
+        raise AssertionError('queue-inject exit %d: %s' % (rc, err))
+    return out
+
+
+def mailbox_ids(inst, name):
+    with open(inst.path('conf', 'mailboxes')) as f:
+        for line in f:
+            fields = line.rstrip('\n').split(':')
+            if fields[0] == name:
+                return int(fields[1]), int(fields[2])
+    raise AssertionError('no mailbox ' + name)
+
+
+def write_aliases(inst, text):
+    path = inst.path('conf', 'aliases')
+    with open(path + '.new', 'w') as f:
+        f.write(text)
+    os.chmod(path + '.new', 0o644)
+    os.rename(path + '.new', path)
+
+
+class DeliveryTest(unittest.TestCase):
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        self.inst = Instance(services=['queue-manager'])
+        self.inst.setup()
+        for u in ('alice', 'bob'):
+            self.inst.add_user(u, 'pw-' + u)
+        write_aliases(self.inst, 'postmaster: alice\nabuse: alice\n'
+                                 'loop1: loop2\nloop2: loop1@example.test\n'
+                                 'team: alice, bob@example.test\n'
+                                 'fwd: alice, dave@far.test\n')
+        # no remote deliveries from these tests (nothing leaves loopback):
+        # non-local recipients stay queued with 4.4.1
+        try:
+            os.unlink(self.inst.bin('remote-deliverer'))
+        except FileNotFoundError:
+            pass
+        self.inst.start()
+
+    def tearDown(self):
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def wait_msgs(self, name, n=1, timeout=20):
+        return self.inst.wait_for(lambda: len(self.inst.maildir_messages(name)) >= n and
+                                  self.inst.maildir_messages(name), timeout,
+                                  what='%d message(s) for %s\n%s' % (n, name, self.inst.log('queue-manager')))
+
+    def wait_queue_empty(self, timeout=20):
+        self.inst.wait_for(lambda: not self.inst.queue_ids(), timeout,
+                           what='an empty queue\n' + self.inst.log('queue-manager'))
+
+    def test_local_delivery_exact(self):
+        body = (b'Subject: exact\nFrom: bob@example.test\n\nline one\n.\n..dots\n'
+                b'tab\there \xc3\xa9\nno final newline')
+        qid = inject(self.inst, 'bob@example.test', ['Alice@Example.Test'], body)
+        (path, data), = self.wait_msgs('alice')
+        self.assertIn('/new/', path)
+        want = b'Return-Path: <bob@example.test>\nDelivered-To: Alice@Example.Test\n' + body
+        self.assertEqual(data, want)
+        st = os.stat(path)
+        uid, gid = mailbox_ids(self.inst, 'alice')
+        self.assertEqual((st.st_uid, st.st_gid), (uid, gid))
+        self.assertEqual(st.st_mode & 0o777, 0o600)
+        self.wait_queue_empty()
+        log = self.inst.log('queue-manager')
+        self.assertIn('%s rcpt=Alice@Example.Test result=delivered' % qid, log)
+
+    def test_plus_detail_and_team_alias(self):
+        inject(self.inst, 'carol@far.test', ['bob+lists@example.test', 'team@example.test'],
+               b'Subject: t\n\nx\n')
+        self.wait_msgs('alice', 1)
+        self.wait_msgs('bob', 2)
+        self.wait_queue_empty()
+        bob = [d for _, d in self.inst.maildir_messages('bob')]
+        self.assertTrue(any(b'Delivered-To: bob+lists@example.test\n' in d for d in bob))
+        self.assertTrue(any(b'Delivered-To: team@example.test\n' in d for d in bob))
+
+    def check_report(self, data, status, rcpt):
+        self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
+        m = email.message_from_bytes(data, policy=email.policy.compat32)
+        self.assertEqual(m.get_content_type(), 'multipart/report')
+        self.assertEqual(m.get_param('report-type'), 'delivery-status')
+        parts = m.get_payload()
+        self.assertGreaterEqual(len(parts), 2)
+        self.assertEqual(parts[0].get_content_type(), 'text/plain')
+        self.assertEqual(parts[1].get_content_type(), 'message/delivery-status')
+        ds = parts[1].as_string()
+        self.assertIn('Action: failed', ds)
+        self.assertIn('Status: ' + status, ds)
+        self.assertIn(rcpt, ds)
+        return m
+
+    def test_unknown_user_bounces(self):
+        qid = inject(self.inst, 'bob@example.test', ['nobody@example.test', 'alice@example.test'],
+                     b'Subject: to nobody\nMessage-ID: <x1@example.test>\n\nhello\n')
+        self.wait_msgs('alice')
+        (path, data), = self.wait_msgs('bob')
+        m = self.check_report(data, '5.1.1', 'nobody@example.test')
+        self.assertEqual(m['To'].strip('<>'), 'bob@example.test')
+        self.assertIn(b'Message-ID: <x1@example.test>', data)   # the original is returned
+        self.wait_queue_empty()
+        log = self.inst.log('queue-manager')
+        self.assertIn('%s rcpt=nobody@example.test result=failed status="5.1.1' % qid, log)
+        self.assertIn('%s dsn=failure to=bob@example.test' % qid, log)
+
+    def test_no_bounce_to_null_sender_double_bounce_to_postmaster(self):
+        # a message from <> that fails: no bounce to <>, one report to postmaster
+        inject(self.inst, '', ['nobody@example.test'], b'Subject: a bounce\n\nx\n')
+        (path, data), = self.wait_msgs('alice')          # postmaster -> alice
+        self.check_report(data, '5.1.1', 'nobody@example.test')
+        self.wait_queue_empty()
+        # a bounce to a sender that does not exist either: double bounce, once
+        inject(self.inst, 'ghost@example.test', ['nobody@example.test'], b'Subject: y\n\ny\n')
+        self.wait_msgs('alice', 2)
+        self.wait_queue_empty()
+        time.sleep(1)
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 2)
+        # NOTIFY=NEVER: no report at all
+        extra = ()
+        a, b = socket.socketpair()
+        p = subprocess.Popen([self.inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b)
+        b.close()
+        p.stdin.write(b'Subject: never\n\nx\n')
+        p.stdin.close()
+        a.sendall(b'Fbob@example.test\0Tnobody@example.test\tNEVER\t\0\0')
+        a.shutdown(socket.SHUT_WR)
+        a.makefile('rb').read()
+        a.close()
+        self.assertEqual(p.wait(), 0)
+        del extra
+        self.inst.wait_log('queue-manager', 'rcpt=nobody@example.test dsn=not-requested')
+        self.wait_queue_empty()
+        self.assertEqual(len(self.inst.maildir_messages('bob')), 0)
+
+    def test_postmaster_alias(self):
+        inject(self.inst, 'carol@far.test', ['postmaster@example.test'], b'Subject: pm\n\nhi\n')
+        (path, data), = self.wait_msgs('alice')
+        self.assertIn(b'Delivered-To: postmaster@example.test\n', data)
+        self.assertTrue(data.endswith(b'Subject: pm\n\nhi\n'))
+        self.wait_queue_empty()
+
+    def test_alias_loop_and_delivered_to_loop(self):
+        inject(self.inst, 'bob@example.test', ['loop1@example.test'], b'Subject: loop\n\nx\n')
+        (path, data), = self.wait_msgs('bob')
+        self.check_report(data, '5.4.6', 'loop1@example.test')
+        # a message that already went through alice's delivery once
+        inject(self.inst, 'bob@example.test', ['alice@example.test'],
+               b'Delivered-To: alice@example.test\nSubject: again\n\nx\n')
+        msgs = self.wait_msgs('bob', 2)
+        self.check_report(msgs[-1][1] if b'again' in msgs[-1][1] else msgs[0][1], '5.4.6',
+                          'alice@example.test')
+        self.wait_queue_empty()
+        self.assertEqual(self.inst.maildir_messages('alice'), [])
+
+    def test_forward_and_success_notice(self):
+        a, b = socket.socketpair()
+        p = subprocess.Popen([self.inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b)
+        b.close()
+        p.stdin.write(b'Subject: fwd\n\nforward me\n')
+        p.stdin.close()
+        a.sendall(b'Fbob@example.test\0Tfwd@example.test\tSUCCESS\t\0\0')
+        a.shutdown(socket.SHUT_WR)
+        qid = a.makefile('rb').read().decode().strip()
+        a.close()
+        self.assertEqual(p.wait(), 0)
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'Delivered-To: fwd@example.test\n', data)
+        # the success report (NOTIFY=SUCCESS) to bob
+        (_, rep), = self.wait_msgs('bob')
+        self.assertIn(b'Action: delivered', rep)
+        self.assertIn(b'fwd@example.test', rep)
+        # the forwarded copy: a new message from the original sender, queued
+        # for the remote address (no remote-deliverer here: it stays, 4.4.1)
+        def forwarded():
+            out = self.inst.run('postern-queue', 'list').stdout.splitlines()
+            return [l for l in out if '<dave@far.test> 4.4.1 remote delivery not available' in l] and out
+        out = self.inst.wait_for(forwarded, 15, what='the forwarded copy in the queue')
+        self.assertEqual(out[0].split(' ')[3], '<bob@example.test>')
+        fid = out[0].split(' ')[0]
+        self.assertNotEqual(fid, qid)
+        show = self.inst.run('postern-queue', 'show', fid).stdout
+        self.assertIn('Delivered-To: fwd@example.test', show)
+
+    def test_expiry_turns_temporary_into_bounce(self):
+        self.inst.set_conf(queue_lifetime='60s')
+        self.inst.reload('queue-manager')
+        self.inst.wait_log('queue-manager', 'configuration reloaded')
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'], b'Subject: old\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        # the last try is scheduled at birth + lifetime; then it bounces
+        (_, data), = self.wait_msgs('bob', 1, timeout=100)
+        self.check_report(data, '4.2.0', 'stuck@example.test')
+        self.assertIn(b'queue lifetime expired', data)
+        self.assertIn('%s rcpt=stuck@example.test result=expired' % qid, self.inst.log('queue-manager'))
+        self.wait_queue_empty()
+
+    def test_quota_defers(self):
+        self.inst.set_conf(mailbox_quota='200')
+        self.inst.reload('queue-manager')
+        self.inst.wait_log('queue-manager', 'configuration reloaded')
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: small\n\nx\n')
+        self.wait_msgs('alice')
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                     b'Subject: big\n\n' + b'y' * 300 + b'\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=deferred '
+                                            'status="4.2.2 mailbox full"' % qid)
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+        self.assertEqual(self.inst.queue_ids(), [qid])
+
+    def test_reload(self):
+        with open(self.inst.path('conf', 'postern.conf'), 'a') as f:
+            f.write('no_such_key = 1\n')
+        self.inst.reload('queue-manager')
+        self.inst.wait_log('queue-manager', 'reload refused')
+        conf = self.inst.path('conf', 'postern.conf')
+        with open(conf) as f:
+            lines = [l for l in f if not l.startswith('no_such_key')]
+        with open(conf, 'w') as f:
+            f.writelines(lines)
+        self.inst.reload('queue-manager')
+        self.inst.wait_log('queue-manager', 'configuration reloaded')
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
+        self.wait_msgs('alice')
+
+    def test_crash_loses_nothing(self):
+        self.inst.svc('queue-manager', '-d')
+        self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15)
+        # two deliveries at a time, so the kill lands mid-run (and the
+        # scheduler must keep feeding the busy deliverer)
+        self.inst.set_conf(local_concurrency='2')
+        n = 30
+        for i in range(n):
+            inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                   b'Subject: crash %d\n\nbody %d\n' % (i, i))
+        self.inst.svc('queue-manager', '-u')
+        pid = self.inst.wait_for(lambda: self.inst.service_pid('queue-manager'), 15)
+        self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), 20)
+        os.kill(pid, signal.SIGKILL)           # mid-run
+        self.inst.wait_for(lambda: (self.inst.service_pid('queue-manager') or pid) != pid, 20,
+                           what='s6 restarting queue-manager')
+        self.wait_queue_empty(60)
+        got = set()
+        for _, data in self.inst.maildir_messages('alice'):
+            for line in data.split(b'\n'):
+                if line.startswith(b'Subject: crash '):
+                    got.add(int(line.split()[-1]))
+        self.assertEqual(got, set(range(n)))    # every one at least once
+        starts = [l for l in self.inst.log('queue-manager').splitlines() if 'started messages=' in l]
+        self.assertEqual(len(starts), 3, starts)   # first start, after -u, after the kill
+        self.assertEqual(os.listdir(self.inst.path('queue', 'tmp')), [])
+
+    def test_postern_queue_tool(self):
+        # a mailbox that cannot be made: delivery fails temporarily, the message stays
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'],
+                     b'Subject: stuck\nX-Test: 1\n\nbody\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        r = self.inst.run('postern-queue', 'list')
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 2, r.stdout)
+        f = lines[0].split(' ')
+        self.assertEqual(f[0], qid)
+        self.assertTrue(f[1].isdigit() and f[2].isdigit())
+        self.assertEqual(f[3], '<bob@example.test>')
+        self.assertTrue(lines[1].startswith('  pending 1 <stuck@example.test> 4.2.0 '), lines[1])
+        r = self.inst.run('postern-queue', '--root', self.inst.root, 'stat')
+        stat = dict(l.split(' ') for l in r.stdout.splitlines())
+        self.assertEqual((stat['messages'], stat['pending']), ('1', '1'))
+        r = self.inst.run('postern-queue', 'show', qid)
+        env, _, head = r.stdout.partition('--\n')
+        self.assertIn('id ' + qid, env)
+        self.assertIn('X-Test: 1', head)
+        self.assertNotIn('body', head)
+        # flush: tried again now although the next try is minutes away
+        self.inst.run('postern-queue', 'flush')
+        self.inst.wait_for(lambda: '  pending 2 ' in self.inst.run('postern-queue', 'list').stdout,
+                           15, what='a second attempt after flush')
+        r = self.inst.run('postern-queue', 'delete', qid)
+        self.assertIn('deleted', r.stdout)
+        self.assertEqual(self.inst.queue_ids(), [])
+        self.assertEqual(self.inst.run('postern-queue', 'list').stdout, '')
+        r = self.inst.run('postern-queue', 'show', qid, check=False)
+        self.assertEqual(r.returncode, 100)
+        r = self.inst.run('postern-queue', 'bogus', check=False)
+        self.assertEqual(r.returncode, 100)
+        time.sleep(0.5)
+        self.assertEqual(self.inst.maildir_messages('bob'), [])   # delete sends no bounce
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,479 @@
+"""POP3 end to end: postern-user, auth-checker and pop3-listener on a
+throwaway ROOT, driven by raw sockets (the operators' guides 002 and 003
+verbatim) and Python's poplib."""
+
+import base64
+import os
+import poplib
+import pwd
+import socket
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import Instance, IS_ROOT, need, need_root, pop3_dialogue, Conn
+
+PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
+AUTH_ERR = '-ERR [AUTH] Invalid user name or password.'
+
+
+def crlf_size(text):
+    """octets of text as POP3 counts them (LF -> CRLF)"""
+    return len(text.replace('\r\n', '\n').replace('\n', '\r\n').encode())
+
+
+def sized(text, target):
+    """text (LF line ends, ends with LF) padded with one body line to target CRLF octets"""
+    k = target - crlf_size(text) - 2
+    assert k >= 1, (target, crlf_size(text))
+    return text + 'x' * k + '\n'
+
+
+def put_message(inst, user, name, text, sub='new'):
+    """a message file placed by hand, owned by the user (as local-deliverer would)"""
+    md = inst.maildir(user)
+    path = os.path.join(md, sub, name)
+    with open(path, 'wb') as f:
+        f.write(text.encode() if isinstance(text, str) else text)
+    st = os.stat(md)
+    os.chown(path, st.st_uid, st.st_gid)
+    return path
+
+
+def wipe_maildir(inst, user):
+    md = inst.maildir(user)
+    for sub in ('new', 'cur', 'tmp'):
+        for n in os.listdir(os.path.join(md, sub)):
+            os.unlink(os.path.join(md, sub, n))
+
+
+GUIDE_MSG3 = ('Received: from [] by\n'
+              '\t(SMTPD32-5.05) id AC28801E8; Thu, 19 Aug 1999 20:15:20 -0500\n'
+              'Message-Id: <199908192015750.SM00960@>\n'
+              'Date: Thu, 19 Aug 1999 20:15:55 -0500\n'
+              'X-UIDL: 230371285\n'
+              'Status: U\n'
+              'From: <>\n'
+              '\n'
+              'Subject: test\n'
+              'Hi Dusty\n')
+
+
+def login(port, user='alice', password='secret'):
+    p = poplib.POP3('127.0.0.1', port, timeout=10)
+    p.user(user)
+    p.pass_(password)
+    return p
+
+
+def proc_status(pid):
+    out = {}
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            k, _, v = line.partition(':')
+            out[k] = v.strip()
+    return out
+
+
+def procs_rooted_at(path):
+    """pids whose root directory (/proc/PID/root) is path"""
+    out = []
+    for p in os.listdir('/proc'):
+        if not p.isdigit():
+            continue
+        try:
+            if os.readlink('/proc/%s/root' % p) == path:
+                out.append(int(p))
+        except OSError:
+            pass
+    return out
+
+
+class Pop3(unittest.TestCase):
+    inst = None
+
+    @classmethod
+    def setUpClass(cls):
+        if harness.missing(*PROGS):
+            return
+        cls.inst = Instance(services=['auth-checker', 'pop3-listener'],
+                            users={'alice': 'secret', 'bob': 'b0b pass', 'u1': 'p1', 'u2': 'p2',
+                                   'u3': 'p3', 'u4': 'p4'}).start()
+        cls.port = cls.inst.port('pop3')
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        need(self, *PROGS)
+        wipe_maildir(self.inst, 'alice')
+
+    def three(self):
+        put_message(self.inst, 'alice', '1000000001.M1P1.test', sized('Subject: one\n\nfirst\n', 1171))
+        put_message(self.inst, 'alice', '1000000002.M2P2.test', sized('Subject: two\n\nsecond\n', 1021))
+        put_message(self.inst, 'alice', '230371285', sized(GUIDE_MSG3, 385))
+
+    # --- the operators' guides, verbatim ----------------------------------
+    def test_guide_002_lowercase_session(self):
+        self.three()
+        r = pop3_dialogue(self.port, [
+            (None, '+OK'),
+            ('user alice', '+OK'),
+            ('pass secret', '+OK'),
+            ('stat', '+OK'),
+            ('list', '+OK'),
+            ('retr 3', '+OK'),
+            ('uidl 3', '+OK'),
+            ('top 3 2', '+OK'),
+            ('dele 2', '+OK'),
+            ('rset', '+OK'),
+            ('list', '+OK'),
+            ('quit', '+OK'),
+        ])
+        self.assertEqual(r[3], '+OK 3 2577')
+        self.assertEqual(r[4].split('\n'), ['+OK 3 messages (2577 octets)', '1 1171', '2 1021', '3 385'])
+        self.assertTrue(r[5].startswith('+OK 385 octets\nReceived: from [] by\n'))
+        self.assertIn('\nSubject: test\nHi Dusty\n', r[5])
+        self.assertEqual(r[6], '+OK 3 230371285')
+        top = r[7].split('\n')
+        self.assertEqual(top[-3:], ['', 'Subject: test', 'Hi Dusty'])   # header, blank line, 2 lines
+        self.assertEqual(r[10], r[4])
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 3)    # RSET undid the DELE
+
+    def test_guide_003_session(self):
+        self.three()
+        r = pop3_dialogue(self.port, [
+            (None, '+OK'),
+            ('USER alice', '+OK'),
+            ('PASS secret', '+OK'),
+            ('LIST', '+OK'),
+            ('STAT', '+OK'),
+            ('TOP 1', '+OK'),
+            ('DELE 1', '+OK'),
+            ('DELE 1', '-ERR'),
+            ('DELE 9999', '-ERR'),
+            ('RSET', '+OK'),
+            ('DELE 1', '+OK'),
+            ('QUIT', '+OK'),
+        ])
+        self.assertEqual(r[2], '+OK Logged in.')
+        self.assertEqual(r[5], '+OK\nSubject: one\n')                  # no lines given: 0
+        self.assertEqual(r[6], '+OK Marked to be deleted.')
+        self.assertEqual(r[7], '-ERR Message is deleted.')
+        self.assertEqual(r[8], "-ERR There's no message 9999.")
+        self.assertEqual(r[11], '+OK Logging out.')
+        left = [os.path.basename(p) for p, _ in self.inst.maildir_messages('alice')]
+        self.assertEqual(sorted(n.split(':')[0] for n in left), ['1000000002.M2P2.test', '230371285'])
+
+    # --- poplib -------------------------------------------------------------
+    def test_poplib_retr_dele_then_second_session(self):
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\n.starts with a dot\nline\n')
+        put_message(self.inst, 'alice', '2.b', 'Subject: b\n\nbody b\n')
+        p = login(self.port)
+        self.assertEqual(p.stat(), (2, crlf_size('Subject: a\n\n.starts with a dot\nline\n') +
+                                    crlf_size('Subject: b\n\nbody b\n')))
+        resp, lines, octets = p.list()
+        self.assertEqual(len(lines), 2)
+        resp, lines, octets = p.retr(1)
+        self.assertEqual(lines, [b'Subject: a', b'', b'.starts with a dot', b'line'])
+        p.dele(1)
+        p.quit()
+        p = login(self.port)
+        self.assertEqual(p.stat()[0], 1)
+        resp, lines, octets = p.retr(1)
+        self.assertEqual(lines, [b'Subject: b', b'', b'body b'])
+        p.quit()
+
+    def test_bad_password_and_unknown_user_same_text(self):
+        for user, pw in (('alice', 'wrong'), ('nosuchuser', 'secret')):
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('USER ' + user, '+OK'), ('PASS ' + pw, '-ERR'),
+                                          ('QUIT', '+OK')])
+            self.assertEqual(r[2], AUTH_ERR)
+        with self.assertRaises(poplib.error_proto):
+            login(self.port, 'alice', 'wrong')
+
+    def test_user_names_case_insensitive_and_password_with_spaces(self):
+        p = login(self.port, 'BOB', 'b0b pass')
+        self.assertEqual(p.stat()[0], 0)
+        p.quit()
+
+    def test_in_use_second_session(self):
+        p = login(self.port)
+        with Conn(self.port) as c:
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '-ERR')], conn=c)
+            self.assertEqual(r[2], '-ERR [IN-USE] Mailbox is locked by another session')
+            self.assertTrue(c.closed())
+        p.quit()
+        login(self.port).quit()    # the lock went with the first session
+
+    def test_dropped_connection_deletes_nothing(self):
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        with Conn(self.port) as c:
+            pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK'),
+                                      ('DELE 1', '+OK')], conn=c)
+        time.sleep(0.3)
+        p = login(self.port)            # waits for the lock of the dropped one to go
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+
+    def test_uidl_stable_across_sessions(self):
+        put_message(self.inst, 'alice', '1700000000.M5P5.host', 'Subject: a\n\nx\n')
+        put_message(self.inst, 'alice', '1700000001.M6P6.host:2,S', 'Subject: b\n\ny\n', sub='cur')
+        p = login(self.port)
+        first = p.uidl()[1]
+        p.retr(1)
+        p.quit()                        # moves new/ -> cur/ with flags
+        p = login(self.port)
+        self.assertEqual(p.uidl()[1], first)
+        self.assertEqual(first, [b'1 1700000000.M5P5.host', b'2 1700000001.M6P6.host'])
+        p.quit()
+        names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
+        self.assertEqual(names, ['1700000000.M5P5.host:2,S', '1700000001.M6P6.host:2,S'])
+
+    def test_hostile_message_numbers(self):
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        steps = [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK')]
+        for n in ('0', '-1', '4294967297', '100000000000000000000', '1abc', '+1', ' 1x', '2'):
+            steps += [('RETR ' + n, '-ERR'), ('LIST ' + n, '-ERR'), ('DELE ' + n, '-ERR'),
+                      ('TOP %s 1' % n, '-ERR'), ('UIDL ' + n, '-ERR')]
+        steps += [('TOP 1 -1', '-ERR'), ('TOP 1 99999999999999999999999', '-ERR'),
+                  ('TOP 1 18446744073709551615', '+OK'), ('NOOP', '+OK'), ('STAT', '+OK 1 '), ('QUIT', '+OK')]
+        pop3_dialogue(self.port, steps)
+
+    def test_long_and_hostile_user_names(self):
+        with Conn(self.port) as c:
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('USER ' + 'a' * 10240, '-ERR'), ('NOOP', '-ERR'),
+                                          ('USER ../../etc', '+OK'), ('PASS secret', '-ERR'),
+                                          ('USER alice/../bob', '+OK'), ('PASS b0b pass', '-ERR'),
+                                          ('CAPA', '+OK'), ('QUIT', '+OK')], conn=c)
+            self.assertIn('too long', r[1])
+            self.assertEqual(r[4], AUTH_ERR)
+            self.assertEqual(r[6], AUTH_ERR)
+
+    def test_three_failed_logins_close(self):
+        with Conn(self.port) as c:
+            pop3_dialogue(self.port, [(None, '+OK')] + [('USER alice', '+OK'), ('PASS bad', '-ERR')] * 3, conn=c)
+            self.assertTrue(c.closed())
+        login(self.port).quit()
+
+    def test_capa(self):
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('CAPA', '+OK'), ('QUIT', '+OK')])
+        caps = r[1].split('\n')[1:]
+        for c in ('TOP', 'UIDL', 'USER', 'RESP-CODES', 'PIPELINING', 'SASL PLAIN', 'IMPLEMENTATION postern'):
+            self.assertIn(c, caps)
+        self.assertNotIn('STLS', caps)
+        self.assertFalse(r[0].endswith('>'), 'no APOP banner')
+
+    def test_auth_plain(self):
+        ir = base64.b64encode(b'\0alice\0secret').decode()
+        pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN ' + ir, '+OK'), ('STAT', '+OK'), ('QUIT', '+OK')])
+        pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN', '+ '), (ir, '+OK'), ('QUIT', '+OK')])
+        bad = base64.b64encode(b'\0alice\0nope').decode()
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN', '+ '), ('*', '-ERR'),
+                                      ('AUTH PLAIN ' + bad, '-ERR'), ('AUTH PLAIN !!!!', '-ERR'),
+                                      ('AUTH CRAM-MD5', '-ERR'), ('QUIT', '+OK')])
+        self.assertEqual(r[3], AUTH_ERR)
+        self.assertEqual(r[4], '-ERR Invalid base64 data')
+
+    def test_pipelining(self):
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        with Conn(self.port) as c:
+            c.readline()
+            c.send(b'USER alice\r\nPASS secret\r\nSTAT\r\nUIDL 1\r\nNOOP\r\nQUIT\r\n')
+            got = [c.readline() for _ in range(6)]
+        self.assertEqual(got, ['+OK', '+OK Logged in.', '+OK 1 %d' % crlf_size('Subject: a\n\nx\n'),
+                               '+OK 1 1.a', '+OK', '+OK Logging out.'])
+
+    def test_line_limits_and_unknown_commands(self):
+        with Conn(self.port) as c:
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('X' * 300, '-ERR'), ('STAT', '-ERR'),
+                                          ('FOO', '-ERR'), ('capa', '+OK'), ('QUIT', '+OK')], conn=c)
+        with Conn(self.port) as c:
+            c.readline()
+            for _ in range(19):
+                c.send('BOGUS')
+                self.assertTrue(c.readline().startswith('-ERR'))
+            c.send('BOGUS')
+            self.assertIn('Too many errors', c.readline())
+            self.assertTrue(c.closed())
+
+    def test_large_message_streamed(self):
+        body = ''.join('line %06d %s\n' % (i, 'y' * 60) for i in range(80000))   # ~5.6 MB
+        put_message(self.inst, 'alice', '1.big', 'Subject: big\n\n' + body)
+        p = login(self.port)
+        self.assertEqual(p.list(1).split()[2], str(crlf_size('Subject: big\n\n' + body)).encode())
+        resp, lines, octets = p.retr(1)
+        self.assertEqual(len(lines), 80002)
+        self.assertEqual(lines[-1], ('line %06d %s' % (79999, 'y' * 60)).encode())
+        p.quit()
+
+    def test_privilege_separation(self):
+        need_root(self)
+        md = os.path.realpath(self.inst.maildir('alice'))
+        empty = os.path.realpath(self.inst.path('empty'))
+        pop3 = pwd.getpwnam('postern-pop3').pw_uid
+        before = set(procs_rooted_at(empty))
+        with Conn(self.port) as c:
+            c.readline()
+            pre = [pid for pid in procs_rooted_at(empty) if pid not in before]
+            self.assertEqual(len(pre), 1, 'one pre-login session chrooted in ROOT/empty')
+            st = proc_status(pre[0])
+            self.assertEqual(st['Uid'].split(), [str(pop3)] * 4)
+            pop3_dialogue(self.port, [('USER alice', '+OK'), ('PASS secret', '+OK')], conn=c)
+            box = procs_rooted_at(md)
+            self.assertEqual(len(box), 1, 'one mailbox process chrooted in the Maildir')
+            st = proc_status(box[0])
+            uid = os.stat(md).st_uid
+            self.assertEqual(st['Uid'].split(), [str(uid)] * 4)
+            self.assertNotEqual(uid, 0)
+            self.assertEqual(st['Gid'].split()[0], str(os.stat(md).st_gid))
+            self.inst.wait_for(lambda: pre[0] not in procs_rooted_at(empty), what='the pre-login session to exit')
+            pop3_dialogue(self.port, [('QUIT', '+OK')], conn=c)
+
+    def test_zy_throttling_delays_repeated_failures(self):
+        for _ in range(3):
+            pop3_dialogue(self.port, [(None, '+OK'), ('USER victim', '+OK'), ('PASS x', '-ERR')])
+        t = time.time()
+        pop3_dialogue(self.port, [(None, '+OK'), ('USER victim', '+OK'), ('PASS x', '-ERR')])
+        self.assertGreaterEqual(time.time() - t, 0.9)
+        self.assertIn('user=victim addr=127.0.0.1 result=bad', self.inst.log('auth-checker'))
+        self.assertNotIn('PASS', self.inst.log('pop3-listener'))
+
+    def test_new_user_and_password_change_seen_without_restart(self):
+        self.inst.add_user('newbie', 'first')
+        login(self.port, 'newbie', 'first').quit()        # auth-checker noticed the new users file
+        self.inst.run('postern-user', '--root', self.inst.root, 'passwd', 'newbie', input='second\n')
+        with self.assertRaises(poplib.error_proto):
+            login(self.port, 'newbie', 'first')
+        self.inst.reload('auth-checker')                    # SIGHUP reloads too
+        login(self.port, 'newbie', 'second').quit()
+
+    def test_parallel_logins(self):
+        # more logins at once than auth_concurrency (2): all are queued and served
+        import threading
+        results = {}
+
+        def one(n):
+            try:
+                p = login(self.port, 'u%d' % n, 'p%d' % n)
+                results[n] = p.stat()
+                p.quit()
+            except Exception as e:      # noqa: BLE001 (reported below)
+                results[n] = e
+        threads = [threading.Thread(target=one, args=(n,)) for n in (1, 2, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(results, {n: (0, 0) for n in (1, 2, 3, 4)})
+
+    def test_zz_auth_checker_down_is_temporary(self):
+        self.inst.svc('auth-checker', '-d')
+        try:
+            self.inst.wait_for(lambda: 'down' in self.inst.svstat('auth-checker'))
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '-ERR'),
+                                          ('QUIT', '+OK')])
+            self.assertTrue(r[2].startswith('-ERR [SYS/TEMP]'), r[2])
+        finally:
+            self.inst.svc('auth-checker', '-u')
+            self.inst.wait_ready('auth-checker')
+        login(self.port).quit()
+
+
+class Pop3Limits(unittest.TestCase):
+    def test_sessions_per_client(self):
+        need(self, *PROGS)
+        with Instance(services=['auth-checker', 'pop3-listener'],
+                      conf_extra={'max_sessions_per_client': 1}) as inst:
+            with Conn(inst.port('pop3')) as first:
+                self.assertTrue(first.readline().startswith('+OK'))
+                with Conn(inst.port('pop3')) as second:
+                    self.assertTrue(second.readline().startswith('-ERR [SYS/TEMP]'))
+                    self.assertTrue(second.closed())
+                pop3_dialogue(0, [('QUIT', '+OK')], conn=first)
+
+            def admitted():
+                with Conn(inst.port('pop3')) as c:
+                    return c.readline().startswith('+OK')
+            inst.wait_for(admitted, what='a new session once the first ended')
+
+
+class PosternUser(unittest.TestCase):
+    def setUp(self):
+        need(self, 'postern-setup', 'postern-user')
+        self.inst = Instance().setup()
+
+    def tearDown(self):
+        self.inst.stop()
+
+    def user(self, *args, input='pw\n'):
+        return self.inst.run('postern-user', '--root', self.inst.root, *args, input=input, check=False)
+
+    def test_refuses_bad_names(self):
+        for name in ('../x', 'a/b', 'a..b', 'a b', 'a@b', 'a:b', 'a\x01b', 'x' * 65, '', '.x', '_x', 'a+b'):
+            r = self.user('add', name)
+            self.assertEqual(r.returncode, 100, name)
+            self.assertIn('bad user name', r.stderr)
+        self.assertFalse(os.path.exists(self.inst.path('mail', '..', 'x')))
+
+    def test_add_list_passwd_del(self):
+        r = self.user('add', 'Carol')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        line = [l for l in self.user('list').stdout.splitlines() if l.startswith('carol ')][0]
+        name, uid, gid, md = line.split()
+        if IS_ROOT:
+            self.assertGreaterEqual(int(uid), 20000)
+        else:
+            self.assertEqual(int(uid), os.getuid())     # a test instance: mail is the caller's
+        for sub in ('tmp', 'new', 'cur'):
+            st = os.stat(os.path.join(md, sub))
+            self.assertEqual((st.st_uid, st.st_mode & 0o777), (int(uid), 0o700))
+        users = os.stat(self.inst.path('conf', 'users'))
+        self.assertEqual(users.st_mode & 0o777, 0o600)
+        if IS_ROOT:
+            self.assertEqual(pwd.getpwuid(users.st_uid).pw_name, 'postern-auth')
+        with open(self.inst.path('conf', 'users')) as f:
+            self.assertIn(':$argon2id$', f.read())
+        with open(self.inst.path('conf', 'recipients')) as f:
+            self.assertIn('carol', f.read().split())
+        self.assertEqual(self.user('add', 'carol').returncode, 100)
+        self.assertEqual(self.user('passwd', 'carol', input='new\n').returncode, 0)
+        self.assertEqual(self.user('add', 'dave', input='\n').returncode, 100)   # empty password
+        r = self.user('add', 'erin')
+        if IS_ROOT:
+            self.assertNotEqual(r.stdout.split('uid=')[1].split()[0], uid)    # a fresh uid
+        r = self.user('del', 'carol')
+        self.assertEqual(r.returncode, 0)
+        self.assertIn('kept', r.stdout)
+        self.assertTrue(os.path.isdir(md))
+        self.assertNotIn('carol', self.user('list').stdout)
+        with open(self.inst.path('conf', 'mailboxes')) as f:
+            self.assertNotIn('carol', f.read())
+
+    def test_checkpassword_mode(self):
+        need(self, 'auth-checker')
+        self.assertEqual(self.user('add', 'frank', input='fpw\n').returncode, 0)
+        ac = self.inst.bin('auth-checker')
+
+        def cp(data):
+            # the password arrives on fd 3 (checkpassword's interface)
+            return subprocess.run(['sh', '-c', 'exec 3<&0 0</dev/null; exec "$0" "$@"', ac, '--checkpassword',
+                                   self.inst.root, 'sh', '-c', 'id -u; echo $USER; pwd'],
+                                  input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        p = cp(b'frank\x00fpw\x00123\x00')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode().split()
+        self.assertEqual(out[1], 'frank')
+        if IS_ROOT:
+            self.assertGreaterEqual(int(out[0]), 20000)
+        self.assertEqual(cp(b'frank\x00nope\x00123\x00').returncode, 1)
+        self.assertEqual(cp(b'nobody\x00fpw\x00123\x00').returncode, 1)
+        self.assertEqual(cp(b'garbage').returncode, 2)
+
+
+if __name__ == '__main__':
+    unittest.main()

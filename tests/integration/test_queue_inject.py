@@ -1,0 +1,546 @@
+"""test_queue_inject.py - queue-inject and sendmail against a throwaway ROOT.
+
+Runs the real binaries (copied into ROOT/bin so that queue-inject finds
+ROOT from its own location) and checks the queue's promise: after exit 0 the
+message is there whole; after any failure, abort, fault or kill there is no
+message (an envelope in env/<h>/ is what makes a message; leftovers in tmp/
+and a message body without envelope are allowed: queue-manager sweeps them,
+docs/QUEUE.md).
+
+Faults are injected with strace: fsync -> EIO, write -> ENOSPC, and SIGKILL
+at each step of the commit.
+"""
+
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.abspath(os.environ.get('POSTERN_BIN') or os.path.join(HERE, '..', '..', 'bin'))
+HEX = '0123456789ABCDEF'
+STRACE = shutil.which('strace')
+
+MESSAGE = b'Subject: test\nFrom: a@example.test\n\nhello\nworld\n'
+RECEIVED = b'from client.example (client.example [192.0.2.1])\n\tby mx.example.test; Thu, 1 Jan 2026 00:00:00 +0000'
+ENVELOPE = (b'Falice@example.test\0H' + RECEIVED + b'\0Csmtp 192.0.2.1\0B8BITMIME\0'
+            b'Tbob@example.test\t\t\0Tcarol@example.test\tSUCCESS,FAILURE\trfc822;carol@example.test\0\0')
+
+
+def make_tree(root):
+    """The queue tree of docs/QUEUE.md, made by hand (as postern-setup does)."""
+    q = os.path.join(root, 'queue')
+    for d in ['', 'tmp', 'mess', 'env', 'todo', 'bounce', 'lock']:
+        os.makedirs(os.path.join(q, d), mode=0o750, exist_ok=True)
+    for h in HEX:
+        os.makedirs(os.path.join(q, 'mess', h), mode=0o750, exist_ok=True)
+        os.makedirs(os.path.join(q, 'env', h), mode=0o750, exist_ok=True)
+    os.mkfifo(os.path.join(q, 'lock', 'trigger'), 0o600)
+
+
+def files_under(path):
+    out = []
+    for dirpath, _, names in os.walk(path):
+        out += [os.path.join(dirpath, n) for n in names]
+    return sorted(out)
+
+
+class QueueRoot:
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix='postern-qi.')
+        os.chmod(self.root, 0o755)
+        os.makedirs(os.path.join(self.root, 'bin'))
+        os.makedirs(os.path.join(self.root, 'conf'))
+        with open(os.path.join(self.root, 'conf', 'postern.conf'), 'w') as f:
+            f.write('hostname = mx.example.test\nlocal_domains = example.test\n')
+        for prog in ('queue-inject', 'sendmail'):
+            src = os.path.join(BIN, prog)
+            if os.path.exists(src):
+                shutil.copy(src, os.path.join(self.root, 'bin', prog))
+        make_tree(self.root)
+        self.q = os.path.join(self.root, 'queue')
+
+    def inject(self, message=MESSAGE, envelope=ENVELOPE, use_socket=True, wrap=None, close_env_early=False):
+        """Run queue-inject; returns (exit code, bytes it wrote back on fd 1, stderr)."""
+        prog = [os.path.join(self.root, 'bin', 'queue-inject')]
+        if wrap:
+            prog = wrap + prog
+        mr, mw = os.pipe()
+        if use_socket:
+            ours, theirs = socket.socketpair()
+            env_fd = theirs.fileno()
+        else:
+            er, ew = os.pipe()
+            env_fd = er
+        env = None
+        if wrap:   # LeakSanitizer cannot run under ptrace (sanitizer builds)
+            env = dict(os.environ, ASAN_OPTIONS='detect_leaks=0')
+        p = subprocess.Popen(prog, stdin=mr, stdout=env_fd, stderr=subprocess.PIPE, env=env)
+        os.close(mr)
+        if use_socket:
+            theirs.close()
+        else:
+            os.close(er)
+        try:
+            os.write(mw, message) if len(message) < 60000 else self._write_all(mw, message)
+        except BrokenPipeError:
+            pass
+        os.close(mw)
+        reply = b''
+        try:
+            if use_socket:
+                ours.sendall(envelope)
+                if close_env_early:
+                    ours.shutdown(socket.SHUT_WR)
+                ours.settimeout(30)
+                while True:
+                    chunk = ours.recv(100)
+                    if not chunk:
+                        break
+                    reply += chunk
+            else:
+                os.write(ew, envelope)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            if use_socket:
+                ours.close()
+            else:
+                os.close(ew)
+        err = p.stderr.read()
+        p.stderr.close()
+        return p.wait(timeout=30), reply, err
+
+    @staticmethod
+    def _write_all(fd, data):
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+    def envs(self):
+        return files_under(os.path.join(self.q, 'env'))
+
+    def messages(self):
+        return files_under(os.path.join(self.q, 'mess'))
+
+    def todos(self):
+        return files_under(os.path.join(self.q, 'todo'))
+
+    def tmps(self):
+        return files_under(os.path.join(self.q, 'tmp'))
+
+    def read_env(self, qid):
+        with open(os.path.join(self.q, 'env', qid[-1], qid), 'rb') as f:
+            return f.read().decode()
+
+    def read_mess(self, qid):
+        with open(os.path.join(self.q, 'mess', qid[-1], qid), 'rb') as f:
+            return f.read()
+
+    def cleanup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def need_bin(test, *progs):
+    for p in progs:
+        if not os.path.exists(os.path.join(BIN, p)):
+            test.skipTest('%s not built in %s' % (p, BIN))
+
+
+class QueueInjectTest(unittest.TestCase):
+    def setUp(self):
+        need_bin(self, 'queue-inject')
+        self.r = QueueRoot()
+
+    def tearDown(self):
+        self.r.cleanup()
+
+    def assert_no_message(self):
+        self.assertEqual(self.r.envs(), [], 'an envelope is visible')
+        self.assertEqual(self.r.todos(), [], 'a todo marker is visible')
+
+    def assert_whole(self, qid, message=MESSAGE):
+        self.assertRegex(qid, r'^[0-9A-F]{16}$')
+        body = self.r.read_mess(qid)
+        self.assertEqual(body, b'Received: ' + RECEIVED + b'\n' + message)
+        env = self.r.read_env(qid)
+        lines = env.split('\n')
+        self.assertEqual(lines[0], 'postern-envelope 1')
+        self.assertIn('id %s' % qid, lines)
+        self.assertIn('sender alice@example.test', lines)
+        self.assertIn('body 8bitmime', lines)
+        self.assertIn('rcpt\tpending\t0\t0\t\t\tbob@example.test\t', lines)
+        self.assertIn('rcpt\tpending\t0\t0\tSUCCESS,FAILURE\trfc822;carol@example.test\tcarol@example.test\t', lines)
+        self.assertTrue(env.endswith('\n'))
+        client = [l for l in lines if l.startswith('client ')]
+        self.assertEqual(client, ['client smtp 192.0.2.1 (uid %d)' % os.getuid()])
+
+    def test_commit_whole_message(self):
+        rc, reply, err = self.r.inject()
+        self.assertEqual(rc, 0, err)
+        qid = reply.decode().strip()
+        self.assertTrue(reply.endswith(b'\n'))
+        self.assert_whole(qid)
+        self.assertEqual(self.r.todos(), [os.path.join(self.r.q, 'todo', qid)])
+        self.assertEqual(self.r.tmps(), [])
+        for path in (self.r.envs()[0], self.r.messages()[0]):
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(err, b'')   # silent on success
+
+    def test_envelope_on_a_pipe(self):
+        rc, _, err = self.r.inject(use_socket=False)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(self.r.envs()), 1)
+        qid = os.path.basename(self.r.envs()[0])
+        self.assert_whole(qid)
+
+    def test_many_messages_unique(self):
+        ids = set()
+        for _ in range(20):
+            rc, reply, err = self.r.inject()
+            self.assertEqual(rc, 0, err)
+            ids.add(reply.strip())
+        self.assertEqual(len(ids), 20)
+        self.assertEqual(len(self.r.envs()), 20)
+        self.assertEqual(len(self.r.messages()), 20)
+
+    def test_trigger_pulled(self):
+        fifo = os.path.join(self.r.q, 'lock', 'trigger')
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            rc, _, err = self.r.inject()
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(os.read(fd, 10), b'\0')
+        finally:
+            os.close(fd)
+
+    def test_unterminated_envelope_leaves_nothing(self):
+        for cut in (ENVELOPE[:-1], ENVELOPE[:20], b''):
+            rc, reply, err = self.r.inject(envelope=cut, close_env_early=True)
+            self.assertEqual(rc, 55, err)
+            self.assertEqual(reply, b'')
+            self.assert_no_message()
+            self.assertEqual(self.r.messages(), [])
+            self.assertEqual(self.r.tmps(), [])
+
+    def test_malformed_envelope(self):
+        bad = [
+            b'Tbob@x\t\t\0Fa@x\0\0',            # F not first
+            b'Fa@x\0\0',                         # no recipient
+            b'Fa@x\0Tbob@x\0\0',                 # T without its tabs
+            b'Fa@x\0Tb\rob@x\t\t\0\0',           # CR
+            b'Fa@x\0Hfrom x\nby y\0Tb@x\t\t\0\0',  # LF not folding
+            b'Fa@x\0Qwhat\0Tb@x\t\t\0\0',        # unknown record
+            b'Fa@x\0C' + b'x' * 2000 + b'\0Tb@x\t\t\0\0',  # record too long
+        ]
+        for env in bad:
+            rc, reply, err = self.r.inject(envelope=env)
+            self.assertEqual(rc, 31, (env[:40], err))
+            self.assertIn(b'envelope=', err)
+            self.assert_no_message()
+            self.assertEqual(self.r.messages(), [])
+            self.assertEqual(self.r.tmps(), [])
+
+    def test_big_message_spills_and_commits(self):
+        big = b'Subject: big\n\n' + (b'x' * 999 + b'\n') * 3000
+        rc, reply, err = self.r.inject(message=big)
+        self.assertEqual(rc, 0, err)
+        self.assert_whole(reply.decode().strip(), message=big)
+        self.assertEqual(self.r.tmps(), [])
+
+    def test_root_not_from_environment(self):
+        other = QueueRoot()
+        self.addCleanup(other.cleanup)
+        try:
+            os.environ['POSTERN_ROOT'] = other.root
+            rc, _, err = self.r.inject()
+        finally:
+            del os.environ['POSTERN_ROOT']
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(other.envs(), [])
+        self.assertEqual(len(self.r.envs()), 1)
+
+    def test_statically_linked(self):
+        exe = os.path.join(BIN, 'queue-inject')
+        with open(exe, 'rb') as f:
+            if b'__asan_init' in f.read():
+                self.skipTest('sanitizer build: linked dynamically on purpose')
+        out = subprocess.run(['ldd', exe], capture_output=True, text=True)
+        self.assertRegex(out.stdout + out.stderr, r'not a dynamic executable|statically linked')
+        with open(exe, 'rb') as f:
+            image = f.read()
+        for lib in (b'libsodium', b'libssl', b'libcrypto', b'sodium_init', b'SSL_new'):
+            self.assertNotIn(lib, image)
+
+
+@unittest.skipUnless(STRACE, 'strace not installed')
+class QueueInjectFaultTest(unittest.TestCase):
+    """Faults during the commit: a non-zero exit and no visible message."""
+
+    def setUp(self):
+        need_bin(self, 'queue-inject')
+        self.r = QueueRoot()
+        probe = subprocess.run([STRACE, '-o', '/dev/null', '-e', 'inject=fsync:error=EIO', 'true'],
+                               capture_output=True)
+        if probe.returncode != 0:
+            self.skipTest('strace cannot inject faults here: %r' % probe.stderr[:200])
+
+    def tearDown(self):
+        self.r.cleanup()
+
+    def strace(self, spec):
+        return [STRACE, '-f', '-o', '/dev/null', '-e', 'trace=%s' % spec.split('=')[1].split(':')[0],
+                '-e', spec]
+
+    def assert_nothing_or_whole(self):
+        envs = self.r.envs()
+        for path in envs:
+            qid = os.path.basename(path)
+            self.assertEqual(self.r.read_mess(qid), b'Received: ' + RECEIVED + b'\n' + MESSAGE)
+            self.assertIn('rcpt\tpending', self.r.read_env(qid))
+        for path in self.r.todos():
+            qid = os.path.basename(path)
+            self.assertIn(os.path.join(self.r.q, 'env', qid[-1], qid), envs)
+        return envs
+
+    def test_fsync_eio_each_step(self):
+        # fsyncs in order: message file, envelope file, mess/<h>, env/<h>
+        for when in (1, 2, 3, 4):
+            rc, reply, err = self.r.inject(wrap=self.strace('inject=fsync:error=EIO:when=%d' % when))
+            self.assertEqual(rc, 54, (when, err))
+            self.assertEqual(reply, b'')
+            self.assertEqual(self.r.envs(), [], when)
+            self.assertEqual(self.r.messages(), [], when)
+            self.assertEqual(self.r.todos(), [], when)
+            self.assertEqual(self.r.tmps(), [], when)   # removed on failure
+            self.assertIn(b'commit=Input/output error', err)
+
+    def test_write_enospc(self):
+        rc, reply, err = self.r.inject(wrap=self.strace('inject=write:error=ENOSPC:when=1'))
+        self.assertEqual(rc, 53, err)
+        self.assertEqual(self.r.envs(), [])
+        self.assertEqual(self.r.messages(), [])
+        self.assertEqual(self.r.tmps(), [])
+        # the envelope file's write (the second) fails: the same
+        rc, reply, err = self.r.inject(wrap=self.strace('inject=write:error=EDQUOT:when=2'))
+        self.assertEqual(rc, 53, err)
+        self.assertEqual(self.r.envs(), [])
+        self.assertEqual(self.r.messages(), [])
+        self.assertEqual(self.r.tmps(), [])
+
+    def test_rename_fails(self):
+        for when in (1, 2):
+            rc, _, err = self.r.inject(wrap=self.strace('inject=renameat2:error=EIO:when=%d' % when))
+            self.assertEqual(rc, 54, err)
+            self.assertEqual(self.r.envs(), [])
+            self.assertEqual(self.r.messages(), [])
+            self.assertEqual(self.r.tmps(), [])
+
+    def test_sigkill_at_each_step(self):
+        points = ['openat:when=2', 'write:when=1', 'fsync:when=1', 'fsync:when=2',
+                  'renameat2:when=1', 'fsync:when=3', 'renameat2:when=2', 'fsync:when=4', 'linkat:when=1']
+        committed = 0
+        for point in points:
+            call, when = point.split(':')
+            before = set(self.r.envs())
+            rc, reply, err = self.r.inject(wrap=self.strace('inject=%s:signal=KILL:%s' % (call, when)))
+            self.assertIn(rc, (-9, 137), (point, err))   # killed, as injected
+            self.assertEqual(reply, b'', point)   # never acknowledged
+            after = set(self.assert_nothing_or_whole())
+            new = after - before
+            self.assertLessEqual(len(new), 1)
+            if new:
+                committed += 1
+                # only once the envelope is renamed into place
+                self.assertIn(point, ('fsync:when=4', 'linkat:when=1'))
+        # the kills after the envelope's rename leave a whole (unacknowledged) message
+        self.assertEqual(committed, 2)
+
+
+class SetuidTest(unittest.TestCase):
+    """The installed shape: 4711 postern-queue, run by an ordinary user."""
+
+    def setUp(self):
+        need_bin(self, 'queue-inject')
+        if os.geteuid() != 0:
+            self.skipTest('needs root to create postern-queue and install setuid')
+        with open(os.path.join(BIN, 'queue-inject'), 'rb') as f:
+            if b'__asan_init' in f.read():
+                self.skipTest('sanitizer build: LeakSanitizer cannot run setuid')
+        try:
+            pwd.getpwnam('postern-queue')
+        except KeyError:
+            subprocess.run(['groupadd', '--system', 'postern-queue'], capture_output=True)
+            subprocess.run(['useradd', '--system', '--gid', 'postern-queue', '--no-create-home',
+                            '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin',
+                            'postern-queue'], check=True)
+        self.pq = pwd.getpwnam('postern-queue')
+        self.r = QueueRoot()
+        for path in [self.r.q] + [os.path.join(dp, n) for dp, ds, fs in os.walk(self.r.q) for n in ds + fs]:
+            os.lchown(path, self.pq.pw_uid, self.pq.pw_gid)
+        exe = os.path.join(self.r.root, 'bin', 'queue-inject')
+        os.chown(exe, self.pq.pw_uid, self.pq.pw_gid)
+        os.chmod(exe, 0o4711)
+
+    def tearDown(self):
+        self.r.cleanup()
+
+    def run_as(self, uid, gid, exe=None):
+        exe = exe or os.path.join(self.r.root, 'bin', 'queue-inject')
+        ours, theirs = socket.socketpair()
+        mr, mw = os.pipe()
+
+        def drop():
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        p = subprocess.Popen([exe], stdin=mr, stdout=theirs.fileno(), stderr=subprocess.PIPE,
+                             preexec_fn=drop, env=dict(os.environ, ASAN_OPTIONS='detect_leaks=0'))
+        os.close(mr)
+        theirs.close()
+        reply = b''
+        try:
+            os.write(mw, MESSAGE)
+            os.close(mw)
+            mw = None
+            ours.sendall(b'Fnobody@example.test\0Csmtp 203.0.113.9\0Tbob@example.test\t\t\0\0')
+            ours.settimeout(30)
+            reply = ours.recv(100)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            if mw is not None:
+                os.close(mw)
+            ours.close()
+        err = p.stderr.read()
+        p.stderr.close()
+        return p.wait(timeout=30), reply, err
+
+    def test_ordinary_user_injects_as_postern_queue(self):
+        nobody = pwd.getpwnam('nobody')
+        rc, reply, err = self.run_as(nobody.pw_uid, nobody.pw_gid)
+        self.assertEqual(rc, 0, err)
+        qid = reply.decode().strip()
+        for path in (self.r.envs()[0], self.r.messages()[0]):
+            st = os.stat(path)
+            self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (self.pq.pw_uid, 0o600))
+        # the caller's claim stays, with the kernel's word on who called
+        self.assertIn('client smtp 203.0.113.9 (uid %d)\n' % nobody.pw_uid, self.r.read_env(qid))
+
+    def test_root_runs_the_setuid_binary(self):
+        rc, reply, err = self.run_as(0, 0)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(os.stat(self.r.envs()[0]).st_uid, self.pq.pw_uid)
+
+    def test_root_runs_a_plain_copy(self):
+        # not setuid (a test build): root becomes the queue's owner first
+        exe = os.path.join(self.r.root, 'bin', 'queue-inject')
+        os.chown(exe, 0, 0)
+        os.chmod(exe, 0o755)
+        rc, reply, err = self.run_as(0, 0)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(os.stat(self.r.envs()[0]).st_uid, self.pq.pw_uid)
+
+    def test_queue_of_someone_else_refused(self):
+        # a plain copy run by nobody: the queue is not nobody's, nothing written
+        exe = os.path.join(self.r.root, 'bin', 'queue-inject')
+        os.chown(exe, 0, 0)
+        os.chmod(exe, 0o755)
+        nobody = pwd.getpwnam('nobody')
+        rc, reply, err = self.run_as(nobody.pw_uid, nobody.pw_gid)
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(self.r.envs(), [])
+
+
+class SendmailTest(unittest.TestCase):
+    def setUp(self):
+        need_bin(self, 'queue-inject', 'sendmail')
+        self.r = QueueRoot()
+        self.sendmail = os.path.join(self.r.root, 'bin', 'sendmail')
+
+    def tearDown(self):
+        self.r.cleanup()
+
+    def run_sendmail(self, args, data, env=None):
+        return subprocess.run([self.sendmail] + args, input=data, capture_output=True, timeout=30, env=env)
+
+    def only_message(self):
+        envs = self.r.envs()
+        self.assertEqual(len(envs), 1)
+        qid = os.path.basename(envs[0])
+        return self.r.read_env(qid), self.r.read_mess(qid).decode()
+
+    def test_t_reads_recipients_and_removes_bcc(self):
+        msg = (b'To: Bob <bob@example.test>, carol\r\nCc: "Doe, J" <jd@example.org>\r\n'
+               b'Bcc: secret@example.net\r\nSubject: hi\r\n\r\nline 1\r\n..dots stay\r\n')
+        p = self.run_sendmail(['-t', '-i', '-f', 'me@example.test'], msg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, mess = self.only_message()
+        rcpts = re.findall(r'^rcpt\t[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)\t', env, re.M)
+        self.assertEqual(sorted(rcpts), ['bob@example.test', 'carol@mx.example.test',
+                                         'jd@example.org', 'secret@example.net'])
+        self.assertIn('sender me@example.test\n', env)
+        self.assertIn('client sendmail (uid %d)\n' % os.getuid(), env)
+        self.assertNotIn('Bcc', mess)
+        self.assertNotIn('secret', mess)
+        self.assertNotIn('\r', mess)
+        self.assertTrue(mess.startswith('Received: (from '))
+        self.assertRegex(mess, r'\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\n')
+        self.assertRegex(mess, r'\nMessage-ID: <[^>@]+@mx\.example\.test>\n')
+        self.assertIn('\nFrom: ', mess)
+        self.assertTrue(mess.endswith('\n\nline 1\n..dots stay\n'))
+
+    def test_dot_ends_message_without_i(self):
+        p = self.run_sendmail(['bob@example.test'], b'Subject: x\n\nbody\n.\nnot part\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, mess = self.only_message()
+        self.assertTrue(mess.endswith('\n\nbody\n'), mess)
+        self.assertIn('rcpt\tpending\t0\t0\t\t\tbob@example.test\t', env)
+
+    def test_existing_headers_kept_and_body_without_header(self):
+        p = self.run_sendmail(['-oi', 'bob'], b'just a body line\nsecond\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, mess = self.only_message()
+        self.assertIn('\n\njust a body line\nsecond\n', mess)
+        self.assertIn('\tbob@mx.example.test\t', env)
+        p = self.run_sendmail(['-i', 'bob'], b'From: x@y\nDate: today\nMessage-ID: <a@b>\n\nb\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        mess = [self.r.read_mess(os.path.basename(e)).decode() for e in self.r.envs()]
+        m = [x for x in mess if 'Message-ID: <a@b>' in x][0]
+        self.assertEqual(m.count('Date:'), 1)
+        self.assertEqual(m.count('From:'), 1)
+        self.assertEqual(m.count('Message-ID:'), 1)
+
+    def test_usage_errors(self):
+        for args, code in ((['-bs'], 64), (['-bd'], 64), (['-q'], 64), (['-X'], 64), ([], 64),
+                           (['-f'], 64), (['bad address@x'], 65)):
+            p = self.run_sendmail(args, b'Subject: x\n\nb\n')
+            self.assertEqual(p.returncode, code, (args, p.stderr))
+            self.assertTrue(p.stderr.startswith(b'sendmail: '), p.stderr)
+        self.assertEqual(self.r.envs(), [])
+
+    def test_tempfail_when_queue_broken(self):
+        os.rename(os.path.join(self.r.q, 'tmp'), os.path.join(self.r.q, 'tmp.away'))
+        p = self.run_sendmail(['-i', 'bob@example.test'], b'Subject: x\n\nb\n')
+        self.assertEqual(p.returncode, 75, p.stderr)
+        self.assertEqual(self.r.envs(), [])
+
+    def test_root_option(self):
+        other = QueueRoot()
+        try:
+            p = subprocess.run([os.path.join(BIN, 'sendmail'), '-C', other.root, '-i', 'bob@example.test'],
+                               input=b'Subject: x\n\nb\n', capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(len(other.envs()), 1)
+        finally:
+            other.cleanup()
+
+
+if __name__ == '__main__':
+    unittest.main()

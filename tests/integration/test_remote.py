@@ -1,0 +1,497 @@
+"""test_remote.py - remote-deliverer driven as queue-manager drives it (a
+SOCK_SEQPACKET socketpair on fd 0, the message fd attached to each job)
+against a recording SMTP sink and a test DNS responder, all on loopback."""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+from harness import Instance, need, need_root, smtp_dialogue
+from remote_helpers import Deliverer, DnsServer, SmtpSink, ensure_user, make_cert
+
+MESSAGE = (b'Received: from client.test by mail.example.test; Thu, 1 Jan 2026 00:00:00 +0000\n'
+           b'From: alice@example.test\nTo: bob@example.net\nSubject: dots\n\n'
+           b'.leading dot\n..two dots\n.\nmiddle\n\n' + b'x' * 990 + b'\nno newline at end')
+EXPECTED = MESSAGE.replace(b'\n', b'\r\n') + b'\r\n'
+
+CERTDIR = None
+CERT = KEY = None
+
+
+def setUpModule():
+    global CERTDIR, CERT, KEY
+    CERTDIR = tempfile.mkdtemp(prefix='postern-remote-cert-')
+    os.chmod(CERTDIR, 0o755)
+    CERT, KEY = make_cert(CERTDIR, names=('smarthost.test',), ips=('127.0.0.1',))
+
+
+def tearDownModule():
+    shutil.rmtree(CERTDIR, ignore_errors=True)
+
+
+class RemoteBase(unittest.TestCase):
+    def setUp(self):
+        need(self, 'remote-deliverer')
+        need_root(self)
+        ensure_user('postern-remote')
+        self.cleanups = []
+
+    def tearDown(self):
+        for fn in reversed(self.cleanups):
+            fn()
+
+    def sink(self, **knobs):
+        s = SmtpSink(cert=CERT, key=KEY)
+        for k, v in knobs.items():
+            setattr(s, k, v)
+        self.cleanups.append(s.close)
+        return s
+
+    def dns(self, zone, **kw):
+        d = DnsServer(zone, **kw)
+        self.cleanups.append(d.close)
+        return d
+
+    def deliverer(self, routes='', conf=None, **kw):
+        d = Deliverer(conf=conf, routes=routes, **kw).start()
+        self.cleanups.append(lambda: self.stop_clean(d))
+        return d
+
+    def stop_clean(self, d):
+        d.stop()
+        for bad in ('Sanitizer', 'runtime error:', 'delivery process died'):
+            self.assertNotIn(bad, d.final_log)
+
+    def routed(self, sink, opts='', conf=None, **kw):
+        """a deliverer routing example.net to the sink by address literal"""
+        return self.deliverer('example.net [127.0.0.1]:%d %s\n' % (sink.port, opts), conf=conf, **kw)
+
+
+class DeliveryTest(RemoteBase):
+    def test_success_byte_exact_with_dot_stuffing(self):
+        s = self.sink()
+        d = self.routed(s)
+        r = d.deliver('bob@example.net', MESSAGE)
+        self.assertEqual(r['S'], 's', r)
+        self.assertTrue(r['X'].startswith('2.0.0 host [127.0.0.1]:%d said: 250 2.0.0 queued' % s.port), r)
+        self.assertEqual(len(s.messages), 1)
+        m = s.messages[0]
+        self.assertEqual(m['data'], EXPECTED)
+        self.assertEqual(m['helo'], 'EHLO mail.example.test')
+        self.assertTrue(m['mail'].startswith('MAIL FROM:<alice@example.test> SIZE='), m['mail'])
+        self.assertEqual(m['after_mail'], b'')     # no PIPELINING offered: one command at a time
+        self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net>'])
+        # dot-stuffing on the wire: the raw lines are not in 'lines' (DATA
+        # content is read separately), so check the unstuffed result above
+        # and that a line "." did not end the message early
+        self.assertIn(b'\r\n.\r\nmiddle\r\n', m['data'])
+
+    def test_null_sender_and_dsn_parameters(self):
+        s = self.sink(dsn=True, pipelining=True)
+        d = self.routed(s)
+        r = d.deliver('bob@example.net', b'Subject: x\n\nbody\n', sender='',
+                      notify='SUCCESS,FAILURE', orcpt='rfc822;Bob@example.net',
+                      envid='QQ123', body='8BITMIME')
+        self.assertEqual(r['S'], 's', r)
+        m = s.messages[0]
+        self.assertEqual(m['mail'], 'MAIL FROM:<> SIZE=17 BODY=8BITMIME ENVID=QQ123')
+        self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@example.net'])
+        self.assertTrue(m['after_mail'].startswith(b'RCPT TO:'), m['after_mail'])   # pipelined
+
+    def test_orcpt_made_from_recipient_when_absent(self):
+        s = self.sink(dsn=True)
+        d = self.routed(s)
+        r = d.deliver('b+x=y@example.net', b'hi\n')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<b+x=y@example.net> ORCPT=rfc822;b+2Bx+3Dy@example.net'])
+
+    def test_starttls_used_when_offered(self):
+        s = self.sink(starttls=True)
+        d = self.routed(s)
+        r = d.deliver('bob@example.net', MESSAGE)
+        self.assertEqual(r['S'], 's', r)
+        self.assertTrue(s.messages[0]['tls'])
+        self.assertEqual(s.messages[0]['data'], EXPECTED)
+        helos = [l for l in s.messages[0]['lines'] if l.startswith(b'EHLO')]
+        self.assertEqual(len(helos), 2)   # EHLO again after TLS
+
+    def test_tls_none_route_stays_plain(self):
+        s = self.sink(starttls=True)
+        d = self.routed(s, 'tls=none')
+        r = d.deliver('bob@example.net')
+        self.assertEqual(r['S'], 's', r)
+        self.assertFalse(s.messages[0]['tls'])
+
+    def test_rcpt_4xx_is_temporary_with_server_text(self):
+        s = self.sink(rcpt_reply='450 4.2.1 mailbox busy, try later')
+        d = self.routed(s)
+        r = d.deliver('bob@example.net')
+        self.assertEqual(r['S'], 't', r)
+        self.assertEqual(r['X'], '4.2.1 host [127.0.0.1]:%d said: 450 4.2.1 mailbox busy, try later '
+                                 '(in reply to RCPT TO)' % s.port)
+        self.assertEqual(s.messages, [])
+
+    def test_rcpt_5xx_is_permanent_with_server_text(self):
+        s = self.sink(rcpt_reply='550 5.1.1 no such user')
+        d = self.routed(s)
+        r = d.deliver('nobody@example.net')
+        self.assertEqual(r['S'], 'p', r)
+        self.assertIn('5.1.1 host [127.0.0.1]:%d said: 550 5.1.1 no such user' % s.port, r['X'])
+
+    def test_5xx_without_enhanced_code_and_control_bytes(self):
+        s = self.sink(end_reply='554 rejected\x01\x7f by policy')
+        d = self.routed(s)
+        r = d.deliver('bob@example.net')
+        self.assertEqual(r['S'], 'p', r)
+        self.assertTrue(r['X'].startswith('5.0.0 host '), r)
+        self.assertIn('554 rejected?? by policy (in reply to end of data)', r['X'])
+
+    def test_helo_fallback(self):
+        s = self.sink(ehlo_reply=b'502 5.5.1 no ESMTP here\r\n')
+        d = self.routed(s)
+        r = d.deliver('bob@example.net', MESSAGE)
+        self.assertEqual(r['S'], 's', r)
+        self.assertTrue(any(l.startswith(b'HELO ') for l in s.messages[0]['lines']))
+        self.assertEqual(s.messages[0]['mail'], 'MAIL FROM:<alice@example.test>')
+
+    def test_required_tls_missing_is_temporary(self):
+        s = self.sink(starttls=False)
+        d = self.routed(s, 'tls=require-verify')
+        r = d.deliver('bob@example.net')
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.7.5 '), r)
+        self.assertEqual(s.messages, [])
+
+    def test_require_verify_accepts_good_certificate(self):
+        s = self.sink(starttls=True)
+        dns = self.dns({'smarthost.test': {'A': ['127.0.0.1']}})
+        d = self.deliverer('* smarthost.test:%d tls=require-verify ca=%s\n' % (s.port, CERT),
+                           conf={'dns_server': dns.address})
+        r = d.deliver('bob@anywhere.example')
+        self.assertEqual(r['S'], 's', r)
+        self.assertTrue(s.messages[0]['tls'])
+
+    def test_require_verify_refuses_wrong_name(self):
+        s = self.sink(starttls=True)
+        dns = self.dns({'other.test': {'A': ['127.0.0.1']}})
+        d = self.deliverer('* other.test:%d tls=require-verify ca=%s\n' % (s.port, CERT),
+                           conf={'dns_server': dns.address})
+        r = d.deliver('bob@anywhere.example')
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.7.5 '), r)
+        self.assertIn('verif', r['X'])
+        self.assertEqual(s.messages, [])
+
+    def test_auth_plain_to_smarthost(self):
+        s = self.sink(starttls=True, auth=True)
+        s.auth_ok = ('relayuser', 'pass word')
+        d = self.deliverer('* [127.0.0.1]:%d auth=isp\n' % s.port,
+                           relay_auth='isp relayuser pass word\n')
+        r = d.deliver('bob@far.example')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[0]['auth'], ('relayuser', 'pass word'))
+        self.assertTrue(s.messages[0]['tls'])
+        self.assertNotIn('pass word', d.log())
+
+    def test_auth_rejected_is_temporary(self):
+        s = self.sink(starttls=True, auth=True)
+        s.auth_ok = ('relayuser', 'other')
+        d = self.deliverer('* [127.0.0.1]:%d auth=isp\n' % s.port,
+                           relay_auth='isp relayuser pass word\n')
+        r = d.deliver('bob@far.example')
+        self.assertEqual(r['S'], 't', r)
+        self.assertIn('535 5.7.8', r['X'])
+
+    def test_connection_refused_is_temporary(self):
+        s = self.sink()
+        port = s.port
+        s.close()
+        d = self.deliverer('example.net [127.0.0.1]:%d\n' % port)
+        r = d.deliver('bob@example.net')
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.4.1 connection to [127.0.0.1]:%d failed' % port), r)
+
+    def test_drops_privileges(self):
+        s = self.sink(end_delay=1.5)
+        d = self.routed(s)
+        d.submit('bob@example.net', b'hi\n')
+        deadline = time.time() + 5
+        while 'event=start' not in d.log() and time.time() < deadline:
+            time.sleep(0.05)
+        want = pwd.getpwnam('postern-remote').pw_uid
+        with open('/proc/%d/status' % d.proc.pid) as f:
+            uids = [l for l in f if l.startswith('Uid:')][0].split()[1:]
+        self.assertEqual({int(u) for u in uids}, {want})
+        self.assertEqual(d.result()['S'], 's')
+
+
+class HostileServerTest(RemoteBase):
+    """Whatever the server does, the result is a temporary failure and the
+    deliverer lives on (the next job still works)."""
+
+    def assert_temp_then_alive(self, s, d, what):
+        r = d.deliver('bob@example.net', MESSAGE, timeout=30)
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.'), r)
+        self.assertIn(what, r['X'])
+        self.assertIsNone(d.proc.poll())
+        return r
+
+    def test_endless_continuation_lines(self):
+        s = self.sink(ehlo_reply=b'250-x\r\n' * 100000)
+        d = self.routed(s)
+        self.assert_temp_then_alive(s, d, '4.4.2 bad reply from server')
+
+    def test_100k_line(self):
+        s = self.sink(greeting=b'220 ' + b'A' * 100000 + b'\r\n')
+        d = self.routed(s)
+        self.assert_temp_then_alive(s, d, '4.4.2 bad reply from server')
+
+    def test_bare_lf_replies(self):
+        s = self.sink(greeting=b'220 sink.test ready\n')
+        d = self.routed(s)
+        self.assert_temp_then_alive(s, d, '4.4.2 bad reply from server')
+
+    def test_garbage_code(self):
+        s = self.sink(rcpt_reply='2x0 what')
+        d = self.routed(s)
+        self.assert_temp_then_alive(s, d, '4.4.2 bad reply from server')
+
+    def test_reply_too_big_in_total(self):
+        s = self.sink(ehlo_reply=b''.join(b'250-' + b'k' * 900 + b'\r\n' for _ in range(30)) + b'250 end\r\n')
+        d = self.routed(s)
+        self.assert_temp_then_alive(s, d, '4.4.2 bad reply from server')
+
+    def test_stalling_server_times_out(self):
+        for where in ('greeting', 'rcpt', 'end'):
+            with self.subTest(where=where):
+                s = self.sink(stall_at=where)
+                d = self.routed(s, conf={'remote_timeout': '2'})
+                t0 = time.time()
+                self.assert_temp_then_alive(s, d, 'timeout')
+                self.assertLess(time.time() - t0, 15)
+
+    def test_close_mid_data(self):
+        s = self.sink(close_in_data=True)
+        d = self.routed(s)
+        self.assert_temp_then_alive(s, d, '4.4.2 host')
+
+    def test_starttls_then_garbage_handshake(self):
+        # the server says 220 to STARTTLS and then speaks plaintext: with
+        # tls=may the deliverer retries without TLS (and then succeeds)
+        s = self.sink(starttls=True, starttls_broken=True)
+        d = self.routed(s)
+        r = d.deliver('bob@example.net')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.connections, 2)
+        self.assertFalse(s.messages[0]['tls'])
+
+
+class DnsTest(RemoteBase):
+    def test_mx_preference_first_down_second_used(self):
+        s = self.sink()
+        dns = self.dns({
+            'mx.example': {'MX': [(20, 'mx2.mx.example'), (10, 'mx1.mx.example')]},
+            'mx1.mx.example': {'A': ['127.0.0.2']},       # nothing listens there
+            'mx2.mx.example': {'A': ['127.0.0.1']},
+        })
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+        r = d.deliver('bob@mx.example', MESSAGE)
+        self.assertEqual(r['S'], 's', r)
+        self.assertIn('mx2.mx.example[127.0.0.1]', r['X'])
+        self.assertEqual(s.messages[0]['data'], EXPECTED)
+        names = [q for q in dns.queries]
+        self.assertIn(('mx.example', 15), names)
+        # preference order: mx1 looked up before mx2
+        self.assertLess(names.index(('mx1.mx.example', 1)), names.index(('mx2.mx.example', 1)))
+
+    def test_implicit_mx(self):
+        s = self.sink()
+        dns = self.dns({'plain.example': {'A': ['127.0.0.1']}})
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+        r = d.deliver('bob@plain.example')
+        self.assertEqual(r['S'], 's', r)
+        self.assertIn('plain.example[127.0.0.1]', r['X'])
+
+    def test_null_mx_is_permanent(self):
+        dns = self.dns({'nomail.example': {'MX': [(0, '.')], 'A': ['127.0.0.1']}})
+        d = self.deliverer(conf={'dns_server': dns.address})
+        r = d.deliver('bob@nomail.example')
+        self.assertEqual(r['S'], 'p', r)
+        self.assertTrue(r['X'].startswith('5.1.10 '), r)
+
+    def test_nxdomain_is_permanent(self):
+        dns = self.dns({}, nxdomain=['gone.example'])
+        d = self.deliverer(conf={'dns_server': dns.address})
+        r = d.deliver('bob@gone.example')
+        self.assertEqual(r['S'], 'p', r)
+        self.assertTrue(r['X'].startswith('5.1.2 '), r)
+
+    def test_servfail_is_temporary(self):
+        dns = self.dns({}, servfail=['broken.example'])
+        d = self.deliverer(conf={'dns_server': dns.address})
+        r = d.deliver('bob@broken.example')
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.4.3 '), r)
+
+    def test_dns_timeout_is_temporary(self):
+        dns = self.dns({}, drop=['silent.example'])
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_timeout': '1'})
+        r = d.deliver('bob@silent.example', timeout=30)
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.4.3 '), r)
+
+    def test_address_literal_domain(self):
+        s = self.sink()
+        d = self.deliverer(conf={'remote_port': str(s.port)})
+        r = d.deliver('bob@[127.0.0.1]')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<bob@[127.0.0.1]>'])
+
+
+class SchedulingTest(RemoteBase):
+    def test_per_domain_limit_and_others_not_blocked(self):
+        slow = self.sink(end_delay=1.0)
+        fast = self.sink()
+        d = self.deliverer('slow.example [127.0.0.1]:%d\nfast.example [127.0.0.1]:%d\n'
+                           % (slow.port, fast.port), conf={'remote_per_domain': '2'})
+        jobs = [d.submit('u%d@slow.example' % i, b'hi\n') for i in range(6)]
+        fastjob = d.submit('x@fast.example', b'hi\n')
+        first = d.result(30)
+        self.assertEqual(first['J'], str(fastjob), 'the fast destination waited for the slow one')
+        results = {first['J']: first}
+        while len(results) < 7:
+            r = d.result(30)
+            results[r['J']] = r
+        self.assertTrue(all(r['S'] == 's' for r in results.values()), results)
+        self.assertEqual(slow.max_in_end, 2)
+        self.assertEqual(len(slow.messages), 6)
+
+    def test_eof_finishes_in_flight_then_exits(self):
+        s = self.sink(end_delay=1.0)
+        d = self.routed(s)
+        job = d.submit('bob@example.net', b'hi\n')
+        time.sleep(0.3)
+        d.sock.shutdown(socket.SHUT_WR)
+        r = d.result(30)
+        self.assertEqual((r['J'], r['S']), (str(job), 's'))
+        self.assertEqual(d.proc.wait(10), 0)
+        self.assertEqual(len(s.messages), 1)
+
+    def test_sigterm_finishes_in_flight_and_answers_waiting(self):
+        s = self.sink(end_delay=1.0)
+        d = self.routed(s, conf={'remote_per_domain': '1'})
+        j1 = d.submit('a@example.net', b'hi\n')
+        j2 = d.submit('b@example.net', b'hi\n')
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGTERM)
+        got = {}
+        for _ in range(2):
+            r = d.result(30)
+            got[r['J']] = r
+        self.assertEqual(got[str(j1)]['S'], 's')
+        self.assertEqual(got[str(j2)]['S'], 't')
+        self.assertEqual(d.proc.wait(10), 0)
+
+    def test_sigterm_grace_time_is_bounded(self):
+        s = self.sink(stall_at='end')
+        d = self.routed(s, conf={'remote_timeout': '2'})
+        job = d.submit('a@example.net', MESSAGE)
+        time.sleep(0.5)
+        t0 = time.time()
+        d.proc.send_signal(signal.SIGTERM)
+        r = d.result(30)
+        self.assertEqual((r['J'], r['S']), (str(job), 't'))
+        self.assertIn('stopped during delivery', r['X'])
+        self.assertEqual(d.proc.wait(10), 0)
+        self.assertLess(time.time() - t0, 6)
+
+    def test_job_without_fd_and_bad_records(self):
+        s = self.sink()
+        d = self.routed(s)
+        d.sock.send(b'Jxx\0')                      # malformed: logged, ignored
+        d.sock.send(b'J7\0M0123456789ABCDEF\0F\0Rbob@example.net\0T1\0')   # no fd
+        r = d.result()
+        self.assertEqual((r['J'], r['S']), ('7', 't'))
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertIn('malformed', d.log())
+
+    def test_sighup_reloads_routes(self):
+        s1, s2 = self.sink(), self.sink()
+        d = self.routed(s1)
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        d.write('conf/routes', 'example.net [127.0.0.1]:%d\n' % s2.port)
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 5
+        while 'event=reload' not in d.log() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertEqual((len(s1.messages), len(s2.messages)), (1, 1))
+
+
+class EndToEndTest(RemoteBase):
+    """SMTP in -> queue -> queue-manager -> remote-deliverer -> the sink."""
+
+    def test_relay_through_the_whole_host(self):
+        need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer')
+        s = self.sink(starttls=True, pipelining=True)
+        inst = Instance(conf_extra={'remote_timeout': '10'})
+        try:
+            inst.setup()
+            with open(inst.path('conf', 'routes'), 'w') as f:
+                f.write('example.net [127.0.0.1]:%d\n' % s.port)
+            os.chmod(inst.path('conf', 'routes'), 0o644)
+            inst.start()
+            smtp_dialogue(inst.port('smtp'), [
+                (None, '220'),
+                ('EHLO client.test', '250'),
+                ('MAIL FROM:<alice@example.test>', '250'),
+                ('RCPT TO:<bob@example.net>', '250'),
+                ('DATA', '354'),
+                ('Subject: out\r\n\r\n..dot line\r\nbye\r\n.', '250'),
+                ('QUIT', '221'),
+            ])
+            inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
+            m = s.messages[0]
+            self.assertTrue(m['tls'])
+            self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net>'])
+            self.assertTrue(m['mail'].startswith('MAIL FROM:<alice@example.test>'), m['mail'])
+            self.assertIn(b'Received: ', m['data'])
+            self.assertTrue(m['data'].endswith(b'Subject: out\r\n\r\n.dot line\r\nbye\r\n'), m['data'])
+            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
+        finally:
+            inst.stop()
+
+
+class ConfigErrorTest(RemoteBase):
+    def test_bad_routes_refuse_to_start(self):
+        d = Deliverer(routes='example.net [127.0.0.1]:25\nbad.example host tls=sometimes\n')
+        self.cleanups.append(d.stop)
+        d.start()
+        self.assertEqual(d.proc.wait(10), 100)
+        self.assertIn('conf/routes:2: tls= must be', d.log())
+
+    def test_auth_name_must_exist(self):
+        d = Deliverer(routes='* [127.0.0.1]:25 auth=nope\n', relay_auth='isp u p\n')
+        self.cleanups.append(d.stop)
+        d.start()
+        self.assertEqual(d.proc.wait(10), 100)
+        self.assertIn('conf/routes:1: auth=nope', d.log())
+
+    def test_relay_auth_must_be_private(self):
+        d = Deliverer(routes='', relay_auth='isp u p\n')
+        os.chmod(os.path.join(d.root, 'conf/relay-auth'), 0o644)
+        self.cleanups.append(d.stop)
+        d.start()
+        self.assertEqual(d.proc.wait(10), 100)
+        self.assertIn('relay-auth: readable by group or others', d.log())
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,583 @@
+"""postern-setup, the s6 tree it makes, the harness itself, and the
+privilege invariants of DESIGN.md section 1 checked on a running instance."""
+
+import grp
+import hashlib
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import textwrap
+import time
+import unittest
+
+import harness
+from harness import Instance, IS_ROOT, need, need_root, smtp_dialogue, Conn
+
+SYSUSERS = ('postern-smtp', 'postern-queue', 'postern-auth', 'postern-pop3',
+            'postern-tls', 'postern-remote', 'postern-log')
+
+
+def owner(path):
+    st = os.lstat(path)
+    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)
+
+
+def sha(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def u(name):
+    """The system user name, or oneself when not root (setup maps them so)."""
+    return name if IS_ROOT else pwd.getpwuid(os.getuid()).pw_name
+
+
+def g(name):
+    return name if IS_ROOT else grp.getgrgid(os.getgid()).gr_name
+
+
+class SetupTree(unittest.TestCase):
+    """postern-setup alone (no daemons needed)."""
+
+    def setUp(self):
+        need(self, 'postern-setup')
+        self.inst = Instance().setup()
+
+    def tearDown(self):
+        self.inst.stop()
+
+    def setup_again(self, *extra):
+        r = subprocess.run([os.path.join(harness.BIN, 'postern-setup'), '--root', self.inst.root]
+                           + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           universal_newlines=True, timeout=120)
+        return r
+
+    def test_users_and_groups(self):
+        need_root(self)
+        for name in SYSUSERS:
+            pw = pwd.getpwnam(name)  # raises KeyError if missing
+            self.assertNotEqual(pw.pw_uid, 0, name)
+            self.assertEqual(grp.getgrgid(pw.pw_gid).gr_name, name, name + "'s own group")
+            self.assertIn(pw.pw_shell, ('/usr/sbin/nologin', '/sbin/nologin', '/bin/false'))
+        members = grp.getgrnam('postern').gr_mem
+        self.assertIn('postern-smtp', members)
+        self.assertIn('postern-pop3', members)
+        for name in ('postern-auth', 'postern-queue', 'postern-tls', 'postern-remote'):
+            self.assertNotIn(name, members, name + ' must not reach run/auth')
+
+    def test_tree_owners_and_modes(self):
+        r = self.inst.root
+        root, rootg = u('root'), g('root')
+        q, gq = u('postern-queue'), g('postern-queue')
+        table = [
+            ('', root, rootg, 0o755), ('bin', root, rootg, 0o755),
+            ('conf', root, rootg, 0o755), ('mail', root, rootg, 0o755),
+            ('service', root, rootg, 0o755), ('log', root, rootg, 0o755),
+            ('run', root, rootg, 0o755), ('run/auth', root, g('postern'), 0o750),
+            ('empty', root, rootg, 0o555),
+            ('queue', q, gq, 0o700), ('queue/tmp', q, gq, 0o700), ('queue/todo', q, gq, 0o700),
+            ('queue/bounce', q, gq, 0o700), ('queue/lock', q, gq, 0o700),
+            ('queue/lock/trigger', q, gq, 0o600),
+            ('conf/postern.conf', root, rootg, 0o644), ('conf/aliases', root, rootg, 0o644),
+            ('conf/recipients', root, rootg, 0o644), ('conf/mailboxes', root, rootg, 0o644),
+            ('conf/users', u('postern-auth'), g('postern-auth'), 0o600),
+            ('conf/tls/key.pem', u('postern-tls'), g('postern-tls'), 0o600),
+            ('conf/tls/cert.pem', root, rootg, 0o644),
+        ]
+        for h in '0123456789ABCDEF':
+            table += [('queue/mess/' + h, q, gq, 0o700), ('queue/env/' + h, q, gq, 0o700)]
+        for rel, o, gr, mode in table:
+            with self.subTest(path=rel):
+                self.assertEqual(owner(os.path.join(r, rel)), (o, gr, mode))
+        self.assertTrue(stat.S_ISFIFO(os.lstat(os.path.join(r, 'queue/lock/trigger')).st_mode))
+        self.assertEqual(os.listdir(os.path.join(r, 'empty')), [])
+        # the certificate is a certificate and the key matches it
+        cert = subprocess.run(['openssl', 'x509', '-in', os.path.join(r, 'conf/tls/cert.pem'),
+                               '-noout', '-pubkey'], stdout=subprocess.PIPE, check=True).stdout
+        key = subprocess.run(['openssl', 'pkey', '-in', os.path.join(r, 'conf/tls/key.pem'),
+                              '-pubout'], stdout=subprocess.PIPE, check=True).stdout
+        self.assertEqual(cert, key)
+        with open(os.path.join(r, 'conf/aliases')) as f:
+            aliases = f.read()
+        self.assertRegex(aliases, r'(?m)^postmaster:\s*\S')
+        self.assertRegex(aliases, r'(?m)^abuse:\s*\S')
+
+    def test_secrets_unreachable_by_network_uids(self):
+        """DESIGN.md: no uid that parses network input can read the user
+        database or the TLS key, or write the queue (tried for real, as
+        each system user)."""
+        need_root(self)
+        r = self.inst.root
+        probe = textwrap.dedent('''
+            import os, sys
+            def can(f):
+                try:
+                    f(); return 1
+                except OSError:
+                    return 0
+            r = sys.argv[1]
+            print(can(lambda: open(r + "/conf/users").close()),
+                  can(lambda: open(r + "/conf/tls/key.pem").close()),
+                  can(lambda: os.close(os.open(r + "/queue/tmp/probe", os.O_CREAT | os.O_WRONLY, 0o600))),
+                  can(lambda: os.listdir(r + "/queue/todo")),
+                  can(lambda: open(r + "/conf/recipients").close()))
+        ''')
+        def as_user(name):
+            pw = pwd.getpwnam(name)
+            def drop():
+                os.setgroups(os.getgrouplist(name, pw.pw_gid))
+                os.setgid(pw.pw_gid)
+                os.setuid(pw.pw_uid)
+            out = subprocess.run(['python3', '-c', probe, r], preexec_fn=drop,
+                                 stdout=subprocess.PIPE, check=True, universal_newlines=True).stdout
+            return tuple(int(x) for x in out.split())
+        #                 users key queue-write queue-read recipients
+        want = {'postern-smtp':   (0, 0, 0, 0, 1),
+                'postern-pop3':   (0, 0, 0, 0, 1),
+                'postern-remote': (0, 0, 0, 0, 1),
+                'postern-tls':    (0, 1, 0, 0, 1),
+                'postern-auth':   (1, 0, 0, 0, 1),
+                'postern-log':    (0, 0, 0, 0, 1),
+                'postern-queue':  (0, 0, 1, 1, 1)}
+        for name, expect in want.items():
+            with self.subTest(user=name):
+                self.assertEqual(as_user(name), expect)
+
+    def test_conf_written_from_options(self):
+        with open(self.inst.path('conf', 'postern.conf')) as f:
+            conf = f.read()
+        self.assertIn('hostname = mail.example.test\n', conf)
+        self.assertIn('local_domains = example.test localhost\n', conf)
+        for name, port in self.inst.ports.items():
+            self.assertIn('%s_listen = 127.0.0.1:%d\n' % (name, port), conf)
+        if harness.have('postern-confcheck'):
+            r = subprocess.run([self.inst.bin('postern-confcheck'), self.inst.root],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.assertEqual(r.returncode, 0, r.stdout)
+
+    def test_programs_installed(self):
+        for name in os.listdir(harness.BIN):
+            src = os.path.join(harness.BIN, name)
+            if name in ('deps', 'run-demo') or not os.access(src, os.X_OK) or os.path.isdir(src):
+                continue
+            with self.subTest(program=name):
+                dst = self.inst.bin(name)
+                self.assertEqual(sha(dst), sha(src))
+                if name == 'queue-inject':
+                    self.assertEqual(owner(dst)[0], u('postern-queue'))
+                    self.assertEqual(owner(dst)[2], 0o4711)
+                else:
+                    self.assertEqual(owner(dst)[0], u('root'))
+                    self.assertEqual(owner(dst)[2], 0o755)
+        self.assertFalse(os.path.exists(self.inst.bin('deps')))
+
+    def test_services_written_for_present_daemons(self):
+        for s in harness.SERVICES:
+            d = self.inst.path('service', s)
+            with self.subTest(service=s):
+                if not harness.have(s):
+                    self.assertFalse(os.path.exists(d), 'no service without its program')
+                    continue
+                with open(os.path.join(d, 'run')) as f:
+                    run = f.read()
+                self.assertIn('exec 2>&1', run)
+                self.assertIn('exec %s -d 3 %s' % (self.inst.bin(s), self.inst.root), run)
+                with open(os.path.join(d, 'notification-fd')) as f:
+                    self.assertEqual(f.read().strip(), '3')
+                with open(os.path.join(d, 'log', 'run')) as f:
+                    self.assertIn('s6-log', f.read())
+                self.assertEqual(owner(self.inst.path('log', s))[0], u('postern-log'))
+
+    def test_idempotent_keeps_data(self):
+        r = self.inst.root
+        cert, key = sha(r + '/conf/tls/cert.pem'), sha(r + '/conf/tls/key.pem')
+        with open(r + '/conf/postern.conf', 'a') as f:
+            f.write('max_recipients = 7\n')
+        with open(r + '/conf/users', 'w') as f:
+            f.write('someone:20000:20000:/nonexistent/Maildir:$argon2id$x\n')
+        with open(r + '/conf/aliases', 'a') as f:
+            f.write('sales: someone\n')
+        os.chmod(r + '/queue/todo', 0o755)          # drift that setup repairs
+        os.chmod(r + '/conf/tls/key.pem', 0o644)
+        if IS_ROOT:
+            os.chown(r + '/queue/todo', 0, 0)
+        out = self.setup_again('--hostname', 'other.test', '--domain', 'other.test')
+        self.assertEqual(out.returncode, 0, out.stdout)
+        self.assertEqual(sha(r + '/conf/tls/cert.pem'), cert)
+        self.assertEqual(sha(r + '/conf/tls/key.pem'), key)
+        with open(r + '/conf/postern.conf') as f:
+            conf = f.read()
+        self.assertIn('max_recipients = 7', conf)
+        self.assertIn('hostname = mail.example.test', conf)  # kept, not rewritten
+        with open(r + '/conf/users') as f:
+            self.assertIn('someone:20000', f.read())
+        with open(r + '/conf/aliases') as f:
+            self.assertIn('sales: someone', f.read())
+        self.assertEqual(owner(r + '/queue/todo'), (u('postern-queue'), g('postern-queue'), 0o700))
+        self.assertEqual(owner(r + '/conf/tls/key.pem')[2], 0o600)
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 0, chk.stdout)
+
+    def test_check_reports_problems(self):
+        r = self.inst.root
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 0, chk.stdout)
+        self.assertIn(': ok', chk.stdout)
+        if IS_ROOT:
+            os.chown(r + '/queue/todo', 0, 0)
+        else:
+            os.chmod(r + '/queue/todo', 0o755)
+        with open(r + '/conf/aliases', 'a') as f:
+            f.write('this line is wrong\n')
+        with open(r + '/conf/aliases') as f:
+            alias_line = len(f.read().splitlines())
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 1, chk.stdout)
+        self.assertIn('queue/todo', chk.stdout)
+        self.assertIn('chown %s:%s %s/queue/todo' % (u('postern-queue'), g('postern-queue'), r),
+                      chk.stdout)
+        self.assertIn('conf/aliases:%d:' % alias_line, chk.stdout)
+        # --check changes nothing
+        self.assertNotEqual(owner(r + '/queue/todo'), (u('postern-queue'), g('postern-queue'), 0o700))
+
+    def test_check_names_bad_conf_line(self):
+        need(self, 'postern-confcheck')
+        r = self.inst.root
+        with open(r + '/conf/postern.conf', 'a') as f:
+            f.write('max_recipients = lots\n')
+        with open(r + '/conf/postern.conf') as f:
+            line = len(f.read().splitlines())
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 1, chk.stdout)
+        self.assertIn('postern.conf:%d:' % line, chk.stdout)
+        self.assertIn('max_recipients', chk.stdout)
+
+    def test_check_finds_extra_setuid(self):
+        r = self.inst.root
+        p = r + '/bin/extra'
+        shutil.copy('/bin/true', p)
+        os.chmod(p, 0o4755)
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 1, chk.stdout)
+        self.assertIn('bin/extra is setuid', chk.stdout)
+
+    def test_refuses_bad_ports(self):
+        d = tempfile.mkdtemp(prefix='postern-bad-')
+        try:
+            r = subprocess.run([os.path.join(harness.BIN, 'postern-setup'), '--root', d + '/x',
+                                '--ports', 'smtp=25,imap=143'], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True)
+            self.assertEqual(r.returncode, 100)
+            self.assertIn('imap', r.stdout)
+            self.assertFalse(os.path.exists(d + '/x/conf/postern.conf'))
+        finally:
+            shutil.rmtree(d)
+
+
+FAKE_DAEMON = r'''#!/usr/bin/env python3
+# a stand-in daemon for the harness's own test: "PROG [-d FD] ROOT"
+import os, signal, socket, sys
+a = sys.argv[1:]
+fd = None
+if a[0] == '-d':
+    fd = int(a[1]); a = a[2:]
+root = a[0]
+addr = None
+for line in open(root + '/conf/postern.conf'):
+    k, _, v = line.partition('=')
+    if k.strip() == 'smtp_listen':
+        addr = v.split()[0]
+host, port = addr.rsplit(':', 1)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, int(port)))
+s.listen(5)
+signal.signal(signal.SIGHUP, lambda *x: print('fake: info: - reload', file=sys.stderr, flush=True))
+print('fake: info: - ready pid=%d' % os.getpid(), file=sys.stderr, flush=True)
+os.write(fd, b'\n'); os.close(fd)
+while True:
+    c, _ = s.accept()
+    f = c.makefile('rwb')
+    f.write(b'220 fake ESMTP\r\n'); f.flush()
+    for line in f:
+        if line.upper().startswith(b'QUIT'):
+            f.write(b'221 bye\r\n'); f.flush(); break
+        f.write(b'250-fake\r\n250 ok\r\n'); f.flush()
+    c.close()
+'''
+
+
+class HarnessSelfTest(unittest.TestCase):
+    """The harness and the s6 tree, with a stand-in smtp-listener, so this
+    runs before (and independently of) the real daemons."""
+
+    def setUp(self):
+        need(self, 'postern-setup')
+        self.bindir = tempfile.mkdtemp(prefix='postern-fakebin-')
+        os.chmod(self.bindir, 0o755)
+        shutil.copy(os.path.join(harness.BIN, 'postern-setup'), self.bindir)
+        with open(os.path.join(self.bindir, 'smtp-listener'), 'w') as f:
+            f.write(FAKE_DAEMON)
+        os.chmod(os.path.join(self.bindir, 'smtp-listener'), 0o755)
+
+    def tearDown(self):
+        shutil.rmtree(self.bindir, ignore_errors=True)
+
+    def test_start_dialogue_restart_stop(self):
+        inst = Instance(bin=self.bindir)
+        with inst:
+            self.assertEqual(inst.services, ['smtp-listener'])
+            self.assertFalse(os.path.exists(inst.path('service', 'pop3-listener')))
+            self.assertRegex(inst.svstat('smtp-listener'), r'^up .*ready')
+            replies = smtp_dialogue(inst.port('smtp'), [
+                (None, '220'), ('EHLO x', '250'), ('QUIT', '221')])
+            self.assertEqual(replies[1], '250-fake\n250 ok')
+            with self.assertRaises(harness.HarnessError) as cm:
+                smtp_dialogue(inst.port('smtp'), [(None, '220'), ('NOOP', '500')])
+            self.assertIn('C: NOOP', str(cm.exception))
+            inst.wait_log('smtp-listener', 'ready pid=')
+            # s6-log timestamps each line (T: ISO 8601) in log/<service>/current
+            self.assertRegex(inst.log('smtp-listener'), r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+  fake: info:')
+            pid = inst.service_pid('smtp-listener')
+            inst.reload('smtp-listener')
+            inst.wait_log('smtp-listener', 'reload')
+            self.assertEqual(inst.service_pid('smtp-listener'), pid)
+            inst.svc('smtp-listener', '-r')
+            inst.wait_for(lambda: inst.service_pid('smtp-listener') not in (None, pid))
+            inst.wait_ready('smtp-listener')
+            smtp_dialogue(inst.port('smtp'), [(None, '220'), ('QUIT', '221')])
+            root = inst.root
+            self.assertTrue(inst.processes())
+        self.assertIsNone(inst.root)
+        self.assertFalse(os.path.exists(root))
+        left = [p for p in os.listdir('/proc') if p.isdigit() and _proc_mentions(p, root)]
+        self.assertEqual(left, [], 'processes left behind')
+
+    def test_service_subset_is_down(self):
+        with Instance(bin=self.bindir, services=[]) as inst:
+            self.assertEqual(inst.services, [])
+            inst.wait_for(lambda: os.path.exists(inst.path('service', 'smtp-listener', 'supervise', 'status')))
+            self.assertTrue(inst.svstat('smtp-listener').startswith('down'))
+            self.assertFalse(harness.port_open(inst.port('smtp')))
+            inst.svc('smtp-listener', '-u')
+            inst.wait_ready('smtp-listener')
+            self.assertTrue(harness.port_open(inst.port('smtp')))
+
+
+def _proc_mentions(pid, root):
+    try:
+        with open('/proc/%s/cmdline' % pid, 'rb') as f:
+            return root.encode() in f.read()
+    except OSError:
+        return False
+
+
+def proc_info(pid):
+    """(exe basename, cmdline, (ruid, euid, suid), root dir) of a process, or None."""
+    try:
+        exe = os.readlink('/proc/%d/exe' % pid)
+        with open('/proc/%d/status' % pid) as f:
+            st = f.read()
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            cmd = f.read().replace(b'\0', b' ').decode(errors='replace').strip()
+        rootdir = os.readlink('/proc/%d/root' % pid)
+    except OSError:
+        return None
+    uids = next(l for l in st.splitlines() if l.startswith('Uid:')).split()[1:4]
+    return exe, cmd, tuple(int(x) for x in uids), rootdir
+
+
+def socket_inodes(pid):
+    out = set()
+    try:
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            try:
+                t = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+            except OSError:
+                continue
+            if t.startswith('socket:['):
+                out.add(int(t[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def tcp_sockets():
+    """{inode: (local port, state)} from /proc/net/tcp and tcp6."""
+    out = {}
+    for name in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(name) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for l in lines:
+            fields = l.split()
+            port = int(fields[1].rsplit(':', 1)[1], 16)
+            out[int(fields[9])] = (port, fields[3])
+    return out
+
+
+class RunningInstance(unittest.TestCase):
+    """The real daemons under s6."""
+
+    def setUp(self):
+        present = [s for s in harness.SERVICES if harness.have(s)]
+        if not present:
+            self.skipTest('no daemon built yet: ' + ', '.join(harness.SERVICES))
+        need(self, 'postern-setup')
+
+    def test_services_up_restart_and_sighup(self):
+        with Instance() as inst:
+            for s in inst.services:
+                with self.subTest(service=s):
+                    self.assertRegex(inst.svstat(s), r'^up .*ready', s)
+            for s in inst.services:
+                with self.subTest(service=s, action='SIGHUP'):
+                    pid = inst.service_pid(s)
+                    inst.reload(s)
+                    time.sleep(1.0)
+                    self.assertEqual(inst.service_pid(s), pid, '%s died on SIGHUP:\n%s' % (s, inst.log(s)[-2000:]))
+                    self.assertRegex(inst.svstat(s), r'^up ')
+            for s in inst.services:
+                with self.subTest(service=s, action='restart'):
+                    pid = inst.service_pid(s)
+                    inst.svc(s, '-r')
+                    inst.wait_for(lambda: inst.service_pid(s) not in (None, pid), what=s + ' restart')
+                    inst.wait_ready(s)
+            if 'smtp-listener' in inst.services:
+                smtp_dialogue(inst.port('smtp'), [(None, '220'), ('QUIT', '221')])
+
+    def test_user_added_while_running_gets_mail(self):
+        need(self, 'smtp-listener', 'queue-inject', 'queue-manager', 'local-deliverer',
+             'postern-user', 'pop3-listener', 'auth-checker')
+        need_root(self, 'mail users get their own uids, which only root can deliver as')
+        with Instance() as inst:
+            smtp_dialogue(inst.port('smtp'), [
+                (None, '220'), ('HELO c.test', '250'), ('MAIL FROM:<a@b.test>', '250'),
+                ('RCPT TO:<carol@example.test>', '550 5.1.1'), ('QUIT', '221')])
+            inst.add_user('carol', 'pw-carol')      # reloads smtp-listener
+            reply = harness.send_mail(inst.port('smtp'), 'a@b.test', ['carol@example.test'],
+                                      'Subject: e2e\n\n.leading dot\nbody\n')
+            self.assertRegex(reply, r'^250 2\.0\.0 Ok: queued as [0-9A-F]{16}$')
+            msgs = inst.wait_for(lambda: inst.maildir_messages('carol'), what='delivery')
+            self.assertIn(b'\n.leading dot\nbody\n', msgs[0][1])
+            with open(inst.path('conf', 'mailboxes')) as f:
+                entry = [l.split(':') for l in f.read().splitlines() if l.startswith('carol:')][0]
+            st = os.stat(msgs[0][0])
+            self.assertEqual((st.st_uid, st.st_gid), (int(entry[1]), int(entry[2])),
+                             'delivered as the user, not as root')
+            if IS_ROOT:
+                self.assertNotEqual(st.st_uid, 0)
+            r = harness.pop3_dialogue(inst.port('pop3'), [
+                (None, '+OK'), ('USER carol', '+OK'), ('PASS pw-carol', '+OK'),
+                ('STAT', '+OK 1 '), ('RETR 1', '+OK'), ('QUIT', '+OK')])
+            self.assertIn('.leading dot', r[4])
+            inst.wait_for(lambda: not inst.queue_ids(), what='the queue to empty')
+
+    def test_bad_conf_refuses_to_start(self):
+        inst = Instance()
+        try:
+            inst.setup()
+            path = inst.path('conf', 'postern.conf')
+            with open(path, 'a') as f:
+                f.write('max_recipients = lots\n')
+            with open(path) as f:
+                line = len(f.read().splitlines())
+            inst.services_backup = inst.services
+            inst.services = []          # do not wait for readiness
+            inst.start()
+            for s in inst.services_backup:
+                with self.subTest(service=s):
+                    log = inst.wait_log(s, 'postern.conf:%d:' % line, timeout=15)
+                    self.assertIn('max_recipients', log)
+                    # it exits 100 (s6 retries it every second)
+                    inst.wait_for(lambda: 'exitcode 100' in inst.svstat(s), what=s + ' exit 100')
+        finally:
+            inst.stop()
+
+    def test_privilege_invariants(self):
+        need_root(self, 'the uid table can only be checked with real system users')
+        with Instance() as inst:
+            uid = {n: pwd.getpwnam(n).pw_uid for n in SYSUSERS}
+            expect = {
+                'auth-checker': {uid['postern-auth']},
+                'queue-manager': {uid['postern-queue']},
+                'local-deliverer': {0},
+                'remote-deliverer': {uid['postern-remote']},
+                # root listener + per-connection root monitors never read
+                # client bytes (docs/ARCHITECTURE.md); sessions are unprivileged
+                'smtp-listener': {0, uid['postern-smtp']},
+                'pop3-listener': {0, uid['postern-pop3']},
+                'tls-proxy': {uid['postern-tls']},
+            }
+            conns = []
+            try:
+                if 'smtp-listener' in inst.services:
+                    c = Conn(inst.port('smtp'))
+                    self.assertTrue(c.smtp_reply().startswith('220'))
+                    conns.append((c, inst.port('smtp'), 'smtp-listener', uid['postern-smtp']))
+                if 'pop3-listener' in inst.services:
+                    c = Conn(inst.port('pop3'))
+                    self.assertTrue(c.pop3_reply().startswith('+OK'))
+                    conns.append((c, inst.port('pop3'), 'pop3-listener', uid['postern-pop3']))
+                tcp = tcp_sockets()
+                seen = {}
+                for pid in inst.processes():
+                    info = proc_info(pid)
+                    if info is None:
+                        continue
+                    exe, cmd, uids, rootdir = info
+                    name = os.path.basename(exe)
+                    if os.path.dirname(exe) != inst.path('bin'):
+                        if name == 's6-log':
+                            self.assertEqual(set(uids), {uid['postern-log']}, cmd)
+                        continue
+                    seen.setdefault(name, []).append((pid, uids, rootdir))
+                    with self.subTest(process=name, pid=pid):
+                        self.assertIn(name, expect, 'unexpected program running: ' + cmd)
+                        self.assertIn(uids[1], expect[name], '%s runs as uid %d' % (name, uids[1]))
+                        if uids[1] != 0:
+                            self.assertNotIn(0, uids, '%s can regain root (uids %s)' % (name, uids))
+                        # a root process may hold only listening sockets of
+                        # our ports, or connections it never reads (monitor)
+                        if uids[1] == 0 and name in ('auth-checker', 'queue-manager'):
+                            self.fail('%s still root' % name)
+                for s in inst.services:
+                    self.assertIn(s, seen, s + ' has no process')
+                # each open connection is served by an unprivileged chrooted session
+                for c, port, prog, want_uid in conns:
+                    with self.subTest(session=prog):
+                        holders = []
+                        for pid, uids, rootdir in seen.get(prog, []):
+                            for ino in socket_inodes(pid):
+                                if tcp.get(ino, (None, None))[0] == port and tcp[ino][1] == '01':
+                                    holders.append((pid, uids, rootdir))
+                        sessions = [h for h in holders if h[1][1] == want_uid]
+                        self.assertTrue(sessions, '%s: no session process as uid %d holds the connection (%s)'
+                                        % (prog, want_uid, holders))
+                        for pid, uids, rootdir in sessions:
+                            self.assertEqual(rootdir, inst.path('empty'), '%s session not chrooted' % prog)
+            finally:
+                for c, *_ in conns:
+                    c.close()
+            # queue-inject is the only setuid program, and it is not root's
+            for name in os.listdir(inst.path('bin')):
+                st = os.stat(inst.bin(name))
+                with self.subTest(program=name):
+                    if name == 'queue-inject':
+                        self.assertEqual(st.st_uid, uid['postern-queue'])
+                        self.assertEqual(stat.S_IMODE(st.st_mode), 0o4711)
+                    else:
+                        self.assertFalse(st.st_mode & (stat.S_ISUID | stat.S_ISGID), name)
+            # secrets: only their one reader's uid can read them
+            self.assertEqual(owner(inst.path('conf', 'users')), ('postern-auth', 'postern-auth', 0o600))
+            self.assertEqual(owner(inst.path('conf', 'tls', 'key.pem')), ('postern-tls', 'postern-tls', 0o600))
+
+
+if __name__ == '__main__':
+    unittest.main()

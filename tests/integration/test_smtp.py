@@ -1,0 +1,537 @@
+"""smtp-listener on a real instance: the operators' guides' SMTP sessions
+verbatim, real clients (smtplib, swaks), PIPELINING, SMTP smuggling, the
+limits (line length, recipients, SIZE, errors, connections, timeout), HTTP
+and TLS on the plaintext port, the privilege separation of the session, and
+that a 250 means the message is in the queue.
+
+Only smtp-listener runs (no queue-manager), so accepted messages stay in
+queue/ where the tests can see them."""
+
+import os
+import pwd
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+import unittest
+from email.message import EmailMessage
+
+from harness import Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports
+
+HOST = 'mail.example.test'
+
+
+def queued_id(reply):
+    m = re.search(r'queued as ([0-9A-F]{16})', reply)
+    return m.group(1) if m else None
+
+
+def in_queue(inst, qid):
+    h = qid[-1]
+    return (os.path.exists(inst.path('queue', 'env', h, qid)) and
+            os.path.exists(inst.path('queue', 'mess', h, qid)))
+
+
+def read_queue(inst, qid):
+    with open(inst.path('queue', 'mess', qid[-1], qid), 'rb') as f:
+        mess = f.read()
+    with open(inst.path('queue', 'env', qid[-1], qid), 'rb') as f:
+        env = f.read()
+    return mess, env
+
+
+def ppid(pid):
+    with open('/proc/%d/status' % pid) as f:
+        return int(re.search(r'^PPid:\s+(\d+)', f.read(), re.M).group(1))
+
+
+def raw_session(port, data, timeout=10, host='127.0.0.1'):
+    """Send bytes, half-close, return everything the server says until EOF."""
+    fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b''
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors='replace')
+
+
+def final_codes(text):
+    """codes of the final line of every reply, in order"""
+    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
+
+
+def make_instance(**conf):
+    inst = Instance(services=('smtp-listener',), hostname=HOST)
+    inst.setup()
+    conf.setdefault('smtp_listen', '127.0.0.1:%d [::1]:%d' % (inst.port('smtp'), inst.port('smtp')))
+    with open(inst.path('conf', 'recipients'), 'a') as f:
+        f.write('alice\n')
+    if conf:
+        inst.set_conf(**conf)
+    return inst
+
+
+class SmtpBase(unittest.TestCase):
+    inst = None
+    conf = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.inst = None
+        if not os.access(os.path.join(__import__('harness').BIN, 'smtp-listener'), os.X_OK) or \
+           not os.access(os.path.join(__import__('harness').BIN, 'queue-inject'), os.X_OK):
+            return
+        cls.inst = make_instance(**cls.conf)
+        cls.inst.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
+        self.port = self.inst.port('smtp')
+
+    def dialogue(self, steps, **kw):
+        return smtp_dialogue(self.port, steps, **kw)
+
+
+class SmtpSeeds(SmtpBase):
+    """The SMTP sessions of the operators' guides, as typed there."""
+
+    def test_seed_000(self):
+        r = self.dialogue([
+            (None, '220 %s ESMTP postern' % HOST),
+            ('HELO my.server.com', '250 ' + HOST),
+            ('MAIL FROM: <danny@mydomain.com>', '250 2.1.0'),
+            ('RCPT TO: <sarah@yourdomain.com>', '250 2.1.5'),
+            ('DATA', '354 End data with <CR><LF>.<CR><LF>'),
+            ('From: Danny Dolittle <danny@mydomain.com>\r\n'
+             'To: Sarah Smith <sarah@yourdomain.com>\r\n'
+             'Subject: Email sample\r\n'
+             'Mime-Version: 1.0\r\n'
+             'Content-Type: text/plain; charset=us-ascii\r\n'
+             '\r\n'
+             'This is a test email for you to read.\r\n'
+             '.', '250 2.0.0 Ok: queued as '),
+            ('QUIT', '221 2.0.0 %s closing connection' % HOST),
+        ])
+        qid = queued_id(r[-2])
+        self.assertTrue(qid and in_queue(self.inst, qid), r[-2])
+        mess, env = read_queue(self.inst, qid)
+        self.assertIn(b'Subject: Email sample\n', mess)
+        self.assertIn(b'\nThis is a test email for you to read.\n', mess)
+        self.assertTrue(mess.startswith(b'Received: from my.server.com ([127.0.0.1])\n\tby ' + HOST.encode()), mess[:200])
+        self.assertIn(b'danny@mydomain.com', env)
+        self.assertIn(b'sarah@yourdomain.com', env)
+
+    def test_seed_001_bracketless(self):
+        r = self.dialogue([
+            (None, '220'),
+            ('HELO local.domain.name', '250'),
+            ('MAIL FROM: mail@domain.ext', '250 2.1.0'),
+            ('RCPT TO: mail@otherdomain.ext', '250 2.1.5'),
+            ('DATA', '354'),
+            ('Subject: hi\r\n\r\nhello mail@otherdomain.ext from mail@domain.ext\r\n.', '250 2.0.0'),
+            ('QUIT', '221'),
+        ])
+        self.assertTrue(in_queue(self.inst, queued_id(r[-2])))
+
+    def test_seed_004_ehlo_notify_and_double_quit(self):
+        with Conn(self.port) as c:
+            r = self.dialogue([
+                (None, '220'),
+                ('EHLO client.example.com', '250-' + HOST),
+                ('MAIL FROM:<sender@example.com>', '250'),
+                ('RCPT TO: <alice@example.test> NOTIFY=success,failure', '250'),
+                ('DATA', '354'),
+                ('Subject: Test email\r\nBody of the email\r\n.', '250'),
+                ('QUIT', '221'),
+            ], conn=c)
+            ehlo = r[1].split('\n')
+            for ext in ('PIPELINING', 'SIZE 26214400', '8BITMIME', 'ENHANCEDSTATUSCODES',
+                        'DSN', 'SMTPUTF8', 'CHUNKING', 'HELP'):
+                self.assertTrue(any(l[4:] == ext for l in ehlo), (ext, ehlo))
+            self.assertFalse(any('STARTTLS' in l or 'AUTH' in l for l in ehlo), ehlo)
+            try:
+                c.send('QUIT')
+            except OSError:
+                pass
+            self.assertTrue(c.closed())
+        qid = queued_id(r[-2])
+        mess, env = read_queue(self.inst, qid)
+        self.assertIn(b'alice@example.test', env)
+        self.assertIn(b'Body of the email\n', mess)
+
+    def test_seed_000_command_list(self):
+        """every SMTP command the guide lists gets a considered answer"""
+        r = self.dialogue([
+            (None, '220'),
+            ('HELP', '214'),
+            ('HELO my.server.com', '250'),
+            ('VRFY alice', '252 2.5.2 Cannot VRFY user'),
+            ('EXPN staff', '502 5.5.1 EXPN not available'),
+            ('ETRN example.test', '250 2.0.0 Queuing started'),
+            ('NOOP', '250'),
+            ('RSET', '250'),
+            ('ATRN', '502 5.5.1 Command not implemented'),
+            ('BURL imap://x', '502 5.5.1'),
+            ('ONEX', '502 5.5.1'),
+            ('SAML FROM:<a@b>', '502 5.5.1'),
+            ('SEND FROM:<a@b>', '502 5.5.1'),
+            ('SOML FROM:<a@b>', '502 5.5.1'),
+            ('SUBMITTER x', '502 5.5.1'),
+            ('TURN', '502 5.5.1'),
+            ('VERB', '502 5.5.1'),
+            ('STARTTLS', '502 5.5.1'),
+            ('AUTH LOGIN', '503 5.5.1'),
+            ('BOGUS', '500 5.5.2'),
+            ('QUIT', '221'),
+        ])
+        self.assertEqual(len(r), 21)
+
+
+class SmtpClients(SmtpBase):
+    def test_smtplib(self):
+        msg = EmailMessage()
+        msg['From'] = 'bob@client.test'
+        msg['To'] = 'alice@example.test'
+        msg['Subject'] = 'smtplib'
+        msg.set_content('.leading dot\nline two\n')
+        with smtplib.SMTP('127.0.0.1', self.port, timeout=10) as s:
+            code, _ = s.ehlo('client.test')
+            self.assertEqual(code, 250)
+            self.assertTrue(s.has_extn('pipelining') and s.has_extn('size'))
+            refused = s.send_message(msg)
+            self.assertEqual(refused, {})
+            code, resp = s.noop()
+            self.assertEqual(code, 250)
+        with self.assertRaises(smtplib.SMTPRecipientsRefused):
+            with smtplib.SMTP('127.0.0.1', self.port, timeout=10) as s:
+                s.sendmail('bob@client.test', ['nobody@example.test'], 'Subject: x\r\n\r\nx\r\n')
+
+    def test_swaks(self):
+        if not shutil.which('swaks'):
+            self.skipTest('swaks not installed')
+        before = set(self.inst.queue_ids())
+        r = subprocess.run(['swaks', '--server', '127.0.0.1', '--port', str(self.port),
+                            '--from', 'bob@client.test', '--to', 'alice@example.test',
+                            '--helo', 'client.test', '--pipeline', '--timeout', '10'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
+                           universal_newlines=True)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn('queued as', r.stdout)
+        self.assertEqual(len(set(self.inst.queue_ids()) - before), 1)
+
+    def test_bdat_chunking(self):
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'BDAT 21\r\nSubject: chunk\r\n\r\nab\r'
+                          b'BDAT 5 LAST\r\n\ncd\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '250', '250', '221'], out)
+        mess, _ = read_queue(self.inst, queued_id(out))
+        self.assertTrue(mess.endswith(b'Subject: chunk\n\nab\ncd\n'), mess)
+
+    def test_pipelining(self):
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'RCPT TO:<nobody@example.test>\r\nRCPT TO:<postmaster@example.test>\r\nDATA\r\n'
+                          b'Subject: p\r\n\r\n..x\r\n.\r\nRSET\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'DATA\r\nx\r\n.\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out),
+                         ['220', '250', '250', '250', '550', '250', '354', '250', '250', '250', '250',
+                          '354', '250', '221'], out)
+        ids = re.findall(r'queued as ([0-9A-F]{16})', out)
+        self.assertEqual(len(ids), 2)
+        mess, env = read_queue(self.inst, ids[0])
+        self.assertIn(b'\n.x\n', mess)
+        self.assertNotIn(b'nobody', env)
+
+    def test_ipv6(self):
+        p6 = self.inst.port('smtp')
+        try:
+            out = raw_session(p6, b'HELO x\r\nQUIT\r\n', host='::1')
+        except OSError as e:
+            self.skipTest('no IPv6 loopback: %s' % e)
+        self.assertEqual(final_codes(out), ['220', '250', '221'])
+
+    def test_submission_port(self):
+        out = raw_session(self.inst.port('submission'),
+                          b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '221'], out)
+
+
+class SmtpDefences(SmtpBase):
+    conf = {}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+
+    def test_smuggling(self):
+        """only CRLF.CRLF ends DATA: nothing smuggled is ever a command"""
+        for sep in (b'\n.\n', b'\r.\r', b'\n.\r\n', b'\r\n.\n', b'\r\n.\r', b'\r.\r\n', b'\r\n\x00.\r\n'):
+            before = set(self.inst.queue_ids())
+            out = raw_session(self.port,
+                              b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n'
+                              b'Subject: one\r\n\r\nbody' + sep +
+                              b'MAIL FROM:<evil@client.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n'
+                              b'Subject: smuggled\r\n\r\nx\r\n.\r\nQUIT\r\n')
+            codes = final_codes(out)
+            self.assertEqual(codes[:4], ['220', '250', '250', '250'], (sep, out))
+            self.assertEqual(codes[4], '354', (sep, out))
+            # exactly one answer to the one message, then QUIT
+            self.assertEqual(len(codes), 7, (sep, out))
+            self.assertEqual(codes[6], '221', (sep, out))
+            new = set(self.inst.queue_ids()) - before
+            if codes[5] == '250':
+                # only the NUL variant may be accepted; then as one message
+                self.assertEqual(sep, b'\r\n\x00.\r\n')
+                self.assertEqual(len(new), 1)
+                mess, _ = read_queue(self.inst, new.pop())
+                self.assertIn(b'Subject: smuggled', mess)
+            else:
+                self.assertEqual(codes[5], '550', (sep, out))
+                self.assertEqual(new, set(), sep)
+
+    def test_line_512_513(self):
+        l512 = b'NOOP ' + b'a' * (512 - 7) + b'\r\n'
+        l513 = b'NOOP ' + b'a' * (513 - 7) + b'\r\n'
+        self.assertEqual((len(l512), len(l513)), (512, 513))
+        out = raw_session(self.port, l512 + l513 + b'QUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '500', '221'], out)
+        self.assertIn('500 5.5.2 Error: line too long', out)
+
+    def test_101_recipients(self):
+        cmds = b'EHLO x\r\nMAIL FROM:<b@client.test>\r\n'
+        cmds += b''.join(b'RCPT TO:<u%d@remote.example>\r\n' % i for i in range(101))
+        out = raw_session(self.port, cmds + b'QUIT\r\n')
+        codes = final_codes(out)
+        self.assertEqual(codes.count('250'), 102, out[-300:])
+        self.assertEqual(codes[-2:], ['452', '221'])
+        self.assertIn('452 4.5.3 Too many recipients', out)
+
+    def test_size_values(self):
+        r = self.dialogue([
+            (None, '220'),
+            ('EHLO x', '250'),
+            ('MAIL FROM:<b@client.test> SIZE=26214401', '552 5.3.4 Message size exceeds fixed limit'),
+            ('MAIL FROM:<b@client.test> SIZE=99999999999999999999999999', '5'),
+            ('MAIL FROM:<b@client.test> SIZE=18446744073709551616', '5'),
+            ('MAIL FROM:<b@client.test> SIZE=-1', '5'),
+            ('MAIL FROM:<b@client.test> SIZE=', '5'),
+            ('MAIL FROM:<b@client.test> SIZE=26214400', '250'),
+            ('QUIT', '221'),
+        ])
+        self.assertEqual(len(r), 9)
+
+    def test_relay_and_local_policy(self):
+        self.dialogue([
+            (None, '220'),
+            ('EHLO x', '250'),
+            ('MAIL FROM:<b@client.test>', '250'),
+            ('RCPT TO:<bob@example.test>', '550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown'),
+            ('RCPT TO:<Alice+tag@Example.Test>', '250'),
+            ('RCPT TO:<postmaster>', '250'),
+            ('RCPT TO:<abuse@localhost>', '250'),
+            ('RCPT TO:<"alice"@example.test>', '550 5.1.1'),
+            ('RCPT TO:<alice%remote.example@example.test>', '550 5.1.1'),
+            ('QUIT', '221'),
+        ])
+
+    def test_http_get(self):
+        with Conn(self.port) as c:
+            self.assertTrue(c.smtp_reply().startswith('220'))
+            c.send(b'GET / HTTP/1.1\r\nHost: mail.example.test\r\nUser-Agent: curl\r\n\r\n')
+            r = c.smtp_reply()
+            self.assertTrue(r.startswith('554 5.7.0'), r)
+            self.assertTrue(c.closed())
+            self.assertEqual(c.buf, b'')    # nothing after the one line
+
+    def test_tls_client_hello(self):
+        hello = bytes.fromhex('160301006e0100006a0303') + os.urandom(32) + b'\x00\x00\x02\x13\x01\x01\x00\x00\x3f'
+        out = raw_session(self.port, hello + b'\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '554'], out)
+        self.assertIn('554 5.7.0', out)
+
+    def test_bare_lf_commands_and_bare_cr(self):
+        out = raw_session(self.port, b'HELO x\nNOOP\rQUIT\r\nQUIT\n')
+        self.assertEqual(final_codes(out), ['220', '250', '500', '221'], out)
+
+    def test_error_limit(self):
+        out = raw_session(self.port, b'XX\r\n' * 25)
+        codes = final_codes(out)
+        self.assertEqual(codes, ['220'] + ['500'] * 20 + ['421'], out)
+        self.assertIn('421 4.7.0', out)
+
+    def test_session_privileges(self):
+        """the session runs as postern-smtp chrooted in ROOT/empty; its
+        monitor as root, unchrooted; the listener never as postern-smtp"""
+        need_root(self)
+        smtp_uid = pwd.getpwnam('postern-smtp').pw_uid
+        with Conn(self.port) as c:
+            self.assertTrue(c.smtp_reply().startswith('220'))
+            sessions, monitors = [], []
+            for pid in self.inst.processes():
+                try:
+                    with open('/proc/%d/status' % pid) as f:
+                        st = f.read()
+                    uids = re.search(r'^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)', st, re.M).groups()
+                    root = os.readlink('/proc/%d/root' % pid)
+                    exe = os.readlink('/proc/%d/exe' % pid)
+                except (OSError, AttributeError):
+                    continue
+                if not exe.endswith('smtp-listener'):
+                    continue
+                if uids == (str(smtp_uid),) * 4:
+                    sessions.append((pid, root))
+                elif uids == ('0',) * 4:
+                    monitors.append((pid, root))
+            self.assertEqual(len(sessions), 1, (sessions, monitors))
+            self.assertEqual(sessions[0][1], self.inst.path('empty'))
+            listener = self.inst.service_pid('smtp-listener')
+            monitor = ppid(sessions[0][0])
+            self.assertIn((monitor, '/'), monitors)
+            self.assertEqual(ppid(monitor), listener)
+            self.assertIn((listener, '/'), monitors)
+            c.send('QUIT')
+            self.assertTrue(c.smtp_reply().startswith('221'))
+
+    def test_reload_recipients(self):
+        self.dialogue([(None, '220'), ('HELO x', '250'), ('MAIL FROM:<>', '250'),
+                       ('RCPT TO:<carol@example.test>', '550'), ('QUIT', '221')])
+        with open(self.inst.path('conf', 'recipients'), 'a') as f:
+            f.write('carol\n')
+        n = self.inst.log('smtp-listener').count('event=reload status=ok')
+        self.inst.reload('smtp-listener')
+        self.inst.wait_for(lambda: self.inst.log('smtp-listener').count('event=reload status=ok') > n,
+                           what='reload')
+        self.dialogue([(None, '220'), ('HELO x', '250'), ('MAIL FROM:<>', '250'),
+                       ('RCPT TO:<carol@example.test>', '250'), ('QUIT', '221')])
+
+    def test_log_lines(self):
+        self.dialogue([(None, '220'), ('HELO logtest.example', '250'), ('MAIL FROM:<a@b.example>', '250'),
+                       ('RCPT TO:<nobody@example.test>', '550'), ('QUIT', '221')])
+        log = self.inst.wait_log('smtp-listener', 'helo=logtest.example')
+        sid = re.search(r'smtp-listener: info: (\S+) event=helo verb=HELO helo=logtest.example', log).group(1)
+        mine = [l for l in log.splitlines() if ' %s event=' % sid in l]
+        self.inst.wait_for(lambda: 'event=disconnect' in self.inst.log('smtp-listener').split(sid, 1)[1],
+                           what='disconnect line')
+        mine = [l for l in self.inst.log('smtp-listener').splitlines() if ' %s event=' % sid in l]
+        events = [re.search(r'event=(\S+)', l).group(1) for l in mine]
+        self.assertEqual(events, ['connect', 'helo', 'mail', 'reject', 'disconnect'], mine)
+        self.assertIn('code=550 status=5.1.1', mine[3])
+        self.assertIn('reason=quit', mine[4])
+
+
+class SmtpLimits(unittest.TestCase):
+    """connection limits and the idle timeout, on an instance of their own"""
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
+        self.inst = make_instance(max_sessions=3, max_sessions_per_client=2, session_timeout=2)
+        self.inst.start()
+
+    def tearDown(self):
+        self.inst.stop()
+
+    def conn_from(self, src):
+        s = socket.socket()
+        s.settimeout(10)
+        s.bind((src, 0))
+        s.connect(('127.0.0.1', self.inst.port('smtp')))
+        return Conn(None, sock=s)
+
+    def test_connection_limits(self):
+        conns = []
+        try:
+            for _ in range(2):
+                c = self.conn_from('127.0.0.1')
+                conns.append(c)
+                self.assertTrue(c.smtp_reply().startswith('220 '))
+            c = self.conn_from('127.0.0.1')
+            conns.append(c)
+            r = c.smtp_reply()
+            self.assertTrue(r.startswith('421 4.7.0'), r)
+            self.assertIn('too many connections from 127.0.0.1', r)
+            self.assertTrue(c.closed())
+            c = self.conn_from('127.0.0.2')
+            conns.append(c)
+            self.assertTrue(c.smtp_reply().startswith('220 '))
+            c = self.conn_from('127.0.0.3')
+            conns.append(c)
+            r = c.smtp_reply()
+            self.assertTrue(r.startswith('421 4.7.0'), r)
+            self.assertTrue(c.closed())
+        finally:
+            for c in conns:
+                c.close()
+        # the slots come back once the sessions end
+        def fresh():
+            c = self.conn_from('127.0.0.1')
+            try:
+                return c.smtp_reply().startswith('220 ')
+            finally:
+                c.close()
+        self.inst.wait_for(fresh, timeout=10, what='a free session slot')
+
+    def test_idle_timeout(self):
+        with Conn(self.inst.port('smtp')) as c:
+            self.assertTrue(c.smtp_reply().startswith('220'))
+            c.send('HELO x')
+            self.assertTrue(c.smtp_reply().startswith('250'))
+            t = time.time()
+            r = c.smtp_reply()
+            self.assertTrue(r.startswith('421 4.4.2'), r)
+            self.assertGreaterEqual(time.time() - t, 1.5)
+            self.assertTrue(c.closed())
+
+    def test_sigterm_stops_listening(self):
+        port = self.inst.port('smtp')
+        self.inst.svc('smtp-listener', '-d')
+        self.inst.wait_for(lambda: 'event=stop' in self.inst.log('smtp-listener'), what='stop')
+        with self.assertRaises(OSError):
+            socket.create_connection(('127.0.0.1', port), timeout=2).close()
+
+
+class SmtpEndToEnd(unittest.TestCase):
+    """SMTP in, queue-manager and local-deliverer out: into alice's Maildir"""
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup', 'postern-user',
+             'queue-manager', 'local-deliverer')
+        need_root(self)
+        self.inst = Instance(services=('smtp-listener', 'queue-manager'), hostname=HOST)
+        self.inst.setup()
+        self.inst.add_user('alice', 'pw-alice')
+        self.inst.start()
+
+    def tearDown(self):
+        self.inst.stop()
+
+    def test_smtp_to_maildir(self):
+        with smtplib.SMTP('127.0.0.1', self.inst.port('smtp'), timeout=10) as s:
+            s.ehlo('client.test')
+            s.sendmail('bob@client.test', ['Alice+list@example.test'],
+                       b'Subject: end to end\r\n\r\n.dot line\r\nbody\r\n')
+        msgs = self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), timeout=20,
+                                  what='delivery\n' + self.inst.log('queue-manager'))
+        data = msgs[0][1]
+        self.assertIn(b'Received: from client.test ([127.0.0.1])\n\tby ' + HOST.encode(), data)
+        self.assertIn(b'\tfor <Alice+list@example.test>; ', data)
+        self.assertTrue(data.endswith(b'Subject: end to end\n\n.dot line\nbody\n'), data)
+
+
+if __name__ == '__main__':
+    unittest.main()

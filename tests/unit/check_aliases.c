@@ -1,0 +1,206 @@
+/* check_aliases.c - aliases, mailboxes and alias expansion. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "aliases.h"
+
+static int is_local(void *ctx, const char *d, size_t n)
+{
+    (void)ctx;
+    return (n == 12 && !strncasecmp(d, "example.test", n)) || (n == 9 && !strncasecmp(d, "localhost", n));
+}
+
+static struct aliases al;
+static char err[256];
+
+static void parse_ok(const char *text)
+{
+    aliases_init(&al);
+    ck_assert_msg(aliases_parse(&al, "aliases", text, strlen(text), err, sizeof err), "%s", err);
+}
+
+static void parse_bad(const char *text, const char *want)
+{
+    aliases_init(&al);
+    ck_assert(!aliases_parse(&al, "aliases", text, strlen(text), err, sizeof err));
+    ck_assert_msg(strstr(err, want) != NULL, "got %s, want %s", err, want);
+    ck_assert_uint_eq(al.n, 0);
+}
+
+START_TEST(test_parse)
+{
+    parse_ok("# comment\n\nPostmaster: root\nabuse:root, Alice@Example.test\n"
+             "team: alice,\n  bob carol@other.test\nroot: alice\n");
+    ck_assert_uint_eq(al.n, 4);
+    const struct alias *a = aliases_find(&al, "postmaster");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(a->ntarget, 1);
+    ck_assert_str_eq(a->target[0], "root");
+    a = aliases_find(&al, "team");
+    ck_assert_uint_eq(a->ntarget, 3);
+    ck_assert_str_eq(a->target[2], "carol@other.test");
+    ck_assert_ptr_null(aliases_find(&al, "nobody"));
+    aliases_free(&al);
+}
+END_TEST
+
+START_TEST(test_parse_errors)
+{
+    parse_bad("a: b\nx: |/bin/sh\n", "aliases:2: program");
+    parse_bad("x: /etc/passwd\n", "aliases:1: file");
+    parse_bad("x: :include:/etc/list\n", ":include:");
+    parse_bad("  b\n", "aliases:1: continuation");
+    parse_bad("no colon here\n", "aliases:1:");
+    parse_bad("a: b\na: c\n", "aliases:2: duplicate");
+    parse_bad("a b: c\n", "aliases:1: invalid character");
+    parse_bad("a:\n", "no targets");
+    parse_bad("a: @x\n", "malformed");
+}
+END_TEST
+
+START_TEST(test_local_name)
+{
+    char n[ALIAS_NAME_MAX + 1];
+    ck_assert_int_eq(alias_local_name("Alice+Lists@EXAMPLE.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "alice");
+    ck_assert_int_eq(alias_local_name("postmaster", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "postmaster");
+    ck_assert_int_eq(alias_local_name("bob@remote.test", is_local, NULL, n, sizeof n), 0);
+    ck_assert_int_eq(alias_local_name("a%b@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("../x@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("\"q\"@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("a@", is_local, NULL, n, sizeof n), -1);
+}
+END_TEST
+
+START_TEST(test_expand)
+{
+    struct alias_expansion x;
+    parse_ok("postmaster: root\nroot: alice\nteam: alice, bob@example.test, carol@other.test, alice\n"
+             "keep: keep, keep@far.test\n");
+    ck_assert(aliases_expand(&al, "postmaster", is_local, NULL, &x));
+    ck_assert_uint_eq(x.nlocal, 1);
+    ck_assert_str_eq(x.local[0], "alice");
+    ck_assert_uint_eq(x.nremote, 0);
+    alias_expansion_free(&x);
+    ck_assert(aliases_expand(&al, "team", is_local, NULL, &x));
+    ck_assert_uint_eq(x.nlocal, 2);           /* alice once */
+    ck_assert_str_eq(x.local[1], "bob");
+    ck_assert_uint_eq(x.nremote, 1);
+    ck_assert_str_eq(x.remote[0], "carol@other.test");
+    alias_expansion_free(&x);
+    /* not an alias: itself */
+    ck_assert(aliases_expand(&al, "dave", is_local, NULL, &x));
+    ck_assert_uint_eq(x.nlocal, 1);
+    ck_assert_str_eq(x.local[0], "dave");
+    alias_expansion_free(&x);
+    /* an alias naming itself: its own mailbox plus the rest */
+    ck_assert(aliases_expand(&al, "keep", is_local, NULL, &x));
+    ck_assert_uint_eq(x.nlocal, 1);
+    ck_assert_str_eq(x.local[0], "keep");
+    ck_assert_uint_eq(x.nremote, 1);
+    alias_expansion_free(&x);
+    aliases_free(&al);
+}
+END_TEST
+
+START_TEST(test_expand_loop)
+{
+    struct alias_expansion x;
+    parse_ok("a: b\nb: c@example.test\nc: a\n");
+    ck_assert(!aliases_expand(&al, "a", is_local, NULL, &x));
+    ck_assert_int_eq(errno, ELOOP);
+    ck_assert_ptr_null(x.local);
+    aliases_free(&al);
+}
+END_TEST
+
+START_TEST(test_mailbox_lookup)
+{
+    char path[] = "/tmp/check_mbox_XXXXXX";
+    struct mailbox m;
+    int fd = mkstemp(path);
+    static const char text[] = "# users\nalice:20000:20001:/srv/mail/alice/Maildir\nbob:20002:20002:/m/bob\n";
+    ck_assert_int_eq(write(fd, text, sizeof text - 1), (ssize_t)sizeof text - 1);
+    close(fd);
+    ck_assert(mailbox_lookup(path, "alice", &m, err, sizeof err));
+    ck_assert_uint_eq(m.uid, 20000);
+    ck_assert_uint_eq(m.gid, 20001);
+    ck_assert_str_eq(m.maildir, "/srv/mail/alice/Maildir");
+    ck_assert(!mailbox_lookup(path, "carol", &m, err, sizeof err));
+    ck_assert_int_eq(errno, ENOENT);
+    ck_assert(!mailbox_lookup(path, "ali", &m, err, sizeof err));   /* no prefix match */
+    ck_assert_int_eq(errno, ENOENT);
+    unlink(path);
+    ck_assert(!mailbox_lookup(path, "alice", &m, err, sizeof err));
+    ck_assert_int_ne(errno, ENOENT);        /* a missing table is trouble, not "no user" */
+}
+END_TEST
+
+START_TEST(test_limits_depth_and_size)
+{
+    struct alias_expansion x;
+    struct buf { char s[8192]; size_t n; } b = { "", 0 };
+    /* a chain of ALIAS_DEPTH_MAX aliases expands; one more is refused */
+    for (int i = 0; i < ALIAS_DEPTH_MAX; i++)
+        b.n += (size_t)snprintf(b.s + b.n, sizeof b.s - b.n, "a%d: a%d\n", i, i + 1);
+    parse_ok(b.s);
+    ck_assert(aliases_expand(&al, "a0", is_local, NULL, &x));
+    ck_assert_str_eq(x.local[0], "a10");
+    alias_expansion_free(&x);
+    aliases_free(&al);
+    b.n += (size_t)snprintf(b.s + b.n, sizeof b.s - b.n, "a%d: a%d\n", ALIAS_DEPTH_MAX, ALIAS_DEPTH_MAX + 1);
+    parse_ok(b.s);
+    ck_assert(!aliases_expand(&al, "a0", is_local, NULL, &x));
+    ck_assert_int_eq(errno, ELOOP);
+    aliases_free(&al);
+    /* names and targets are bounded */
+    char line[600];
+    memset(line, 'n', ALIAS_NAME_MAX + 1);
+    snprintf(line + ALIAS_NAME_MAX + 1, sizeof line - ALIAS_NAME_MAX - 1, ": x\n");
+    parse_bad(line, "length");
+    memcpy(line, "x: ", 3);
+    memset(line + 3, 't', ALIAS_TARGET_MAX + 1);
+    snprintf(line + 3 + ALIAS_TARGET_MAX + 1, 8, "\n");
+    parse_bad(line, "too long");
+    /* too many addresses in one expansion */
+    char *big = malloc(2 * 1024 * 1024);
+    size_t n = (size_t)snprintf(big, 64, "big:");
+    for (int i = 0; i <= ALIAS_TARGETS_MAX; i++) n += (size_t)snprintf(big + n, 64, " u%d@far.test", i);
+    snprintf(big + n, 4, "\n");
+    aliases_init(&al);
+    ck_assert(!aliases_parse(&al, "aliases", big, strlen(big), err, sizeof err));
+    ck_assert_ptr_nonnull(strstr(err, "too many"));
+    free(big);
+    /* NUL in the file */
+    aliases_init(&al);
+    ck_assert(!aliases_parse(&al, "aliases", "a: b\0c\n", 7, err, sizeof err));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("aliases");
+    TCase *core = tcase_create("core");
+    tcase_add_test(core, test_parse);
+    tcase_add_test(core, test_parse_errors);
+    tcase_add_test(core, test_local_name);
+    tcase_add_test(core, test_expand);
+    tcase_add_test(core, test_expand_loop);
+    tcase_add_test(core, test_mailbox_lookup);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_test(limits, test_limits_depth_and_size);
+    suite_add_tcase(s, limits);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,242 @@
+/* check_deliver_proto.c - queue-manager <-> deliverer records. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "deliver_proto.h"
+
+static int sp[2];
+static void setup(void) { ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0); }
+static void teardown(void) { close(sp[0]); close(sp[1]); }
+
+static void sample_job(struct dp_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->job = 42;
+    memcpy(j->id, "6926A1C0F00DBA5E", 17);
+    snprintf(j->sender, sizeof j->sender, "%s", "bob@example.test");
+    snprintf(j->rcpt, sizeof j->rcpt, "%s", "alice@example.test");
+    j->birth = 1764120000;
+    snprintf(j->notify, sizeof j->notify, "%s", "SUCCESS,FAILURE");
+    snprintf(j->body, sizeof j->body, "%s", "8BITMIME");
+}
+
+START_TEST(test_job_roundtrip)
+{
+    struct dp_job j, k;
+    char rec[DP_RECORD_MAX];
+    size_t len;
+    sample_job(&j);
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert_int_eq(rec[len - 1], 0);
+    ck_assert(dp_job_decode(&k, rec, len));
+    ck_assert_uint_eq(k.job, 42);
+    ck_assert_str_eq(k.id, j.id);
+    ck_assert_str_eq(k.sender, "bob@example.test");
+    ck_assert_str_eq(k.rcpt, "alice@example.test");
+    ck_assert_int_eq(k.birth, 1764120000);
+    ck_assert_str_eq(k.notify, "SUCCESS,FAILURE");
+    ck_assert_str_eq(k.orcpt, "");
+    ck_assert_str_eq(k.body, "8BITMIME");
+    /* the null sender travels as an empty F field */
+    j.sender[0] = 0;
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert(dp_job_decode(&k, rec, len));
+    ck_assert_str_eq(k.sender, "");
+}
+END_TEST
+
+START_TEST(test_result_roundtrip_and_exact)
+{
+    struct dp_result r = { 7, DP_PERMANENT, "5.1.1 no such user" }, s;
+    char rec[DP_RECORD_MAX];
+    size_t len;
+    ck_assert(dp_result_encode(&r, rec, sizeof rec, &len));
+    ck_assert(dp_result_decode(&s, rec, len));
+    ck_assert_uint_eq(s.job, 7);
+    ck_assert_int_eq(s.status, DP_PERMANENT);
+    ck_assert_str_eq(s.text, "5.1.1 no such user");
+    /* exactly one record: a byte more or less is refused */
+    ck_assert(!dp_result_decode(&s, rec, len - 1));
+    ck_assert_int_eq(errno, EPROTO);
+    rec[len] = 'Z';
+    ck_assert(!dp_result_decode(&s, rec, len + 1));
+    /* two records glued together: a repeated letter */
+    memcpy(rec + len, rec, len);
+    ck_assert(!dp_result_decode(&s, rec, 2 * len));
+}
+END_TEST
+
+START_TEST(test_send_recv_with_fd)
+{
+    struct dp_job j, k;
+    char rec[DP_RECORD_MAX], got[DP_RECORD_MAX + 1], tmpl[] = "/tmp/check_dp_XXXXXX";
+    size_t len, glen;
+    int fd = mkstemp(tmpl), rfd;
+    ck_assert_int_ge(fd, 0);
+    unlink(tmpl);
+    ck_assert_int_eq(write(fd, "hello", 5), 5);
+    sample_job(&j);
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert(dp_send(sp[0], rec, len, fd));
+    close(fd);
+    ck_assert(dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_uint_eq(glen, len);
+    ck_assert_int_ge(rfd, 0);
+    ck_assert(dp_job_decode(&k, got, glen));
+    char b[8];
+    ck_assert_int_eq(pread(rfd, b, sizeof b, 0), 5);
+    ck_assert(!memcmp(b, "hello", 5));
+    ck_assert_int_eq(fcntl(rfd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    close(rfd);
+    /* without an fd */
+    ck_assert(dp_send(sp[0], rec, len, -1));
+    ck_assert(dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_int_eq(rfd, -1);
+    /* end of stream */
+    close(sp[0]);
+    sp[0] = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    ck_assert(!dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_int_eq(errno, EPIPE);
+}
+END_TEST
+
+START_TEST(test_refused_records)
+{
+    struct dp_job k;
+    struct dp_result r;
+    static const char unknown[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5\0Qx";
+    static const char missing[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra@b";       /* no T */
+    static const char badid[] = "J1\0M6926a1c0f00dba5e\0F\0Ra@b\0T5";
+    static const char twice[] = "J1\0J2\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5";
+    static const char badnum[] = "J1x\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5";
+    static const char lead0[] = "J01\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5";
+    static const char emptyr[] = "J1\0M6926A1C0F00DBA5E\0F\0R\0T5";
+    static const char nl[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra@b\nX\0T5";
+    static const char good[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5";
+    ck_assert(dp_job_decode(&k, good, sizeof good));
+    ck_assert(!dp_job_decode(&k, unknown, sizeof unknown));
+    ck_assert(!dp_job_decode(&k, missing, sizeof missing));
+    ck_assert(!dp_job_decode(&k, badid, sizeof badid));
+    ck_assert(!dp_job_decode(&k, twice, sizeof twice));
+    ck_assert(!dp_job_decode(&k, badnum, sizeof badnum));
+    ck_assert(!dp_job_decode(&k, lead0, sizeof lead0));
+    ck_assert(!dp_job_decode(&k, emptyr, sizeof emptyr));
+    ck_assert(!dp_job_decode(&k, nl, sizeof nl));
+    ck_assert(!dp_job_decode(&k, good, sizeof good - 1));   /* not NUL-ended: truncated */
+    static const char badst[] = "J1\0Sq\0X4.0.0 x";
+    static const char nox[] = "J1\0St";
+    ck_assert(!dp_result_decode(&r, badst, sizeof badst));
+    ck_assert(!dp_result_decode(&r, nox, sizeof nox));
+    ck_assert(!dp_result_decode(&r, "", 0));
+}
+END_TEST
+
+START_TEST(test_limits_oversized)
+{
+    char big[DP_RECORD_MAX + 100], got[DP_RECORD_MAX + 1];
+    size_t glen;
+    int rfd;
+    struct dp_job j;
+    size_t len;
+    /* the sender refuses to send more than DP_RECORD_MAX */
+    memset(big, 'A', sizeof big);
+    ck_assert(!dp_send(sp[0], big, sizeof big, -1));
+    ck_assert_int_eq(errno, EMSGSIZE);
+    /* a peer that sends more anyway: the receiver refuses it */
+    ck_assert_int_eq(send(sp[0], big, sizeof big, 0), (ssize_t)sizeof big);
+    ck_assert(!dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_int_eq(errno, EMSGSIZE);
+    /* the next record is read cleanly: datagram boundaries hold */
+    ck_assert_int_eq(send(sp[0], "J1\0St\0X4.0.0 a", 15, 0), 15);
+    ck_assert(dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_uint_eq(glen, 15);
+    /* field bounds */
+    sample_job(&j);
+    memset(j.rcpt, 'r', DP_ADDR_MAX);
+    j.rcpt[DP_ADDR_MAX] = 0;
+    ck_assert(dp_job_encode(&j, got, sizeof got, &len));
+    struct dp_job k;
+    ck_assert(dp_job_decode(&k, got, len));
+    ck_assert_uint_eq(strlen(k.rcpt), DP_ADDR_MAX);
+    /* a recipient one byte too long in a hand-made record */
+    char rec[600];
+    size_t o = 0;
+    memcpy(rec, "J1\0M6926A1C0F00DBA5E\0F\0R", 24);
+    o = 24;
+    memset(rec + o, 'r', DP_ADDR_MAX + 1);
+    o += DP_ADDR_MAX + 1;
+    memcpy(rec + o, "\0T5\0", 4);
+    o += 4;
+    ck_assert(!dp_job_decode(&k, rec, o));
+    /* encoder: CR/LF refused, too small a buffer refused */
+    sample_job(&j);
+    snprintf(j.rcpt, sizeof j.rcpt, "%s", "a\r\nb@c");
+    ck_assert(!dp_job_encode(&j, got, sizeof got, &len));
+    ck_assert_int_eq(errno, EINVAL);
+    sample_job(&j);
+    ck_assert(!dp_job_encode(&j, got, 20, &len));
+    ck_assert_int_eq(errno, EMSGSIZE);
+}
+END_TEST
+
+START_TEST(test_limits_many_fds)
+{
+    /* two descriptors in one record: refused, and both closed */
+    union { struct cmsghdr h; char b[CMSG_SPACE(2 * sizeof(int))]; } cm;
+    int fds[2] = { dup(0), dup(0) };
+    struct iovec iov = { (void *)"J1\0St\0X4.0.0 a", 15 };
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    memset(&cm, 0, sizeof cm);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.b;
+    mh.msg_controllen = sizeof cm.b;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    ck_assert_int_eq(sendmsg(sp[0], &mh, 0), 15);
+    close(fds[0]);
+    close(fds[1]);
+    int probe = dup(0);      /* the lowest free number */
+    close(probe);
+    char got[DP_RECORD_MAX + 1];
+    size_t glen;
+    int rfd;
+    ck_assert(!dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_int_eq(errno, EPROTO);
+    int after = dup(0);       /* the received ones were closed: same lowest number */
+    ck_assert_int_eq(after, probe);
+    close(after);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("deliver_proto");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_add_test(core, test_job_roundtrip);
+    tcase_add_test(core, test_result_roundtrip_and_exact);
+    tcase_add_test(core, test_send_recv_with_fd);
+    tcase_add_test(core, test_refused_records);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_add_test(limits, test_limits_oversized);
+    tcase_add_test(limits, test_limits_many_fds);
+    suite_add_tcase(s, limits);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

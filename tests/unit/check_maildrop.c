@@ -1,0 +1,245 @@
+/* check_maildrop.c - a Maildir as a POP3 maildrop: sizes, UIDLs, RETR/TOP
+ * output, locking, UPDATE. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "maildrop.h"
+
+static char dir[64];
+static int dirfd_;
+
+static void put(const char *sub, const char *name, const char *text, size_t len)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s/%s", dir, sub, name);
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+#define PUT(sub, name, lit) put(sub, name, lit, sizeof lit - 1)
+
+static void setup(void)
+{
+    char p[128];
+    snprintf(dir, sizeof dir, "/tmp/check_maildrop.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *subs[] = { "tmp", "new", "cur" };
+    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s/%s", dir, subs[i]); ck_assert_int_eq(mkdir(p, 0700), 0); }
+    dirfd_ = open(dir, O_RDONLY | O_DIRECTORY);
+    ck_assert_int_ge(dirfd_, 0);
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    close(dirfd_);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* what maildrop_send_fd writes for text, as a string */
+static char *render(const char *text, size_t len, long long top)
+{
+    static char out[8192];
+    FILE *in = tmpfile(), *o = tmpfile();
+    fwrite(text, 1, len, in);
+    fflush(in);
+    lseek(fileno(in), 0, SEEK_SET);
+    unsigned char mem[16];   /* a tiny output buffer: many flushes */
+    struct io io;
+    io_init(&io, fileno(o), mem, sizeof mem, 1000);
+    ck_assert(maildrop_send_fd(fileno(in), top, &io));
+    ck_assert(io_flush(&io));
+    lseek(fileno(o), 0, SEEK_SET);
+    ssize_t n = read(fileno(o), out, sizeof out - 1);
+    ck_assert_int_ge(n, 0);
+    out[n] = 0;
+    fclose(in);
+    fclose(o);
+    return out;
+}
+
+static unsigned long long size_of(const char *text, size_t len)
+{
+    FILE *in = tmpfile();
+    fwrite(text, 1, len, in);
+    fflush(in);
+    lseek(fileno(in), 0, SEEK_SET);
+    unsigned long long s;
+    ck_assert(maildrop_size_fd(fileno(in), &s));
+    fclose(in);
+    return s;
+}
+#define SIZE(lit) size_of(lit, sizeof lit - 1)
+#define RENDER(lit, top) render(lit, sizeof lit - 1, top)
+
+START_TEST(test_sizes_and_rendering)
+{
+    ck_assert_uint_eq(SIZE("a\nb\n"), 6);
+    ck_assert_uint_eq(SIZE("a\r\nb\r\n"), 6);
+    ck_assert_uint_eq(SIZE("a\nb"), 6);             /* a final CRLF is added */
+    ck_assert_uint_eq(SIZE(""), 0);
+    ck_assert_str_eq(RENDER("a\nb\n", -1), "a\r\nb\r\n.\r\n");
+    ck_assert_str_eq(RENDER("a\r\nb", -1), "a\r\nb\r\n.\r\n");
+    ck_assert_str_eq(RENDER(".\n..x\nx.\n", -1), "..\r\n...x\r\nx.\r\n.\r\n");
+    ck_assert_str_eq(RENDER("", -1), ".\r\n");
+    /* every rendering is size + stuffing + ".\r\n" */
+    const char *t = "H: 1\n\n.a\nb\r\nc";
+    ck_assert_uint_eq(strlen(render(t, strlen(t), -1)), size_of(t, strlen(t)) + 1 + 3);
+}
+END_TEST
+
+START_TEST(test_top)
+{
+    const char m[] = "A: 1\nB: 2\n\nl1\n.l2\nl3\n";
+    ck_assert_str_eq(RENDER(m, 0), "A: 1\r\nB: 2\r\n\r\n.\r\n");
+    ck_assert_str_eq(RENDER(m, 2), "A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n");
+    ck_assert_str_eq(RENDER(m, 99), "A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n");
+    ck_assert_str_eq(RENDER("A: 1\r\n\r\nbody\r\n", 0), "A: 1\r\n\r\n.\r\n");
+    ck_assert_str_eq(RENDER("A: 1\nno body", 0), "A: 1\r\nno body\r\n.\r\n");
+}
+END_TEST
+
+START_TEST(test_scan_uidl_update)
+{
+    PUT("new", "200.b", "B\n");
+    PUT("cur", "100.a:2,S", "A\n");
+    PUT("new", ".hidden", "x\n");
+    char weird[300];
+    memset(weird, 'w', 100);
+    weird[100] = 0;
+    PUT("new", "3\x7f", "odd\n");
+    put("new", weird, "long\n", 5);
+    struct maildrop md;
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 4);
+    ck_assert_str_eq(md.msg[0].uidl, "100.a");            /* sorted by UIDL */
+    ck_assert_str_eq(md.msg[1].uidl, "200.b");
+    ck_assert_uint_eq(md.msg[1].size, 3);
+    for (size_t i = 2; i < 4; i++) {                      /* bad names get a hash UIDL */
+        ck_assert_uint_eq(strlen(md.msg[i].uidl), 17);
+        ck_assert_int_eq(md.msg[i].uidl[0], 'h');
+    }
+    size_t n;
+    unsigned long long o;
+    md.msg[0].deleted = 1;
+    maildrop_stat(&md, &n, &o);
+    ck_assert_uint_eq(n, 3);
+    md.msg[1].retrieved = 1;
+    size_t failed;
+    ck_assert(maildrop_update(&md, &failed));
+    maildrop_close(&md);
+    char p[512];
+    snprintf(p, sizeof p, "%s/cur/100.a:2,S", dir);
+    ck_assert_int_ne(access(p, F_OK), 0);                  /* deleted */
+    snprintf(p, sizeof p, "%s/cur/200.b:2,S", dir);
+    ck_assert_int_eq(access(p, F_OK), 0);                  /* moved, seen */
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 3);
+    ck_assert_str_eq(md.msg[0].uidl, "200.b");             /* same UIDL after the move */
+    maildrop_close(&md);
+    /* a Maildir++ ",W=" size is taken from the name; ",W=" after ':' is not */
+    PUT("new", "300.c,S=4,W=77", "xyz\n");
+    PUT("new", "301.d:2,W=99", "xyz\n");
+    PUT("new", "302.e,W=x", "xyz\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 6);
+    ck_assert_str_eq(md.msg[1].uidl, "300.c,S=4,W=77");
+    ck_assert_uint_eq(md.msg[1].size, 77);
+    ck_assert_uint_eq(md.msg[2].size, 5);
+    ck_assert_uint_eq(md.msg[3].size, 5);
+    maildrop_close(&md);
+}
+END_TEST
+
+START_TEST(test_lock)
+{
+    int a = maildrop_lock(dirfd_);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_eq(maildrop_lock(dirfd_), -1);
+    ck_assert_int_eq(errno, EWOULDBLOCK);
+    close(a);
+    a = maildrop_lock(dirfd_);
+    ck_assert_int_ge(a, 0);
+    close(a);
+}
+END_TEST
+
+START_TEST(test_numbers)
+{
+    unsigned long long v;
+    ck_assert(maildrop_parse_number("1", 1, &v));
+    ck_assert_uint_eq(v, 1);
+    ck_assert(maildrop_parse_number("18446744073709551615", 20, &v));
+    ck_assert_uint_eq(v, ULLONG_MAX);
+    ck_assert(!maildrop_parse_number("18446744073709551616", 20, &v));
+    ck_assert(!maildrop_parse_number("100000000000000000000", 21, &v));
+    ck_assert(!maildrop_parse_number("-1", 2, &v));
+    ck_assert(!maildrop_parse_number("+1", 2, &v));
+    ck_assert(!maildrop_parse_number("1abc", 4, &v));
+    ck_assert(!maildrop_parse_number("", 0, &v));
+    ck_assert(!maildrop_parse_number(" 1", 2, &v));
+}
+END_TEST
+
+START_TEST(test_large_message_bounded)
+{
+    /* 3 MB with long lines and dots at chunk edges: sizes agree with output */
+    size_t len = 3u << 20;
+    char *m = malloc(len);
+    ck_assert_ptr_nonnull(m);
+    for (size_t i = 0; i < len; i++) m[i] = (i % 997 == 0) ? '\n' : (i % 997 == 1 ? '.' : 'x');
+    m[65535] = '\r';
+    m[65536] = '\n';
+    FILE *in = tmpfile(), *o = tmpfile();
+    fwrite(m, 1, len, in);
+    fflush(in);
+    lseek(fileno(in), 0, SEEK_SET);
+    unsigned long long sz;
+    ck_assert(maildrop_size_fd(fileno(in), &sz));
+    lseek(fileno(in), 0, SEEK_SET);
+    unsigned char mem[4096];
+    struct io io;
+    io_init(&io, fileno(o), mem, sizeof mem, 1000);
+    ck_assert(maildrop_send_fd(fileno(in), -1, &io));
+    ck_assert(io_flush(&io));
+    struct stat st;
+    fstat(fileno(o), &st);
+    size_t dots = 0;   /* lines starting with '.' get one more */
+    for (size_t i = 0; i + 1 < len; i++) if (m[i] == '\n' && m[i + 1] == '.') dots++;
+    ck_assert_uint_eq((unsigned long long)st.st_size, sz + dots + 3);
+    free(m);
+    fclose(in);
+    fclose(o);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("maildrop");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_add_test(core, test_sizes_and_rendering);
+    tcase_add_test(core, test_top);
+    tcase_add_test(core, test_scan_uidl_update);
+    tcase_add_test(core, test_lock);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_add_test(limits, test_numbers);
+    tcase_add_test(limits, test_large_message_bounded);
+    suite_add_tcase(s, limits);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,247 @@
+/* check_pop3_session.c - the POP3 state machine driven from byte scripts:
+ * every input line in, the whole output compared. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pop3_session.h"
+
+static char dir[64];
+static int dirfd_;
+static struct maildrop md;
+static FILE *outf;
+static unsigned char mem[256];
+static struct io out;
+static struct pop3_session s;
+
+static void put(const char *sub, const char *name, const char *text)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s/%s", dir, sub, name);
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void setup(void)
+{
+    char p[128];
+    snprintf(dir, sizeof dir, "/tmp/check_pop3.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *subs[] = { "tmp", "new", "cur" };
+    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s/%s", dir, subs[i]); ck_assert_int_eq(mkdir(p, 0700), 0); }
+    dirfd_ = open(dir, O_RDONLY | O_DIRECTORY);
+    put("new", "1.a", "Subject: a\n\n.dot\nbody\n");
+    put("cur", "2.b:2,S", "Subject: b\n\nb1\nb2\nb3\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    outf = tmpfile();
+    io_init(&out, fileno(outf), mem, sizeof mem, 1000);
+    pop3_init(&s, &out, 5);
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    maildrop_close(&md);
+    close(dirfd_);
+    fclose(outf);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Feed script (lines ended by "\r\n"; a line longer than max is given as
+ * truncated), return everything written. *last gets the last action. */
+static const char *run(const char *script, size_t max, enum pop3_action *last)
+{
+    static char got[16384];
+    const char *p = script;
+    enum pop3_action act = POP3_CONTINUE;
+    while (*p) {
+        const char *e = strstr(p, "\r\n");
+        ck_assert_ptr_nonnull(e);
+        size_t len = (size_t)(e - p);
+        int trunc = len > max;
+        ck_assert(pop3_line(&s, p, trunc ? max : len, trunc, &act));
+        if (act == POP3_LOGIN) {
+            /* the "checker": alice/secret only */
+            int ok = s.userlen == 5 && !memcmp(s.user, "alice", 5) && s.passlen == 6 && !memcmp(s.pass, "secret", 6);
+            ck_assert(pop3_login_result(&s, ok ? POP3_LOGIN_OK : POP3_LOGIN_BAD));
+            if (ok) { ck_assert(io_puts(&out, "+OK Logged in.\r\n")); pop3_begin_transaction(&s, &md); }
+        }
+        p = e + 2;
+        if (act == POP3_CLOSE) break;
+    }
+    ck_assert(io_flush(&out));
+    lseek(fileno(outf), 0, SEEK_SET);
+    ssize_t n = read(fileno(outf), got, sizeof got - 1);
+    ck_assert_int_ge(n, 0);
+    got[n] = 0;
+    ck_assert_int_eq(ftruncate(fileno(outf), 0), 0);
+    lseek(fileno(outf), 0, SEEK_SET);
+    if (last) *last = act;
+    return got;
+}
+
+START_TEST(test_login_and_transaction)
+{
+    enum pop3_action act;
+    ck_assert_str_eq(run("user alice\r\npass wrong\r\npass secret\r\nUSER alice\r\nPASS secret\r\n", 253, &act),
+                     "+OK\r\n-ERR [AUTH] Invalid user name or password.\r\n-ERR USER first\r\n+OK\r\n+OK Logged in.\r\n");
+    ck_assert_int_eq(s.state, POP3_TRANSACTION);
+    ck_assert_str_eq(run("stat\r\nLIST\r\nuidl\r\nlist 2\r\nuidl 1\r\n", 253, &act),
+                     "+OK 2 52\r\n"
+                     "+OK 2 messages (52 octets)\r\n1 26\r\n2 26\r\n.\r\n"
+                     "+OK\r\n1 1.a\r\n2 2.b\r\n.\r\n"
+                     "+OK 2 26\r\n+OK 1 1.a\r\n");
+    ck_assert_str_eq(run("RETR 1\r\nTOP 2 1\r\ntop 2\r\n", 253, &act),
+                     "+OK 26 octets\r\nSubject: a\r\n\r\n..dot\r\nbody\r\n.\r\n"
+                     "+OK\r\nSubject: b\r\n\r\nb1\r\n.\r\n"
+                     "+OK\r\nSubject: b\r\n\r\n.\r\n");
+    ck_assert_str_eq(run("DELE 1\r\nDELE 1\r\nRETR 1\r\nSTAT\r\nLIST\r\nRSET\r\nSTAT\r\nDELE 2\r\nNOOP\r\nQUIT\r\n", 253, &act),
+                     "+OK Marked to be deleted.\r\n-ERR Message is deleted.\r\n-ERR Message is deleted.\r\n+OK 1 26\r\n"
+                     "+OK 1 messages (26 octets)\r\n2 26\r\n.\r\n+OK\r\n+OK 2 52\r\n+OK Marked to be deleted.\r\n+OK\r\n"
+                     "+OK Logging out.\r\n");
+    ck_assert_int_eq(act, POP3_CLOSE);
+    ck_assert_int_eq(s.state, POP3_DONE);
+    char p[128];
+    snprintf(p, sizeof p, "%s/cur/2.b:2,S", dir);
+    ck_assert_int_ne(access(p, F_OK), 0);                     /* UPDATE removed it */
+    snprintf(p, sizeof p, "%s/cur/1.a:2,S", dir);
+    ck_assert_int_eq(access(p, F_OK), 0);                     /* retrieved: moved, seen */
+}
+END_TEST
+
+START_TEST(test_authorization_state)
+{
+    enum pop3_action act;
+    ck_assert_str_eq(run("STAT\r\nCAPA\r\n", 253, &act),
+                     "-ERR Command not valid in this state\r\n"
+                     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+                     "PIPELINING\r\nSASL PLAIN\r\nIMPLEMENTATION postern\r\n.\r\n");
+    /* AUTH PLAIN: initial response, continuation, cancel, authzid mismatch */
+    ck_assert_str_eq(run("AUTH\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN eABhbGljZQBzZWNyZXQ=\r\n", 253, &act),
+                     "+OK\r\nPLAIN\r\n.\r\n+ \r\n-ERR Authentication cancelled\r\n"
+                     "-ERR [AUTH] Invalid user name or password.\r\n");
+    ck_assert_str_eq(run("AUTH plain\r\nAGFsaWNlAHNlY3JldA==\r\n", 253, &act), "+ \r\n+OK Logged in.\r\n");
+    ck_assert_int_eq(s.state, POP3_TRANSACTION);
+    ck_assert_str_eq(run("USER bob\r\nCAPA\r\n", 253, &act),
+                     "-ERR Command not valid in this state\r\n+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
+                     "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION postern\r\n.\r\n");
+}
+END_TEST
+
+START_TEST(test_quit_before_login_and_http)
+{
+    enum pop3_action act;
+    ck_assert_str_eq(run("QUIT\r\nNOOP\r\n", 253, &act), "+OK Logging out.\r\n");
+    ck_assert_int_eq(act, POP3_CLOSE);
+    pop3_init(&s, &out, 5);
+    ck_assert_str_eq(run("GET / HTTP/1.1\r\n", 253, &act), "-ERR This is a POP3 server\r\n");
+    ck_assert_int_eq(act, POP3_CLOSE);
+}
+END_TEST
+
+START_TEST(test_hostile_numbers)
+{
+    enum pop3_action act;
+    run("USER alice\r\nPASS secret\r\n", 253, &act);
+    ck_assert_str_eq(run("RETR 0\r\nRETR -1\r\nLIST 4294967297\r\nDELE 100000000000000000000\r\nUIDL 1abc\r\nTOP 3 1\r\n"
+                         "TOP 1 x\r\nRETR\r\nRETR 1 2\r\n", 253, &act),
+                     "-ERR There's no message 0.\r\n-ERR Invalid message number.\r\n-ERR There's no message 4294967297.\r\n"
+                     "-ERR Invalid message number.\r\n-ERR Invalid message number.\r\n-ERR There's no message 3.\r\n"
+                     "-ERR Invalid number of lines\r\n-ERR Syntax: RETR msg\r\n-ERR Syntax: RETR msg\r\n");
+    ck_assert_int_eq(act, POP3_CONTINUE);
+    ck_assert_uint_eq(s.errors, 3);
+}
+END_TEST
+
+START_TEST(test_login_failure_limit)
+{
+    enum pop3_action act;
+    ck_assert_str_eq(run("USER a\r\nPASS x\r\nUSER a\r\nPASS x\r\n", 253, &act),
+                     "+OK\r\n-ERR [AUTH] Invalid user name or password.\r\n"
+                     "+OK\r\n-ERR [AUTH] Invalid user name or password.\r\n");
+    ck_assert_int_eq(s.state, POP3_AUTHORIZATION);
+    ck_assert_str_eq(run("AUTH PLAIN AGEAeA==\r\nNOOP\r\n", 253, &act),
+                     "-ERR [AUTH] Invalid user name or password.\r\n");   /* the 3rd: closed */
+    ck_assert_int_eq(s.state, POP3_DONE);
+    ck_assert_int_eq(act, POP3_CLOSE);
+}
+END_TEST
+
+START_TEST(test_line_limits_and_error_limit)
+{
+    enum pop3_action act;
+    char script[2000];
+    memset(script, 'U', 300);
+    memcpy(script + 300, "\r\n", 3);
+    ck_assert_str_eq(run(script, 253, &act), "-ERR Command line too long\r\n");
+    memset(script, 'U', 254);
+    memcpy(script + 254, "\r\n", 3);
+    ck_assert_str_eq(run(script, 1000, &act), "-ERR Command line too long\r\n");
+    pop3_init(&s, &out, 5);   /* a fresh count: the two above were errors too */
+    ck_assert_str_eq(run("NOPE\r\nNOPE\r\nNOPE\r\nNOPE\r\nNOOP\r\n", 253, &act),
+                     "-ERR Unknown command\r\n-ERR Unknown command\r\n-ERR Unknown command\r\n"
+                     "-ERR Unknown command\r\n-ERR Too many errors, closing connection\r\n");   /* the 5th closes */
+    ck_assert_int_eq(act, POP3_CLOSE);
+}
+END_TEST
+
+START_TEST(test_base64_and_monitor_records)
+{
+    char dec[64];
+    size_t n;
+    ck_assert(pop3_base64_decode("AGFsaWNlAHNlY3JldA==", 20, dec, sizeof dec, &n));
+    ck_assert_uint_eq(n, 13);
+    ck_assert(!memcmp(dec, "\0alice\0secret", 13));
+    ck_assert(pop3_base64_decode("", 0, dec, sizeof dec, &n));
+    ck_assert_uint_eq(n, 0);
+    ck_assert(!pop3_base64_decode("abc", 3, dec, sizeof dec, &n));
+    ck_assert(!pop3_base64_decode("ab=c", 4, dec, sizeof dec, &n));
+    ck_assert(!pop3_base64_decode("a===", 4, dec, sizeof dec, &n));
+    ck_assert(!pop3_base64_decode("AA==AA==", 8, dec, sizeof dec, &n));
+    ck_assert(!pop3_base64_decode("AAAAAAAA", 8, dec, 5, &n));   /* no room */
+    static char rec[POP3_MON_REC_MAX];
+    static struct pop3_mon_request r;
+    size_t len;
+    ck_assert(pop3_mon_request_format("alice", 5, "p\0w", 3, "STAT\r\n", 6, rec, sizeof rec, &len));
+    ck_assert_uint_eq(len, 7 + 5 + 3 + 6);
+    ck_assert(pop3_mon_request_parse(rec, len, &r));
+    ck_assert_uint_eq(r.passlen, 3);
+    ck_assert(!memcmp(r.left, "STAT\r\n", 6));
+    ck_assert(!pop3_mon_request_parse(rec, len - 1, &r));       /* short */
+    rec[1] = 0x7f;                                               /* user length too big */
+    ck_assert(!pop3_mon_request_parse(rec, len, &r));
+    static char big[POP3_MON_LEFT_MAX + 1];
+    ck_assert(!pop3_mon_request_format("a", 1, "p", 1, big, sizeof big, rec, sizeof rec, &len));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("pop3_session");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_add_test(core, test_login_and_transaction);
+    tcase_add_test(core, test_authorization_state);
+    tcase_add_test(core, test_quit_before_login_and_http);
+    suite_add_tcase(su, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_add_test(limits, test_hostile_numbers);
+    tcase_add_test(limits, test_line_limits_and_error_limit);
+    tcase_add_test(limits, test_login_failure_limit);
+    tcase_add_test(limits, test_base64_and_monitor_records);
+    suite_add_tcase(su, limits);
+    SRunner *sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

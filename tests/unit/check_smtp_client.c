@@ -1,0 +1,484 @@
+/* check_smtp_client.c - the SMTP client: reply parser and its bounds, EHLO
+ * keywords, DATA streaming, and a whole transaction against a scripted
+ * server on a socketpair. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "smtp_client.h"
+
+static int sp[2];
+static struct smtp_conn conn;
+static struct smtp_reply rep;
+
+static void setup(void)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    smtp_conn_init(&conn, sp[0], 500);
+}
+static void teardown(void) { close(sp[0]); close(sp[1]); }
+
+static void feed(const char *s) { ck_assert(fd_write_all(sp[1], s, strlen(s), 1000)); }
+
+static int feed_lines(struct smtp_reply *r, const char *const *lines)
+{
+    int k = 0;
+    smtp_reply_init(r);
+    for (; *lines; lines++) {
+        k = smtp_reply_feed(r, *lines, strlen(*lines));
+        if (k != 0) break;
+    }
+    return k;
+}
+
+/* a file holding s; returns its fd */
+static int tmpfile_with(const char *s, size_t n)
+{
+    char path[] = "/tmp/check_smtp_client.XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert(fd_write_all(fd, s, n, 1000));
+    return fd;
+}
+
+/* everything the client wrote so far (peer side, non-blocking) */
+static size_t drain(char *dst, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = recv(sp[1], dst + n, cap - 1 - n, MSG_DONTWAIT);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    dst[n] = 0;
+    return n;
+}
+
+START_TEST(test_reply_single_and_multiline)
+{
+    const char *one[] = { "250 2.1.0 ok", NULL };
+    ck_assert_int_eq(feed_lines(&rep, one), 1);
+    ck_assert_int_eq(rep.code, 250);
+    ck_assert_str_eq(rep.text, "2.1.0 ok");
+    const char *multi[] = { "250-mx.example greets you", "250-PIPELINING", "250 SIZE 1000", NULL };
+    ck_assert_int_eq(feed_lines(&rep, multi), 1);
+    ck_assert_uint_eq(rep.nlines, 3);
+    ck_assert_str_eq(rep.text, "mx.example greets you\nPIPELINING\nSIZE 1000");
+    const char *bare[] = { "221", NULL };           /* code alone is a last line */
+    ck_assert_int_eq(feed_lines(&rep, bare), 1);
+    ck_assert_int_eq(rep.code, 221);
+    ck_assert_uint_eq(rep.len, 0);
+}
+END_TEST
+
+START_TEST(test_reply_garbage_codes)
+{
+    const char *bad[][3] = {
+        { "2x0 what", NULL, NULL }, { "25", NULL, NULL }, { "", NULL, NULL },
+        { "650 six", NULL, NULL }, { "190 one", NULL, NULL }, { "260 second digit", NULL, NULL },
+        { "250_under", NULL, NULL }, { "250-a", "251 b", NULL }, { "abc", NULL, NULL },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(feed_lines(&rep, bad[i]) == -1, "case %zu accepted", i);
+        ck_assert_int_eq(errno, EPROTO);
+    }
+}
+END_TEST
+
+START_TEST(test_reply_status_and_summary)
+{
+    char st[16], sum[64];
+    const char *a[] = { "550-5.1.1 no such", "550 5.1.1 user here", NULL };
+    feed_lines(&rep, a);
+    smtp_reply_status(&rep, st, sizeof st);
+    ck_assert_str_eq(st, "5.1.1");
+    ck_assert_str_eq(smtp_reply_summary(&rep, sum, sizeof sum), "550 5.1.1 no such 5.1.1 user here");
+    const char *b[] = { "451 4.7.1x greylisted", NULL };   /* not a code: default */
+    feed_lines(&rep, b);
+    smtp_reply_status(&rep, st, sizeof st);
+    ck_assert_str_eq(st, "4.0.0");
+    const char *c[] = { "550 4.1.1 class differs", NULL };
+    feed_lines(&rep, c);
+    smtp_reply_status(&rep, st, sizeof st);
+    ck_assert_str_eq(st, "5.0.0");
+    const char *d[] = { "554 bad\x01\x7f\xff bytes", NULL };
+    feed_lines(&rep, d);
+    ck_assert_str_eq(smtp_reply_summary(&rep, sum, sizeof sum), "554 bad??? bytes");
+    const char *e[] = { "550 0123456789012345678901234567890123456789", NULL };
+    feed_lines(&rep, e);
+    smtp_reply_summary(&rep, sum, 20);
+    ck_assert_str_eq(sum, "550 012345678901...");
+}
+END_TEST
+
+START_TEST(test_read_reply_from_socket)
+{
+    feed("220-first\r\n220 second\r\n250 next\r\n");
+    ck_assert(smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(rep.code, 220);
+    ck_assert_str_eq(rep.text, "first\nsecond");
+    ck_assert(smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(rep.code, 250);
+    ck_assert_uint_eq(smtp_buffered(&conn), 0);
+}
+END_TEST
+
+START_TEST(test_read_reply_bare_lf_and_cr)
+{
+    feed("220 hello\n");
+    ck_assert(!smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(errno, EPROTO);
+    teardown();
+    setup();
+    feed("220 hel\rlo\r\n");
+    ck_assert(!smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(errno, EPROTO);
+}
+END_TEST
+
+START_TEST(test_read_reply_eof)
+{
+    feed("220 partial");
+    shutdown(sp[1], SHUT_WR);
+    ck_assert(!smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(errno, EPIPE);
+}
+END_TEST
+
+START_TEST(test_ehlo_keywords)
+{
+    struct smtp_ext e;
+    const char *l[] = { "250-mx greets STARTTLS", "250-PIPELINING", "250-SIZE 52428800", "250-8BITMIME",
+                        "250-dsn", "250-AUTH LOGIN PLAIN", "250-ENHANCEDSTATUSCODES", "250 STARTTLS", NULL };
+    feed_lines(&rep, l);
+    smtp_ext_parse(&e, &rep);
+    ck_assert(e.esmtp && e.starttls && e.pipelining && e.eightbitmime && e.dsn && e.auth_plain && e.enhanced);
+    ck_assert(e.size);
+    ck_assert_uint_eq(e.size_max, 52428800ULL);
+    ck_assert(!e.smtputf8);
+    const char *g[] = { "250-mx STARTTLS PIPELINING", "250 SIZE 99999999999999999999999", NULL };
+    feed_lines(&rep, g);
+    smtp_ext_parse(&e, &rep);
+    ck_assert(!e.starttls && !e.pipelining);      /* words of the greeting line are no keywords */
+    ck_assert(e.size);
+    ck_assert_uint_eq(e.size_max, 0);             /* overflow: treated as "no limit given" */
+}
+END_TEST
+
+START_TEST(test_base64_xtext)
+{
+    char b[64];
+    ck_assert(smtp_base64((const unsigned char *)"\0user\0pass", 10, b, sizeof b));
+    ck_assert_str_eq(b, "AHVzZXIAcGFzcw==");
+    ck_assert(smtp_base64((const unsigned char *)"ab", 2, b, sizeof b));
+    ck_assert_str_eq(b, "YWI=");
+    ck_assert(!smtp_base64((const unsigned char *)"abcdef", 6, b, 8));
+    ck_assert(smtp_xtext("a+b=c d", b, sizeof b));
+    ck_assert_str_eq(b, "a+2Bb+3Dc+20d");
+    ck_assert(!smtp_xtext("a+b", b, 4));
+}
+END_TEST
+
+static void check_stream(const char *in, size_t n, const char *want)
+{
+    char out[4096];
+    unsigned long long sent = 0;
+    int fd = tmpfile_with(in, n);
+    ck_assert(lseek(fd, 3, SEEK_SET) == 3);      /* a shared offset must not matter */
+    ck_assert(smtp_send_message(&conn, fd, &sent));
+    close(fd);
+    size_t got = drain(out, sizeof out);
+    ck_assert_uint_eq(got, strlen(want));
+    ck_assert_uint_eq(sent, strlen(want));
+    ck_assert_str_eq(out, want);
+}
+
+START_TEST(test_data_stream)
+{
+    check_stream("a\n.b\n..c\n.\nd", 12, "a\r\n..b\r\n...c\r\n..\r\nd\r\n.\r\n");
+    check_stream("", 0, ".\r\n");
+    check_stream("x\r\ny\rz\n", 7, "x\r\ny\r\nz\r\n.\r\n");  /* CRLF kept, bare CR a line end */
+    check_stream(".\n", 2, "..\r\n.\r\n");
+    check_stream("end\r", 4, "end\r\n.\r\n");
+}
+END_TEST
+
+START_TEST(test_data_stream_large)
+{
+    /* lines crossing the 16 KB read boundary, a dot at the boundary */
+    size_t n = 40000;
+    char *m = malloc(n);
+    ck_assert_ptr_nonnull(m);
+    for (size_t i = 0; i < n; i++) m[i] = (i % 100 == 99) ? '\n' : (i % 100 == 0 ? '.' : 'q');
+    m[16383] = '\n';
+    m[16384] = '.';
+    int fd = tmpfile_with(m, n);
+    int rfd[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, rfd), 0);
+    close(sp[1]);
+    sp[1] = rfd[1];
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (!pid) {   /* a reader so the writer never blocks */
+        close(rfd[0]);
+        char b[65536];
+        size_t tot = 0, dots = 0;
+        ssize_t r;
+        int bol = 1;
+        while ((r = read(rfd[1], b, sizeof b)) > 0)
+            for (ssize_t i = 0; i < r; i++, tot++) {
+                if (bol && b[i] == '.') dots++;
+                bol = b[i] == '\n';
+            }
+        /* 401 lines (one more LF at 16383), 401 of them starting with a dot
+         * (doubled), + the final ".\r\n" */
+        _exit(tot == n + 401 + 401 + 3 && dots == 402 ? 0 : 1);
+    }
+    smtp_conn_init(&conn, rfd[0], 2000);
+    /* each original '.' at a line start counts once in "dots", the stuffed
+     * one adds no new line start */
+    ck_assert(smtp_send_message(&conn, fd, NULL));
+    close(rfd[0]);
+    int ws;
+    waitpid(pid, &ws, 0);
+    ck_assert(WIFEXITED(ws));
+    ck_assert_int_eq(WEXITSTATUS(ws), 0);
+    close(fd);
+    free(m);
+}
+END_TEST
+
+static const char *script_ok =
+    "220 mx.test ESMTP\r\n"
+    "250-mx.test\r\n250-SIZE 100000\r\n250-DSN\r\n250 8BITMIME\r\n"
+    "250 2.1.0 ok\r\n"
+    "250 2.1.5 ok\r\n"
+    "354 go\r\n"
+    "250 2.0.0 queued\r\n"
+    "221 bye\r\n";
+
+START_TEST(test_transaction_success)
+{
+    char status[1024], out[4096];
+    int fd = tmpfile_with("Subject: x\n\n.hi\n", 16);
+    struct smtp_job j = { .helo = "me.test", .sender = "a@b.test", .rcpt = "c@d.test", .orcpt = "",
+                          .notify = "FAILURE", .envid = "E1", .body8bit = 1, .msgfd = fd, .size = 16,
+                          .tls = SMTP_TLS_MAY };
+    feed(script_ok);
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx.test[192.0.2.1]", status, sizeof status),
+                     SMTP_DELIVERED);
+    ck_assert_str_eq(status, "2.0.0 host mx.test[192.0.2.1] said: 250 2.0.0 queued");
+    drain(out, sizeof out);
+    ck_assert_str_eq(out,
+        "EHLO me.test\r\n"
+        "MAIL FROM:<a@b.test> SIZE=16 BODY=8BITMIME ENVID=E1\r\n"
+        "RCPT TO:<c@d.test> NOTIFY=FAILURE ORCPT=rfc822;c@d.test\r\n"
+        "DATA\r\n"
+        "Subject: x\r\n\r\n..hi\r\n.\r\n"
+        "QUIT\r\n");
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_transaction_rcpt_refused)
+{
+    char status[1024];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
+                          .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_MAY };
+    feed("220 mx\r\n250 mx\r\n250 ok\r\n550-5.1.1 no\r\n550 5.1.1 such user\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx[192.0.2.1]", status, sizeof status),
+                     SMTP_PERMFAIL);
+    ck_assert_str_eq(status, "5.1.1 host mx[192.0.2.1] said: 550 5.1.1 no 5.1.1 such user (in reply to RCPT TO)");
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_transaction_unexpected_success_code)
+{
+    /* found by fuzz_smtp_client: a 2xx that is not the expected one must
+     * not produce a "2.x.x" text for a failure */
+    char status[1024];
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
+                          .envid = "", .msgfd = -1, .tls = SMTP_TLS_NONE };
+    feed("220 mx\r\n250-mx\r\n250 ENHA\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
+    ck_assert_str_eq(status, "4.5.0 host mx said: 221 bye (in reply to MAIL FROM)");
+    teardown();
+    setup();
+    feed("250 not a greeting\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
+    ck_assert(!strncmp(status, "4.5.0 ", 6));
+}
+END_TEST
+
+START_TEST(test_transaction_tls_required)
+{
+    char status[1024];
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
+                          .envid = "", .msgfd = -1, .tls = SMTP_TLS_REQUIRE };
+    feed("220 mx\r\n250 mx\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
+    ck_assert(!strncmp(status, "4.7.5 ", 6));
+}
+END_TEST
+
+START_TEST(test_transaction_too_big_and_bad_address)
+{
+    char status[1024];
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
+                          .envid = "", .msgfd = -1, .size = 2000, .tls = SMTP_TLS_NONE };
+    feed("220 mx\r\n250-mx\r\n250 SIZE 1000\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
+    ck_assert(!strncmp(status, "5.3.4 ", 6));
+    j.rcpt = "c@d.test>\r\nRCPT TO:<x@y";
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
+    ck_assert(!strncmp(status, "5.1.3 ", 6));
+}
+END_TEST
+
+static int hook_calls;
+static int fake_starttls(void *ctx, struct smtp_conn *c, char *why, size_t whylen)
+{
+    (void)ctx; (void)c;
+    hook_calls++;
+    snprintf(why, whylen, "refused by the test");
+    return 0;
+}
+
+START_TEST(test_starttls_injection_and_failure)
+{
+    char status[1024];
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
+                          .envid = "", .msgfd = -1, .tls = SMTP_TLS_MAY };
+    /* bytes after the 220 to STARTTLS: the handshake is never attempted */
+    hook_calls = 0;
+    feed("220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go\r\n250 injected\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, fake_starttls, NULL, "mx", status, sizeof status),
+                     SMTP_RETRY_PLAIN);
+    ck_assert_int_eq(hook_calls, 0);
+    ck_assert(strstr(status, "sent data after its STARTTLS reply"));
+    teardown();
+    setup();
+    j.tls = SMTP_TLS_REQUIRE;
+    feed("220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, fake_starttls, NULL, "mx", status, sizeof status),
+                     SMTP_NEXT_HOST);
+    ck_assert_int_eq(hook_calls, 1);
+    ck_assert_str_eq(status, "4.7.5 TLS with host mx failed: refused by the test");
+}
+END_TEST
+
+/* ---- limits ---- */
+
+START_TEST(test_line_length_bound)
+{
+    char line[1200];
+    memcpy(line, "250 ", 4);
+    memset(line + 4, 'a', sizeof line - 4);
+    memcpy(line + 998, "\r\n", 2);   /* 998 octets + CRLF = 1000: accepted */
+    ck_assert(fd_write_all(sp[1], line, 1000, 1000));
+    ck_assert(smtp_read_reply(&conn, &rep, 500));
+    ck_assert_uint_eq(rep.len, 994);
+    memset(line + 4, 'a', sizeof line - 4);
+    memcpy(line + 999, "\r\n", 2);   /* 1001 octets: refused */
+    ck_assert(fd_write_all(sp[1], line, 1001, 1000));
+    ck_assert(!smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(errno, EPROTO);
+}
+END_TEST
+
+START_TEST(test_line_count_bound)
+{
+    smtp_reply_init(&rep);
+    for (int i = 0; i < SMTP_REPLY_LINES_MAX - 1; i++) ck_assert_int_eq(smtp_reply_feed(&rep, "250-x", 5), 0);
+    ck_assert_int_eq(smtp_reply_feed(&rep, "250 x", 5), 1);   /* line 100: fine */
+    smtp_reply_init(&rep);
+    for (int i = 0; i < SMTP_REPLY_LINES_MAX; i++) ck_assert_int_eq(smtp_reply_feed(&rep, "250-x", 5), 0);
+    ck_assert_int_eq(smtp_reply_feed(&rep, "250 x", 5), -1);  /* line 101 */
+}
+END_TEST
+
+START_TEST(test_total_size_bound)
+{
+    char line[1000];
+    memcpy(line, "250-", 4);
+    memset(line + 4, 'b', sizeof line - 4);
+    smtp_reply_init(&rep);
+    int k = 0, i;
+    for (i = 0; i < 40 && k == 0; i++) k = smtp_reply_feed(&rep, line, 998);
+    ck_assert_int_eq(k, -1);
+    ck_assert_int_eq(i, 17);              /* 16 lines of 994 (+\n) fit in 16 KB, the 17th does not */
+    ck_assert_uint_le(rep.len, SMTP_REPLY_TOTAL_MAX);
+}
+END_TEST
+
+START_TEST(test_endless_continuation_from_socket)
+{
+    char c[7 * 200];
+    for (size_t i = 0; i < 200; i++) memcpy(c + 7 * i, "250-x\r\n", 7);
+    ck_assert(fd_write_all(sp[1], c, sizeof c, 1000));
+    ck_assert(!smtp_read_reply(&conn, &rep, 500));
+    ck_assert_int_eq(errno, EPROTO);
+    ck_assert_uint_eq(rep.nlines, SMTP_REPLY_LINES_MAX);
+}
+END_TEST
+
+START_TEST(test_reply_timeout_total)
+{
+    /* a server that trickles: the bound is for the whole reply */
+    feed("250-a\r\n");
+    ck_assert(!smtp_read_reply(&conn, &rep, 200));
+    ck_assert_int_eq(errno, ETIMEDOUT);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("smtp_client");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_add_test(core, test_reply_single_and_multiline);
+    tcase_add_test(core, test_reply_garbage_codes);
+    tcase_add_test(core, test_reply_status_and_summary);
+    tcase_add_test(core, test_read_reply_from_socket);
+    tcase_add_test(core, test_read_reply_bare_lf_and_cr);
+    tcase_add_test(core, test_read_reply_eof);
+    tcase_add_test(core, test_ehlo_keywords);
+    tcase_add_test(core, test_base64_xtext);
+    tcase_add_test(core, test_data_stream);
+    tcase_add_test(core, test_data_stream_large);
+    tcase_add_test(core, test_transaction_success);
+    tcase_add_test(core, test_transaction_rcpt_refused);
+    tcase_add_test(core, test_transaction_tls_required);
+    tcase_add_test(core, test_transaction_unexpected_success_code);
+    tcase_add_test(core, test_transaction_too_big_and_bad_address);
+    tcase_add_test(core, test_starttls_injection_and_failure);
+    suite_add_tcase(s, core);
+    TCase *lim = tcase_create("limits");
+    tcase_add_checked_fixture(lim, setup, teardown);
+    tcase_add_test(lim, test_line_length_bound);
+    tcase_add_test(lim, test_line_count_bound);
+    tcase_add_test(lim, test_total_size_bound);
+    tcase_add_test(lim, test_endless_continuation_from_socket);
+    tcase_add_test(lim, test_reply_timeout_total);
+    suite_add_tcase(s, lim);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(suite());
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}

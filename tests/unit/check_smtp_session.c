@@ -1,0 +1,661 @@
+/* check_smtp_session.c - the SMTP state machine driven from byte scripts
+ * over a socketpair, with an injector that plays queue-inject in a child
+ * process (reads the message pipe and the envelope socket like the real one,
+ * answers with an ID, exits with the code the test chose). */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "io.h"
+#include "log.h"
+#include "smtp_session.h"
+
+static struct config cf;
+static struct smtp_rcptmap map;
+static char tmpdir[] = "/tmp/check_smtp_session.XXXXXX";
+static char path_msg[128], path_env[128], path_trig[128];
+static int inject_exit;          /* what the fake queue-inject exits with */
+static pid_t inject_pid;
+
+/* ---- the fake queue-inject ---- */
+
+static size_t slurp_fd(int fd, struct buf *b)
+{
+    char chunk[4096];
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        buf_append(b, chunk, (size_t)r);
+    }
+    return b->len;
+}
+
+static void save(const char *path, const struct buf *b)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) _exit(99);
+    if (b->len && write(fd, b->s, b->len) != (ssize_t)b->len) _exit(99);
+    close(fd);
+}
+
+static int fake_start(void *ctx, int msg_fd, int env_fd)
+{
+    inject_pid = fork();
+    if (inject_pid < 0) return 0;
+    if (inject_pid) return 1;
+    /* keep only our two fds (like the monitor's exec child does) */
+    int m = fcntl(msg_fd, F_DUPFD, 100), e = fcntl(env_fd, F_DUPFD, 101);
+    for (int fd = 3; fd < 100; fd++) close(fd);
+    struct buf msg = BUF_ZERO, env = BUF_ZERO;
+    slurp_fd(m, &msg);
+    slurp_fd(e, &env);
+    int ended = env.len >= 2 && env.s[env.len - 1] == 0 && env.s[env.len - 2] == 0;
+    if (!ended) _exit(55);
+    save(path_msg, &msg);
+    save(path_env, &env);
+    if (inject_exit == 0 && write(e, "0123456789ABCDEF\n", 17) != 17) _exit(54);
+    _exit(inject_exit);
+}
+
+static int fake_finish(void *ctx, int *status)
+{
+    int st;
+    *status = -1;
+    if (waitpid(inject_pid, &st, 0) != inject_pid) return 0;
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return 1;
+}
+
+static int fake_trigger(void *ctx)
+{
+    int fd = open(path_trig, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd < 0) return 0;
+    int ok = write(fd, "t", 1) == 1;
+    close(fd);
+    return ok;
+}
+
+static const struct smtp_injector fake = { NULL, fake_start, fake_finish, fake_trigger };
+
+/* ---- running a session ---- */
+
+static const char *peer_ip = "127.0.0.1";
+
+/* Run a session in a child on a socketpair, send script (then close our
+ * write side unless keep_open), return everything the server wrote. */
+static char *run_session(const char *script, size_t len, int keep_open)
+{
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    unlink(path_msg);
+    unlink(path_env);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin;
+        memset(&sin, 0, sizeof sin);
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(40000);
+        inet_pton(AF_INET, peer_ip, &sin.sin_addr);
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        int ok = smtp_session_run(&s);
+        smtp_session_free(&s);
+        _exit(ok ? 0 : 1);
+    }
+    close(sp[1]);
+    ck_assert(fd_write_all(sp[0], script, len, 5000));
+    if (!keep_open) shutdown(sp[0], SHUT_WR);
+    struct buf out = BUF_ZERO;
+    char chunk[4096];
+    for (;;) {
+        struct pollfd p = { .fd = sp[0], .events = POLLIN, .revents = 0 };
+        ck_assert_int_gt(poll(&p, 1, 10000), 0);
+        ssize_t r = read(sp[0], chunk, sizeof chunk);
+        if (r <= 0) break;
+        buf_append(&out, chunk, (size_t)r);
+    }
+    close(sp[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    buf_appends(&out, "");
+    return out.s ? out.s : strdup("");
+}
+
+#define RUN(lit) run_session((lit), sizeof(lit) - 1, 0)
+
+/* the reply lines' codes, e.g. "220 250 250 354 250 221" (only final lines) */
+static void codes(const char *out, char *dst, size_t dstlen)
+{
+    size_t o = 0;
+    dst[0] = 0;
+    for (const char *p = out; *p; ) {
+        const char *e = strstr(p, "\r\n");
+        if (!e) break;
+        if (e - p >= 4 && p[3] == ' ' && o + 5 < dstlen) {
+            if (o) dst[o++] = ' ';
+            memcpy(dst + o, p, 3);
+            o += 3;
+            dst[o] = 0;
+        }
+        p = e + 2;
+    }
+}
+
+static char *file_text(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return NULL;
+    struct buf b = BUF_ZERO;
+    slurp_fd(fd, &b);
+    close(fd);
+    buf_appends(&b, "");
+    *len = b.len;
+    return b.s ? b.s : strdup("");
+}
+
+/* does the saved envelope hold this record (type + value)? */
+static int env_has(const char *rec)
+{
+    size_t len;
+    char *e = file_text(path_env, &len);
+    if (!e) return 0;
+    int found = 0;
+    for (size_t i = 0; i < len; i += strlen(e + i) + 1)
+        if (!strcmp(e + i, rec)) { found = 1; break; }
+    free(e);
+    return found;
+}
+
+#define ASSERT_CODES(out, want) do { char c_[1024]; codes((out), c_, sizeof c_); \
+    ck_assert_msg(!strcmp(c_, (want)), "codes \"%s\", want \"%s\"; output:\n%s", c_, (want), (out)); } while (0)
+
+static void setup(void)
+{
+    ck_assert(mkdtemp(tmpdir) != NULL || errno == EEXIST);
+    snprintf(path_msg, sizeof path_msg, "%s/msg", tmpdir);
+    snprintf(path_env, sizeof path_env, "%s/env", tmpdir);
+    snprintf(path_trig, sizeof path_trig, "%s/trigger", tmpdir);
+    unlink(path_trig);
+    config_defaults(&cf);
+    char why[256];
+    ck_assert(config_set(&cf, "hostname", "mx.example.test", why, sizeof why));
+    ck_assert(config_set(&cf, "local_domains", "example.test", why, sizeof why));
+    ck_assert(config_set(&cf, "session_timeout", "5", why, sizeof why));
+    smtp_rcptmap_init(&map);
+    ck_assert(smtp_rcptmap_add(&map, "alice", 5));
+    ck_assert(smtp_rcptmap_add(&map, "postmaster", 10));
+    inject_exit = 0;
+    peer_ip = "127.0.0.1";
+    log_init("check_smtp_session");
+}
+
+static void teardown(void)
+{
+    smtp_rcptmap_free(&map);
+    unlink(path_msg);
+    unlink(path_env);
+    unlink(path_trig);
+    rmdir(tmpdir);
+    memcpy(tmpdir + strlen(tmpdir) - 6, "XXXXXX", 6);
+}
+
+/* ---- core ---- */
+
+START_TEST(test_seed_000_helo_session)
+{
+    /* the operators' guide 000, verbatim */
+    char *out = RUN("HELO my.server.com\r\n"
+                    "MAIL FROM: <danny@mydomain.com>\r\n"
+                    "RCPT TO: <sarah@yourdomain.com>\r\n"
+                    "DATA\r\n"
+                    "From: Danny Dolittle <danny@mydomain.com>\r\n"
+                    "To: Sarah Smith <sarah@yourdomain.com>\r\n"
+                    "Subject: Email sample\r\n"
+                    "Mime-Version: 1.0\r\n"
+                    "Content-Type: text/plain; charset=us-ascii\r\n"
+                    "\r\n"
+                    "This is a test email for you to read.\r\n"
+                    ".\r\n"
+                    "QUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 354 250 221");
+    ck_assert(strstr(out, "220 mx.example.test ESMTP postern\r\n") == out);
+    ck_assert(strstr(out, "250 2.0.0 Ok: queued as 0123456789ABCDEF\r\n"));
+    ck_assert(strstr(out, "221 2.0.0 mx.example.test closing connection\r\n"));
+    size_t len;
+    char *msg = file_text(path_msg, &len);
+    ck_assert(msg);
+    ck_assert_str_eq(msg, "From: Danny Dolittle <danny@mydomain.com>\n"
+                          "To: Sarah Smith <sarah@yourdomain.com>\n"
+                          "Subject: Email sample\n"
+                          "Mime-Version: 1.0\n"
+                          "Content-Type: text/plain; charset=us-ascii\n"
+                          "\n"
+                          "This is a test email for you to read.\n");
+    ck_assert(env_has("Fdanny@mydomain.com"));
+    ck_assert(env_has("Tsarah@yourdomain.com\t\t"));
+    ck_assert(env_has("Csmtp 127.0.0.1"));
+    free(msg);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_seed_001_bracketless)
+{
+    char *out = RUN("HELO local.domain.name\r\n"
+                    "MAIL FROM: mail@domain.ext\r\n"
+                    "RCPT TO: mail@otherdomain.ext\r\n"
+                    "DATA\r\n"
+                    "Subject: hello\r\n\r\nhello mail@otherdomain.ext from mail@domain.ext\r\n.\r\n"
+                    "QUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 354 250 221");
+    ck_assert(env_has("Fmail@domain.ext"));
+    ck_assert(env_has("Tmail@otherdomain.ext\t\t"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_seed_004_ehlo_notify)
+{
+    char *out = RUN("EHLO client.example.com\r\n"
+                    "MAIL FROM:<sender@example.com>\r\n"
+                    "RCPT TO: <alice@example.test> NOTIFY=success,failure\r\n"
+                    "DATA\r\n"
+                    "Subject: Test email\r\n"
+                    "Body of the email\r\n"
+                    ".\r\n"
+                    "QUIT\r\n"
+                    "QUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 354 250 221");
+    ck_assert(strstr(out, "250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n"));
+    ck_assert(strstr(out, "250-8BITMIME\r\n"));
+    ck_assert(strstr(out, "250-ENHANCEDSTATUSCODES\r\n"));
+    ck_assert(strstr(out, "250-DSN\r\n"));
+    ck_assert(strstr(out, "250-SMTPUTF8\r\n"));
+    ck_assert(strstr(out, "250-CHUNKING\r\n"));
+    ck_assert(strstr(out, "250 HELP\r\n"));
+    ck_assert(!strstr(out, "STARTTLS"));
+    ck_assert(!strstr(out, "AUTH"));
+    ck_assert(env_has("Talice@example.test\tSUCCESS,FAILURE\t"));
+    size_t len;
+    char *msg = file_text(path_msg, &len);
+    ck_assert_str_eq(msg, "Subject: Test email\nBody of the email\n");
+    free(msg);
+    /* the H record: one Received: field for the one recipient */
+    char *env = file_text(path_env, &len);
+    const char *h = NULL;
+    for (size_t i = 0; i < len; i += strlen(env + i) + 1)
+        if (env[i] == 'H') h = env + i + 1;
+    ck_assert(h);
+    const char *want = "Received: from client.example.com ([127.0.0.1])\n\tby mx.example.test (postern) with ESMTP id ";
+    ck_assert_msg(!strncmp(h, want, strlen(want)), "H record: %s", h);
+    ck_assert(strstr(h, "\n\tfor <alice@example.test>; "));
+    ck_assert(strstr(h, " +0000"));
+    free(env);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_recipient_policy)
+{
+    peer_ip = "192.0.2.7";    /* not in relay_networks */
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                    "RCPT TO:<sarah@yourdomain.com>\r\n"        /* 554 relay */
+                    "RCPT TO:<bob@example.test>\r\n"            /* 550 unknown */
+                    "RCPT TO:<Alice+news@EXAMPLE.TEST>\r\n"     /* 250 */
+                    "RCPT TO:<postmaster>\r\n"                  /* 250 */
+                    "RCPT TO:<abuse@example.test>\r\n"          /* 550: not in this map */
+                    "RCPT TO:<alice%other.example@example.test>\r\n" /* 550 */
+                    "RCPT TO:<\"alice\"@example.test>\r\n"      /* 550 */
+                    "RCPT TO:<@relay.example:alice@other.example>\r\n" /* 554 */
+                    "RCPT TO:<alice@[192.0.2.1]>\r\n"           /* 554 */
+                    "RCPT TO:<alice@mx.example.test>\r\n"       /* 250: the hostname is local */
+                    "QUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 554 550 250 250 550 550 550 554 554 250 221");
+    ck_assert(strstr(out, "554 5.7.1 <sarah@yourdomain.com>: Relay access denied\r\n"));
+    ck_assert(strstr(out, "550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_sequence_errors)
+{
+    char *out = RUN("MAIL FROM:<a@b.example>\r\n"
+                    "RCPT TO:<alice@example.test>\r\n"
+                    "HELO x\r\n"
+                    "RCPT TO:<alice@example.test>\r\n"
+                    "DATA\r\n"
+                    "MAIL FROM:<a@b.example>\r\n"
+                    "DATA\r\n"
+                    "MAIL FROM:<a@b.example>\r\n"
+                    "RSET\r\n"
+                    "RCPT TO:<alice@example.test>\r\n"
+                    "QUIT\r\n");
+    ASSERT_CODES(out, "220 503 503 250 503 503 250 503 503 250 503 221");
+    ck_assert(strstr(out, "503 5.5.1 Error: send HELO/EHLO first\r\n"));
+    ck_assert(strstr(out, "503 5.5.1 Error: need MAIL command\r\n"));
+    ck_assert(strstr(out, "503 5.5.1 Error: need RCPT command\r\n"));
+    ck_assert(strstr(out, "503 5.5.1 Error: nested MAIL command\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_other_commands)
+{
+    char *out = RUN("NOOP\r\nHELP\r\nEHLO x\r\nVRFY alice\r\nEXPN staff\r\nETRN example.test\r\n"
+                    "TURN\r\nATRN\r\nSAML FROM:<a@b>\r\nSEND FROM:<a@b>\r\nSOML FROM:<a@b>\r\n"
+                    "BURL x\r\nONEX\r\nVERB\r\nSUBMITTER x\r\nSTARTTLS\r\nAUTH PLAIN\r\n"
+                    "XYZZY\r\nnoop\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 214 250 252 502 250 502 502 502 502 502 502 502 502 502 502 503 500 250 221");
+    ck_assert(strstr(out, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"));
+    ck_assert(strstr(out, "502 5.5.1 EXPN not available\r\n"));
+    ck_assert(strstr(out, "250 2.0.0 Queuing started\r\n"));
+    ck_assert(strstr(out, "502 5.5.1 Command not implemented\r\n"));
+    ck_assert(strstr(out, "500 5.5.2 Error: command not recognized\r\n"));
+    ck_assert_int_eq(access(path_trig, F_OK), 0);   /* ETRN pulled the trigger */
+    free(out);
+}
+END_TEST
+
+START_TEST(test_dot_unstuff_and_bdat)
+{
+    char *out = RUN("EHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                    "a\r\n..\r\n..b\r\n.\r\n"
+                    "MAIL FROM:<s@x.example> BODY=8BITMIME\r\nRCPT TO:<alice@example.test>\r\n"
+                    "BDAT 9\r\nline one\r"
+                    "BDAT 12\r\n\n.line two\r\n"
+                    "BDAT 0 LAST\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 354 250 250 250 250 250 250 221");
+    ck_assert(strstr(out, "250 2.0.0 Ok: 9 octets received\r\n"));
+    size_t len;
+    char *msg = file_text(path_msg, &len);
+    ck_assert_str_eq(msg, "line one\n.line two\n");   /* BDAT: no unstuffing, CRLF split over chunks */
+    ck_assert(env_has("B8BITMIME"));
+    free(msg);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_pipelining_order)
+{
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
+                    "RCPT TO:<nobody@example.test>\r\nRCPT TO:<postmaster@example.test>\r\nDATA\r\n"
+                    "x\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 550 250 354 250 250 250 221");
+    ck_assert(env_has("Talice@example.test\t\t"));
+    ck_assert(env_has("Tpostmaster@example.test\t\t"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_inject_failures)
+{
+    inject_exit = 53;
+    char *out = RUN("HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n");
+    ck_assert(strstr(out, "452 4.3.1 Insufficient system storage\r\n"));
+    free(out);
+    inject_exit = 54;
+    out = RUN("HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n");
+    ck_assert(strstr(out, "451 4.3.0 "));
+    ASSERT_CODES(out, "220 250 250 250 354 451 221");
+    free(out);
+}
+END_TEST
+
+/* ---- limits ---- */
+
+static char *line_of(const char *verb, size_t total)   /* total octets incl. CRLF */
+{
+    char *s = malloc(total + 1);
+    size_t v = strlen(verb);
+    memcpy(s, verb, v);
+    memset(s + v, 'a', total - 2 - v);
+    memcpy(s + total - 2, "\r\n", 3);
+    return s;
+}
+
+START_TEST(test_line_512_513)
+{
+    char *l512 = line_of("NOOP ", 512), *l513 = line_of("NOOP ", 513);
+    struct buf sc = BUF_ZERO;
+    buf_appends(&sc, l512);
+    buf_appends(&sc, l513);
+    buf_appends(&sc, "QUIT\r\n");
+    char *out = run_session(sc.s, sc.len, 0);
+    ASSERT_CODES(out, "220 250 500 221");
+    ck_assert(strstr(out, "500 5.5.2 Error: line too long\r\n"));
+    free(out);
+    free(l512);
+    free(l513);
+    buf_free(&sc);
+}
+END_TEST
+
+START_TEST(test_bare_cr_lf_nul_in_commands)
+{
+    const char sc[] = "NOOP\nNOOP\rQUIT\r\nNO\0OP\r\nQUIT\r\n";
+    char *out = run_session(sc, sizeof sc - 1, 0);
+    /* bare LF ends a command; bare CR does not (and is refused); NUL refused */
+    ASSERT_CODES(out, "220 250 500 500 221");
+    ck_assert(strstr(out, "500 5.5.2 Error: bare <CR> received\r\n"));
+    ck_assert(strstr(out, "500 5.5.2 Error: NUL character in command\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_smuggling_variants)
+{
+    static const char *const seps[] = {
+        "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r\n.\r", "\r.\r\n", "\n..\r\n",
+    };
+    for (size_t i = 0; i < sizeof seps / sizeof seps[0]; i++) {
+        struct buf sc = BUF_ZERO;
+        buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                         "Subject: one\r\n\r\nbody");
+        buf_appends(&sc, seps[i]);
+        buf_appends(&sc, "MAIL FROM:<evil@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                         "Subject: smuggled\r\n\r\nx\r\n.\r\nQUIT\r\n");
+        char *out = run_session(sc.s, sc.len, 0);
+        /* one message, refused as a whole: the smuggled commands are data */
+        ASSERT_CODES(out, "220 250 250 250 354 550 221");
+        ck_assert(strstr(out, "550 5.5.2 "));
+        ck_assert_int_ne(access(path_env, F_OK), 0);   /* nothing committed */
+        free(out);
+        buf_free(&sc);
+    }
+}
+END_TEST
+
+START_TEST(test_size_limits)
+{
+    char why[128];
+    ck_assert(config_set(&cf, "max_message_size", "100", why, sizeof why));
+    struct buf sc = BUF_ZERO;
+    buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example> SIZE=101\r\n"
+                     "MAIL FROM:<a@b.example> SIZE=99999999999999999999999\r\n"
+                     "MAIL FROM:<a@b.example> SIZE=100\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    for (int i = 0; i < 20; i++) buf_appends(&sc, "0123456789\r\n");
+    buf_appends(&sc, ".\r\nNOOP\r\nQUIT\r\n");
+    char *out = run_session(sc.s, sc.len, 0);
+    ASSERT_CODES(out, "220 250 552 501 250 250 354 552 250 221");
+    ck_assert(strstr(out, "552 5.3.4 Message size exceeds fixed limit\r\n"));
+    ck_assert(strstr(out, "250-SIZE 100\r\n"));
+    free(out);
+    buf_free(&sc);
+}
+END_TEST
+
+START_TEST(test_hop_limit)
+{
+    char why[128];
+    ck_assert(config_set(&cf, "max_received", "2", why, sizeof why));
+    char *out = RUN("HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                    "Received: from a\r\nReceived: from b\r\nreceived: from c\r\n\r\nloop\r\n.\r\n"
+                    "MAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                    "Received: from a\r\nReceived: from b\r\n\r\nReceived: in the body is fine\r\n.\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 354 554 250 250 354 250 221");
+    ck_assert(strstr(out, "554 5.4.6 Too many hops\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_too_many_recipients)
+{
+    struct buf sc = BUF_ZERO;
+    buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    for (int i = 0; i < 101; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
+    buf_appends(&sc, "QUIT\r\n");
+    char why[128];
+    ck_assert(config_set(&cf, "max_errors", "5", why, sizeof why));
+    char *out = run_session(sc.s, sc.len, 0);
+    char want[2048] = "220 250 250";
+    for (int i = 0; i < 100; i++) strcat(want, " 250");
+    strcat(want, " 452 221");
+    ASSERT_CODES(out, want);
+    ck_assert(strstr(out, "452 4.5.3 Too many recipients\r\n"));
+    free(out);
+    buf_free(&sc);
+}
+END_TEST
+
+START_TEST(test_error_limit)
+{
+    char why[128];
+    ck_assert(config_set(&cf, "max_errors", "3", why, sizeof why));
+    char *out = RUN("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
+    ASSERT_CODES(out, "220 500 500 500 421");
+    ck_assert(strstr(out, "421 4.7.0 mx.example.test Error: too many errors\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_timeout)
+{
+    char why[128];
+    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    const char sc[] = "HELO x\r\n";
+    char *out = run_session(sc, sizeof sc - 1, 1);
+    ASSERT_CODES(out, "220 250 421");
+    ck_assert(strstr(out, "421 4.4.2 mx.example.test Error: timeout exceeded\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_client_never_reads)
+{
+    /* a client that pipelines without end and never reads its replies:
+     * the session's writes time out too, and it goes away */
+    char why[128];
+    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin;
+        memset(&sin, 0, sizeof sin);
+        sin.sin_family = AF_INET;
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_run(&s);
+        _exit(0);
+    }
+    close(sp[1]);
+    fcntl(sp[0], F_SETFL, O_NONBLOCK);
+    static const char help[] = "HELP\r\n";
+    for (int i = 0; i < 200000; i++)
+        if (write(sp[0], help, sizeof help - 1) < 0) break;
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 60 && w == 0; i++) {      /* up to 6 s, never reading */
+        usleep(100000);
+        w = waitpid(pid, &st, WNOHANG);
+    }
+    if (w == 0) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
+    ck_assert_msg(w == pid, "the session still blocks on a client that never reads");
+    close(sp[0]);
+}
+END_TEST
+
+START_TEST(test_http_and_tls_hello)
+{
+    char *out = RUN("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_CODES(out, "220 554");
+    ck_assert(strstr(out, "554 5.7.0 "));
+    free(out);
+    out = RUN("POST /x HTTP/1.0\r\nNOOP\r\n");
+    ASSERT_CODES(out, "220 554");
+    free(out);
+    const char hello[] = "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\nNOOP\r\n";
+    out = run_session(hello, sizeof hello - 1, 0);
+    ASSERT_CODES(out, "220 554");
+    ck_assert(strstr(out, "554 5.7.0 Error: TLS handshake on a plaintext port\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_received_field)
+{
+    char dst[1024];
+    ck_assert(smtp_received(dst, sizeof dst, "h.example", "192.0.2.1", "mx.example.test", "ESMTP",
+                            "abc.1", "u@example.test", 0));
+    ck_assert_str_eq(dst, "Received: from h.example ([192.0.2.1])\n\tby mx.example.test (postern) with ESMTP id abc.1\n"
+                          "\tfor <u@example.test>; Thu, 01 Jan 1970 00:00:00 +0000");
+    ck_assert(!smtp_received(dst, 40, "h", "c", "m", "SMTP", "i", NULL, 0));
+    ck_assert_str_eq(smtp_inject_reply(53), "452 4.3.1 Insufficient system storage");
+    ck_assert(!strncmp(smtp_inject_reply(-1), "451 4.3.0", 9));
+}
+END_TEST
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    Suite *s = suite_create("smtp_session");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_set_timeout(core, 30);
+    tcase_add_test(core, test_seed_000_helo_session);
+    tcase_add_test(core, test_seed_001_bracketless);
+    tcase_add_test(core, test_seed_004_ehlo_notify);
+    tcase_add_test(core, test_recipient_policy);
+    tcase_add_test(core, test_sequence_errors);
+    tcase_add_test(core, test_other_commands);
+    tcase_add_test(core, test_dot_unstuff_and_bdat);
+    tcase_add_test(core, test_pipelining_order);
+    tcase_add_test(core, test_inject_failures);
+    tcase_add_test(core, test_received_field);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_set_timeout(limits, 30);
+    tcase_add_test(limits, test_line_512_513);
+    tcase_add_test(limits, test_bare_cr_lf_nul_in_commands);
+    tcase_add_test(limits, test_smuggling_variants);
+    tcase_add_test(limits, test_size_limits);
+    tcase_add_test(limits, test_hop_limit);
+    tcase_add_test(limits, test_too_many_recipients);
+    tcase_add_test(limits, test_error_limit);
+    tcase_add_test(limits, test_timeout);
+    tcase_add_test(limits, test_http_and_tls_hello);
+    tcase_add_test(limits, test_client_never_reads);
+    suite_add_tcase(s, limits);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
