@@ -531,11 +531,20 @@ static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
     return SMTP_DELIVERED;   /* i.e. ready for MAIL */
 }
 
-static int addr_ok(const char *a)
+/* an address we can put between < and >: no controls, no <>, spaces only
+ * inside a quoted local part. 1 ok (*utf8 set if it has 8-bit bytes), 0 bad */
+static int addr_ok(const char *a, int *utf8)
 {
-    for (; *a; a++)
-        if ((unsigned char)*a <= ' ' || (unsigned char)*a >= 0x7f || *a == '<' || *a == '>') return 0;
-    return 1;
+    int q = 0;
+    for (; *a; a++) {
+        unsigned char ch = (unsigned char)*a;
+        if (ch < ' ' || ch == 0x7f || ch == '<' || ch == '>') return 0;
+        if (ch >= 0x80) *utf8 = 1;
+        if (ch == '"') q = !q;
+        else if (ch == '\\' && q && a[1]) a++;
+        else if (ch == ' ' && !q) return 0;
+    }
+    return !q;
 }
 
 static int xtext_ok(const char *s, size_t max)
@@ -562,12 +571,18 @@ enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j
     t->status = status;
     t->cap = cap;
     status[0] = 0;
-    if (!addr_ok(j->sender) || !addr_ok(j->rcpt) || !*j->rcpt) {
+    int utf8 = 0;
+    if (!addr_ok(j->sender, &utf8) || !addr_ok(j->rcpt, &utf8) || !*j->rcpt) {
         snprintf(status, cap, "5.1.3 bad address syntax");
         return SMTP_PERMFAIL;
     }
     enum smtp_outcome o = open_session(t, j, starttls, tlsctx, &ext);
     if (o != SMTP_DELIVERED) return o;
+    if (utf8 && !ext.smtputf8) {
+        snprintf(status, cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII address", peer);
+        quit(t);
+        return SMTP_PERMFAIL;
+    }
     if (ext.size && ext.size_max && j->size > ext.size_max) {
         snprintf(status, cap, "5.3.4 message too big for host %s (%llu > %llu)", peer, j->size, ext.size_max);
         quit(t);
@@ -577,6 +592,7 @@ enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j
     param[0] = rparam[0] = 0;
     if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
     if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
+    if (utf8) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
     if (ext.dsn) {
         if (j->envid && xtext_ok(j->envid, 100))
             pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);

@@ -10,19 +10,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "authproto.h"
 #include "log.h"
 #include "queue_path.h"
 
-int smtp_mon_send(int fd, const struct smtp_mon_msg *m, const int *fds, int nfd)
+int smtp_mon_sendp(int fd, const struct smtp_mon_msg *m, const void *p, size_t plen,
+                   const int *fds, int nfd)
 {
-    struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
+    struct iovec iov[2] = { { .iov_base = (void *)m, .iov_len = sizeof *m },
+                            { .iov_base = (void *)p, .iov_len = plen } };
     union { char buf[CMSG_SPACE(2 * sizeof(int))]; struct cmsghdr align; } u;
     struct msghdr mh;
     memset(&mh, 0, sizeof mh);
     memset(&u, 0, sizeof u);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (nfd < 0 || nfd > 2) { errno = EINVAL; return 0; }
+    mh.msg_iov = iov;
+    mh.msg_iovlen = plen ? 2 : 1;
+    if (nfd < 0 || nfd > 2 || plen > SMTP_MON_PAYLOAD_MAX || (plen && !p)) { errno = EINVAL; return 0; }
     if (nfd) {
         mh.msg_control = u.buf;
         mh.msg_controllen = CMSG_SPACE((size_t)nfd * sizeof(int));
@@ -34,23 +37,31 @@ int smtp_mon_send(int fd, const struct smtp_mon_msg *m, const int *fds, int nfd)
     }
     for (;;) {
         ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (w == (ssize_t)sizeof *m) return 1;
+        if (w == (ssize_t)(sizeof *m + plen)) return 1;
         if (w < 0 && errno == EINTR) continue;
         if (w >= 0) errno = EPROTO;
         return 0;
     }
 }
 
-int smtp_mon_recv(int fd, struct smtp_mon_msg *m, int *fds, int *nfd, int timeout_ms)
+int smtp_mon_send(int fd, const struct smtp_mon_msg *m, const int *fds, int nfd)
+{
+    return smtp_mon_sendp(fd, m, NULL, 0, fds, nfd);
+}
+
+int smtp_mon_recvp(int fd, struct smtp_mon_msg *m, void *p, size_t *plen, int *fds, int *nfd,
+                   int timeout_ms)
 {
     union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } u;
-    struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
+    unsigned char rec[sizeof *m + SMTP_MON_PAYLOAD_MAX];
+    struct iovec iov = { .iov_base = rec, .iov_len = sizeof rec };
     struct msghdr mh;
     ssize_t r;
     *nfd = 0;
+    *plen = 0;
     for (;;) {
-        struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
-        int k = poll(&p, 1, timeout_ms);
+        struct pollfd pf = { .fd = fd, .events = POLLIN, .revents = 0 };
+        int k = poll(&pf, 1, timeout_ms);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) return 0;
         if (k == 0) { errno = ETIMEDOUT; return 0; }
@@ -75,14 +86,33 @@ int smtp_mon_recv(int fd, struct smtp_mon_msg *m, int *fds, int *nfd, int timeou
             if (n < 8) got[n++] = f; else { close(f); bad = 1; }
         }
     }
-    if (r != (ssize_t)sizeof *m || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n > 2) bad = 1;
+    if (r < (ssize_t)sizeof *m || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n > 2) bad = 1;
     if (bad) {
         for (int i = 0; i < n; i++) close(got[i]);
+        memset(rec, 0, sizeof rec);
         errno = EPROTO;
         return 0;
     }
+    memcpy(m, rec, sizeof *m);
+    *plen = (size_t)r - sizeof *m;
+    if (*plen) memcpy(p, rec + sizeof *m, *plen);
+    memset(rec, 0, sizeof rec);      /* it may have held a password */
     for (int i = 0; i < n; i++) fds[i] = got[i];
     *nfd = n;
+    return 1;
+}
+
+int smtp_mon_recv(int fd, struct smtp_mon_msg *m, int *fds, int *nfd, int timeout_ms)
+{
+    unsigned char p[SMTP_MON_PAYLOAD_MAX];
+    size_t plen;
+    if (!smtp_mon_recvp(fd, m, p, &plen, fds, nfd, timeout_ms)) return 0;
+    if (plen) {
+        for (int i = 0; i < *nfd; i++) close(fds[i]);
+        *nfd = 0;
+        errno = EPROTO;
+        return 0;
+    }
     return 1;
 }
 
@@ -124,12 +154,59 @@ static int mon_trigger(void *ctx)
     return smtp_mon_send(c->fd, &m, NULL, 0) && await_status(c, &v) && v == 1;
 }
 
+static int mon_starttls(void *ctx, int client_fd, const char *id, int *plain_fd)
+{
+    struct smtp_mon_client *c = ctx;
+    struct smtp_mon_msg m = { SMTP_MON_STARTTLS, 0 };
+    int fds[2], n;
+    size_t idlen = id ? strnlen(id, 64) : 0;
+    if (!smtp_mon_sendp(c->fd, &m, id, idlen, &client_fd, 1)) return 0;
+    if (!smtp_mon_recv(c->fd, &m, fds, &n, c->timeout_ms)) return 0;
+    if (m.type != SMTP_MON_STATUS || m.value != (n == 1)) {
+        for (int i = 0; i < n; i++) close(fds[i]);
+        errno = EPROTO;
+        return 0;
+    }
+    if (!n) { errno = EAGAIN; return 0; }
+    *plain_fd = fds[0];
+    return 1;
+}
+
+static int mon_auth(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen,
+                    char *name, size_t namelen)
+{
+    struct smtp_mon_client *c = ctx;
+    unsigned char rec[SMTP_MON_PAYLOAD_MAX];
+    struct smtp_mon_msg m = { SMTP_MON_AUTH, (int32_t)ulen };
+    int fds[2], n, ok;
+    size_t rlen;
+    if (ulen > AUTH_USER_MAX || plen > AUTH_PASS_MAX || ulen + 1 + plen > sizeof rec)
+        return SMTP_AUTH_BAD;
+    memcpy(rec, user, ulen);
+    rec[ulen] = 0;
+    memcpy(rec + ulen + 1, pass, plen);
+    ok = smtp_mon_sendp(c->fd, &m, rec, ulen + 1 + plen, NULL, 0);
+    memset(rec, 0, sizeof rec);
+    if (!ok || !smtp_mon_recvp(c->fd, &m, rec, &rlen, fds, &n, c->timeout_ms)) return SMTP_AUTH_TEMP;
+    for (int i = 0; i < n; i++) close(fds[i]);
+    if (n || m.type != SMTP_MON_STATUS) return SMTP_AUTH_TEMP;
+    if (m.value == SMTP_AUTH_OK) {
+        if (!rlen || rlen >= namelen || memchr(rec, 0, rlen)) return SMTP_AUTH_TEMP;
+        memcpy(name, rec, rlen);
+        name[rlen] = 0;
+        return SMTP_AUTH_OK;
+    }
+    return m.value == SMTP_AUTH_BAD ? SMTP_AUTH_BAD : SMTP_AUTH_TEMP;
+}
+
 void smtp_mon_injector(struct smtp_injector *inj, struct smtp_mon_client *c)
 {
     inj->ctx = c;
     inj->start = mon_start;
     inj->finish = mon_finish;
     inj->trigger = mon_trigger;
+    inj->starttls = mon_starttls;
+    inj->auth = mon_auth;
 }
 
 /* ---- the monitor ---- */
@@ -156,23 +233,133 @@ static int run_inject(int msg_fd, int env_fd, const char *path, const struct pri
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-int smtp_monitor_serve(int fd, const char *root, const char *inject_path, const struct privuser *u)
+int smtp_mon_tls_spawn(const char *proxy, const char *root, const char *id, int client_fd,
+                       int *plain_fd, pid_t *pidp)
 {
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) return 0;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(sp[0]); close(sp[1]);
+        errno = e;
+        return 0;
+    }
+    if (pid == 0) {
+        char *argv[5];
+        int k = 0;
+        char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+        argv[k++] = (char *)"tls-proxy";
+        if (id && *id) { argv[k++] = (char *)"-i"; argv[k++] = (char *)id; }
+        argv[k++] = (char *)root;
+        argv[k] = NULL;
+        signal(SIGPIPE, SIG_DFL);
+        int c = fcntl(client_fd, F_DUPFD_CLOEXEC, 3), p = fcntl(sp[1], F_DUPFD_CLOEXEC, 3);
+        if (c < 0 || p < 0 || dup2(c, 0) < 0 || dup2(p, 1) < 0) _exit(111);
+        /* blocking: tls-proxy polls itself */
+        int fl = fcntl(0, F_GETFL);
+        if (fl >= 0) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
+        closefrom(3);
+        execve(proxy, argv, envp);
+        _exit(111);
+    }
+    close(sp[1]);
+    *plain_fd = sp[0];
+    if (pidp) *pidp = pid;
+    return 1;
+}
+
+static void reap_children(void)
+{
+    int st;
+    while (waitpid(-1, &st, WNOHANG) > 0) {}
+}
+
+/* only hex digits and a few more: the id goes on tls-proxy's command line */
+static void safe_id(char *dst, size_t cap, const unsigned char *p, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < cap; i++) {
+        unsigned char c = p[i];
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-')
+            dst[o++] = (char)c;
+    }
+    dst[o] = 0;
+}
+
+static int do_auth(int *afd, const struct smtp_mon_conf *mc, const unsigned char *p, size_t plen,
+                   int32_t ulen, struct auth_reply *rep)
+{
+    struct auth_request q;
+    int res = SMTP_AUTH_TEMP;
+    if (ulen < 1 || (size_t)ulen >= plen || p[ulen] != 0) return SMTP_AUTH_BAD;
+    if (!authproto_request_set(&q, AUTH_SVC_SMTP, (const char *)p, (size_t)ulen,
+                               (const char *)p + ulen + 1, plen - (size_t)ulen - 1,
+                               mc->client ? mc->client : "unknown")) {
+        authproto_request_wipe(&q);
+        return SMTP_AUTH_BAD;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (*afd < 0) *afd = authproto_connect(mc->root);
+        if (*afd < 0) { log_warn(NULL, "event=auth_connect error=%s", strerror(errno)); break; }
+        if (authproto_ask(*afd, &q, rep, mc->auth_timeout_ms)) {
+            res = rep->result == AUTH_OK ? SMTP_AUTH_OK : rep->result == AUTH_BAD ? SMTP_AUTH_BAD : SMTP_AUTH_TEMP;
+            break;
+        }
+        /* auth-checker restarted under us: one new connection, then give up */
+        close(*afd);
+        *afd = -1;
+        if (errno == ETIMEDOUT) break;
+    }
+    authproto_request_wipe(&q);
+    return res;
+}
+
+int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
+{
+    int afd = -1, ret;
+    unsigned char p[SMTP_MON_PAYLOAD_MAX];
     for (;;) {
         struct smtp_mon_msg m, r = { SMTP_MON_STATUS, -1 };
-        int fds[2], n;
-        if (!smtp_mon_recv(fd, &m, fds, &n, -1)) return errno == EPIPE;
-        if (m.type == SMTP_MON_INJECT && n == 2) {
-            r.value = run_inject(fds[0], fds[1], inject_path, u);
+        int fds[2], n, give = -1;
+        size_t plen;
+        const void *rp = NULL;
+        size_t rplen = 0;
+        struct auth_reply rep;
+        if (!smtp_mon_recvp(fd, &m, p, &plen, fds, &n, -1)) { ret = errno == EPIPE; break; }
+        reap_children();
+        if (m.type == SMTP_MON_INJECT && n == 2 && !plen) {
+            r.value = run_inject(fds[0], fds[1], mc->inject_path, mc->inject_user);
             close(fds[0]);
             close(fds[1]);
-        } else if (m.type == SMTP_MON_TRIGGER && n == 0) {
-            r.value = queue_trigger(root) ? 1 : 0;
+        } else if (m.type == SMTP_MON_TRIGGER && n == 0 && !plen) {
+            r.value = queue_trigger(mc->root) ? 1 : 0;
+        } else if (m.type == SMTP_MON_STARTTLS && n == 1 && plen < 64) {
+            char id[64];
+            pid_t pid;
+            safe_id(id, sizeof id, p, plen);
+            r.value = 0;
+            if (!mc->tls_proxy) log_warn(NULL, "event=starttls error=not_configured");
+            else if (!smtp_mon_tls_spawn(mc->tls_proxy, mc->root, id, fds[0], &give, &pid))
+                log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
+            else r.value = 1;
+            close(fds[0]);
+        } else if (m.type == SMTP_MON_AUTH && n == 0 && plen) {
+            memset(&rep, 0, sizeof rep);
+            r.value = do_auth(&afd, mc, p, plen, m.value, &rep);
+            memset(p, 0, sizeof p);
+            if (r.value == SMTP_AUTH_OK) { rp = rep.name; rplen = strnlen(rep.name, sizeof rep.name); }
         } else {
             for (int i = 0; i < n; i++) close(fds[i]);
-            log_warn(NULL, "event=monitor_protocol type=%u nfd=%d", m.type, n);
-            return 0;
+            log_warn(NULL, "event=monitor_protocol type=%u nfd=%d len=%zu", m.type, n, plen);
+            ret = 0;
+            break;
         }
-        if (!smtp_mon_send(fd, &r, NULL, 0)) return errno == EPIPE;
+        int ok = smtp_mon_sendp(fd, &r, rp, rplen, give >= 0 ? &give : NULL, give >= 0 ? 1 : 0);
+        if (give >= 0) close(give);
+        if (!ok) { ret = errno == EPIPE; break; }
     }
+    memset(p, 0, sizeof p);
+    if (afd >= 0) close(afd);
+    return ret;
 }

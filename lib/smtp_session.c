@@ -18,6 +18,7 @@
 #include "err.h"
 #include "listen.h"
 #include "log.h"
+#include "sasl.h"
 #include "smtp_body.h"
 #include "smtp_net.h"
 
@@ -42,6 +43,8 @@ static const char R_IN_BDAT[] = "503 5.5.1 Error: BDAT in progress, send BDAT or
 static const char R_IN_TXN[] = "503 5.5.1 Error: MAIL transaction in progress";
 static const char R_NOT_IMPL[] = "502 5.5.1 Command not implemented";
 static const char R_QUEUE_FAIL[] = "451 4.3.0 Error: queue file write error";
+static const char R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first";
+static const char R_NEED_AUTH[] = "530 5.7.0 Authentication required";
 
 /* ---- replies and logging ---- */
 
@@ -112,12 +115,6 @@ static const char *chk_none(const struct smtp_session *s) { (void)s; return NULL
 static const char *chk_nobdat(const struct smtp_session *s)
 {
     return s->state == SMTP_S_BDAT ? R_IN_BDAT : NULL;
-}
-
-static const char *chk_helo(const struct smtp_session *s)
-{
-    if (s->state == SMTP_S_START) return R_HELO_FIRST;
-    return chk_nobdat(s);
 }
 
 static const char *chk_mail(const struct smtp_session *s)
@@ -191,6 +188,8 @@ static int hello(struct smtp_session *s, const char *arg, size_t len, int esmtp)
     reply(s, "250-DSN");
     reply(s, "250-SMTPUTF8");
     reply(s, "250-CHUNKING");
+    if (!s->tls && s->inj->starttls) reply(s, "250-STARTTLS");
+    if (s->submission && s->tls && s->inj->auth) reply(s, "250-AUTH PLAIN LOGIN");
     reply(s, "250 HELP");
     return 1;
 }
@@ -209,6 +208,17 @@ static int keyword(const char *arg, size_t len, const char *kw, size_t *skip)
     return 1;
 }
 
+/* an authenticated user may send as user[+detail]@<any local domain>, or <> */
+static int sender_owned(const struct smtp_session *s, const struct smtp_path *p)
+{
+    char user[SMTP_LOCAL_MAX + 1];
+    if (p->is_null) return 1;
+    if (p->literal || !p->domain_len || !config_is_local_domain(s->cf, p->domain, p->domain_len))
+        return 0;
+    if (!smtp_path_local_user(p, user, sizeof user)) return 0;
+    return !strcasecmp(user, s->auth_user);
+}
+
 static int act_mail(struct smtp_session *s, const char *arg, size_t len)
 {
     size_t skip, used;
@@ -216,8 +226,15 @@ static int act_mail(struct smtp_session *s, const char *arg, size_t len)
     struct smtp_path p;
     struct smtp_mail_params mp;
     set_logarg(s, arg, len);
+    if (s->submission && !s->tls) { reply(s, R_NEED_TLS); return 1; }
+    if (s->submission && !s->auth_user[0]) { reply(s, R_NEED_AUTH); return 1; }
     if (!keyword(arg, len, "FROM:", &skip)) { reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>"); return 1; }
     if (!smtp_path_parse(arg + skip, len - skip, 0, &p, &used, &why)) { reply(s, why); return 1; }
+    if (s->auth_user[0] && !sender_owned(s, &p)) {
+        set_logarg(s, p.addr, p.addr_len);
+        replyf(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", p.addr, s->auth_user);
+        return 1;
+    }
     skip += used;
     if (!smtp_mail_params_parse(arg + skip, len - skip, &mp, &why)) { reply(s, why); return 1; }
     if (mp.has_size && mp.size > s->cf->max_message_size) {
@@ -287,7 +304,7 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
             replyf(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", p.addr);
             return 1;
         }
-    } else if (!s->relay_ok) {
+    } else if (!s->relay_ok && !s->auth_user[0]) {
         replyf(s, "554 5.7.1 <%s>: Relay access denied", p.addr);
         return 1;
     }
@@ -300,10 +317,44 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
 
 /* ---- injection ---- */
 
+const char *smtp_with_proto(int esmtp, int utf8, int tls, int auth)
+{
+    static const char *const names[2][4] = {
+        { "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" },
+        { "UTF8SMTP", "UTF8SMTPA", "UTF8SMTPS", "UTF8SMTPSA" },
+    };
+    if (!esmtp && !utf8) return "SMTP";    /* HELO: no extensions, no AUTH */
+    return names[utf8 ? 1 : 0][(tls ? 2 : 0) + (auth ? 1 : 0)];
+}
+
+int smtp_tls_line(const char *line, size_t len, char *version, size_t vlen,
+                  char *cipher, size_t clen)
+{
+    size_t i = 4, v0, v1, c0, c1;
+    if (len < 4 || memcmp(line, "TLS ", 4)) return 0;
+    for (size_t k = 0; k < len; k++)
+        if ((unsigned char)line[k] < 0x20 || (unsigned char)line[k] > 0x7e) return 0;
+    v0 = i;
+    while (i < len && line[i] != ' ') i++;
+    v1 = i;
+    if (i < len) i++;
+    c0 = i;
+    while (i < len && line[i] != ' ') i++;
+    c1 = i;
+    if (v1 == v0 || c1 == c0 || v1 - v0 >= vlen || c1 - c0 >= clen) return 0;
+    memcpy(version, line + v0, v1 - v0);
+    version[v1 - v0] = 0;
+    memcpy(cipher, line + c0, c1 - c0);
+    cipher[c1 - c0] = 0;
+    return 1;
+}
+
 int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client,
                   const char *hostname, const char *proto, const char *id,
-                  const char *rcpt, long long now)
+                  const char *rcpt, const char *tls, long long now)
 {
+    char using[160] = "";
+    if (tls && *tls) snprintf(using, sizeof using, "\n\t(using %s)", tls);
     char date[64];
     struct tm tm;
     time_t t = (time_t)now;
@@ -311,11 +362,11 @@ int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client
         snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
     int n;
     if (rcpt)
-        n = snprintf(dst, dstlen, "Received: from %s ([%s])\n\tby %s (postern) with %s id %s\n\tfor <%s>; %s",
-                     helo, client, hostname, proto, id, rcpt, date);
+        n = snprintf(dst, dstlen, "Received: from %s ([%s])%s\n\tby %s (postern) with %s id %s\n\tfor <%s>; %s",
+                     helo, client, using, hostname, proto, id, rcpt, date);
     else
-        n = snprintf(dst, dstlen, "Received: from %s ([%s])\n\tby %s (postern) with %s id %s;\n\t%s",
-                     helo, client, hostname, proto, id, date);
+        n = snprintf(dst, dstlen, "Received: from %s ([%s])%s\n\tby %s (postern) with %s id %s;\n\t%s",
+                     helo, client, using, hostname, proto, id, date);
     if (n < 0 || (size_t)n >= dstlen) { errno = ENOSPC; return 0; }
     return 1;
 }
@@ -364,13 +415,14 @@ static void notify_text(char *dst, size_t dstlen, unsigned notify)
 
 static int envelope_build(struct smtp_session *s, struct buf *b)
 {
-    char rec[ENV_RECORD_MAX + 1], msgid[48];
-    const char *proto = s->mp.smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP";
+    char rec[ENV_RECORD_MAX + 1], msgid[48], tls[128] = "";
+    const char *proto = smtp_with_proto(s->esmtp, s->mp.smtputf8, s->tls, s->auth_user[0] != 0);
+    if (s->tls) snprintf(tls, sizeof tls, "%s with cipher %s", s->tls_version, s->tls_cipher);
     const char *for_rcpt = (s->nrcpt == 1 && printable(s->rcpt[0].addr)) ? s->rcpt[0].addr : NULL;
     snprintf(msgid, sizeof msgid, "%s.%lu", s->id, s->msg_seq);
     if (!env_rec(b, 'F', s->sender.is_null ? "" : s->sender.addr)) return 0;
     if (smtp_received(rec, sizeof rec, s->helo, s->client, s->cf->hostname, proto, msgid,
-                      for_rcpt, (long long)time(NULL)) && !env_rec(b, 'H', rec))
+                      for_rcpt, tls, (long long)time(NULL)) && !env_rec(b, 'H', rec))
         return 0;
     if (s->mp.envid[0] && !env_rec(b, 'E', s->mp.envid)) return 0;
     if (s->mp.ret && !env_rec(b, 'N', s->mp.ret == SMTP_RET_HDRS ? "HDRS" : "FULL")) return 0;
@@ -641,7 +693,7 @@ static int act_help(struct smtp_session *s, const char *a, size_t n)
 {
     reply(s, "214-2.0.0 Commands supported:");
     reply(s, "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET");
-    reply(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN");
+    reply(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN STARTTLS AUTH");
     return 1;
 }
 
@@ -669,9 +721,179 @@ static int act_etrn(struct smtp_session *s, const char *a, size_t n)
 
 static int act_notimpl(struct smtp_session *s, const char *a, size_t n) { reply(s, R_NOT_IMPL); return 1; }
 
+/* ---- STARTTLS (RFC 3207) ---- */
+
+/* switch the session to fd (a fresh connection: nothing buffered) */
+static void session_use_fd(struct smtp_session *s, int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, s->in.timeout_ms);
+    io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, s->out.timeout_ms);
+}
+
+/* tls-proxy's first line; 0 (end_reason set) if the handshake failed */
+static int tls_established(struct smtp_session *s)
+{
+    char line[256];
+    size_t n;
+    enum io_eol eol;
+    if (!io_getline(&s->in, line, sizeof line, &n, &eol) || eol != IO_EOL_LF ||
+        !smtp_tls_line(line, n, s->tls_version, sizeof s->tls_version, s->tls_cipher, sizeof s->tls_cipher)) {
+        s->end_reason = "tls handshake failed";
+        s->state = SMTP_S_QUIT;
+        log_info(s->id, "event=tls status=failed");
+        return 0;
+    }
+    s->tls = 1;
+    s->tls_pending = 0;
+    log_info(s->id, "event=tls version=%s cipher=%s", s->tls_version, s->tls_cipher);
+    return 1;
+}
+
+static int act_starttls(struct smtp_session *s, const char *a, size_t n)
+{
+    int plain;
+    if (n) { reply(s, "501 5.5.4 Syntax error (no parameters allowed)"); return 1; }
+    if (s->tls) { reply(s, "554 5.5.1 Error: TLS already active"); return 1; }
+    if (!s->inj->starttls) { reply(s, "454 4.7.0 TLS not available due to local problem"); return 1; }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    if (!io_flush(&s->out)) { s->end_reason = "write error"; s->state = SMTP_S_QUIT; return 0; }
+    /* everything the client sent before the handshake is discarded (RFC 3207
+     * 6, CVE-2011-0411): what we buffered here, and what is still in the
+     * kernel goes to tls-proxy as (bad) handshake data */
+    io_discard_buffered(&s->in);
+    if (!s->inj->starttls(s->inj->ctx, s->in.fd, s->id, &plain)) {
+        log_error(s->id, "event=tls status=unavailable error=%s", strerror(errno));
+        s->end_reason = "tls unavailable";
+        s->state = SMTP_S_QUIT;
+        return 0;
+    }
+    close(s->in.fd);
+    session_use_fd(s, plain);
+    if (!tls_established(s)) return 0;
+    /* RFC 3207 4.2: forget everything learnt before, EHLO again */
+    s->helo[0] = 0;
+    s->esmtp = 0;
+    txn_reset(s);
+    s->state = SMTP_S_START;
+    return 1;
+}
+
+/* ---- AUTH (RFC 4954: PLAIN, LOGIN) ---- */
+
+static const char R_AUTH_FAILED[] = "535 5.7.8 Error: authentication failed";
+
+/* a client response line: 1 and line[0..*n), 0 on a read error, -1 when it
+ * was too long (answered) */
+static int auth_response(struct smtp_session *s, const char *prompt, char *line, size_t cap, size_t *n)
+{
+    enum io_eol eol;
+    reply(s, prompt);
+    if (!io_flush(&s->out)) { s->end_reason = "write error"; s->state = SMTP_S_QUIT; return 0; }
+    if (!io_getline(&s->in, line, cap, n, &eol)) { read_failed(s); return 0; }
+    if (eol == IO_EOL_NONE) {
+        if (*n < cap) { errno = EPIPE; read_failed(s); return 0; }
+        if (!io_skipline(&s->in, SMTP_DISCARD_MAX)) { read_failed(s); return 0; }
+        reply(s, "501 5.5.6 Error: authentication exchange line is too long");
+        return -1;
+    }
+    if (eol == IO_EOL_CR) {
+        reply(s, "500 5.5.2 Error: bare <CR> received");
+        return -1;
+    }
+    return 1;
+}
+
+static int auth_cancelled(struct smtp_session *s, const char *line, size_t n)
+{
+    if (n == 1 && line[0] == '*') { reply(s, "501 5.0.0 Error: authentication aborted"); return 1; }
+    return 0;
+}
+
+static int sasl_refuse(struct smtp_session *s, enum sasl_result r)
+{
+    switch (r) {
+    case SASL_OK: return 0;
+    case SASL_AUTHZID: reply(s, "535 5.7.8 Error: authentication failed: authorization identity not allowed"); break;
+    case SASL_TOO_LONG: reply(s, "501 5.5.6 Error: authentication exchange line is too long"); break;
+    case SASL_BAD_FORMAT: reply(s, "501 5.5.2 Error: invalid authentication response"); break;
+    default: reply(s, "501 5.5.2 Error: cannot decode response"); break;
+    }
+    return 1;
+}
+
+static void auth_check(struct smtp_session *s, struct sasl_cred *c, const char *mech)
+{
+    char name[sizeof s->auth_user];
+    log_safe(s->logarg, sizeof s->logarg, c->user, c->userlen);
+    int r = s->inj->auth(s->inj->ctx, c->user, c->userlen, c->pass, c->passlen, name, sizeof name);
+    sasl_wipe(c);
+    if (r == SMTP_AUTH_OK) {
+        snprintf(s->auth_user, sizeof s->auth_user, "%s", name);
+        log_info(s->id, "event=auth status=ok mech=%s user=%s", mech, name);
+        reply(s, "235 2.7.0 Authentication successful");
+        return;
+    }
+    s->auth_failures++;
+    log_info(s->id, "event=auth status=%s mech=%s user=%s", r == SMTP_AUTH_BAD ? "bad" : "temp", mech, s->logarg);
+    if (r == SMTP_AUTH_BAD) reply(s, R_AUTH_FAILED);
+    else reply(s, "454 4.7.0 Temporary authentication failure");
+}
+
 static int act_auth(struct smtp_session *s, const char *a, size_t n)
 {
-    reply(s, "503 5.5.1 Error: authentication not enabled");
+    static struct sasl_cred c;      /* not on the stack: wiped after use */
+    char line[SASL_LINE_MAX + 1];
+    size_t k = 0, rn;
+    int got;
+    if (!s->submission || !s->inj->auth) { reply(s, "503 5.5.1 Error: authentication not enabled"); return 1; }
+    if (!s->tls) { reply(s, R_NEED_TLS); return 1; }
+    if (s->auth_user[0]) { reply(s, "503 5.5.1 Error: already authenticated"); return 1; }
+    while (k < n && a[k] != ' ') k++;
+    const char *ir = k < n ? a + k + 1 : NULL;
+    size_t irlen = ir ? n - k - 1 : 0;
+    while (ir && irlen && *ir == ' ') { ir++; irlen--; }
+    if (ir && !irlen) ir = NULL;
+    if (!k) { reply(s, "501 5.5.4 Syntax: AUTH mechanism"); return 1; }
+    if (k == 5 && !strncasecmp(a, "PLAIN", 5)) {
+        const char *resp = ir;
+        size_t rl = irlen;
+        if (!resp) {
+            got = auth_response(s, "334 ", line, sizeof line - 1, &rn);
+            if (got <= 0) return got == 0 ? 0 : 1;
+            resp = line;
+            rl = rn;
+        }
+        if (auth_cancelled(s, resp, rl)) return 1;
+        if (rl == 1 && resp[0] == '=') rl = 0;
+        if (sasl_refuse(s, sasl_plain(resp, rl, &c))) { sasl_wipe(&c); return 1; }
+        auth_check(s, &c, "PLAIN");
+        memset(line, 0, sizeof line);
+        return 1;
+    }
+    if (k == 5 && !strncasecmp(a, "LOGIN", 5)) {
+        enum sasl_result r;
+        if (ir) {
+            if (auth_cancelled(s, ir, irlen)) return 1;
+            r = sasl_login_field(ir, irlen, c.user, sizeof c.user, &c.userlen);
+        } else {
+            got = auth_response(s, "334 VXNlcm5hbWU6", line, sizeof line - 1, &rn);
+            if (got <= 0) return got == 0 ? 0 : 1;
+            if (auth_cancelled(s, line, rn)) return 1;
+            r = sasl_login_field(line, rn, c.user, sizeof c.user, &c.userlen);
+        }
+        if (sasl_refuse(s, r)) { sasl_wipe(&c); return 1; }
+        got = auth_response(s, "334 UGFzc3dvcmQ6", line, sizeof line - 1, &rn);
+        if (got <= 0) { sasl_wipe(&c); return got == 0 ? 0 : 1; }
+        if (auth_cancelled(s, line, rn)) { sasl_wipe(&c); return 1; }
+        r = sasl_login_field(line, rn, c.pass, sizeof c.pass, &c.passlen);
+        memset(line, 0, sizeof line);
+        if (sasl_refuse(s, r)) { sasl_wipe(&c); return 1; }
+        auth_check(s, &c, "LOGIN");
+        return 1;
+    }
+    reply(s, "504 5.5.4 Error: unsupported authentication mechanism");
     return 1;
 }
 
@@ -689,8 +911,8 @@ static const struct smtp_cmd smtp_cmds[] = {
     { "VRFY", chk_nobdat, act_vrfy },
     { "EXPN", chk_nobdat, act_expn },
     { "ETRN", chk_notxn, act_etrn },
-    { "STARTTLS", chk_nobdat, act_notimpl }, /* until tls-proxy lands; not advertised */
-    { "AUTH", chk_helo, act_auth },          /* submission AUTH comes later; not advertised */
+    { "STARTTLS", chk_notxn, act_starttls },
+    { "AUTH", chk_notxn, act_auth },
     /* named in the operators' guides, deliberately not offered */
     { "TURN", chk_nobdat, act_notimpl },
     { "ATRN", chk_nobdat, act_notimpl },
@@ -784,7 +1006,7 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
 
 void smtp_session_init(struct smtp_session *s, const struct config *cf,
                        const struct smtp_rcptmap *map, const struct smtp_injector *inj,
-                       int fd, const struct sockaddr *peer, int submission)
+                       int fd, const struct sockaddr *peer, int port)
 {
     memset(s, 0, sizeof *s);
     s->cf = cf;
@@ -792,7 +1014,9 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     s->inj = inj;
     s->state = SMTP_S_START;
     s->first = 1;
-    s->submission = submission;
+    s->port = port == SMTP_PORT_SMTPS ? SMTP_PORT_SMTPS : port ? SMTP_PORT_SUBMISSION : SMTP_PORT_SMTP;
+    s->submission = s->port != SMTP_PORT_SMTP;
+    s->tls_pending = s->port == SMTP_PORT_SMTPS;
     s->msg_fd = s->env_fd = -1;
     s->end_reason = "lost connection";
     s->verb = "-";
@@ -807,8 +1031,8 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
     snprintf(s->id, sizeof s->id, "%08llx%06x", (unsigned long long)time(NULL),
              (unsigned)getpid() & 0xffffffu);
-    log_info(s->id, "event=connect client=%s port=%u submission=%d relay=%d", s->client,
-             sockaddr_port(peer), submission, s->relay_ok);
+    log_info(s->id, "event=connect client=%s port=%u submission=%d tls=%d relay=%d", s->client,
+             sockaddr_port(peer), s->submission, s->tls_pending, s->relay_ok);
 }
 
 /* first octet 0x16: a TLS ClientHello on the plaintext port */
@@ -822,7 +1046,8 @@ int smtp_session_run(struct smtp_session *s)
 {
     char line[SMTP_CMD_MAX];
     signal(SIGPIPE, SIG_IGN);
-    replyf(s, "220 %s ESMTP postern", s->cf->hostname);
+    if (s->tls_pending && !tls_established(s)) s->first = 0;
+    else replyf(s, "220 %s ESMTP postern", s->cf->hostname);
     while (s->state != SMTP_S_QUIT) {
         size_t n;
         enum cmdline kind;

@@ -55,6 +55,25 @@ struct smtp_injector {
     int (*start)(void *ctx, int msg_fd, int env_fd);
     int (*finish)(void *ctx, int *status);
     int (*trigger)(void *ctx);
+    /* STARTTLS: hand over the client socket (the caller closes its copy
+     * afterwards); 1 and *plain_fd, the new connection through tls-proxy,
+     * or 0. NULL: TLS is not available (454). */
+    int (*starttls)(void *ctx, int client_fd, const char *id, int *plain_fd);
+    /* AUTH: check a password; SMTP_AUTH_OK (name[0..namelen) gets the
+     * canonical user name), SMTP_AUTH_BAD or SMTP_AUTH_TEMP. NULL: AUTH is
+     * not available. */
+    int (*auth)(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen,
+                char *name, size_t namelen);
+};
+
+/* results of injector.auth (the values of enum auth_result, authproto.h) */
+enum { SMTP_AUTH_OK = 1, SMTP_AUTH_BAD = 2, SMTP_AUTH_TEMP = 3 };
+
+/* which kind of listening address the connection came in on */
+enum smtp_port {
+    SMTP_PORT_SMTP = 0,        /* 25: MX service; STARTTLS offered, AUTH never */
+    SMTP_PORT_SUBMISSION = 1,  /* 587: STARTTLS, then AUTH; MAIL needs both */
+    SMTP_PORT_SMTPS = 2        /* 465: implicit TLS (RFC 8314), then AUTH */
 };
 
 struct smtp_rcpt {
@@ -74,7 +93,14 @@ struct smtp_session {
     char id[32];                     /* session id, first field of log lines */
     char client[64];                 /* peer address as text */
     int relay_ok;                    /* client inside relay_networks */
-    int submission;                  /* came in on a submission port */
+    int submission;                  /* came in on a submission port (587, 465) */
+    enum smtp_port port;
+    int tls;                         /* the connection is TLS (through tls-proxy) */
+    int tls_pending;                 /* implicit TLS: the "TLS ..." line is still to come */
+    char tls_version[16];            /* "TLSv1.3" */
+    char tls_cipher[64];             /* "TLS_AES_256_GCM_SHA384" */
+    char auth_user[256];             /* authenticated as (canonical name), "" if not */
+    unsigned long auth_failures;
     int esmtp;                       /* EHLO (not HELO) was used */
     char helo[130];                  /* sanitised HELO/EHLO name */
     int first;                       /* no command read yet */
@@ -95,21 +121,34 @@ struct smtp_session {
     unsigned char outbuf[4096];
 };
 
-/* Set up a session on fd (read and write) for a peer. Everything the
- * session needs is passed in: it opens no file. */
+/* Set up a session on fd (read and write) for a peer that came in on a port
+ * of the given kind (enum smtp_port). Everything the session needs is
+ * passed in: it opens no file. For SMTP_PORT_SMTPS, fd is already the
+ * plaintext end of tls-proxy: the session first reads its "TLS ..." line
+ * (EOF: the handshake failed, the session ends without a word). */
 void smtp_session_init(struct smtp_session *s, const struct config *cf,
                        const struct smtp_rcptmap *map, const struct smtp_injector *inj,
-                       int fd, const struct sockaddr *peer, int submission);
+                       int fd, const struct sockaddr *peer, int port);
 /* Greet and serve until QUIT, EOF, timeout or a fatal error; logs the
  * disconnect line. 1 after QUIT, 0 otherwise (s->end_reason says why). */
 int smtp_session_run(struct smtp_session *s);
 void smtp_session_free(struct smtp_session *s);
 
 /* The Received: field (without final LF, folded with "\n\t") into dst.
- * rcpt may be NULL. Exposed for tests. 0 with ENOSPC if it does not fit. */
+ * rcpt may be NULL; tls (e.g. "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256")
+ * may be NULL. Exposed for tests. 0 with ENOSPC if it does not fit. */
 int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client,
                   const char *hostname, const char *proto, const char *id,
-                  const char *rcpt, long long now);
+                  const char *rcpt, const char *tls, long long now);
+
+/* The RFC 3848 / RFC 6531 "with" keyword: (UTF8)SMTP, (UTF8)ESMTP plus S
+ * for TLS and A for an authenticated client (ESMTPS, ESMTPA, ESMTPSA...). */
+const char *smtp_with_proto(int esmtp, int utf8, int tls, int auth);
+
+/* Parse tls-proxy's line "TLS <version> <cipher> <sni|->" (without LF):
+ * 1 and the version / cipher (printable, bounded), or 0. */
+int smtp_tls_line(const char *line, size_t len, char *version, size_t vlen,
+                  char *cipher, size_t clen);
 
 /* Map queue-inject's exit code to the reply line (no CRLF); "" for 0. */
 const char *smtp_inject_reply(int status);

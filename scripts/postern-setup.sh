@@ -278,6 +278,7 @@ write_conf() {
             echo "postmaster: $POSTMASTER"
             echo "abuse: $POSTMASTER"
         } > "$ROOT/conf/aliases"
+        [ "$POSTMASTER" != root ] || note "postmaster and abuse point at 'root' (conf/aliases): add a postern user and point them there, or mail to postmaster bounces"
     fi
     if [ "$CHECK" = 0 ] && [ ! -e "$ROOT/conf/recipients" ]; then
         printf '# recipients - written by postern-user; one user or alias name a line\npostmaster\nabuse\n' > "$ROOT/conf/recipients"
@@ -327,6 +328,17 @@ check_conf() {
         for line in $out; do problem "$line" "edit that line of conf/aliases"; done
         IFS=$oldifs
     fi
+    # where postmaster mail goes: a warning (a new instance has no users yet)
+    if [ -f "$ROOT/conf/aliases" ]; then
+        pm=$(sed -n 's/^postmaster:[ \t]*//p' "$ROOT/conf/aliases" | head -1)
+        for t in $(echo "$pm" | tr ',' ' '); do
+            case "$t" in *@*) continue ;; esac
+            grep -q "^$t:" "$ROOT/conf/mailboxes" 2>/dev/null && continue
+            grep -q "^$t:" "$ROOT/conf/aliases" 2>/dev/null && continue
+            echo "$prog: warning: the postmaster alias points at '$t', which is not a postern user: mail to postmaster bounces"
+            echo "    fix: postern-user --root $ROOT add NAME, then set 'postmaster: NAME' (and abuse) in conf/aliases"
+        done
+    fi
     for f in mailboxes users; do
         [ -f "$ROOT/conf/$f" ] || continue
         n=4; [ $f = users ] && n=5
@@ -351,6 +363,9 @@ write_services() {
             for f in run notification-fd log/run; do
                 [ -f "$d/$f" ] || problem "service/$s/$f is missing" "run: $prog --root $ROOT"
             done
+            if [ -f "$d/run" ] && ! grep -q "exec $ROOT/bin/$s -d 3 $ROOT\$" "$d/run"; then
+                problem "service/$s/run does not run $ROOT/bin/$s for this ROOT" "run: $prog --root $ROOT (it rewrites the run scripts)"
+            fi
             continue
         fi
         mkdir -p "$d/log" || die "mkdir $d/log failed"
@@ -369,7 +384,26 @@ $logcmd"
     done
 }
 
+# every directory above ROOT must let the system users through (o+x)
+check_parents() {
+    d=$(dirname "$ROOT")
+    while :; do
+        perm=$(stat -c '%A' "$d" 2>/dev/null || echo ----------x)
+        case "$perm" in ?????????[xt]) searchable=1 ;; *) searchable=0 ;; esac
+        if [ "$searchable" = 0 ]; then
+            if [ "$CHECK" = 1 ]; then
+                problem "$d (above ROOT) is not searchable by others: the postern users cannot reach ROOT" "chmod o+x $d"
+            else
+                echo "$prog: warning: $d is not searchable by others (chmod o+x $d), the postern users cannot reach ROOT" >&2
+            fi
+        fi
+        [ "$d" = / ] && break
+        d=$(dirname "$d")
+    done
+}
+
 # ---- main --------------------------------------------------------------
+[ "$ISROOT" = 1 ] && check_parents
 ensure_users
 tree
 if [ "$CHECK" = 0 ]; then install_programs; fi

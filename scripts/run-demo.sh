@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
     echo "run-demo: not root: every part will run as $(id -un), without privilege separation"
 fi
 "$BIN/postern-setup" --root "$ROOT" --hostname mail.example.test \
-    --domain localhost --domain example.test --listen 127.0.0.1 \
+    --domain localhost --domain example.test --listen 127.0.0.1 --postmaster demo \
     --ports smtp=2525,submission=2587,smtps=2465,pop3=2110,pop3s=2995 || exit 1
 
 if [ -x "$ROOT/bin/postern-user" ]; then

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -34,6 +35,12 @@ int main(int argc, char **argv)
     if (!privuser_lookup(rc.cfg.user_remote, &u)) die_perm("user %s: no such user", rc.cfg.user_remote);
     if (!privdrop(NULL, &u)) die_temp_sys("cannot drop privileges to %s", rc.cfg.user_remote);
     tls_client_global_init();
+    /* waiting jobs hold their message fds: allow as many as the hard limit */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
     log_info(NULL, "event=start user=%s routes=%zu per_domain=%llu", rc.cfg.user_remote,
              rc.routes.n, rc.cfg.remote_per_domain);
     if (notify_fd >= 0) {

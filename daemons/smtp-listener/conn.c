@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "io.h"
+#include "listen.h"
 #include "listener.h"
 #include "log.h"
 #include "smtp_monitor.h"
@@ -20,7 +21,7 @@
 static struct smtp_session session;   /* large buffers: not on the stack */
 
 static _Noreturn void session_main(const struct listener *l, int fd, int chan,
-                                   const struct sockaddr *peer, int submission)
+                                   const struct sockaddr *peer, int port)
 {
     char dir[CONFIG_NAME_MAX + 16];
     snprintf(dir, sizeof dir, "%s/empty", l->root);
@@ -35,16 +36,27 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     struct smtp_injector inj;
     mc.timeout_ms = l->cf.session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(l->cf.session_timeout * 1000);
     smtp_mon_injector(&inj, &mc);
-    smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, submission);
+    smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port);
     smtp_session_run(&session);
     smtp_session_free(&session);
     _exit(EXIT_OK);
 }
 
-void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, int submission)
+void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, int port)
 {
     int sp[2];
-    char inject[CONFIG_NAME_MAX + 32];
+    char inject[CONFIG_NAME_MAX + 32], proxy[CONFIG_NAME_MAX + 32], client[64];
+    snprintf(proxy, sizeof proxy, "%s/bin/tls-proxy", l->root);
+    if (port == SMTP_PORT_SMTPS) {
+        /* implicit TLS (RFC 8314): the session only ever sees plaintext */
+        int plain;
+        if (!smtp_mon_tls_spawn(proxy, l->root, NULL, fd, &plain, NULL)) {
+            log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
+            _exit(EXIT_TEMP);
+        }
+        close(fd);
+        fd = plain;
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
         log_error(NULL, "event=socketpair error=%s", strerror(errno));
         _exit(EXIT_TEMP);
@@ -53,14 +65,22 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     if (pid < 0) { log_error(NULL, "event=fork error=%s", strerror(errno)); _exit(EXIT_TEMP); }
     if (pid == 0) {
         close(sp[0]);
-        session_main(l, fd, sp[1], peer, submission);
+        session_main(l, fd, sp[1], peer, port);
     }
     close(fd);       /* the monitor never touches the client connection */
     close(sp[1]);
     snprintf(inject, sizeof inject, "%s/bin/queue-inject", l->root);
-    smtp_monitor_serve(sp[0], l->root, inject, &l->smtp_user);
+    sockaddr_text(peer, client, sizeof client);
+    struct smtp_mon_conf mc = {
+        .root = l->root, .inject_path = inject, .inject_user = &l->smtp_user,
+        .tls_proxy = proxy, .client = client, .auth_timeout_ms = 30000,
+    };
+    smtp_monitor_serve(sp[0], &mc);
     close(sp[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    /* the session, and tls-proxy (which ends once the session is gone) */
+    for (;;) {
+        int st;
+        if (wait(&st) < 0 && errno != EINTR) break;
+    }
     _exit(EXIT_OK);
 }

@@ -17,6 +17,7 @@
 #include "io.h"
 #include "log.h"
 #include "smtp_net.h"
+#include "smtp_session.h"
 
 #define DRAIN_GRACE_SEC 10
 
@@ -58,19 +59,24 @@ int listener_load(struct listener *l, const char *root, char *err, size_t errlen
 
 int listener_bind(struct listener *l, char *err, size_t errlen)
 {
-    const char *specs[2 * CONFIG_LIST_MAX];
+    const char *specs[3 * CONFIG_LIST_MAX];
     size_t n = 0, bad = 0;
     for (size_t i = 0; i < l->cf.smtp_listen.n; i++) specs[n++] = l->cf.smtp_listen.v[i];
     size_t nsmtp = n;
     for (size_t i = 0; i < l->cf.submission_listen.n; i++) specs[n++] = l->cf.submission_listen.v[i];
+    size_t nsub = n;
+    for (size_t i = 0; i < l->cf.smtps_listen.n; i++) specs[n++] = l->cf.smtps_listen.v[i];
     if (!listen_open(&l->ls, specs, n, &bad)) {
         snprintf(err, errlen, "cannot listen on %s: %s", specs[bad], strerror(errno));
         return 0;
     }
     /* listen_open may open two sockets for "*:port": count SMTP ones again */
-    l->nsmtp = 0;
-    for (size_t i = 0; i < nsmtp; i++)
-        l->nsmtp += (specs[i][0] == '*' && specs[i][1] == ':') ? 2 : 1;
+    l->nsmtp = l->nsub = 0;
+    for (size_t i = 0; i < nsub; i++) {
+        size_t k = (specs[i][0] == '*' && specs[i][1] == ':') ? 2 : 1;
+        if (i < nsmtp) l->nsmtp += k;
+        l->nsub += k;
+    }
     return 1;
 }
 
@@ -85,7 +91,8 @@ static void reload(struct listener *l)
         return;
     }
     if (memcmp(&cf.smtp_listen, &l->cf.smtp_listen, sizeof cf.smtp_listen) ||
-        memcmp(&cf.submission_listen, &l->cf.submission_listen, sizeof cf.submission_listen))
+        memcmp(&cf.submission_listen, &l->cf.submission_listen, sizeof cf.submission_listen) ||
+        memcmp(&cf.smtps_listen, &l->cf.smtps_listen, sizeof cf.smtps_listen))
         log_warn(NULL, "event=reload note=listen_addresses_change_needs_restart");
     smtp_rcptmap_free(&l->map);
     l->cf = cf;
@@ -126,7 +133,7 @@ static void refuse(const struct listener *l, int fd, const char *client, const c
     log_info(NULL, "event=refused client=%s reason=%s", client, *what ? "per_client_limit" : "session_limit");
 }
 
-static void accept_one(struct listener *l, int lfd, int submission)
+static void accept_one(struct listener *l, int lfd, int port)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -162,7 +169,7 @@ static void accept_one(struct listener *l, int lfd, int submission)
         signal(SIGHUP, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
         setpgid(0, 0);
-        conn_serve(l, fd, (struct sockaddr *)&ss, submission);
+        conn_serve(l, fd, (struct sockaddr *)&ss, port);
     }
     setpgid(pid, pid);   /* either side may win the race; both ask the same */
     close(fd);
@@ -225,6 +232,8 @@ int listener_run(struct listener *l)
         }
         if (r <= 0) continue;
         for (size_t i = 1; i < n; i++)
-            if (pfd[i].revents & POLLIN) accept_one(l, pfd[i].fd, i - 1 >= l->nsmtp);
+            if (pfd[i].revents & POLLIN)
+                accept_one(l, pfd[i].fd, i - 1 < l->nsmtp ? SMTP_PORT_SMTP :
+                                         i - 1 < l->nsub ? SMTP_PORT_SUBMISSION : SMTP_PORT_SMTPS);
     }
 }

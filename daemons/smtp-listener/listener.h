@@ -23,19 +23,21 @@ struct listener {
     struct smtp_rcptmap map;
     struct privuser smtp_user;
     struct listen_set ls;
-    size_t nsmtp;              /* ls.fd[0..nsmtp) are SMTP, the rest submission */
+    size_t nsmtp;              /* ls.fd[0..nsmtp) are SMTP (25), */
+    size_t nsub;               /* [nsmtp..nsub) submission (587), the rest smtps (465) */
     struct conn *conn;
     size_t nconn, conncap;
 };
 
 /* read postern.conf, the recipient map and the smtp user; 0 with err */
 int listener_load(struct listener *l, const char *root, char *err, size_t errlen);
-/* bind every smtp_listen and submission_listen address; 0 with err */
+/* bind every smtp_listen, submission_listen and smtps_listen address; 0 with err */
 int listener_bind(struct listener *l, char *err, size_t errlen);
 /* accept and serve until SIGTERM; returns the exit code */
 int listener_run(struct listener *l);
 
-/* one connection: fork the session, serve it as monitor; never returns */
-_Noreturn void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, int submission);
+/* one connection (port: enum smtp_port): for smtps start tls-proxy first;
+ * fork the session, serve it as monitor; never returns */
+_Noreturn void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, int port);
 
 #endif

@@ -227,6 +227,8 @@ class SetupTree(unittest.TestCase):
         chk = self.setup_again('--check')
         self.assertEqual(chk.returncode, 0, chk.stdout)
         self.assertIn(': ok', chk.stdout)
+        # postmaster -> root, and root is no postern user: a warning, not a problem
+        self.assertIn("warning: the postmaster alias points at 'root'", chk.stdout)
         if IS_ROOT:
             os.chown(r + '/queue/todo', 0, 0)
         else:
@@ -243,6 +245,36 @@ class SetupTree(unittest.TestCase):
         self.assertIn('conf/aliases:%d:' % alias_line, chk.stdout)
         # --check changes nothing
         self.assertNotEqual(owner(r + '/queue/todo'), (u('postern-queue'), g('postern-queue'), 0o700))
+
+    def test_check_finds_stale_run_script(self):
+        need(self, 'smtp-listener')
+        run = self.inst.path('service', 'smtp-listener', 'run')
+        with open(run) as f:
+            text = f.read()
+        with open(run, 'w') as f:
+            f.write(text.replace(self.inst.root, '/some/old/root'))
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 1, chk.stdout)
+        self.assertIn('service/smtp-listener/run does not run', chk.stdout)
+        self.assertEqual(self.setup_again().returncode, 0)   # setup rewrites it
+        self.assertEqual(self.setup_again('--check').returncode, 0)
+
+    def test_check_finds_unreachable_root(self):
+        need_root(self, 'a root-owned 0700 parent only stops other users')
+        parent = tempfile.mkdtemp(prefix='postern-parent-')   # mode 0700
+        try:
+            r = subprocess.run([os.path.join(harness.BIN, 'postern-setup'), '--root', parent + '/x'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               universal_newlines=True)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn('warning: %s is not searchable' % parent, r.stdout)
+            r = subprocess.run([os.path.join(harness.BIN, 'postern-setup'), '--root', parent + '/x',
+                                '--check'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               universal_newlines=True)
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn('chmod o+x ' + parent, r.stdout)
+        finally:
+            shutil.rmtree(parent)
 
     def test_check_names_bad_conf_line(self):
         need(self, 'postern-confcheck')
@@ -549,6 +581,15 @@ class RunningInstance(unittest.TestCase):
                             self.fail('%s still root' % name)
                 for s in inst.services:
                     self.assertIn(s, seen, s + ' has no process')
+                # only queue-manager (and queue-inject, setuid) run as the queue's
+                # owner; the holders of secrets and of the queue talk no TCP
+                for name, procs in seen.items():
+                    for pid, uids, rootdir in procs:
+                        if uids[1] == uid['postern-queue']:
+                            self.assertIn(name, ('queue-manager', 'queue-inject'))
+                        if uids[1] in (uid['postern-queue'], uid['postern-auth']):
+                            held = [tcp[i] for i in socket_inodes(pid) if i in tcp]
+                            self.assertEqual(held, [], '%s (pid %d) holds TCP sockets' % (name, pid))
                 # each open connection is served by an unprivileged chrooted session
                 for c, port, prog, want_uid in conns:
                     with self.subTest(session=prog):
@@ -565,6 +606,7 @@ class RunningInstance(unittest.TestCase):
             finally:
                 for c, *_ in conns:
                     c.close()
+            self.check_starttls_processes(inst, uid)
             # queue-inject is the only setuid program, and it is not root's
             for name in os.listdir(inst.path('bin')):
                 st = os.stat(inst.bin(name))
@@ -577,6 +619,63 @@ class RunningInstance(unittest.TestCase):
             # secrets: only their one reader's uid can read them
             self.assertEqual(owner(inst.path('conf', 'users')), ('postern-auth', 'postern-auth', 0o600))
             self.assertEqual(owner(inst.path('conf', 'tls', 'key.pem')), ('postern-tls', 'postern-tls', 0o600))
+
+
+def _starttls_check(self, inst, uid):
+    """After STARTTLS, TLS is terminated by tls-proxy (postern-tls, the only
+    reader of the key) and SMTP is still spoken by the chrooted session."""
+    if 'smtp-listener' not in inst.services or not harness.have('tls-proxy'):
+        return
+    import ssl
+    c = Conn(inst.port('smtp'))
+    try:
+        c.smtp_reply()
+        c.send('EHLO client.test')
+        if 'STARTTLS' not in c.smtp_reply():
+            return          # not offered (yet): nothing to check
+        c.send('STARTTLS')
+        self.assertTrue(c.smtp_reply().startswith('220'))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        t = ctx.wrap_socket(c.sock, server_hostname='mail.example.test')
+        tc = Conn(None, sock=t)
+        tc.send('EHLO client.test')
+        self.assertTrue(tc.smtp_reply().startswith('250'))
+        procs = [(pid, proc_info(pid)) for pid in inst.processes()]
+        proxies = [(pid, i) for pid, i in procs if i and os.path.basename(i[0]) == 'tls-proxy']
+        self.assertTrue(proxies, 'no tls-proxy process after STARTTLS')
+        for pid, (exe, cmd, uids, rootdir) in proxies:
+            self.assertEqual(set(uids), {uid['postern-tls']}, 'tls-proxy uids')
+            self.assertEqual(rootdir, inst.path('empty'), 'tls-proxy not chrooted')
+        sessions = [i for pid, i in procs if i and os.path.basename(i[0]) == 'smtp-listener'
+                    and i[2][1] == uid['postern-smtp']]
+        self.assertTrue(sessions, 'no postern-smtp session behind the tls-proxy')
+        for exe, cmd, uids, rootdir in sessions:
+            self.assertEqual(rootdir, inst.path('empty'))
+        # the key is open (if at all) only in tls-proxy
+        key = inst.path('conf', 'tls', 'key.pem')
+        for pid, i in procs:
+            if not i:
+                continue
+            try:
+                fds = os.listdir('/proc/%d/fd' % pid)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+                except OSError:
+                    continue
+                if target == key:
+                    self.assertEqual(os.path.basename(i[0]), 'tls-proxy', 'key.pem open in ' + i[1])
+        tc.send('QUIT')
+        tc.smtp_reply()
+    finally:
+        c.close()
+
+
+RunningInstance.check_starttls_processes = _starttls_check
 
 
 if __name__ == '__main__':

@@ -342,6 +342,30 @@ START_TEST(test_transaction_too_big_and_bad_address)
     j.rcpt = "c@d.test>\r\nRCPT TO:<x@y";
     ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
     ck_assert(!strncmp(status, "5.1.3 ", 6));
+    j.rcpt = "a b@d.test";
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
+    ck_assert(!strncmp(status, "5.1.3 ", 6));
+    j.rcpt = "\"a b@d.test";   /* unbalanced quote */
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
+}
+END_TEST
+
+START_TEST(test_transaction_quoted_and_utf8)
+{
+    char status[1024], out[2048];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "\"j doe\"@b.test", .rcpt = "J\xc3\xb6rg@d.test", .orcpt = "",
+                          .notify = "", .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_NONE };
+    feed("220 mx\r\n250-mx\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    drain(out, sizeof out);
+    ck_assert(!strncmp(out, "EHLO me.test\r\nMAIL FROM:<\"j doe\"@b.test> SMTPUTF8\r\nRCPT TO:<J\xc3\xb6rg@d.test>\r\n", 70));
+    teardown();
+    setup();
+    feed("220 mx\r\n250 mx\r\n221 bye\r\n");   /* no SMTPUTF8: cannot be sent */
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
+    ck_assert(!strncmp(status, "5.6.7 ", 6));
+    close(fd);
 }
 END_TEST
 
@@ -462,6 +486,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_transaction_unexpected_success_code);
     tcase_add_test(core, test_transaction_too_big_and_bad_address);
     tcase_add_test(core, test_starttls_injection_and_failure);
+    tcase_add_test(core, test_transaction_quoted_and_utf8);
     suite_add_tcase(s, core);
     TCase *lim = tcase_create("limits");
     tcase_add_checked_fixture(lim, setup, teardown);

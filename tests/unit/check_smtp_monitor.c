@@ -10,14 +10,16 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "authproto.h"
 #include "io.h"
 #include "smtp_monitor.h"
 
 static char dir[] = "/tmp/check_smtp_monitor.XXXXXX";
-static char script[256];
+static char script[256], proxy[256];
 static int chan[2];
 static pid_t mon;
 
@@ -30,12 +32,21 @@ static void setup(void)
     fprintf(f, "#!/bin/sh\ncat > %s/msg\ncat <&1 > %s/env\nprintf 'ABCDEF0123456789\\n'\nexit 7\n", dir, dir);
     fclose(f);
     chmod(script, 0755);
+    /* a stand-in tls-proxy: notes its arguments, says its line, relays one way */
+    snprintf(proxy, sizeof proxy, "%s/tls-proxy", dir);
+    f = fopen(proxy, "w");
+    ck_assert(f);
+    fprintf(f, "#!/bin/sh\necho \"$@\" > %s/args\nprintf 'TLS TLSv1.3 FAKE -\\n'\nexec cat\n", dir);
+    fclose(f);
+    chmod(proxy, 0755);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, chan), 0);
     mon = fork();
     ck_assert_int_ge(mon, 0);
     if (mon == 0) {
         close(chan[0]);
-        _exit(smtp_monitor_serve(chan[1], dir, script, NULL) ? 0 : 1);
+        struct smtp_mon_conf mc = { .root = dir, .inject_path = script, .inject_user = NULL,
+                                    .tls_proxy = proxy, .client = "192.0.2.9", .auth_timeout_ms = 5000 };
+        _exit(smtp_monitor_serve(chan[1], &mc) ? 0 : 1);
     }
     close(chan[1]);
 }
@@ -112,6 +123,124 @@ START_TEST(test_inject_and_trigger)
 }
 END_TEST
 
+START_TEST(test_starttls)
+{
+    struct smtp_mon_client mc = { chan[0], 5000 };
+    struct smtp_injector inj;
+    smtp_mon_injector(&inj, &mc);
+    int client[2], plain;
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, client), 0);
+    ck_assert(inj.starttls(inj.ctx, client[1], "abc123;rm", &plain));
+    close(client[1]);
+    ck_assert(fd_write_all(client[0], "hello", 5, 1000));
+    close(client[0]);
+    char got[64] = "";
+    ck_assert(fd_read_all(plain, got, 24, 5000));
+    ck_assert(!memcmp(got, "TLS TLSv1.3 FAKE -\nhello", 24));
+    close(plain);
+    close(chan[0]);
+    ck_assert_int_eq(monitor_exit(), 0);
+    /* the id reached tls-proxy cleaned: only [0-9A-Za-z.-] */
+    char want[300];
+    snprintf(want, sizeof want, "-i abc123rm %s\n", dir);
+    ck_assert_str_eq(slurp("args"), want);
+}
+END_TEST
+
+/* a stand-in auth-checker on ROOT/run/auth/socket answering n requests */
+static pid_t fake_auth_checker(int n)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/run", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/run/auth", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/run/auth/socket", dir);
+    int l = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    ck_assert_uint_lt(strlen(path), sizeof sun.sun_path);
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&sun, sizeof sun), 0);
+    ck_assert_int_eq(listen(l, 4), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid) { close(l); return pid; }
+    int c = accept(l, NULL, NULL);
+    for (int i = 0; i < n; i++) {
+        char rec[AUTH_RECORD_MAX];
+        struct auth_request q;
+        struct auth_reply r;
+        memset(&r, 0, sizeof r);
+        ssize_t k = recv(c, rec, sizeof rec, 0);
+        if (k <= 0 || !authproto_request_parse(rec, (size_t)k, &q)) _exit(2);
+        if (strcmp(q.addr, "192.0.2.9") || q.service != AUTH_SVC_SMTP) _exit(3);
+        int ok = !strcmp(q.user, "Alice@example.test") && !strcmp(q.pass, "secret");
+        r.result = ok ? AUTH_OK : !strcmp(q.user, "busy") ? AUTH_TEMP : AUTH_BAD;
+        if (ok) { snprintf(r.name, sizeof r.name, "alice"); r.uid = 1000; r.gid = 1000; snprintf(r.maildir, sizeof r.maildir, "/m"); }
+        size_t len;
+        if (!authproto_reply_format(&r, rec, sizeof rec, &len) || send(c, rec, len, 0) != (ssize_t)len) _exit(4);
+    }
+    _exit(0);
+}
+
+START_TEST(test_auth)
+{
+    struct smtp_mon_client mc = { chan[0], 5000 };
+    struct smtp_injector inj;
+    smtp_mon_injector(&inj, &mc);
+    pid_t ac = fake_auth_checker(3);
+    char name[256] = "";
+    ck_assert_int_eq(inj.auth(inj.ctx, "Alice@example.test", 18, "secret", 6, name, sizeof name), SMTP_AUTH_OK);
+    ck_assert_str_eq(name, "alice");
+    ck_assert_int_eq(inj.auth(inj.ctx, "Alice@example.test", 18, "wrong", 5, name, sizeof name), SMTP_AUTH_BAD);
+    ck_assert_int_eq(inj.auth(inj.ctx, "busy", 4, "x", 1, name, sizeof name), SMTP_AUTH_TEMP);
+    int st;
+    ck_assert_int_eq(waitpid(ac, &st, 0), ac);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* auth-checker gone: temporary */
+    ck_assert_int_eq(inj.auth(inj.ctx, "Alice@example.test", 18, "secret", 6, name, sizeof name), SMTP_AUTH_TEMP);
+    /* a user with NUL (no NUL separator where the length says) is refused */
+    struct smtp_mon_msg m = { SMTP_MON_AUTH, 3 }, r;
+    int fds[2], n;
+    ck_assert(smtp_mon_sendp(chan[0], &m, "abcdef", 6, NULL, 0));
+    ck_assert(smtp_mon_recv(chan[0], &r, fds, &n, 5000));
+    ck_assert_int_eq(r.value, SMTP_AUTH_BAD);
+    close(chan[0]);
+    ck_assert_int_eq(monitor_exit(), 0);
+}
+END_TEST
+
+START_TEST(test_payload_limits)
+{
+    int sp[2];
+    char big[SMTP_MON_PAYLOAD_MAX + 1], got[SMTP_MON_PAYLOAD_MAX];
+    memset(big, 'x', sizeof big);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0);
+    struct smtp_mon_msg m = { SMTP_MON_STATUS, 1 }, r;
+    int fds[2], n;
+    size_t plen;
+    ck_assert(!smtp_mon_sendp(sp[0], &m, big, sizeof big, NULL, 0));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert(smtp_mon_sendp(sp[0], &m, big, SMTP_MON_PAYLOAD_MAX, NULL, 0));
+    ck_assert(smtp_mon_recvp(sp[1], &r, got, &plen, fds, &n, 1000));
+    ck_assert_uint_eq(plen, SMTP_MON_PAYLOAD_MAX);
+    /* a payload where none may be */
+    ck_assert(smtp_mon_sendp(sp[0], &m, "x", 1, NULL, 0));
+    ck_assert(!smtp_mon_recv(sp[1], &r, fds, &n, 1000));
+    ck_assert_int_eq(errno, EPROTO);
+    /* an oversized datagram is truncated: refused */
+    char huge[SMTP_MON_PAYLOAD_MAX + 64];
+    memset(huge, 0, sizeof huge);
+    ck_assert_int_eq(send(sp[0], huge, sizeof huge, 0), (ssize_t)sizeof huge);
+    ck_assert(!smtp_mon_recvp(sp[1], &r, got, &plen, fds, &n, 1000));
+    ck_assert_int_eq(errno, EPROTO);
+    close(sp[0]);
+    close(sp[1]);
+    close(chan[0]);
+    monitor_exit();
+}
+END_TEST
+
 START_TEST(test_protocol_errors)
 {
     /* a record of the wrong size ends the monitor */
@@ -161,12 +290,15 @@ int main(void)
     TCase *core = tcase_create("core");
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_inject_and_trigger);
+    tcase_add_test(core, test_starttls);
+    tcase_add_test(core, test_auth);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_protocol_errors);
     tcase_add_test(limits, test_inject_without_fds);
     tcase_add_test(limits, test_recv_refuses_extra_fds);
+    tcase_add_test(limits, test_payload_limits);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

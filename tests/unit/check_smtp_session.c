@@ -87,17 +87,86 @@ static int fake_trigger(void *ctx)
     return ok;
 }
 
-static const struct smtp_injector fake = { NULL, fake_start, fake_finish, fake_trigger };
+static const struct smtp_injector fake = { NULL, fake_start, fake_finish, fake_trigger, NULL, NULL };
+
+/* ---- a fake tls-proxy: says "TLS ..." and relays plaintext both ways ---- */
+
+static int tls_fail;             /* the fake handshake fails: EOF at once */
+
+static void relay(int a, int b)
+{
+    int open_a = 1, open_b = 1;
+    char chunk[4096];
+    while (open_a || open_b) {
+        struct pollfd p[2] = { { a, open_a ? POLLIN : 0, 0 }, { b, open_b ? POLLIN : 0, 0 } };
+        if (poll(p, 2, 10000) <= 0) break;
+        for (int i = 0; i < 2; i++) {
+            if (!p[i].revents) continue;
+            int from = i ? b : a, to = i ? a : b;
+            ssize_t r = read(from, chunk, sizeof chunk);
+            if (r <= 0) {
+                shutdown(to, SHUT_WR);
+                if (i) open_b = 0; else open_a = 0;
+            } else if (!fd_write_all(to, chunk, (size_t)r, 5000)) {
+                return;
+            }
+        }
+    }
+}
+
+static int fake_starttls(void *ctx, int client_fd, const char *id, int *plain_fd)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) return 0;
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        close(sp[0]);
+        int fl = fcntl(client_fd, F_GETFL);
+        fcntl(client_fd, F_SETFL, fl & ~O_NONBLOCK);
+        if (!tls_fail && write(sp[1], "TLS TLSv1.3 TLS_FAKE_SHA256 -\n", 30) == 30)
+            relay(client_fd, sp[1]);
+        _exit(0);
+    }
+    close(sp[1]);
+    *plain_fd = sp[0];
+    return 1;
+}
+
+static int fake_auth(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen,
+                     char *name, size_t namelen)
+{
+    if (ulen == 5 && !memcmp(user, "alice", 5) && plen == 6 && !memcmp(pass, "secret", 6)) {
+        snprintf(name, namelen, "alice");
+        return SMTP_AUTH_OK;
+    }
+    if (ulen == 4 && !memcmp(user, "temp", 4)) return SMTP_AUTH_TEMP;
+    return SMTP_AUTH_BAD;
+}
+
+static const struct smtp_injector fake_tls = { NULL, fake_start, fake_finish, fake_trigger,
+                                               fake_starttls, fake_auth };
 
 /* ---- running a session ---- */
 
 static const char *peer_ip = "127.0.0.1";
 
-/* Run a session in a child on a socketpair, send script (then close our
- * write side unless keep_open), return everything the server wrote. */
+/* Run a session in a child on a socketpair (a port of the given kind,
+ * with the given injector), send script, and if script2 then, once "220
+ * 2.0.0 Ready to start TLS" came, script2 (then close our write side
+ * unless keep_open); return everything the server wrote. */
+static char *run_session_ex(const struct smtp_injector *inj, int port, const char *script, size_t len,
+                            const char *script2, int keep_open);
 static char *run_session(const char *script, size_t len, int keep_open)
 {
+    return run_session_ex(&fake, 0, script, len, NULL, keep_open);
+}
+
+static char *run_session_ex(const struct smtp_injector *inj, int port, const char *script, size_t len,
+                            const char *script2, int keep_open)
+{
     int sp[2];
+    if (len == (size_t)-1) len = strlen(script);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
     unlink(path_msg);
     unlink(path_env);
@@ -111,14 +180,14 @@ static char *run_session(const char *script, size_t len, int keep_open)
         sin.sin_port = htons(40000);
         inet_pton(AF_INET, peer_ip, &sin.sin_addr);
         static struct smtp_session s;
-        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_init(&s, &cf, &map, inj, sp[1], (struct sockaddr *)&sin, port);
         int ok = smtp_session_run(&s);
         smtp_session_free(&s);
         _exit(ok ? 0 : 1);
     }
     close(sp[1]);
     ck_assert(fd_write_all(sp[0], script, len, 5000));
-    if (!keep_open) shutdown(sp[0], SHUT_WR);
+    if (!keep_open && !script2) shutdown(sp[0], SHUT_WR);
     struct buf out = BUF_ZERO;
     char chunk[4096];
     for (;;) {
@@ -127,6 +196,12 @@ static char *run_session(const char *script, size_t len, int keep_open)
         ssize_t r = read(sp[0], chunk, sizeof chunk);
         if (r <= 0) break;
         buf_append(&out, chunk, (size_t)r);
+        if (script2 && buf_appends(&out, "") && strstr(out.s, "220 2.0.0 Ready to start TLS\r\n")) {
+            usleep(50000);
+            if (!fd_write_all(sp[0], script2, strlen(script2), 5000)) { /* the session may be gone */ }
+            if (!keep_open) shutdown(sp[0], SHUT_WR);
+            script2 = NULL;
+        }
     }
     close(sp[0]);
     int st;
@@ -359,7 +434,7 @@ START_TEST(test_other_commands)
                     "TURN\r\nATRN\r\nSAML FROM:<a@b>\r\nSEND FROM:<a@b>\r\nSOML FROM:<a@b>\r\n"
                     "BURL x\r\nONEX\r\nVERB\r\nSUBMITTER x\r\nSTARTTLS\r\nAUTH PLAIN\r\n"
                     "XYZZY\r\nnoop\r\nQUIT\r\n");
-    ASSERT_CODES(out, "220 250 214 250 252 502 250 502 502 502 502 502 502 502 502 502 502 503 500 250 221");
+    ASSERT_CODES(out, "220 250 214 250 252 502 250 502 502 502 502 502 502 502 502 502 454 503 500 250 221");
     ck_assert(strstr(out, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"));
     ck_assert(strstr(out, "502 5.5.1 EXPN not available\r\n"));
     ck_assert(strstr(out, "250 2.0.0 Queuing started\r\n"));
@@ -608,14 +683,149 @@ START_TEST(test_http_and_tls_hello)
 }
 END_TEST
 
+START_TEST(test_starttls)
+{
+    /* port 25: offered, pipelined bytes after STARTTLS are dropped, state reset */
+    tls_fail = 0;
+    char *out = run_session_ex(&fake_tls, SMTP_PORT_SMTP,
+                               "EHLO x\r\nMAIL FROM:<b@client.test>\r\nSTARTTLS x\r\nRSET\r\nSTARTTLS\r\nNOOP\r\n", (size_t)-1,
+                               "MAIL FROM:<b@client.test>\r\nEHLO y\r\nSTARTTLS\r\nAUTH PLAIN\r\n"
+                               "MAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n", 0);
+    ASSERT_CODES(out, "220 250 250 503 250 220 503 250 554 503 250 250 354 250 221");
+    ck_assert(strstr(out, "250-STARTTLS\r\n"));
+    ck_assert(strstr(out, "503 5.5.1 Error: MAIL transaction in progress\r\n"));
+    ck_assert(strstr(out, "220 2.0.0 Ready to start TLS\r\n503 5.5.1 Error: send HELO/EHLO first\r\n"));
+    ck_assert(strstr(out, "554 5.5.1 Error: TLS already active\r\n"));
+    ck_assert(strstr(out, "503 5.5.1 Error: authentication not enabled\r\n"));   /* never on 25 */
+    const char *second = strstr(out, "220 2.0.0 Ready");
+    ck_assert(!strstr(second, "250-STARTTLS"));          /* not offered again */
+    ck_assert(!strstr(out, "AUTH PLAIN LOGIN"));
+    size_t len;
+    char *msg = file_text(path_msg, &len);
+    ck_assert(msg);
+    free(msg);
+    ck_assert(env_has("Fb@client.test"));
+    char *env = file_text(path_env, &len);
+    ck_assert(memmem(env, len, "(using TLSv1.3 with cipher TLS_FAKE_SHA256)", 43));
+    ck_assert(memmem(env, len, "with ESMTPS id", 14));
+    free(env);
+    free(out);
+    /* the argument error */
+    out = run_session_ex(&fake_tls, SMTP_PORT_SMTP, "EHLO x\r\nSTARTTLS now\r\nQUIT\r\n", (size_t)-1, NULL, 0);
+    ASSERT_CODES(out, "220 250 501 221");
+    ck_assert(strstr(out, "501 5.5.4 Syntax error (no parameters allowed)\r\n"));
+    free(out);
+    /* a failed handshake ends the session without another word */
+    tls_fail = 1;
+    out = run_session_ex(&fake_tls, SMTP_PORT_SMTP, "EHLO x\r\nSTARTTLS\r\n", (size_t)-1, "NOOP\r\n", 0);
+    ASSERT_CODES(out, "220 250 220");
+    free(out);
+    /* implicit TLS (465): the "TLS" line comes before the greeting */
+    tls_fail = 0;
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    static const char implicit[] = "TLS TLSv1.3 X -\nEHLO x\r\nQUIT\r\n";
+    ck_assert_int_eq(write(sp[0], implicit, sizeof implicit - 1), (ssize_t)sizeof implicit - 1);
+    shutdown(sp[0], SHUT_WR);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct sockaddr_in sin;
+        memset(&sin, 0, sizeof sin);
+        sin.sin_family = AF_INET;
+        static struct smtp_session ss;
+        smtp_session_init(&ss, &cf, &map, &fake_tls, sp[1], (struct sockaddr *)&sin, SMTP_PORT_SMTPS);
+        _exit(smtp_session_run(&ss) ? 0 : 1);
+    }
+    close(sp[1]);
+    struct buf b = BUF_ZERO;
+    slurp_fd(sp[0], &b);
+    buf_appends(&b, "");
+    close(sp[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    ASSERT_CODES(b.s, "220 250 221");
+    ck_assert(strstr(b.s, "250-AUTH PLAIN LOGIN\r\n"));
+    ck_assert(!strstr(b.s, "STARTTLS"));
+    buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_submission_auth)
+{
+    tls_fail = 0;
+    /* base64: "\0alice\0secret" AGFsaWNlAHNlY3JldA==, "bob\0alice\0secret"
+     * Ym9iAGFsaWNlAHNlY3JldA==, alice YWxpY2U=, secret c2VjcmV0 */
+    char *out = run_session_ex(&fake_tls, SMTP_PORT_SUBMISSION,
+                               "EHLO x\r\nMAIL FROM:<alice@example.test>\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"
+                               "STARTTLS\r\n", (size_t)-1,
+                               "EHLO x\r\nMAIL FROM:<alice@example.test>\r\n"
+                               "AUTH PLAIN !!!!\r\n"
+                               "AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n"
+                               "AUTH PLAIN AGFsaWNlAHdyb25n\r\n"
+                               "AUTH LOGIN\r\n*\r\n"
+                               "AUTH CRAM-MD5\r\n"
+                               "AUTH PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\n"
+                               "AUTH LOGIN YWxpY2U=\r\n"
+                               "MAIL FROM:<bob@example.test>\r\n"
+                               "MAIL FROM:<alice@elsewhere.test>\r\n"
+                               "MAIL FROM:<Alice+box@example.test>\r\n"
+                               "AUTH LOGIN\r\n"
+                               "RCPT TO:<someone@remote.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n", 0);
+    ASSERT_CODES(out, "220 250 530 530 220 250 530 501 535 535 334 501 504 334 235 503 553 553 250 503 250 354 250 221");
+    ck_assert(strstr(out, "530 5.7.0 Must issue a STARTTLS command first\r\n"));
+    ck_assert(strstr(out, "530 5.7.0 Authentication required\r\n"));
+    ck_assert(strstr(out, "535 5.7.8 Error: authentication failed\r\n"));
+    ck_assert(strstr(out, "501 5.0.0 Error: authentication aborted\r\n"));
+    ck_assert(strstr(out, "235 2.7.0 Authentication successful\r\n"));
+    ck_assert(strstr(out, "553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user alice\r\n"));
+    ck_assert(strstr(out, "250-AUTH PLAIN LOGIN\r\n"));
+    const char *first_ehlo_end = strstr(out, "530");
+    ck_assert(!memmem(out, (size_t)(first_ehlo_end - out), "AUTH", 4));   /* not offered before TLS */
+    size_t len;
+    char *env = file_text(path_env, &len);
+    ck_assert(env);
+    ck_assert(memmem(env, len, "with ESMTPSA id", 15));
+    ck_assert(memmem(env, len, "Tsomeone@remote.test", 20));       /* relayed */
+    free(env);
+    free(out);
+    /* LOGIN in steps, a temporary failure, and a bad password */
+    out = run_session_ex(&fake_tls, SMTP_PORT_SUBMISSION, "EHLO x\r\nSTARTTLS\r\n", (size_t)-1,
+                         "EHLO x\r\nAUTH LOGIN\r\ndGVtcA==\r\nc2VjcmV0\r\n"
+                         "AUTH LOGIN\r\nYWxpY2U=\r\nd3Jvbmc=\r\n"
+                         "AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\nQUIT\r\n", 0);
+    ASSERT_CODES(out, "220 250 220 250 334 334 454 334 334 535 334 334 235 221");
+    ck_assert(strstr(out, "334 VXNlcm5hbWU6\r\n"));
+    ck_assert(strstr(out, "334 UGFzc3dvcmQ6\r\n"));
+    free(out);
+}
+END_TEST
+
 START_TEST(test_received_field)
 {
     char dst[1024];
     ck_assert(smtp_received(dst, sizeof dst, "h.example", "192.0.2.1", "mx.example.test", "ESMTP",
-                            "abc.1", "u@example.test", 0));
+                            "abc.1", "u@example.test", NULL, 0));
     ck_assert_str_eq(dst, "Received: from h.example ([192.0.2.1])\n\tby mx.example.test (postern) with ESMTP id abc.1\n"
                           "\tfor <u@example.test>; Thu, 01 Jan 1970 00:00:00 +0000");
-    ck_assert(!smtp_received(dst, 40, "h", "c", "m", "SMTP", "i", NULL, 0));
+    ck_assert(!smtp_received(dst, 40, "h", "c", "m", "SMTP", "i", NULL, NULL, 0));
+    ck_assert(smtp_received(dst, sizeof dst, "h", "192.0.2.1", "m", "ESMTPSA", "i", NULL,
+                            "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256", 0));
+    ck_assert_str_eq(dst, "Received: from h ([192.0.2.1])\n\t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)\n"
+                          "\tby m (postern) with ESMTPSA id i;\n\tThu, 01 Jan 1970 00:00:00 +0000");
+    ck_assert_str_eq(smtp_with_proto(1, 0, 0, 0), "ESMTP");
+    ck_assert_str_eq(smtp_with_proto(1, 0, 1, 0), "ESMTPS");
+    ck_assert_str_eq(smtp_with_proto(1, 0, 0, 1), "ESMTPA");
+    ck_assert_str_eq(smtp_with_proto(1, 0, 1, 1), "ESMTPSA");
+    ck_assert_str_eq(smtp_with_proto(1, 1, 1, 1), "UTF8SMTPSA");
+    ck_assert_str_eq(smtp_with_proto(0, 0, 1, 0), "SMTP");
+    char v[16], c[64];
+    ck_assert(smtp_tls_line("TLS TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 mail.example", 50, v, sizeof v, c, sizeof c));
+    ck_assert_str_eq(v, "TLSv1.2");
+    ck_assert_str_eq(c, "ECDHE-RSA-AES128-GCM-SHA256");
+    ck_assert(!smtp_tls_line("TLS", 3, v, sizeof v, c, sizeof c));
+    ck_assert(!smtp_tls_line("SSL x y -", 9, v, sizeof v, c, sizeof c));
+    ck_assert(!smtp_tls_line("TLS a\x01 y -", 11, v, sizeof v, c, sizeof c));
+    ck_assert(!smtp_tls_line("TLS TLSv1.2345678901234567 y -", 30, v, sizeof v, c, sizeof c));
     ck_assert_str_eq(smtp_inject_reply(53), "452 4.3.1 Insufficient system storage");
     ck_assert(!strncmp(smtp_inject_reply(-1), "451 4.3.0", 9));
 }
@@ -638,6 +848,8 @@ int main(void)
     tcase_add_test(core, test_pipelining_order);
     tcase_add_test(core, test_inject_failures);
     tcase_add_test(core, test_received_field);
+    tcase_add_test(core, test_starttls);
+    tcase_add_test(core, test_submission_auth);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
