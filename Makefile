@@ -128,10 +128,14 @@ bench-inject: $(BIN)/queue-inject
 bench-remote: $(BIN)/remote-deliverer
 	python3 bench/bench_remote.py --bin $(abspath $(BIN))
 
+# TLS handshakes/s on the smtps port; one TLS SMTP session's throughput
+bench-tls: all
+	python3 bench/bench_tls.py --bin $(abspath $(BIN))
+
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote clean
+.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-tls clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

@@ -59,6 +59,7 @@ static const struct config_setting config_settings[] = {
     NAME(user_remote),
     NAME(tls_cert),
     NAME(tls_key),
+    NAME(pop3_plaintext_auth),
 };
 
 static void name_set(char *dst, const char *s)
@@ -100,6 +101,7 @@ void config_defaults(struct config *c)
     name_set(c->user_pop3, "postern-pop3");
     name_set(c->user_tls, "postern-tls");
     name_set(c->user_remote, "postern-remote");
+    name_set(c->pop3_plaintext_auth, "loopback");
 }
 
 static int name_ok(const char *v, char *why, size_t whylen)

@@ -52,6 +52,7 @@ struct config {
     /* TLS (tls-proxy): PEM files; "" means ROOT/conf/tls/cert.pem and key.pem */
     char tls_cert[CONFIG_NAME_MAX];
     char tls_key[CONFIG_NAME_MAX];
+    char pop3_plaintext_auth[CONFIG_NAME_MAX]; /* USER/PASS/AUTH without TLS: loopback|always|never */
 };
 
 void config_defaults(struct config *c);

@@ -31,13 +31,16 @@ int maildir_make(const char *dir)
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) return 0;
     int dfd = open_dir_at(AT_FDCWD, dir);
     if (dfd < 0) return 0;
+    int made = 0;
     for (size_t i = 0; i < 3; i++) {
-        if (mkdirat(dfd, maildir_parts[i], 0700) < 0 && errno != EEXIST) goto fail;
+        if (mkdirat(dfd, maildir_parts[i], 0700) == 0) made = 1;
+        else if (errno != EEXIST) goto fail;
         int fd = open_dir_at(dfd, maildir_parts[i]);
         if (fd < 0) goto fail;
         close(fd);
     }
-    if (fsync(dfd) < 0 && errno != EINVAL) goto fail;
+    /* fsync only what changed: an existing Maildir costs no fsync per delivery */
+    if (made && fsync(dfd) < 0 && errno != EINVAL) goto fail;
     close(dfd);
     return 1;
 fail:;

@@ -54,6 +54,7 @@ void pop3_init(struct pop3_session *s, struct io *out, unsigned max_errors)
     s->out = out;
     s->max_errors = max_errors ? max_errors : 20;
     s->state = POP3_AUTHORIZATION;
+    s->plain_ok = 1;               /* until pop3_set_security says otherwise */
 }
 
 void pop3_wipe(struct pop3_session *s)
@@ -66,6 +67,32 @@ int pop3_greeting(struct pop3_session *s, const char *hostname)
 {
     return sayf(s, "+OK POP3 server ready %s", hostname);
 }
+
+void pop3_set_security(struct pop3_session *s, int tls, int stls, int plain_ok)
+{
+    s->tls = tls;
+    s->stls = stls;
+    s->plain_ok = plain_ok;
+}
+
+void pop3_tls_started(struct pop3_session *s)
+{
+    s->tls = 1;
+    s->have_user = 0;
+    pop3_wipe(s);
+}
+
+int pop3_plain_policy(const char *policy, const char *addr)
+{
+    if (!strcmp(policy, "always")) return 1;
+    if (!strcmp(policy, "never")) return 0;
+    if (strcmp(policy, "loopback")) return -1;
+    return !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strncmp(addr, "::ffff:127.", 11);
+}
+
+/* may credentials be sent now? */
+static int login_allowed(const struct pop3_session *s) { return s->tls || s->plain_ok; }
+static const char R_NEED_TLS[] = "-ERR [AUTH] Plaintext authentication disallowed without TLS";
 
 void pop3_begin_transaction(struct pop3_session *s, struct maildrop *md)
 {
@@ -102,15 +129,26 @@ static int pick(struct pop3_session *s, const char *w, size_t wl, size_t *idx, i
 
 static int c_capa(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
-    int auth = s->state == POP3_AUTHORIZATION;
+    int auth = s->state == POP3_AUTHORIZATION, login = auth && login_allowed(s);
     return say(s, "+OK Capability list follows") && say(s, "TOP") && say(s, "UIDL") &&
-           (!auth || say(s, "USER")) && say(s, "RESP-CODES") && say(s, "AUTH-RESP-CODE") &&
-           say(s, "PIPELINING") && (!auth || say(s, "SASL PLAIN")) &&
+           (!login || say(s, "USER")) && say(s, "RESP-CODES") && say(s, "AUTH-RESP-CODE") &&
+           say(s, "PIPELINING") && (!login || say(s, "SASL PLAIN")) &&
+           (!auth || s->tls || !s->stls || say(s, "STLS")) &&
            say(s, "IMPLEMENTATION postern") && say(s, ".");
+}
+
+static int c_stls(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
+{
+    if (l) return bad(s, "-ERR Syntax: STLS (no arguments)", act);
+    if (s->tls) return bad(s, "-ERR Command not permitted when TLS active", act);
+    if (!s->stls) return bad(s, "-ERR [SYS/PERM] STLS not available", act);
+    *act = POP3_STLS;
+    return say(s, "+OK Begin TLS negotiation");
 }
 
 static int c_user(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
+    if (!login_allowed(s)) return bad(s, R_NEED_TLS, act);
     if (l == 0) return bad(s, "-ERR Missing user name", act);
     if (l > POP3_USER_MAX || memchr(a, 0, l)) return bad(s, "-ERR Invalid user name", act);
     memcpy(s->user, a, l);
@@ -122,6 +160,7 @@ static int c_user(struct pop3_session *s, const char *a, size_t l, enum pop3_act
 
 static int c_pass(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
+    if (!login_allowed(s)) return bad(s, R_NEED_TLS, act);
     if (!s->have_user) return bad(s, "-ERR USER first", act);
     if (l > POP3_PASS_MAX || memchr(a, 0, l)) {
         s->have_user = 0;
@@ -166,6 +205,7 @@ static int c_auth(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     const char *w[2];
     size_t wl[2];
     size_t n = words(a, l, w, wl);
+    if (!login_allowed(s)) return bad(s, R_NEED_TLS, act);
     if (n == 0) return say(s, "+OK") && say(s, "PLAIN") && say(s, ".");
     if (n > 2) return bad(s, "-ERR Syntax: AUTH PLAIN [initial-response]", act);
     if (wl[0] != 5 || strncasecmp(w[0], "PLAIN", 5)) return bad(s, "-ERR Unsupported authentication mechanism", act);
@@ -288,6 +328,7 @@ static int c_http(struct pop3_session *s, const char *a, size_t l, enum pop3_act
 
 static const struct pop3_cmd pop3_cmds[] = {
     { "CAPA", ST_AUTH | ST_TRANS, c_capa },
+    { "STLS", ST_AUTH, c_stls },
     { "USER", ST_AUTH, c_user },
     { "PASS", ST_AUTH, c_pass },
     { "AUTH", ST_AUTH, c_auth },

@@ -36,7 +36,9 @@ enum pop3_state {
 enum pop3_action {
     POP3_CONTINUE = 0,
     POP3_LOGIN,                    /* user/pass filled: check them, then pop3_login_result */
-    POP3_CLOSE                     /* close the connection */
+    POP3_CLOSE,                    /* close the connection */
+    POP3_STLS                      /* "+OK Begin TLS negotiation" said: discard the input
+                                    * buffered, start TLS, then pop3_tls_started */
 };
 
 enum pop3_login { POP3_LOGIN_OK = 1, POP3_LOGIN_BAD, POP3_LOGIN_TEMP };
@@ -48,6 +50,9 @@ struct pop3_session {
     unsigned errors, max_errors;
     unsigned login_failures;
     int have_user;
+    int tls;                       /* the connection is TLS (STLS done, or pop3s) */
+    int stls;                      /* STLS may be offered (tls-proxy available) */
+    int plain_ok;                  /* USER/PASS/AUTH allowed without TLS (policy) */
     size_t userlen, passlen;
     char user[POP3_USER_MAX + 1];
     char pass[POP3_PASS_MAX + 1];
@@ -56,6 +61,19 @@ struct pop3_session {
 void pop3_init(struct pop3_session *s, struct io *out, unsigned max_errors);
 /* "+OK POP3 server ready <hostname>" */
 int pop3_greeting(struct pop3_session *s, const char *hostname);
+/* Security of the connection: tls (already TLS), stls (STLS offered while
+ * not TLS), plain_ok (logins allowed without TLS: pop3_plaintext_auth is
+ * "always", or "loopback" and the client is on loopback). Without TLS and
+ * plain_ok, CAPA lists neither USER nor SASL, and USER, PASS and AUTH get
+ * "-ERR [AUTH] Plaintext authentication disallowed without TLS" (RFC 2595).
+ * pop3_init allows plaintext logins and offers no STLS; pop3_tls_started
+ * after STLS: TLS on, USER forgotten. */
+void pop3_set_security(struct pop3_session *s, int tls, int stls, int plain_ok);
+void pop3_tls_started(struct pop3_session *s);
+/* pop3_plaintext_auth ("loopback", "always", "never") for a client address
+ * (text): 1 allowed, 0 not; -1 for an unknown policy */
+int pop3_plain_policy(const char *policy, const char *addr);
+
 /* enter TRANSACTION over md (the mailbox process, after its "+OK Logged in.") */
 void pop3_begin_transaction(struct pop3_session *s, struct maildrop *md);
 

@@ -13,6 +13,7 @@
 #include "authproto.h"
 #include "log.h"
 #include "queue_path.h"
+#include "tls_spawn.h"
 
 int smtp_mon_sendp(int fd, const struct smtp_mon_msg *m, const void *p, size_t plen,
                    const int *fds, int nfd)
@@ -233,42 +234,6 @@ static int run_inject(int msg_fd, int env_fd, const char *path, const struct pri
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-int smtp_mon_tls_spawn(const char *proxy, const char *root, const char *id, int client_fd,
-                       int *plain_fd, pid_t *pidp)
-{
-    int sp[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) return 0;
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(sp[0]); close(sp[1]);
-        errno = e;
-        return 0;
-    }
-    if (pid == 0) {
-        char *argv[5];
-        int k = 0;
-        char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
-        argv[k++] = (char *)"tls-proxy";
-        if (id && *id) { argv[k++] = (char *)"-i"; argv[k++] = (char *)id; }
-        argv[k++] = (char *)root;
-        argv[k] = NULL;
-        signal(SIGPIPE, SIG_DFL);
-        int c = fcntl(client_fd, F_DUPFD_CLOEXEC, 3), p = fcntl(sp[1], F_DUPFD_CLOEXEC, 3);
-        if (c < 0 || p < 0 || dup2(c, 0) < 0 || dup2(p, 1) < 0) _exit(111);
-        /* blocking: tls-proxy polls itself */
-        int fl = fcntl(0, F_GETFL);
-        if (fl >= 0) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
-        closefrom(3);
-        execve(proxy, argv, envp);
-        _exit(111);
-    }
-    close(sp[1]);
-    *plain_fd = sp[0];
-    if (pidp) *pidp = pid;
-    return 1;
-}
-
 static void reap_children(void)
 {
     int st;
@@ -340,7 +305,7 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
             safe_id(id, sizeof id, p, plen);
             r.value = 0;
             if (!mc->tls_proxy) log_warn(NULL, "event=starttls error=not_configured");
-            else if (!smtp_mon_tls_spawn(mc->tls_proxy, mc->root, id, fds[0], &give, &pid))
+            else if (!tls_proxy_spawn(mc->tls_proxy, mc->root, id, fds[0], &give, &pid))
                 log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
             else r.value = 1;
             close(fds[0]);

@@ -79,12 +79,6 @@ struct smtp_mon_conf {
     int auth_timeout_ms;
 };
 
-/* Start tls-proxy (argv: tls-proxy [-i id] root) on client_fd: 1 with the
- * child's pid and *plain_fd (close-on-exec, our end), or 0 with errno.
- * client_fd stays open in the caller. */
-int smtp_mon_tls_spawn(const char *proxy, const char *root, const char *id, int client_fd,
-                       int *plain_fd, pid_t *pid);
-
 /* The monitor loop: serve the session on fd until it hangs up. Children
  * (queue-inject, tls-proxy) are reaped; tls-proxy may outlive the loop.
  * Returns 1 when the session closed the channel, 0 on a protocol error. */

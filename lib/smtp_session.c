@@ -21,6 +21,7 @@
 #include "sasl.h"
 #include "smtp_body.h"
 #include "smtp_net.h"
+#include "tls_spawn.h"
 
 /* an action returns 1 to read the next command, 0 to end the session */
 typedef int smtp_action(struct smtp_session *s, const char *arg, size_t len);
@@ -330,23 +331,7 @@ const char *smtp_with_proto(int esmtp, int utf8, int tls, int auth)
 int smtp_tls_line(const char *line, size_t len, char *version, size_t vlen,
                   char *cipher, size_t clen)
 {
-    size_t i = 4, v0, v1, c0, c1;
-    if (len < 4 || memcmp(line, "TLS ", 4)) return 0;
-    for (size_t k = 0; k < len; k++)
-        if ((unsigned char)line[k] < 0x20 || (unsigned char)line[k] > 0x7e) return 0;
-    v0 = i;
-    while (i < len && line[i] != ' ') i++;
-    v1 = i;
-    if (i < len) i++;
-    c0 = i;
-    while (i < len && line[i] != ' ') i++;
-    c1 = i;
-    if (v1 == v0 || c1 == c0 || v1 - v0 >= vlen || c1 - c0 >= clen) return 0;
-    memcpy(version, line + v0, v1 - v0);
-    version[v1 - v0] = 0;
-    memcpy(cipher, line + c0, c1 - c0);
-    cipher[c1 - c0] = 0;
-    return 1;
+    return tls_proxy_line(line, len, version, vlen, cipher, clen);
 }
 
 int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client,

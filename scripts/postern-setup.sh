@@ -64,8 +64,7 @@ HEX="0 1 2 3 4 5 6 7 8 9 A B C D E F"
 if [ "$(id -u)" = 0 ]; then
     ISROOT=1
     U_ROOT=root; G_ROOT=root
-    U_SMTP=postern-smtp; U_QUEUE=postern-queue; U_AUTH=postern-auth
-    U_POP3=postern-pop3; U_TLS=postern-tls; U_REMOTE=postern-remote
+    U_QUEUE=postern-queue; U_AUTH=postern-auth; U_TLS=postern-tls
     U_LOG=postern-log; G_POSTERN=postern
     G_QUEUE=postern-queue; G_AUTH=postern-auth; G_TLS=postern-tls; G_LOG=postern-log
 else
@@ -73,7 +72,7 @@ else
     ISROOT=0
     me=$(id -un); mg=$(id -gn)
     U_ROOT=$me; G_ROOT=$mg
-    U_SMTP=$me; U_QUEUE=$me; U_AUTH=$me; U_POP3=$me; U_TLS=$me; U_REMOTE=$me
+    U_QUEUE=$me; U_AUTH=$me; U_TLS=$me
     U_LOG=$me; G_POSTERN=$mg
     G_QUEUE=$mg; G_AUTH=$mg; G_TLS=$mg; G_LOG=$mg
 fi

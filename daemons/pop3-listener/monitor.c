@@ -17,6 +17,7 @@
 #include "log.h"
 #include "pop3_session.h"
 #include "privdrop.h"
+#include "tls_spawn.h"
 
 #define AUTH_WAIT_MS 60000   /* auth-checker's throttling delays stay well below */
 
@@ -50,22 +51,49 @@ static pid_t start_mailbox(const struct config *c, int fd, const struct auth_rep
     _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid));
 }
 
-int monitor_run(const struct config *c, int fd, const char *addr, const char *sid)
+/* STLS: tls-proxy on the client socket; *fd becomes its plaintext end (for
+ * the mailbox process later), a copy goes to the session */
+static int start_tls(const struct config *c, int *fd, const char *sid, int sock)
+{
+    char proxy[CONFIG_NAME_MAX + 32];
+    int plain;
+    snprintf(proxy, sizeof proxy, "%s/bin/tls-proxy", c->root);
+    if (!tls_proxy_spawn(proxy, c->root, sid, *fd, &plain, NULL)) {
+        log_error(sid, "event=tls_spawn error=\"%s\"", strerror(errno));
+        return fd_send(sock, 't', -1);
+    }
+    close(*fd);
+    *fd = plain;
+    return fd_send(sock, 's', plain);
+}
+
+int monitor_run(const struct config *c, int fd, const char *addr, const char *sid, int implicit)
 {
     static char rec[POP3_MON_REC_MAX + 1];
     static struct pop3_mon_request q;
-    char path[CONFIG_NAME_MAX + 16];
+    char path[CONFIG_NAME_MAX + 16], proxy[CONFIG_NAME_MAX + 32];
     struct privuser pu;
     int sp[2];
     if (!privuser_lookup(c->user_pop3, &pu)) { log_error(sid, "error=\"no system user %s\"", c->user_pop3); return EXIT_PERM; }
     snprintf(path, sizeof path, "%s/empty", c->root);
+    if (implicit) {
+        /* pop3s (RFC 8314): the session and the mailbox only see plaintext */
+        int plain;
+        snprintf(proxy, sizeof proxy, "%s/bin/tls-proxy", c->root);
+        if (!tls_proxy_spawn(proxy, c->root, sid, fd, &plain, NULL)) {
+            log_error(sid, "event=tls_spawn error=\"%s\"", strerror(errno));
+            return EXIT_TEMP;
+        }
+        close(fd);
+        fd = plain;
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) return EXIT_TEMP;
     pid_t session = fork();
     if (session < 0) return EXIT_TEMP;
     if (session == 0) {
         close(sp[0]);
         if (!privdrop(path, &pu)) { log_error(sid, "event=privdrop error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
-        _exit(prelogin_run(c, fd, sp[1], sid));
+        _exit(prelogin_run(c, fd, sp[1], sid, addr, implicit));
     }
     close(sp[1]);
     pid_t mailbox = -1;
@@ -73,6 +101,10 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
         ssize_t n;
         do n = recv(sp[0], rec, sizeof rec, 0); while (n < 0 && errno == EINTR);
         if (n <= 0) break;                        /* the session is gone */
+        if (n == 1 && rec[0] == 'S') {            /* STLS */
+            if (!start_tls(c, &fd, sid, sp[0])) break;
+            continue;
+        }
         struct auth_reply r;
         enum auth_result res = AUTH_BAD;
         if (pop3_mon_request_parse(rec, (size_t)n, &q)) res = check(c, &q, addr, &r, sid);
@@ -95,5 +127,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
     close(fd);
     while (waitpid(session, 0, 0) < 0 && errno == EINTR) {}
     if (mailbox > 0) while (waitpid(mailbox, 0, 0) < 0 && errno == EINTR) {}
+    /* and tls-proxy, which ends when the session or mailbox process has */
+    while (wait(0) > 0 || errno == EINTR) {}
     return EXIT_OK;
 }

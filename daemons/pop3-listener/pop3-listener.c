@@ -27,6 +27,7 @@
 #include "err.h"
 #include "listen.h"
 #include "log.h"
+#include "pop3_session.h"
 
 #define CHILDREN_MAX 100000
 
@@ -53,7 +54,7 @@ static size_t count_addr(const char *addr)
     return n;
 }
 
-static void accept_one(const struct config *c, int lfd, const struct listen_set *ls)
+static void accept_one(const struct config *c, int lfd, const struct listen_set *ls, int implicit)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -80,8 +81,8 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, 0);
         snprintf(sid, sizeof sid, "p%ld", (long)getpid());
-        log_info(sid, "event=connect addr=%s port=%u", addr, sockaddr_port((struct sockaddr *)&ss));
-        _exit(monitor_run(c, fd, addr, sid));
+        log_info(sid, "event=connect addr=%s port=%u tls=%d", addr, sockaddr_port((struct sockaddr *)&ss), implicit);
+        _exit(monitor_run(c, fd, addr, sid, implicit));
     }
     close(fd);
     children[nchildren].pid = pid;
@@ -89,7 +90,7 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
     nchildren++;
 }
 
-static void serve(struct config *c, struct listen_set *ls, const char *root)
+static void serve(struct config *c, struct listen_set *ls, const char *root, size_t nplain)
 {
     struct pollfd p[LISTEN_MAX];
     sigset_t block, empty;
@@ -104,7 +105,10 @@ static void serve(struct config *c, struct listen_set *ls, const char *root)
             static struct config nc;
             char err[CONF_ERR_MAX + 64];
             got_hup = 0;
-            if (config_load(&nc, root, err, sizeof err)) { *c = nc; log_info(NULL, "event=reload"); }
+            if (config_load(&nc, root, err, sizeof err) && pop3_plain_policy(nc.pop3_plaintext_auth, "") >= 0) {
+                *c = nc;
+                log_info(NULL, "event=reload");
+            }
             else log_error(NULL, "event=reload error=\"%s\" kept=previous", err);
         }
         for (size_t i = 0; i < ls->n; i++) p[i] = (struct pollfd){ .fd = ls->fd[i], .events = POLLIN };
@@ -112,7 +116,7 @@ static void serve(struct config *c, struct listen_set *ls, const char *root)
         reap();
         if (r <= 0) continue;
         for (size_t i = 0; i < ls->n; i++)
-            if (p[i].revents & POLLIN) accept_one(c, ls->fd[i], ls);
+            if (p[i].revents & POLLIN) accept_one(c, ls->fd[i], ls, i >= nplain);
     }
 }
 
@@ -129,12 +133,19 @@ int main(int argc, char **argv)
     if (!root || argc > 2) die_perm("usage: pop3-listener [-d FD] ROOT");
     if (sodium_init() < 0) die_temp("libsodium initialisation failed");
     if (!config_load(&c, root, err, sizeof err)) die_perm("%s", err);
-    if (c.pop3_listen.n == 0) die_perm("%s/conf/postern.conf: pop3_listen: no address to listen on", root);
+    if (c.pop3_listen.n == 0 && c.pop3s_listen.n == 0)
+        die_perm("%s/conf/postern.conf: pop3_listen, pop3s_listen: no address to listen on", root);
+    if (pop3_plain_policy(c.pop3_plaintext_auth, "") < 0)
+        die_perm("%s/conf/postern.conf: pop3_plaintext_auth: use loopback, always or never", root);
     snprintf(path, sizeof path, "%s/empty", root);
     if (mkdir(path, 0555) < 0 && errno != EEXIST) die_temp_sys("mkdir %s", path);
-    const char *specs[CONFIG_LIST_MAX];
-    for (size_t i = 0; i < c.pop3_listen.n; i++) specs[i] = c.pop3_listen.v[i];
-    if (!listen_open(&ls, specs, c.pop3_listen.n, &bad)) die_temp_sys("listen on %s", specs[bad]);
+    const char *specs[2 * CONFIG_LIST_MAX];
+    size_t nspec = 0, nplain = 0;
+    for (size_t i = 0; i < c.pop3_listen.n; i++) specs[nspec++] = c.pop3_listen.v[i];
+    for (size_t i = 0; i < c.pop3s_listen.n; i++) specs[nspec++] = c.pop3s_listen.v[i];
+    if (!listen_open(&ls, specs, nspec, &bad)) die_temp_sys("listen on %s", specs[bad]);
+    /* listen_open may open two sockets for "*:port": count the plain ones */
+    for (size_t i = 0; i < c.pop3_listen.n; i++) nplain += (specs[i][0] == '*' && specs[i][1] == ':') ? 2 : 1;
     if (!(children = calloc(CHILDREN_MAX, sizeof *children))) die_temp("out of memory");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -147,7 +158,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     log_info(NULL, "event=start listen=%s", specs[0]);
     if (notify >= 0) { if (write(notify, "\n", 1) != 1) {} close(notify); }
-    serve(&c, &ls, root);
+    serve(&c, &ls, root, nplain);
     log_info(NULL, "event=stop");
     return EXIT_OK;
 }

@@ -14,6 +14,7 @@
 #include "io.h"
 #include "log.h"
 #include "pop3_session.h"
+#include "tls_spawn.h"
 
 int pop3d_timeout_ms(const struct config *c)
 {
@@ -40,15 +41,55 @@ static enum pop3_login ask_monitor(int mon, struct pop3_session *s, struct io *i
     return r == 'o' ? POP3_LOGIN_OK : r == 'b' ? POP3_LOGIN_BAD : POP3_LOGIN_TEMP;
 }
 
-int prelogin_run(const struct config *c, int fd, int mon, const char *sid)
+/* tls-proxy's "TLS <version> <cipher> <sni>" line; 0 if the handshake failed */
+static int tls_wait(struct io *in, const char *sid)
+{
+    char line[256], version[32], cipher[64];
+    size_t len;
+    enum io_eol eol;
+    if (!io_getline(in, line, sizeof line, &len, &eol) || eol != IO_EOL_LF ||
+        !tls_proxy_line(line, len, version, sizeof version, cipher, sizeof cipher)) {
+        log_info(sid, "event=tls status=failed");
+        return 0;
+    }
+    log_info(sid, "event=tls version=%s cipher=%s", version, cipher);
+    return 1;
+}
+
+/* STLS (RFC 2595): the "+OK" is out; whatever the client sent with or after
+ * STLS is dropped (what we buffered here; what is still in the kernel goes
+ * to tls-proxy as handshake data and fails the handshake). The monitor
+ * starts tls-proxy and hands us its plaintext end. */
+static int stls(int *fd, int mon, struct io *in, struct io *out, const char *sid, int ms)
+{
+    char tag;
+    int plain;
+    io_discard_buffered(in);
+    if (!fd_send(mon, 'S', -1) || !fd_recv(mon, &tag, &plain, 30000)) return 0;
+    if (tag != 's' || plain < 0) {
+        if (plain >= 0) close(plain);
+        log_error(sid, "event=tls status=unavailable");
+        return 0;
+    }
+    close(*fd);
+    *fd = plain;
+    io_init(in, plain, in->b, in->cap, ms);
+    io_init(out, plain, out->b, out->cap, ms);
+    return tls_wait(in, sid);
+}
+
+int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const char *addr, int tls)
 {
     static unsigned char ibuf[POP3D_INBUF], obuf[8192];
     static char line[POP3_SASL_LINE_MAX];
     struct io in, out;
     struct pop3_session s;
-    io_init(&in, fd, ibuf, sizeof ibuf, pop3d_timeout_ms(c));
-    io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
+    int ms = pop3d_timeout_ms(c);
+    io_init(&in, fd, ibuf, sizeof ibuf, ms);
+    io_init(&out, fd, obuf, sizeof obuf, ms);
     pop3_init(&s, &out, (unsigned)c->max_errors);
+    pop3_set_security(&s, tls, 1, pop3_plain_policy(c->pop3_plaintext_auth, addr) == 1);
+    if (tls && !tls_wait(&in, sid)) return EXIT_OK;
     if (!pop3_greeting(&s, c->hostname) || !io_flush(&out)) return EXIT_TEMP;
     for (;;) {
         size_t len;
@@ -71,6 +112,11 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid)
             if (s.state == POP3_DONE) act = POP3_CLOSE; /* too many failed logins */
         }
         if (act == POP3_CLOSE) { io_flush(&out); return EXIT_OK; }
+        if (act == POP3_STLS) {
+            if (!io_flush(&out) || !stls(&fd, mon, &in, &out, sid, ms)) return EXIT_OK;
+            pop3_tls_started(&s);
+            continue;
+        }
         if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
     }
 }

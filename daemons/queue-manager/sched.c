@@ -151,6 +151,15 @@ static int all_finished(const struct envelope *e)
     return 1;
 }
 
+/* every recipient done and no DSN or notice due: round_end removes m */
+static int finished_quietly(const struct qm_msg *m)
+{
+    if (!all_finished(&m->env)) return 0;
+    for (size_t i = 0; i < m->env.nrcpt; i++)
+        if (m->note[i]) return 0;
+    return 1;
+}
+
 /* no job of m is in flight: DSNs, then remove it or put it to sleep.
  * Returns 1 if m is gone (freed). */
 static int round_end(struct qm *q, struct qm_msg *m, time_t now)
@@ -164,7 +173,10 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
     if (qm_notify(q, m, now)) save(q, m);
     if (all_finished(&m->env)) {
         if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
-        else log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
+        else {
+            log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
+            save(q, m);     /* job_done may have left the results to this removal */
+        }
         msg_forget(q, m);
         return 1;
     }
@@ -289,7 +301,11 @@ static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const ch
     q->chan[j->chan].inflight--;
     if (!m->delete_req) {
         apply(q, m, j->rcpt, st, text, now);
-        save(q, m);             /* durable before it counts */
+        /* durable before it counts: the rewritten envelope, or, when this
+         * result finishes the message with nothing left to report, its
+         * removal in round_end (unlink + fsync env/<h>) -- rewriting an
+         * envelope only to delete it would cost two more fsyncs */
+        if (m->inflight || !finished_quietly(m)) save(q, m);
     }
     free(j);
     if (!m->inflight) round_end(q, m, now);

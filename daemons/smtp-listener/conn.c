@@ -17,6 +17,7 @@
 #include "log.h"
 #include "smtp_monitor.h"
 #include "smtp_session.h"
+#include "tls_spawn.h"
 
 static struct smtp_session session;   /* large buffers: not on the stack */
 
@@ -50,7 +51,7 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     if (port == SMTP_PORT_SMTPS) {
         /* implicit TLS (RFC 8314): the session only ever sees plaintext */
         int plain;
-        if (!smtp_mon_tls_spawn(proxy, l->root, NULL, fd, &plain, NULL)) {
+        if (!tls_proxy_spawn(proxy, l->root, NULL, fd, &plain, NULL)) {
             log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
             _exit(EXIT_TEMP);
         }

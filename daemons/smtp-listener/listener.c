@@ -80,6 +80,14 @@ int listener_bind(struct listener *l, char *err, size_t errlen)
     return 1;
 }
 
+static int same_list(const struct config_list *a, const struct config_list *b)
+{
+    if (a->n != b->n) return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i])) return 0;
+    return 1;
+}
+
 static void reload(struct listener *l)
 {
     struct config cf;
@@ -90,9 +98,9 @@ static void reload(struct listener *l)
         log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the old configuration)", err);
         return;
     }
-    if (memcmp(&cf.smtp_listen, &l->cf.smtp_listen, sizeof cf.smtp_listen) ||
-        memcmp(&cf.submission_listen, &l->cf.submission_listen, sizeof cf.submission_listen) ||
-        memcmp(&cf.smtps_listen, &l->cf.smtps_listen, sizeof cf.smtps_listen))
+    if (!same_list(&cf.smtp_listen, &l->cf.smtp_listen) ||
+        !same_list(&cf.submission_listen, &l->cf.submission_listen) ||
+        !same_list(&cf.smtps_listen, &l->cf.smtps_listen))
         log_warn(NULL, "event=reload note=listen_addresses_change_needs_restart");
     smtp_rcptmap_free(&l->map);
     l->cf = cf;

@@ -69,21 +69,32 @@ class Result(unittest.TestResult):
         super().__init__()
         self.passed = []
         self.started = 0.0
+        self.said = True
+        self.subtest_failed = set()   # ids of tests with a failed subtest
 
     def startTest(self, test):
         super().startTest(test)
         self.started = time.time()
+        self.said = False
         sys.stdout.write('%s ... ' % test.id())
         sys.stdout.flush()
         signal.alarm(TIMEOUT)
 
     def stopTest(self, test):
         signal.alarm(0)
+        if not self.said:
+            self._say('FAIL' if test.id() in self.subtest_failed else 'done')
         super().stopTest(test)
 
     def _say(self, what):
+        self.said = True
         sys.stdout.write('%s (%.1fs)\n' % (what, time.time() - self.started))
         sys.stdout.flush()
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self.subtest_failed.add(test.id())
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -152,11 +163,18 @@ def main(argv):
     suite.run(result)
 
     failed = [(t, tb) for t, tb in result.failures + result.errors]
+    # a test counts once, however many of its subtests failed
+    failed_ids = set()
+    for t, tb in failed:
+        tid = getattr(t, 'test_case', t).id()
+        failed_ids.add(tid)
     # unittest turns an import failure into a _FailedTest: counted as failed
     for mod, tb in load_errors:
         if not filters or any(mod.startswith(f) or f in mod for f in filters):
             failed.append((mod, tb))
+            failed_ids.add(mod)
     failed += [(t, 'unexpected success') for t in result.unexpectedSuccesses]
+    failed_ids.update(t.id() for t in result.unexpectedSuccesses)
 
     for t, tb in failed:
         name = t if isinstance(t, str) else t.id()
@@ -169,8 +187,9 @@ def main(argv):
         for t, reason in result.skipped:
             print('  %s: %s' % (t.id(), reason))
     passed = len(result.passed) + len(result.expectedFailures)
+    skipped = {t.id() for t, _ in result.skipped if getattr(t, 'test_case', t).id() not in failed_ids}
     print('integration: %d passed, %d failed, %d skipped' % (
-        passed, len(failed), len(result.skipped)))
+        passed, len(failed_ids), len(skipped)))
     return 1 if failed else 0
 
 

@@ -6,6 +6,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -619,6 +620,63 @@ class RunningInstance(unittest.TestCase):
             # secrets: only their one reader's uid can read them
             self.assertEqual(owner(inst.path('conf', 'users')), ('postern-auth', 'postern-auth', 0o600))
             self.assertEqual(owner(inst.path('conf', 'tls', 'key.pem')), ('postern-tls', 'postern-tls', 0o600))
+
+
+class MakeRun(unittest.TestCase):
+    """scripts/run-demo.sh, what `make run` runs: set up, demo user, s6 in
+    the foreground, Ctrl-C (SIGINT) stops everything."""
+
+    def test_demo_runs_and_stops_on_sigint(self):
+        need(self, 'postern-setup', 'smtp-listener', 'pop3-listener', 'auth-checker',
+             'queue-manager', 'queue-inject', 'local-deliverer', 'postern-user')
+        need_root(self, 'the demo user gets its own uid, which only root can deliver as')
+        busy = [p for p in (2525, 2587, 2465, 2110, 2995) if harness.port_open(p)]
+        if busy:
+            self.skipTest('demo ports in use (a `make run` is running?): %s' % busy)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                              'scripts', 'run-demo.sh')
+        cwd = tempfile.mkdtemp(prefix='postern-demo-')
+        os.chmod(cwd, 0o755)
+        root = os.path.join(cwd, 'run')
+        p = subprocess.Popen(['sh', script, harness.BIN], cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            for s in ('smtp-listener', 'pop3-listener', 'auth-checker', 'queue-manager'):
+                d = os.path.join(root, 'service', s)
+                deadline = time.time() + 20
+                while not os.path.exists(os.path.join(d, 'supervise', 'status')):
+                    self.assertLess(time.time(), deadline, s + ' not supervised')
+                    self.assertIsNone(p.poll(), 'run-demo.sh exited: %s' % p.stdout.read().decode())
+                    time.sleep(0.1)
+                r = subprocess.run(['s6-svwait', '-U', '-t', '20000', d])
+                self.assertEqual(r.returncode, 0, s + ' not ready')
+            reply = harness.send_mail(2525, 'you@example.test', ['demo@example.test'],
+                                      'Subject: hello\n\nit works\n')
+            self.assertTrue(reply.startswith('250 '), reply)
+            deadline = time.time() + 10
+            got = []
+            while not got and time.time() < deadline:
+                got = harness.pop3_dialogue(2110, [(None, '+OK'), ('USER demo', '+OK'),
+                                                   ('PASS demo', '+OK'), ('STAT', '+OK'),
+                                                   ('QUIT', '+OK')])[3] != '+OK 0 0' or []
+                time.sleep(0.2)
+            self.assertTrue(got, 'the demo message never reached POP3')
+        finally:
+            os.killpg(p.pid, signal.SIGINT)      # what Ctrl-C in a terminal does
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        out = p.stdout.read().decode(errors='replace')
+        self.assertIn('telnet 127.0.0.1 2525', out)
+        self.assertIn('user demo, password demo', out)
+        time.sleep(0.5)
+        left = [pid for pid in os.listdir('/proc') if pid.isdigit() and _proc_mentions(pid, root)]
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
+        shutil.rmtree(cwd, ignore_errors=True)
+        self.assertEqual(left, [], 'processes left after Ctrl-C')
 
 
 def _starttls_check(self, inst, uid):

@@ -165,7 +165,9 @@ class SmtpSeeds(SmtpBase):
             for ext in ('PIPELINING', 'SIZE 26214400', '8BITMIME', 'ENHANCEDSTATUSCODES',
                         'DSN', 'SMTPUTF8', 'CHUNKING', 'HELP'):
                 self.assertTrue(any(l[4:] == ext for l in ehlo), (ext, ehlo))
-            self.assertFalse(any('STARTTLS' in l or 'AUTH' in l for l in ehlo), ehlo)
+            # port 25: STARTTLS offered (issue 5), AUTH never
+            self.assertTrue(any(l[4:] == 'STARTTLS' for l in ehlo), ehlo)
+            self.assertFalse(any('AUTH' in l for l in ehlo), ehlo)
             try:
                 c.send('QUIT')
             except OSError:
@@ -196,7 +198,7 @@ class SmtpSeeds(SmtpBase):
             ('SUBMITTER x', '502 5.5.1'),
             ('TURN', '502 5.5.1'),
             ('VERB', '502 5.5.1'),
-            ('STARTTLS', '502 5.5.1'),
+            ('STARTTLS now', '501 5.5.4'),
             ('AUTH LOGIN', '503 5.5.1'),
             ('BOGUS', '500 5.5.2'),
             ('QUIT', '221'),
@@ -267,9 +269,11 @@ class SmtpClients(SmtpBase):
         self.assertEqual(final_codes(out), ['220', '250', '221'])
 
     def test_submission_port(self):
+        # submission needs TLS and AUTH before MAIL (test_tls.py has the rest)
         out = raw_session(self.inst.port('submission'),
                           b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nQUIT\r\n')
-        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '221'], out)
+        self.assertEqual(final_codes(out), ['220', '250', '530', '503', '221'], out)
+        self.assertIn('530 5.7.0 Must issue a STARTTLS command first', out)
 
 
 class SmtpDefences(SmtpBase):

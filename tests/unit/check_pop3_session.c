@@ -136,6 +136,52 @@ START_TEST(test_authorization_state)
 }
 END_TEST
 
+START_TEST(test_stls_and_plaintext_policy)
+{
+    enum pop3_action act;
+    /* not TLS, logins not allowed in plaintext: STLS offered, USER/SASL not */
+    pop3_init(&s, &out, 20);
+    pop3_set_security(&s, 0, 1, 0);
+    ck_assert_str_eq(run("CAPA\r\nUSER alice\r\nPASS secret\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH\r\n", 253, &act),
+                     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+                     "PIPELINING\r\nSTLS\r\nIMPLEMENTATION postern\r\n.\r\n"
+                     "-ERR [AUTH] Plaintext authentication disallowed without TLS\r\n"
+                     "-ERR [AUTH] Plaintext authentication disallowed without TLS\r\n"
+                     "-ERR [AUTH] Plaintext authentication disallowed without TLS\r\n"
+                     "-ERR [AUTH] Plaintext authentication disallowed without TLS\r\n");
+    ck_assert_int_eq(s.state, POP3_AUTHORIZATION);
+    /* STLS with an argument, then STLS: the caller is told to start TLS */
+    ck_assert_str_eq(run("STLS now\r\nSTLS\r\n", 253, &act),
+                     "-ERR Syntax: STLS (no arguments)\r\n+OK Begin TLS negotiation\r\n");
+    ck_assert_int_eq(act, POP3_STLS);
+    pop3_tls_started(&s);
+    ck_assert_str_eq(run("CAPA\r\nSTLS\r\n", 253, &act),
+                     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+                     "PIPELINING\r\nSASL PLAIN\r\nIMPLEMENTATION postern\r\n.\r\n"
+                     "-ERR Command not permitted when TLS active\r\n");
+    ck_assert_str_eq(run("USER alice\r\nPASS secret\r\nSTLS\r\n", 253, &act),
+                     "+OK\r\n+OK Logged in.\r\n-ERR Command not valid in this state\r\n");
+    /* the policy */
+    ck_assert_int_eq(pop3_plain_policy("loopback", "127.0.0.1"), 1);
+    ck_assert_int_eq(pop3_plain_policy("loopback", "::1"), 1);
+    ck_assert_int_eq(pop3_plain_policy("loopback", "::ffff:127.0.0.2"), 1);
+    ck_assert_int_eq(pop3_plain_policy("loopback", "192.0.2.1"), 0);
+    ck_assert_int_eq(pop3_plain_policy("loopback", "1270::1"), 0);
+    ck_assert_int_eq(pop3_plain_policy("always", "192.0.2.1"), 1);
+    ck_assert_int_eq(pop3_plain_policy("never", "127.0.0.1"), 0);
+    ck_assert_int_eq(pop3_plain_policy("sometimes", "127.0.0.1"), -1);
+}
+END_TEST
+
+START_TEST(test_stls_unavailable)
+{
+    enum pop3_action act;
+    pop3_set_security(&s, 0, 0, 1);   /* no tls-proxy: never offered, refused */
+    ck_assert_str_eq(run("STLS\r\n", 253, &act), "-ERR [SYS/PERM] STLS not available\r\n");
+    ck_assert_int_eq(act, POP3_CONTINUE);
+}
+END_TEST
+
 START_TEST(test_quit_before_login_and_http)
 {
     enum pop3_action act;
@@ -231,10 +277,12 @@ int main(void)
     tcase_add_test(core, test_login_and_transaction);
     tcase_add_test(core, test_authorization_state);
     tcase_add_test(core, test_quit_before_login_and_http);
+    tcase_add_test(core, test_stls_and_plaintext_policy);
     suite_add_tcase(su, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_hostile_numbers);
+    tcase_add_test(limits, test_stls_unavailable);
     tcase_add_test(limits, test_line_limits_and_error_limit);
     tcase_add_test(limits, test_login_failure_limit);
     tcase_add_test(limits, test_base64_and_monitor_records);

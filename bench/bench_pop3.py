@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""bench_pop3.py - POP3 logins per second and RETR throughput.
+
+Brings up a real instance (tests/integration/harness.py: postern-setup, s6,
+auth-checker, pop3-listener with its real privilege separation) and measures:
+
+  logins      USER/PASS + QUIT against an empty mailbox, by 1 and by 4
+              concurrent clients (separate processes), for --login-seconds.
+              Every login is one argon2id verification in auth-checker
+              (pwhash_level, libsodium "interactive" by default: 64 MiB), at
+              most auth_concurrency (2) at once, so the rate is bounded by
+              argon2id: the figure printed next to it is auth-checker's CPU
+              time per login, read from /proc.
+  RETR large  one --big-size (10 MB) message, RETR'd --big-runs times in
+              one session: MB/s of the message as stored (LF), the reply
+              being larger by the CR of every line; the mailbox process's
+              CPU time and its peak RSS (VmHWM).
+  RETR small  --small-count (1000) messages of 4 KB: login time (the
+              maildrop scan), then RETR 1..N one at a time (each RETR waits
+              for its reply) and again with all RETRs pipelined; messages/s,
+              MB/s, and the mailbox process's RSS.
+
+Messages are placed into the Maildir by hand (owned by the user, as
+local-deliverer leaves them). No pass/fail thresholds.
+
+    python3 bench/bench_pop3.py --bin bin-bench [--login-seconds 5]
+
+Needs root (the instance drops privileges).
+"""
+
+import argparse
+import multiprocessing
+import os
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'integration'))
+
+TICK = os.sysconf('SC_CLK_TCK')
+PASSWORD = 'bench-password'
+
+
+class Pop:
+    def __init__(self, port):
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=120)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b''
+
+    def line(self):
+        while b'\n' not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError('connection closed')
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        return line
+
+    def cmd(self, text):
+        self.sock.sendall(text.encode() + b'\r\n')
+        line = self.line()
+        if not line.startswith(b'+OK'):
+            raise RuntimeError('%s: %r' % (text.split()[0], line))
+        return line
+
+    def multiline_end(self):
+        """Read up to the terminating ".\\r\\n"; returns octets received."""
+        n = 0
+        data = self.buf
+        self.buf = b''
+        while True:
+            # a terminator is CRLF "." CRLF; a body starting with "." is stuffed
+            i = data.find(b'\r\n.\r\n')
+            if i >= 0:
+                n += i + 5
+                self.buf = data[i + 5:]
+                return n
+            keep = 4
+            n += max(0, len(data) - keep)
+            data = data[-keep:] if len(data) > keep else data
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError('connection closed inside a reply')
+            data += chunk
+
+    def login(self, user):
+        if not self.line().startswith(b'+OK'):
+            raise RuntimeError('no greeting')
+        self.cmd('USER ' + user)
+        self.cmd('PASS ' + PASSWORD)
+
+    def close(self):
+        try:
+            self.cmd('QUIT')
+        except (OSError, EOFError, RuntimeError):
+            pass
+        self.sock.close()
+
+
+def proc_cpu(pid):
+    """(own, reaped children) CPU seconds of pid"""
+    with open('/proc/%d/stat' % pid) as f:
+        st = f.read()
+    fields = st[st.rindex(')') + 2:].split()
+    return ((int(fields[11]) + int(fields[12])) / TICK,
+            (int(fields[13]) + int(fields[14])) / TICK)
+
+
+def proc_status(pid):
+    out = {}
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                k, _, v = line.partition(':')
+                out[k] = v.strip()
+    except OSError:
+        pass
+    return out
+
+
+def mailbox_pid(inst, user):
+    """the post-login process: a pop3-listener running as the user's uid"""
+    uid = os.stat(inst.maildir(user)).st_uid
+    for pid in inst.processes():
+        try:
+            if os.path.basename(os.readlink('/proc/%d/exe' % pid)) != 'pop3-listener':
+                continue
+        except OSError:
+            continue
+        st = proc_status(pid)
+        if st.get('Uid', '').split()[:1] == [str(uid)]:
+            return pid
+    return None
+
+
+def put(inst, user, name, data):
+    md = inst.maildir(user)
+    path = os.path.join(md, 'new', name)
+    with open(path, 'wb') as f:
+        f.write(data)
+    st = os.stat(md)
+    os.chown(path, st.st_uid, st.st_gid)
+
+
+def message(size, tag):
+    head = ('From: a@example.test\nTo: b@example.test\nSubject: %s\n\n' % tag).encode()
+    line = b'The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmn\n'
+    # every 50th line starts with a dot, so dot-stuffing is exercised
+    block = line * 49 + b'.' + line[1:]
+    n = size - len(head)
+    body = (block * (n // len(block) + 1))[:n - 1] + b'\n'
+    return head + body
+
+
+def login_worker(port, user, seconds, start, out):
+    n = bad = 0
+    start.wait()
+    end = time.monotonic() + seconds
+    lat = []
+    while time.monotonic() < end:
+        t = time.monotonic()
+        try:
+            p = Pop(port)
+            p.login(user)
+            p.close()
+            n += 1
+            lat.append(time.monotonic() - t)
+        except (OSError, EOFError, RuntimeError):
+            bad += 1
+    out.put((n, bad, lat))
+
+
+def bench_logins(inst, clients, seconds):
+    auth = inst.service_pid('auth-checker')
+    q = multiprocessing.Queue()
+    start = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=login_worker,
+                                     args=(inst.port('pop3'), 'empty', seconds, start, q))
+             for _ in range(clients)]
+    for p in procs:
+        p.start()
+    time.sleep(0.2)
+    c0 = sum(proc_cpu(auth))
+    t0 = time.monotonic()
+    start.set()
+    res = [q.get() for _ in procs]
+    el = time.monotonic() - t0
+    for p in procs:
+        p.join()
+    cpu = sum(proc_cpu(auth)) - c0
+    n = sum(r[0] for r in res)
+    lat = sorted(x for r in res for x in r[2])
+    print('bench_pop3: logins, %d client(s): %d ok, %d failed in %.1f s = %.1f logins/s; '
+          'latency p50 %.0f ms; auth-checker CPU %.1f ms per login (argon2id-bound)'
+          % (clients, n, sum(r[1] for r in res), el, n / el,
+             lat[len(lat) // 2] * 1e3 if lat else 0, cpu / max(1, n) * 1e3))
+
+
+def bench_big(inst, size, runs):
+    put(inst, 'big', 'big.msg', message(size, 'big'))
+    p = Pop(inst.port('pop3'))
+    p.login('big')
+    pid = mailbox_pid(inst, 'big')
+    c0 = proc_cpu(pid)[0] if pid else 0
+    times = []
+    octets = 0
+    for _ in range(runs):
+        t = time.monotonic()
+        p.sock.sendall(b'RETR 1\r\n')
+        if not p.line().startswith(b'+OK'):
+            raise RuntimeError('RETR refused')
+        octets = p.multiline_end()
+        times.append(time.monotonic() - t)
+    cpu = (proc_cpu(pid)[0] - c0) if pid else 0
+    st = proc_status(pid) if pid else {}
+    p.close()
+    best = min(times)
+    print('bench_pop3: RETR of a %d-byte message (%d octets on the wire) x %d: best %.1f ms = %.0f MB/s, '
+          'median %.1f ms; mailbox process CPU %.1f ms per RETR, VmRSS %s, VmHWM %s'
+          % (size, octets, runs, best * 1e3, size / best / 1e6, sorted(times)[len(times) // 2] * 1e3,
+             cpu / runs * 1e3, st.get('VmRSS', '?'), st.get('VmHWM', '?')))
+
+
+def bench_small(inst, count, size):
+    for i in range(count):
+        put(inst, 'small', '%d.M%dP1.bench' % (1700000000 + i, i), message(size, 'small %d' % i))
+    t = time.monotonic()
+    p = Pop(inst.port('pop3'))
+    p.login('small')
+    t_login = time.monotonic() - t
+    pid = mailbox_pid(inst, 'small')
+    st = p.cmd('STAT')
+    c0 = proc_cpu(pid)[0] if pid else 0
+    t = time.monotonic()
+    total = 0
+    for i in range(1, count + 1):
+        p.sock.sendall(b'RETR %d\r\n' % i)
+        if not p.line().startswith(b'+OK'):
+            raise RuntimeError('RETR %d refused' % i)
+        total += p.multiline_end()
+    seq = time.monotonic() - t
+    t = time.monotonic()
+    p.sock.sendall(b''.join(b'RETR %d\r\n' % i for i in range(1, count + 1)))
+    for i in range(1, count + 1):
+        if not p.line().startswith(b'+OK'):
+            raise RuntimeError('pipelined RETR %d refused' % i)
+        p.multiline_end()
+    pipe = time.monotonic() - t
+    cpu = (proc_cpu(pid)[0] - c0) if pid else 0
+    ms = proc_status(pid) if pid else {}
+    p.close()
+    print('bench_pop3: %d messages of %d bytes (%s): login+scan %.1f ms; RETR one at a time %.2f s = '
+          '%.0f msg/s (%.1f MB/s); pipelined %.2f s = %.0f msg/s; mailbox CPU %.0f ms for both passes; '
+          'VmRSS %s, VmHWM %s'
+          % (count, size, st.decode().strip(), t_login * 1e3, seq, count / seq, total / seq / 1e6,
+             pipe, count / pipe, cpu * 1e3, ms.get('VmRSS', '?'), ms.get('VmHWM', '?')))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--bin', default=os.path.join(HERE, '..', 'bin'))
+    ap.add_argument('--login-seconds', type=float, default=5.0)
+    ap.add_argument('--login-clients', default='1,4')
+    ap.add_argument('--big-size', type=int, default=10 << 20)
+    ap.add_argument('--big-runs', type=int, default=5)
+    ap.add_argument('--small-count', type=int, default=1000)
+    ap.add_argument('--small-size', type=int, default=4096)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit('bench_pop3: needs root (the instance drops to the postern-* users)')
+    os.environ['POSTERN_BIN'] = os.path.abspath(a.bin)
+    import harness
+    inst = harness.Instance(users={'empty': PASSWORD, 'big': PASSWORD, 'small': PASSWORD},
+                            services=['auth-checker', 'pop3-listener'],
+                            conf_extra={'max_sessions_per_client': '100'},
+                            bin=os.path.abspath(a.bin))
+    inst.start()
+    try:
+        with open(inst.path('conf', 'postern.conf')) as f:
+            level = [l.split('=', 1)[1].strip() for l in f if l.split('=', 1)[0].strip() == 'pwhash_level']
+        print('bench_pop3: instance %s, %d CPUs, load average %s, pwhash_level %s'
+              % (inst.root, os.cpu_count(), ' '.join('%.2f' % x for x in os.getloadavg()),
+                 level[0] if level else 'default (interactive)'))
+        for n in [int(x) for x in a.login_clients.split(',')]:
+            bench_logins(inst, n, a.login_seconds)
+        bench_big(inst, a.big_size, a.big_runs)
+        bench_small(inst, a.small_count, a.small_size)
+        print('bench_pop3: load average after: %s' % ' '.join('%.2f' % x for x in os.getloadavg()))
+    finally:
+        inst.stop()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,550 @@
+"""TLS and submission on a real instance (issue 5): STARTTLS on 25 and 587,
+implicit TLS on 465, SMTP AUTH PLAIN/LOGIN through auth-checker, the
+STARTTLS injection defence, and that only tls-proxy ever holds the private
+key. Real clients: openssl s_client, smtplib, swaks, curl.
+
+The tests make their own throwaway CA and a server certificate for
+mail.example.test (and IP 127.0.0.1) signed by it, install it in conf/tls,
+and make every client verify the server against that CA."""
+
+import base64
+import os
+import poplib
+import pwd
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import (Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue,
+                     pop3_dialogue, send_mail)
+
+HOST = 'mail.example.test'
+PASSWORD = 'Correct-Horse-7'
+CA = {}
+
+
+def make_ca(d):
+    """A throwaway CA and a server certificate it signed: paths."""
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, cwd=d)
+    run('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-days', '2', '-subj', '/CN=postern test CA', '-keyout', 'ca.key', '-out', 'ca.pem',
+        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
+    run('openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
+        '-keyout', 'key.pem', '-out', 'server.csr')
+    with open(os.path.join(d, 'ext.cnf'), 'w') as f:
+        f.write('subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' % HOST)
+    run('openssl', 'x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key',
+        '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', 'cert.pem')
+    return {k: os.path.join(d, k + '.pem') for k in ('ca', 'cert', 'key')}
+
+
+def setUpModule():
+    CA['dir'] = tempfile.mkdtemp(prefix='postern-ca-')
+    CA.update(make_ca(CA['dir']))
+
+
+def tearDownModule():
+    shutil.rmtree(CA.get('dir', '/nonexistent'), ignore_errors=True)
+
+
+def client_ctx():
+    ctx = ssl.create_default_context(cafile=CA['ca'])
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def start_instance(cls, **kw):
+    need_root(cls)
+    inst = Instance(users={'alice': PASSWORD, 'bob': PASSWORD}, **kw)
+    inst.setup()
+    tls = inst.path('conf', 'tls')
+    shutil.copy(CA['cert'], os.path.join(tls, 'cert.pem'))
+    shutil.copy(CA['key'], os.path.join(tls, 'key.pem'))
+    tu = pwd.getpwnam('postern-tls')
+    os.chown(os.path.join(tls, 'key.pem'), tu.pw_uid, tu.pw_gid)
+    os.chmod(os.path.join(tls, 'key.pem'), 0o600)
+    os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
+    try:
+        inst.start()
+    except Exception:
+        inst.stop()
+        raise
+    return inst
+
+
+class TlsConn(Conn):
+    """A Conn that can switch to TLS (STARTTLS / STLS) on its socket."""
+
+    def __init__(self, port, implicit=False, timeout=10):
+        sock = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+        if implicit:
+            sock = client_ctx().wrap_socket(sock, server_hostname=HOST)
+        super().__init__(port, sock=sock, timeout=timeout)
+
+    def starttls(self):
+        assert not self.buf, self.buf
+        self.sock = client_ctx().wrap_socket(self.sock, server_hostname=HOST)
+        self.transcript.append('-- TLS %s %s' % (self.sock.version(), self.sock.cipher()[0]))
+
+
+def smtp_steps(c, steps):
+    return smtp_dialogue(None, steps, conn=c)
+
+
+class SmtpTls(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'tls-proxy', 'auth-checker', 'postern-user', 'queue-manager')
+        cls.inst = start_instance(cls, conf_extra={'dns_server': '127.0.0.1:9'})
+        cls.sub = cls.inst.port('submission')
+        cls.smtps = cls.inst.port('smtps')
+        cls.mx = cls.inst.port('smtp')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+
+    def wait_message(self, user, text):
+        def found():
+            return [m for _, m in self.inst.maildir_messages(user) if text.encode() in m]
+        return self.inst.wait_for(found, 15, what='a message with %r for %s' % (text, user))[0]
+
+    # ---- real clients -------------------------------------------------
+
+    def s_client(self, port, args, data):
+        r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % port,
+                            '-CAfile', CA['ca'], '-verify_return_error', '-verify_hostname', HOST,
+                            '-servername', HOST, '-crlf', '-ign_eof'] + args,
+                           input=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30, universal_newlines=True)
+        self.assertIn('Verify return code: 0 (ok)', r.stdout)
+        return r.stdout
+
+    def test_openssl_starttls_smtp_587_and_25(self):
+        out = self.s_client(self.sub, ['-starttls', 'smtp'], 'EHLO client.test\nQUIT\n')
+        self.assertRegex(out, r'Protocol *: TLSv1\.[23]')
+        self.assertIn('250-AUTH PLAIN LOGIN', out)
+        self.assertNotIn('250-STARTTLS', out)
+        self.assertIn('221 2.0.0', out)
+        out = self.s_client(self.mx, ['-starttls', 'smtp'], 'EHLO client.test\nQUIT\n')
+        self.assertIn('250 HELP', out)
+        self.assertNotIn('AUTH', out)              # never on port 25
+        self.assertIn('221 2.0.0', out)
+
+    def test_openssl_implicit_465(self):
+        out = self.s_client(self.smtps, [], 'EHLO client.test\nQUIT\n')
+        self.assertIn('220 %s ESMTP' % HOST, out)
+        self.assertIn('250-AUTH PLAIN LOGIN', out)
+        self.assertNotIn('STARTTLS', out.split('220 %s ESMTP' % HOST, 1)[1])
+        self.assertIn('221 2.0.0', out)
+
+    def test_smtplib_starttls_login(self):
+        with smtplib.SMTP('127.0.0.1', self.sub, timeout=15) as s:
+            s.ehlo('client.test')
+            self.assertTrue(s.has_extn('starttls'))
+            self.assertFalse(s.has_extn('auth'))
+            s.starttls(context=client_ctx())
+            s.ehlo('client.test')
+            self.assertEqual(s.esmtp_features.get('auth', '').split(), ['PLAIN', 'LOGIN'])
+            code, _ = s.login('alice', PASSWORD)
+            self.assertEqual(code, 235)
+            s.sendmail('alice@example.test', ['bob@example.test'],
+                       'Subject: smtplib starttls\r\n\r\nhello over 587\r\n')
+        m = self.wait_message('bob', 'hello over 587')
+        self.assertRegex(m, rb'\(using TLSv1\.[23] with cipher [A-Z0-9_-]+\)')
+        self.assertIn(b'with ESMTPSA id', m)
+
+    def test_smtplib_ssl_465_login_mechanism(self):
+        with smtplib.SMTP_SSL('127.0.0.1', self.smtps, timeout=15, context=client_ctx()) as s:
+            s.ehlo('client.test')
+            s.user, s.password = 'alice@example.test', PASSWORD
+            code, resp = s.auth('LOGIN', s.auth_login)
+            self.assertEqual(code, 235, resp)
+            s.sendmail('alice+lists@example.test', ['bob@example.test'],
+                       'Subject: smtps\r\n\r\nhello over 465\r\n')
+        m = self.wait_message('bob', 'hello over 465')
+        self.assertIn(b'with ESMTPSA id', m)
+
+    def test_swaks(self):
+        if not shutil.which('swaks'):
+            self.skipTest('swaks not installed')
+        for mech, port, tls in (('PLAIN', self.sub, '--tls'), ('LOGIN', self.sub, '--tls'),
+                                ('PLAIN', self.smtps, '--tls-on-connect')):
+            tag = 'swaks-%s-%d' % (mech, port)
+            r = subprocess.run(['swaks', '--server', '127.0.0.1', '--port', str(port), tls,
+                                '--tls-verify', '--tls-ca-path', CA['ca'],
+                                '--auth', mech, '--auth-user', 'alice', '--auth-password', PASSWORD,
+                                '--from', 'alice@example.test', '--to', 'bob@example.test',
+                                '--helo', 'client.test', '--header', 'Subject: ' + tag,
+                                '--body', 'body of ' + tag, '--timeout', '15'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                               universal_newlines=True)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn('235 2.7.0 Authentication successful', r.stdout)
+            self.assertIn('queued as', r.stdout)
+            self.wait_message('bob', 'body of ' + tag)
+        # a wrong password: swaks exits non-zero with the 535
+        r = subprocess.run(['swaks', '--server', '127.0.0.1', '--port', str(self.sub), '--tls',
+                            '--tls-verify', '--tls-ca-path', CA['ca'], '--auth', 'LOGIN',
+                            '--auth-user', 'alice', '--auth-password', 'wrong',
+                            '--from', 'alice@example.test', '--to', 'bob@example.test', '--timeout', '15'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                           universal_newlines=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('535 5.7.8 Error: authentication failed', r.stdout)
+
+    def test_curl(self):
+        if not shutil.which('curl'):
+            self.skipTest('curl not installed')
+        with tempfile.NamedTemporaryFile('w', suffix='.eml', delete=False) as f:
+            f.write('Subject: curl\r\n\r\nsent by curl %s\r\n')
+            path = f.name
+        try:
+            for url, tag in (('smtp://127.0.0.1:%d' % self.sub, 'starttls'),
+                             ('smtps://127.0.0.1:%d' % self.smtps, 'implicit')):
+                with open(path, 'w') as f:
+                    f.write('Subject: curl\r\n\r\nsent by curl %s\r\n' % tag)
+                r = subprocess.run(['curl', '-sS', '--ssl-reqd', '--cacert', CA['ca'], url,
+                                    '--user', 'alice:' + PASSWORD, '--mail-from', 'alice@example.test',
+                                    '--mail-rcpt', 'bob@example.test', '-T', path, '--max-time', '30'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                                   universal_newlines=True)
+                self.assertEqual(r.returncode, 0, r.stdout)
+                self.wait_message('bob', 'sent by curl ' + tag)
+        finally:
+            os.unlink(path)
+
+    # ---- the protocol in detail -----------------------------------------
+
+    def test_starttls_injection_is_discarded(self):
+        """'STARTTLS\\r\\nNOOP\\r\\n' in one packet: no reply to NOOP inside TLS"""
+        for port in (self.mx, self.sub):
+            c = TlsConn(port)
+            try:
+                smtp_steps(c, [(None, '220'), ('EHLO client.test', '250')])
+                c.send(b'STARTTLS\r\nNOOP\r\n')
+                self.assertTrue(c.smtp_reply().startswith('220 2.0.0 Ready to start TLS'))
+                try:
+                    c.starttls()
+                except (ssl.SSLError, OSError):
+                    continue            # the NOOP spoilt the handshake: also safe
+                c.sock.settimeout(1.5)
+                try:
+                    extra = c.sock.recv(100)
+                except socket.timeout:
+                    extra = None
+                self.assertIsNone(extra, 'a reply to the injected NOOP: %r' % extra)
+                c.sock.settimeout(10)
+                # and the state was reset: EHLO is required again
+                smtp_steps(c, [('MAIL FROM:<alice@example.test>', '503 5.5.1'),
+                               ('EHLO client.test', '250'), ('QUIT', '221')])
+            finally:
+                c.close()
+        self.assertIn('event=tls version=TLSv1.', self.inst.log('smtp-listener'))
+
+    def test_starttls_rules(self):
+        with TlsConn(self.sub) as c:
+            smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
+                           ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '530 5.7.0 Must issue a STARTTLS command first'),
+                           ('MAIL FROM:<alice@example.test>', '530 5.7.0 Must issue a STARTTLS command first'),
+                           ('STARTTLS now', '501 5.5.4 Syntax error (no parameters allowed)'),
+                           ('STARTTLS', '220 2.0.0 Ready to start TLS')])
+            c.starttls()
+            smtp_steps(c, [('EHLO client.test', '250'),
+                           ('STARTTLS', '554 5.5.1 Error: TLS already active'),
+                           ('MAIL FROM:<alice@example.test>', '530 5.7.0 Authentication required'),
+                           ('QUIT', '221')])
+
+    def test_auth_rules(self):
+        with TlsConn(self.smtps, implicit=True) as c:
+            smtp_steps(c, [(None, '220'),
+                           ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '503 5.5.1'),   # EHLO first
+                           ('EHLO client.test', '250'),
+                           ('AUTH PLAIN !!!notbase64', '501 5.5.2'),
+                           ('AUTH PLAIN ' + b64('bob\0alice\0' + PASSWORD), '535 5.7.8'),
+                           ('AUTH PLAIN ' + b64('\0alice\0wrong-password'), '535 5.7.8 Error: authentication failed'),
+                           ('AUTH LOGIN', '334 VXNlcm5hbWU6'), ('*', '501 5.0.0'),
+                           ('AUTH LOGIN', '334 VXNlcm5hbWU6'), (b64('alice'), '334 UGFzc3dvcmQ6'),
+                           ('x' * 3000, '501 5.5.6'),
+                           ('AUTH DIGEST-MD5', '504 5.5.4'),
+                           ('AUTH PLAIN', '334'), (b64('\0alice\0' + PASSWORD), '235 2.7.0 Authentication successful'),
+                           ('AUTH LOGIN', '503 5.5.1'),
+                           ('MAIL FROM:<bob@example.test>', '553 5.7.1'),
+                           ('MAIL FROM:<alice@elsewhere.example>', '553 5.7.1'),
+                           ('MAIL FROM:<alice+tag@localhost>', '250'),
+                           ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '503 5.5.1'),   # in a transaction
+                           ('RCPT TO:<someone@remote.example>', '250'),                  # may relay
+                           ('RSET', '250'), ('QUIT', '221')])
+        self.assertIn('not owned by user alice', c.text())
+        log = self.inst.log('smtp-listener')
+        self.assertIn('event=auth status=ok mech=PLAIN user=alice', log)
+        self.assertIn('event=auth status=bad', log)
+        self.assertNotIn(PASSWORD, log)
+        self.assertNotIn(PASSWORD, self.inst.log('auth-checker'))
+
+    def test_no_auth_on_port_25(self):
+        with TlsConn(self.mx) as c:
+            smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'), ('STARTTLS', '220')])
+            c.starttls()
+            r = smtp_steps(c, [('EHLO client.test', '250'),
+                               ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '503 5.5.1'),
+                               ('MAIL FROM:<x@client.test>', '250'),
+                               ('RCPT TO:<bob@example.test>', '250'),
+                               ('RSET', '250'), ('QUIT', '221')])
+            self.assertNotIn('AUTH', r[0])
+
+    def test_failed_handshake(self):
+        for port in (self.smtps, self.sub):
+            with Conn(port) as c:
+                if port == self.sub:
+                    smtp_steps(c, [(None, '220'), ('EHLO x', '250'), ('STARTTLS', '220')])
+                c.send(b'\x16\x03\x01\x00\x05hello, not a ClientHello\r\n')
+                self.assertTrue(c.closed(10))
+                self.assertNotIn(b'220 ', c.buf)
+        self.inst.wait_log('smtp-listener', 'event=tls status=failed')
+
+    # ---- the key stays in tls-proxy ---------------------------------------
+
+    def session_pids(self, user):
+        uid = pwd.getpwnam(user).pw_uid
+        out = []
+        for pid in self.inst.processes():
+            try:
+                with open('/proc/%d/status' % pid) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(re.search(r'^Uid:\s+(\d+)', st, re.M).group(1)) == uid:
+                out.append(pid)
+        return out
+
+    def assert_no_key(self, pid):
+        key = self.inst.path('conf', 'tls', 'key.pem')
+        self.assertTrue(os.path.exists('/proc/%d' % pid))
+        with open('/proc/%d/maps' % pid) as f:
+            maps = f.read()
+        self.assertNotIn('key.pem', maps)
+        self.assertNotIn('/conf/tls', maps)
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            try:
+                target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+            except OSError:
+                continue
+            self.assertNotEqual(target, key)
+            self.assertNotIn('/conf/tls', target)
+
+    def test_sessions_never_hold_the_key(self):
+        key = self.inst.path('conf', 'tls', 'key.pem')
+        conns = []
+        try:
+            c = TlsConn(self.sub)
+            conns.append(c)
+            smtp_steps(c, [(None, '220'), ('EHLO x', '250'), ('STARTTLS', '220')])
+            c.starttls()
+            smtp_steps(c, [('EHLO x', '250'), ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '235')])
+            c = TlsConn(self.smtps, implicit=True)
+            conns.append(c)
+            smtp_steps(c, [(None, '220'), ('EHLO x', '250')])
+            sessions = self.session_pids('postern-smtp')
+            proxies = self.session_pids('postern-tls')
+            self.assertGreaterEqual(len(sessions), 2, sessions)
+            self.assertGreaterEqual(len(proxies), 2, proxies)
+            for pid in sessions + proxies:
+                self.assert_no_key(pid)
+            for pid in sessions:
+                # chrooted in ROOT/empty: the key's path does not even exist there
+                self.assertEqual(os.readlink('/proc/%d/root' % pid), self.inst.path('empty'))
+            # and the session's user cannot read the key file at all
+            r = subprocess.run(['setpriv', '--reuid=postern-smtp', '--regid=postern-smtp', '--init-groups',
+                                'cat', key], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(b'Permission denied', r.stderr)
+            st = os.stat(key)
+            self.assertEqual(st.st_mode & 0o777, 0o600)
+            self.assertEqual(st.st_uid, pwd.getpwnam('postern-tls').pw_uid)
+        finally:
+            for c in conns:
+                c.close()
+
+
+def pop3_steps(c, steps):
+    return pop3_dialogue(None, steps, conn=c)
+
+
+def uid_of(pid):
+    with open('/proc/%d/status' % pid) as f:
+        return int(re.search(r'^Uid:\s+(\d+)', f.read(), re.M).group(1))
+
+
+class Pop3Tls(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'pop3-listener', 'smtp-listener', 'tls-proxy', 'auth-checker', 'postern-user', 'queue-manager')
+        cls.inst = start_instance(cls)
+        cls.pop3 = cls.inst.port('pop3')
+        cls.pop3s = cls.inst.port('pop3s')
+        send_mail(cls.inst.port('smtp'), 'carol@client.test', ['alice@example.test'],
+                  'Subject: for pop3\n\nread me over TLS\n')
+        cls.inst.wait_for(lambda: cls.inst.maildir_messages('alice'), 15, what="alice's message")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+
+    def s_client(self, args, data):
+        r = subprocess.run(['openssl', 's_client', '-CAfile', CA['ca'], '-verify_return_error',
+                            '-verify_hostname', HOST, '-servername', HOST, '-crlf', '-ign_eof'] + args,
+                           input=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30, universal_newlines=True)
+        self.assertIn('Verify return code: 0 (ok)', r.stdout)
+        return r.stdout
+
+    def test_openssl_starttls_pop3(self):
+        out = self.s_client(['-connect', '127.0.0.1:%d' % self.pop3, '-starttls', 'pop3'],
+                            'CAPA\nUSER alice\nPASS %s\nSTAT\nQUIT\n' % PASSWORD)
+        self.assertRegex(out, r'Protocol *: TLSv1\.[23]')
+        capa = out.split('+OK Capability list follows', 1)[1].split('\n.')[0]
+        self.assertNotIn('STLS', capa)
+        self.assertIn('USER', capa)
+        self.assertIn('+OK Logged in.', out)
+        self.assertRegex(out, r'\+OK 1 \d+')
+        self.assertIn('+OK Logging out.', out)
+
+    def test_openssl_pop3s(self):
+        out = self.s_client(['-connect', '127.0.0.1:%d' % self.pop3s],
+                            'CAPA\nUSER alice\nPASS %s\nSTAT\nQUIT\n' % PASSWORD)
+        self.assertIn('+OK POP3 server ready', out)
+        self.assertNotIn('STLS', out)
+        self.assertIn('+OK Logged in.', out)
+        self.assertIn('+OK Logging out.', out)
+
+    def test_poplib_stls_and_ssl(self):
+        p = poplib.POP3('127.0.0.1', self.pop3, timeout=15)
+        try:
+            self.assertIn('STLS', p.capa())
+            p.stls(context=client_ctx())
+            self.assertNotIn('STLS', p.capa())
+            p.user('alice')
+            p.pass_(PASSWORD)
+            self.assertEqual(p.stat()[0], 1)
+        finally:
+            p.quit()
+        p = poplib.POP3_SSL('127.0.0.1', self.pop3s, timeout=15, context=client_ctx())
+        try:
+            self.assertNotIn('STLS', p.capa())
+            p.user('alice@example.test')
+            p.pass_(PASSWORD)
+            lines = p.retr(1)[1]
+            self.assertIn(b'read me over TLS', lines)
+        finally:
+            p.quit()
+
+    def test_curl(self):
+        if not shutil.which('curl'):
+            self.skipTest('curl not installed')
+        for url in ('pop3s://127.0.0.1:%d/1' % self.pop3s, 'pop3://127.0.0.1:%d/1' % self.pop3):
+            r = subprocess.run(['curl', '-sS', '--ssl-reqd', '--cacert', CA['ca'], '--user', 'alice:' + PASSWORD,
+                                url, '--max-time', '30'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                               universal_newlines=True)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn('read me over TLS', r.stdout)
+
+    def test_stls_injection_is_discarded(self):
+        """'STLS\\r\\nCAPA\\r\\n' in one packet: no reply to CAPA inside TLS"""
+        c = TlsConn(self.pop3)
+        try:
+            pop3_steps(c, [(None, '+OK')])
+            c.send(b'STLS\r\nCAPA\r\n')
+            self.assertEqual(c.pop3_reply(), '+OK Begin TLS negotiation')
+            try:
+                c.starttls()
+            except (ssl.SSLError, OSError):
+                return                  # the CAPA spoilt the handshake: also safe
+            c.sock.settimeout(1.5)
+            try:
+                extra = c.sock.recv(100)
+            except socket.timeout:
+                extra = None
+            self.assertIsNone(extra, 'a reply to the injected CAPA: %r' % extra)
+            c.sock.settimeout(10)
+            pop3_steps(c, [('STLS', '-ERR'), ('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK'), ('QUIT', '+OK')])
+        finally:
+            c.close()
+
+    def test_plaintext_auth_policy(self):
+        with Conn(self.pop3) as c:     # loopback: allowed by default
+            pop3_steps(c, [(None, '+OK'), ('USER alice', '+OK'), ('QUIT', '+OK')])
+        self.inst.set_conf(pop3_plaintext_auth='never')
+        self.inst.reload_and_wait('pop3-listener')
+        try:
+            with Conn(self.pop3) as c:
+                r = pop3_steps(c, [(None, '+OK'), ('CAPA', '+OK'),
+                                   ('USER alice', '-ERR [AUTH] Plaintext authentication disallowed without TLS'),
+                                   ('PASS ' + PASSWORD, '-ERR [AUTH] Plaintext authentication disallowed'),
+                                   ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '-ERR [AUTH] Plaintext'),
+                                   ('QUIT', '+OK')])
+                self.assertNotIn('USER', r[1].split('\n'))
+                self.assertNotIn('SASL PLAIN', r[1])
+                self.assertIn('STLS', r[1].split('\n'))
+            with TlsConn(self.pop3) as c:
+                pop3_steps(c, [(None, '+OK'), ('STLS', '+OK')])
+                c.starttls()
+                pop3_steps(c, [('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK Logged in.'), ('QUIT', '+OK')])
+            with TlsConn(self.pop3s, implicit=True) as c:
+                pop3_steps(c, [(None, '+OK'), ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '+OK'), ('QUIT', '+OK')])
+        finally:
+            self.inst.set_conf(pop3_plaintext_auth='loopback')
+            self.inst.reload_and_wait('pop3-listener')
+
+    def test_failed_handshake(self):
+        with Conn(self.pop3s) as c:
+            c.send(b'\x16\x03\x01\x00\x05hello, not a ClientHello\r\n')
+            self.assertTrue(c.closed(10))
+            self.assertNotIn(b'+OK', c.buf)
+        self.inst.wait_log('pop3-listener', 'event=tls status=failed')
+
+    def test_sessions_never_hold_the_key(self):
+        key = self.inst.path('conf', 'tls', 'key.pem')
+        root_uid, tls_uid = 0, pwd.getpwnam('postern-tls').pw_uid
+        pre = TlsConn(self.pop3)                 # a pre-login session after STLS
+        box = TlsConn(self.pop3s, implicit=True)  # a mailbox process on pop3s
+        try:
+            pop3_steps(pre, [(None, '+OK'), ('STLS', '+OK')])
+            pre.starttls()
+            pop3_steps(pre, [('CAPA', '+OK')])
+            pop3_steps(box, [(None, '+OK'), ('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK Logged in.'),
+                             ('STAT', '+OK')])
+            pids = self.inst.processes()
+            uids = {pid: uid_of(pid) for pid in pids if os.path.exists('/proc/%d' % pid)}
+            sessions = [p for p, u in uids.items() if u not in (root_uid, tls_uid)]
+            pop3_uid = pwd.getpwnam('postern-pop3').pw_uid
+            alice_uid = os.stat(self.inst.maildir('alice')).st_uid
+            self.assertIn(pop3_uid, [uids[p] for p in sessions], uids)
+            self.assertIn(alice_uid, [uids[p] for p in sessions], uids)
+            checker = SmtpTls.assert_no_key
+            for pid in sessions + [p for p, u in uids.items() if u == tls_uid]:
+                checker(self, pid)
+            for uid in (pop3_uid, alice_uid):
+                r = subprocess.run(['setpriv', '--reuid=%d' % uid, '--regid=%d' % uid, '--clear-groups',
+                                    'cat', key], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn(b'Permission denied', r.stderr)
+        finally:
+            pre.close()
+            box.close()
+
+
+
+if __name__ == '__main__':
+    unittest.main()
