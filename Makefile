@@ -128,6 +128,14 @@ bench-inject: $(BIN)/queue-inject
 bench-remote: $(BIN)/remote-deliverer
 	python3 bench/bench_remote.py --bin $(abspath $(BIN))
 
+# POP3 logins/s (argon2id-bound), RETR throughput, login scan cost
+bench-pop3: all
+	python3 bench/bench_pop3.py --bin $(abspath $(BIN))
+
+# queue-manager start-up and new-message latency with a large queue
+bench-queue-scan: all
+	python3 bench/bench_queue_scan.py --bin $(abspath $(BIN))
+
 # TLS handshakes/s on the smtps port; one TLS SMTP session's throughput
 bench-tls: all
 	python3 bench/bench_tls.py --bin $(abspath $(BIN))
@@ -135,7 +143,7 @@ bench-tls: all
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-tls clean
+.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-tls bench-pop3 bench-queue-scan clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

@@ -285,7 +285,7 @@ def main():
     ap.add_argument('--bin', default=os.path.join(HERE, '..', 'bin'))
     ap.add_argument('--clients', default='1,4,16')
     ap.add_argument('--messages', type=int, default=0,
-                    help='messages per client (default: 200 / clients, at least 20)')
+                    help="messages per client (default: 400 / clients, at least 20)")
     ap.add_argument('--per-conn', type=int, default=10)
     ap.add_argument('--size', type=int, default=4096)
     ap.add_argument('--big-size', type=int, default=1 << 20)
@@ -308,7 +308,7 @@ def main():
         # warm-up: page cache, first fork of each daemon
         run_workload(inst, 1, 5, 5, a.size)
         for n in [int(x) for x in a.clients.split(',')]:
-            m = a.messages or max(20, 200 // n)
+            m = a.messages or max(20, 400 // n)
             report(run_workload(inst, n, m, min(a.per_conn, m), a.size))
         for n in (1, 4):
             if a.big_messages > 0:

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <limits.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms)
@@ -26,7 +28,36 @@ static int fd_wait(int fd, short events, int timeout_ms)
     }
 }
 
+/* Deadlines (CLOCK_MONOTONIC ms; -1 = none): a line must be complete
+ * within timeout_ms of the first wait for it, so that a client dribbling one
+ * byte at a time (slowloris) cannot hold a session forever. */
+static long long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static long long deadline_of(const struct io *in)
+{
+    return in->timeout_ms < 0 ? -1 : now_ms() + in->timeout_ms;
+}
+
+static int left_ms(long long deadline)
+{
+    if (deadline < 0) return -1;
+    long long l = deadline - now_ms();
+    return l <= 0 ? 0 : l > INT_MAX ? INT_MAX : (int)l;
+}
+
+static int fill_by(struct io *in, long long deadline);
+
 int io_fill(struct io *in)
+{
+    return fill_by(in, deadline_of(in));
+}
+
+static int fill_by(struct io *in, long long deadline)
 {
     if (in->pos == in->len) in->pos = in->len = 0;
     else if (in->len == in->cap && in->pos > 0) {
@@ -36,7 +67,7 @@ int io_fill(struct io *in)
     }
     if (in->len == in->cap) { errno = ENOBUFS; return 0; }
     for (;;) {
-        if (!fd_wait(in->fd, POLLIN, in->timeout_ms)) return 0;
+        if (!fd_wait(in->fd, POLLIN, left_ms(deadline))) return 0;
         ssize_t r = read(in->fd, in->b + in->len, in->cap - in->len);
         if (r > 0) { in->len += (size_t)r; return 1; }
         if (r == 0) { errno = EPIPE; return 0; }
@@ -49,10 +80,10 @@ size_t io_buffered(const struct io *in) { return in->len - in->pos; }
 void io_discard_buffered(struct io *in) { in->pos = in->len = 0; }
 
 /* At a CR: decide CRLF or bare CR, reading one more byte if needed. */
-static int io_take_cr(struct io *in, enum io_eol *eol)
+static int io_take_cr(struct io *in, enum io_eol *eol, long long deadline)
 {
     if (in->pos + 1 >= in->len) {
-        if (!io_fill(in)) {
+        if (!fill_by(in, deadline)) {
             if (errno != EPIPE) return 0;
             in->pos++;              /* CR then EOF: a bare CR */
             *eol = IO_EOL_CR;
@@ -67,13 +98,14 @@ static int io_take_cr(struct io *in, enum io_eol *eol)
 int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *eol)
 {
     size_t n = 0;
+    long long deadline = deadline_of(in);
     *eol = IO_EOL_NONE;
     for (;;) {
         while (in->pos < in->len) {
             unsigned char c = in->b[in->pos];
             if (c == '\n') { in->pos++; *eol = IO_EOL_LF; *len = n; return 1; }
             if (c == '\r') {
-                if (!io_take_cr(in, eol)) { *len = n; return 0; }
+                if (!io_take_cr(in, eol, deadline)) { *len = n; return 0; }
                 *len = n;
                 return 1;
             }
@@ -81,7 +113,7 @@ int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *e
             dst[n++] = (char)c;
             in->pos++;
         }
-        if (!io_fill(in)) {
+        if (!fill_by(in, deadline)) {
             *len = n;
             if (errno == EPIPE && n > 0) return 1;
             return 0;
@@ -92,15 +124,16 @@ int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *e
 int io_skipline(struct io *in, size_t limit)
 {
     size_t n = 0;
+    long long deadline = deadline_of(in);
     for (;;) {
         while (in->pos < in->len) {
             unsigned char c = in->b[in->pos];
             if (c == '\n') { in->pos++; return 1; }
-            if (c == '\r') { enum io_eol e; return io_take_cr(in, &e); }
+            if (c == '\r') { enum io_eol e; return io_take_cr(in, &e, deadline); }
             if (n++ >= limit) { errno = E2BIG; return 0; }
             in->pos++;
         }
-        if (!io_fill(in)) return 0;
+        if (!fill_by(in, deadline)) return 0;
     }
 }
 

@@ -9,7 +9,7 @@
 
 struct io {
     int fd;
-    int timeout_ms; /* per wait; <0 means wait forever */
+    int timeout_ms; /* per wait, and per line for io_getline/io_skipline; <0: forever */
     unsigned char *b;
     size_t cap;
     size_t pos; /* input: next unread byte */
@@ -34,7 +34,9 @@ void io_discard_buffered(struct io *in);    /* drop them (e.g. before TLS) */
 /* Read one line into dst (at most max bytes, not NUL-terminated; NUL bytes
  * kept). *len gets the byte count, *eol how it ended; the terminator is
  * consumed and not stored. If max bytes arrive with no terminator, returns 1
- * with *eol = IO_EOL_NONE (the rest of the line is still unread). At EOF with
+ * with *eol = IO_EOL_NONE (the rest of the line is still unread). The whole
+ * line must arrive within timeout_ms (ETIMEDOUT otherwise, even if bytes keep
+ * trickling in: the slowloris defence). At EOF with
  * a partial line, returns that part with IO_EOL_NONE; at EOF with nothing
  * read, returns 0 with errno EPIPE. */
 int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *eol);

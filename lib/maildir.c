@@ -88,7 +88,27 @@ static int write_all(int fd, const char *p, size_t n)
     return 1;
 }
 
-static int copy_fd(int out, int in)
+/* octets written, and octets with CRLF line ends (what POP3 announces),
+ * counted while copying so that a POP3 login need not read the message:
+ * the same count as maildrop_size_fd() */
+struct vsize {
+    unsigned long long size, crlf;
+    char prev;
+};
+
+static void vsize_add(struct vsize *v, const char *p, size_t n)
+{
+    v->size += n;
+    v->crlf += n;
+    for (const char *e = p + n, *q = p; q < e; q++) {
+        q = memchr(q, '\n', (size_t)(e - q));
+        if (!q) break;
+        if ((q == p ? v->prev : q[-1]) != '\r') v->crlf++;
+    }
+    if (n) v->prev = p[n - 1];
+}
+
+static int copy_fd(int out, int in, struct vsize *v)
 {
     char b[65536];
     off_t off = 0;
@@ -98,6 +118,7 @@ static int copy_fd(int out, int in)
         if (r < 0) return 0;
         if (!r) return 1;
         if (!write_all(out, b, (size_t)r)) return 0;
+        vsize_add(v, b, (size_t)r);
         off += r;
     }
 }
@@ -105,7 +126,8 @@ static int copy_fd(int out, int in)
 int maildir_deliver(const char *dir, const char *host, const char *prefix, size_t prefixlen,
                     int msgfd, char *name, size_t namelen)
 {
-    char fname[MAILDIR_NAME_MAX + 1];
+    char fname[MAILDIR_NAME_MAX + 1], nname[MAILDIR_NAME_MAX + 1];
+    struct vsize v = { 0, 0, 0 };
     int dfd = -1, tfd = -1, nfd = -1, fd = -1, created = 0, e;
     if ((dfd = open_dir_at(AT_FDCWD, dir)) < 0) goto fail;
     if ((tfd = open_dir_at(dfd, "tmp")) < 0) goto fail;
@@ -116,20 +138,26 @@ int maildir_deliver(const char *dir, const char *host, const char *prefix, size_
         if (fd < 0 && (errno != EEXIST || tries >= 3)) goto fail;
     }
     created = 1;
-    if (!write_all(fd, prefix, prefixlen) || !copy_fd(fd, msgfd)) goto fail;
+    if (!write_all(fd, prefix, prefixlen)) goto fail;
+    vsize_add(&v, prefix, prefixlen);
+    if (!copy_fd(fd, msgfd, &v)) goto fail;
     if (fsync(fd) < 0) goto fail;
     if (close(fd) < 0) { fd = -1; goto fail; }
     fd = -1;
-    if (linkat(tfd, fname, nfd, fname, 0) < 0) goto fail;
+    /* new/ gets the Maildir++ name "<unique>,S=<octets>,W=<octets with CRLF>" */
+    if (v.crlf && v.prev != '\n') v.crlf += 2;
+    int nl = snprintf(nname, sizeof nname, "%s,S=%llu,W=%llu", fname, v.size, v.crlf);
+    if (nl < 0 || (size_t)nl >= sizeof nname) memcpy(nname, fname, sizeof nname);
+    if (linkat(tfd, fname, nfd, nname, 0) < 0) goto fail;
     unlinkat(tfd, fname, 0);
     created = 0;
     if (fsync(nfd) < 0) {
         e = errno;
-        unlinkat(nfd, fname, 0);
+        unlinkat(nfd, nname, 0);
         errno = e;
         goto fail;
     }
-    if (name) snprintf(name, namelen, "%s", fname);
+    if (name) snprintf(name, namelen, "%s", nname);
     close(nfd);
     close(tfd);
     close(dfd);

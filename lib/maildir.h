@@ -22,8 +22,10 @@ int maildir_unique_name(const char *host, char *dst, size_t dstlen);
 
 /* Deliver: prefix[0..prefixlen) (e.g. Return-Path and Delivered-To lines)
  * followed by all of msgfd (read with pread from offset 0). name (if not
- * NULL) gets the file's name in new/. 1, or 0 with errno (EDQUOT/ENOSPC
- * for a full disk). Nothing is left in tmp/ on failure. */
+ * NULL) gets the file's name in new/: the Maildir++ form
+ * "<unique>,S=<octets>,W=<octets counted with CRLF line ends>", so that
+ * POP3 learns sizes without reading messages. 1, or 0 with errno
+ * (EDQUOT/ENOSPC for a full disk). Nothing is left in tmp/ on failure. */
 int maildir_deliver(const char *dir, const char *host, const char *prefix, size_t prefixlen,
                     int msgfd, char *name, size_t namelen);
 

@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 #define CHUNK 65536
+/* a Maildir file larger than this is not offered: counting its line ends
+ * at login would take minutes (a 10 GB sparse file hangs the login) */
+#define MAILDROP_FILE_MAX (1ULL << 30)
 
 int maildrop_lock(int dirfd)
 {
@@ -105,6 +108,7 @@ static int scan_dir(struct maildrop *md, const char *sub, int in_new, size_t *ca
         struct stat st;
         unsigned long long size;
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+            (unsigned long long)st.st_size > MAILDROP_FILE_MAX ||
             (!name_vsize(de->d_name, &size) && !maildrop_size_fd(fd, &size))) { close(fd); continue; }
         close(fd);
         if (md->n == MAILDROP_MSGS_MAX) { errno = E2BIG; ok = 0; break; }

@@ -64,8 +64,7 @@ static void reply(struct smtp_session *s, const char *line)
         log_info(s->id, "event=reject cmd=%s code=%s status=%s%s%s", s->verb, code,
                  status[0] ? status : "-", s->logarg[0] ? " arg=" : "", s->logarg);
     }
-    io_puts(&s->out, line);
-    io_put(&s->out, "\r\n", 2);
+    if (!io_puts(&s->out, line) || !io_put(&s->out, "\r\n", 2)) s->write_failed = 1;
 }
 
 static void replyf(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1062,6 +1061,12 @@ int smtp_session_run(struct smtp_session *s)
         if (kind == CL_TOO_LONG) reply(s, "500 5.5.2 Error: line too long");
         else if (kind == CL_BARE_CR) reply(s, "500 5.5.2 Error: bare <CR> received");
         else if (!dispatch(s, line, n)) break;
+        if (s->write_failed) {
+            /* a client that does not read its replies (their buffer full
+             * for a whole timeout) gets no more of our time */
+            s->end_reason = "write error";
+            break;
+        }
         if (s->state != SMTP_S_QUIT && s->errors >= s->cf->max_errors) {
             replyf(s, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
             s->end_reason = "too many errors";

@@ -1,5 +1,6 @@
 /* smtp_session.h - the SMTP server session (RFC 5321 with PIPELINING, SIZE,
- * 8BITMIME, ENHANCEDSTATUSCODES, DSN, SMTPUTF8, CHUNKING/BDAT, ETRN) as one
+ * 8BITMIME, ENHANCEDSTATUSCODES, DSN, SMTPUTF8, CHUNKING/BDAT, ETRN,
+ * STARTTLS (RFC 3207), and AUTH PLAIN/LOGIN (RFC 4954) on submission) as one
  * explicit state machine: a state enum and a table of {verb, states it is
  * allowed in, reply when it is not, action}. The session only talks to the
  * client's file descriptor and to an injector (how a message reaches
@@ -115,6 +116,7 @@ struct smtp_session {
     /* counters for the log */
     unsigned long commands, errors, messages, rejected, msg_seq;
     const char *end_reason;
+    int write_failed;                /* a reply could not be written: end */
     const char *verb;                /* the command being answered (log) */
     char logarg[300];                /* its log-safe argument, "" if none */
     unsigned char inbuf[8192];

@@ -260,6 +260,18 @@ write_conf() {
             echo "#max_received = 100"
             echo "#queue_lifetime = 5d"
             echo "#auth_concurrency = 2"
+            echo "#local_concurrency = 10"
+            echo "#remote_concurrency = 20"
+            echo "#remote_per_domain = 5"
+            echo "#mailbox_quota = 0"
+            echo
+            echo "# security (comments go on lines of their own)"
+            echo "# argon2id cost of new passwords: interactive, moderate or sensitive"
+            echo "#pwhash_level = interactive"
+            echo "# POP3 logins without TLS: loopback, always or never"
+            echo "#pop3_plaintext_auth = loopback"
+            echo "#tls_cert = $ROOT/conf/tls/cert.pem"
+            echo "#tls_key = $ROOT/conf/tls/key.pem"
             if [ "$ISROOT" = 0 ]; then
                 echo
                 echo "# set up by an ordinary user: every part runs as $U_ROOT"

@@ -45,6 +45,8 @@ struct qm_msg {
     int flush;
     int waiting;            /* recipients due but their deliverer was busy */
     struct qm_msg *next;
+    struct qm_msg *prev;    /* q->msgs is doubly linked: forgetting is O(1) */
+    struct qm_msg *hnext;   /* chain in q->hash */
 };
 
 struct qm_job {
@@ -60,6 +62,8 @@ struct qm {
     const char *root;
     struct qm_msg *msgs;
     size_t nmsgs;
+    struct qm_msg **hash;   /* by id, hsize (a power of two) chains: qm_find is O(1) */
+    size_t hsize;
     struct qm_job *jobs;
     unsigned long long next_job;
     struct qm_channel chan[QM_NCHAN];

@@ -14,21 +14,53 @@
 #include "retry.h"
 #include "smtp_addr.h"
 
+/* FNV-1a of the id: a scan of env/ calls qm_find once per file, so a
+ * linear search made starting with a large queue O(n^2) */
+static size_t id_hash(const char *id)
+{
+    size_t h = 2166136261u;
+    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
+    return h;
+}
+
+static int hash_grow(struct qm *q)
+{
+    size_t n = q->hsize ? q->hsize * 2 : 1024;
+    if (n < q->hsize) { errno = ENOMEM; return 0; }
+    struct qm_msg **t = calloc(n, sizeof *t);
+    if (!t) return 0;
+    for (struct qm_msg *m = q->msgs; m; m = m->next) {
+        size_t b = id_hash(m->id) & (n - 1);
+        m->hnext = t[b];
+        t[b] = m;
+    }
+    free(q->hash);
+    q->hash = t;
+    q->hsize = n;
+    return 1;
+}
+
 struct qm_msg *qm_find(struct qm *q, const char *id)
 {
-    for (struct qm_msg *m = q->msgs; m; m = m->next)
+    if (!q->hsize) return NULL;
+    for (struct qm_msg *m = q->hash[id_hash(id) & (q->hsize - 1)]; m; m = m->hnext)
         if (!strcmp(m->id, id)) return m;
     return NULL;
 }
 
 struct qm_msg *qm_add(struct qm *q, const char *id)
 {
+    if (q->nmsgs >= q->hsize && !hash_grow(q)) return NULL;
     struct qm_msg *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     memcpy(m->id, id, ENV_ID_LEN + 1);
     envelope_init(&m->env);
     m->next = q->msgs;
+    if (q->msgs) q->msgs->prev = m;
     q->msgs = m;
+    size_t b = id_hash(m->id) & (q->hsize - 1);
+    m->hnext = q->hash[b];
+    q->hash[b] = m;
     q->nmsgs++;
     return m;
 }
@@ -62,8 +94,11 @@ static int msg_load(struct qm *q, struct qm_msg *m)
 
 static void msg_forget(struct qm *q, struct qm_msg *m)
 {
-    for (struct qm_msg **pp = &q->msgs; *pp; pp = &(*pp)->next)
-        if (*pp == m) { *pp = m->next; break; }
+    if (m->prev) m->prev->next = m->next;
+    else q->msgs = m->next;
+    if (m->next) m->next->prev = m->prev;
+    for (struct qm_msg **pp = &q->hash[id_hash(m->id) & (q->hsize - 1)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == m) { *pp = m->hnext; break; }
     msg_unload(m);
     free(m);
     q->nmsgs--;

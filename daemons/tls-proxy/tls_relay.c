@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -154,6 +156,11 @@ static int set_nonblock(int fd)
 int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **out, char *why, size_t whylen)
 {
     if (!set_nonblock(net_fd)) { snprintf(why, whylen, "fcntl: %s", strerror(errno)); return 0; }
+    /* each TLS record goes out at once: with Nagle a record written while
+     * the previous one is unacknowledged waits for the client's delayed
+     * ACK. Not a TCP socket (tests): no matter. */
+    int one = 1;
+    if (setsockopt(net_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) { /* not TCP */ }
     SSL *ssl = SSL_new(ts->ctx);
     if (!ssl || SSL_set_fd(ssl, net_fd) != 1) {
         ssl_why(why, whylen, "cannot set up the connection", NULL);

@@ -13,7 +13,13 @@ for t in "$@"; do
     corpus=tests/fuzz/corpus/$name
     mkdir -p "$corpus" build-fuzz/work-$name
     log=build-fuzz/$name.log
-    if "$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -close_fd_mask=2 \
+    dict=
+    case $name in     # protocol words help the state machines along
+    smtp_session|smtp_data|smtp_bdat) dict=-dict=tests/fuzz/smtp.dict ;;
+    pop3_session) dict=-dict=tests/fuzz/pop3.dict ;;
+    smtp_client) dict=-dict=tests/fuzz/smtp_client.dict ;;
+    esac
+    if "$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -close_fd_mask=2 $dict \
          -artifact_prefix=build-fuzz/crash-$name- build-fuzz/work-$name "$corpus" >"$log" 2>&1; then
         execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
         echo "fuzz: $name ok executions=${execs:-?} seconds=$secs"

@@ -27,6 +27,7 @@ POSTERN_TEST_TMP the directory for ROOTs (default /tmp; it must not be
 mounted nosuid, queue-inject is setuid).
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -91,6 +92,21 @@ class HarnessError(AssertionError):
     pass
 
 
+LIVE = []   # instances set up and not stopped yet (see stop_all)
+
+
+def stop_all():
+    """Stop every instance a test forgot to stop; returns their ROOTs."""
+    roots = []
+    for inst in list(LIVE):
+        roots.append(inst.root)
+        inst.stop()
+    return roots
+
+
+atexit.register(stop_all)
+
+
 class Instance:
     def __init__(self, domains=('example.test', 'localhost'),
                  hostname='mail.example.test', conf_extra=None, services=None,
@@ -115,6 +131,7 @@ class Instance:
             raise HarnessError('postern-setup is not in ' + self.bindir)
         base = os.environ.get('POSTERN_TEST_TMP') or tempfile.gettempdir()
         self.root = tempfile.mkdtemp(prefix='postern-', dir=base)
+        LIVE.append(self)
         os.chmod(self.root, 0o755)
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
         args = [os.path.join(self.bindir, 'postern-setup'), '--root', self.root,
@@ -224,6 +241,8 @@ class Instance:
         else:
             shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+        if self in LIVE:
+            LIVE.remove(self)
 
     def _kill_leftovers(self):
         """SIGKILL every process running a program from ROOT or in ROOT."""

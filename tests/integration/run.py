@@ -161,6 +161,13 @@ def main(argv):
 
     result = Result()
     suite.run(result)
+    try:
+        import harness
+        leaked = harness.stop_all()
+    except Exception:
+        leaked = []
+    for root in leaked:
+        print('warning: an instance was left running by a test (stopped now): %s' % root)
 
     failed = [(t, tb) for t, tb in result.failures + result.errors]
     # a test counts once, however many of its subtests failed

@@ -36,8 +36,11 @@ def tour_blocks():
 
 
 def norm(line):
+    # "+OK 1 <unique id>" (UIDL): any id will do
+    line = re.sub(r'^(\s*\d+ )\S+$', r'\1UID', line)
     line = re.sub(r'\b[0-9A-F]{16}\b', 'QUEUEID', line)
     line = re.sub(r'\S+\.mail\.example\.test\b', 'UID', line)
+    line = re.sub(r'\bh[0-9a-f]{16}\b', 'UID', line)
     return re.sub(r'\d+', 'N', line)
 
 

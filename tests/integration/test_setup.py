@@ -160,6 +160,22 @@ class SetupTree(unittest.TestCase):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             self.assertEqual(r.returncode, 0, r.stdout)
 
+    def test_commented_defaults_are_valid(self):
+        """Every '#key = value' line of the written postern.conf, uncommented,
+        is accepted by the daemons' parser (the template stays true)."""
+        need(self, 'postern-confcheck')
+        import re
+        path = self.inst.path('conf', 'postern.conf')
+        with open(path) as f:
+            text = f.read()
+        keys = re.findall(r'(?m)^#([a-z0-9_]+) = ', text)
+        self.assertGreaterEqual(len(keys), 15)
+        with open(path, 'w') as f:
+            f.write(re.sub(r'(?m)^#([a-z0-9_]+ = )', r'\1', text))
+        r = subprocess.run([self.inst.bin('postern-confcheck'), self.inst.root],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        self.assertEqual(r.returncode, 0, r.stdout)
+
     def test_programs_installed(self):
         for name in os.listdir(harness.BIN):
             src = os.path.join(harness.BIN, name)
@@ -646,7 +662,8 @@ class MakeRun(unittest.TestCase):
                 deadline = time.time() + 20
                 while not os.path.exists(os.path.join(d, 'supervise', 'status')):
                     self.assertLess(time.time(), deadline, s + ' not supervised')
-                    self.assertIsNone(p.poll(), 'run-demo.sh exited: %s' % p.stdout.read().decode())
+                    if p.poll() is not None:
+                        self.fail('run-demo.sh exited: %s' % p.stdout.read().decode(errors='replace'))
                     time.sleep(0.1)
                 r = subprocess.run(['s6-svwait', '-U', '-t', '20000', d])
                 self.assertEqual(r.returncode, 0, s + ' not ready')
@@ -669,6 +686,7 @@ class MakeRun(unittest.TestCase):
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         out = p.stdout.read().decode(errors='replace')
+        p.stdout.close()
         self.assertIn('telnet 127.0.0.1 2525', out)
         self.assertIn('user demo, password demo', out)
         time.sleep(0.5)

@@ -292,6 +292,56 @@ class SmtpTls(unittest.TestCase):
         self.assertNotIn(PASSWORD, log)
         self.assertNotIn(PASSWORD, self.inst.log('auth-checker'))
 
+    def test_certificate_replaced_without_restart(self):
+        """a new certificate is used from the next connection on; a session
+        in progress keeps going (every connection has its own tls-proxy)"""
+        d = tempfile.mkdtemp(prefix='postern-cert2-', dir=CA['dir'])
+        subprocess.run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
+                        '-keyout', 'key.pem', '-out', 'new.csr'], check=True, capture_output=True, cwd=d)
+        subprocess.run(['openssl', 'x509', '-req', '-in', 'new.csr', '-CA', CA['ca'], '-CAkey',
+                        os.path.join(CA['dir'], 'ca.key'), '-CAcreateserial', '-days', '2',
+                        '-extfile', os.path.join(CA['dir'], 'ext.cnf'), '-out', 'cert.pem'],
+                       check=True, capture_output=True, cwd=d)
+        der = lambda path: ssl.PEM_cert_to_DER_cert(open(path).read())
+        tls = self.inst.path('conf', 'tls')
+        old = TlsConn(self.smtps, implicit=True)
+        try:
+            smtp_steps(old, [(None, '220'), ('EHLO client.test', '250')])
+            self.assertEqual(old.sock.getpeercert(binary_form=True), der(CA['cert']))
+            tu = pwd.getpwnam('postern-tls')
+            for name in ('key.pem', 'cert.pem'):        # the key first: never a mismatched pair for long
+                shutil.copy(os.path.join(d, name), os.path.join(tls, name + '.new'))
+            os.chown(os.path.join(tls, 'key.pem.new'), tu.pw_uid, tu.pw_gid)
+            os.chmod(os.path.join(tls, 'key.pem.new'), 0o600)
+            os.chmod(os.path.join(tls, 'cert.pem.new'), 0o644)
+            os.rename(os.path.join(tls, 'key.pem.new'), os.path.join(tls, 'key.pem'))
+            os.rename(os.path.join(tls, 'cert.pem.new'), os.path.join(tls, 'cert.pem'))
+            self.inst.reload_and_wait('smtp-listener')   # harmless, not needed
+            with TlsConn(self.smtps, implicit=True) as new:
+                smtp_steps(new, [(None, '220'), ('QUIT', '221')])
+                self.assertEqual(new.sock.getpeercert(binary_form=True), der(os.path.join(d, 'cert.pem')))
+            smtp_steps(old, [('NOOP', '250'), ('QUIT', '221')])     # the old one still works
+        finally:
+            old.close()
+            for name in ('key.pem', 'cert.pem'):
+                shutil.copy(CA['key' if name == 'key.pem' else 'cert'], os.path.join(tls, name))
+            os.chown(os.path.join(tls, 'key.pem'), pwd.getpwnam('postern-tls').pw_uid,
+                     pwd.getpwnam('postern-tls').pw_gid)
+            os.chmod(os.path.join(tls, 'key.pem'), 0o600)
+
+    def test_throttled_after_failures(self):
+        """auth-checker's per-name window: from the 3rd failure on, each
+        attempt waits before it is verified (auth-checker(8))"""
+        with TlsConn(self.smtps, implicit=True) as c:
+            smtp_steps(c, [(None, '220'), ('EHLO client.test', '250')])
+            bad = 'AUTH PLAIN ' + b64('\0bob\0not-the-password')
+            for _ in range(3):
+                smtp_steps(c, [(bad, '535 5.7.8')])
+            t0 = time.monotonic()
+            smtp_steps(c, [(bad, '535 5.7.8')])
+            self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+            smtp_steps(c, [('AUTH PLAIN ' + b64('\0bob\0' + PASSWORD), '235'), ('QUIT', '221')])
+
     def test_no_auth_on_port_25(self):
         with TlsConn(self.mx) as c:
             smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'), ('STARTTLS', '220')])

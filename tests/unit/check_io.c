@@ -2,7 +2,10 @@
 #include <check.h>
 #include <errno.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -124,6 +127,34 @@ START_TEST(test_skipline_limit_and_timeout)
 }
 END_TEST
 
+/* slowloris: one byte every 40 ms, never a line end; each wait is short,
+ * but the line as a whole must arrive within the timeout */
+START_TEST(test_dribbled_line_times_out)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        for (int i = 0; i < 100; i++) {
+            if (write(sp[1], "x", 1) != 1) _exit(0);
+            usleep(40000);
+        }
+        _exit(0);
+    }
+    char line[512];
+    size_t len;
+    enum io_eol eol;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    ck_assert(!io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    ck_assert_int_lt(ms, 1500);             /* not 100 x 40 ms */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+END_TEST
+
 START_TEST(test_long_input_bounded_buffer)
 {
     /* 10 KiB line through a 64-byte buffer: getline never stores past max */
@@ -158,6 +189,7 @@ int main(void)
     tcase_add_test(limits, test_limit);
     tcase_add_test(limits, test_skipline_limit_and_timeout);
     tcase_add_test(limits, test_long_input_bounded_buffer);
+    tcase_add_test(limits, test_dribbled_line_times_out);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

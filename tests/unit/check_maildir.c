@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "maildir.h"
+#include "maildrop.h"
 
 static char base[64];
 static char md[128];
@@ -68,6 +69,12 @@ START_TEST(test_make_and_deliver)
     ck_assert_uint_eq(count("tmp", NULL, 0), 0);
     ck_assert_str_eq(got, name);
     ck_assert_ptr_nonnull(strstr(name, ".mail.example.test"));
+    /* Maildir++ sizes in the name: octets, and octets with CRLF line ends
+     * (5 LFs), the same count POP3 would make by reading the file */
+    char want[64];
+    snprintf(want, sizeof want, ".mail.example.test,S=%zu,W=%zu", strlen(pre) + strlen(body),
+             strlen(pre) + strlen(body) + 5);
+    ck_assert_str_eq(strstr(name, ".mail.example.test"), want);
     snprintf(path, sizeof path, "%s/new/%s", md, name);
     int in = open(path, O_RDONLY);
     ssize_t n = read(in, b, sizeof b);
@@ -181,6 +188,38 @@ START_TEST(test_limits_big_message_and_names)
     struct stat st;
     ck_assert_int_eq(stat(path, &st), 0);
     ck_assert_int_eq(st.st_size, (off_t)(big + 5));
+    /* sizes in the name agree with POP3's count of the file: a CR ending one
+     * 64 KiB read and its LF starting the next is one CRLF, a last line
+     * without LF counts 2 */
+    char want[64];
+    snprintf(want, sizeof want, ",S=%zu,W=%zu", big + 5, big + 5 + 1 + 2);
+    ck_assert_str_eq(strstr(name, ",S="), want);
+    text[65535] = '\r';
+    text[65536] = '\n';
+    text[100] = '\n';
+    int fd2 = msg_fd(text);
+    ck_assert(maildir_deliver(md, "h", "", 0, fd2, name, sizeof name));
+    snprintf(path, sizeof path, "%s/new/%s", md, name);
+    int rfd = open(path, O_RDONLY);
+    unsigned long long vs;
+    ck_assert(maildrop_size_fd(rfd, &vs));
+    close(rfd);
+    snprintf(want, sizeof want, ",S=%zu,W=%llu", big, vs);
+    ck_assert_str_eq(strstr(name, ",S="), want);
+    ck_assert_uint_eq(vs, big + 1 + 2);
+    close(fd2);
+    unlink(path);
+    /* a name with no room for the sizes is delivered under the plain name */
+    char host[MAILDIR_NAME_MAX];
+    memset(host, 'h', 205);
+    host[205] = 0;
+    int fd3 = msg_fd("x\n");
+    ck_assert(maildir_deliver(md, host, "", 0, fd3, name, sizeof name));
+    ck_assert(strstr(name, ",S=") || strlen(name) + strlen(",S=2,W=3") > MAILDIR_NAME_MAX);
+    snprintf(path, sizeof path, "%s/new/%s", md, name);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    unlink(path);
+    close(fd3);
     /* a name that does not fit is refused, not cut */
     ck_assert(!maildir_unique_name("h", small, sizeof small));
     ck_assert_int_eq(errno, ENAMETOOLONG);

@@ -1,0 +1,196 @@
+/* fuzz_smtp_bdat.c - libFuzzer target: BDAT (RFC 3030 CHUNKING) through the
+ * SMTP session. The input is a list of chunks, each one header byte h (the
+ * chunk is 3*(h & 0x7f) octets long, h & 0x80 = LAST) and its octets; the
+ * target sends a fixed EHLO/MAIL/RCPT prefix, then "BDAT n [LAST]" and the
+ * octets for each chunk, then QUIT. The injector is the in-memory one of
+ * fuzz_smtp_data.c. Checks: every chunk before LAST gets "250", the stored
+ * message equals the chunks' concatenation with CRLF, bare CR and bare LF
+ * turned into LF (a final LF added), the message is queued exactly when it
+ * holds no bare CR/LF, no Received: and fits max_message_size (3000 here),
+ * an injection that was started is always finished, reply lines are well
+ * formed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "queue_inject.h"
+#include "smtp_session.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char prefix[] = "EHLO client.example\r\nMAIL FROM:<a@b.example> BODY=8BITMIME\r\n"
+                             "RCPT TO:<alice@example.test>\r\n";
+struct fake {
+    int msg, env;                 /* our copies, -1 when none */
+    int calls, queued;
+    size_t msglen;
+    char msgbuf[1 << 16];         /* the first message */
+};
+static struct fake fk;
+static struct inject_env ie;
+
+static int inj_start(void *ctx, int msg_fd, int env_fd)
+{
+    struct fake *f = ctx;
+    f->msg = fcntl(msg_fd, F_DUPFD_CLOEXEC, 3);
+    f->env = fcntl(env_fd, F_DUPFD_CLOEXEC, 3);
+    if (f->msg < 0 || f->env < 0) abort();
+    fcntl(f->msg, F_SETPIPE_SZ, 1 << 17);
+    /* the queue id queue-inject would print once the envelope has ended */
+    if (write(f->env, "0123456789ABCDEF\n", 17) != 17) abort();
+    return 1;
+}
+
+static int inj_finish(void *ctx, int *status)
+{
+    struct fake *f = ctx;
+    static char scratch[1 << 16];
+    char why[256], *dst = f->calls ? scratch : f->msgbuf;   /* keep the first message */
+    size_t len = 0;
+    fcntl(f->msg, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        ssize_t r = read(f->msg, dst + len, sizeof scratch - len);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    fcntl(f->env, F_SETFL, O_NONBLOCK);   /* the session has shut down or closed its end */
+    inject_env_init(&ie, 0);
+    int ok = inject_env_read(&ie, f->env, why, sizeof why);
+    if (!ok && errno == EPROTO) __builtin_trap();   /* the session wrote a malformed record */
+    inject_env_free(&ie);
+    close(f->msg);
+    close(f->env);
+    f->msg = f->env = -1;
+    *status = ok ? 0 : 55;
+    if (!f->calls) { f->msglen = len; f->queued = ok; }
+    f->calls++;
+    return 1;
+}
+
+static int inj_trigger(void *ctx) { (void)ctx; return 1; }
+
+static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigger };
+static struct config cf;
+static struct smtp_rcptmap map;
+static struct smtp_session s;
+static char in[sizeof prefix + 40000], out[1 << 18], want[16384 + 2], raw[16384];
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int init;
+    if (!init) {
+        char why[128];
+        signal(SIGPIPE, SIG_IGN);
+        config_defaults(&cf);
+        config_set(&cf, "local_domains", "example.test", why, sizeof why);
+        config_set(&cf, "max_message_size", "3000", why, sizeof why);
+        config_set(&cf, "session_timeout", "1", why, sizeof why);
+        smtp_rcptmap_init(&map);
+        smtp_rcptmap_add(&map, "alice", 5);
+        init = 1;
+    }
+    if (size > 16384) return 0;
+    const char *d = (const char *)data;
+
+    /* the chunks, the commands, and the reference stored form */
+    size_t inlen = sizeof prefix - 1, rawlen = 0, nchunks = 0, i = 0;
+    int last = 0;
+    memcpy(in, prefix, inlen);
+    while (i < size && !last) {
+        unsigned h = data[i++];
+        size_t len = 3 * (h & 0x7f);
+        if (len > size - i) len = size - i;
+        last = (h & 0x80) != 0;
+        int k = snprintf(in + inlen, sizeof in - inlen, "BDAT %zu%s\r\n", len, last ? " LAST" : "");
+        inlen += (size_t)k;
+        memcpy(in + inlen, d + i, len);
+        inlen += len;
+        memcpy(raw + rawlen, d + i, len);
+        rawlen += len;
+        i += len;
+        nchunks++;
+    }
+    memcpy(in + inlen, "QUIT\r\n", 6);
+    inlen += 6;
+    size_t wl = 0;
+    int bare = 0, line = 0;
+    for (size_t k = 0; k < rawlen; k++) {
+        if (raw[k] == '\r' && k + 1 < rawlen && raw[k + 1] == '\n') { k++; want[wl++] = '\n'; line = 0; }
+        else if (raw[k] == '\r' || raw[k] == '\n') { bare = 1; want[wl++] = '\n'; line = 0; }
+        else { want[wl++] = raw[k]; line = 1; }
+    }
+    if (line) want[wl++] = '\n';
+
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) abort();
+    int big = 1 << 20;
+    setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sp[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sp[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    if (write(sp[0], in, inlen) != (ssize_t)inlen) abort();
+    shutdown(sp[0], SHUT_WR);
+    struct sockaddr_in peer;
+    memset(&peer, 0, sizeof peer);
+    peer.sin_family = AF_INET;
+    peer.sin_addr.s_addr = htonl(0xc0000201);
+    fk.msg = fk.env = -1;
+    fk.calls = fk.queued = 0;
+    smtp_session_init(&s, &cf, &map, &inj, sp[1], (struct sockaddr *)&peer, 0);
+    smtp_session_run(&s);
+    smtp_session_free(&s);
+    close(sp[1]);
+    if (fk.msg >= 0 || fk.env >= 0) __builtin_trap();   /* started, never finished */
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(sp[0], out + n, sizeof out - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(sp[0]);
+
+    /* replies: well formed; 220 250 250 250, then one per chunk */
+    size_t nreply = 0, bad250 = 0;
+    const char *answer = NULL;
+    for (size_t k = 0; k < n;) {
+        const char *e = memmem(out + k, n - k, "\r\n", 2);
+        if (!e) __builtin_trap();
+        size_t len = (size_t)(e - (out + k));
+        if (len < 4 || len > 510) __builtin_trap();
+        for (int q = 0; q < 3; q++) if (out[k + q] < '0' || out[k + q] > '9') __builtin_trap();
+        if (out[k + 3] != ' ' && out[k + 3] != '-') __builtin_trap();
+        if (out[k + 3] == ' ') {
+            nreply++;
+            if (nreply > 4 && nreply < 4 + nchunks && memcmp(out + k, "250 ", 4)) bad250++;
+            if (nreply == 4 + nchunks) answer = out + k;
+        }
+        k += len + 2;
+    }
+    if (nreply < 4 || memcmp(out, "220", 3)) __builtin_trap();
+    if (!nchunks) return 0;
+    if (fk.calls < 1) __builtin_trap();                  /* the first BDAT starts an injection */
+    int over = wl > 3000;   /* then 552, and 503s that may end in 421 (too many errors) */
+    if (!over && last && !answer) __builtin_trap();
+    if (!over && bad250) __builtin_trap();
+    if (!last) {
+        if (fk.queued) __builtin_trap();
+        return 0;
+    }
+    int hops = 0;
+    for (size_t k = 0; k + 9 <= wl; k++) if (!strncasecmp(want + k, "received:", 9)) hops = 1;
+    if (!over && (fk.msglen != wl || memcmp(fk.msgbuf, want, wl))) __builtin_trap();
+    if (over && fk.queued) __builtin_trap();
+    if (!over && !bare && !hops && (memcmp(answer, "250 ", 4) || !fk.queued)) __builtin_trap();
+    if (!over && bare && !hops && (memcmp(answer, "550 ", 4) || fk.queued)) __builtin_trap();
+    return 0;
+}
