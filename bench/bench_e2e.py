@@ -264,41 +264,54 @@ def report(inst, users, r, label):
              100 * tot / (2 * r['t_del'])))
 
 
-def strace_run(inst, users, n, clients, per_conn, size):
-    pids = [inst.service_pid(s) for s in ('smtp-listener', 'queue-manager')]
-    # local-deliverer is queue-manager's child
-    for pid in inst.processes():
-        try:
-            if os.path.basename(os.readlink('/proc/%d/exe' % pid)) == 'local-deliverer':
-                pids.append(pid)
-        except OSError:
-            pass
-    pids = [p for p in pids if p]
-    out = os.path.join(inst.root, 'strace.out')
-    args = ['strace', '-c', '-f', '-o', out]
-    for p in pids:
-        args += ['-p', str(p)]
-    st = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    r = run(inst, users, n, clients, per_conn, size)
-    time.sleep(0.5)
-    st.send_signal(signal.SIGINT)
-    st.wait(timeout=30)
+def parse_strace(path):
     calls = {}
-    with open(out) as f:
+    with open(path) as f:
         for line in f:
             parts = line.split()
             if len(parts) >= 5 and parts[-1].isidentifier() and parts[3].isdigit():
                 calls[parts[-1]] = int(parts[3])
             elif len(parts) >= 4 and parts[-1].isidentifier() and parts[2].isdigit():
                 calls[parts[-1]] = int(parts[2])
+    return calls
+
+
+def strace_run(inst, users, n, clients, per_conn, size):
+    """One strace -c -f per daemon (children included: queue-inject under
+    smtp-listener, delivery children under local-deliverer)."""
+    targets = [('smtp-listener', inst.service_pid('smtp-listener')),
+               ('queue-manager', inst.service_pid('queue-manager'))]
+    for pid in inst.processes():          # local-deliverer: queue-manager's child
+        try:
+            if os.path.basename(os.readlink('/proc/%d/exe' % pid)) == 'local-deliverer':
+                targets.append(('local-deliverer', pid))
+        except OSError:
+            pass
+    st = []
+    for name, pid in targets:
+        if not pid:
+            continue
+        out = os.path.join(inst.root, 'strace.%s' % name)
+        st.append((name, out, subprocess.Popen(['strace', '-c', '-f', '-o', out, '-p', str(pid)],
+                                               stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)))
+    time.sleep(1.0)
+    r = run(inst, users, n, clients, per_conn, size)
+    time.sleep(0.5)
+    for _, _, p in st:
+        p.send_signal(signal.SIGINT)
+    for _, _, p in st:
+        p.wait(timeout=30)
     ok = max(1, r['ok'])
-    want = ('fsync', 'fdatasync', 'rename', 'renameat', 'renameat2', 'link', 'linkat',
-            'unlink', 'unlinkat', 'clone', 'clone3', 'fork', 'vfork', 'execve',
-            'openat', 'getdents64', 'write', 'read', 'sendmsg', 'recvmsg')
-    shown = ['%s %d (%.2f/msg)' % (k, calls[k], calls[k] / ok) for k in want if k in calls]
-    print('bench_e2e: strace -c -f (smtp-listener, queue-manager, local-deliverer; %d msgs '
-          'C=%d %d/conn): %s' % (r['ok'], clients, per_conn, '; '.join(shown)))
+    want = ('fsync', 'fdatasync', 'renameat2', 'rename', 'linkat', 'link', 'unlink', 'unlinkat',
+            'clone', 'clone3', 'fork', 'execve', 'openat', 'getdents64', 'sendmsg', 'recvmsg',
+            'poll', 'ppoll', 'nanosleep', 'clock_nanosleep')
+    print('bench_e2e: strace -c -f per daemon, %d msgs C=%d %d/conn, calls per message:'
+          % (r['ok'], clients, per_conn))
+    for name, out, _ in st:
+        calls = parse_strace(out)
+        shown = ['%s %.2f' % (k, calls[k] / ok) for k in want if k in calls]
+        print('bench_e2e:   %-16s %s' % (name, ', '.join(shown)))
 
 
 def main():

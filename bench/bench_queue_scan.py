@@ -6,7 +6,8 @@ the queue's own format, owned by the queue's user: one local recipient,
 state pending, next try in 3 days, so none is dispatched), then measures:
 
   start      s6 start -> queue-manager ready (its start-up sweep and scan of
-             every env/<h>/ and todo/ happen before the readiness line)
+             every env/<h>/ and todo/ happen before the readiness line), and
+             queue-manager's resident memory then
   deliver    with the N messages still queued, --new messages injected one
              at a time (ROOT/bin/queue-inject, as smtp-listener's monitor
              does it) and each waited for in the user's Maildir: p50/max of
@@ -90,6 +91,12 @@ def run(harness, binpath, n, new):
         t_start = time.monotonic() - t
         m = re.search(r'started messages=(\d+)', inst.log('queue-manager'))
         seen = int(m.group(1)) if m else -1
+        rss = '?'
+        try:
+            with open('/proc/%d/status' % inst.service_pid('queue-manager')) as f:
+                rss = [l.split(':')[1].strip() for l in f if l.startswith('VmRSS')][0]
+        except (OSError, TypeError, IndexError):
+            pass
         lat = []
         for i in range(new):
             base = maildir_count(inst)
@@ -102,8 +109,8 @@ def run(harness, binpath, n, new):
             lat.append(time.monotonic() - t)
         lat.sort()
         print('bench_queue_scan: %6d queued (queue-manager saw %d): fill %.1f s; start->ready %.2f s; '
-              'new message inject->Maildir p50 %.1f ms max %.1f ms (%d messages)'
-              % (n, seen, t_fill, t_start, lat[len(lat) // 2] * 1e3 if lat else 0,
+              'queue-manager VmRSS %s; new message inject->Maildir p50 %.1f ms max %.1f ms (%d messages)'
+              % (n, seen, t_fill, t_start, rss, lat[len(lat) // 2] * 1e3 if lat else 0,
                  lat[-1] * 1e3 if lat else 0, new))
     finally:
         inst.stop()

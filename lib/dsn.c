@@ -187,6 +187,26 @@ static const char *default_status(enum dsn_kind k)
     return k == DSN_FAILURE ? "5.0.0" : k == DSN_DELAY ? "4.0.0" : "2.0.0";
 }
 
+/* remote-deliverer's "host H said: NNN text": *host and *hostlen the name (or
+ * "[literal]") of H, returns "NNN text"; else NULL */
+static const char *remote_said(const char *d, const char **host, size_t *hostlen)
+{
+    size_t n = strnlen(d, 4 * VALUE_MAX);
+    const char *said = n > 5 && !strncmp(d, "host ", 5) ? memmem(d + 5, n - 5, " said: ", 7) : NULL;
+    if (!said || said == d + 5) return NULL;
+    const char *r = said + 7;
+    if (r[0] < '2' || r[0] > '5' || r[1] < '0' || r[1] > '9' || r[2] < '0' || r[2] > '9'
+        || (r[3] != ' ' && r[3] != '\0'))
+        return NULL;
+    *host = d + 5;
+    const char *br = memchr(*host, '[', (size_t)(said - *host));
+    const char *end = !br ? said : br > *host ? br : memchr(br, ']', (size_t)(said - br));
+    if (!end) end = said;
+    else if (end != said && *end == ']') end++;
+    *hostlen = (size_t)(end - *host);
+    return r;
+}
+
 static int append_addr_typed(struct buf *b, const char *addr, int global)
 {
     int u8 = str_8bit(addr);
@@ -266,8 +286,18 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
         if (!buf_appends(b, "Action: ") || !buf_appends(b, action_word(c->kind))
             || !buf_appends(b, "\nStatus: ") || !buf_appends(b, st) || !buf_appends(b, "\n"))
             return 0;
-        if (it->diagnostic && it->diagnostic[0]
-            && (!buf_appends(b, "Diagnostic-Code: smtp; ") || !appends_clean(b, it->diagnostic, VALUE_MAX, 0, 0)
+        const char *mta = NULL, *diag = it->diagnostic;
+        size_t mtalen = 0;
+        const char *reply = diag ? remote_said(diag, &mta, &mtalen) : NULL;
+        if (reply) {
+            /* RFC 3464 2.3.5/2.3.6: the host in Remote-MTA, its reply as the diagnostic */
+            if (!buf_appends(b, "Remote-MTA: dns; ") || !append_clean(b, mta, mtalen, VALUE_MAX, 0, 0)
+                || !buf_appends(b, "\n"))
+                return 0;
+            diag = reply;
+        }
+        if (diag && diag[0]
+            && (!buf_appends(b, "Diagnostic-Code: smtp; ") || !appends_clean(b, diag, VALUE_MAX, 0, 0)
                 || !buf_appends(b, "\n")))
             return 0;
         if (!buf_appends(b, "Last-Attempt-Date: ") || !append_date(b, now) || !buf_appends(b, "\n"))

@@ -149,6 +149,22 @@ int io_read(struct io *in, void *dst, size_t n, size_t *got)
     return 1;
 }
 
+int io_read_full(struct io *in, void *dst, size_t n)
+{
+    long long deadline = deadline_of(in);
+    char *d = dst;
+    while (n) {
+        if (in->pos == in->len && !fill_by(in, deadline)) return 0;
+        size_t k = in->len - in->pos;
+        if (k > n) k = n;
+        memcpy(d, in->b + in->pos, k);
+        in->pos += k;
+        d += k;
+        n -= k;
+    }
+    return 1;
+}
+
 int fd_write_all(int fd, const void *p, size_t n, int timeout_ms)
 {
     const char *s = p;

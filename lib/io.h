@@ -48,6 +48,10 @@ int io_skipline(struct io *in, size_t limit);
 /* Read up to n bytes (at least 1): 1 with *got set, or 0 (errno as above). */
 int io_read(struct io *in, void *dst, size_t n, size_t *got);
 
+/* Read exactly n bytes, all of them within timeout_ms (like a line): 1, or
+ * 0 with errno ETIMEDOUT, EPIPE (end of file first) or the read error. */
+int io_read_full(struct io *in, void *dst, size_t n);
+
 /* Output: buffered; io_flush writes everything or fails (ETIMEDOUT, EPIPE...). */
 int io_put(struct io *out, const void *p, size_t n);
 int io_puts(struct io *out, const char *s);

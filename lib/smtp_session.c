@@ -583,10 +583,11 @@ static int bdat_read(struct smtp_session *s, unsigned long long count, struct sm
 {
     char chunk[4096];
     while (count) {
-        size_t got, want = count < sizeof chunk ? (size_t)count : sizeof chunk;
-        if (!io_read(&s->in, chunk, want, &got)) return 0;
-        if (b) smtp_body_octets(b, chunk, got);
-        count -= got;
+        size_t want = count < sizeof chunk ? (size_t)count : sizeof chunk;
+        /* each 4 KiB within the timeout: a dribbled chunk is dropped */
+        if (!io_read_full(&s->in, chunk, want)) return 0;
+        if (b) smtp_body_octets(b, chunk, want);
+        count -= want;
     }
     return 1;
 }

@@ -66,7 +66,7 @@ static int has_8bit(const char *s, size_t n)
 /* compose and inject one report for idx[0..n) of m; 1 if queued or deliberately dropped */
 static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size_t *idx, size_t n, time_t now)
 {
-    const struct envelope *e = &m->env;
+    const struct envelope *e = m->env;
     char to[ENV_ADDR_MAX + CONFIG_NAME_MAX + 16], id[ENV_ID_LEN + 1];
     const char *client = QM_BOUNCE;
     if (!e->sender[0]) {
@@ -118,7 +118,7 @@ static int wants_failure_report(const struct env_rcpt *r)
 
 int qm_notify(struct qm *q, struct qm_msg *m, time_t now)
 {
-    struct envelope *e = &m->env;
+    struct envelope *e = m->env;
     size_t *idx = calloc(e->nrcpt ? e->nrcpt : 1, sizeof *idx);
     size_t n = 0;
     int changed = 0;

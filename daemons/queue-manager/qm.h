@@ -33,20 +33,23 @@ struct qm_channel {
 
 enum qm_notice_kind { QM_NOTE_SUCCESS, QM_NOTE_DELAY };
 
+/* One per queued message, loaded or not: kept small (the envelope is
+ * allocated only while loaded) and with what qm_dispatch/qm_next_wake look
+ * at on every pass first, since they walk every message. */
 struct qm_msg {
-    char id[ENV_ID_LEN + 1];
     time_t wake;            /* earliest time anything is due; 0 = now */
-    int loaded;
-    struct envelope env;
-    unsigned char *busy;    /* per recipient: a job is in flight */
-    unsigned char *note;    /* per recipient: 1 success notice, 2 delay notice due */
-    unsigned inflight;
+    struct qm_msg *next;
     int delete_req;
     int flush;
     int waiting;            /* recipients due but their deliverer was busy */
-    struct qm_msg *next;
+    unsigned inflight;
     struct qm_msg *prev;    /* q->msgs is doubly linked: forgetting is O(1) */
     struct qm_msg *hnext;   /* chain in q->hash */
+    char id[ENV_ID_LEN + 1];
+    int loaded;
+    struct envelope *env;   /* while loaded (msg_load), else NULL */
+    unsigned char *busy;    /* per recipient: a job is in flight */
+    unsigned char *note;    /* per recipient: 1 success notice, 2 delay notice due */
 };
 
 struct qm_job {

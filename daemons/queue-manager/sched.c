@@ -54,7 +54,6 @@ struct qm_msg *qm_add(struct qm *q, const char *id)
     struct qm_msg *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     memcpy(m->id, id, ENV_ID_LEN + 1);
-    envelope_init(&m->env);
     m->next = q->msgs;
     if (q->msgs) q->msgs->prev = m;
     q->msgs = m;
@@ -68,7 +67,9 @@ struct qm_msg *qm_add(struct qm *q, const char *id)
 static void msg_unload(struct qm_msg *m)
 {
     if (!m->loaded) return;
-    envelope_free(&m->env);
+    envelope_free(m->env);
+    free(m->env);
+    m->env = NULL;
     free(m->busy);
     free(m->note);
     m->busy = m->note = NULL;
@@ -78,13 +79,24 @@ static void msg_unload(struct qm_msg *m)
 static int msg_load(struct qm *q, struct qm_msg *m)
 {
     if (m->loaded) return 1;
-    if (!qm_env_load(q, m->id, &m->env)) return 0;
-    m->busy = calloc(m->env.nrcpt, 1);
-    m->note = calloc(m->env.nrcpt, 1);
+    m->env = malloc(sizeof *m->env);
+    if (!m->env) return 0;
+    if (!qm_env_load(q, m->id, m->env)) {
+        int e = errno;
+        free(m->env);
+        m->env = NULL;
+        errno = e;
+        return 0;
+    }
+    m->busy = calloc(m->env->nrcpt, 1);
+    m->note = calloc(m->env->nrcpt, 1);
     if (!m->busy || !m->note) {
         free(m->busy);
         free(m->note);
-        envelope_free(&m->env);
+        m->busy = m->note = NULL;
+        envelope_free(m->env);
+        free(m->env);
+        m->env = NULL;
         errno = ENOMEM;
         return 0;
     }
@@ -124,7 +136,7 @@ static const char *result_name(const struct env_rcpt *r)
 /* record one result in memory (the caller saves the envelope) */
 static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, const char *text, time_t now)
 {
-    struct env_rcpt *r = &m->env.rcpt[i];
+    struct env_rcpt *r = &m->env->rcpt[i];
     time_t scheduled = r->next_try;
     if (r->attempts < UINT_MAX) r->attempts++;
     snprintf(r->last_error, sizeof r->last_error, "%s", text);
@@ -139,14 +151,14 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
         r->state = ENV_RCPT_FAILED;
         break;
     default:
-        if (retry_expired(m->env.birth, now, q->cfg.queue_lifetime)) {
+        if (retry_expired(m->env->birth, now, q->cfg.queue_lifetime)) {
             size_t n = strlen(r->last_error);
             snprintf(r->last_error + n, sizeof r->last_error - n, " (gave up: queue lifetime expired)");
             r->state = ENV_RCPT_FAILED;
             expired = 1;
         } else {
-            r->next_try = retry_next(m->env.birth, now, q->cfg.queue_lifetime);
-            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env.birth, scheduled, now))
+            r->next_try = retry_next(m->env->birth, now, q->cfg.queue_lifetime);
+            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env->birth, scheduled, now))
                 m->note[i] = 2;
         }
     }
@@ -157,7 +169,7 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
 
 static void save(struct qm *q, struct qm_msg *m)
 {
-    if (!qm_env_save(q, &m->env))
+    if (!qm_env_save(q, m->env))
         log_error(m->id, "envelope=not-saved error=\"%s\"", strerror(errno));
 }
 
@@ -165,8 +177,8 @@ static void update_wake(struct qm_msg *m, time_t now)
 {
     time_t w = 0;
     int any = 0;
-    for (size_t i = 0; i < m->env.nrcpt; i++) {
-        const struct env_rcpt *r = &m->env.rcpt[i];
+    for (size_t i = 0; i < m->env->nrcpt; i++) {
+        const struct env_rcpt *r = &m->env->rcpt[i];
         if (r->state == ENV_RCPT_FAILED) {   /* its bounce could not be queued */
             time_t t = now + QM_BOUNCE_RETRY;
             if (!any || t < w) w = t;
@@ -189,8 +201,8 @@ static int all_finished(const struct envelope *e)
 /* every recipient done and no DSN or notice due: round_end removes m */
 static int finished_quietly(const struct qm_msg *m)
 {
-    if (!all_finished(&m->env)) return 0;
-    for (size_t i = 0; i < m->env.nrcpt; i++)
+    if (!all_finished(m->env)) return 0;
+    for (size_t i = 0; i < m->env->nrcpt; i++)
         if (m->note[i]) return 0;
     return 1;
 }
@@ -206,7 +218,7 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         return 1;
     }
     if (qm_notify(q, m, now)) save(q, m);
-    if (all_finished(&m->env)) {
+    if (all_finished(m->env)) {
         if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
         else {
             log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
@@ -226,17 +238,17 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     struct qm_job *qj;
     char rec[DP_RECORD_MAX];
     size_t len;
-    const struct env_rcpt *r = &m->env.rcpt[i];
+    const struct env_rcpt *r = &m->env->rcpt[i];
     memset(&j, 0, sizeof j);
     j.job = ++q->next_job;
     memcpy(j.id, m->id, sizeof j.id);
-    snprintf(j.sender, sizeof j.sender, "%s", m->env.sender);
+    snprintf(j.sender, sizeof j.sender, "%s", m->env->sender);
     snprintf(j.rcpt, sizeof j.rcpt, "%s", r->addr);
-    j.birth = (long long)m->env.birth;
+    j.birth = (long long)m->env->birth;
     snprintf(j.orcpt, sizeof j.orcpt, "%s", r->orcpt);
     envelope_notify_format(r->notify, j.notify, sizeof j.notify);
-    snprintf(j.envid, sizeof j.envid, "%s", m->env.envid);
-    snprintf(j.body, sizeof j.body, "%s", m->env.body_8bit ? "8BITMIME" : "7BIT");
+    snprintf(j.envid, sizeof j.envid, "%s", m->env->envid);
+    snprintf(j.body, sizeof j.body, "%s", m->env->body_8bit ? "8BITMIME" : "7BIT");
     if (!dp_job_encode(&j, rec, sizeof rec, &len)) return 0;
     if (!(qj = calloc(1, sizeof *qj))) return 0;
     int fd = qm_msg_open(q, m->id);
@@ -265,8 +277,8 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         m->wake = now + 600;
         return;
     }
-    for (size_t i = 0; i < m->env.nrcpt; i++) {
-        struct env_rcpt *r = &m->env.rcpt[i];
+    for (size_t i = 0; i < m->env->nrcpt; i++) {
+        struct env_rcpt *r = &m->env->rcpt[i];
         if (r->state != ENV_RCPT_PENDING || m->busy[i]) continue;
         if (!m->flush && r->next_try > now) continue;
         enum qm_chan ch = rcpt_chan(q, r->addr);

@@ -755,35 +755,46 @@ class HostileLimits(unittest.TestCase):
         said = self.slowloris(self.inst.port('smtp'), b'NOOP ' + b'x' * 400, smtp_serves)
         self.assertIn(b'421 4.4.2', said)
 
-    def test_slowloris_smtp_data(self):
-        """Slowloris inside DATA (a message dribbled a byte a second)"""
+    def dribble_body(self, start):
+        """after the command `start` (DATA or BDAT n), send one byte a second;
+        seconds until the server dropped the session (None: never)"""
         port = self.inst.port('smtp')
         s = socket.create_connection(('127.0.0.1', port), timeout=10)
         try:
             c = Conn(None, sock=s)
-            smtp_dialogue(port, [(None, '220'), ('EHLO x', '250'), ('MAIL FROM:<b@client.test>', '250'),
-                                 ('RCPT TO:<alice@example.test>', '250'), ('DATA', '354')], conn=c)
+            steps = [(None, '220'), ('EHLO x', '250'), ('MAIL FROM:<b@client.test>', '250'),
+                     ('RCPT TO:<alice@example.test>', '250')]
+            steps += [(start, '354')] if start == 'DATA' else [(start, None)]
+            smtp_dialogue(port, steps, conn=c)
             t0 = time.time()
-            closed = None
             while time.time() - t0 < self.TIMEOUT * 6 + 4:
                 try:
                     s.send(b'y')
                 except OSError:
-                    closed = time.time() - t0
-                    break
+                    return time.time() - t0
                 r, _, _ = select.select([s], [], [], 1)
                 if r:
                     try:
                         if not s.recv(4096):
-                            closed = time.time() - t0
-                            break
+                            return time.time() - t0
                     except OSError:
-                        closed = time.time() - t0
-                        break
-            self.assertIsNotNone(closed, 'a DATA dribbled a byte a second was never dropped')
-            self.assertLess(closed, self.TIMEOUT * 3 + 2)
+                        return time.time() - t0
+            return None
         finally:
             s.close()
+
+    def test_slowloris_smtp_data(self):
+        """Slowloris inside DATA (a message dribbled a byte a second)"""
+        closed = self.dribble_body('DATA')
+        self.assertIsNotNone(closed, 'a DATA dribbled a byte a second was never dropped')
+        self.assertLess(closed, self.TIMEOUT * 3 + 2)
+
+    def test_slowloris_smtp_bdat(self):
+        """Slowloris inside a BDAT chunk (RFC 3030; the chunk's octets
+        dribbled a byte a second): dropped at the timeout"""
+        closed = self.dribble_body('BDAT 100000 LAST')
+        self.assertIsNotNone(closed, 'a BDAT chunk dribbled a byte a second was never dropped')
+        self.assertLess(closed, self.TIMEOUT * 3 + 2)
 
     def test_slowloris_pop3(self):
         """Slowloris on POP3 (one byte a second, never a whole line): others

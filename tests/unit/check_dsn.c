@@ -216,6 +216,31 @@ START_TEST(test_failure_report)
 }
 END_TEST
 
+/* remote-deliverer's "host H said: REPLY": H in Remote-MTA, REPLY as the smtp diagnostic */
+START_TEST(test_remote_mta)
+{
+    struct mime mm;
+    it[0].diagnostic = "host mx.example.com[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO)";
+    it[1].diagnostic = "host [127.0.0.1]:2525 said: 554 5.7.1 no\r\nX-Injected: yes";
+    compose(DSN_FAILURE, 2, msg1, sizeof msg1 - 1, 1000000, &mm);
+    struct part *p = &mm.part[1];
+    ck_assert(contains(p->b, p->blen, "Status: 5.1.1\nRemote-MTA: dns; mx.example.com\n"
+                                    "Diagnostic-Code: smtp; 550 5.1.1 no such user (in reply to RCPT TO)\n"));
+    ck_assert(contains(p->b, p->blen, "Remote-MTA: dns; [127.0.0.1]\n"
+                                    "Diagnostic-Code: smtp; 554 5.7.1 no??X-Injected: yes\n"));
+    ck_assert(!contains(out.s, out.len, "\nX-Injected"));
+    /* the human-readable part keeps the whole text */
+    ck_assert(contains(mm.part[0].b, mm.part[0].blen, "host mx.example.com[192.0.2.1] said: 550 5.1.1"));
+    /* not the "host ... said: NNN" shape: the text as it is, no Remote-MTA */
+    it[0].diagnostic = "host mx.example.com said: nothing useful";
+    it[1].diagnostic = "host  said: 550 x";
+    compose(DSN_FAILURE, 2, msg1, sizeof msg1 - 1, 1000000, &mm);
+    p = &mm.part[1];
+    ck_assert(!field(p->b, p->blen, "Remote-MTA: "));
+    assert_field(p->b, p->blen, "Diagnostic-Code: ", "smtp; host mx.example.com said: nothing useful");
+}
+END_TEST
+
 START_TEST(test_delay_and_success)
 {
     struct mime mm;
@@ -475,6 +500,7 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_failure_report);
     tcase_add_test(core, test_delay_and_success);
+    tcase_add_test(core, test_remote_mta);
     tcase_add_test(core, test_ret_hdrs_and_no_envid);
     tcase_add_test(core, test_double_bounce_and_args);
     tcase_add_test(core, test_utf8_addresses);

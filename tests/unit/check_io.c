@@ -19,7 +19,7 @@ static void setup(void)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
     io_init(&in, sp[0], mem, sizeof mem, 200);
 }
-static void teardown(void) { close(sp[0]); close(sp[1]); }
+static void teardown(void) { close(sp[0]); if (sp[1] >= 0) close(sp[1]); }
 
 static void feed(const char *s, size_t n) { ck_assert(fd_write_all(sp[1], s, n, 1000)); }
 
@@ -155,6 +155,23 @@ START_TEST(test_dribbled_line_times_out)
 }
 END_TEST
 
+START_TEST(test_read_full)
+{
+    char got[10];
+    feed("0123456789abc", 13);
+    ck_assert(io_read_full(&in, got, 10));
+    ck_assert(!memcmp(got, "0123456789", 10));
+    /* 3 buffered, then nothing: a bounded wait, not a short read */
+    ck_assert(!io_read_full(&in, got, 4));
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    feed("x", 1);
+    close(sp[1]);
+    sp[1] = -1;
+    ck_assert(!io_read_full(&in, got, 2));
+    ck_assert_int_eq(errno, EPIPE);
+}
+END_TEST
+
 START_TEST(test_long_input_bounded_buffer)
 {
     /* 10 KiB line through a 64-byte buffer: getline never stores past max */
@@ -190,6 +207,7 @@ int main(void)
     tcase_add_test(limits, test_skipline_limit_and_timeout);
     tcase_add_test(limits, test_long_input_bounded_buffer);
     tcase_add_test(limits, test_dribbled_line_times_out);
+    tcase_add_test(limits, test_read_full);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,451 @@
+"""test_e2e.py - the whole delivery path from the outside: SMTP on the
+instance's port 25 (the real smtp-listener, queue-inject, queue-manager,
+local-deliverer under s6), then the users' Maildirs.
+
+test_delivery.py drives queue-manager directly through queue-inject; these
+tests go in through SMTP and cover what only the whole chain shows: bytes
+exact across the wire and three uids, kill -9 of queue-manager and
+local-deliverer during a 2,000-message run, an unwritable Maildir deferred
+and delivered once fixed, one DSN per failed message (never to <>), and a
+deleted message that never comes back.
+"""
+
+import email
+import email.policy
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import unittest
+
+from harness import Instance, need, need_root
+
+PROGRAMS = ('postern-setup', 'postern-user', 'smtp-listener', 'auth-checker', 'queue-inject',
+            'queue-manager', 'local-deliverer', 'postern-queue')
+USERS = ('alice', 'bob', 'carol', 'dave')
+
+
+def wire(message):
+    """LF text -> CRLF, dot-stuffed, with the end-of-data line."""
+    assert message.endswith(b'\n')
+    out = []
+    for line in message[:-1].split(b'\n'):
+        out.append((b'.' + line if line.startswith(b'.') else line) + b'\r\n')
+    return b''.join(out) + b'.\r\n'
+
+
+class Smtp:
+    """A minimal SMTP client that reuses its connection."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b''
+        self.expect('220')
+        self.cmd('EHLO e2e.test', '250')
+
+    def reply(self):
+        while True:
+            while b'\n' not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError('connection closed')
+                self.buf += chunk
+            line, self.buf = self.buf.split(b'\n', 1)
+            if len(line) < 4 or line[3:4] != b'-':
+                return line.decode(errors='replace').rstrip('\r')
+
+    def expect(self, code):
+        r = self.reply()
+        if not r.startswith(code):
+            raise AssertionError('wanted %s, got %r' % (code, r))
+        return r
+
+    def cmd(self, text, code):
+        self.sock.sendall(text.encode() + b'\r\n')
+        return self.expect(code)
+
+    def send(self, sender, rcpts, message):
+        """One transaction; returns the queue id from the final 250."""
+        self.cmd('MAIL FROM:<%s>' % sender, '250')
+        for r in rcpts:
+            self.cmd('RCPT TO:<%s>' % r, '250')
+        self.cmd('DATA', '354')
+        self.sock.sendall(wire(message))
+        r = self.expect('250')
+        return r.split()[-1]
+
+    def close(self):
+        try:
+            self.cmd('QUIT', '221')
+        except (OSError, EOFError, AssertionError):
+            pass
+        self.sock.close()
+
+
+def split_added(data):
+    """(Return-Path, Delivered-To, [Received header lines], rest) of a
+    delivered file: the lines postern adds in front of what was sent."""
+    lines = data.split(b'\n')
+    rp, dt = lines[0], lines[1]
+    i = 2
+    rcvd = []
+    if i < len(lines) and lines[i].startswith(b'Received: '):
+        rcvd.append(lines[i])
+        i += 1
+        while i < len(lines) and lines[i][:1] in (b'\t', b' '):
+            rcvd.append(lines[i])
+            i += 1
+    return rp, dt, rcvd, b'\n'.join(lines[i:])
+
+
+def mailbox_ids(inst, name):
+    with open(inst.path('conf', 'mailboxes')) as f:
+        for line in f:
+            fields = line.rstrip('\n').split(':')
+            if fields[0] == name:
+                return int(fields[1]), int(fields[2])
+    raise AssertionError('no mailbox ' + name)
+
+
+def ppid(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        st = f.read()
+    return int(st[st.rindex(')') + 2:].split()[1])
+
+
+class E2ETest(unittest.TestCase):
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        self.inst = Instance(services=['auth-checker', 'queue-manager', 'smtp-listener'],
+                             conf_extra={'max_sessions': '100', 'max_sessions_per_client': '100'})
+        self.inst.setup()
+        for u in USERS:
+            self.inst.add_user(u, 'pw-' + u)
+        path = self.inst.path('conf', 'aliases')
+        with open(path + '.new', 'w') as f:
+            f.write('postmaster: alice\nabuse: alice\nloop1: loop2\nloop2: loop1@example.test\n')
+        os.chmod(path + '.new', 0o644)
+        os.rename(path + '.new', path)
+        try:    # nothing leaves loopback: non-local recipients would stay queued
+            os.unlink(self.inst.bin('remote-deliverer'))
+        except FileNotFoundError:
+            pass
+        self.inst.start()
+        self.port = self.inst.port('smtp')
+
+    def tearDown(self):
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def qlog(self):
+        return self.inst.log('queue-manager')
+
+    def wait_msgs(self, name, n=1, timeout=30):
+        return self.inst.wait_for(
+            lambda: len(self.inst.maildir_messages(name)) >= n and self.inst.maildir_messages(name),
+            timeout, what='%d message(s) for %s\n%s' % (n, name, self.qlog()[-3000:]))
+
+    def wait_queue_empty(self, timeout=30):
+        self.inst.wait_for(lambda: not self.inst.queue_ids(), timeout,
+                           what='an empty queue\n' + self.qlog()[-3000:])
+
+    def send(self, sender, rcpts, message):
+        c = Smtp(self.port)
+        try:
+            return c.send(sender, rcpts, message)
+        finally:
+            c.close()
+
+    def make_unwritable(self, name):
+        """Deliver one message so the Maildir exists, then chmod 000 new/."""
+        self.send('bob@example.test', [name + '@example.test'], b'Subject: first\n\nfirst\n')
+        self.wait_msgs(name)
+        self.wait_queue_empty()
+        new = os.path.join(self.inst.maildir(name), 'new')
+        os.chmod(new, 0)
+        return new
+
+    def list_lines(self):
+        return self.inst.run('postern-queue', 'list').stdout.splitlines()
+
+    # 1 ------------------------------------------------------------------
+    def test_bytes_exact_three_uids(self):
+        samples = {
+            'alice': b'From: bob@example.test\nSubject: exact 1\n\nline one\n.\n..two dots\n'
+                     b'.leading dot\n\n\ntrailing blanks   \ntab\there\n',
+            'bob': b'Subject: eight bit\nContent-Type: text/plain; charset=utf-8\n\n'
+                   b'caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7\n' + b'x' * 990 + b'\n',
+            'carol': b'Subject: big\n\n' + b''.join(b'%06d ' % i + b'abcdefghij' * 7 + b'\n'
+                                                   for i in range(3000)),
+        }
+        sent = {}
+        for u, msg in samples.items():
+            sent[u] = self.send('dave@example.test', ['%s@example.test' % u], msg)
+        # one message, three recipients, one transaction
+        multi = b'Subject: to three\nMessage-ID: <three@e2e.test>\n\n.\nsame body for all\n'
+        self.send('dave@example.test', ['alice@example.test', 'Bob@Example.Test',
+                                        'carol@example.test'], multi)
+        uids = set()
+        for u, msg in samples.items():
+            got = self.wait_msgs(u, 2)
+            uid, gid = mailbox_ids(self.inst, u)
+            uids.add(uid)
+            self.assertNotEqual(uid, 0)
+            bodies = []
+            for path, data in got:
+                self.assertIn('/new/', path)
+                st = os.stat(path)
+                self.assertEqual((st.st_uid, st.st_gid), (uid, gid), path)
+                self.assertEqual(st.st_mode & 0o777, 0o600)
+                rp, dt, rcvd, rest = split_added(data)
+                self.assertEqual(rp, b'Return-Path: <dave@example.test>')
+                self.assertTrue(dt.lower() == ('delivered-to: %s@example.test' % u).encode(), dt)
+                self.assertTrue(rcvd and b'(postern)' in b'\n'.join(rcvd), data[:400])
+                bodies.append(rest)
+            self.assertEqual(sorted(bodies), sorted([msg, multi]), u)
+            # the Maildir itself belongs to the user too
+            md = self.inst.maildir(u)
+            for sub in ('', 'tmp', 'new', 'cur'):
+                st = os.stat(os.path.join(md, sub))
+                self.assertEqual(st.st_uid, uid, sub)
+            self.assertEqual(os.listdir(os.path.join(md, 'tmp')), [])
+        self.assertEqual(len(uids), 3)
+        self.wait_queue_empty()
+        self.assertEqual(self.inst.maildir_messages('dave'), [])
+
+    # 2 ------------------------------------------------------------------
+    def test_kill9_during_2000_messages(self):
+        n, conns = 2000, 10
+        rcpts = ('alice', 'bob', 'carol')
+
+        def message(i):
+            return (b'Subject: e2e-kill %d\nMessage-ID: <k%d@e2e.test>\n\n' % (i, i) +
+                    b'body of %d\n' % i * 20 + b'END %d\n' % i)
+
+        accepted = {}
+        errors = []
+        lock = threading.Lock()
+
+        def sender(k):
+            c = None
+            try:
+                for i in range(k, n, conns):
+                    if c is None:
+                        c = Smtp(self.port)
+                    try:
+                        c.send('dave@example.test', ['%s@example.test' % rcpts[i % 3]], message(i))
+                    except AssertionError as e:     # a 4xx: not accepted, fine
+                        errors.append('%d: %s' % (i, e))
+                        c.close()
+                        c = None
+                        continue
+                    with lock:
+                        accepted[i] = rcpts[i % 3]
+                    if i % 50 == k:
+                        c.close()
+                        c = None
+            except Exception as e:
+                errors.append('sender %d: %r' % (k, e))
+            finally:
+                if c is not None:
+                    c.close()
+
+        done = threading.Event()
+        kills = []
+
+        def killer():
+            rnd = random.Random()
+            while not done.wait(rnd.uniform(0.3, 1.2)):
+                qm = self.inst.service_pid('queue-manager')
+                if qm is None:
+                    continue
+                target = rnd.choice(('queue-manager', 'local-deliverer'))
+                pid = qm
+                if target == 'local-deliverer':
+                    pid = None
+                    for p in self.inst.processes():
+                        try:
+                            if (os.path.basename(os.readlink('/proc/%d/exe' % p)) == 'local-deliverer'
+                                    and ppid(p) == qm):
+                                pid = p
+                        except OSError:
+                            pass
+                    if pid is None:
+                        continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append((round(time.monotonic() - t0, 2), target, pid))
+                except ProcessLookupError:
+                    pass
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(conns)]
+        kt = threading.Thread(target=killer)
+        kt.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        t_sent = time.monotonic() - t0
+        # keep killing while the backlog drains, then let it finish
+        deadline = time.monotonic() + 120
+        while self.inst.queue_ids() and time.monotonic() < deadline and \
+                time.monotonic() - t0 < t_sent + 5:
+            time.sleep(0.1)
+        done.set()
+        kt.join()
+        self.wait_queue_empty(120)
+        t_all = time.monotonic() - t0
+
+        seen = {}
+        where = {}
+        partial = []
+        for u in rcpts:
+            for path, data in self.inst.maildir_messages(u):
+                self.assertIn('/new/', path)
+                rest = split_added(data)[3]
+                i = int(rest.split(b'\n', 1)[0].split()[-1])
+                if rest != message(i):
+                    partial.append(path)
+                    continue
+                seen[i] = seen.get(i, 0) + 1
+                where[i] = u
+        tmp_left = sum(len(os.listdir(os.path.join(self.inst.maildir(u), 'tmp'))) for u in rcpts)
+        dups = {i: c for i, c in seen.items() if c > 1}
+        print('\n[e2e kill -9] %d messages over %d connections: %d accepted (%d not: %s) in %.1f s, '
+              'all delivered at %.1f s; %d kills (%d queue-manager, %d local-deliverer); '
+              '%d duplicate deliveries of %d messages%s; %d file(s) left in Maildir tmp/'
+              % (n, conns, len(accepted), n - len(accepted), errors[:3], t_sent, t_all,
+                 len(kills), sum(1 for k in kills if k[1] == 'queue-manager'),
+                 sum(1 for k in kills if k[1] == 'local-deliverer'),
+                 sum(c - 1 for c in dups.values()), len(dups),
+                 (': ' + ', '.join('#%d x%d' % kv for kv in sorted(dups.items())[:20])) if dups else '',
+                 tmp_left))
+        print('[e2e kill -9] kills (s, target, pid): %s' % kills)
+        self.assertEqual(partial, [])
+        self.assertGreaterEqual(len(kills), 5)
+        self.assertGreater(len(accepted), n * 0.95, errors[:5])
+        missing = sorted(set(accepted) - set(seen))
+        self.assertEqual(missing, [], 'accepted but never delivered')
+        for i, u in accepted.items():
+            self.assertEqual(where[i], u)
+        self.assertEqual(os.listdir(self.inst.path('queue', 'tmp')), [])
+
+    # 3 ------------------------------------------------------------------
+    def test_unwritable_maildir_deferred_then_delivered(self):
+        new = self.make_unwritable('carol')
+        qid = self.send('bob@example.test', ['carol@example.test'], b'Subject: second\n\nsecond\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=carol@example.test result=deferred' % qid, 30)
+        lines = self.list_lines()
+        self.assertEqual(lines[0].split(' ')[0], qid, lines)
+        self.assertEqual(lines[0].split(' ')[3], '<bob@example.test>')
+        rec = [l for l in lines[1:] if '<carol@example.test>' in l]
+        self.assertEqual(len(rec), 1, lines)
+        f = rec[0].split()
+        # "  pending ATTEMPTS <rcpt> STATUS reason..."
+        self.assertEqual(f[0], 'pending')
+        self.assertTrue(f[3].startswith('4.'), rec)
+        self.assertGreater(len(f), 4, 'no reason given: %r' % rec)
+        print('\n[e2e] deferral shown by postern-queue list: %r' % rec[0])
+        self.assertEqual(len(self.inst.maildir_messages('carol')), 1)
+        # fixed: a flush retries at once (the next scheduled try is minutes away)
+        os.chmod(new, 0o700)
+        self.inst.run('postern-queue', 'flush')
+        msgs = self.wait_msgs('carol', 2, timeout=20)
+        self.wait_queue_empty()
+        self.assertEqual(sum(1 for _, d in msgs if d.endswith(b'\n\nsecond\n')), 1)
+        self.assertIn('%s rcpt=carol@example.test result=delivered' % qid, self.qlog())
+        self.assertEqual(self.inst.maildir_messages('bob'), [])     # no DELAY/failure report
+
+    # 4 ------------------------------------------------------------------
+    def check_report(self, data, rcpts, status):
+        for policy in (email.policy.default, email.policy.compat32):
+            m = email.message_from_bytes(data, policy=policy)
+            self.assertEqual(m.get_content_type(), 'multipart/report')
+            self.assertEqual(m.get_param('report-type'), 'delivery-status')
+            types = [p.get_content_type() for p in m.get_payload()]
+            self.assertIn('message/delivery-status', types)
+        self.assertEqual(types[0], 'text/plain')
+        ds = m.get_payload()[types.index('message/delivery-status')]
+        text = ds.as_string()
+        for r in rcpts:
+            self.assertIn(r, text)
+        self.assertEqual(text.count('Action: failed'), len(rcpts), text)
+        self.assertIn('Status: ' + status, text)
+        return m
+
+    def test_one_dsn_per_failed_message(self):
+        # two recipients of one message fail permanently (5.4.6: the message
+        # already carries their Delivered-To): ONE report listing both
+        loop = (b'Delivered-To: alice@example.test\nDelivered-To: carol@example.test\n'
+                b'Subject: looped\nMessage-ID: <looped@e2e.test>\n\nx\n')
+        qid = self.send('bob@example.test', ['alice@example.test', 'carol@example.test'], loop)
+        (_, data), = self.wait_msgs('bob')
+        self.wait_queue_empty()
+        time.sleep(1.0)
+        self.assertEqual(len(self.inst.maildir_messages('bob')), 1)
+        m = self.check_report(data, ['alice@example.test', 'carol@example.test'], '5.4.6')
+        self.assertEqual(m['To'].strip('<>'), 'bob@example.test')
+        self.assertIn(b'Message-ID: <looped@e2e.test>', data)
+        self.assertEqual(self.qlog().count('%s dsn=failure' % qid), 1)
+        # an alias loop, through SMTP, bounced the same way
+        qid2 = self.send('dave@example.test', ['loop1@example.test'], b'Subject: alias loop\n\nx\n')
+        (_, data), = self.wait_msgs('dave')
+        self.check_report(data, ['loop1@example.test'], '5.4.6')
+        self.wait_queue_empty()
+        self.assertEqual(self.qlog().count('%s dsn=failure' % qid2), 1)
+        # from <>: never a report to <>; the failure goes to postmaster (alice), once
+        qid3 = self.send('', ['carol@example.test'],
+                         b'Delivered-To: carol@example.test\nSubject: from null\n\nx\n')
+        (_, data), = self.wait_msgs('alice')
+        self.check_report(data, ['carol@example.test'], '5.4.6')
+        self.wait_queue_empty()
+        time.sleep(1.0)
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+        log = self.qlog()
+        self.assertEqual(log.count('%s dsn=' % qid3), 1, log)
+        for line in log.splitlines():
+            if ' dsn=' in line and ' to=' in line:
+                to = line.split(' to=', 1)[1].split(' ', 1)[0]
+                self.assertNotIn(to, ('', '<>'), line)
+        # and no report went to <>: every report is from <>, each to a real user
+        for u in USERS:
+            for _, d in self.inst.maildir_messages(u):
+                self.assertTrue(d.startswith(b'Return-Path: <>\n'), d[:200])
+
+    # 5 ------------------------------------------------------------------
+    def test_delete_deferred_never_delivered(self):
+        new = self.make_unwritable('dave')
+        qid = self.send('bob@example.test', ['dave@example.test'], b'Subject: doomed\n\ndoomed\n')
+        keep = self.send('bob@example.test', ['alice@example.test'], b'Subject: kept\n\nkept\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=dave@example.test result=deferred' % qid, 30)
+        self.wait_msgs('alice')
+        self.assertIn(qid, self.inst.queue_ids())
+        r = self.inst.run('postern-queue', 'delete', qid)
+        self.assertIn('deleted', r.stdout)
+        self.assertNotIn(qid, self.inst.queue_ids())
+        self.assertNotIn(qid, self.inst.run('postern-queue', 'list').stdout)
+        # fixed, flushed, restarted: it must not come back
+        os.chmod(new, 0o700)
+        self.inst.run('postern-queue', 'flush')
+        self.inst.wait_log('queue-manager', 'flush=requested')
+        starts = self.qlog().count('started messages=')
+        self.inst.svc('queue-manager', '-t')
+        self.inst.wait_for(lambda: self.qlog().count('started messages=') > starts, 20,
+                           what='queue-manager restarted')
+        self.inst.run('postern-queue', 'flush')
+        time.sleep(2.0)
+        self.assertEqual(len(self.inst.maildir_messages('dave')), 1)   # only "first"
+        self.assertNotIn('%s rcpt=dave@example.test result=delivered' % qid, self.qlog())
+        self.assertEqual(self.inst.queue_ids(), [])
+        self.assertEqual(self.inst.maildir_messages('bob'), [])        # and no report
+        self.assertIn(keep, self.qlog())
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,378 @@
+"""Relaying end to end (issue 7): two real postern instances on loopback.
+
+A (domain example.org) routes example.net to B (domain example.net) by a
+static route in A's conf/routes; a user authenticated on A's submission
+ports sends to bob@example.net and the message lands in bob's Maildir on B.
+Unauthenticated clients (loopback is NOT a relay network on A) are refused,
+relay tricks included; a 5xx from B bounces (RFC 3464) to the sender on A; B
+down keeps the message queued on A until B is back and A is flushed; a
+domain without a route goes by MX through a DNS responder on loopback (from
+remote_helpers.py) to a recording sink. Nothing leaves loopback: A's
+dns_server is the loopback responder, so no lookup reaches the system
+resolver."""
+
+import email
+import email.policy
+import os
+import pwd
+import re
+import shutil
+import smtplib
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import Instance, Conn, HarnessError, need, need_root, smtp_dialogue
+from remote_helpers import DnsServer, SmtpSink, ensure_user
+from test_tls import make_ca
+
+PASSWORD = 'Relay-Horse-9'
+A_HOST = 'mail.example.test'        # the name in make_ca's certificate
+B_HOST = 'mx.example.net'
+CA = {}
+
+
+def setUpModule():
+    CA['dir'] = tempfile.mkdtemp(prefix='postern-relay-ca-')
+    os.chmod(CA['dir'], 0o755)
+    CA.update(make_ca(CA['dir']))
+
+
+def tearDownModule():
+    shutil.rmtree(CA.get('dir', '/nonexistent'), ignore_errors=True)
+
+
+def client_ctx():
+    ctx = ssl.create_default_context(cafile=CA['ca'])
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def install_cert(inst):
+    tls = inst.path('conf', 'tls')
+    shutil.copy(CA['cert'], os.path.join(tls, 'cert.pem'))
+    shutil.copy(CA['key'], os.path.join(tls, 'key.pem'))
+    tu = pwd.getpwnam('postern-tls')
+    os.chown(os.path.join(tls, 'key.pem'), tu.pw_uid, tu.pw_gid)
+    os.chmod(os.path.join(tls, 'key.pem'), 0o600)
+    os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
+
+
+def unfold(msg):
+    return re.sub(r'\n[ \t]+', ' ', msg.decode('latin-1'))
+
+
+class Relay(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'tls-proxy', 'auth-checker', 'postern-user', 'queue-manager',
+             'remote-deliverer', 'local-deliverer', 'postern-queue')
+        need_root(cls)
+        ensure_user('postern-remote')
+        cls.cleanups = []
+        try:
+            cls._start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _start(cls):
+        # the MX of example.com is a recording sink; A finds it through DNS
+        cls.sink = SmtpSink()
+        cls.cleanups.append(cls.sink.close)
+        cls.dns = DnsServer({'example.com': {'MX': [(10, 'mx.example.com')]},
+                             'mx.example.com': {'A': ['127.0.0.1']}})
+        cls.cleanups.append(cls.dns.close)
+        cls.b = Instance(domains=('example.net',), hostname=B_HOST,
+                         users={'bob': PASSWORD},
+                         conf_extra={'dns_server': cls.dns.address})
+        cls.cleanups.append(cls.b.stop)
+        cls.b.start()
+        cls.a = Instance(domains=('example.org',), hostname=A_HOST,
+                         users={'alice': PASSWORD, 'carol': PASSWORD},
+                         conf_extra={'relay_networks': '192.0.2.0/24',
+                                     'dns_server': cls.dns.address,
+                                     'remote_port': cls.sink.port,
+                                     'remote_timeout': 15,
+                                     'remote_connect_timeout': 5})
+        cls.cleanups.append(cls.a.stop)
+        cls.a.setup()
+        install_cert(cls.a)
+        with open(cls.a.path('conf', 'routes'), 'w') as f:
+            f.write('# test route\nexample.net 127.0.0.1:%d\n' % cls.b.port('smtp'))
+        os.chmod(cls.a.path('conf', 'routes'), 0o644)
+        cls.a.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for fn in reversed(getattr(cls, 'cleanups', [])):
+            try:
+                fn()
+            except Exception:
+                pass
+
+    # ---- helpers -------------------------------------------------------
+    def wait_message(self, inst, user, text, timeout=30):
+        def found():
+            return [m for _, m in inst.maildir_messages(user) if text.encode() in m]
+        try:
+            return inst.wait_for(found, timeout, what='a message with %r for %s' % (text, user))[0]
+        except HarnessError as e:
+            raise HarnessError('%s\n--- A queue-manager log:\n%s\n--- A queue:\n%s' % (
+                e, self.a.log('queue-manager')[-3000:], self.queue_list()))
+
+    def queue_list(self):
+        return self.a.run('postern-queue', 'list', check=False).stdout
+
+    def submit_smtplib(self, port, implicit, msg, to='bob@example.net', sender='alice@example.org'):
+        if implicit:
+            s = smtplib.SMTP_SSL('127.0.0.1', port, context=client_ctx(), timeout=15)
+        else:
+            s = smtplib.SMTP('127.0.0.1', port, timeout=15)
+            s.ehlo('client.test')
+            s.starttls(context=client_ctx())
+        try:
+            s.ehlo('client.test')
+            s.login('alice', PASSWORD)
+            refused = s.sendmail(sender, [to], msg)
+            self.assertEqual(refused, {})
+        finally:
+            s.quit()
+
+    def check_relayed(self, got, original, tag):
+        """bob's copy on B: trace headers, then the original byte for byte."""
+        body = original.replace(b'\r\n', b'\n')
+        self.assertTrue(got.endswith(body), got)
+        trace = got[:-len(body)]
+        text = unfold(trace)
+        fields = [l.split(':', 1)[0] for l in text.splitlines()]
+        self.assertEqual(set(fields) - {'Return-Path', 'Delivered-To', 'Received'}, set(), text)
+        rec = [l for l in text.splitlines() if l.startswith('Received:')]
+        self.assertEqual(len(rec), 2, text)
+        self.assertIn('by %s (postern)' % B_HOST, rec[0])      # B's, newest first
+        self.assertIn('from %s' % A_HOST, rec[0])              # A said EHLO A_HOST
+        self.assertIn('by %s (postern) with ESMTPSA' % A_HOST, rec[1])
+        self.assertIn('Return-Path: <alice@example.org>', text)
+        self.assertIn('Delivered-To: bob@example.net', text)
+
+    # ---- 1. authenticated relaying A -> B ---------------------------------
+    def test_authenticated_relay_smtplib_587_and_465(self):
+        for port, implicit in ((self.a.port('submission'), False), (self.a.port('smtps'), True)):
+            tag = 'relay-smtplib-%d' % port
+            msg = ('From: alice@example.org\r\nTo: bob@example.net\r\nSubject: %s\r\n'
+                   'Message-ID: <%s@example.org>\r\n\r\n.leading dot\r\n%s\r\n'
+                   '\xe9t\xe9 8-bit line\r\nlast\r\n' % (tag, tag, 'y' * 900)).encode('latin-1')
+            self.submit_smtplib(port, implicit, msg)
+            got = self.wait_message(self.b, 'bob', tag)
+            self.check_relayed(got, msg, tag)
+        self.assertEqual(self.a.maildir_messages('alice'), [])   # no bounce
+
+    def test_authenticated_relay_swaks(self):
+        if not shutil.which('swaks'):
+            self.skipTest('swaks not installed')
+        for port, tls in ((self.a.port('submission'), '--tls'), (self.a.port('smtps'), '--tls-on-connect')):
+            tag = 'relay-swaks-%d' % port
+            r = subprocess.run(['swaks', '--server', '127.0.0.1', '--port', str(port), tls,
+                                '--tls-verify', '--tls-ca-path', CA['ca'],
+                                '--auth', 'PLAIN', '--auth-user', 'alice', '--auth-password', PASSWORD,
+                                '--from', 'alice@example.org', '--to', 'bob@example.net',
+                                '--helo', 'client.test', '--header', 'Subject: ' + tag,
+                                '--body', 'body of ' + tag, '--timeout', '15'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                               universal_newlines=True)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            got = self.wait_message(self.b, 'bob', tag)
+            text = unfold(got)
+            self.assertIn('with ESMTPSA', text)
+            self.assertIn('by %s (postern)' % B_HOST, text)
+            self.assertIn('body of ' + tag, text)
+
+    # ---- 2. no open relay -------------------------------------------------
+    def test_unauthenticated_refused_with_relay_tricks(self):
+        before = self.a.queue_ids()
+        tricks = [
+            ('<bob@example.net>', '554 5.7.1'),
+            ('<bob%example.net@example.org>', '5'),
+            ('<@example.org:bob@example.net>', '5'),
+            ('<@example.org,@example.org:bob@example.net>', '5'),
+            ('<example.net!bob@example.org>', '5'),
+            ('<"bob@example.net"@example.org>', '5'),
+            ('<"bob%example.net"@example.org>', '5'),
+            ('<bob@[127.0.0.1]>', '5'),
+            ('<bob@[IPv6:::1]>', '5'),
+            ('<bob@example.net@example.org>', '5'),
+            ('<bob@example.org@example.net>', '5'),
+            ('<BOB@EXAMPLE.NET>', '554 5.7.1'),
+            ('<bob@example.net.>', '5'),
+        ]
+        for port in (self.a.port('smtp'),):
+            c = Conn(port)
+            try:
+                steps = [(None, '220'), ('EHLO client.test', '250'),
+                         ('MAIL FROM:<mallory@example.com>', '250')]
+                steps += [('RCPT TO:' + addr, code) for addr, code in tricks]
+                steps += [('DATA', '5'), ('QUIT', '221')]
+                replies = smtp_dialogue(None, steps, conn=c)
+            finally:
+                c.close()
+            for (addr, _), r in zip(tricks, replies[3:]):
+                self.assertTrue(r.startswith('5'), (addr, r))
+        # and the real thing: a local recipient is still accepted from here
+        smtp_dialogue(self.a.port('smtp'), [(None, '220'), ('EHLO client.test', '250'),
+                                             ('MAIL FROM:<mallory@example.com>', '250'),
+                                             ('RCPT TO:<carol@example.org>', '250'),
+                                             ('RSET', '250'), ('QUIT', '221')])
+        # submission without AUTH: no mail transaction at all (and no relaying)
+        s = smtplib.SMTP('127.0.0.1', self.a.port('submission'), timeout=15)
+        try:
+            s.ehlo('client.test')
+            s.starttls(context=client_ctx())
+            s.ehlo('client.test')
+            code, text = s.mail('mallory@example.com')
+            self.assertEqual(code, 530, text)
+            code, text = s.rcpt('bob@example.net')
+            self.assertTrue(500 <= code < 600, (code, text))
+        finally:
+            s.quit()
+        # an authenticated user gets no %-hack / bang path routing either
+        s = smtplib.SMTP_SSL('127.0.0.1', self.a.port('smtps'), context=client_ctx(), timeout=15)
+        try:
+            s.login('alice', PASSWORD)
+            self.assertEqual(s.mail('alice@example.org')[0], 250)
+            for addr in ('bob%example.net@example.org', 'example.net!bob@example.org',
+                         '"bob@example.net"@example.org'):
+                code, text = s.docmd('RCPT', 'TO:<%s>' % addr)
+                self.assertEqual(code, 550, (addr, text))
+            s.rset()
+        finally:
+            s.quit()
+        time.sleep(0.5)
+        self.assertEqual(self.a.queue_ids(), before)
+        self.assertNotIn('relay-trick', unfold(b''.join(m for _, m in self.b.maildir_messages('bob'))))
+
+    # ---- 3. remote permanent failure -> RFC 3464 bounce ----------------------
+    def test_remote_5xx_bounces_to_sender(self):
+        tag = 'relay-bounce-%d' % time.time()
+        msg = ('From: alice@example.org\r\nTo: nobody@example.net\r\nSubject: %s\r\n\r\nhello\r\n'
+               % tag).encode()
+        self.submit_smtplib(self.a.port('submission'), False, msg, to='nobody@example.net')
+        got = self.wait_message(self.a, 'alice', tag)
+        m = email.message_from_bytes(got, policy=email.policy.compat32)
+        self.assertEqual(m.get_content_type(), 'multipart/report')
+        self.assertEqual(m.get_param('report-type'), 'delivery-status')
+        parts = m.get_payload()
+        self.assertEqual(parts[1].get_content_type(), 'message/delivery-status')
+        blocks = parts[1].get_payload()
+        rcpt = blocks[1]
+        self.assertEqual(rcpt['Action'].strip(), 'failed')
+        self.assertEqual(rcpt['Status'].strip(), '5.1.1')
+        self.assertIn('nobody@example.net', rcpt['Final-Recipient'])
+        diag = re.sub(r'\s+', ' ', rcpt['Diagnostic-Code'])
+        # RFC 3464 2.3.6: an "smtp" diagnostic is the remote's reply itself;
+        # the host that said it goes in Remote-MTA (2.3.5)
+        self.assertTrue(diag.startswith('smtp; 550 5.1.1 <nobody@example.net>: '), diag)
+        self.assertIn('User unknown', diag)
+        self.assertEqual(re.sub(r'\s+', ' ', rcpt['Remote-MTA']), 'dns; [127.0.0.1]')
+        # the human-readable part names the host
+        self.assertIn('host [127.0.0.1]:%d said: 550 5.1.1' % self.b.port('smtp'),
+                      parts[0].get_payload())
+        self.assertEqual(m['To'] and 'alice@example.org' in m['To'], True, m['To'])
+        self.assertEqual(self.b.maildir_messages('nobody'), [])
+
+    # ---- 4. temporary failure, then success ----------------------------------
+    def test_b_down_then_flush(self):
+        tag = 'relay-later-%d' % time.time()
+        msg = ('From: alice@example.org\r\nTo: bob@example.net\r\nSubject: %s\r\n\r\nlater\r\n'
+               % tag).encode()
+        self.b.svc('smtp-listener', '-d')
+        self.b.wait_for(lambda: not self.b.service_pid('smtp-listener'), 10, what='B down')
+        try:
+            self.submit_smtplib(self.a.port('submission'), False, msg)
+
+            def deferred():
+                out = self.queue_list()
+                for line in out.splitlines():
+                    if line.startswith('  pending') and '<bob@example.net>' in line and \
+                            line.split('<bob@example.net>', 1)[1].strip():
+                        return line
+                return None
+            line = self.a.wait_for(deferred, 30, what='a deferral reason in postern-queue list')
+            self.assertIn('4.4.1', line)
+            self.assertIn('127.0.0.1', line)
+            self.assertEqual([m for _, m in self.b.maildir_messages('bob') if tag.encode() in m], [])
+        finally:
+            self.b.svc('smtp-listener', '-u')
+            self.b.wait_ready('smtp-listener', 15)
+        r = self.a.run('postern-queue', 'flush')
+        self.assertIn('flush requested', r.stdout)
+        got = self.wait_message(self.b, 'bob', tag, timeout=30)
+        self.check_relayed(got, msg, tag)
+        self.a.wait_for(lambda: tag not in self.queue_list() and
+                        '<bob@example.net>' not in self.queue_list(), 15, what='A queue empty')
+        self.assertEqual([m for _, m in self.a.maildir_messages('alice') if tag.encode() in m], [])
+
+    # ---- 5. MX through the loopback DNS responder, through A's queue -------
+    def test_mx_lookup_through_queue(self):
+        tag = 'relay-mx-%d' % time.time()
+        msg = ('From: alice@example.org\r\nTo: dave@example.com\r\nSubject: %s\r\n\r\nvia MX\r\n'
+               % tag).encode()
+        self.submit_smtplib(self.a.port('submission'), False, msg, to='dave@example.com')
+
+        def arrived():
+            return [m for m in self.sink.messages if tag.encode() in (m['data'] or b'')]
+        try:
+            got = self.a.wait_for(arrived, 30, what='the message at the MX sink')[0]
+        except HarnessError as e:
+            raise HarnessError('%s\n%s\n%s' % (e, self.a.log('queue-manager')[-3000:], self.queue_list()))
+        self.assertIn(('example.com', 15), self.dns.queries)
+        self.assertIn(('mx.example.com', 1), self.dns.queries)
+        self.assertEqual(got['rcpt'][0].split()[1], 'TO:<dave@example.com>')
+        self.assertTrue(got['mail'].startswith('MAIL FROM:<alice@example.org>'), got['mail'])
+        self.assertEqual(got['helo'], 'EHLO ' + A_HOST)
+        self.assertTrue(got['data'].endswith(msg), got['data'])
+        self.assertIn(b'with ESMTPSA', got['data'])
+
+    # ---- 6. sender ownership, no AUTH on 25 -----------------------------------
+    def test_sender_not_owned_refused(self):
+        s = smtplib.SMTP('127.0.0.1', self.a.port('submission'), timeout=15)
+        try:
+            s.ehlo('client.test')
+            s.starttls(context=client_ctx())
+            s.ehlo('client.test')
+            s.login('alice', PASSWORD)
+            for sender in ('carol@example.org', 'alice@example.net', 'alice@other.example',
+                           'alice%example.org@example.org', 'bob@example.net'):
+                code, text = s.mail(sender)
+                self.assertEqual(code, 553, (sender, text))
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                s.rset()
+            code, _ = s.mail('alice@example.org')
+            self.assertEqual(code, 250)
+            s.rset()
+        finally:
+            s.quit()
+
+    def test_no_auth_on_port_25(self):
+        s = smtplib.SMTP('127.0.0.1', self.a.port('smtp'), timeout=15)
+        try:
+            s.ehlo('client.test')
+            self.assertFalse(s.has_extn('auth'))
+            if s.has_extn('starttls'):
+                s.starttls(context=client_ctx())
+                s.ehlo('client.test')
+                self.assertFalse(s.has_extn('auth'))
+            code, _ = s.docmd('AUTH', 'PLAIN AGFsaWNlAFJlbGF5LUhvcnNlLTk=')
+            self.assertTrue(500 <= code < 600, code)
+            code, text = s.mail('alice@example.org')
+            self.assertEqual(code, 250)
+            code, text = s.rcpt('bob@example.net')
+            self.assertEqual(code, 554, text)
+        finally:
+            s.quit()
+
+
+if __name__ == '__main__':
+    unittest.main()
