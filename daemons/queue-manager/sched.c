@@ -167,10 +167,16 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
              r->state == ENV_RCPT_PENDING ? "" : "");
 }
 
+/* Make the in-memory results durable. If that fails (disk full, EIO) the
+ * message stays loaded with its results, so a recipient already delivered
+ * is not delivered again from the old envelope on disk; the save is retried
+ * at the next round (QM_SAVE_RETRY). Only a crash meanwhile can duplicate. */
+#define QM_SAVE_RETRY 30
 static void save(struct qm *q, struct qm_msg *m)
 {
-    if (!qm_env_save(q, m->env))
-        log_error(m->id, "envelope=not-saved error=\"%s\"", strerror(errno));
+    if (qm_env_save(q, m->env)) { m->unsaved = 0; return; }
+    log_error(m->id, "envelope=not-saved error=\"%s\" retry=%ds", strerror(errno), QM_SAVE_RETRY);
+    m->unsaved = 1;
 }
 
 static void update_wake(struct qm_msg *m, time_t now)
@@ -228,6 +234,10 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         return 1;
     }
     update_wake(m, now);
+    if (m->unsaved) {
+        if (m->wake > now + QM_SAVE_RETRY || m->wake <= now) m->wake = now + QM_SAVE_RETRY;
+        return 0;
+    }
     msg_unload(m);
     return 0;
 }
@@ -277,6 +287,7 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         m->wake = now + 600;
         return;
     }
+    if (m->unsaved) save(q, m);
     for (size_t i = 0; i < m->env->nrcpt; i++) {
         struct env_rcpt *r = &m->env->rcpt[i];
         if (r->state != ENV_RCPT_PENDING || m->busy[i]) continue;
