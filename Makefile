@@ -128,6 +128,10 @@ bench-inject: $(BIN)/queue-inject
 bench-remote: $(BIN)/remote-deliverer
 	python3 bench/bench_remote.py --bin $(abspath $(BIN))
 
+# outbound through the whole path: A's SMTP, queue, remote-deliverer -> B (a second postern) or a sink
+bench-relay: all
+	python3 bench/bench_relay.py --bin $(abspath $(BIN))
+
 # POP3 logins/s (argon2id-bound), RETR throughput, login scan cost
 bench-pop3: all
 	python3 bench/bench_pop3.py --bin $(abspath $(BIN))
@@ -143,7 +147,7 @@ bench-tls: all
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-tls bench-pop3 bench-queue-scan clean
+.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

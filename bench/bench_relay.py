@@ -61,7 +61,9 @@ def run(args, target):
     if target == 'postern':
         b = harness.Instance(domains=('example.net',), hostname='mx.example.net',
                              users={'bob': 'bench-password'},
-                             conf_extra={'dns_server': '127.0.0.1:9'}, bin=args.bin).start()
+                             conf_extra={'dns_server': '127.0.0.1:9',
+                                         'max_sessions_per_client': 4 * args.per_domain},
+                             bin=args.bin).start()
         dest = b.port('smtp')
     else:
         sink = SmtpSink()

@@ -27,6 +27,8 @@ struct dsn_item {
  * Arrival-Date, Original-Envelope-Id if any, then per recipient Final-Recipient
  * (rfc822;addr, or ORCPT's), Original-Recipient if ORCPT, Action: failed|delayed|delivered,
  * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date), and the original
+ * [a diagnostic "host H said: NNN text" (remote-deliverer's) gives Remote-MTA: dns; H
+ * (the name, or the [literal]) and Diagnostic-Code: smtp; NNN text]
  * message's headers only (text/rfc822-headers) when e->ret_hdrs, or when
  * the message is larger than full_limit, else the whole message (message/rfc822).
  * msg/msglen: the original message as stored in the queue (LF line ends).

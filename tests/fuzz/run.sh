@@ -15,7 +15,7 @@ for t in "$@"; do
     log=build-fuzz/$name.log
     dict=
     case $name in     # protocol words help the state machines along
-    smtp_session|smtp_data|smtp_bdat) dict=-dict=tests/fuzz/smtp.dict ;;
+    smtp_session|smtp_data|smtp_bdat|smtp_submission) dict=-dict=tests/fuzz/smtp.dict ;;
     pop3_session) dict=-dict=tests/fuzz/pop3.dict ;;
     smtp_client) dict=-dict=tests/fuzz/smtp_client.dict ;;
     esac

@@ -25,7 +25,7 @@ import time
 import unittest
 
 from harness import Instance, Conn, HarnessError, need, need_root, smtp_dialogue
-from remote_helpers import DnsServer, SmtpSink, ensure_user
+from remote_helpers import Deliverer, DnsServer, SmtpSink, ensure_user
 from test_tls import make_ca
 
 PASSWORD = 'Relay-Horse-9'
@@ -108,11 +108,22 @@ class Relay(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        bad = []
+        for inst in (getattr(cls, 'a', None), getattr(cls, 'b', None)):
+            if inst is None or inst.root is None:
+                continue
+            for svc in inst.services:
+                log = inst.log(svc)
+                for word in ('Sanitizer', 'runtime error:', 'delivery process died'):
+                    if word in log:
+                        bad.append('%s %s: %s' % (inst.hostname, svc, word))
         for fn in reversed(getattr(cls, 'cleanups', [])):
             try:
                 fn()
             except Exception:
                 pass
+        if bad:
+            raise AssertionError('in the daemons\' logs: ' + '; '.join(bad))
 
     # ---- helpers -------------------------------------------------------
     def wait_message(self, inst, user, text, timeout=30):
@@ -335,6 +346,36 @@ class Relay(unittest.TestCase):
         self.assertTrue(got['data'].endswith(msg), got['data'])
         self.assertIn(b'with ESMTPSA', got['data'])
 
+    # ---- a route added to conf/routes takes effect on a queue-manager restart
+    # (queue-manager runs as postern-queue and cannot signal remote-deliverer,
+    # which runs as postern-remote: `s6-svc -h` reloads only queue-manager)
+    def test_route_added_then_restart(self):
+        tag = 'relay-newroute-%d' % time.time()
+        routes = self.a.path('conf', 'routes')
+        with open(routes) as f:
+            old = f.read()
+        try:
+            with open(routes + '.new', 'w') as f:
+                f.write(old + 'example.info [127.0.0.1]:%d tls=none\n' % self.sink.port)
+            os.chmod(routes + '.new', 0o644)
+            os.rename(routes + '.new', routes)
+            before = self.a.log('queue-manager').count('remote-deliverer: info: - event=start')
+            self.a.svc('queue-manager', '-r')
+            self.a.wait_for(lambda: self.a.log('queue-manager').count(
+                'remote-deliverer: info: - event=start') > before, 20,
+                what='a new remote-deliverer in the queue-manager log')
+            self.a.wait_ready('queue-manager', 20)
+            self.assertIn('routes=2', self.a.log('queue-manager').rsplit('event=start', 1)[1].split('\n')[0])
+            msg = ('From: alice@example.org\r\nSubject: %s\r\n\r\nrouted\r\n' % tag).encode()
+            self.submit_smtplib(self.a.port('submission'), False, msg, to='erin@example.info')
+            got = self.a.wait_for(lambda: [m for m in self.sink.messages if tag.encode() in (m['data'] or b'')],
+                                  30, what='the message at the sink by the new route')[0]
+            self.assertFalse(got['tls'])
+            self.assertNotIn(('example.info', 15), self.dns.queries)   # no MX lookup for a routed domain
+        finally:
+            with open(routes, 'w') as f:
+                f.write(old)
+
     # ---- 6. sender ownership, no AUTH on 25 -----------------------------------
     def test_sender_not_owned_refused(self):
         s = smtplib.SMTP('127.0.0.1', self.a.port('submission'), timeout=15)
@@ -373,6 +414,53 @@ class Relay(unittest.TestCase):
         finally:
             s.quit()
 
+
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'README.md')
+
+
+class ReadmeRoutes(unittest.TestCase):
+    """README.md's conf/routes and conf/relay-auth examples are accepted by
+    the real remote-deliverer, and the relaying section names what the tests
+    above check."""
+
+    def readme_section(self):
+        with open(README) as f:
+            text = f.read()
+        start = text.index('## Sending to other domains')
+        return text[start:text.index('\n## ', start + 1)]
+
+    def test_routes_example_parses(self):
+        need(self, 'remote-deliverer')
+        need_root(self)
+        ensure_user('postern-remote')
+        sec = self.readme_section()
+        block = re.search(r'\n((?:    .*\n)+)', sec[sec.index('conf/routes'):]).group(1)
+        routes = ''.join(l[4:] + '\n' for l in block.splitlines())
+        self.assertIn('*               smtp.isp.example:587         auth=isp', routes)
+        auth = re.search(r'`(isp .*?)`', sec).group(1)
+        d = Deliverer(routes=routes, relay_auth=auth + '\n').start()
+        try:
+            deadline = time.time() + 10
+            while 'event=start' not in d.log() and time.time() < deadline and d.proc.poll() is None:
+                time.sleep(0.05)
+            self.assertIsNone(d.proc.poll(), d.log())
+            self.assertIn('routes=3', d.log())
+        finally:
+            d.stop()
+        # a bad line is refused with file:line, as the README says
+        d = Deliverer(routes=routes + 'example.com host tls=sometimes\n').start()
+        try:
+            self.assertEqual(d.proc.wait(10), 100)
+            self.assertIn('conf/routes:5:', d.log())
+        finally:
+            d.stop()
+
+    def test_section_claims(self):
+        sec = self.readme_section()
+        for text in ('554 5.7.1 <x@dom>: Relay access denied', 's6-svc -r', 'Remote-MTA',
+                     'make bench-relay', 'test_relay.py', 'relay_networks'):
+            self.assertIn(text, sec)
 
 if __name__ == '__main__':
     unittest.main()

@@ -1,0 +1,161 @@
+/* fuzz_smtp_submission.c - libFuzzer target: the SMTP session on the
+ * implicit-TLS submission port (465): the input is what tls-proxy's
+ * plaintext end delivers, i.e. its "TLS <version> <cipher> <sni>" line and
+ * then the client's commands: AUTH PLAIN / LOGIN exchanges, MAIL (sender
+ * ownership), RCPT, DATA, BDAT. The injector accepts alice/secret, answers
+ * "temporary" for user temp and "bad" otherwise, and keeps messages and
+ * envelopes in memory (as in fuzz_smtp_data.c), checking each envelope with
+ * queue-inject's reader. Checks: reply lines well formed; "235" only after
+ * the checker said yes; no MAIL accepted before a successful AUTH; every
+ * injection started is finished. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "queue_inject.h"
+#include "smtp_session.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct fake {
+    int msg, env;                 /* our copies, -1 when none */
+    int calls, queued;
+    int auth_ok;                  /* times the checker said yes */
+    size_t msglen;
+    char msgbuf[1 << 16];         /* the first message */
+};
+static struct fake fk;
+static struct inject_env ie;
+
+static int inj_start(void *ctx, int msg_fd, int env_fd)
+{
+    struct fake *f = ctx;
+    f->msg = fcntl(msg_fd, F_DUPFD_CLOEXEC, 3);
+    f->env = fcntl(env_fd, F_DUPFD_CLOEXEC, 3);
+    if (f->msg < 0 || f->env < 0) abort();
+    fcntl(f->msg, F_SETPIPE_SZ, 1 << 17);
+    /* the queue id queue-inject would print once the envelope has ended */
+    if (write(f->env, "0123456789ABCDEF\n", 17) != 17) abort();
+    return 1;
+}
+
+static int inj_finish(void *ctx, int *status)
+{
+    struct fake *f = ctx;
+    static char scratch[1 << 16];
+    char why[256], *dst = f->calls ? scratch : f->msgbuf;   /* keep the first message */
+    size_t len = 0;
+    fcntl(f->msg, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        ssize_t r = read(f->msg, dst + len, sizeof scratch - len);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    fcntl(f->env, F_SETFL, O_NONBLOCK);   /* the session has shut down or closed its end */
+    inject_env_init(&ie, 0);
+    int ok = inject_env_read(&ie, f->env, why, sizeof why);
+    if (!ok && errno == EPROTO) __builtin_trap();   /* the session wrote a malformed record */
+    inject_env_free(&ie);
+    close(f->msg);
+    close(f->env);
+    f->msg = f->env = -1;
+    *status = ok ? 0 : 55;
+    if (!f->calls) { f->msglen = len; f->queued = ok; }
+    f->calls++;
+    return 1;
+}
+
+static int inj_trigger(void *ctx) { (void)ctx; return 1; }
+
+static int inj_auth(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen,
+                    char *name, size_t namelen)
+{
+    struct fake *f = ctx;
+    if (!ulen || memchr(user, 0, ulen) || memchr(pass, 0, plen) || namelen < 6) __builtin_trap();
+    if (ulen == 5 && !memcmp(user, "alice", 5) && plen == 6 && !memcmp(pass, "secret", 6)) {
+        memcpy(name, "alice", 6);
+        f->auth_ok++;
+        return SMTP_AUTH_OK;
+    }
+    return ulen == 4 && !memcmp(user, "temp", 4) ? SMTP_AUTH_TEMP : SMTP_AUTH_BAD;
+}
+
+static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigger, NULL, inj_auth };
+static struct config cf;
+static struct smtp_rcptmap map;
+static struct smtp_session s;
+static char out[1 << 18];
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int init;
+    if (!init) {
+        char why[128];
+        signal(SIGPIPE, SIG_IGN);
+        config_defaults(&cf);
+        config_set(&cf, "local_domains", "example.test", why, sizeof why);
+        config_set(&cf, "max_message_size", "100000", why, sizeof why);
+        config_set(&cf, "session_timeout", "1", why, sizeof why);
+        smtp_rcptmap_init(&map);
+        smtp_rcptmap_add(&map, "alice", 5);
+        init = 1;
+    }
+    if (size > 16384) return 0;
+    const char *d = (const char *)data;
+
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) abort();
+    int big = 1 << 20;
+    setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sp[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sp[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    if (size && write(sp[0], d, size) != (ssize_t)size) abort();
+    shutdown(sp[0], SHUT_WR);
+    struct sockaddr_in peer;
+    memset(&peer, 0, sizeof peer);
+    peer.sin_family = AF_INET;
+    peer.sin_addr.s_addr = htonl(0xc0000201);
+    fk.msg = fk.env = -1;
+    fk.calls = fk.queued = fk.auth_ok = 0;
+    smtp_session_init(&s, &cf, &map, &inj, sp[1], (struct sockaddr *)&peer, SMTP_PORT_SMTPS);
+    smtp_session_run(&s);
+    smtp_session_free(&s);
+    close(sp[1]);
+    if (fk.msg >= 0 || fk.env >= 0) __builtin_trap();   /* started, never finished */
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(sp[0], out + n, sizeof out - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(sp[0]);
+
+    /* replies: well formed; 235 only when the checker said yes; no MAIL
+     * accepted before it */
+    const char *first235 = NULL, *first_mail = NULL;
+    for (size_t k = 0; k < n;) {
+        const char *e = memmem(out + k, n - k, "\r\n", 2);
+        if (!e) __builtin_trap();
+        size_t len = (size_t)(e - (out + k));
+        if (len < 4 || len > 510) __builtin_trap();
+        for (int q = 0; q < 3; q++) if (out[k + q] < '0' || out[k + q] > '9') __builtin_trap();
+        if (out[k + 3] != ' ' && out[k + 3] != '-') __builtin_trap();
+        if (!first235 && !memcmp(out + k, "235 ", 4)) first235 = out + k;
+        if (!first_mail && len >= 9 && !memcmp(out + k, "250 2.1.0", 9)) first_mail = out + k;
+        k += len + 2;
+    }
+    if (first235 && !fk.auth_ok) __builtin_trap();
+    if (first_mail && (!first235 || first_mail < first235)) __builtin_trap();
+    (void)d;
+    return 0;
+}
