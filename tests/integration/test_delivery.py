@@ -265,7 +265,12 @@ class DeliveryTest(unittest.TestCase):
         with open(conf, 'w') as f:
             f.writelines(lines)
         self.inst.reload('queue-manager')
-        self.inst.wait_log('queue-manager', 'configuration reloaded')
+        try:
+            self.inst.wait_log('queue-manager', 'configuration reloaded')
+        except Exception:
+            print(self.inst.log('queue-manager'))
+            print(self.inst.svstat('queue-manager'))
+            raise
         inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
         self.wait_msgs('alice')
 
