@@ -140,6 +140,10 @@ bench-pop3: all
 bench-queue-scan: all
 	python3 bench/bench_queue_scan.py --bin $(abspath $(BIN))
 
+# end to end: first SMTP connection -> all N messages in Maildir/new (C=10, 2 KiB)
+bench-e2e: all
+	python3 bench/bench_e2e.py --bin $(abspath $(BIN))
+
 # TLS handshakes/s on the smtps port; one TLS SMTP session's throughput
 bench-tls: all
 	python3 bench/bench_tls.py --bin $(abspath $(BIN))
@@ -147,7 +151,7 @@ bench-tls: all
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan clean
+.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

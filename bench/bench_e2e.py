@@ -176,7 +176,15 @@ def log_events(inst, service, pattern):
     """{queue id: timestamp} of log lines matching pattern (group 1: the id)."""
     rx = re.compile(pattern)
     out = {}
-    for line in inst.log(service).splitlines():
+    d = inst.path('log', service)
+    text = ''
+    try:     # s6-log rotates at 1 MB: the archived @*.s files, then current
+        for f in sorted(n for n in os.listdir(d) if n.startswith('@')) + ['current']:
+            with open(os.path.join(d, f), 'rb') as fh:
+                text += fh.read().decode(errors='replace')
+    except OSError:
+        text = inst.log(service)
+    for line in text.splitlines():
         m = STAMP.match(line)
         if not m:
             continue
@@ -264,6 +272,52 @@ def report(inst, users, r, label):
              100 * tot / (2 * r['t_del'])))
 
 
+def drain_run(inst, users, n, clients, per_conn, size):
+    """The two halves apart: queue-manager down while the SMTP side fills
+    the queue (accept rate alone), then up: time until all are in new/
+    (queue-manager + local-deliverer alone, start-up scan included)."""
+    inst.svc('queue-manager', '-d')
+    inst.wait_for(lambda: inst.service_pid('queue-manager') is None, 30)
+    base = new_count(inst, users)
+    r = run_smtp_only(inst, users, n, clients, per_conn, size)
+    cpu0 = proc_times(inst)
+    t0 = time.monotonic()
+    inst.svc('queue-manager', '-u')
+    deadline = t0 + 60 + n * 0.05
+    while new_count(inst, users) < base + r['ok'] and time.monotonic() < deadline:
+        time.sleep(0.002)
+    t = time.monotonic() - t0
+    got = new_count(inst, users) - base
+    time.sleep(0.3)
+    cpu = cpu_diff(cpu0, proc_times(inst))
+    print('bench_e2e: halves apart (%d msg/connection): SMTP accept only %d in %.2f s = %.0f msg/s; '
+          'then delivery only (queue-manager up -> all in new/) %d in %.2f s = %.0f msg/s'
+          % (per_conn, r['ok'], r['t_acc'], r['ok'] / r['t_acc'], got, t, got / t))
+    parts = ['%s %.2f+%.2f' % (exe, o, k) for exe, (o, k) in sorted(cpu.items(), key=lambda kv: -sum(kv[1]))
+             if o + k >= 0.005]
+    tot = sum(o + k for o, k in cpu.values())
+    print('bench_e2e:   delivery cpu s: %s; total %.2f s = %.3f ms/msg'
+          % (', '.join(parts), tot, tot / max(1, got) * 1e3))
+
+
+def run_smtp_only(inst, users, n, clients, per_conn, size):
+    per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    q = multiprocessing.Queue()
+    start = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=client_proc,
+                                     args=(inst.port('smtp'), i, per[i], per_conn, users, size, start, q))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    start.set()
+    res = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return {'ok': sum(r[0] for r in res), 't_acc': max(r[2] for r in res) - t0}
+
+
 def parse_strace(path):
     calls = {}
     with open(path) as f:
@@ -343,6 +397,7 @@ def main():
                    'no reuse')
             report(inst, users, run(inst, users, a.messages, a.clients, a.per_conn, a.size),
                    'reuse')
+        drain_run(inst, users, a.messages, a.clients, a.per_conn, a.size)
         if not a.no_strace:
             strace_run(inst, users, min(500, a.messages), a.clients, a.per_conn, a.size)
         print('bench_e2e: load average after: %s' % ' '.join('%.2f' % x for x in os.getloadavg()))

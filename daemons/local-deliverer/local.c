@@ -147,8 +147,11 @@ static void mbox_child(const void *vctx, struct dp_result *r)
     result_set(r, DP_SUCCESS, "2.0.0 delivered to maildir as %s", name);
 }
 
+/* in_place: this is the job process's last delivery (one mailbox, no
+ * forward), so it drops to the user itself instead of forking once more:
+ * one fork per delivery, not two */
 static void deliver_mailbox(const struct config *c, const struct dp_job *j, const char *name,
-                            int msgfd, struct dp_result *r)
+                            int msgfd, int in_place, struct dp_result *r)
 {
     char path[PATH_MAX], err[512];
     struct mailbox mb;
@@ -162,7 +165,8 @@ static void deliver_mailbox(const struct config *c, const struct dp_job *j, cons
     if (mb.uid == 0 || mb.gid == 0) { result_set(r, DP_TEMPORARY, "4.3.0 refusing to deliver as root"); return; }
     make_home(c, &mb);
     struct mbox_ctx x = { c, j, &mb, msgfd };
-    in_child(mbox_child, &x, r);
+    if (in_place) mbox_child(&x, r);
+    else in_child(mbox_child, &x, r);
 }
 
 struct fwd_ctx {
@@ -240,7 +244,7 @@ void local_deliver(const struct config *c, const struct dp_job *j, int msgfd, st
     struct dp_result one;
     for (size_t i = 0; i < x.nlocal; i++) {
         memset(&one, 0, sizeof one);
-        deliver_mailbox(c, j, x.local[i], msgfd, &one);
+        deliver_mailbox(c, j, x.local[i], msgfd, x.nlocal == 1 && !x.nremote, &one);
         combine(r, &have, &one, j->id);
     }
     if (x.nremote) {

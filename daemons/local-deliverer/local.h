@@ -8,7 +8,9 @@
 #include "deliver_proto.h"
 
 /* Run one job (in a child of the spawner, still root). msgfd is the queue
- * message. Fills r->status and r->text; never exits. */
+ * message. Fills r->status and r->text; never exits. A job for exactly one
+ * mailbox is delivered in this process, which then runs as the mailbox
+ * user: the caller must need no root privilege afterwards. */
 void local_deliver(const struct config *c, const struct dp_job *j, int msgfd, struct dp_result *r);
 
 #endif

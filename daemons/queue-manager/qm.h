@@ -65,6 +65,7 @@ struct qm {
     struct config cfg;
     const char *root;
     struct qm_msg *msgs;
+    struct qm_msg *msgs_tail;   /* new messages go last: dispatch is oldest first */
     size_t nmsgs;
     struct qm_msg **hash;   /* by id, hsize (a power of two) chains: qm_find is O(1) */
     size_t hsize;

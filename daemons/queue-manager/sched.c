@@ -54,9 +54,13 @@ struct qm_msg *qm_add(struct qm *q, const char *id)
     struct qm_msg *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     memcpy(m->id, id, ENV_ID_LEN + 1);
-    m->next = q->msgs;
-    if (q->msgs) q->msgs->prev = m;
-    q->msgs = m;
+    /* at the tail: qm_dispatch walks from the head, so under a backlog the
+     * oldest message goes first (at the head, a steady inflow kept the
+     * older ones waiting for seconds) */
+    m->prev = q->msgs_tail;
+    if (q->msgs_tail) q->msgs_tail->next = m;
+    else q->msgs = m;
+    q->msgs_tail = m;
     size_t b = id_hash(m->id) & (q->hsize - 1);
     m->hnext = q->hash[b];
     q->hash[b] = m;
@@ -109,6 +113,7 @@ static void msg_forget(struct qm *q, struct qm_msg *m)
     if (m->prev) m->prev->next = m->next;
     else q->msgs = m->next;
     if (m->next) m->next->prev = m->prev;
+    else q->msgs_tail = m->prev;
     for (struct qm_msg **pp = &q->hash[id_hash(m->id) & (q->hsize - 1)]; *pp; pp = &(*pp)->hnext)
         if (*pp == m) { *pp = m->hnext; break; }
     msg_unload(m);
@@ -302,6 +307,14 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         }
         if (c->inflight >= c->max) { waiting |= 1 << ch; continue; }
         if (!send_job(q, m, i, ch)) {
+            if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
+                /* the deliverer is gone: not an attempt, so no retry delay for
+                 * this or any other due message; dispatch stops here and the
+                 * poll loop sees its EOF (qm_channel_dead, exit 111) */
+                log_error(m->id, "rcpt=%s job=not-sent deliverer=%s error=\"%s\"", r->addr, c->name, strerror(errno));
+                q->dead = 1;
+                break;
+            }
             log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", r->addr, strerror(errno));
             apply(q, m, i, DP_TEMPORARY, "4.3.0 cannot hand the message to the deliverer", now);
             changed = 1;
@@ -332,6 +345,7 @@ void qm_dispatch(struct qm *q, time_t now)
     struct qm_msg *next;
     for (struct qm_msg *m = q->msgs; m; m = next) {
         next = m->next;          /* dispatch_msg may forget m */
+        if (q->dead) return;     /* dispatch_msg found a deliverer gone */
         if (m->delete_req) continue;
         int free_chans = room(q);
         if (!free_chans) return;   /* nothing can be sent: load nothing */

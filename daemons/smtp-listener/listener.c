@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,11 +51,53 @@ static int load_into(const char *root, struct config *cf, struct smtp_rcptmap *m
     return smtp_rcptmap_load(map, root, err, errlen);
 }
 
+static const char *const map_files[2] = { "conf/recipients", "conf/aliases" };
+
+static void file_sig_read(const char *root, const char *rel, struct file_sig *sig)
+{
+    char path[4096];
+    struct stat st;
+    memset(sig, 0, sizeof *sig);
+    int n = snprintf(path, sizeof path, "%s/%s", root, rel);
+    if (n < 0 || (size_t)n >= sizeof path || stat(path, &st) < 0) return;
+    sig->dev = st.st_dev;
+    sig->ino = st.st_ino;
+    sig->size = (unsigned long long)st.st_size;
+    sig->mtime_sec = st.st_mtim.tv_sec;
+    sig->mtime_nsec = st.st_mtim.tv_nsec;
+}
+
+static void map_sigs_read(const char *root, struct file_sig sig[2])
+{
+    for (size_t i = 0; i < 2; i++) file_sig_read(root, map_files[i], &sig[i]);
+}
+
 int listener_load(struct listener *l, const char *root, char *err, size_t errlen)
 {
     memset(l, 0, sizeof *l);
     l->root = root;
+    map_sigs_read(root, l->map_sig);
     return load_into(root, &l->cf, &l->map, &l->smtp_user, err, errlen);
+}
+
+/* Before accepting: if postern-user (or the operator) changed the recipient
+ * map or the aliases since they were read, read them again, so a new user
+ * is accepted at once without a SIGHUP. Two stat() calls per accept. */
+static void maps_refresh(struct listener *l)
+{
+    struct file_sig now[2];
+    map_sigs_read(l->root, now);
+    if (!memcmp(now, l->map_sig, sizeof now)) return;
+    struct smtp_rcptmap map;
+    char err[1024];
+    memcpy(l->map_sig, now, sizeof now);
+    if (!smtp_rcptmap_load(&map, l->root, err, sizeof err)) {
+        log_error(NULL, "event=reload what=recipients status=failed error=\"%s\" (keeping the old map)", err);
+        return;
+    }
+    smtp_rcptmap_free(&l->map);
+    l->map = map;
+    log_info(NULL, "event=reload what=recipients status=ok recipients=%zu", l->map.n);
 }
 
 int listener_bind(struct listener *l, char *err, size_t errlen)
@@ -94,6 +137,8 @@ static void reload(struct listener *l)
     struct smtp_rcptmap map;
     struct privuser u;
     char err[1024];
+    struct file_sig sig[2];
+    map_sigs_read(l->root, sig);
     if (!load_into(l->root, &cf, &map, &u, err, sizeof err)) {
         log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the old configuration)", err);
         return;
@@ -103,6 +148,7 @@ static void reload(struct listener *l)
         !same_list(&cf.smtps_listen, &l->cf.smtps_listen))
         log_warn(NULL, "event=reload note=listen_addresses_change_needs_restart");
     smtp_rcptmap_free(&l->map);
+    memcpy(l->map_sig, sig, sizeof sig);
     l->cf = cf;
     l->map = map;
     l->smtp_user = u;
@@ -239,6 +285,7 @@ int listener_run(struct listener *l)
             continue;
         }
         if (r <= 0) continue;
+        maps_refresh(l);
         for (size_t i = 1; i < n; i++)
             if (pfd[i].revents & POLLIN)
                 accept_one(l, pfd[i].fd, i - 1 < l->nsmtp ? SMTP_PORT_SMTP :

@@ -439,6 +439,32 @@ class SmtpDefences(SmtpBase):
         self.assertIn('reason=quit', mine[4])
 
 
+class SmtpUserMap(unittest.TestCase):
+    """the recipient map follows postern-user without a reload (own instance:
+    postern-user rewrites conf/recipients from the user database)"""
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup', 'postern-user')
+        need_root(self)
+        self.inst = make_instance()
+        self.inst.start()
+
+    def tearDown(self):
+        self.inst.stop()
+
+    def test_new_user_accepted_without_reload(self):
+        """postern-user add is enough: smtp-listener notices the rewritten
+        conf/recipients at the next connection (no s6-svc -h needed)."""
+        smtp_dialogue(self.inst.port('smtp'), [(None, '220'), ('HELO x', '250'), ('MAIL FROM:<>', '250'),
+                       ('RCPT TO:<dora@example.test>', '550'), ('QUIT', '221')])
+        marker = 'event=reload what=recipients status=ok'
+        n = self.inst.log('smtp-listener').count(marker)
+        self.inst.run('postern-user', '--root', self.inst.root, 'add', 'dora', input='pw-dora\n')
+        smtp_dialogue(self.inst.port('smtp'), [(None, '220'), ('HELO x', '250'), ('MAIL FROM:<>', '250'),
+                       ('RCPT TO:<dora@example.test>', '250'), ('QUIT', '221')])
+        self.inst.wait_for(lambda: self.inst.log('smtp-listener').count(marker) > n, what=marker)
+
+
 class SmtpLimits(unittest.TestCase):
     """connection limits and the idle timeout, on an instance of their own"""
 
