@@ -4,7 +4,7 @@
 # Layout the rules discover:
 #   lib/*.c                 -> $(OBJ)/libpostern.a
 #   daemons/<prog>/*.c      -> $(BIN)/<prog>     (LIBS_<prog> adds libraries)
-#   scripts/<prog>.sh       -> $(BIN)/<prog>     (shell tools, copied)
+#   scripts/<prog>.sh       -> $(BIN)/<prog>     (operator shell tools, copied; not deps, run-demo)
 #   tests/unit/check_*.c    -> $(OBJ)/tests/check_*  (Check unit tests)
 
 CC      ?= cc
@@ -46,7 +46,8 @@ endif
 LIB_SRC   = $(sort $(wildcard lib/*.c))
 LIB_OBJ   = $(LIB_SRC:%.c=$(OBJ)/%.o)
 PROGS     = $(sort $(notdir $(wildcard daemons/*)))
-SCRIPTS   = $(sort $(basename $(notdir $(wildcard scripts/*.sh))))
+# operator tools only: deps.sh and run-demo.sh are build helpers, run in place
+SCRIPTS   = $(filter-out deps run-demo,$(sort $(basename $(notdir $(wildcard scripts/*.sh)))))
 UNIT_SRC  = $(sort $(wildcard tests/unit/check_*.c))
 UNIT_BIN  = $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 TEST_HELPERS_SRC = $(sort $(wildcard tests/helpers/*.c))
@@ -148,10 +149,43 @@ bench-e2e: all
 bench-tls: all
 	python3 bench/bench_tls.py --bin $(abspath $(BIN))
 
+# `make install PREFIX=/usr/local DESTDIR=`: every program (and postern-setup,
+# which copies the programs beside it into ROOT/bin) into $(PREFIX)/lib/postern/bin,
+# man pages into $(PREFIX)/share/man, example conf into $(PREFIX)/share/postern.
+# The installed queue-inject is a template (it finds ROOT from its own place):
+# setuid postern-queue 4711 if that user exists, else 0755; postern-setup
+# makes each ROOT/bin/queue-inject 4711.  Nothing else is setuid.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+POSTERN_LIBBIN = $(PREFIX)/lib/postern/bin
+MAN5    = $(sort $(wildcard docs/man/*.5))
+MAN8    = $(sort $(wildcard docs/man/*.8))
+EXAMPLES = $(sort $(wildcard docs/examples/*))
+
+install: all
+	install -d $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/share/man/man5 \
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/postern
+	install -m 755 $(filter-out $(BIN)/queue-inject,$(PROGS:%=$(BIN)/%) $(SCRIPTS:%=$(BIN)/%)) $(DESTDIR)$(POSTERN_LIBBIN)
+	install -m 755 $(BIN)/queue-inject $(DESTDIR)$(POSTERN_LIBBIN)/queue-inject
+	@if [ "$$(id -u)" = 0 ] && getent passwd postern-queue >/dev/null && getent group postern-queue >/dev/null; then \
+	  echo "chown postern-queue:postern-queue + chmod 4711 $(DESTDIR)$(POSTERN_LIBBIN)/queue-inject"; \
+	  chown postern-queue:postern-queue $(DESTDIR)$(POSTERN_LIBBIN)/queue-inject && \
+	  chmod 4711 $(DESTDIR)$(POSTERN_LIBBIN)/queue-inject; \
+	else echo "install: no user postern-queue (or not root): queue-inject installed 0755; postern-setup makes ROOT/bin/queue-inject setuid"; fi
+	install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 644 $(MAN8) $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 644 $(EXAMPLES) $(DESTDIR)$(PREFIX)/share/postern
+
+uninstall:
+	rm -f $(PROGS:%=$(DESTDIR)$(POSTERN_LIBBIN)/%) $(SCRIPTS:%=$(DESTDIR)$(POSTERN_LIBBIN)/%)
+	rm -f $(MAN5:docs/man/%=$(DESTDIR)$(PREFIX)/share/man/man5/%) $(MAN8:docs/man/%=$(DESTDIR)$(PREFIX)/share/man/man8/%)
+	rm -f $(EXAMPLES:docs/examples/%=$(DESTDIR)$(PREFIX)/share/postern/%)
+	-rmdir $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/lib/postern $(DESTDIR)$(PREFIX)/share/postern
+
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run bench-smtp bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
+.PHONY: all deps unit integration check sanitize run install uninstall bench-smtp bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

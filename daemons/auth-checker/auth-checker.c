@@ -72,6 +72,7 @@ int main(int argc, char **argv)
     if (!userdb_pwlevel_parse(conf.pwhash_level, &lvl))
         die_perm("%s/conf/postern.conf: pwhash_level: not interactive, moderate or sensitive", root);
     s.conf = &conf;
+    s.root = root;
     snprintf(s.users_path, sizeof s.users_path, "%s/conf/users", root);
     if (!server_users_load(&s, err, sizeof err)) die_perm("%s", err);
     struct privuser me;

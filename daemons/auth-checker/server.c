@@ -4,6 +4,7 @@
  * requests, throttling delays, SIGHUP / users-file-change reloads. */
 #include "server.h"
 #include "auth_throttle.h"
+#include "conf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +71,26 @@ static void users_reload(struct server *s, int force)
     s->users_mtime = st.st_mtim;
     s->users_size = st.st_size;
     log_info(NULL, "event=reload users=%zu", db.n);
+}
+
+/* SIGHUP: re-read postern.conf (auth_concurrency takes effect); a broken
+ * conf is refused with its file:line and the old one kept */
+static void conf_reload(struct server *s)
+{
+    static struct config nc, live;
+    char err[CONF_ERR_MAX + 64];
+    enum userdb_pwlevel lvl;
+    if (!config_load(&nc, s->root, err, sizeof err)) {
+        log_error(NULL, "event=reload error=\"%s\" kept=previous", err);
+        return;
+    }
+    if (!userdb_pwlevel_parse(nc.pwhash_level, &lvl)) {
+        log_error(NULL, "event=reload error=\"%s/conf/postern.conf: pwhash_level: not interactive, moderate or sensitive\" kept=previous", s->root);
+        return;
+    }
+    live = nc;
+    s->conf = &live;
+    log_info(NULL, "event=reload conf=ok concurrency=%llu", live.auth_concurrency);
 }
 
 int server_users_load(struct server *s, char *err, size_t errlen)
@@ -296,7 +317,7 @@ int server_run(struct server *s)
     sigprocmask(SIG_BLOCK, &block, 0);
     sigemptyset(&empty);
     while (!got_term) {
-        if (got_hup) { got_hup = 0; users_reload(s, 1); }
+        if (got_hup) { got_hup = 0; if (s->root) conf_reload(s); users_reload(s, 1); }
         int wait = dispatch(s);
         size_t n = 0;
         pfd[n] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };

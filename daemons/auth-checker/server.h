@@ -11,6 +11,7 @@
 
 struct server {
     const struct config *conf;
+    const char *root;             /* to reload ROOT/conf/postern.conf on SIGHUP */
     int listen_fd;
     char users_path[CONFIG_NAME_MAX + 32];
     struct userdb users;
