@@ -122,6 +122,10 @@ run: deps
 bench-smtp: all
 	python3 bench/bench_smtp.py --bin $(abspath $(BIN))
 
+# issue 2's reception workloads (smtp-listener alone) and the disk's commit limit
+bench-reception: all
+	python3 bench/bench_reception.py --bin $(abspath $(BIN))
+
 # queue-inject's commit rate (N parallel injectors, 4 KB messages)
 bench-inject: $(BIN)/queue-inject
 	python3 bench/bench_inject.py --bin $(abspath $(BIN))
@@ -185,7 +189,7 @@ uninstall:
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run install uninstall bench-smtp bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
+.PHONY: all deps unit integration check sanitize run install uninstall bench-smtp bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

@@ -27,9 +27,11 @@ and of Pss (smaps_rollup) over the listener and all its descendants
 
 Disk limit: a loop of "durable file commits" on the same filesystem as the
 queue (the instance's ROOT), on 1 and 8 threads:
-  fsync:  create a new file, write S bytes, fsync, close       (1 fsync)
+  fsync:  create a new file, write 2 KiB, fsync, close       (1 fsync)
   commit: the same, then rename it into a directory, fsync the directory
-          (2 fsyncs: one queue-inject commit is two of these)
+  inject: queue-inject's commit without its process: two such files,
+          each renamed into its own directory and that fsynced (4 fsyncs)
+The last, at 1 thread, bounds C=1; at 8 threads, concurrent reception.
 
     python3 bench/bench_reception.py --bin bin-x [--messages 1000] [--per-conn 50]
         [--workloads 2048:1,2048:10,2048:50,102400:10] [--disk-seconds 3]
@@ -347,29 +349,45 @@ def workload(inst, listener, size, conns, total, per_conn, mem_interval):
 
 # ---- the disk ----------------------------------------------------------
 
-def disk_loop(d, size, seconds, threads, with_dir):
+def disk_loop(d, size, seconds, threads, kind):
+    """ops/s of one kind of durable commit, on threads threads:
+    fsync   create a new file, write size bytes, fsync, close
+    commit  fsync + rename into a directory + fsync that directory
+    inject  queue-inject's commit (DESIGN.md section 2): two such files
+            (message, envelope) written and fsynced, the message renamed
+            into one directory and that fsynced, then the envelope into
+            another and that fsynced: 4 fsyncs"""
     data = b'x' * size
-    os.makedirs(os.path.join(d, 'in'), exist_ok=True)
-    os.makedirs(os.path.join(d, 'out'), exist_ok=True)
+    for sub in ('tmp', 'mess', 'env'):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
     counts = [0] * threads
     stop = time.monotonic() + seconds
 
+    def new_file(name):
+        fd = os.open(os.path.join(d, 'tmp', name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+
     def worker(k):
-        dfd = os.open(os.path.join(d, 'out'), os.O_RDONLY | os.O_DIRECTORY)
+        mfd = os.open(os.path.join(d, 'mess'), os.O_RDONLY | os.O_DIRECTORY)
+        efd = os.open(os.path.join(d, 'env'), os.O_RDONLY | os.O_DIRECTORY)
         i = 0
         while time.monotonic() < stop:
             i += 1
             name = 't%d-%d' % (k, i)
-            tmp = os.path.join(d, 'in', name)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            if with_dir:
-                os.rename(tmp, os.path.join(d, 'out', name))
-                os.fsync(dfd)
+            new_file(name + '.m')
+            if kind == 'inject':
+                new_file(name + '.e')
+            if kind in ('commit', 'inject'):
+                os.rename(os.path.join(d, 'tmp', name + '.m'), os.path.join(d, 'mess', name))
+                os.fsync(mfd)
+            if kind == 'inject':
+                os.rename(os.path.join(d, 'tmp', name + '.e'), os.path.join(d, 'env', name))
+                os.fsync(efd)
             counts[k] += 1
-        os.close(dfd)
+        os.close(mfd)
+        os.close(efd)
 
     t0 = time.monotonic()
     ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
@@ -378,7 +396,7 @@ def disk_loop(d, size, seconds, threads, with_dir):
     for t in ts:
         t.join()
     el = time.monotonic() - t0
-    for sub in ('in', 'out'):
+    for sub in ('tmp', 'mess', 'env'):
         for n in os.listdir(os.path.join(d, sub)):
             os.unlink(os.path.join(d, sub, n))
     return sum(counts) / el
@@ -386,19 +404,17 @@ def disk_loop(d, size, seconds, threads, with_dir):
 
 def disk_limit(base, seconds, size):
     d = os.path.join(base, 'disk-bench')
-    out = {}
     for threads in (1, 8):
-        f = disk_loop(d, size, seconds, threads, False)
-        c = disk_loop(d, size, seconds, threads, True)
-        out[threads] = (f, c)
+        f = disk_loop(d, size, seconds, threads, 'fsync')
+        c = disk_loop(d, size, seconds, threads, 'commit')
+        q = disk_loop(d, size, seconds, threads, 'inject')
         print('bench_reception: disk (%s), %d thread%s: new file + %d B + fsync %.0f/s; '
-              'that + rename + directory fsync %.0f/s (= %.0f fsyncs/s) -> at 4 fsyncs a '
-              'message, at most %.0f msg/s'
-              % (base, threads, '' if threads == 1 else 's', size, f, c, 2 * c, c / 2))
-    os.rmdir(os.path.join(d, 'in'))
-    os.rmdir(os.path.join(d, 'out'))
+              'that + rename + directory fsync %.0f/s; queue-inject\'s commit (4 fsyncs) '
+              '%.0f/s = the limit in msg/s'
+              % (base, threads, '' if threads == 1 else 's', size, f, c, q))
+    for sub in ('tmp', 'mess', 'env'):
+        os.rmdir(os.path.join(d, sub))
     os.rmdir(d)
-    return out
 
 
 def main():

@@ -914,7 +914,6 @@ static const struct smtp_cmd smtp_cmds[] = {
 /* what browsers and proxies send: answered once, then the connection closes */
 static const char *const smtp_forbidden[] = {
     "GET", "POST", "HEAD", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    "HOST:", "USER-AGENT:",
 };
 
 /* ---- the loop ---- */
@@ -963,6 +962,16 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
     while (a < n && (line[a] == ' ' || line[a] == '\t')) a++;
     while (n > a && (line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
     if (!v) { reply(s, "500 5.5.2 Error: bad syntax"); return 1; }
+    if (v >= 2 && line[v - 1] == ':') {
+        /* "Subject: ...", "Host: ...": a header line sent as a command means
+         * a confused or hostile client (HTTP, or a message sent without
+         * DATA): nothing it sends next is to be executed */
+        s->verb = "header";
+        reply(s, "554 5.7.0 Error: header line instead of an SMTP command");
+        s->end_reason = "header line";
+        s->state = SMTP_S_QUIT;
+        return 0;
+    }
     if (v >= sizeof verb) { reply(s, "500 5.5.2 Error: command not recognized"); return 1; }
     for (size_t i = 0; i < v; i++) {
         unsigned char c = (unsigned char)line[i];

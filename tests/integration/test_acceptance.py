@@ -133,11 +133,8 @@ class Pop3Clients(unittest.TestCase):
         # nothing was deleted
         self.assertEqual(len(self.inst.maildir_messages('alice')), len(msgs))
 
-    def test_mpop_into_maildir_byte_exact(self):
-        if not shutil.which('mpop'):
-            self.skipTest('mpop not installed (scripts/deps.sh installs it)')
-        msgs, _ = self.fill('bob')
-        work = self.inst.path('acc-mpop')
+    def mpop_conf(self, tag, port, tls):
+        work = self.inst.path('acc-mpop-' + tag)
         os.makedirs(work)
         out = os.path.join(work, 'Maildir')
         for sub in ('new', 'cur', 'tmp'):
@@ -148,31 +145,54 @@ class Pop3Clients(unittest.TestCase):
         conf = os.path.join(work, 'mpoprc')
         with open(conf, 'w') as f:
             f.write('account acc\nhost 127.0.0.1\nport %d\nuser bob\npasswordeval cat %s\n'
-                    'auth user\ntls off\ndelivery maildir %s\nuidls_file %s\nkeep on\nonly_new off\n'
+                    'auth user\ndelivery maildir %s\nuidls_file %s\nkeep on\nonly_new off\n'
                     'received_header off\ntimeout 30\n'
-                    % (self.port, pwfile, out, os.path.join(work, 'uidls')))
+                    % (port, pwfile, out, os.path.join(work, 'uidls')))
+            if tls:     # implicit TLS (995), the instance's self-signed certificate as the trust anchor
+                f.write('tls on\ntls_starttls off\ntls_trust_file %s\ntls_host_override %s\n'
+                        % (self.inst.path('conf', 'tls', 'cert.pem'), self.inst.hostname))
+            else:
+                f.write('tls off\n')
         os.chmod(conf, 0o600)
+        return conf, out
 
-        def fetch(*extra):
-            r = subprocess.run(['mpop', '-C', conf, '--half-quiet'] + list(extra) + ['acc'],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
-                               universal_newlines=True)
-            self.assertEqual(r.returncode, 0, r.stdout)
-            return r.stdout
+    def mpop(self, conf, *extra):
+        r = subprocess.run(['mpop', '-C', conf, '--half-quiet'] + list(extra) + ['acc'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                           universal_newlines=True)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        return r.stdout
 
-        fetch()
+    def fetched(self, out):
         got = []
         for n in os.listdir(os.path.join(out, 'new')):
             with open(os.path.join(out, 'new', n), 'rb') as f:
                 got.append(f.read())
+        return got
+
+    def test_mpop_into_maildir_byte_exact(self):
+        if not shutil.which('mpop'):
+            self.skipTest('mpop not installed (scripts/deps.sh installs it)')
+        msgs, _ = self.fill('bob')
+        conf, out = self.mpop_conf('plain', self.port, False)
+        self.mpop(conf)
         # mpop stores LF line ends: the messages as the server holds them
-        self.assertEqual(sorted(got), sorted(msgs), 'mpop stored different octets')
+        self.assertEqual(sorted(self.fetched(out)), sorted(msgs), 'mpop stored different octets')
         self.assertEqual(len(self.inst.maildir_messages('bob')), len(msgs), '--keep: nothing deleted')
-        # a second run with the UIDL list fetches nothing new, then --keep=off
-        # (DELE + QUIT) empties the mailbox on the server
-        fetch('--only-new=on', '--keep=off')
+        # a second run with the UIDL list fetches nothing new, and with
+        # --keep=off (DELE + QUIT) empties the mailbox on the server
+        self.mpop(conf, '--only-new=on', '--keep=off')
         self.assertEqual(len(os.listdir(os.path.join(out, 'new'))), len(msgs), 'UIDLs stable')
         self.assertEqual(self.inst.maildir_messages('bob'), [])
+
+    def test_mpop_pop3s_instance_certificate(self):
+        if not shutil.which('mpop'):
+            self.skipTest('mpop not installed (scripts/deps.sh installs it)')
+        need(self, 'tls-proxy')
+        msgs, _ = self.fill('bob')
+        conf, out = self.mpop_conf('tls', self.inst.port('pop3s'), True)
+        self.mpop(conf)
+        self.assertEqual(sorted(self.fetched(out)), sorted(msgs), 'mpop over TLS stored different octets')
 
 
 def send_one(port, i, rcpt='alice@example.test', timeout=10):
@@ -243,8 +263,7 @@ class Kill9UnderLoad(unittest.TestCase):
             refused = []
             stop = threading.Event()
 
-            def load():
-                i = 0
+            def load(i, step):
                 while not stop.is_set():
                     qid = send_one(port, i, timeout=5)
                     if qid:
@@ -252,11 +271,12 @@ class Kill9UnderLoad(unittest.TestCase):
                     else:
                         refused.append(i)
                         time.sleep(0.05)
-                    i += 1
+                    i += step
                     time.sleep(0.01)
 
-            t = threading.Thread(target=load)
-            t.start()
+            senders = [threading.Thread(target=load, args=(k, 2)) for k in range(2)]
+            for t in senders:
+                t.start()
             kills = []
             try:
                 time.sleep(1.5)
@@ -283,12 +303,13 @@ class Kill9UnderLoad(unittest.TestCase):
                 time.sleep(1.0)
             finally:
                 stop.set()
-                t.join()
+                for t in senders:
+                    t.join()
             self.assertTrue(flush_until_empty(inst), 'queue did not empty: %s' % inst.queue_ids()[:10])
             seen = inst.wait_for(lambda: (lambda s: s if set(accepted) <= set(s) else None)(
                 seqs_in_maildir(inst, 'alice')), 30, what='every accepted message in the Maildir')
             dups = {k: c for k, c in seen.items() if c > 1}
-            print('\n[acceptance kill -9] %d accepted, %d refused/failed during restarts, kills %s; '
+            print('\n[acceptance kill -9] 2 senders: %d accepted, %d refused/failed during restarts, kills %s; '
                   '%d duplicate deliveries%s'
                   % (len(accepted), len(refused), kills, sum(c - 1 for c in dups.values()),
                      (': ' + ', '.join('seq %d (queue id %s) x%d' % (k, accepted.get(k), c)

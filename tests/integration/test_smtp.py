@@ -363,6 +363,14 @@ class SmtpDefences(SmtpBase):
             self.assertTrue(c.closed())
             self.assertEqual(c.buf, b'')    # nothing after the one line
 
+    def test_header_lines_close(self):
+        """a header line sent as a command (a message typed without DATA, a
+        proxy's "Host:" line) closes the session; nothing after it runs"""
+        for first in (b'Subject: hi', b'From: Danny <danny@mydomain.com>', b'Host: x', b'X-Long-Header-Name-Here: v'):
+            out = raw_session(self.port, b'HELO x\r\n' + first + b'\r\nNOOP\r\nQUIT\r\n')
+            self.assertEqual(final_codes(out), ['220', '250', '554'], (first, out))
+            self.assertIn('554 5.7.0', out)
+
     def test_tls_client_hello(self):
         hello = bytes.fromhex('160301006e0100006a0303') + os.urandom(32) + b'\x00\x00\x02\x13\x01\x01\x00\x00\x3f'
         out = raw_session(self.port, hello + b'\r\nQUIT\r\n')

@@ -1,0 +1,160 @@
+"""`make install`: programs, man pages and example conf under DESTDIR/PREFIX,
+queue-inject the only setuid file; every man page lints clean (mandoc) and
+every program has one; postern-setup run from the installed copy makes a
+working ROOT/bin."""
+
+import glob
+import re
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import unittest
+
+from harness import BIN, IS_ROOT, need, need_root
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+MAN = os.path.join(REPO, 'docs', 'man')
+PROGS = sorted(os.listdir(os.path.join(REPO, 'daemons')))
+# the operator tools among scripts/ (deps.sh and run-demo.sh are build helpers)
+SCRIPTS = ['postern-setup']
+
+
+def make_env():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')}
+    return env
+
+
+def install(destdir, prefix='/usr'):
+    """Run the Makefile's install recipe on the programs already built in
+    BIN (-o all: never rebuild them here)."""
+    return subprocess.run(
+        ['make', '--no-print-directory', '-C', REPO, '-o', 'all', 'install',
+         'BIN=' + BIN, 'DESTDIR=' + destdir, 'PREFIX=' + prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=make_env(), timeout=120)
+
+
+def setuid_files(top):
+    found = []
+    for d, _, files in os.walk(top):
+        for f in files:
+            p = os.path.join(d, f)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                found.append(p)
+    return sorted(found)
+
+
+def queue_user_exists():
+    import grp
+    import pwd
+    try:
+        pwd.getpwnam('postern-queue')
+        grp.getgrnam('postern-queue')
+        return True
+    except KeyError:
+        return False
+
+
+class ManPages(unittest.TestCase):
+    def test_every_program_has_a_page(self):
+        pages = {os.path.basename(p) for p in glob.glob(os.path.join(MAN, '*.[58]'))}
+        missing = [p for p in PROGS + SCRIPTS if p + '.8' not in pages]
+        self.assertEqual(missing, [], 'programs without a man page in docs/man')
+        for conf in ('postern.conf.5', 'postern-aliases.5', 'postern-users.5', 'postern-routes.5'):
+            self.assertIn(conf, pages)
+
+    def test_pages_are_mdoc_and_lint_clean(self):
+        if not shutil.which('mandoc'):
+            self.skipTest('mandoc is not installed (make deps installs it)')
+        pages = sorted(glob.glob(os.path.join(MAN, '*.[58]')))
+        self.assertTrue(pages)
+        for p in pages:
+            with open(p) as f:
+                text = f.read()
+            self.assertTrue(text.startswith('.Dd '), '%s: not mdoc (no .Dd first)' % p)
+            self.assertNotIn('\n.TH ', text, p)
+            self.assertNotIn('\n.SH ', text, p)
+            r = subprocess.run(['mandoc', '-T', 'lint', '-W', 'warning', p],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual((r.returncode, r.stdout.decode()), (0, ''), p)
+            # and it renders, naming the program in NAME
+            r = subprocess.run(['mandoc', '-T', 'ascii', p], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(r.returncode, 0, p)
+            plain = re.sub('.\x08', '', r.stdout.decode())
+            self.assertIn('\nNAME\n', plain, p)
+
+
+class Install(unittest.TestCase):
+    def setUp(self):
+        need(self, *PROGS, *SCRIPTS)
+        self.tmp = tempfile.mkdtemp(prefix='postern-install-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_install_layout_and_one_setuid_file(self):
+        dest = os.path.join(self.tmp, 'dest')
+        r = install(dest)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        libbin = os.path.join(dest, 'usr', 'lib', 'postern', 'bin')
+        self.assertEqual(sorted(os.listdir(libbin)), sorted(PROGS + SCRIPTS),
+                         'installed programs (no deps, run-demo)')
+        for p in os.listdir(libbin):
+            self.assertTrue(os.access(os.path.join(libbin, p), os.X_OK), p)
+        pages = sorted(os.path.basename(p) for p in glob.glob(os.path.join(MAN, '*.[58]')))
+        got = sorted(os.listdir(os.path.join(dest, 'usr/share/man/man5')) +
+                     os.listdir(os.path.join(dest, 'usr/share/man/man8')))
+        self.assertEqual(got, pages)
+        for p in glob.glob(os.path.join(dest, 'usr/share/man/man*/*')):
+            self.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o644, p)
+        examples = os.listdir(os.path.join(dest, 'usr/share/postern'))
+        self.assertIn('postern.conf', examples)
+        self.assertIn('aliases', examples)
+
+        qi = os.path.join(libbin, 'queue-inject')
+        if IS_ROOT and queue_user_exists():
+            self.assertEqual(setuid_files(dest), [qi])
+            st = os.stat(qi)
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o4711)
+            import pwd
+            self.assertEqual(pwd.getpwuid(st.st_uid).pw_name, 'postern-queue')
+        else:
+            self.assertEqual(setuid_files(dest), [], 'without postern-queue nothing is setuid')
+            self.assertEqual(stat.S_IMODE(os.stat(qi).st_mode), 0o755)
+
+        # uninstall removes what install put there
+        r = subprocess.run(['make', '--no-print-directory', '-C', REPO, 'uninstall',
+                            'BIN=' + BIN, 'DESTDIR=' + dest, 'PREFIX=/usr'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env=make_env(), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]
+        self.assertEqual(left, [])
+
+    def test_setup_from_the_installed_copy(self):
+        """The installed postern-setup copies the programs beside it into
+        ROOT/bin; ROOT/bin/queue-inject is the one setuid program there."""
+        need_root(self)
+        dest = os.path.join(self.tmp, 'dest')
+        r = install(dest)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        os.chmod(self.tmp, 0o755)
+        root = os.path.join(self.tmp, 'root')
+        setup = os.path.join(dest, 'usr', 'lib', 'postern', 'bin', 'postern-setup')
+        r = subprocess.run([setup, '--root', root, '--listen', '127.0.0.1', '--hostname',
+                            'install.test'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        self.assertEqual(sorted(os.listdir(os.path.join(root, 'bin'))), sorted(PROGS + SCRIPTS))
+        qi = os.path.join(root, 'bin', 'queue-inject')
+        self.assertEqual(setuid_files(os.path.join(root, 'bin')), [qi])
+        self.assertEqual(stat.S_IMODE(os.stat(qi).st_mode), 0o4711)
+        r = subprocess.run([setup, '--root', root, '--check'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+
+
+if __name__ == '__main__':
+    unittest.main()
