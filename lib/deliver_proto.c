@@ -199,6 +199,21 @@ int dp_result_decode(struct dp_result *r, const char *rec, size_t len)
     return 1;
 }
 
+int dp_reload_encode(char *out, size_t cap, size_t *len)
+{
+    struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };
+    put_field(&e, 'H', "", 0);
+    return enc_done(&e, len);
+}
+
+int dp_reload_decode(const char *rec, size_t len)
+{
+    char v[1];
+    struct field_spec spec[1] = { { 'H', v, 0, 1, 1 } };
+    if (!walk(rec, len, spec, 1, NULL, NULL)) { errno = EPROTO; return 0; }
+    return 1;
+}
+
 int dp_send(int sock, const char *rec, size_t len, int fd)
 {
     union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } cm;

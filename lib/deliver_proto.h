@@ -43,6 +43,15 @@ int dp_result_encode(const struct dp_result *r, char *out, size_t cap, size_t *l
 int dp_job_decode(struct dp_job *j, const char *rec, size_t len);
 int dp_result_decode(struct dp_result *r, const char *rec, size_t len);
 
+/* The reload record (queue-manager -> deliverer, after queue-manager's own
+ * successful SIGHUP reload): exactly one field, the letter H with an empty
+ * value ("H\0", 2 bytes), no fd. Jobs never use H. encode: 1 and *len, or 0
+ * with errno EMSGSIZE (cap < 2). decode: 1 if rec[0..len) is exactly that
+ * record, else 0 with errno EPROTO (a value, another field, a repeat...). */
+#define DP_RELOAD_LEN 2
+int dp_reload_encode(char *out, size_t cap, size_t *len);
+int dp_reload_decode(const char *rec, size_t len);
+
 /* Send one record, with fd attached when fd >= 0. 1, or 0 with errno. */
 int dp_send(int sock, const char *rec, size_t len, int fd);
 /* Receive one record into rec (cap >= DP_RECORD_MAX). *fd gets an attached

@@ -131,6 +131,21 @@ static void child_input(size_t i)
     kids[i] = kids[--nkids];
 }
 
+/* SIGHUP or queue-manager's reload record. Every job's child reads
+ * postern.conf, conf/aliases and conf/mailboxes afresh, so this only
+ * refreshes the copy a child falls back on and says so in the log. */
+static void reload(const char *root, const char *from)
+{
+    struct config nc;
+    char err[512];
+    if (config_load(&nc, root, err, sizeof err)) {
+        cfg = nc;
+        log_info(NULL, "event=reload from=%s files=per-job", from);
+    } else {
+        log_error(NULL, "event=reload_refused from=%s keeping=old why=%s", from, err);
+    }
+}
+
 int main(int argc, char **argv)
 {
     char err[512];
@@ -151,12 +166,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nkids; i++) p[np++] = (struct pollfd){ kids[i].fd, POLLIN, 0 };
         int r = poll(p, np, nkids ? 10000 : -1);
         kill_stuck();
-        if (got_hup) {
-            struct config nc;
-            got_hup = 0;
-            if (config_load(&nc, root, err, sizeof err)) { cfg = nc; log_info(NULL, "configuration reloaded"); }
-            else log_error(NULL, "reload refused: %s", err);
-        }
+        if (got_hup) { got_hup = 0; reload(root, "signal"); }
         if (r < 0) { if (errno == EINTR) continue; die_temp_sys("poll"); }
         size_t base = eof ? 0 : 1;
         for (size_t i = np; i-- > base;)   /* backwards: child_input moves the last one */
@@ -166,7 +176,8 @@ int main(int argc, char **argv)
             size_t len;
             int fd;
             if (dp_recv(0, rec, sizeof rec, &len, &fd)) {
-                start_job(rec, len, fd);
+                if (fd < 0 && dp_reload_decode(rec, len)) reload(root, "queue-manager");
+                else start_job(rec, len, fd);   /* anything else: a job, or refused as before */
                 if (fd >= 0) close(fd);
             } else if (errno == EPIPE) {
                 eof = 1;

@@ -3,7 +3,8 @@
  * it exists) on SOCK_SEQPACKET pairs, drops to user_queue, then loops:
  * woken by the trigger FIFO (one byte = look at todo/, "F" = flush,
  * "D<ID>\n" = delete a message), by deliverer results and by its timers.
- * SIGHUP reloads postern.conf; SIGTERM stops dispatching, waits up to
+ * SIGHUP reloads postern.conf and passes a reload record on to the
+ * deliverers; SIGTERM stops dispatching, waits up to
  * QM_STOP_WAIT seconds for results in flight and exits 0. If a deliverer goes
  * away it finishes its bookkeeping and exits 111 so s6 restarts the trio. */
 #include <errno.h>
@@ -140,15 +141,25 @@ static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
     }
 }
 
+/* SIGHUP: our own postern.conf, then (only if that worked) a reload record
+ * to each live deliverer, which we cannot signal once we are user_queue.
+ * A send failure is logged; a dead channel shows up as EOF on its socket. */
 static void reload(struct qm *q)
 {
     struct config nc;
-    char err[512];
+    char err[512], rec[DP_RELOAD_LEN];
+    size_t len;
     got_hup = 0;
     if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "reload refused: %s", err); return; }
     q->cfg = nc;
     limits(q);
     log_info(NULL, "configuration reloaded");
+    if (!dp_reload_encode(rec, sizeof rec, &len)) return;
+    for (int c = 0; c < QM_NCHAN; c++) {
+        if (q->chan[c].sock < 0) continue;
+        if (dp_send(q->chan[c].sock, rec, len, -1)) log_info(NULL, "deliverer=%s reload=sent", q->chan[c].name);
+        else log_error(NULL, "deliverer=%s reload=failed error=\"%s\"", q->chan[c].name, strerror(errno));
+    }
 }
 
 static int loop(struct qm *q, int trig)

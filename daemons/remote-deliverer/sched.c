@@ -4,7 +4,8 @@
  * in memory (holding its message fd) until a slot frees. Children report
  * "<s|t|p><text>" through a pipe; a child that dies without a report counts
  * as a temporary failure. At EOF on fd 0 or SIGTERM: no new jobs, waiting
- * ones are answered "temporary", in-flight ones get a bounded grace time. */
+ * ones are answered "temporary", in-flight ones get a bounded grace time.
+ * SIGHUP, or queue-manager's reload record on fd 0, re-reads the config. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -231,6 +232,24 @@ static void setup_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* SIGHUP or queue-manager's reload record: postern.conf, conf/routes and
+ * conf/relay-auth, all or nothing. Bad files keep the old configuration (the
+ * error names file:line). Children already running keep the copy they were
+ * forked with; jobs started from now on, waiting ones included, use the new. */
+static void reload(struct remote_conf *rc, const char *root, const char *from)
+{
+    static struct remote_conf nc;
+    char err[512];
+    if (remote_conf_load(&nc, root, err, sizeof err)) {
+        *rc = nc;
+        log_info(NULL, "event=reload from=%s routes=%zu per_domain=%llu", from, rc->routes.n,
+                 rc->cfg.remote_per_domain);
+    } else {
+        log_error(NULL, "event=reload_refused from=%s keeping=old why=%s", from, err);
+    }
+    explicit_bzero(&nc.auth, sizeof nc.auth);
+}
+
 void sched_run(struct remote_conf *rc, const char *root)
 {
     static struct pollfd p[MAX_CHILDREN + 2];
@@ -253,21 +272,17 @@ void sched_run(struct remote_conf *rc, const char *root)
         int r = poll(p, np, stopping ? 1000 : -1);
         if (r < 0) { if (errno == EINTR) continue; die_temp_sys("poll"); }
         if (p[0].revents) { char b[64]; while (read(sigpipe_fds[0], b, sizeof b) > 0) {} }
-        if (got_hup) {
-            static struct remote_conf nc;
-            char err[512];
-            got_hup = 0;
-            if (remote_conf_load(&nc, root, err, sizeof err)) { *rc = nc; log_info(NULL, "event=reload"); }
-            else log_error(NULL, "event=reload_refused why=%s", err);
-            explicit_bzero(&nc.auth, sizeof nc.auth);
-        }
+        if (got_hup) { got_hup = 0; reload(rc, root, "signal"); }
         for (size_t i = np; i-- > 2;)   /* backwards: child_input moves the last one */
             if (p[i].revents) child_input(i - 2);
         if (!stopping && p[1].revents) {
             char rec[DP_RECORD_MAX + 1];
             size_t len;
             int fd = -1;
-            if (dp_recv(0, rec, sizeof rec, &len, &fd)) new_job(rc, rec, len, fd);
+            if (dp_recv(0, rec, sizeof rec, &len, &fd)) {
+                if (fd < 0 && dp_reload_decode(rec, len)) reload(rc, root, "queue-manager");
+                else new_job(rc, rec, len, fd);   /* anything else: a job, or refused as before */
+            }
             else if (errno == EMSGSIZE || errno == EPROTO) log_error(NULL, "bad job record: %s", strerror(errno));
             else if (errno != EAGAIN && errno != EINTR) {
                 stopping = 1;

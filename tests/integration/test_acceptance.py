@@ -368,8 +368,10 @@ class RunningHost(unittest.TestCase):
         for d in new:
             self.assertIn(b'\n.a line with a dot\nfrom cron\n', d)
             self.assertNotIn(b'\nBcc:', d)
+        # and the user reads them over POP3
         r = pop3_dialogue(self.inst.port('pop3'), [(None, '+OK'), ('USER alice', '+OK'),
-                                                   ('PASS ' + PASSWORD, '+OK'), ('QUIT', '+OK')])
+                                                   ('PASS ' + PASSWORD, '+OK'), ('STAT', '+OK'), ('QUIT', '+OK')])
+        self.assertGreaterEqual(int(r[3].split()[1]), before + 2)
 
     def test_sighup_max_recipients_smtp(self):
         steps = [(None, '220'), ('EHLO c.test', '250'), ('MAIL FROM:<a@client.test>', '250'),
@@ -377,7 +379,7 @@ class RunningHost(unittest.TestCase):
                  ('RCPT TO:<alice@example.test>', None), ('QUIT', None)]
         c = harness.Conn(self.inst.port('smtp'))
         try:
-            r = smtp_dialogue(None, steps, conn=c)
+            smtp_dialogue(None, steps, conn=c)
             self.assertTrue(c.smtp_reply().startswith('250'), c.text())
         finally:
             c.close()

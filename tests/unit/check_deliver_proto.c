@@ -219,6 +219,75 @@ START_TEST(test_limits_many_fds)
 }
 END_TEST
 
+START_TEST(test_reload_roundtrip)
+{
+    char rec[DP_RECORD_MAX], got[DP_RECORD_MAX + 1];
+    size_t len, glen;
+    int rfd = 7;
+    struct dp_job j;
+    struct dp_result r;
+    ck_assert(dp_reload_encode(rec, sizeof rec, &len));
+    ck_assert_uint_eq(len, DP_RELOAD_LEN);
+    ck_assert_int_eq(memcmp(rec, "H\0", 2), 0);
+    ck_assert(dp_reload_decode(rec, len));
+    /* through the real socket, no fd */
+    ck_assert(dp_send(sp[0], rec, len, -1));
+    ck_assert(dp_recv(sp[1], got, sizeof got, &glen, &rfd));
+    ck_assert_int_eq(rfd, -1);
+    ck_assert(dp_reload_decode(got, glen));
+    /* it is neither a job nor a result: old deliverers refuse it as before */
+    errno = 0;
+    ck_assert(!dp_job_decode(&j, got, glen));
+    ck_assert_int_eq(errno, EPROTO);
+    ck_assert(!dp_result_decode(&r, got, glen));
+    /* and a job or a result is not a reload */
+    sample_job(&j);
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    errno = 0;
+    ck_assert(!dp_reload_decode(rec, len));
+    ck_assert_int_eq(errno, EPROTO);
+    memset(&r, 0, sizeof r);
+    r.job = 1;
+    r.status = DP_SUCCESS;
+    snprintf(r.text, sizeof r.text, "%s", "2.0.0 ok");
+    ck_assert(dp_result_encode(&r, rec, sizeof rec, &len));
+    ck_assert(!dp_reload_decode(rec, len));
+}
+END_TEST
+
+START_TEST(test_limits_reload_exact)
+{
+    static const struct { const char *rec; size_t len; } bad[] = {
+        { "", 0 },                  /* nothing */
+        { "H", 1 },                 /* not NUL-terminated */
+        { "\0", 1 },                /* empty field */
+        { "H\0\0", 3 },             /* trailing empty field */
+        { "Hx\0", 3 },              /* a value */
+        { "Hreload\0", 8 },
+        { "h\0", 2 },               /* letters are case-sensitive */
+        { "H\0H\0", 4 },            /* repeated */
+        { "H\0J1\0", 5 },           /* another field after */
+        { "J1\0H\0", 5 },           /* another field before */
+        { "H\rx\0", 4 },
+    };
+    char rec[DP_RECORD_MAX];
+    size_t len = 99;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        ck_assert_msg(!dp_reload_decode(bad[i].rec, bad[i].len), "case %zu accepted", i);
+        ck_assert_int_eq(errno, EPROTO);
+    }
+    /* exactly one field: a prefix of a longer buffer is judged by len alone */
+    ck_assert(dp_reload_decode("H\0J1\0", 2));
+    /* a too-small buffer */
+    errno = 0;
+    ck_assert(!dp_reload_encode(rec, 1, &len));
+    ck_assert_int_eq(errno, EMSGSIZE);
+    ck_assert(dp_reload_encode(rec, 2, &len));
+    ck_assert_uint_eq(len, 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("deliver_proto");
@@ -228,11 +297,13 @@ int main(void)
     tcase_add_test(core, test_result_roundtrip_and_exact);
     tcase_add_test(core, test_send_recv_with_fd);
     tcase_add_test(core, test_refused_records);
+    tcase_add_test(core, test_reload_roundtrip);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_limits_oversized);
     tcase_add_test(limits, test_limits_many_fds);
+    tcase_add_test(limits, test_limits_reload_exact);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
