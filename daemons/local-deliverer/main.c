@@ -79,7 +79,7 @@ static void start_job(const char *rec, size_t len, int msgfd)
         signal(SIGHUP, SIG_DFL);
         memset(&r, 0, sizeof r);
         /* postern.conf is read afresh for every job (as aliases and
-         * mailboxes are): queue-manager, no longer root, cannot signal us */
+         * mailboxes are), so its reload record needs no work here */
         struct config now;
         char err[512];
         if (config_load(&now, cfg.root, err, sizeof err)) cfg = now;

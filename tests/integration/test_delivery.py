@@ -255,10 +255,14 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(self.inst.queue_ids(), [qid])
 
     def test_reload(self):
+        sent = self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent')
+        acks = self.inst.log('queue-manager').count('local-deliverer: info: - event=reload from=queue-manager')
         with open(self.inst.path('conf', 'postern.conf'), 'a') as f:
             f.write('no_such_key = 1\n')
         self.inst.reload('queue-manager')
         self.inst.wait_log('queue-manager', 'reload refused')
+        # a refused reload is not passed on to the deliverers
+        self.assertEqual(self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent'), sent)
         conf = self.inst.path('conf', 'postern.conf')
         with open(conf) as f:
             lines = [l for l in f if not l.startswith('no_such_key')]
@@ -271,6 +275,11 @@ class DeliveryTest(unittest.TestCase):
             print(self.inst.log('queue-manager'))
             print(self.inst.svstat('queue-manager'))
             raise
+        # a good one is: local-deliverer acknowledges the reload record
+        self.inst.wait_for(lambda: self.inst.log('queue-manager').count(
+            'local-deliverer: info: - event=reload from=queue-manager files=per-job') > acks, 10,
+            what='local-deliverer acknowledging the reload')
+        self.assertGreater(self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent'), sent)
         inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
         self.wait_msgs('alice')
 

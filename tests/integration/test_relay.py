@@ -347,8 +347,7 @@ class Relay(unittest.TestCase):
         self.assertIn(b'with ESMTPSA', got['data'])
 
     # ---- a route added to conf/routes takes effect on a queue-manager restart
-    # (queue-manager runs as postern-queue and cannot signal remote-deliverer,
-    # which runs as postern-remote: `s6-svc -h` reloads only queue-manager)
+    # too (`s6-svc -r` restarts the trio; `s6-svc -h` is tested below)
     def test_route_added_then_restart(self):
         tag = 'relay-newroute-%d' % time.time()
         routes = self.a.path('conf', 'routes')
@@ -375,6 +374,80 @@ class Relay(unittest.TestCase):
         finally:
             with open(routes, 'w') as f:
                 f.write(old)
+
+    # ---- `s6-svc -h queue-manager` reloads remote-deliverer too: queue-manager
+    # (postern-queue) cannot signal it (postern-remote), so after its own reload
+    # it sends a reload record down the job socket (docs/INTERFACES.md)
+    RD_RELOAD = 'remote-deliverer: info: - event=reload from=queue-manager'
+    RD_REFUSED = 'remote-deliverer: error: - event=reload_refused from=queue-manager'
+
+    def write_routes(self, text):
+        routes = self.a.path('conf', 'routes')
+        with open(routes + '.new', 'w') as f:
+            f.write(text)
+        os.chmod(routes + '.new', 0o644)
+        os.rename(routes + '.new', routes)
+
+    def hup_and_wait(self, marker):
+        log = lambda: self.a.log('queue-manager')
+        n = log().count(marker)
+        self.a.svc('queue-manager', '-h')
+        self.a.wait_for(lambda: log().count(marker) > n, 20, what='%r in the queue-manager log' % marker)
+        return log().rsplit(marker, 1)[1].split('\n')[0]
+
+    def test_route_changed_then_sighup_only(self):
+        tag = 'relay-hup-%d' % time.time()
+        routes = self.a.path('conf', 'routes')
+        with open(routes) as f:
+            old = f.read()
+        nroutes = len([l for l in old.splitlines() if l.strip() and not l.lstrip().startswith('#')])
+        log = lambda: self.a.log('queue-manager')
+        try:
+            self.write_routes(old + 'example.biz [127.0.0.1]:%d tls=none\n' % self.sink.port)
+            starts = log().count('remote-deliverer: info: - event=start')
+            qm_starts = log().count('queue-manager: info: - started')
+            acks = log().count('local-deliverer: info: - event=reload from=queue-manager')
+            line = self.hup_and_wait(self.RD_RELOAD)
+            self.assertIn('routes=%d' % (nroutes + 1), line)
+            # a reload, not a restart of anything
+            self.assertEqual(log().count('remote-deliverer: info: - event=start'), starts)
+            self.assertEqual(log().count('queue-manager: info: - started'), qm_starts)
+            self.assertIn('deliverer=remote-deliverer reload=sent', log())
+            self.a.wait_for(lambda: log().count('local-deliverer: info: - event=reload from=queue-manager') > acks,
+                            10, what='local-deliverer acknowledging the reload')
+            msg = ('From: alice@example.org\r\nSubject: %s\r\n\r\nrouted after -h\r\n' % tag).encode()
+            self.submit_smtplib(self.a.port('submission'), False, msg, to='erin@example.biz')
+            got = self.a.wait_for(lambda: [m for m in self.sink.messages if tag.encode() in (m['data'] or b'')],
+                                  30, what='the message at the sink by the route added before -h')[0]
+            self.assertFalse(got['tls'])
+            self.assertNotIn(('example.biz', 15), self.dns.queries)   # routed: no MX lookup
+        finally:
+            self.write_routes(old)
+            self.hup_and_wait(self.RD_RELOAD)
+
+    def test_broken_routes_on_sighup_refused(self):
+        tag = 'relay-hup-bad-%d' % time.time()
+        routes = self.a.path('conf', 'routes')
+        with open(routes) as f:
+            old = f.read()
+        log = lambda: self.a.log('queue-manager')
+        try:
+            # were this applied, example.net would go to a closed port; line 2 is bad
+            self.write_routes('example.net [127.0.0.1]:1 tls=none\nexample.biz host tls=sometimes\n')
+            starts = log().count('remote-deliverer: info: - event=start')
+            line = self.hup_and_wait(self.RD_REFUSED)
+            self.assertIn('conf/routes:2:', line)
+            self.assertIn('keeping=old', line)
+            self.assertEqual(log().count('remote-deliverer: info: - event=start'), starts)
+            # the old routes keep working: example.net still goes to B
+            msg = ('From: alice@example.org\r\nTo: bob@example.net\r\nSubject: %s\r\n\r\n'
+                   'old route\r\n' % tag).encode()
+            self.submit_smtplib(self.a.port('submission'), False, msg)
+            self.wait_message(self.b, 'bob', tag)
+            self.assertEqual(log().count('remote-deliverer: info: - event=start'), starts)
+        finally:
+            self.write_routes(old)
+            self.hup_and_wait(self.RD_RELOAD)
 
     # ---- 6. sender ownership, no AUTH on 25 -----------------------------------
     def test_sender_not_owned_refused(self):
@@ -458,7 +531,7 @@ class ReadmeRoutes(unittest.TestCase):
 
     def test_section_claims(self):
         sec = self.readme_section()
-        for text in ('554 5.7.1 <x@dom>: Relay access denied', 's6-svc -r', 'Remote-MTA',
+        for text in ('554 5.7.1 <x@dom>: Relay access denied', 's6-svc -h', 'Remote-MTA',
                      'make bench-relay', 'test_relay.py', 'relay_networks'):
             self.assertIn(text, sec)
 

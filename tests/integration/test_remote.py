@@ -434,6 +434,45 @@ class SchedulingTest(RemoteBase):
         self.assertEqual(d.deliver('bob@example.net')['S'], 's')
         self.assertEqual((len(s1.messages), len(s2.messages)), (1, 1))
 
+    def wait_log_count(self, d, text, n, timeout=5):
+        deadline = time.time() + timeout
+        while d.log().count(text) < n and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(d.log().count(text), n, d.log())
+
+    def test_reload_record_reloads_routes_and_keeps_old_on_error(self):
+        # what queue-manager sends after its own SIGHUP reload (INTERFACES.md)
+        s1, s2 = self.sink(), self.sink()
+        d = self.routed(s1)
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        d.write('conf/routes', 'example.net [127.0.0.1]:%d\n' % s2.port)
+        d.sock.send(b'H\0')
+        self.wait_log_count(d, 'event=reload from=queue-manager routes=1', 1)
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertEqual((len(s1.messages), len(s2.messages)), (1, 1))
+        # a bad file: refused with file:line, the routes in use stay
+        d.write('conf/routes', 'example.net [127.0.0.1]:%d\nexample.org host tls=sometimes\n' % s1.port)
+        d.sock.send(b'H\0')
+        self.wait_log_count(d, 'event=reload_refused from=queue-manager keeping=old', 1)
+        self.assertIn('conf/routes:2:', d.log())
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertEqual((len(s1.messages), len(s2.messages)), (1, 2))
+        self.assertIsNone(d.proc.poll())
+
+    def test_garbled_reload_records_refused(self):
+        s1, s2 = self.sink(), self.sink()
+        d = self.routed(s1)
+        self.wait_log_count(d, 'event=start', 1)      # it has read the routes for s1
+        d.write('conf/routes', 'example.net [127.0.0.1]:%d\n' % s2.port)
+        for rec in (b'H', b'Hx\0', b'H\0H\0', b'H\0J1\0', b'J1\0H\0', b'h\0', b'H\0\0'):
+            d.sock.send(rec)
+        with open(d.message_file(b'x'), 'rb') as f:     # a reload record carries no fd
+            socket.send_fds(d.sock, [b'H\0'], [f.fileno()])
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertEqual(d.log().count('refused malformed job record'), 8, d.log())
+        self.assertNotIn('event=reload', d.log())
+        self.assertEqual((len(s1.messages), len(s2.messages)), (1, 0))   # old routes
+
 
 class EndToEndTest(RemoteBase):
     """SMTP in -> queue -> queue-manager -> remote-deliverer -> the sink."""
