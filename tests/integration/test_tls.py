@@ -286,9 +286,9 @@ class SmtpTls(unittest.TestCase):
                            ('RCPT TO:<someone@remote.example>', '250'),                  # may relay
                            ('RSET', '250'), ('QUIT', '221')])
         self.assertIn('not owned by user alice', c.text())
-        log = self.inst.log('smtp-listener')
-        self.assertIn('event=auth status=ok mech=PLAIN user=alice', log)
-        self.assertIn('event=auth status=bad', log)
+        # the session logs after it replies: wait for its lines to reach s6-log
+        self.inst.wait_log('smtp-listener', 'event=auth status=ok mech=PLAIN user=alice')
+        log = self.inst.wait_log('smtp-listener', 'event=auth status=bad')
         self.assertNotIn(PASSWORD, log)
         self.assertNotIn(PASSWORD, self.inst.log('auth-checker'))
 
