@@ -1,6 +1,7 @@
 /* dsn.c - compose RFC 3464 delivery status notifications. Uses only the
  * struct definitions of envelope.h, none of envelope.c's functions. */
 #include "dsn.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <string.h>
@@ -9,24 +10,6 @@
 #define HOST_MAX 255
 #define VALUE_MAX 900        /* one header value: keeps lines under 998 octets */
 #define BOUNDARY_MAX 128
-
-/* length (2..4) of a valid non-ASCII UTF-8 character at s[0..n), or 0 */
-static size_t utf8_char(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], cp, min;
-    size_t k;
-    if (c >= 0xc2 && c <= 0xdf) { k = 2; cp = c & 0x1f; min = 0xa0; }
-    else if (c >= 0xe0 && c <= 0xef) { k = 3; cp = c & 0x0f; min = 0x800; }
-    else if (c >= 0xf0 && c <= 0xf4) { k = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (n < k) return 0;
-    for (size_t j = 1; j < k; j++) {
-        if ((s[j] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[j] & 0x3fu);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return k;
-}
 
 static int has_8bit(const char *s, size_t n)
 {

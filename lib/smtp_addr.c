@@ -2,6 +2,7 @@
  * (RFC 1870 SIZE, 6152 BODY, 6531 SMTPUTF8, 3461 DSN). Every reply is a
  * string literal, so results stay valid and the code is reentrant. */
 #include "smtp_addr.h"
+#include "utf8.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,25 +19,6 @@ static unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (u
 static int is_atext(unsigned char c)
 {
     return is_alnum(c) || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
-}
-
-/* length (2..4) of one valid non-ASCII UTF-8 character at s[0..n), or 0:
- * no overlong forms, surrogates, code points past U+10FFFF or C1 controls */
-static size_t utf8_char(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], cp, min;
-    size_t k;
-    if (c >= 0xc2 && c <= 0xdf) { k = 2; cp = c & 0x1f; min = 0xa0; }
-    else if (c >= 0xe0 && c <= 0xef) { k = 3; cp = c & 0x0f; min = 0x800; }
-    else if (c >= 0xf0 && c <= 0xf4) { k = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (n < k) return 0;
-    for (size_t j = 1; j < k; j++) {
-        if ((s[j] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[j] & 0x3fu);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return k;
 }
 
 static int ieq(const char *a, size_t alen, const char *b)
