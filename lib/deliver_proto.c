@@ -1,5 +1,6 @@
 /* deliver_proto.c - queue-manager <-> deliverer records. */
 #include "deliver_proto.h"
+#include "fdpass.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -216,63 +217,30 @@ int dp_reload_decode(const char *rec, size_t len)
 
 int dp_send(int sock, const char *rec, size_t len, int fd)
 {
-    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } cm;
     struct iovec iov = { (void *)rec, len };
-    struct msghdr mh;
+    size_t sent;
     if (!len || len > DP_RECORD_MAX) { errno = EMSGSIZE; return 0; }
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (fd >= 0) {
-        memset(&cm, 0, sizeof cm);
-        mh.msg_control = cm.b;
-        mh.msg_controllen = sizeof cm.b;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
-    for (;;) {
-        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return 0;
-        if ((size_t)n != len) { errno = EMSGSIZE; return 0; }
-        return 1;
-    }
+    if (!fdpass_send(sock, &iov, 1, &fd, fd >= 0 ? 1 : 0, &sent)) return 0;
+    if (sent != len) { errno = EMSGSIZE; return 0; }
+    return 1;
 }
 
 int dp_recv(int sock, char *rec, size_t cap, size_t *len, int *fd)
 {
-    union { struct cmsghdr h; char b[CMSG_SPACE(4 * sizeof(int))]; } cm;
-    struct iovec iov = { rec, cap };
-    struct msghdr mh;
-    int fds[4];
-    size_t nfd = 0, i;
+    struct fdpass_in in;
+    int bad = 0;
     *fd = -1;
     *len = 0;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cm.b;
-    mh.msg_controllen = sizeof cm.b;
-    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    if (n < 0) return 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (i = 0; i < k && nfd < 4; i++) memcpy(&fds[nfd++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-    }
-    int bad = 0;
-    if (n == 0 && !nfd) { errno = EPIPE; return 0; }
-    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n > DP_RECORD_MAX) bad = EMSGSIZE;
-    else if (nfd > 1) bad = EPROTO;
+    if (!fdpass_recv(sock, rec, cap, &in)) return 0;
+    if (in.len == 0 && !in.nfd) { errno = EPIPE; return 0; }
+    if (in.truncated || in.len > DP_RECORD_MAX) bad = EMSGSIZE;
+    else if (in.nfd > 1 || in.too_many) bad = EPROTO;
     if (bad) {
-        for (i = 0; i < nfd; i++) close(fds[i]);
+        fdpass_close(&in);
         errno = bad;
         return 0;
     }
-    if (nfd) *fd = fds[0];
-    *len = (size_t)n;
+    if (in.nfd) *fd = in.fd[0];
+    *len = in.len;
     return 1;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "authproto.h"
+#include "fdpass.h"
 #include "log.h"
 #include "queue_path.h"
 #include "tls_spawn.h"
@@ -20,29 +21,12 @@ int smtp_mon_sendp(int fd, const struct smtp_mon_msg *m, const void *p, size_t p
 {
     struct iovec iov[2] = { { .iov_base = (void *)m, .iov_len = sizeof *m },
                             { .iov_base = (void *)p, .iov_len = plen } };
-    union { char buf[CMSG_SPACE(2 * sizeof(int))]; struct cmsghdr align; } u;
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    memset(&u, 0, sizeof u);
-    mh.msg_iov = iov;
-    mh.msg_iovlen = plen ? 2 : 1;
+    size_t sent;
     if (nfd < 0 || nfd > 2 || plen > SMTP_MON_PAYLOAD_MAX || (plen && !p)) { errno = EINVAL; return 0; }
-    if (nfd) {
-        mh.msg_control = u.buf;
-        mh.msg_controllen = CMSG_SPACE((size_t)nfd * sizeof(int));
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN((size_t)nfd * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, (size_t)nfd * sizeof(int));
-    }
-    for (;;) {
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (w == (ssize_t)(sizeof *m + plen)) return 1;
-        if (w < 0 && errno == EINTR) continue;
-        if (w >= 0) errno = EPROTO;
-        return 0;
-    }
+    if (!fdpass_send(fd, iov, plen ? 2 : 1, fds, (size_t)nfd, &sent)) return 0;
+    if (sent == sizeof *m + plen) return 1;
+    errno = EPROTO;
+    return 0;
 }
 
 int smtp_mon_send(int fd, const struct smtp_mon_msg *m, const int *fds, int nfd)
@@ -53,53 +37,28 @@ int smtp_mon_send(int fd, const struct smtp_mon_msg *m, const int *fds, int nfd)
 int smtp_mon_recvp(int fd, struct smtp_mon_msg *m, void *p, size_t *plen, int *fds, int *nfd,
                    int timeout_ms)
 {
-    union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } u;
     unsigned char rec[sizeof *m + SMTP_MON_PAYLOAD_MAX];
-    struct iovec iov = { .iov_base = rec, .iov_len = sizeof rec };
-    struct msghdr mh;
-    ssize_t r;
+    struct fdpass_in in;
     *nfd = 0;
     *plen = 0;
     for (;;) {
-        struct pollfd pf = { .fd = fd, .events = POLLIN, .revents = 0 };
-        int k = poll(&pf, 1, timeout_ms);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) return 0;
-        if (k == 0) { errno = ETIMEDOUT; return 0; }
-        memset(&mh, 0, sizeof mh);
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof u.buf;
-        r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-        if (r < 0 && errno == EINTR) continue;
-        break;
+        if (!fdpass_wait(fd, timeout_ms)) return 0;
+        if (fdpass_recv(fd, rec, sizeof rec, &in)) break;
+        if (errno != EINTR) return 0;
     }
-    if (r < 0) return 0;
-    if (r == 0) { errno = EPIPE; return 0; }
-    int got[8], n = 0, bad = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) { bad = 1; continue; }
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int f;
-            memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-            if (n < 8) got[n++] = f; else { close(f); bad = 1; }
-        }
-    }
-    if (r < (ssize_t)sizeof *m || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n > 2) bad = 1;
-    if (bad) {
-        for (int i = 0; i < n; i++) close(got[i]);
+    if (in.len == 0) { fdpass_close(&in); errno = EPIPE; return 0; }
+    if (in.foreign || in.too_many || in.truncated || in.len < sizeof *m || in.nfd > 2) {
+        fdpass_close(&in);
         memset(rec, 0, sizeof rec);
         errno = EPROTO;
         return 0;
     }
     memcpy(m, rec, sizeof *m);
-    *plen = (size_t)r - sizeof *m;
+    *plen = in.len - sizeof *m;
     if (*plen) memcpy(p, rec + sizeof *m, *plen);
     memset(rec, 0, sizeof rec);      /* it may have held a password */
-    for (int i = 0; i < n; i++) fds[i] = got[i];
-    *nfd = n;
+    for (size_t i = 0; i < in.nfd; i++) fds[i] = in.fd[i];
+    *nfd = (int)in.nfd;
     return 1;
 }
 

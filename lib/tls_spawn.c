@@ -1,5 +1,6 @@
 /* tls_spawn.c - start tls-proxy on a client socket; parse its first line. */
 #include "tls_spawn.h"
+#include "fdpass.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,72 +71,30 @@ int tls_proxy_line(const char *line, size_t len, char *version, size_t vlen,
 int fd_send(int sock, char tag, int fd)
 {
     struct iovec iov = { .iov_base = &tag, .iov_len = 1 };
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    memset(&u, 0, sizeof u);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (fd >= 0) {
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof u.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
-    for (;;) {
-        ssize_t w = sendmsg(sock, &mh, MSG_NOSIGNAL);
-        if (w == 1) return 1;
-        if (w < 0 && errno == EINTR) continue;
-        if (w >= 0) errno = EPROTO;
-        return 0;
-    }
+    size_t sent;
+    if (!fdpass_send(sock, &iov, 1, &fd, fd >= 0 ? 1 : 0, &sent)) return 0;
+    if (sent == 1) return 1;
+    errno = EPROTO;
+    return 0;
 }
 
 int fd_recv(int sock, char *tag, int *fd, int timeout_ms)
 {
-    union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } u;
     char rec[16];
-    struct iovec iov = { .iov_base = rec, .iov_len = sizeof rec };
-    struct msghdr mh;
-    ssize_t r;
+    struct fdpass_in in;
     *fd = -1;
     for (;;) {
-        struct pollfd p = { .fd = sock, .events = POLLIN, .revents = 0 };
-        int k = poll(&p, 1, timeout_ms);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) return 0;
-        if (k == 0) { errno = ETIMEDOUT; return 0; }
-        memset(&mh, 0, sizeof mh);
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof u.buf;
-        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-        if (r < 0 && errno == EINTR) continue;
-        break;
+        if (!fdpass_wait(sock, timeout_ms)) return 0;
+        if (fdpass_recv(sock, rec, sizeof rec, &in)) break;
+        if (errno != EINTR) return 0;
     }
-    if (r < 0) return 0;
-    if (r == 0) { errno = EPIPE; return 0; }
-    int got[4], n = 0, bad = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) { bad = 1; continue; }
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int f;
-            memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-            if (n < 4) got[n++] = f; else { close(f); bad = 1; }
-        }
-    }
-    if (r != 1 || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n > 1) bad = 1;
-    if (bad) {
-        for (int i = 0; i < n; i++) close(got[i]);
+    if (in.len == 0) { fdpass_close(&in); errno = EPIPE; return 0; }
+    if (in.foreign || in.too_many || in.truncated || in.len != 1 || in.nfd > 1) {
+        fdpass_close(&in);
         errno = EPROTO;
         return 0;
     }
     *tag = rec[0];
-    if (n) *fd = got[0];
+    if (in.nfd) *fd = in.fd[0];
     return 1;
 }
