@@ -130,3 +130,17 @@ int queue_trigger(const char *root)
     if (n < 0 && saved != EAGAIN) { errno = saved; return 0; }
     return 1;
 }
+
+int queue_root_from_exe(char *root, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", root, len - 1);
+    if (n <= 0 || (size_t)n >= len - 1) return 0;
+    root[n] = 0;
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(root, '/');
+        if (!slash) return 0;
+        *slash = 0;
+    }
+    if (!root[0]) { root[0] = '/'; root[1] = 0; }
+    return 1;
+}

@@ -49,6 +49,12 @@ int queue_dir(char *dst, size_t dstlen, const char *root, const char *sub);
  * Used by postern-setup and by tests. */
 int queue_tree_create(const char *root, uid_t uid, gid_t gid);
 
+/* ROOT of the program that is running: dirname(dirname(/proc/self/exe)),
+ * i.e. ROOT/bin/<program> -> ROOT. For queue-inject and sendmail, which must
+ * not take ROOT from the environment of an untrusted caller. 1, or 0 (no
+ * /proc, or the path does not fit root[0..len)). */
+int queue_root_from_exe(char *root, size_t len);
+
 /* Pull the trigger: open ROOT/queue/lock/trigger O_WRONLY|O_NONBLOCK and
  * write one byte. Returns 1 also when nobody listens (ENXIO) or the FIFO
  * is full (EAGAIN): queue-manager rescans anyway. 0 only on other errors. */

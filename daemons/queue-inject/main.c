@@ -16,6 +16,7 @@
 #include "log.h"
 #include "privdrop.h"
 #include "queue_inject.h"
+#include "queue_path.h"
 
 #ifdef __SANITIZE_ADDRESS__
 #include <sys/prctl.h>
@@ -32,21 +33,6 @@ static void fds_sane(void)
 {
     for (int fd = 0; fd <= 2; fd++)
         if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) _exit(INJECT_EXIT_TEMP);
-}
-
-/* ROOT = dirname(dirname(/proc/self/exe)) */
-static int self_root(char *root, size_t len)
-{
-    ssize_t n = readlink("/proc/self/exe", root, len - 1);
-    if (n <= 0 || (size_t)n >= len - 1) return 0;
-    root[n] = 0;
-    for (int i = 0; i < 2; i++) {
-        char *slash = strrchr(root, '/');
-        if (!slash) return 0;
-        *slash = 0;
-    }
-    if (!root[0]) { root[0] = '/'; root[1] = 0; }
-    return 1;
 }
 
 /* open ROOT/queue; it must belong to our effective uid. When we are root
@@ -92,7 +78,7 @@ int main(void)
     uid_t caller = getuid();
     inject_env_init(&ie, caller);
     inject_msg_init(&m, -1);
-    if (!self_root(root, sizeof root)) fail("root", errno ? errno : ENOENT, "no /proc/self/exe");
+    if (!queue_root_from_exe(root, sizeof root)) fail("root", errno ? errno : ENOENT, "no /proc/self/exe");
     int qfd = queue_open(root);
     if (qfd < 0) fail("queue", errno, root);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sendmail.h"
+#include "queue_path.h"
 
 static _Noreturn void usage(const char *why)
 {
@@ -62,7 +63,7 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &o);
     if (!o.root) o.root = getenv("POSTERN_ROOT");
     if (!o.root || !*o.root) {
-        if (!sm_self_root(root, sizeof root)) {
+        if (!queue_root_from_exe(root, sizeof root)) {
             fprintf(stderr, "sendmail: cannot find ROOT (use -C ROOT)\n");
             return SM_EX_TEMPFAIL;
         }

@@ -34,20 +34,6 @@ struct sm {
     int eightbit;           /* a byte >= 0x80 seen: B8BITMIME */
 };
 
-int sm_self_root(char *root, size_t len)
-{
-    ssize_t n = readlink("/proc/self/exe", root, len - 1);
-    if (n <= 0 || (size_t)n >= len - 1) return 0;
-    root[n] = 0;
-    for (int i = 0; i < 2; i++) {
-        char *slash = strrchr(root, '/');
-        if (!slash) return 0;
-        *slash = 0;
-    }
-    if (!root[0]) { root[0] = '/'; root[1] = 0; }
-    return 1;
-}
-
 /* next input line without its LF (and without a CR before it): 1, 0 at the
  * end of the message (EOF or a lone "."), -1 on a read error */
 static int next_line(struct sm *s, size_t *len)

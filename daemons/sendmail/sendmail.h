@@ -21,8 +21,6 @@ struct sm_opts {
     size_t nrcpt;
 };
 
-/* ROOT = dirname(dirname(/proc/self/exe)) */
-int sm_self_root(char *root, size_t len);
 /* the whole job; returns the exit code */
 int sm_run(const struct sm_opts *o, FILE *in);
 

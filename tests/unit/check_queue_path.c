@@ -96,6 +96,20 @@ START_TEST(test_tree_and_trigger)
 }
 END_TEST
 
+START_TEST(test_root_from_exe)
+{
+    char top[4096], exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ck_assert(n > 0);
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0;              /* .../tests */
+    *strrchr(exe, '/') = 0;              /* the build dir: this test's "ROOT" */
+    ck_assert(queue_root_from_exe(top, sizeof top));
+    ck_assert_str_eq(top, exe[0] ? exe : "/");
+    ck_assert(!queue_root_from_exe(top, 4));   /* does not fit */
+}
+END_TEST
+
 START_TEST(test_limits)
 {
     char p[64], longroot[QUEUE_PATH_MAX + 10];
@@ -130,6 +144,7 @@ int main(void)
     tcase_add_test(core, test_ids);
     tcase_add_test(core, test_paths);
     tcase_add_test(core, test_tree_and_trigger);
+    tcase_add_test(core, test_root_from_exe);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
