@@ -215,6 +215,18 @@ int dp_reload_decode(const char *rec, size_t len)
     return 1;
 }
 
+int dp_send_result(int sock, unsigned long long job, enum dp_status s, const char *text)
+{
+    struct dp_result r;
+    char rec[DP_RECORD_MAX];
+    size_t len;
+    memset(&r, 0, sizeof r);
+    r.job = job;
+    r.status = s;
+    snprintf(r.text, sizeof r.text, "%s", text);
+    return dp_result_encode(&r, rec, sizeof rec, &len) && dp_send(sock, rec, len, -1);
+}
+
 int dp_send(int sock, const char *rec, size_t len, int fd)
 {
     struct iovec iov = { (void *)rec, len };

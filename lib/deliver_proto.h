@@ -52,6 +52,10 @@ int dp_result_decode(struct dp_result *r, const char *rec, size_t len);
 int dp_reload_encode(char *out, size_t cap, size_t *len);
 int dp_reload_decode(const char *rec, size_t len);
 
+/* A deliverer's answer: encode a result (text cut to DP_FIELD_MAX) and send
+ * it. 1, or 0 with errno. */
+int dp_send_result(int sock, unsigned long long job, enum dp_status s, const char *text);
+
 /* Send one record, with fd attached when fd >= 0. 1, or 0 with errno. */
 int dp_send(int sock, const char *rec, size_t len, int fd);
 /* Receive one record into rec (cap >= DP_RECORD_MAX). *fd gets an attached

@@ -42,14 +42,7 @@ static void on_hup(int sig) { (void)sig; got_hup = 1; }
 
 static void send_result(unsigned long long job, enum dp_status s, const char *text)
 {
-    struct dp_result r;
-    char rec[DP_RECORD_MAX];
-    size_t len;
-    memset(&r, 0, sizeof r);
-    r.job = job;
-    r.status = s;
-    snprintf(r.text, sizeof r.text, "%s", text);
-    if (!dp_result_encode(&r, rec, sizeof rec, &len) || !dp_send(0, rec, len, -1))
+    if (!dp_send_result(0, job, s, text))
         log_error(NULL, "job=%llu cannot send result: %s", job, strerror(errno));
 }
 

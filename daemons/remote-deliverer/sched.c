@@ -64,16 +64,11 @@ static void send_result(unsigned long long job, const char *id, const char *to, 
                         const char *text)
 {
     char safe[DP_ADDR_MAX * 4 + 8];
-    struct dp_result r;
-    char rec[DP_RECORD_MAX];
-    size_t len;
-    memset(&r, 0, sizeof r);
-    r.job = job;
-    r.status = s;
-    snprintf(r.text, sizeof r.text, "%s", text);
+    char shown[DP_FIELD_MAX + 1];
+    snprintf(shown, sizeof shown, "%s", text);      /* what the record carries */
     log_info(id, "job=%llu to=%s result=%c text=%s", job, log_safe(safe, sizeof safe, to, strlen(to)),
-             (char)s, r.text);
-    if (!dp_result_encode(&r, rec, sizeof rec, &len) || !dp_send(0, rec, len, -1))
+             (char)s, shown);
+    if (!dp_send_result(0, job, s, text))
         log_error(id, "job=%llu cannot send result: %s", job, strerror(errno));
 }
 

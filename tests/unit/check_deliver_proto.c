@@ -72,6 +72,31 @@ START_TEST(test_result_roundtrip_and_exact)
 }
 END_TEST
 
+START_TEST(test_send_result)
+{
+    char rec[DP_RECORD_MAX], big[DP_FIELD_MAX + 100];
+    size_t len;
+    int fd;
+    struct dp_result r;
+    ck_assert(dp_send_result(sp[0], 42, DP_PERMANENT, "5.1.1 no such user"));
+    ck_assert(dp_recv(sp[1], rec, sizeof rec, &len, &fd));
+    ck_assert_int_eq(fd, -1);
+    ck_assert(dp_result_decode(&r, rec, len));
+    ck_assert_uint_eq(r.job, 42);
+    ck_assert_int_eq(r.status, DP_PERMANENT);
+    ck_assert_str_eq(r.text, "5.1.1 no such user");
+    /* an over-long text is cut to the field's bound, never refused */
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    ck_assert(dp_send_result(sp[0], 43, DP_TEMPORARY, big));
+    ck_assert(dp_recv(sp[1], rec, sizeof rec, &len, &fd));
+    ck_assert(dp_result_decode(&r, rec, len));
+    ck_assert_uint_eq(strlen(r.text), DP_FIELD_MAX);
+    /* a text with a line end cannot be framed */
+    ck_assert(!dp_send_result(sp[0], 44, DP_TEMPORARY, "4.0.0 a\r\nb"));
+}
+END_TEST
+
 START_TEST(test_send_recv_with_fd)
 {
     struct dp_job j, k;
@@ -295,6 +320,7 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_job_roundtrip);
     tcase_add_test(core, test_result_roundtrip_and_exact);
+    tcase_add_test(core, test_send_result);
     tcase_add_test(core, test_send_recv_with_fd);
     tcase_add_test(core, test_refused_records);
     tcase_add_test(core, test_reload_roundtrip);
