@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum { REC_F = 1, REC_H = 2, REC_E = 4, REC_N = 8, REC_B = 16, REC_U = 32, REC_C = 64 };
@@ -300,10 +301,16 @@ static int fsync_counted(int fd, struct commit_stats *st)
     return fsync(fd) == 0;
 }
 
-/* rename without replacing; falls back to link+unlink where unsupported */
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE 1  /* linux/fs.h; musl 1.2.3 has no renameat2() */
+#endif
+
+/* rename without replacing; falls back to link+unlink where unsupported.
+ * The raw system call, because queue-inject is also built against musl,
+ * whose headers (1.2.3) declare no renameat2(). */
 static int move_noreplace(int qfd, const char *from, const char *to)
 {
-    if (renameat2(qfd, from, qfd, to, RENAME_NOREPLACE) == 0) return 1;
+    if (syscall(SYS_renameat2, qfd, from, qfd, to, RENAME_NOREPLACE) == 0) return 1;
     if (errno != EINVAL && errno != ENOSYS) return 0;
     if (linkat(qfd, from, qfd, to, 0) < 0) return 0;
     unlinkat(qfd, from, 0);
