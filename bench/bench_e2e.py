@@ -4,13 +4,24 @@
 Brings up a real instance (tests/integration/harness.py: postern-setup, s6,
 every daemon, real privilege separation) and measures the time from the
 first SMTP connection until all N accepted messages are in the recipients'
-Maildir/new (several local users, so several uids). C client processes on
-loopback, each sending its share of N messages of --size bytes, one
-recipient per message (round robin over the users), MAIL/RCPT/DATA without
-pipelining, in two modes:
+Maildir/new (several local users, so several uids). N messages of --size
+bytes, one recipient per message (round robin over the users), over C
+concurrent loopback connections, in two modes:
 
   reuse       --per-conn messages on each connection (MAIL after MAIL)
   no reuse    one connection per message (connect, EHLO, ..., QUIT)
+
+The client (default --client pipelined) is bench_reception.py's: one
+process, non-blocking sockets in one poll loop, PIPELINING (MAIL+RCPT+DATA
+in one write, then the body, the dot and the next MAIL+RCPT+DATA in one
+write), as a C load generator such as Postfix's smtp-source would be; its
+CPU is small, so the host under test has the 2 cores. --client lockstep
+uses C Python processes that wait for each reply (5 round trips a message;
+their CPU competes with the host's).
+
+"all in new/" is the change time (ctime) of the newest file in the users'
+Maildir/new, read once all N are there (counted every 20 ms, so the
+counting costs the host little and adds no error to the time).
 
 For each workload it prints:
   msg/s       N / (last file in new/ - first connect)
@@ -47,6 +58,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'integration'))
+
+import bench_reception  # noqa: E402  (its pipelining client)
 
 TICK = os.sysconf('SC_CLK_TCK')
 
@@ -201,8 +214,41 @@ def pct(values, p):
     return v[min(len(v) - 1, int(len(v) * p))]
 
 
-def run(inst, users, n, clients, per_conn, size, quiet=False):
+def last_new_time(inst, users):
+    """wall-clock time of the newest change in the users' Maildir/new"""
+    last = 0.0
+    for u in users:
+        d = os.path.join(inst.maildir(u), 'new')
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    last = max(last, e.stat(follow_symlinks=False).st_ctime)
+        except OSError:
+            pass
+    return last
+
+
+def wait_delivered(inst, users, want, deadline):
+    while new_count(inst, users) < want and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def run(inst, users, n, clients, per_conn, size, client='pipelined'):
     base = new_count(inst, users)
+    if client == 'pipelined':
+        cpu0 = proc_times(inst)
+        wall0 = time.time()
+        results, t_acc, _, errors = bench_reception.run_clients(inst.port('smtp'), clients, n,
+                                                                per_conn, size, users)
+        ok = sum(1 for r in results if r[2] == '250')
+        wait_delivered(inst, users, base + ok, time.monotonic() + 60 + n * 0.05)
+        delivered = new_count(inst, users) - base
+        t_del = last_new_time(inst, users) - wall0
+        time.sleep(0.3)
+        cpu = cpu_diff(cpu0, proc_times(inst))
+        return {'n': n, 'clients': clients, 'per_conn': per_conn, 'size': size,
+                'ok': ok, 'bad': n - ok, 'delivered': delivered,
+                't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': wall0}
     per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
     q = multiprocessing.Queue()
     start = multiprocessing.Event()
@@ -221,10 +267,8 @@ def run(inst, users, n, clients, per_conn, size, quiet=False):
         p.join()
     t_acc = max(r[2] for r in res) - t0
     ok = sum(r[0] for r in res)
-    deadline = time.monotonic() + 60 + n * 0.05
-    while new_count(inst, users) < base + ok and time.monotonic() < deadline:
-        time.sleep(0.002)
-    t_del = time.monotonic() - t0
+    wait_delivered(inst, users, base + ok, time.monotonic() + 60 + n * 0.05)
+    t_del = last_new_time(inst, users) - wall0
     delivered = new_count(inst, users) - base
     time.sleep(0.3)
     cpu = cpu_diff(cpu0, proc_times(inst))
@@ -272,21 +316,19 @@ def report(inst, users, r, label):
              100 * tot / (2 * r['t_del'])))
 
 
-def drain_run(inst, users, n, clients, per_conn, size):
+def drain_run(inst, users, n, clients, per_conn, size, client):
     """The two halves apart: queue-manager down while the SMTP side fills
     the queue (accept rate alone), then up: time until all are in new/
     (queue-manager + local-deliverer alone, start-up scan included)."""
     inst.svc('queue-manager', '-d')
     inst.wait_for(lambda: inst.service_pid('queue-manager') is None, 30)
     base = new_count(inst, users)
-    r = run_smtp_only(inst, users, n, clients, per_conn, size)
+    r = run_smtp_only(inst, users, n, clients, per_conn, size, client)
     cpu0 = proc_times(inst)
-    t0 = time.monotonic()
+    wall0 = time.time()
     inst.svc('queue-manager', '-u')
-    deadline = t0 + 60 + n * 0.05
-    while new_count(inst, users) < base + r['ok'] and time.monotonic() < deadline:
-        time.sleep(0.002)
-    t = time.monotonic() - t0
+    wait_delivered(inst, users, base + r['ok'], time.monotonic() + 60 + n * 0.05)
+    t = last_new_time(inst, users) - wall0
     got = new_count(inst, users) - base
     time.sleep(0.3)
     cpu = cpu_diff(cpu0, proc_times(inst))
@@ -300,7 +342,11 @@ def drain_run(inst, users, n, clients, per_conn, size):
           % (', '.join(parts), tot, tot / max(1, got) * 1e3))
 
 
-def run_smtp_only(inst, users, n, clients, per_conn, size):
+def run_smtp_only(inst, users, n, clients, per_conn, size, client):
+    if client == 'pipelined':
+        results, t_acc, _, _ = bench_reception.run_clients(inst.port('smtp'), clients, n,
+                                                           per_conn, size, users)
+        return {'ok': sum(1 for r in results if r[2] == '250'), 't_acc': t_acc}
     per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
     q = multiprocessing.Queue()
     start = multiprocessing.Event()
@@ -330,7 +376,7 @@ def parse_strace(path):
     return calls
 
 
-def strace_run(inst, users, n, clients, per_conn, size):
+def strace_run(inst, users, n, clients, per_conn, size, client):
     """One strace -c -f per daemon (children included: queue-inject under
     smtp-listener, delivery children under local-deliverer)."""
     targets = [('smtp-listener', inst.service_pid('smtp-listener')),
@@ -350,7 +396,7 @@ def strace_run(inst, users, n, clients, per_conn, size):
                                                stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL)))
     time.sleep(1.0)
-    r = run(inst, users, n, clients, per_conn, size)
+    r = run(inst, users, n, clients, per_conn, size, client)
     time.sleep(0.5)
     for _, _, p in st:
         p.send_signal(signal.SIGINT)
@@ -378,6 +424,7 @@ def main():
     ap.add_argument('--users', type=int, default=4)
     ap.add_argument('--repeat', type=int, default=1)
     ap.add_argument('--no-strace', action='store_true')
+    ap.add_argument('--client', choices=('pipelined', 'lockstep'), default='pipelined')
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit('bench_e2e: needs root')
@@ -391,15 +438,16 @@ def main():
     try:
         print('bench_e2e: instance %s, %d CPUs, load average %s'
               % (inst.root, os.cpu_count(), ' '.join('%.2f' % x for x in os.getloadavg())))
-        run(inst, users, 20, 2, 10, a.size)       # warm-up
+        print('bench_e2e: client: %s' % a.client)
+        run(inst, users, 20, 2, 10, a.size, a.client)       # warm-up
         for _ in range(a.repeat):
-            report(inst, users, run(inst, users, a.messages, a.clients, 1, a.size),
+            report(inst, users, run(inst, users, a.messages, a.clients, 1, a.size, a.client),
                    'no reuse')
-            report(inst, users, run(inst, users, a.messages, a.clients, a.per_conn, a.size),
+            report(inst, users, run(inst, users, a.messages, a.clients, a.per_conn, a.size, a.client),
                    'reuse')
-        drain_run(inst, users, a.messages, a.clients, a.per_conn, a.size)
+        drain_run(inst, users, a.messages, a.clients, a.per_conn, a.size, a.client)
         if not a.no_strace:
-            strace_run(inst, users, min(500, a.messages), a.clients, a.per_conn, a.size)
+            strace_run(inst, users, min(500, a.messages), a.clients, a.per_conn, a.size, a.client)
         print('bench_e2e: load average after: %s' % ' '.join('%.2f' % x for x in os.getloadavg()))
     finally:
         inst.stop()

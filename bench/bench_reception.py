@@ -56,11 +56,11 @@ TICK = os.sysconf('SC_CLK_TCK')
 QID = re.compile(rb'^250 2\.0\.0 .*queued as ([0-9A-F]{16})')
 
 
-def make_body(size, seq):
+def make_body(size, seq, user=USER):
     """(wire bytes, stored bytes): a message of exactly size bytes as stored
     (LF line ends), the wire form with CRLF; no line starts with a dot."""
     head = ('From: sender@example.test\nTo: %s@example.test\nSubject: bench %010d\n\n'
-            % (USER, seq))
+            % (user, seq))
     line = 'The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmn\n'
     n = size - len(head)
     text = head + (line * (n // len(line) + 1))[:n - 1] + '\n'
@@ -69,8 +69,9 @@ def make_body(size, seq):
     return stored.replace(b'\n', b'\r\n'), stored
 
 
-ENVELOPE = ('MAIL FROM:<sender@example.test>\r\nRCPT TO:<%s@example.test>\r\nDATA\r\n'
-            % USER).encode()
+def envelope(user):
+    return ('MAIL FROM:<sender@example.test>\r\nRCPT TO:<%s@example.test>\r\nDATA\r\n'
+            % user).encode()
 
 
 class Conn:
@@ -81,7 +82,7 @@ class Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
         self.left = count        # messages still to send on this connection
-        self.bodies = bodies     # callable: next (seq, wire bytes)
+        self.bodies = bodies     # callable: next (seq, wire bytes, MAIL+RCPT+DATA bytes)
         self.inbuf = b''
         self.out = b''
         self.lines = []          # lines of the reply being read
@@ -107,9 +108,10 @@ class Conn:
             self.expect.append(('quit',))
             return b'QUIT\r\n'
         self.left -= 1
-        self.body = self.bodies()
+        seq, wire, env = self.bodies()
+        self.body = (seq, wire)
         self.expect += [('mail',), ('rcpt',), ('data',)]
-        return ENVELOPE
+        return env
 
     def on_reply(self, code, lines):
         what = self.expect.pop(0)
@@ -158,18 +160,21 @@ class Conn:
             self.on_reply(line[:3].decode(errors='replace'), lines)
 
 
-def run_clients(port, conns, total, per_conn, size):
-    """Send total messages over conns concurrent connections; returns
-    (results, seconds, stored bodies by seq)."""
+def run_clients(port, conns, total, per_conn, size, users=(USER,)):
+    """Send total messages over conns concurrent connections, one recipient
+    each (round robin over users); returns (results, seconds, stored bodies
+    by seq, connection errors)."""
     stored_by_seq = {}
     seq = [0]
+    envs = [envelope(u) for u in users]
 
     def bodies():
         seq[0] += 1
         s = seq[0]
-        wire, stored = make_body(size, s)
+        u = s % len(users)
+        wire, stored = make_body(size, s, users[u])
         stored_by_seq[s] = stored
-        return s, wire
+        return s, wire, envs[u]
 
     plan = []
     left = total

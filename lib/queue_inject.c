@@ -231,13 +231,18 @@ static int write_all(int fd, const void *p, size_t n)
     return 1;
 }
 
-/* a new file tmp/<id><suffix>, O_EXCL; on EEXIST a fresh id is tried */
+/* a new file tmp/<h>/<id><suffix> (tmp/<id><suffix> in a tree made before
+ * tmp/<h> existed), O_EXCL; on EEXIST a fresh id is tried */
 static int tmp_create(int qfd, char *id, const char *suffix, char *name, size_t namelen, int new_id)
 {
     for (int tries = 0; tries < 8; tries++) {
         if (new_id && !queue_id_new(id)) return -1;
-        snprintf(name, namelen, "tmp/%s%s", id, suffix);
+        snprintf(name, namelen, "tmp/%c/%s%s", envelope_id_hash(id), id, suffix);
         int fd = openat(qfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == ENOENT) {
+            snprintf(name, namelen, "tmp/%s%s", id, suffix);
+            fd = openat(qfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        }
         if (fd >= 0 || errno != EEXIST || !new_id) return fd;
     }
     errno = EEXIST;

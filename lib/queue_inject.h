@@ -48,7 +48,7 @@ struct inject_msg {
     struct buf mem;
     int spill_fd;                 /* -1 if everything is in mem */
     int qfd;                      /* ROOT/queue directory */
-    char spill_name[ENV_ID_LEN + 8];
+    char spill_name[ENV_ID_LEN + 16];   /* tmp/<h>/ID.s */
     unsigned long long len;       /* total bytes */
 };
 

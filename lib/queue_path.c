@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -92,6 +93,27 @@ static int make_one(const char *path, mode_t mode, int fifo, uid_t uid, gid_t gi
     return 1;
 }
 
+/* linux/fs.h, which musl's headers (queue-inject's build) do not carry */
+#ifndef FS_IOC_GETFLAGS
+#define FS_IOC_GETFLAGS _IOR('f', 1, long)
+#define FS_IOC_SETFLAGS _IOW('f', 2, long)
+#endif
+#ifndef FS_TOPDIR_FL
+#define FS_TOPDIR_FL 0x00020000
+#endif
+
+/* chattr +T: best effort (other filesystems refuse; nothing depends on it) */
+static void mark_topdir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), flags = 0;
+    if (fd < 0) return;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && !(flags & FS_TOPDIR_FL)) {
+        flags |= FS_TOPDIR_FL;
+        if (ioctl(fd, FS_IOC_SETFLAGS, &flags) < 0) {}
+    }
+    close(fd);
+}
+
 int queue_tree_create(const char *root, uid_t uid, gid_t gid)
 {
     static const struct { const char *sub; mode_t mode; int fifo; } top[] = {
@@ -105,11 +127,14 @@ int queue_tree_create(const char *root, uid_t uid, gid_t gid)
     for (size_t i = 0; ok && i < sizeof top / sizeof top[0]; i++)
         ok = queue_dir(path, sizeof path, root, top[i].sub)
              && make_one(path, top[i].mode, top[i].fifo, uid, gid);
-    for (int kind = 0; ok && kind < 2; kind++)
+    if (ok && queue_dir(path, sizeof path, root, "tmp")) mark_topdir(path);
+    for (int kind = 0; ok && kind < 3; kind++)
         for (int h = 0; ok && h < 16; h++) {
+            static const char *const top_of[] = { "mess", "env", "tmp" };
             char sub[16];
-            snprintf(sub, sizeof sub, "%s/%c", kind ? "env" : "mess", hexdig[h]);
-            ok = queue_dir(path, sizeof path, root, sub) && make_one(path, 0750, 0, uid, gid);
+            snprintf(sub, sizeof sub, "%s/%c", top_of[kind], hexdig[h]);
+            ok = queue_dir(path, sizeof path, root, sub)
+                 && make_one(path, kind == 2 ? 0700 : 0750, 0, uid, gid);
         }
     int saved = errno;
     umask(old);

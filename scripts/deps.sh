@@ -4,7 +4,7 @@
 set -u
 missing=""
 pkg_have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-want="build-essential musl-tools pkg-config libsodium-dev libssl-dev check s6 openssl telnet swaks libnet-ssleay-perl curl mpop python3 procps strace mandoc"
+want="build-essential musl-tools e2fsprogs pkg-config libsodium-dev libssl-dev check s6 openssl telnet swaks libnet-ssleay-perl curl mpop python3 procps strace mandoc"
 # "deps.sh fuzz": the libFuzzer toolchain as well
 [ "${1:-}" = fuzz ] && want="$want clang libclang-rt-dev"
 for p in $want; do

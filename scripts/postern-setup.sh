@@ -171,9 +171,14 @@ tree() {
     want d "$ROOT/conf/tls" "$U_ROOT" "$G_ROOT" 755
     want d "$ROOT/queue" "$U_QUEUE" "$G_QUEUE" 700
     for d in tmp mess env todo bounce lock; do want d "$ROOT/queue/$d" "$U_QUEUE" "$G_QUEUE" 700; done
+    # tmp/<h>: injections spread over ext4 block groups (chattr +T makes the
+    # Orlov allocator place tmp's subdirectories apart; docs/QUEUE.md). Best
+    # effort: other filesystems refuse the flag and lose nothing.
+    [ "$CHECK" = 1 ] || chattr +T "$ROOT/queue/tmp" 2>/dev/null || :
     for h in $HEX; do
         want d "$ROOT/queue/mess/$h" "$U_QUEUE" "$G_QUEUE" 700
         want d "$ROOT/queue/env/$h" "$U_QUEUE" "$G_QUEUE" 700
+        want d "$ROOT/queue/tmp/$h" "$U_QUEUE" "$G_QUEUE" 700
     done
     want p "$ROOT/queue/lock/trigger" "$U_QUEUE" "$G_QUEUE" 600
     for s in $SERVICES; do

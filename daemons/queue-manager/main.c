@@ -176,8 +176,11 @@ static int loop(struct qm *q, int trig)
             log_info(NULL, "stopping=1 inflight=%u", qm_inflight(q));
         }
         if (q->dead && !stop_at) stop_at = now + QM_STOP_WAIT;
-        if ((q->stopping || q->dead) && (!qm_inflight(q) || now >= stop_at))
+        if (q->nrm && qm_now_ms() >= q->rm_due) qm_remove_flush(q);
+        if ((q->stopping || q->dead) && (!qm_inflight(q) || now >= stop_at)) {
+            qm_remove_flush(q);
             return q->dead ? EXIT_TEMP : EXIT_OK;
+        }
         if (now >= next_todo) { qm_scan_todo(q); next_todo = now + QM_SCAN_TODO_EVERY; }
         if (now >= next_all) { qm_sweep(q, now); qm_scan_all(q); next_all = now + QM_SCAN_ALL_EVERY; }
         qm_dispatch(q, now);
@@ -185,6 +188,11 @@ static int loop(struct qm *q, int trig)
         if (w != (time_t)-1 && w < wake && !q->stopping) wake = w;
         if (stop_at && stop_at < wake) wake = stop_at;
         struct timespec ts = { wake > now ? wake - now : 0, 0 };
+        if (q->nrm) {               /* removals waiting for their flush */
+            long long ms = q->rm_due - qm_now_ms();
+            if (ms < 0) ms = 0;
+            if (ms < (long long)ts.tv_sec * 1000) ts = (struct timespec){ ms / 1000, (ms % 1000) * 1000000 };
+        }
         struct pollfd p[3] = { { trig, POLLIN, 0 }, { q->chan[QM_LOCAL].sock, POLLIN, 0 },
                                { q->chan[QM_REMOTE].sock, POLLIN, 0 } };
         int r = ppoll(p, 3, &ts, &old_mask);

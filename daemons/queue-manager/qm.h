@@ -18,6 +18,8 @@
 #define QM_BOUNCE_RETRY 300            /* seconds before retrying a failed bounce injection */
 #define QM_DSN_FULL_LIMIT (1u << 20)   /* bounces quote whole messages up to this size */
 #define QM_DSN_READ_MAX (4u << 20)     /* read at most this much of a message for a DSN */
+#define QM_RM_BATCH 128               /* removals made durable together (qm_remove_flush) */
+#define QM_RM_DELAY_MS 100            /* ... at most this long after the first of them */
 #define QM_DOUBLE_BOUNCE "queue-manager double-bounce"
 #define QM_BOUNCE "queue-manager bounce"
 
@@ -72,6 +74,9 @@ struct qm {
     struct qm_job *jobs;
     unsigned long long next_job;
     struct qm_channel chan[QM_NCHAN];
+    char rm[QM_RM_BATCH][ENV_ID_LEN + 1];   /* envelopes unlinked, bodies not yet */
+    size_t nrm;
+    long long rm_due;       /* CLOCK_MONOTONIC ms by which qm_remove_flush must run */
     int stopping;           /* SIGTERM: dispatch nothing new */
     int dead;               /* a deliverer went away: exit 111 when bookkeeping is done */
 };
@@ -79,10 +84,12 @@ struct qm {
 /* store.c */
 int qm_env_load(const struct qm *q, const char *id, struct envelope *e);
 int qm_env_save(const struct qm *q, const struct envelope *e);
-int qm_msg_remove(const struct qm *q, const char *id);
+int qm_msg_remove(struct qm *q, const char *id);
+void qm_remove_flush(struct qm *q);
+long long qm_now_ms(void);
 int qm_msg_open(const struct qm *q, const char *id);
 int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len);
-void qm_sweep(const struct qm *q, time_t now);
+void qm_sweep(struct qm *q, time_t now);
 void qm_scan_todo(struct qm *q);
 void qm_scan_all(struct qm *q);
 

@@ -369,6 +369,15 @@ class Instance:
                     continue
         return out
 
+    def queue_tmp_files(self, queue=None):
+        """Files (not directories) under queue/tmp/ and its tmp/<h>/, relative
+        to tmp/: injections in progress and queue-manager's rewrites."""
+        top = os.path.join(queue or self.path('queue'), 'tmp')
+        out = []
+        for dirpath, _, names in os.walk(top):
+            out += [os.path.relpath(os.path.join(dirpath, n), top) for n in names]
+        return sorted(out)
+
     def queue_ids(self):
         """Sorted ids of the messages in the queue (env/*/ID and todo/ID)."""
         ids = set()

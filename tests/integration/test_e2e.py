@@ -347,7 +347,7 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(missing, [], 'accepted but never delivered')
         for i, u in accepted.items():
             self.assertEqual(where[i], u)
-        self.assertEqual(os.listdir(self.inst.path('queue', 'tmp')), [])
+        self.assertEqual(self.inst.queue_tmp_files(), [])
 
     # 3 ------------------------------------------------------------------
     def test_unwritable_maildir_deferred_then_delivered(self):

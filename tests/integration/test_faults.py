@@ -392,7 +392,7 @@ class SmtpQueueFaults(unittest.TestCase):
             smtp_dialogue(port, [('NOOP', '250'), ('RSET', '250'), ('QUIT', '221')], conn=c)
         q = self.mounted
         self.assertEqual(set(self.inst.queue_ids()), before)
-        self.assertEqual(os.listdir(os.path.join(q, 'tmp')), [])          # nothing half-written
+        self.assertEqual(self.inst.queue_tmp_files(q), [])                # nothing half-written
         for h in '0123456789ABCDEF':
             for n in os.listdir(os.path.join(q, 'mess', h)):
                 self.assertTrue(os.path.exists(os.path.join(q, 'env', h, n)), 'a body without envelope')
@@ -461,7 +461,7 @@ class SmtpQueueFaults(unittest.TestCase):
                     for qid in new:
                         with open(self.inst.path('queue', 'mess', qid[-1], qid), 'rb') as f:
                             self.assertIn(b'Subject: fsync 4', f.read())
-                self.assertEqual(os.listdir(self.inst.path('queue', 'tmp')), [])
+                self.assertEqual(self.inst.queue_tmp_files(), [])
         finally:
             with open(run + '.new', 'w') as f:
                 f.write(orig)

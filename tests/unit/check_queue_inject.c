@@ -167,6 +167,37 @@ START_TEST(test_commit)
 }
 END_TEST
 
+/* a tree made before tmp/<h> existed: injections use tmp/ itself */
+START_TEST(test_commit_without_tmp_subdirs)
+{
+    struct inject_env ie;
+    struct inject_msg m;
+    struct commit_stats st;
+    char id[ENV_ID_LEN + 1], path[256];
+    for (int h = 0; h < 16; h++) {
+        snprintf(path, sizeof path, "%s/queue/tmp/%X", root, h);
+        ck_assert_msg(rmdir(path) == 0, "%s: %s", path, strerror(errno));
+    }
+    inject_env_init(&ie, 7);
+    ck_assert(FEED(&ie, "Fa@x\0Tb@y\t\t\0\0"));
+    inject_msg_init(&m, qfd);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(write(p[1], "Subject: t\n\nold tree\n", 21), 21);
+    close(p[1]);
+    ck_assert(inject_msg_read(&m, p[0], INJECT_MEM_MAX));
+    close(p[0]);
+    ck_assert_msg(queue_commit(qfd, root, &ie, &m, id, &st), "%s", strerror(errno));
+    ck_assert_uint_eq(st.fsyncs, 4);
+    ck_assert(queue_path(path, sizeof path, root, QUEUE_MESS, id));
+    ck_assert_int_eq(access(path, F_OK), 0);
+    ck_assert_int_eq(count_files("env"), 1);
+    ck_assert_int_eq(count_files("tmp"), 0);
+    inject_msg_free(&m);
+    inject_env_free(&ie);
+}
+END_TEST
+
 START_TEST(test_big_message_spills)
 {
     struct inject_env ie;
@@ -189,6 +220,9 @@ START_TEST(test_big_message_spills)
     close(in);
     ck_assert_int_ge(m.spill_fd, 0);
     ck_assert_int_eq(count_files("tmp"), 1);
+    /* in tmp/<h>/ (h its id's last digit), not in tmp/ itself */
+    ck_assert_msg(strlen(m.spill_name) == 4 + 2 + ENV_ID_LEN + 2 && m.spill_name[5] == '/'
+                  && m.spill_name[4] == m.spill_name[6 + ENV_ID_LEN - 1], "%s", m.spill_name);
     ck_assert_msg(queue_commit(qfd, root, &ie, &m, id, &st), "%s", strerror(errno));
     inject_msg_free(&m);
     ck_assert_int_eq(count_files("tmp"), 0);   /* the spill file is gone */
@@ -253,6 +287,7 @@ int main(void)
     tcase_add_test(core, test_bad_records);
     tcase_add_test(core, test_commit);
     tcase_add_test(core, test_big_message_spills);
+    tcase_add_test(core, test_commit_without_tmp_subdirs);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 60);

@@ -74,6 +74,9 @@ START_TEST(test_tree_and_trigger)
     ck_assert(queue_dir(p, sizeof p, root, "tmp"));
     ck_assert(stat(p, &st) == 0);
     ck_assert_uint_eq(st.st_mode & 07777, 0700);
+    ck_assert(queue_dir(p, sizeof p, root, "tmp/7"));   /* injections: tmp/<h>, 0700 too */
+    ck_assert(stat(p, &st) == 0 && S_ISDIR(st.st_mode));
+    ck_assert_uint_eq(st.st_mode & 07777, 0700);
     ck_assert(queue_dir(p, sizeof p, root, "lock/trigger"));
     ck_assert(lstat(p, &st) == 0 && S_ISFIFO(st.st_mode));
     ck_assert_uint_eq(st.st_mode & 07777, 0600);
