@@ -200,6 +200,61 @@ int dp_result_decode(struct dp_result *r, const char *rec, size_t len)
     return 1;
 }
 
+int dp_mbox_encode(const struct dp_mbox *m, char *out, size_t cap, size_t *len)
+{
+    struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };
+    if (!id_valid(m->id) || !m->rcpt[0] || !m->maildir[0] || !m->host[0] || m->uid == 0 ||
+        m->gid == 0 || m->uid == (uid_t)-1 || m->gid == (gid_t)-1 ||
+        m->job > (unsigned long long)9e18 || m->quota > (unsigned long long)9e18) {
+        errno = EINVAL;
+        return 0;
+    }
+    put_num(&e, 'J', (long long)m->job);
+    put_str(&e, 'M', m->id, DP_ID_LEN, 0);
+    put_str(&e, 'F', m->sender, DP_ADDR_MAX, 0);
+    put_str(&e, 'R', m->rcpt, DP_ADDR_MAX, 0);
+    put_num(&e, 'U', (long long)m->uid);
+    put_num(&e, 'G', (long long)m->gid);
+    put_str(&e, 'D', m->maildir, DP_PATH_MAX, 0);
+    put_str(&e, 'L', m->host, DP_HOST_MAX, 0);
+    put_num(&e, 'Q', (long long)m->quota);
+    return enc_done(&e, len);
+}
+
+int dp_mbox_decode(struct dp_mbox *m, const char *rec, size_t len)
+{
+    const char *numv[9] = { 0 };
+    size_t numl[9] = { 0 };
+    unsigned long long job, uid, gid, quota;
+    memset(m, 0, sizeof *m);
+    struct field_spec spec[9] = {
+        { 'J', NULL, 20, 1, 0 },
+        { 'M', m->id, DP_ID_LEN, 1, 0 },
+        { 'F', m->sender, DP_ADDR_MAX, 1, 1 },
+        { 'R', m->rcpt, DP_ADDR_MAX, 1, 0 },
+        { 'U', NULL, 20, 1, 0 },
+        { 'G', NULL, 20, 1, 0 },
+        { 'D', m->maildir, DP_PATH_MAX, 1, 0 },
+        { 'L', m->host, DP_HOST_MAX, 1, 0 },
+        { 'Q', NULL, 20, 1, 0 },
+    };
+    if (!walk(rec, len, spec, 9, numv, numl) ||
+        !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
+        !parse_u(numv[4], numl[4], (uid_t)-1 - 1, &uid) || !uid ||
+        !parse_u(numv[5], numl[5], (gid_t)-1 - 1, &gid) || !gid ||
+        !parse_u(numv[8], numl[8], (unsigned long long)9e18, &quota) ||
+        !id_valid(m->id)) {
+        memset(m, 0, sizeof *m);
+        errno = EPROTO;
+        return 0;
+    }
+    m->job = job;
+    m->uid = (uid_t)uid;
+    m->gid = (gid_t)gid;
+    m->quota = quota;
+    return 1;
+}
+
 int dp_reload_encode(char *out, size_t cap, size_t *len)
 {
     struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };

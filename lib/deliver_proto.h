@@ -8,6 +8,7 @@
 #define POSTERN_DELIVER_PROTO_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define DP_RECORD_MAX 8192
 #define DP_ADDR_MAX 256      /* sender / recipient */
@@ -51,6 +52,31 @@ int dp_result_decode(struct dp_result *r, const char *rec, size_t len);
 #define DP_RELOAD_LEN 2
 int dp_reload_encode(char *out, size_t cap, size_t *len);
 int dp_reload_decode(const char *rec, size_t len);
+
+/* The mailbox job (local-deliverer's root process -> one of its mailbox
+ * workers, a child running as uid:gid; docs/ARCHITECTURE.md): what one
+ * Maildir delivery needs, the message fd attached by SCM_RIGHTS. The worker
+ * answers with a result record (dp_send_result) carrying the same J. Fields:
+ * J M F R as in a job, U<uid> G<gid> (never 0), D<maildir> L<hostname for
+ * the file name> Q<quota bytes, 0 = none>, all required (F may be empty). */
+#define DP_PATH_MAX 4095     /* a Maildir path */
+#define DP_HOST_MAX 255      /* hostname */
+
+struct dp_mbox {
+    unsigned long long job;          /* J */
+    char id[DP_ID_LEN + 1];          /* M */
+    char sender[DP_ADDR_MAX + 1];    /* F, "" for <> */
+    char rcpt[DP_ADDR_MAX + 1];      /* R */
+    uid_t uid;                       /* U */
+    gid_t gid;                       /* G */
+    char maildir[DP_PATH_MAX + 1];   /* D */
+    char host[DP_HOST_MAX + 1];      /* L */
+    unsigned long long quota;        /* Q */
+};
+
+/* as dp_job_encode/decode; uid or gid 0 is refused both ways */
+int dp_mbox_encode(const struct dp_mbox *m, char *out, size_t cap, size_t *len);
+int dp_mbox_decode(struct dp_mbox *m, const char *rec, size_t len);
 
 /* A deliverer's answer: encode a result (text cut to DP_FIELD_MAX) and send
  * it. 1, or 0 with errno. */

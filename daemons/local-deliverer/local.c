@@ -81,13 +81,6 @@ static void in_child(child_fn *fn, const void *ctx, struct dp_result *r)
     snprintf(r->text, sizeof r->text, "%s", b + 1);
 }
 
-struct mbox_ctx {
-    const struct config *c;
-    const struct dp_job *j;
-    const struct mailbox *mb;
-    int msgfd;
-};
-
 /* ROOT/mail/<name>/Maildir: make ROOT/mail/<name> for the user, as root. */
 static void make_home(const struct config *c, const struct mailbox *mb)
 {
@@ -102,39 +95,62 @@ static void make_home(const struct config *c, const struct mailbox *mb)
     close(fd);
 }
 
-static void mbox_child(const void *vctx, struct dp_result *r)
+void local_mbox_job(const struct config *c, const struct dp_job *j, const struct mailbox *mb,
+                    struct dp_mbox *m)
 {
-    const struct mbox_ctx *x = vctx;
-    struct privuser u = { x->mb->uid, x->mb->gid };
+    memset(m, 0, sizeof *m);
+    m->job = j->job;
+    snprintf(m->id, sizeof m->id, "%s", j->id);
+    snprintf(m->sender, sizeof m->sender, "%s", j->sender);
+    snprintf(m->rcpt, sizeof m->rcpt, "%s", j->rcpt);
+    m->uid = mb->uid;
+    m->gid = mb->gid;
+    snprintf(m->maildir, sizeof m->maildir, "%s", mb->maildir);
+    snprintf(m->host, sizeof m->host, "%s", c->hostname);
+    m->quota = c->mailbox_quota;
+}
+
+int local_mbox_become(uid_t uid, gid_t gid, struct dp_result *r)
+{
+    struct privuser u = { uid, gid };
+    if (privdrop(NULL, &u)) return 1;
+    result_set(r, DP_TEMPORARY, "4.3.0 cannot become the mailbox user: %s", strerror(errno));
+    return 0;
+}
+
+/* the one Maildir delivery: a pool worker's job, and the body of the forked
+ * mailbox child (mbox_child) of the other paths */
+void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
+{
     struct buf pre = BUF_ZERO;
     char name[MAILDIR_NAME_MAX + 1];
-    if (!privdrop(NULL, &u)) { result_set(r, DP_TEMPORARY, "4.3.0 cannot become the mailbox user: %s", strerror(errno)); return; }
-    if (!buf_appendf(&pre, "Return-Path: <%s>\nDelivered-To: %s\n", x->j->sender, x->j->rcpt)) {
+    r->job = m->job;
+    if (!buf_appendf(&pre, "Return-Path: <%s>\nDelivered-To: %s\n", m->sender, m->rcpt)) {
         result_set(r, DP_TEMPORARY, "4.3.0 out of memory");
         return;
     }
-    if (!maildir_make(x->mb->maildir)) {
+    if (!maildir_make(m->maildir)) {
         int e = errno;
         if (e == ELOOP) result_set(r, DP_TEMPORARY, "4.2.0 Maildir or a part of it is a symlink: refused");
         else result_set(r, DP_TEMPORARY, "4.2.0 cannot create the Maildir: %s", strerror(e));
         buf_free(&pre);
         return;
     }
-    if (x->c->mailbox_quota) {
+    if (m->quota) {
         unsigned long long used;
         struct stat st;
-        if (!maildir_usage(x->mb->maildir, &used) || fstat(x->msgfd, &st) < 0) {
+        if (!maildir_usage(m->maildir, &used) || fstat(msgfd, &st) < 0) {
             result_set(r, DP_TEMPORARY, "4.2.0 cannot measure the mailbox: %s", strerror(errno));
             buf_free(&pre);
             return;
         }
-        if (used + (unsigned long long)st.st_size + pre.len > x->c->mailbox_quota) {
+        if (used + (unsigned long long)st.st_size + pre.len > m->quota) {
             result_set(r, DP_TEMPORARY, "4.2.2 mailbox full");
             buf_free(&pre);
             return;
         }
     }
-    if (!maildir_deliver(x->mb->maildir, x->c->hostname, pre.s, pre.len, x->msgfd, name, sizeof name)) {
+    if (!maildir_deliver(m->maildir, m->host, pre.s, pre.len, msgfd, name, sizeof name)) {
         int e = errno;
         if (e == EDQUOT) result_set(r, DP_TEMPORARY, "4.2.2 mailbox full");
         else if (e == ENOSPC) result_set(r, DP_TEMPORARY, "4.3.1 no space left for the mailbox");
@@ -147,26 +163,54 @@ static void mbox_child(const void *vctx, struct dp_result *r)
     result_set(r, DP_SUCCESS, "2.0.0 delivered to maildir as %s", name);
 }
 
-/* in_place: this is the job process's last delivery (one mailbox, no
- * forward), so it drops to the user itself instead of forking once more:
- * one fork per delivery, not two */
-static void deliver_mailbox(const struct config *c, const struct dp_job *j, const char *name,
-                            int msgfd, int in_place, struct dp_result *r)
+/* drop to the mailbox's user in this process, then deliver */
+static void mbox_in_place(const struct config *c, const struct dp_job *j, const struct mailbox *mb,
+                          int msgfd, struct dp_result *r)
+{
+    struct dp_mbox m;
+    local_mbox_job(c, j, mb, &m);
+    if (local_mbox_become(m.uid, m.gid, r)) local_mbox_deliver(&m, msgfd, r);
+}
+
+struct mbox_ctx {
+    const struct config *c;
+    const struct dp_job *j;
+    const struct mailbox *mb;
+    int msgfd;
+};
+
+static void mbox_child(const void *vctx, struct dp_result *r)
+{
+    const struct mbox_ctx *x = vctx;
+    mbox_in_place(x->c, x->j, x->mb, x->msgfd, r);
+}
+
+/* name's entry in conf/mailboxes, refused for uid/gid 0, its home made: 1,
+ * or 0 with r set */
+static int find_mailbox(const struct config *c, const struct dp_job *j, const char *name,
+                        struct mailbox *mb, struct dp_result *r)
 {
     char path[PATH_MAX], err[512];
-    struct mailbox mb;
     snprintf(path, sizeof path, "%s/conf/mailboxes", c->root);
-    if (!mailbox_lookup(path, name, &mb, err, sizeof err)) {
-        if (errno == ENOENT) { result_set(r, DP_PERMANENT, "5.1.1 no such user"); return; }
+    if (!mailbox_lookup(path, name, mb, err, sizeof err)) {
+        if (errno == ENOENT) { result_set(r, DP_PERMANENT, "5.1.1 no such user"); return 0; }
         log_error(j->id, "mailboxes: %s", err);
         result_set(r, DP_TEMPORARY, "4.3.0 mailbox table unreadable");
-        return;
+        return 0;
     }
-    if (mb.uid == 0 || mb.gid == 0) { result_set(r, DP_TEMPORARY, "4.3.0 refusing to deliver as root"); return; }
-    make_home(c, &mb);
+    if (mb->uid == 0 || mb->gid == 0) { result_set(r, DP_TEMPORARY, "4.3.0 refusing to deliver as root"); return 0; }
+    make_home(c, mb);
+    return 1;
+}
+
+/* one of several targets: its own child drops to the user */
+static void deliver_mailbox(const struct config *c, const struct dp_job *j, const char *name,
+                            int msgfd, struct dp_result *r)
+{
+    struct mailbox mb;
+    if (!find_mailbox(c, j, name, &mb, r)) return;
     struct mbox_ctx x = { c, j, &mb, msgfd };
-    if (in_place) mbox_child(&x, r);
-    else in_child(mbox_child, &x, r);
+    in_child(mbox_child, &x, r);
 }
 
 struct fwd_ctx {
@@ -202,34 +246,42 @@ static void forward_child(const void *vctx, struct dp_result *r)
     result_set(r, DP_SUCCESS, "2.0.0 forwarded as %s", id);
 }
 
+void local_target_log(const char *id, const struct dp_result *one)
+{
+    if (one->status != DP_SUCCESS) log_warn(id, "target result=%c status=\"%s\"", (char)one->status, one->text);
+}
+
 /* worst wins: temporary > permanent > success, except that one success
  * among permanent failures counts as delivered (the failures are logged) */
 static void combine(struct dp_result *acc, int *have, const struct dp_result *one, const char *id)
 {
-    if (one->status != DP_SUCCESS) log_warn(id, "target result=%c status=\"%s\"", (char)one->status, one->text);
+    local_target_log(id, one);
     if (!*have) { *acc = *one; *have = 1; return; }
     if (acc->status == DP_TEMPORARY) return;
     if (one->status == DP_TEMPORARY || (one->status == DP_SUCCESS && acc->status == DP_PERMANENT))
         *acc = *one;
 }
 
-void local_deliver(const struct config *c, const struct dp_job *j, int msgfd, struct dp_result *r)
+enum local_kind local_plan(const struct config *c, const struct dp_job *j, int msgfd,
+                           struct local_job *lj, struct dp_result *r)
 {
     char name[ALIAS_NAME_MAX + 1], path[PATH_MAX], err[512];
     struct aliases al;
     struct alias_expansion x;
+    lj->kind = LOCAL_DONE;
+    memset(&lj->x, 0, sizeof lj->x);
     r->job = j->job;
     int lr = alias_local_name(j->rcpt, is_local_cb, (void *)c, name, sizeof name);
-    if (lr <= 0) { result_set(r, DP_PERMANENT, "5.1.1 not a local mailbox address"); return; }
+    if (lr <= 0) { result_set(r, DP_PERMANENT, "5.1.1 not a local mailbox address"); return LOCAL_DONE; }
     int loop = maildir_has_delivered_to(msgfd, j->rcpt);
-    if (loop < 0) { result_set(r, DP_TEMPORARY, "4.3.0 cannot read the message: %s", strerror(errno)); return; }
-    if (loop) { result_set(r, DP_PERMANENT, "5.4.6 mail forwarding loop"); return; }
+    if (loop < 0) { result_set(r, DP_TEMPORARY, "4.3.0 cannot read the message: %s", strerror(errno)); return LOCAL_DONE; }
+    if (loop) { result_set(r, DP_PERMANENT, "5.4.6 mail forwarding loop"); return LOCAL_DONE; }
     aliases_init(&al);
     snprintf(path, sizeof path, "%s/conf/aliases", c->root);
     if (!aliases_load(&al, path, err, sizeof err)) {
         log_error(j->id, "aliases: %s", err);
         result_set(r, DP_TEMPORARY, "4.3.5 aliases file unusable");
-        return;
+        return LOCAL_DONE;
     }
     if (!aliases_expand(&al, name, is_local_cb, (void *)c, &x)) {
         int e = errno;
@@ -237,23 +289,52 @@ void local_deliver(const struct config *c, const struct dp_job *j, int msgfd, st
         if (e == ELOOP) result_set(r, DP_PERMANENT, "5.4.6 alias loop");
         else if (e == E2BIG) result_set(r, DP_PERMANENT, "5.3.4 alias expands to too many addresses");
         else result_set(r, DP_TEMPORARY, "4.3.5 alias expansion failed: %s", strerror(e));
-        return;
+        return LOCAL_DONE;
     }
     aliases_free(&al);
+    if (!x.nlocal && !x.nremote) {
+        alias_expansion_free(&x);
+        result_set(r, DP_PERMANENT, "5.1.1 no such user");
+        return LOCAL_DONE;
+    }
+    if (x.nlocal == 1 && !x.nremote) {
+        int ok = find_mailbox(c, j, x.local[0], &lj->mb, r);
+        alias_expansion_free(&x);
+        if (!ok) { local_target_log(j->id, r); return LOCAL_DONE; }
+        return lj->kind = LOCAL_ONE;
+    }
+    lj->x = x;
+    return lj->kind = LOCAL_MANY;
+}
+
+void local_job_free(struct local_job *lj)
+{
+    if (lj->kind == LOCAL_MANY) alias_expansion_free(&lj->x);
+    lj->kind = LOCAL_DONE;
+}
+
+void local_run(const struct config *c, const struct dp_job *j, const struct local_job *lj,
+               int msgfd, struct dp_result *r)
+{
     int have = 0;
     struct dp_result one;
-    for (size_t i = 0; i < x.nlocal; i++) {
+    r->job = j->job;
+    if (lj->kind == LOCAL_ONE) {
         memset(&one, 0, sizeof one);
-        deliver_mailbox(c, j, x.local[i], msgfd, x.nlocal == 1 && !x.nremote, &one);
+        mbox_in_place(c, j, &lj->mb, msgfd, &one);
         combine(r, &have, &one, j->id);
     }
-    if (x.nremote) {
-        struct fwd_ctx f = { c, j, &x, msgfd };
+    for (size_t i = 0; lj->kind == LOCAL_MANY && i < lj->x.nlocal; i++) {
+        memset(&one, 0, sizeof one);
+        deliver_mailbox(c, j, lj->x.local[i], msgfd, &one);
+        combine(r, &have, &one, j->id);
+    }
+    if (lj->kind == LOCAL_MANY && lj->x.nremote) {
+        struct fwd_ctx f = { c, j, &lj->x, msgfd };
         memset(&one, 0, sizeof one);
         in_child(forward_child, &f, &one);
         combine(r, &have, &one, j->id);
     }
-    alias_expansion_free(&x);
     r->job = j->job;
     if (!have) result_set(r, DP_PERMANENT, "5.1.1 no such user");
 }

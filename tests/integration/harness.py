@@ -95,6 +95,16 @@ class HarnessError(AssertionError):
 LIVE = []   # instances set up and not stopped yet (see stop_all)
 
 
+def proc_status(pid):
+    """/proc/PID/status as {key: [fields]} (e.g. st['Uid'] == ['0', '0', '0', '0'])"""
+    out = {}
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            k, _, v = line.partition(':')
+            out[k] = v.split()
+    return out
+
+
 def stop_all():
     """Stop every instance a test forgot to stop; returns their ROOTs."""
     roots = []

@@ -10,13 +10,15 @@ users, with Return-Path and Delivered-To prepended and the body unchanged.
 import email
 import email.policy
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import unittest
 
-from harness import Instance, need, need_root
+from harness import Instance, need, need_root, proc_status
 
 PROGRAMS = ('postern-setup', 'postern-user', 'queue-inject', 'queue-manager',
             'local-deliverer', 'postern-queue')
@@ -52,12 +54,71 @@ def mailbox_ids(inst, name):
     raise AssertionError('no mailbox ' + name)
 
 
-def write_aliases(inst, text):
-    path = inst.path('conf', 'aliases')
+def write_conf(inst, name, text):
+    """replace conf/<name> atomically (0644), as an operator's editor would"""
+    path = inst.path('conf', name)
     with open(path + '.new', 'w') as f:
         f.write(text)
     os.chmod(path + '.new', 0o644)
     os.rename(path + '.new', path)
+
+
+def write_aliases(inst, text):
+    write_conf(inst, 'aliases', text)
+
+
+def write_mailboxes(inst, lines):
+    write_conf(inst, 'mailboxes', ''.join(lines))
+
+
+def maildir_pid(path):
+    """The pid in a Maildir file name "<sec>.M<usec>P<pid>R<hex>.<host>...":
+    the process that wrote the file."""
+    m = re.search(r'\.M\d+P(\d+)R[0-9a-fA-F]+\.', os.path.basename(path))
+    if not m:
+        raise AssertionError('no pid in the Maildir name ' + path)
+    return int(m.group(1))
+
+
+def is_local_deliverer(pid):
+    try:
+        return os.path.basename(os.readlink('/proc/%d/exe' % pid)) == 'local-deliverer'
+    except OSError:
+        return False
+
+
+def ld_children(inst):
+    """{pid: status} of the children of the root local-deliverer"""
+    out = {}
+    for p in inst.processes():
+        try:
+            if not is_local_deliverer(p):
+                continue
+            st = proc_status(p)
+            parent = int(st['PPid'][0])
+            if is_local_deliverer(parent) and proc_status(parent)['Uid'][0] == '0':
+                out[p] = st
+        except (OSError, KeyError, ValueError, IndexError):
+            pass
+    return out
+
+
+def workers(inst, uid=None):
+    """{pid: status} of local-deliverer's mailbox workers (children of the
+    root local-deliverer that run as a mail user), of uid if given"""
+    return {p: st for p, st in ld_children(inst).items()
+            if st['Uid'][0] != '0' and (uid is None or int(st['Uid'][0]) == uid)}
+
+
+def worker_ids(inst, pid):
+    """(uid, gid) of local-deliverer's mailbox worker pid: from /proc while
+    it lives, else from its "event=worker_retired" log line; None if pid
+    was no worker"""
+    st = workers(inst).get(pid)
+    if st:
+        return int(st['Uid'][0]), int(st['Gid'][0])
+    m = re.search(r'event=worker_retired pid=%d uid=(\d+) gid=(\d+) ' % pid, inst.log('queue-manager'))
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 class DeliveryTest(unittest.TestCase):
@@ -306,9 +367,178 @@ class DeliveryTest(unittest.TestCase):
                 if line.startswith(b'Subject: crash '):
                     got.add(int(line.split()[-1]))
         self.assertEqual(got, set(range(n)))    # every one at least once
-        starts = [l for l in self.inst.log('queue-manager').splitlines() if 'started messages=' in l]
+        # the restarted queue-manager may find the queue empty already (the
+        # run can end before the kill): wait for its start line, not just s6
+        def starts():
+            s = [l for l in self.inst.log('queue-manager').splitlines() if 'started messages=' in l]
+            return s if len(s) >= 3 else None
+        starts = self.inst.wait_for(starts, 15, what='three queue-manager start lines')
         self.assertEqual(len(starts), 3, starts)   # first start, after -u, after the kill
-        self.assertEqual(os.listdir(self.inst.path('queue', 'tmp')), [])
+        self.assertEqual(self.inst.queue_tmp_files(), [])
+
+    # ---- local-deliverer's mailbox workers (daemons/local-deliverer/pool.c)
+
+    def test_worker_serves_many_jobs_and_holds_nothing_else(self):
+        uid, gid = mailbox_ids(self.inst, 'alice')
+        for i in range(3):
+            inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: w%d\n\nx\n' % i)
+            self.wait_msgs('alice', i + 1)
+        msgs = self.inst.maildir_messages('alice')
+        pids = {maildir_pid(p) for p, _ in msgs}
+        self.assertEqual(len(pids), 1, pids)       # one process wrote all three: no fork per delivery
+        pid, = pids
+        for p, _ in msgs:
+            st = os.stat(p)
+            self.assertEqual((st.st_uid, st.st_gid), (uid, gid))
+        # it is still there, idle: the user's ids only, no capability, no
+        # supplementary group, and no descriptor but its socket, stderr and /dev/null
+        self.assertIn(pid, workers(self.inst, uid))
+        st = proc_status(pid)
+        self.assertEqual(st['Uid'], [str(uid)] * 4)
+        self.assertEqual(st['Gid'], [str(gid)] * 4)
+        self.assertLessEqual(set(st.get('Groups', [])), {str(gid)}, st.get('Groups'))
+        self.assertEqual(int(st['CapEff'][0], 16), 0)
+        self.assertEqual(int(st['CapPrm'][0], 16), 0)
+        parent = int(st['PPid'][0])
+        self.assertTrue(is_local_deliverer(parent))
+        fds = {int(n): os.readlink('/proc/%d/fd/%s' % (pid, n)) for n in os.listdir('/proc/%d/fd' % pid)}
+        self.assertEqual(sorted(fds), [0, 1, 2, 3], fds)
+        self.assertEqual((fds[0], fds[1]), ('/dev/null', '/dev/null'))
+        self.assertTrue(fds[3].startswith('socket:'), fds)
+        parent_fds = {os.readlink('/proc/%d/fd/%s' % (parent, n)) for n in os.listdir('/proc/%d/fd' % parent)}
+        self.assertEqual(fds[2], os.readlink('/proc/%d/fd/2' % parent))
+        self.assertNotIn(fds[3], parent_fds)     # its own end, not the job socket nor another's
+        self.assertEqual(worker_ids(self.inst, pid), (uid, gid))
+        # idle workers go away by themselves
+        self.inst.wait_for(lambda: not os.path.exists('/proc/%d' % pid), 15, what='the idle worker to exit')
+        self.assertIn('event=worker_retired pid=%d uid=%d gid=%d jobs=3 why=idle' % (pid, uid, gid),
+                      self.inst.log('queue-manager'))
+
+    def test_interleaved_users_each_delivered_by_their_own_uid(self):
+        ids = {u: mailbox_ids(self.inst, u) for u in ('alice', 'bob')}
+        self.assertNotEqual(ids['alice'], ids['bob'])
+        want = {'alice': 0, 'bob': 0}
+        for i in range(16):
+            rcpts = ['alice'] if i % 2 else ['bob']
+            if i % 4 == 3:
+                rcpts = ['alice', 'bob']           # two jobs at once, for two uids
+            for r in rcpts:
+                want[r] += 1
+            inject(self.inst, 'carol@far.test', [r + '@example.test' for r in rcpts],
+                   b'Subject: mix %d\n\nx\n' % i)
+        for u in want:
+            self.wait_msgs(u, want[u])
+        self.wait_queue_empty()
+        for u, n in want.items():
+            msgs = self.inst.maildir_messages(u)
+            self.assertEqual(len(msgs), n)
+            for path, _ in msgs:
+                st = os.stat(path)
+                self.assertEqual((st.st_uid, st.st_gid), ids[u], path)
+                # written by a worker running as this user's ids
+                self.assertEqual(worker_ids(self.inst, maildir_pid(path)), ids[u], path)
+
+    def test_mailboxes_change_and_reload_use_the_new_uid(self):
+        self.inst.add_user('carol', 'pw-carol')
+        alice_md = self.inst.maildir('alice')
+        carol_md = self.inst.maildir('carol')
+        ua, uc = mailbox_ids(self.inst, 'alice'), mailbox_ids(self.inst, 'carol')
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: before\n\nx\n')
+        (p, _), = self.wait_msgs('alice')
+        old = maildir_pid(p)
+        self.assertIn(old, workers(self.inst, ua[0]))      # alice's worker, idle
+        # "alice" now means carol's uid and Maildir
+        with open(self.inst.path('conf', 'mailboxes')) as f:
+            lines = [('alice:%d:%d:%s\n' % (uc[0], uc[1], carol_md)) if l.startswith('alice:') else l for l in f]
+        write_mailboxes(self.inst, lines)
+        acks = self.inst.log('queue-manager').count('event=reload from=queue-manager')
+        self.inst.reload('queue-manager')
+        self.inst.wait_for(lambda: self.inst.log('queue-manager').count('event=reload from=queue-manager') > acks,
+                           10, what='local-deliverer acknowledging the reload')
+        log = self.inst.log('queue-manager')
+        self.assertRegex(log, r'event=reload from=queue-manager files=per-job workers_retired=[1-9]')
+        # the idle worker is retired at once, not after its idle time
+        self.inst.wait_for(lambda: not os.path.exists('/proc/%d' % old), 3, what='alice\'s worker retired')
+        self.assertIn('event=worker_retired pid=%d uid=%d gid=%d jobs=1 why=reload' % (old, ua[0], ua[1]), log)
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
+        got = self.inst.wait_for(lambda: [n for n in os.listdir(os.path.join(carol_md, 'new'))], 20,
+                                 what='the message in carol\'s Maildir')
+        path = os.path.join(carol_md, 'new', got[0])
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), uc)
+        pid = maildir_pid(path)
+        self.assertNotEqual(pid, old)
+        self.assertEqual(worker_ids(self.inst, pid), uc)
+        with open(path, 'rb') as f:
+            self.assertIn(b'Delivered-To: alice@example.test\nSubject: after', f.read())
+        self.assertEqual(len(os.listdir(os.path.join(alice_md, 'new'))), 1)
+
+    def test_never_a_worker_as_root(self):
+        md = self.inst.path('mail', 'rootbox', 'Maildir')
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('rootbox:0:0:%s\nrootgrp:20998:0:%s\n' % (md, md))
+        qid = inject(self.inst, 'bob@example.test', ['rootbox@example.test', 'rootgrp@example.test'],
+                     b'Subject: root\n\nx\n')
+        for r in ('rootbox', 'rootgrp'):
+            self.inst.wait_log('queue-manager', '%s rcpt=%s@example.test result=deferred '
+                                                'status="4.3.0 refusing to deliver as root"' % (qid, r))
+        self.assertEqual([p for p, st in ld_children(self.inst).items() if '0' in st['Uid'] + st['Gid']], [])
+        self.assertFalse(os.path.exists(md))
+        self.assertEqual(self.inst.queue_ids(), [qid])
+
+    def test_worker_killed_mid_job_loses_nothing(self):
+        uid, _ = mailbox_ids(self.inst, 'alice')
+        n = 30
+        body = b'z' * 200000 + b'\n'
+        killed = []
+        stop = threading.Event()
+
+        def killer():
+            # a worker in the middle of a job holds more than its four
+            # descriptors (the message, the file in tmp/): kill it then
+            while not stop.is_set() and len(killed) < 3:
+                for p in workers(self.inst, uid):
+                    for _ in range(300):
+                        try:
+                            busy = len(os.listdir('/proc/%d/fd' % p)) > 4
+                        except OSError:
+                            break
+                        if busy:
+                            try:
+                                os.kill(p, signal.SIGKILL)
+                                killed.append(p)
+                            except ProcessLookupError:
+                                pass
+                            break
+                        time.sleep(0.0005)
+                time.sleep(0.005)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        try:
+            for i in range(n):
+                inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                       b'Subject: kill %d\n\n' % i + body)
+            self.inst.wait_for(lambda: killed or (not self.inst.queue_ids() and 'none'), 60,
+                               what='a worker killed mid-job')
+        finally:
+            stop.set()
+            t.join()
+        self.assertTrue(killed, 'the run ended before any worker could be caught mid-job')
+        self.inst.wait_log('queue-manager', 'status="4.3.0 delivery process died"', 20)
+        # the deferred jobs are tried again (an operator's flush: now)
+        deadline = time.time() + 60
+        while self.inst.queue_ids() and time.time() < deadline:
+            self.inst.run('postern-queue', 'flush')
+            time.sleep(1)
+        self.wait_queue_empty(5)
+        got = set()
+        for _, data in self.inst.maildir_messages('alice'):
+            m = re.search(rb'Subject: kill (\d+)\n', data)
+            self.assertTrue(m)
+            self.assertTrue(data.endswith(body))
+            got.add(int(m.group(1)))
+        self.assertEqual(got, set(range(n)))     # every one at least once
 
     def test_postern_queue_tool(self):
         # a mailbox that cannot be made: delivery fails temporarily, the message stays

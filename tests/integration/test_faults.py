@@ -3,7 +3,7 @@
 SIGKILL, ENOSPC and EIO at every syscall step of queue-manager's
 bookkeeping (envelope rewrite: open, write, fsync, rename, directory fsync;
 message removal: unlink envelope, directory fsync, unlink body) and of
-Maildir delivery (local-deliverer's mailbox child: open, write, fsync,
+Maildir delivery (local-deliverer's mailbox worker: open, write, fsync,
 link, directory fsync), with `strace --inject`.  queue-inject's own commit
 steps are covered by test_queue_inject.QueueInjectFaultTest.
 
@@ -294,9 +294,10 @@ class QueueManagerFaults(FaultBase):
 
 
 class MaildirFaults(FaultBase):
-    """Maildir delivery: local-deliverer's mailbox child (the per-user
-    process that writes the Maildir), under `strace -f`.  Counters are per
-    process, so `when` counts the child's own calls: its fsyncs are the
+    """Maildir delivery: local-deliverer's mailbox worker (the per-user
+    process that writes the Maildir), under `strace -f`; the root
+    local-deliverer makes no write(2) on a delivery's path.  Counters are per
+    process, so `when` counts the worker's own calls: its fsyncs are the
     new file, then new/ (the trace check proves which one was hit)."""
     MD = '/mail/alice/Maildir'
     STEPS = [

@@ -12,7 +12,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, IS_ROOT, need, need_root, pop3_dialogue, Conn
+from harness import Instance, IS_ROOT, need, need_root, pop3_dialogue, proc_status, Conn
 
 PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 AUTH_ERR = '-ERR [AUTH] Invalid user name or password.'
@@ -65,15 +65,6 @@ def login(port, user='alice', password='secret'):
     p.user(user)
     p.pass_(password)
     return p
-
-
-def proc_status(pid):
-    out = {}
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            k, _, v = line.partition(':')
-            out[k] = v.strip()
-    return out
 
 
 def procs_rooted_at(path):
@@ -322,15 +313,15 @@ class Pop3(unittest.TestCase):
             pre = [pid for pid in procs_rooted_at(empty) if pid not in before]
             self.assertEqual(len(pre), 1, 'one pre-login session chrooted in ROOT/empty')
             st = proc_status(pre[0])
-            self.assertEqual(st['Uid'].split(), [str(pop3)] * 4)
+            self.assertEqual(st['Uid'], [str(pop3)] * 4)
             pop3_dialogue(self.port, [('USER alice', '+OK'), ('PASS secret', '+OK')], conn=c)
             box = procs_rooted_at(md)
             self.assertEqual(len(box), 1, 'one mailbox process chrooted in the Maildir')
             st = proc_status(box[0])
             uid = os.stat(md).st_uid
-            self.assertEqual(st['Uid'].split(), [str(uid)] * 4)
+            self.assertEqual(st['Uid'], [str(uid)] * 4)
             self.assertNotEqual(uid, 0)
-            self.assertEqual(st['Gid'].split()[0], str(os.stat(md).st_gid))
+            self.assertEqual(st['Gid'][0], str(os.stat(md).st_gid))
             self.inst.wait_for(lambda: pre[0] not in procs_rooted_at(empty), what='the pre-login session to exit')
             pop3_dialogue(self.port, [('QUIT', '+OK')], conn=c)
 

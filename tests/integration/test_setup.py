@@ -571,10 +571,15 @@ class RunningInstance(unittest.TestCase):
         need_root(self, 'the uid table can only be checked with real system users')
         with Instance() as inst:
             uid = {n: pwd.getpwnam(n).pw_uid for n in SYSUSERS}
+            # local-deliverer: the root spawner, and its mailbox workers,
+            # each as one mail user's uid (never root, never a system uid)
+            with open(inst.path('conf', 'mailboxes')) as f:
+                mail_uids = {int(l.split(':')[1]) for l in f if l.count(':') >= 3 and not l.startswith('#')}
+            self.assertFalse(mail_uids & (set(uid.values()) | {0}), mail_uids)
             expect = {
                 'auth-checker': {uid['postern-auth']},
                 'queue-manager': {uid['postern-queue']},
-                'local-deliverer': {0},
+                'local-deliverer': {0} | mail_uids,
                 'remote-deliverer': {uid['postern-remote']},
                 # root listener + per-connection root monitors never read
                 # client bytes (docs/ARCHITECTURE.md); sessions are unprivileged

@@ -313,6 +313,125 @@ START_TEST(test_limits_reload_exact)
 }
 END_TEST
 
+static void sample_mbox(struct dp_mbox *m)
+{
+    memset(m, 0, sizeof *m);
+    m->job = 9;
+    memcpy(m->id, "6926A1C0F00DBA5E", 17);
+    snprintf(m->sender, sizeof m->sender, "%s", "bob@example.test");
+    snprintf(m->rcpt, sizeof m->rcpt, "%s", "Alice+x@Example.Test");
+    m->uid = 20001;
+    m->gid = 20002;
+    snprintf(m->maildir, sizeof m->maildir, "%s", "/srv/postern/mail/alice/Maildir");
+    snprintf(m->host, sizeof m->host, "%s", "mail.example.test");
+    m->quota = 1000000;
+}
+
+START_TEST(test_mbox_roundtrip_with_fd)
+{
+    struct dp_mbox m, k;
+    char rec[DP_RECORD_MAX + 1];
+    size_t len;
+    int fd, p[2];
+    sample_mbox(&m);
+    ck_assert(dp_mbox_encode(&m, rec, sizeof rec, &len));
+    ck_assert(dp_mbox_decode(&k, rec, len));
+    ck_assert_uint_eq(k.job, 9);
+    ck_assert_str_eq(k.id, m.id);
+    ck_assert_str_eq(k.sender, "bob@example.test");
+    ck_assert_str_eq(k.rcpt, "Alice+x@Example.Test");
+    ck_assert_uint_eq(k.uid, 20001);
+    ck_assert_uint_eq(k.gid, 20002);
+    ck_assert_str_eq(k.maildir, m.maildir);
+    ck_assert_str_eq(k.host, "mail.example.test");
+    ck_assert_uint_eq(k.quota, 1000000);
+    /* the null sender, no quota; through a socket with the message fd */
+    m.sender[0] = 0;
+    m.quota = 0;
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert(dp_mbox_encode(&m, rec, sizeof rec, &len));
+    ck_assert(dp_send(sp[0], rec, len, p[0]));
+    ck_assert(dp_recv(sp[1], rec, sizeof rec, &len, &fd));
+    ck_assert_int_ge(fd, 0);
+    ck_assert(dp_mbox_decode(&k, rec, len));
+    ck_assert_str_eq(k.sender, "");
+    ck_assert_uint_eq(k.quota, 0);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    char c = 0;
+    ck_assert_int_eq(read(fd, &c, 1), 1);      /* the same pipe */
+    ck_assert_int_eq(c, 'x');
+    close(fd); close(p[0]); close(p[1]);
+    /* a job record is not a mailbox record, nor the other way round */
+    struct dp_job j;
+    ck_assert(!dp_job_decode(&j, rec, len));
+    sample_job(&j);
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert(!dp_mbox_decode(&k, rec, len));
+}
+END_TEST
+
+START_TEST(test_limits_mbox)
+{
+    struct dp_mbox m, k;
+    char rec[DP_RECORD_MAX + 1];
+    size_t len;
+    /* never root: uid or gid 0 refused by the encoder and the decoder */
+    sample_mbox(&m);
+    m.uid = 0;
+    errno = 0;
+    ck_assert(!dp_mbox_encode(&m, rec, sizeof rec, &len));
+    ck_assert_int_eq(errno, EINVAL);
+    sample_mbox(&m);
+    m.gid = 0;
+    ck_assert(!dp_mbox_encode(&m, rec, sizeof rec, &len));
+    static const char root_uid[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U0\0G5\0D/m\0Lh\0Q0\0";
+    static const char root_gid[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U5\0G0\0D/m\0Lh\0Q0\0";
+    static const char ok[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U5\0G5\0D/m\0Lh\0Q0\0";
+    static const char big_uid[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U4294967295\0G5\0D/m\0Lh\0Q0\0";
+    static const char no_quota[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U5\0G5\0D/m\0Lh\0";
+    static const char twice[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U5\0U6\0G5\0D/m\0Lh\0Q0\0";
+    static const char cr[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U5\0G5\0D/m\r\0Lh\0Q0\0";
+    static const char nodir[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra\0U5\0G5\0D\0Lh\0Q0\0";
+    ck_assert(dp_mbox_decode(&k, ok, sizeof ok - 1));
+    ck_assert_uint_eq(k.uid, 5);
+    const char *bad[] = { root_uid, root_gid, big_uid, no_quota, twice, cr, nodir };
+    const size_t badlen[] = { sizeof root_uid, sizeof root_gid, sizeof big_uid, sizeof no_quota, sizeof twice,
+                              sizeof cr, sizeof nodir };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        ck_assert_msg(!dp_mbox_decode(&k, bad[i], badlen[i] - 1), "case %zu accepted", i);
+        ck_assert_int_eq(errno, EPROTO);
+        ck_assert_uint_eq(k.uid, 0);            /* nothing half-filled */
+    }
+    /* the longest Maildir path fits one record; one byte more is refused */
+    sample_mbox(&m);
+    memset(m.maildir, 'd', DP_PATH_MAX);
+    m.maildir[0] = '/';
+    m.maildir[DP_PATH_MAX] = 0;
+    memset(m.sender, 's', DP_ADDR_MAX);
+    m.sender[DP_ADDR_MAX] = 0;
+    memset(m.rcpt, 'r', DP_ADDR_MAX);
+    m.rcpt[DP_ADDR_MAX] = 0;
+    memset(m.host, 'h', DP_HOST_MAX);
+    m.host[DP_HOST_MAX] = 0;
+    ck_assert(dp_mbox_encode(&m, rec, sizeof rec, &len));
+    ck_assert_uint_le(len, DP_RECORD_MAX);
+    ck_assert(dp_mbox_decode(&k, rec, len));
+    ck_assert_uint_eq(strlen(k.maildir), DP_PATH_MAX);
+    /* a value with a line break cannot be encoded */
+    sample_mbox(&m);
+    snprintf(m.maildir, sizeof m.maildir, "%s", "/m\nD/etc");
+    errno = 0;
+    ck_assert(!dp_mbox_encode(&m, rec, sizeof rec, &len));
+    ck_assert_int_eq(errno, EINVAL);
+    /* a too-small buffer */
+    sample_mbox(&m);
+    errno = 0;
+    ck_assert(!dp_mbox_encode(&m, rec, 20, &len));
+    ck_assert_int_eq(errno, EMSGSIZE);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("deliver_proto");
@@ -324,12 +443,14 @@ int main(void)
     tcase_add_test(core, test_send_recv_with_fd);
     tcase_add_test(core, test_refused_records);
     tcase_add_test(core, test_reload_roundtrip);
+    tcase_add_test(core, test_mbox_roundtrip_with_fd);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_limits_oversized);
     tcase_add_test(limits, test_limits_many_fds);
     tcase_add_test(limits, test_limits_reload_exact);
+    tcase_add_test(limits, test_limits_mbox);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
