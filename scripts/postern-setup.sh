@@ -166,6 +166,10 @@ tree() {
     fi
     want d "$ROOT" "$U_ROOT" "$G_ROOT" 755
     for d in bin conf mail service log run; do want d "$ROOT/$d" "$U_ROOT" "$G_ROOT" 755; done
+    # mail/ holds the homes of users without one of their own: +T, as the
+    # root of a filesystem is, so ext4 spreads those homes (and so their
+    # Maildirs' inodes) over block groups (docs/QUEUE.md, "Why tmp/<h>")
+    [ "$CHECK" = 1 ] || chattr +T "$ROOT/mail" 2>/dev/null || :
     want d "$ROOT/run/auth" "$U_ROOT" "$G_POSTERN" 750
     want d "$ROOT/empty" "$U_ROOT" "$G_ROOT" 555
     want d "$ROOT/conf/tls" "$U_ROOT" "$G_ROOT" 755

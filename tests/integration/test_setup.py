@@ -78,9 +78,10 @@ class SetupTree(unittest.TestCase):
         fstype = subprocess.run(['stat', '-f', '-c', '%T', tmp], capture_output=True, text=True).stdout.strip()
         if fstype not in ('ext2/ext3', 'ext4'):
             self.skipTest('queue on %s, not ext4: no +T flag' % fstype)
-        out = subprocess.run(['lsattr', '-d', tmp], capture_output=True, text=True)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn('T', out.stdout.split()[0], out.stdout)
+        for d in (tmp, self.inst.path('mail')):   # mail/: the homes of users without one
+            out = subprocess.run(['lsattr', '-d', d], capture_output=True, text=True)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn('T', out.stdout.split()[0], out.stdout)
         # inode numbers in blocks of 8192 (mkfs.ext4's usual inodes per
         # group; the device itself is not readable here): spread, not all
         # next to tmp/ as without the flag
