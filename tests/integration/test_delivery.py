@@ -171,6 +171,22 @@ class DeliveryTest(unittest.TestCase):
         log = self.inst.log('queue-manager')
         self.assertIn('%s rcpt=Alice@Example.Test result=delivered' % qid, log)
 
+    def test_finished_bodies_removed_after_the_batched_fsync(self):
+        # queue-manager unlinks a finished message's envelope at once and its
+        # body after the batch's env/<h> fsync (at most 100 ms later): the
+        # queue ends with neither, and the log names every removal
+        q = self.inst.path('queue')
+        ids = [inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: %d\n\nx\n' % i)
+               for i in range(30)]
+        self.wait_msgs('alice', 30)
+        self.wait_queue_empty()
+        bodies = lambda: [n for h in '0123456789ABCDEF' for n in os.listdir(os.path.join(q, 'mess', h))]
+        self.inst.wait_for(lambda: not bodies(), 5, what='no bodies left in mess/: %s' % bodies())
+        log = self.inst.log('queue-manager')
+        for qid in ids:
+            self.assertIn('%s removed=finished' % qid, log)
+        self.assertNotIn('bodies=kept', log)
+
     def test_plus_detail_and_team_alias(self):
         inject(self.inst, 'carol@far.test', ['bob+lists@example.test', 'team@example.test'],
                b'Subject: t\n\nx\n')
