@@ -1,6 +1,7 @@
 /* pop3_session.c - the POP3 state machine: a command table over one state enum. */
 #include "pop3_session.h"
 #include "err.h"
+#include "sasl.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -173,28 +174,22 @@ static int c_pass(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     return 1;
 }
 
-/* authzid \0 authcid \0 password, base64 */
-static int sasl_plain(struct pop3_session *s, const char *b64, size_t len, enum pop3_action *act)
+/* authzid \0 authcid \0 password, base64: lib/sasl's PLAIN parser, the
+ * one SMTP AUTH uses too */
+static int auth_plain(struct pop3_session *s, const char *b64, size_t len, enum pop3_action *act)
 {
-    char dec[POP3_SASL_LINE_MAX];
-    size_t n;
+    struct sasl_cred c;
     s->state = POP3_AUTHORIZATION;
     if (len == 1 && b64[0] == '=') len = 0;   /* RFC 5034: "=" is an empty initial response */
-    if (!pop3_base64_decode(b64, len, dec, sizeof dec, &n)) return bad(s, "-ERR Invalid base64 data", act);
-    const char *z1 = memchr(dec, 0, n);
-    const char *z2 = z1 ? memchr(z1 + 1, 0, n - (size_t)(z1 + 1 - dec)) : 0;
-    int ok = 0;
-    if (z2) {
-        size_t zl = (size_t)(z1 - dec), ul = (size_t)(z2 - z1 - 1), pl = n - (size_t)(z2 + 1 - dec);
-        if (ul && ul <= POP3_USER_MAX && pl <= POP3_PASS_MAX &&
-            (zl == 0 || (zl == ul && !memcmp(dec, z1 + 1, ul)))) {
-            memcpy(s->user, z1 + 1, ul); s->user[ul] = 0; s->userlen = ul;
-            memcpy(s->pass, z2 + 1, pl); s->pass[pl] = 0; s->passlen = pl;
-            s->have_user = 1;
-            ok = 1;
-        }
+    enum sasl_result r = sasl_plain(b64, len, &c);
+    int ok = r == SASL_OK && c.userlen <= POP3_USER_MAX && c.passlen <= POP3_PASS_MAX;
+    if (ok) {
+        memcpy(s->user, c.user, c.userlen); s->user[c.userlen] = 0; s->userlen = c.userlen;
+        memcpy(s->pass, c.pass, c.passlen); s->pass[c.passlen] = 0; s->passlen = c.passlen;
+        s->have_user = 1;
     }
-    sodium_memzero(dec, sizeof dec);
+    sasl_wipe(&c);
+    if (r == SASL_BAD_BASE64) return bad(s, "-ERR Invalid base64 data", act);
     if (!ok) return bad(s, "-ERR [AUTH] Invalid user name or password.", act);
     *act = POP3_LOGIN;
     return 1;
@@ -209,7 +204,7 @@ static int c_auth(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     if (n == 0) return say(s, "+OK") && say(s, "PLAIN") && say(s, ".");
     if (n > 2) return bad(s, "-ERR Syntax: AUTH PLAIN [initial-response]", act);
     if (wl[0] != 5 || strncasecmp(w[0], "PLAIN", 5)) return bad(s, "-ERR Unsupported authentication mechanism", act);
-    if (n == 2) return sasl_plain(s, w[1], wl[1], act);
+    if (n == 2) return auth_plain(s, w[1], wl[1], act);
     s->state = POP3_AUTH_PLAIN;
     return say(s, "+ ");
 }
@@ -357,7 +352,7 @@ int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncate
     if (s->state == POP3_AUTH_PLAIN) {
         if (truncated) { s->state = POP3_AUTHORIZATION; return bad(s, "-ERR Response too long", act); }
         if (len == 1 && line[0] == '*') { s->state = POP3_AUTHORIZATION; return say(s, "-ERR Authentication cancelled"); }
-        return sasl_plain(s, line, len, act);
+        return auth_plain(s, line, len, act);
     }
     if (truncated || len > POP3_LINE_MAX - 2) return bad(s, "-ERR Command line too long", act);
     if (memchr(line, 0, len)) return bad(s, "-ERR Unknown command", act);
@@ -388,39 +383,6 @@ int pop3_login_result(struct pop3_session *s, enum pop3_login r)
         return say(s, "-ERR [AUTH] Invalid user name or password.");
     }
     return say(s, "-ERR [SYS/TEMP] Authentication service unavailable, try again later.");
-}
-
-static int b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-int pop3_base64_decode(const char *s, size_t len, char *dst, size_t cap, size_t *outlen)
-{
-    size_t o = 0;
-    if (len % 4) return 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4], pad = 0;
-        for (int k = 0; k < 4; k++) {
-            unsigned char c = (unsigned char)s[i + k];
-            if (c == '=' && i + 4 == len && k >= 2) { v[k] = 0; pad++; continue; }
-            if (pad || (v[k] = b64val(c)) < 0) return 0;
-        }
-        if (pad == 2 && s[i + 2] != '=') return 0;
-        unsigned long w = ((unsigned long)v[0] << 18) | ((unsigned long)v[1] << 12) | ((unsigned long)v[2] << 6) | (unsigned long)v[3];
-        size_t n = 3 - (size_t)pad;
-        if (cap - o < n) return 0;
-        dst[o++] = (char)(w >> 16);
-        if (n > 1) dst[o++] = (char)(w >> 8);
-        if (n > 2) dst[o++] = (char)w;
-    }
-    *outlen = o;
-    return 1;
 }
 
 static void put16(char *p, size_t v) { p[0] = (char)(v >> 8); p[1] = (char)(v & 0xff); }

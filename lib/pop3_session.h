@@ -89,9 +89,6 @@ int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncate
 int pop3_login_result(struct pop3_session *s, enum pop3_login r);
 void pop3_wipe(struct pop3_session *s);
 
-/* Base64 (RFC 4648, padding required) into dst[0..cap): 1 and *len, or 0. */
-int pop3_base64_decode(const char *s, size_t len, char *dst, size_t cap, size_t *outlen);
-
 /* --- session <-> monitor records (one SOCK_SEQPACKET datagram each) ---
  * request: 'L' u16 userlen u16 passlen u16 leftlen (big-endian), then the
  *          bytes of user, password and the client bytes read past the

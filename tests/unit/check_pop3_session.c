@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "pop3_session.h"
+#include "sasl.h"
 
 static char dir[64];
 static int dirfd_;
@@ -243,16 +244,16 @@ START_TEST(test_base64_and_monitor_records)
 {
     char dec[64];
     size_t n;
-    ck_assert(pop3_base64_decode("AGFsaWNlAHNlY3JldA==", 20, dec, sizeof dec, &n));
+    ck_assert(sasl_base64_decode("AGFsaWNlAHNlY3JldA==", 20, (unsigned char *)dec, sizeof dec, &n));
     ck_assert_uint_eq(n, 13);
     ck_assert(!memcmp(dec, "\0alice\0secret", 13));
-    ck_assert(pop3_base64_decode("", 0, dec, sizeof dec, &n));
+    ck_assert(sasl_base64_decode("", 0, (unsigned char *)dec, sizeof dec, &n));
     ck_assert_uint_eq(n, 0);
-    ck_assert(!pop3_base64_decode("abc", 3, dec, sizeof dec, &n));
-    ck_assert(!pop3_base64_decode("ab=c", 4, dec, sizeof dec, &n));
-    ck_assert(!pop3_base64_decode("a===", 4, dec, sizeof dec, &n));
-    ck_assert(!pop3_base64_decode("AA==AA==", 8, dec, sizeof dec, &n));
-    ck_assert(!pop3_base64_decode("AAAAAAAA", 8, dec, 5, &n));   /* no room */
+    ck_assert(!sasl_base64_decode("abc", 3, (unsigned char *)dec, sizeof dec, &n));
+    ck_assert(!sasl_base64_decode("ab=c", 4, (unsigned char *)dec, sizeof dec, &n));
+    ck_assert(!sasl_base64_decode("a===", 4, (unsigned char *)dec, sizeof dec, &n));
+    ck_assert(!sasl_base64_decode("AA==AA==", 8, (unsigned char *)dec, sizeof dec, &n));
+    ck_assert(!sasl_base64_decode("AAAAAAAA", 8, (unsigned char *)dec, 5, &n));   /* no room */
     static char rec[POP3_MON_REC_MAX];
     static struct pop3_mon_request r;
     size_t len;
