@@ -237,7 +237,7 @@ build-fuzz/obj/%.o: lib/%.c $(wildcard lib/*.h)
 	@mkdir -p build-fuzz/obj
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_OBJ) $(PKG_SODIUM) $(PKG_SSL) -lresolv
 
