@@ -287,11 +287,21 @@ class MemSampler(threading.Thread):
 
 
 def cpu_ticks(pid):
-    """(own, reaped children) CPU ticks of pid."""
-    with open('/proc/%d/stat' % pid) as f:
-        st = f.read()
-    fl = st[st.rindex(')') + 2:].split()
-    return int(fl[11]) + int(fl[12]), int(fl[13]) + int(fl[14])
+    """(own, reaped children) CPU ticks of pid and all its live descendants,
+    summed: a live process's CPU is in its own times, a dead one's in its
+    reaper's children times, so each tick counts once (the listener's
+    monitors live across connections: the listener alone would miss them)."""
+    own = kids = 0
+    for p, _ in proc_tree(pid):
+        try:
+            with open('/proc/%d/stat' % p) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(')') + 2:].split()
+        own += int(fl[11]) + int(fl[12])
+        kids += int(fl[13]) + int(fl[14])
+    return own, kids
 
 
 def verify(inst, results, stored_by_seq):
