@@ -431,6 +431,7 @@ def main():
     os.environ['POSTERN_BIN'] = os.path.abspath(a.bin)
     import harness
     users = ['e2e%d' % i for i in range(a.users)]
+    bench_reception.settle()
     inst = harness.Instance(users={u: 'pw-' + u for u in users},
                             conf_extra={'max_sessions': '200', 'max_sessions_per_client': '200'},
                             bin=os.path.abspath(a.bin))
