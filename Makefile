@@ -143,6 +143,12 @@ sanitize: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) --no-print-directory SAN=1 OBJ=build-san BIN=build-san/bin unit integration
 
+# the Check unit tests under valgrind's memcheck (errors and definite leaks fail)
+valgrind: deps
+	@sh scripts/deps.sh valgrind
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@sh tests/run-valgrind.sh $(UNIT_BIN)
+
 # set up a throwaway instance with a demo user and run it in the foreground
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -218,7 +224,7 @@ uninstall:
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize run install uninstall bench-smtp bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
+.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

@@ -125,7 +125,7 @@ int dns_resolver_init(res_state res, const char *server, int timeout_s, char *wh
     unsigned long port = 53;
     const char *colon = strchr(server, ':');
     size_t n = colon ? (size_t)(colon - server) : strlen(server);
-    if (n >= sizeof addr) { snprintf(why, whylen, "dns_server: bad address"); return 0; }
+    if (n >= sizeof addr) { snprintf(why, whylen, "dns_server: bad address"); goto refused; }
     memcpy(addr, server, n);
     addr[n] = 0;
     if (colon) {
@@ -134,7 +134,7 @@ int dns_resolver_init(res_state res, const char *server, int timeout_s, char *wh
         port = strtoul(colon + 1, &e, 10);
         if (errno || *e || !colon[1] || port < 1 || port > 65535) {
             snprintf(why, whylen, "dns_server: bad port");
-            return 0;
+            goto refused;
         }
     }
     struct sockaddr_in sin;
@@ -143,11 +143,14 @@ int dns_resolver_init(res_state res, const char *server, int timeout_s, char *wh
     sin.sin_port = htons((unsigned short)port);
     if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1) {
         snprintf(why, whylen, "dns_server: not an IPv4 address: %.64s", addr);
-        return 0;
+        goto refused;
     }
     res->nsaddr_list[0] = sin;
     res->nscount = 1;
     return 1;
+refused:
+    res_nclose(res);   /* res_ninit's allocations go with it */
+    return 0;
 }
 
 static unsigned dns_random(unsigned n)

@@ -62,7 +62,8 @@ enum dns_status dns_parse_addrs(const unsigned char *msg, size_t len, int type,
 void dns_mx_sort(struct dns_mx_list *l, unsigned (*rnd)(unsigned n));
 
 /* res_ninit, then, if server is not empty, use only that IPv4 "addr[:port]"
- * resolver. timeout_s bounds each try (two tries). 1, or 0 with why. */
+ * resolver. timeout_s bounds each try (two tries). 1 (res_nclose when done),
+ * or 0 with why and nothing to close. */
 int dns_resolver_init(res_state res, const char *server, int timeout_s, char *why, size_t whylen);
 
 /* Addresses (A, then AAAA) of one host. */

@@ -7,6 +7,8 @@ pkg_have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 want="build-essential musl-tools e2fsprogs pkg-config libsodium-dev libssl-dev check s6 openssl telnet swaks libnet-ssleay-perl curl mpop python3 procps strace mandoc"
 # "deps.sh fuzz": the libFuzzer toolchain as well
 [ "${1:-}" = fuzz ] && want="$want clang libclang-rt-dev"
+# "deps.sh valgrind": memcheck for `make valgrind`
+[ "${1:-}" = valgrind ] && want="$want valgrind"
 for p in $want; do
     pkg_have "$p" || missing="$missing $p"
 done
