@@ -143,11 +143,13 @@ sanitize: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) --no-print-directory SAN=1 OBJ=build-san BIN=build-san/bin unit integration
 
-# the Check unit tests under valgrind's memcheck (errors and definite leaks fail)
+# the Check unit tests, then the daemons (tests/integration/valgrind_daemons.py),
+# under valgrind's memcheck: any memory error or definitely lost block fails
 valgrind: deps
 	@sh scripts/deps.sh valgrind
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@sh tests/run-valgrind.sh $(UNIT_BIN)
+	@POSTERN_BIN=$(abspath $(BIN)) python3 tests/integration/valgrind_daemons.py
 
 # set up a throwaway instance with a demo user and run it in the foreground
 run: deps

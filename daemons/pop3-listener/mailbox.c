@@ -22,11 +22,53 @@ static int reply_close(int fd, const char *line)
     return EXIT_OK;
 }
 
-int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
-                const char *left, size_t leftlen, const char *sid)
+/* TRANSACTION and UPDATE on the open maildrop md; returns the exit code */
+static int transaction(const struct config *c, int fd, struct maildrop *md, const struct auth_reply *r,
+                       const char *left, size_t leftlen, const char *sid)
 {
     static unsigned char ibuf[POP3D_INBUF], obuf[65536];
     static char line[POP3_LINE_MAX + 1];
+    struct io in, out;
+    struct pop3_session s;
+    io_init(&in, fd, ibuf, sizeof ibuf, pop3d_timeout_ms(c));
+    io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
+    memcpy(ibuf, left, leftlen);      /* what the pre-login session read past PASS */
+    in.len = leftlen;
+    pop3_init(&s, &out, (unsigned)c->max_errors);
+    pop3_begin_transaction(&s, md);
+    size_t n;
+    unsigned long long oct;
+    maildrop_stat(md, &n, &oct);
+    log_info(sid, "event=login user=%s messages=%zu octets=%llu", r->name, n, oct);
+    if (!io_puts(&out, "+OK Logged in.\r\n")) return EXIT_TEMP;
+    if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
+    for (;;) {
+        size_t len;
+        enum io_eol eol;
+        enum pop3_action act;
+        if (!io_getline(&in, line, sizeof line, &len, &eol)) {
+            if (errno == ETIMEDOUT) { io_puts(&out, "-ERR Timeout, closing connection\r\n"); io_flush(&out); }
+            log_info(sid, "event=drop user=%s update=no", r->name);
+            return EXIT_OK;
+        }
+        int truncated = eol == IO_EOL_NONE;
+        if (truncated && len < sizeof line) return EXIT_OK;
+        if (truncated && !io_skipline(&in, 1 << 20)) return EXIT_OK;
+        if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_OK;
+        if (act == POP3_CLOSE) {
+            io_flush(&out);
+            size_t left_n;
+            maildrop_stat(md, &left_n, &oct);
+            log_info(sid, "event=logout user=%s deleted=%zu", r->name, n > left_n ? n - left_n : 0);
+            return EXIT_OK;
+        }
+        if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
+    }
+}
+
+int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
+                const char *left, size_t leftlen, const char *sid)
+{
     struct privuser u = { r->uid, r->gid };
     struct maildrop md;
     if (r->uid == 0 || r->gid == 0) {
@@ -51,40 +93,7 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
         log_error(sid, "event=scan user=%s error=\"%s\"", r->name, strerror(errno));
         return reply_close(fd, "-ERR [SYS/TEMP] Cannot read the mailbox\r\n");
     }
-    struct io in, out;
-    struct pop3_session s;
-    io_init(&in, fd, ibuf, sizeof ibuf, pop3d_timeout_ms(c));
-    io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
-    memcpy(ibuf, left, leftlen);      /* what the pre-login session read past PASS */
-    in.len = leftlen;
-    pop3_init(&s, &out, (unsigned)c->max_errors);
-    pop3_begin_transaction(&s, &md);
-    size_t n;
-    unsigned long long oct;
-    maildrop_stat(&md, &n, &oct);
-    log_info(sid, "event=login user=%s messages=%zu octets=%llu", r->name, n, oct);
-    if (!io_puts(&out, "+OK Logged in.\r\n")) return EXIT_TEMP;
-    if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
-    for (;;) {
-        size_t len;
-        enum io_eol eol;
-        enum pop3_action act;
-        if (!io_getline(&in, line, sizeof line, &len, &eol)) {
-            if (errno == ETIMEDOUT) { io_puts(&out, "-ERR Timeout, closing connection\r\n"); io_flush(&out); }
-            log_info(sid, "event=drop user=%s update=no", r->name);
-            return EXIT_OK;
-        }
-        int truncated = eol == IO_EOL_NONE;
-        if (truncated && len < sizeof line) return EXIT_OK;
-        if (truncated && !io_skipline(&in, 1 << 20)) return EXIT_OK;
-        if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_OK;
-        if (act == POP3_CLOSE) {
-            io_flush(&out);
-            size_t left_n;
-            maildrop_stat(&md, &left_n, &oct);
-            log_info(sid, "event=logout user=%s deleted=%zu", r->name, n > left_n ? n - left_n : 0);
-            return EXIT_OK;
-        }
-        if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
-    }
+    int code = transaction(c, fd, &md, r, left, leftlen, sid);
+    maildrop_close(&md);
+    return code;
 }

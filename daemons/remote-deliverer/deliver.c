@@ -160,13 +160,15 @@ static enum dp_status targets_for(const struct remote_conf *rc, const struct rou
     }
     if (r) {
         enum dns_status st = dns_lookup_host(&res, r->host, port, t);
+        res_nclose(&res);
         if (st == DNS_OK) return DP_SUCCESS;
         snprintf(text, cap, "4.4.%c route host %.200s: %s", st == DNS_TEMPFAIL ? '3' : '4', r->host,
                  st == DNS_TEMPFAIL ? "DNS lookup failed temporarily" : "no address");
         return DP_TEMPORARY;
     }
-    if (dns_mail_targets(&res, domain, port, t, text, cap) == DNS_OK) return DP_SUCCESS;
-    return status_of(text);
+    enum dns_status st = dns_mail_targets(&res, domain, port, t, text, cap);
+    res_nclose(&res);
+    return st == DNS_OK ? DP_SUCCESS : status_of(text);
 }
 
 enum dp_status remote_deliver(const struct remote_conf *rc, const struct dp_job *j, int msgfd,
