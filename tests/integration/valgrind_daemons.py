@@ -12,10 +12,12 @@ postmaster alias (a bounce to a remote sender: remote-deliverer runs), is
 read and changed over POP3, reloaded, stopped; every valgrind log must be
 empty (no memory error, no definitely lost block).
 
-Not here: smtp-listener (its per-message vfork+exec of the setuid
-queue-inject does not survive valgrind's emulation of vfork; the sanitizer
-build covers it, `make sanitize`), queue-inject and tls-proxy (setuid /
-exec'd with a clean environment: valgrind skips them)."""
+Not here: smtp-listener. Under valgrind 3.19 its monitor's per-message
+child (vfork, close every descriptor above 2, drop privileges, exec the
+setuid queue-inject) exits 111 before queue-inject runs, so every message
+gets 451; the sanitizer build covers smtp-listener (`make sanitize`).
+queue-inject and tls-proxy are skipped (setuid; exec'd with a clean
+environment). VG_WRAP="prog ..." chooses other services by hand."""
 
 import glob
 import os
@@ -28,7 +30,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Instance, need, need_root, send_mail
 
-WRAPPED = ('pop3-listener', 'auth-checker', 'queue-manager')
+WRAPPED = tuple(os.environ.get('VG_WRAP', 'pop3-listener auth-checker queue-manager').split())
 
 
 class DaemonsUnderValgrind(unittest.TestCase):
