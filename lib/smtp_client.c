@@ -556,26 +556,76 @@ static int xtext_ok(const char *s, size_t max)
     return 1;
 }
 
-enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j,
-                                   smtp_starttls_fn *starttls, void *tlsctx,
-                                   const char *peer, char *status, size_t cap)
+/* the RCPT parameters for one recipient into rparam */
+static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, char *rparam, size_t cap)
+{
+    size_t rl = 0;
+    rparam[0] = 0;
+    if (!ext->dsn) return;
+    if (rc->notify && *rc->notify)
+        rl += (size_t)snprintf(rparam + rl, cap - rl, " NOTIFY=%s", rc->notify);
+    if (rl >= cap) { rparam[0] = 0; return; }
+    if (rc->orcpt && *rc->orcpt && xtext_ok(rc->orcpt, 500) && strchr(rc->orcpt, ';')) {
+        snprintf(rparam + rl, cap - rl, " ORCPT=%s", rc->orcpt);
+    } else {
+        char x[600];
+        if (smtp_xtext(rc->addr, x, sizeof x))
+            snprintf(rparam + rl, cap - rl, " ORCPT=rfc822;%s", x);
+    }
+}
+
+/* every recipient still open (accepted) gets outcome o with the txn status */
+static void settle(struct smtp_rcpt *r, size_t n, const int *open, enum smtp_outcome o, const char *status)
+{
+    for (size_t i = 0; i < n; i++)
+        if (open[i]) {
+            r[i].outcome = o;
+            snprintf(r[i].status, r[i].cap, "%s", status);
+        }
+}
+
+/* RCPT reply i: 1 accepted, else r[i] settled with the reply */
+static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
+{
+    if (t->r.code == 250 || t->r.code == 251) return 1;
+    char *save = t->status;
+    size_t savecap = t->cap;
+    t->status = rc->status;
+    t->cap = rc->cap;
+    rc->outcome = fail_reply(t, "RCPT TO");
+    t->status = save;
+    t->cap = savecap;
+    return 0;
+}
+
+enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_job *j,
+                                         struct smtp_rcpt *r, size_t n,
+                                         smtp_starttls_fn *starttls, void *tlsctx,
+                                         const char *peer, char *status, size_t cap)
 {
     static struct txn tx;   /* the reply buffer is large: keep it off the stack */
     struct txn *t = &tx;
     struct smtp_ext ext;
     char param[1400], rparam[1400];
-    size_t pl = 0, rl = 0;
+    int open[SMTP_RCPT_MAX];
+    size_t pl = 0;
 
     t->c = c;
     t->peer = peer;
     t->status = status;
     t->cap = cap;
     status[0] = 0;
+    if (!n || n > SMTP_RCPT_MAX) { snprintf(status, cap, "4.3.0 bad recipient count"); return SMTP_TEMPFAIL; }
     int utf8 = 0;
-    if (!addr_ok(j->sender, &utf8) || !addr_ok(j->rcpt, &utf8) || !*j->rcpt) {
-        snprintf(status, cap, "5.1.3 bad address syntax");
-        return SMTP_PERMFAIL;
+    size_t nok = 0;
+    if (!addr_ok(j->sender, &utf8)) { snprintf(status, cap, "5.1.3 bad address syntax"); return SMTP_PERMFAIL; }
+    for (size_t i = 0; i < n; i++) {
+        r[i].status[0] = 0;
+        open[i] = addr_ok(r[i].addr, &utf8) && *r[i].addr;
+        if (!open[i]) { r[i].outcome = SMTP_PERMFAIL; snprintf(r[i].status, r[i].cap, "5.1.3 bad address syntax"); }
+        else nok++;
     }
+    if (!nok) return SMTP_DELIVERED;   /* each has its result */
     enum smtp_outcome o = open_session(t, j, starttls, tlsctx, &ext);
     if (o != SMTP_DELIVERED) return o;
     if (utf8 && !ext.smtputf8) {
@@ -589,58 +639,107 @@ enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j
         return SMTP_PERMFAIL;
     }
 
-    param[0] = rparam[0] = 0;
+    param[0] = 0;
     if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
     if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
     if (utf8) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
-    if (ext.dsn) {
-        if (j->envid && xtext_ok(j->envid, 100))
-            pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
-        if (j->notify && *j->notify)
-            rl += (size_t)snprintf(rparam + rl, sizeof rparam - rl, " NOTIFY=%s", j->notify);
-        if (j->orcpt && *j->orcpt && xtext_ok(j->orcpt, 500) && strchr(j->orcpt, ';')) {
-            rl += (size_t)snprintf(rparam + rl, sizeof rparam - rl, " ORCPT=%s", j->orcpt);
-        } else {
-            char x[600];
-            if (smtp_xtext(j->rcpt, x, sizeof x))
-                rl += (size_t)snprintf(rparam + rl, sizeof rparam - rl, " ORCPT=rfc822;%s", x);
-        }
-    }
-    (void)pl; (void)rl;
+    if (ext.dsn && j->envid && xtext_ok(j->envid, 100))
+        pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
+    (void)pl;
 
-    /* MAIL and RCPT: one write when the server pipelines */
+    /* MAIL and every RCPT: one write when the server pipelines */
     if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
-    if (!ext.pipelining && !smtp_flush(c)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
     if (!ext.pipelining) {
+        if (!smtp_flush(c)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
         if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return SMTP_TEMPFAIL;
         if (t->r.code != 250) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
     }
-    if (!cmd(t, "RCPT TO:<%s>%s", j->rcpt, rparam) || !smtp_flush(c)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
+    size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
     if (ext.pipelining) {
+        for (size_t i = 0; i < n; i++) {
+            if (!open[i]) continue;
+            rcpt_params(&ext, &r[i], rparam, sizeof rparam);
+            if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
+            sent++;
+        }
+        if (!smtp_flush(c)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
         if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return SMTP_TEMPFAIL;
         if (t->r.code != 250) {
             o = fail_reply(t, "MAIL FROM");
-            if (smtp_read_reply(c, &t->r, c->timeout_ms)) quit(t);   /* RCPT's reply */
+            size_t k;
+            for (k = 0; k < sent; k++)   /* the RCPTs' replies */
+                if (!smtp_read_reply(c, &t->r, c->timeout_ms)) break;
+            if (k == sent) quit(t);
             return o;
         }
     }
-    if (!read_reply(t, "RCPT TO", c->timeout_ms)) return SMTP_TEMPFAIL;
-    if (t->r.code != 250 && t->r.code != 251) { o = fail_reply(t, "RCPT TO"); quit(t); return o; }
+    size_t accepted = 0, answered = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!open[i]) continue;
+        if (!ext.pipelining) {
+            rcpt_params(&ext, &r[i], rparam, sizeof rparam);
+            if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam) || !smtp_flush(c)) {
+                io_status(t, "RCPT TO");
+                if (!answered) return SMTP_TEMPFAIL;
+                settle(r, n, open, SMTP_TEMPFAIL, status);
+                return SMTP_DELIVERED;
+            }
+        }
+        if (!read_reply(t, "RCPT TO", c->timeout_ms)) {
+            if (!answered) return SMTP_TEMPFAIL;
+            settle(r, n, open, SMTP_TEMPFAIL, status);
+            return SMTP_DELIVERED;
+        }
+        answered++;
+        if (rcpt_reply(t, &r[i])) { accepted++; continue; }
+        open[i] = 0;
+        if (t->r.code == 452 && !ext.pipelining) {
+            /* too many recipients: the rest wait for a later attempt */
+            for (size_t k = i + 1; k < n; k++)
+                if (open[k]) {
+                    open[k] = 0;
+                    r[k].outcome = SMTP_TEMPFAIL;
+                    snprintf(r[k].status, r[k].cap, "%s", r[i].status);
+                }
+            break;
+        }
+    }
+    /* from here on, open[] marks the accepted recipients */
+    if (!accepted) { quit(t); return SMTP_DELIVERED; }
 
-    if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); return SMTP_TEMPFAIL; }
-    if (!read_reply(t, "DATA", c->timeout_ms)) return SMTP_TEMPFAIL;
-    if (t->r.code != 354) { o = fail_reply(t, "DATA"); quit(t); return o; }
+    if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); goto settle_all; }
+    if (!read_reply(t, "DATA", c->timeout_ms)) goto settle_all;
+    if (t->r.code != 354) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
     if (!smtp_send_message(c, j->msgfd, NULL)) {
         if (errno == EIO || errno == EBADF) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
         else io_status(t, "message content");
-        return SMTP_TEMPFAIL;
+        goto settle_all;
     }
     int tmo = c->timeout_ms > 0x3fffffff ? 0x7fffffff : c->timeout_ms * 2;
-    if (!read_reply(t, "end of data", tmo)) return SMTP_TEMPFAIL;
-    if (t->r.code != 250) { o = fail_reply(t, "end of data"); quit(t); return o; }
+    if (!read_reply(t, "end of data", tmo)) goto settle_all;
+    if (t->r.code != 250) { o = fail_reply(t, "end of data"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
     char sum[SMTP_SUMMARY_MAX];
     smtp_reply_summary(&t->r, sum, sizeof sum);
     snprintf(status, cap, "2.0.0 host %s said: %s", peer, sum);
     quit(t);
+    settle(r, n, open, SMTP_DELIVERED, status);
     return SMTP_DELIVERED;
+settle_all:
+    settle(r, n, open, SMTP_TEMPFAIL, status);
+    return SMTP_DELIVERED;
+}
+
+enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j,
+                                   smtp_starttls_fn *starttls, void *tlsctx,
+                                   const char *peer, char *status, size_t cap)
+{
+    struct smtp_rcpt r = { .addr = j->rcpt, .orcpt = j->orcpt, .notify = j->notify,
+                           .outcome = SMTP_TEMPFAIL, .status = status, .cap = cap };
+    static char tstatus[SMTP_SUMMARY_MAX + 1200];
+    enum smtp_outcome o = smtp_transaction_multi(c, j, &r, 1, starttls, tlsctx, peer, tstatus, sizeof tstatus);
+    if (o != SMTP_DELIVERED) {
+        snprintf(status, cap, "%s", tstatus);
+        return o;
+    }
+    return r.outcome;
 }

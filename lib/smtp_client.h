@@ -142,4 +142,31 @@ enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j
                                    smtp_starttls_fn *starttls, void *tlsctx,
                                    const char *peer, char *status, size_t cap);
 
+/* ---- one transaction, several recipients ---- */
+
+#define SMTP_RCPT_MAX 100        /* recipients in one transaction */
+
+struct smtp_rcpt {
+    const char *addr;
+    const char *orcpt;       /* "" or "rfc822;addr" (xtext) */
+    const char *notify;      /* "" or "SUCCESS,FAILURE" ... */
+    enum smtp_outcome outcome;   /* out: SMTP_DELIVERED, SMTP_TEMPFAIL or SMTP_PERMFAIL */
+    char *status;            /* out: the RFC 3463 text, status[cap] */
+    size_t cap;
+};
+
+/* One transaction for n (1..SMTP_RCPT_MAX) recipients of the same message:
+ * MAIL once, a RCPT for each (its own NOTIFY=/ORCPT=; j->rcpt, j->orcpt and
+ * j->notify are ignored), DATA only if a RCPT was accepted. A failure that
+ * concerns the whole transaction (before MAIL, MAIL refused, connection lost
+ * before any RCPT is answered, bad sender) is returned, with status, and
+ * applies to every recipient. SMTP_DELIVERED means: each r[i] has its own
+ * outcome and status (a refused RCPT its reply; a "452" to a RCPT makes it
+ * and, without PIPELINING, the ones not yet sent temporary; the accepted
+ * ones the outcome of DATA). */
+enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_job *j,
+                                         struct smtp_rcpt *r, size_t n,
+                                         smtp_starttls_fn *starttls, void *tlsctx,
+                                         const char *peer, char *status, size_t cap);
+
 #endif

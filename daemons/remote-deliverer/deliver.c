@@ -1,4 +1,5 @@
-/* deliver.c - one remote delivery, run in its own child: find where the
+/* deliver.c - one remote delivery (one message, one or more recipients of
+ * the same destination), run in its own child: find where the
  * recipient's domain goes (conf/routes, else DNS MX), try each address in
  * order until one answers, run the SMTP transaction, map the outcome to
  * s/t/p with an RFC 3463 text. */
@@ -171,28 +172,48 @@ static enum dp_status targets_for(const struct remote_conf *rc, const struct rou
     return st == DNS_OK ? DP_SUCCESS : status_of(text);
 }
 
-enum dp_status remote_deliver(const struct remote_conf *rc, const struct dp_job *j, int msgfd,
-                              char *text, size_t cap)
+static void all_results(struct remote_result *res, size_t n, enum dp_status s, const char *text)
+{
+    for (size_t i = 0; i < n; i++) {
+        res[i].s = s;
+        snprintf(res[i].text, sizeof res[i].text, "%s", text);
+    }
+}
+
+static enum dp_status status_from(enum smtp_outcome o)
+{
+    return o == SMTP_DELIVERED ? DP_SUCCESS : o == SMTP_PERMFAIL ? DP_PERMANENT : DP_TEMPORARY;
+}
+
+void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
+                    struct remote_result *res)
 {
     static struct dns_targets t;
     static struct smtp_conn conn;
+    static struct smtp_rcpt sr[REMOTE_BATCH_MAX];
+    static char text[DP_FIELD_MAX + 1];
+    const size_t cap = sizeof text;
     const struct config *cfg = &rc->cfg;
-    const char *domain = rcpt_domain(j->rcpt);
-    if (!domain) { snprintf(text, cap, "5.1.3 recipient address has no domain"); return DP_PERMANENT; }
+    if (!n || n > REMOTE_BATCH_MAX) { all_results(res, n > REMOTE_BATCH_MAX ? REMOTE_BATCH_MAX : n, DP_TEMPORARY, "4.3.0 bad batch"); return; }
+    const char *domain = rcpt_domain(j[0].rcpt);
+    if (!domain) { all_results(res, n, DP_PERMANENT, "5.1.3 recipient address has no domain"); return; }
     const struct route *r = routes_find(&rc->routes, domain);
     enum dp_status st = targets_for(rc, r, domain, &t, text, cap);
-    if (st != DP_SUCCESS) return st;
+    if (st != DP_SUCCESS) { all_results(res, n, st, text); return; }
 
     struct stat sb;
-    if (fstat(msgfd, &sb) < 0) { snprintf(text, cap, "4.3.0 cannot stat the queued message"); return DP_TEMPORARY; }
+    if (fstat(msgfd, &sb) < 0) { all_results(res, n, DP_TEMPORARY, "4.3.0 cannot stat the queued message"); return; }
     const struct relay_cred *cred = r && r->auth[0] ? relay_auth_find(&rc->auth, r->auth) : NULL;
     struct smtp_job sj = {
-        .helo = cfg->hostname, .sender = j->sender, .rcpt = j->rcpt, .orcpt = j->orcpt,
-        .notify = j->notify, .envid = j->envid, .body8bit = !strcasecmp(j->body, "8BITMIME"),
+        .helo = cfg->hostname, .sender = j[0].sender, .rcpt = "", .orcpt = "",
+        .notify = "", .envid = j[0].envid, .body8bit = !strcasecmp(j[0].body, "8BITMIME"),
         .msgfd = msgfd, .size = (unsigned long long)sb.st_size,
         .tls = !r || r->tls == ROUTE_TLS_MAY ? SMTP_TLS_MAY : r->tls == ROUTE_TLS_NONE ? SMTP_TLS_NONE : SMTP_TLS_REQUIRE,
         .auth_user = cred ? cred->user : NULL, .auth_pass = cred ? cred->pass : NULL,
     };
+    for (size_t k = 0; k < n; k++)
+        sr[k] = (struct smtp_rcpt){ .addr = j[k].rcpt, .orcpt = j[k].orcpt, .notify = j[k].notify,
+                                    .outcome = SMTP_TEMPFAIL, .status = res[k].text, .cap = sizeof res[k].text };
     int connect_ms = (int)(cfg->remote_connect_timeout * 1000);
     int reply_ms = (int)(cfg->remote_timeout * 1000);
     snprintf(text, cap, "4.4.1 no address to try");
@@ -211,18 +232,21 @@ enum dp_status remote_deliver(const struct remote_conf *rc, const struct dp_job 
                                      .name = r ? r->host : t.t[i].host };
             smtp_conn_init(&conn, fd, reply_ms);
             sj.tls = tls;
-            enum smtp_outcome o = smtp_transaction(&conn, &sj, tls_client_starttls, &tc, peer, text, cap);
+            enum smtp_outcome o = smtp_transaction_multi(&conn, &sj, sr, n, tls_client_starttls, &tc, peer,
+                                                         text, cap);
             tls_client_end(&tc);
             close(fd);
             switch (o) {
-            case SMTP_DELIVERED: return DP_SUCCESS;
-            case SMTP_TEMPFAIL: return DP_TEMPORARY;
-            case SMTP_PERMFAIL: return DP_PERMANENT;
+            case SMTP_DELIVERED:   /* each recipient has its own result */
+                for (size_t k = 0; k < n; k++) res[k].s = status_from(sr[k].outcome);
+                return;
+            case SMTP_TEMPFAIL: all_results(res, n, DP_TEMPORARY, text); return;
+            case SMTP_PERMFAIL: all_results(res, n, DP_PERMANENT, text); return;
             case SMTP_RETRY_PLAIN: tls = SMTP_TLS_NONE; continue;
             case SMTP_NEXT_HOST: break;
             }
             break;
         }
     }
-    return status_of(text) == DP_PERMANENT ? DP_PERMANENT : DP_TEMPORARY;
+    all_results(res, n, status_of(text) == DP_PERMANENT ? DP_PERMANENT : DP_TEMPORARY, text);
 }

@@ -26,10 +26,19 @@ int remote_conf_load(struct remote_conf *rc, const char *root, char *err, size_t
  * the recipient has no domain. */
 int remote_destination(const struct remote_conf *rc, const char *rcpt, char *dst, size_t cap);
 
-/* Deliver one job (in a child process): resolve, connect, SMTP. Returns the
- * status and fills text with the RFC 3463 status text. */
-enum dp_status remote_deliver(const struct remote_conf *rc, const struct dp_job *j, int msgfd,
-                              char *text, size_t cap);
+/* Recipients of one message for one destination delivered in one SMTP
+ * transaction (see sched.c for how jobs are grouped). */
+#define REMOTE_BATCH_MAX 50
+struct remote_result {
+    enum dp_status s;
+    char text[DP_FIELD_MAX + 1];     /* the RFC 3463 status text */
+};
+
+/* Deliver n (1..REMOTE_BATCH_MAX) jobs of the same message, sender, envid,
+ * body and destination (in a child process): resolve, connect, one SMTP
+ * transaction with a RCPT per job. res[i] gets job i's status and text. */
+void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
+                    struct remote_result *res);
 
 /* The scheduler loop: jobs from fd 0, children, signals. Returns at EOF or
  * SIGTERM once in-flight jobs finished (or the grace time ran out). */

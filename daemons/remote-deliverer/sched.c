@@ -1,11 +1,20 @@
-/* sched.c - remote-deliverer's loop: read jobs from fd 0, run each in its own
- * child (so one slow destination never blocks the others), at most
- * remote_per_domain at once per destination; a job beyond the limit waits
- * in memory (holding its message fd) until a slot frees. Children report
- * "<s|t|p><text>" through a pipe; a child that dies without a report counts
- * as a temporary failure. At EOF on fd 0 or SIGTERM: no new jobs, waiting
- * ones are answered "temporary", in-flight ones get a bounded grace time.
- * SIGHUP, or queue-manager's reload record on fd 0, re-reads the config. */
+/* sched.c - remote-deliverer's loop: read jobs from fd 0, run them in
+ * children (so one slow destination never blocks the others), at most
+ * remote_per_domain children at once per destination; work beyond the limit
+ * waits in memory (holding its message fd) until a slot frees.
+ *
+ * Batches: queue-manager sends the recipients of a message back to back, one
+ * job record each. When fd 0 is readable we read every record already there
+ * (at most READ_MAX, polling with timeout 0 between them) and group the jobs
+ * of the same message id, destination key, route, sender, envid, RET and
+ * BODY into batches of at most REMOTE_BATCH_MAX: one child, one connection,
+ * one SMTP transaction with a RCPT per job. Each job still gets its own
+ * result record. The child reports one line per job, "<index> <s|t|p>
+ * <text>\n"; a job without a well-formed line counts as a temporary failure
+ * ("4.3.0 delivery process died"). At EOF on fd 0 or SIGTERM: no new jobs,
+ * waiting ones are answered "temporary", in-flight ones get a bounded grace
+ * time. SIGHUP, or queue-manager's reload record on fd 0, re-reads the
+ * config. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,29 +34,29 @@
 #define MAX_WAITING 10000       /* jobs held waiting for a slot */
 #define DEST_MAX 300
 #define GRACE_MAX 30            /* seconds for in-flight jobs at shutdown */
+#define READ_MAX 100            /* job records read in one go */
+#define RESULT_LINE_MAX (DP_FIELD_MAX + 32)   /* "<index> <s> <text>\n" */
 
-struct waiting {
-    struct dp_job j;
-    int fd;
+struct batch {                   /* jobs delivered by one child */
+    int fd;                      /* the message (the first job's descriptor) */
     char dest[DEST_MAX];
-    struct waiting *next;
+    size_t n;
+    struct batch *next;          /* in the waiting list */
+    struct dp_job j[];           /* n jobs */
 };
 
 struct child {
     pid_t pid;
     int fd;                      /* read end of its result pipe */
-    unsigned long long job;
-    char id[DP_ID_LEN + 1];
-    char dest[DEST_MAX];
-    char to[DP_ADDR_MAX + 1];
-    size_t got;
-    char b[DP_FIELD_MAX + 2];
+    struct batch *b;
+    size_t got, cap;
+    char *out;                   /* what it wrote, cap bytes */
 };
 
 static struct child kids[MAX_CHILDREN];
 static size_t nkids;
-static struct waiting *whead, *wtail;
-static size_t nwaiting;
+static struct batch *whead, *wtail;
+static size_t nwaiting;          /* jobs in the waiting batches */
 static int sigpipe_fds[2] = { -1, -1 };
 static volatile sig_atomic_t got_hup, got_term;
 
@@ -72,131 +81,245 @@ static void send_result(unsigned long long job, const char *id, const char *to, 
         log_error(id, "job=%llu cannot send result: %s", job, strerror(errno));
 }
 
+static void batch_results(struct batch *b, enum dp_status s, const char *text)
+{
+    for (size_t i = 0; i < b->n; i++) send_result(b->j[i].job, b->j[i].id, b->j[i].rcpt, s, text);
+}
+
 static size_t dest_count(const char *dest)
 {
     size_t n = 0;
     for (size_t i = 0; i < nkids; i++)
-        if (!strcmp(kids[i].dest, dest)) n++;
+        if (!strcmp(kids[i].b->dest, dest)) n++;
     return n;
 }
 
-static void start_child(struct remote_conf *rc, const struct dp_job *j, int msgfd, const char *dest)
+/* in the child: write one line per job to fd */
+static int report(int fd, const struct remote_result *res, size_t n)
+{
+    char line[RESULT_LINE_MAX];
+    for (size_t i = 0; i < n; i++) {
+        int k = snprintf(line, sizeof line, "%zu %c %.*s", i, (char)res[i].s, DP_FIELD_MAX, res[i].text);
+        if (k < 0 || (size_t)k >= sizeof line - 1) return 0;
+        for (int c = 0; c < k; c++)
+            if (line[c] == '\n' || line[c] == '\r') line[c] = ' ';
+        line[k++] = '\n';
+        for (int off = 0; off < k;) {
+            ssize_t w = write(fd, line + off, (size_t)(k - off));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) return 0;
+            off += (int)w;
+        }
+    }
+    return 1;
+}
+
+static void start_child(struct remote_conf *rc, struct batch *b)
 {
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 pipe failed");
-        close(msgfd);
+    size_t cap = b->n * RESULT_LINE_MAX;
+    char *out = malloc(cap);
+    if (!out || pipe2(p, O_CLOEXEC) < 0) {
+        batch_results(b, DP_TEMPORARY, "4.3.0 pipe failed");
+        free(out); close(b->fd); free(b);
         return;
     }
     pid_t pid = fork();
     if (pid < 0) {
-        close(p[0]); close(p[1]); close(msgfd);
-        send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 fork failed");
+        close(p[0]); close(p[1]);
+        batch_results(b, DP_TEMPORARY, "4.3.0 fork failed");
+        free(out); close(b->fd); free(b);
         return;
     }
     if (!pid) {
-        char b[DP_FIELD_MAX + 2];
+        static struct remote_result res[REMOTE_BATCH_MAX];
         close(p[0]);
         close(0);
         for (size_t i = 0; i < nkids; i++) close(kids[i].fd);
-        for (struct waiting *w = whead; w; w = w->next) close(w->fd);
+        for (struct batch *w = whead; w; w = w->next) close(w->fd);
         signal(SIGHUP, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         /* every wait is bounded; this bounds the sum (a server that reads 1 byte a minute) */
         alarm((unsigned)(rc->cfg.remote_timeout * 20 + rc->cfg.remote_connect_timeout * 4));
-        enum dp_status s = remote_deliver(rc, j, msgfd, b + 1, sizeof b - 1);
-        b[0] = (char)s;
-        size_t n = strlen(b);
-        _exit(write(p[1], b, n) == (ssize_t)n ? 0 : 111);
+        remote_deliver(rc, b->j, b->n, b->fd, res);
+        _exit(report(p[1], res, b->n) ? 0 : 111);
     }
     close(p[1]);
-    close(msgfd);
+    close(b->fd);
+    b->fd = -1;
     struct child *k = &kids[nkids++];
     memset(k, 0, sizeof *k);
     k->pid = pid;
     k->fd = p[0];
-    k->job = j->job;
-    memcpy(k->id, j->id, sizeof k->id);
-    snprintf(k->dest, sizeof k->dest, "%s", dest);
-    memcpy(k->to, j->rcpt, sizeof k->to);
+    k->b = b;
+    k->out = out;
+    k->cap = cap;
 }
 
-/* start waiting jobs whose destination has a free slot, oldest first */
+/* start waiting batches whose destination has a free slot, oldest first */
 static void start_waiting(struct remote_conf *rc)
 {
-    struct waiting **pp = &whead, *prev = NULL;
+    struct batch **pp = &whead, *prev = NULL;
     while (*pp && nkids < MAX_CHILDREN) {
-        struct waiting *w = *pp;
+        struct batch *w = *pp;
         if (dest_count(w->dest) >= rc->cfg.remote_per_domain) { prev = w; pp = &w->next; continue; }
         *pp = w->next;
         if (wtail == w) wtail = prev;
-        nwaiting--;
-        start_child(rc, &w->j, w->fd, w->dest);
-        free(w);
+        nwaiting -= w->n;
+        start_child(rc, w);
     }
 }
 
+/* one batch formed: start it or queue it */
+static void new_batch(struct remote_conf *rc, struct batch *b)
+{
+    if (!whead && nkids < MAX_CHILDREN && dest_count(b->dest) < rc->cfg.remote_per_domain) {
+        start_child(rc, b);
+        return;
+    }
+    if (nwaiting + b->n > MAX_WAITING) {
+        batch_results(b, DP_TEMPORARY, "4.3.2 too many remote deliveries waiting");
+        close(b->fd);
+        free(b);
+        return;
+    }
+    b->next = NULL;
+    if (wtail) wtail->next = b; else whead = b;
+    wtail = b;
+    nwaiting += b->n;
+    start_waiting(rc);   /* others may be startable */
+}
+
+/* the jobs read in one go, before they are grouped */
+static struct dp_job in_job[READ_MAX];
+static int in_fd[READ_MAX];
+static char in_dest[READ_MAX][DEST_MAX];
+static size_t nin;
+
+/* a decoded job record: check it and keep it for grouping */
 static void new_job(struct remote_conf *rc, const char *rec, size_t len, int msgfd)
 {
-    static struct dp_job j;
-    char dest[DEST_MAX];
-    if (!dp_job_decode(&j, rec, len)) {
+    struct dp_job *j = &in_job[nin];
+    if (!dp_job_decode(j, rec, len)) {
         log_error(NULL, "refused malformed job record");
         if (msgfd >= 0) close(msgfd);
         return;
     }
-    if (msgfd < 0) { send_result(j.job, j.id, j.rcpt, DP_TEMPORARY, "4.3.0 job without message"); return; }
-    if (!remote_destination(rc, j.rcpt, dest, sizeof dest)) {
-        send_result(j.job, j.id, j.rcpt, DP_PERMANENT, "5.1.3 recipient address has no domain");
+    if (msgfd < 0) { send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 job without message"); return; }
+    if (!remote_destination(rc, j->rcpt, in_dest[nin], sizeof in_dest[nin])) {
+        send_result(j->job, j->id, j->rcpt, DP_PERMANENT, "5.1.3 recipient address has no domain");
         close(msgfd);
         return;
     }
-    if (!whead && nkids < MAX_CHILDREN && dest_count(dest) < rc->cfg.remote_per_domain) {
-        start_child(rc, &j, msgfd, dest);
-        return;
+    in_fd[nin++] = msgfd;
+}
+
+static const struct route *route_of(const struct remote_conf *rc, const char *rcpt)
+{
+    const char *at = strrchr(rcpt, '@');
+    return at ? routes_find(&rc->routes, at + 1) : NULL;
+}
+
+/* can jobs a and b share one transaction? */
+static int same_batch(const struct remote_conf *rc, size_t a, size_t b)
+{
+    const struct dp_job *x = &in_job[a], *y = &in_job[b];
+    return !strcmp(x->id, y->id) && !strcmp(in_dest[a], in_dest[b]) && !strcmp(x->sender, y->sender) &&
+           !strcmp(x->envid, y->envid) && !strcmp(x->body, y->body) &&
+           route_of(rc, x->rcpt) == route_of(rc, y->rcpt);
+}
+
+/* group the jobs read into batches, in arrival order, and start or queue them */
+static void dispatch_jobs(struct remote_conf *rc)
+{
+    static int done[READ_MAX];
+    static size_t members[REMOTE_BATCH_MAX];
+    for (size_t i = 0; i < nin; i++) done[i] = 0;
+    for (size_t i = 0; i < nin; i++) {
+        if (done[i]) continue;
+        size_t n = 0;
+        for (size_t k = i; k < nin && n < REMOTE_BATCH_MAX; k++)
+            if (!done[k] && (k == i || same_batch(rc, i, k))) { members[n++] = k; done[k] = 1; }
+        struct batch *b = malloc(sizeof *b + n * sizeof b->j[0]);
+        if (!b) {
+            for (size_t m = 0; m < n; m++) {
+                const struct dp_job *j = &in_job[members[m]];
+                send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 out of memory");
+                close(in_fd[members[m]]);
+            }
+            continue;
+        }
+        b->n = n;
+        b->fd = in_fd[members[0]];
+        b->next = NULL;
+        memcpy(b->dest, in_dest[i], sizeof b->dest);
+        for (size_t m = 0; m < n; m++) {
+            b->j[m] = in_job[members[m]];
+            if (m) close(in_fd[members[m]]);   /* the same message: one descriptor is enough */
+        }
+        if (n > 1) log_info(b->j[0].id, "batch=%zu dest=%s", n, b->dest);
+        new_batch(rc, b);
     }
-    struct waiting *w = nwaiting < MAX_WAITING ? malloc(sizeof *w) : NULL;
-    if (!w) {
-        send_result(j.job, j.id, j.rcpt, DP_TEMPORARY, "4.3.2 too many remote deliveries waiting");
-        close(msgfd);
-        return;
+    nin = 0;
+}
+
+/* the child's lines: "<index> <s|t|p> <text>\n"; 1 and res filled for a good one */
+static void parse_report(struct child *k, enum dp_status *st, const char **text)
+{
+    char *p = k->out, *end = k->out + k->got;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        *nl = 0;
+        size_t idx = 0, digits = 0;
+        char *q = p;
+        while (q < nl && *q >= '0' && *q <= '9' && digits < 3) { idx = idx * 10 + (size_t)(*q - '0'); q++; digits++; }
+        if (digits && idx < k->b->n && !st[idx] && nl - q >= 3 && q[0] == ' ' && q[2] == ' ' &&
+            (q[1] == DP_SUCCESS || q[1] == DP_TEMPORARY || q[1] == DP_PERMANENT) &&
+            nl - (q + 3) <= DP_FIELD_MAX && q + 3 < nl) {
+            st[idx] = (enum dp_status)q[1];
+            text[idx] = q + 3;
+        }
+        p = nl + 1;
     }
-    w->j = j;
-    w->fd = msgfd;
-    memcpy(w->dest, dest, sizeof w->dest);
-    w->next = NULL;
-    if (wtail) wtail->next = w; else whead = w;
-    wtail = w;
-    nwaiting++;
-    start_waiting(rc);   /* others may be startable */
 }
 
 /* the child's pipe is readable: collect; at EOF reap it and answer */
 static void child_input(size_t i)
 {
     struct child *k = &kids[i];
-    ssize_t n = read(k->fd, k->b + k->got, sizeof k->b - 1 - k->got);
+    ssize_t n = read(k->fd, k->out + k->got, k->cap - k->got);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    if (n > 0) { k->got += (size_t)n; if (k->got < sizeof k->b - 1) return; }
+    if (n > 0) {
+        k->got += (size_t)n;
+        if (k->got < k->cap) return;
+        kill(k->pid, SIGKILL);   /* more than it may write: stop reading it */
+    }
     int ws = 0;
     while (waitpid(k->pid, &ws, 0) < 0 && errno == EINTR) {}
     close(k->fd);
-    k->b[k->got] = 0;
-    if (k->got >= 2 && (k->b[0] == DP_SUCCESS || k->b[0] == DP_TEMPORARY || k->b[0] == DP_PERMANENT))
-        send_result(k->job, k->id, k->to, (enum dp_status)k->b[0], k->b + 1);
-    else if (WIFSIGNALED(ws) && WTERMSIG(ws) == SIGALRM)
-        send_result(k->job, k->id, k->to, DP_TEMPORARY, "4.4.2 delivery took too long");
-    else
-        send_result(k->job, k->id, k->to, DP_TEMPORARY, "4.3.0 delivery process died");
+    static enum dp_status st[REMOTE_BATCH_MAX];
+    static const char *text[REMOTE_BATCH_MAX];
+    memset(st, 0, sizeof st);
+    parse_report(k, st, text);
+    int alarmed = WIFSIGNALED(ws) && WTERMSIG(ws) == SIGALRM;
+    for (size_t m = 0; m < k->b->n; m++) {
+        const struct dp_job *j = &k->b->j[m];
+        if (st[m]) send_result(j->job, j->id, j->rcpt, st[m], text[m]);
+        else if (alarmed) send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.4.2 delivery took too long");
+        else send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 delivery process died");
+    }
+    free(k->out);
+    free(k->b);
     kids[i] = kids[--nkids];
 }
 
 static void drop_waiting(void)
 {
     while (whead) {
-        struct waiting *w = whead;
+        struct batch *w = whead;
         whead = w->next;
-        send_result(w->j.job, w->j.id, w->j.rcpt, DP_TEMPORARY, "4.3.2 remote-deliverer stopping");
+        batch_results(w, DP_TEMPORARY, "4.3.2 remote-deliverer stopping");
         close(w->fd);
         free(w);
     }
@@ -211,7 +334,9 @@ static void kill_children(void)
         struct child *k = &kids[nkids - 1];
         while (waitpid(k->pid, NULL, 0) < 0 && errno == EINTR) {}
         close(k->fd);
-        send_result(k->job, k->id, k->to, DP_TEMPORARY, "4.3.2 remote-deliverer stopped during delivery");
+        batch_results(k->b, DP_TEMPORARY, "4.3.2 remote-deliverer stopped during delivery");
+        free(k->out);
+        free(k->b);
         nkids--;
     }
 }
@@ -271,18 +396,27 @@ void sched_run(struct remote_conf *rc, const char *root)
         for (size_t i = np; i-- > 2;)   /* backwards: child_input moves the last one */
             if (p[i].revents) child_input(i - 2);
         if (!stopping && p[1].revents) {
-            char rec[DP_RECORD_MAX + 1];
-            size_t len;
-            int fd = -1;
-            if (dp_recv(0, rec, sizeof rec, &len, &fd)) {
-                if (fd < 0 && dp_reload_decode(rec, len)) reload(rc, root, "queue-manager");
-                else new_job(rc, rec, len, fd);   /* anything else: a job, or refused as before */
+            /* every record already there (a message's recipients come back to back) */
+            for (size_t nread = 0; nread < READ_MAX && !stopping; nread++) {
+                static char rec[DP_RECORD_MAX + 1];
+                size_t len;
+                int fd = -1;
+                if (nread) {
+                    struct pollfd q = { 0, POLLIN, 0 };
+                    if (poll(&q, 1, 0) <= 0) break;
+                }
+                if (dp_recv(0, rec, sizeof rec, &len, &fd)) {
+                    if (fd < 0 && dp_reload_decode(rec, len)) { dispatch_jobs(rc); reload(rc, root, "queue-manager"); }
+                    else new_job(rc, rec, len, fd);   /* anything else: a job, or refused as before */
+                }
+                else if (errno == EMSGSIZE || errno == EPROTO) log_error(NULL, "bad job record: %s", strerror(errno));
+                else if (errno == EAGAIN || errno == EINTR) break;
+                else {
+                    stopping = 1;
+                    log_info(NULL, "event=stop reason=%s in_flight=%zu", errno == EPIPE ? "eof" : strerror(errno), nkids);
+                }
             }
-            else if (errno == EMSGSIZE || errno == EPROTO) log_error(NULL, "bad job record: %s", strerror(errno));
-            else if (errno != EAGAIN && errno != EINTR) {
-                stopping = 1;
-                log_info(NULL, "event=stop reason=%s in_flight=%zu", errno == EPIPE ? "eof" : strerror(errno), nkids);
-            }
+            dispatch_jobs(rc);
         }
         if (!stopping) start_waiting(rc);
     }

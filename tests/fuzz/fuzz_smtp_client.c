@@ -5,13 +5,15 @@
  * STARTTLS through a stub hook, AUTH, MAIL, RCPT, DATA, QUIT) sending a
  * small message from an anonymous memory file. Checks: bounds of every
  * reply, status texts NUL-terminated and starting with an RFC 3463 class
- * that matches the outcome. */
+ * that matches the outcome. With the flag byte's top bit: the same with
+ * three recipients (smtp_transaction_multi), each result checked. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -100,7 +102,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int tls_ok = (flags >> 6) & 1;
     char status[512];
     smtp_conn_init(&c, sp[1], 1000);
-    enum smtp_outcome o = smtp_transaction(&c, &j, tls_stub, &tls_ok, "mx.example.net[192.0.2.1]", status, sizeof status);
+    enum smtp_outcome o;
+    if (flags & 0x80) {   /* three recipients in one transaction */
+        static char rst[3][512];
+        struct smtp_rcpt rc[3] = {
+            { .addr = "bob@example.net", .orcpt = j.orcpt, .notify = j.notify, .status = rst[0], .cap = sizeof rst[0] },
+            { .addr = "carol@example.net", .orcpt = "", .notify = "NEVER", .status = rst[1], .cap = sizeof rst[1] },
+            { .addr = "dave@example.net", .orcpt = "", .notify = "", .status = rst[2], .cap = sizeof rst[2] },
+        };
+        o = smtp_transaction_multi(&c, &j, rc, 3, tls_stub, &tls_ok, "mx.example.net[192.0.2.1]", status, sizeof status);
+        if (o == SMTP_DELIVERED) {
+            for (int i = 0; i < 3; i++) {
+                char k = rst[i][0];
+                if (!memchr(rst[i], 0, sizeof rst[i]) ||
+                    (rc[i].outcome == SMTP_DELIVERED && k != '2') || (rc[i].outcome == SMTP_PERMFAIL && k != '5') ||
+                    (rc[i].outcome == SMTP_TEMPFAIL && k != '4' && k != '5') ||
+                    (rc[i].outcome != SMTP_DELIVERED && rc[i].outcome != SMTP_PERMFAIL && rc[i].outcome != SMTP_TEMPFAIL))
+                    __builtin_trap();
+                if (rc[i].outcome == SMTP_DELIVERED && j.tls == SMTP_TLS_REQUIRE && !tls_ok) __builtin_trap();
+            }
+            snprintf(status, sizeof status, "2.0.0 (per recipient)");
+        }
+    } else {
+        o = smtp_transaction(&c, &j, tls_stub, &tls_ok, "mx.example.net[192.0.2.1]", status, sizeof status);
+    }
     if (!memchr(status, 0, sizeof status) || !status[0]) __builtin_trap();
     char cls = status[0];
     if ((o == SMTP_DELIVERED && cls != '2') || (o == SMTP_PERMFAIL && cls != '5')

@@ -147,6 +147,7 @@ class SmtpSink:
       greeting           bytes sent first (default 220 ...)
       ehlo_reply         raw bytes replacing the EHLO reply
       mail_reply, rcpt_reply, data_reply, end_reply   reply lines (str)
+      rcpt_replies       {address: reply line} overriding rcpt_reply per recipient
       stall_at           'greeting' | 'ehlo' | 'rcpt' | 'end': say nothing there
       close_in_data      close the connection after reading some DATA
       starttls_broken    answer 220 to STARTTLS, then plaintext garbage
@@ -166,6 +167,7 @@ class SmtpSink:
         self.ehlo_reply = None
         self.mail_reply = '250 2.1.0 ok'
         self.rcpt_reply = '250 2.1.5 ok'
+        self.rcpt_replies = {}
         self.data_reply = '354 go ahead'
         self.end_reply = '250 2.0.0 queued as SINK'
         self.stall_at = None
@@ -320,7 +322,8 @@ class SmtpSink:
                 rec['rcpt'].append(line)
                 if self.stall_at == 'rcpt':
                     self._stall(c)
-                c.send(self.rcpt_reply)
+                addr = line[line.find('<') + 1:line.find('>')].lower() if '<' in line else ''
+                c.send(self.rcpt_replies.get(addr, self.rcpt_reply))
             elif verb == 'DATA':
                 c.send(self.data_reply)
                 if not self.data_reply.startswith('354'):
@@ -440,15 +443,16 @@ class Deliverer:
             f.write(content)
         return path
 
-    def submit(self, rcpt, content=None, path=None, sender='alice@example.test', **kw):
-        """Send one job; returns its job number."""
+    def submit(self, rcpt, content=None, path=None, sender='alice@example.test', msgid=None, **kw):
+        """Send one job (msgid: the queue id, default one per job); returns
+        its job number."""
         if path is None:
             path = self.message_file(content)
         job = self.next_job
         self.next_job += 1
         fd = os.open(path, os.O_RDONLY)
         try:
-            rec = encode_job(job, '%016X' % (0x5000000000000000 + job), sender, rcpt, **kw)
+            rec = encode_job(job, msgid or '%016X' % (0x5000000000000000 + job), sender, rcpt, **kw)
             socket.send_fds(self.sock, [rec], [fd])
         finally:
             os.close(fd)

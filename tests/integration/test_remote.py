@@ -474,6 +474,108 @@ class SchedulingTest(RemoteBase):
         self.assertEqual((len(s1.messages), len(s2.messages)), (1, 0))   # old routes
 
 
+class BatchTest(RemoteBase):
+    """The recipients of one message for one destination: one connection,
+    one transaction, one RCPT each, one result record each."""
+
+    def submit_stopped(self, d, jobs):
+        """submit every job while the deliverer is stopped, so that all the
+        records are waiting on its fd 0 when it looks (as when queue-manager
+        dispatches a message's recipients back to back)"""
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            return [d.submit(rcpt, **kw) for rcpt, kw in jobs]
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+
+    def results(self, d, n):
+        out = {}
+        while len(out) < n:
+            r = d.result(30)
+            self.assertNotIn(r['J'], out, 'two results for one job')
+            out[r['J']] = r
+        return out
+
+    def transactions(self, s):
+        return sum(1 for sess in s.sessions for ln in sess['lines'] if ln.upper().startswith(b'MAIL '))
+
+    def test_three_recipients_one_connection_one_transaction(self):
+        s = self.sink(dsn=True, pipelining=True)
+        d = self.routed(s)
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        kw = dict(path=path, msgid='5A00000000000001', envid='ENV1')
+        jobs = self.submit_stopped(d, [('a@example.net', dict(kw, notify='FAILURE')),
+                                       ('b@example.net', dict(kw, orcpt='rfc822;orig-b@example.org')),
+                                       ('c@example.net', dict(kw, notify='SUCCESS,FAILURE'))])
+        res = self.results(d, 3)
+        for j in jobs:
+            self.assertEqual(res[str(j)]['S'], 's', res)
+        self.assertEqual(s.connections, 1)
+        self.assertEqual(self.transactions(s), 1)
+        self.assertEqual(len(s.messages), 1)
+        m = s.messages[0]
+        self.assertEqual(m['rcpt'], ['RCPT TO:<a@example.net> NOTIFY=FAILURE ORCPT=rfc822;a@example.net',
+                                     'RCPT TO:<b@example.net> ORCPT=rfc822;orig-b@example.org',
+                                     'RCPT TO:<c@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@example.net'])
+        self.assertIn('ENVID=ENV1', m['mail'])
+        self.assertEqual(m['data'], b'Subject: t\r\n\r\nhello\r\n')
+        self.assertIn('batch=3', d.log())
+
+    def test_two_domains_two_transactions(self):
+        s = self.sink()
+        d = self.deliverer('example.net [127.0.0.1]:%d\nexample.org [127.0.0.1]:%d\n' % (s.port, s.port))
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        kw = dict(path=path, msgid='5A00000000000002')
+        self.submit_stopped(d, [('a@example.net', kw), ('x@example.org', kw), ('b@example.net', kw)])
+        res = self.results(d, 3)
+        self.assertTrue(all(r['S'] == 's' for r in res.values()), res)
+        self.assertEqual(self.transactions(s), 2)
+        self.assertEqual(sorted(sorted(m['rcpt']) for m in s.messages),
+                         [['RCPT TO:<a@example.net>', 'RCPT TO:<b@example.net>'], ['RCPT TO:<x@example.org>']])
+
+    def test_other_messages_and_senders_not_mixed(self):
+        s = self.sink()
+        d = self.routed(s)
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        self.submit_stopped(d, [('a@example.net', dict(path=path, msgid='5A00000000000003')),
+                                ('b@example.net', dict(path=path, msgid='5A00000000000004')),
+                                ('c@example.net', dict(path=path, msgid='5A00000000000003',
+                                                       sender='other@example.test'))])
+        res = self.results(d, 3)
+        self.assertTrue(all(r['S'] == 's' for r in res.values()), res)
+        self.assertEqual(self.transactions(s), 3)
+
+    def test_one_refused_others_delivered(self):
+        s = self.sink(rcpt_replies={'b@example.net': '550 5.1.1 no such user',
+                                    'c@example.net': '452 4.5.3 too many recipients'})
+        d = self.routed(s)
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        kw = dict(path=path, msgid='5A00000000000005')
+        ja, jb, jc, jd = self.submit_stopped(d, [('a@example.net', kw), ('b@example.net', kw),
+                                                 ('c@example.net', kw), ('d@example.net', kw)])
+        res = self.results(d, 4)
+        self.assertEqual(res[str(ja)]['S'], 's', res)
+        self.assertEqual(res[str(jb)]['S'], 'p', res)
+        self.assertIn('said: 550 5.1.1 no such user (in reply to RCPT TO)', res[str(jb)]['X'])
+        self.assertEqual(res[str(jc)]['S'], 't', res)
+        self.assertIn('452 4.5.3 too many recipients', res[str(jc)]['X'])
+        self.assertEqual(res[str(jd)]['S'], 't', res)   # lock-step: not sent after the 452
+        self.assertEqual(len(s.messages), 1)
+        self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<a@example.net>', 'RCPT TO:<b@example.net>',
+                                                 'RCPT TO:<c@example.net>'])
+
+    def test_all_refused_no_data(self):
+        s = self.sink(rcpt_reply='550 5.1.1 no such user', pipelining=True)
+        d = self.routed(s)
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        kw = dict(path=path, msgid='5A00000000000006')
+        self.submit_stopped(d, [('a@example.net', kw), ('b@example.net', kw)])
+        res = self.results(d, 2)
+        self.assertTrue(all(r['S'] == 'p' for r in res.values()), res)
+        self.assertEqual(self.transactions(s), 1)
+        self.assertFalse(any(ln.upper().startswith(b'DATA') for sess in s.sessions for ln in sess['lines']))
+
+
 class EndToEndTest(RemoteBase):
     """SMTP in -> queue -> queue-manager -> remote-deliverer -> the sink."""
 
@@ -504,6 +606,46 @@ class EndToEndTest(RemoteBase):
             self.assertIn(b'Received: ', m['data'])
             self.assertTrue(m['data'].endswith(b'Subject: out\r\n\r\n.dot line\r\nbye\r\n'), m['data'])
             inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
+        finally:
+            inst.stop()
+
+    def test_one_refused_recipient_bounces_alone(self):
+        need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer',
+             'postern-user')
+        s = self.sink(pipelining=True, rcpt_replies={'nobody@example.net': '550 5.1.1 no such user'})
+        inst = Instance(conf_extra={'remote_timeout': '10'})
+        try:
+            inst.setup()
+            inst.add_user('alice', 'pw-alice-1')
+            with open(inst.path('conf', 'routes'), 'w') as f:
+                f.write('example.net [127.0.0.1]:%d\n' % s.port)
+            os.chmod(inst.path('conf', 'routes'), 0o644)
+            inst.start()
+            tag = 'batch-bounce-%d' % time.time()
+            smtp_dialogue(inst.port('smtp'), [
+                (None, '220'),
+                ('EHLO client.test', '250'),
+                ('MAIL FROM:<alice@example.test>', '250'),
+                ('RCPT TO:<bob@example.net>', '250'),
+                ('RCPT TO:<nobody@example.net>', '250'),
+                ('RCPT TO:<carol@example.net>', '250'),
+                ('DATA', '354'),
+                ('Subject: %s\r\n\r\nhi\r\n.' % tag, '250'),
+                ('QUIT', '221'),
+            ])
+            bounce = inst.wait_for(lambda: [m for _, m in inst.maildir_messages('alice') if tag.encode() in m],
+                                   timeout=30, what='the bounce for nobody@')[0]
+            self.assertIn(b'nobody@example.net', bounce)
+            self.assertNotIn(b'bob@example.net', bounce.split(b'message/rfc822')[0])
+            self.assertNotIn(b'carol@example.net', bounce.split(b'message/rfc822')[0])
+            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
+            # the message reached the sink (with bob and carol accepted), and
+            # nobody retried: each RCPT was given exactly once
+            self.assertTrue(s.messages)
+            rcpts = sorted(ln for sess in s.sessions for ln in sess['lines'] if ln.startswith(b'RCPT'))
+            self.assertEqual(rcpts, [b'RCPT TO:<bob@example.net>\r\n', b'RCPT TO:<carol@example.net>\r\n',
+                                     b'RCPT TO:<nobody@example.net>\r\n'])
+            self.assertEqual(len(inst.maildir_messages('alice')), 1)
         finally:
             inst.stop()
 

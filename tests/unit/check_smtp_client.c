@@ -402,6 +402,144 @@ START_TEST(test_starttls_injection_and_failure)
 }
 END_TEST
 
+/* ---- several recipients in one transaction ---- */
+
+static char mst[3][512];
+static struct smtp_rcpt mr[3];
+
+static void multi_setup(void)
+{
+    static const char *addrs[3] = { "r1@d.test", "r2@d.test", "r3@d.test" };
+    static const char *notify[3] = { "FAILURE", "", "SUCCESS,FAILURE" };
+    static const char *orcpt[3] = { "", "rfc822;orig2@x.test", "" };
+    for (int i = 0; i < 3; i++) {
+        mr[i] = (struct smtp_rcpt){ .addr = addrs[i], .orcpt = orcpt[i], .notify = notify[i],
+                                    .outcome = SMTP_NEXT_HOST, .status = mst[i], .cap = sizeof mst[i] };
+        snprintf(mst[i], sizeof mst[i], "unset");
+    }
+}
+
+START_TEST(test_multi_one_refused)
+{
+    char status[1024], out[4096];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "a@b.test", .envid = "", .msgfd = fd, .size = 2,
+                          .tls = SMTP_TLS_NONE };
+    multi_setup();
+    feed("220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n"
+         "354 go\r\n250 2.0.0 queued\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_DELIVERED);
+    ck_assert_int_eq(mr[0].outcome, SMTP_DELIVERED);
+    ck_assert_int_eq(mr[1].outcome, SMTP_PERMFAIL);
+    ck_assert_int_eq(mr[2].outcome, SMTP_DELIVERED);
+    ck_assert_str_eq(mst[0], "2.0.0 host mx said: 250 2.0.0 queued");
+    ck_assert_str_eq(mst[1], "5.1.1 host mx said: 550 5.1.1 no such user (in reply to RCPT TO)");
+    ck_assert_str_eq(mst[2], "2.0.0 host mx said: 250 2.0.0 queued");
+    drain(out, sizeof out);
+    ck_assert_str_eq(out,
+        "EHLO me.test\r\n"
+        "MAIL FROM:<a@b.test>\r\n"
+        "RCPT TO:<r1@d.test> NOTIFY=FAILURE ORCPT=rfc822;r1@d.test\r\n"
+        "RCPT TO:<r2@d.test> ORCPT=rfc822;orig2@x.test\r\n"
+        "RCPT TO:<r3@d.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r3@d.test\r\n"
+        "DATA\r\nx\r\n.\r\nQUIT\r\n");
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_multi_all_refused_no_data)
+{
+    char status[1024], out[4096];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "", .envid = "", .msgfd = fd, .size = 2,
+                          .tls = SMTP_TLS_NONE };
+    multi_setup();
+    feed("220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n550 5.1.1 no\r\n451 4.3.0 later\r\n553 bad\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_DELIVERED);
+    ck_assert_int_eq(mr[0].outcome, SMTP_PERMFAIL);
+    ck_assert_int_eq(mr[1].outcome, SMTP_TEMPFAIL);
+    ck_assert_int_eq(mr[2].outcome, SMTP_PERMFAIL);
+    ck_assert_str_eq(mst[1], "4.3.0 host mx said: 451 4.3.0 later (in reply to RCPT TO)");
+    ck_assert_str_eq(mst[2], "5.0.0 host mx said: 553 bad (in reply to RCPT TO)");
+    drain(out, sizeof out);
+    ck_assert_str_eq(out,   /* pipelined, no DSN offered: no NOTIFY/ORCPT; no DATA */
+        "EHLO me.test\r\nMAIL FROM:<>\r\nRCPT TO:<r1@d.test>\r\nRCPT TO:<r2@d.test>\r\n"
+        "RCPT TO:<r3@d.test>\r\nQUIT\r\n");
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_multi_mail_refused_applies_to_all)
+{
+    char status[1024];
+    struct smtp_job j = { .helo = "me.test", .sender = "", .envid = "", .msgfd = -1, .tls = SMTP_TLS_NONE };
+    multi_setup();
+    feed("220 mx\r\n250-mx\r\n250 PIPELINING\r\n550 5.7.1 go away\r\n503 a\r\n503 b\r\n503 c\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_PERMFAIL);
+    ck_assert_str_eq(status, "5.7.1 host mx said: 550 5.7.1 go away (in reply to MAIL FROM)");
+    teardown();
+    setup();
+    feed("421 busy\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_NEXT_HOST);
+}
+END_TEST
+
+START_TEST(test_multi_too_many_recipients)
+{
+    char status[1024], out[4096];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "", .envid = "", .msgfd = fd, .size = 2,
+                          .tls = SMTP_TLS_NONE };
+    /* lock-step: after the 452 the third RCPT is not sent, it waits too */
+    multi_setup();
+    feed("220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n452 4.5.3 too many recipients\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_DELIVERED);
+    ck_assert_int_eq(mr[0].outcome, SMTP_DELIVERED);
+    ck_assert_int_eq(mr[1].outcome, SMTP_TEMPFAIL);
+    ck_assert_int_eq(mr[2].outcome, SMTP_TEMPFAIL);
+    ck_assert_str_eq(mst[1], "4.5.3 host mx said: 452 4.5.3 too many recipients (in reply to RCPT TO)");
+    ck_assert_str_eq(mst[2], mst[1]);
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "EHLO me.test\r\nMAIL FROM:<>\r\nRCPT TO:<r1@d.test>\r\nRCPT TO:<r2@d.test>\r\n"
+                          "DATA\r\nx\r\n.\r\nQUIT\r\n");
+    teardown();
+    setup();
+    /* pipelined: each RCPT has its reply */
+    multi_setup();
+    feed("220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n452 4.5.3 too many\r\n452 4.5.3 too many\r\n"
+         "354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_DELIVERED);
+    ck_assert_int_eq(mr[0].outcome, SMTP_DELIVERED);
+    ck_assert_int_eq(mr[1].outcome, SMTP_TEMPFAIL);
+    ck_assert_int_eq(mr[2].outcome, SMTP_TEMPFAIL);
+    /* the connection lost after the RCPTs: the accepted one is temporary,
+     * the refused ones keep their replies */
+    teardown();
+    setup();
+    multi_setup();
+    feed("220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n250 ok\r\n");
+    shutdown(sp[1], SHUT_WR);   /* the server hangs up after the RCPT replies */
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_DELIVERED);
+    ck_assert_int_eq(mr[0].outcome, SMTP_TEMPFAIL);
+    ck_assert_int_eq(mr[1].outcome, SMTP_PERMFAIL);
+    ck_assert_int_eq(mr[2].outcome, SMTP_TEMPFAIL);
+    ck_assert(!strncmp(mst[0], "4.4.2 ", 6));
+    /* bounds: no recipient, too many */
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 0, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_TEMPFAIL);
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, SMTP_RCPT_MAX + 1, NULL, NULL, "mx", status,
+                                            sizeof status), SMTP_TEMPFAIL);
+    close(fd);
+}
+END_TEST
+
 /* ---- limits ---- */
 
 START_TEST(test_line_length_bound)
@@ -488,6 +626,9 @@ static Suite *suite(void)
     tcase_add_test(core, test_transaction_too_big_and_bad_address);
     tcase_add_test(core, test_starttls_injection_and_failure);
     tcase_add_test(core, test_transaction_quoted_and_utf8);
+    tcase_add_test(core, test_multi_one_refused);
+    tcase_add_test(core, test_multi_all_refused_no_data);
+    tcase_add_test(core, test_multi_mail_refused_applies_to_all);
     suite_add_tcase(s, core);
     TCase *lim = tcase_create("limits");
     tcase_add_checked_fixture(lim, setup, teardown);
@@ -496,6 +637,7 @@ static Suite *suite(void)
     tcase_add_test(lim, test_total_size_bound);
     tcase_add_test(lim, test_endless_continuation_from_socket);
     tcase_add_test(lim, test_reply_timeout_total);
+    tcase_add_test(lim, test_multi_too_many_recipients);
     suite_add_tcase(s, lim);
     return s;
 }
