@@ -133,6 +133,7 @@ static void start_child(struct remote_conf *rc, struct batch *b)
     }
     if (!pid) {
         static struct remote_result res[REMOTE_BATCH_MAX];
+        free(out);        /* the parent's buffer for this child's report */
         close(p[0]);
         close(0);
         for (size_t i = 0; i < nkids; i++) close(kids[i].fd);
