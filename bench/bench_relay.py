@@ -13,9 +13,12 @@ Prints, per target:
   accepted msg/s   N / (last 250 after the data - first connect), A's SMTP side
   relayed msg/s    N / (the last message at the target - first connect)
   tail             seconds from the last 250 to the last arrival
-A's remote-deliverer sends one recipient per connection (docs/REMOTE.md, "Not
-done"), with STARTTLS when the target offers it (B does, with its self-signed
-certificate; the sink does not).
+Each message here has one recipient, and A's remote-deliverer opens one
+connection per message and destination (recipients of one message to one
+destination share a transaction; connections are not reused across
+messages: docs/REMOTE.md), with STARTTLS when the target offers it (B does,
+with its self-signed certificate; the sink does not), so A -> B is bound by
+TLS handshakes.
 
     python3 bench/bench_relay.py --bin bin-relay [--messages 500] [--clients 4]
         [--size 4096] [--to postern,sink] [--per-domain 10]
