@@ -51,7 +51,6 @@ import multiprocessing
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,6 +59,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'integration'))
 
 import bench_reception  # noqa: E402  (its pipelining client)
+from bench_smtp import Client  # noqa: E402  (the lock-step one)
 
 TICK = os.sysconf('SC_CLK_TCK')
 
@@ -71,38 +71,6 @@ def make_body(size, tag):
     n = size - len(head)
     body = (line * (n // len(line) + 1))[:n - 1] + '\n'
     return (head + body).replace('\n', '\r\n').encode()
-
-
-class Client:
-    def __init__(self, port):
-        self.sock = socket.create_connection(('127.0.0.1', port), timeout=120)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b''
-
-    def reply(self):
-        while True:
-            while b'\n' not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise EOFError('connection closed')
-                self.buf += chunk
-            line, self.buf = self.buf.split(b'\n', 1)
-            if len(line) < 4 or line[3:4] != b'-':
-                return line[:3].decode()
-
-    def cmd(self, text, expect):
-        self.sock.sendall(text.encode() + b'\r\n')
-        code = self.reply()
-        if code != expect:
-            raise RuntimeError('%s: got %s, wanted %s' % (text, code, expect))
-
-    def close(self):
-        try:
-            self.sock.sendall(b'QUIT\r\n')
-            self.reply()
-        except (OSError, EOFError):
-            pass
-        self.sock.close()
 
 
 def client_proc(port, idx, count, per_conn, users, size, start, out):
@@ -233,22 +201,16 @@ def wait_delivered(inst, users, want, deadline):
         time.sleep(0.02)
 
 
-def run(inst, users, n, clients, per_conn, size, client='pipelined'):
-    base = new_count(inst, users)
+def send(inst, users, n, clients, per_conn, size, client, started):
+    """Send n messages with the chosen client; started() runs just before
+    the first connection (the "before" samples). Returns (accepted,
+    refused, seconds until the last 250)."""
     if client == 'pipelined':
-        cpu0 = proc_times(inst)
-        wall0 = time.time()
-        results, t_acc, _, errors = bench_reception.run_clients(inst.port('smtp'), clients, n,
-                                                                per_conn, size, users)
+        started()
+        results, t_acc, _, _ = bench_reception.run_clients(inst.port('smtp'), clients, n,
+                                                           per_conn, size, users)
         ok = sum(1 for r in results if r[2] == '250')
-        wait_delivered(inst, users, base + ok, time.monotonic() + 60 + n * 0.05)
-        delivered = new_count(inst, users) - base
-        t_del = last_new_time(inst, users) - wall0
-        time.sleep(0.3)
-        cpu = cpu_diff(cpu0, proc_times(inst))
-        return {'n': n, 'clients': clients, 'per_conn': per_conn, 'size': size,
-                'ok': ok, 'bad': n - ok, 'delivered': delivered,
-                't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': wall0}
+        return ok, n - ok, t_acc
     per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
     q = multiprocessing.Queue()
     start = multiprocessing.Event()
@@ -258,23 +220,32 @@ def run(inst, users, n, clients, per_conn, size, client='pipelined'):
     for p in procs:
         p.start()
     time.sleep(0.3)
-    cpu0 = proc_times(inst)
-    wall0 = time.time()
+    started()
     t0 = time.monotonic()
     start.set()
     res = [q.get() for _ in procs]
     for p in procs:
         p.join()
-    t_acc = max(r[2] for r in res) - t0
-    ok = sum(r[0] for r in res)
+    return sum(r[0] for r in res), sum(r[1] for r in res), max(r[2] for r in res) - t0
+
+
+def run(inst, users, n, clients, per_conn, size, client='pipelined'):
+    base = new_count(inst, users)
+    before = {}
+
+    def started():
+        before['cpu'] = proc_times(inst)
+        before['wall'] = time.time()
+
+    ok, bad, t_acc = send(inst, users, n, clients, per_conn, size, client, started)
     wait_delivered(inst, users, base + ok, time.monotonic() + 60 + n * 0.05)
-    t_del = last_new_time(inst, users) - wall0
+    t_del = last_new_time(inst, users) - before['wall']
     delivered = new_count(inst, users) - base
     time.sleep(0.3)
-    cpu = cpu_diff(cpu0, proc_times(inst))
+    cpu = cpu_diff(before['cpu'], proc_times(inst))
     return {'n': n, 'clients': clients, 'per_conn': per_conn, 'size': size,
-            'ok': ok, 'bad': sum(r[1] for r in res), 'delivered': delivered,
-            't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': wall0}
+            'ok': ok, 'bad': bad, 'delivered': delivered,
+            't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': before['wall']}
 
 
 def stages(inst, r):
@@ -343,25 +314,8 @@ def drain_run(inst, users, n, clients, per_conn, size, client):
 
 
 def run_smtp_only(inst, users, n, clients, per_conn, size, client):
-    if client == 'pipelined':
-        results, t_acc, _, _ = bench_reception.run_clients(inst.port('smtp'), clients, n,
-                                                           per_conn, size, users)
-        return {'ok': sum(1 for r in results if r[2] == '250'), 't_acc': t_acc}
-    per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
-    q = multiprocessing.Queue()
-    start = multiprocessing.Event()
-    procs = [multiprocessing.Process(target=client_proc,
-                                     args=(inst.port('smtp'), i, per[i], per_conn, users, size, start, q))
-             for i in range(clients)]
-    for p in procs:
-        p.start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    start.set()
-    res = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return {'ok': sum(r[0] for r in res), 't_acc': max(r[2] for r in res) - t0}
+    ok, _, t_acc = send(inst, users, n, clients, per_conn, size, client, lambda: None)
+    return {'ok': ok, 't_acc': t_acc}
 
 
 def parse_strace(path):
