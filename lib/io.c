@@ -31,7 +31,7 @@ static int fd_wait(int fd, short events, int timeout_ms)
 /* Deadlines (CLOCK_MONOTONIC ms; -1 = none): a line must be complete
  * within timeout_ms of the first wait for it, so that a client dribbling one
  * byte at a time (slowloris) cannot hold a session forever. */
-static long long now_ms(void)
+long long io_now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -40,13 +40,13 @@ static long long now_ms(void)
 
 static long long deadline_of(const struct io *in)
 {
-    return in->timeout_ms < 0 ? -1 : now_ms() + in->timeout_ms;
+    return in->timeout_ms < 0 ? -1 : io_now_ms() + in->timeout_ms;
 }
 
 static int left_ms(long long deadline)
 {
     if (deadline < 0) return -1;
-    long long l = deadline - now_ms();
+    long long l = deadline - io_now_ms();
     return l <= 0 ? 0 : l > INT_MAX ? INT_MAX : (int)l;
 }
 

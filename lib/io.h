@@ -24,6 +24,9 @@ enum io_eol {
 };
 
 void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms);
+/* CLOCK_MONOTONIC in milliseconds: the clock every deadline here (and in
+ * the programs' own waits) is measured on */
+long long io_now_ms(void);
 
 /* Input. All return 1 on success, 0 on failure with errno:
  * ETIMEDOUT (no byte within timeout), EPIPE (end of file), or the read error. */

@@ -11,8 +11,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "io.h"
 
 /* ---------------------------------------------------------------- replies */
 
@@ -97,13 +98,6 @@ void smtp_reply_status(const struct smtp_reply *r, char *dst, size_t cap)
 
 /* ------------------------------------------------------------- transport */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int wait_fd(int fd, short ev, int timeout_ms)
 {
     struct pollfd p = { .fd = fd, .events = ev, .revents = 0 };
@@ -155,7 +149,7 @@ size_t smtp_buffered(const struct smtp_conn *c) { return c->inlen - c->inpos; }
 
 static int remaining(long long deadline)
 {
-    long long left = deadline - now_ms();
+    long long left = deadline - io_now_ms();
     if (left <= 0) { errno = ETIMEDOUT; return -1; }
     return left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
@@ -196,7 +190,7 @@ int smtp_read_reply(struct smtp_conn *c, struct smtp_reply *r, int timeout_ms)
 {
     char line[SMTP_REPLY_LINE_MAX];
     size_t len;
-    long long deadline = now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+    long long deadline = io_now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
     smtp_reply_init(r);
     for (;;) {
         if (!get_line(c, line, &len, deadline)) return 0;
@@ -208,7 +202,7 @@ int smtp_read_reply(struct smtp_conn *c, struct smtp_reply *r, int timeout_ms)
 
 int smtp_flush(struct smtp_conn *c)
 {
-    long long deadline = now_ms() + c->timeout_ms;
+    long long deadline = io_now_ms() + c->timeout_ms;
     size_t off = 0;
     while (off < c->outlen) {
         int t = remaining(deadline);

@@ -8,21 +8,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
+#include "io.h"
 #include "local.h"
 #include "log.h"
 
 #define WORKER_SOCK 3             /* the worker's end of its socket */
-
-static long long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* ---- the worker (a child, as the mailbox's uid:gid) ---- */
 
@@ -121,7 +114,7 @@ static void retire(struct pool_worker *w, const char *why)
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
     w->state = POOL_GONE;
-    w->since = now_ms();
+    w->since = io_now_ms();
     if (why)
         log_info(NULL, "event=worker_retired pid=%ld uid=%lu gid=%lu jobs=%u why=%s", (long)w->pid,
                  (unsigned long)w->uid, (unsigned long)w->gid, w->jobs, why);
@@ -149,7 +142,7 @@ static struct pool_worker *spawn(struct pool *p, uid_t uid, gid_t gid, unsigned 
     w->uid = uid;
     w->gid = gid;
     w->state = POOL_IDLE;
-    w->since = now_ms();
+    w->since = io_now_ms();
     return w;
 }
 
@@ -182,7 +175,7 @@ int pool_submit(struct pool *p, const struct dp_mbox *m, int msgfd)
             w->state = POOL_BUSY;
             w->job = m->job;
             memcpy(w->id, m->id, sizeof w->id);
-            w->since = now_ms();
+            w->since = io_now_ms();
             w->jobs++;
             return 1;
         }
@@ -216,7 +209,7 @@ int pool_input(struct pool *p, int fd, struct dp_result *r)
         else if (w->state == POOL_BUSY && dp_result_decode(&got, rec, len) && got.job == w->job) {
             *r = got;
             w->state = POOL_IDLE;
-            w->since = now_ms();
+            w->since = io_now_ms();
             if (w->retire) retire(w, w->retire);
             else if (w->jobs >= POOL_JOBS_MAX) retire(w, "jobs");
             return 1;
@@ -238,7 +231,7 @@ int pool_input(struct pool *p, int fd, struct dp_result *r)
 
 int pool_tick(struct pool *p)
 {
-    long long now = now_ms(), next = -1;
+    long long now = io_now_ms(), next = -1;
     for (size_t i = 0; i < p->n;) {
         struct pool_worker *w = &p->w[i];
         long long due = -1;

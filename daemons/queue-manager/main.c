@@ -21,6 +21,7 @@
 
 #include "deliver_proto.h"
 #include "err.h"
+#include "io.h"
 #include "log.h"
 #include "privdrop.h"
 #include "qm.h"
@@ -176,7 +177,7 @@ static int loop(struct qm *q, int trig)
             log_info(NULL, "stopping=1 inflight=%u", qm_inflight(q));
         }
         if (q->dead && !stop_at) stop_at = now + QM_STOP_WAIT;
-        if (q->nrm && qm_now_ms() >= q->rm_due) qm_remove_flush(q);
+        if (q->nrm && io_now_ms() >= q->rm_due) qm_remove_flush(q);
         if ((q->stopping || q->dead) && (!qm_inflight(q) || now >= stop_at)) {
             qm_remove_flush(q);
             return q->dead ? EXIT_TEMP : EXIT_OK;
@@ -189,7 +190,7 @@ static int loop(struct qm *q, int trig)
         if (stop_at && stop_at < wake) wake = stop_at;
         struct timespec ts = { wake > now ? wake - now : 0, 0 };
         if (q->nrm) {               /* removals waiting for their flush */
-            long long ms = q->rm_due - qm_now_ms();
+            long long ms = q->rm_due - io_now_ms();
             if (ms < 0) ms = 0;
             if (ms < (long long)ts.tv_sec * 1000) ts = (struct timespec){ ms / 1000, (ms % 1000) * 1000000 };
         }

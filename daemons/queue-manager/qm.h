@@ -76,7 +76,7 @@ struct qm {
     struct qm_channel chan[QM_NCHAN];
     char rm[QM_RM_BATCH][ENV_ID_LEN + 1];   /* envelopes unlinked, bodies not yet */
     size_t nrm;
-    long long rm_due;       /* CLOCK_MONOTONIC ms by which qm_remove_flush must run */
+    long long rm_due;       /* io_now_ms() by which qm_remove_flush must run */
     int stopping;           /* SIGTERM: dispatch nothing new */
     int dead;               /* a deliverer went away: exit 111 when bookkeeping is done */
 };
@@ -86,7 +86,6 @@ int qm_env_load(const struct qm *q, const char *id, struct envelope *e);
 int qm_env_save(const struct qm *q, const struct envelope *e);
 int qm_msg_remove(struct qm *q, const char *id);
 void qm_remove_flush(struct qm *q);
-long long qm_now_ms(void);
 int qm_msg_open(const struct qm *q, const char *id);
 int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len);
 void qm_sweep(struct qm *q, time_t now);

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "io.h"
 #include "log.h"
 #include "qm.h"
 #include "queue_path.h"
@@ -128,13 +129,6 @@ fail:;
     return 0;
 }
 
-long long qm_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int qm_msg_remove(struct qm *q, const char *id)
 {
     char path[QUEUE_PATH_MAX];
@@ -143,7 +137,7 @@ int qm_msg_remove(struct qm *q, const char *id)
     if (queue_path(path, sizeof path, q->root, QUEUE_TODO, id)) unlink(path);
     if (!queue_path(path, sizeof path, q->root, QUEUE_ENV, id)) return 0;
     if (unlink(path) < 0 && errno != ENOENT) return 0;
-    if (!q->nrm) q->rm_due = qm_now_ms() + QM_RM_DELAY_MS;
+    if (!q->nrm) q->rm_due = io_now_ms() + QM_RM_DELAY_MS;
     memcpy(q->rm[q->nrm++], id, ENV_ID_LEN + 1);
     return 1;
 }

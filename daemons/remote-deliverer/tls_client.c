@@ -6,25 +6,18 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <arpa/inet.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "io.h"
 #include "remote.h"
 
 void tls_client_global_init(void)
 {
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* wait for what SSL asked, within ms; 1, or 0 with errno */
@@ -48,13 +41,13 @@ static int ssl_wait(SSL *ssl, int fd, int rc, int ms)
 static ssize_t tls_read(void *ctx, void *p, size_t n, int timeout_ms)
 {
     struct tls_client *t = ctx;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = io_now_ms() + timeout_ms;
     for (;;) {
         ERR_clear_error();
         errno = 0;
         int r = SSL_read(t->ssl, p, n > 0x7fffffff ? 0x7fffffff : (int)n);
         if (r > 0) return r;
-        if (!ssl_wait(t->ssl, t->fd, r, (int)(deadline - now_ms())))
+        if (!ssl_wait(t->ssl, t->fd, r, (int)(deadline - io_now_ms())))
             return errno == EPIPE ? 0 : -1;
     }
 }
@@ -62,13 +55,13 @@ static ssize_t tls_read(void *ctx, void *p, size_t n, int timeout_ms)
 static ssize_t tls_write(void *ctx, const void *p, size_t n, int timeout_ms)
 {
     struct tls_client *t = ctx;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = io_now_ms() + timeout_ms;
     for (;;) {
         ERR_clear_error();
         errno = 0;
         int r = SSL_write(t->ssl, p, n > 0x7fffffff ? 0x7fffffff : (int)n);
         if (r > 0) return r;
-        if (!ssl_wait(t->ssl, t->fd, r, (int)(deadline - now_ms()))) return -1;
+        if (!ssl_wait(t->ssl, t->fd, r, (int)(deadline - io_now_ms()))) return -1;
     }
 }
 
@@ -110,7 +103,7 @@ int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t
                        : SSL_set1_host(ssl, t->name);
         if (!ok) { ssl_why(why, whylen, "setting the name to verify"); return 0; }
     }
-    long long deadline = now_ms() + c->timeout_ms;
+    long long deadline = io_now_ms() + c->timeout_ms;
     for (;;) {
         ERR_clear_error();
         errno = 0;
@@ -123,7 +116,7 @@ int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t
             return 0;
         }
         errno = saved;
-        if (!ssl_wait(ssl, c->fd, r, (int)(deadline - now_ms()))) {
+        if (!ssl_wait(ssl, c->fd, r, (int)(deadline - io_now_ms()))) {
             ssl_why(why, whylen, errno == ETIMEDOUT ? "handshake timeout" : "handshake");
             return 0;
         }

@@ -12,10 +12,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
+
+#include "io.h"
 
 /* TLS 1.2 suites: forward secret AEAD only (TLS 1.3 suites are OpenSSL's). */
 static const char tls12_ciphers[] =
@@ -140,13 +141,6 @@ int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
     return 1;
 }
 
-static long long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static int set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -167,7 +161,7 @@ int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **out, cha
         SSL_free(ssl);
         return 0;
     }
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = io_now_ms() + timeout_ms;
     for (;;) {
         int r = SSL_accept(ssl);
         if (r == 1) break;
@@ -183,7 +177,7 @@ int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **out, cha
             SSL_free(ssl);
             return 0;
         }
-        long long left = deadline - now_ms();
+        long long left = deadline - io_now_ms();
         struct pollfd p = { .fd = net_fd, .events = ev, .revents = 0 };
         int pr = left > 0 ? poll(&p, 1, (int)left) : 0;
         if (pr < 0 && errno == EINTR) continue;
@@ -312,7 +306,7 @@ int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats 
     st->net_in = st->net_out = 0;
     st->end = NULL;
     if (!set_nonblock(plain_fd)) return 0;
-    long long last = now_ms();
+    long long last = io_now_ms();
     for (;;) {
         r.net_ev = r.plain_ev = 0;
         int progress = 0;
@@ -324,13 +318,13 @@ int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats 
         /* done: the session has closed and everything it wrote is out,
          * followed by our close_notify (or the client is gone) */
         if (r.plain_done && r.shut_sent && !r.tn_len) break;
-        if (progress) { last = now_ms(); continue; }
+        if (progress) { last = io_now_ms(); continue; }
         struct pollfd p[2];
         nfds_t np = 0;
         if (r.net_ev) { p[np].fd = net_fd; p[np].events = r.net_ev; p[np].revents = 0; np++; }
         if (r.plain_ev) { p[np].fd = plain_fd; p[np].events = r.plain_ev; p[np].revents = 0; np++; }
         if (!np) break;   /* nothing can move any more */
-        long long left = last + idle_ms - now_ms();
+        long long left = last + idle_ms - io_now_ms();
         if (left <= 0) { st->end = "timeout"; break; }
         int pr = poll(p, np, (int)left);
         if (pr < 0 && errno != EINTR) { st->end = "error"; break; }

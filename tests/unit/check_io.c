@@ -23,6 +23,18 @@ static void teardown(void) { close(sp[0]); if (sp[1] >= 0) close(sp[1]); }
 
 static void feed(const char *s, size_t n) { ck_assert(fd_write_all(sp[1], s, n, 1000)); }
 
+/* the deadline clock: monotonic milliseconds */
+START_TEST(test_now_ms)
+{
+    long long a = io_now_ms();
+    ck_assert_int_gt(a, 0);
+    ck_assert_int_eq(usleep(20000), 0);
+    long long b = io_now_ms();
+    ck_assert_int_ge(b - a, 19);
+    ck_assert_int_lt(b - a, 60000);
+}
+END_TEST
+
 START_TEST(test_line_ends)
 {
     char line[32];
@@ -197,6 +209,7 @@ int main(void)
     Suite *s = suite_create("io");
     TCase *core = tcase_create("core");
     tcase_add_checked_fixture(core, setup, teardown);
+    tcase_add_test(core, test_now_ms);
     tcase_add_test(core, test_line_ends);
     tcase_add_test(core, test_cr_split_across_reads);
     tcase_add_test(core, test_nul_kept_and_output);
