@@ -19,16 +19,6 @@
 
 /* ---- the worker (a child, as the mailbox's uid:gid) ---- */
 
-/* every descriptor from lo up */
-static int close_from(int lo)
-{
-    if (close_range((unsigned)lo, ~0U, 0) == 0) return 1;
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536) max = 65536;
-    for (int fd = lo; fd < max; fd++) close(fd);
-    return 1;
-}
-
 static void worker_serve(int sock, uid_t uid, gid_t gid)
 {
     for (;;) {
@@ -77,11 +67,11 @@ static void __attribute__((noreturn)) worker_main(int sock, uid_t uid, gid_t gid
     }
     int s = fcntl(sock, F_DUPFD_CLOEXEC, 10);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (s < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(s, WORKER_SOCK) < 0 ||
-        !close_from(WORKER_SOCK + 1)) {
+    if (s < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(s, WORKER_SOCK) < 0) {
         log_error(NULL, "event=worker_failed uid=%lu why=\"descriptors: %s\"", (unsigned long)uid, strerror(errno));
         _exit(EXIT_TEMP);
     }
+    closefrom(WORKER_SOCK + 1);   /* as smtp_monitor and tls_spawn do before exec */
     worker_serve(WORKER_SOCK, uid, gid);
     _exit(EXIT_TEMP);
 }
