@@ -11,13 +11,16 @@ concurrent loopback connections, in two modes:
   reuse       --per-conn messages on each connection (MAIL after MAIL)
   no reuse    one connection per message (connect, EHLO, ..., QUIT)
 
-The client (default --client pipelined) is bench_reception.py's: one
+The client (default --client c) is bench/smtp_blast, a C load generator
+like Postfix's smtp-source (`make bench-e2e` builds it; --blast PATH): one
 process, non-blocking sockets in one poll loop, PIPELINING (MAIL+RCPT+DATA
 in one write, then the body, the dot and the next MAIL+RCPT+DATA in one
-write), as a C load generator such as Postfix's smtp-source would be; its
-CPU is small, so the host under test has the 2 cores. --client lockstep
-uses C Python processes that wait for each reply (5 round trips a message;
-their CPU competes with the host's).
+write); its CPU is small, so the host under test has the 2 cores.
+--client pipelined is the same client in Python (bench_reception.py's; it
+costs ~0.25 ms of CPU per message at one message per connection, which the
+host then lacks), --client lockstep C Python processes that wait for each
+reply (5 round trips a message; their CPU competes with the host's). The
+client's own CPU is printed with the figures.
 
 "all in new/" is the change time (ctime) of the newest file in the users'
 Maildir/new, read once all N are there (counted every 20 ms, so the
@@ -62,6 +65,7 @@ import bench_reception  # noqa: E402  (its pipelining client)
 from bench_smtp import Client  # noqa: E402  (the lock-step one)
 
 TICK = os.sysconf('SC_CLK_TCK')
+BLAST = [None]   # --blast
 
 
 def make_body(size, tag):
@@ -205,12 +209,19 @@ def send(inst, users, n, clients, per_conn, size, client, started):
     """Send n messages with the chosen client; started() runs just before
     the first connection (the "before" samples). Returns (accepted,
     refused, seconds until the last 250)."""
+    if client == 'c':
+        started()
+        results, t_acc, _, _, cli = bench_reception.blast_clients(BLAST[0], inst.port('smtp'), clients,
+                                                                  n, per_conn, size, users)
+        ok = sum(1 for r in results if r[2] == '250')
+        return ok, n - ok, t_acc, cli
     if client == 'pipelined':
         started()
+        u0 = time.thread_time()
         results, t_acc, _, _ = bench_reception.run_clients(inst.port('smtp'), clients, n,
                                                            per_conn, size, users)
         ok = sum(1 for r in results if r[2] == '250')
-        return ok, n - ok, t_acc
+        return ok, n - ok, t_acc, time.thread_time() - u0
     per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
     q = multiprocessing.Queue()
     start = multiprocessing.Event()
@@ -226,7 +237,7 @@ def send(inst, users, n, clients, per_conn, size, client, started):
     res = [q.get() for _ in procs]
     for p in procs:
         p.join()
-    return sum(r[0] for r in res), sum(r[1] for r in res), max(r[2] for r in res) - t0
+    return sum(r[0] for r in res), sum(r[1] for r in res), max(r[2] for r in res) - t0, None
 
 
 def run(inst, users, n, clients, per_conn, size, client='pipelined'):
@@ -237,7 +248,7 @@ def run(inst, users, n, clients, per_conn, size, client='pipelined'):
         before['cpu'] = proc_times(inst)
         before['wall'] = time.time()
 
-    ok, bad, t_acc = send(inst, users, n, clients, per_conn, size, client, started)
+    ok, bad, t_acc, cli = send(inst, users, n, clients, per_conn, size, client, started)
     wait_delivered(inst, users, base + ok, time.monotonic() + 60 + n * 0.05)
     t_del = last_new_time(inst, users) - before['wall']
     delivered = new_count(inst, users) - base
@@ -245,7 +256,7 @@ def run(inst, users, n, clients, per_conn, size, client='pipelined'):
     cpu = cpu_diff(before['cpu'], proc_times(inst))
     return {'n': n, 'clients': clients, 'per_conn': per_conn, 'size': size,
             'ok': ok, 'bad': bad, 'delivered': delivered,
-            't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': before['wall']}
+            't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': before['wall'], 'client_cpu': cli}
 
 
 def stages(inst, r):
@@ -285,6 +296,8 @@ def report(inst, users, r, label):
           '(%.0f%% of 2 cores over the run)'
           % (', '.join(parts), tot, tot / max(1, r['ok']) * 1e3,
              100 * tot / (2 * r['t_del'])))
+    if r.get('client_cpu') is not None:
+        print('bench_e2e:   client cpu %.2f s = %.3f ms/msg' % (r['client_cpu'], r['client_cpu'] / max(1, r['n']) * 1e3))
 
 
 def drain_run(inst, users, n, clients, per_conn, size, client):
@@ -314,7 +327,7 @@ def drain_run(inst, users, n, clients, per_conn, size, client):
 
 
 def run_smtp_only(inst, users, n, clients, per_conn, size, client):
-    ok, _, t_acc = send(inst, users, n, clients, per_conn, size, client, lambda: None)
+    ok, _, t_acc, _ = send(inst, users, n, clients, per_conn, size, client, lambda: None)
     return {'ok': ok, 't_acc': t_acc}
 
 
@@ -378,8 +391,16 @@ def main():
     ap.add_argument('--users', type=int, default=4)
     ap.add_argument('--repeat', type=int, default=1)
     ap.add_argument('--no-strace', action='store_true')
-    ap.add_argument('--client', choices=('pipelined', 'lockstep'), default='pipelined')
+    ap.add_argument('--blast', default=bench_reception.default_blast(),
+                    help='bench/smtp_blast, the C client (make builds build/bench/smtp_blast)')
+    ap.add_argument('--client', choices=('c', 'pipelined', 'lockstep'), default=None,
+                    help='c (the default when --blast exists), pipelined, lockstep')
     a = ap.parse_args()
+    if a.client is None:
+        a.client = 'c' if a.blast else 'pipelined'
+    if a.client == 'c' and not a.blast:
+        sys.exit('bench_e2e: --client c needs bench/smtp_blast: make build/bench/smtp_blast, or --blast PATH')
+    BLAST[0] = a.blast
     if os.geteuid() != 0:
         sys.exit('bench_e2e: needs root')
     os.environ['POSTERN_BIN'] = os.path.abspath(a.bin)

@@ -5,8 +5,10 @@
 Workloads (the issue's): N messages of S bytes over C concurrent connections,
   2 KiB at C=1, C=10, C=50 and 100 KiB at C=10,
 each message with one local recipient, several messages per connection
-(--per-conn). The client is one process with non-blocking raw sockets and a
-poll loop (it is not the bottleneck: it spends a few % of a core), and it
+(--per-conn). The client is bench/smtp_blast (C, built by `make
+bench-reception`; --blast "" uses the same client written in Python, which
+costs the 2-core machine ~0.25 ms of CPU per message at one message per
+connection): one process with non-blocking sockets and a poll loop, and it
 pipelines: after EHLO it sends MAIL, RCPT and DATA in one write, and after
 the 354 the body, the final dot and the next MAIL/RCPT/DATA in one write
 (RFC 2920 allows the message content as the first command of a group), so
@@ -215,6 +217,32 @@ def run_clients(port, conns, total, per_conn, size, users=(USER,)):
     return results, time.monotonic() - t0, stored_by_seq, errors
 
 
+def blast_clients(blast, port, conns, total, per_conn, size, users=(USER,)):
+    """run_clients() done by bench/smtp_blast (C; the same messages, the same
+    pipelining): returns (results, seconds, stored bodies by seq, connection
+    errors, client CPU seconds)."""
+    import subprocess
+    out = subprocess.run([blast, str(port), str(conns), str(total), str(per_conn), str(size)]
+                         + list(users), stdout=subprocess.PIPE, check=True).stdout.decode()
+    results, secs, cpu, errors = [], None, 0.0, 0
+    for line in out.splitlines():
+        f = line.split()
+        if f[0] == '#':
+            secs, cpu, errors = float(f[2]), float(f[4]), int(f[6])
+            continue
+        results.append((int(f[0]), None if f[2] == '-' else f[2], f[1]))
+    if secs is None:
+        raise RuntimeError('smtp_blast: no summary line')
+    stored = {seq: make_body(size, seq, users[seq % len(users)])[1] for seq, _, _ in results}
+    return results, secs, stored, errors, cpu
+
+
+def default_blast():
+    """bench/smtp_blast as `make` builds it, or None"""
+    p = os.path.join(HERE, '..', 'build', 'bench', 'smtp_blast')
+    return os.path.abspath(p) if os.access(p, os.X_OK) else None
+
+
 # ---- the server's processes --------------------------------------------
 
 def proc_tree(root_pid):
@@ -346,12 +374,16 @@ def verify(inst, results, stored_by_seq):
     return good, problems
 
 
-def workload(inst, listener, size, conns, total, per_conn, mem_interval):
+def workload(inst, listener, size, conns, total, per_conn, mem_interval, blast=None):
     mem = MemSampler(listener, mem_interval)
     c0 = cpu_ticks(listener)
     u0 = time.thread_time()
     mem.start()
-    results, secs, stored, errors = run_clients(inst.port('smtp'), conns, total, per_conn, size)
+    if blast:
+        results, secs, stored, errors, cli = blast_clients(blast, inst.port('smtp'), conns, total,
+                                                           per_conn, size)
+    else:
+        results, secs, stored, errors = run_clients(inst.port('smtp'), conns, total, per_conn, size)
     mem.stop_ev.set()
     mem.join()
     u1 = time.thread_time()
@@ -361,7 +393,8 @@ def workload(inst, listener, size, conns, total, per_conn, mem_interval):
     accepted = sum(1 for r in results if r[2] == '250')
     good, problems = verify(inst, results, stored)
     srv = ((c2[0] - c0[0]) + (c2[1] - c0[1])) / TICK
-    cli = u1 - u0   # the client loop's thread alone, not the memory sampler
+    if not blast:
+        cli = u1 - u0   # the client loop's thread alone, not the memory sampler
     print('bench_reception: %6d B x %5d msgs, C=%-3d (%d per connection): accepted %d, '
           'refused %d, errors %d in %.2f s = %.0f msg/s; verified in queue %d%s'
           % (size, total, conns, per_conn, accepted, len(results) - accepted, errors, secs,
@@ -456,6 +489,8 @@ def main():
     ap.add_argument('--mem-interval', type=float, default=0.25)
     ap.add_argument('--disk-seconds', type=float, default=3.0)
     ap.add_argument('--no-disk', action='store_true')
+    ap.add_argument('--blast', default=default_blast(),
+                    help='the C client (make builds build/bench/smtp_blast); "" for the Python one')
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit('bench_reception: needs root (the instance drops to the postern-* users)')
@@ -471,13 +506,14 @@ def main():
         print('bench_reception: instance %s (only smtp-listener runs: no queue-manager), '
               '%d CPUs, load average %s'
               % (inst.root, os.cpu_count(), ' '.join('%.2f' % x for x in os.getloadavg())))
+        print('bench_reception: client: %s' % (a.blast or 'Python (bench_reception.run_clients)'))
         run_clients(inst.port('smtp'), 2, 20, 10, 2048)  # warm-up
         for w in a.workloads.split(','):
             size, conns = (int(x) for x in w.split(':'))
             n = a.messages if size < 100 * 1024 else a.big_messages
             # every one of the C connections busy for the whole run
             workload(inst, listener, size, conns, n, max(1, min(a.per_conn, n // conns)),
-                     a.mem_interval)
+                     a.mem_interval, a.blast)
         if not a.no_disk:
             disk_limit(inst.root, a.disk_seconds, 2048)
         print('bench_reception: load average after: %s'

@@ -16,8 +16,11 @@ struct privuser {
     gid_t gid;
 };
 
-/* look up a system user by name; 0 with errno ENOENT if absent */
+/* look up a system user by name in /etc/passwd (not NSS: lib/privuser.c);
+ * 0 with errno ENOENT if absent, EINVAL if its line is malformed */
 int privuser_lookup(const char *name, struct privuser *u);
+/* the same in another file in passwd(5) format */
+int privuser_lookup_file(const char *path, const char *name, struct privuser *u);
 
 /* drop to u, chrooting to dir first unless dir is NULL. uid 0 is refused. */
 int privdrop(const char *chroot_dir, const struct privuser *u);

@@ -84,6 +84,80 @@ START_TEST(test_listen)
 }
 END_TEST
 
+/* a passwd(5) file in /tmp with the given text; its path in path[] */
+static void passwd_file(char *path, const char *text)
+{
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+START_TEST(test_lookup_file)
+{
+    char path[] = "/tmp/check_privuser.XXXXXX";
+    passwd_file(path, "root:x:0:0:root:/root:/bin/bash\n"
+                      "postern:x:990:990::/nonexistent:/usr/sbin/nologin\n"
+                      "postern-smtp:x:991:989:postern SMTP:/nonexistent:/usr/sbin/nologin\n"
+                      "postern-queue:x:992:988::/:/bin/false");   /* no final newline */
+    struct privuser u = { 1, 1 };
+    ck_assert(privuser_lookup_file(path, "postern-smtp", &u));
+    ck_assert_uint_eq(u.uid, 991);
+    ck_assert_uint_eq(u.gid, 989);
+    ck_assert(privuser_lookup_file(path, "postern", &u));         /* not a prefix match */
+    ck_assert_uint_eq(u.uid, 990);
+    ck_assert(privuser_lookup_file(path, "postern-queue", &u));
+    ck_assert_uint_eq(u.uid, 992);
+    ck_assert_uint_eq(u.gid, 988);
+    ck_assert(privuser_lookup_file(path, "root", &u));
+    ck_assert_uint_eq(u.uid, 0);
+    errno = 0;
+    ck_assert(!privuser_lookup_file(path, "postern-pop3", &u));
+    ck_assert_int_eq(errno, ENOENT);
+    unlink(path);
+    /* the system's own file agrees with getpwnam for root */
+    ck_assert(privuser_lookup("root", &u));
+    ck_assert_uint_eq(u.uid, 0);
+}
+END_TEST
+
+START_TEST(test_lookup_limits)
+{
+    char path[] = "/tmp/check_privuser.XXXXXX";
+    char text[6000];
+    int n = snprintf(text, sizeof text, "long:x:5:5:");
+    memset(text + n, 'g', 3000);     /* an over-long line is skipped whole... */
+    n += 3000;
+    n += snprintf(text + n, sizeof text - (size_t)n,
+                  ":postern-smtp:x:1:1\n"          /* ...even where it looks like a user */
+                  "bad-uid:x:12a:5::/:/bin/sh\n"
+                  "big-uid:x:4294967295:5::/:/bin/sh\n"
+                  "huge-uid:x:99999999999:5::/:/bin/sh\n"
+                  "short:x:7\n"
+                  "empty-gid:x:7::::\n"
+                  "postern-smtp:x:991:989::/:/bin/sh\n");
+    passwd_file(path, text);
+    struct privuser u = { 1, 1 };
+    ck_assert(privuser_lookup_file(path, "postern-smtp", &u));
+    ck_assert_uint_eq(u.uid, 991);
+    const char *bad[] = { "bad-uid", "big-uid", "huge-uid", "short", "empty-gid" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        ck_assert_msg(!privuser_lookup_file(path, bad[i], &u), "%s", bad[i]);
+        ck_assert_int_eq(errno, EINVAL);
+    }
+    errno = 0;
+    ck_assert(!privuser_lookup_file(path, "long", &u));     /* its line was skipped */
+    ck_assert_int_eq(errno, ENOENT);
+    ck_assert(!privuser_lookup_file(path, "", &u));
+    ck_assert(!privuser_lookup_file(path, "postern-smtp:x", &u));
+    unlink(path);
+    errno = 0;
+    ck_assert(!privuser_lookup_file(path, "postern-smtp", &u));   /* no file */
+    ck_assert_int_eq(errno, ENOENT);
+}
+END_TEST
+
 START_TEST(test_limits)
 {
     struct privuser root = { 0, 0 };
@@ -114,9 +188,11 @@ int main(void)
     tcase_add_test(core, test_drop_as_root);
     tcase_add_test(core, test_drop_unprivileged);
     tcase_add_test(core, test_listen);
+    tcase_add_test(core, test_lookup_file);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits);
+    tcase_add_test(limits, test_lookup_limits);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
