@@ -174,6 +174,10 @@ bench-smtp: all
 bench-reception: all $(BLAST)
 	python3 bench/bench_reception.py --bin $(abspath $(BIN)) --blast $(abspath $(BLAST))
 
+# one SMTP connection's cost without mail (banner, EHLO, QUIT): CPU per connection
+bench-connect: all
+	python3 bench/bench_connect.py --bin $(abspath $(BIN))
+
 # queue-inject's commit rate (N parallel injectors, 4 KB messages)
 bench-inject: $(BIN)/queue-inject
 	python3 bench/bench_inject.py --bin $(abspath $(BIN))
@@ -237,7 +241,7 @@ uninstall:
 clean:
 	rm -rf $(OBJ) build-san $(BIN)
 
-.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
+.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

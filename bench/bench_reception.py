@@ -314,16 +314,19 @@ class MemSampler(threading.Thread):
             self.stop_ev.wait(self.interval)
 
 
-def settle(seconds=6):
+def settle(seconds=65):
     """Let the filesystem forget recent deletions before measuring: ext4
     without a journal (this VM's) skips, on every inode allocation, each
-    inode of the group freed less than 5 s ago -- 305 s while its inode
-    table block is still dirty -- so a run started right after another
-    run's `rm -rf` of its ROOT (tens of thousands of queue and Maildir
-    files) pays up to 0.3 ms per created file for the previous run's
-    cleanup (docs/QUEUE.md). sync writes those blocks; then wait 5 s."""
+    inode of the group freed less than 60 s ago (360 s while its inode
+    table block is dirty: `recently_deleted`), scanning from the start of
+    the group, so a run started right after another run's `rm -rf` of its
+    ROOT (tens of thousands of queue and Maildir files) pays for that
+    cleanup on every file it creates. Measured here after 15,000 deletes in
+    one directory and a sync: 250 us per create 1 s later, 361 us at 30 s,
+    157 us at 65 s, 74-81 us from 95 s (25 us in a fresh group). sync
+    writes the dirty blocks; then wait. BENCH_SETTLE=SECONDS overrides."""
     os.sync()
-    time.sleep(seconds)
+    time.sleep(float(os.environ.get('BENCH_SETTLE', seconds)))
 
 
 def cpu_ticks(pid):
