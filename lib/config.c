@@ -48,6 +48,7 @@ static const struct config_setting config_settings[] = {
     UINT(remote_per_domain, 1, 1000),
     DURATION(remote_timeout, 1, 3600),
     DURATION(remote_connect_timeout, 1, 3600),
+    DURATION(remote_reuse_time, 0, 300),
     UINT(remote_port, 1, 65535),
     NAME(dns_server),
     NAME(pwhash_level),
@@ -93,6 +94,7 @@ void config_defaults(struct config *c)
     c->remote_per_domain = 5;
     c->remote_timeout = 300;
     c->remote_connect_timeout = 30;
+    c->remote_reuse_time = 2;
     c->remote_port = 25;
     name_set(c->pwhash_level, "interactive");
     name_set(c->user_smtp, "postern-smtp");

@@ -39,6 +39,7 @@ struct config {
     unsigned long long remote_per_domain;     /* remote-deliverer: connections per destination domain, 5 */
     unsigned long long remote_timeout;        /* remote-deliverer: seconds per SMTP reply/write, 300 */
     unsigned long long remote_connect_timeout; /* remote-deliverer: seconds per connect, 30 */
+    unsigned long long remote_reuse_time;     /* remote-deliverer: seconds a connection waits idle for the next message, 2; 0 = QUIT after each */
     unsigned long long remote_port;           /* remote-deliverer: SMTP port of MX hosts, 25 */
     char dns_server[CONFIG_NAME_MAX];         /* remote-deliverer: "" = /etc/resolv.conf, else IPv4:PORT */
     char pwhash_level[CONFIG_NAME_MAX];       /* argon2id cost: interactive|moderate|sensitive */

@@ -440,6 +440,17 @@ static void quit(struct txn *t)
     t->c->timeout_ms = saved;
 }
 
+void smtp_quit(struct smtp_conn *c)
+{
+    static struct txn tq;
+    char st[16];
+    tq.c = c;
+    tq.peer = "";
+    tq.status = st;
+    tq.cap = sizeof st;
+    quit(&tq);
+}
+
 static int ehlo(struct txn *t, const struct smtp_job *j, struct smtp_ext *ext)
 {
     if (!cmd(t, "EHLO %s", j->helo) || !smtp_flush(t->c)) { io_status(t, "EHLO"); return 0; }
@@ -620,8 +631,17 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         else nok++;
     }
     if (!nok) return SMTP_DELIVERED;   /* each has its result */
-    enum smtp_outcome o = open_session(t, j, starttls, tlsctx, &ext);
-    if (o != SMTP_DELIVERED) return o;
+    struct smtp_reuse *ru = j->reuse;
+    int reused = ru && ru->established;
+    enum smtp_outcome o;
+    if (ru) ru->open = 0;
+    if (reused) {
+        ext = ru->ext;
+    } else {
+        o = open_session(t, j, starttls, tlsctx, &ext);
+        if (o != SMTP_DELIVERED) return o;
+        if (ru) ru->ext = ext;
+    }
     if (utf8 && !ext.smtputf8) {
         snprintf(status, cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII address", peer);
         quit(t);
@@ -641,11 +661,14 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
     (void)pl;
 
-    /* MAIL and every RCPT: one write when the server pipelines */
+    /* MAIL and every RCPT: one write when the server pipelines. On a reused
+     * session, no answer to MAIL (or 421) means it was closed while idle:
+     * nothing was accepted, the caller starts over on a new connection. */
     if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
     if (!ext.pipelining) {
-        if (!smtp_flush(c)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
-        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return SMTP_TEMPFAIL;
+        if (!smtp_flush(c)) { io_status(t, "MAIL FROM"); return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL; }
+        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
+        if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return SMTP_RECONNECT; }
         if (t->r.code != 250) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
     }
     size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
@@ -656,8 +679,9 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
             if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
             sent++;
         }
-        if (!smtp_flush(c)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
-        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return SMTP_TEMPFAIL;
+        if (!smtp_flush(c)) { io_status(t, "RCPT TO"); return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL; }
+        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
+        if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return SMTP_RECONNECT; }
         if (t->r.code != 250) {
             o = fail_reply(t, "MAIL FROM");
             size_t k;
@@ -715,7 +739,8 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     char sum[SMTP_SUMMARY_MAX];
     smtp_reply_summary(&t->r, sum, sizeof sum);
     snprintf(status, cap, "2.0.0 host %s said: %s", peer, sum);
-    quit(t);
+    if (ru && ru->keep) ru->open = 1;   /* the next MAIL may follow */
+    else quit(t);
     settle(r, n, open, SMTP_DELIVERED, status);
     return SMTP_DELIVERED;
 settle_all:

@@ -119,6 +119,24 @@ struct smtp_job {
     enum smtp_tls_policy tls;
     const char *auth_user;   /* NULL: no AUTH */
     const char *auth_pass;
+    struct smtp_reuse *reuse;   /* NULL: one transaction, then QUIT */
+};
+
+/* Keeping a connection for the next transaction (smtp_transaction_multi).
+ * established (in): c already carries a session past the greeting, EHLO,
+ * STARTTLS and AUTH, whose EHLO keywords are in ext: go straight to MAIL.
+ * Otherwise the session is opened and ext (out) gets its keywords.
+ * keep (in): after a transaction that ended in 250 to the data, send no
+ * QUIT and set open (out): c is at a transaction boundary and may carry
+ * the next MAIL. On an established session whose MAIL gets no reply (the
+ * server closed it while it sat idle) or gets 421, nothing was accepted:
+ * the result is SMTP_RECONNECT and the caller starts over on a new
+ * connection. */
+struct smtp_reuse {
+    int established;
+    int keep;
+    struct smtp_ext ext;
+    int open;
 };
 
 /* Called after "220" to STARTTLS: start TLS on c (replace c->tr).
@@ -130,7 +148,8 @@ enum smtp_outcome {
     SMTP_TEMPFAIL,           /* final for this job: temporary */
     SMTP_PERMFAIL,           /* final: permanent */
     SMTP_NEXT_HOST,          /* failed before MAIL: try the next address */
-    SMTP_RETRY_PLAIN         /* opportunistic TLS handshake failed: retry this host without TLS */
+    SMTP_RETRY_PLAIN,        /* opportunistic TLS handshake failed: retry this host without TLS */
+    SMTP_RECONNECT           /* a reused session was gone before MAIL was answered (smtp_reuse) */
 };
 
 /* Run one transaction on the connected c (greeting not yet read). peer
@@ -143,6 +162,9 @@ enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j
                                    const char *peer, char *status, size_t cap);
 
 /* ---- one transaction, several recipients ---- */
+
+/* QUIT on a kept session (its reply awaited at most 5 s); the caller closes. */
+void smtp_quit(struct smtp_conn *c);
 
 #define SMTP_RCPT_MAX 100        /* recipients in one transaction */
 

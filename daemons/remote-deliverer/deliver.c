@@ -185,8 +185,58 @@ static enum dp_status status_from(enum smtp_outcome o)
     return o == SMTP_DELIVERED ? DP_SUCCESS : o == SMTP_PERMFAIL ? DP_PERMANENT : DP_TEMPORARY;
 }
 
+/* the connection this child keeps between batches (remote_reuse_time) */
+static struct {
+    int fd;                      /* -1: none */
+    struct smtp_conn conn;
+    struct tls_client tc;
+    struct smtp_reuse reuse;
+    const struct route *route;   /* the route entry it was opened for, or NULL (MX) */
+    char domain[DNS_HOST_MAX];   /* and, without a route, the domain */
+    char peer[300];
+} kept = { .fd = -1 };
+
+int remote_link_fd(void) { return kept.fd; }
+
+void remote_link_close(int say_quit)
+{
+    if (kept.fd < 0) return;
+    if (say_quit) smtp_quit(&kept.conn);
+    tls_client_end(&kept.tc);
+    close(kept.fd);
+    kept.fd = -1;
+}
+
+/* keep the connection of a transaction that left it open, else close it */
+static void link_keep(int fd, const struct tls_client *tc, const struct smtp_conn *c, const struct route *r,
+                      const char *domain, const char *peer, const struct smtp_reuse *ru, int open)
+{
+    if (!open) {
+        struct tls_client t = *tc;
+        tls_client_end(&t);
+        close(fd);
+        return;
+    }
+    kept.fd = fd;
+    kept.tc = *tc;
+    kept.conn = *c;
+    /* the transport's context points into what was copied: the tls_client,
+     * or for plain text the connection's own fd field */
+    if (kept.conn.tr.ctx == (const void *)tc) kept.conn.tr.ctx = &kept.tc;
+    else kept.conn.tr.ctx = &kept.conn.fd;
+    kept.reuse = *ru;            /* the session's EHLO keywords */
+    kept.route = r;
+    snprintf(kept.domain, sizeof kept.domain, "%s", domain);
+    snprintf(kept.peer, sizeof kept.peer, "%s", peer);
+}
+
+static void all_results_from(struct remote_result *res, size_t n, const struct smtp_rcpt *sr)
+{
+    for (size_t k = 0; k < n; k++) res[k].s = status_from(sr[k].outcome);
+}
+
 void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
-                    struct remote_result *res)
+                    struct remote_result *res, int keep)
 {
     static struct dns_targets t;
     static struct smtp_conn conn;
@@ -198,22 +248,48 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
     const char *domain = rcpt_domain(j[0].rcpt);
     if (!domain) { all_results(res, n, DP_PERMANENT, "5.1.3 recipient address has no domain"); return; }
     const struct route *r = routes_find(&rc->routes, domain);
-    enum dp_status st = targets_for(rc, r, domain, &t, text, cap);
-    if (st != DP_SUCCESS) { all_results(res, n, st, text); return; }
 
     struct stat sb;
     if (fstat(msgfd, &sb) < 0) { all_results(res, n, DP_TEMPORARY, "4.3.0 cannot stat the queued message"); return; }
     const struct relay_cred *cred = r && r->auth[0] ? relay_auth_find(&rc->auth, r->auth) : NULL;
+    struct smtp_reuse reuse = { .keep = keep };
     struct smtp_job sj = {
         .helo = cfg->hostname, .sender = j[0].sender, .rcpt = "", .orcpt = "",
         .notify = "", .envid = j[0].envid, .body8bit = !strcasecmp(j[0].body, "8BITMIME"),
         .msgfd = msgfd, .size = (unsigned long long)sb.st_size,
         .tls = !r || r->tls == ROUTE_TLS_MAY ? SMTP_TLS_MAY : r->tls == ROUTE_TLS_NONE ? SMTP_TLS_NONE : SMTP_TLS_REQUIRE,
         .auth_user = cred ? cred->user : NULL, .auth_pass = cred ? cred->pass : NULL,
+        .reuse = &reuse,
     };
     for (size_t k = 0; k < n; k++)
         sr[k] = (struct smtp_rcpt){ .addr = j[k].rcpt, .orcpt = j[k].orcpt, .notify = j[k].notify,
                                     .outcome = SMTP_TEMPFAIL, .status = res[k].text, .cap = sizeof res[k].text };
+
+    /* the connection kept from the last batch: only for the same route
+     * entry (its TLS policy and credentials), or without one the same domain */
+    if (kept.fd >= 0 && (kept.route != r || (!r && strcasecmp(kept.domain, domain)))) remote_link_close(1);
+    if (kept.fd >= 0) {
+        kept.reuse.established = 1;
+        kept.reuse.keep = keep;
+        sj.reuse = &kept.reuse;
+        enum smtp_outcome o = smtp_transaction_multi(&kept.conn, &sj, sr, n, tls_client_starttls, &kept.tc,
+                                                     kept.peer, text, cap);
+        if (o != SMTP_RECONNECT) {
+            switch (o) {
+            case SMTP_DELIVERED: all_results_from(res, n, sr); break;
+            case SMTP_PERMFAIL: all_results(res, n, DP_PERMANENT, text); break;
+            default: all_results(res, n, DP_TEMPORARY, text); break;
+            }
+            if (!kept.reuse.open) remote_link_close(0);
+            return;
+        }
+        remote_link_close(0);   /* gone while idle: nothing was accepted, start over */
+        for (size_t k = 0; k < n; k++) { sr[k].outcome = SMTP_TEMPFAIL; res[k].text[0] = 0; }
+        sj.reuse = &reuse;
+    }
+
+    enum dp_status st = targets_for(rc, r, domain, &t, text, cap);
+    if (st != DP_SUCCESS) { all_results(res, n, st, text); return; }
     int connect_ms = (int)(cfg->remote_connect_timeout * 1000);
     int reply_ms = (int)(cfg->remote_timeout * 1000);
     snprintf(text, cap, "4.4.1 no address to try");
@@ -232,15 +308,15 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
                                      .name = r ? r->host : t.t[i].host };
             smtp_conn_init(&conn, fd, reply_ms);
             sj.tls = tls;
+            reuse = (struct smtp_reuse){ .keep = keep };
             enum smtp_outcome o = smtp_transaction_multi(&conn, &sj, sr, n, tls_client_starttls, &tc, peer,
                                                          text, cap);
-            tls_client_end(&tc);
-            close(fd);
+            link_keep(fd, &tc, &conn, r, domain, peer, &reuse, o == SMTP_DELIVERED && reuse.open);
             switch (o) {
             case SMTP_DELIVERED:   /* each recipient has its own result */
-                for (size_t k = 0; k < n; k++) res[k].s = status_from(sr[k].outcome);
+                all_results_from(res, n, sr);
                 return;
-            case SMTP_TEMPFAIL: all_results(res, n, DP_TEMPORARY, text); return;
+            case SMTP_TEMPFAIL: case SMTP_RECONNECT: all_results(res, n, DP_TEMPORARY, text); return;
             case SMTP_PERMFAIL: all_results(res, n, DP_PERMANENT, text); return;
             case SMTP_RETRY_PLAIN: tls = SMTP_TLS_NONE; continue;
             case SMTP_NEXT_HOST: break;

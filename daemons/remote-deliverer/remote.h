@@ -36,9 +36,19 @@ struct remote_result {
 
 /* Deliver n (1..REMOTE_BATCH_MAX) jobs of the same message, sender, envid,
  * body and destination (in a child process): resolve, connect, one SMTP
- * transaction with a RCPT per job. res[i] gets job i's status and text. */
+ * transaction with a RCPT per job. res[i] gets job i's status and text.
+ * With keep, a connection whose transaction ended in 250 stays open without
+ * QUIT (remote_link_fd() >= 0), and the next call for the same route entry
+ * (or, without a route, the same domain) sends its MAIL on it; a kept
+ * connection that turns out closed is replaced by a new one. */
 void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
-                    struct remote_result *res);
+                    struct remote_result *res, int keep);
+/* the kept connection's socket, or -1 */
+int remote_link_fd(void);
+/* close it (after QUIT if say_quit) */
+void remote_link_close(int say_quit);
+/* at most this many batches go over one connection */
+#define REMOTE_REUSE_MAX 100
 
 /* The scheduler loop: jobs from fd 0, children, signals. Returns at EOF or
  * SIGTERM once in-flight jobs finished (or the grace time ran out). */

@@ -11,7 +11,19 @@
  * one SMTP transaction with a RCPT per job. Each job still gets its own
  * result record. The child reports one line per job, "<index> <s|t|p>
  * <text>\n"; a job without a well-formed line counts as a temporary failure
- * ("4.3.0 delivery process died"). At EOF on fd 0 or SIGTERM: no new jobs,
+ * ("4.3.0 delivery process died").
+ *
+ * Connection reuse (remote_reuse_time, default 2 s): the child talks to us
+ * over a SOCK_SEQPACKET pair, one record per result line, then "." (done,
+ * exiting) or "+" (done, and its connection is still open: it waits for
+ * more). A child that said "+" is idle: the next batch for the same
+ * destination is handed to it ("B<n>" with the message fd, then n job
+ * records), and it answers "A" before it starts; it sends MAIL on the open
+ * connection, or on a new one if the server closed it meanwhile. An idle
+ * child is retired (we shut our end down; it sends QUIT and exits) after
+ * remote_reuse_time, on a reload, at shutdown, or when the child slots run
+ * out; one that exits before its "A" never started, and its batch goes to
+ * another child. At EOF on fd 0 or SIGTERM: no new jobs,
  * waiting ones are answered "temporary", in-flight ones get a bounded grace
  * time. SIGHUP, or queue-manager's reload record on fd 0, re-reads the
  * config. */
@@ -22,11 +34,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "err.h"
+#include "io.h"
 #include "log.h"
 #include "remote.h"
 
@@ -47,10 +61,16 @@ struct batch {                   /* jobs delivered by one child */
 
 struct child {
     pid_t pid;
-    int fd;                      /* read end of its result pipe */
-    struct batch *b;
+    int fd;                      /* our end of its socket pair */
+    struct batch *b;             /* NULL: between batches */
+    char dest[DEST_MAX];         /* the destination it delivers to */
     size_t got, cap;
-    char *out;                   /* what it wrote, cap bytes */
+    char *out;                   /* the result lines of b, cap bytes */
+    int acked;                   /* it has b (forked with it, or said "A") */
+    int idle;                    /* said "+": may be handed the next batch */
+    int retiring;                /* told to QUIT and exit */
+    unsigned gen;                /* the configuration it was forked with */
+    long long idle_since;        /* ms */
 };
 
 static struct child kids[MAX_CHILDREN];
@@ -59,6 +79,7 @@ static struct batch *whead, *wtail;
 static size_t nwaiting;          /* jobs in the waiting batches */
 static int sigpipe_fds[2] = { -1, -1 };
 static volatile sig_atomic_t got_hup, got_term;
+static unsigned conf_gen;        /* bumped on every reload */
 
 static void on_signal(int sig)
 {
@@ -86,16 +107,18 @@ static void batch_results(struct batch *b, enum dp_status s, const char *text)
     for (size_t i = 0; i < b->n; i++) send_result(b->j[i].job, b->j[i].id, b->j[i].rcpt, s, text);
 }
 
+/* children delivering to dest, busy or idle (each holds a connection) */
 static size_t dest_count(const char *dest)
 {
     size_t n = 0;
     for (size_t i = 0; i < nkids; i++)
-        if (!strcmp(kids[i].b->dest, dest)) n++;
+        if (!strcmp(kids[i].dest, dest)) n++;
     return n;
 }
 
-/* in the child: write one line per job to fd */
-static int report(int fd, const struct remote_result *res, size_t n)
+/* in the child: one record per job's line, then "+" (the connection is
+ * kept: send more) or "." (exiting) */
+static int report(int sock, const struct remote_result *res, size_t n, int kept)
 {
     char line[RESULT_LINE_MAX];
     for (size_t i = 0; i < n; i++) {
@@ -104,14 +127,66 @@ static int report(int fd, const struct remote_result *res, size_t n)
         for (int c = 0; c < k; c++)
             if (line[c] == '\n' || line[c] == '\r') line[c] = ' ';
         line[k++] = '\n';
-        for (int off = 0; off < k;) {
-            ssize_t w = write(fd, line + off, (size_t)(k - off));
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) return 0;
-            off += (int)w;
-        }
+        if (send(sock, line, (size_t)k, MSG_NOSIGNAL) != k) return 0;
     }
+    return send(sock, kept ? "+" : ".", 1, MSG_NOSIGNAL) == 1;
+}
+
+/* in an idle child: the next batch, "B<n>" with the message fd then n job
+ * records; 1 (and "A" sent back), or 0 at end of stream or on anything
+ * malformed */
+static int next_batch(int sock, struct dp_job *jobs, size_t *n, int *msgfd)
+{
+    static char rec[DP_RECORD_MAX + 1];
+    size_t len, want = 0;
+    int fd = -1, extra = -1;
+    if (!dp_recv(sock, rec, sizeof rec, &len, &fd)) return 0;
+    if (len < 2 || len > 4 || rec[0] != 'B' || fd < 0) goto bad;
+    for (size_t i = 1; i < len; i++) {
+        if (rec[i] < '0' || rec[i] > '9') goto bad;
+        want = want * 10 + (size_t)(rec[i] - '0');
+    }
+    if (!want || want > REMOTE_BATCH_MAX) goto bad;
+    for (size_t i = 0; i < want; i++) {
+        if (!dp_recv(sock, rec, sizeof rec, &len, &extra) || extra >= 0 || !dp_job_decode(&jobs[i], rec, len))
+            goto bad;
+    }
+    if (send(sock, "A", 1, MSG_NOSIGNAL) != 1) goto bad;
+    *n = want;
+    *msgfd = fd;
     return 1;
+bad:
+    if (fd >= 0) close(fd);
+    if (extra >= 0) close(extra);
+    return 0;
+}
+
+/* the child: deliver b, then, while the connection stays open and the
+ * parent sends more for it, the next batches; never returns */
+static _Noreturn void child_main(struct remote_conf *rc, int sock, struct batch *b)
+{
+    static struct remote_result res[REMOTE_BATCH_MAX];
+    static struct dp_job jobs[REMOTE_BATCH_MAX];
+    size_t n = b->n;
+    int fd = b->fd;
+    memcpy(jobs, b->j, n * sizeof jobs[0]);
+    int reuse = rc->cfg.remote_reuse_time > 0;
+    for (unsigned done = 1;; done++) {
+        /* every wait is bounded; this bounds the sum (a server that reads 1 byte a minute) */
+        alarm((unsigned)(rc->cfg.remote_timeout * 20 + rc->cfg.remote_connect_timeout * 4));
+        remote_deliver(rc, jobs, n, fd, res, reuse && done < REMOTE_REUSE_MAX);
+        alarm(0);
+        close(fd);
+        int kept = remote_link_fd() >= 0;
+        if (!report(sock, res, n, kept)) _exit(111);
+        if (!kept) _exit(0);
+        /* idle: the parent's next batch, or the server giving up on us */
+        struct pollfd p[2] = { { sock, POLLIN, 0 }, { remote_link_fd(), POLLIN, 0 } };
+        int r;
+        while ((r = poll(p, 2, (int)(rc->cfg.remote_reuse_time * 1000) + 60000)) < 0 && errno == EINTR) {}
+        if (r <= 0 || p[1].revents) { remote_link_close(r <= 0); _exit(0); }   /* 421, EOF or stray bytes */
+        if (!next_batch(sock, jobs, &n, &fd)) { remote_link_close(1); _exit(0); }
+    }
 }
 
 static void start_child(struct remote_conf *rc, struct batch *b)
@@ -119,8 +194,8 @@ static void start_child(struct remote_conf *rc, struct batch *b)
     int p[2];
     size_t cap = b->n * RESULT_LINE_MAX;
     char *out = malloc(cap);
-    if (!out || pipe2(p, O_CLOEXEC) < 0) {
-        batch_results(b, DP_TEMPORARY, "4.3.0 pipe failed");
+    if (!out || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0) {
+        batch_results(b, DP_TEMPORARY, "4.3.0 socketpair failed");
         free(out); close(b->fd); free(b);
         return;
     }
@@ -132,20 +207,21 @@ static void start_child(struct remote_conf *rc, struct batch *b)
         return;
     }
     if (!pid) {
-        static struct remote_result res[REMOTE_BATCH_MAX];
         free(out);        /* the parent's buffer for this child's report */
         close(p[0]);
         close(0);
-        for (size_t i = 0; i < nkids; i++) close(kids[i].fd);
+        for (size_t i = 0; i < nkids; i++) {
+            close(kids[i].fd);
+            if (kids[i].b && kids[i].b->fd >= 0) close(kids[i].b->fd);
+        }
         for (struct batch *w = whead; w; w = w->next) close(w->fd);
         signal(SIGHUP, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
-        /* every wait is bounded; this bounds the sum (a server that reads 1 byte a minute) */
-        alarm((unsigned)(rc->cfg.remote_timeout * 20 + rc->cfg.remote_connect_timeout * 4));
-        remote_deliver(rc, b->j, b->n, b->fd, res);
-        _exit(report(p[1], res, b->n) ? 0 : 111);
+        child_main(rc, p[1], b);
     }
     close(p[1]);
+    /* ours never blocks: a handed batch that does not fit goes to a new child */
+    (void)fcntl(p[0], F_SETFL, O_NONBLOCK);
     close(b->fd);
     b->fd = -1;
     struct child *k = &kids[nkids++];
@@ -153,27 +229,76 @@ static void start_child(struct remote_conf *rc, struct batch *b)
     k->pid = pid;
     k->fd = p[0];
     k->b = b;
+    memcpy(k->dest, b->dest, sizeof k->dest);
     k->out = out;
     k->cap = cap;
+    k->acked = 1;
+    k->gen = conf_gen;
 }
 
-/* start waiting batches whose destination has a free slot, oldest first */
+/* tell an idle child to QUIT and exit (it goes once it has read the end) */
+static void retire(struct child *k)
+{
+    if (k->retiring) return;
+    k->retiring = 1;
+    k->idle = 0;
+    shutdown(k->fd, SHUT_WR);
+}
+
+/* hand batch b to the idle child for its destination, if there is one:
+ * 1 if it took it. b->fd stays ours until the child says "A". */
+static int hand_to_idle(struct batch *b)
+{
+    struct child *k = NULL;
+    for (size_t i = 0; i < nkids && !k; i++)
+        if (kids[i].idle && !kids[i].retiring && !strcmp(kids[i].dest, b->dest)) k = &kids[i];
+    if (!k) return 0;
+    static char rec[DP_RECORD_MAX];
+    size_t cap = b->n * RESULT_LINE_MAX, len;
+    char *out = realloc(k->out, cap);
+    if (!out) return 0;
+    k->out = out;
+    int hl = snprintf(rec, sizeof rec, "B%zu", b->n);
+    int ok = dp_send(k->fd, rec, (size_t)hl, b->fd);
+    for (size_t m = 0; ok && m < b->n; m++)
+        ok = dp_job_encode(&b->j[m], rec, sizeof rec, &len) && dp_send(k->fd, rec, len, -1);
+    if (!ok) { retire(k); return 0; }   /* it is gone; whatever it got, it never says "A" */
+    k->b = b;
+    k->cap = cap;
+    k->got = 0;
+    k->acked = 0;
+    k->idle = 0;
+    log_info(b->j[0].id, "event=reuse dest=%s pid=%ld", b->dest, (long)k->pid);
+    return 1;
+}
+
+/* start waiting batches whose destination has a free slot (or an idle
+ * connection), oldest first */
 static void start_waiting(struct remote_conf *rc)
 {
     struct batch **pp = &whead, *prev = NULL;
-    while (*pp && nkids < MAX_CHILDREN) {
+    while (*pp) {
         struct batch *w = *pp;
-        if (dest_count(w->dest) >= rc->cfg.remote_per_domain) { prev = w; pp = &w->next; continue; }
+        int handed = hand_to_idle(w);
+        if (!handed && (nkids >= MAX_CHILDREN || dest_count(w->dest) >= rc->cfg.remote_per_domain)) {
+            prev = w;
+            pp = &w->next;
+            continue;
+        }
         *pp = w->next;
         if (wtail == w) wtail = prev;
         nwaiting -= w->n;
-        start_child(rc, w);
+        if (!handed) start_child(rc, w);
     }
+    if (whead && nkids >= MAX_CHILDREN)   /* free a slot: the first idle connection goes */
+        for (size_t i = 0; i < nkids; i++)
+            if (kids[i].idle && !kids[i].retiring) { retire(&kids[i]); break; }
 }
 
 /* one batch formed: start it or queue it */
 static void new_batch(struct remote_conf *rc, struct batch *b)
 {
+    if (!whead && hand_to_idle(b)) return;
     if (!whead && nkids < MAX_CHILDREN && dest_count(b->dest) < rc->cfg.remote_per_domain) {
         start_child(rc, b);
         return;
@@ -285,20 +410,9 @@ static void parse_report(struct child *k, enum dp_status *st, const char **text)
     }
 }
 
-/* the child's pipe is readable: collect; at EOF reap it and answer */
-static void child_input(size_t i)
+/* answer every job of k's batch: its line, or why it has none */
+static void batch_done(struct child *k, int ws)
 {
-    struct child *k = &kids[i];
-    ssize_t n = read(k->fd, k->out + k->got, k->cap - k->got);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    if (n > 0) {
-        k->got += (size_t)n;
-        if (k->got < k->cap) return;
-        kill(k->pid, SIGKILL);   /* more than it may write: stop reading it */
-    }
-    int ws = 0;
-    while (waitpid(k->pid, &ws, 0) < 0 && errno == EINTR) {}
-    close(k->fd);
     static enum dp_status st[REMOTE_BATCH_MAX];
     static const char *text[REMOTE_BATCH_MAX];
     memset(st, 0, sizeof st);
@@ -310,9 +424,77 @@ static void child_input(size_t i)
         else if (alarmed) send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.4.2 delivery took too long");
         else send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 delivery process died");
     }
-    free(k->out);
+    if (k->b->fd >= 0) close(k->b->fd);
     free(k->b);
+    k->b = NULL;
+    k->got = 0;
+}
+
+/* one record from child k: a result line, "A", "+" or "."; 1 if it was
+ * one of those, -1 if nothing more is there for now, 0 at end of stream,
+ * on an error or on anything else (then the child is killed) */
+static int child_record(struct child *k, int stopping)
+{
+    char rec[RESULT_LINE_MAX + 2];
+    ssize_t n;
+    while ((n = recv(k->fd, rec, sizeof rec, MSG_DONTWAIT)) < 0 && errno == EINTR) {}
+    if (n < 0 && errno == EAGAIN) return -1;
+    if (n == 1 && rec[0] == 'A' && k->b && !k->acked) {
+        k->acked = 1;            /* it has the batch: the message fd is its to read */
+        close(k->b->fd);
+        k->b->fd = -1;
+        return 1;
+    }
+    if (n == 1 && (rec[0] == '+' || rec[0] == '.') && k->b && k->acked) {
+        batch_done(k, 0);
+        k->idle = rec[0] == '+';
+        k->idle_since = io_now_ms();
+        if (k->idle && (stopping || k->gen != conf_gen)) retire(k);
+        return 1;
+    }
+    if (n > 0 && (size_t)n < sizeof rec && k->b && k->acked && k->got + (size_t)n <= k->cap && rec[n - 1] == '\n') {
+        memcpy(k->out + k->got, rec, (size_t)n);
+        k->got += (size_t)n;
+        return 1;
+    }
+    if (n > 0) kill(k->pid, SIGKILL);   /* out of protocol: stop reading it */
+    return 0;
+}
+
+/* the child's socket is readable: every record there; at end of stream
+ * reap it and answer what it did not */
+static void child_input(struct remote_conf *rc, size_t i, int stopping)
+{
+    struct child *k = &kids[i];
+    int r;
+    while ((r = child_record(k, stopping)) == 1) {}
+    if (r < 0) return;                 /* nothing more for now */
+    int ws = 0;
+    while (waitpid(k->pid, &ws, 0) < 0 && errno == EINTR) {}
+    close(k->fd);
+    struct batch *b = k->b;
+    int unstarted = b && !k->acked;
+    if (b && !unstarted) batch_done(k, ws);
+    free(k->out);
     kids[i] = kids[--nkids];
+    if (unstarted) {             /* it went before taking it: another child will */
+        if (stopping) { batch_results(b, DP_TEMPORARY, "4.3.2 remote-deliverer stopping"); close(b->fd); free(b); }
+        else new_batch(rc, b);
+    }
+}
+
+/* idle children past remote_reuse_time go; ms until the next one would, or -1 */
+static int expire_idle(const struct remote_conf *rc)
+{
+    long long now = io_now_ms(), limit = (long long)rc->cfg.remote_reuse_time * 1000, next = -1;
+    for (size_t i = 0; i < nkids; i++) {
+        struct child *k = &kids[i];
+        if (!k->idle || k->retiring) continue;
+        long long left = k->idle_since + limit - now;
+        if (left <= 0) { retire(k); continue; }
+        if (next < 0 || left < next) next = left;
+    }
+    return next < 0 ? -1 : next > 0x7fffffff ? 0x7fffffff : (int)next;
 }
 
 static void drop_waiting(void)
@@ -335,9 +517,12 @@ static void kill_children(void)
         struct child *k = &kids[nkids - 1];
         while (waitpid(k->pid, NULL, 0) < 0 && errno == EINTR) {}
         close(k->fd);
-        batch_results(k->b, DP_TEMPORARY, "4.3.2 remote-deliverer stopped during delivery");
+        if (k->b) {
+            batch_results(k->b, DP_TEMPORARY, "4.3.2 remote-deliverer stopped during delivery");
+            if (k->b->fd >= 0) close(k->b->fd);
+            free(k->b);
+        }
         free(k->out);
-        free(k->b);
         nkids--;
     }
 }
@@ -363,6 +548,9 @@ static void reload(struct remote_conf *rc, const char *root, const char *from)
     char err[512];
     if (remote_conf_load(&nc, root, err, sizeof err)) {
         *rc = nc;
+        conf_gen++;              /* kept connections were opened under the old one */
+        for (size_t i = 0; i < nkids; i++)
+            if (kids[i].idle) retire(&kids[i]);
         log_info(NULL, "event=reload from=%s routes=%zu per_domain=%llu", from, rc->routes.n,
                  rc->cfg.remote_per_domain);
     } else {
@@ -383,6 +571,8 @@ void sched_run(struct remote_conf *rc, const char *root)
             unsigned long long g = rc->cfg.remote_timeout < GRACE_MAX ? rc->cfg.remote_timeout : GRACE_MAX;
             deadline = time(NULL) + (time_t)g;
             drop_waiting();
+            for (size_t i = 0; i < nkids; i++)
+                if (kids[i].idle) retire(&kids[i]);
         }
         if (stopping && !nkids) return;
         if (stopping && time(NULL) >= deadline) { kill_children(); return; }
@@ -390,12 +580,13 @@ void sched_run(struct remote_conf *rc, const char *root)
         p[np++] = (struct pollfd){ sigpipe_fds[0], POLLIN, 0 };
         p[np++] = (struct pollfd){ stopping ? -1 : 0, POLLIN, 0 };
         for (size_t i = 0; i < nkids; i++) p[np++] = (struct pollfd){ kids[i].fd, POLLIN, 0 };
-        int r = poll(p, np, stopping ? 1000 : -1);
+        int idle_ms = expire_idle(rc);
+        int r = poll(p, np, stopping ? 1000 : idle_ms);
         if (r < 0) { if (errno == EINTR) continue; die_temp_sys("poll"); }
         if (p[0].revents) { char b[64]; while (read(sigpipe_fds[0], b, sizeof b) > 0) {} }
         if (got_hup) { got_hup = 0; reload(rc, root, "signal"); }
         for (size_t i = np; i-- > 2;)   /* backwards: child_input moves the last one */
-            if (p[i].revents) child_input(i - 2);
+            if (p[i].revents) child_input(rc, i - 2, stopping);
         if (!stopping && p[1].revents) {
             /* every record already there (a message's recipients come back to back) */
             for (size_t nread = 0; nread < READ_MAX && !stopping; nread++) {

@@ -153,6 +153,9 @@ class SmtpSink:
       starttls_broken    answer 220 to STARTTLS, then plaintext garbage
       end_delay          seconds to wait before the reply to the end of data
       auth_ok            (user, password) accepted by AUTH PLAIN
+      close_after_end    close the connection right after the reply to the end of data
+      later_mail_reply   the reply to MAIL in the 2nd and later transactions of a
+                         session; one starting "421" is followed by closing it
     Records: self.messages, a list of dicts (helo, mail, rcpt, data, tls, auth,
     lines: every command line received)."""
 
@@ -174,6 +177,8 @@ class SmtpSink:
         self.close_in_data = False
         self.starttls_broken = False
         self.end_delay = 0
+        self.close_after_end = False
+        self.later_mail_reply = None
         self.messages = []
         self.sessions = []
         self.active = 0
@@ -315,8 +320,16 @@ class SmtpSink:
                         pass
                 c.send('235 2.7.0 ok' if ok else '535 5.7.8 bad credentials')
             elif verb == 'MAIL':
+                # a new transaction (a kept connection carries several): its own lists
+                rec['rcpt'], rec['data'] = [], None
+                rec['transactions'] = rec.get('transactions', 0) + 1
                 rec['mail'] = line
                 rec['after_mail'] = c.buf   # what came in the same write (PIPELINING)
+                if rec['transactions'] > 1 and self.later_mail_reply:
+                    c.send(self.later_mail_reply)
+                    if self.later_mail_reply.startswith('421'):
+                        return
+                    continue
                 c.send(self.mail_reply)
             elif verb == 'RCPT':
                 rec['rcpt'].append(line)
@@ -351,6 +364,8 @@ class SmtpSink:
                 if self.end_reply.startswith('250'):
                     self.messages.append(rec.copy())
                 c.send(self.end_reply)
+                if self.close_after_end:
+                    return
             elif verb == 'RSET':
                 c.send('250 2.0.0 ok')
             elif verb == 'QUIT':

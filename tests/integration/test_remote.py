@@ -576,6 +576,125 @@ class BatchTest(RemoteBase):
         self.assertFalse(any(ln.upper().startswith(b'DATA') for sess in s.sessions for ln in sess['lines']))
 
 
+class ReuseTest(RemoteBase):
+    """A connection that delivered a message waits remote_reuse_time (2 s by
+    default) for the next message to the same destination, which goes out on
+    it: no new connect, STARTTLS or AUTH."""
+
+    def wait_closed(self, s, timeout=10):
+        deadline = time.time() + timeout
+        while s.active and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(s.active, 0)
+
+    def last_command(self, sess):
+        return sess['lines'][-1].rstrip(b'\r\n').upper() if sess['lines'] else b''
+
+    def test_next_message_goes_over_the_same_tls_connection(self):
+        s = self.sink(starttls=True, pipelining=True, dsn=True)
+        d = self.routed(s)
+        r1 = d.deliver('bob@example.net', MESSAGE, envid='E1')
+        r2 = d.deliver('carol@example.net', b'Subject: two\n\nsecond\n', sender='dave@example.test',
+                       notify='NEVER')
+        r3 = d.deliver('bob@example.net', b'Subject: three\n\nthird\n', sender='')
+        self.assertEqual([r['S'] for r in (r1, r2, r3)], ['s', 's', 's'], (r1, r2, r3))
+        self.assertEqual(s.connections, 1)
+        self.assertEqual(s.sessions[0]['transactions'], 3)
+        self.assertTrue(s.sessions[0]['tls'])
+        self.assertEqual(sum(1 for l in s.sessions[0]['lines'] if l.upper().startswith(b'STARTTLS')), 1)
+        m1, m2, m3 = s.messages
+        self.assertEqual(m1['data'], EXPECTED)
+        self.assertIn('ENVID=E1', m1['mail'])
+        self.assertTrue(m2['mail'].startswith('MAIL FROM:<dave@example.test>'), m2['mail'])
+        self.assertNotIn('ENVID', m2['mail'])
+        self.assertEqual(m2['rcpt'], ['RCPT TO:<carol@example.net> NOTIFY=NEVER ORCPT=rfc822;carol@example.net'])
+        self.assertEqual(m2['data'], b'Subject: two\r\n\r\nsecond\r\n')
+        self.assertTrue(m3['mail'].startswith('MAIL FROM:<>'), m3['mail'])
+        self.assertEqual(m3['rcpt'], ['RCPT TO:<bob@example.net> ORCPT=rfc822;bob@example.net'])
+        self.assertEqual(m3['data'], b'Subject: three\r\n\r\nthird\r\n')
+        self.assertEqual(d.log().count('event=reuse'), 2, d.log())
+        # idle past remote_reuse_time: QUIT, and the next message opens a new one
+        self.wait_closed(s)
+        self.assertEqual(self.last_command(s.sessions[0]), b'QUIT')
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertEqual(s.connections, 2)
+
+    def test_reuse_time_zero_quits_after_each_message(self):
+        s = self.sink(pipelining=True)
+        d = self.routed(s, conf={'remote_reuse_time': '0'})
+        for i in range(3):
+            self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.wait_closed(s)
+        self.assertEqual(s.connections, 3)
+        self.assertTrue(all(self.last_command(x) == b'QUIT' for x in s.sessions), s.sessions)
+        self.assertNotIn('event=reuse', d.log())
+
+    def test_server_closing_the_idle_connection_costs_nothing(self):
+        s = self.sink(close_after_end=True)
+        d = self.routed(s, conf={'remote_reuse_time': '30'})
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        time.sleep(0.3)
+        r = d.deliver('bob@example.net', b'Subject: again\n\nx\n')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.connections, 2)
+        self.assertEqual(len(s.messages), 2)
+
+    def test_421_to_mail_on_a_kept_connection_retries_on_a_new_one(self):
+        for pipelining in (False, True):
+            s = self.sink(pipelining=pipelining, later_mail_reply='421 4.4.2 sink.test idle too long')
+            d = self.routed(s, conf={'remote_reuse_time': '30'})
+            self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+            r = d.deliver('carol@example.net', b'Subject: again\n\nx\n')
+            self.assertEqual(r['S'], 's', r)
+            self.assertEqual(s.connections, 2)
+            self.assertEqual([m['rcpt'] for m in s.messages],
+                             [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
+            self.assertIn('event=reuse', d.log())
+
+    def test_other_route_entry_to_the_same_host_gets_its_own_connection(self):
+        s = self.sink(starttls=True)
+        d = self.deliverer('example.net [127.0.0.1]:%d tls=none\nexample.org [127.0.0.1]:%d\n'
+                           % (s.port, s.port), conf={'remote_reuse_time': '30'})
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        self.assertEqual(d.deliver('bob@example.org')['S'], 's')
+        self.assertEqual(s.connections, 2)
+        self.assertEqual([x['tls'] for x in s.sessions], [False, True])
+        self.assertEqual(self.last_command(s.sessions[0]), b'QUIT')
+
+    def test_reload_and_eof_retire_idle_connections(self):
+        s = self.sink()
+        d = self.routed(s, conf={'remote_reuse_time': '60'})
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        time.sleep(0.3)
+        self.assertEqual(s.active, 1)             # kept open, idle
+        d.proc.send_signal(signal.SIGHUP)         # opened under the old configuration: goes
+        self.wait_closed(s, 5)
+        self.assertEqual(self.last_command(s.sessions[0]), b'QUIT')
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        time.sleep(0.3)
+        self.assertEqual(s.active, 1)
+        t0 = time.time()
+        d.sock.close()                            # queue-manager gone: QUIT, then exit
+        d.proc.wait(10)
+        self.assertLess(time.time() - t0, 5)
+        self.wait_closed(s, 5)
+        self.assertEqual(self.last_command(s.sessions[1]), b'QUIT')
+
+    def test_per_domain_limit_counts_idle_connections(self):
+        s = self.sink(end_delay=0.5)
+        d = self.routed(s, conf={'remote_per_domain': '2', 'remote_reuse_time': '30'})
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        jobs = [d.submit('u%d@example.net' % i, path=path) for i in range(6)]
+        res = {}
+        while len(res) < 6:
+            r = d.result(30)
+            res[r['J']] = r
+        self.assertTrue(all(r['S'] == 's' for r in res.values()), res)
+        self.assertLessEqual(s.max_active, 2)
+        self.assertLessEqual(s.connections, 2)
+        self.assertEqual(len(s.messages), 6)
+
+
 class EndToEndTest(RemoteBase):
     """SMTP in -> queue -> queue-manager -> remote-deliverer -> the sink."""
 

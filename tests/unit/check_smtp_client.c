@@ -289,6 +289,58 @@ START_TEST(test_transaction_success)
 }
 END_TEST
 
+/* a kept session: no QUIT after the first transaction, the second goes
+ * straight to MAIL with the first session's keywords, and a reused session
+ * that closed (no reply to MAIL) or says 421 asks for a new connection */
+START_TEST(test_transaction_reuse)
+{
+    char status[1024], out[4096];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_reuse ru = { .keep = 1 };
+    struct smtp_job j = { .helo = "me.test", .sender = "a@b.test", .rcpt = "c@d.test", .orcpt = "",
+                          .notify = "", .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_MAY,
+                          .reuse = &ru };
+    feed("220 mx.test ESMTP\r\n250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n"
+         "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n250 2.0.0 one\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    ck_assert(ru.open);
+    ck_assert(ru.ext.pipelining && ru.ext.size && ru.ext.size_max == 100);
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "EHLO me.test\r\nMAIL FROM:<a@b.test> SIZE=2\r\nRCPT TO:<c@d.test>\r\n"
+                          "DATA\r\nx\r\n.\r\n");               /* no QUIT */
+    /* the next one on the same session: MAIL first, pipelined as before */
+    ru.established = 1;
+    ru.keep = 0;
+    j.sender = "";
+    j.rcpt = "e@d.test";
+    feed("250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n250 2.0.0 two\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    ck_assert_str_eq(status, "2.0.0 host mx said: 250 2.0.0 two");
+    ck_assert(!ru.open);
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "MAIL FROM:<> SIZE=2\r\nRCPT TO:<e@d.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n");
+    /* 421 to MAIL on a reused session: start over, nothing was sent past MAIL/RCPT */
+    ru.keep = 1;
+    feed("421 4.4.2 mx idle too long\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_RECONNECT);
+    ck_assert(!ru.open);
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "MAIL FROM:<> SIZE=2\r\nRCPT TO:<e@d.test>\r\n");
+    /* the same 421 on a fresh session is the server's answer, not a reason to reconnect */
+    ru.established = 0;
+    feed("220 mx\r\n250 mx\r\n421 4.3.2 going down\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
+    drain(out, sizeof out);
+    /* a reused session closed by the server: no reply to MAIL */
+    ru.established = 1;
+    close(sp[1]);
+    sp[1] = -1;
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_RECONNECT);
+    ck_assert(!ru.open);
+    close(fd);
+}
+END_TEST
+
 START_TEST(test_transaction_rcpt_refused)
 {
     char status[1024];
@@ -620,6 +672,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_data_stream);
     tcase_add_test(core, test_data_stream_large);
     tcase_add_test(core, test_transaction_success);
+    tcase_add_test(core, test_transaction_reuse);
     tcase_add_test(core, test_transaction_rcpt_refused);
     tcase_add_test(core, test_transaction_tls_required);
     tcase_add_test(core, test_transaction_unexpected_success_code);
