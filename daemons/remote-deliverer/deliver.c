@@ -211,6 +211,12 @@ void remote_link_close(int say_quit)
 static void link_keep(int fd, const struct tls_client *tc, const struct smtp_conn *c, const struct route *r,
                       const char *domain, const char *peer, const struct smtp_reuse *ru, int open)
 {
+    /* bytes after the last reply (a server out of step with us) would be
+     * taken for the next MAIL's answer: such a connection is not kept */
+    if (open && (smtp_buffered(c) || tls_client_pending(tc))) {
+        smtp_quit((struct smtp_conn *)c);
+        open = 0;
+    }
     if (!open) {
         struct tls_client t = *tc;
         tls_client_end(&t);
@@ -280,7 +286,9 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
             case SMTP_PERMFAIL: all_results(res, n, DP_PERMANENT, text); break;
             default: all_results(res, n, DP_TEMPORARY, text); break;
             }
-            if (!kept.reuse.open) remote_link_close(0);
+            if (kept.reuse.open && (smtp_buffered(&kept.conn) || tls_client_pending(&kept.tc)))
+                remote_link_close(1);    /* out of step: see link_keep */
+            else if (!kept.reuse.open) remote_link_close(0);
             return;
         }
         remote_link_close(0);   /* gone while idle: nothing was accepted, start over */

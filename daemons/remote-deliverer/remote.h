@@ -67,5 +67,7 @@ void tls_client_global_init(void);
 /* smtp_starttls_fn: handshake on c->fd, then switch c to TLS */
 int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t whylen);
 void tls_client_end(struct tls_client *t);
+/* 1 if TLS holds bytes the connection has not read yet */
+int tls_client_pending(const struct tls_client *t);
 
 #endif

@@ -128,6 +128,11 @@ int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t
     return 1;
 }
 
+int tls_client_pending(const struct tls_client *t)
+{
+    return t->ssl && SSL_has_pending(t->ssl);
+}
+
 void tls_client_end(struct tls_client *t)
 {
     if (t->ssl) SSL_free(t->ssl);

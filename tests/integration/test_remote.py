@@ -651,6 +651,19 @@ class ReuseTest(RemoteBase):
                              [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
             self.assertIn('event=reuse', d.log())
 
+    def test_stray_reply_after_the_data_is_not_taken_for_the_next_mail(self):
+        # a server out of step: one reply too many after the end of data
+        for starttls in (False, True):
+            s = self.sink(starttls=starttls, end_reply='250 2.0.0 queued\r\n250 2.0.0 stray extra reply')
+            d = self.routed(s, conf={'remote_reuse_time': '30'})
+            self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+            r = d.deliver('carol@example.net', b'Subject: two\n\nx\n')
+            self.assertEqual(r['S'], 's', r)
+            self.assertEqual(s.connections, 2)
+            self.assertEqual([m['rcpt'] for m in s.messages],
+                             [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
+            self.assertNotIn('event=reuse', d.log())
+
     def test_other_route_entry_to_the_same_host_gets_its_own_connection(self):
         s = self.sink(starttls=True)
         d = self.deliverer('example.net [127.0.0.1]:%d tls=none\nexample.org [127.0.0.1]:%d\n'
