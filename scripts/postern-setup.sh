@@ -272,6 +272,7 @@ write_conf() {
             echo "#local_concurrency = 10"
             echo "#remote_concurrency = 20"
             echo "#remote_per_domain = 5"
+            echo "#remote_reuse_time = 2s"
             echo "#mailbox_quota = 0"
             echo
             echo "# security (comments go on lines of their own)"
