@@ -478,6 +478,7 @@ static void child_input(struct remote_conf *rc, size_t i, int stopping)
     free(k->out);
     kids[i] = kids[--nkids];
     if (unstarted) {             /* it went before taking it: another child will */
+        log_info(b->j[0].id, "event=reuse_missed dest=%s", b->dest);
         if (stopping) { batch_results(b, DP_TEMPORARY, "4.3.2 remote-deliverer stopping"); close(b->fd); free(b); }
         else new_batch(rc, b);
     }

@@ -214,6 +214,14 @@ class SmtpSink:
             self.threads.append(t)
             t.start()
 
+    def drop_all(self):
+        """end every open session abruptly (as a server's idle timeout would)"""
+        for rec in self.sessions:
+            try:
+                rec['sock'].shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self):
         self.running = False
         self.sock.close()
@@ -243,7 +251,7 @@ class SmtpSink:
             self.connections += 1
             self.max_active = max(self.max_active, self.active)
         rec = {'helo': None, 'mail': None, 'rcpt': [], 'data': None, 'tls': False,
-               'auth': None, 'lines': []}
+               'auth': None, 'lines': [], 'sock': s}
         self.sessions.append(rec)
         c = self._Conn(s)
         try:

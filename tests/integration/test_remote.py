@@ -664,6 +664,35 @@ class ReuseTest(RemoteBase):
                              [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
             self.assertNotIn('event=reuse', d.log())
 
+    def test_batch_handed_to_a_child_that_went_goes_to_another(self):
+        # the idle child is stopped; meanwhile the server drops the connection
+        # and the next batch is handed to it: woken, it sees the server gone
+        # and exits without taking the batch ("A"), which then goes to a new
+        # child on a new connection, delivered once
+        s = self.sink()
+        d = self.routed(s, conf={'remote_reuse_time': '30'})
+        self.assertEqual(d.deliver('bob@example.net')['S'], 's')
+        with open('/proc/%d/task/%d/children' % (d.proc.pid, d.proc.pid)) as f:
+            kids = [int(x) for x in f.read().split()]
+        self.assertEqual(len(kids), 1, kids)
+        os.kill(kids[0], signal.SIGSTOP)
+        try:
+            s.drop_all()
+            self.wait_closed(s, 5)
+            job = d.submit('carol@example.net', b'Subject: two\n\nx\n')
+            deadline = time.time() + 5
+            while 'event=reuse' not in d.log() and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertIn('event=reuse', d.log())   # handed to the stopped child
+        finally:
+            os.kill(kids[0], signal.SIGCONT)
+        r = d.result(30)
+        self.assertEqual((r['J'], r['S']), (str(job), 's'), r)
+        self.assertIn('event=reuse_missed', d.log())
+        self.assertEqual(s.connections, 2)
+        self.assertEqual([m['rcpt'] for m in s.messages],
+                         [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
+
     def test_other_route_entry_to_the_same_host_gets_its_own_connection(self):
         s = self.sink(starttls=True)
         d = self.deliverer('example.net [127.0.0.1]:%d tls=none\nexample.org [127.0.0.1]:%d\n'
