@@ -589,6 +589,18 @@ static void settle(struct smtp_rcpt *r, size_t n, const int *open, enum smtp_out
         }
 }
 
+/* flush what is queued (flushing names it in the status) and read MAIL's
+ * reply into t->r: 1, or 0 with *o set. On a reused session a lost
+ * connection, or 421, means it was closed while idle: SMTP_RECONNECT. */
+static int mail_reply(struct txn *t, int reused, const char *flushing, enum smtp_outcome *o)
+{
+    *o = reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
+    if (!smtp_flush(t->c)) { io_status(t, flushing); return 0; }
+    if (!read_reply(t, "MAIL FROM", t->c->timeout_ms)) return 0;
+    if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return 0; }
+    return 1;
+}
+
 /* RCPT reply i: 1 accepted, else r[i] settled with the reply */
 static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
 {
@@ -666,9 +678,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
      * nothing was accepted, the caller starts over on a new connection. */
     if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
     if (!ext.pipelining) {
-        if (!smtp_flush(c)) { io_status(t, "MAIL FROM"); return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL; }
-        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
-        if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return SMTP_RECONNECT; }
+        if (!mail_reply(t, reused, "MAIL FROM", &o)) return o;
         if (t->r.code != 250) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
     }
     size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
@@ -679,9 +689,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
             if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
             sent++;
         }
-        if (!smtp_flush(c)) { io_status(t, "RCPT TO"); return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL; }
-        if (!read_reply(t, "MAIL FROM", c->timeout_ms)) return reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
-        if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return SMTP_RECONNECT; }
+        if (!mail_reply(t, reused, "RCPT TO", &o)) return o;
         if (t->r.code != 250) {
             o = fail_reply(t, "MAIL FROM");
             size_t k;

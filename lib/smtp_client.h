@@ -161,10 +161,10 @@ enum smtp_outcome smtp_transaction(struct smtp_conn *c, const struct smtp_job *j
                                    smtp_starttls_fn *starttls, void *tlsctx,
                                    const char *peer, char *status, size_t cap);
 
-/* ---- one transaction, several recipients ---- */
-
 /* QUIT on a kept session (its reply awaited at most 5 s); the caller closes. */
 void smtp_quit(struct smtp_conn *c);
+
+/* ---- one transaction, several recipients ---- */
 
 #define SMTP_RCPT_MAX 100        /* recipients in one transaction */
 

@@ -207,17 +207,23 @@ void remote_link_close(int say_quit)
     kept.fd = -1;
 }
 
+/* after a transaction that left c open (open): 1 if it may carry the next
+ * MAIL. Bytes after the last reply (a server out of step with us) would be
+ * taken for the next MAIL's answer: such a connection gets its QUIT. */
+static int still_reusable(struct smtp_conn *c, const struct tls_client *tc, int open)
+{
+    if (open && (smtp_buffered(c) || tls_client_pending(tc))) {
+        smtp_quit(c);
+        return 0;
+    }
+    return open;
+}
+
 /* keep the connection of a transaction that left it open, else close it */
-static void link_keep(int fd, const struct tls_client *tc, const struct smtp_conn *c, const struct route *r,
+static void link_keep(int fd, const struct tls_client *tc, struct smtp_conn *c, const struct route *r,
                       const char *domain, const char *peer, const struct smtp_reuse *ru, int open)
 {
-    /* bytes after the last reply (a server out of step with us) would be
-     * taken for the next MAIL's answer: such a connection is not kept */
-    if (open && (smtp_buffered(c) || tls_client_pending(tc))) {
-        smtp_quit((struct smtp_conn *)c);
-        open = 0;
-    }
-    if (!open) {
+    if (!still_reusable(c, tc, open)) {
         struct tls_client t = *tc;
         tls_client_end(&t);
         close(fd);
@@ -236,8 +242,15 @@ static void link_keep(int fd, const struct tls_client *tc, const struct smtp_con
     snprintf(kept.peer, sizeof kept.peer, "%s", peer);
 }
 
-static void all_results_from(struct remote_result *res, size_t n, const struct smtp_rcpt *sr)
+/* a transaction's final outcome as the jobs' results: SMTP_DELIVERED, each
+ * recipient its own; otherwise text, for all */
+static void results_of(enum smtp_outcome o, const struct smtp_rcpt *sr, size_t n, const char *text,
+                       struct remote_result *res)
 {
+    if (o != SMTP_DELIVERED) {
+        all_results(res, n, o == SMTP_PERMFAIL ? DP_PERMANENT : DP_TEMPORARY, text);
+        return;
+    }
     for (size_t k = 0; k < n; k++) res[k].s = status_from(sr[k].outcome);
 }
 
@@ -281,14 +294,8 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
         enum smtp_outcome o = smtp_transaction_multi(&kept.conn, &sj, sr, n, tls_client_starttls, &kept.tc,
                                                      kept.peer, text, cap);
         if (o != SMTP_RECONNECT) {
-            switch (o) {
-            case SMTP_DELIVERED: all_results_from(res, n, sr); break;
-            case SMTP_PERMFAIL: all_results(res, n, DP_PERMANENT, text); break;
-            default: all_results(res, n, DP_TEMPORARY, text); break;
-            }
-            if (kept.reuse.open && (smtp_buffered(&kept.conn) || tls_client_pending(&kept.tc)))
-                remote_link_close(1);    /* out of step: see link_keep */
-            else if (!kept.reuse.open) remote_link_close(0);
+            results_of(o, sr, n, text, res);
+            if (!still_reusable(&kept.conn, &kept.tc, kept.reuse.open)) remote_link_close(0);
             return;
         }
         remote_link_close(0);   /* gone while idle: nothing was accepted, start over */
@@ -320,15 +327,8 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
             enum smtp_outcome o = smtp_transaction_multi(&conn, &sj, sr, n, tls_client_starttls, &tc, peer,
                                                          text, cap);
             link_keep(fd, &tc, &conn, r, domain, peer, &reuse, o == SMTP_DELIVERED && reuse.open);
-            switch (o) {
-            case SMTP_DELIVERED:   /* each recipient has its own result */
-                all_results_from(res, n, sr);
-                return;
-            case SMTP_TEMPFAIL: case SMTP_RECONNECT: all_results(res, n, DP_TEMPORARY, text); return;
-            case SMTP_PERMFAIL: all_results(res, n, DP_PERMANENT, text); return;
-            case SMTP_RETRY_PLAIN: tls = SMTP_TLS_NONE; continue;
-            case SMTP_NEXT_HOST: break;
-            }
+            if (o == SMTP_RETRY_PLAIN) { tls = SMTP_TLS_NONE; continue; }
+            if (o != SMTP_NEXT_HOST) { results_of(o, sr, n, text, res); return; }
             break;
         }
     }

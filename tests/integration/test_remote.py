@@ -629,39 +629,34 @@ class ReuseTest(RemoteBase):
         self.assertTrue(all(self.last_command(x) == b'QUIT' for x in s.sessions), s.sessions)
         self.assertNotIn('event=reuse', d.log())
 
-    def test_server_closing_the_idle_connection_costs_nothing(self):
-        s = self.sink(close_after_end=True)
+    def two_messages_two_connections(self, pause=0, **knobs):
+        """a sink with knobs, then two messages: each delivered once, the
+        second on a connection of its own; returns the deliverer"""
+        s = self.sink(**knobs)
         d = self.routed(s, conf={'remote_reuse_time': '30'})
         self.assertEqual(d.deliver('bob@example.net')['S'], 's')
-        time.sleep(0.3)
-        r = d.deliver('bob@example.net', b'Subject: again\n\nx\n')
+        time.sleep(pause)
+        r = d.deliver('carol@example.net', b'Subject: two\n\nx\n')
         self.assertEqual(r['S'], 's', r)
         self.assertEqual(s.connections, 2)
-        self.assertEqual(len(s.messages), 2)
+        self.assertEqual([m['rcpt'] for m in s.messages],
+                         [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
+        return d
+
+    def test_server_closing_the_idle_connection_costs_nothing(self):
+        self.two_messages_two_connections(pause=0.3, close_after_end=True)
 
     def test_421_to_mail_on_a_kept_connection_retries_on_a_new_one(self):
         for pipelining in (False, True):
-            s = self.sink(pipelining=pipelining, later_mail_reply='421 4.4.2 sink.test idle too long')
-            d = self.routed(s, conf={'remote_reuse_time': '30'})
-            self.assertEqual(d.deliver('bob@example.net')['S'], 's')
-            r = d.deliver('carol@example.net', b'Subject: again\n\nx\n')
-            self.assertEqual(r['S'], 's', r)
-            self.assertEqual(s.connections, 2)
-            self.assertEqual([m['rcpt'] for m in s.messages],
-                             [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
+            d = self.two_messages_two_connections(pipelining=pipelining,
+                                                  later_mail_reply='421 4.4.2 sink.test idle too long')
             self.assertIn('event=reuse', d.log())
 
     def test_stray_reply_after_the_data_is_not_taken_for_the_next_mail(self):
         # a server out of step: one reply too many after the end of data
         for starttls in (False, True):
-            s = self.sink(starttls=starttls, end_reply='250 2.0.0 queued\r\n250 2.0.0 stray extra reply')
-            d = self.routed(s, conf={'remote_reuse_time': '30'})
-            self.assertEqual(d.deliver('bob@example.net')['S'], 's')
-            r = d.deliver('carol@example.net', b'Subject: two\n\nx\n')
-            self.assertEqual(r['S'], 's', r)
-            self.assertEqual(s.connections, 2)
-            self.assertEqual([m['rcpt'] for m in s.messages],
-                             [['RCPT TO:<bob@example.net>'], ['RCPT TO:<carol@example.net>']])
+            d = self.two_messages_two_connections(
+                starttls=starttls, end_reply='250 2.0.0 queued\r\n250 2.0.0 stray extra reply')
             self.assertNotIn('event=reuse', d.log())
 
     def test_batch_handed_to_a_child_that_went_goes_to_another(self):
