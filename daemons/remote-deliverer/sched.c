@@ -178,14 +178,14 @@ static _Noreturn void child_main(struct remote_conf *rc, int sock, struct batch 
         alarm(0);
         close(fd);
         int kept = remote_link_fd() >= 0;
-        if (!report(sock, res, n, kept)) _exit(111);
-        if (!kept) _exit(0);
+        if (!report(sock, res, n, kept)) _exit(EXIT_TEMP);
+        if (!kept) _exit(EXIT_OK);
         /* idle: the parent's next batch, or the server giving up on us */
         struct pollfd p[2] = { { sock, POLLIN, 0 }, { remote_link_fd(), POLLIN, 0 } };
         int r;
         while ((r = poll(p, 2, (int)(rc->cfg.remote_reuse_time * 1000) + 60000)) < 0 && errno == EINTR) {}
-        if (r <= 0 || p[1].revents) { remote_link_close(r <= 0); _exit(0); }   /* 421, EOF or stray bytes */
-        if (!next_batch(sock, jobs, &n, &fd)) { remote_link_close(1); _exit(0); }
+        if (r <= 0 || p[1].revents) { remote_link_close(r <= 0); _exit(EXIT_OK); }   /* 421, EOF or stray bytes */
+        if (!next_batch(sock, jobs, &n, &fd)) { remote_link_close(1); _exit(EXIT_OK); }
     }
 }
 
