@@ -254,9 +254,33 @@ static int parse_route(struct cur *c, struct smtp_path *p)
     return 1;
 }
 
+/* "u1" and u1 name the same mailbox (RFC 5321 4.1.2, RFC 5322 3.2.4): a
+ * quoted local part whose content is a plain dot-string loses its quotes
+ * (and backslashes), so that lookups, the envelope and the logs see one
+ * form. Content that needs the quotes ("john doe", "a@b") keeps them. */
+static void unquote_local(struct smtp_path *p)
+{
+    char v[SMTP_LOCAL_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 1; i + 1 < p->local_len; i++) {
+        unsigned char ch = (unsigned char)p->local[i];
+        if (ch == '\\') ch = (unsigned char)p->local[++i];
+        if (!is_atext(ch) && ch != '.' && ch < 0x80) return;
+        v[n++] = (char)ch;
+    }
+    if (!n || v[0] == '.' || v[n - 1] == '.') return;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] == '.' && v[i - 1] == '.') return;
+    memcpy(p->local, v, n);
+    p->local[n] = 0;
+    p->local_len = n;
+    p->quoted = 0;
+}
+
 static int parse_mailbox(struct cur *c, struct smtp_path *p, int is_rcpt, const char *ends)
 {
     if (!parse_local(c, p)) return 0;
+    if (p->quoted && at(c, '@')) unquote_local(p);
     if (!at(c, '@')) {
         if (is_rcpt && !p->quoted && !p->source_route && ieq(p->local, p->local_len, "postmaster")
             && at_end_or(c, ends)) {
@@ -328,7 +352,7 @@ int smtp_path_parse(const char *s, size_t len, int is_rcpt, struct smtp_path *p,
 
 int smtp_path_local_user(const struct smtp_path *p, char *dst, size_t dstlen)
 {
-    if (p->is_null || p->source_route || p->has_percent || p->has_bang || p->quoted) {
+    if (p->is_null || p->has_percent || p->has_bang || p->quoted) {
         errno = EINVAL;
         return 0;
     }

@@ -25,7 +25,8 @@ struct smtp_path {
     int quoted;          /* local part was a quoted string */
     int literal;         /* domain is an address literal [..] */
     int utf8;            /* non-ASCII octets present (needs SMTPUTF8) */
-    size_t local_len;    /* local part as written (quotes kept) */
+    size_t local_len;    /* local part as written (quotes kept, unless the
+                          * content is a plain dot-string: "u1" -> u1) */
     size_t domain_len;   /* domain as written, literal brackets kept */
     size_t addr_len;     /* local@domain, or 0 for the null path */
     char local[SMTP_LOCAL_MAX + 1];
@@ -86,7 +87,8 @@ int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *r
 int smtp_parse_ull(const char *s, size_t len, unsigned long long max, unsigned long long *out);
 
 /* Split a recipient for local delivery: "user+detail@dom" -> user "user"
- * (lower-cased into dst). 0 if the path has route/%/! or quoted local part. */
+ * (lower-cased into dst). 0 if the local part has % or ! or needs its
+ * quotes. A source route ("@a,@b:u@dom") was dropped and counts for nothing. */
 int smtp_path_local_user(const struct smtp_path *p, char *dst, size_t dstlen);
 
 #endif

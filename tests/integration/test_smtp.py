@@ -570,6 +570,27 @@ class SmtpEndToEnd(unittest.TestCase):
         self.assertIn(b'\tfor <Alice+list@example.test>; ', data)
         self.assertTrue(data.endswith(b'Subject: end to end\n\n.dot line\nbody\n'), data)
 
+    def test_quoted_and_source_routed_recipients(self):
+        """RFC 5321: "alice"@dom is alice@dom (4.1.2), and a source route is
+        accepted and ignored (4.1.1.3, C): both reach alice, once each, and
+        the envelope carries the plain form. A quoted part that needs its
+        quotes is still nobody here (routes to remote mailboxes from a
+        non-relay client: test_hostile's relay tricks)"""
+        port = self.inst.port('smtp')
+        for rcpt in (b'<"alice"@example.test>', b'<"al\\ice"@example.test>',
+                     b'<@relay.example,@other.example:alice@example.test>'):
+            out = raw_session(port, b'EHLO x\r\nMAIL FROM:<"bob"@client.test>\r\nRCPT TO:' + rcpt +
+                      b'\r\nDATA\r\nSubject: ' + rcpt + b'\r\n\r\nbody\r\n.\r\nQUIT\r\n')
+            self.assertIn('250 2.0.0 Ok: queued', out, (rcpt, out))
+        msgs = self.inst.wait_for(lambda: len(self.inst.maildir_messages('alice')) == 3 and
+                                  self.inst.maildir_messages('alice'), timeout=20,
+                                  what='3 deliveries\n' + self.inst.log('queue-manager'))
+        for _, data in msgs:
+            self.assertIn(b'Return-Path: <bob@client.test>\n', data)
+            self.assertIn(b'Delivered-To: alice@example.test\n', data)
+        out = raw_session(port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<"ali ce"@example.test>\r\nQUIT\r\n')
+        self.assertIn('550 5.1.1 <"ali ce"@example.test>', out)
+
 
 if __name__ == '__main__':
     unittest.main()

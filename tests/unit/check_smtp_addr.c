@@ -1,6 +1,7 @@
 /* check_smtp_addr.c - RFC 5321 paths and the ESMTP parameters of MAIL/RCPT. */
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <regex.h>
 #include <string.h>
@@ -126,6 +127,36 @@ START_TEST(test_quoted_local)
 }
 END_TEST
 
+START_TEST(test_quoted_plain_is_unquoted)
+{
+    /* "u1"@x is u1@x (RFC 5321 4.1.2): one form for lookups and the envelope */
+    char u[65];
+    ok("<\"u1\"@x.example>", 1, "u1@x.example");
+    ck_assert(!p.quoted);
+    ck_assert_str_eq(p.local, "u1");
+    ck_assert(smtp_path_local_user(&p, u, sizeof u));
+    ck_assert_str_eq(u, "u1");
+    ok("<\"first.last+tag\"@x.example>", 1, "first.last+tag@x.example");
+    ck_assert(!p.quoted);
+    ok("<\"u\\1\"@x.example>", 1, "u1@x.example");      /* a quoted-pair of atext */
+    ok("\"u1\"@x.example SIZE=1", 0, "u1@x.example");
+    ck_assert_uint_eq(used, 14);                        /* as written, quotes and all */
+    /* content that needs its quotes keeps them */
+    const char *keep[] = { "\"john doe\"", "\"a@b\"", "\".a\"", "\"a.\"", "\"a..b\"", "\"a\\\"b\"",
+                           "\"a,b\"", "\"a:b\"" };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        char in[64], want[64];
+        snprintf(in, sizeof in, "<%s@x.example>", keep[i]);
+        snprintf(want, sizeof want, "%s@x.example", keep[i]);
+        ok(in, 1, want);
+        ck_assert(p.quoted);
+        ck_assert(!smtp_path_local_user(&p, u, sizeof u));
+    }
+    /* the special <"postmaster"> without a domain is still not <postmaster> */
+    bad("<\"postmaster\">", 1, "501 5.1.3");
+}
+END_TEST
+
 START_TEST(test_literals)
 {
     ok("<u@[192.0.2.1]>", 1, "u@[192.0.2.1]");
@@ -165,8 +196,15 @@ START_TEST(test_routes_and_flags)
     ck_assert(p.has_percent && !p.has_bang);
     ok("<host!u@c.example>", 1, "host!u@c.example");
     ck_assert(p.has_bang && !p.has_percent);
-    ok("<\"a%b\"@c.example>", 1, "\"a%b\"@c.example");
-    ck_assert(p.has_percent && p.quoted);
+    ok("<\"a%b\"@c.example>", 1, "a%b@c.example");
+    ck_assert(p.has_percent && !p.quoted);
+    /* the route is dropped: what is left is an ordinary local mailbox */
+    char u[65];
+    ok("<@a.example,@b.example:u+x@c.example>", 1, "u+x@c.example");
+    ck_assert(smtp_path_local_user(&p, u, sizeof u));
+    ck_assert_str_eq(u, "u");
+    ok("<\"a%b\"@c.example>", 1, "a%b@c.example");
+    ck_assert(!smtp_path_local_user(&p, u, sizeof u));
 }
 END_TEST
 
@@ -250,8 +288,8 @@ START_TEST(test_local_user)
     ck_assert(!smtp_path_local_user(&p, u, 5));       /* "alice" + NUL needs 6 */
     ck_assert_int_eq(errno, ENAMETOOLONG);
     ck_assert(smtp_path_local_user(&p, u, 6));
-    const char *refused[] = { "<+tag@x.example>", "<\"alice\"@x.example>", "<a%b@x.example>",
-                              "<h!a@x.example>", "<@r.example:alice@x.example>" };
+    const char *refused[] = { "<+tag@x.example>", "<\"ali ce\"@x.example>", "<a%b@x.example>",
+                              "<h!a@x.example>", "<@r.example:a%b@x.example>" };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         ck_assert(parse(refused[i], 1));
         ck_assert_msg(!smtp_path_local_user(&p, u, sizeof u), "%s", refused[i]);
@@ -434,11 +472,13 @@ START_TEST(test_local_limit)
     big[0] = '<';
     big[1] = '"';
     memset(big + 2, 'q', 62);
+    big[10] = ' ';                     /* content that keeps its quotes */
     memcpy(big + 64, "\"@x.example>", 13);
     ck_assert(parse(big, 1));
     ck_assert_uint_eq(p.local_len, 64);
     big[1] = '"';
     memset(big + 2, 'q', 63);
+    big[10] = ' ';
     memcpy(big + 65, "\"@x.example>", 13);
     bad(big, 1, "501 5.1.3 Recipient local part too long");
 }
@@ -575,6 +615,7 @@ int main(void)
     tcase_add_test(core, test_plain_and_telnet_forms);
     tcase_add_test(core, test_null_path_and_postmaster);
     tcase_add_test(core, test_quoted_local);
+    tcase_add_test(core, test_quoted_plain_is_unquoted);
     tcase_add_test(core, test_literals);
     tcase_add_test(core, test_routes_and_flags);
     tcase_add_test(core, test_refusals);
