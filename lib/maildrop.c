@@ -85,11 +85,44 @@ static int name_vsize(const char *name, unsigned long long *size)
     return 0;
 }
 
+/* the decimal number at *p (at most 19 digits, no sign): 1 and *v, *p past
+ * it; 0 if there is none */
+static int lead_number(const char **p, unsigned long long *v)
+{
+    size_t n = strspn(*p, "0123456789");
+    if (!n || n > 19) return 0;
+    *v = 0;
+    for (size_t i = 0; i < n; i++) *v = *v * 10 + (unsigned)((*p)[i] - '0');
+    *p += n;
+    return 1;
+}
+
+/* the sort key of a unique name: its leading time ("SECS.MUSEC...", qmail's
+ * and Maildir++'s form) as numbers; a name without one sorts after all
+ * that have one, a name without ".M<digits>" after the same second's that
+ * have it */
+struct order_key { int untimed; unsigned long long secs, usec; };
+
+static struct order_key order_key(const char *name)
+{
+    struct order_key k = { 1, 0, ULLONG_MAX };
+    if (!lead_number(&name, &k.secs)) return k;
+    k.untimed = 0;
+    unsigned long long u;
+    if (name[0] == '.' && name[1] == 'M' && (name += 2, lead_number(&name, &u))) k.usec = u;
+    return k;
+}
+
+/* delivery order: (untimed, seconds, microseconds, whole name), compared
+ * field by field, a total order (M99 comes before M100000, which as
+ * strings it would not) */
 static int msg_cmp(const void *a, const void *b)
 {
     const struct maildrop_msg *x = a, *y = b;
-    int c = strcmp(x->uidl, y->uidl);
-    if (c) return c;
+    struct order_key kx = order_key(x->name), ky = order_key(y->name);
+    if (kx.untimed != ky.untimed) return kx.untimed - ky.untimed;
+    if (kx.secs != ky.secs) return kx.secs < ky.secs ? -1 : 1;
+    if (kx.usec != ky.usec) return kx.usec < ky.usec ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 

@@ -1,5 +1,6 @@
 /* maildrop.h - a Maildir seen as a POP3 maildrop (RFC 1939): the messages of
- * new/ and cur/ numbered 1..n in a stable order (by unique name), their sizes
+ * new/ and cur/ numbered 1..n in delivery order (the time at the head of each
+ * unique name, seconds then microseconds as numbers, then the name), their sizes
  * in octets as POP3 sends them (LF line ends counted as CRLF, no dot-stuffing),
  * stable UIDLs (the file's base name, before any ':'), RETR/TOP streaming
  * with CRLF line ends and dot-stuffing, and the UPDATE state: unlink the

@@ -103,8 +103,8 @@ class Pop3(unittest.TestCase):
         wipe_maildir(self.inst, 'alice')
 
     def three(self):
-        put_message(self.inst, 'alice', '1000000001.M1P1.test', sized('Subject: one\n\nfirst\n', 1171))
-        put_message(self.inst, 'alice', '1000000002.M2P2.test', sized('Subject: two\n\nsecond\n', 1021))
+        put_message(self.inst, 'alice', '230371283.M1P1.test', sized('Subject: one\n\nfirst\n', 1171))
+        put_message(self.inst, 'alice', '230371284.M2P2.test', sized('Subject: two\n\nsecond\n', 1021))
         put_message(self.inst, 'alice', '230371285', sized(GUIDE_MSG3, 385))
 
     # --- the operators' guides, verbatim ----------------------------------
@@ -157,7 +157,7 @@ class Pop3(unittest.TestCase):
         self.assertEqual(r[8], "-ERR There's no message 9999.")
         self.assertEqual(r[11], '+OK Logging out.')
         left = [os.path.basename(p) for p, _ in self.inst.maildir_messages('alice')]
-        self.assertEqual(sorted(n.split(':')[0] for n in left), ['1000000002.M2P2.test', '230371285'])
+        self.assertEqual(sorted(n.split(':')[0] for n in left), ['230371284.M2P2.test', '230371285'])
 
     # --- poplib -------------------------------------------------------------
     def test_poplib_retr_dele_then_second_session(self):
@@ -224,6 +224,22 @@ class Pop3(unittest.TestCase):
         p.quit()
         names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
         self.assertEqual(names, ['1700000000.M5P5.host:2,S', '1700000001.M6P6.host:2,S'])
+
+    def test_numbered_in_delivery_order(self):
+        """Message 1 is the oldest (as Dovecot numbers a Maildir): the times
+        at the head of the unique names compared as numbers, so that
+        M99999 (delivered first) is not put after M100000 of the same
+        second, and new/ and cur/ are one sequence"""
+        names = [('1795682201.M999999P11.host', 'new'), ('1795682202.M99999P12.host', 'cur'),
+                 ('1795682202.M100000P13.host', 'new'), ('1795682210.M5P14.host', 'new')]
+        for i, (name, sub) in enumerate(reversed(names)):
+            put_message(self.inst, 'alice', name + (':2,S' if sub == 'cur' else ''),
+                        'Subject: m%d\n\nbody\n' % (len(names) - 1 - i), sub=sub)
+        p = login(self.port)
+        self.assertEqual([l.split()[1].decode() for l in p.uidl()[1]], [n for n, _ in names])
+        for i in range(len(names)):
+            self.assertEqual(p.retr(i + 1)[1][0], b'Subject: m%d' % i)
+        p.quit()
 
     def test_hostile_message_numbers(self):
         put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')

@@ -121,19 +121,23 @@ START_TEST(test_scan_uidl_update)
     struct maildrop md;
     ck_assert(maildrop_open(&md, dirfd_));
     ck_assert_uint_eq(md.n, 4);
-    ck_assert_str_eq(md.msg[0].uidl, "100.a");            /* sorted by UIDL */
-    ck_assert_str_eq(md.msg[1].uidl, "200.b");
-    ck_assert_uint_eq(md.msg[1].size, 3);
-    for (size_t i = 2; i < 4; i++) {                      /* bad names get a hash UIDL */
+    /* delivery order: the leading times as numbers (3 < 100 < 200), names
+     * without one last */
+    ck_assert_str_eq(md.msg[0].name, "3\x7f");
+    ck_assert_str_eq(md.msg[1].uidl, "100.a");
+    ck_assert_str_eq(md.msg[2].uidl, "200.b");
+    ck_assert_uint_eq(md.msg[2].size, 3);
+    ck_assert_str_eq(md.msg[3].name, weird);
+    for (size_t i = 0; i < 4; i += 3) {                   /* bad names get a hash UIDL */
         ck_assert_uint_eq(strlen(md.msg[i].uidl), 17);
         ck_assert_int_eq(md.msg[i].uidl[0], 'h');
     }
     size_t n;
     unsigned long long o;
-    md.msg[0].deleted = 1;
+    md.msg[1].deleted = 1;
     maildrop_stat(&md, &n, &o);
     ck_assert_uint_eq(n, 3);
-    md.msg[1].retrieved = 1;
+    md.msg[2].retrieved = 1;
     size_t failed;
     ck_assert(maildrop_update(&md, &failed));
     maildrop_close(&md);
@@ -144,7 +148,7 @@ START_TEST(test_scan_uidl_update)
     ck_assert_int_eq(access(p, F_OK), 0);                  /* moved, seen */
     ck_assert(maildrop_open(&md, dirfd_));
     ck_assert_uint_eq(md.n, 3);
-    ck_assert_str_eq(md.msg[0].uidl, "200.b");             /* same UIDL after the move */
+    ck_assert_str_eq(md.msg[1].uidl, "200.b");             /* same UIDL after the move */
     maildrop_close(&md);
     /* a Maildir++ ",W=" size is taken from the name; ",W=" after ':' is not */
     PUT("new", "300.c,S=4,W=77", "xyz\n");
@@ -152,10 +156,34 @@ START_TEST(test_scan_uidl_update)
     PUT("new", "302.e,W=x", "xyz\n");
     ck_assert(maildrop_open(&md, dirfd_));
     ck_assert_uint_eq(md.n, 6);
-    ck_assert_str_eq(md.msg[1].uidl, "300.c,S=4,W=77");
-    ck_assert_uint_eq(md.msg[1].size, 77);
-    ck_assert_uint_eq(md.msg[2].size, 5);
+    ck_assert_str_eq(md.msg[2].uidl, "300.c,S=4,W=77");
+    ck_assert_uint_eq(md.msg[2].size, 77);
     ck_assert_uint_eq(md.msg[3].size, 5);
+    ck_assert_uint_eq(md.msg[4].size, 5);
+    maildrop_close(&md);
+}
+END_TEST
+
+START_TEST(test_delivery_order)
+{
+    /* RETR 1 is the oldest message: one second's deliveries by their
+     * microseconds as numbers (M99 before M100000; as strings it would be
+     * the other way round), the same microsecond by the whole name, and
+     * new/ and cur/ merged */
+    PUT("new", "1795682202.M100000P7R1.host,S=2,W=3", "3\n");
+    PUT("cur", "1795682202.M99P9R1.host,S=2,W=3:2,S", "2\n");
+    PUT("new", "1795682202.M99P10R1.host", "1\n");
+    PUT("new", "1795682201.M999999P1R1.host", "0\n");
+    PUT("new", "1795682202.x", "4\n");
+    PUT("new", "99999999999.M1P1", "5\n");
+    PUT("new", "notime", "6\n");
+    struct maildrop md;
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 7);
+    const char *want[] = { "1795682201.M999999P1R1.host", "1795682202.M99P10R1.host",
+                           "1795682202.M99P9R1.host,S=2,W=3:2,S", "1795682202.M100000P7R1.host,S=2,W=3",
+                           "1795682202.x", "99999999999.M1P1", "notime" };
+    for (size_t i = 0; i < 7; i++) ck_assert_str_eq(md.msg[i].name, want[i]);
     maildrop_close(&md);
 }
 END_TEST
@@ -230,6 +258,7 @@ int main(void)
     tcase_add_test(core, test_sizes_and_rendering);
     tcase_add_test(core, test_top);
     tcase_add_test(core, test_scan_uidl_update);
+    tcase_add_test(core, test_delivery_order);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
