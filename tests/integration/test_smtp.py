@@ -349,7 +349,8 @@ class SmtpDefences(SmtpBase):
             ('RCPT TO:<Alice+tag@Example.Test>', '250'),
             ('RCPT TO:<postmaster>', '250'),
             ('RCPT TO:<abuse@localhost>', '250'),
-            ('RCPT TO:<"alice"@example.test>', '550 5.1.1'),
+            ('RCPT TO:<"alice"@example.test>', '250'),           # the same mailbox as alice
+            ('RCPT TO:<"ali ce"@example.test>', '550 5.1.1'),
             ('RCPT TO:<alice%remote.example@example.test>', '550 5.1.1'),
             ('QUIT', '221'),
         ])

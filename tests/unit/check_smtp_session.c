@@ -394,12 +394,13 @@ START_TEST(test_recipient_policy)
                     "RCPT TO:<postmaster>\r\n"                  /* 250 */
                     "RCPT TO:<abuse@example.test>\r\n"          /* 550: not in this map */
                     "RCPT TO:<alice%other.example@example.test>\r\n" /* 550 */
-                    "RCPT TO:<\"alice\"@example.test>\r\n"      /* 550 */
+                    "RCPT TO:<\"alice\"@example.test>\r\n"      /* 250: alice */
+                    "RCPT TO:<\"ali ce\"@example.test>\r\n"     /* 550 */
                     "RCPT TO:<@relay.example:alice@other.example>\r\n" /* 554 */
                     "RCPT TO:<alice@[192.0.2.1]>\r\n"           /* 554 */
                     "RCPT TO:<alice@mx.example.test>\r\n"       /* 250: the hostname is local */
                     "QUIT\r\n");
-    ASSERT_CODES(out, "220 250 250 554 550 250 250 550 550 550 554 554 250 221");
+    ASSERT_CODES(out, "220 250 250 554 550 250 250 550 550 250 550 554 554 250 221");
     ck_assert(strstr(out, "554 5.7.1 <sarah@yourdomain.com>: Relay access denied\r\n"));
     ck_assert(strstr(out, "550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown\r\n"));
     free(out);
