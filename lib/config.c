@@ -1,13 +1,16 @@
 /* config.c - postern.conf: defaults, settings table, validation. */
 #include "config.h"
 #include "conf.h"
+#include "queue_path.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 enum config_kind { CK_NAME, CK_LIST, CK_UINT, CK_SIZE, CK_DURATION };
 
@@ -191,6 +194,17 @@ const char *config_root(const char *arg)
     if (arg && *arg) return arg;
     const char *e = getenv("POSTERN_ROOT");
     return (e && *e) ? e : NULL;
+}
+
+const char *config_root_tool(const char *arg, char *buf, size_t len)
+{
+    const char *r = config_root(arg);
+    if (r) return r;
+    char conf[PATH_MAX];
+    struct stat st;
+    if (!queue_root_from_exe(buf, len)) return NULL;
+    if (snprintf(conf, sizeof conf, "%s/conf/postern.conf", buf) >= (int)sizeof conf) return NULL;
+    return stat(conf, &st) == 0 && S_ISREG(st.st_mode) ? buf : NULL;
 }
 
 int config_is_local_domain(const struct config *c, const char *domain, size_t len)

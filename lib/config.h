@@ -65,6 +65,11 @@ int config_set(struct config *c, const char *key, const char *value, char *why, 
 /* ROOT from argv/env: the argument if given, else $POSTERN_ROOT, else NULL */
 const char *config_root(const char *arg);
 
+/* ROOT for an operator's tool: config_root(arg), else the instance this
+ * program belongs to (ROOT/bin/PROG, as postern-setup installs it) if
+ * ROOT/conf/postern.conf is there, written into buf; NULL if none */
+const char *config_root_tool(const char *arg, char *buf, size_t len);
+
 /* 1 if domain (case-insensitive) is one of local_domains or hostname */
 int config_is_local_domain(const struct config *c, const char *domain, size_t len);
 

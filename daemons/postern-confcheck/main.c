@@ -1,19 +1,21 @@
 /* postern-confcheck - validate ROOT/conf/postern.conf with the daemons' own
  * parser (config_load), for postern-setup --check and operators.
  *
- *   postern-confcheck ROOT      prints nothing and exits 0 if the file is
+ *   postern-confcheck [ROOT]    prints nothing and exits 0 if the file is
  *                               valid; otherwise prints "file:line: what"
  *                               and exits 100 (111 if it cannot be read). */
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 
 int main(int argc, char **argv)
 {
     static struct config c;
     char err[1024];
-    const char *root = config_root(argc == 2 ? argv[1] : NULL);
+    char rootbuf[PATH_MAX];
+    const char *root = config_root_tool(argc == 2 ? argv[1] : NULL, rootbuf, sizeof rootbuf);
     if (!root || argc > 2) {
         fputs("usage: postern-confcheck ROOT\n", stderr);
         return 100;

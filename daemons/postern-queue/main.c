@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@
 
 static const char usage[] =
     "usage: postern-queue [--root DIR] list | stat | show ID | flush | delete ID\n"
-    "ROOT is DIR, else $POSTERN_ROOT.\n"
+    "ROOT is DIR, else $POSTERN_ROOT, else the instance of ROOT/bin/postern-queue.\n"
     "list    one line per message:  ID AGE SIZE <sender>\n"
     "        (AGE in seconds since queued, SIZE in bytes), then one line per recipient:\n"
     "          STATE ATTEMPTS <address> LAST_ERROR\n"
@@ -200,8 +201,13 @@ int main(int argc, char **argv)
     log_init("postern-queue");
     if (i < argc && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) { fputs(usage, stdout); return EXIT_OK; }
     if (i + 1 < argc && !strcmp(argv[i], "--root")) { rootarg = argv[i + 1]; i += 2; }
-    const char *root = config_root(rootarg);
-    if (!root || i >= argc) { fputs(usage, stderr); return EXIT_PERM; }
+    if (i >= argc) { fputs(usage, stderr); return EXIT_PERM; }
+    char rootbuf[PATH_MAX];
+    const char *root = config_root_tool(rootarg, rootbuf, sizeof rootbuf);
+    if (!root) {
+        fputs("postern-queue: no ROOT: give --root DIR, set POSTERN_ROOT, or run ROOT/bin/postern-queue\n", stderr);
+        return EXIT_PERM;
+    }
     const char *cmd = argv[i++];
     int nargs = argc - i;
     if (!strcmp(cmd, "list") && !nargs) return cmd_list(root, 0);

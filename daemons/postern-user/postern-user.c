@@ -11,6 +11,7 @@
  * rewritten atomically under conf/.users.lock. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -71,8 +72,9 @@ static void parse_args(int argc, char **argv, struct opts *o)
     if (needs_name != (o->name != 0)) usage();
     if ((o->uid < 0) != (o->gid < 0)) die_perm("--uid and --gid go together");
     if (o->uid > 0 && o->unix_account) die_perm("give either --uid/--gid or --unix-account");
-    o->root = config_root(o->root);
-    if (!o->root) die_perm("no ROOT: give --root DIR or set POSTERN_ROOT");
+    static char rootbuf[PATH_MAX];
+    o->root = config_root_tool(o->root, rootbuf, sizeof rootbuf);
+    if (!o->root) die_perm("no ROOT: give --root DIR, set POSTERN_ROOT, or run ROOT/bin/postern-user");
 }
 
 /* read one password: no-echo prompt (twice) on a tty, else one line of stdin */

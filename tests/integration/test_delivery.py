@@ -11,9 +11,11 @@ import email
 import email.policy
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -574,6 +576,22 @@ class DeliveryTest(unittest.TestCase):
         r = self.inst.run('postern-queue', '--root', self.inst.root, 'stat')
         stat = dict(l.split(' ') for l in r.stdout.splitlines())
         self.assertEqual((stat['messages'], stat['pending']), ('1', '1'))
+        # run as ROOT/bin/postern-queue, with neither --root nor POSTERN_ROOT,
+        # it works on its own instance (as mailq needs no arguments)
+        bare = {k: v for k, v in os.environ.items() if k != 'POSTERN_ROOT'}
+        r = subprocess.run([self.inst.bin('postern-queue'), 'list'], env=bare,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        self.assertEqual((r.returncode, r.stdout.split(' ')[0]), (0, qid), r.stderr)
+        r = subprocess.run([self.inst.bin('postern-confcheck')], env=bare, stderr=subprocess.PIPE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # a copy outside any instance says what it needs instead of guessing
+        with tempfile.TemporaryDirectory() as d:
+            os.mkdir(os.path.join(d, 'bin'))
+            shutil.copy(self.inst.bin('postern-queue'), os.path.join(d, 'bin'))
+            r = subprocess.run([os.path.join(d, 'bin', 'postern-queue'), 'list'], env=bare,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+            self.assertEqual(r.returncode, 100)
+            self.assertIn('no ROOT: give --root DIR, set POSTERN_ROOT', r.stderr)
         r = self.inst.run('postern-queue', 'show', qid)
         env, _, head = r.stdout.partition('--\n')
         self.assertIn('id ' + qid, env)
