@@ -1,5 +1,6 @@
 /* sendmail - the interface local programs use to send mail:
  *   sendmail [-t] [-i] [-oi] [-f sender] [-F name] [-C ROOT] [--] [rcpt ...]
+ * (and, ignored: -oX, -B 7BIT|8BITMIME, -N, -R, -V, -h, -U, -n, -m, -bm, -v)
  * reads the message on stdin (a lone "." line ends it unless -i/-oi),
  * converts CRLF to LF, adds Date:/Message-ID:/From: if missing, with -t
  * takes recipients from To:/Cc:/Bcc: and removes Bcc:, and hands it all to
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "sendmail.h"
@@ -24,7 +26,18 @@ static _Noreturn void usage(const char *why)
     exit(SM_EX_USAGE);
 }
 
-/* option letters: refuse the modes we do not implement, clearly */
+/* the value of option letter a[1]: the rest of a, else the next argument */
+static const char *value(int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    const char *v = a[2] ? a + 2 : (*i + 1 < argc ? argv[++*i] : NULL);
+    if (!v) usage("option needs a value");
+    return v;
+}
+
+/* option letters: what callers such as cron ("-FCronDaemon -i -B8BITMIME
+ * -oem root"), mailx and PHP pass is understood or harmlessly ignored; the
+ * modes we do not implement are refused, clearly */
 static void parse_args(int argc, char **argv, struct sm_opts *o)
 {
     int i = 1;
@@ -33,14 +46,17 @@ static void parse_args(int argc, char **argv, struct sm_opts *o)
         if (!strcmp(a, "--")) { i++; break; }
         if (!strcmp(a, "-t")) o->from_headers = 1;
         else if (!strcmp(a, "-i") || !strcmp(a, "-oi")) o->no_dot = 1;
-        else if (!strcmp(a, "-odi") || !strcmp(a, "-odb") || !strcmp(a, "-oem")
-                 || !strcmp(a, "-oee") || !strcmp(a, "-bm") || !strcmp(a, "-v")) continue;
-        else if (a[1] == 'f' || a[1] == 'F' || a[1] == 'r' || a[1] == 'C') {
-            const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) usage("option needs a value");
-            if (a[1] == 'F') o->fullname = v;
-            else if (a[1] == 'C') o->root = v;
-            else o->sender = v;
+        else if (!strcmp(a, "-bm") || !strcmp(a, "-v") || !strcmp(a, "-U") || !strcmp(a, "-n")
+                 || !strcmp(a, "-m") || (a[1] == 'o' && a[2]))
+            continue;     /* delivery, error and other -o modes; submission flags */
+        else if (a[1] == 'f' || a[1] == 'r') o->sender = value(argc, argv, &i);
+        else if (a[1] == 'F') o->fullname = value(argc, argv, &i);
+        else if (a[1] == 'C') o->root = value(argc, argv, &i);
+        else if (a[1] == 'B') {
+            const char *v = value(argc, argv, &i);
+            if (strcasecmp(v, "7BIT") && strcasecmp(v, "8BITMIME")) usage("-B takes 7BIT or 8BITMIME");
+        } else if (a[1] == 'N' || a[1] == 'R' || a[1] == 'V' || a[1] == 'h') {
+            (void)value(argc, argv, &i);   /* DSN notify/return/envid, hop count: not kept */
         } else if (!strncmp(a, "-b", 2) || !strncmp(a, "-q", 2)) {
             fprintf(stderr, "sendmail: %s: not supported: postern's sendmail only queues mail "
                             "(SMTP is smtp-listener, the queue is postern-queue)\n", a);

@@ -373,6 +373,32 @@ class RunningHost(unittest.TestCase):
                                                    ('PASS ' + PASSWORD, '+OK'), ('STAT', '+OK'), ('QUIT', '+OK')])
         self.assertGreaterEqual(int(r[3].split()[1]), before + 2)
 
+    def test_sendmail_as_cron_and_mailx_call_it(self):
+        """The options real callers pass: Debian's cron runs
+        "sendmail -FCronDaemon -i -B8BITMIME -oem USER", mailx "-oi -oem --
+        USER", PHP "-t -i"; each message is queued and delivered. A mode
+        postern does not have (-bs, -q) is refused with 64"""
+        before = len(self.inst.maildir_messages('alice'))
+        calls = (['-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'alice'],
+                 ['-oi', '-oem', '-odi', '-N', 'never', '-U', '--', 'alice'],
+                 ['-t', '-i', '-B', '7BIT', '-V', 'env1', '-R', 'hdrs', '-h', '3'])
+        for n, args in enumerate(calls):
+            msg = b'To: alice@example.test\nSubject: caller %d\n\nout\n' % n
+            r = subprocess.run([self.inst.bin('sendmail')] + args, input=msg, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(r.returncode, 0, (args, r.stderr))
+        msgs = self.inst.wait_for(lambda: (lambda m: m if len(m) >= before + 3 else None)(
+            self.inst.maildir_messages('alice')), 20, what='three deliveries')
+        subjects = sorted(re.search(rb'Subject: (caller \d)', d).group(1) for _, d in msgs
+                          if b'Subject: caller' in d)
+        self.assertEqual(subjects, [b'caller 0', b'caller 1', b'caller 2'])
+        cron = [d for _, d in msgs if b'Subject: caller 0' in d][0]
+        self.assertIn(b'\nFrom: "CronDaemon" <root@', cron)
+        for args in (['-bs'], ['-q'], ['-B', 'BINARYMIME', 'alice'], ['-X']):
+            r = subprocess.run([self.inst.bin('sendmail')] + args, input=b'x\n', stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(r.returncode, 64, (args, r.stderr))
+
     def test_sighup_max_recipients_smtp(self):
         steps = [(None, '220'), ('EHLO c.test', '250'), ('MAIL FROM:<a@client.test>', '250'),
                  ('RCPT TO:<alice@example.test>', '250'), ('RCPT TO:<alice@localhost>', '250'),
