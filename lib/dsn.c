@@ -170,6 +170,13 @@ static const char *default_status(enum dsn_kind k)
     return k == DSN_FAILURE ? "5.0.0" : k == DSN_DELAY ? "4.0.0" : "2.0.0";
 }
 
+/* an SMTP reply ("NNN text" or "NNN") starts at r */
+static int is_reply(const char *r)
+{
+    return r[0] >= '2' && r[0] <= '5' && r[1] >= '0' && r[1] <= '9' && r[2] >= '0' && r[2] <= '9'
+           && (r[3] == ' ' || r[3] == '\0');
+}
+
 /* remote-deliverer's "host H said: NNN text": *host and *hostlen the name (or
  * "[literal]") of H, returns "NNN text"; else NULL */
 static const char *remote_said(const char *d, const char **host, size_t *hostlen)
@@ -178,9 +185,7 @@ static const char *remote_said(const char *d, const char **host, size_t *hostlen
     const char *said = n > 5 && !strncmp(d, "host ", 5) ? memmem(d + 5, n - 5, " said: ", 7) : NULL;
     if (!said || said == d + 5) return NULL;
     const char *r = said + 7;
-    if (r[0] < '2' || r[0] > '5' || r[1] < '0' || r[1] > '9' || r[2] < '0' || r[2] > '9'
-        || (r[3] != ' ' && r[3] != '\0'))
-        return NULL;
+    if (!is_reply(r)) return NULL;
     *host = d + 5;
     const char *br = memchr(*host, '[', (size_t)(said - *host));
     const char *end = !br ? said : br > *host ? br : memchr(br, ']', (size_t)(said - br));
@@ -279,9 +284,11 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
                 return 0;
             diag = reply;
         }
+        /* RFC 3464 2.3.6: "smtp" only for an SMTP reply; postern's own
+         * reasons (no such user, DNS, quota) get a type of their own */
         if (diag && diag[0]
-            && (!buf_appends(b, "Diagnostic-Code: smtp; ") || !appends_clean(b, diag, VALUE_MAX, 0, 0)
-                || !buf_appends(b, "\n")))
+            && (!buf_appends(b, is_reply(diag) ? "Diagnostic-Code: smtp; " : "Diagnostic-Code: X-Postern; ")
+                || !appends_clean(b, diag, VALUE_MAX, 0, 0) || !buf_appends(b, "\n")))
             return 0;
         if (!buf_appends(b, "Last-Attempt-Date: ") || !append_date(b, now) || !buf_appends(b, "\n"))
             return 0;

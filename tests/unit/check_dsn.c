@@ -237,7 +237,15 @@ START_TEST(test_remote_mta)
     compose(DSN_FAILURE, 2, msg1, sizeof msg1 - 1, 1000000, &mm);
     p = &mm.part[1];
     ck_assert(!field(p->b, p->blen, "Remote-MTA: "));
-    assert_field(p->b, p->blen, "Diagnostic-Code: ", "smtp; host mx.example.com said: nothing useful");
+    assert_field(p->b, p->blen, "Diagnostic-Code: ", "X-Postern; host mx.example.com said: nothing useful");
+    /* postern's own reasons are not SMTP replies (RFC 3464 2.3.6) */
+    it[0].diagnostic = "no such user";
+    it[1].diagnostic = "5.1.2 domain x.invalid does not exist (DNS: NXDOMAIN)";
+    compose(DSN_FAILURE, 2, msg1, sizeof msg1 - 1, 1000000, &mm);
+    p = &mm.part[1];
+    ck_assert(contains(p->b, p->blen, "Diagnostic-Code: X-Postern; no such user\n"));
+    ck_assert(contains(p->b, p->blen, "Diagnostic-Code: X-Postern; 5.1.2 domain x.invalid"));
+    ck_assert(!field(p->b, p->blen, "Remote-MTA: "));
 }
 END_TEST
 
@@ -476,7 +484,7 @@ START_TEST(test_long_values)
     memset(rc[0].addr, 'a', ENV_ADDR_MAX);
     rc[0].addr[ENV_ADDR_MAX] = 0;
     compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);   /* asserts lines <= 998 */
-    const char *v = field(mm.part[1].b, mm.part[1].blen, "Diagnostic-Code: smtp; ");
+    const char *v = field(mm.part[1].b, mm.part[1].blen, "Diagnostic-Code: X-Postern; ");
     ck_assert_ptr_nonnull(v);
     ck_assert_uint_eq(strlen(v), 900);
     /* many recipients */
