@@ -17,7 +17,7 @@ int main(int argc, char **argv)
     char rootbuf[PATH_MAX];
     const char *root = config_root_tool(argc == 2 ? argv[1] : NULL, rootbuf, sizeof rootbuf);
     if (!root || argc > 2) {
-        fputs("usage: postern-confcheck ROOT\n", stderr);
+        fputs("usage: postern-confcheck [ROOT] (ROOT: else $POSTERN_ROOT, else the instance of ROOT/bin/postern-confcheck)\n", stderr);
         return 100;
     }
     errno = 0;
