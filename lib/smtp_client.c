@@ -464,6 +464,29 @@ static int ehlo(struct txn *t, const struct smtp_job *j, struct smtp_ext *ext)
     return 1;
 }
 
+/* 1 if the reply's first line names our own host (its first word, case
+ * aside, a trailing dot aside): the server is this host, e.g. an MX or a
+ * route that points back here for a domain that is not local */
+static int names_us(const struct smtp_reply *r, const char *me)
+{
+    size_t n = strcspn(r->text, " \n"), m = strlen(me);
+    if (n && r->text[n - 1] == '.') n--;
+    if (m && me[m - 1] == '.') m--;
+    return m && n == m && !strncasecmp(r->text, me, m);
+}
+
+/* RFC 5321 5.1 and Postfix's "loops back to myself": relaying to ourselves
+ * would only pile up Received: lines until the hop limit; a permanent
+ * failure for this host (the next MX, if any, is still tried) */
+static int loops_back(struct txn *t, const struct smtp_job *j, const char *how)
+{
+    if (!names_us(&t->r, j->helo)) return 0;
+    snprintf(t->status, t->cap, "5.4.6 mail loops back to myself: host %s %s my own host name %s",
+             t->peer, how, j->helo);
+    quit(t);
+    return 1;
+}
+
 /* the part before MAIL: greeting, EHLO, STARTTLS, AUTH */
 static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
                                       smtp_starttls_fn *starttls, void *tlsctx,
@@ -471,7 +494,9 @@ static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
 {
     if (!read_reply(t, "initial greeting", t->c->timeout_ms)) return SMTP_NEXT_HOST;
     if (t->r.code != 220) { reply_status(t, "initial greeting"); quit(t); return SMTP_NEXT_HOST; }
+    if (loops_back(t, j, "greeted me with")) return SMTP_NEXT_HOST;
     if (!ehlo(t, j, ext)) { quit(t); return SMTP_NEXT_HOST; }
+    if (loops_back(t, j, "answered EHLO with")) return SMTP_NEXT_HOST;
     int tls = 0;
     if (j->tls != SMTP_TLS_NONE && ext->starttls && starttls) {
         if (!cmd(t, "STARTTLS") || !smtp_flush(t->c)) { io_status(t, "STARTTLS"); return SMTP_NEXT_HOST; }

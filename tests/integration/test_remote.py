@@ -160,6 +160,26 @@ class DeliveryTest(RemoteBase):
         self.assertTrue(any(l.startswith(b'HELO ') for l in s.messages[0]['lines']))
         self.assertEqual(s.messages[0]['mail'], 'MAIL FROM:<alice@example.test>')
 
+    def test_server_that_is_this_host_is_a_loop(self):
+        """An MX or route that leads back here (a server that greets or
+        answers EHLO with our own host name, Postfix's "loops back to
+        myself"): permanent 5.4.6 at once, no MAIL sent, instead of relaying
+        to ourselves until the Received: hop limit"""
+        for knobs, how in (({'greeting': b'220 MAIL.example.test ESMTP postern\r\n'}, 'greeted me with'),
+                           ({'ehlo_reply': b'250-mail.example.test.\r\n250 PIPELINING\r\n'},
+                            'answered EHLO with')):
+            s = self.sink(**knobs)
+            d = self.routed(s)
+            r = d.deliver('bob@example.net', MESSAGE)
+            self.assertEqual(r['S'], 'p', r)
+            self.assertTrue(r['X'].startswith('5.4.6 mail loops back to myself: host [127.0.0.1]:%d %s '
+                                              'my own host name mail.example.test' % (s.port, how)), r)
+            self.assertFalse(any(l.startswith(b'MAIL ') for m in s.messages for l in m['lines']), s.messages)
+        # a name that merely starts like ours is someone else
+        s = self.sink(greeting=b'220 mail.example.test.other ESMTP\r\n')
+        r = self.routed(s).deliver('bob@example.net', MESSAGE)
+        self.assertEqual(r['S'], 's', r)
+
     def test_required_tls_missing_is_temporary(self):
         s = self.sink(starttls=False)
         d = self.routed(s, 'tls=require-verify')
