@@ -22,7 +22,8 @@
 static struct smtp_session session;   /* large buffers: not on the stack */
 
 static _Noreturn void session_main(const struct listener *l, int fd, int chan,
-                                   const struct sockaddr *peer, int port)
+                                   const struct sockaddr *peer, int port,
+                                   const struct sockaddr_storage *local, socklen_t llen)
 {
     char dir[CONFIG_NAME_MAX + 16];
     snprintf(dir, sizeof dir, "%s/empty", l->root);
@@ -38,6 +39,7 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     mc.timeout_ms = l->cf.session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(l->cf.session_timeout * 1000);
     smtp_mon_injector(&inj, &mc);
     smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port);
+    if (llen) smtp_session_set_local(&session, (const struct sockaddr *)local, llen);
     smtp_session_run(&session);
     smtp_session_free(&session);
     _exit(EXIT_OK);
@@ -48,6 +50,10 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     int sp[2];
     char inject[CONFIG_NAME_MAX + 32], proxy[CONFIG_NAME_MAX + 32], client[64];
     snprintf(proxy, sizeof proxy, "%s/bin/tls-proxy", l->root);
+    /* our address on the TCP connection, before tls-proxy stands in between */
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof local;
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) llen = 0;
     if (port == SMTP_PORT_SMTPS) {
         /* implicit TLS (RFC 8314): the session only ever sees plaintext */
         int plain;
@@ -66,7 +72,7 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     if (pid < 0) { log_error(NULL, "event=fork error=%s", strerror(errno)); _exit(EXIT_TEMP); }
     if (pid == 0) {
         close(sp[0]);
-        session_main(l, fd, sp[1], peer, port);
+        session_main(l, fd, sp[1], peer, port, &local, llen);
     }
     close(fd);       /* the monitor never touches the client connection */
     close(sp[1]);

@@ -592,6 +592,23 @@ class SmtpEndToEnd(unittest.TestCase):
         out = raw_session(port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<"ali ce"@example.test>\r\nQUIT\r\n')
         self.assertIn('550 5.1.1 <"ali ce"@example.test>', out)
 
+    def test_own_address_literal_is_local(self):
+        """RFC 1123 5.2.17: mail to this host's own address literal is
+        accepted and delivered here (as alice@hostname), not relayed to
+        ourselves; an unknown user at it is unknown"""
+        port = self.inst.port('smtp')
+        out = raw_session(port, b'EHLO x\r\nMAIL FROM:<bob@client.test>\r\nRCPT TO:<nobody@[127.0.0.1]>\r\n'
+                          b'RCPT TO:<alice@[127.0.0.1]>\r\nDATA\r\nSubject: literal\r\n\r\nbody\r\n.\r\nQUIT\r\n')
+        self.assertIn('550 5.1.1 <nobody@[127.0.0.1]>', out)
+        self.assertIn('250 2.0.0 Ok: queued', out)
+        msgs = self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), timeout=20,
+                                  what='delivery\n' + self.inst.log('queue-manager'))
+        self.assertIn(b'Delivered-To: alice@' + HOST.encode() + b'\n', msgs[0][1])
+        self.assertTrue(msgs[0][1].endswith(b'Subject: literal\n\nbody\n'))
+        log = self.inst.log('queue-manager')
+        self.assertIn('rcpt=alice@%s result=delivered' % HOST, log)
+        self.assertNotIn(' job=', log)          # no remote-deliverer job: nothing went out
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -150,6 +151,7 @@ static const struct smtp_injector fake_tls = { NULL, fake_start, fake_finish, fa
 /* ---- running a session ---- */
 
 static const char *peer_ip = "127.0.0.1";
+static const char *local_ip = NULL;   /* our address on the connection; NULL: a socketpair's */
 
 /* Run a session in a child on a socketpair (a port of the given kind,
  * with the given injector), send script, and if script2 then, once "220
@@ -181,6 +183,11 @@ static char *run_session_ex(const struct smtp_injector *inj, int port, const cha
         inet_pton(AF_INET, peer_ip, &sin.sin_addr);
         static struct smtp_session s;
         smtp_session_init(&s, &cf, &map, inj, sp[1], (struct sockaddr *)&sin, port);
+        if (local_ip) {
+            struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = htons(25) };
+            inet_pton(AF_INET, local_ip, &me.sin_addr);
+            smtp_session_set_local(&s, (struct sockaddr *)&me, sizeof me);
+        }
         int ok = smtp_session_run(&s);
         smtp_session_free(&s);
         _exit(ok ? 0 : 1);
@@ -404,6 +411,48 @@ START_TEST(test_recipient_policy)
     ck_assert(strstr(out, "554 5.7.1 <sarah@yourdomain.com>: Relay access denied\r\n"));
     ck_assert(strstr(out, "550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown\r\n"));
     free(out);
+}
+END_TEST
+
+/* RFC 1123 5.2.17: mail to our own address literal is local (delivered as
+ * user@hostname); another address literal is a relay destination */
+START_TEST(test_own_address_literal)
+{
+    peer_ip = "192.0.2.7";    /* not in relay_networks */
+    local_ip = "192.0.2.1";
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                    "RCPT TO:<Alice+x@[192.0.2.1]>\r\n"           /* 250: alice */
+                    "RCPT TO:<bob@[192.0.2.1]>\r\n"               /* 550 unknown */
+                    "RCPT TO:<alice@[192.0.2.2]>\r\n"             /* 554: not us */
+                    "RCPT TO:<alice@[IPv6:::ffff:192.0.2.1]>\r\n" /* 250: us, mapped */
+                    "RCPT TO:<alice@[IPv6:2001:db8::1]>\r\n"      /* 554 */
+                    "DATA\r\nSubject: x\r\n\r\nb\r\n.\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 550 554 250 554 354 250 221");
+    ck_assert(strstr(out, "550 5.1.1 <bob@[192.0.2.1]>: Recipient address rejected: User unknown\r\n"));
+    ck_assert(env_has("TAlice+x@mx.example.test\t\t"));
+    ck_assert(env_has("Talice@mx.example.test\t\t"));
+    free(out);
+
+    struct sockaddr_in v4 = { .sin_family = AF_INET };
+    struct sockaddr_in6 v6 = { .sin6_family = AF_INET6 }, m6 = { .sin6_family = AF_INET6 };
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    inet_pton(AF_INET, "127.0.0.1", &v4.sin_addr);
+    inet_pton(AF_INET6, "2001:db8::1", &v6.sin6_addr);
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &m6.sin6_addr);
+#define LIT(s, a) smtp_literal_is((s), sizeof(s) - 1, (const struct sockaddr *)(a))
+    ck_assert(LIT("[127.0.0.1]", &v4));
+    ck_assert(LIT("[IPv6:::ffff:127.0.0.1]", &v4));
+    ck_assert(LIT("[127.0.0.1]", &m6));
+    ck_assert(LIT("[ipv6:2001:DB8:0::1]", &v6));
+    ck_assert(!LIT("[127.0.0.2]", &v4));
+    ck_assert(!LIT("[127.0.0.1]", &v6));
+    ck_assert(!LIT("[IPv6:2001:db8::1]", &v4));
+    ck_assert(!LIT("[127.0.0.1]", &un));
+    ck_assert(!LIT("127.0.0.1", &v4));
+    ck_assert(!LIT("[127.0.0.1", &v4));
+    ck_assert(!LIT("[]", &v4));
+    ck_assert(!LIT("[IPv6:127.0.0.1]", &v4));
+#undef LIT
 }
 END_TEST
 
@@ -843,6 +892,7 @@ int main(void)
     tcase_add_test(core, test_seed_001_bracketless);
     tcase_add_test(core, test_seed_004_ehlo_notify);
     tcase_add_test(core, test_recipient_policy);
+    tcase_add_test(core, test_own_address_literal);
     tcase_add_test(core, test_sequence_errors);
     tcase_add_test(core, test_other_commands);
     tcase_add_test(core, test_dot_unstuff_and_bdat);
