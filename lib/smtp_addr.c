@@ -566,3 +566,24 @@ int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *r
     if (bad) { *reply = bad; memset(rp, 0, sizeof *rp); errno = EINVAL; return 0; }
     return 1;
 }
+
+int smtp_xtext(const char *s, char *dst, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 33 && ch <= 126 && ch != '+' && ch != '=') {
+            if (o + 1 >= cap) { errno = E2BIG; return 0; }
+            dst[o++] = (char)ch;
+        } else {
+            if (o + 3 >= cap) { errno = E2BIG; return 0; }
+            dst[o++] = '+';
+            dst[o++] = hex[ch >> 4];
+            dst[o++] = hex[ch & 15];
+        }
+    }
+    if (!cap) { errno = E2BIG; return 0; }
+    dst[o] = 0;
+    return 1;
+}

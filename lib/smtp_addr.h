@@ -83,6 +83,10 @@ int smtp_mail_params_parse(const char *s, size_t len, struct smtp_mail_params *m
 int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *rp,
                            const char **reply);
 
+/* xtext (RFC 3461) of s into dst (NUL-terminated), as ORCPT and ENVID carry
+ * it: 1, or 0 with E2BIG */
+int smtp_xtext(const char *s, char *dst, size_t cap);
+
 /* Overflow-safe decimal: 1 and *out, or 0 (not a number / > max). */
 int smtp_parse_ull(const char *s, size_t len, unsigned long long max, unsigned long long *out);
 

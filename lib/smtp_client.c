@@ -348,27 +348,6 @@ int smtp_base64(const unsigned char *src, size_t n, char *dst, size_t cap)
     return 1;
 }
 
-int smtp_xtext(const char *s, char *dst, size_t cap)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 33 && ch <= 126 && ch != '+' && ch != '=') {
-            if (o + 1 >= cap) { errno = E2BIG; return 0; }
-            dst[o++] = (char)ch;
-        } else {
-            if (o + 3 >= cap) { errno = E2BIG; return 0; }
-            dst[o++] = '+';
-            dst[o++] = hex[ch >> 4];
-            dst[o++] = hex[ch & 15];
-        }
-    }
-    if (!cap) { errno = E2BIG; return 0; }
-    dst[o] = 0;
-    return 1;
-}
-
 /* --------------------------------------------------------- transaction */
 
 struct txn {

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "smtp_addr.h"
+
 #define SMTP_REPLY_LINE_MAX 1000     /* octets, CRLF included (RFC 5321 4.5.3.1.5) */
 #define SMTP_REPLY_LINES_MAX 100     /* lines in one reply */
 #define SMTP_REPLY_TOTAL_MAX 16384   /* text octets in one reply */
@@ -99,8 +101,7 @@ void smtp_ext_parse(struct smtp_ext *e, const struct smtp_reply *ehlo);
 
 /* base64 of src[0..n) into dst (NUL-terminated): 1, or 0 with E2BIG */
 int smtp_base64(const unsigned char *src, size_t n, char *dst, size_t cap);
-/* xtext (RFC 3461) of s into dst: 1, or 0 with E2BIG */
-int smtp_xtext(const char *s, char *dst, size_t cap);
+/* (smtp_xtext, for ORCPT and ENVID, is in smtp_addr.h) */
 
 /* ---- one transaction ---- */
 

@@ -348,6 +348,13 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
         replyf(s, "554 5.7.1 <%s>: Relay access denied", p.addr);
         return 1;
     }
+    /* a recipient queued under another name (<postmaster>, our own address
+     * literal) keeps the one the client gave as its original recipient for
+     * DSNs (RFC 3461 4.2), unless the client gave an ORCPT itself */
+    if (!rp.orcpt[0] && strcmp(addr, p.addr)) {
+        memcpy(rp.orcpt, "rfc822;", 7);
+        if (!smtp_xtext(p.addr, rp.orcpt + 7, sizeof rp.orcpt - 7)) rp.orcpt[0] = 0;
+    }
     if (!rcpt_store(s, addr, &rp)) { reply(s, "452 4.3.0 Error: out of memory"); return 1; }
     s->state = SMTP_S_RCPT;
     log_info(s->id, "event=rcpt to=%s", s->logarg);
