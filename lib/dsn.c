@@ -1,6 +1,7 @@
 /* dsn.c - compose RFC 3464 delivery status notifications. Uses only the
  * struct definitions of envelope.h, none of envelope.c's functions. */
 #include "dsn.h"
+#include "mailhdr.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -84,17 +85,8 @@ static int appends_clean(struct buf *b, const char *s, size_t max, int xtext, in
 /* RFC 5322 date in UTC, locale-independent */
 static int append_date(struct buf *b, time_t t)
 {
-    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 || tm.tm_mon > 11
-        || tm.tm_year < -1900 + 1 || tm.tm_year > 9999 - 1900) {
-        errno = EINVAL;
-        return 0;
-    }
-    return buf_appendf(b, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-                       months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    char date[64];
+    return mailhdr_date_utc(t, date, sizeof date) && buf_appends(b, date);
 }
 
 /* "d.ddd.ddd" with class 2, 4 or 5 */

@@ -2,6 +2,7 @@
 #include "mailhdr.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -92,5 +93,22 @@ int mailhdr_addresses(const char *s, size_t len, int (*fn)(void *ctx, const char
         }
     }
     if (angle) { errno = EINVAL; return 0; }
+    return 1;
+}
+
+int mailhdr_date_utc(time_t t, char *dst, size_t cap)
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 || tm.tm_mon > 11
+        || tm.tm_year < -1900 + 1 || tm.tm_year > 9999 - 1900) {
+        errno = EINVAL;
+        return 0;
+    }
+    int n = snprintf(dst, cap, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
+                     months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (n < 0 || (size_t)n >= cap) { errno = ENOSPC; return 0; }
     return 1;
 }

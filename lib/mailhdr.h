@@ -1,11 +1,18 @@
 /* mailhdr.h - small pieces of RFC 5322 message headers that sendmail needs:
  * is a line a header field (or its continuation), which field is it, and
  * the addresses of an address list (To/Cc/Bcc), comments, display names,
- * groups and quoted strings handled. No allocation; every copy bounded. */
+ * groups and quoted strings handled; and the date-time postern writes in
+ * Received: and DSNs. No allocation; every copy bounded. */
 #ifndef POSTERN_MAILHDR_H
 #define POSTERN_MAILHDR_H
 
 #include <stddef.h>
+#include <time.h>
+
+/* t as an RFC 5322 date-time in UTC ("Thu, 26 Nov 2026 09:04:45 +0000"),
+ * locale-independent and without the time zone files (so the same in a
+ * chroot): 1, or 0 (EINVAL: t out of range; ENOSPC: cap too small). */
+int mailhdr_date_utc(time_t t, char *dst, size_t cap);
 
 /* s[0..len) without its line end: 1 if it is "name:" (printable ASCII
  * other than ':' and space, at least one) with *namelen set; 0 if not. */

@@ -20,6 +20,7 @@
 #include "err.h"
 #include "listen.h"
 #include "log.h"
+#include "mailhdr.h"
 #include "sasl.h"
 #include "smtp_body.h"
 #include "smtp_net.h"
@@ -387,9 +388,7 @@ int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client
     char using[160] = "";
     if (tls && *tls) snprintf(using, sizeof using, "\n\t(using %s)", tls);
     char date[64];
-    struct tm tm;
-    time_t t = (time_t)now;
-    if (!gmtime_r(&t, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+    if (!mailhdr_date_utc((time_t)now, date, sizeof date))
         snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
     int n;
     if (rcpt)

@@ -57,6 +57,25 @@ START_TEST(test_addresses)
 }
 END_TEST
 
+START_TEST(test_date_utc)
+{
+    char d[64];
+    ck_assert(mailhdr_date_utc(0, d, sizeof d));
+    ck_assert_str_eq(d, "Thu, 01 Jan 1970 00:00:00 +0000");
+    ck_assert(mailhdr_date_utc(1795683885, d, sizeof d));
+    ck_assert_str_eq(d, "Thu, 26 Nov 2026 09:04:45 +0000");
+    ck_assert(mailhdr_date_utc(951782400, d, sizeof d));          /* a leap day */
+    ck_assert_str_eq(d, "Tue, 29 Feb 2000 00:00:00 +0000");
+    ck_assert(mailhdr_date_utc(1795683885, d, 32));               /* 31 characters and the NUL */
+    errno = 0;
+    ck_assert(!mailhdr_date_utc(1795683885, d, 31));
+    ck_assert_int_eq(errno, ENOSPC);
+    errno = 0;
+    ck_assert(!mailhdr_date_utc((time_t)400000000000LL, d, sizeof d));   /* year > 9999 */
+    ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
 START_TEST(test_limits)
 {
     ck_assert(!addrs(" <a@x"));
@@ -96,6 +115,7 @@ int main(void)
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_fields);
     tcase_add_test(core, test_addresses);
+    tcase_add_test(core, test_date_utc);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits);

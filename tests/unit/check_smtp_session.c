@@ -860,6 +860,8 @@ START_TEST(test_received_field)
     ck_assert_str_eq(dst, "Received: from h.example ([192.0.2.1])\n\tby mx.example.test (postern) with ESMTP id abc.1\n"
                           "\tfor <u@example.test>; Thu, 01 Jan 1970 00:00:00 +0000");
     ck_assert(!smtp_received(dst, 40, "h", "c", "m", "SMTP", "i", NULL, NULL, 0));
+    ck_assert(smtp_received(dst, sizeof dst, "h", "c", "m", "SMTP", "i", NULL, NULL, 1795683885));
+    ck_assert(strstr(dst, ";\n\tThu, 26 Nov 2026 09:04:45 +0000"));
     ck_assert(smtp_received(dst, sizeof dst, "h", "192.0.2.1", "m", "ESMTPSA", "i", NULL,
                             "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256", 0));
     ck_assert_str_eq(dst, "Received: from h ([192.0.2.1])\n\t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)\n"
