@@ -4,6 +4,7 @@
  * Usage: smtp-listener [-d FD] ROOT */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -25,6 +26,9 @@ int main(int argc, char **argv)
     if (!root) die_perm("usage: smtp-listener [-d FD] ROOT (or $POSTERN_ROOT)");
     if (!listener_load(&l, root, err, sizeof err)) die_perm("%s", err);
     if (!listener_bind(&l, err, sizeof err)) die_temp("%s", err);
+    /* libc reads the time zone once, at the first time conversion; doing it
+     * here means no session looks for /etc/localtime inside its chroot */
+    tzset();
     log_info(NULL, "event=start listeners=%zu hostname=%s", l.ls.n, l.cf.hostname);
     if (ready_fd >= 0) {
         if (write(ready_fd, "\n", 1) != 1) log_warn(NULL, "event=readiness error=write");
