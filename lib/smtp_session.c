@@ -2,10 +2,8 @@
 #include "smtp_session.h"
 
 #include <errno.h>
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -211,37 +209,6 @@ static int keyword(const char *arg, size_t len, const char *kw, size_t *skip)
     return 1;
 }
 
-int smtp_literal_is(const char *lit, size_t len, const struct sockaddr *local)
-{
-    char text[INET6_ADDRSTRLEN + 8];
-    unsigned char want[16], have[16];
-    int fam;
-    if (len < 3 || lit[0] != '[' || lit[len - 1] != ']' || len - 2 >= sizeof text) return 0;
-    memcpy(text, lit + 1, len - 2);
-    text[len - 2] = 0;
-    if (!strncasecmp(text, "IPv6:", 5)) {
-        if (inet_pton(AF_INET6, text + 5, want) != 1) return 0;
-        fam = AF_INET6;
-    } else {
-        if (inet_pton(AF_INET, text, want) != 1) return 0;
-        fam = AF_INET;
-    }
-    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    size_t n;
-    if (local->sa_family == AF_INET) {
-        memcpy(have, &((const struct sockaddr_in *)local)->sin_addr, 4);
-        n = 4;
-    } else if (local->sa_family == AF_INET6) {
-        memcpy(have, &((const struct sockaddr_in6 *)local)->sin6_addr, 16);
-        n = 16;
-        if (!memcmp(have, mapped, 12)) { memmove(have, have + 12, 4); n = 4; }
-    } else {
-        return 0;
-    }
-    if (fam == AF_INET6 && !memcmp(want, mapped, 12)) { memmove(want, want + 12, 4); fam = AF_INET; }
-    return (fam == AF_INET ? 4u : 16u) == n && !memcmp(want, have, n);
-}
-
 /* an authenticated user may send as user[+detail]@<any local domain>, or <> */
 static int sender_owned(const struct smtp_session *s, const struct smtp_path *p)
 {
@@ -332,7 +299,7 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
             memcpy(addr, "postmaster@", 11);
             memcpy(addr + 11, s->cf->hostname, h + 1);
         }
-    } else if (p.literal ? smtp_literal_is(p.domain, p.domain_len, (const struct sockaddr *)&s->local)
+    } else if (p.literal ? smtp_net_literal_is(p.domain, p.domain_len, (const struct sockaddr *)&s->local)
                          : config_is_local_domain(s->cf, p.domain, p.domain_len)) {
         char user[SMTP_LOCAL_MAX + 1];
         if (!smtp_path_local_user(&p, user, sizeof user) || !smtp_rcptmap_has(s->map, user)) {
@@ -1069,8 +1036,6 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);
     sockaddr_text(peer, s->client, sizeof s->client);
     s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
-    socklen_t llen = sizeof s->local;
-    if (getsockname(fd, (struct sockaddr *)&s->local, &llen) < 0) s->local.ss_family = AF_UNSPEC;
     snprintf(s->id, sizeof s->id, "%08llx%06x", (unsigned long long)time(NULL),
              (unsigned)getpid() & 0xffffffu);
     log_info(s->id, "event=connect client=%s port=%u submission=%d tls=%d relay=%d", s->client,

@@ -132,13 +132,10 @@ struct smtp_session {
 void smtp_session_init(struct smtp_session *s, const struct config *cf,
                        const struct smtp_rcptmap *map, const struct smtp_injector *inj,
                        int fd, const struct sockaddr *peer, int port);
-/* Our own address on this connection, for the address literal that names
- * this host (RFC 1123 5.2.17); smtp_session_init takes it from fd when fd is
- * the TCP socket itself. */
+/* Our own address on this connection (getsockname of the TCP socket, taken
+ * by the caller before tls-proxy stands in between), for the address
+ * literal that names this host (RFC 1123 5.2.17); unset, no literal is ours. */
 void smtp_session_set_local(struct smtp_session *s, const struct sockaddr *local, socklen_t len);
-/* 1 if the address literal lit ("[192.0.2.1]", "[IPv6:2001:db8::1]") is the
- * address local (an IPv4-mapped IPv6 address counts as its IPv4 one) */
-int smtp_literal_is(const char *lit, size_t len, const struct sockaddr *local);
 /* Greet and serve until QUIT, EOF, timeout or a fatal error; logs the
  * disconnect line. 1 after QUIT, 0 otherwise (s->end_reason says why). */
 int smtp_session_run(struct smtp_session *s);

@@ -20,6 +20,7 @@
 #include "buf.h"
 #include "io.h"
 #include "log.h"
+#include "smtp_net.h"
 #include "smtp_session.h"
 
 static struct config cf;
@@ -441,7 +442,7 @@ START_TEST(test_own_address_literal)
     inet_pton(AF_INET, "127.0.0.1", &v4.sin_addr);
     inet_pton(AF_INET6, "2001:db8::1", &v6.sin6_addr);
     inet_pton(AF_INET6, "::ffff:127.0.0.1", &m6.sin6_addr);
-#define LIT(s, a) smtp_literal_is((s), sizeof(s) - 1, (const struct sockaddr *)(a))
+#define LIT(s, a) smtp_net_literal_is((s), sizeof(s) - 1, (const struct sockaddr *)(a))
     ck_assert(LIT("[127.0.0.1]", &v4));
     ck_assert(LIT("[IPv6:::ffff:127.0.0.1]", &v4));
     ck_assert(LIT("[127.0.0.1]", &m6));
