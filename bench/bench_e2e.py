@@ -62,9 +62,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'integration'))
 
 import bench_reception  # noqa: E402  (its pipelining client)
-from bench_smtp import Client  # noqa: E402  (the lock-step one)
+from bench_smtp import Client, cpu_diff, proc_times  # noqa: E402  (the lock-step client; CPU accounting)
 
-TICK = os.sysconf('SC_CLK_TCK')
 BLAST = [None]   # --blast
 
 
@@ -107,41 +106,6 @@ def client_proc(port, idx, count, per_conn, users, size, start, out):
         if c is not None:
             c.close()
     out.put((ok, bad, time.monotonic()))
-
-
-def proc_times(inst):
-    out = {}
-    for pid in inst.processes():
-        try:
-            exe = os.path.basename(os.readlink('/proc/%d/exe' % pid))
-            with open('/proc/%d/stat' % pid) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(')') + 2:].split()
-        ut, stt, cut, cst = (int(fields[i]) for i in (11, 12, 13, 14))
-        out[pid] = (exe, ut + stt, cut + cst)
-    return out
-
-
-def cpu_diff(before, after):
-    per = {}
-    for pid, (exe, own, kids) in after.items():
-        b = before.get(pid)
-        if b is not None and b[0] == exe:
-            own -= b[1]
-            kids -= b[2]
-        o, k = per.get(exe, (0, 0))
-        per[exe] = (o + own, k + kids)
-    # a process that was alive before and has exited since (local-deliverer's
-    # idle mailbox workers, say) now has all its CPU in its parent's reaped
-    # children time: take away the part it had used before, which belongs to
-    # earlier runs
-    for pid, (exe, own, kids) in before.items():
-        if pid not in after:
-            o, k = per.get(exe, (0, 0))
-            per[exe] = (o, k - own - kids)
-    return {exe: (o / TICK, k / TICK) for exe, (o, k) in per.items()}
 
 
 def new_count(inst, users):

@@ -167,6 +167,14 @@ def cpu_diff(before, after):
             kids -= b[2]
         o, k = per.get(exe, (0, 0))
         per[exe] = (o + own, k + kids)
+    # a process that was alive before and has exited since (local-deliverer's
+    # idle mailbox workers, say) now has all its CPU in its parent's reaped
+    # children time: take away the part it had used before, which belongs to
+    # earlier runs
+    for pid, (exe, own, kids) in before.items():
+        if pid not in after:
+            o, k = per.get(exe, (0, 0))
+            per[exe] = (o, k - own - kids)
     return {exe: (o / TICK, k / TICK) for exe, (o, k) in per.items()}
 
 
