@@ -50,14 +50,15 @@ static void on_signal(int sig)
 
 static void users_reload(struct server *s, int force)
 {
-    struct stat st;
-    if (stat(s->users_path, &st) < 0) {
-        if (force) log_error(NULL, "event=reload file=%s error=\"%s\"", s->users_path, strerror(errno));
+    struct filesig now;
+    if (!filesig_cache_stale(&s->users_c, s->users_path, &now) && !force) return;
+    if (!now.found) {
+        /* kept: a users file that vanished is trouble, not "no users" */
+        if (force || s->users_c.sig.found)
+            log_error(NULL, "event=reload file=%s error=\"%s\" kept=previous", s->users_path, strerror(ENOENT));
+        s->users_c.sig = now;
         return;
     }
-    if (!force && st.st_ino == s->users_ino && st.st_mtim.tv_sec == s->users_mtime.tv_sec &&
-        st.st_mtim.tv_nsec == s->users_mtime.tv_nsec && st.st_size == s->users_size)
-        return;
     struct userdb db = USERDB_ZERO;
     char err[1200];
     if (!userdb_load(&db, s->users_path, 1, 0, err, sizeof err)) {
@@ -65,12 +66,11 @@ static void users_reload(struct server *s, int force)
         userdb_free(&db);
         return;
     }
+    int quiet = filesig_same(&s->users_c.sig, &now) && !force;   /* a recent file read again */
     userdb_free(&s->users);
     s->users = db;
-    s->users_ino = st.st_ino;
-    s->users_mtime = st.st_mtim;
-    s->users_size = st.st_size;
-    log_info(NULL, "event=reload users=%zu", db.n);
+    filesig_cache_loaded(&s->users_c, &now);
+    if (!quiet) log_info(NULL, "event=reload users=%zu", db.n);
 }
 
 /* SIGHUP: re-read postern.conf (auth_concurrency takes effect); a broken
@@ -95,13 +95,10 @@ static void conf_reload(struct server *s)
 
 int server_users_load(struct server *s, char *err, size_t errlen)
 {
-    struct stat st;
+    struct filesig now;
+    filesig_read(s->users_path, &now);
     if (!userdb_load(&s->users, s->users_path, 1, 1, err, errlen)) return 0;
-    if (stat(s->users_path, &st) == 0) {
-        s->users_ino = st.st_ino;
-        s->users_mtime = st.st_mtim;
-        s->users_size = st.st_size;
-    }
+    filesig_cache_loaded(&s->users_c, &now);
     return 1;
 }
 

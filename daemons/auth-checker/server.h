@@ -7,6 +7,7 @@
 
 #include "authproto.h"
 #include "config.h"
+#include "filesig.h"
 #include "userdb.h"
 
 struct server {
@@ -15,9 +16,7 @@ struct server {
     int listen_fd;
     char users_path[CONFIG_NAME_MAX + 32];
     struct userdb users;
-    ino_t users_ino;              /* to notice a rewritten users file */
-    struct timespec users_mtime;
-    off_t users_size;
+    struct filesig_cache users_c; /* to notice a changed users file */
     char dummy_hash[USERDB_HASH_MAX + 1];   /* verified for unknown users */
     uid_t allowed[4];             /* peers: root, user_smtp, user_pop3 (+ self) */
     size_t nallowed;

@@ -53,51 +53,56 @@ static int load_into(const char *root, struct config *cf, struct smtp_rcptmap *m
 
 static const char *const map_files[2] = { "conf/recipients", "conf/aliases" };
 
-static void file_sig_read(const char *root, const char *rel, struct file_sig *sig)
+/* 1 if either file of the map changed since it was read (filesig.h); now
+ * gets their signatures, taken before any reading */
+static int maps_stale(struct listener *l, struct filesig now[2])
 {
     char path[4096];
-    struct stat st;
-    memset(sig, 0, sizeof *sig);
-    int n = snprintf(path, sizeof path, "%s/%s", root, rel);
-    if (n < 0 || (size_t)n >= sizeof path || stat(path, &st) < 0) return;
-    sig->dev = st.st_dev;
-    sig->ino = st.st_ino;
-    sig->size = (unsigned long long)st.st_size;
-    sig->mtime_sec = st.st_mtim.tv_sec;
-    sig->mtime_nsec = st.st_mtim.tv_nsec;
+    int stale = 0;
+    for (size_t i = 0; i < 2; i++) {
+        int n = snprintf(path, sizeof path, "%s/%s", l->root, map_files[i]);
+        if (n < 0 || (size_t)n >= sizeof path) { memset(&now[i], 0, sizeof now[i]); continue; }
+        if (filesig_cache_stale(&l->map_c[i], path, &now[i])) stale = 1;
+    }
+    return stale;
 }
 
-static void map_sigs_read(const char *root, struct file_sig sig[2])
+static void maps_loaded(struct listener *l, const struct filesig now[2])
 {
-    for (size_t i = 0; i < 2; i++) file_sig_read(root, map_files[i], &sig[i]);
+    for (size_t i = 0; i < 2; i++) filesig_cache_loaded(&l->map_c[i], &now[i]);
 }
 
 int listener_load(struct listener *l, const char *root, char *err, size_t errlen)
 {
+    struct filesig now[2];
     memset(l, 0, sizeof *l);
     l->root = root;
-    map_sigs_read(root, l->map_sig);
+    maps_stale(l, now);
+    maps_loaded(l, now);
     return load_into(root, &l->cf, &l->map, &l->smtp_user, err, errlen);
 }
 
 /* Before accepting: if postern-user (or the operator) changed the recipient
  * map or the aliases since they were read, read them again, so a new user
- * is accepted at once without a SIGHUP. Two stat() calls per accept. */
+ * is accepted at once without a SIGHUP. Two stat() calls per accept. A file
+ * that failed to load is tried again only once it changes; one changed
+ * just before it was read is read again (quietly) until it settles. */
 static void maps_refresh(struct listener *l)
 {
-    struct file_sig now[2];
-    map_sigs_read(l->root, now);
-    if (!memcmp(now, l->map_sig, sizeof now)) return;
+    struct filesig now[2];
+    if (!maps_stale(l, now)) return;
+    int quiet = filesig_same(&l->map_c[0].sig, &now[0]) && filesig_same(&l->map_c[1].sig, &now[1]);
     struct smtp_rcptmap map;
     char err[1024];
-    memcpy(l->map_sig, now, sizeof now);
+    maps_loaded(l, now);
     if (!smtp_rcptmap_load(&map, l->root, err, sizeof err)) {
-        log_error(NULL, "event=reload what=recipients status=failed error=\"%s\" (keeping the old map)", err);
+        if (!quiet)
+            log_error(NULL, "event=reload what=recipients status=failed error=\"%s\" (keeping the old map)", err);
         return;
     }
     smtp_rcptmap_free(&l->map);
     l->map = map;
-    log_info(NULL, "event=reload what=recipients status=ok recipients=%zu", l->map.n);
+    if (!quiet) log_info(NULL, "event=reload what=recipients status=ok recipients=%zu", l->map.n);
 }
 
 int listener_bind(struct listener *l, char *err, size_t errlen)
@@ -137,8 +142,8 @@ static void reload(struct listener *l)
     struct smtp_rcptmap map;
     struct privuser u;
     char err[1024];
-    struct file_sig sig[2];
-    map_sigs_read(l->root, sig);
+    struct filesig sig[2];
+    maps_stale(l, sig);
     if (!load_into(l->root, &cf, &map, &u, err, sizeof err)) {
         log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the old configuration)", err);
         return;
@@ -148,7 +153,7 @@ static void reload(struct listener *l)
         !same_list(&cf.smtps_listen, &l->cf.smtps_listen))
         log_warn(NULL, "event=reload note=listen_addresses_change_needs_restart");
     smtp_rcptmap_free(&l->map);
-    memcpy(l->map_sig, sig, sizeof sig);
+    maps_loaded(l, sig);
     l->cf = cf;
     l->map = map;
     l->smtp_user = u;

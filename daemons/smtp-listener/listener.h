@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "filesig.h"
 #include "listen.h"
 #include "privdrop.h"
 #include "smtp_rcptmap.h"
@@ -17,17 +18,11 @@ struct conn {
     char client[64];
 };
 
-/* what a file looked like when the map was read from it (all 0: absent) */
-struct file_sig {
-    unsigned long long dev, ino, size;
-    long long mtime_sec, mtime_nsec;
-};
-
 struct listener {
     const char *root;
     struct config cf;
     struct smtp_rcptmap map;
-    struct file_sig map_sig[2];  /* conf/recipients, conf/aliases */
+    struct filesig_cache map_c[2];  /* conf/recipients, conf/aliases */
     struct privuser smtp_user;
     struct listen_set ls;
     size_t nsmtp;              /* ls.fd[0..nsmtp) are SMTP (25), */
