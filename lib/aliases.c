@@ -13,7 +13,7 @@
 
 #include "buf.h"
 
-void aliases_init(struct aliases *a) { a->n = 0; a->v = NULL; }
+void aliases_init(struct aliases *a) { a->n = a->cap = 0; a->v = NULL; }
 
 void aliases_free(struct aliases *a)
 {
@@ -73,6 +73,13 @@ static int parse_targets(struct alias *al, const char *p, const char *end, const
     return 1;
 }
 
+static int alias_cmp(const void *x, const void *y)
+{
+    const struct alias *a = x, *b = y;
+    int c = strcmp(a->name, b->name);
+    return c ? c : (a->line > b->line) - (a->line < b->line);
+}
+
 int aliases_parse(struct aliases *a, const char *fname, const char *text, size_t len,
                   char *err, size_t errlen)
 {
@@ -109,13 +116,17 @@ int aliases_parse(struct aliases *a, const char *fname, const char *text, size_t
             name[i] = (char)tolower((unsigned char)line[i]);
         }
         name[nl2] = 0;
-        if (aliases_find(a, name)) { why = "duplicate alias"; goto bad; }
-        struct alias *nv = realloc(a->v, (a->n + 1) * sizeof *nv);
-        if (!nv) { why = "out of memory"; goto bad; }
-        a->v = nv;
+        if (a->n == a->cap) {
+            size_t nc = a->cap ? 2 * a->cap : 16;
+            struct alias *nv = nc < ((size_t)-1) / sizeof *nv ? realloc(a->v, nc * sizeof *nv) : NULL;
+            if (!nv) { why = "out of memory"; goto bad; }
+            a->v = nv;
+            a->cap = nc;
+        }
         cur = &a->v[a->n++];
         memset(cur, 0, sizeof *cur);
         memcpy(cur->name, name, nl2 + 1);
+        cur->line = lineno;
         if (!parse_targets(cur, colon + 1, end, &why)) goto bad;
     }
     for (size_t i = 0; i < a->n; i++)
@@ -124,6 +135,14 @@ int aliases_parse(struct aliases *a, const char *fname, const char *text, size_t
             aliases_free(a);
             errno = EINVAL;
             return 0;
+        }
+    /* sorted by name for aliases_find; a name twice is an error at its second line */
+    if (a->n) qsort(a->v, a->n, sizeof *a->v, alias_cmp);
+    for (size_t i = 1; i < a->n; i++)
+        if (!strcmp(a->v[i - 1].name, a->v[i].name)) {
+            lineno = a->v[i - 1].line > a->v[i].line ? a->v[i - 1].line : a->v[i].line;
+            why = "duplicate alias";
+            goto bad;
         }
     return 1;
 bad:
@@ -170,8 +189,14 @@ int aliases_load(struct aliases *a, const char *path, char *err, size_t errlen)
 
 const struct alias *aliases_find(const struct aliases *a, const char *name)
 {
-    for (size_t i = 0; i < a->n; i++)
-        if (!strcmp(a->v[i].name, name)) return &a->v[i];
+    size_t lo = 0, hi = a->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name, a->v[mid].name);
+        if (!c) return &a->v[mid];
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
     return NULL;
 }
 
@@ -290,55 +315,136 @@ static int parse_id(const char *s, size_t n, unsigned long *out)
     return 1;
 }
 
-int mailbox_lookup(const char *path, const char *name, struct mailbox *m, char *err, size_t errlen)
+void mailboxes_init(struct mailboxes *t) { memset(t, 0, sizeof *t); }
+
+void mailboxes_free(struct mailboxes *t)
 {
-    struct buf b = BUF_ZERO;
-    size_t off = 0, lineno = 0, nlen = strlen(name);
-    if (!slurp(path, &b, ALIAS_FILE_MAX)) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        buf_free(&b);
-        errno = e == ENOENT ? EIO : e;   /* a missing file is trouble, not "no user" */
-        return 0;
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->v[i].name);
+        free(t->v[i].maildir);
     }
-    while (off < b.len) {
-        const char *line = b.s + off;
-        const char *nl = memchr(line, '\n', b.len - off);
-        size_t n = nl ? (size_t)(nl - line) : b.len - off;
+    free(t->v);
+    free(t->fname);
+    mailboxes_init(t);
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) { memcpy(d, s, n); d[n] = 0; }
+    return d;
+}
+
+/* one line "name:uid:gid:/maildir" into e; a line that is not of that form
+ * still gives its name (what precedes the first ':') with e->bad set, so
+ * that only that name's deliveries fail; 0 if it gives no name at all */
+static int mailbox_line(const char *line, size_t n, struct mailboxes_entry *e)
+{
+    const char *f[4], *p = line, *end = line + n;
+    size_t fl[4], k = 0;
+    while (k < 3) {
+        const char *c = memchr(p, ':', (size_t)(end - p));
+        if (!c) break;
+        f[k] = p; fl[k] = (size_t)(c - p); k++;
+        p = c + 1;
+    }
+    f[3] = p; fl[3] = (size_t)(end - p);
+    size_t nl = k ? fl[0] : n;
+    if (!nl || nl > ALIAS_NAME_MAX || memchr(line, 0, nl)) return 0;
+    unsigned long uid = 0, gid = 0;
+    e->bad = k != 3 || !parse_id(f[1], fl[1], &uid) || !parse_id(f[2], fl[2], &gid) ||
+             !fl[3] || f[3][0] != '/' || fl[3] >= MAILBOX_PATH_MAX || memchr(f[3], 0, fl[3]);
+    e->uid = (uid_t)uid;
+    e->gid = (gid_t)gid;
+    e->name = dup_n(line, nl);
+    e->maildir = e->bad ? NULL : dup_n(f[3], fl[3]);
+    if (!e->name || (!e->bad && !e->maildir)) {
+        free(e->name);
+        free(e->maildir);
+        errno = ENOMEM;
+        return -1;
+    }
+    return 1;
+}
+
+static int mailbox_cmp(const void *x, const void *y)
+{
+    const struct mailboxes_entry *a = x, *b = y;
+    int c = strcmp(a->name, b->name);
+    return c ? c : (a->line > b->line) - (a->line < b->line);
+}
+
+int mailboxes_parse(struct mailboxes *t, const char *fname, const char *text, size_t len)
+{
+    size_t off = 0, lineno = 0, cap = 0;
+    mailboxes_free(t);
+    if (!(t->fname = dup_n(fname, strlen(fname)))) return 0;
+    while (off < len) {
+        const char *line = text + off;
+        const char *nl = memchr(line, '\n', len - off);
+        size_t n = nl ? (size_t)(nl - line) : len - off;
         off += n + (nl ? 1 : 0);
         lineno++;
         if (!n || line[0] == '#') continue;
-        const char *f[4];
-        size_t fl[4], k = 0;
-        const char *p = line, *end = line + n;
-        while (k < 3) {
-            const char *c = memchr(p, ':', (size_t)(end - p));
-            if (!c) break;
-            f[k] = p; fl[k] = (size_t)(c - p); k++;
-            p = c + 1;
+        if (t->n == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            struct mailboxes_entry *nv = nc < ((size_t)-1) / sizeof *nv ? realloc(t->v, nc * sizeof *nv) : NULL;
+            if (!nv) goto fail;
+            t->v = nv;
+            cap = nc;
         }
-        if (k != 3) goto bad;
-        f[3] = p; fl[3] = (size_t)(end - p);
-        if (fl[0] != nlen || memcmp(f[0], name, nlen)) continue;
-        unsigned long uid, gid;
-        if (!parse_id(f[1], fl[1], &uid) || !parse_id(f[2], fl[2], &gid) ||
-            !fl[3] || f[3][0] != '/' || fl[3] >= sizeof m->maildir || memchr(f[3], 0, fl[3]) ||
-            nlen > ALIAS_NAME_MAX)
-            goto bad;
-        memcpy(m->name, name, nlen + 1);
-        m->uid = (uid_t)uid;
-        m->gid = (gid_t)gid;
-        memcpy(m->maildir, f[3], fl[3]);
-        m->maildir[fl[3]] = 0;
-        buf_free(&b);
-        return 1;
+        struct mailboxes_entry *e = &t->v[t->n];
+        memset(e, 0, sizeof *e);
+        e->line = lineno;
+        int r = mailbox_line(line, n, e);
+        if (r < 0) goto fail;
+        if (r) t->n++;
     }
-    buf_free(&b);
-    errno = ENOENT;
+    /* sorted by name, the first line of a name first: the one that counts */
+    if (t->n) qsort(t->v, t->n, sizeof *t->v, mailbox_cmp);
+    return 1;
+fail:;
+    int e = errno;
+    mailboxes_free(t);
+    errno = e;
     return 0;
-bad:
-    snprintf(err, errlen, "%s:%zu: expected name:uid:gid:/maildir", path, lineno);
+}
+
+int mailboxes_load(struct mailboxes *t, const char *path, char *err, size_t errlen)
+{
+    struct buf b = BUF_ZERO;
+    if (!slurp(path, &b, MAILBOXES_FILE_MAX)) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        buf_free(&b);
+        errno = e;
+        return 0;
+    }
+    int ok = mailboxes_parse(t, path, b.s ? b.s : "", b.len);
+    if (!ok) snprintf(err, errlen, "%s: %s", path, strerror(errno));
     buf_free(&b);
-    errno = EINVAL;
-    return 0;
+    return ok;
+}
+
+int mailboxes_find(const struct mailboxes *t, const char *name, struct mailbox *m, char *err, size_t errlen)
+{
+    size_t lo = 0, hi = t->n, nlen = strlen(name);
+    while (lo < hi) {                      /* the first entry >= name */
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(t->v[mid].name, name) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == t->n || strcmp(t->v[lo].name, name)) { errno = ENOENT; return 0; }
+    const struct mailboxes_entry *e = &t->v[lo];
+    if (e->bad || nlen > ALIAS_NAME_MAX) {
+        snprintf(err, errlen, "%s:%zu: expected name:uid:gid:/maildir", t->fname ? t->fname : "mailboxes", e->line);
+        errno = EINVAL;
+        return 0;
+    }
+    memcpy(m->name, name, nlen + 1);
+    m->uid = e->uid;
+    m->gid = e->gid;
+    size_t ml = strlen(e->maildir);
+    memcpy(m->maildir, e->maildir, ml + 1);
+    return 1;
 }

@@ -22,11 +22,12 @@ struct alias {
     char name[ALIAS_NAME_MAX + 1];
     size_t ntarget;
     char **target;
+    size_t line;               /* where it starts in the file */
 };
 
 struct aliases {
-    size_t n;
-    struct alias *v;
+    size_t n, cap;
+    struct alias *v;           /* sorted by name once parsed */
 };
 
 void aliases_init(struct aliases *a);
@@ -63,16 +64,43 @@ int aliases_expand(const struct aliases *a, const char *name, alias_is_local_fn 
                    void *ctx, struct alias_expansion *out);
 void alias_expansion_free(struct alias_expansion *x);
 
+#define MAILBOX_PATH_MAX 4096
+#define MAILBOXES_FILE_MAX (64u << 20)
+
 struct mailbox {
     char name[ALIAS_NAME_MAX + 1];
     uid_t uid;
     gid_t gid;
-    char maildir[4096];
+    char maildir[MAILBOX_PATH_MAX];
 };
 
-/* Find name in a mailboxes file. 1 found; 0 with errno ENOENT (no such
- * mailbox), or another errno with err naming the file (and line) when the
- * file cannot be read or a line is malformed. */
-int mailbox_lookup(const char *path, const char *name, struct mailbox *m, char *err, size_t errlen);
+/* ROOT/conf/mailboxes ("name:uid:gid:/maildir" a line, '#' comments),
+ * parsed once into a table sorted by name. A malformed line fails only the
+ * lookups of its own name (with file:line), not the whole table; if a name
+ * appears twice, its first line counts. */
+struct mailboxes_entry {
+    char *name, *maildir;      /* maildir NULL if bad */
+    uid_t uid;
+    gid_t gid;
+    size_t line;
+    int bad;
+};
+
+struct mailboxes {
+    size_t n;
+    struct mailboxes_entry *v;
+    char *fname;               /* for error messages */
+};
+
+void mailboxes_init(struct mailboxes *t);
+void mailboxes_free(struct mailboxes *t);
+/* 1, or 0 with errno (ENOMEM) */
+int mailboxes_parse(struct mailboxes *t, const char *fname, const char *text, size_t len);
+/* 1, or 0 with errno and err naming the file; a missing file is trouble
+ * (ENOENT), not an empty table: deliveries wait rather than bounce */
+int mailboxes_load(struct mailboxes *t, const char *path, char *err, size_t errlen);
+/* 1 found (m filled); 0 with errno ENOENT (no such mailbox) or EINVAL (its
+ * line is malformed: err says file:line) */
+int mailboxes_find(const struct mailboxes *t, const char *name, struct mailbox *m, char *err, size_t errlen);
 
 #endif

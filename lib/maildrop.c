@@ -129,6 +129,12 @@ static int msg_cmp(const void *a, const void *b)
 static int scan_dir(struct maildrop *md, const char *sub, int in_new, size_t *cap)
 {
     int dfd = openat(md->dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0 && errno == ENOENT) {
+        /* a Maildir without new/ or cur/ (removed by hand, or made by a
+         * program that left it out): as its user, make the part, empty */
+        if (mkdirat(md->dirfd, sub, 0700) < 0 && errno != EEXIST) return 0;
+        dfd = openat(md->dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
     if (dfd < 0) return 0;
     DIR *d = fdopendir(dfd);
     if (!d) { int e = errno; close(dfd); errno = e; return 0; }

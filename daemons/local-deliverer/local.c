@@ -19,6 +19,67 @@
 #include "maildir.h"
 #include "privdrop.h"
 
+void local_tables_init(struct local_tables *t, const struct config *cfg)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    aliases_init(&t->aliases);
+    mailboxes_init(&t->mailboxes);
+}
+
+void local_tables_forget(struct local_tables *t)
+{
+    t->conf_c.loaded = t->aliases_c.loaded = t->mailboxes_c.loaded = 0;
+}
+
+/* ROOT/conf/<name> */
+static const char *conf_path(const struct local_tables *t, const char *name, char *path, size_t len)
+{
+    int n = snprintf(path, len, "%s/conf/%s", t->cfg.root, name);
+    return n > 0 && (size_t)n < len ? path : NULL;
+}
+
+void local_tables_refresh(struct local_tables *t, const char *id)
+{
+    char path[PATH_MAX], err[512];
+    struct filesig now;
+    if (conf_path(t, "postern.conf", path, sizeof path) && filesig_cache_stale(&t->conf_c, path, &now)) {
+        static struct config nc;
+        if (config_load(&nc, t->cfg.root, err, sizeof err)) {
+            t->cfg = nc;
+            filesig_cache_loaded(&t->conf_c, &now);
+        } else {
+            log_error(id, "config: %s (using the last good one)", err);
+        }
+    }
+    if (conf_path(t, "aliases", path, sizeof path) && filesig_cache_stale(&t->aliases_c, path, &now)) {
+        struct aliases a;
+        aliases_init(&a);
+        t->aliases_c.loaded = 0;
+        if (aliases_load(&a, path, t->aliases_err, sizeof t->aliases_err)) {
+            aliases_free(&t->aliases);
+            t->aliases = a;
+            t->aliases_ok = 1;
+            filesig_cache_loaded(&t->aliases_c, &now);
+        } else {
+            t->aliases_ok = 0;    /* logged by each job it defers */
+        }
+    }
+    if (conf_path(t, "mailboxes", path, sizeof path) && filesig_cache_stale(&t->mailboxes_c, path, &now)) {
+        struct mailboxes m;
+        mailboxes_init(&m);
+        t->mailboxes_c.loaded = 0;
+        if (mailboxes_load(&m, path, t->mailboxes_err, sizeof t->mailboxes_err)) {
+            mailboxes_free(&t->mailboxes);
+            t->mailboxes = m;
+            t->mailboxes_ok = 1;
+            filesig_cache_loaded(&t->mailboxes_c, &now);
+        } else {
+            t->mailboxes_ok = 0;
+        }
+    }
+}
+
 static int is_local_cb(void *ctx, const char *domain, size_t len)
 {
     return config_is_local_domain(ctx, domain, len);
@@ -118,6 +179,16 @@ int local_mbox_become(uid_t uid, gid_t gid, struct dp_result *r)
     return 0;
 }
 
+/* create what is missing of the Maildir: 1, or 0 with r set */
+static int mbox_make(const char *maildir, struct dp_result *r)
+{
+    if (maildir_make(maildir)) return 1;
+    int e = errno;
+    if (e == ELOOP) result_set(r, DP_TEMPORARY, "4.2.0 Maildir or a part of it is a symlink: refused");
+    else result_set(r, DP_TEMPORARY, "4.2.0 cannot create the Maildir: %s", strerror(e));
+    return 0;
+}
+
 /* the one Maildir delivery: a pool worker's job, and the body of the forked
  * mailbox child (mbox_child) of the other paths */
 void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
@@ -129,17 +200,20 @@ void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
         result_set(r, DP_TEMPORARY, "4.3.0 out of memory");
         return;
     }
-    if (!maildir_make(m->maildir)) {
-        int e = errno;
-        if (e == ELOOP) result_set(r, DP_TEMPORARY, "4.2.0 Maildir or a part of it is a symlink: refused");
-        else result_set(r, DP_TEMPORARY, "4.2.0 cannot create the Maildir: %s", strerror(e));
-        buf_free(&pre);
-        return;
-    }
+    /* the Maildir is made (maildir_make) only when a part is missing: for an
+     * existing one that costs nothing, where making sure first cost eleven
+     * system calls per delivery */
+    int made = 0;
     if (m->quota) {
         unsigned long long used;
         struct stat st;
-        if (!maildir_usage(m->maildir, &used) || fstat(msgfd, &st) < 0) {
+        int ok = maildir_usage(m->maildir, &used);
+        if (!ok && errno == ENOENT) {
+            if (!mbox_make(m->maildir, r)) { buf_free(&pre); return; }
+            made = 1;
+            ok = maildir_usage(m->maildir, &used);
+        }
+        if (!ok || fstat(msgfd, &st) < 0) {
             result_set(r, DP_TEMPORARY, "4.2.0 cannot measure the mailbox: %s", strerror(errno));
             buf_free(&pre);
             return;
@@ -150,7 +224,12 @@ void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
             return;
         }
     }
-    if (!maildir_deliver(m->maildir, m->host, pre.s, pre.len, msgfd, name, sizeof name)) {
+    int ok = maildir_deliver(m->maildir, m->host, pre.s, pre.len, msgfd, name, sizeof name);
+    if (!ok && errno == ENOENT && !made) {
+        if (!mbox_make(m->maildir, r)) { buf_free(&pre); return; }
+        ok = maildir_deliver(m->maildir, m->host, pre.s, pre.len, msgfd, name, sizeof name);
+    }
+    if (!ok) {
         int e = errno;
         if (e == EDQUOT) result_set(r, DP_TEMPORARY, "4.2.2 mailbox full");
         else if (e == ENOSPC) result_set(r, DP_TEMPORARY, "4.3.1 no space left for the mailbox");
@@ -187,29 +266,33 @@ static void mbox_child(const void *vctx, struct dp_result *r)
 
 /* name's entry in conf/mailboxes, refused for uid/gid 0, its home made: 1,
  * or 0 with r set */
-static int find_mailbox(const struct config *c, const struct dp_job *j, const char *name,
+static int find_mailbox(const struct local_tables *t, const struct dp_job *j, const char *name,
                         struct mailbox *mb, struct dp_result *r)
 {
-    char path[PATH_MAX], err[512];
-    snprintf(path, sizeof path, "%s/conf/mailboxes", c->root);
-    if (!mailbox_lookup(path, name, mb, err, sizeof err)) {
+    char err[512];
+    if (!t->mailboxes_ok) {
+        log_error(j->id, "mailboxes: %s", t->mailboxes_err);
+        result_set(r, DP_TEMPORARY, "4.3.0 mailbox table unreadable");
+        return 0;
+    }
+    if (!mailboxes_find(&t->mailboxes, name, mb, err, sizeof err)) {
         if (errno == ENOENT) { result_set(r, DP_PERMANENT, "5.1.1 no such user"); return 0; }
         log_error(j->id, "mailboxes: %s", err);
         result_set(r, DP_TEMPORARY, "4.3.0 mailbox table unreadable");
         return 0;
     }
     if (mb->uid == 0 || mb->gid == 0) { result_set(r, DP_TEMPORARY, "4.3.0 refusing to deliver as root"); return 0; }
-    make_home(c, mb);
+    make_home(&t->cfg, mb);
     return 1;
 }
 
 /* one of several targets: its own child drops to the user */
-static void deliver_mailbox(const struct config *c, const struct dp_job *j, const char *name,
+static void deliver_mailbox(const struct local_tables *t, const struct dp_job *j, const char *name,
                             int msgfd, struct dp_result *r)
 {
     struct mailbox mb;
-    if (!find_mailbox(c, j, name, &mb, r)) return;
-    struct mbox_ctx x = { c, j, &mb, msgfd };
+    if (!find_mailbox(t, j, name, &mb, r)) return;
+    struct mbox_ctx x = { &t->cfg, j, &mb, msgfd };
     in_child(mbox_child, &x, r);
 }
 
@@ -262,12 +345,12 @@ static void combine(struct dp_result *acc, int *have, const struct dp_result *on
         *acc = *one;
 }
 
-enum local_kind local_plan(const struct config *c, const struct dp_job *j, int msgfd,
+enum local_kind local_plan(const struct local_tables *t, const struct dp_job *j, int msgfd,
                            struct local_job *lj, struct dp_result *r)
 {
-    char name[ALIAS_NAME_MAX + 1], path[PATH_MAX], err[512];
-    struct aliases al;
+    char name[ALIAS_NAME_MAX + 1];
     struct alias_expansion x;
+    const struct config *c = &t->cfg;
     lj->kind = LOCAL_DONE;
     memset(&lj->x, 0, sizeof lj->x);
     r->job = j->job;
@@ -276,29 +359,25 @@ enum local_kind local_plan(const struct config *c, const struct dp_job *j, int m
     int loop = maildir_has_delivered_to(msgfd, j->rcpt);
     if (loop < 0) { result_set(r, DP_TEMPORARY, "4.3.0 cannot read the message: %s", strerror(errno)); return LOCAL_DONE; }
     if (loop) { result_set(r, DP_PERMANENT, "5.4.6 mail forwarding loop"); return LOCAL_DONE; }
-    aliases_init(&al);
-    snprintf(path, sizeof path, "%s/conf/aliases", c->root);
-    if (!aliases_load(&al, path, err, sizeof err)) {
-        log_error(j->id, "aliases: %s", err);
+    if (!t->aliases_ok) {
+        log_error(j->id, "aliases: %s", t->aliases_err);
         result_set(r, DP_TEMPORARY, "4.3.5 aliases file unusable");
         return LOCAL_DONE;
     }
-    if (!aliases_expand(&al, name, is_local_cb, (void *)c, &x)) {
+    if (!aliases_expand(&t->aliases, name, is_local_cb, (void *)c, &x)) {
         int e = errno;
-        aliases_free(&al);
         if (e == ELOOP) result_set(r, DP_PERMANENT, "5.4.6 alias loop");
         else if (e == E2BIG) result_set(r, DP_PERMANENT, "5.3.4 alias expands to too many addresses");
         else result_set(r, DP_TEMPORARY, "4.3.5 alias expansion failed: %s", strerror(e));
         return LOCAL_DONE;
     }
-    aliases_free(&al);
     if (!x.nlocal && !x.nremote) {
         alias_expansion_free(&x);
         result_set(r, DP_PERMANENT, "5.1.1 no such user");
         return LOCAL_DONE;
     }
     if (x.nlocal == 1 && !x.nremote) {
-        int ok = find_mailbox(c, j, x.local[0], &lj->mb, r);
+        int ok = find_mailbox(t, j, x.local[0], &lj->mb, r);
         alias_expansion_free(&x);
         if (!ok) { local_target_log(j->id, r); return LOCAL_DONE; }
         return lj->kind = LOCAL_ONE;
@@ -313,9 +392,10 @@ void local_job_free(struct local_job *lj)
     lj->kind = LOCAL_DONE;
 }
 
-void local_run(const struct config *c, const struct dp_job *j, const struct local_job *lj,
+void local_run(const struct local_tables *t, const struct dp_job *j, const struct local_job *lj,
                int msgfd, struct dp_result *r)
 {
+    const struct config *c = &t->cfg;
     int have = 0;
     struct dp_result one;
     r->job = j->job;
@@ -326,7 +406,7 @@ void local_run(const struct config *c, const struct dp_job *j, const struct loca
     }
     for (size_t i = 0; lj->kind == LOCAL_MANY && i < lj->x.nlocal; i++) {
         memset(&one, 0, sizeof one);
-        deliver_mailbox(c, j, lj->x.local[i], msgfd, &one);
+        deliver_mailbox(t, j, lj->x.local[i], msgfd, &one);
         combine(r, &have, &one, j->id);
     }
     if (lj->kind == LOCAL_MANY && lj->x.nremote) {

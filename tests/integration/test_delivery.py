@@ -356,7 +356,7 @@ class DeliveryTest(unittest.TestCase):
             raise
         # a good one is: local-deliverer acknowledges the reload record
         self.inst.wait_for(lambda: self.inst.log('queue-manager').count(
-            'local-deliverer: info: - event=reload from=queue-manager files=per-job') > acks, 10,
+            'local-deliverer: info: - event=reload from=queue-manager files=on-change') > acks, 10,
             what='local-deliverer acknowledging the reload')
         self.assertGreater(self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent'), sent)
         inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
@@ -474,7 +474,7 @@ class DeliveryTest(unittest.TestCase):
         self.inst.wait_for(lambda: self.inst.log('queue-manager').count('event=reload from=queue-manager') > acks,
                            10, what='local-deliverer acknowledging the reload')
         log = self.inst.log('queue-manager')
-        self.assertRegex(log, r'event=reload from=queue-manager files=per-job workers_retired=[1-9]')
+        self.assertRegex(log, r'event=reload from=queue-manager files=on-change workers_retired=[1-9]')
         # the idle worker is retired at once, not after its idle time
         self.inst.wait_for(lambda: not os.path.exists('/proc/%d' % old), 3, what='alice\'s worker retired')
         self.assertIn('event=worker_retired pid=%d uid=%d gid=%d jobs=1 why=reload' % (old, ua[0], ua[1]), log)
@@ -490,6 +490,52 @@ class DeliveryTest(unittest.TestCase):
         with open(path, 'rb') as f:
             self.assertIn(b'Delivered-To: alice@example.test\nSubject: after', f.read())
         self.assertEqual(len(os.listdir(os.path.join(alice_md, 'new'))), 1)
+
+    def test_mailboxes_edited_in_place_apply_to_the_next_job(self):
+        # local-deliverer keeps conf/mailboxes parsed and stat()s it before
+        # each job. An edit in place that keeps the size, right after a
+        # delivery (within one tick of the file system's clock, perhaps),
+        # must still apply to the very next job, with no reload.
+        ua = mailbox_ids(self.inst, 'alice')
+        alice_md = self.inst.maildir('alice')
+        other = alice_md.replace('/alice/', '/alicx/')
+        self.assertEqual(len(other), len(alice_md))
+        os.makedirs(os.path.dirname(other))
+        os.chown(os.path.dirname(other), *ua)
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: one\n\nx\n')
+        self.wait_msgs('alice')
+        path = self.inst.path('conf', 'mailboxes')
+        with open(path, 'rb') as f:
+            text = f.read()
+        edited = text.replace(alice_md.encode(), other.encode())
+        self.assertNotEqual(edited, text)
+        fd = os.open(path, os.O_WRONLY)       # same inode, same size
+        os.write(fd, edited)
+        os.close(fd)
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: two\n\nx\n')
+        got = self.inst.wait_for(lambda: os.path.isdir(os.path.join(other, 'new')) and
+                                 os.listdir(os.path.join(other, 'new')), 20,
+                                 what='the second message in the edited Maildir\n' + self.inst.log('queue-manager'))
+        self.assertEqual(len(got), 1)
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+        st = os.stat(os.path.join(other, 'new', got[0]))
+        self.assertEqual((st.st_uid, st.st_gid), ua)
+
+    def test_malformed_mailboxes_line_defers_only_its_name(self):
+        # a broken line (even the first) defers deliveries to its own name,
+        # with file:line in the log, and nobody else's
+        with open(self.inst.path('conf', 'mailboxes')) as f:
+            lines = f.readlines()
+        write_mailboxes(self.inst, ['broken:20990:x:/nowhere\n'] + lines)
+        qb = inject(self.inst, 'bob@example.test', ['broken@example.test'], b'Subject: b\n\nx\n')
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: a\n\nx\n')
+        self.wait_msgs('alice')
+        log = self.inst.wait_for(lambda: re.search(r'%s rcpt=broken@example.test result=deferred' % qb,
+                                                   self.inst.log('queue-manager')) and self.inst.log('queue-manager'),
+                                 20, what='the deferral\n' + self.inst.log('queue-manager'))
+        self.assertIn('4.3.0 mailbox table unreadable', log)
+        self.assertRegex(log, r'mailboxes: \S*conf/mailboxes:1: expected name:uid:gid:/maildir')
+        self.assertIn(qb, self.inst.queue_ids())
 
     def test_never_a_worker_as_root(self):
         md = self.inst.path('mail', 'rootbox', 'Maildir')

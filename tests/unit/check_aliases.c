@@ -57,6 +57,7 @@ START_TEST(test_parse_errors)
     parse_bad("  b\n", "aliases:1: continuation");
     parse_bad("no colon here\n", "aliases:1:");
     parse_bad("a: b\na: c\n", "aliases:2: duplicate");
+    parse_bad("z: b\na: c\nb: d\nA: e\n", "aliases:4: duplicate");
     parse_bad("a b: c\n", "aliases:1: invalid character");
     parse_bad("a:\n", "no targets");
     parse_bad("a: @x\n", "malformed");
@@ -121,25 +122,84 @@ START_TEST(test_expand_loop)
 }
 END_TEST
 
-START_TEST(test_mailbox_lookup)
+START_TEST(test_mailboxes)
 {
     char path[] = "/tmp/check_mbox_XXXXXX";
+    struct mailboxes t;
     struct mailbox m;
     int fd = mkstemp(path);
-    static const char text[] = "# users\nalice:20000:20001:/srv/mail/alice/Maildir\nbob:20002:20002:/m/bob\n";
+    static const char text[] = "# users\nzed:20009:20009:/m/zed\nalice:20000:20001:/srv/mail/alice/Maildir\n"
+                               "bob:20002:20002:/m/bob\ncarl:x:1:/m/carl\nbob:20003:20003:/m/bob2\n"
+                               "dan:1:1\n";
     ck_assert_int_eq(write(fd, text, sizeof text - 1), (ssize_t)sizeof text - 1);
     close(fd);
-    ck_assert(mailbox_lookup(path, "alice", &m, err, sizeof err));
+    mailboxes_init(&t);
+    ck_assert_msg(mailboxes_load(&t, path, err, sizeof err), "%s", err);
+    ck_assert(mailboxes_find(&t, "alice", &m, err, sizeof err));
     ck_assert_uint_eq(m.uid, 20000);
     ck_assert_uint_eq(m.gid, 20001);
     ck_assert_str_eq(m.maildir, "/srv/mail/alice/Maildir");
-    ck_assert(!mailbox_lookup(path, "carol", &m, err, sizeof err));
+    ck_assert_str_eq(m.name, "alice");
+    ck_assert(mailboxes_find(&t, "zed", &m, err, sizeof err));     /* sorted, not file order */
+    ck_assert_str_eq(m.maildir, "/m/zed");
+    ck_assert(mailboxes_find(&t, "bob", &m, err, sizeof err));     /* a name twice: its first line */
+    ck_assert_uint_eq(m.uid, 20002);
+    ck_assert(!mailboxes_find(&t, "carol", &m, err, sizeof err));
     ck_assert_int_eq(errno, ENOENT);
-    ck_assert(!mailbox_lookup(path, "ali", &m, err, sizeof err));   /* no prefix match */
+    ck_assert(!mailboxes_find(&t, "ali", &m, err, sizeof err));   /* no prefix match */
     ck_assert_int_eq(errno, ENOENT);
+    ck_assert(!mailboxes_find(&t, "", &m, err, sizeof err));
+    ck_assert_int_eq(errno, ENOENT);
+    /* a malformed line fails its own name, with file:line, and nobody else */
+    ck_assert(!mailboxes_find(&t, "carl", &m, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_msg(strstr(err, ":5: expected name:uid:gid:/maildir") != NULL, "%s", err);
+    ck_assert(!mailboxes_find(&t, "dan", &m, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_msg(strstr(err, ":7: ") != NULL, "%s", err);
+    mailboxes_free(&t);
     unlink(path);
-    ck_assert(!mailbox_lookup(path, "alice", &m, err, sizeof err));
-    ck_assert_int_ne(errno, ENOENT);        /* a missing table is trouble, not "no user" */
+    ck_assert(!mailboxes_load(&t, path, err, sizeof err));
+    ck_assert_int_eq(errno, ENOENT);        /* the caller defers: a missing table is trouble, not "no user" */
+    ck_assert_uint_eq(t.n, 0);
+}
+END_TEST
+
+START_TEST(test_limits_mailboxes)
+{
+    /* many users: each found, in a file far from sorted */
+    enum { N = 20000 };
+    struct mailboxes t;
+    struct mailbox m;
+    char *text = malloc((size_t)N * 48);
+    size_t n = 0;
+    ck_assert_ptr_nonnull(text);
+    for (int i = N - 1; i >= 0; i--)
+        n += (size_t)snprintf(text + n, 48, "u%d:%d:%d:/m/u%d\n", (i * 7919) % N, 30000 + i, 30000 + i, i);
+    mailboxes_init(&t);
+    ck_assert(mailboxes_parse(&t, "mailboxes", text, n));
+    ck_assert_uint_eq(t.n, N);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "u%d", (i * 7919) % N);
+        ck_assert_msg(mailboxes_find(&t, name, &m, err, sizeof err), "%s", name);
+        ck_assert_uint_eq(m.uid, 30000 + i);
+    }
+    mailboxes_free(&t);
+    /* a name longer than ALIAS_NAME_MAX is no entry; a maildir too long is a bad one */
+    char line[MAILBOX_PATH_MAX + 200];
+    memset(line, 'n', ALIAS_NAME_MAX + 1);
+    n = ALIAS_NAME_MAX + 1;
+    n += (size_t)snprintf(line + n, sizeof line - n, ":1:1:/m\nlong:1:1:/");
+    memset(line + n, 'd', MAILBOX_PATH_MAX);
+    n += MAILBOX_PATH_MAX;
+    line[n++] = '\n';
+    ck_assert(mailboxes_parse(&t, "mailboxes", line, n));
+    ck_assert_uint_eq(t.n, 1);
+    ck_assert(!mailboxes_find(&t, "long", &m, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    mailboxes_free(&t);
+    free(text);
 }
 END_TEST
 
@@ -184,6 +244,32 @@ START_TEST(test_limits_depth_and_size)
 }
 END_TEST
 
+START_TEST(test_limits_many_aliases)
+{
+    /* many aliases in reverse order: each found, each expands to its target */
+    enum { N = 20000 };
+    struct alias_expansion x;
+    char *text = malloc((size_t)N * 32);
+    size_t n = 0;
+    ck_assert_ptr_nonnull(text);
+    for (int i = N - 1; i >= 0; i--) n += (size_t)snprintf(text + n, 32, "a%d: u%d\n", i, i);
+    aliases_init(&al);
+    ck_assert_msg(aliases_parse(&al, "aliases", text, n, err, sizeof err), "%s", err);
+    ck_assert_uint_eq(al.n, N);
+    for (int i = 0; i < N; i += 997) {
+        char name[16], want[16];
+        snprintf(name, sizeof name, "a%d", i);
+        snprintf(want, sizeof want, "u%d", i);
+        ck_assert(aliases_expand(&al, name, is_local, NULL, &x));
+        ck_assert_uint_eq(x.nlocal, 1);
+        ck_assert_str_eq(x.local[0], want);
+        alias_expansion_free(&x);
+    }
+    aliases_free(&al);
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("aliases");
@@ -193,10 +279,12 @@ int main(void)
     tcase_add_test(core, test_local_name);
     tcase_add_test(core, test_expand);
     tcase_add_test(core, test_expand_loop);
-    tcase_add_test(core, test_mailbox_lookup);
+    tcase_add_test(core, test_mailboxes);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits_depth_and_size);
+    tcase_add_test(limits, test_limits_mailboxes);
+    tcase_add_test(limits, test_limits_many_aliases);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -164,6 +164,38 @@ START_TEST(test_scan_uidl_update)
 }
 END_TEST
 
+START_TEST(test_missing_parts)
+{
+    /* a Maildir whose cur/ (or new/) was removed: opened as empty, the part
+     * made again, and messages in new/ still seen and moved to cur/ */
+    char p[512];
+    struct maildrop md;
+    snprintf(p, sizeof p, "%s/cur", dir);
+    ck_assert_int_eq(rmdir(p), 0);
+    PUT("new", "100.a", "A\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 1);
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    ck_assert_uint_eq(st.st_mode & 0777, 0700);
+    maildrop_close(&md);
+    snprintf(p, sizeof p, "%s/new/100.a", dir);
+    ck_assert_int_eq(unlink(p), 0);
+    snprintf(p, sizeof p, "%s/new", dir);
+    ck_assert_int_eq(rmdir(p), 0);
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 0);
+    ck_assert_int_eq(access(p, F_OK), 0);
+    maildrop_close(&md);
+    /* a part that is a symlink is still refused, not replaced */
+    ck_assert_int_eq(rmdir(p), 0);
+    ck_assert_int_eq(symlink("/tmp", p), 0);
+    ck_assert(!maildrop_open(&md, dirfd_));
+    ck_assert_int_eq(unlink(p), 0);
+}
+END_TEST
+
 START_TEST(test_delivery_order)
 {
     /* RETR 1 is the oldest message: one second's deliveries by their
@@ -259,6 +291,7 @@ int main(void)
     tcase_add_test(core, test_top);
     tcase_add_test(core, test_scan_uidl_update);
     tcase_add_test(core, test_delivery_order);
+    tcase_add_test(core, test_missing_parts);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
