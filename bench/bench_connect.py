@@ -87,6 +87,9 @@ def main():
     ap.add_argument('-n', type=int, default=5000)
     ap.add_argument('-c', type=int, default=10)
     ap.add_argument('--repeat', type=int, default=3)
+    ap.add_argument('--table-users', type=int, default=0,
+                    help='this many more (synthetic) recipients in conf/recipients '
+                         '(bench_e2e.grow_tables): a large map in the listener that forks')
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit('bench_connect: needs root')
@@ -98,6 +101,9 @@ def main():
                             conf_extra={'max_sessions': '200', 'max_sessions_per_client': '200'},
                             bin=os.path.abspath(a.bin))
     inst.start()
+    if a.table_users:
+        from bench_e2e import grow_tables
+        grow_tables(inst, a.table_users)
     try:
         port = inst.port('smtp')
         lp = inst.service_pid('smtp-listener')

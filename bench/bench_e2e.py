@@ -44,6 +44,8 @@ Reference (Postfix 3.7, same machine class): about 570 msg/s end to end,
 
     python3 bench/bench_e2e.py --bin bin-e2e [--messages 2000] [--clients 10]
         [--size 2048] [--per-conn 100] [--users 4] [--no-strace]
+        [--table-users N]   (N synthetic entries ahead of the real users in
+                             conf/mailboxes and conf/recipients)
 
 Needs root.
 """
@@ -212,23 +214,63 @@ def send(inst, users, n, clients, per_conn, size, client, started):
     return sum(r[0] for r in res), sum(r[1] for r in res), max(r[2] for r in res) - t0, None
 
 
+def disk_sample(path):
+    """(disk counters of the block device holding path, /proc/stat CPU
+    counters). Disk: writes completed, flushes completed, ms the device
+    was busy (io_ticks); from /proc/diskstats (Documentation/admin-guide/
+    iostats.rst). CPU: idle and iowait ticks summed over all CPUs."""
+    dev = os.stat(path).st_dev
+    maj, mnr = os.major(dev), os.minor(dev)
+    disk = None
+    with open('/proc/diskstats') as f:
+        for line in f:
+            v = line.split()
+            if int(v[0]) == maj and int(v[1]) == mnr:
+                n = [int(x) for x in v[3:]]
+                disk = (n[4], n[15] if len(n) > 15 else 0, n[9])
+    with open('/proc/stat') as f:
+        c = [int(x) for x in f.readline().split()[1:]]
+    return disk, (c[3], c[4])
+
+
+def disk_diff(a, b, seconds, msgs):
+    """the text for report(): device writes and flushes per message, how
+    busy the device was, and how much of the 2 cores sat idle or waited on
+    I/O over the run"""
+    tick = os.sysconf('SC_CLK_TCK')
+    cpus = os.cpu_count() or 1
+    idle = (b[1][0] - a[1][0]) / tick / (cpus * seconds) * 100
+    iow = (b[1][1] - a[1][1]) / tick / (cpus * seconds) * 100
+    text = 'cpu idle %.0f%% + iowait %.0f%%' % (idle, iow)
+    if a[0] and b[0]:
+        m = max(1, msgs)
+        text = ('disk: %.1f writes and %.1f flushes per message, device busy %.0f%% of the run; %s'
+                % ((b[0][0] - a[0][0]) / m, (b[0][1] - a[0][1]) / m,
+                   (b[0][2] - a[0][2]) / 10 / seconds, text))
+    return text
+
+
 def run(inst, users, n, clients, per_conn, size, client='pipelined'):
     base = new_count(inst, users)
     before = {}
 
     def started():
         before['cpu'] = proc_times(inst)
+        before['disk'] = disk_sample(inst.root)
         before['wall'] = time.time()
 
     ok, bad, t_acc, cli = send(inst, users, n, clients, per_conn, size, client, started)
     wait_delivered(inst, users, base + ok, time.monotonic() + 60 + n * 0.05)
+    disk = disk_sample(inst.root)
     t_del = last_new_time(inst, users) - before['wall']
+    wall = time.time() - before['wall']
     delivered = new_count(inst, users) - base
     time.sleep(0.3)
     cpu = cpu_diff(before['cpu'], proc_times(inst))
     return {'n': n, 'clients': clients, 'per_conn': per_conn, 'size': size,
             'ok': ok, 'bad': bad, 'delivered': delivered,
-            't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': before['wall'], 'client_cpu': cli}
+            't_acc': t_acc, 't_del': t_del, 'cpu': cpu, 'wall0': before['wall'], 'client_cpu': cli,
+            'disk': disk_diff(before['disk'], disk, wall, ok)}
 
 
 def stages(inst, r):
@@ -270,6 +312,7 @@ def report(inst, users, r, label):
              100 * tot / (2 * r['t_del'])))
     if r.get('client_cpu') is not None:
         print('bench_e2e:   client cpu %.2f s = %.3f ms/msg' % (r['client_cpu'], r['client_cpu'] / max(1, r['n']) * 1e3))
+    print('bench_e2e:   %s' % r['disk'])
 
 
 def drain_run(inst, users, n, clients, per_conn, size, client):
@@ -318,21 +361,30 @@ def parse_strace(path):
 def strace_run(inst, users, n, clients, per_conn, size, client):
     """One strace -c -f per daemon (children included: queue-inject under
     smtp-listener, delivery children under local-deliverer)."""
-    targets = [('smtp-listener', inst.service_pid('smtp-listener')),
-               ('queue-manager', inst.service_pid('queue-manager'))]
-    for pid in inst.processes():          # local-deliverer: queue-manager's child
+    targets = [('smtp-listener', [inst.service_pid('smtp-listener')]),
+               ('queue-manager', [inst.service_pid('queue-manager')])]
+    # local-deliverer is queue-manager's child; its mailbox workers, forked
+    # before the run, do the deliveries, and strace -f follows only children
+    # forked after it attached: so one strace for the spawner and every
+    # worker alive now, summed into one table
+    ld = []
+    for pid in inst.processes():
         try:
             if os.path.basename(os.readlink('/proc/%d/exe' % pid)) == 'local-deliverer':
-                targets.append(('local-deliverer', pid))
+                ld.append(pid)
         except OSError:
             pass
+    targets.append(('local-deliverer', ld))
     st = []
-    for name, pid in targets:
-        if not pid:
+    for name, pids in targets:
+        pids = [p for p in pids if p]
+        if not pids:
             continue
         out = os.path.join(inst.root, 'strace.%s' % name)
-        st.append((name, out, subprocess.Popen(['strace', '-c', '-f', '-o', out, '-p', str(pid)],
-                                               stdout=subprocess.DEVNULL,
+        cmd = ['strace', '-c', '-f', '-o', out]
+        for p in pids:
+            cmd += ['-p', str(p)]
+        st.append((name, out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL)))
     time.sleep(1.0)
     r = run(inst, users, n, clients, per_conn, size, client)
@@ -353,6 +405,33 @@ def strace_run(inst, users, n, clients, per_conn, size, client):
         print('bench_e2e:   %-16s %s' % (name, ', '.join(shown)))
 
 
+def grow_tables(inst, n):
+    """n synthetic users (no Unix accounts, never sent to) ahead of the real
+    ones in conf/mailboxes and conf/recipients, each file replaced by rename
+    as postern-user does"""
+    for name, line in (('mailboxes', 'zz%06d:%d:%d:/nonexistent/zz%06d/Maildir\n'),
+                       ('recipients', 'zz%06d\n')):
+        path = inst.path('conf', name)
+        with open(path) as f:
+            old = f.read()
+        st = os.stat(path)
+        if name == 'mailboxes':
+            extra = ''.join(line % (i, 40000 + i, 40000 + i, i) for i in range(n))
+        else:
+            extra = ''.join(line % i for i in range(n))
+        with open(path + '.grow', 'w') as f:
+            f.write(extra + old)
+        os.chown(path + '.grow', st.st_uid, st.st_gid)
+        os.chmod(path + '.grow', st.st_mode & 0o7777)
+        os.rename(path + '.grow', path)
+    time.sleep(FILESIG_SETTLE)
+    print('bench_e2e: %d more entries in conf/mailboxes and conf/recipients (%d bytes)'
+          % (n, os.path.getsize(inst.path('conf', 'mailboxes'))))
+
+
+FILESIG_SETTLE = 2.1   # lib/filesig.h: a file changed just before it was read is read again until then
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--bin', default=os.path.join(HERE, '..', 'bin'))
@@ -362,6 +441,9 @@ def main():
     ap.add_argument('--per-conn', type=int, default=100)
     ap.add_argument('--users', type=int, default=4)
     ap.add_argument('--repeat', type=int, default=1)
+    ap.add_argument('--table-users', type=int, default=0,
+                    help='add this many more (synthetic) entries before the real ones in '
+                         'conf/mailboxes and conf/recipients: lookups in a large user table')
     ap.add_argument('--no-strace', action='store_true')
     ap.add_argument('--blast', default=bench_reception.default_blast(),
                     help='bench/smtp_blast, the C client (make builds build/bench/smtp_blast)')
@@ -383,6 +465,8 @@ def main():
                             conf_extra={'max_sessions': '200', 'max_sessions_per_client': '200'},
                             bin=os.path.abspath(a.bin))
     inst.start()
+    if a.table_users:
+        grow_tables(inst, a.table_users)
     try:
         print('bench_e2e: instance %s, %d CPUs, load average %s'
               % (inst.root, os.cpu_count(), ' '.join('%.2f' % x for x in os.getloadavg())))
