@@ -164,6 +164,31 @@ START_TEST(test_scan_uidl_update)
 }
 END_TEST
 
+START_TEST(test_skips_what_is_not_a_message)
+{
+    /* only regular files count: a symlink (even to a message), a FIFO (which
+     * must not block the scan) and a directory are passed over */
+    char p[512], t[512];
+    struct maildrop md;
+    PUT("new", "100.a", "A\r\nB\n");                 /* no size in the name: counted with CRLF, 6 */
+    PUT("cur", "101.b,S=1,W=9:2,S", "x");              /* the name's W= is believed */
+    snprintf(t, sizeof t, "%s/new/100.a", dir);
+    snprintf(p, sizeof p, "%s/new/102.link", dir);
+    ck_assert_int_eq(symlink(t, p), 0);
+    snprintf(p, sizeof p, "%s/new/103.fifo", dir);
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    snprintf(p, sizeof p, "%s/cur/104.dir", dir);
+    ck_assert_int_eq(mkdir(p, 0700), 0);
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 2);
+    ck_assert_str_eq(md.msg[0].name, "100.a");
+    ck_assert_uint_eq(md.msg[0].size, 6);
+    ck_assert_str_eq(md.msg[1].uidl, "101.b,S=1,W=9");
+    ck_assert_uint_eq(md.msg[1].size, 9);
+    maildrop_close(&md);
+}
+END_TEST
+
 START_TEST(test_missing_parts)
 {
     /* a Maildir whose cur/ (or new/) was removed: opened as empty, the part
@@ -292,6 +317,7 @@ int main(void)
     tcase_add_test(core, test_scan_uidl_update);
     tcase_add_test(core, test_delivery_order);
     tcase_add_test(core, test_missing_parts);
+    tcase_add_test(core, test_skips_what_is_not_a_message);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
