@@ -256,14 +256,52 @@ int maildrop_send_fd(int fd, long long top, struct io *out)
     return io_put(out, ".\r\n", 3);
 }
 
-int maildrop_open_msg(const struct maildrop *md, size_t i)
+/* m's file is gone from where the scan saw it: another reader of the
+ * Maildir (a local mail program) moved it from new/ to cur/ or changed its
+ * flags after the ':'. Look for its base name in new/ and cur/ and, if it is
+ * there, remember where: 1, or 0 with errno ENOENT (really gone) */
+static int refind(struct maildrop *md, struct maildrop_msg *m)
+{
+    size_t base = strcspn(m->name, ":");
+    for (int in_new = 1; in_new >= 0; in_new--) {
+        int dfd = openat(md->dirfd, in_new ? "new" : "cur", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+        if (!d) { if (dfd >= 0) close(dfd); continue; }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (strncmp(de->d_name, m->name, base) || (de->d_name[base] && de->d_name[base] != ':')) continue;
+            struct stat st;
+            char *nn;
+            if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+                !(nn = strdup(de->d_name)))
+                continue;
+            free(m->name);
+            m->name = nn;
+            m->in_new = (unsigned char)in_new;
+            closedir(d);
+            return 1;
+        }
+        closedir(d);
+    }
+    errno = ENOENT;
+    return 0;
+}
+
+static int open_where(const struct maildrop *md, const struct maildrop_msg *m)
 {
     char path[MAILDROP_NAME_MAX + 8];
-    if (i >= md->n) { errno = EINVAL; return -1; }
-    const struct maildrop_msg *m = &md->msg[i];
     int n = snprintf(path, sizeof path, "%s/%s", m->in_new ? "new" : "cur", m->name);
     if (n < 0 || (size_t)n >= sizeof path) { errno = ENAMETOOLONG; return -1; }
     return openat(md->dirfd, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+}
+
+int maildrop_open_msg(struct maildrop *md, size_t i)
+{
+    if (i >= md->n) { errno = EINVAL; return -1; }
+    struct maildrop_msg *m = &md->msg[i];
+    int fd = open_where(md, m);
+    if (fd < 0 && errno == ENOENT && refind(md, m)) fd = open_where(md, m);
+    return fd;
 }
 
 int maildrop_update(struct maildrop *md, size_t *failed)
@@ -276,7 +314,12 @@ int maildrop_update(struct maildrop *md, size_t *failed)
         int from = m->in_new ? newfd : curfd;
         if (from < 0) { if (m->deleted) (*failed)++; continue; }
         if (m->deleted) {
-            if (unlinkat(from, m->name, 0) < 0 && errno != ENOENT) (*failed)++;
+            int r = unlinkat(from, m->name, 0);
+            if (r < 0 && errno == ENOENT && refind(md, m)) {      /* moved meanwhile: delete it there */
+                from = m->in_new ? newfd : curfd;
+                r = from < 0 ? -1 : unlinkat(from, m->name, 0);
+            }
+            if (r < 0 && errno != ENOENT) (*failed)++;
         } else if (m->in_new && curfd >= 0) {
             char to[MAILDROP_NAME_MAX + 8];
             int n = snprintf(to, sizeof to, "%.*s:2,%s", (int)strcspn(m->name, ":"), m->name, m->retrieved ? "S" : "");

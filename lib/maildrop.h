@@ -56,8 +56,10 @@ int maildrop_parse_number(const char *s, size_t len, unsigned long long *out);
 void maildrop_stat(const struct maildrop *md, size_t *count, unsigned long long *octets);
 
 /* Open message i (0-based) for reading: an fd, or -1 with errno (ENOENT
- * when the file vanished), so the caller can still answer -ERR. */
-int maildrop_open_msg(const struct maildrop *md, size_t i);
+ * when the file vanished), so the caller can still answer -ERR. A file that
+ * another program moved meanwhile (new/ to cur/, or other flags after the
+ * ':') is found again by its base name, and the record follows it. */
+int maildrop_open_msg(struct maildrop *md, size_t i);
 /* Stream an open message to out with CRLF line ends and dot-stuffing,
  * followed by ".\r\n". With top >= 0: the header, the blank line and at most
  * top lines of the body only. Reads in 64 KiB pieces: a message is never
@@ -68,9 +70,10 @@ int maildrop_send_fd(int fd, long long top, struct io *out);
  * the final ".\r\n", less the dot-stuffing) */
 int maildrop_size_fd(int fd, unsigned long long *size);
 
-/* UPDATE: unlink deleted messages, move the others that are in new/ to cur/
- * (":2," or ":2,S" if retrieved), fsync the directories. Returns 1, or 0 if
- * any deletion failed (*failed counts them). */
+/* UPDATE: unlink deleted messages (found again by base name if another
+ * program moved them), move the others that are in new/ to cur/ (":2," or
+ * ":2,S" if retrieved), fsync the directories. Returns 1, or 0 if any
+ * deletion failed (*failed counts them). */
 int maildrop_update(struct maildrop *md, size_t *failed);
 
 #endif

@@ -225,6 +225,25 @@ class Pop3(unittest.TestCase):
         names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
         self.assertEqual(names, ['1700000000.M5P5.host:2,S', '1700000001.M6P6.host:2,S'])
 
+    def test_message_moved_by_another_program_during_the_session(self):
+        """A local mail program (mutt on the Maildir) moves a message from
+        new/ to cur/ while a POP3 session is open: RETR still gets it and
+        DELE + QUIT still deletes it, as Dovecot does"""
+        put_message(self.inst, 'alice', '1700000000.M5P5.host', 'Subject: moved\n\nx\n')
+        put_message(self.inst, 'alice', '1700000001.M6P6.host', 'Subject: stays\n\ny\n')
+        p = login(self.port)
+        self.assertEqual(p.stat()[0], 2)
+        md = self.inst.maildir('alice')
+        os.rename(os.path.join(md, 'new', '1700000000.M5P5.host'),
+                  os.path.join(md, 'cur', '1700000000.M5P5.host:2,S'))
+        self.assertEqual(p.retr(1)[1], [b'Subject: moved', b'', b'x'])
+        os.rename(os.path.join(md, 'cur', '1700000000.M5P5.host:2,S'),
+                  os.path.join(md, 'cur', '1700000000.M5P5.host:2,RS'))
+        p.dele(1)
+        self.assertTrue(p.quit().startswith(b'+OK'))
+        names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
+        self.assertEqual(names, ['1700000001.M6P6.host:2,'])
+
     def test_numbered_in_delivery_order(self):
         """Message 1 is the oldest (as Dovecot numbers a Maildir): the times
         at the head of the unique names compared as numbers, so that

@@ -189,6 +189,54 @@ START_TEST(test_skips_what_is_not_a_message)
 }
 END_TEST
 
+START_TEST(test_moved_by_another_program)
+{
+    /* a local mail program moves a message while the session is open: RETR
+     * and DELE still reach it, by its base name */
+    char a[512], b[512];
+    struct maildrop md;
+    size_t failed;
+    PUT("new", "100.a", "A\n");
+    PUT("new", "200.b", "B\n");
+    PUT("new", "300.c", "C\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 3);
+    snprintf(a, sizeof a, "%s/new/100.a", dir);
+    snprintf(b, sizeof b, "%s/cur/100.a:2,S", dir);
+    ck_assert_int_eq(rename(a, b), 0);
+    int fd = maildrop_open_msg(&md, 0);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_str_eq(md.msg[0].name, "100.a:2,S");
+    ck_assert_int_eq(md.msg[0].in_new, 0);
+    ck_assert_str_eq(md.msg[0].uidl, "100.a");
+    /* flags changed again, then DELE and QUIT: the file goes */
+    snprintf(a, sizeof a, "%s/cur/100.a:2,RS", dir);
+    ck_assert_int_eq(rename(b, a), 0);
+    md.msg[0].deleted = 1;
+    /* 200.b moved to cur/ and DELE'd without a RETR first */
+    snprintf(b, sizeof b, "%s/new/200.b", dir);
+    char c[512];
+    snprintf(c, sizeof c, "%s/cur/200.b:2,", dir);
+    ck_assert_int_eq(rename(b, c), 0);
+    md.msg[1].deleted = 1;
+    /* 300.c really gone: RETR says so, and it is no failure of the update */
+    snprintf(b, sizeof b, "%s/new/300.c", dir);
+    ck_assert_int_eq(unlink(b), 0);
+    ck_assert_int_lt(maildrop_open_msg(&md, 2), 0);
+    ck_assert_int_eq(errno, ENOENT);
+    /* a name that only starts like a message's is not that message */
+    PUT("cur", "100.ab:2,", "X\n");
+    ck_assert(maildrop_update(&md, &failed));
+    ck_assert_uint_eq(failed, 0);
+    ck_assert_int_ne(access(a, F_OK), 0);
+    ck_assert_int_ne(access(c, F_OK), 0);
+    snprintf(b, sizeof b, "%s/cur/100.ab:2,", dir);
+    ck_assert_int_eq(access(b, F_OK), 0);
+    maildrop_close(&md);
+}
+END_TEST
+
 START_TEST(test_missing_parts)
 {
     /* a Maildir whose cur/ (or new/) was removed: opened as empty, the part
@@ -317,6 +365,7 @@ int main(void)
     tcase_add_test(core, test_scan_uidl_update);
     tcase_add_test(core, test_delivery_order);
     tcase_add_test(core, test_missing_parts);
+    tcase_add_test(core, test_moved_by_another_program);
     tcase_add_test(core, test_skips_what_is_not_a_message);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
