@@ -142,18 +142,21 @@ static int scan_dir(struct maildrop *md, const char *sub, int in_new, size_t *ca
     int ok = 1;
     while ((errno = 0, de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
-        /* one fstatat per message; the file is opened only when its name
-         * does not carry its size (a login to a large mailbox cost three
+        /* skipped: vanished, a symlink, not a regular file, too big. A name
+         * that carries the size costs one fstatat; only a file whose size
+         * must be counted is opened (a login to a large mailbox cost three
          * system calls a message when every file was opened) */
         struct stat st;
         unsigned long long size;
-        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
-            (unsigned long long)st.st_size > MAILDROP_FILE_MAX)
-            continue;                               /* vanished, a symlink, not a file, too big */
-        if (!name_vsize(de->d_name, &size)) {
+        if (name_vsize(de->d_name, &size)) {
+            if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+                (unsigned long long)st.st_size > MAILDROP_FILE_MAX)
+                continue;
+        } else {
             int fd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
             if (fd < 0) continue;
-            int sized = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && maildrop_size_fd(fd, &size);
+            int sized = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                        (unsigned long long)st.st_size <= MAILDROP_FILE_MAX && maildrop_size_fd(fd, &size);
             close(fd);
             if (!sized) continue;
         }
