@@ -463,7 +463,13 @@ static const char *mail_param(const struct param *pp, struct smtp_mail_params *m
     if (!pp->has_val || !pp->vlen || has_8bit(pp->val, pp->vlen)) return bad;
     switch (bit) {
     case MP_SIZE:
-        if (!smtp_parse_ull(pp->val, pp->vlen, ULLONG_MAX, &mp->size)) return bad;
+        if (!smtp_parse_ull(pp->val, pp->vlen, ULLONG_MAX, &mp->size)) {
+            /* digits beyond what 64 bits hold: a size, only too big
+             * (the session answers 552 5.3.4), not a malformed one */
+            for (size_t k = 0; k < pp->vlen; k++)
+                if (pp->val[k] < '0' || pp->val[k] > '9') return bad;
+            mp->size = ULLONG_MAX;
+        }
         mp->has_size = 1;
         return NULL;
     case MP_BODY:

@@ -331,10 +331,11 @@ class SmtpDefences(SmtpBase):
             (None, '220'),
             ('EHLO x', '250'),
             ('MAIL FROM:<b@client.test> SIZE=26214401', '552 5.3.4 Message size exceeds fixed limit'),
-            ('MAIL FROM:<b@client.test> SIZE=99999999999999999999999999', '5'),
-            ('MAIL FROM:<b@client.test> SIZE=18446744073709551616', '5'),
-            ('MAIL FROM:<b@client.test> SIZE=-1', '5'),
-            ('MAIL FROM:<b@client.test> SIZE=', '5'),
+            # digits past 64 bits: a size too big, as Postfix answers (RFC 1870: 1*20DIGIT)
+            ('MAIL FROM:<b@client.test> SIZE=99999999999999999999999999', '552 5.3.4'),
+            ('MAIL FROM:<b@client.test> SIZE=18446744073709551616', '552 5.3.4'),
+            ('MAIL FROM:<b@client.test> SIZE=-1', '501 5.5.4'),
+            ('MAIL FROM:<b@client.test> SIZE=', '501 5.5.4'),
             ('MAIL FROM:<b@client.test> SIZE=26214400', '250'),
             ('QUIT', '221'),
         ])

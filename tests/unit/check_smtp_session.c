@@ -618,7 +618,7 @@ START_TEST(test_size_limits)
     for (int i = 0; i < 20; i++) buf_appends(&sc, "0123456789\r\n");
     buf_appends(&sc, ".\r\nNOOP\r\nQUIT\r\n");
     char *out = run_session(sc.s, sc.len, 0);
-    ASSERT_CODES(out, "220 250 552 501 250 250 354 552 250 221");
+    ASSERT_CODES(out, "220 250 552 552 250 250 354 552 250 221");   /* past 64 bits: too big too */
     ck_assert(strstr(out, "552 5.3.4 Message size exceeds fixed limit\r\n"));
     ck_assert(strstr(out, "250-SIZE 100\r\n"));
     free(out);
