@@ -86,7 +86,7 @@ void config_defaults(struct config *c)
     c->max_message_size = 25ULL * 1024 * 1024;
     c->max_recipients = 100;
     c->max_sessions = 100;
-    c->max_sessions_per_client = 10;
+    c->max_sessions_per_client = 50;
     c->session_timeout = 300;
     c->max_errors = 20;
     c->max_received = 100;

@@ -263,7 +263,7 @@ write_conf() {
             echo "#max_message_size = 25M"
             echo "#max_recipients = 100"
             echo "#max_sessions = 100"
-            echo "#max_sessions_per_client = 10"
+            echo "#max_sessions_per_client = 50"
             echo "#session_timeout = 5m"
             echo "#max_errors = 20"
             echo "#max_received = 100"

@@ -205,7 +205,14 @@ static void accept_one(struct listener *l, int lfd, int port)
     }
     sockaddr_text((struct sockaddr *)&ss, client, sizeof client);
     if (l->nconn >= l->cf.max_sessions) { refuse(l, fd, client, ""); return; }
-    if (count_client(l, client) >= l->cf.max_sessions_per_client) { refuse(l, fd, client, client); return; }
+    /* the per-address limit is for strangers: relay_networks (our own
+     * hosts, loopback by default) are held only to max_sessions, as
+     * Postfix exempts $mynetworks */
+    if (count_client(l, client) >= l->cf.max_sessions_per_client &&
+        !smtp_net_match(&l->cf.relay_networks, (struct sockaddr *)&ss)) {
+        refuse(l, fd, client, client);
+        return;
+    }
     if (l->nconn == l->conncap) {
         size_t cap = l->conncap ? l->conncap * 2 : 64;
         struct conn *v = realloc(l->conn, cap * sizeof *v);

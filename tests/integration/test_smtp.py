@@ -480,7 +480,10 @@ class SmtpLimits(unittest.TestCase):
 
     def setUp(self):
         need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
-        self.inst = make_instance(max_sessions=3, max_sessions_per_client=2, session_timeout=2)
+        # relay_networks are exempt from the per-client limit: none of the
+        # loopback addresses used here is in it
+        self.inst = make_instance(max_sessions=3, max_sessions_per_client=2, session_timeout=2,
+                                  relay_networks='192.0.2.0/24 127.0.0.9/32')
         self.inst.start()
 
     def tearDown(self):
@@ -525,6 +528,25 @@ class SmtpLimits(unittest.TestCase):
             finally:
                 c.close()
         self.inst.wait_for(fresh, timeout=10, what='a free session slot')
+
+    def test_relay_networks_exempt_from_the_per_client_limit(self):
+        # 127.0.0.9 is in relay_networks: more than max_sessions_per_client
+        # (2) sessions from it, up to max_sessions (3), then 421
+        conns = []
+        try:
+            for _ in range(3):
+                c = self.conn_from('127.0.0.9')
+                conns.append(c)
+                r = c.smtp_reply()
+                self.assertTrue(r.startswith('220 '), r)
+            c = self.conn_from('127.0.0.9')
+            conns.append(c)
+            r = c.smtp_reply()
+            self.assertTrue(r.startswith('421 4.7.0'), r)
+            self.assertTrue(c.closed())
+        finally:
+            for c in conns:
+                c.close()
 
     def test_idle_timeout(self):
         with Conn(self.inst.port('smtp')) as c:
