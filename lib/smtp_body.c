@@ -55,7 +55,8 @@ void smtp_body_line(struct smtp_msgbody *b, const char *p, size_t n, enum io_eol
 {
     body_text(b, p, n);
     if (eol == IO_EOL_NONE) return;
-    if (eol != IO_EOL_CRLF) b->bare = 1;
+    if (eol == IO_EOL_LF) b->bare_lf = 1;
+    else if (eol == IO_EOL_CR) b->bare_cr = 1;
     body_eol(b);
 }
 
@@ -65,24 +66,24 @@ void smtp_body_octets(struct smtp_msgbody *b, const char *p, size_t n)
     if (b->pending_cr && n) {
         b->pending_cr = 0;
         if (p[0] == '\n') { body_eol(b); i = 1; }
-        else { b->bare = 1; body_eol(b); }
+        else { b->bare_cr = 1; body_eol(b); }
     }
     while (i < n) {
         size_t s = i;
         while (i < n && p[i] != '\r' && p[i] != '\n') i++;
         body_text(b, p + s, i - s);
         if (i == n) break;
-        if (p[i] == '\n') { b->bare = 1; body_eol(b); i++; continue; }
+        if (p[i] == '\n') { b->bare_lf = 1; body_eol(b); i++; continue; }
         /* CR: a line end only with LF right after it */
         if (i + 1 == n) { b->pending_cr = 1; i++; break; }
         if (p[i + 1] == '\n') { body_eol(b); i += 2; }
-        else { b->bare = 1; body_eol(b); i++; }
+        else { b->bare_cr = 1; body_eol(b); i++; }
     }
 }
 
 int smtp_body_finish(struct smtp_msgbody *b)
 {
-    if (b->pending_cr) { b->pending_cr = 0; b->bare = 1; body_eol(b); }
+    if (b->pending_cr) { b->pending_cr = 0; b->bare_cr = 1; body_eol(b); }
     if (b->line_len) body_eol(b);
     body_flush(b);
     return !b->write_failed;

@@ -3,7 +3,9 @@
  * ended) or BDAT octets, turns CRLF into LF, streams the result to a file
  * descriptor through a small buffer, and on the way counts the size, counts
  * the Received: fields of the header section (hop limit) and notes any bare
- * CR or bare LF. Nothing is kept in memory beyond the buffer. */
+ * CR (which the session refuses) or bare LF (which it takes as a line end,
+ * as Postfix's "normalize" does). Nothing is kept in memory beyond the
+ * buffer. */
 #ifndef POSTERN_SMTP_BODY_H
 #define POSTERN_SMTP_BODY_H
 
@@ -20,7 +22,8 @@ struct smtp_msgbody {
     unsigned long long max_size;
     unsigned long hops;          /* Received: fields in the header section */
     int too_big;                 /* size went past max_size: stopped writing */
-    int bare;                    /* a bare CR or bare LF was seen */
+    int bare_cr;                 /* a CR not followed by LF was seen */
+    int bare_lf;                 /* an LF without its CR was seen (stored as a line end) */
     int write_failed;            /* the reader went away or a write failed */
     int in_headers;
     int pending_cr;              /* BDAT: chunk ended in CR, LF may follow */
@@ -33,7 +36,8 @@ struct smtp_msgbody {
 
 void smtp_body_init(struct smtp_msgbody *b, int fd, unsigned long long max_size, int timeout_ms);
 /* content of a DATA line (no line end) then how it ended: CRLF is a line
- * end, bare LF or CR are stored as LF but set b->bare, NONE adds nothing */
+ * end, bare LF or CR are stored as LF but set b->bare_lf or b->bare_cr,
+ * NONE adds nothing */
 void smtp_body_line(struct smtp_msgbody *b, const char *p, size_t n, enum io_eol eol);
 /* raw BDAT octets in SMTP form (CRLF line ends), any chunking */
 void smtp_body_octets(struct smtp_msgbody *b, const char *p, size_t n);

@@ -494,7 +494,7 @@ static void message_end(struct smtp_session *s, struct smtp_msgbody *b, int msg_
     int sent = smtp_body_finish(b);
     if (b->too_big) refuse = "552 5.3.4 Message size exceeds fixed limit";
     else if (b->hops > s->cf->max_received) refuse = "554 5.4.6 Too many hops";
-    else if (b->bare) refuse = "550 5.5.2 Error: bare <CR> or <LF> in message data";
+    else if (b->bare_cr) refuse = "550 5.5.2 Error: bare <CR> in message data";
     close(msg_fd);
     int st = -1;
     char qid[64] = "";
@@ -518,10 +518,11 @@ static void message_end(struct smtp_session *s, struct smtp_msgbody *b, int msg_
     s->logarg[0] = 0;
     if (refuse) {
         reply(s, refuse);
-        log_info(s->id, "event=refused size=%llu hops=%lu bare=%d inject=%d", b->size, b->hops, b->bare, st);
+        log_info(s->id, "event=refused size=%llu hops=%lu bare_cr=%d inject=%d", b->size, b->hops, b->bare_cr, st);
     } else {
         s->messages++;
-        log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu", qid[0] ? qid : "?", b->size, s->nrcpt);
+        log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu%s", qid[0] ? qid : "?", b->size, s->nrcpt,
+                 b->bare_lf ? " bare_lf=1" : "");
         if (qid[0]) replyf(s, "250 2.0.0 Ok: queued as %s", qid);
         else reply(s, "250 2.0.0 Ok: queued");
     }
@@ -557,7 +558,16 @@ static int act_data(struct smtp_session *s, const char *arg, size_t len)
     if (!io_flush(&s->out)) { s->end_reason = "write error"; free(b); goto lost; }
     smtp_body_init(b, msg_fd, s->cf->max_message_size, s->out.timeout_ms);
     char line[SMTP_TEXT_MAX];
-    int bol = 1;
+    /* End of data is CRLF . CRLF (RFC 5321 4.1.1.4), and a "." line after
+     * a bare LF, or ended by one, is data: a server behind us or ahead of
+     * us that took it for the end would see a second, smuggled message
+     * (CVE-2023-51764). A bare LF inside the data is otherwise a line end,
+     * as Postfix's "normalize" has it. The one exception is a client that
+     * ended DATA itself with a bare LF (nc, a hand-typed session): its
+     * "." line ends the data however it ends, since only that client's
+     * own command lines, never a message's content, can put it in that
+     * mode. */
+    int bol = 1, prev_crlf = 1, lf_client = s->cmd_eol == IO_EOL_LF;
     for (;;) {
         size_t n;
         enum io_eol eol;
@@ -572,12 +582,14 @@ static int act_data(struct smtp_session *s, const char *arg, size_t len)
         }
         const char *p = line;
         if (bol && n && p[0] == '.') {
-            if (n == 1 && eol == IO_EOL_CRLF) break;     /* CRLF . CRLF */
-            p++;
-            n--;
+            if (n == 1 && ((eol == IO_EOL_CRLF && prev_crlf) ||
+                           (lf_client && (eol == IO_EOL_LF || eol == IO_EOL_CRLF))))
+                break;                                   /* CRLF . CRLF */
+            if (n > 1) { p++; n--; }                     /* a lone "." that ends nothing stays */
         }
         smtp_body_line(b, p, n, eol);
-        bol = eol == IO_EOL_CRLF;
+        bol = eol == IO_EOL_CRLF || eol == IO_EOL_LF;
+        prev_crlf = eol == IO_EOL_CRLF;
     }
     message_end(s, b, msg_fd, env_fd);
     free(b);
@@ -951,7 +963,7 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
             discarded += got;
             if (discarded > SMTP_DISCARD_MAX) { errno = E2BIG; return 0; }
         }
-        if (eol == IO_EOL_CRLF || eol == IO_EOL_LF) break;
+        if (eol == IO_EOL_CRLF || eol == IO_EOL_LF) { s->cmd_eol = eol; break; }
         if (eol == IO_EOL_CR) { bare = 1; continue; }
         if (!toolong && n == max) { toolong = 1; continue; }
         if (toolong && got == sizeof scratch) continue;

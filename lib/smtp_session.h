@@ -91,6 +91,7 @@ struct smtp_session {
     const struct smtp_injector *inj;
     enum smtp_state state;
     struct io in, out;
+    enum io_eol cmd_eol;             /* how the last command line ended (CRLF or LF) */
     char id[32];                     /* session id, first field of log lines */
     char client[64];                 /* peer address as text */
     int relay_ok;                    /* client inside relay_networks */

@@ -6,7 +6,8 @@
  * fuzz_smtp_data.c. Checks: every chunk before LAST gets "250", the stored
  * message equals the chunks' concatenation with CRLF, bare CR and bare LF
  * turned into LF (a final LF added), the message is queued exactly when it
- * holds no bare CR/LF, no Received: and fits max_message_size (3000 here),
+ * holds no bare CR (a bare LF is a line end), no Received: and fits
+ * max_message_size (3000 here),
  * an injection that was started is always finished, reply lines are well
  * formed. */
 #include <errno.h>
@@ -72,7 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int bare = 0, line = 0;
     for (size_t k = 0; k < rawlen; k++) {
         if (raw[k] == '\r' && k + 1 < rawlen && raw[k + 1] == '\n') { k++; want[wl++] = '\n'; line = 0; }
-        else if (raw[k] == '\r' || raw[k] == '\n') { bare = 1; want[wl++] = '\n'; line = 0; }
+        else if (raw[k] == '\r') { bare = 1; want[wl++] = '\n'; line = 0; }
+        else if (raw[k] == '\n') { want[wl++] = '\n'; line = 0; }
         else { want[wl++] = raw[k]; line = 1; }
     }
     if (line) want[wl++] = '\n';

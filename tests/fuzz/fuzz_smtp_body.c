@@ -2,7 +2,7 @@
  * and BDAT (smtp_body). The stored form must be the input with CRLF, bare
  * CR and bare LF each turned into one LF (and a final LF added), cut at
  * max_size; BDAT must give the same result however the octets are chunked;
- * the bare and hop counters must agree between both feeds. Output goes to
+ * the bare-CR, bare-LF and hop counters must agree between both feeds. Output goes to
  * an anonymous memory file. */
 #include <stddef.h>
 #include <stdint.h>
@@ -37,15 +37,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the expected stored form */
     unsigned char *want = malloc(n + 2);
     size_t wl = 0;
-    int bare = 0, line = 0;
+    int bare_cr = 0, bare_lf = 0, line = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '\r') {
             if (i + 1 < n && p[i + 1] == '\n') i++;
-            else bare = 1;
+            else bare_cr = 1;
             want[wl++] = '\n';
             line = 0;
         } else if (p[i] == '\n') {
-            bare = 1;
+            bare_lf = 1;
             want[wl++] = '\n';
             line = 0;
         } else {
@@ -65,7 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     smtp_body_init(&b2, fd2, max, 1000);
     for (size_t i = 0; i < n; i += step) smtp_body_octets(&b2, p + i, n - i < step ? n - i : step);
     if (!smtp_body_finish(&b2)) __builtin_trap();
-    if (b1.size != wl || b2.size != wl || b1.bare != bare || b2.bare != bare || b1.hops != b2.hops
+    if (b1.size != wl || b2.size != wl || b1.bare_cr != bare_cr || b2.bare_cr != bare_cr ||
+        b1.bare_lf != bare_lf || b2.bare_lf != bare_lf || b1.hops != b2.hops
         || b1.too_big != (wl > max) || b2.too_big != b1.too_big)
         __builtin_trap();
     if (collect(fd1) != keep || memcmp(got, want, keep)) __builtin_trap();
@@ -87,7 +88,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (s < n) smtp_body_line(&b1, p + s, n - s, IO_EOL_NONE);
     if (!smtp_body_finish(&b1)) __builtin_trap();
-    if (b1.size != wl || b1.bare != bare || b1.hops != b2.hops || b1.too_big != (wl > max)) __builtin_trap();
+    if (b1.size != wl || b1.bare_cr != bare_cr || b1.bare_lf != bare_lf || b1.hops != b2.hops ||
+        b1.too_big != (wl > max))
+        __builtin_trap();
     if (collect(fd1) != keep || memcmp(got, want, keep)) __builtin_trap();
     close(fd1);
     free(want);

@@ -6,7 +6,9 @@
  * envelope socket in memory (no process, no file): at finish() it reads
  * both, parses the envelope with queue-inject's own reader and answers 0
  * (queued) or 55. Checks: the stored message equals a reference decoding of
- * the input, the session queues exactly when the data ended cleanly, the
+ * the input (end at CRLF "." CRLF after a CRLF only, dot-unstuffing, a bare
+ * LF a line end, a bare CR refused), the session queues exactly when the
+ * data ended cleanly, the
  * envelope is well formed, every reply line is well formed. */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,25 +50,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* reference: the message as stored, and whether the data ends */
     size_t wl = 0, i = 0;
-    int bol = 1, ended = 0, bare = 0;
+    int bol = 1, prev_crlf = 1, ended = 0, bare = 0;
     while (i < size) {
         size_t st = i;
         while (i < size && d[i] != '\r' && d[i] != '\n') i++;
         if (i == size) break;                       /* unended last line */
-        int crlf = d[i] == '\r' && i + 1 < size && d[i + 1] == '\n';
+        int crlf = d[i] == '\r' && i + 1 < size && d[i + 1] == '\n', lf = d[i] == '\n';
         if (d[i] == '\r' && i + 1 == size) break;   /* a CR at the very end: the reader waits */
         const char *p = d + st;
         size_t n = i - st;
         if (bol && n && p[0] == '.') {
-            if (n == 1 && crlf) { ended = 1; break; }
-            p++;
-            n--;
+            if (n == 1 && crlf && prev_crlf) { ended = 1; break; }
+            if (n > 1) { p++; n--; }                /* a lone "." next to a bare LF is data */
         }
         memcpy(want + wl, p, n);
         wl += n;
         want[wl++] = '\n';
-        if (!crlf) bare = 1;
-        bol = crlf;
+        if (!crlf && !lf) bare = 1;                 /* a bare CR refuses the message; a bare LF is a line end */
+        bol = crlf || lf;
+        prev_crlf = crlf;
         i += crlf ? 2 : 1;
     }
 

@@ -299,15 +299,32 @@ class SmtpDefences(SmtpBase):
             self.assertEqual(len(codes), 7, (sep, out))
             self.assertEqual(codes[6], '221', (sep, out))
             new = set(self.inst.queue_ids()) - before
-            if codes[5] == '250':
-                # only the NUL variant may be accepted; then as one message
-                self.assertEqual(sep, b'\r\n\x00.\r\n')
+            if re.search(rb'\r(?!\n)', sep):
+                # a bare CR: the message is refused as a whole
+                self.assertEqual(codes[5], '550', (sep, out))
+                self.assertIn('550 5.5.2 Error: bare <CR> in message data', out)
+                self.assertEqual(new, set(), sep)
+            else:
+                # bare LFs are line ends, and the "." next to one is data:
+                # one message, holding the smuggled text
+                self.assertEqual(codes[5], '250', (sep, out))
                 self.assertEqual(len(new), 1)
                 mess, _ = read_queue(self.inst, new.pop())
                 self.assertIn(b'Subject: smuggled', mess)
-            else:
-                self.assertEqual(codes[5], '550', (sep, out))
-                self.assertEqual(new, set(), sep)
+                self.assertIn(b'evil@client.test', mess)
+
+    def test_nc_session_with_bare_lf_line_ends(self):
+        """the guide's `nc localhost 25` session: every line ends with a
+        bare LF, the data too, and its "." line ends the data"""
+        before = set(self.inst.queue_ids())
+        out = raw_session(self.port, b'EHLO client.example.com\nMAIL FROM:<b@client.test>\n'
+                                     b'RCPT TO: <alice@example.test> NOTIFY=success,failure\nDATA\n'
+                                     b'Subject: Test email\nBody of the email\n.\nQUIT\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'], out)
+        new = set(self.inst.queue_ids()) - before
+        self.assertEqual(len(new), 1)
+        mess, _ = read_queue(self.inst, new.pop())
+        self.assertTrue(mess.endswith(b'Subject: Test email\nBody of the email\n'), mess)
 
     def test_line_512_513(self):
         l512 = b'NOOP ' + b'a' * (512 - 7) + b'\r\n'

@@ -46,7 +46,7 @@ START_TEST(test_lines)
     ck_assert_str_eq(out, "Received: x\nSubject: s\n\nReceived: in body\nlong line\n");
     ck_assert_uint_eq(b.size, n);
     ck_assert_uint_eq(b.hops, 1);
-    ck_assert(!b.bare && !b.too_big);
+    ck_assert(!b.bare_cr && !b.bare_lf && !b.too_big);
 }
 END_TEST
 
@@ -62,7 +62,7 @@ START_TEST(test_octets_any_split)
         char *out = drain(&n);
         ck_assert_str_eq(out, "A: 1\nreceived: 2\n\nbody\nend\n");
         ck_assert_uint_eq(b.hops, 1);
-        ck_assert_msg(!b.bare, "cut %zu", cut);
+        ck_assert_msg(!b.bare_cr && !b.bare_lf, "cut %zu", cut);
     }
 }
 END_TEST
@@ -72,22 +72,24 @@ START_TEST(test_bare_and_size)
     smtp_body_init(&b, pp[1], 1000, 1000);
     smtp_body_octets(&b, "a\nb", 3);
     smtp_body_finish(&b);
-    ck_assert(b.bare);
+    ck_assert(b.bare_lf && !b.bare_cr);
     size_t n;
-    drain(&n);
+    ck_assert_str_eq(drain(&n), "a\nb\n");   /* a bare LF is a line end */
     smtp_body_init(&b, pp[1], 1000, 1000);
     smtp_body_octets(&b, "a\rb\r\n", 5);
     smtp_body_finish(&b);
-    ck_assert(b.bare);
+    ck_assert(b.bare_cr && !b.bare_lf);
     drain(&n);
     smtp_body_init(&b, pp[1], 1000, 1000);
     smtp_body_octets(&b, "a\r", 2);          /* CR at the very end */
     smtp_body_finish(&b);
-    ck_assert(b.bare);
+    ck_assert(b.bare_cr);
     drain(&n);
     smtp_body_init(&b, pp[1], 1000, 1000);
     smtp_body_line(&b, "x", 1, IO_EOL_LF);
-    ck_assert(b.bare);
+    ck_assert(b.bare_lf && !b.bare_cr);
+    smtp_body_line(&b, "y", 1, IO_EOL_CR);
+    ck_assert(b.bare_cr);
     smtp_body_finish(&b);
     drain(&n);
     /* size: stops writing past the limit but keeps counting */
