@@ -475,7 +475,7 @@ static const char *mail_param(const struct param *pp, struct smtp_mail_params *m
     case MP_BODY:
         if (ieq(pp->val, pp->vlen, "7BIT")) mp->body = SMTP_BODY_7BIT;
         else if (ieq(pp->val, pp->vlen, "8BITMIME")) mp->body = SMTP_BODY_8BITMIME;
-        else return bad;
+        else return "555 5.5.4 Unsupported BODY value (7BIT or 8BITMIME)";   /* BINARYMIME: not offered */
         return NULL;
     case MP_RET:
         if (ieq(pp->val, pp->vlen, "FULL")) mp->ret = SMTP_RET_FULL;

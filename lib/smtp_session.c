@@ -21,6 +21,7 @@
 #include "mailhdr.h"
 #include "sasl.h"
 #include "smtp_body.h"
+#include "utf8.h"
 #include "smtp_net.h"
 #include "tls_spawn.h"
 
@@ -684,6 +685,7 @@ static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
 
 static int act_rset(struct smtp_session *s, const char *a, size_t n)
 {
+    if (n) { reply(s, "501 5.5.4 Syntax: RSET"); return 1; }   /* RFC 5321 4.1.1.5: no argument */
     txn_reset(s);
     reply(s, "250 2.0.0 Ok");
     return 1;
@@ -716,10 +718,34 @@ static int act_vrfy(struct smtp_session *s, const char *a, size_t n)
 
 static int act_expn(struct smtp_session *s, const char *a, size_t n) { reply(s, "502 5.5.1 EXPN not available"); return 1; }
 
+/* RFC 1985: "ETRN" SP ["@" / "#"] name; 1 if a[0..n) is such a node name */
+static int etrn_node_valid(const char *a, size_t n)
+{
+    size_t start = (n && (a[0] == '@' || a[0] == '#')) ? 1 : 0;
+    if (start == n || n > 255 || a[start] == '.' || a[n - 1] == '.') return 0;
+    for (size_t i = start; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
 static int act_etrn(struct smtp_session *s, const char *a, size_t n)
 {
-    if (!n) { reply(s, "501 5.5.4 Syntax: ETRN domain"); return 1; }
+    if (!n || !etrn_node_valid(a, n)) { reply(s, "501 5.5.4 Syntax: ETRN domain"); return 1; }
     set_logarg(s, a, n);
+    if (a[0] == '#') {        /* named queues (RFC 1985 "#queue") are not kept */
+        replyf(s, "458 4.3.0 Unable to queue messages for node %s", s->logarg);
+        return 1;
+    }
+    const char *dom = a[0] == '@' ? a + 1 : a;
+    size_t dl = a[0] == '@' ? n - 1 : n;
+    if (config_is_local_domain(s->cf, dom, dl)) {
+        replyf(s, "459 4.3.0 Node %s not allowed: mail for a local domain is delivered, not held", s->logarg);
+        return 1;
+    }
     if (!s->inj->trigger || !s->inj->trigger(s->inj->ctx)) {
         reply(s, "458 4.0.0 Unable to queue messages");
         return 1;
@@ -793,6 +819,8 @@ static int act_starttls(struct smtp_session *s, const char *a, size_t n)
 /* ---- AUTH (RFC 4954: PLAIN, LOGIN) ---- */
 
 static const char R_AUTH_FAILED[] = "535 5.7.8 Error: authentication failed";
+/* RFC 4954 4: a line longer than the server takes fails the exchange with 500 5.5.6 */
+static const char R_AUTH_TOO_LONG[] = "500 5.5.6 Error: authentication exchange line is too long";
 
 /* a client response line: 1 and line[0..*n), 0 on a read error, -1 when it
  * was too long (answered) */
@@ -805,7 +833,7 @@ static int auth_response(struct smtp_session *s, const char *prompt, char *line,
     if (eol == IO_EOL_NONE) {
         if (*n < cap) { errno = EPIPE; read_failed(s); return 0; }
         if (!io_skipline(&s->in, SMTP_DISCARD_MAX)) { read_failed(s); return 0; }
-        reply(s, "501 5.5.6 Error: authentication exchange line is too long");
+        reply(s, R_AUTH_TOO_LONG);
         return -1;
     }
     if (eol == IO_EOL_CR) {
@@ -826,7 +854,7 @@ static int sasl_refuse(struct smtp_session *s, enum sasl_result r)
     switch (r) {
     case SASL_OK: return 0;
     case SASL_AUTHZID: reply(s, "535 5.7.8 Error: authentication failed: authorization identity not allowed"); break;
-    case SASL_TOO_LONG: reply(s, "501 5.5.6 Error: authentication exchange line is too long"); break;
+    case SASL_TOO_LONG: reply(s, R_AUTH_TOO_LONG); break;
     case SASL_BAD_FORMAT: reply(s, "501 5.5.2 Error: invalid authentication response"); break;
     default: reply(s, "501 5.5.2 Error: cannot decode response"); break;
     }
@@ -945,11 +973,35 @@ static const char *const smtp_forbidden[] = {
 
 enum cmdline { CL_OK, CL_TOO_LONG, CL_BARE_CR };
 
+/* 1 if every octet past ASCII belongs to a valid UTF-8 character */
+static int utf8_valid(const char *line, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)line;
+    for (size_t i = 0; i < n;) {
+        size_t k;
+        if (u[i] < 0x80) i++;
+        else if ((k = utf8_char(u + i, n - i))) i += k;
+        else return 0;
+    }
+    return 1;
+}
+
+/* The longest a command line may be, with its CRLF: 512 (RFC 5321
+ * 4.5.3.1.4), more for MAIL and RCPT by what the extensions we offer add:
+ * RFC 3461 (DSN) 100 to MAIL and 500 to RCPT, RFC 1870 (SIZE) 26, RFC 4954
+ * (AUTH=) 500 and RFC 6531 (SMTPUTF8) 10 to MAIL. */
+static size_t line_limit(const char *line, size_t n)
+{
+    if (n >= 5 && !strncasecmp(line, "MAIL", 4) && (line[4] == ' ' || line[4] == '\t')) return SMTP_MAIL_LINE_MAX;
+    if (n >= 5 && !strncasecmp(line, "RCPT", 4) && (line[4] == ' ' || line[4] == '\t')) return SMTP_RCPT_LINE_MAX;
+    return SMTP_CMD_MAX;
+}
+
 /* Read one command line into line[0..*len). 1 with *kind, or 0 (errno:
  * EPIPE end of input, ETIMEDOUT, E2BIG an endless line). */
 static int read_command(struct smtp_session *s, char *line, size_t *len, enum cmdline *kind)
 {
-    const size_t max = SMTP_CMD_MAX - 2;
+    const size_t max = SMTP_MAIL_LINE_MAX - 2;   /* the longest any command may be */
     char scratch[512];
     size_t n = 0, got, discarded = 0;
     enum io_eol eol;
@@ -971,6 +1023,7 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
         return 0;
     }
     *len = n;
+    if (!toolong && n + 2 > line_limit(line, n)) toolong = 1;
     *kind = toolong ? CL_TOO_LONG : bare ? CL_BARE_CR : CL_OK;
     return 1;
 }
@@ -982,6 +1035,7 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
     s->verb = "-";
     s->logarg[0] = 0;
     if (memchr(line, 0, n)) { reply(s, "500 5.5.2 Error: NUL character in command"); return 1; }
+    if (!utf8_valid(line, n)) { reply(s, "500 5.5.2 Error: bad UTF-8 syntax"); return 1; }
     while (v < n && line[v] != ' ' && line[v] != '\t') v++;
     a = v;
     while (a < n && (line[a] == ' ' || line[a] == '\t')) a++;
@@ -1070,7 +1124,7 @@ static int tls_hello_seen(struct smtp_session *s)
 
 int smtp_session_run(struct smtp_session *s)
 {
-    char line[SMTP_CMD_MAX];
+    char line[SMTP_MAIL_LINE_MAX];
     signal(SIGPIPE, SIG_IGN);
     if (s->tls_pending && !tls_established(s)) s->first = 0;
     else replyf(s, "220 %s ESMTP postern", s->cf->hostname);

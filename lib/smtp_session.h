@@ -34,6 +34,8 @@
 #include "smtp_rcptmap.h"
 
 #define SMTP_CMD_MAX 512          /* octets of a command line with its CRLF */
+#define SMTP_MAIL_LINE_MAX (512 + 100 + 26 + 500 + 10)  /* MAIL with its parameters (line_limit) */
+#define SMTP_RCPT_LINE_MAX (512 + 500)                  /* RCPT with NOTIFY and ORCPT */
 #define SMTP_TEXT_MAX 1000        /* DATA is read in pieces of this size */
 #define SMTP_DISCARD_MAX (1u << 20) /* an overlong command line: close past this */
 

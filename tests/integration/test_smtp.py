@@ -186,7 +186,9 @@ class SmtpSeeds(SmtpBase):
             ('HELO my.server.com', '250'),
             ('VRFY alice', '252 2.5.2 Cannot VRFY user'),
             ('EXPN staff', '502 5.5.1 EXPN not available'),
-            ('ETRN example.test', '250 2.0.0 Queuing started'),
+            ('ETRN relay.example.net', '250 2.0.0 Queuing started'),
+            ('ETRN example.test', '459 4.3.0'),     # a local domain: delivered, never held (RFC 1985)
+            ('ETRN !bad', '501 5.5.4'),
             ('NOOP', '250'),
             ('RSET', '250'),
             ('ATRN', '502 5.5.1 Command not implemented'),
@@ -203,7 +205,7 @@ class SmtpSeeds(SmtpBase):
             ('BOGUS', '500 5.5.2'),
             ('QUIT', '221'),
         ])
-        self.assertEqual(len(r), 21)
+        self.assertEqual(len(r), 23)
 
 
 class SmtpClients(SmtpBase):

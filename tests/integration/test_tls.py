@@ -275,7 +275,7 @@ class SmtpTls(unittest.TestCase):
                            ('AUTH PLAIN ' + b64('\0alice\0wrong-password'), '535 5.7.8 Error: authentication failed'),
                            ('AUTH LOGIN', '334 VXNlcm5hbWU6'), ('*', '501 5.0.0'),
                            ('AUTH LOGIN', '334 VXNlcm5hbWU6'), (b64('alice'), '334 UGFzc3dvcmQ6'),
-                           ('x' * 3000, '501 5.5.6'),
+                           ('x' * 3000, '500 5.5.6'),
                            ('AUTH DIGEST-MD5', '504 5.5.4'),
                            ('AUTH PLAIN', '334'), (b64('\0alice\0' + PASSWORD), '235 2.7.0 Authentication successful'),
                            ('AUTH LOGIN', '503 5.5.1'),

@@ -378,7 +378,8 @@ START_TEST(test_mail_params)
     mail_bad(" SIZE=12 SIZE=12", "501 5.5.4 Duplicate");
     mail_bad(" size=1 SiZe=2", "501 5.5.4 Duplicate");
     mail_bad(" SMTPUTF8 SMTPUTF8", "501 5.5.4 Duplicate");
-    mail_bad(" BODY=BINARYMIME", "501 5.5.4");
+    mail_bad(" BODY=BINARYMIME", "555 5.5.4");    /* not offered (RFC 3030): unsupported, not malformed */
+    mail_bad(" BODY=bogus", "555 5.5.4");
     mail_bad(" BODY=", "501 5.5.4");
     mail_bad(" SMTPUTF8=yes", "501 5.5.4");
     mail_bad(" RET=ALL", "501 5.5.4");

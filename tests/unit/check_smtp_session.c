@@ -481,9 +481,56 @@ START_TEST(test_sequence_errors)
 }
 END_TEST
 
+START_TEST(test_etrn_rset_utf8_and_long_lines)
+{
+    /* ETRN (RFC 1985): syntax 501, named queues 458, local domains 459 */
+    char *out = RUN("EHLO x\r\nETRN\r\nETRN !!!bad\r\nETRN a b\r\nETRN .x\r\nETRN #queue\r\n"
+                    "ETRN example.test\r\nETRN @EXAMPLE.TEST\r\nETRN @far.example\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 501 501 501 501 458 459 459 250 221");
+    ck_assert(strstr(out, "458 4.3.0 Unable to queue messages for node #queue\r\n"));
+    ck_assert(strstr(out, "459 4.3.0 Node example.test not allowed: "));
+    free(out);
+    /* RSET takes no argument (RFC 5321 4.1.1.5); the transaction survives a bad one */
+    out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRSET foo\r\nRCPT TO:<alice@example.test>\r\n"
+              "RSET\r\nRCPT TO:<alice@example.test>\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 501 250 250 503 221");
+    ck_assert(strstr(out, "501 5.5.4 Syntax: RSET\r\n"));
+    free(out);
+    /* invalid UTF-8 in a command: 500; valid UTF-8 in EHLO is a name */
+    out = RUN("EHLO h\xe9llo.test\r\nNOOP \xff\xfe\r\nEHLO h\xc3\xa9llo.test\r\nNOOP \xc3\xa9\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 500 500 250 250 221");
+    ck_assert(strstr(out, "500 5.5.2 Error: bad UTF-8 syntax\r\n"));
+    free(out);
+    /* MAIL and RCPT may be longer than 512 by what DSN, SIZE, AUTH= and
+     * SMTPUTF8 add (1148 and 1012 with CRLF); other commands may not */
+    struct buf sc = BUF_ZERO;
+    char orcpt[420], envid[101], auth[451], detail[59], noop[600];
+    memset(orcpt, 'o', sizeof orcpt - 1); orcpt[sizeof orcpt - 1] = 0;
+    memset(envid, 'E', sizeof envid - 1); envid[sizeof envid - 1] = 0;
+    memset(auth, 'u', sizeof auth - 1); auth[sizeof auth - 1] = 0;
+    memset(detail, 'd', sizeof detail - 1); detail[sizeof detail - 1] = 0;
+    memset(noop, 'n', sizeof noop - 1); noop[sizeof noop - 1] = 0;
+    buf_appendf(&sc, "EHLO x\r\nMAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=%s AUTH=%s\r\n",
+                envid, auth);
+    ck_assert_uint_gt(sc.len - 8, 600);
+    size_t mark = sc.len;
+    buf_appendf(&sc, "RCPT TO:<alice+%s@example.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;%s@x.example\r\n",
+                detail, orcpt);
+    ck_assert_uint_gt(sc.len - mark, 550);
+    buf_appendf(&sc, "NOOP %s\r\n", noop);
+    buf_appends(&sc, "RCPT TO:<alice@example.test> ORCPT=rfc822;");
+    for (int i = 0; i < 1100; i++) buf_appends(&sc, "p");
+    buf_appends(&sc, "\r\nQUIT\r\n");
+    out = run_session(sc.s, sc.len, 0);
+    ASSERT_CODES(out, "220 250 250 250 500 500 221");
+    free(out);
+    buf_free(&sc);
+}
+END_TEST
+
 START_TEST(test_other_commands)
 {
-    char *out = RUN("NOOP\r\nHELP\r\nEHLO x\r\nVRFY alice\r\nEXPN staff\r\nETRN example.test\r\n"
+    char *out = RUN("NOOP\r\nHELP\r\nEHLO x\r\nVRFY alice\r\nEXPN staff\r\nETRN relayed.example\r\n"
                     "TURN\r\nATRN\r\nSAML FROM:<a@b>\r\nSEND FROM:<a@b>\r\nSOML FROM:<a@b>\r\n"
                     "BURL x\r\nONEX\r\nVERB\r\nSUBMITTER x\r\nSTARTTLS\r\nAUTH PLAIN\r\n"
                     "XYZZY\r\nnoop\r\nQUIT\r\n");
@@ -959,6 +1006,7 @@ int main(void)
     tcase_add_test(limits, test_line_512_513);
     tcase_add_test(limits, test_bare_cr_lf_nul_in_commands);
     tcase_add_test(limits, test_data_bare_lf);
+    tcase_add_test(limits, test_etrn_rset_utf8_and_long_lines);
     tcase_add_test(limits, test_smuggling_variants);
     tcase_add_test(limits, test_size_limits);
     tcase_add_test(limits, test_hop_limit);
