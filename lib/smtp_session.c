@@ -973,19 +973,6 @@ static const char *const smtp_forbidden[] = {
 
 enum cmdline { CL_OK, CL_TOO_LONG, CL_BARE_CR };
 
-/* 1 if every octet past ASCII belongs to a valid UTF-8 character */
-static int utf8_valid(const char *line, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)line;
-    for (size_t i = 0; i < n;) {
-        size_t k;
-        if (u[i] < 0x80) i++;
-        else if ((k = utf8_char(u + i, n - i))) i += k;
-        else return 0;
-    }
-    return 1;
-}
-
 /* The longest a command line may be, with its CRLF: 512 (RFC 5321
  * 4.5.3.1.4), more for MAIL and RCPT by what the extensions we offer add:
  * RFC 3461 (DSN) 100 to MAIL and 500 to RCPT, RFC 1870 (SIZE) 26, RFC 4954

@@ -1,4 +1,4 @@
-/* utf8.c - one UTF-8 character, validated. */
+/* utf8.c - UTF-8, validated: one character, or a whole string. */
 #include "utf8.h"
 
 size_t utf8_char(const unsigned char *s, size_t n)
@@ -16,4 +16,16 @@ size_t utf8_char(const unsigned char *s, size_t n)
     }
     if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
     return k;
+}
+
+int utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t k;
+        if (u[i] < 0x80) i++;
+        else if ((k = utf8_char(u + i, n - i))) i += k;
+        else return 0;
+    }
+    return 1;
 }

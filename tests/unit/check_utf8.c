@@ -1,4 +1,4 @@
-/* check_utf8.c - validating one UTF-8 character. */
+/* check_utf8.c - validating UTF-8: one character, and whole strings. */
 #include <check.h>
 #include <string.h>
 
@@ -13,6 +13,14 @@ START_TEST(test_valid)
     ck_assert_uint_eq(len_of("\xf0\x9f\x93\xab"), 4);    /* mailbox emoji */
     ck_assert_uint_eq(len_of("\xc3\xa9xyz"), 2);         /* only the first character */
     ck_assert_uint_eq(len_of("a"), 0);                   /* ASCII is not this function's */
+    /* whole strings */
+    ck_assert(utf8_valid("EHLO h\xc3\xa9llo.test", 16));
+    ck_assert(utf8_valid("", 0));
+    ck_assert(!utf8_valid("EHLO h\xe9llo.test", 15));   /* Latin-1, not UTF-8 */
+    ck_assert(!utf8_valid("NOOP \xff\xfe", 7));
+    ck_assert(!utf8_valid("x\xc3", 2));                  /* cut at the end */
+    ck_assert(!utf8_valid("x\xc3\xa9", 2));             /* n bounds it */
+    ck_assert(utf8_valid("x\xc3\xa9", 3));
 }
 END_TEST
 
