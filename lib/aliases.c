@@ -187,17 +187,14 @@ int aliases_load(struct aliases *a, const char *path, char *err, size_t errlen)
     return ok;
 }
 
+static int alias_key_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct alias *)elem)->name);
+}
+
 const struct alias *aliases_find(const struct aliases *a, const char *name)
 {
-    size_t lo = 0, hi = a->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(name, a->v[mid].name);
-        if (!c) return &a->v[mid];
-        if (c < 0) hi = mid;
-        else lo = mid + 1;
-    }
-    return NULL;
+    return a->n ? bsearch(name, a->v, a->n, sizeof *a->v, alias_key_cmp) : NULL;
 }
 
 int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
@@ -400,8 +397,19 @@ int mailboxes_parse(struct mailboxes *t, const char *fname, const char *text, si
         if (r < 0) goto fail;
         if (r) t->n++;
     }
-    /* sorted by name, the first line of a name first: the one that counts */
+    /* sorted by name, the first line of a name first: the one that counts,
+     * so the later ones go */
     if (t->n) qsort(t->v, t->n, sizeof *t->v, mailbox_cmp);
+    size_t k = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        if (k && !strcmp(t->v[k - 1].name, t->v[i].name)) {
+            free(t->v[i].name);
+            free(t->v[i].maildir);
+            continue;
+        }
+        t->v[k++] = t->v[i];
+    }
+    t->n = k;
     return 1;
 fail:;
     int e = errno;
@@ -426,17 +434,17 @@ int mailboxes_load(struct mailboxes *t, const char *path, char *err, size_t errl
     return ok;
 }
 
+static int mailbox_key_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct mailboxes_entry *)elem)->name);
+}
+
 int mailboxes_find(const struct mailboxes *t, const char *name, struct mailbox *m, char *err, size_t errlen)
 {
-    size_t lo = 0, hi = t->n, nlen = strlen(name);
-    while (lo < hi) {                      /* the first entry >= name */
-        size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(t->v[mid].name, name) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    if (lo == t->n || strcmp(t->v[lo].name, name)) { errno = ENOENT; return 0; }
-    const struct mailboxes_entry *e = &t->v[lo];
-    if (e->bad || nlen > ALIAS_NAME_MAX) {
+    const struct mailboxes_entry *e = t->n ? bsearch(name, t->v, t->n, sizeof *t->v, mailbox_key_cmp) : NULL;
+    if (!e) { errno = ENOENT; return 0; }
+    size_t nlen = strlen(name);            /* <= ALIAS_NAME_MAX: the entry's name, which mailbox_line bounds */
+    if (e->bad) {
         snprintf(err, errlen, "%s:%zu: expected name:uid:gid:/maildir", t->fname ? t->fname : "mailboxes", e->line);
         errno = EINVAL;
         return 0;

@@ -77,7 +77,7 @@ struct mailbox {
 /* ROOT/conf/mailboxes ("name:uid:gid:/maildir" a line, '#' comments),
  * parsed once into a table sorted by name. A malformed line fails only the
  * lookups of its own name (with file:line), not the whole table; if a name
- * appears twice, its first line counts. */
+ * appears twice, its first line counts (the later ones are dropped). */
 struct mailboxes_entry {
     char *name, *maildir;      /* maildir NULL if bad */
     uid_t uid;
