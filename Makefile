@@ -2,7 +2,8 @@
 # installs nothing.  See README.md.
 #
 # Layout the rules discover:
-#   lib/*.c                 -> $(OBJ)/libpostern.a
+#   lib/*.c, queue/*.c      -> $(OBJ)/libpostern.a  (queue/: the queue's layout,
+#                              envelope format and commit protocol, docs/QUEUE.md)
 #   daemons/<prog>/*.c      -> $(BIN)/<prog>     (LIBS_<prog> adds libraries)
 #   scripts/<prog>.sh       -> $(BIN)/<prog>     (operator shell tools, copied; not deps, run-demo)
 #   tests/unit/check_*.c    -> $(OBJ)/tests/check_*  (Check unit tests)
@@ -22,7 +23,7 @@ OPT     = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanit
 HARDEN  = -fstack-protector-strong -fPIE
 LDSAN   = -fsanitize=address,undefined
 endif
-CFLAGS_ALL  = $(CSTD) $(OPT) $(WARN) $(HARDEN) -Ilib $(CFLAGS)
+CFLAGS_ALL  = $(CSTD) $(OPT) $(WARN) $(HARDEN) -Ilib -Iqueue $(CFLAGS)
 LDFLAGS_ALL = -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack $(LDSAN) $(LDFLAGS)
 
 PKG_SODIUM = $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium)
@@ -62,9 +63,9 @@ MUSL     ?= $(if $(and $(MUSL_CC),$(wildcard $(MUSL_LIB)/rcrt1.o)),1,0)
 ifeq ($(SAN),1)
 MUSL    = 0
 endif
-QI_LIB  = buf envelope log privdrop queue_inject queue_path
+QI_LIB  = lib/buf queue/envelope lib/log lib/privdrop queue/queue_inject queue/queue_path
 
-LIB_SRC   = $(sort $(wildcard lib/*.c))
+LIB_SRC   = $(sort $(wildcard lib/*.c queue/*.c))
 LIB_OBJ   = $(LIB_SRC:%.c=$(OBJ)/%.o)
 PROGS     = $(sort $(notdir $(wildcard daemons/*)))
 # operator tools only: deps.sh and run-demo.sh are build helpers, run in place
@@ -95,7 +96,7 @@ $(foreach p,$(filter-out queue-inject,$(PROGS)),$(eval $(call prog_rule,$(p))))
 $(OBJ)/musl/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(MUSL_CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
-$(BIN)/queue-inject: $(patsubst %.c,$(OBJ)/musl/%.o,$(wildcard daemons/queue-inject/*.c)) $(QI_LIB:%=$(OBJ)/musl/lib/%.o)
+$(BIN)/queue-inject: $(patsubst %.c,$(OBJ)/musl/%.o,$(wildcard daemons/queue-inject/*.c)) $(QI_LIB:%=$(OBJ)/musl/%.o)
 	@mkdir -p $(BIN)
 	$(CC) -nostdlib -static-pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack -Wl,-z,text $(LDFLAGS) -o $@ \
 	  $(MUSL_LIB)/rcrt1.o $(MUSL_LIB)/crti.o $$($(CC) -print-file-name=crtbeginS.o) \
@@ -251,13 +252,13 @@ FUZZ_TIME ?= 60
 FUZZ_SRC  = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 
-# lib/ is compiled once (coverage-instrumented); UB aborts like a crash
-FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=all -Ilib
-FUZZ_OBJ  = $(LIB_SRC:lib/%.c=build-fuzz/obj/%.o)
+# lib/ and queue/ are compiled once (coverage-instrumented); UB aborts like a crash
+FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=all -Ilib -Iqueue
+FUZZ_OBJ  = $(LIB_SRC:%.c=build-fuzz/obj/%.o)
 
 .PRECIOUS: build-fuzz/obj/%.o
-build-fuzz/obj/%.o: lib/%.c $(wildcard lib/*.h)
-	@mkdir -p build-fuzz/obj
+build-fuzz/obj/%.o: %.c $(wildcard lib/*.h queue/*.h)
+	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OBJ)

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "envelope.h"   /* struct envelope, struct env_rcpt (lib/envelope.h exists) */
+#include "envelope.h"   /* struct envelope, struct env_rcpt (queue/envelope.h) */
 #include "buf.h"
 
 enum dsn_kind { DSN_FAILURE, DSN_DELAY, DSN_SUCCESS };

@@ -5,7 +5,7 @@
  *   ROOT/queue/tmp/            queue-manager's envelope rewrites (qm.ID);
  *                              injections too where tmp/<h> is missing
  *   ROOT/queue/mess/<h>/ID     message bodies        h = last hex digit of ID
- *   ROOT/queue/env/<h>/ID      envelopes (lib/envelope.h)
+ *   ROOT/queue/env/<h>/ID      envelopes (queue/envelope.h)
  *   ROOT/queue/todo/ID         "new message" marker (a hard link of env/<h>/ID)
  *   ROOT/queue/bounce/         queue-manager's bounce work
  *   ROOT/queue/lock/trigger    FIFO: one byte written = "look at todo/"
