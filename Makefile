@@ -5,6 +5,7 @@
 #   lib/*.c                 -> $(OBJ)/libpostern.a
 #   daemons/<prog>/*.c      -> $(BIN)/<prog>     (LIBS_<prog> adds libraries)
 #   scripts/<prog>.sh       -> $(BIN)/<prog>     (operator shell tools, copied; not deps, run-demo)
+#   conf/*                  the example configuration (installed to $(PREFIX)/share/postern)
 #   tests/unit/check_*.c    -> $(OBJ)/tests/check_*  (Check unit tests)
 
 CC      ?= cc
@@ -207,7 +208,7 @@ bench-tls: all
 
 # `make install PREFIX=/usr/local DESTDIR=`: every program (and postern-setup,
 # which copies the programs beside it into ROOT/bin) into $(PREFIX)/lib/postern/bin,
-# man pages into $(PREFIX)/share/man, example conf into $(PREFIX)/share/postern.
+# man pages into $(PREFIX)/share/man, the example conf (conf/) into $(PREFIX)/share/postern.
 # The installed queue-inject is a template (it finds ROOT from its own place):
 # setuid postern-queue 4711 if that user exists, else 0755; postern-setup
 # makes each ROOT/bin/queue-inject 4711.  Nothing else is setuid.
@@ -216,7 +217,7 @@ DESTDIR ?=
 POSTERN_LIBBIN = $(PREFIX)/lib/postern/bin
 MAN5    = $(sort $(wildcard docs/man/*.5))
 MAN8    = $(sort $(wildcard docs/man/*.8))
-EXAMPLES = $(sort $(wildcard docs/examples/*))
+EXAMPLES = $(sort $(wildcard conf/*))
 
 install: all
 	install -d $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/share/man/man5 \
@@ -235,7 +236,7 @@ install: all
 uninstall:
 	rm -f $(PROGS:%=$(DESTDIR)$(POSTERN_LIBBIN)/%) $(SCRIPTS:%=$(DESTDIR)$(POSTERN_LIBBIN)/%)
 	rm -f $(MAN5:docs/man/%=$(DESTDIR)$(PREFIX)/share/man/man5/%) $(MAN8:docs/man/%=$(DESTDIR)$(PREFIX)/share/man/man8/%)
-	rm -f $(EXAMPLES:docs/examples/%=$(DESTDIR)$(PREFIX)/share/postern/%)
+	rm -f $(EXAMPLES:conf/%=$(DESTDIR)$(PREFIX)/share/postern/%)
 	-rmdir $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/lib/postern $(DESTDIR)$(PREFIX)/share/postern
 
 clean:

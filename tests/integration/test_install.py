@@ -109,9 +109,12 @@ class Install(unittest.TestCase):
         self.assertEqual(got, pages)
         for p in glob.glob(os.path.join(dest, 'usr/share/man/man*/*')):
             self.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o644, p)
-        examples = os.listdir(os.path.join(dest, 'usr/share/postern'))
-        self.assertIn('postern.conf', examples)
-        self.assertIn('aliases', examples)
+        share = os.path.join(dest, 'usr/share/postern')
+        self.assertEqual(sorted(os.listdir(share)), sorted(os.listdir(os.path.join(REPO, 'conf'))))
+        for f in os.listdir(os.path.join(REPO, 'conf')):
+            with open(os.path.join(share, f)) as a, open(os.path.join(REPO, 'conf', f)) as b:
+                self.assertEqual(a.read(), b.read(), f)
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(share, f)).st_mode), 0o644, f)
 
         qi = os.path.join(libbin, 'queue-inject')
         if IS_ROOT and queue_user_exists():
