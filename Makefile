@@ -6,6 +6,8 @@
 #                              envelope format and commit protocol, docs/QUEUE.md)
 #   daemons/<prog>/*.c      -> $(BIN)/<prog>     (LIBS_<prog> adds libraries)
 #   scripts/<prog>.sh       -> $(BIN)/<prog>     (operator shell tools, copied; not deps, run-demo)
+#   conf/*                  the example configuration (installed to $(PREFIX)/share/postern)
+#   service/{run,notification-fd,log/run}  the s6 service templates postern-setup fills in
 #   tests/unit/check_*.c    -> $(OBJ)/tests/check_*  (Check unit tests)
 
 CC      ?= cc
@@ -111,6 +113,19 @@ $(BIN)/%: scripts/%.sh
 	cp $< $@
 	chmod 755 $@
 
+# postern-setup finds the service templates beside itself (the source tree's
+# service/ next to bin/, or PREFIX/share/postern/service once installed), and
+# failing that in the tree it was built from, whose path is written into its
+# BUILT_FROM line here (for a BIN elsewhere: make sanitize's build-san/bin, a
+# copy of bin/).  A path a shell could misread is left out.
+$(BIN)/postern-setup: scripts/postern-setup.sh
+	@mkdir -p $(BIN)
+	case '$(CURDIR)' in *[!A-Za-z0-9/._+-]*) from= ;; *) from='$(CURDIR)' ;; esac; \
+	  sed "s|^BUILT_FROM=\"@BUILT_FROM@\"\$$|BUILT_FROM=\"$$from\"|" $< > $@.new
+	grep -q '^BUILT_FROM="[^@]*"$$' $@.new || { echo "$@: BUILT_FROM not set" >&2; rm -f $@.new; exit 1; }
+	chmod 755 $@.new
+	mv -f $@.new $@
+
 $(OBJ)/tests/check_%: tests/unit/check_%.c $(OBJ)/libpostern.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(OBJ)/libpostern.a $(PKG_CHECK) $(PKG_SODIUM) $(PKG_SSL) -lresolv
@@ -208,7 +223,11 @@ bench-tls: all
 
 # `make install PREFIX=/usr/local DESTDIR=`: every program (and postern-setup,
 # which copies the programs beside it into ROOT/bin) into $(PREFIX)/lib/postern/bin,
-# man pages into $(PREFIX)/share/man, example conf into $(PREFIX)/share/postern.
+# man pages into $(PREFIX)/share/man, the example conf (conf/) into
+# $(PREFIX)/share/postern and the s6 service templates (service/) into
+# $(PREFIX)/share/postern/service, where the installed postern-setup looks
+# (../../../share/postern/service from its own directory; its BUILT_FROM is
+# emptied, so it never reads the build tree).
 # The installed queue-inject is a template (it finds ROOT from its own place):
 # setuid postern-queue 4711 if that user exists, else 0755; postern-setup
 # makes each ROOT/bin/queue-inject 4711.  Nothing else is setuid.
@@ -217,12 +236,17 @@ DESTDIR ?=
 POSTERN_LIBBIN = $(PREFIX)/lib/postern/bin
 MAN5    = $(sort $(wildcard docs/man/*.5))
 MAN8    = $(sort $(wildcard docs/man/*.8))
-EXAMPLES = $(sort $(wildcard docs/examples/*))
+EXAMPLES = $(sort $(wildcard conf/*))
+SERVICE_TEMPLATES = service/run service/notification-fd
+SERVICE_LOG_TEMPLATES = service/log/run
 
 install: all
 	install -d $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/share/man/man5 \
-	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/postern
-	install -m 755 $(filter-out $(BIN)/queue-inject,$(PROGS:%=$(BIN)/%) $(SCRIPTS:%=$(BIN)/%)) $(DESTDIR)$(POSTERN_LIBBIN)
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/postern \
+	  $(DESTDIR)$(PREFIX)/share/postern/service/log
+	install -m 755 $(filter-out $(BIN)/queue-inject $(BIN)/postern-setup,$(PROGS:%=$(BIN)/%) $(SCRIPTS:%=$(BIN)/%)) $(DESTDIR)$(POSTERN_LIBBIN)
+	sed 's|^BUILT_FROM=".*"$$|BUILT_FROM=""|' $(BIN)/postern-setup > $(DESTDIR)$(POSTERN_LIBBIN)/postern-setup
+	chmod 755 $(DESTDIR)$(POSTERN_LIBBIN)/postern-setup
 	install -m 755 $(BIN)/queue-inject $(DESTDIR)$(POSTERN_LIBBIN)/queue-inject
 	@if [ "$$(id -u)" = 0 ] && getent passwd postern-queue >/dev/null && getent group postern-queue >/dev/null; then \
 	  echo "chown postern-queue:postern-queue + chmod 4711 $(DESTDIR)$(POSTERN_LIBBIN)/queue-inject"; \
@@ -232,12 +256,16 @@ install: all
 	install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 644 $(MAN8) $(DESTDIR)$(PREFIX)/share/man/man8
 	install -m 644 $(EXAMPLES) $(DESTDIR)$(PREFIX)/share/postern
+	install -m 644 $(SERVICE_TEMPLATES) $(DESTDIR)$(PREFIX)/share/postern/service
+	install -m 644 $(SERVICE_LOG_TEMPLATES) $(DESTDIR)$(PREFIX)/share/postern/service/log
 
 uninstall:
 	rm -f $(PROGS:%=$(DESTDIR)$(POSTERN_LIBBIN)/%) $(SCRIPTS:%=$(DESTDIR)$(POSTERN_LIBBIN)/%)
 	rm -f $(MAN5:docs/man/%=$(DESTDIR)$(PREFIX)/share/man/man5/%) $(MAN8:docs/man/%=$(DESTDIR)$(PREFIX)/share/man/man8/%)
-	rm -f $(EXAMPLES:docs/examples/%=$(DESTDIR)$(PREFIX)/share/postern/%)
-	-rmdir $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/lib/postern $(DESTDIR)$(PREFIX)/share/postern
+	rm -f $(EXAMPLES:conf/%=$(DESTDIR)$(PREFIX)/share/postern/%)
+	rm -f $(SERVICE_TEMPLATES:%=$(DESTDIR)$(PREFIX)/share/postern/%) $(SERVICE_LOG_TEMPLATES:%=$(DESTDIR)$(PREFIX)/share/postern/%)
+	-rmdir $(DESTDIR)$(POSTERN_LIBBIN) $(DESTDIR)$(PREFIX)/lib/postern $(DESTDIR)$(PREFIX)/share/postern/service/log \
+	  $(DESTDIR)$(PREFIX)/share/postern/service $(DESTDIR)$(PREFIX)/share/postern
 
 clean:
 	rm -rf $(OBJ) build-san $(BIN)

@@ -2,7 +2,8 @@
 # postern-setup - create (or check) a postern instance: system users and
 # groups, the ROOT tree with its owners and modes, the programs in ROOT/bin,
 # a commented conf/postern.conf, a self-signed certificate, and the s6
-# service tree.  Idempotent: re-running keeps users, certificates, the
+# service tree (from the templates of the source tree's service/, see
+# find_templates).  Idempotent: re-running keeps users, certificates, the
 # configuration and all data, and repairs owners and modes.
 #
 #   postern-setup --root DIR [--hostname H] [--domain D]... [--listen ADDR]
@@ -55,6 +56,10 @@ for kv in $(echo "$PORTS" | tr ',' ' '); do
     case "${kv#*=}" in ''|*[!0-9]*) die "--ports: ${kv%%=*}: '${kv#*=}' is not a port number" ;; esac
 done
 SRC=$(cd "$(dirname "$0")" && pwd)
+# the source tree this copy was built from: make writes its path here
+# (bin/postern-setup); scripts/postern-setup.sh and an installed copy have none
+BUILT_FROM="@BUILT_FROM@"
+case "$BUILT_FROM" in @*) BUILT_FROM="" ;; esac
 
 # the daemons that are s6 services (tls-proxy is exec'd per connection)
 SERVICES="auth-checker queue-manager smtp-listener pop3-listener"
@@ -369,6 +374,39 @@ check_conf() {
 }
 
 # ---- the s6 service tree -----------------------------------------------
+# The service directories are made from three templates, the same for every
+# daemon: service/run, service/notification-fd and service/log/run in the
+# source tree, PREFIX/share/postern/service after `make install`.  Where:
+# beside the programs of an installed copy (PREFIX/lib/postern/bin), else
+# the source tree's service/ beside bin/, else that of the tree this copy
+# was built from.  A directory counts only if it holds all three and its run
+# names @PROG@ (not an s6 scan directory that happens to be there).
+TEMPLATES=""
+find_templates() {
+    for t in "$SRC/../../../share/postern/service" "$SRC/../service" ${BUILT_FROM:+"$BUILT_FROM/service"}; do
+        if [ -f "$t/run" ] && [ -f "$t/notification-fd" ] && [ -f "$t/log/run" ] &&
+           grep -q '@PROG@' "$t/run"; then
+            TEMPLATES=$(cd "$t" && pwd) && return 0
+        fi
+    done
+    die "no s6 service templates (run, notification-fd, log/run) in $SRC/../../../share/postern/service or $SRC/../service${BUILT_FROM:+ or $BUILT_FROM/service}: run the postern-setup of the build's bin/ or of PREFIX/lib/postern/bin"
+}
+
+# sed replacement text: \, & and the delimiter | stand for themselves (ROOT
+# cannot hold them, see the check of ROOT above, but a user name might)
+sed_text() { printf '%s\n' "$1" | sed 's/[\\&|]/\\&/g'; }
+
+# render TEMPLATE PROG: the template with @PROG@, @ROOT@ and @SETUIDGID@
+# ("s6-setuidgid postern-log " as root, nothing otherwise) filled in
+render() {
+    if [ "$ISROOT" = 1 ]; then drop="s6-setuidgid $U_LOG "; else drop=""; fi
+    out=$(sed -e "s|@PROG@|$(sed_text "$2")|g" -e "s|@ROOT@|$(sed_text "$ROOT")|g" \
+              -e "s|@SETUIDGID@|$(sed_text "$drop")|g" "$TEMPLATES/$1") ||
+        die "cannot read $TEMPLATES/$1"
+    case "$out" in *@[[:upper:]]*@*) die "$TEMPLATES/$1: an unknown @PLACEHOLDER@ is left" ;; esac
+    printf '%s\n' "$out"
+}
+
 put() { # path mode content: write only if different
     if [ ! -f "$1" ] || [ "$(cat "$1")" != "$3" ]; then
         printf '%s\n' "$3" > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1" || die "cannot write $1"
@@ -390,18 +428,12 @@ write_services() {
             continue
         fi
         mkdir -p "$d/log" || die "mkdir $d/log failed"
-        put "$d/run" 755 "#!/bin/sh
-# $s: started as root; it drops its own privileges (docs/ARCHITECTURE.md)
-exec 2>&1
-exec $ROOT/bin/$s -d 3 $ROOT"
-        put "$d/notification-fd" 644 "3"
-        if [ "$ISROOT" = 1 ]; then
-            logcmd="exec s6-setuidgid $U_LOG s6-log -b n10 s1000000 T $ROOT/log/$s"
-        else
-            logcmd="exec s6-log -b n10 s1000000 T $ROOT/log/$s"
-        fi
-        put "$d/log/run" 755 "#!/bin/sh
-$logcmd"
+        text=$(render run "$s") || exit 100
+        put "$d/run" 755 "$text"
+        text=$(render notification-fd "$s") || exit 100
+        put "$d/notification-fd" 644 "$text"
+        text=$(render log/run "$s") || exit 100
+        put "$d/log/run" 755 "$text"
     done
 }
 
@@ -424,6 +456,12 @@ check_parents() {
 }
 
 # ---- main --------------------------------------------------------------
+# before anything changes: the templates the service tree is written from,
+# each one fillable (no unknown @PLACEHOLDER@)
+if [ "$CHECK" = 0 ]; then
+    find_templates
+    for f in run notification-fd log/run; do render "$f" smtp-listener >/dev/null || exit 100; done
+fi
 [ "$ISROOT" = 1 ] && check_parents
 ensure_users
 tree

@@ -1,7 +1,8 @@
-"""`make install`: programs, man pages and example conf under DESTDIR/PREFIX,
-queue-inject the only setuid file; every man page lints clean (mandoc) and
-every program has one; postern-setup run from the installed copy makes a
-working ROOT/bin."""
+"""`make install`: programs, man pages, the example conf (conf/) and the s6
+service templates (service/) under DESTDIR/PREFIX, queue-inject the only
+setuid file; every man page lints clean (mandoc) and every program has one;
+postern-setup run from the installed copy makes a working ROOT/bin and its
+service tree from the installed templates."""
 
 import glob
 import re
@@ -12,7 +13,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, IS_ROOT, need, need_root
+from harness import BIN, IS_ROOT, SERVICES, need, need_root
+from test_setup import SERVICE_FILES, render_templates, service_files, service_golden
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 MAN = os.path.join(REPO, 'docs', 'man')
@@ -34,6 +36,11 @@ def install(destdir, prefix='/usr'):
         ['make', '--no-print-directory', '-C', REPO, '-o', 'all', 'install',
          'BIN=' + BIN, 'DESTDIR=' + destdir, 'PREFIX=' + prefix],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=make_env(), timeout=120)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
 
 
 def setuid_files(top):
@@ -109,9 +116,19 @@ class Install(unittest.TestCase):
         self.assertEqual(got, pages)
         for p in glob.glob(os.path.join(dest, 'usr/share/man/man*/*')):
             self.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o644, p)
-        examples = os.listdir(os.path.join(dest, 'usr/share/postern'))
-        self.assertIn('postern.conf', examples)
-        self.assertIn('aliases', examples)
+        share = os.path.join(dest, 'usr/share/postern')
+        self.assertEqual(sorted(os.listdir(share)),
+                         sorted(os.listdir(os.path.join(REPO, 'conf')) + ['service']))
+        for f in os.listdir(os.path.join(REPO, 'conf')):
+            self.assertEqual(read(os.path.join(share, f)), read(os.path.join(REPO, 'conf', f)), f)
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(share, f)).st_mode), 0o644, f)
+        for f, _ in SERVICE_FILES:
+            p = os.path.join(share, 'service', f)
+            self.assertEqual(read(p), read(os.path.join(REPO, 'service', f)), f)
+            self.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o644, f)
+        # the installed postern-setup never looks into the build tree
+        self.assertEqual(re.findall(r'(?m)^BUILT_FROM=.*$', read(os.path.join(libbin, 'postern-setup'))),
+                         ['BUILT_FROM=""'])
 
         qi = os.path.join(libbin, 'queue-inject')
         if IS_ROOT and queue_user_exists():
@@ -154,6 +171,54 @@ class Install(unittest.TestCase):
         r = subprocess.run([setup, '--root', root, '--check'],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
         self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+
+    def test_installed_setup_uses_the_installed_templates(self):
+        """make install DESTDIR=... PREFIX=/usr/local: the installed
+        postern-setup writes ROOT/service from PREFIX/share/postern/service
+        (the same files as from the source tree); an edit there shows in
+        ROOT; without them it refuses (it never falls back to the build tree)."""
+        dest = os.path.join(self.tmp, 'dest')
+        r = install(dest, prefix='/usr/local')
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        os.chmod(self.tmp, 0o755)
+        setup = os.path.join(dest, 'usr', 'local', 'lib', 'postern', 'bin', 'postern-setup')
+        tdir = os.path.join(dest, 'usr', 'local', 'share', 'postern', 'service')
+        root = os.path.join(self.tmp, 'root')
+
+        def run(*extra, at=root):
+            r = subprocess.run([setup, '--root', at, '--listen', '127.0.0.1', '--hostname',
+                                'install.test'] + list(extra), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+            return r
+
+        r = run()
+        self.assertEqual(r.returncode, 0, r.stdout)
+        services = [s for s in SERVICES if s in PROGS]
+        self.assertTrue(services)
+        self.assertEqual(sorted(os.listdir(os.path.join(root, 'service'))), sorted(services))
+        for s in services:
+            with self.subTest(service=s):
+                got = service_files(root, s)
+                self.assertEqual({f: t for f, (t, _) in got.items()}, service_golden(root, s))
+                self.assertEqual({f: m for f, (_, m) in got.items()}, dict(SERVICE_FILES))
+        r = run('--check')
+        self.assertEqual(r.returncode, 0, r.stdout)
+        # the installed templates are the ones read
+        with open(os.path.join(tdir, 'log', 'run'), 'a') as f:
+            f.write('# installed template of @PROG@\n')
+        r = run()
+        self.assertEqual(r.returncode, 0, r.stdout)
+        for s in services:
+            self.assertEqual(read(os.path.join(root, 'service', s, 'log', 'run')),
+                             render_templates(tdir, root, s)['log/run'])
+            self.assertTrue(read(os.path.join(root, 'service', s, 'log', 'run')).endswith(
+                '# installed template of %s\n' % s))
+        # without them: refused, nothing made
+        shutil.rmtree(tdir)
+        r = run(at=os.path.join(self.tmp, 'root2'))
+        self.assertEqual(r.returncode, 100, r.stdout)
+        self.assertIn('no s6 service templates', r.stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'root2')))
 
 
 if __name__ == '__main__':

@@ -20,6 +20,43 @@ from harness import Instance, IS_ROOT, need, need_root, smtp_dialogue, Conn
 
 SYSUSERS = ('postern-smtp', 'postern-queue', 'postern-auth', 'postern-pop3',
             'postern-tls', 'postern-remote', 'postern-log')
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+# the s6 service templates (service/ of the source tree) and their modes in ROOT
+SERVICE_FILES = (('run', 0o755), ('notification-fd', 0o644), ('log/run', 0o755))
+
+
+def service_golden(root, prog, as_root=IS_ROOT):
+    """What postern-setup has always written into ROOT/service/PROG, byte
+    for byte (before the templates, it wrote these texts inline)."""
+    drop = 's6-setuidgid postern-log ' if as_root else ''
+    return {
+        'run': '#!/bin/sh\n# %s: started as root; it drops its own privileges '
+               '(docs/ARCHITECTURE.md)\nexec 2>&1\nexec %s/bin/%s -d 3 %s\n' % (prog, root, prog, root),
+        'notification-fd': '3\n',
+        'log/run': '#!/bin/sh\nexec %ss6-log -b n10 s1000000 T %s/log/%s\n' % (drop, root, prog),
+    }
+
+
+def render_templates(tdir, root, prog, as_root=IS_ROOT):
+    """The templates of tdir (service/ or PREFIX/share/postern/service)
+    filled in as postern-setup does."""
+    out = {}
+    for f, _ in SERVICE_FILES:
+        with open(os.path.join(tdir, f)) as fh:
+            text = fh.read()
+        out[f] = (text.replace('@PROG@', prog).replace('@ROOT@', root)
+                  .replace('@SETUIDGID@', 's6-setuidgid postern-log ' if as_root else ''))
+    return out
+
+
+def service_files(root, prog):
+    """{file: (text, mode)} of ROOT/service/PROG."""
+    out = {}
+    for f, _ in SERVICE_FILES:
+        p = os.path.join(root, 'service', prog, f)
+        with open(p) as fh:
+            out[f] = (fh.read(), stat.S_IMODE(os.lstat(p).st_mode))
+    return out
 
 
 def owner(path):
@@ -212,21 +249,45 @@ class SetupTree(unittest.TestCase):
         self.assertFalse(os.path.exists(self.inst.bin('deps')))
 
     def test_services_written_for_present_daemons(self):
+        """ROOT/service/<prog>/{run,notification-fd,log/run}: the source
+        tree's service/ templates filled in, byte for byte what setup has
+        always written, modes 755/644/755."""
+        written = 0
         for s in harness.SERVICES:
             d = self.inst.path('service', s)
             with self.subTest(service=s):
                 if not harness.have(s):
                     self.assertFalse(os.path.exists(d), 'no service without its program')
                     continue
-                with open(os.path.join(d, 'run')) as f:
-                    run = f.read()
-                self.assertIn('exec 2>&1', run)
-                self.assertIn('exec %s -d 3 %s' % (self.inst.bin(s), self.inst.root), run)
-                with open(os.path.join(d, 'notification-fd')) as f:
-                    self.assertEqual(f.read().strip(), '3')
-                with open(os.path.join(d, 'log', 'run')) as f:
-                    self.assertIn('s6-log', f.read())
+                written += 1
+                got = service_files(self.inst.root, s)
+                self.assertEqual({f: t for f, (t, _) in got.items()},
+                                 service_golden(self.inst.root, s))
+                self.assertEqual({f: t for f, (t, _) in got.items()},
+                                 render_templates(os.path.join(REPO, 'service'), self.inst.root, s))
+                self.assertEqual({f: m for f, (_, m) in got.items()}, dict(SERVICE_FILES))
                 self.assertEqual(owner(self.inst.path('log', s))[0], u('postern-log'))
+        self.assertGreater(written, 0, 'no service program built: nothing was compared')
+
+    def test_service_files_written_only_when_different(self):
+        need(self, 'smtp-listener')
+        d = self.inst.path('service', 'smtp-listener')
+        ino = {f: os.lstat(os.path.join(d, f)).st_ino for f, _ in SERVICE_FILES}
+        self.assertEqual(self.setup_again().returncode, 0)
+        self.assertEqual({f: os.lstat(os.path.join(d, f)).st_ino for f, _ in SERVICE_FILES}, ino,
+                         'an unchanged service file was rewritten')
+        # drift: a changed run, a bad mode; setup rewrites the one, repairs the other
+        with open(os.path.join(d, 'run'), 'a') as f:
+            f.write('# local edit\n')
+        os.chmod(os.path.join(d, 'log', 'run'), 0o700)
+        os.chmod(os.path.join(d, 'notification-fd'), 0o600)
+        self.assertEqual(self.setup_again().returncode, 0)
+        got = service_files(self.inst.root, 'smtp-listener')
+        self.assertEqual({f: t for f, (t, _) in got.items()}, service_golden(self.inst.root, 'smtp-listener'))
+        self.assertEqual({f: m for f, (_, m) in got.items()}, dict(SERVICE_FILES))
+        self.assertNotEqual(os.lstat(os.path.join(d, 'run')).st_ino, ino['run'])
+        self.assertEqual(os.lstat(os.path.join(d, 'log', 'run')).st_ino, ino['log/run'])
+        self.assertFalse([f for f in os.listdir(d) if f.endswith('.new')], 'a .new file left')
 
     def test_idempotent_keeps_data(self):
         r = self.inst.root
@@ -344,6 +405,113 @@ class SetupTree(unittest.TestCase):
             self.assertFalse(os.path.exists(d + '/x/conf/postern.conf'))
         finally:
             shutil.rmtree(d)
+
+
+class ServiceTemplates(unittest.TestCase):
+    """Where postern-setup takes the service templates from, and what a ROOT
+    path can hold (it is substituted into them)."""
+
+    def setUp(self):
+        need(self, 'postern-setup')
+        self.tmp = tempfile.mkdtemp(prefix='postern-tpl-')
+        os.chmod(self.tmp, 0o755)
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def run_setup(self, setup, root, *extra):
+        return subprocess.run([setup, '--root', root, '--hostname', 'tpl.test', '--listen', '127.0.0.1']
+                              + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=120)
+
+    def fake_bin(self, built_from):
+        """tmp/bin with a copy of postern-setup (its BUILT_FROM line kept or
+        emptied) and a stand-in smtp-listener."""
+        import re
+        b = os.path.join(self.tmp, 'bin')
+        os.mkdir(b)
+        os.chmod(b, 0o755)
+        with open(os.path.join(harness.BIN, 'postern-setup')) as f:
+            text = f.read()
+        self.assertEqual(len(re.findall(r'(?m)^BUILT_FROM="[^"@]*"$', text)), 1,
+                         'the built postern-setup has one BUILT_FROM line')
+        if not built_from:
+            text = re.sub(r'(?m)^BUILT_FROM=".*"$', 'BUILT_FROM=""', text)
+        for name, body in (('postern-setup', text), ('smtp-listener', '#!/bin/sh\n')):
+            with open(os.path.join(b, name), 'w') as f:
+                f.write(body)
+            os.chmod(os.path.join(b, name), 0o755)
+        return os.path.join(b, 'postern-setup')
+
+    def test_root_with_dots_and_plus(self):
+        """. + - _ are allowed in ROOT (and mean something to sed and grep):
+        the run scripts carry the path exactly, and --check agrees."""
+        need(self, 'smtp-listener')
+        root = os.path.join(self.tmp, 'a.b+c', 'r_o.o+t-1')
+        os.mkdir(os.path.dirname(root))
+        os.chmod(os.path.dirname(root), 0o755)
+        r = self.run_setup(os.path.join(harness.BIN, 'postern-setup'), root)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        got = service_files(root, 'smtp-listener')
+        self.assertEqual({f: t for f, (t, _) in got.items()}, service_golden(root, 'smtp-listener'))
+        r = self.run_setup(os.path.join(harness.BIN, 'postern-setup'), root, '--check')
+        self.assertEqual(r.returncode, 0, r.stdout)
+
+    def test_root_with_other_characters_refused(self):
+        """Characters special to sed (& | \\), the shell or a run script are
+        refused before anything is made."""
+        for ch in ('&', '|', '\\', ' ', '$', '#', "'", '"', ';', '@'):
+            with self.subTest(char=ch):
+                root = os.path.join(self.tmp, 'r%sx' % ch)
+                r = self.run_setup(os.path.join(harness.BIN, 'postern-setup'), root)
+                self.assertEqual(r.returncode, 100, r.stdout)
+                self.assertIn('use only letters, digits and / . _ + -', r.stdout)
+                self.assertFalse(os.path.exists(root))
+
+    def test_templates_of_the_build_tree(self):
+        """A copy of bin/postern-setup elsewhere (as make sanitize's
+        build-san/bin is) finds the templates of the tree it was built from."""
+        setup = self.fake_bin(built_from=True)
+        root = os.path.join(self.tmp, 'root')
+        r = self.run_setup(setup, root)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        got = service_files(root, 'smtp-listener')
+        self.assertEqual({f: t for f, (t, _) in got.items()}, service_golden(root, 'smtp-listener'))
+        self.assertEqual({f: m for f, (_, m) in got.items()}, dict(SERVICE_FILES))
+
+    def test_templates_beside_the_program(self):
+        """tmp/bin/postern-setup reads tmp/service/ (as bin/ reads the source
+        tree's service/): a change to a template shows in ROOT; without
+        templates it refuses before making anything, and --check needs none."""
+        setup = self.fake_bin(built_from=False)
+        tdir = os.path.join(self.tmp, 'service')
+        shutil.copytree(os.path.join(REPO, 'service'), tdir)
+        with open(os.path.join(tdir, 'run'), 'a') as f:
+            f.write('# @PROG@ from the copy\n')
+        root = os.path.join(self.tmp, 'root')
+        r = self.run_setup(setup, root)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        got = service_files(root, 'smtp-listener')
+        want = service_golden(root, 'smtp-listener')
+        want['run'] += '# smtp-listener from the copy\n'
+        self.assertEqual({f: t for f, (t, _) in got.items()}, want)
+        self.assertEqual(got, {f: (t, m) for (f, m), t in
+                               zip(SERVICE_FILES, [render_templates(tdir, root, 'smtp-listener')[f]
+                                                   for f, _ in SERVICE_FILES])})
+        # a placeholder setup does not know is an error, not a run script
+        with open(os.path.join(tdir, 'log', 'run'), 'a') as f:
+            f.write('# @HOST@\n')
+        r = self.run_setup(setup, root)
+        self.assertEqual(r.returncode, 100, r.stdout)
+        self.assertIn('unknown @PLACEHOLDER@', r.stdout)
+        with open(os.path.join(root, 'service', 'smtp-listener', 'log', 'run')) as f:
+            self.assertEqual(f.read(), want['log/run'])
+        # no templates: nothing is made
+        shutil.rmtree(tdir)
+        r = self.run_setup(setup, os.path.join(self.tmp, 'root2'))
+        self.assertEqual(r.returncode, 100, r.stdout)
+        self.assertIn('no s6 service templates', r.stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'root2')))
+        r = self.run_setup(setup, root, '--check')
+        self.assertEqual(r.returncode, 0, r.stdout)
 
 
 FAKE_DAEMON = r'''#!/usr/bin/env python3

@@ -122,6 +122,21 @@ START_TEST(test_expand_loop)
 }
 END_TEST
 
+/* conf/aliases of the source tree (the documented example, installed to
+ * PREFIX/share/postern): the real parser takes it, and it has the two names
+ * every ROOT needs.  The tests run from the top of the source tree (make unit). */
+START_TEST(test_example_file)
+{
+    ck_assert_msg(access("conf/aliases", R_OK) == 0, "conf/aliases: %s (run from the source tree: make unit)",
+                  strerror(errno));
+    aliases_init(&al);
+    ck_assert_msg(aliases_load(&al, "conf/aliases", err, sizeof err), "%s", err);
+    ck_assert_ptr_nonnull(aliases_find(&al, "postmaster"));
+    ck_assert_ptr_nonnull(aliases_find(&al, "abuse"));
+    aliases_free(&al);
+}
+END_TEST
+
 START_TEST(test_mailboxes)
 {
     char path[] = "/tmp/check_mbox_XXXXXX";
@@ -280,6 +295,7 @@ int main(void)
     tcase_add_test(core, test_expand);
     tcase_add_test(core, test_expand_loop);
     tcase_add_test(core, test_mailboxes);
+    tcase_add_test(core, test_example_file);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits_depth_and_size);

@@ -113,6 +113,20 @@ START_TEST(test_relay_auth)
 }
 END_TEST
 
+/* conf/routes of the source tree (the documented example, installed to
+ * PREFIX/share/postern): the real parser takes it.  The tests run from the
+ * top of the source tree (make unit). */
+START_TEST(test_example_file)
+{
+    ck_assert_msg(access("conf/routes", R_OK) == 0, "conf/routes: %s (run from the source tree: make unit)",
+                  strerror(errno));
+    ck_assert_msg(routes_load(&rs, "conf/routes", err, sizeof err), "%s", err);
+    ck_assert_uint_ge(rs.n, 1);
+    for (size_t i = 0; i < rs.n; i++)
+        ck_assert_msg(rs.r[i].auth[0] == 0, "conf/routes:%u: auth= needs a conf/relay-auth", rs.r[i].line);
+}
+END_TEST
+
 START_TEST(test_files)
 {
     char dir[] = "/tmp/check_routes.XXXXXX", path[128];
@@ -199,6 +213,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_errors_name_line);
     tcase_add_test(core, test_relay_auth);
     tcase_add_test(core, test_files);
+    tcase_add_test(core, test_example_file);
     suite_add_tcase(s, core);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, test_too_many_routes);
