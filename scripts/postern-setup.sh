@@ -56,8 +56,9 @@ for kv in $(echo "$PORTS" | tr ',' ' '); do
     case "${kv#*=}" in ''|*[!0-9]*) die "--ports: ${kv%%=*}: '${kv#*=}' is not a port number" ;; esac
 done
 SRC=$(cd "$(dirname "$0")" && pwd)
-# the source tree this copy was built from: make writes its path here
-# (bin/postern-setup); scripts/postern-setup.sh and an installed copy have none
+# the directory whose service/ holds the templates: make writes the source
+# tree here (bin/postern-setup), setup writes where it found them into its
+# copy in ROOT/bin; scripts/postern-setup.sh and an installed copy have none
 BUILT_FROM="@BUILT_FROM@"
 case "$BUILT_FROM" in @*) BUILT_FROM="" ;; esac
 
@@ -205,7 +206,20 @@ install_programs() {
         [ -f "$f" ] && [ -x "$f" ] || continue
         tmp="$ROOT/bin/.$n.new"
         rm -f "$tmp"
-        cp "$f" "$tmp" || die "cp $f failed"
+        if [ "$n" = postern-setup ]; then
+            # the copy in ROOT/bin finds its templates where this run found
+            # them (its BUILT_FROM names the directory holding service/),
+            # so `ROOT/bin/postern-setup --root ROOT` works for an installed
+            # copy too; a directory name the line could not hold as it is
+            # keeps the copy's own line
+            from=${TEMPLATES%/service}
+            case "$from" in
+                *[!A-Za-z0-9/._+-]*) cp "$f" "$tmp" || die "cp $f failed" ;;
+                *) sed "s|^BUILT_FROM=\".*\"\$|BUILT_FROM=\"$from\"|" "$f" > "$tmp" || die "cannot copy $f" ;;
+            esac
+        else
+            cp "$f" "$tmp" || die "cp $f failed"
+        fi
         if [ "$n" = queue-inject ]; then
             chown "$U_QUEUE:$G_QUEUE" "$tmp" && chmod 4711 "$tmp" || die "cannot make $tmp setuid"
         else

@@ -171,6 +171,22 @@ class Install(unittest.TestCase):
         r = subprocess.run([setup, '--root', root, '--check'],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
         self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        # the copy in ROOT/bin repairs the instance too (--check's advice
+        # names it): it finds the installed templates, and rewrites a
+        # damaged run script from them
+        share = os.path.join(dest, 'usr', 'share', 'postern')
+        with open(os.path.join(root, 'bin', 'postern-setup')) as f:
+            self.assertIn('\nBUILT_FROM="%s"\n' % share, f.read())
+        run = os.path.join(root, 'service', 'smtp-listener', 'run')
+        with open(run) as f:
+            good = f.read()
+        with open(run, 'w') as f:
+            f.write('#!/bin/sh\nexec false\n')
+        r = subprocess.run([os.path.join(root, 'bin', 'postern-setup'), '--root', root],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors='replace'))
+        with open(run) as f:
+            self.assertEqual(f.read(), good)
 
     def test_installed_setup_uses_the_installed_templates(self):
         """make install DESTDIR=... PREFIX=/usr/local: the installed
