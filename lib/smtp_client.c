@@ -235,6 +235,7 @@ int smtp_send_message(struct smtp_conn *c, int fd, unsigned long long *sent)
     unsigned char b[16384];
     off_t off = 0;
     int bol = 1, pending_cr = 0;
+    size_t col = 0;         /* octets sent on the current line */
     unsigned long long total = 0;
     for (;;) {
         ssize_t r = pread(fd, b, sizeof b, off);
@@ -249,6 +250,7 @@ int smtp_send_message(struct smtp_conn *c, int fd, unsigned long long *sent)
                 if (!smtp_put(c, "\r\n", 2)) return 0;
                 total += 2;
                 bol = 1;
+                col = 0;
                 if (ch == '\n') { start = i + 1; continue; }
             }
             if (ch == '\r' || ch == '\n' || (bol && ch == '.')) {
@@ -260,13 +262,28 @@ int smtp_send_message(struct smtp_conn *c, int fd, unsigned long long *sent)
                     if (!smtp_put(c, "\r\n", 2)) return 0;
                     total += 2;
                     bol = 1;
+                    col = 0;
                     continue;
                 }
                 if (!smtp_put(c, "..", 2)) return 0;   /* dot-stuffing */
                 total += 2;
                 bol = 0;
+                col = 2;
                 continue;
             }
+            if (col == SMTP_SEND_LINE_MAX) {
+                /* a line longer than RFC 5321 lets us send (4.5.3.1.6):
+                 * broken with CRLF SPACE, folding in a header and the
+                 * least damage in a body, as Postfix's
+                 * smtp_line_length_limit does */
+                if (i > start && !smtp_put(c, b + start, i - start)) return 0;
+                total += i - start;
+                start = i;
+                if (!smtp_put(c, "\r\n ", 3)) return 0;
+                total += 3;
+                col = 1;
+            }
+            col++;
             bol = 0;
         }
         if ((size_t)r > start && !smtp_put(c, b + start, (size_t)r - start)) return 0;

@@ -82,10 +82,14 @@ int smtp_flush(struct smtp_conn *c);
 /* Bytes received but not yet consumed (must be 0 when STARTTLS begins). */
 size_t smtp_buffered(const struct smtp_conn *c);
 
+/* the longest line sent, without its CRLF (RFC 5321 4.5.3.1.6) */
+#define SMTP_SEND_LINE_MAX 998
+
 /* Stream the message in file fd (read with pread from offset 0, so a shared
  * file offset does not matter) as DATA content: LF or CRLF -> CRLF, a bare
- * CR -> CRLF, a leading '.' doubled, a missing final line end added, then
- * ".\r\n". *sent gets the octets written. 1, or 0 with errno. */
+ * CR -> CRLF, a leading '.' doubled, a line longer than SMTP_SEND_LINE_MAX
+ * broken with CRLF SPACE, a missing final line end added, then ".\r\n".
+ * *sent gets the octets written. 1, or 0 with errno. */
 int smtp_send_message(struct smtp_conn *c, int fd, unsigned long long *sent);
 
 /* ---- EHLO keywords ---- */

@@ -92,6 +92,22 @@ class DeliveryTest(RemoteBase):
         # and that a line "." did not end the message early
         self.assertIn(b'\r\n.\r\nmiddle\r\n', m['data'])
 
+    def test_long_lines_are_broken_for_the_wire(self):
+        """RFC 5321 4.5.3.1.6: no line on the wire over 998 octets + CRLF;
+        a longer one (smtp-listener accepts them) goes out broken with
+        CRLF SPACE, in a header as in the body"""
+        s = self.sink()
+        d = self.routed(s)
+        body = b'Subject: ' + b'h' * 1500 + b'\n\n' + b'b' * 2500 + b'\nshort\n'
+        r = d.deliver('bob@example.net', body)
+        self.assertEqual(r['S'], 's', r)
+        data = s.messages[0]['data']
+        lines = data.split(b'\r\n')
+        self.assertLessEqual(max(len(l) for l in lines), 998, [len(l) for l in lines])
+        self.assertIn(b'Subject: ' + b'h' * 989 + b'\r\n ' + b'h' * 511 + b'\r\n\r\n', data)
+        self.assertIn(b'\r\n\r\n' + b'b' * 998 + b'\r\n ' + b'b' * 997 + b'\r\n ' + b'b' * 505
+                      + b'\r\nshort\r\n', data)
+
     def test_null_sender_and_dsn_parameters(self):
         s = self.sink(dsn=True, pipelining=True)
         d = self.routed(s)

@@ -211,6 +211,43 @@ START_TEST(test_data_stream)
 }
 END_TEST
 
+/* lines longer than RFC 5321's 998 octets are broken with CRLF SPACE */
+START_TEST(test_data_stream_long_lines)
+{
+    char in[3000], want[3100];
+    size_t n = 0, w = 0;
+    memset(in, 'a', 2500);                       /* 998 + 997 + 505 */
+    n = 2500;
+    memset(want, 'a', 998); w = 998;
+    memcpy(want + w, "\r\n ", 3); w += 3;
+    memset(want + w, 'a', 997); w += 997;
+    memcpy(want + w, "\r\n ", 3); w += 3;
+    memset(want + w, 'a', 505); w += 505;
+    memcpy(want + w, "\r\n.\r\n", 5); w += 5;
+    want[w] = 0;
+    check_stream(in, n, want);
+
+    memset(in, 'a', 998);                        /* exactly the limit: kept */
+    in[998] = '\n';
+    memset(want, 'a', 998);
+    memcpy(want + 998, "\r\n.\r\n", 6);   /* with the NUL */
+    check_stream(in, 999, want);
+
+    memset(in, 'a', 999);                        /* one over */
+    memset(want, 'a', 998);
+    memcpy(want + 998, "\r\n a\r\n.\r\n", 10);
+    check_stream(in, 999, want);
+
+    in[0] = '.';                                 /* the stuffed dot counts */
+    memset(in + 1, 'b', 997);
+    in[998] = '\n';
+    memcpy(want, "..", 2);
+    memset(want + 2, 'b', 996);
+    memcpy(want + 998, "\r\n b\r\n.\r\n", 10);
+    check_stream(in, 999, want);
+}
+END_TEST
+
 START_TEST(test_data_stream_large)
 {
     /* lines crossing the 16 KB read boundary, a dot at the boundary */
@@ -670,6 +707,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_ehlo_keywords);
     tcase_add_test(core, test_base64_xtext);
     tcase_add_test(core, test_data_stream);
+    tcase_add_test(core, test_data_stream_long_lines);
     tcase_add_test(core, test_data_stream_large);
     tcase_add_test(core, test_transaction_success);
     tcase_add_test(core, test_transaction_reuse);
