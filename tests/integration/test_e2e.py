@@ -368,7 +368,14 @@ class E2ETest(unittest.TestCase):
         new = self.make_unwritable('carol')
         qid = self.send('bob@example.test', ['carol@example.test'], b'Subject: second\n\nsecond\n')
         self.inst.wait_log('queue-manager', '%s rcpt=carol@example.test result=deferred' % qid, 30)
-        lines = self.list_lines()
+        # queue-manager logs a result as it takes it and saves the envelope
+        # (write, fsync, rename) at the end of the round: list may read the
+        # envelope of before the attempt for a moment
+        def listed():
+            lines = self.list_lines()
+            rec = [l for l in lines[1:] if '<carol@example.test>' in l]
+            return lines if rec and len(rec[0].split()) > 3 else None
+        lines = self.inst.wait_for(listed, 10, what='the deferral in postern-queue list')
         self.assertEqual(lines[0].split(' ')[0], qid, lines)
         self.assertEqual(lines[0].split(' ')[3], '<bob@example.test>')
         rec = [l for l in lines[1:] if '<carol@example.test>' in l]
