@@ -3,9 +3,20 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 int privdrop_is_root(void) { return geteuid() == 0; }
+
+void privdrop_name(const char *role)
+{
+    char name[16];
+    size_t n = strnlen(role, sizeof name - 1);
+    memcpy(name, role, n);
+    name[n] = 0;
+    if (prctl(PR_SET_NAME, name, 0, 0, 0) < 0) { /* only ps and top see it */ }
+}
 
 int privdrop(const char *chroot_dir, const struct privuser *u)
 {

@@ -27,4 +27,9 @@ int privdrop(const char *chroot_dir, const struct privuser *u);
 
 int privdrop_is_root(void); /* 1 if euid is 0 */
 
+/* Name this process's role (prctl PR_SET_NAME: ps -o comm, top, pgrep),
+ * e.g. "smtp-session" for a per-connection process forked from
+ * smtp-listener, so an operator tells roles apart; cut at 15 bytes. */
+void privdrop_name(const char *role);
+
 #endif

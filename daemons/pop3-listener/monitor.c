@@ -48,6 +48,7 @@ static pid_t start_mailbox(const struct config *c, int fd, const struct auth_rep
 {
     pid_t pid = fork();
     if (pid != 0) return pid;
+    privdrop_name("pop3-mailbox");
     _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid));
 }
 
@@ -92,6 +93,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
     if (session < 0) return EXIT_TEMP;
     if (session == 0) {
         close(sp[0]);
+        privdrop_name("pop3-session");
         if (!privdrop(path, &pu)) { log_error(sid, "event=privdrop error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
         _exit(prelogin_run(c, fd, sp[1], sid, addr, implicit));
     }

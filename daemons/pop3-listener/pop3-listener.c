@@ -28,6 +28,7 @@
 #include "listen.h"
 #include "log.h"
 #include "pop3_session.h"
+#include "privdrop.h"
 
 #define CHILDREN_MAX 100000
 
@@ -73,6 +74,7 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
     if (pid < 0) { log_error(NULL, "event=fork error=\"%s\"", strerror(errno)); close(fd); return; }
     if (pid == 0) {
         struct listen_set mine = *ls;
+        privdrop_name("pop3-monitor");
         listen_close(&mine);
         signal(SIGHUP, SIG_DFL);
         signal(SIGTERM, SIG_DFL);

@@ -26,6 +26,7 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
                                    const struct sockaddr_storage *local, socklen_t llen)
 {
     char dir[CONFIG_NAME_MAX + 16];
+    privdrop_name("smtp-session");
     snprintf(dir, sizeof dir, "%s/empty", l->root);
     if (!privdrop(dir, &l->smtp_user)) {
         log_error(NULL, "event=privdrop dir=%s error=%s", dir, strerror(errno));
@@ -49,6 +50,7 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
 {
     int sp[2];
     char inject[CONFIG_NAME_MAX + 32], proxy[CONFIG_NAME_MAX + 32], client[64];
+    privdrop_name("smtp-monitor");
     snprintf(proxy, sizeof proxy, "%s/bin/tls-proxy", l->root);
     /* our address on the TCP connection, before tls-proxy stands in between */
     struct sockaddr_storage local;

@@ -349,10 +349,13 @@ class Pop3(unittest.TestCase):
             self.assertEqual(len(pre), 1, 'one pre-login session chrooted in ROOT/empty')
             st = proc_status(pre[0])
             self.assertEqual(st['Uid'], [str(pop3)] * 4)
+            self.assertEqual(st['Name'], ['pop3-session'])
+            self.assertEqual(proc_status(int(st['PPid'][0]))['Name'], ['pop3-monitor'])
             pop3_dialogue(self.port, [('USER alice', '+OK'), ('PASS secret', '+OK')], conn=c)
             box = procs_rooted_at(md)
             self.assertEqual(len(box), 1, 'one mailbox process chrooted in the Maildir')
             st = proc_status(box[0])
+            self.assertEqual(st['Name'], ['pop3-mailbox'])
             uid = os.stat(md).st_uid
             self.assertEqual(st['Uid'], [str(uid)] * 4)
             self.assertNotEqual(uid, 0)

@@ -438,6 +438,11 @@ class SmtpDefences(SmtpBase):
             self.assertIn((monitor, '/'), monitors)
             self.assertEqual(ppid(monitor), listener)
             self.assertIn((listener, '/'), monitors)
+            # each role under its own name in ps and top
+            for pid, want in ((sessions[0][0], 'smtp-session'), (monitor, 'smtp-monitor'),
+                              (listener, 'smtp-listener')):
+                with open('/proc/%d/comm' % pid) as f:
+                    self.assertEqual(f.read().strip(), want)
             c.send('QUIT')
             self.assertTrue(c.smtp_reply().startswith('221'))
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -158,6 +159,18 @@ START_TEST(test_lookup_limits)
 }
 END_TEST
 
+START_TEST(test_name)
+{
+    char got[17] = "";
+    privdrop_name("smtp-session");
+    ck_assert_int_eq(prctl(PR_GET_NAME, got, 0, 0, 0), 0);
+    ck_assert_str_eq(got, "smtp-session");
+    privdrop_name("a-role-name-longer-than-fifteen");   /* cut at 15 */
+    ck_assert_int_eq(prctl(PR_GET_NAME, got, 0, 0, 0), 0);
+    ck_assert_str_eq(got, "a-role-name-lon");
+}
+END_TEST
+
 START_TEST(test_limits)
 {
     struct privuser root = { 0, 0 };
@@ -189,6 +202,7 @@ int main(void)
     tcase_add_test(core, test_drop_unprivileged);
     tcase_add_test(core, test_listen);
     tcase_add_test(core, test_lookup_file);
+    tcase_add_test(core, test_name);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits);
