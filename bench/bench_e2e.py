@@ -35,7 +35,10 @@ For each workload it prints:
   cpu         CPU seconds per program during the run from /proc/PID/stat
               (utime+stime plus reaped children: queue-inject under
               smtp-listener, per-delivery children under local-deliverer)
-and then one extra run under `strace -c -f` attached to smtp-listener,
+with --counts, one more run of each mode under `perf stat -a` (context
+switches, page faults, system calls, forks, execs, block requests and
+interrupts per message, whole machine), and then one extra run under
+`strace -c -f` attached to smtp-listener,
 queue-manager and local-deliverer: fsync/fdatasync/rename/fork... counts per
 message (strace slows the run; its time is not a figure).
 
@@ -43,7 +46,7 @@ Reference (Postfix 3.7, same machine class): about 570 msg/s end to end,
 715 with connection reuse; target >= 1,150. No pass/fail: it prints.
 
     python3 bench/bench_e2e.py --bin bin-e2e [--messages 2000] [--clients 10]
-        [--size 2048] [--per-conn 100] [--users 4] [--no-strace]
+        [--size 2048] [--per-conn 100] [--users 4] [--no-strace] [--counts]
         [--table-users N]   (N synthetic entries ahead of the real users in
                              conf/mailboxes and conf/recipients)
 
@@ -55,6 +58,7 @@ import datetime
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -405,6 +409,42 @@ def strace_run(inst, users, n, clients, per_conn, size, client):
         print('bench_e2e:   %-16s %s' % (name, ', '.join(shown)))
 
 
+COUNT_EVENTS = ('context-switches', 'page-faults', 'raw_syscalls:sys_enter', 'sched:sched_process_fork',
+                'sched:sched_process_exec', 'block:block_rq_issue', 'irq:irq_handler_entry',
+                'irq_vectors:reschedule_entry')
+
+
+def counts_run(inst, users, n, clients, per_conn, size, client):
+    """The run under `perf stat -a`: system-wide event counts per message
+    (context switches, page faults, system calls, forks, execs, block
+    requests, interrupts). Counts, unlike rates, barely move with the
+    machine's load; the tracepoints slow every system call, so this run's
+    own rate is not a figure. Skipped without perf or its tracepoints."""
+    if not shutil.which('perf'):
+        print('bench_e2e: counts: no perf, skipped')
+        return
+    out = os.path.join(inst.root, 'perf.counts')
+    p = subprocess.Popen(['perf', 'stat', '-a', '-x,', '-o', out, '-e', ','.join(COUNT_EVENTS)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    if p.poll() is not None:
+        print('bench_e2e: counts: perf stat failed: %s' % p.stderr.read().decode(errors='replace').strip())
+        return
+    r = run(inst, users, n, clients, per_conn, size, client)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    got = {}
+    with open(out) as f:
+        for line in f:
+            v = line.strip().split(',')
+            if len(v) > 2 and v[0].replace('.', '', 1).isdigit():
+                got[v[2]] = float(v[0])
+    ok = max(1, r['ok'])
+    print('bench_e2e: counts per message (perf stat -a, whole machine, %d msgs C=%d %d/conn): %s'
+          % (r['ok'], clients, per_conn,
+             ', '.join('%s %.1f' % (k.split(':')[-1], got[k] / ok) for k in COUNT_EVENTS if k in got)))
+
+
 def grow_tables(inst, n):
     """n synthetic users (no Unix accounts, never sent to) ahead of the real
     ones in conf/mailboxes and conf/recipients, each file replaced by rename
@@ -445,6 +485,9 @@ def main():
                     help='add this many more (synthetic) entries before the real ones in '
                          'conf/mailboxes and conf/recipients: lookups in a large user table')
     ap.add_argument('--no-strace', action='store_true')
+    ap.add_argument('--counts', action='store_true',
+                    help='one more run of each mode under perf stat -a: context switches, page faults, '
+                         'system calls, forks, execs, block requests, interrupts per message')
     ap.add_argument('--blast', default=bench_reception.default_blast(),
                     help='bench/smtp_blast, the C client (make builds build/bench/smtp_blast)')
     ap.add_argument('--client', choices=('c', 'pipelined', 'lockstep'), default=None,
@@ -477,6 +520,9 @@ def main():
                    'no reuse')
             report(inst, users, run(inst, users, a.messages, a.clients, a.per_conn, a.size, a.client),
                    'reuse')
+        if a.counts:
+            counts_run(inst, users, a.messages, a.clients, 1, a.size, a.client)
+            counts_run(inst, users, a.messages, a.clients, a.per_conn, a.size, a.client)
         drain_run(inst, users, a.messages, a.clients, a.per_conn, a.size, a.client)
         if not a.no_strace:
             strace_run(inst, users, min(500, a.messages), a.clients, a.per_conn, a.size, a.client)
