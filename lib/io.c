@@ -2,9 +2,12 @@
 #include "io.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,7 +18,10 @@ void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms)
     io->b = mem;
     io->cap = cap;
     io->pos = io->len = 0;
+    io->quickack = 0;
 }
+
+void io_quickack(struct io *in, int on) { in->quickack = on; }
 
 static int fd_wait(int fd, short events, int timeout_ms)
 {
@@ -67,6 +73,10 @@ static int fill_by(struct io *in, long long deadline)
     }
     if (in->len == in->cap) { errno = ENOBUFS; return 0; }
     for (;;) {
+        if (in->quickack) {
+            int one = 1;
+            if (setsockopt(in->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) < 0) { /* not TCP */ }
+        }
         if (!fd_wait(in->fd, POLLIN, left_ms(deadline))) return 0;
         ssize_t r = read(in->fd, in->b + in->len, in->cap - in->len);
         if (r > 0) { in->len += (size_t)r; return 1; }

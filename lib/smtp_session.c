@@ -569,12 +569,14 @@ static int act_data(struct smtp_session *s, const char *arg, size_t len)
      * own command lines, never a message's content, can put it in that
      * mode. */
     int bol = 1, prev_crlf = 1, lf_client = s->cmd_eol == IO_EOL_LF;
+    io_quickack(&s->in, 1);          /* bulk input, nothing sent back (io.h) */
     for (;;) {
         size_t n;
         enum io_eol eol;
         int got = io_getline(&s->in, line, sizeof line, &n, &eol);
         if (!got || (eol == IO_EOL_NONE && n < sizeof line)) {
             if (got) errno = EPIPE;             /* end of input inside a line */
+            io_quickack(&s->in, 0);
             free(b);
             close(msg_fd); close(env_fd);
             int st;
@@ -592,6 +594,7 @@ static int act_data(struct smtp_session *s, const char *arg, size_t len)
         bol = eol == IO_EOL_CRLF || eol == IO_EOL_LF;
         prev_crlf = eol == IO_EOL_CRLF;
     }
+    io_quickack(&s->in, 0);
     message_end(s, b, msg_fd, env_fd);
     free(b);
     return 1;
@@ -608,13 +611,15 @@ lost:
 static int bdat_read(struct smtp_session *s, unsigned long long count, struct smtp_msgbody *b)
 {
     char chunk[4096];
+    io_quickack(&s->in, 1);          /* bulk input, nothing sent back (io.h) */
     while (count) {
         size_t want = count < sizeof chunk ? (size_t)count : sizeof chunk;
         /* each 4 KiB within the timeout: a dribbled chunk is dropped */
-        if (!io_read_full(&s->in, chunk, want)) return 0;
+        if (!io_read_full(&s->in, chunk, want)) { io_quickack(&s->in, 0); return 0; }
         if (b) smtp_body_octets(b, chunk, want);
         count -= want;
     }
+    io_quickack(&s->in, 0);
     return 1;
 }
 

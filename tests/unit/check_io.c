@@ -1,6 +1,9 @@
 /* check_io.c - buffered I/O and the line reader. */
 #include <check.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -32,6 +35,45 @@ START_TEST(test_now_ms)
     long long b = io_now_ms();
     ck_assert_int_ge(b - a, 19);
     ck_assert_int_lt(b - a, 60000);
+}
+END_TEST
+
+/* io_quickack: on a TCP connection whose ACKs the kernel delays (its
+ * interactive mode, TCP_QUICKACK 0), a wait for input with it on leaves the
+ * socket acknowledging at once; off, it stays as it was. On a socket that
+ * is not TCP it changes nothing and input still arrives. */
+static int quickack_after_fill(int on)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0), a, v = 0, zero = 0;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(l, 1), 0);
+    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_ge(a = accept(l, NULL, NULL), 0);
+    ck_assert_int_eq(setsockopt(a, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof zero), 0);
+    unsigned char b[16];
+    struct io t;
+    io_init(&t, a, b, sizeof b, 1000);
+    io_quickack(&t, on);
+    ck_assert(fd_write_all(c, "x", 1, 1000));
+    ck_assert(io_fill(&t));
+    ck_assert_uint_eq(io_buffered(&t), 1);
+    socklen_t vl = sizeof v;
+    ck_assert_int_eq(getsockopt(a, IPPROTO_TCP, TCP_QUICKACK, &v, &vl), 0);
+    close(a); close(c); close(l);
+    return v;
+}
+
+START_TEST(test_quickack)
+{
+    ck_assert_int_eq(quickack_after_fill(1), 1);
+    ck_assert_int_eq(quickack_after_fill(0), 0);
+    io_quickack(&in, 1);                    /* a unix socket: no TCP option */
+    feed("ok\r\n", 4);
+    ck_assert(io_fill(&in));
+    ck_assert_uint_eq(io_buffered(&in), 4);
 }
 END_TEST
 
@@ -213,6 +255,7 @@ int main(void)
     tcase_add_test(core, test_line_ends);
     tcase_add_test(core, test_cr_split_across_reads);
     tcase_add_test(core, test_nul_kept_and_output);
+    tcase_add_test(core, test_quickack);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
