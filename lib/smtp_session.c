@@ -620,18 +620,28 @@ static int bdat_read(struct smtp_session *s, unsigned long long count, struct sm
 
 static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
 {
+    static const char R_BDAT_SYNTAX[] = "501 5.5.4 Syntax: BDAT count [LAST]";
     unsigned long long count;
     size_t k = 0;
     int last = 0;
-    while (k < len && arg[k] != ' ') k++;
+    while (k < len && arg[k] != ' ' && arg[k] != '\t') k++;   /* blanks as dispatch() has them */
     if (!k || !smtp_parse_ull(arg, k, ULLONG_MAX, &count)) {
-        reply(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+        reply(s, R_BDAT_SYNTAX);
         return 1;
     }
-    while (k < len && arg[k] == ' ') k++;
+    while (k < len && (arg[k] == ' ' || arg[k] == '\t')) k++;
     if (k < len) {
-        if (len - k == 4 && !strncasecmp(arg + k, "LAST", 4)) last = 1;
-        else { reply(s, "501 5.5.4 Syntax: BDAT count [LAST]"); return 1; }
+        if (len - k == 4 && !strncasecmp(arg + k, "LAST", 4)) {
+            last = 1;
+        } else {
+            /* the count is known, so its octets follow: they are the
+             * chunk, never commands (RFC 3030 2). A transaction missing a
+             * chunk cannot be committed: it ends here. */
+            if (!bdat_read(s, count, NULL)) return read_failed(s);
+            if (s->state == SMTP_S_BDAT) txn_reset(s);
+            reply(s, R_BDAT_SYNTAX);
+            return 1;
+        }
     }
     const char *seq = s->state == SMTP_S_START ? R_HELO_FIRST :
                       s->state == SMTP_S_READY ? R_NEED_MAIL :

@@ -564,6 +564,35 @@ START_TEST(test_dot_unstuff_and_bdat)
 }
 END_TEST
 
+START_TEST(test_bdat_bad_syntax_skips_chunk)
+{
+    /* "BDAT 18 LASTX": the count is known, so the 18 octets after the line
+     * are the chunk and must not run as commands; a tab separates like a
+     * space (as for every other command) */
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
+                    "BDAT 18 LASTX\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+                    "BDAT 3\tLAST\r\nhi\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 501 250 221");
+    ck_assert(strstr(out, "501 5.5.4 Syntax: BDAT count [LAST]\r\n"));
+    size_t len;
+    char *msg = file_text(path_msg, &len);
+    ck_assert(msg);
+    ck_assert_str_eq(msg, "hi\n");
+    free(msg);
+    free(out);
+    /* the same inside a transaction: its chunk is skipped and the
+     * transaction, now missing a chunk, ends (nothing is queued) */
+    out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
+              "BDAT 4\r\nabcd"
+              "BDAT 6 X\r\nNOOP\r\n"
+              "BDAT 0 LAST\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 250 501 503 221");
+    ck_assert(strstr(out, "501 5.5.4 Syntax: BDAT count [LAST]\r\n503 5.5.1 Error: need MAIL command\r\n"));
+    ck_assert(file_text(path_msg, &len) == NULL);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_pipelining_order)
 {
     char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
@@ -994,6 +1023,7 @@ int main(void)
     tcase_add_test(core, test_sequence_errors);
     tcase_add_test(core, test_other_commands);
     tcase_add_test(core, test_dot_unstuff_and_bdat);
+    tcase_add_test(core, test_bdat_bad_syntax_skips_chunk);
     tcase_add_test(core, test_pipelining_order);
     tcase_add_test(core, test_inject_failures);
     tcase_add_test(core, test_received_field);
