@@ -1000,9 +1000,10 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
 {
     const size_t max = SMTP_MAIL_LINE_MAX - 2;   /* the longest any command may be */
     char scratch[512];
-    size_t n = 0, got, discarded = 0;
+    size_t n = 0, got, discarded = 0, crs = 0;
     enum io_eol eol;
     int toolong = 0, bare = 0;
+    long long start = io_now_ms();
     for (;;) {
         if (!toolong) {
             if (!io_getline(&s->in, line + n, max - n, &got, &eol)) return 0;
@@ -1010,10 +1011,15 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
         } else {
             if (!io_getline(&s->in, scratch, sizeof scratch, &got, &eol)) return 0;
             discarded += got;
-            if (discarded > SMTP_DISCARD_MAX) { errno = E2BIG; return 0; }
         }
         if (eol == IO_EOL_CRLF || eol == IO_EOL_LF) { s->cmd_eol = eol; break; }
-        if (eol == IO_EOL_CR) { bare = 1; continue; }
+        if (eol == IO_EOL_CR) { bare = 1; crs++; }
+        /* each io_getline above has a deadline of its own: the line as a
+         * whole, bare CRs (which store nothing) included, is bounded here,
+         * in octets and in time */
+        if (n + discarded + crs > SMTP_DISCARD_MAX) { errno = E2BIG; return 0; }
+        if (s->in.timeout_ms >= 0 && io_now_ms() - start > s->in.timeout_ms) { errno = ETIMEDOUT; return 0; }
+        if (eol == IO_EOL_CR) continue;
         if (!toolong && n == max) { toolong = 1; continue; }
         if (toolong && got == sizeof scratch) continue;
         errno = EPIPE;                      /* end of input inside a line */

@@ -660,6 +660,101 @@ START_TEST(test_bare_cr_lf_nul_in_commands)
 }
 END_TEST
 
+/* a session on a socketpair fed head, then nfill copies of fill, then EOF
+ * (the session may close before it has read them all) */
+static char *run_flood(const char *head, char fill, size_t nfill)
+{
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_run(&s);
+        smtp_session_free(&s);
+        _exit(0);
+    }
+    close(sp[1]);
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+    char chunk[4096];
+    memset(chunk, fill, sizeof chunk);
+    int ok = fd_write_all(sp[0], head, strlen(head), 5000);
+    while (ok && nfill) {
+        size_t k = nfill < sizeof chunk ? nfill : sizeof chunk;
+        ok = fd_write_all(sp[0], chunk, k, 5000);
+        nfill -= k;
+    }
+    shutdown(sp[0], SHUT_WR);
+    struct buf out = BUF_ZERO;
+    for (;;) {
+        struct pollfd p = { .fd = sp[0], .events = POLLIN, .revents = 0 };
+        ck_assert_int_gt(poll(&p, 1, 10000), 0);
+        ssize_t r = read(sp[0], chunk, sizeof chunk);
+        if (r <= 0) break;
+        buf_append(&out, chunk, (size_t)r);
+    }
+    close(sp[0]);
+    signal(SIGPIPE, old);
+    int st;
+    waitpid(pid, &st, 0);
+    buf_appends(&out, "");
+    return out.s;
+}
+
+START_TEST(test_endless_bare_cr_line)
+{
+    /* a command line of bare CRs stores nothing, but is as endless as any
+     * other: closed past SMTP_DISCARD_MAX octets, like a long line */
+    char *out = run_flood("EHLO x\r\nNOOP", '\r', SMTP_DISCARD_MAX + 65536);
+    ASSERT_CODES(out, "220 250 421");
+    ck_assert(strstr(out, "421 4.7.0 mx.example.test Error: line too long\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_dribbled_bare_cr_line)
+{
+    /* a line must be whole within the timeout, bare CRs and all: one CR
+     * every 300 ms does not hold the session past it */
+    char why[128];
+    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_run(&s);
+        smtp_session_free(&s);
+        _exit(0);
+    }
+    close(sp[1]);
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+    int st = 0;
+    pid_t w = 0;
+    ck_assert(fd_write_all(sp[0], "NOOP", 4, 5000));
+    for (int i = 0; i < 20 && w == 0; i++) {      /* up to 6 s */
+        if (write(sp[0], "\r", 1) < 0) break;
+        usleep(300000);
+        w = waitpid(pid, &st, WNOHANG);
+    }
+    signal(SIGPIPE, old);
+    if (w == 0) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
+    char buf[4096];
+    ssize_t r = read(sp[0], buf, sizeof buf - 1);
+    buf[r > 0 ? r : 0] = 0;
+    close(sp[0]);
+    ck_assert_msg(w == pid, "the session was still reading a dribbled line after 6 s");
+    ck_assert(strstr(buf, "421 4.4.2 mx.example.test Error: timeout exceeded\r\n"));
+}
+END_TEST
+
 START_TEST(test_smuggling_variants)
 {
     static const char *const seps[] = {
@@ -1037,6 +1132,8 @@ int main(void)
     tcase_add_test(limits, test_bare_cr_lf_nul_in_commands);
     tcase_add_test(limits, test_data_bare_lf);
     tcase_add_test(limits, test_etrn_rset_utf8_and_long_lines);
+    tcase_add_test(limits, test_endless_bare_cr_line);
+    tcase_add_test(limits, test_dribbled_bare_cr_line);
     tcase_add_test(limits, test_smuggling_variants);
     tcase_add_test(limits, test_size_limits);
     tcase_add_test(limits, test_hop_limit);
