@@ -51,7 +51,9 @@ static const char R_NEED_AUTH[] = "530 5.7.0 Authentication required";
 
 /* ---- replies and logging ---- */
 
-static void reply(struct smtp_session *s, const char *line)
+/* a 4xx/5xx line counts as one of the client's errors (max_errors) unless
+ * !is_error: a refusal that is no fault of the client's */
+static void reply_counted(struct smtp_session *s, const char *line, int is_error)
 {
     if (line[0] == '4' || line[0] == '5') {
         char code[4] = { line[0], line[1], line[2], 0 };
@@ -61,13 +63,15 @@ static void reply(struct smtp_session *s, const char *line)
             size_t k = strcspn(sp + 1, " ");
             if (k < sizeof status) { memcpy(status, sp + 1, k); status[k] = 0; }
         }
-        s->errors++;
+        if (is_error) s->errors++;
         if (line[0] == '5' || strncmp(line, "421", 3)) s->rejected++;
         log_info(s->id, "event=reject cmd=%s code=%s status=%s%s%s", s->verb, code,
                  status[0] ? status : "-", s->logarg[0] ? " arg=" : "", s->logarg);
     }
     if (!io_puts(&s->out, line) || !io_put(&s->out, "\r\n", 2)) s->write_failed = 1;
 }
+
+static void reply(struct smtp_session *s, const char *line) { reply_counted(s, line, 1); }
 
 static void replyf(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void replyf(struct smtp_session *s, const char *fmt, ...)
@@ -291,7 +295,14 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
         reply(s, "553 5.6.7 Error: SMTPUTF8 is required for this address");
         return 1;
     }
-    if (s->nrcpt >= s->cf->max_recipients) { reply(s, "452 4.5.3 Too many recipients"); return 1; }
+    if (s->nrcpt >= s->cf->max_recipients) {
+        /* RFC 5321 4.5.3.1.10: the client is to send these recipients in a
+         * later transaction, after DATA for the ones taken; not its error,
+         * or a long recipient list would end the session (max_errors) and
+         * lose the transaction */
+        reply_counted(s, "452 4.5.3 Too many recipients", 0);
+        return 1;
+    }
     snprintf(addr, sizeof addr, "%s", p.addr);
     if (p.domain_len == 0) {
         /* "<postmaster>" without a domain (RFC 5321 4.5.1): ours */

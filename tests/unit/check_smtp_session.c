@@ -876,6 +876,27 @@ START_TEST(test_too_many_recipients)
 }
 END_TEST
 
+START_TEST(test_recipients_past_limit_are_no_errors)
+{
+    /* a client that sends its whole list (smtplib does) gets 452 for each
+     * recipient past max_recipients and sends those later (RFC 5321
+     * 4.5.3.1.10): the 452s must not reach max_errors (20) and end the
+     * session, losing the transaction */
+    struct buf sc = BUF_ZERO;
+    buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    for (int i = 0; i < 125; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
+    buf_appends(&sc, "DATA\r\nSubject: list\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    char *out = run_session(sc.s, sc.len, 0);
+    char want[2048] = "220 250 250";
+    for (int i = 0; i < 100; i++) strcat(want, " 250");
+    for (int i = 0; i < 25; i++) strcat(want, " 452");
+    strcat(want, " 354 250 221");
+    ASSERT_CODES(out, want);
+    free(out);
+    buf_free(&sc);
+}
+END_TEST
+
 START_TEST(test_error_limit)
 {
     char why[128];
@@ -1138,6 +1159,7 @@ int main(void)
     tcase_add_test(limits, test_size_limits);
     tcase_add_test(limits, test_hop_limit);
     tcase_add_test(limits, test_too_many_recipients);
+    tcase_add_test(limits, test_recipients_past_limit_are_no_errors);
     tcase_add_test(limits, test_error_limit);
     tcase_add_test(limits, test_timeout);
     tcase_add_test(limits, test_http_and_tls_hello);
