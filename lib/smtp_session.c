@@ -110,6 +110,7 @@ static void txn_reset(struct smtp_session *s)
     memset(&s->sender, 0, sizeof s->sender);
     memset(&s->mp, 0, sizeof s->mp);
     s->nrcpt = 0;
+    s->rcpt_overshoot = 0;
     s->bdat_total = 0;
     s->state = s->helo[0] ? SMTP_S_READY : SMTP_S_START;
 }
@@ -299,8 +300,9 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
         /* RFC 5321 4.5.3.1.10: the client is to send these recipients in a
          * later transaction, after DATA for the ones taken; not its error,
          * or a long recipient list would end the session (max_errors) and
-         * lose the transaction */
-        reply_counted(s, "452 4.5.3 Too many recipients", 0);
+         * lose the transaction. Only a flood past as many again counts
+         * (Postfix: smtpd_recipient_overshoot_limit). */
+        reply_counted(s, "452 4.5.3 Too many recipients", s->rcpt_overshoot++ >= s->cf->max_recipients);
         return 1;
     }
     snprintf(addr, sizeof addr, "%s", p.addr);

@@ -894,6 +894,19 @@ START_TEST(test_recipients_past_limit_are_no_errors)
     ASSERT_CODES(out, want);
     free(out);
     buf_free(&sc);
+    /* a flood is still bounded: past max_recipients refused as well, each
+     * further 452 counts, and max_errors (here 3) ends the session */
+    char why[128];
+    ck_assert(config_set(&cf, "max_recipients", "2", why, sizeof why));
+    ck_assert(config_set(&cf, "max_errors", "3", why, sizeof why));
+    sc = (struct buf)BUF_ZERO;
+    buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    for (int i = 0; i < 10; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
+    buf_appends(&sc, "QUIT\r\n");
+    out = run_session(sc.s, sc.len, 0);
+    ASSERT_CODES(out, "220 250 250 250 250 452 452 452 452 452 421");
+    free(out);
+    buf_free(&sc);
 }
 END_TEST
 
