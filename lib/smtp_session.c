@@ -51,7 +51,9 @@ static const char R_NEED_AUTH[] = "530 5.7.0 Authentication required";
 
 /* ---- replies and logging ---- */
 
-static void reply(struct smtp_session *s, const char *line)
+/* a 4xx/5xx line counts as one of the client's errors (max_errors) unless
+ * !is_error: a refusal that is no fault of the client's */
+static void reply_counted(struct smtp_session *s, const char *line, int is_error)
 {
     if (line[0] == '4' || line[0] == '5') {
         char code[4] = { line[0], line[1], line[2], 0 };
@@ -61,13 +63,15 @@ static void reply(struct smtp_session *s, const char *line)
             size_t k = strcspn(sp + 1, " ");
             if (k < sizeof status) { memcpy(status, sp + 1, k); status[k] = 0; }
         }
-        s->errors++;
+        if (is_error) s->errors++;
         if (line[0] == '5' || strncmp(line, "421", 3)) s->rejected++;
         log_info(s->id, "event=reject cmd=%s code=%s status=%s%s%s", s->verb, code,
                  status[0] ? status : "-", s->logarg[0] ? " arg=" : "", s->logarg);
     }
     if (!io_puts(&s->out, line) || !io_put(&s->out, "\r\n", 2)) s->write_failed = 1;
 }
+
+static void reply(struct smtp_session *s, const char *line) { reply_counted(s, line, 1); }
 
 static void replyf(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void replyf(struct smtp_session *s, const char *fmt, ...)
@@ -106,6 +110,7 @@ static void txn_reset(struct smtp_session *s)
     memset(&s->sender, 0, sizeof s->sender);
     memset(&s->mp, 0, sizeof s->mp);
     s->nrcpt = 0;
+    s->rcpt_overshoot = 0;
     s->bdat_total = 0;
     s->state = s->helo[0] ? SMTP_S_READY : SMTP_S_START;
 }
@@ -291,7 +296,15 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
         reply(s, "553 5.6.7 Error: SMTPUTF8 is required for this address");
         return 1;
     }
-    if (s->nrcpt >= s->cf->max_recipients) { reply(s, "452 4.5.3 Too many recipients"); return 1; }
+    if (s->nrcpt >= s->cf->max_recipients) {
+        /* RFC 5321 4.5.3.1.10: the client is to send these recipients in a
+         * later transaction, after DATA for the ones taken; not its error,
+         * or a long recipient list would end the session (max_errors) and
+         * lose the transaction. Only a flood past as many again counts
+         * (Postfix: smtpd_recipient_overshoot_limit). */
+        reply_counted(s, "452 4.5.3 Too many recipients", s->rcpt_overshoot++ >= s->cf->max_recipients);
+        return 1;
+    }
     snprintf(addr, sizeof addr, "%s", p.addr);
     if (p.domain_len == 0) {
         /* "<postmaster>" without a domain (RFC 5321 4.5.1): ours */
@@ -625,18 +638,28 @@ static int bdat_read(struct smtp_session *s, unsigned long long count, struct sm
 
 static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
 {
+    static const char R_BDAT_SYNTAX[] = "501 5.5.4 Syntax: BDAT count [LAST]";
     unsigned long long count;
     size_t k = 0;
     int last = 0;
-    while (k < len && arg[k] != ' ') k++;
+    while (k < len && arg[k] != ' ' && arg[k] != '\t') k++;   /* blanks as dispatch() has them */
     if (!k || !smtp_parse_ull(arg, k, ULLONG_MAX, &count)) {
-        reply(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+        reply(s, R_BDAT_SYNTAX);
         return 1;
     }
-    while (k < len && arg[k] == ' ') k++;
+    while (k < len && (arg[k] == ' ' || arg[k] == '\t')) k++;
     if (k < len) {
-        if (len - k == 4 && !strncasecmp(arg + k, "LAST", 4)) last = 1;
-        else { reply(s, "501 5.5.4 Syntax: BDAT count [LAST]"); return 1; }
+        if (len - k == 4 && !strncasecmp(arg + k, "LAST", 4)) {
+            last = 1;
+        } else {
+            /* the count is known, so its octets follow: they are the
+             * chunk, never commands (RFC 3030 2). A transaction missing a
+             * chunk cannot be committed: it ends here. */
+            if (!bdat_read(s, count, NULL)) return read_failed(s);
+            if (s->state == SMTP_S_BDAT) txn_reset(s);
+            reply(s, R_BDAT_SYNTAX);
+            return 1;
+        }
     }
     const char *seq = s->state == SMTP_S_START ? R_HELO_FIRST :
                       s->state == SMTP_S_READY ? R_NEED_MAIL :
@@ -995,9 +1018,10 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
 {
     const size_t max = SMTP_MAIL_LINE_MAX - 2;   /* the longest any command may be */
     char scratch[512];
-    size_t n = 0, got, discarded = 0;
+    size_t n = 0, got, discarded = 0, crs = 0;
     enum io_eol eol;
     int toolong = 0, bare = 0;
+    long long start = io_now_ms();
     for (;;) {
         if (!toolong) {
             if (!io_getline(&s->in, line + n, max - n, &got, &eol)) return 0;
@@ -1005,10 +1029,15 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
         } else {
             if (!io_getline(&s->in, scratch, sizeof scratch, &got, &eol)) return 0;
             discarded += got;
-            if (discarded > SMTP_DISCARD_MAX) { errno = E2BIG; return 0; }
         }
         if (eol == IO_EOL_CRLF || eol == IO_EOL_LF) { s->cmd_eol = eol; break; }
-        if (eol == IO_EOL_CR) { bare = 1; continue; }
+        if (eol == IO_EOL_CR) { bare = 1; crs++; }
+        /* each io_getline above has a deadline of its own: the line as a
+         * whole, bare CRs (which store nothing) included, is bounded here,
+         * in octets and in time */
+        if (n + discarded + crs > SMTP_DISCARD_MAX) { errno = E2BIG; return 0; }
+        if (s->in.timeout_ms >= 0 && io_now_ms() - start > s->in.timeout_ms) { errno = ETIMEDOUT; return 0; }
+        if (eol == IO_EOL_CR) continue;
         if (!toolong && n == max) { toolong = 1; continue; }
         if (toolong && got == sizeof scratch) continue;
         errno = EPIPE;                      /* end of input inside a line */

@@ -14,11 +14,15 @@
  *    answered "500 5.5.2 Error: bare <CR> received";
  *  - message data ends only at CRLF "." CRLF, where the line before also
  *    ended in CRLF. "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r\n.\r" are
- *    never the end. A message holding a bare CR or LF anywhere is read to
- *    its real end and refused: "550 5.5.2 Error: bare <CR> or <LF> in
- *    message data" (the session goes on), so nothing ambiguous is queued.
- *  - a command line holds at most 512 octets with its CRLF
- *    ("500 5.5.2 Error: line too long"); NUL in a command is refused.
+ *    never the end (the one exception: a client that ended DATA itself
+ *    with a bare LF ends its data with a "." line however it ends). A bare
+ *    LF inside the data is a line end (Postfix's "normalize"); a message
+ *    holding a bare CR is read to its real end and refused: "550 5.5.2
+ *    Error: bare <CR> in message data" (the session goes on).
+ *  - a command line holds at most 512 octets with its CRLF, MAIL 1148 and
+ *    RCPT 1012 (line_limit) ("500 5.5.2 Error: line too long"); past
+ *    SMTP_DISCARD_MAX octets, bare CRs included, or the timeout, the
+ *    session ends with 421; NUL in a command is refused.
  *
  * Sessions must start with HELO or EHLO (as the operators' guides show):
  * MAIL before it gets "503 5.5.1 Error: send HELO/EHLO first". */
@@ -114,6 +118,7 @@ struct smtp_session {
     struct smtp_mail_params mp;
     struct smtp_rcpt *rcpt;
     size_t nrcpt, rcpt_cap;
+    size_t rcpt_overshoot;           /* RCPTs refused past max_recipients */
     struct smtp_msgbody *body;          /* BDAT in progress */
     int msg_fd, env_fd;              /* BDAT in progress: our ends */
     unsigned long long bdat_total;

@@ -345,6 +345,17 @@ class SmtpDefences(SmtpBase):
         self.assertEqual(codes[-2:], ['452', '221'])
         self.assertIn('452 4.5.3 Too many recipients', out)
 
+    def test_smtplib_list_past_max_recipients(self):
+        # smtplib sends every RCPT and then DATA for those taken; the 25
+        # refused with 452 (RFC 5321 4.5.3.1.10: send them later) must not
+        # count as errors (max_errors 20) and end the session
+        rcpts = ['u%d@remote.example' % i for i in range(125)]
+        with smtplib.SMTP('127.0.0.1', self.port, timeout=10) as s:
+            refused = s.sendmail('b@client.test', rcpts, 'Subject: list\r\n\r\nx\r\n')
+            self.assertEqual(sorted(refused), sorted(rcpts[100:]))
+            self.assertTrue(all(code == 452 for code, _ in refused.values()), refused)
+            self.assertEqual(s.noop()[0], 250)
+
     def test_size_values(self):
         r = self.dialogue([
             (None, '220'),

@@ -564,6 +564,35 @@ START_TEST(test_dot_unstuff_and_bdat)
 }
 END_TEST
 
+START_TEST(test_bdat_bad_syntax_skips_chunk)
+{
+    /* "BDAT 18 LASTX": the count is known, so the 18 octets after the line
+     * are the chunk and must not run as commands; a tab separates like a
+     * space (as for every other command) */
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
+                    "BDAT 18 LASTX\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+                    "BDAT 3\tLAST\r\nhi\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 501 250 221");
+    ck_assert(strstr(out, "501 5.5.4 Syntax: BDAT count [LAST]\r\n"));
+    size_t len;
+    char *msg = file_text(path_msg, &len);
+    ck_assert(msg);
+    ck_assert_str_eq(msg, "hi\n");
+    free(msg);
+    free(out);
+    /* the same inside a transaction: its chunk is skipped and the
+     * transaction, now missing a chunk, ends (nothing is queued) */
+    out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
+              "BDAT 4\r\nabcd"
+              "BDAT 6 X\r\nNOOP\r\n"
+              "BDAT 0 LAST\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 250 501 503 221");
+    ck_assert(strstr(out, "501 5.5.4 Syntax: BDAT count [LAST]\r\n503 5.5.1 Error: need MAIL command\r\n"));
+    ck_assert(file_text(path_msg, &len) == NULL);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_pipelining_order)
 {
     char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
@@ -628,6 +657,101 @@ START_TEST(test_bare_cr_lf_nul_in_commands)
     ck_assert(strstr(out, "500 5.5.2 Error: bare <CR> received\r\n"));
     ck_assert(strstr(out, "500 5.5.2 Error: NUL character in command\r\n"));
     free(out);
+}
+END_TEST
+
+/* a session on a socketpair fed head, then nfill copies of fill, then EOF
+ * (the session may close before it has read them all) */
+static char *run_flood(const char *head, char fill, size_t nfill)
+{
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_run(&s);
+        smtp_session_free(&s);
+        _exit(0);
+    }
+    close(sp[1]);
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+    char chunk[4096];
+    memset(chunk, fill, sizeof chunk);
+    int ok = fd_write_all(sp[0], head, strlen(head), 5000);
+    while (ok && nfill) {
+        size_t k = nfill < sizeof chunk ? nfill : sizeof chunk;
+        ok = fd_write_all(sp[0], chunk, k, 5000);
+        nfill -= k;
+    }
+    shutdown(sp[0], SHUT_WR);
+    struct buf out = BUF_ZERO;
+    for (;;) {
+        struct pollfd p = { .fd = sp[0], .events = POLLIN, .revents = 0 };
+        ck_assert_int_gt(poll(&p, 1, 10000), 0);
+        ssize_t r = read(sp[0], chunk, sizeof chunk);
+        if (r <= 0) break;
+        buf_append(&out, chunk, (size_t)r);
+    }
+    close(sp[0]);
+    signal(SIGPIPE, old);
+    int st;
+    waitpid(pid, &st, 0);
+    buf_appends(&out, "");
+    return out.s;
+}
+
+START_TEST(test_endless_bare_cr_line)
+{
+    /* a command line of bare CRs stores nothing, but is as endless as any
+     * other: closed past SMTP_DISCARD_MAX octets, like a long line */
+    char *out = run_flood("EHLO x\r\nNOOP", '\r', SMTP_DISCARD_MAX + 65536);
+    ASSERT_CODES(out, "220 250 421");
+    ck_assert(strstr(out, "421 4.7.0 mx.example.test Error: line too long\r\n"));
+    free(out);
+}
+END_TEST
+
+START_TEST(test_dribbled_bare_cr_line)
+{
+    /* a line must be whole within the timeout, bare CRs and all: one CR
+     * every 300 ms does not hold the session past it */
+    char why[128];
+    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_run(&s);
+        smtp_session_free(&s);
+        _exit(0);
+    }
+    close(sp[1]);
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+    int st = 0;
+    pid_t w = 0;
+    ck_assert(fd_write_all(sp[0], "NOOP", 4, 5000));
+    for (int i = 0; i < 20 && w == 0; i++) {      /* up to 6 s */
+        if (write(sp[0], "\r", 1) < 0) break;
+        usleep(300000);
+        w = waitpid(pid, &st, WNOHANG);
+    }
+    signal(SIGPIPE, old);
+    if (w == 0) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
+    char buf[4096];
+    ssize_t r = read(sp[0], buf, sizeof buf - 1);
+    buf[r > 0 ? r : 0] = 0;
+    close(sp[0]);
+    ck_assert_msg(w == pid, "the session was still reading a dribbled line after 6 s");
+    ck_assert(strstr(buf, "421 4.4.2 mx.example.test Error: timeout exceeded\r\n"));
 }
 END_TEST
 
@@ -747,6 +871,40 @@ START_TEST(test_too_many_recipients)
     strcat(want, " 452 221");
     ASSERT_CODES(out, want);
     ck_assert(strstr(out, "452 4.5.3 Too many recipients\r\n"));
+    free(out);
+    buf_free(&sc);
+}
+END_TEST
+
+START_TEST(test_recipients_past_limit_are_no_errors)
+{
+    /* a client that sends its whole list (smtplib does) gets 452 for each
+     * recipient past max_recipients and sends those later (RFC 5321
+     * 4.5.3.1.10): the 452s must not reach max_errors (20) and end the
+     * session, losing the transaction */
+    struct buf sc = BUF_ZERO;
+    buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    for (int i = 0; i < 125; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
+    buf_appends(&sc, "DATA\r\nSubject: list\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    char *out = run_session(sc.s, sc.len, 0);
+    char want[2048] = "220 250 250";
+    for (int i = 0; i < 100; i++) strcat(want, " 250");
+    for (int i = 0; i < 25; i++) strcat(want, " 452");
+    strcat(want, " 354 250 221");
+    ASSERT_CODES(out, want);
+    free(out);
+    buf_free(&sc);
+    /* a flood is still bounded: past max_recipients refused as well, each
+     * further 452 counts, and max_errors (here 3) ends the session */
+    char why[128];
+    ck_assert(config_set(&cf, "max_recipients", "2", why, sizeof why));
+    ck_assert(config_set(&cf, "max_errors", "3", why, sizeof why));
+    sc = (struct buf)BUF_ZERO;
+    buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    for (int i = 0; i < 10; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
+    buf_appends(&sc, "QUIT\r\n");
+    out = run_session(sc.s, sc.len, 0);
+    ASSERT_CODES(out, "220 250 250 250 250 452 452 452 452 452 421");
     free(out);
     buf_free(&sc);
 }
@@ -994,6 +1152,7 @@ int main(void)
     tcase_add_test(core, test_sequence_errors);
     tcase_add_test(core, test_other_commands);
     tcase_add_test(core, test_dot_unstuff_and_bdat);
+    tcase_add_test(core, test_bdat_bad_syntax_skips_chunk);
     tcase_add_test(core, test_pipelining_order);
     tcase_add_test(core, test_inject_failures);
     tcase_add_test(core, test_received_field);
@@ -1007,10 +1166,13 @@ int main(void)
     tcase_add_test(limits, test_bare_cr_lf_nul_in_commands);
     tcase_add_test(limits, test_data_bare_lf);
     tcase_add_test(limits, test_etrn_rset_utf8_and_long_lines);
+    tcase_add_test(limits, test_endless_bare_cr_line);
+    tcase_add_test(limits, test_dribbled_bare_cr_line);
     tcase_add_test(limits, test_smuggling_variants);
     tcase_add_test(limits, test_size_limits);
     tcase_add_test(limits, test_hop_limit);
     tcase_add_test(limits, test_too_many_recipients);
+    tcase_add_test(limits, test_recipients_past_limit_are_no_errors);
     tcase_add_test(limits, test_error_limit);
     tcase_add_test(limits, test_timeout);
     tcase_add_test(limits, test_http_and_tls_hello);
