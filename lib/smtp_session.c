@@ -63,7 +63,7 @@ static void reply_counted(struct smtp_session *s, const char *line, int is_error
             size_t k = strcspn(sp + 1, " ");
             if (k < sizeof status) { memcpy(status, sp + 1, k); status[k] = 0; }
         }
-        if (is_error) s->errors++;
+        if (is_error) { s->errors++; s->errors_run++; }
         if (line[0] == '5' || strncmp(line, "421", 3)) s->rejected++;
         log_info(s->id, "event=reject cmd=%s code=%s status=%s%s%s", s->verb, code,
                  status[0] ? status : "-", s->logarg[0] ? " arg=" : "", s->logarg);
@@ -535,6 +535,11 @@ static void message_end(struct smtp_session *s, struct smtp_msgbody *b, int msg_
         log_info(s->id, "event=refused size=%llu hops=%lu bare_cr=%d inject=%d", b->size, b->hops, b->bare_cr, st);
     } else {
         s->messages++;
+        /* a client that gets its mail through is not the one max_errors
+         * is for: a relay's long-lived connection with an unknown
+         * recipient now and then is not cut off (Postfix forgives its
+         * errors after each message as well) */
+        s->errors_run = 0;
         log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu%s", qid[0] ? qid : "?", b->size, s->nrcpt,
                  b->bare_lf ? " bare_lf=1" : "");
         if (qid[0]) replyf(s, "250 2.0.0 Ok: queued as %s", qid);
@@ -1184,7 +1189,7 @@ int smtp_session_run(struct smtp_session *s)
             s->end_reason = "write error";
             break;
         }
-        if (s->state != SMTP_S_QUIT && s->errors >= s->cf->max_errors) {
+        if (s->state != SMTP_S_QUIT && s->errors_run >= s->cf->max_errors) {
             replyf(s, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
             s->end_reason = "too many errors";
             break;

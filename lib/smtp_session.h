@@ -124,6 +124,7 @@ struct smtp_session {
     unsigned long long bdat_total;
     /* counters for the log */
     unsigned long commands, errors, messages, rejected, msg_seq;
+    unsigned long errors_run;   /* errors since the last message queued: max_errors */
     const char *end_reason;
     int write_failed;                /* a reply could not be written: end */
     const char *verb;                /* the command being answered (log) */

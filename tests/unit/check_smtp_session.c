@@ -918,6 +918,14 @@ START_TEST(test_error_limit)
     ASSERT_CODES(out, "220 500 500 500 421");
     ck_assert(strstr(out, "421 4.7.0 mx.example.test Error: too many errors\r\n"));
     free(out);
+    /* a message queued starts the count again (a relay's long connection
+     * with an unknown recipient now and then is not cut off) */
+    static const char sc[] = "FOO\r\nBAR\r\nEHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                             "RCPT TO:<user1@remote.example>\r\nDATA\r\nSubject: s\r\n\r\nx\r\n.\r\n"
+                             "FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n";
+    out = run_session(sc, sizeof sc - 1, 0);
+    ASSERT_CODES(out, "220 500 500 250 250 250 354 250 500 500 500 421");
+    free(out);
 }
 END_TEST
 
