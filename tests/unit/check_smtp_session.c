@@ -648,6 +648,28 @@ START_TEST(test_line_512_513)
 }
 END_TEST
 
+/* a session in a child process on a socketpair: its pid, and our end in
+ * *peer (for tests that must watch it time out or go away) */
+static pid_t fork_session(int *peer)
+{
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sp[0]);
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        static struct smtp_session s;
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_run(&s);
+        smtp_session_free(&s);
+        _exit(0);
+    }
+    close(sp[1]);
+    *peer = sp[0];
+    return pid;
+}
+
 START_TEST(test_bare_cr_lf_nul_in_commands)
 {
     const char sc[] = "NOOP\nNOOP\rQUIT\r\nNO\0OP\r\nQUIT\r\n";
@@ -664,20 +686,9 @@ END_TEST
  * (the session may close before it has read them all) */
 static char *run_flood(const char *head, char fill, size_t nfill)
 {
-    int sp[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(sp[0]);
-        struct sockaddr_in sin = { .sin_family = AF_INET };
-        static struct smtp_session s;
-        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
-        smtp_session_run(&s);
-        smtp_session_free(&s);
-        _exit(0);
-    }
-    close(sp[1]);
+    int peer;
+    pid_t pid = fork_session(&peer);
+    int sp[2] = { peer, -1 };
     void (*old)(int) = signal(SIGPIPE, SIG_IGN);
     char chunk[4096];
     memset(chunk, fill, sizeof chunk);
@@ -947,21 +958,9 @@ START_TEST(test_client_never_reads)
      * the session's writes time out too, and it goes away */
     char why[128];
     ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
-    int sp[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(sp[0]);
-        struct sockaddr_in sin;
-        memset(&sin, 0, sizeof sin);
-        sin.sin_family = AF_INET;
-        static struct smtp_session s;
-        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
-        smtp_session_run(&s);
-        _exit(0);
-    }
-    close(sp[1]);
+    int peer;
+    pid_t pid = fork_session(&peer);
+    int sp[2] = { peer, -1 };
     fcntl(sp[0], F_SETFL, O_NONBLOCK);
     static const char help[] = "HELP\r\n";
     for (int i = 0; i < 200000; i++)
