@@ -35,6 +35,7 @@ int main(int argc, char **argv)
     if (!privuser_lookup(rc.cfg.user_remote, &u)) die_perm("user %s: no such user", rc.cfg.user_remote);
     if (!privdrop(NULL, &u)) die_temp_sys("cannot drop privileges to %s", rc.cfg.user_remote);
     tls_client_global_init();
+    tls_client_prepare(&rc.routes);     /* as user_remote: the CA files it can read */
     /* waiting jobs hold their message fds: allow as many as the hard limit */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -64,6 +64,12 @@ struct tls_client {
     const char *name;        /* the name to verify / send as SNI */
 };
 void tls_client_global_init(void);
+/* Make the TLS contexts rs's routes need (and the opportunistic one) once,
+ * in this process, dropping those of the last call: delivery children
+ * forked afterwards share them instead of each loading the CA store. Call
+ * after every (re)load. A context that cannot be made is left to each
+ * delivery, which then says why. */
+void tls_client_prepare(const struct routes *rs);
 /* smtp_starttls_fn: handshake on c->fd, then switch c to TLS */
 int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t whylen);
 void tls_client_end(struct tls_client *t);

@@ -549,6 +549,7 @@ static void reload(struct remote_conf *rc, const char *root, const char *from)
     char err[512];
     if (remote_conf_load(&nc, root, err, sizeof err)) {
         *rc = nc;
+        tls_client_prepare(&rc->routes);   /* CA files read again */
         conf_gen++;              /* kept connections were opened under the old one */
         for (size_t i = 0; i < nkids; i++)
             if (kids[i].idle) retire(&kids[i]);

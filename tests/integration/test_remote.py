@@ -224,6 +224,39 @@ class DeliveryTest(RemoteBase):
         self.assertIn('verif', r['X'])
         self.assertEqual(s.messages, [])
 
+    def test_require_verify_follows_a_changed_ca_file(self):
+        """remote-deliverer makes each route's TLS context once and its
+        delivery children share it; a CA file replaced since is read again
+        (without a reload): first a CA that did not sign the sink's
+        certificate (refused), then the right one (delivered), then the
+        wrong one again (refused)"""
+        s = self.sink(starttls=True)
+        dns = self.dns({'smarthost.test': {'A': ['127.0.0.1']}})
+        other = tempfile.mkdtemp(prefix='postern-ca-', dir=CERTDIR)
+        wrong, _ = make_cert(other, names=('someone.else.test',), ips=())
+        ca = os.path.join(CERTDIR, 'route-ca.pem')
+
+        def put(src):
+            with open(src) as f:
+                text = f.read()
+            with open(ca + '.new', 'w') as f:
+                f.write(text)
+            os.chmod(ca + '.new', 0o644)
+            os.rename(ca + '.new', ca)
+
+        put(wrong)
+        time.sleep(2.5)          # settled (filesig.h): the context is made once and kept
+        # each delivery on a connection of its own (no reuse), so each one
+        # verifies the sink's certificate
+        d = self.deliverer('* smarthost.test:%d tls=require-verify ca=%s\n' % (s.port, ca),
+                           conf={'dns_server': dns.address, 'remote_reuse_time': '0'})
+        for src, want in ((wrong, 't'), (CERT, 's'), (wrong, 't')):
+            put(src)
+            r = d.deliver('bob@anywhere.example')
+            self.assertEqual(r['S'], want, (src, r))
+            if want == 't':
+                self.assertIn('verif', r['X'])
+
     def test_auth_plain_to_smarthost(self):
         s = self.sink(starttls=True, auth=True)
         s.auth_ok = ('relayuser', 'pass word')
