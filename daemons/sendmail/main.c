@@ -6,7 +6,11 @@
  * takes recipients from To:/Cc:/Bcc: and removes Bcc:, and hands it all to
  * ROOT/bin/queue-inject. Exit 0 once committed, 75 temporary failure,
  * 64 usage, 65 bad data (addresses). ROOT: -C, else $POSTERN_ROOT, else
- * dirname(dirname(this program)). */
+ * dirname(dirname(this program)).
+ * The queue modes operators and scripts call sendmail for run
+ * ROOT/bin/postern-queue, with the caller's own rights: -bp (or the name
+ * mailq) lists the queue, -q flushes it; -bi (or the name newaliases) has
+ * nothing to rebuild (conf/aliases is read as it is) and says so. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -15,6 +19,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+enum sm_mode { SM_QUEUE_MAIL, SM_LIST, SM_FLUSH, SM_NEWALIASES };
 
 #include "sendmail.h"
 #include "queue_path.h"
@@ -38,7 +44,7 @@ static const char *value(int argc, char **argv, int *i)
 /* option letters: what callers such as cron ("-FCronDaemon -i -B8BITMIME
  * -oem root"), mailx and PHP pass is understood or harmlessly ignored; the
  * modes we do not implement are refused, clearly */
-static void parse_args(int argc, char **argv, struct sm_opts *o)
+static void parse_args(int argc, char **argv, struct sm_opts *o, enum sm_mode *mode)
 {
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -57,6 +63,12 @@ static void parse_args(int argc, char **argv, struct sm_opts *o)
             if (strcasecmp(v, "7BIT") && strcasecmp(v, "8BITMIME")) usage("-B takes 7BIT or 8BITMIME");
         } else if (a[1] == 'N' || a[1] == 'R' || a[1] == 'V' || a[1] == 'h') {
             (void)value(argc, argv, &i);   /* DSN notify/return/envid, hop count: not kept */
+        } else if (!strcmp(a, "-bp")) {
+            *mode = SM_LIST;
+        } else if (!strcmp(a, "-q")) {
+            *mode = SM_FLUSH;
+        } else if (!strcmp(a, "-bi")) {
+            *mode = SM_NEWALIASES;
         } else if (!strncmp(a, "-b", 2) || !strncmp(a, "-q", 2)) {
             fprintf(stderr, "sendmail: %s: not supported: postern's sendmail only queues mail "
                             "(SMTP is smtp-listener, the queue is postern-queue)\n", a);
@@ -70,13 +82,38 @@ static void parse_args(int argc, char **argv, struct sm_opts *o)
     o->nrcpt = (size_t)(argc - i);
 }
 
+/* -bp / -q: postern-queue list / flush, as the caller */
+static _Noreturn void run_queue_tool(const char *root, const char *cmd)
+{
+    char prog[PATH_MAX];
+    if (snprintf(prog, sizeof prog, "%s/bin/postern-queue", root) >= (int)sizeof prog) {
+        fprintf(stderr, "sendmail: ROOT too long\n");
+        exit(SM_EX_USAGE);
+    }
+    char *const args[] = { (char *)"postern-queue", (char *)"--root", (char *)root, (char *)cmd, NULL };
+    execv(prog, args);
+    fprintf(stderr, "sendmail: cannot run %s: %s\n", prog, strerror(errno));
+    exit(SM_EX_TEMPFAIL);
+}
+
 int main(int argc, char **argv)
 {
     struct sm_opts o = { 0 };
     char root[PATH_MAX];
+    enum sm_mode mode = SM_QUEUE_MAIL;
 
     signal(SIGPIPE, SIG_IGN);
-    parse_args(argc, argv, &o);
+    const char *name = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    name = name ? name + 1 : argc > 0 ? argv[0] : "";
+    if (!strcmp(name, "mailq")) mode = SM_LIST;
+    if (!strcmp(name, "newaliases")) mode = SM_NEWALIASES;
+    parse_args(argc, argv, &o, &mode);
+    if (mode == SM_NEWALIASES) {
+        fprintf(stderr, "sendmail: nothing to rebuild: postern reads ROOT/conf/aliases as it is "
+                        "at each delivery\n");
+        return 0;
+    }
+    if (mode != SM_QUEUE_MAIL && o.nrcpt) usage("-bp and -q take no recipients");
     if (!o.root) o.root = getenv("POSTERN_ROOT");
     if (!o.root || !*o.root) {
         if (!queue_root_from_exe(root, sizeof root)) {
@@ -85,5 +122,7 @@ int main(int argc, char **argv)
         }
         o.root = root;
     }
+    if (mode == SM_LIST) run_queue_tool(o.root, "list");
+    if (mode == SM_FLUSH) run_queue_tool(o.root, "flush");
     return sm_run(&o, stdin);
 }

@@ -58,7 +58,7 @@ class QueueRoot:
         os.makedirs(os.path.join(self.root, 'conf'))
         with open(os.path.join(self.root, 'conf', 'postern.conf'), 'w') as f:
             f.write('hostname = mx.example.test\nlocal_domains = example.test\n')
-        for prog in ('queue-inject', 'sendmail'):
+        for prog in ('queue-inject', 'sendmail', 'postern-queue'):
             src = os.path.join(BIN, prog)
             if os.path.exists(src):
                 shutil.copy(src, os.path.join(self.root, 'bin', prog))
@@ -517,12 +517,45 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(m.count('Message-ID:'), 1)
 
     def test_usage_errors(self):
-        for args, code in ((['-bs'], 64), (['-bd'], 64), (['-q'], 64), (['-X'], 64), ([], 64),
+        for args, code in ((['-bs'], 64), (['-bd'], 64), (['-q1h'], 64), (['-X'], 64), ([], 64),
                            (['-f'], 64), (['bad address@x'], 65)):
             p = self.run_sendmail(args, b'Subject: x\n\nb\n')
             self.assertEqual(p.returncode, code, (args, p.stderr))
             self.assertTrue(p.stderr.startswith(b'sendmail: '), p.stderr)
         self.assertEqual(self.r.envs(), [])
+
+    def test_queue_modes(self):
+        """the modes operators and scripts call sendmail for: -bp (or the
+        name mailq) is postern-queue list and -q postern-queue flush, run
+        with the caller's own rights; -bi (or the name newaliases) has
+        nothing to rebuild and says so; other -b and -q modes stay refused"""
+        need_bin(self, 'postern-queue')
+        p = self.run_sendmail(['-i', 'bob@example.test'], b'Subject: x\n\nb\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        pq = os.path.join(self.r.root, 'bin', 'postern-queue')
+
+        def masked(text):   # a message's age may tick between two runs
+            return re.sub(r'(?m)^([0-9A-F]{16}) \d+ ', r'\1 AGE ', text)
+
+        direct = subprocess.run([pq, '--root', self.r.root, 'list'], capture_output=True, text=True, timeout=30)
+        self.assertEqual(direct.returncode, 0, direct.stderr)
+        self.assertIn('<bob@example.test>', direct.stdout)
+        for name in ('mailq', 'newaliases'):
+            os.symlink('sendmail', os.path.join(self.r.root, 'bin', name))
+        for argv in ([self.sendmail, '-bp'], [os.path.join(self.r.root, 'bin', 'mailq')]):
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            self.assertEqual((p.returncode, masked(p.stdout)), (0, masked(direct.stdout)), (argv, p.stderr))
+        direct = subprocess.run([pq, '--root', self.r.root, 'flush'], capture_output=True, text=True, timeout=30)
+        p = subprocess.run([self.sendmail, '-q'], capture_output=True, text=True, timeout=30)
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (direct.returncode, direct.stdout, direct.stderr))
+        for argv in ([self.sendmail, '-bi'], [os.path.join(self.r.root, 'bin', 'newaliases')]):
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, (argv, p.stderr))
+            self.assertIn('nothing to rebuild', p.stderr)
+        for args in (['-bp', 'bob'], ['-q30m'], ['-qRexample.test'], ['-bs']):
+            p = self.run_sendmail(args, b'')
+            self.assertEqual(p.returncode, 64, (args, p.stderr))
+        self.assertEqual(len(self.r.envs()), 1)
 
     def test_tempfail_when_queue_broken(self):
         os.rename(os.path.join(self.r.q, 'tmp'), os.path.join(self.r.q, 'tmp.away'))
