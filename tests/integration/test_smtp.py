@@ -531,27 +531,30 @@ class SmtpLimits(unittest.TestCase):
         s.connect(('127.0.0.1', self.inst.port('smtp')))
         return Conn(None, sock=s)
 
+    def greeted(self, conns, src):
+        """a new connection from src, which gets the greeting"""
+        c = self.conn_from(src)
+        conns.append(c)
+        r = c.smtp_reply()
+        self.assertTrue(r.startswith('220 '), r)
+
+    def refused(self, conns, src):
+        """a new connection from src, which gets 421 and is closed: the reply"""
+        c = self.conn_from(src)
+        conns.append(c)
+        r = c.smtp_reply()
+        self.assertTrue(r.startswith('421 4.7.0'), r)
+        self.assertTrue(c.closed())
+        return r
+
     def test_connection_limits(self):
         conns = []
         try:
             for _ in range(2):
-                c = self.conn_from('127.0.0.1')
-                conns.append(c)
-                self.assertTrue(c.smtp_reply().startswith('220 '))
-            c = self.conn_from('127.0.0.1')
-            conns.append(c)
-            r = c.smtp_reply()
-            self.assertTrue(r.startswith('421 4.7.0'), r)
-            self.assertIn('too many connections from 127.0.0.1', r)
-            self.assertTrue(c.closed())
-            c = self.conn_from('127.0.0.2')
-            conns.append(c)
-            self.assertTrue(c.smtp_reply().startswith('220 '))
-            c = self.conn_from('127.0.0.3')
-            conns.append(c)
-            r = c.smtp_reply()
-            self.assertTrue(r.startswith('421 4.7.0'), r)
-            self.assertTrue(c.closed())
+                self.greeted(conns, '127.0.0.1')
+            self.assertIn('too many connections from 127.0.0.1', self.refused(conns, '127.0.0.1'))
+            self.greeted(conns, '127.0.0.2')
+            self.refused(conns, '127.0.0.3')
         finally:
             for c in conns:
                 c.close()
@@ -570,15 +573,8 @@ class SmtpLimits(unittest.TestCase):
         conns = []
         try:
             for _ in range(3):
-                c = self.conn_from('127.0.0.9')
-                conns.append(c)
-                r = c.smtp_reply()
-                self.assertTrue(r.startswith('220 '), r)
-            c = self.conn_from('127.0.0.9')
-            conns.append(c)
-            r = c.smtp_reply()
-            self.assertTrue(r.startswith('421 4.7.0'), r)
-            self.assertTrue(c.closed())
+                self.greeted(conns, '127.0.0.9')
+            self.refused(conns, '127.0.0.9')
         finally:
             for c in conns:
                 c.close()

@@ -688,26 +688,25 @@ static char *run_flood(const char *head, char fill, size_t nfill)
 {
     int peer;
     pid_t pid = fork_session(&peer);
-    int sp[2] = { peer, -1 };
     void (*old)(int) = signal(SIGPIPE, SIG_IGN);
     char chunk[4096];
     memset(chunk, fill, sizeof chunk);
-    int ok = fd_write_all(sp[0], head, strlen(head), 5000);
+    int ok = fd_write_all(peer, head, strlen(head), 5000);
     while (ok && nfill) {
         size_t k = nfill < sizeof chunk ? nfill : sizeof chunk;
-        ok = fd_write_all(sp[0], chunk, k, 5000);
+        ok = fd_write_all(peer, chunk, k, 5000);
         nfill -= k;
     }
-    shutdown(sp[0], SHUT_WR);
+    shutdown(peer, SHUT_WR);
     struct buf out = BUF_ZERO;
     for (;;) {
-        struct pollfd p = { .fd = sp[0], .events = POLLIN, .revents = 0 };
+        struct pollfd p = { .fd = peer, .events = POLLIN, .revents = 0 };
         ck_assert_int_gt(poll(&p, 1, 10000), 0);
-        ssize_t r = read(sp[0], chunk, sizeof chunk);
+        ssize_t r = read(peer, chunk, sizeof chunk);
         if (r <= 0) break;
         buf_append(&out, chunk, (size_t)r);
     }
-    close(sp[0]);
+    close(peer);
     signal(SIGPIPE, old);
     int st;
     waitpid(pid, &st, 0);
@@ -732,35 +731,23 @@ START_TEST(test_dribbled_bare_cr_line)
      * every 300 ms does not hold the session past it */
     char why[128];
     ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
-    int sp[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(sp[0]);
-        struct sockaddr_in sin = { .sin_family = AF_INET };
-        static struct smtp_session s;
-        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
-        smtp_session_run(&s);
-        smtp_session_free(&s);
-        _exit(0);
-    }
-    close(sp[1]);
+    int peer;
+    pid_t pid = fork_session(&peer);
     void (*old)(int) = signal(SIGPIPE, SIG_IGN);
     int st = 0;
     pid_t w = 0;
-    ck_assert(fd_write_all(sp[0], "NOOP", 4, 5000));
+    ck_assert(fd_write_all(peer, "NOOP", 4, 5000));
     for (int i = 0; i < 20 && w == 0; i++) {      /* up to 6 s */
-        if (write(sp[0], "\r", 1) < 0) break;
+        if (write(peer, "\r", 1) < 0) break;
         usleep(300000);
         w = waitpid(pid, &st, WNOHANG);
     }
     signal(SIGPIPE, old);
     if (w == 0) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
     char buf[4096];
-    ssize_t r = read(sp[0], buf, sizeof buf - 1);
+    ssize_t r = read(peer, buf, sizeof buf - 1);
     buf[r > 0 ? r : 0] = 0;
-    close(sp[0]);
+    close(peer);
     ck_assert_msg(w == pid, "the session was still reading a dribbled line after 6 s");
     ck_assert(strstr(buf, "421 4.4.2 mx.example.test Error: timeout exceeded\r\n"));
 }
@@ -960,11 +947,10 @@ START_TEST(test_client_never_reads)
     ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
     int peer;
     pid_t pid = fork_session(&peer);
-    int sp[2] = { peer, -1 };
-    fcntl(sp[0], F_SETFL, O_NONBLOCK);
+    fcntl(peer, F_SETFL, O_NONBLOCK);
     static const char help[] = "HELP\r\n";
     for (int i = 0; i < 200000; i++)
-        if (write(sp[0], help, sizeof help - 1) < 0) break;
+        if (write(peer, help, sizeof help - 1) < 0) break;
     int st = 0;
     pid_t w = 0;
     for (int i = 0; i < 60 && w == 0; i++) {      /* up to 6 s, never reading */
@@ -973,7 +959,7 @@ START_TEST(test_client_never_reads)
     }
     if (w == 0) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
     ck_assert_msg(w == pid, "the session still blocks on a client that never reads");
-    close(sp[0]);
+    close(peer);
 }
 END_TEST
 
