@@ -44,8 +44,7 @@ void envelope_free(struct envelope *e)
     e->rcpt_cap = 0;
 }
 
-/* 1 if s[0..n) holds no control character (this includes CR, LF, NUL, TAB) */
-static int text_clean(const char *s, size_t n)
+int envelope_bytes_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -57,7 +56,7 @@ static int text_clean(const char *s, size_t n)
 int envelope_text_ok(const char *s, size_t max)
 {
     size_t n = strnlen(s, max + 1);
-    return n <= max && text_clean(s, n);
+    return n <= max && envelope_bytes_ok(s, n);
 }
 
 void envelope_text_clean(char *s)
@@ -207,7 +206,7 @@ static int why_set(char *why, size_t whylen, size_t line, const char *fmt, ...)
 /* copy s[0..n) into dst[max+1] */
 static int field_copy(char *dst, size_t max, const char *s, size_t n)
 {
-    if (n > max || !text_clean(s, n)) return 0;
+    if (n > max || !envelope_bytes_ok(s, n)) return 0;
     memcpy(dst, s, n);
     dst[n] = 0;
     return 1;

@@ -67,6 +67,9 @@ int envelope_parse(struct envelope *e, const char *text, size_t len, char *why, 
 /* 1 if s is at most max bytes and holds no control character (CR, LF, NUL,
  * TAB, DEL ...): what every envelope field must satisfy */
 int envelope_text_ok(const char *s, size_t max);
+/* 1 if s[0..n) holds no control character: the same test on bytes that are
+ * not a C string (queue-inject's records) */
+int envelope_bytes_ok(const char *s, size_t n);
 /* replace each control character of s by '?' (e.g. a remote server's reply
  * before it goes into last_error) */
 void envelope_text_clean(char *s);

@@ -27,15 +27,6 @@ static int bad(char *why, size_t whylen, const char *fmt, ...)
     return 0;
 }
 
-static int clean(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f) return 0;
-    }
-    return 1;
-}
-
 void inject_env_init(struct inject_env *ie, uid_t caller)
 {
     envelope_init(&ie->env);
@@ -75,9 +66,9 @@ static int rcpt_record(struct inject_env *ie, const char *v, size_t n, char *why
     size_t al = (size_t)(t1 - v), nl = (size_t)(t2 - t1 - 1), ol = n - (size_t)(t2 + 1 - v);
     char addr[ENV_ADDR_MAX + 1], orcpt[ENV_FIELD_MAX + 1];
     unsigned notify;
-    if (al == 0 || al > ENV_ADDR_MAX || !clean(v, al)) return bad(why, whylen, "T: bad recipient");
+    if (al == 0 || al > ENV_ADDR_MAX || !envelope_bytes_ok(v, al)) return bad(why, whylen, "T: bad recipient");
     if (!envelope_notify_parse(t1 + 1, nl, &notify)) return bad(why, whylen, "T: bad notify");
-    if (ol > ENV_FIELD_MAX || !clean(t2 + 1, ol)) return bad(why, whylen, "T: bad orcpt");
+    if (ol > ENV_FIELD_MAX || !envelope_bytes_ok(t2 + 1, ol)) return bad(why, whylen, "T: bad orcpt");
     memcpy(addr, v, al);
     addr[al] = 0;
     memcpy(orcpt, t2 + 1, ol);
@@ -107,13 +98,13 @@ int inject_env_record(struct inject_env *ie, const char *rec, size_t len, char *
     case 'U': bit = REC_U; break;
     case 'C': bit = REC_C; break;
     case 'T': return rcpt_record(ie, v, n, why, whylen);
-    default: return bad(why, whylen, "unknown record %c", clean(rec, 1) ? letter : '?');
+    default: return bad(why, whylen, "unknown record %c", envelope_bytes_ok(rec, 1) ? letter : '?');
     }
     if (ie->seen & bit) return bad(why, whylen, "record %c twice", letter);
     ie->seen |= bit;
     switch (letter) {
     case 'F':
-        if (n > ENV_ADDR_MAX || !clean(v, n) || (n == 2 && !memcmp(v, "<>", 2)))
+        if (n > ENV_ADDR_MAX || !envelope_bytes_ok(v, n) || (n == 2 && !memcmp(v, "<>", 2)))
             return bad(why, whylen, "F: bad sender");
         memcpy(ie->env.sender, v, n);
         ie->env.sender[n] = 0;
@@ -125,7 +116,7 @@ int inject_env_record(struct inject_env *ie, const char *rec, size_t len, char *
             return 0;
         return buf_append(&ie->received, v, n);
     case 'E':
-        if (n == 0 || n > ENV_FIELD_MAX || !clean(v, n)) return bad(why, whylen, "E: bad envid");
+        if (n == 0 || n > ENV_FIELD_MAX || !envelope_bytes_ok(v, n)) return bad(why, whylen, "E: bad envid");
         memcpy(ie->env.envid, v, n);
         ie->env.envid[n] = 0;
         return 1;
@@ -144,7 +135,7 @@ int inject_env_record(struct inject_env *ie, const char *rec, size_t len, char *
         ie->env.smtputf8 = 1;
         return 1;
     default: /* 'C' */
-        if (!clean(v, n)) return bad(why, whylen, "C: bad client");
+        if (!envelope_bytes_ok(v, n)) return bad(why, whylen, "C: bad client");
         memcpy(ie->env.client, v, n); /* n < INJECT_RECORD_MAX <= ENV_FIELD_MAX */
         ie->env.client[n] = 0;
         return 1;

@@ -125,6 +125,12 @@ START_TEST(test_control_chars_refused)
     char s[] = "x\ty\rz";
     envelope_text_clean(s);
     ck_assert_str_eq(s, "x?y?z");
+    /* the same test on bytes that are not a C string */
+    ck_assert(envelope_bytes_ok("ab\tc", 2));
+    ck_assert(!envelope_bytes_ok("ab\tc", 3));
+    ck_assert(!envelope_bytes_ok("a\0b", 3));
+    ck_assert(!envelope_bytes_ok("\x7f", 1));
+    ck_assert(envelope_bytes_ok("\xc3\xa9", 2));   /* 8-bit is not control */
 }
 END_TEST
 
