@@ -23,6 +23,12 @@ void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms)
 
 void io_quickack(struct io *in, int on) { in->quickack = on; }
 
+void fd_push_ack(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) < 0) { /* not TCP */ }
+}
+
 static int fd_wait(int fd, short events, int timeout_ms)
 {
     struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
@@ -73,10 +79,7 @@ static int fill_by(struct io *in, long long deadline)
     }
     if (in->len == in->cap) { errno = ENOBUFS; return 0; }
     for (;;) {
-        if (in->quickack) {
-            int one = 1;
-            if (setsockopt(in->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) < 0) { /* not TCP */ }
-        }
+        if (in->quickack) fd_push_ack(in->fd);
         if (!fd_wait(in->fd, POLLIN, left_ms(deadline))) return 0;
         ssize_t r = read(in->fd, in->b + in->len, in->cap - in->len);
         if (r > 0) { in->len += (size_t)r; return 1; }

@@ -39,6 +39,10 @@ int io_fill(struct io *in);                 /* read more (only if buffer empty o
  * Python smtplib client over TLS: 25 ms a 100 KB message against 4).
  * Harmless on what is not TCP. */
 void io_quickack(struct io *in, int on);
+/* send now the ACK the kernel holds back on TCP socket fd (TCP_QUICKACK);
+ * nothing on what is not TCP. What io_quickack does before each wait, for
+ * callers with a poll loop of their own (tls-proxy). */
+void fd_push_ack(int fd);
 size_t io_buffered(const struct io *in);    /* bytes read but not consumed */
 void io_discard_buffered(struct io *in);    /* drop them (e.g. before TLS) */
 

@@ -138,16 +138,16 @@ static SSL_CTX *ctx_cached(int verify, const char *ca)
 static void ctx_cache_add(int verify, const char *ca)
 {
     char why[256];
-    struct filesig now;
-    if (ncache == CTX_CACHE_MAX || ctx_slot(verify, ca) >= 0 || (ca && strlen(ca) >= sizeof cache[0].ca)) return;
-    memset(&cache[ncache].sig, 0, sizeof cache[ncache].sig);
-    if (verify) filesig_cache_stale(&cache[ncache].sig, ca_file(ca), &now);   /* before reading */
+    struct filesig sig;
+    if (ncache == CTX_CACHE_MAX || ctx_slot(verify, ca) >= 0) return;
+    if (verify) filesig_read(ca_file(ca), &sig);   /* the file as it is before reading */
     SSL_CTX *ctx = ctx_make(verify, ca, why, sizeof why);
     if (!ctx) { ERR_clear_error(); return; }   /* each delivery tries, and says why */
+    memset(&cache[ncache], 0, sizeof cache[ncache]);
     cache[ncache].verify = verify;
     snprintf(cache[ncache].ca, sizeof cache[ncache].ca, "%s", verify && ca ? ca : "");
     cache[ncache].ctx = ctx;
-    if (verify) filesig_cache_loaded(&cache[ncache].sig, &now);
+    if (verify) filesig_cache_loaded(&cache[ncache].sig, &sig);
     ncache++;
 }
 

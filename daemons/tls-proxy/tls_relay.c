@@ -321,15 +321,11 @@ int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats 
         if (progress) { last = io_now_ms(); continue; }
         struct pollfd p[2];
         nfds_t np = 0;
-        if (r.net_ev & POLLIN) {
-            /* about to wait for the client: send the ACK the kernel may be
-             * holding back, or a client with Nagle's algorithm on waits
-             * up to 40 ms for it before each piece of a message it sends
-             * in records (a Python smtplib client: 25 ms a 100 KB message
-             * against 4). Not TCP (tests): no matter. */
-            int one = 1;
-            if (setsockopt(net_fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) < 0) { /* not TCP */ }
-        }
+        /* about to wait for the client: send the ACK the kernel may be
+         * holding back, or a client with Nagle's algorithm on waits up to
+         * 40 ms for it before each piece of a message it sends in records
+         * (a Python smtplib client: 25 ms a 100 KB message against 4) */
+        if (r.net_ev & POLLIN) fd_push_ack(net_fd);
         if (r.net_ev) { p[np].fd = net_fd; p[np].events = r.net_ev; p[np].revents = 0; np++; }
         if (r.plain_ev) { p[np].fd = plain_fd; p[np].events = r.plain_ev; p[np].revents = 0; np++; }
         if (!np) break;   /* nothing can move any more */
