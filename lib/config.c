@@ -122,6 +122,32 @@ static int name_ok(const char *v, char *why, size_t whylen)
     return 1;
 }
 
+/* A host or domain name as DNS and SMTP use it (RFC 1035 2.3.1, RFC 5321
+ * 4.1.2): dot-separated labels of letters, digits and hyphens, each 1-63
+ * long and not starting or ending with a hyphen, at most max in all. */
+static int domain_ok(const char *v, size_t max, char *why, size_t whylen)
+{
+    size_t n = strlen(v), label = 0;
+    if (n > max) { snprintf(why, whylen, "too long for a domain name (at most %zu characters)", max); return 0; }
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '.' || c == 0) {
+            if (label == 0 || label > 63 || v[i - 1] == '-' || v[i - label] == '-') {
+                snprintf(why, whylen, "not a domain name (labels of 1-63 letters, digits or hyphens, "
+                         "not starting or ending with a hyphen, separated by dots)");
+                return 0;
+            }
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-') {
+            label++;
+        } else {
+            snprintf(why, whylen, "not a domain name (character '%c'; letters, digits, hyphens and dots only)", c);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int list_set(struct config_list *l, const char *v, char *why, size_t whylen)
 {
     struct config_list out;
@@ -155,9 +181,15 @@ int config_set(struct config *c, const char *key, const char *value, char *why, 
         switch (s->kind) {
         case CK_NAME:
             if (!name_ok(value, why, whylen)) return 0;
+            if (field == c->hostname && !domain_ok(value, CONFIG_HOSTNAME_MAX, why, whylen)) return 0;
             name_set(field, value);
             return 1;
-        case CK_LIST: return list_set((struct config_list *)(void *)field, value, why, whylen);
+        case CK_LIST:
+            if (!list_set((struct config_list *)(void *)field, value, why, whylen)) return 0;
+            if (field == (char *)&c->local_domains)
+                for (size_t d = 0; d < c->local_domains.n; d++)
+                    if (!domain_ok(c->local_domains.v[d], CONFIG_DOMAIN_MAX, why, whylen)) return 0;
+            return 1;
         case CK_UINT: return conf_uint(value, s->min, s->max, u, why, whylen);
         case CK_SIZE: return conf_size(value, s->max, u, why, whylen);
         case CK_DURATION:

@@ -8,6 +8,8 @@
 
 #define CONFIG_LIST_MAX 16     /* entries in a list setting */
 #define CONFIG_NAME_MAX 256    /* one hostname / domain / address / user name */
+#define CONFIG_DOMAIN_MAX 253  /* a local domain: the longest name DNS carries */
+#define CONFIG_HOSTNAME_MAX 243 /* so that <postmaster@hostname> fits RFC 5321's 256-octet path */
 
 struct config_list {
     size_t n;

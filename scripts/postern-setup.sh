@@ -45,8 +45,25 @@ done
 case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
 ROOT=${ROOT%/}
 case "$ROOT" in *[!A-Za-z0-9/._+-]*) die "ROOT '$ROOT': use only letters, digits and / . _ + - (it is written into run scripts)" ;; esac
-[ -n "$HOSTNAME_SET" ] || HOSTNAME_SET=$(hostname -f 2>/dev/null || hostname 2>/dev/null || echo localhost)
+# a domain name as postern.conf(5) takes it: labels of letters, digits and
+# hyphens (not at either end), 1-63 long, dot-separated, at most $2 in all
+domain_ok() {
+    [ ${#1} -le "$2" ] && printf '%s\n' "$1" |
+        grep -Eqx '[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*'
+}
+if [ -n "$HOSTNAME_SET" ]; then
+    domain_ok "$HOSTNAME_SET" 243 || die "--hostname '$HOSTNAME_SET' is not a domain name (at most 243 characters)"
+else
+    HOSTNAME_SET=$(hostname -f 2>/dev/null || hostname 2>/dev/null || echo localhost)
+    if ! domain_ok "$HOSTNAME_SET" 243; then
+        echo "$prog: warning: this machine's name '$HOSTNAME_SET' is not a domain name; using localhost (give --hostname)" >&2
+        HOSTNAME_SET=localhost
+    fi
+fi
 [ -n "$DOMAINS" ] || DOMAINS=" localhost"
+for d in $DOMAINS; do
+    domain_ok "$d" 253 || die "--domain '$d' is not a domain name"
+done
 for kv in $(echo "$PORTS" | tr ',' ' '); do
     case "${kv%%=*}" in
     smtp|submission|smtps|pop3|pop3s) ;;

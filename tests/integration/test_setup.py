@@ -422,6 +422,33 @@ class ServiceTemplates(unittest.TestCase):
                               + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, timeout=120)
 
+    def test_names_must_be_domain_names(self):
+        """--hostname and --domain end up in postern.conf, whose parser
+        refuses a name that is not a domain name; setup refuses them first,
+        naming the option, and writes nothing."""
+        setup = os.path.join(harness.BIN, 'postern-setup')
+        for extra in (('--hostname', 'mail_host.example'), ('--hostname', 'mail.example.'),
+                      ('--hostname', 'h' * 244), ('--domain', 'a..b'), ('--domain', '-x.example')):
+            root = os.path.join(self.tmp, 'bad')
+            r = subprocess.run([setup, '--root', root, '--listen', '127.0.0.1'] + list(extra),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               universal_newlines=True, timeout=120)
+            self.assertEqual(r.returncode, 100, (extra, r.stdout))
+            self.assertIn("%s '%s' is not a domain name" % extra, r.stdout)
+            self.assertFalse(os.path.exists(root), extra)
+        good = os.path.join(self.tmp, 'good')
+        r = self.run_setup(setup, good, '--domain', 'xn--bcher-kva.example')
+        self.assertEqual(r.returncode, 0, r.stdout)
+        conf = subprocess.run([os.path.join(harness.BIN, 'postern-confcheck'), good],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        self.assertEqual(conf.returncode, 0, conf.stdout)
+        with open(os.path.join(good, 'conf', 'postern.conf'), 'a') as f:
+            f.write('hostname = mail_host.example\n')
+        conf = subprocess.run([os.path.join(harness.BIN, 'postern-confcheck'), good],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        self.assertEqual(conf.returncode, 100, conf.stdout)
+        self.assertIn("hostname: not a domain name (character '_'", conf.stdout)
+
     def fake_bin(self, built_from):
         """tmp/bin with a copy of postern-setup (its BUILT_FROM line kept or
         emptied) and a stand-in smtp-listener."""

@@ -129,6 +129,44 @@ START_TEST(test_limits)
 }
 END_TEST
 
+/* hostname and local_domains are domain names: SMTP greets, says EHLO and
+ * addresses postmaster with them */
+START_TEST(test_domain_names)
+{
+    struct config c;
+    char why[160], name[CONFIG_NAME_MAX];
+    config_defaults(&c);
+    ck_assert(config_set(&c, "hostname", "mx-1.Example.TEST", why, sizeof why));
+    ck_assert(config_set(&c, "hostname", "localhost", why, sizeof why));
+    ck_assert(config_set(&c, "hostname", "xn--bcher-kva.example", why, sizeof why));
+    const char *bad[] = { "mail_host.example", "mail.example.", ".example", "a..b", "-a.example",
+                          "a-.example", "user@example.test", "[127.0.0.1]" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!config_set(&c, "hostname", bad[i], why, sizeof why), "hostname %s", bad[i]);
+        ck_assert_msg(strstr(why, "domain name") != NULL, "%s: %s", bad[i], why);
+        ck_assert_msg(!config_set(&c, "local_domains", bad[i], why, sizeof why), "domain %s", bad[i]);
+    }
+    ck_assert(!config_set(&c, "hostname", "b\xc3\xbc" "cher.example", why, sizeof why)); /* IDNs as A-labels */
+    ck_assert_str_eq(c.hostname, "xn--bcher-kva.example");
+    ck_assert(!config_set(&c, "local_domains", "example.test bad_one.test", why, sizeof why));
+    /* a label of 63 is fine, 64 is not */
+    memset(name, 'a', 64);
+    memcpy(name + 64, ".test", 6);
+    ck_assert(!config_set(&c, "hostname", name, why, sizeof why));
+    ck_assert(config_set(&c, "hostname", name + 1, why, sizeof why));
+    /* the longest hostname still makes <postmaster@hostname> a valid path */
+    for (size_t i = 0; i < CONFIG_HOSTNAME_MAX + 1; i++) name[i] = (i % 50 == 49) ? '.' : 'h';
+    name[CONFIG_HOSTNAME_MAX + 1] = 0;
+    ck_assert(!config_set(&c, "hostname", name, why, sizeof why));
+    ck_assert(strstr(why, "too long") != NULL);
+    name[CONFIG_HOSTNAME_MAX] = 0;
+    ck_assert(config_set(&c, "hostname", name, why, sizeof why));
+    ck_assert_uint_le(strlen("<postmaster@>") + strlen(c.hostname), 256);
+    name[CONFIG_HOSTNAME_MAX] = 'h';
+    ck_assert(config_set(&c, "local_domains", name, why, sizeof why)); /* 244: a domain may be longer */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conf");
@@ -137,6 +175,7 @@ int main(void)
     tcase_add_test(core, test_errors_name_file_and_line);
     tcase_add_test(core, test_config_settings);
     tcase_add_test(core, test_config_load_file);
+    tcase_add_test(core, test_domain_names);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits);
