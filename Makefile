@@ -217,6 +217,14 @@ bench-queue-scan: all
 bench-e2e: all $(BLAST)
 	python3 bench/bench_e2e.py --bin $(abspath $(BIN)) --blast $(abspath $(BLAST))
 
+# what durability costs: bench-e2e on a separate build whose fsync() does
+# nothing (bench/nofsync.h; never installed, loses mail on a crash)
+bench-e2e-nofsync: $(BLAST)
+	@$(MAKE) --no-print-directory OBJ=build-nofsync BIN=build-nofsync/bin \
+	  CFLAGS="$(CFLAGS) -include $(abspath bench/nofsync.h)" all
+	python3 bench/bench_e2e.py --bin $(abspath build-nofsync/bin) --blast $(abspath $(BLAST)) --no-strace \
+	  --note "fsync() does nothing: NOT DURABLE, a measurement of what the fsyncs cost"
+
 # TLS handshakes/s on the smtps port; one TLS SMTP session's throughput
 bench-tls: all
 	python3 bench/bench_tls.py --bin $(abspath $(BIN))
@@ -268,9 +276,9 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/share/postern/service $(DESTDIR)$(PREFIX)/share/postern
 
 clean:
-	rm -rf $(OBJ) build-san $(BIN)
+	rm -rf $(OBJ) build-san build-nofsync $(BIN)
 
-.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e clean
+.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e bench-e2e-nofsync clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

@@ -485,6 +485,7 @@ def main():
                     help='add this many more (synthetic) entries before the real ones in '
                          'conf/mailboxes and conf/recipients: lookups in a large user table')
     ap.add_argument('--no-strace', action='store_true')
+    ap.add_argument('--note', default='', help='printed first: what is special about --bin\'s build')
     ap.add_argument('--counts', action='store_true',
                     help='one more run of each mode under perf stat -a: context switches, page faults, '
                          'system calls, forks, execs, block requests, interrupts per message')
@@ -514,6 +515,8 @@ def main():
         print('bench_e2e: instance %s, %d CPUs, load average %s'
               % (inst.root, os.cpu_count(), ' '.join('%.2f' % x for x in os.getloadavg())))
         print('bench_e2e: client: %s' % a.client)
+        if a.note:
+            print('bench_e2e: build: %s' % a.note)
         run(inst, users, 20, 2, 10, a.size, a.client)       # warm-up
         for _ in range(a.repeat):
             report(inst, users, run(inst, users, a.messages, a.clients, 1, a.size, a.client),
