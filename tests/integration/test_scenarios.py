@@ -60,6 +60,7 @@ class Runner:
         self.path = path
         self.conns = {}
         self.cur = None
+        self.vars = {}
 
     def fail(self, lineno, msg):
         text = self.conns[self.cur].text() if self.cur in self.conns else ''
@@ -107,13 +108,24 @@ class Runner:
                     continue
                 verb, _, arg = raw.partition(' ')
                 step = getattr(self, 'do_' + {'>': 'send', '>>': 'raw', '<': 'expect', '<=': 'exact',
-                                              '<...': 'skip'}.get(verb, verb.replace('-', '_')), None)
+                                              '<...': 'skip', '<~': 'match'}.get(verb, verb.replace('-', '_')),
+                               None)
                 if step is None:
                     self.fail(lineno, 'unknown step %r' % verb)
+                if verb != '<~':
+                    arg = self.subst(lineno, arg)
                 step(lineno, arg)
         finally:
             for c in self.conns.values():
                 c.close()
+
+    def subst(self, lineno, arg):
+        """${NAME}: a value an earlier `<~` captured"""
+        def value(m):
+            if m.group(1) not in self.vars:
+                self.fail(lineno, '${%s} was not captured' % m.group(1))
+            return self.vars[m.group(1)]
+        return re.sub(r'\$\{(\w+)\}', value, arg)
 
     # ---- steps ----------------------------------------------------------
     def do_connect(self, lineno, arg):
@@ -176,6 +188,15 @@ class Runner:
         line = self.line(lineno)
         if line != arg:
             self.fail(lineno, 'expected exactly %r, got %r' % (arg, line))
+
+    def do_match(self, lineno, arg):
+        """<~ REGEX: the next line matches REGEX whole; its named groups
+        (?P<NAME>...) are kept as ${NAME}"""
+        line = self.line(lineno)
+        m = re.fullmatch(arg, line)
+        if not m:
+            self.fail(lineno, 'expected a line matching %r, got %r' % (arg, line))
+        self.vars.update(m.groupdict())
 
     def do_skip(self, lineno, arg):
         for _ in range(100000):
@@ -298,6 +319,13 @@ class ScenarioFormat(unittest.TestCase):
                 inst.stop()
             self.assertIn('dialogue:5: expected a line starting \'251\', got \'250 2.0.0 Ok\'',
                           str(cm.exception))
+
+    def test_capture(self):
+        r = Runner(None, 'dialogue')
+        r.vars['uid'] = 'abc'
+        self.assertEqual(r.subst(1, '+OK 1 ${uid}'), '+OK 1 abc')
+        with self.assertRaises(ScenarioError):
+            r.subst(2, '${nope}')
 
     def test_unescape(self):
         self.assertEqual(unescape(r'a\r\n.\x00\\'), b'a\r\n.\x00\\')
