@@ -1,19 +1,165 @@
 /* tls_spawn.c - start tls-proxy on a client socket; parse its first line. */
 #include "tls_spawn.h"
 #include "fdpass.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static int server_fd = -1;   /* tls_proxy_server_use() */
+
+void tls_proxy_server_use(int zfd) { server_fd = zfd; }
+
+void tls_proxy_server_forget(void)
+{
+    if (server_fd >= 0) close(server_fd);
+    server_fd = -1;
+}
+
+static int id_ok(const char *id, size_t n)
+{
+    if (n > TLS_ID_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] <= ' ' || (unsigned char)id[i] > '~') return 0;
+    return 1;
+}
+
+int tls_proxy_request_send(int zfd, const char *id, int client_fd, int plain_fd)
+{
+    size_t n = id ? strlen(id) : 0, sent;
+    if (!id_ok(id, n)) { errno = EPROTO; return 0; }
+    char tag = 'T';
+    struct iovec iov[2] = { { .iov_base = &tag, .iov_len = 1 }, { .iov_base = (void *)id, .iov_len = n } };
+    int fds[2] = { client_fd, plain_fd };
+    if (!fdpass_send(zfd, iov, n ? 2 : 1, fds, 2, &sent)) return 0;
+    if (sent == n + 1) return 1;
+    errno = EPROTO;
+    return 0;
+}
+
+int tls_proxy_request_recv(int zfd, char *id, size_t idcap, int *client_fd, int *plain_fd)
+{
+    char rec[TLS_ID_MAX + 2];
+    struct fdpass_in in;
+    for (;;) {
+        if (fdpass_recv(zfd, rec, sizeof rec, &in)) break;
+        if (errno != EINTR) return 0;
+    }
+    if (in.len == 0 && in.nfd == 0) { errno = EPIPE; return 0; }
+    if (in.foreign || in.too_many || in.truncated || in.len < 1 || rec[0] != 'T' || in.nfd != 2 ||
+        in.len - 1 >= idcap || !id_ok(rec + 1, in.len - 1)) {
+        fdpass_close(&in);
+        errno = EPROTO;
+        return 0;
+    }
+    memcpy(id, rec + 1, in.len - 1);
+    id[in.len - 1] = 0;
+    *client_fd = in.fd[0];
+    *plain_fd = in.fd[1];
+    return 1;
+}
+
+int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pidp)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) return 0;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(sp[0]); close(sp[1]);
+        errno = e;
+        return 0;
+    }
+    if (pid == 0) {
+        char *argv[] = { (char *)"tls-proxy", (char *)"-z", (char *)root, NULL };
+        char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+        signal(SIGPIPE, SIG_DFL);
+        int z = fcntl(sp[1], F_DUPFD_CLOEXEC, 3);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (z < 0 || null < 0 || dup2(z, 0) < 0 || dup2(null, 1) < 0) _exit(111);
+        closefrom(3);
+        execve(proxy, argv, envp);
+        _exit(111);
+    }
+    close(sp[1]);
+    *zfd = sp[0];
+    *pidp = pid;
+    return 1;
+}
+
+void tls_server_slot_init(struct tls_server_slot *s)
+{
+    s->pid = 0;
+    s->fd = -1;
+    s->started = s->next_try = 0;
+}
+
+void tls_server_slot_keep(struct tls_server_slot *s, const char *proxy, const char *root)
+{
+    time_t now = time(NULL);
+    if (s->pid > 0 || now < s->next_try) return;
+    if (access(proxy, X_OK) < 0) { s->next_try = now + 10; return; }
+    if (!tls_proxy_server_start(proxy, root, &s->fd, &s->pid)) {
+        log_error(NULL, "event=tls_server error=\"%s\" (each TLS connection execs tls-proxy)", strerror(errno));
+        s->next_try = now + 10;
+        return;
+    }
+    s->started = now;
+    tls_proxy_server_use(s->fd);
+}
+
+int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid)
+{
+    if (pid != s->pid || pid <= 0) return 0;
+    time_t now = time(NULL);
+    tls_proxy_server_use(-1);
+    close(s->fd);
+    s->fd = -1;
+    s->pid = 0;
+    s->next_try = now - s->started >= 1 ? now : now + 10;
+    return 1;
+}
+
+void tls_server_slot_restart(struct tls_server_slot *s, const char *proxy, const char *root)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        tls_proxy_server_use(-1);
+        close(s->fd);
+        s->fd = -1;
+        s->pid = 0;       /* reaped later as any child */
+    }
+    s->next_try = 0;
+    tls_server_slot_keep(s, proxy, root);
+}
+
+/* hand the connection to the server: 1, or 0 (gone: forgotten) */
+static int spawn_by_server(const char *id, int client_fd, int *plain_fd, pid_t *pidp)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) return 0;
+    if (!tls_proxy_request_send(server_fd, id, client_fd, sp[1])) {
+        close(sp[0]); close(sp[1]);
+        tls_proxy_server_forget();
+        return 0;
+    }
+    close(sp[1]);
+    *plain_fd = sp[0];
+    if (pidp) *pidp = 0;
+    return 1;
+}
 
 int tls_proxy_spawn(const char *proxy, const char *root, const char *id, int client_fd,
                     int *plain_fd, pid_t *pidp)
 {
     int sp[2];
+    if (server_fd >= 0 && spawn_by_server(id, client_fd, plain_fd, pidp)) return 1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) return 0;
     pid_t pid = fork();
     if (pid < 0) {

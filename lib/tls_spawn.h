@@ -11,12 +11,55 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
-/* Start proxy (argv: tls-proxy [-i id] root) on client_fd: 1 with the
- * child's pid (if pidp) and *plain_fd (close-on-exec, our end), or 0 with
- * errno. client_fd stays open in the caller. */
+/* Start tls-proxy on client_fd: hand it to the TLS server that
+ * tls_proxy_server_use() named, if any (*pidp = 0: not our child), else
+ * fork and exec proxy (argv: tls-proxy [-i id] root; *pidp = its pid). 1
+ * with *plain_fd (close-on-exec, our end), or 0 with errno. client_fd stays
+ * open in the caller. A server that is gone is forgotten and the connection
+ * gets an exec'd tls-proxy instead. */
 int tls_proxy_spawn(const char *proxy, const char *root, const char *id, int client_fd,
                     int *plain_fd, pid_t *pidp);
+
+/* The TLS server (tls-proxy -z ROOT, tls-proxy(8)): started as root by a
+ * listener, it loads the certificates once and forks a child per
+ * connection, which drops to user_tls chrooted as an exec'd tls-proxy does.
+ * Requests reach it over a SOCK_SEQPACKET pair: "T" and the id (at most
+ * TLS_ID_MAX printable characters), with the client socket and the
+ * session's plaintext end attached. */
+#define TLS_ID_MAX 63
+
+/* fork and exec "proxy -z root" with the server's end of a new pair on fd
+ * 0: 1 with *zfd (our end, close-on-exec) and *pid, or 0 with errno */
+int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pid);
+/* tls_proxy_spawn hands connections to zfd from now on (-1: to none) */
+void tls_proxy_server_use(int zfd);
+/* close our end in a process that must not reach the server (a session) */
+void tls_proxy_server_forget(void);
+/* A listener's TLS server, kept running: started when due (at start, and
+ * after it ended: at once if it had run a second, else 10 s later), and
+ * stopped and started again on a reload. The listener's monitors inherit
+ * fd (tls_proxy_server_use). */
+struct tls_server_slot {
+    pid_t pid;                 /* 0: not running */
+    int fd;                    /* -1: not running */
+    time_t started, next_try;
+};
+void tls_server_slot_init(struct tls_server_slot *s);
+/* start the server if it is down and due; proxy is ROOT/bin/tls-proxy */
+void tls_server_slot_keep(struct tls_server_slot *s, const char *proxy, const char *root);
+/* pid was reaped: 1 if it was the server (now down), else 0 */
+int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid);
+/* configuration reloaded: stop the server (SIGTERM) and start a new one */
+void tls_server_slot_restart(struct tls_server_slot *s, const char *proxy, const char *root);
+
+/* one request; 1, or 0 with errno (EPROTO: id too long or not printable) */
+int tls_proxy_request_send(int zfd, const char *id, int client_fd, int plain_fd);
+/* one request: 1 with id (NUL-terminated, idcap > TLS_ID_MAX) and both
+ * descriptors, or 0 with errno: EPIPE at end of file, EPROTO for anything
+ * else than one well-formed request (what came with it is closed) */
+int tls_proxy_request_recv(int zfd, char *id, size_t idcap, int *client_fd, int *plain_fd);
 
 /* Parse the line (without LF): 1 and version / cipher (printable ASCII,
  * NUL-terminated, within vlen / clen), or 0. */

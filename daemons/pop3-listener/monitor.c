@@ -48,6 +48,7 @@ static pid_t start_mailbox(const struct config *c, int fd, const struct auth_rep
 {
     pid_t pid = fork();
     if (pid != 0) return pid;
+    tls_proxy_server_forget();
     privdrop_name("pop3-mailbox");
     _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid));
 }
@@ -93,6 +94,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
     if (session < 0) return EXIT_TEMP;
     if (session == 0) {
         close(sp[0]);
+        tls_proxy_server_forget();   /* STLS is the monitor's to start */
         privdrop_name("pop3-session");
         if (!privdrop(path, &pu)) { log_error(sid, "event=privdrop error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
         _exit(prelogin_run(c, fd, sp[1], sid, addr, implicit));
@@ -129,7 +131,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
     close(fd);
     while (waitpid(session, 0, 0) < 0 && errno == EINTR) {}
     if (mailbox > 0) while (waitpid(mailbox, 0, 0) < 0 && errno == EINTR) {}
-    /* and tls-proxy, which ends when the session or mailbox process has */
+    /* and an exec'd tls-proxy, which ends when the session or mailbox process has */
     while (wait(0) > 0 || errno == EINTR) {}
     return EXIT_OK;
 }

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "pop3_session.h"
 #include "privdrop.h"
+#include "tls_spawn.h"
 
 #define CHILDREN_MAX 100000
 
@@ -36,6 +37,8 @@ struct child { pid_t pid; char addr[64]; };
 static struct child *children;
 static size_t nchildren;
 static volatile sig_atomic_t got_hup, got_term;
+static struct tls_server_slot tls_slot;   /* tls-proxy -z, for the monitors' TLS */
+static char tls_proxy_path[CONFIG_NAME_MAX + 32];
 
 static void on_signal(int sig) { if (sig == SIGHUP) got_hup = 1; else got_term = 1; }
 static void on_child(int sig) { (void)sig; }
@@ -43,9 +46,15 @@ static void on_child(int sig) { (void)sig; }
 static void reap(void)
 {
     pid_t pid;
-    while ((pid = waitpid(-1, 0, WNOHANG)) > 0)
+    int st;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (tls_server_slot_reaped(&tls_slot, pid)) {
+            log_warn(NULL, "event=tls_server_ended status=%d", WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+            continue;
+        }
         for (size_t i = 0; i < nchildren; i++)
             if (children[i].pid == pid) { children[i] = children[--nchildren]; break; }
+    }
 }
 
 static size_t count_addr(const char *addr)
@@ -70,6 +79,7 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
         close(fd);
         return;
     }
+    tls_server_slot_keep(&tls_slot, tls_proxy_path, c->root);
     pid_t pid = fork();
     if (pid < 0) { log_error(NULL, "event=fork error=\"%s\"", strerror(errno)); close(fd); return; }
     if (pid == 0) {
@@ -102,6 +112,9 @@ static void serve(struct config *c, struct listen_set *ls, const char *root, siz
     sigaddset(&block, SIGCHLD);
     sigprocmask(SIG_BLOCK, &block, 0);
     sigemptyset(&empty);
+    snprintf(tls_proxy_path, sizeof tls_proxy_path, "%s/bin/tls-proxy", root);
+    tls_server_slot_init(&tls_slot);
+    tls_server_slot_keep(&tls_slot, tls_proxy_path, root);
     while (!got_term) {
         if (got_hup) {
             static struct config nc;
@@ -109,6 +122,7 @@ static void serve(struct config *c, struct listen_set *ls, const char *root, siz
             got_hup = 0;
             if (config_load(&nc, root, err, sizeof err) && pop3_plain_policy(nc.pop3_plaintext_auth, "") >= 0) {
                 *c = nc;
+                tls_server_slot_restart(&tls_slot, tls_proxy_path, root);
                 log_info(NULL, "event=reload");
             }
             else log_error(NULL, "event=reload error=\"%s\" kept=previous", err);

@@ -74,6 +74,7 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     if (pid < 0) { log_error(NULL, "event=fork error=%s", strerror(errno)); _exit(EXIT_TEMP); }
     if (pid == 0) {
         close(sp[0]);
+        tls_proxy_server_forget();   /* TLS is its monitor's to start */
         session_main(l, fd, sp[1], peer, port, &local, llen);
     }
     close(fd);       /* the monitor never touches the client connection */
@@ -86,7 +87,7 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     };
     smtp_monitor_serve(sp[0], &mc);
     close(sp[0]);
-    /* the session, and tls-proxy (which ends once the session is gone) */
+    /* the session, and an exec'd tls-proxy (which ends once the session is gone) */
     for (;;) {
         int st;
         if (wait(&st) < 0 && errno != EINTR) break;

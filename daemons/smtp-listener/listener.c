@@ -19,10 +19,13 @@
 #include "log.h"
 #include "smtp_net.h"
 #include "smtp_session.h"
+#include "tls_spawn.h"
 
 #define DRAIN_GRACE_SEC 10
 
 static int sig_pipe[2] = { -1, -1 };
+static struct tls_server_slot tls_slot;   /* tls-proxy -z, for the monitors' TLS */
+static char tls_proxy_path[CONFIG_NAME_MAX + 32];
 static volatile sig_atomic_t got_term, got_hup;
 
 static void on_signal(int sig)
@@ -157,6 +160,7 @@ static void reload(struct listener *l)
     l->cf = cf;
     l->map = map;
     l->smtp_user = u;
+    tls_server_slot_restart(&tls_slot, tls_proxy_path, l->root);
     log_info(NULL, "event=reload status=ok recipients=%zu", l->map.n);
 }
 
@@ -165,6 +169,10 @@ static void reap(struct listener *l)
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (tls_server_slot_reaped(&tls_slot, pid)) {
+            log_warn(NULL, "event=tls_server_ended status=%d", WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+            continue;
+        }
         for (size_t i = 0; i < l->nconn; i++)
             if (l->conn[i].pid == pid) {
                 l->conn[i] = l->conn[--l->nconn];
@@ -220,6 +228,7 @@ static void accept_one(struct listener *l, int lfd, int port)
         l->conn = v;
         l->conncap = cap;
     }
+    tls_server_slot_keep(&tls_slot, tls_proxy_path, l->root);
     pid_t pid = fork();
     if (pid < 0) {
         log_error(NULL, "event=fork error=%s", strerror(errno));
@@ -265,6 +274,9 @@ int listener_run(struct listener *l)
     int killed = 0;
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) die_temp_sys("pipe");
     set_signals();
+    snprintf(tls_proxy_path, sizeof tls_proxy_path, "%s/bin/tls-proxy", l->root);
+    tls_server_slot_init(&tls_slot);
+    tls_server_slot_keep(&tls_slot, tls_proxy_path, l->root);
     for (;;) {
         size_t n = 0;
         pfd[n++] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN, .revents = 0 };

@@ -141,6 +141,13 @@ int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
     return 1;
 }
 
+void tls_server_free(struct tls_server *ts)
+{
+    SSL_CTX_free(ts->ctx);
+    for (size_t i = 0; i < ts->nsni; i++) SSL_CTX_free(ts->sni_ctx[i]);
+    memset(ts, 0, sizeof *ts);
+}
+
 static int set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

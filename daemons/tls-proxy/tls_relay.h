@@ -22,6 +22,9 @@ struct tls_server {
 int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
                     const char *sni_dir, char *why, size_t whylen);
 
+/* free what tls_server_load made (also after it failed part way) */
+void tls_server_free(struct tls_server *ts);
+
 struct tls_stats {
     unsigned long long net_in;   /* plaintext bytes from the client */
     unsigned long long net_out;  /* plaintext bytes to the client */

@@ -639,6 +639,14 @@ def _proc_mentions(pid, root):
         return False
 
 
+def ppid(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            return int(next(l for l in f if l.startswith('PPid:')).split()[1])
+    except (OSError, StopIteration):
+        return 0
+
+
 def proc_info(pid):
     """(exe basename, cmdline, (ruid, euid, suid), root dir) of a process, or None."""
     try:
@@ -781,7 +789,9 @@ class RunningInstance(unittest.TestCase):
                 # client bytes (docs/ARCHITECTURE.md); sessions are unprivileged
                 'smtp-listener': {0, uid['postern-smtp']},
                 'pop3-listener': {0, uid['postern-pop3']},
-                'tls-proxy': {uid['postern-tls']},
+                # tls-proxy -z, a listener's TLS server (root: it chroots
+                # each connection's child), and those children
+                'tls-proxy': {0, uid['postern-tls']},
             }
             conns = []
             try:
@@ -815,6 +825,10 @@ class RunningInstance(unittest.TestCase):
                         # our ports, or connections it never reads (monitor)
                         if uids[1] == 0 and name in ('auth-checker', 'queue-manager'):
                             self.fail('%s still root' % name)
+                        if uids[1] == 0 and name == 'tls-proxy':
+                            self.assertIn(' -z ', cmd, 'a tls-proxy as root that is not the TLS server')
+                            self.assertIn(ppid(pid), [inst.service_pid(s) for s in inst.services],
+                                          'the TLS server is not a listener\'s child')
                 for s in inst.services:
                     self.assertIn(s, seen, s + ' has no process')
                 # only queue-manager (and queue-inject, setuid) run as the queue's
@@ -839,6 +853,11 @@ class RunningInstance(unittest.TestCase):
                                         % (prog, want_uid, holders))
                         for pid, uids, rootdir in sessions:
                             self.assertEqual(rootdir, inst.path('empty'), '%s session not chrooted' % prog)
+                            # nothing shared with its listener: not the TLS
+                            # server's request socket, which only monitors keep
+                            q = inst.service_pid(prog)
+                            self.assertEqual(socket_inodes(pid) & socket_inodes(q), set(),
+                                             '%s session %d shares sockets with its listener %d' % (prog, pid, q))
             finally:
                 for c, *_ in conns:
                     c.close()
@@ -938,7 +957,8 @@ def _starttls_check(self, inst, uid):
         tc.send('EHLO client.test')
         self.assertTrue(tc.smtp_reply().startswith('250'))
         procs = [(pid, proc_info(pid)) for pid in inst.processes()]
-        proxies = [(pid, i) for pid, i in procs if i and os.path.basename(i[0]) == 'tls-proxy']
+        proxies = [(pid, i) for pid, i in procs if i and os.path.basename(i[0]) == 'tls-proxy'
+                   and i[2][1] != 0]
         self.assertTrue(proxies, 'no tls-proxy process after STARTTLS')
         for pid, (exe, cmd, uids, rootdir) in proxies:
             self.assertEqual(set(uids), {uid['postern-tls']}, 'tls-proxy uids')

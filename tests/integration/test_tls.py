@@ -13,6 +13,7 @@ import poplib
 import pwd
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -293,8 +294,9 @@ class SmtpTls(unittest.TestCase):
         self.assertNotIn(PASSWORD, self.inst.log('auth-checker'))
 
     def test_certificate_replaced_without_restart(self):
-        """a new certificate is used from the next connection on; a session
-        in progress keeps going (every connection has its own tls-proxy)"""
+        """a new certificate is used from the next connection on, with no
+        reload (the TLS server sees the files change); a session in progress
+        keeps going (every connection has its own tls-proxy child)"""
         d = tempfile.mkdtemp(prefix='postern-cert2-', dir=CA['dir'])
         subprocess.run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
                         '-keyout', 'key.pem', '-out', 'new.csr'], check=True, capture_output=True, cwd=d)
@@ -316,7 +318,6 @@ class SmtpTls(unittest.TestCase):
             os.chmod(os.path.join(tls, 'cert.pem.new'), 0o644)
             os.rename(os.path.join(tls, 'key.pem.new'), os.path.join(tls, 'key.pem'))
             os.rename(os.path.join(tls, 'cert.pem.new'), os.path.join(tls, 'cert.pem'))
-            self.inst.reload_and_wait('smtp-listener')   # harmless, not needed
             with TlsConn(self.smtps, implicit=True) as new:
                 smtp_steps(new, [(None, '220'), ('QUIT', '221')])
                 self.assertEqual(new.sock.getpeercert(binary_form=True), der(os.path.join(d, 'cert.pem')))
@@ -362,6 +363,70 @@ class SmtpTls(unittest.TestCase):
                 self.assertTrue(c.closed(10))
                 self.assertNotIn(b'220 ', c.buf)
         self.inst.wait_log('smtp-listener', 'event=tls status=failed')
+
+    # ---- the TLS server (tls-proxy -z) -----------------------------------
+
+    def tls_server(self):
+        """pid of smtp-listener's TLS server, waiting for it to be up"""
+        listener = self.inst.service_pid('smtp-listener')
+
+        def find():
+            for pid in self.inst.processes():
+                try:
+                    with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                        cmd = f.read().split(b'\0')
+                    with open('/proc/%d/status' % pid) as f:
+                        ppid = int(re.search(r'^PPid:\s+(\d+)', f.read(), re.M).group(1))
+                except OSError:
+                    continue
+                if cmd[:2] == [b'tls-proxy', b'-z'] and ppid == listener:
+                    return pid
+            return None
+        return self.inst.wait_for(find, 10, what='the TLS server')
+
+    def greeted_over_tls(self):
+        with TlsConn(self.smtps, implicit=True) as c:
+            smtp_steps(c, [(None, '220'), ('EHLO x', '250'), ('QUIT', '221')])
+
+    def test_tls_server_killed_is_replaced(self):
+        """a TLS server that is killed costs no connection: the next one is
+        served (by a new server, or an exec'd tls-proxy meanwhile)"""
+        old = self.tls_server()
+        time.sleep(1.1)        # it ran a second: replaced at once, not 10 s later
+        os.kill(old, signal.SIGKILL)
+        self.inst.wait_log('smtp-listener', 'event=tls_server_ended status=-9')
+        self.greeted_over_tls()
+        new = self.tls_server()
+        self.assertNotEqual(new, old)
+        self.greeted_over_tls()
+
+    def test_crash_of_a_connection_restarts_the_tls_server(self):
+        """a tls-proxy child dying of a signal (a crash) ends its server, so
+        the next connections get a fresh address space, not the one the crash
+        may have probed"""
+        server = self.tls_server()
+        time.sleep(1.1)
+        with TlsConn(self.smtps, implicit=True) as c:
+            smtp_steps(c, [(None, '220'), ('EHLO x', '250')])
+            children = [p for p in self.session_pids('postern-tls') if self.parent(p) == server]
+            self.assertEqual(len(children), 1, children)
+            os.kill(children[0], signal.SIGSEGV)
+            self.assertTrue(c.closed(10))
+        self.inst.wait_log('smtp-listener', 'event=child_crashed pid=%d signal=%d action=restart'
+                           % (children[0], signal.SIGSEGV))
+        self.inst.wait_for(lambda: not os.path.exists('/proc/%d' % server) or
+                           self.parent(server) != self.inst.service_pid('smtp-listener'),
+                           10, what='the old TLS server to end')
+        self.greeted_over_tls()
+        self.assertNotEqual(self.tls_server(), server)
+
+    @staticmethod
+    def parent(pid):
+        try:
+            with open('/proc/%d/status' % pid) as f:
+                return int(re.search(r'^PPid:\s+(\d+)', f.read(), re.M).group(1))
+        except OSError:
+            return 0
 
     # ---- the key stays in tls-proxy ---------------------------------------
 

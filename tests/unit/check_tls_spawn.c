@@ -67,6 +67,44 @@ START_TEST(test_spawn_and_line)
 }
 END_TEST
 
+/* with a TLS server named, a connection is handed to it: one request with
+ * the id and two descriptors, the client socket and the plaintext end */
+START_TEST(test_spawn_by_server)
+{
+    int z[2], client[2], plain, c, p;
+    pid_t pid = 1;
+    char id[TLS_ID_MAX + 1];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, z), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, client), 0);
+    tls_proxy_server_use(z[0]);
+    ck_assert(tls_proxy_spawn(proxy, "/some/root", "id42", client[1], &plain, &pid));
+    ck_assert_int_eq(pid, 0);                       /* not our child */
+    ck_assert(tls_proxy_request_recv(z[1], id, sizeof id, &c, &p));
+    ck_assert_str_eq(id, "id42");
+    /* c is the client socket, p the peer of our plaintext end */
+    ck_assert(fd_write_all(client[0], "hi", 2, 1000));
+    char got[8] = "";
+    ck_assert(fd_read_all(c, got, 2, 1000));
+    ck_assert(!memcmp(got, "hi", 2));
+    ck_assert(fd_write_all(p, "TLS x y -\n", 10, 1000));
+    ck_assert(fd_read_all(plain, got, 4, 1000));
+    ck_assert(!memcmp(got, "TLS ", 4));
+    close(c); close(p); close(plain);
+    /* the server gone: forgotten, and the connection gets an exec'd proxy */
+    close(z[1]);
+    ck_assert(tls_proxy_spawn(proxy, "/some/root", "id43", client[1], &plain, &pid));
+    ck_assert_int_gt(pid, 0);
+    close(client[1]);
+    close(client[0]);
+    ck_assert(fd_read_all(plain, got, 4, 5000));
+    ck_assert(!memcmp(got, "TLS ", 4));
+    close(plain);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    tls_proxy_server_use(-1);
+}
+END_TEST
+
 START_TEST(test_fd_records)
 {
     int sp[2], p[2], fd;
@@ -89,6 +127,44 @@ START_TEST(test_fd_records)
     close(p[1]);
     close(sp[0]);
     close(sp[1]);
+}
+END_TEST
+
+/* the server reads only well-formed requests: "T", a printable id of at
+ * most TLS_ID_MAX, exactly two descriptors; anything else is closed */
+START_TEST(test_bad_requests)
+{
+    int z[2], s[2], c, p;
+    char id[TLS_ID_MAX + 1], longid[TLS_ID_MAX + 2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, z), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, s), 0);
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = 0;
+    errno = 0;
+    ck_assert(!tls_proxy_request_send(z[0], longid, s[0], s[1]));
+    ck_assert_int_eq(errno, EPROTO);
+    ck_assert(!tls_proxy_request_send(z[0], "a b", s[0], s[1]));
+    longid[TLS_ID_MAX] = 0;
+    ck_assert(tls_proxy_request_send(z[0], longid, s[0], s[1]));  /* TLS_ID_MAX: fine */
+    ck_assert(tls_proxy_request_recv(z[1], id, sizeof id, &c, &p));
+    ck_assert_str_eq(id, longid);
+    close(c); close(p);
+    ck_assert(tls_proxy_request_send(z[0], NULL, s[0], s[1]));     /* no id */
+    ck_assert(tls_proxy_request_recv(z[1], id, sizeof id, &c, &p));
+    ck_assert_str_eq(id, "");
+    close(c); close(p);
+    /* one descriptor only; a wrong tag */
+    ck_assert(fd_send(z[0], 'T', s[0]));
+    ck_assert(!tls_proxy_request_recv(z[1], id, sizeof id, &c, &p));
+    ck_assert_int_eq(errno, EPROTO);
+    ck_assert(fd_send(z[0], 'X', -1));
+    ck_assert(!tls_proxy_request_recv(z[1], id, sizeof id, &c, &p));
+    ck_assert_int_eq(errno, EPROTO);
+    /* end of file */
+    close(z[0]);
+    ck_assert(!tls_proxy_request_recv(z[1], id, sizeof id, &c, &p));
+    ck_assert_int_eq(errno, EPIPE);
+    close(z[1]); close(s[0]); close(s[1]);
 }
 END_TEST
 
@@ -135,10 +211,12 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_spawn_and_line);
     tcase_add_test(core, test_fd_records);
+    tcase_add_test(core, test_spawn_by_server);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_bad_records_and_lines);
+    tcase_add_test(limits, test_bad_requests);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
