@@ -307,6 +307,25 @@ int maildrop_open_msg(struct maildrop *md, size_t i)
     return fd;
 }
 
+/* m's name in cur/ after UPDATE: its base name, ":2," and the flags it
+ * had after ":2," (in new/ or cur/), with S added if it was retrieved, in
+ * the ASCII order the Maildir specification asks for. 1 and to, or 0 if the
+ * name stays as it is (in cur/ with nothing to add, an info part other than
+ * ":2,", or too long) */
+static int cur_name(const struct maildrop_msg *m, char *to, size_t cap)
+{
+    size_t base = strcspn(m->name, ":");
+    const char *info = m->name + base;
+    int v2 = !strncmp(info, ":2,", 3);
+    const char *flags = v2 ? info + 3 : "";
+    int seen = m->retrieved && !strchr(flags, 'S');
+    if (!m->in_new && (!seen || (*info && !v2))) return 0;
+    size_t at = 0, nf = strlen(flags);
+    while (at < nf && (unsigned char)flags[at] < 'S') at++;
+    int n = snprintf(to, cap, "%.*s:2,%.*s%s%s", (int)base, m->name, (int)at, flags, seen ? "S" : "", flags + at);
+    return n > 0 && (size_t)n < cap;
+}
+
 int maildrop_update(struct maildrop *md, size_t *failed)
 {
     int newfd = openat(md->dirfd, "new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -323,10 +342,17 @@ int maildrop_update(struct maildrop *md, size_t *failed)
                 r = from < 0 ? -1 : unlinkat(from, m->name, 0);
             }
             if (r < 0 && errno != ENOENT) (*failed)++;
-        } else if (m->in_new && curfd >= 0) {
+        } else if (curfd >= 0) {
+            /* to cur/, and seen if retrieved (best effort). One that a
+             * mail program moved meanwhile is where it should be; only a
+             * retrieved one is looked for, for its S */
             char to[MAILDROP_NAME_MAX + 8];
-            int n = snprintf(to, sizeof to, "%.*s:2,%s", (int)strcspn(m->name, ":"), m->name, m->retrieved ? "S" : "");
-            if (n > 0 && (size_t)n < sizeof to) renameat(newfd, m->name, curfd, to);  /* best effort */
+            if (!cur_name(m, to, sizeof to)) continue;
+            if (renameat(from, m->name, curfd, to) < 0 && errno == ENOENT && m->retrieved &&
+                refind(md, m) && cur_name(m, to, sizeof to)) {
+                from = m->in_new ? newfd : curfd;
+                if (from >= 0) renameat(from, m->name, curfd, to);
+            }
         }
     }
     if (newfd >= 0) { fsync(newfd); close(newfd); }

@@ -4,7 +4,8 @@
  * in octets as POP3 sends them (LF line ends counted as CRLF, no dot-stuffing),
  * stable UIDLs (the file's base name, before any ':'), RETR/TOP streaming
  * with CRLF line ends and dot-stuffing, and the UPDATE state: unlink the
- * deleted messages, move the rest from new/ to cur/.
+ * deleted messages, move the rest from new/ to cur/, mark the retrieved
+ * ones seen.
  *
  * Everything is relative to a directory fd (the Maildir), so the mailbox
  * process may be chrooted into the Maildir itself. */
@@ -71,9 +72,11 @@ int maildrop_send_fd(int fd, long long top, struct io *out);
 int maildrop_size_fd(int fd, unsigned long long *size);
 
 /* UPDATE: unlink deleted messages (found again by base name if another
- * program moved them), move the others that are in new/ to cur/ (":2," or
- * ":2,S" if retrieved), fsync the directories. Returns 1, or 0 if any
- * deletion failed (*failed counts them). */
+ * program moved them), move the others that are in new/ to cur/ (":2,"
+ * and the flags they had), add the S (seen) flag to every retrieved one,
+ * in new/ or cur/, keeping its other flags in ASCII order; fsync the
+ * directories. Returns 1, or 0 if any deletion failed (*failed counts
+ * them). */
 int maildrop_update(struct maildrop *md, size_t *failed);
 
 #endif

@@ -225,6 +225,28 @@ class Pop3(unittest.TestCase):
         names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
         self.assertEqual(names, ['1700000000.M5P5.host:2,S', '1700000001.M6P6.host:2,S'])
 
+    def test_retr_marks_seen_wherever_the_message_is(self):
+        """RETR then QUIT marks the message seen (S) in the Maildir, as
+        Dovecot does, also when it is already in cur/: listed (not read)
+        by an earlier session, or flagged by a mail program. Its other
+        flags stay; TOP marks nothing"""
+        put_message(self.inst, 'alice', '1700000000.M5P5.host', 'Subject: a\n\nx\n')
+        put_message(self.inst, 'alice', '1700000001.M6P6.host:2,FR', 'Subject: b\n\ny\n', sub='cur')
+        put_message(self.inst, 'alice', '1700000002.M7P7.host:2,', 'Subject: c\n\nz\n', sub='cur')
+        p = login(self.port)
+        p.list()
+        p.quit()                        # 1 moves to cur/, unseen
+        names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
+        self.assertEqual(names[0], '1700000000.M5P5.host:2,')
+        p = login(self.port)
+        p.retr(1)
+        p.retr(2)
+        p.top(3, 0)
+        p.quit()
+        names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
+        self.assertEqual(names, ['1700000000.M5P5.host:2,S', '1700000001.M6P6.host:2,FRS',
+                                 '1700000002.M7P7.host:2,'])
+
     def test_message_moved_by_another_program_during_the_session(self):
         """A local mail program (mutt on the Maildir) moves a message from
         new/ to cur/ while a POP3 session is open: RETR still gets it and

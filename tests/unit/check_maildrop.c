@@ -164,6 +164,55 @@ START_TEST(test_scan_uidl_update)
 }
 END_TEST
 
+/* 1 if dir/sub/name exists */
+static int exists(const char *sub, const char *name)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s/%s", dir, sub, name);
+    return access(p, F_OK) == 0;
+}
+
+START_TEST(test_retrieved_marked_seen_in_cur)
+{
+    /* RETR marks a message seen (S) on QUIT wherever it is, as Dovecot
+     * does: one already in cur/ (listed by an earlier session, or read by
+     * a local mail program) as well as one moved from new/. Its other
+     * flags stay, in ASCII order; TOP alone marks nothing */
+    struct maildrop md;
+    size_t failed;
+    PUT("cur", "100.a:2,", "A\n");          /* listed before, never read */
+    PUT("cur", "200.b:2,FR", "B\n");        /* flagged, replied */
+    PUT("cur", "300.c:2,Fa", "C\n");        /* a Dovecot keyword (a) */
+    PUT("cur", "400.d:2,RS", "D\n");        /* seen already */
+    PUT("cur", "500.e:2,", "E\n");          /* only TOP'd */
+    PUT("new", "600.f:2,F", "F\n");         /* in new/ with flags */
+    PUT("cur", "700.g", "G\n");             /* in cur/ without an info part */
+    PUT("new", "800.h", "H\n");             /* moved to cur/ by mutt after RETR */
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 8);
+    for (size_t i = 0; i < 8; i++) if (i != 4) md.msg[i].retrieved = 1;
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/new/800.h", dir);
+    snprintf(b, sizeof b, "%s/cur/800.h:2,R", dir);
+    ck_assert_int_eq(rename(a, b), 0);
+    ck_assert(maildrop_update(&md, &failed));
+    maildrop_close(&md);
+    ck_assert(exists("cur", "100.a:2,S"));
+    ck_assert(exists("cur", "200.b:2,FRS"));
+    ck_assert(exists("cur", "300.c:2,FSa"));
+    ck_assert(exists("cur", "400.d:2,RS"));
+    ck_assert(exists("cur", "500.e:2,"));
+    ck_assert(exists("cur", "600.f:2,FS"));
+    ck_assert(exists("cur", "700.g:2,S"));
+    ck_assert(exists("cur", "800.h:2,RS"));
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 8);                            /* nothing lost or doubled */
+    ck_assert_str_eq(md.msg[0].uidl, "100.a");             /* the UIDLs stay */
+    ck_assert_str_eq(md.msg[7].uidl, "800.h");
+    maildrop_close(&md);
+}
+END_TEST
+
 START_TEST(test_skips_what_is_not_a_message)
 {
     /* only regular files count: a symlink (even to a message), a FIFO (which
@@ -366,6 +415,7 @@ int main(void)
     tcase_add_test(core, test_delivery_order);
     tcase_add_test(core, test_missing_parts);
     tcase_add_test(core, test_moved_by_another_program);
+    tcase_add_test(core, test_retrieved_marked_seen_in_cur);
     tcase_add_test(core, test_skips_what_is_not_a_message);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
