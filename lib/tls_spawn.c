@@ -80,8 +80,9 @@ int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t 
         char *argv[] = { (char *)"tls-proxy", (char *)"-z", (char *)root, NULL };
         char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
         signal(SIGPIPE, SIG_DFL);
-        int z = fcntl(sp[1], F_DUPFD_CLOEXEC, 3);
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        /* both above 2 first, so that neither dup2 undoes the other */
+        int z = fcntl(sp[1], F_DUPFD_CLOEXEC, 3), n = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int null = n >= 0 ? fcntl(n, F_DUPFD_CLOEXEC, 3) : -1;
         if (z < 0 || null < 0 || dup2(z, 0) < 0 || dup2(null, 1) < 0) _exit(111);
         closefrom(3);
         execve(proxy, argv, envp);
