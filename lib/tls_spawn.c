@@ -65,10 +65,16 @@ int tls_proxy_request_recv(int zfd, char *id, size_t idcap, int *client_fd, int 
     return 1;
 }
 
-int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pidp)
+/* fork and exec proxy with argv and a fresh socket pair of type: in the
+ * child fd 0 is client_fd (made blocking: tls-proxy polls itself) and fd 1
+ * the pair's other end, or, with client_fd < 0, fd 0 is the pair's other
+ * end and fd 1 /dev/null. 1 with *mine (our end, close-on-exec) and *pidp,
+ * or 0 with errno. */
+static int exec_on_pair(const char *proxy, char *const argv[], int type, int client_fd, int *mine,
+                        pid_t *pidp)
 {
     int sp[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) return 0;
+    if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sp) < 0) return 0;
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -77,21 +83,30 @@ int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t 
         return 0;
     }
     if (pid == 0) {
-        char *argv[] = { (char *)"tls-proxy", (char *)"-z", (char *)root, NULL };
         char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
         signal(SIGPIPE, SIG_DFL);
         /* both above 2 first, so that neither dup2 undoes the other */
-        int z = fcntl(sp[1], F_DUPFD_CLOEXEC, 3), n = open("/dev/null", O_RDWR | O_CLOEXEC);
-        int null = n >= 0 ? fcntl(n, F_DUPFD_CLOEXEC, 3) : -1;
-        if (z < 0 || null < 0 || dup2(z, 0) < 0 || dup2(null, 1) < 0) _exit(111);
+        int n = client_fd >= 0 ? client_fd : open("/dev/null", O_RDWR | O_CLOEXEC);
+        int pair = fcntl(sp[1], F_DUPFD_CLOEXEC, 3), other = n >= 0 ? fcntl(n, F_DUPFD_CLOEXEC, 3) : -1;
+        if (pair < 0 || other < 0 || dup2(client_fd >= 0 ? other : pair, 0) < 0 ||
+            dup2(client_fd >= 0 ? pair : other, 1) < 0)
+            _exit(111);
+        int fl = fcntl(0, F_GETFL);
+        if (client_fd >= 0 && fl >= 0) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
         closefrom(3);
         execve(proxy, argv, envp);
         _exit(111);
     }
     close(sp[1]);
-    *zfd = sp[0];
+    *mine = sp[0];
     *pidp = pid;
     return 1;
+}
+
+int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pidp)
+{
+    char *argv[] = { (char *)"tls-proxy", (char *)"-z", (char *)root, NULL };
+    return exec_on_pair(proxy, argv, SOCK_SEQPACKET, -1, zfd, pidp);
 }
 
 void tls_server_slot_init(struct tls_server_slot *s)
@@ -159,36 +174,15 @@ static int spawn_by_server(const char *id, int client_fd, int *plain_fd, pid_t *
 int tls_proxy_spawn(const char *proxy, const char *root, const char *id, int client_fd,
                     int *plain_fd, pid_t *pidp)
 {
-    int sp[2];
     if (server_fd >= 0 && spawn_by_server(id, client_fd, plain_fd, pidp)) return 1;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) return 0;
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(sp[0]); close(sp[1]);
-        errno = e;
-        return 0;
-    }
-    if (pid == 0) {
-        char *argv[5];
-        int k = 0;
-        char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
-        argv[k++] = (char *)"tls-proxy";
-        if (id && *id) { argv[k++] = (char *)"-i"; argv[k++] = (char *)id; }
-        argv[k++] = (char *)root;
-        argv[k] = NULL;
-        signal(SIGPIPE, SIG_DFL);
-        int c = fcntl(client_fd, F_DUPFD_CLOEXEC, 3), p = fcntl(sp[1], F_DUPFD_CLOEXEC, 3);
-        if (c < 0 || p < 0 || dup2(c, 0) < 0 || dup2(p, 1) < 0) _exit(111);
-        /* blocking: tls-proxy polls itself */
-        int fl = fcntl(0, F_GETFL);
-        if (fl >= 0) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
-        closefrom(3);
-        execve(proxy, argv, envp);
-        _exit(111);
-    }
-    close(sp[1]);
-    *plain_fd = sp[0];
+    char *argv[5];
+    int k = 0;
+    pid_t pid;
+    argv[k++] = (char *)"tls-proxy";
+    if (id && *id) { argv[k++] = (char *)"-i"; argv[k++] = (char *)id; }
+    argv[k++] = (char *)root;
+    argv[k] = NULL;
+    if (!exec_on_pair(proxy, argv, SOCK_STREAM, client_fd, plain_fd, &pid)) return 0;
     if (pidp) *pidp = pid;
     return 1;
 }
