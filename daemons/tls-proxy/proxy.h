@@ -23,9 +23,10 @@ int proxy_connection(struct tls_server *ts, const struct proxy_setup *ps, const 
 /* -z: requests (tls_spawn.h) on fd 0 until end of file or SIGTERM, a child
  * per request running proxy_connection. Before each it reloads the
  * certificates if their files changed (keeping the old ones, with an error
- * logged, if the new ones do not load). A child killed by a signal other
- * than a stop signal ends the server (111), so that the listener starts a
- * fresh one: a crash never meets the same address layout twice. */
+ * logged, if the new ones do not load). A child that crashes (killed by a
+ * signal other than a stop signal, or exiting with a status tls-proxy never
+ * uses, as a sanitizer does) ends the server (111), so that the listener
+ * starts a fresh one: a crash never meets the same address layout twice. */
 int proxy_serve(struct tls_server *ts, const struct proxy_setup *ps);
 
 #endif

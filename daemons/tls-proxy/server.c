@@ -81,16 +81,22 @@ static void refresh(struct tls_server *ts, const struct proxy_setup *ps, struct 
     log_info(NULL, "event=reload what=certificates status=ok names=%zu", ts->nsni);
 }
 
-/* reap children; 0 if one died of a signal that is not a stop: a crash */
+/* reap children; 0 if one crashed: died of a signal that is not a stop, or
+ * exited with a status tls-proxy never uses (a sanitizer's report) */
 static int reap(void)
 {
     int st, ok = 1;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (!WIFSIGNALED(st)) continue;
-        int sig = WTERMSIG(st);
-        if (sig == SIGTERM || sig == SIGKILL || sig == SIGINT || sig == SIGHUP || sig == SIGPIPE) continue;
-        log_error(NULL, "event=child_crashed pid=%ld signal=%d action=restart", (long)pid, sig);
+        if (WIFEXITED(st)) {
+            int code = WEXITSTATUS(st);
+            if (code == EXIT_OK || code == EXIT_PERM || code == EXIT_TEMP) continue;
+            log_error(NULL, "event=child_crashed pid=%ld status=%d action=restart", (long)pid, code);
+        } else {
+            int sig = WTERMSIG(st);
+            if (sig == SIGTERM || sig == SIGKILL || sig == SIGINT || sig == SIGHUP || sig == SIGPIPE) continue;
+            log_error(NULL, "event=child_crashed pid=%ld signal=%d action=restart", (long)pid, sig);
+        }
         ok = 0;
     }
     return ok;
