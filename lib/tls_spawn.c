@@ -105,7 +105,8 @@ static int exec_on_pair(const char *proxy, char *const argv[], int type, int cli
 
 int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pidp)
 {
-    char *argv[] = { (char *)"tls-proxy", (char *)"-z", (char *)root, NULL };
+    /* named as its role in ps(1); its children are called tls-proxy */
+    char *argv[] = { (char *)"tls-server", (char *)"-z", (char *)root, NULL };
     return exec_on_pair(proxy, argv, SOCK_SEQPACKET, -1, zfd, pidp);
 }
 

@@ -379,7 +379,7 @@ class SmtpTls(unittest.TestCase):
                         ppid = int(re.search(r'^PPid:\s+(\d+)', f.read(), re.M).group(1))
                 except OSError:
                     continue
-                if cmd[:2] == [b'tls-proxy', b'-z'] and ppid == listener:
+                if cmd[:2] == [b'tls-server', b'-z'] and ppid == listener:
                     return pid
             return None
         return self.inst.wait_for(find, 10, what='the TLS server')
