@@ -72,6 +72,7 @@ int dp_job_encode(const struct dp_job *j, char *out, size_t cap, size_t *len)
     put_str(&e, 'N', j->notify, sizeof j->notify - 1, 1);
     put_str(&e, 'V', j->envid, DP_FIELD_MAX, 1);
     put_str(&e, 'B', j->body, sizeof j->body - 1, 1);
+    put_str(&e, 'E', j->ret, sizeof j->ret - 1, 1);
     return enc_done(&e, len);
 }
 
@@ -148,11 +149,11 @@ static int walk(const char *rec, size_t len, struct field_spec *spec, size_t nsp
 
 int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
 {
-    const char *numv[9] = { 0 };
-    size_t numl[9] = { 0 };
+    const char *numv[10] = { 0 };
+    size_t numl[10] = { 0 };
     unsigned long long job, birth;
     memset(j, 0, sizeof *j);
-    struct field_spec spec[9] = {
+    struct field_spec spec[10] = {
         { 'J', NULL, 20, 1, 0 },
         { 'M', j->id, DP_ID_LEN, 1, 0 },
         { 'F', j->sender, DP_ADDR_MAX, 1, 1 },
@@ -162,8 +163,9 @@ int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
         { 'N', j->notify, sizeof j->notify - 1, 0, 0 },
         { 'V', j->envid, DP_FIELD_MAX, 0, 0 },
         { 'B', j->body, sizeof j->body - 1, 0, 0 },
+        { 'E', j->ret, sizeof j->ret - 1, 0, 0 },
     };
-    if (!walk(rec, len, spec, 9, numv, numl) ||
+    if (!walk(rec, len, spec, 10, numv, numl) ||
         !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
         !parse_u(numv[4], numl[4], (unsigned long long)9e18, &birth) ||
         !id_valid(j->id)) {

@@ -25,6 +25,7 @@ struct dp_job {
     char notify[64];                 /* N, optional */
     char envid[DP_FIELD_MAX + 1];    /* V, optional */
     char body[16];                   /* B, optional: 7BIT / 8BITMIME */
+    char ret[8];                     /* E, optional: DSN RET, FULL / HDRS */
 };
 
 enum dp_status { DP_SUCCESS = 's', DP_TEMPORARY = 't', DP_PERMANENT = 'p' };

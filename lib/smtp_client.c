@@ -690,6 +690,8 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
     if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
     if (utf8) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
+    if (ext.dsn && j->ret && (!strcmp(j->ret, "FULL") || !strcmp(j->ret, "HDRS")))
+        pl += (size_t)snprintf(param + pl, sizeof param - pl, " RET=%s", j->ret);
     if (ext.dsn && j->envid && xtext_ok(j->envid, 100))
         pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
     (void)pl;

@@ -118,6 +118,7 @@ struct smtp_job {
     const char *orcpt;       /* "" or "rfc822;addr" (xtext) */
     const char *notify;      /* "" or "SUCCESS,FAILURE" ... */
     const char *envid;       /* "" or xtext */
+    const char *ret;         /* NULL, "", "FULL" or "HDRS": RET= to a DSN server */
     int body8bit;            /* BODY=8BITMIME */
     int msgfd;
     unsigned long long size; /* for SIZE= */

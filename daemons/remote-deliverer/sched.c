@@ -351,7 +351,7 @@ static int same_batch(const struct remote_conf *rc, size_t a, size_t b)
 {
     const struct dp_job *x = &in_job[a], *y = &in_job[b];
     return !strcmp(x->id, y->id) && !strcmp(in_dest[a], in_dest[b]) && !strcmp(x->sender, y->sender) &&
-           !strcmp(x->envid, y->envid) && !strcmp(x->body, y->body) &&
+           !strcmp(x->envid, y->envid) && !strcmp(x->body, y->body) && !strcmp(x->ret, y->ret) &&
            route_of(rc, x->rcpt) == route_of(rc, y->rcpt);
 }
 

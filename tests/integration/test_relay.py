@@ -293,6 +293,41 @@ class Relay(unittest.TestCase):
         self.assertEqual(m['To'] and 'alice@example.org' in m['To'], True, m['To'])
         self.assertEqual(self.b.maildir_messages('nobody'), [])
 
+    def submit_dsn(self, to, tag, mail_options, rcpt_options):
+        msg = ('From: alice@example.org\r\nTo: %s\r\nSubject: %s\r\n\r\nhello\r\n' % (to, tag)).encode()
+        s = smtplib.SMTP('127.0.0.1', self.a.port('submission'), timeout=15)
+        try:
+            s.ehlo('client.test')
+            s.starttls(context=client_ctx())
+            s.ehlo('client.test')
+            s.login('alice', PASSWORD)
+            self.assertEqual(s.sendmail('alice@example.org', [to], msg, mail_options, rcpt_options), {})
+        finally:
+            s.quit()
+
+    def at_sink(self, tag):
+        def arrived():
+            return [m for m in self.sink.messages if tag.encode() in (m['data'] or b'')]
+        try:
+            return self.a.wait_for(arrived, 30, what='the message at the MX sink')[0]
+        except HarnessError as e:
+            raise HarnessError('%s\n%s\n%s' % (e, self.a.log('queue-manager')[-3000:], self.queue_list()))
+
+    def test_dsn_parameters_relayed(self):
+        """RFC 3461 5.2.1: what the sender asked (RET, ENVID, NOTIFY, ORCPT)
+        goes on to a next hop that offers DSN; RET=HDRS was lost"""
+        tag = 'relay-dsn-%d' % time.time()
+        self.sink.dsn = True
+        try:
+            self.submit_dsn('dave@example.com', tag, ['RET=HDRS', 'ENVID=Q+2B1'],
+                            ['NOTIFY=FAILURE', 'ORCPT=rfc822;Dave@example.com'])
+            got = self.at_sink(tag)
+        finally:
+            self.sink.dsn = False
+        self.assertIn(' RET=HDRS', got['mail'])
+        self.assertIn(' ENVID=Q+2B1', got['mail'])
+        self.assertEqual(got['rcpt'], ['RCPT TO:<dave@example.com> NOTIFY=FAILURE ORCPT=rfc822;Dave@example.com'])
+
     # ---- 4. temporary failure, then success ----------------------------------
     def test_b_down_then_flush(self):
         tag = 'relay-later-%d' % time.time()

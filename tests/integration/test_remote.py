@@ -120,6 +120,24 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@example.net'])
         self.assertTrue(m['after_mail'].startswith(b'RCPT TO:'), m['after_mail'])   # pipelined
 
+    def test_ret_passed_on(self):
+        """RFC 3461 4.3/5.2.1: a relay passes RET on to a DSN server, so
+        that a sender's RET=HDRS still holds at the next hop (Postfix does);
+        without DSN at the next hop there is nothing to pass"""
+        s = self.sink(dsn=True)
+        d = self.routed(s)
+        r = d.deliver('bob@example.net', b'Subject: x\n\nbody\n', envid='E9', ret='HDRS')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[0]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17 RET=HDRS ENVID=E9')
+        r = d.deliver('bob@example.net', b'Subject: x\n\nbody\n', ret='FULL')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[1]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17 RET=FULL')
+        plain = self.sink()
+        d2 = self.routed(plain)
+        r = d2.deliver('bob@example.net', b'Subject: x\n\nbody\n', envid='E9', ret='HDRS')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(plain.messages[0]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17')
+
     def test_orcpt_made_from_recipient_when_absent(self):
         s = self.sink(dsn=True)
         d = self.routed(s)

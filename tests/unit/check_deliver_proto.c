@@ -43,6 +43,12 @@ START_TEST(test_job_roundtrip)
     ck_assert_str_eq(k.notify, "SUCCESS,FAILURE");
     ck_assert_str_eq(k.orcpt, "");
     ck_assert_str_eq(k.body, "8BITMIME");
+    ck_assert_str_eq(k.ret, "");
+    /* DSN RET travels as E (remote-deliverer passes it on) */
+    snprintf(j.ret, sizeof j.ret, "%s", "HDRS");
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert(dp_job_decode(&k, rec, len));
+    ck_assert_str_eq(k.ret, "HDRS");
     /* the null sender travels as an empty F field */
     j.sender[0] = 0;
     ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
