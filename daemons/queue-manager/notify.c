@@ -97,7 +97,8 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
     if (!qm_msg_read(q, m->id, &msg, &msglen)) goto done;
     if (!dsn_compose(kind, e, items, n, msg, msglen, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out)) goto done;
     const char *rc[1] = { to };
-    struct inject_req req = { "", client, has_8bit(out.s, out.len), rc, 1, NULL, 0, out.s, out.len, -1 };
+    struct inject_req req = { .sender = "", .client = client, .body8bit = has_8bit(out.s, out.len), .rcpt = rc,
+                              .nrcpt = 1, .msg = out.s, .msglen = out.len, .msgfd = -1 };
     ok = inject_run(q->root, &req, id, &status);
 done:
     if (ok) log_info(m->id, "dsn=%s to=%s queued=%s recipients=%zu", kind_name(kind), to, id, n);

@@ -47,6 +47,25 @@ def inject(inst, sender, rcpts, message, extra=()):
     return out
 
 
+def inject_records(inst, records, message):
+    """Run queue-inject with these raw envelope records (NUL-framed, ending
+    in the empty record); return the new queue id."""
+    a, b = socket.socketpair()
+    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
+                         stderr=subprocess.PIPE)
+    b.close()
+    p.stdin.write(message)
+    p.stdin.close()
+    a.sendall(records)
+    a.shutdown(socket.SHUT_WR)
+    out = a.makefile('rb').read().decode().strip()
+    a.close()
+    err = p.stderr.read().decode(errors='replace')
+    if p.wait() != 0:
+        raise AssertionError('queue-inject exit %d: %s' % (p.returncode, err))
+    return out
+
+
 def mailbox_ids(inst, name):
     with open(inst.path('conf', 'mailboxes')) as f:
         for line in f:
@@ -304,6 +323,58 @@ class DeliveryTest(unittest.TestCase):
         self.assertNotEqual(fid, qid)
         show = self.inst.run('postern-queue', 'show', fid).stdout
         self.assertIn('Delivered-To: fwd@example.test', show)
+
+    def forwarded_envelope(self, envelope_records):
+        """inject bob's message with these records (F is added), wait for
+        the forwarded copy fwd@ makes for dave@far.test, return its envelope
+        file as {key: value} with 'rcpt' the list of its recipient fields"""
+        qid = inject_records(self.inst, b'Fbob@example.test\0' + envelope_records, b'Subject: fwd\n\nx\n')
+
+        def forwarded():
+            for i in self.inst.queue_ids():
+                if i == qid:
+                    continue
+                for h in os.listdir(self.inst.path('queue', 'env')):
+                    path = self.inst.path('queue', 'env', h, i)
+                    if os.path.exists(path):
+                        with open(path) as f:
+                            return f.read()
+            return None
+        text = self.inst.wait_for(forwarded, 15, what='the forwarded copy\n' + self.inst.log('queue-manager'))
+        env = {'rcpt': []}
+        for line in text.splitlines()[1:]:
+            if line.startswith('rcpt\t'):
+                env['rcpt'].append(line.split('\t')[1:])
+            else:
+                k, _, v = line.partition(' ')
+                env[k] = v
+        self.inst.run('postern-queue', 'delete', [i for i in self.inst.queue_ids() if i != qid][0])
+        self.wait_queue_empty()
+        return env
+
+    def test_forward_keeps_dsn_parameters(self):
+        """A forwarded copy (an alias with a remote member) is the sender's
+        message: it keeps ENVID, RET and the original recipient (as ORCPT),
+        and NOTIFY without SUCCESS (RFC 3461 6.2.7.3; what Postfix's local(8)
+        does). It lost all of them: a NOTIFY=NEVER sender got bounces from
+        the forward, RET=HDRS senders their whole message back"""
+        env = self.forwarded_envelope(b'EQ+2B7\0NHDRS\0Tfwd@example.test\tNEVER\t\0\0')
+        self.assertEqual(env['envid'], 'Q+2B7')
+        self.assertEqual(env['ret'], 'hdrs')
+        # state attempts next_try notify orcpt addr last_error
+        (r,) = env['rcpt']
+        self.assertEqual(r[3:6], ['NEVER', 'rfc822;fwd@example.test', 'dave@far.test'])
+        # SUCCESS is answered here (the alias was reached); the rest goes on,
+        # and an ORCPT the client gave is kept as it was
+        env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS,FAILURE\trfc822;Orig+2B1@example.test\0\0')
+        self.assertNotIn('envid', env)
+        self.assertEqual(env['ret'], 'full')
+        (r,) = env['rcpt']
+        self.assertEqual(r[3:6], ['FAILURE', 'rfc822;Orig+2B1@example.test', 'dave@far.test'])
+        env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS\t\0\0')
+        self.assertEqual(env['rcpt'][0][3], 'NEVER')
+        env = self.forwarded_envelope(b'Tfwd@example.test\t\t\0\0')
+        self.assertEqual(env['rcpt'][0][3:5], ['', 'rfc822;fwd@example.test'])
 
     def test_expiry_turns_temporary_into_bounce(self):
         self.inst.set_conf(queue_lifetime='60s')
