@@ -157,6 +157,14 @@ static const char *action_word(enum dsn_kind k)
     return k == DSN_FAILURE ? "failed" : k == DSN_DELAY ? "delayed" : "delivered";
 }
 
+/* RFC 3464 2.3.3: a success report's item may be "relayed" or "expanded" */
+static const char *item_action(enum dsn_kind k, const struct dsn_item *it)
+{
+    if (k == DSN_SUCCESS && it->action && (!strcmp(it->action, "relayed") || !strcmp(it->action, "expanded")))
+        return it->action;
+    return action_word(k);
+}
+
 static const char *default_status(enum dsn_kind k)
 {
     return k == DSN_FAILURE ? "5.0.0" : k == DSN_DELAY ? "4.0.0" : "2.0.0";
@@ -204,7 +212,9 @@ static int compose_text(const struct dsn_ctx *c, struct buf *b, size_t msglen, s
                       "The mail system will keep trying for a while and will tell you if it\n"
                       "gives up. You do not need to send the message again.\n",
         [DSN_SUCCESS] = "Your message was delivered to the recipients listed below, as you\n"
-                        "asked to be told.\n",
+                        "asked to be told. Where it says \"relayed\" it went on to a system\n"
+                        "that does not report deliveries; \"expanded\" means an alias that\n"
+                        "sent it on to several addresses, which may still report on it.\n",
     };
     if (!buf_appends(b, "This is the mail system at host ") || !buf_appends(b, c->host)
         || !buf_appends(b, ".\n\n") || !buf_appends(b, intro[c->kind])
@@ -214,8 +224,11 @@ static int compose_text(const struct dsn_ctx *c, struct buf *b, size_t msglen, s
     for (size_t i = 0; i < c->nitems; i++) {
         const struct dsn_item *it = &c->items[i];
         const char *st = status_valid(it->action_status) ? it->action_status : default_status(c->kind);
+        const char *act = item_action(c->kind, it);
         if (!buf_appends(b, "<") || !appends_clean(b, it->rcpt->addr, ENV_ADDR_MAX, 0, c->global)
             || !buf_appends(b, ">: ") || !buf_appends(b, st))
+            return 0;
+        if (act != action_word(c->kind) && (!buf_appends(b, " (") || !buf_appends(b, act) || !buf_appends(b, ")")))
             return 0;
         if (it->diagnostic && it->diagnostic[0]
             && (!buf_appends(b, "\n    ") || !appends_clean(b, it->diagnostic, VALUE_MAX, 0, 0)))
@@ -263,7 +276,7 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
                 || !appends_clean(b, r->orcpt, VALUE_MAX, !u8type, c->global) || !buf_appends(b, "\n"))
                 return 0;
         }
-        if (!buf_appends(b, "Action: ") || !buf_appends(b, action_word(c->kind))
+        if (!buf_appends(b, "Action: ") || !buf_appends(b, item_action(c->kind, it))
             || !buf_appends(b, "\nStatus: ") || !buf_appends(b, st) || !buf_appends(b, "\n"))
             return 0;
         const char *mta = NULL, *diag = it->diagnostic;

@@ -14,6 +14,8 @@ struct dsn_item {
     const struct env_rcpt *rcpt;
     const char *action_status;   /* e.g. "5.1.1" */
     const char *diagnostic;      /* text, may be "" */
+    const char *action;          /* NULL: the kind's (failed, delayed, delivered); or
+                                  * "relayed" / "expanded" in a success report */
 };
 
 /* At most this much of the original header section is returned. */

@@ -659,6 +659,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (!addr_ok(j->sender, &utf8)) { snprintf(status, cap, "5.1.3 bad address syntax"); return SMTP_PERMFAIL; }
     for (size_t i = 0; i < n; i++) {
         r[i].status[0] = 0;
+        r[i].dsn = 0;
         open[i] = addr_ok(r[i].addr, &utf8) && *r[i].addr;
         if (!open[i]) { r[i].outcome = SMTP_PERMFAIL; snprintf(r[i].status, r[i].cap, "5.1.3 bad address syntax"); }
         else nok++;
@@ -773,6 +774,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (ru && ru->keep) ru->open = 1;   /* the next MAIL may follow */
     else quit(t);
     settle(r, n, open, SMTP_DELIVERED, status);
+    for (size_t i = 0; i < n; i++) r[i].dsn = open[i] && ext.dsn;
     return SMTP_DELIVERED;
 settle_all:
     settle(r, n, open, SMTP_TEMPFAIL, status);

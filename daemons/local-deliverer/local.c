@@ -445,4 +445,7 @@ void local_run(const struct local_tables *t, const struct dp_job *j, const struc
     }
     r->job = j->job;
     if (!have) result_set(r, DP_PERMANENT, "5.1.1 no such user");
+    else if (lj->kind == LOCAL_MANY && r->status == DP_SUCCESS)
+        result_set(r, DP_SUCCESS, "2.0.0 alias expanded to %zu address%s", lj->x.nlocal + lj->x.nremote,
+                   lj->x.nlocal + lj->x.nremote == 1 ? "" : "es");
 }

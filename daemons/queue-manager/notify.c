@@ -93,6 +93,8 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
         split_status(r->last_error[0] ? r->last_error : (kind == DSN_SUCCESS ? "2.0.0 delivered" : ""),
                      kind, codes[k], sizeof codes[k], &items[k].diagnostic);
         items[k].action_status = codes[k];
+        items[k].action = m->note[idx[k]] == QM_NOTE_RELAYED ? "relayed"
+                          : m->note[idx[k]] == QM_NOTE_EXPANDED ? "expanded" : NULL;
     }
     if (!qm_msg_read(q, m->id, &msg, &msglen)) goto done;
     if (!dsn_compose(kind, e, items, n, msg, msglen, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out)) goto done;
@@ -136,12 +138,13 @@ int qm_notify(struct qm *q, struct qm_msg *m, time_t now)
         for (size_t k = 0; k < n; k++) e->rcpt[idx[k]].state = ENV_RCPT_BOUNCED;
         changed = 1;
     }
-    for (int pass = 1; pass <= 2; pass++) {
+    for (int delay = 0; delay <= 1; delay++) {
         n = 0;
         for (size_t i = 0; i < e->nrcpt; i++)
-            if (m->note[i] == pass) { idx[n++] = i; m->note[i] = 0; }
-        if (n) report(q, m, pass == 1 ? DSN_SUCCESS : DSN_DELAY, idx, n, now);
+            if (m->note[i] != QM_NOTE_NONE && (m->note[i] == QM_NOTE_DELAY) == delay) idx[n++] = i;
+        if (n) report(q, m, delay ? DSN_DELAY : DSN_SUCCESS, idx, n, now);
     }
+    memset(m->note, 0, e->nrcpt);
     free(idx);
     return changed;
 }

@@ -176,6 +176,7 @@ static void all_results(struct remote_result *res, size_t n, enum dp_status s, c
 {
     for (size_t i = 0; i < n; i++) {
         res[i].s = s;
+        res[i].action = NULL;
         snprintf(res[i].text, sizeof res[i].text, "%s", text);
     }
 }
@@ -251,12 +252,18 @@ static void results_of(enum smtp_outcome o, const struct smtp_rcpt *sr, size_t n
         all_results(res, n, o == SMTP_PERMFAIL ? DP_PERMANENT : DP_TEMPORARY, text);
         return;
     }
-    for (size_t k = 0; k < n; k++) res[k].s = status_from(sr[k].outcome);
+    for (size_t k = 0; k < n; k++) {
+        res[k].s = status_from(sr[k].outcome);
+        /* RFC 3461 5.2.2/5.2.3: a next hop with DSN reports the success
+         * NOTIFY asks for; without DSN, this host reports "relayed" */
+        res[k].action = res[k].s != DP_SUCCESS ? NULL : sr[k].dsn ? DP_ACTION_PASSED : DP_ACTION_RELAYED;
+    }
 }
 
 void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
                     struct remote_result *res, int keep)
 {
+    for (size_t k = 0; k < n && k < REMOTE_BATCH_MAX; k++) res[k].action = NULL;
     static struct dns_targets t;
     static struct smtp_conn conn;
     static struct smtp_rcpt sr[REMOTE_BATCH_MAX];

@@ -308,9 +308,10 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(p.wait(), 0)
         (_, data), = self.wait_msgs('alice')
         self.assertIn(b'Delivered-To: fwd@example.test\n', data)
-        # the success report (NOTIFY=SUCCESS) to bob
+        # the success report (NOTIFY=SUCCESS) to bob: the alias was expanded
+        # (a mailbox and a forward), RFC 3464 2.3.3
         (_, rep), = self.wait_msgs('bob')
-        self.assertIn(b'Action: delivered', rep)
+        self.assertIn(b'Action: expanded', rep)
         self.assertIn(b'fwd@example.test', rep)
         # the forwarded copy: a new message from the original sender, queued
         # for the remote address (no remote-deliverer here: it stays, 4.4.1)
@@ -323,6 +324,27 @@ class DeliveryTest(unittest.TestCase):
         self.assertNotEqual(fid, qid)
         show = self.inst.run('postern-queue', 'show', fid).stdout
         self.assertIn('Delivered-To: fwd@example.test', show)
+
+    def test_success_report_actions(self):
+        """NOTIFY=SUCCESS: a mailbox is "delivered"; an alias that expands
+        to several addresses is "expanded" (RFC 3464 2.3.3, RFC 3461
+        6.2.7.3; Postfix says "expanded" / "alias expanded"), not
+        "delivered" with one member's Maildir file name as its diagnostic"""
+        qid = inject_records(self.inst, b'Fcarol@far.test\0Talice@example.test\tSUCCESS\t\0'
+                                        b'Tteam@example.test\tSUCCESS,FAILURE\t\0\0', b'Subject: s\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s removed=finished' % qid)
+        # carol is remote and there is no remote-deliverer: the report stays
+        # in the queue, read it there
+        ids = self.inst.queue_ids()
+        self.assertEqual(len(ids), 1, ids)
+        with open(self.inst.path('queue', 'mess', ids[0][-1], ids[0]), 'rb') as f:
+            m = email.message_from_bytes(f.read(), policy=email.policy.compat32)
+        ds = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+        groups = {g['Final-Recipient'].split(';')[1].strip(): g for g in ds.get_payload()[1:]}
+        self.assertEqual(groups['alice@example.test']['Action'], 'delivered')
+        self.assertEqual(groups['team@example.test']['Action'], 'expanded')
+        self.assertEqual(groups['team@example.test']['Status'], '2.0.0')
+        self.assertNotIn('maildir', str(groups['team@example.test']))
 
     def forwarded_envelope(self, envelope_records):
         """inject bob's message with these records (F is added), wait for

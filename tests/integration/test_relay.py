@@ -317,6 +317,7 @@ class Relay(unittest.TestCase):
         """RFC 3461 5.2.1: what the sender asked (RET, ENVID, NOTIFY, ORCPT)
         goes on to a next hop that offers DSN; RET=HDRS was lost"""
         tag = 'relay-dsn-%d' % time.time()
+        time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
         self.sink.dsn = True
         try:
             self.submit_dsn('dave@example.com', tag, ['RET=HDRS', 'ENVID=Q+2B1'],
@@ -327,6 +328,36 @@ class Relay(unittest.TestCase):
         self.assertIn(' RET=HDRS', got['mail'])
         self.assertIn(' ENVID=Q+2B1', got['mail'])
         self.assertEqual(got['rcpt'], ['RCPT TO:<dave@example.com> NOTIFY=FAILURE ORCPT=rfc822;Dave@example.com'])
+
+    def test_notify_success_relayed(self):
+        """NOTIFY=SUCCESS through a relay (RFC 3461 5.2.2, 5.2.3; Postfix):
+        to a next hop without DSN, A reports "relayed" (it was "delivered",
+        which says the mail reached its mailbox); to one with DSN, A passes
+        NOTIFY on and reports nothing itself"""
+        tag = 'relay-notify-%d' % time.time()
+        time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
+        self.submit_dsn('dave@example.com', tag, [], ['NOTIFY=SUCCESS,FAILURE'])
+        self.at_sink(tag)
+        got = self.wait_message(self.a, 'alice', tag)
+        m = email.message_from_bytes(got, policy=email.policy.compat32)
+        self.assertEqual(m['Subject'], 'Successful Mail Delivery Report')
+        ds = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+        rcpt = ds.get_payload()[1]
+        self.assertEqual(rcpt['Action'], 'relayed')
+        self.assertEqual(rcpt['Status'], '2.0.0')
+        self.assertIn('dave@example.com', rcpt['Final-Recipient'])
+        tag2 = tag + '-dsn'
+        before = len(self.a.maildir_messages('alice'))
+        time.sleep(3)       # past remote_reuse_time (2 s): a new session, whose EHLO offers DSN
+        self.sink.dsn = True
+        try:
+            self.submit_dsn('dave@example.com', tag2, [], ['NOTIFY=SUCCESS,FAILURE'])
+            self.at_sink(tag2)
+        finally:
+            self.sink.dsn = False
+        self.a.wait_for(lambda: 'action=passed' in self.a.log('queue-manager'), 10)
+        time.sleep(1.5)
+        self.assertEqual(len(self.a.maildir_messages('alice')), before)
 
     # ---- 4. temporary failure, then success ----------------------------------
     def test_b_down_then_flush(self):

@@ -138,6 +138,21 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(r['S'], 's', r)
         self.assertEqual(plain.messages[0]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17')
 
+    def test_success_action(self):
+        """a success says what became of NOTIFY (RFC 3461 5.2.2, 5.2.3): a
+        next hop with DSN got it and reports itself ("passed": no success
+        report from us); one without gets a "relayed" report from us"""
+        s = self.sink(dsn=True)
+        r = self.routed(s).deliver('bob@example.net', b'x\n', notify='SUCCESS')
+        self.assertEqual((r['S'], r.get('A')), ('s', 'passed'), r)
+        plain = self.sink()
+        d = self.routed(plain)
+        r = d.deliver('bob@example.net', b'x\n', notify='SUCCESS')
+        self.assertEqual((r['S'], r.get('A')), ('s', 'relayed'), r)
+        plain.rcpt_reply = '550 5.1.1 no'
+        r = d.deliver('bob@example.net', b'x\n', notify='SUCCESS')
+        self.assertEqual((r['S'], r.get('A')), ('p', None), r)
+
     def test_orcpt_made_from_recipient_when_absent(self):
         s = self.sink(dsn=True)
         d = self.routed(s)
