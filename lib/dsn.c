@@ -297,6 +297,10 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
             return 0;
         if (!buf_appends(b, "Last-Attempt-Date: ") || !append_date(b, now) || !buf_appends(b, "\n"))
             return 0;
+        /* RFC 3464 2.3.9: when a delayed recipient will be given up */
+        if (c->kind == DSN_DELAY && it->retry_until > 0
+            && (!buf_appends(b, "Will-Retry-Until: ") || !append_date(b, it->retry_until) || !buf_appends(b, "\n")))
+            return 0;
     }
     return 1;
 }

@@ -16,6 +16,7 @@ struct dsn_item {
     const char *diagnostic;      /* text, may be "" */
     const char *action;          /* NULL: the kind's (failed, delayed, delivered); or
                                   * "relayed" / "expanded" in a success report */
+    time_t retry_until;          /* a delay report's Will-Retry-Until; 0: none */
 };
 
 /* At most this much of the original header section is returned. */
@@ -28,7 +29,8 @@ struct dsn_item {
  * a human-readable text, message/delivery-status (Reporting-MTA: dns;host,
  * Arrival-Date, Original-Envelope-Id if any, then per recipient Final-Recipient
  * (rfc822;addr, or ORCPT's), Original-Recipient if ORCPT, Action: failed|delayed|delivered,
- * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date), and the original
+ * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date, and in a delay
+ * report Will-Retry-Until when the item has one), and the original
  * [a diagnostic "host H said: NNN text" (remote-deliverer's) gives Remote-MTA: dns; H
  * (the name, or the [literal]) and Diagnostic-Code: smtp; NNN text]
  * message's headers only (text/rfc822-headers) when e->ret_hdrs, or when

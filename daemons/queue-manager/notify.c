@@ -93,6 +93,8 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
         split_status(r->last_error[0] ? r->last_error : (kind == DSN_SUCCESS ? "2.0.0 delivered" : ""),
                      kind, codes[k], sizeof codes[k], &items[k].diagnostic);
         items[k].action_status = codes[k];
+        if (kind == DSN_DELAY && e->birth > 0 && q->cfg.queue_lifetime < (1ULL << 40))   /* the last try */
+            items[k].retry_until = e->birth + (time_t)q->cfg.queue_lifetime;
         items[k].action = m->note[idx[k]] == QM_NOTE_RELAYED ? "relayed"
                           : m->note[idx[k]] == QM_NOTE_EXPANDED ? "expanded" : NULL;
     }

@@ -9,6 +9,7 @@ users, with Return-Path and Delivered-To prepended and the body unchanged.
 
 import email
 import email.policy
+import email.utils
 import os
 import re
 import shutil
@@ -412,6 +413,62 @@ class DeliveryTest(unittest.TestCase):
         self.assertIn(b'queue lifetime expired', data)
         self.assertIn('%s rcpt=stuck@example.test result=expired' % qid, self.inst.log('queue-manager'))
         self.wait_queue_empty()
+
+    def test_delay_report_once_with_will_retry_until(self):
+        """NOTIFY=DELAY: one "delayed" report at the first failure 4 hours
+        or more after arrival, not one per retry, and with Will-Retry-Until
+        (RFC 3464 2.3.9: when the MTA gives up; Postfix and sendmail give
+        arrival + the queue lifetime)"""
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        qid = inject_records(self.inst, b'Fbob@example.test\0Tstuck@example.test\tDELAY,FAILURE\t\0\0',
+                             b'Subject: slow\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        # make it five hours old and due: the envelope as an operator could
+        # edit it (same owner and mode), then a flush
+        path = self.inst.path('queue', 'env', qid[-1], qid)
+
+        def saved():        # the log line comes before the envelope is rewritten
+            with open(path) as f:
+                return '\t4.2.0 ' in f.read()
+        self.inst.wait_for(saved, 10, what='the deferral in the envelope')
+        st = os.stat(path)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        birth = int([l for l in lines if l.startswith('birth ')][0].split()[1]) - 5 * 3600
+        out = []
+        for l in lines:
+            if l.startswith('birth '):
+                l = 'birth %d' % birth
+            elif l.startswith('rcpt\t'):
+                fields = l.split('\t')
+                fields[3] = '0'
+                l = '\t'.join(fields)
+            out.append(l)
+        with open(path + '.new', 'w') as f:
+            f.write('\n'.join(out) + '\n')
+        os.chown(path + '.new', st.st_uid, st.st_gid)
+        os.chmod(path + '.new', 0o600)
+        os.rename(path + '.new', path)
+        self.inst.run('postern-queue', 'flush')
+        (_, data), = self.wait_msgs('bob')
+        m = email.message_from_bytes(data, policy=email.policy.compat32)
+        self.assertEqual(m['Subject'], 'Delayed Mail (still being retried)')
+        ds = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+        rcpt = ds.get_payload()[1]
+        self.assertEqual(rcpt['Action'], 'delayed')
+        self.assertTrue(rcpt['Status'].startswith('4.'), rcpt['Status'])
+        until = rcpt['Will-Retry-Until']
+        self.assertIsNotNone(until, str(rcpt))
+        self.assertEqual(email.utils.parsedate_to_datetime(until).timestamp(), birth + 5 * 86400)
+        # another failed try: no second report
+        n = self.inst.log('queue-manager').count('%s rcpt=stuck@example.test result=deferred' % qid)
+        self.inst.run('postern-queue', 'flush')
+        self.inst.wait_for(lambda: self.inst.log('queue-manager').count(
+            '%s rcpt=stuck@example.test result=deferred' % qid) > n, 15, what='another try')
+        time.sleep(1)
+        self.assertEqual(len(self.inst.maildir_messages('bob')), 1)
+        self.assertEqual(self.inst.log('queue-manager').count('%s dsn=delay' % qid), 1)
 
     def test_quota_defers(self):
         self.inst.set_conf(mailbox_quota='200')

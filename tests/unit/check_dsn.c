@@ -43,9 +43,9 @@ static void setup(void)
     SET(rc[0].addr, "bob@example.com");
     SET(rc[0].orcpt, "rfc822;Bob+2Bx@example.com");
     SET(rc[1].addr, "carol@example.net");
-    it[0] = (struct dsn_item){ &rc[0], "5.1.1", "550 5.1.1 no such user", NULL };
-    it[1] = (struct dsn_item){ &rc[1], "5.4.7", "", NULL };
-    it[2] = (struct dsn_item){ &rc[2], "4.4.1", "connection refused", NULL };
+    it[0] = (struct dsn_item){ &rc[0], "5.1.1", "550 5.1.1 no such user", NULL, 0 };
+    it[1] = (struct dsn_item){ &rc[1], "5.4.7", "", NULL, 0 };
+    it[2] = (struct dsn_item){ &rc[2], "4.4.1", "connection refused", NULL, 0 };
     memset(&out, 0, sizeof out);
 }
 static void teardown(void) { buf_free(&out); }
@@ -252,9 +252,11 @@ END_TEST
 START_TEST(test_delay_and_success)
 {
     struct mime mm;
+    it[0].retry_until = NOW + 4 * 86400;
     compose(DSN_DELAY, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
     assert_field(mm.h, mm.hlen, "Subject: ", "Delayed Mail (still being retried)");
     assert_field(mm.part[1].b, mm.part[1].blen, "Action: ", "delayed");
+    assert_field(mm.part[1].b, mm.part[1].blen, "Will-Retry-Until: ", "Sat, 18 Nov 2023 22:13:20 +0000");
     assert_field(mm.part[2].h, mm.part[2].hlen, "Content-Type: ", "text/rfc822-headers");
     ck_assert(!contains(out.s, out.len, "BODY-MARKER"));   /* headers only */
     ck_assert(contains(mm.part[2].b, mm.part[2].blen, "Subject: lunch\n"));
@@ -265,6 +267,7 @@ START_TEST(test_delay_and_success)
     assert_field(mm.part[1].b, mm.part[1].blen, "Action: ", "delivered");
     assert_field(mm.part[1].b, mm.part[1].blen, "Status: ", "2.0.0");
     ck_assert(!field(mm.part[1].b, mm.part[1].blen, "Diagnostic-Code: "));
+    ck_assert(!field(mm.part[1].b, mm.part[1].blen, "Will-Retry-Until: "));   /* a delay report's only */
     ck_assert(!contains(out.s, out.len, "BODY-MARKER"));
     /* an invalid status falls back to the kind's default */
     it[0].action_status = "9.9.9";
@@ -517,7 +520,7 @@ START_TEST(test_long_values)
     static struct dsn_item mi[500];
     for (size_t i = 0; i < 500; i++) {
         snprintf(many[i].addr, sizeof many[i].addr, "user%zu@example.com", i);
-        mi[i] = (struct dsn_item){ &many[i], "5.1.1", "no", NULL };
+        mi[i] = (struct dsn_item){ &many[i], "5.1.1", "no", NULL, 0 };
     }
     out.len = 0;
     ck_assert(dsn_compose(DSN_FAILURE, &env, mi, 500, msg1, sizeof msg1 - 1, 1000000, HOST, NOW, &out));
