@@ -369,8 +369,8 @@ static int compose_headers(const struct dsn_ctx *c, struct buf *b, time_t now, c
     return buf_appends(b, "\nThis is a MIME-encapsulated message.\n");
 }
 
-static int compose(struct dsn_ctx *c, const char *msg, size_t msglen, size_t full_limit, time_t now,
-                   struct buf *out)
+static int compose(struct dsn_ctx *c, const char *msg, size_t msglen, size_t msgsize, size_t full_limit,
+                   time_t now, struct buf *out)
 {
     struct buf parts[2] = { BUF_ZERO, BUF_ZERO };
     char bnd[BOUNDARY_MAX];
@@ -378,7 +378,7 @@ static int compose(struct dsn_ctx *c, const char *msg, size_t msglen, size_t ful
     size_t hlen = header_section(msg, msglen);
     const char *ret = msg;
     size_t retlen = c->full ? msglen : hlen;
-    if (!compose_text(c, &parts[0], msglen, full_limit) || !compose_status(c, &parts[1], now)) goto done;
+    if (!compose_text(c, &parts[0], msgsize, full_limit) || !compose_status(c, &parts[1], now)) goto done;
     struct view views[3] = { { parts[0].s, parts[0].len }, { parts[1].s, parts[1].len }, { ret, retlen } };
     if (!pick_boundary(c, now, views, 3, bnd, sizeof bnd)) goto done;
     int text8 = has_8bit(parts[0].s, parts[0].len), status8 = has_8bit(parts[1].s, parts[1].len);
@@ -415,8 +415,15 @@ int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_i
                 const char *msg, size_t msglen, size_t full_limit, const char *reporting_host, time_t now,
                 struct buf *out)
 {
+    return dsn_compose_sized(kind, e, items, nitems, msg, msglen, msglen, full_limit, reporting_host, now, out);
+}
+
+int dsn_compose_sized(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
+                      const char *msg, size_t msglen, size_t msgsize, size_t full_limit, const char *reporting_host,
+                      time_t now, struct buf *out)
+{
     struct dsn_ctx c;
-    if (!e || !items || !nitems || !out || (!msg && msglen) || !reporting_host || !reporting_host[0]
+    if (!e || !items || !nitems || !out || (!msg && msglen) || msgsize < msglen || !reporting_host || !reporting_host[0]
         || (kind != DSN_FAILURE && kind != DSN_DELAY && kind != DSN_SUCCESS)) {
         errno = EINVAL;
         return 0;
@@ -440,9 +447,10 @@ int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_i
         if (!items[i].rcpt) { errno = EINVAL; return 0; }
         if (str_8bit(items[i].rcpt->addr) || str_8bit(items[i].rcpt->orcpt)) c.global = 1;
     }
-    c.full = kind == DSN_FAILURE && !e->ret_hdrs && msglen <= full_limit;
+    /* the whole message, if it is all here and small enough */
+    c.full = kind == DSN_FAILURE && !e->ret_hdrs && msgsize <= full_limit && msglen == msgsize;
     size_t mark = out->len;
-    if (!compose(&c, msg ? msg : "", msglen, full_limit, now, out)) {
+    if (!compose(&c, msg ? msg : "", msglen, msgsize, full_limit, now, out)) {
         int saved = errno;
         out->len = mark;
         if (out->s) out->s[mark] = 0;

@@ -56,4 +56,12 @@ struct dsn_item {
 int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
                 const char *msg, size_t msglen, size_t full_limit, const char *reporting_host, time_t now, struct buf *out);
 
+/* The same for a message of msgsize octets of which msg/msglen holds only
+ * the beginning (at least its header section) when msglen < msgsize: it is
+ * then never returned whole, and the text gives msgsize. dsn_compose() is
+ * this with msgsize = msglen. */
+int dsn_compose_sized(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
+                      const char *msg, size_t msglen, size_t msgsize, size_t full_limit, const char *reporting_host,
+                      time_t now, struct buf *out);
+
 #endif

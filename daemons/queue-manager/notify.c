@@ -83,7 +83,7 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
     struct dsn_item *items = calloc(n, sizeof *items);
     char (*codes)[16] = calloc(n, sizeof *codes);
     char *msg = NULL;
-    size_t msglen = 0;
+    size_t msglen = 0, msgsize = 0;
     struct buf out = BUF_ZERO;
     int ok = 0, status = -1;
     if (!items || !codes) goto done;
@@ -98,8 +98,9 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
         items[k].action = m->note[idx[k]] == QM_NOTE_RELAYED ? "relayed"
                           : m->note[idx[k]] == QM_NOTE_EXPANDED ? "expanded" : NULL;
     }
-    if (!qm_msg_read(q, m->id, &msg, &msglen)) goto done;
-    if (!dsn_compose(kind, e, items, n, msg, msglen, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out)) goto done;
+    if (!qm_msg_read(q, m->id, &msg, &msglen, &msgsize)) goto done;
+    if (!dsn_compose_sized(kind, e, items, n, msg, msglen, msgsize, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out))
+        goto done;
     const char *rc[1] = { to };
     struct inject_req req = { .sender = "", .client = client, .body8bit = has_8bit(out.s, out.len), .rcpt = rc,
                               .nrcpt = 1, .msg = out.s, .msglen = out.len, .msgfd = -1 };

@@ -88,7 +88,9 @@ int qm_env_save(const struct qm *q, const struct envelope *e);
 int qm_msg_remove(struct qm *q, const char *id);
 void qm_remove_flush(struct qm *q);
 int qm_msg_open(const struct qm *q, const char *id);
-int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len);
+/* the message for a DSN: all of it, or only its header section when it is
+ * over QM_DSN_READ_MAX; *size is the whole message's size either way */
+int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len, size_t *size);
 void qm_sweep(struct qm *q, time_t now);
 void qm_scan_todo(struct qm *q);
 void qm_scan_all(struct qm *q);

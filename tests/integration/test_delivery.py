@@ -247,6 +247,31 @@ class DeliveryTest(unittest.TestCase):
         self.assertIn('%s rcpt=nobody@example.test result=failed status="5.1.1' % qid, log)
         self.assertIn('%s dsn=failure to=bob@example.test' % qid, log)
 
+    def test_bounce_of_a_huge_message_returns_its_header(self):
+        """A failed message too big to return (over 1 MiB) comes back as its
+        header in text/rfc822-headers, saying how big it was. Over 4 MiB,
+        what queue-manager reads of it, the header alone went out as
+        message/rfc822, as if it were the whole message"""
+        sizes = {}
+        for size in (2 << 20, 5 << 20):
+            body = (b'y' * 999 + b'\n') * (size // 1000)
+            msg = b'Subject: huge\nMessage-ID: <huge%d@example.test>\n\n' % size + body
+            sizes[size] = len(msg)
+            qid = inject(self.inst, 'bob@example.test', ['nobody@example.test'], msg)
+            self.inst.wait_log('queue-manager', '%s removed=finished' % qid)
+        msgs = self.wait_msgs('bob', 2)
+        for _, data in msgs:
+            m = self.check_report(data, '5.1.1', 'nobody@example.test')
+            parts = m.get_payload()
+            self.assertEqual(parts[2].get_content_type(), 'text/rfc822-headers', data[:3000])
+            self.assertIn('Subject: huge', parts[2].get_payload())
+            self.assertNotIn('yyyy', parts[2].get_payload())
+            mid = re.search(r'Message-ID: <huge(\d+)@', parts[2].get_payload()).group(1)
+            text = parts[0].get_payload()
+            self.assertIn('larger than 1048576 octets', text)
+            had = int(re.search(r'\(it had (\d+)\)', text).group(1))
+            self.assertEqual(had, sizes[int(mid)])      # the whole message's size
+
     def test_no_bounce_to_null_sender_double_bounce_to_postmaster(self):
         # a message from <> that fails: no bounce to <>, one report to postmaster
         inject(self.inst, '', ['nobody@example.test'], b'Subject: a bounce\n\nx\n')

@@ -404,6 +404,18 @@ START_TEST(test_full_limit)
     ck_assert(!contains(out.s, out.len, "BODY-MARKER"));
     ck_assert_uint_eq(mm.part[2].blen, (size_t)(strstr(msg1, "\n\n") - msg1) + 1);
     ck_assert(contains(mm.part[0].b, mm.part[0].blen, "larger than"));
+    /* only the header section of a 9 MB message at hand: never "whole",
+     * and the size said is the message's */
+    size_t h = (size_t)(strstr(msg1, "\n\n") - msg1) + 1;
+    out.len = 0;
+    ck_assert(dsn_compose_sized(DSN_FAILURE, &env, it, 1, msg1, h, 9000000, 1 << 20, HOST, NOW, &out));
+    mime_parse(out.s, out.len, &mm);
+    ck_assert_uint_eq(mm.nparts, 3);
+    assert_field(mm.part[2].h, mm.part[2].hlen, "Content-Type: ", "text/rfc822-headers");
+    ck_assert(contains(mm.part[0].b, mm.part[0].blen, "larger than 1048576 octets (it had 9000000)"));
+    ck_assert(contains(mm.part[2].b, mm.part[2].blen, "Subject: lunch\n"));
+    /* a size below what is at hand is nonsense */
+    ck_assert(!dsn_compose_sized(DSN_FAILURE, &env, it, 1, msg1, h, h - 1, 1 << 20, HOST, NOW, &out));
 }
 END_TEST
 
