@@ -309,7 +309,7 @@ struct fwd_ctx {
  * local(8) does it): ENVID and RET as they came (the caller), NOTIFY without
  * SUCCESS (the success of reaching the alias is reported here; NEVER when
  * nothing is left), and the recipient the sender named as ORCPT: the one the
- * client gave, else this alias address. */
+ * client gave, else this alias address (if it is ASCII, as rfc822 needs). */
 static void forward_dsn(const struct dp_job *j, char *notify, size_t nlen, char *orcpt, size_t olen)
 {
     unsigned bits = 0;
@@ -318,10 +318,13 @@ static void forward_dsn(const struct dp_job *j, char *notify, size_t nlen, char 
         bits &= ~SMTP_NOTIFY_SUCCESS;
         if (!envelope_notify_format(bits ? bits : SMTP_NOTIFY_NEVER, notify, nlen)) notify[0] = 0;
     }
+    orcpt[0] = 0;
     if (j->orcpt[0]) {
         snprintf(orcpt, olen, "%s", j->orcpt);
         return;
     }
+    for (const char *p = j->rcpt; *p; p++)      /* an rfc822 ORCPT is ASCII (RFC 3461 4.2) */
+        if ((unsigned char)*p >= 0x80) return;
     if (olen < 8 || !smtp_xtext(j->rcpt, orcpt + 7, olen - 7)) { orcpt[0] = 0; return; }
     memcpy(orcpt, "rfc822;", 7);
 }

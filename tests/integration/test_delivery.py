@@ -351,6 +351,19 @@ class DeliveryTest(unittest.TestCase):
         show = self.inst.run('postern-queue', 'show', fid).stdout
         self.assertIn('Delivered-To: fwd@example.test', show)
 
+    def test_utf8_subaddress_delivered(self):
+        """smtp-listener takes RCPT TO:<alice+\u00e9@...> under SMTPUTF8 (the user
+        is alice, the detail is dropped); local-deliverer then refused the
+        whole local part for its non-ASCII detail, "5.1.1 not a local
+        mailbox address": accepted, then bounced"""
+        qid = inject_records(self.inst, b'Fbob@example.test\0U\0Talice+\xc3\xa9t\xc3\xa9@example.test\t\t\0\0',
+                             b'Subject: detail\n\nx\n')
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'Delivered-To: alice+\xc3\xa9t\xc3\xa9@example.test\n', data)
+        self.wait_queue_empty()
+        self.assertEqual(self.inst.maildir_messages('bob'), [])
+        self.assertIn('%s rcpt=alice+' % qid, self.inst.log('queue-manager'))
+
     def test_success_report_actions(self):
         """NOTIFY=SUCCESS: a mailbox is "delivered"; an alias that expands
         to several addresses is "expanded" (RFC 3464 2.3.3, RFC 3461
@@ -423,6 +436,9 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(env['rcpt'][0][3], 'NEVER')
         env = self.forwarded_envelope(b'Tfwd@example.test\t\t\0\0')
         self.assertEqual(env['rcpt'][0][3:5], ['', 'rfc822;fwd@example.test'])
+        # a non-ASCII address is no rfc822 ORCPT (RFC 3461 4.2): none is made
+        env = self.forwarded_envelope(b'U\0Tfwd+\xc3\xa9@example.test\t\t\0\0')
+        self.assertEqual(env['rcpt'][0][3:6], ['', '', 'dave@far.test'])
 
     def test_expiry_turns_temporary_into_bounce(self):
         self.inst.set_conf(queue_lifetime='60s')
