@@ -153,6 +153,18 @@ class DeliveryTest(RemoteBase):
         r = d.deliver('bob@example.net', b'x\n', notify='SUCCESS')
         self.assertEqual((r['S'], r.get('A')), ('p', None), r)
 
+    def test_orcpt_of_a_utf8_recipient(self):
+        """the ORCPT made for a non-ASCII recipient is RFC 6533's utf-8 type:
+        "rfc822;j+C3+B6rg..." decodes to octets RFC 3461 4.2 forbids there,
+        and a strict next hop (postern itself) refuses the RCPT, 501"""
+        s = self.sink()
+        s.ehlo_reply = b'250-sink.test\r\n250-DSN\r\n250 SMTPUTF8\r\n'
+        d = self.routed(s)
+        r = d.deliver('j\u00f6rg+x@example.net', b'hi\n')
+        self.assertEqual(r['S'], 's', r)
+        want = 'RCPT TO:<j\u00f6rg+x@example.net> ORCPT=utf-8;j\u00f6rg\\x{2B}x@example.net'
+        self.assertEqual(s.messages[0]['rcpt'], [want.encode().decode('latin-1')])   # the sink reads latin-1
+
     def test_orcpt_made_from_recipient_when_absent(self):
         s = self.sink(dsn=True)
         d = self.routed(s)
