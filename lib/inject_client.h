@@ -23,7 +23,7 @@ struct inject_req {
     int msgfd;                      /* ... or from this fd (pread from 0) if >= 0 */
     /* DSN parameters (RFC 3461) a forwarded copy keeps; NULL/"" or 0: none */
     const char *envid;              /* E record: ENVID, xtext as received */
-    int ret_hdrs;                   /* N record: RET=HDRS */
+    const char *ret;                /* N record: RET, "FULL" or "HDRS" */
     const char *notify;             /* every recipient's NOTIFY ("SUCCESS,FAILURE", "NEVER") */
     const char *orcpt;              /* every recipient's ORCPT ("rfc822;xtext") */
 };

@@ -351,7 +351,7 @@ static void forward_child(const void *vctx, struct dp_result *r)
     struct inject_req q = { .sender = f->j->sender, .client = "local-deliverer forward",
                             .body8bit = !strcmp(f->j->body, "8BITMIME"), .rcpt = rc, .nrcpt = f->x->nremote,
                             .prefix = pre.s, .prefixlen = pre.len, .msgfd = f->msgfd,
-                            .envid = f->j->envid, .ret_hdrs = !strcmp(f->j->ret, "HDRS"),
+                            .envid = f->j->envid, .ret = f->j->ret,
                             .notify = notify, .orcpt = orcpt };
     if (!inject_run(f->c->root, &q, id, &status)) {
         result_set(r, DP_TEMPORARY, "4.3.0 forwarding failed: queue-inject exit %d", status);

@@ -276,7 +276,7 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     envelope_notify_format(r->notify, j.notify, sizeof j.notify);
     snprintf(j.envid, sizeof j.envid, "%s", m->env->envid);
     snprintf(j.body, sizeof j.body, "%s", m->env->body_8bit ? "8BITMIME" : "7BIT");
-    if (m->env->ret_hdrs) snprintf(j.ret, sizeof j.ret, "HDRS");
+    if (m->env->ret_hdrs || m->env->ret_given) snprintf(j.ret, sizeof j.ret, "%s", m->env->ret_hdrs ? "HDRS" : "FULL");
     if (!dp_job_encode(&j, rec, sizeof rec, &len)) return 0;
     if (!(qj = calloc(1, sizeof *qj))) return 0;
     int fd = qm_msg_open(q, m->id);

@@ -429,9 +429,11 @@ class DeliveryTest(unittest.TestCase):
         # and an ORCPT the client gave is kept as it was
         env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS,FAILURE\trfc822;Orig+2B1@example.test\0\0')
         self.assertNotIn('envid', env)
-        self.assertEqual(env['ret'], 'full')
+        self.assertNotIn('ret', env)        # none was given
         (r,) = env['rcpt']
         self.assertEqual(r[3:6], ['FAILURE', 'rfc822;Orig+2B1@example.test', 'dave@far.test'])
+        env = self.forwarded_envelope(b'NFULL\0Tfwd@example.test\t\t\0\0')
+        self.assertEqual(env['ret'], 'full')
         env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS\t\0\0')
         self.assertEqual(env['rcpt'][0][3], 'NEVER')
         env = self.forwarded_envelope(b'Tfwd@example.test\t\t\0\0')

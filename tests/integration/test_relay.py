@@ -328,6 +328,19 @@ class Relay(unittest.TestCase):
         self.assertIn(' RET=HDRS', got['mail'])
         self.assertIn(' ENVID=Q+2B1', got['mail'])
         self.assertEqual(got['rcpt'], ['RCPT TO:<dave@example.com> NOTIFY=FAILURE ORCPT=rfc822;Dave@example.com'])
+        # RET=FULL goes on as well; no RET, none
+        for ret, want in (['RET=FULL'], ' RET=FULL'), ([], None):
+            tag2 = '%s-%s' % (tag, want)
+            self.sink.dsn = True
+            try:
+                self.submit_dsn('dave@example.com', tag2, ret, [])
+                got = self.at_sink(tag2)
+            finally:
+                self.sink.dsn = False
+            if want:
+                self.assertIn(want, got['mail'])
+            else:
+                self.assertNotIn('RET=', got['mail'])
 
     def test_notify_success_relayed(self):
         """NOTIFY=SUCCESS through a relay (RFC 3461 5.2.2, 5.2.3; Postfix):
