@@ -175,7 +175,7 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
             expired = 1;
         } else {
             r->next_try = retry_next(m->env->birth, now, q->cfg.queue_lifetime);
-            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env->birth, scheduled, now))
+            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env->birth, scheduled, now, q->cfg.queue_lifetime))
                 m->note[i] = QM_NOTE_DELAY;
         }
     }

@@ -467,8 +467,10 @@ class DeliveryTest(unittest.TestCase):
         qid = inject_records(self.inst, b'Fbob@example.test\0Tstuck@example.test\tDELAY,FAILURE\t\0\0',
                              b'Subject: slow\n\nx\n')
         self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
-        # make it five hours old and due: the envelope as an operator could
-        # edit it (same owner and mode), then a flush
+        # make it five hours old, its next try the one the schedule makes at
+        # 4 hours (birth + 120^2, set by a failure before then), which the
+        # old test "scheduled before 4 h" never counted: the envelope as an
+        # operator could edit it (same owner and mode), then a flush
         path = self.inst.path('queue', 'env', qid[-1], qid)
 
         def saved():        # the log line comes before the envelope is rewritten
@@ -485,7 +487,7 @@ class DeliveryTest(unittest.TestCase):
                 l = 'birth %d' % birth
             elif l.startswith('rcpt\t'):
                 fields = l.split('\t')
-                fields[3] = '0'
+                fields[3] = str(birth + 4 * 3600)
                 l = '\t'.join(fields)
             out.append(l)
         with open(path + '.new', 'w') as f:
