@@ -31,7 +31,7 @@ struct dp_job {
 enum dp_status { DP_SUCCESS = 's', DP_TEMPORARY = 't', DP_PERMANENT = 'p' };
 
 /* What a success was, for the DSN a NOTIFY=SUCCESS recipient gets (RFC
- * 3464 2.3.3, RFC 3461 5.2.2, 6.2.7.3): A absent = delivered to a mailbox. */
+ * 3464 2.3.3; RFC 3461 5.2 on relaying and on aliases): A absent = delivered to a mailbox. */
 #define DP_ACTION_EXPANDED "expanded"   /* an alias: several mailboxes and forwards */
 #define DP_ACTION_RELAYED "relayed"     /* to a next hop without DSN */
 #define DP_ACTION_PASSED "passed"       /* to a next hop with DSN, NOTIFY passed on: no report from us */

@@ -305,7 +305,7 @@ struct fwd_ctx {
     int msgfd;
 };
 
-/* The DSN parameters of a forwarded copy (RFC 3461 6.2.7.3, as Postfix's
+/* The DSN parameters of a forwarded copy (RFC 3461 on aliases, as Postfix's
  * local(8) does it): ENVID and RET as they came (the caller), NOTIFY without
  * SUCCESS (the success of reaching the alias is reported here; NEVER when
  * nothing is left), and the recipient the sender named as ORCPT: the one the

@@ -140,7 +140,7 @@ static const char *result_name(const struct env_rcpt *r)
 
 /* the success notice NOTIFY=SUCCESS asks for, by what the deliverer did:
  * none when it passed NOTIFY on to a next hop that offers DSN (RFC 3461
- * 5.2.2: that one reports) */
+ * 5.2: that one reports) */
 static enum qm_note success_note(const char *action)
 {
     if (!action || !action[0]) return QM_NOTE_DELIVERED;
@@ -175,7 +175,8 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
             expired = 1;
         } else {
             r->next_try = retry_next(m->env->birth, now, q->cfg.queue_lifetime);
-            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env->birth, scheduled, now, q->cfg.queue_lifetime))
+            if ((r->notify & SMTP_NOTIFY_DELAY)
+                && retry_delay_due(m->env->birth, scheduled, now, q->cfg.queue_lifetime))
                 m->note[i] = QM_NOTE_DELAY;
         }
     }
@@ -276,7 +277,8 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     envelope_notify_format(r->notify, j.notify, sizeof j.notify);
     snprintf(j.envid, sizeof j.envid, "%s", m->env->envid);
     snprintf(j.body, sizeof j.body, "%s", m->env->body_8bit ? "8BITMIME" : "7BIT");
-    if (m->env->ret_hdrs || m->env->ret_given) snprintf(j.ret, sizeof j.ret, "%s", m->env->ret_hdrs ? "HDRS" : "FULL");
+    if (m->env->ret_hdrs || m->env->ret_given)      /* DSN RET, passed on by remote-deliverer */
+        snprintf(j.ret, sizeof j.ret, "%s", m->env->ret_hdrs ? "HDRS" : "FULL");
     if (!dp_job_encode(&j, rec, sizeof rec, &len)) return 0;
     if (!(qj = calloc(1, sizeof *qj))) return 0;
     int fd = qm_msg_open(q, m->id);

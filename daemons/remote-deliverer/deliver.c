@@ -254,7 +254,7 @@ static void results_of(enum smtp_outcome o, const struct smtp_rcpt *sr, size_t n
     }
     for (size_t k = 0; k < n; k++) {
         res[k].s = status_from(sr[k].outcome);
-        /* RFC 3461 5.2.2/5.2.3: a next hop with DSN reports the success
+        /* RFC 3461 5.2: a next hop with DSN reports the success
          * NOTIFY asks for; without DSN, this host reports "relayed" */
         res[k].action = res[k].s != DP_SUCCESS ? NULL : sr[k].dsn ? DP_ACTION_PASSED : DP_ACTION_RELAYED;
     }
@@ -263,13 +263,13 @@ static void results_of(enum smtp_outcome o, const struct smtp_rcpt *sr, size_t n
 void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
                     struct remote_result *res, int keep)
 {
-    for (size_t k = 0; k < n && k < REMOTE_BATCH_MAX; k++) res[k].action = NULL;
     static struct dns_targets t;
     static struct smtp_conn conn;
     static struct smtp_rcpt sr[REMOTE_BATCH_MAX];
     static char text[DP_FIELD_MAX + 1];
     const size_t cap = sizeof text;
     const struct config *cfg = &rc->cfg;
+    for (size_t k = 0; k < n && k < REMOTE_BATCH_MAX; k++) res[k].action = NULL;
     if (!n || n > REMOTE_BATCH_MAX) { all_results(res, n > REMOTE_BATCH_MAX ? REMOTE_BATCH_MAX : n, DP_TEMPORARY, "4.3.0 bad batch"); return; }
     const char *domain = rcpt_domain(j[0].rcpt);
     if (!domain) { all_results(res, n, DP_PERMANENT, "5.1.3 recipient address has no domain"); return; }

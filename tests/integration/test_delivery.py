@@ -367,7 +367,7 @@ class DeliveryTest(unittest.TestCase):
     def test_success_report_actions(self):
         """NOTIFY=SUCCESS: a mailbox is "delivered"; an alias that expands
         to several addresses is "expanded" (RFC 3464 2.3.3, RFC 3461
-        6.2.7.3; Postfix says "expanded" / "alias expanded"), not
+        on aliases; Postfix says "expanded" / "alias expanded"), not
         "delivered" with one member's Maildir file name as its diagnostic"""
         qid = inject_records(self.inst, b'Fcarol@far.test\0Talice@example.test\tSUCCESS\t\0'
                                         b'Tteam@example.test\tSUCCESS,FAILURE\t\0\0', b'Subject: s\n\nx\n')
@@ -416,7 +416,7 @@ class DeliveryTest(unittest.TestCase):
     def test_forward_keeps_dsn_parameters(self):
         """A forwarded copy (an alias with a remote member) is the sender's
         message: it keeps ENVID, RET and the original recipient (as ORCPT),
-        and NOTIFY without SUCCESS (RFC 3461 6.2.7.3; what Postfix's local(8)
+        and NOTIFY without SUCCESS (RFC 3461 on aliases; what Postfix's local(8)
         does). It lost all of them: a NOTIFY=NEVER sender got bounces from
         the forward, RET=HDRS senders their whole message back"""
         env = self.forwarded_envelope(b'EQ+2B7\0NHDRS\0Tfwd@example.test\tNEVER\t\0\0')

@@ -314,7 +314,7 @@ class Relay(unittest.TestCase):
             raise HarnessError('%s\n%s\n%s' % (e, self.a.log('queue-manager')[-3000:], self.queue_list()))
 
     def test_dsn_parameters_relayed(self):
-        """RFC 3461 5.2.1: what the sender asked (RET, ENVID, NOTIFY, ORCPT)
+        """RFC 3461 5.2: what the sender asked (RET, ENVID, NOTIFY, ORCPT)
         goes on to a next hop that offers DSN; RET=HDRS was lost"""
         tag = 'relay-dsn-%d' % time.time()
         time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
@@ -343,7 +343,7 @@ class Relay(unittest.TestCase):
                 self.assertNotIn('RET=', got['mail'])
 
     def test_notify_success_relayed(self):
-        """NOTIFY=SUCCESS through a relay (RFC 3461 5.2.2, 5.2.3; Postfix):
+        """NOTIFY=SUCCESS through a relay (RFC 3461 5.2; Postfix):
         to a next hop without DSN, A reports "relayed" (it was "delivered",
         which says the mail reached its mailbox); to one with DSN, A passes
         NOTIFY on and reports nothing itself"""

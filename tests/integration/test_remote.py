@@ -121,7 +121,7 @@ class DeliveryTest(RemoteBase):
         self.assertTrue(m['after_mail'].startswith(b'RCPT TO:'), m['after_mail'])   # pipelined
 
     def test_ret_passed_on(self):
-        """RFC 3461 4.3/5.2.1: a relay passes RET on to a DSN server, so
+        """RFC 3461 4.3, 5.2: a relay passes RET on to a DSN server, so
         that a sender's RET=HDRS still holds at the next hop (Postfix does);
         without DSN at the next hop there is nothing to pass"""
         s = self.sink(dsn=True)
@@ -139,7 +139,7 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(plain.messages[0]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17')
 
     def test_success_action(self):
-        """a success says what became of NOTIFY (RFC 3461 5.2.2, 5.2.3): a
+        """a success says what became of NOTIFY (RFC 3461 5.2): a
         next hop with DSN got it and reports itself ("passed": no success
         report from us); one without gets a "relayed" report from us"""
         s = self.sink(dsn=True)
