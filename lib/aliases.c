@@ -203,17 +203,21 @@ int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
     const char *at = strrchr(addr, '@');
     size_t ll = at ? (size_t)(at - addr) : strlen(addr);
     if (!ll || ll > ALIAS_NAME_MAX || addr[0] == '"') return -1;
+    const char *plus = memchr(addr + 1, '+', ll - 1);
+    size_t nl = plus ? (size_t)(plus - addr) : ll;
     for (size_t i = 0; i < ll; i++) {
         unsigned char c = (unsigned char)addr[i];
-        if (c <= 0x20 || c >= 0x7f || c == '%' || c == '!' || c == '/' || c == '@' || c == '"') return -1;
+        if (c <= 0x20 || c == 0x7f || c == '%' || c == '!' || c == '@' || c == '"') return -1;
+        /* the name is a file and table key: ASCII, no '/'; the detail after
+         * '+' is dropped, and may be UTF-8 (SMTPUTF8) as smtp-listener takes it */
+        if (i < nl && (c >= 0x80 || c == '/')) return -1;
     }
     if (at) {
         size_t dl = strlen(at + 1);
         if (!dl) return -1;
         if (!is_local || !is_local(ctx, at + 1, dl)) return 0;
     }
-    const char *plus = memchr(addr, '+', ll);
-    if (plus && plus != addr) ll = (size_t)(plus - addr);
+    ll = nl;
     if (ll + 1 > dstlen) return -1;
     for (size_t i = 0; i < ll; i++) dst[i] = (char)tolower((unsigned char)addr[i]);
     dst[ll] = 0;

@@ -72,7 +72,13 @@ int dp_job_encode(const struct dp_job *j, char *out, size_t cap, size_t *len)
     put_str(&e, 'N', j->notify, sizeof j->notify - 1, 1);
     put_str(&e, 'V', j->envid, DP_FIELD_MAX, 1);
     put_str(&e, 'B', j->body, sizeof j->body - 1, 1);
+    put_str(&e, 'E', j->ret, sizeof j->ret - 1, 1);
     return enc_done(&e, len);
+}
+
+int dp_action_valid(const char *a)
+{
+    return !a[0] || !strcmp(a, DP_ACTION_EXPANDED) || !strcmp(a, DP_ACTION_RELAYED) || !strcmp(a, DP_ACTION_PASSED);
 }
 
 int dp_result_encode(const struct dp_result *r, char *out, size_t cap, size_t *len)
@@ -80,13 +86,15 @@ int dp_result_encode(const struct dp_result *r, char *out, size_t cap, size_t *l
     struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };
     char s[2] = { (char)r->status, 0 };
     if ((r->status != DP_SUCCESS && r->status != DP_TEMPORARY && r->status != DP_PERMANENT) ||
-        !r->text[0] || r->job > (unsigned long long)9e18) {
+        !r->text[0] || r->job > (unsigned long long)9e18 || strnlen(r->action, sizeof r->action) >= sizeof r->action ||
+        !dp_action_valid(r->action) || (r->action[0] && r->status != DP_SUCCESS)) {
         errno = EINVAL;
         return 0;
     }
     put_num(&e, 'J', (long long)r->job);
     put_field(&e, 'S', s, 1);
     put_str(&e, 'X', r->text, DP_FIELD_MAX, 0);
+    put_str(&e, 'A', r->action, DP_ACTION_MAX, 1);
     return enc_done(&e, len);
 }
 
@@ -148,11 +156,11 @@ static int walk(const char *rec, size_t len, struct field_spec *spec, size_t nsp
 
 int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
 {
-    const char *numv[9] = { 0 };
-    size_t numl[9] = { 0 };
+    const char *numv[10] = { 0 };
+    size_t numl[10] = { 0 };
     unsigned long long job, birth;
     memset(j, 0, sizeof *j);
-    struct field_spec spec[9] = {
+    struct field_spec spec[10] = {
         { 'J', NULL, 20, 1, 0 },
         { 'M', j->id, DP_ID_LEN, 1, 0 },
         { 'F', j->sender, DP_ADDR_MAX, 1, 1 },
@@ -162,8 +170,9 @@ int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
         { 'N', j->notify, sizeof j->notify - 1, 0, 0 },
         { 'V', j->envid, DP_FIELD_MAX, 0, 0 },
         { 'B', j->body, sizeof j->body - 1, 0, 0 },
+        { 'E', j->ret, sizeof j->ret - 1, 0, 0 },
     };
-    if (!walk(rec, len, spec, 9, numv, numl) ||
+    if (!walk(rec, len, spec, 10, numv, numl) ||
         !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
         !parse_u(numv[4], numl[4], (unsigned long long)9e18, &birth) ||
         !id_valid(j->id)) {
@@ -178,19 +187,21 @@ int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
 
 int dp_result_decode(struct dp_result *r, const char *rec, size_t len)
 {
-    const char *numv[3] = { 0 };
-    size_t numl[3] = { 0 };
+    const char *numv[4] = { 0 };
+    size_t numl[4] = { 0 };
     char st[2];
     unsigned long long job;
     memset(r, 0, sizeof *r);
-    struct field_spec spec[3] = {
+    struct field_spec spec[4] = {
         { 'J', NULL, 20, 1, 0 },
         { 'S', st, 1, 1, 0 },
         { 'X', r->text, DP_FIELD_MAX, 1, 0 },
+        { 'A', r->action, DP_ACTION_MAX, 0, 0 },
     };
-    if (!walk(rec, len, spec, 3, numv, numl) ||
+    if (!walk(rec, len, spec, 4, numv, numl) ||
         !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
-        (st[0] != DP_SUCCESS && st[0] != DP_TEMPORARY && st[0] != DP_PERMANENT)) {
+        (st[0] != DP_SUCCESS && st[0] != DP_TEMPORARY && st[0] != DP_PERMANENT) ||
+        !dp_action_valid(r->action) || (r->action[0] && st[0] != DP_SUCCESS)) {
         memset(r, 0, sizeof *r);
         errno = EPROTO;
         return 0;
@@ -272,6 +283,12 @@ int dp_reload_decode(const char *rec, size_t len)
 
 int dp_send_result(int sock, unsigned long long job, enum dp_status s, const char *text)
 {
+    return dp_send_result_action(sock, job, s, NULL, text);
+}
+
+int dp_send_result_action(int sock, unsigned long long job, enum dp_status s, const char *action,
+                          const char *text)
+{
     struct dp_result r;
     char rec[DP_RECORD_MAX];
     size_t len;
@@ -279,6 +296,10 @@ int dp_send_result(int sock, unsigned long long job, enum dp_status s, const cha
     r.job = job;
     r.status = s;
     snprintf(r.text, sizeof r.text, "%s", text);
+    if (action && snprintf(r.action, sizeof r.action, "%s", action) >= (int)sizeof r.action) {
+        errno = EINVAL;
+        return 0;
+    }
     return dp_result_encode(&r, rec, sizeof rec, &len) && dp_send(sock, rec, len, -1);
 }
 

@@ -25,14 +25,23 @@ struct dp_job {
     char notify[64];                 /* N, optional */
     char envid[DP_FIELD_MAX + 1];    /* V, optional */
     char body[16];                   /* B, optional: 7BIT / 8BITMIME */
+    char ret[8];                     /* E, optional: DSN RET, FULL / HDRS */
 };
 
 enum dp_status { DP_SUCCESS = 's', DP_TEMPORARY = 't', DP_PERMANENT = 'p' };
+
+/* What a success was, for the DSN a NOTIFY=SUCCESS recipient gets (RFC
+ * 3464 2.3.3; RFC 3461 5.2 on relaying and on aliases): A absent = delivered to a mailbox. */
+#define DP_ACTION_EXPANDED "expanded"   /* an alias: several mailboxes and forwards */
+#define DP_ACTION_RELAYED "relayed"     /* to a next hop without DSN */
+#define DP_ACTION_PASSED "passed"       /* to a next hop with DSN, NOTIFY passed on: no report from us */
+#define DP_ACTION_MAX 15
 
 struct dp_result {
     unsigned long long job;          /* J */
     enum dp_status status;           /* S */
     char text[DP_FIELD_MAX + 1];     /* X: "5.1.1 no such user" */
+    char action[DP_ACTION_MAX + 1];  /* A, optional, only with S s: one of DP_ACTION_* */
 };
 
 /* Encode into out[0..cap): 1 and *len, or 0 with errno EINVAL (a field holds
@@ -81,6 +90,11 @@ int dp_mbox_decode(struct dp_mbox *m, const char *rec, size_t len);
 /* A deliverer's answer: encode a result (text cut to DP_FIELD_MAX) and send
  * it. 1, or 0 with errno. */
 int dp_send_result(int sock, unsigned long long job, enum dp_status s, const char *text);
+/* the same with a success's action (NULL or "" for none) */
+int dp_send_result_action(int sock, unsigned long long job, enum dp_status s, const char *action,
+                          const char *text);
+/* 1 if a is "" or one of DP_ACTION_* */
+int dp_action_valid(const char *a);
 
 /* Send one record, with fd attached when fd >= 0. 1, or 0 with errno. */
 int dp_send(int sock, const char *rec, size_t len, int fd);

@@ -157,6 +157,14 @@ static const char *action_word(enum dsn_kind k)
     return k == DSN_FAILURE ? "failed" : k == DSN_DELAY ? "delayed" : "delivered";
 }
 
+/* RFC 3464 2.3.3: a success report's item may be "relayed" or "expanded" */
+static const char *item_action(enum dsn_kind k, const struct dsn_item *it)
+{
+    if (k == DSN_SUCCESS && it->action && (!strcmp(it->action, "relayed") || !strcmp(it->action, "expanded")))
+        return it->action;
+    return action_word(k);
+}
+
 static const char *default_status(enum dsn_kind k)
 {
     return k == DSN_FAILURE ? "5.0.0" : k == DSN_DELAY ? "4.0.0" : "2.0.0";
@@ -204,7 +212,9 @@ static int compose_text(const struct dsn_ctx *c, struct buf *b, size_t msglen, s
                       "The mail system will keep trying for a while and will tell you if it\n"
                       "gives up. You do not need to send the message again.\n",
         [DSN_SUCCESS] = "Your message was delivered to the recipients listed below, as you\n"
-                        "asked to be told.\n",
+                        "asked to be told. Where it says \"relayed\" it went on to a system\n"
+                        "that does not report deliveries; \"expanded\" means an alias that\n"
+                        "sent it on to several addresses, which may still report on it.\n",
     };
     if (!buf_appends(b, "This is the mail system at host ") || !buf_appends(b, c->host)
         || !buf_appends(b, ".\n\n") || !buf_appends(b, intro[c->kind])
@@ -214,8 +224,11 @@ static int compose_text(const struct dsn_ctx *c, struct buf *b, size_t msglen, s
     for (size_t i = 0; i < c->nitems; i++) {
         const struct dsn_item *it = &c->items[i];
         const char *st = status_valid(it->action_status) ? it->action_status : default_status(c->kind);
+        const char *act = item_action(c->kind, it);
         if (!buf_appends(b, "<") || !appends_clean(b, it->rcpt->addr, ENV_ADDR_MAX, 0, c->global)
             || !buf_appends(b, ">: ") || !buf_appends(b, st))
+            return 0;
+        if (act != action_word(c->kind) && (!buf_appends(b, " (") || !buf_appends(b, act) || !buf_appends(b, ")")))
             return 0;
         if (it->diagnostic && it->diagnostic[0]
             && (!buf_appends(b, "\n    ") || !appends_clean(b, it->diagnostic, VALUE_MAX, 0, 0)))
@@ -263,7 +276,7 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
                 || !appends_clean(b, r->orcpt, VALUE_MAX, !u8type, c->global) || !buf_appends(b, "\n"))
                 return 0;
         }
-        if (!buf_appends(b, "Action: ") || !buf_appends(b, action_word(c->kind))
+        if (!buf_appends(b, "Action: ") || !buf_appends(b, item_action(c->kind, it))
             || !buf_appends(b, "\nStatus: ") || !buf_appends(b, st) || !buf_appends(b, "\n"))
             return 0;
         const char *mta = NULL, *diag = it->diagnostic;
@@ -283,6 +296,10 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
                 || !appends_clean(b, diag, VALUE_MAX, 0, 0) || !buf_appends(b, "\n")))
             return 0;
         if (!buf_appends(b, "Last-Attempt-Date: ") || !append_date(b, now) || !buf_appends(b, "\n"))
+            return 0;
+        /* RFC 3464 2.3.9: when a delayed recipient will be given up */
+        if (c->kind == DSN_DELAY && it->retry_until > 0
+            && (!buf_appends(b, "Will-Retry-Until: ") || !append_date(b, it->retry_until) || !buf_appends(b, "\n")))
             return 0;
     }
     return 1;
@@ -352,8 +369,8 @@ static int compose_headers(const struct dsn_ctx *c, struct buf *b, time_t now, c
     return buf_appends(b, "\nThis is a MIME-encapsulated message.\n");
 }
 
-static int compose(struct dsn_ctx *c, const char *msg, size_t msglen, size_t full_limit, time_t now,
-                   struct buf *out)
+static int compose(struct dsn_ctx *c, const char *msg, size_t msglen, size_t msgsize, size_t full_limit,
+                   time_t now, struct buf *out)
 {
     struct buf parts[2] = { BUF_ZERO, BUF_ZERO };
     char bnd[BOUNDARY_MAX];
@@ -361,7 +378,7 @@ static int compose(struct dsn_ctx *c, const char *msg, size_t msglen, size_t ful
     size_t hlen = header_section(msg, msglen);
     const char *ret = msg;
     size_t retlen = c->full ? msglen : hlen;
-    if (!compose_text(c, &parts[0], msglen, full_limit) || !compose_status(c, &parts[1], now)) goto done;
+    if (!compose_text(c, &parts[0], msgsize, full_limit) || !compose_status(c, &parts[1], now)) goto done;
     struct view views[3] = { { parts[0].s, parts[0].len }, { parts[1].s, parts[1].len }, { ret, retlen } };
     if (!pick_boundary(c, now, views, 3, bnd, sizeof bnd)) goto done;
     int text8 = has_8bit(parts[0].s, parts[0].len), status8 = has_8bit(parts[1].s, parts[1].len);
@@ -398,8 +415,15 @@ int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_i
                 const char *msg, size_t msglen, size_t full_limit, const char *reporting_host, time_t now,
                 struct buf *out)
 {
+    return dsn_compose_sized(kind, e, items, nitems, msg, msglen, msglen, full_limit, reporting_host, now, out);
+}
+
+int dsn_compose_sized(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
+                      const char *msg, size_t msglen, size_t msgsize, size_t full_limit, const char *reporting_host,
+                      time_t now, struct buf *out)
+{
     struct dsn_ctx c;
-    if (!e || !items || !nitems || !out || (!msg && msglen) || !reporting_host || !reporting_host[0]
+    if (!e || !items || !nitems || !out || (!msg && msglen) || msgsize < msglen || !reporting_host || !reporting_host[0]
         || (kind != DSN_FAILURE && kind != DSN_DELAY && kind != DSN_SUCCESS)) {
         errno = EINVAL;
         return 0;
@@ -423,9 +447,10 @@ int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_i
         if (!items[i].rcpt) { errno = EINVAL; return 0; }
         if (str_8bit(items[i].rcpt->addr) || str_8bit(items[i].rcpt->orcpt)) c.global = 1;
     }
-    c.full = kind == DSN_FAILURE && !e->ret_hdrs && msglen <= full_limit;
+    /* the whole message, if it is all here and small enough */
+    c.full = kind == DSN_FAILURE && !e->ret_hdrs && msgsize <= full_limit && msglen == msgsize;
     size_t mark = out->len;
-    if (!compose(&c, msg ? msg : "", msglen, full_limit, now, out)) {
+    if (!compose(&c, msg ? msg : "", msglen, msgsize, full_limit, now, out)) {
         int saved = errno;
         out->len = mark;
         if (out->s) out->s[mark] = 0;

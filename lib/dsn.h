@@ -14,6 +14,9 @@ struct dsn_item {
     const struct env_rcpt *rcpt;
     const char *action_status;   /* e.g. "5.1.1" */
     const char *diagnostic;      /* text, may be "" */
+    const char *action;          /* NULL: the kind's (failed, delayed, delivered); or
+                                  * "relayed" / "expanded" in a success report */
+    time_t retry_until;          /* a delay report's Will-Retry-Until; 0: none */
 };
 
 /* At most this much of the original header section is returned. */
@@ -26,7 +29,8 @@ struct dsn_item {
  * a human-readable text, message/delivery-status (Reporting-MTA: dns;host,
  * Arrival-Date, Original-Envelope-Id if any, then per recipient Final-Recipient
  * (rfc822;addr, or ORCPT's), Original-Recipient if ORCPT, Action: failed|delayed|delivered,
- * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date), and the original
+ * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date, and in a delay
+ * report Will-Retry-Until when the item has one), and the original
  * [a diagnostic "host H said: NNN text" (remote-deliverer's) gives Remote-MTA: dns; H
  * (the name, or the [literal]) and Diagnostic-Code: smtp; NNN text]
  * message's headers only (text/rfc822-headers) when e->ret_hdrs, or when
@@ -51,5 +55,13 @@ struct dsn_item {
  *   says Content-Transfer-Encoding: 8bit; inject it with BODY=8BITMIME. */
 int dsn_compose(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
                 const char *msg, size_t msglen, size_t full_limit, const char *reporting_host, time_t now, struct buf *out);
+
+/* The same for a message of msgsize octets of which msg/msglen holds only
+ * the beginning (at least its header section) when msglen < msgsize: it is
+ * then never returned whole, and the text gives msgsize. dsn_compose() is
+ * this with msgsize = msglen. */
+int dsn_compose_sized(enum dsn_kind kind, const struct envelope *e, const struct dsn_item *items, size_t nitems,
+                      const char *msg, size_t msglen, size_t msgsize, size_t full_limit, const char *reporting_host,
+                      time_t now, struct buf *out);
 
 #endif

@@ -40,8 +40,14 @@ static int envelope_records(struct buf *b, const struct inject_req *r)
         (!buf_appendc(b, 'C') || !buf_append(b, r->client, strlen(r->client) + 1)))
         return 0;
     if (r->body8bit && !buf_append(b, "B8BITMIME", 10)) return 0;
+    if (r->envid && r->envid[0] && (!buf_appendc(b, 'E') || !buf_append(b, r->envid, strlen(r->envid) + 1)))
+        return 0;
+    if (r->ret && (!strcmp(r->ret, "FULL") || !strcmp(r->ret, "HDRS"))
+        && (!buf_appendc(b, 'N') || !buf_append(b, r->ret, 5)))
+        return 0;
+    const char *notify = r->notify ? r->notify : "", *orcpt = r->orcpt ? r->orcpt : "";
     for (size_t i = 0; i < r->nrcpt; i++)
-        if (!buf_appendf(b, "T%s\t\t", r->rcpt[i]) || !buf_appendc(b, 0)) return 0;
+        if (!buf_appendf(b, "T%s\t%s\t%s", r->rcpt[i], notify, orcpt) || !buf_appendc(b, 0)) return 0;
     return buf_appendc(b, 0);
 }
 

@@ -14,13 +14,18 @@ struct inject_req {
     const char *sender;             /* "" for <> */
     const char *client;             /* C record, "" for none */
     int body8bit;                   /* send B8BITMIME */
-    const char *const *rcpt;        /* recipients (each sent as "T<addr>\t\t") */
+    const char *const *rcpt;        /* recipients (each "T<addr>\t<notify>\t<orcpt>") */
     size_t nrcpt;
     const char *prefix;             /* bytes before the message (may be NULL) */
     size_t prefixlen;
     const char *msg;                /* the message from memory ... */
     size_t msglen;
     int msgfd;                      /* ... or from this fd (pread from 0) if >= 0 */
+    /* DSN parameters (RFC 3461) a forwarded copy keeps; NULL/"" or 0: none */
+    const char *envid;              /* E record: ENVID, xtext as received */
+    const char *ret;                /* N record: RET, "FULL" or "HDRS" */
+    const char *notify;             /* every recipient's NOTIFY ("SUCCESS,FAILURE", "NEVER") */
+    const char *orcpt;              /* every recipient's ORCPT ("rfc822;xtext") */
 };
 
 /* Run queue-inject. 1 with id[] (17 bytes) set when it exited 0; else 0

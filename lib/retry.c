@@ -38,8 +38,11 @@ int retry_expired(time_t birth, time_t now, unsigned long long lifetime)
     return (unsigned long long)(now - birth) >= lifetime;
 }
 
-int retry_delay_due(time_t birth, time_t scheduled, time_t now)
+int retry_delay_due(time_t birth, time_t scheduled, time_t now, unsigned long long lifetime)
 {
     time_t mark = birth + RETRY_DELAY_NOTICE;
-    return scheduled < mark && now >= mark;
+    if (now < mark) return 0;
+    if (scheduled < mark) return 1;
+    if (lifetime < (1ULL << 40) && birth > 0 && scheduled >= birth + (time_t)lifetime) return 0;
+    return scheduled <= retry_next(birth, mark - 1, lifetime);
 }

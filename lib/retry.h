@@ -27,8 +27,11 @@ int retry_expired(time_t birth, time_t now, unsigned long long lifetime);
 
 /* 1 if a DELAY notice is due for a recipient whose try scheduled at
  * scheduled (its next_try before this failure; 0 = first try) failed at now:
- * the first failure at or after birth + RETRY_DELAY_NOTICE. */
-int retry_delay_due(time_t birth, time_t scheduled, time_t now);
+ * the first failure at or after birth + RETRY_DELAY_NOTICE. scheduled tells
+ * when the previous failure was: retry_next grows with it, so it came
+ * before the mark iff scheduled is at most what a failure just before the
+ * mark schedules (a schedule capped at the expiry cannot tell: not due). */
+int retry_delay_due(time_t birth, time_t scheduled, time_t now, unsigned long long lifetime);
 
 /* integer square root (floor) */
 unsigned long long retry_isqrt(unsigned long long v);

@@ -424,6 +424,23 @@ static int xtext_valid(const char *s, size_t n)
     return 1;
 }
 
+static unsigned hex_upper_val(unsigned char c) { return is_digit(c) ? (unsigned)(c - '0') : (unsigned)(c - 'A' + 10); }
+
+/* ENVID and ORCPT (RFC 3461 4.2, 4.4): xtext whose decoded value is
+ * printable US-ASCII, space included, since a DSN can carry nothing else */
+static int xtext_printable(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (!xtext_valid(s, n)) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u[i] != '+') continue;
+        unsigned v = hex_upper_val(u[i + 1]) * 16 + hex_upper_val(u[i + 2]);
+        if (v < 0x20 || v > 0x7e) return 0;
+        i += 2;
+    }
+    return 1;
+}
+
 /* RFC 6533 utf-8-addr-xtext, loosely: printable ASCII but '+' and '=', or UTF-8 */
 static int utf8_xtext_valid(const char *s, size_t n)
 {
@@ -483,7 +500,7 @@ static const char *mail_param(const struct param *pp, struct smtp_mail_params *m
         else return bad;
         return NULL;
     case MP_ENVID:
-        if (pp->vlen > SMTP_XTEXT_MAX || !xtext_valid(pp->val, pp->vlen)) return bad;
+        if (pp->vlen > SMTP_XTEXT_MAX || !xtext_printable(pp->val, pp->vlen)) return bad;
         memcpy(mp->envid, pp->val, pp->vlen);
         mp->envid[pp->vlen] = 0;
         return NULL;
@@ -540,7 +557,7 @@ static int orcpt_valid(const char *v, size_t n)
     while (t < n && (is_alnum((unsigned char)v[t]) || v[t] == '-')) t++;
     if (!t || t >= n || v[t] != ';' || t + 1 >= n) return 0;
     if (ieq(v, t, "utf-8")) return utf8_xtext_valid(v + t + 1, n - t - 1);
-    return xtext_valid(v + t + 1, n - t - 1);
+    return xtext_printable(v + t + 1, n - t - 1);
 }
 
 int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *rp,

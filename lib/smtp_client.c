@@ -582,6 +582,34 @@ static int xtext_ok(const char *s, size_t max)
     return 1;
 }
 
+static int has_8bit(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) return 1;
+    return 0;
+}
+
+/* RFC 6533 utf-8-addr-unitext of a non-ASCII address (it goes out only with
+ * SMTPUTF8, which such an address needs anyway): UTF-8 and printable ASCII
+ * as they are, but '+', '=', '\\' and controls as \x{HEX}. An rfc822 ORCPT
+ * is xtext of printable ASCII only (RFC 3461 4.2). 1, or 0 if cap is short. */
+static int utf8_orcpt(const char *addr, char *dst, size_t cap)
+{
+    size_t o = 0;
+    for (const unsigned char *u = (const unsigned char *)addr; *u; u++) {
+        char esc[12];
+        int plain = *u >= 0x80 || (*u > 0x20 && *u < 0x7f && *u != '+' && *u != '=' && *u != '\\');
+        int n = plain ? 1 : snprintf(esc, sizeof esc, "\\x{%X}", *u);
+        if (n < 0 || (size_t)n + 1 > cap - o) return 0;
+        if (plain) dst[o] = (char)*u;
+        else memcpy(dst + o, esc, (size_t)n);
+        o += (size_t)n;
+    }
+    if (!cap) return 0;
+    dst[o] = 0;
+    return 1;
+}
+
 /* the RCPT parameters for one recipient into rparam */
 static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, char *rparam, size_t cap)
 {
@@ -595,8 +623,8 @@ static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, 
         snprintf(rparam + rl, cap - rl, " ORCPT=%s", rc->orcpt);
     } else {
         char x[600];
-        if (smtp_xtext(rc->addr, x, sizeof x))
-            snprintf(rparam + rl, cap - rl, " ORCPT=rfc822;%s", x);
+        if (has_8bit(rc->addr) ? utf8_orcpt(rc->addr, x, sizeof x) : smtp_xtext(rc->addr, x, sizeof x))
+            snprintf(rparam + rl, cap - rl, " ORCPT=%s;%s", has_8bit(rc->addr) ? "utf-8" : "rfc822", x);
     }
 }
 
@@ -659,6 +687,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (!addr_ok(j->sender, &utf8)) { snprintf(status, cap, "5.1.3 bad address syntax"); return SMTP_PERMFAIL; }
     for (size_t i = 0; i < n; i++) {
         r[i].status[0] = 0;
+        r[i].dsn = 0;
         open[i] = addr_ok(r[i].addr, &utf8) && *r[i].addr;
         if (!open[i]) { r[i].outcome = SMTP_PERMFAIL; snprintf(r[i].status, r[i].cap, "5.1.3 bad address syntax"); }
         else nok++;
@@ -690,6 +719,8 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
     if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
     if (utf8) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
+    if (ext.dsn && j->ret && (!strcmp(j->ret, "FULL") || !strcmp(j->ret, "HDRS")))
+        pl += (size_t)snprintf(param + pl, sizeof param - pl, " RET=%s", j->ret);
     if (ext.dsn && j->envid && xtext_ok(j->envid, 100))
         pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
     (void)pl;
@@ -771,6 +802,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (ru && ru->keep) ru->open = 1;   /* the next MAIL may follow */
     else quit(t);
     settle(r, n, open, SMTP_DELIVERED, status);
+    for (size_t i = 0; i < n; i++) r[i].dsn = open[i] && ext.dsn;
     return SMTP_DELIVERED;
 settle_all:
     settle(r, n, open, SMTP_TEMPFAIL, status);

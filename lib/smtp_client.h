@@ -118,6 +118,7 @@ struct smtp_job {
     const char *orcpt;       /* "" or "rfc822;addr" (xtext) */
     const char *notify;      /* "" or "SUCCESS,FAILURE" ... */
     const char *envid;       /* "" or xtext */
+    const char *ret;         /* NULL, "", "FULL" or "HDRS": RET= to a DSN server */
     int body8bit;            /* BODY=8BITMIME */
     int msgfd;
     unsigned long long size; /* for SIZE= */
@@ -178,6 +179,8 @@ struct smtp_rcpt {
     const char *orcpt;       /* "" or "rfc822;addr" (xtext) */
     const char *notify;      /* "" or "SUCCESS,FAILURE" ... */
     enum smtp_outcome outcome;   /* out: SMTP_DELIVERED, SMTP_TEMPFAIL or SMTP_PERMFAIL */
+    int dsn;                 /* out, with SMTP_DELIVERED: the server offered DSN, so
+                              * it had this recipient's NOTIFY (and reports) */
     char *status;            /* out: the RFC 3463 text, status[cap] */
     size_t cap;
 };

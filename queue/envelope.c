@@ -7,7 +7,7 @@
  *   sender alice@example.test        ("sender <>" for the null path)
  *   client smtp 192.0.2.1 (uid 105)  (optional)
  *   envid abc                        (optional)
- *   ret full|hdrs
+ *   ret full|hdrs                    (optional: only if the sender gave RET)
  *   body 7bit|8bitmime
  *   smtputf8 no|yes
  *   bounce no|yes
@@ -169,8 +169,8 @@ int envelope_format(const struct envelope *e, struct buf *out)
         return 0;
     if (e->client[0] && !buf_appendf(out, "client %s\n", e->client)) return 0;
     if (e->envid[0] && !buf_appendf(out, "envid %s\n", e->envid)) return 0;
-    if (!buf_appendf(out, "ret %s\nbody %s\nsmtputf8 %s\nbounce %s\n",
-                     e->ret_hdrs ? "hdrs" : "full", e->body_8bit ? "8bitmime" : "7bit",
+    if ((e->ret_given || e->ret_hdrs) && !buf_appendf(out, "ret %s\n", e->ret_hdrs ? "hdrs" : "full")) return 0;
+    if (!buf_appendf(out, "body %s\nsmtputf8 %s\nbounce %s\n", e->body_8bit ? "8bitmime" : "7bit",
                      e->smtputf8 ? "yes" : "no", e->is_bounce ? "yes" : "no"))
         return 0;
     for (size_t i = 0; i < e->nrcpt; i++) {
@@ -315,7 +315,7 @@ static int parse_field(struct envelope *e, const char *key, size_t kl, const cha
         break;
     case SEEN_CLIENT: ok = field_copy(e->client, ENV_FIELD_MAX, v, vl); break;
     case SEEN_ENVID: ok = field_copy(e->envid, ENV_FIELD_MAX, v, vl); break;
-    case SEEN_RET: ok = parse_yesno(v, vl, "hdrs", "full", &e->ret_hdrs); break;
+    case SEEN_RET: ok = parse_yesno(v, vl, "hdrs", "full", &e->ret_hdrs); e->ret_given = ok; break;
     case SEEN_BODY: ok = parse_yesno(v, vl, "8bitmime", "7bit", &e->body_8bit); break;
     case SEEN_UTF8: ok = parse_yesno(v, vl, "yes", "no", &e->smtputf8); break;
     case SEEN_BOUNCE: ok = parse_yesno(v, vl, "yes", "no", &e->is_bounce); break;

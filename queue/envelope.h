@@ -39,6 +39,7 @@ struct envelope {
     char client[ENV_FIELD_MAX + 1];  /* informational, "" if none */
     char envid[ENV_FIELD_MAX + 1];   /* DSN ENVID, "" if none */
     int ret_hdrs;                    /* DSN RET=HDRS (else FULL/default) */
+    int ret_given;                   /* RET was given (FULL or HDRS): the "ret" line */
     int body_8bit;                   /* BODY=8BITMIME */
     int smtputf8;
     int is_bounce;                   /* this message is a DSN we generated */

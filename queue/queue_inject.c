@@ -124,6 +124,7 @@ int inject_env_record(struct inject_env *ie, const char *rec, size_t len, char *
         if (n == 4 && !strncasecmp(v, "FULL", 4)) ie->env.ret_hdrs = 0;
         else if (n == 4 && !strncasecmp(v, "HDRS", 4)) ie->env.ret_hdrs = 1;
         else return bad(why, whylen, "N: want FULL or HDRS");
+        ie->env.ret_given = 1;
         return 1;
     case 'B':
         if (n == 4 && !strncasecmp(v, "7BIT", 4)) ie->env.body_8bit = 0;

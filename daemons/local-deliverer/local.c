@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "aliases.h"
+#include "envelope.h"
+#include "smtp_addr.h"
 #include "buf.h"
 #include "inject_client.h"
 #include "log.h"
@@ -303,6 +305,30 @@ struct fwd_ctx {
     int msgfd;
 };
 
+/* The DSN parameters of a forwarded copy (RFC 3461 on aliases, as Postfix's
+ * local(8) does it): ENVID and RET as they came (the caller), NOTIFY without
+ * SUCCESS (the success of reaching the alias is reported here; NEVER when
+ * nothing is left), and the recipient the sender named as ORCPT: the one the
+ * client gave, else this alias address (if it is ASCII, as rfc822 needs). */
+static void forward_dsn(const struct dp_job *j, char *notify, size_t nlen, char *orcpt, size_t olen)
+{
+    unsigned bits = 0;
+    notify[0] = 0;
+    if (j->notify[0] && envelope_notify_parse(j->notify, strlen(j->notify), &bits)) {
+        bits &= ~SMTP_NOTIFY_SUCCESS;
+        if (!envelope_notify_format(bits ? bits : SMTP_NOTIFY_NEVER, notify, nlen)) notify[0] = 0;
+    }
+    orcpt[0] = 0;
+    if (j->orcpt[0]) {
+        snprintf(orcpt, olen, "%s", j->orcpt);
+        return;
+    }
+    for (const char *p = j->rcpt; *p; p++)      /* an rfc822 ORCPT is ASCII (RFC 3461 4.2) */
+        if ((unsigned char)*p >= 0x80) return;
+    if (olen < 8 || !smtp_xtext(j->rcpt, orcpt + 7, olen - 7)) { orcpt[0] = 0; return; }
+    memcpy(orcpt, "rfc822;", 7);
+}
+
 static void forward_child(const void *vctx, struct dp_result *r)
 {
     const struct fwd_ctx *f = vctx;
@@ -320,8 +346,13 @@ static void forward_child(const void *vctx, struct dp_result *r)
         return;
     }
     for (size_t i = 0; i < f->x->nremote; i++) rc[i] = f->x->remote[i];
-    struct inject_req q = { f->j->sender, "local-deliverer forward", !strcmp(f->j->body, "8BITMIME"), rc, f->x->nremote,
-                            pre.s, pre.len, NULL, 0, f->msgfd };
+    char notify[40], orcpt[DP_FIELD_MAX + 1];
+    forward_dsn(f->j, notify, sizeof notify, orcpt, sizeof orcpt);
+    struct inject_req q = { .sender = f->j->sender, .client = "local-deliverer forward",
+                            .body8bit = !strcmp(f->j->body, "8BITMIME"), .rcpt = rc, .nrcpt = f->x->nremote,
+                            .prefix = pre.s, .prefixlen = pre.len, .msgfd = f->msgfd,
+                            .envid = f->j->envid, .ret = f->j->ret,
+                            .notify = notify, .orcpt = orcpt };
     if (!inject_run(f->c->root, &q, id, &status)) {
         result_set(r, DP_TEMPORARY, "4.3.0 forwarding failed: queue-inject exit %d", status);
         return;
@@ -417,4 +448,7 @@ void local_run(const struct local_tables *t, const struct dp_job *j, const struc
     }
     r->job = j->job;
     if (!have) result_set(r, DP_PERMANENT, "5.1.1 no such user");
+    else if (lj->kind == LOCAL_MANY && r->status == DP_SUCCESS)
+        result_set(r, DP_SUCCESS, "2.0.0 alias expanded to %zu address%s", lj->x.nlocal + lj->x.nremote,
+                   lj->x.nlocal + lj->x.nremote == 1 ? "" : "es");
 }

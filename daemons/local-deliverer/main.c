@@ -38,6 +38,7 @@ struct child {
     unsigned long long job;
     time_t started;
     int killed;
+    int expanded;                 /* an alias's members: a success is "expanded" */
     char id[DP_ID_LEN + 1];
     size_t got;
     char b[DP_FIELD_MAX + 2];
@@ -92,6 +93,7 @@ static void fork_job(const struct dp_job *j, const struct local_job *lj, int msg
     k->fd = p[0];
     k->job = j->job;
     k->started = time(NULL);
+    k->expanded = lj->kind == LOCAL_MANY;
     memcpy(k->id, j->id, sizeof k->id);
 }
 
@@ -142,7 +144,10 @@ static void child_input(size_t i)
     while (waitpid(k->pid, &ws, 0) < 0 && errno == EINTR) {}
     close(k->fd);
     k->b[k->got] = 0;
-    if (k->got >= 2 && (k->b[0] == DP_SUCCESS || k->b[0] == DP_TEMPORARY || k->b[0] == DP_PERMANENT))
+    if (k->got >= 2 && k->b[0] == DP_SUCCESS && k->expanded) {
+        if (!dp_send_result_action(0, k->job, DP_SUCCESS, DP_ACTION_EXPANDED, k->b + 1))
+            log_error(NULL, "job=%llu cannot send result: %s", k->job, strerror(errno));
+    } else if (k->got >= 2 && (k->b[0] == DP_SUCCESS || k->b[0] == DP_TEMPORARY || k->b[0] == DP_PERMANENT))
         send_result(k->job, (enum dp_status)k->b[0], k->b + 1);
     else
         send_result(k->job, DP_TEMPORARY, "4.3.0 delivery process died");

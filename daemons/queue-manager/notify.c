@@ -83,7 +83,7 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
     struct dsn_item *items = calloc(n, sizeof *items);
     char (*codes)[16] = calloc(n, sizeof *codes);
     char *msg = NULL;
-    size_t msglen = 0;
+    size_t msglen = 0, msgsize = 0;
     struct buf out = BUF_ZERO;
     int ok = 0, status = -1;
     if (!items || !codes) goto done;
@@ -93,11 +93,17 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
         split_status(r->last_error[0] ? r->last_error : (kind == DSN_SUCCESS ? "2.0.0 delivered" : ""),
                      kind, codes[k], sizeof codes[k], &items[k].diagnostic);
         items[k].action_status = codes[k];
+        if (kind == DSN_DELAY && e->birth > 0 && q->cfg.queue_lifetime < (1ULL << 40))   /* the last try */
+            items[k].retry_until = e->birth + (time_t)q->cfg.queue_lifetime;
+        items[k].action = m->note[idx[k]] == QM_NOTE_RELAYED ? "relayed"
+                          : m->note[idx[k]] == QM_NOTE_EXPANDED ? "expanded" : NULL;
     }
-    if (!qm_msg_read(q, m->id, &msg, &msglen)) goto done;
-    if (!dsn_compose(kind, e, items, n, msg, msglen, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out)) goto done;
+    if (!qm_msg_read(q, m->id, &msg, &msglen, &msgsize)) goto done;
+    if (!dsn_compose_sized(kind, e, items, n, msg, msglen, msgsize, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out))
+        goto done;
     const char *rc[1] = { to };
-    struct inject_req req = { "", client, has_8bit(out.s, out.len), rc, 1, NULL, 0, out.s, out.len, -1 };
+    struct inject_req req = { .sender = "", .client = client, .body8bit = has_8bit(out.s, out.len), .rcpt = rc,
+                              .nrcpt = 1, .msg = out.s, .msglen = out.len, .msgfd = -1 };
     ok = inject_run(q->root, &req, id, &status);
 done:
     if (ok) log_info(m->id, "dsn=%s to=%s queued=%s recipients=%zu", kind_name(kind), to, id, n);
@@ -135,12 +141,13 @@ int qm_notify(struct qm *q, struct qm_msg *m, time_t now)
         for (size_t k = 0; k < n; k++) e->rcpt[idx[k]].state = ENV_RCPT_BOUNCED;
         changed = 1;
     }
-    for (int pass = 1; pass <= 2; pass++) {
+    for (int delay = 0; delay <= 1; delay++) {
         n = 0;
         for (size_t i = 0; i < e->nrcpt; i++)
-            if (m->note[i] == pass) { idx[n++] = i; m->note[i] = 0; }
-        if (n) report(q, m, pass == 1 ? DSN_SUCCESS : DSN_DELAY, idx, n, now);
+            if (m->note[i] != QM_NOTE_NONE && (m->note[i] == QM_NOTE_DELAY) == delay) idx[n++] = i;
+        if (n) report(q, m, delay ? DSN_DELAY : DSN_SUCCESS, idx, n, now);
     }
+    memset(m->note, 0, e->nrcpt);
     free(idx);
     return changed;
 }

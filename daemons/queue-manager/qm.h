@@ -33,7 +33,8 @@ struct qm_channel {
     unsigned max;
 };
 
-enum qm_notice_kind { QM_NOTE_SUCCESS, QM_NOTE_DELAY };
+/* qm_msg.note[i]: a notice due for recipient i this round */
+enum qm_note { QM_NOTE_NONE = 0, QM_NOTE_DELIVERED, QM_NOTE_DELAY, QM_NOTE_RELAYED, QM_NOTE_EXPANDED };
 
 /* One per queued message, loaded or not: kept small (the envelope is
  * allocated only while loaded) and with what qm_dispatch/qm_next_wake look
@@ -52,7 +53,7 @@ struct qm_msg {
     int unsaved;            /* results in env not yet durable: keep it loaded */
     struct envelope *env;   /* while loaded (msg_load), else NULL */
     unsigned char *busy;    /* per recipient: a job is in flight */
-    unsigned char *note;    /* per recipient: 1 success notice, 2 delay notice due */
+    unsigned char *note;    /* per recipient: enum qm_note */
 };
 
 struct qm_job {
@@ -87,7 +88,9 @@ int qm_env_save(const struct qm *q, const struct envelope *e);
 int qm_msg_remove(struct qm *q, const char *id);
 void qm_remove_flush(struct qm *q);
 int qm_msg_open(const struct qm *q, const char *id);
-int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len);
+/* the message for a DSN: all of it, or only its header section when it is
+ * over QM_DSN_READ_MAX; *size is the whole message's size either way */
+int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len, size_t *size);
 void qm_sweep(struct qm *q, time_t now);
 void qm_scan_todo(struct qm *q);
 void qm_scan_all(struct qm *q);

@@ -138,8 +138,20 @@ static const char *result_name(const struct env_rcpt *r)
     }
 }
 
+/* the success notice NOTIFY=SUCCESS asks for, by what the deliverer did:
+ * none when it passed NOTIFY on to a next hop that offers DSN (RFC 3461
+ * 5.2: that one reports) */
+static enum qm_note success_note(const char *action)
+{
+    if (!action || !action[0]) return QM_NOTE_DELIVERED;
+    if (!strcmp(action, DP_ACTION_RELAYED)) return QM_NOTE_RELAYED;
+    if (!strcmp(action, DP_ACTION_EXPANDED)) return QM_NOTE_EXPANDED;
+    return QM_NOTE_NONE;
+}
+
 /* record one result in memory (the caller saves the envelope) */
-static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, const char *text, time_t now)
+static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, const char *action,
+                  const char *text, time_t now)
 {
     struct env_rcpt *r = &m->env->rcpt[i];
     time_t scheduled = r->next_try;
@@ -150,7 +162,7 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
     switch (st) {
     case DP_SUCCESS:
         r->state = ENV_RCPT_DONE;
-        if (r->notify & SMTP_NOTIFY_SUCCESS) m->note[i] = 1;
+        if (r->notify & SMTP_NOTIFY_SUCCESS) m->note[i] = (unsigned char)success_note(action);
         break;
     case DP_PERMANENT:
         r->state = ENV_RCPT_FAILED;
@@ -163,8 +175,9 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
             expired = 1;
         } else {
             r->next_try = retry_next(m->env->birth, now, q->cfg.queue_lifetime);
-            if ((r->notify & SMTP_NOTIFY_DELAY) && retry_delay_due(m->env->birth, scheduled, now))
-                m->note[i] = 2;
+            if ((r->notify & SMTP_NOTIFY_DELAY)
+                && retry_delay_due(m->env->birth, scheduled, now, q->cfg.queue_lifetime))
+                m->note[i] = QM_NOTE_DELAY;
         }
     }
     log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u%s", r->addr,
@@ -264,6 +277,8 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     envelope_notify_format(r->notify, j.notify, sizeof j.notify);
     snprintf(j.envid, sizeof j.envid, "%s", m->env->envid);
     snprintf(j.body, sizeof j.body, "%s", m->env->body_8bit ? "8BITMIME" : "7BIT");
+    if (m->env->ret_hdrs || m->env->ret_given)      /* DSN RET, passed on by remote-deliverer */
+        snprintf(j.ret, sizeof j.ret, "%s", m->env->ret_hdrs ? "HDRS" : "FULL");
     if (!dp_job_encode(&j, rec, sizeof rec, &len)) return 0;
     if (!(qj = calloc(1, sizeof *qj))) return 0;
     int fd = qm_msg_open(q, m->id);
@@ -300,7 +315,7 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         enum qm_chan ch = rcpt_chan(q, r->addr);
         struct qm_channel *c = &q->chan[ch];
         if (c->sock < 0) {
-            apply(q, m, i, DP_TEMPORARY, ch == QM_REMOTE ? "4.4.1 remote delivery not available"
+            apply(q, m, i, DP_TEMPORARY, NULL, ch == QM_REMOTE ? "4.4.1 remote delivery not available"
                                                          : "4.3.0 local delivery not available", now);
             changed = 1;
             continue;
@@ -316,7 +331,7 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
                 break;
             }
             log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", r->addr, strerror(errno));
-            apply(q, m, i, DP_TEMPORARY, "4.3.0 cannot hand the message to the deliverer", now);
+            apply(q, m, i, DP_TEMPORARY, NULL, "4.3.0 cannot hand the message to the deliverer", now);
             changed = 1;
         }
     }
@@ -365,14 +380,15 @@ static struct qm_job *job_take(struct qm *q, unsigned long long id, enum qm_chan
     return NULL;
 }
 
-static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const char *text, time_t now)
+static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const char *action, const char *text,
+                     time_t now)
 {
     struct qm_msg *m = j->m;
     m->busy[j->rcpt] = 0;
     m->inflight--;
     q->chan[j->chan].inflight--;
     if (!m->delete_req) {
-        apply(q, m, j->rcpt, st, text, now);
+        apply(q, m, j->rcpt, st, action, text, now);
         /* durable before it counts: the rewritten envelope, or, when this
          * result finishes the message with nothing left to report, its
          * removal in round_end (unlink + fsync env/<h>) -- rewriting an
@@ -393,7 +409,7 @@ void qm_result(struct qm *q, enum qm_chan ch, const char *rec, size_t len, time_
     }
     struct qm_job *j = job_take(q, r.job, ch);
     if (!j) { log_warn(NULL, "deliverer=%s job=%llu unknown result ignored", q->chan[ch].name, r.job); return; }
-    job_done(q, j, r.status, r.text, now);
+    job_done(q, j, r.status, r.action, r.text, now);
 }
 
 void qm_channel_dead(struct qm *q, enum qm_chan ch, time_t now)
@@ -408,7 +424,7 @@ void qm_channel_dead(struct qm *q, enum qm_chan ch, time_t now)
             if (k->chan == ch) { j = k; break; }
         if (!j) break;
         job_take(q, j->id, ch);
-        job_done(q, j, DP_TEMPORARY, "4.3.0 deliverer died", now);
+        job_done(q, j, DP_TEMPORARY, NULL, "4.3.0 deliverer died", now);
     }
 }
 

@@ -171,17 +171,23 @@ int qm_msg_open(const struct qm *q, const char *id)
 }
 
 /* the whole message if it is at most QM_DSN_READ_MAX bytes, else its header */
-int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len)
+int qm_msg_read(const struct qm *q, const char *id, char **text, size_t *len, size_t *size)
 {
     char path[QUEUE_PATH_MAX];
     struct buf b = BUF_ZERO;
+    struct stat st;
     *text = NULL;
-    *len = 0;
+    *len = *size = 0;
     if (!queue_path(path, sizeof path, q->root, QUEUE_MESS, id)) return 0;
     if (!read_file(path, &b, QM_DSN_READ_MAX)) {
         if (errno != EFBIG) { int e = errno; buf_free(&b); errno = e; return 0; }
         char *end = memmem(b.s, b.len, "\n\n", 2);
         b.len = end ? (size_t)(end - b.s) + 1 : 0;
+        /* only the header section is kept: the report needs the real size */
+        *size = stat(path, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size : QM_DSN_READ_MAX + 1;
+        if (*size <= b.len) *size = QM_DSN_READ_MAX + 1;
+    } else {
+        *size = b.len;
     }
     *text = b.s ? b.s : calloc(1, 1);
     *len = b.len;

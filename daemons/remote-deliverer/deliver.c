@@ -176,6 +176,7 @@ static void all_results(struct remote_result *res, size_t n, enum dp_status s, c
 {
     for (size_t i = 0; i < n; i++) {
         res[i].s = s;
+        res[i].action = NULL;
         snprintf(res[i].text, sizeof res[i].text, "%s", text);
     }
 }
@@ -251,7 +252,12 @@ static void results_of(enum smtp_outcome o, const struct smtp_rcpt *sr, size_t n
         all_results(res, n, o == SMTP_PERMFAIL ? DP_PERMANENT : DP_TEMPORARY, text);
         return;
     }
-    for (size_t k = 0; k < n; k++) res[k].s = status_from(sr[k].outcome);
+    for (size_t k = 0; k < n; k++) {
+        res[k].s = status_from(sr[k].outcome);
+        /* RFC 3461 5.2: a next hop with DSN reports the success
+         * NOTIFY asks for; without DSN, this host reports "relayed" */
+        res[k].action = res[k].s != DP_SUCCESS ? NULL : sr[k].dsn ? DP_ACTION_PASSED : DP_ACTION_RELAYED;
+    }
 }
 
 void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
@@ -263,6 +269,7 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
     static char text[DP_FIELD_MAX + 1];
     const size_t cap = sizeof text;
     const struct config *cfg = &rc->cfg;
+    for (size_t k = 0; k < n && k < REMOTE_BATCH_MAX; k++) res[k].action = NULL;
     if (!n || n > REMOTE_BATCH_MAX) { all_results(res, n > REMOTE_BATCH_MAX ? REMOTE_BATCH_MAX : n, DP_TEMPORARY, "4.3.0 bad batch"); return; }
     const char *domain = rcpt_domain(j[0].rcpt);
     if (!domain) { all_results(res, n, DP_PERMANENT, "5.1.3 recipient address has no domain"); return; }
@@ -274,7 +281,7 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
     struct smtp_reuse reuse = { .keep = keep };
     struct smtp_job sj = {
         .helo = cfg->hostname, .sender = j[0].sender, .rcpt = "", .orcpt = "",
-        .notify = "", .envid = j[0].envid, .body8bit = !strcasecmp(j[0].body, "8BITMIME"),
+        .notify = "", .envid = j[0].envid, .ret = j[0].ret, .body8bit = !strcasecmp(j[0].body, "8BITMIME"),
         .msgfd = msgfd, .size = (unsigned long long)sb.st_size,
         .tls = !r || r->tls == ROUTE_TLS_MAY ? SMTP_TLS_MAY : r->tls == ROUTE_TLS_NONE ? SMTP_TLS_NONE : SMTP_TLS_REQUIRE,
         .auth_user = cred ? cred->user : NULL, .auth_pass = cred ? cred->pass : NULL,

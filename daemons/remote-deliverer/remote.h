@@ -31,6 +31,7 @@ int remote_destination(const struct remote_conf *rc, const char *rcpt, char *dst
 #define REMOTE_BATCH_MAX 50
 struct remote_result {
     enum dp_status s;
+    const char *action;              /* with DP_SUCCESS: DP_ACTION_RELAYED or _PASSED, else NULL */
     char text[DP_FIELD_MAX + 1];     /* the RFC 3463 status text */
 };
 

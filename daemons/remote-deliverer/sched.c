@@ -90,16 +90,23 @@ static void on_signal(int sig)
     errno = e;
 }
 
-static void send_result(unsigned long long job, const char *id, const char *to, enum dp_status s,
-                        const char *text)
+/* action: NULL, or with DP_SUCCESS what the next hop made of NOTIFY (DP_ACTION_*) */
+static void send_result_action(unsigned long long job, const char *id, const char *to, enum dp_status s,
+                               const char *action, const char *text)
 {
     char safe[DP_ADDR_MAX * 4 + 8];
     char shown[DP_FIELD_MAX + 1];
     snprintf(shown, sizeof shown, "%s", text);      /* what the record carries */
-    log_info(id, "job=%llu to=%s result=%c text=%s", job, log_safe(safe, sizeof safe, to, strlen(to)),
-             (char)s, shown);
-    if (!dp_send_result(0, job, s, text))
+    log_info(id, "job=%llu to=%s result=%c%s%s text=%s", job, log_safe(safe, sizeof safe, to, strlen(to)),
+             (char)s, action ? " action=" : "", action ? action : "", shown);
+    if (!dp_send_result_action(0, job, s, action, text))
         log_error(id, "job=%llu cannot send result: %s", job, strerror(errno));
+}
+
+static void send_result(unsigned long long job, const char *id, const char *to, enum dp_status s,
+                        const char *text)
+{
+    send_result_action(job, id, to, s, NULL, text);
 }
 
 static void batch_results(struct batch *b, enum dp_status s, const char *text)
@@ -122,7 +129,9 @@ static int report(int sock, const struct remote_result *res, size_t n, int kept)
 {
     char line[RESULT_LINE_MAX];
     for (size_t i = 0; i < n; i++) {
-        int k = snprintf(line, sizeof line, "%zu %c %.*s", i, (char)res[i].s, DP_FIELD_MAX, res[i].text);
+        const char *a = res[i].action ? res[i].action : "";
+        int k = snprintf(line, sizeof line, "%zu %c%s%s %.*s", i, (char)res[i].s, a[0] ? ":" : "", a, DP_FIELD_MAX,
+                         res[i].text);
         if (k < 0 || (size_t)k >= sizeof line - 1) return 0;
         for (int c = 0; c < k; c++)
             if (line[c] == '\n' || line[c] == '\r') line[c] = ' ';
@@ -351,7 +360,7 @@ static int same_batch(const struct remote_conf *rc, size_t a, size_t b)
 {
     const struct dp_job *x = &in_job[a], *y = &in_job[b];
     return !strcmp(x->id, y->id) && !strcmp(in_dest[a], in_dest[b]) && !strcmp(x->sender, y->sender) &&
-           !strcmp(x->envid, y->envid) && !strcmp(x->body, y->body) &&
+           !strcmp(x->envid, y->envid) && !strcmp(x->body, y->body) && !strcmp(x->ret, y->ret) &&
            route_of(rc, x->rcpt) == route_of(rc, y->rcpt);
 }
 
@@ -389,8 +398,9 @@ static void dispatch_jobs(struct remote_conf *rc)
     nin = 0;
 }
 
-/* the child's lines: "<index> <s|t|p> <text>\n"; 1 and res filled for a good one */
-static void parse_report(struct child *k, enum dp_status *st, const char **text)
+/* the child's lines: "<index> <s|t|p>[:<action>] <text>\n"; st, action and
+ * text filled for a good one */
+static void parse_report(struct child *k, enum dp_status *st, const char **action, const char **text)
 {
     char *p = k->out, *end = k->out + k->got;
     while (p < end) {
@@ -400,11 +410,25 @@ static void parse_report(struct child *k, enum dp_status *st, const char **text)
         size_t idx = 0, digits = 0;
         char *q = p;
         while (q < nl && *q >= '0' && *q <= '9' && digits < 3) { idx = idx * 10 + (size_t)(*q - '0'); q++; digits++; }
-        if (digits && idx < k->b->n && !st[idx] && nl - q >= 3 && q[0] == ' ' && q[2] == ' ' &&
-            (q[1] == DP_SUCCESS || q[1] == DP_TEMPORARY || q[1] == DP_PERMANENT) &&
-            nl - (q + 3) <= DP_FIELD_MAX && q + 3 < nl) {
-            st[idx] = (enum dp_status)q[1];
-            text[idx] = q + 3;
+        if (digits && idx < k->b->n && !st[idx] && nl - q >= 2 && q[0] == ' ') {
+            char s = q[1];
+            const char *act = NULL;
+            char *r = q + 2;
+            if (s == DP_SUCCESS && r < nl && *r == ':') {
+                char *sp = memchr(r, ' ', (size_t)(nl - r));
+                size_t alen = sp ? (size_t)(sp - r - 1) : 0;
+                if (alen == strlen(DP_ACTION_RELAYED) && !memcmp(r + 1, DP_ACTION_RELAYED, alen))
+                    act = DP_ACTION_RELAYED;
+                else if (alen == strlen(DP_ACTION_PASSED) && !memcmp(r + 1, DP_ACTION_PASSED, alen))
+                    act = DP_ACTION_PASSED;
+                r = act ? sp : nl;      /* an unknown action: not a good line */
+            }
+            if ((s == DP_SUCCESS || s == DP_TEMPORARY || s == DP_PERMANENT) && nl - r >= 2 && *r == ' ' &&
+                nl - (r + 1) <= DP_FIELD_MAX) {
+                st[idx] = (enum dp_status)s;
+                action[idx] = act;
+                text[idx] = r + 1;
+            }
         }
         p = nl + 1;
     }
@@ -414,13 +438,13 @@ static void parse_report(struct child *k, enum dp_status *st, const char **text)
 static void batch_done(struct child *k, int ws)
 {
     static enum dp_status st[REMOTE_BATCH_MAX];
-    static const char *text[REMOTE_BATCH_MAX];
+    static const char *text[REMOTE_BATCH_MAX], *action[REMOTE_BATCH_MAX];
     memset(st, 0, sizeof st);
-    parse_report(k, st, text);
+    parse_report(k, st, action, text);
     int alarmed = WIFSIGNALED(ws) && WTERMSIG(ws) == SIGALRM;
     for (size_t m = 0; m < k->b->n; m++) {
         const struct dp_job *j = &k->b->j[m];
-        if (st[m]) send_result(j->job, j->id, j->rcpt, st[m], text[m]);
+        if (st[m]) send_result_action(j->job, j->id, j->rcpt, st[m], action[m], text[m]);
         else if (alarmed) send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.4.2 delivery took too long");
         else send_result(j->job, j->id, j->rcpt, DP_TEMPORARY, "4.3.0 delivery process died");
     }

@@ -1,6 +1,7 @@
 /* sendmail - the interface local programs use to send mail:
- *   sendmail [-t] [-i] [-oi] [-f sender] [-F name] [-C ROOT] [--] [rcpt ...]
- * (and, ignored: -oX, -B 7BIT|8BITMIME, -N, -R, -V, -h, -U, -n, -m, -bm, -v)
+ *   sendmail [-t] [-i] [-oi] [-f sender] [-F name] [-C ROOT] [-N dsn] [-R ret]
+ *            [-V envid] [--] [rcpt ...]
+ * (and, ignored: -oX, -B 7BIT|8BITMIME, -h, -U, -n, -m, -bm, -v)
  * reads the message on stdin (a lone "." line ends it unless -i/-oi),
  * converts CRLF to LF, adds Date:/Message-ID:/From: if missing, with -t
  * takes recipients from To:/Cc:/Bcc: and removes Bcc:, and hands it all to
@@ -22,8 +23,10 @@
 
 enum sm_mode { SM_QUEUE_MAIL, SM_LIST, SM_FLUSH, SM_NEWALIASES };
 
+#include "envelope.h"
 #include "sendmail.h"
 #include "queue_path.h"
+#include "smtp_addr.h"
 
 static _Noreturn void usage(const char *why)
 {
@@ -39,6 +42,22 @@ static const char *value(int argc, char **argv, int *i)
     const char *v = a[2] ? a + 2 : (*i + 1 < argc ? argv[++*i] : NULL);
     if (!v) usage("option needs a value");
     return v;
+}
+
+/* -N never, or a list of success, delay and failure (any case) */
+static void dsn_notify(const char *v, struct sm_opts *o)
+{
+    unsigned bits;
+    if (!*v || !envelope_notify_parse(v, strlen(v), &bits) || !envelope_notify_format(bits, o->notify, sizeof o->notify))
+        usage("-N takes never, or a list of success, delay and failure");
+}
+
+/* -V: printable ASCII (RFC 3461 4.4), kept as the xtext ENVID= carries */
+static void dsn_envid(const char *v, struct sm_opts *o)
+{
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) usage("-V takes printable ASCII");
+    if (!*v || !smtp_xtext(v, o->envid, sizeof o->envid)) usage("-V: at most 100 octets as xtext");
 }
 
 /* option letters: what callers such as cron ("-FCronDaemon -i -B8BITMIME
@@ -61,8 +80,17 @@ static void parse_args(int argc, char **argv, struct sm_opts *o, enum sm_mode *m
         else if (a[1] == 'B') {
             const char *v = value(argc, argv, &i);
             if (strcasecmp(v, "7BIT") && strcasecmp(v, "8BITMIME")) usage("-B takes 7BIT or 8BITMIME");
-        } else if (a[1] == 'N' || a[1] == 'R' || a[1] == 'V' || a[1] == 'h') {
-            (void)value(argc, argv, &i);   /* DSN notify/return/envid, hop count: not kept */
+        } else if (a[1] == 'N') {
+            dsn_notify(value(argc, argv, &i), o);
+        } else if (a[1] == 'R') {
+            const char *v = value(argc, argv, &i);
+            if (!strcasecmp(v, "full")) o->ret = "FULL";
+            else if (!strcasecmp(v, "hdrs")) o->ret = "HDRS";
+            else usage("-R takes full or hdrs");
+        } else if (a[1] == 'V') {
+            dsn_envid(value(argc, argv, &i), o);
+        } else if (a[1] == 'h') {
+            (void)value(argc, argv, &i);   /* hop count: not kept */
         } else if (!strcmp(a, "-bp")) {
             *mode = SM_LIST;
         } else if (!strcmp(a, "-q")) {

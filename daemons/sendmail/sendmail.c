@@ -23,7 +23,7 @@ struct sm {
     char user[64];
     char gecos[128];
     struct buf hdr;         /* the header section as read, LF line ends */
-    struct buf rcpts;       /* "T<addr>\t\t\0" records */
+    struct buf rcpts;       /* "T<addr>\t<notify>\t\0" records */
     size_t nrcpt;
     int has_date, has_msgid, has_from;
     struct buf first_body;  /* a body line that ended the header without a blank line */
@@ -87,7 +87,8 @@ static int add_rcpt(void *ctx, const char *addr)
     }
     if (s->nrcpt >= ENV_RCPT_MAX) { fprintf(stderr, "sendmail: too many recipients\n"); errno = E2BIG; return 0; }
     s->nrcpt++;
-    return buf_appendc(&s->rcpts, 'T') && buf_appends(&s->rcpts, q) && buf_append(&s->rcpts, "\t\t", 3);
+    return buf_appendc(&s->rcpts, 'T') && buf_appends(&s->rcpts, q) && buf_appendc(&s->rcpts, '\t')
+           && buf_appends(&s->rcpts, s->o->notify) && buf_append(&s->rcpts, "\t", 2);
 }
 
 /* one complete header field (continuations included) at f[0..n) */
@@ -230,6 +231,8 @@ static int send_envelope(struct sm *s, int fd, const char *sender, const char *d
              && buf_appendf(&b, "HReceived: (from %s)\n\tby %s (postern sendmail); %s%c", from, s->host, date, 0)
              && buf_appendf(&b, "Csendmail%c", 0)
              && (!s->eightbit || buf_appendf(&b, "B8BITMIME%c", 0))
+             && (!s->o->envid[0] || buf_appendf(&b, "E%s%c", s->o->envid, 0))
+             && (!s->o->ret || buf_appendf(&b, "N%s%c", s->o->ret, 0))
              && buf_append(&b, s->rcpts.s, s->rcpts.len) && buf_appendc(&b, 0)
              && write_all(fd, b.s, b.len);
     buf_free(&b);

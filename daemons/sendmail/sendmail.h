@@ -19,6 +19,10 @@ struct sm_opts {
     const char *root;       /* -C, $POSTERN_ROOT, or our own location */
     char **rcpt;            /* command-line recipients */
     size_t nrcpt;
+    /* DSN (RFC 3461), as Postfix's sendmail takes them */
+    char notify[40];        /* -N: every recipient's NOTIFY ("" default, "NEVER", ...) */
+    const char *ret;        /* -R: "FULL", "HDRS" or NULL */
+    char envid[101];        /* -V: ENVID, xtext-encoded ("" none) */
 };
 
 /* the whole job; returns the exit code */

@@ -393,7 +393,7 @@ def ensure_user(name='postern-remote'):
                         '--shell', '/usr/sbin/nologin', name], check=True)
 
 
-def encode_job(job, msgid, sender, rcpt, birth=None, orcpt='', notify='', envid='', body=''):
+def encode_job(job, msgid, sender, rcpt, birth=None, orcpt='', notify='', envid='', body='', ret=''):
     f = [b'J%d' % job, b'M' + msgid.encode(), b'F' + sender.encode(), b'R' + rcpt.encode(),
          b'T%d' % int(birth or time.time())]
     if orcpt:
@@ -404,6 +404,8 @@ def encode_job(job, msgid, sender, rcpt, birth=None, orcpt='', notify='', envid=
         f.append(b'V' + envid.encode())
     if body:
         f.append(b'B' + body.encode())
+    if ret:
+        f.append(b'E' + ret.encode())
     return b''.join(x + b'\0' for x in f)
 
 

@@ -9,6 +9,7 @@ users, with Return-Path and Delivered-To prepended and the body unchanged.
 
 import email
 import email.policy
+import email.utils
 import os
 import re
 import shutil
@@ -44,6 +45,25 @@ def inject(inst, sender, rcpts, message, extra=()):
     rc = p.wait()
     if rc != 0:
         raise AssertionError('queue-inject exit %d: %s' % (rc, err))
+    return out
+
+
+def inject_records(inst, records, message):
+    """Run queue-inject with these raw envelope records (NUL-framed, ending
+    in the empty record); return the new queue id."""
+    a, b = socket.socketpair()
+    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
+                         stderr=subprocess.PIPE)
+    b.close()
+    p.stdin.write(message)
+    p.stdin.close()
+    a.sendall(records)
+    a.shutdown(socket.SHUT_WR)
+    out = a.makefile('rb').read().decode().strip()
+    a.close()
+    err = p.stderr.read().decode(errors='replace')
+    if p.wait() != 0:
+        raise AssertionError('queue-inject exit %d: %s' % (p.returncode, err))
     return out
 
 
@@ -227,6 +247,31 @@ class DeliveryTest(unittest.TestCase):
         self.assertIn('%s rcpt=nobody@example.test result=failed status="5.1.1' % qid, log)
         self.assertIn('%s dsn=failure to=bob@example.test' % qid, log)
 
+    def test_bounce_of_a_huge_message_returns_its_header(self):
+        """A failed message too big to return (over 1 MiB) comes back as its
+        header in text/rfc822-headers, saying how big it was. Over 4 MiB,
+        what queue-manager reads of it, the header alone went out as
+        message/rfc822, as if it were the whole message"""
+        sizes = {}
+        for size in (2 << 20, 5 << 20):
+            body = (b'y' * 999 + b'\n') * (size // 1000)
+            msg = b'Subject: huge\nMessage-ID: <huge%d@example.test>\n\n' % size + body
+            sizes[size] = len(msg)
+            qid = inject(self.inst, 'bob@example.test', ['nobody@example.test'], msg)
+            self.inst.wait_log('queue-manager', '%s removed=finished' % qid)
+        msgs = self.wait_msgs('bob', 2)
+        for _, data in msgs:
+            m = self.check_report(data, '5.1.1', 'nobody@example.test')
+            parts = m.get_payload()
+            self.assertEqual(parts[2].get_content_type(), 'text/rfc822-headers', data[:3000])
+            self.assertIn('Subject: huge', parts[2].get_payload())
+            self.assertNotIn('yyyy', parts[2].get_payload())
+            mid = re.search(r'Message-ID: <huge(\d+)@', parts[2].get_payload()).group(1)
+            text = parts[0].get_payload()
+            self.assertIn('larger than 1048576 octets', text)
+            had = int(re.search(r'\(it had (\d+)\)', text).group(1))
+            self.assertEqual(had, sizes[int(mid)])      # the whole message's size
+
     def test_no_bounce_to_null_sender_double_bounce_to_postmaster(self):
         # a message from <> that fails: no bounce to <>, one report to postmaster
         inject(self.inst, '', ['nobody@example.test'], b'Subject: a bounce\n\nx\n')
@@ -289,9 +334,10 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(p.wait(), 0)
         (_, data), = self.wait_msgs('alice')
         self.assertIn(b'Delivered-To: fwd@example.test\n', data)
-        # the success report (NOTIFY=SUCCESS) to bob
+        # the success report (NOTIFY=SUCCESS) to bob: the alias was expanded
+        # (a mailbox and a forward), RFC 3464 2.3.3
         (_, rep), = self.wait_msgs('bob')
-        self.assertIn(b'Action: delivered', rep)
+        self.assertIn(b'Action: expanded', rep)
         self.assertIn(b'fwd@example.test', rep)
         # the forwarded copy: a new message from the original sender, queued
         # for the remote address (no remote-deliverer here: it stays, 4.4.1)
@@ -304,6 +350,97 @@ class DeliveryTest(unittest.TestCase):
         self.assertNotEqual(fid, qid)
         show = self.inst.run('postern-queue', 'show', fid).stdout
         self.assertIn('Delivered-To: fwd@example.test', show)
+
+    def test_utf8_subaddress_delivered(self):
+        """smtp-listener takes RCPT TO:<alice+\u00e9@...> under SMTPUTF8 (the user
+        is alice, the detail is dropped); local-deliverer then refused the
+        whole local part for its non-ASCII detail, "5.1.1 not a local
+        mailbox address": accepted, then bounced"""
+        qid = inject_records(self.inst, b'Fbob@example.test\0U\0Talice+\xc3\xa9t\xc3\xa9@example.test\t\t\0\0',
+                             b'Subject: detail\n\nx\n')
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'Delivered-To: alice+\xc3\xa9t\xc3\xa9@example.test\n', data)
+        self.wait_queue_empty()
+        self.assertEqual(self.inst.maildir_messages('bob'), [])
+        self.assertIn('%s rcpt=alice+' % qid, self.inst.log('queue-manager'))
+
+    def test_success_report_actions(self):
+        """NOTIFY=SUCCESS: a mailbox is "delivered"; an alias that expands
+        to several addresses is "expanded" (RFC 3464 2.3.3, RFC 3461
+        on aliases; Postfix says "expanded" / "alias expanded"), not
+        "delivered" with one member's Maildir file name as its diagnostic"""
+        qid = inject_records(self.inst, b'Fcarol@far.test\0Talice@example.test\tSUCCESS\t\0'
+                                        b'Tteam@example.test\tSUCCESS,FAILURE\t\0\0', b'Subject: s\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s removed=finished' % qid)
+        # carol is remote and there is no remote-deliverer: the report stays
+        # in the queue, read it there
+        ids = self.inst.queue_ids()
+        self.assertEqual(len(ids), 1, ids)
+        with open(self.inst.path('queue', 'mess', ids[0][-1], ids[0]), 'rb') as f:
+            m = email.message_from_bytes(f.read(), policy=email.policy.compat32)
+        ds = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+        groups = {g['Final-Recipient'].split(';')[1].strip(): g for g in ds.get_payload()[1:]}
+        self.assertEqual(groups['alice@example.test']['Action'], 'delivered')
+        self.assertEqual(groups['team@example.test']['Action'], 'expanded')
+        self.assertEqual(groups['team@example.test']['Status'], '2.0.0')
+        self.assertNotIn('maildir', str(groups['team@example.test']))
+
+    def forwarded_envelope(self, envelope_records):
+        """inject bob's message with these records (F is added), wait for
+        the forwarded copy fwd@ makes for dave@far.test, return its envelope
+        file as {key: value} with 'rcpt' the list of its recipient fields"""
+        qid = inject_records(self.inst, b'Fbob@example.test\0' + envelope_records, b'Subject: fwd\n\nx\n')
+
+        def forwarded():
+            for i in self.inst.queue_ids():
+                if i == qid:
+                    continue
+                for h in os.listdir(self.inst.path('queue', 'env')):
+                    path = self.inst.path('queue', 'env', h, i)
+                    if os.path.exists(path):
+                        with open(path) as f:
+                            return f.read()
+            return None
+        text = self.inst.wait_for(forwarded, 15, what='the forwarded copy\n' + self.inst.log('queue-manager'))
+        env = {'rcpt': []}
+        for line in text.splitlines()[1:]:
+            if line.startswith('rcpt\t'):
+                env['rcpt'].append(line.split('\t')[1:])
+            else:
+                k, _, v = line.partition(' ')
+                env[k] = v
+        self.inst.run('postern-queue', 'delete', [i for i in self.inst.queue_ids() if i != qid][0])
+        self.wait_queue_empty()
+        return env
+
+    def test_forward_keeps_dsn_parameters(self):
+        """A forwarded copy (an alias with a remote member) is the sender's
+        message: it keeps ENVID, RET and the original recipient (as ORCPT),
+        and NOTIFY without SUCCESS (RFC 3461 on aliases; what Postfix's local(8)
+        does). It lost all of them: a NOTIFY=NEVER sender got bounces from
+        the forward, RET=HDRS senders their whole message back"""
+        env = self.forwarded_envelope(b'EQ+2B7\0NHDRS\0Tfwd@example.test\tNEVER\t\0\0')
+        self.assertEqual(env['envid'], 'Q+2B7')
+        self.assertEqual(env['ret'], 'hdrs')
+        # state attempts next_try notify orcpt addr last_error
+        (r,) = env['rcpt']
+        self.assertEqual(r[3:6], ['NEVER', 'rfc822;fwd@example.test', 'dave@far.test'])
+        # SUCCESS is answered here (the alias was reached); the rest goes on,
+        # and an ORCPT the client gave is kept as it was
+        env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS,FAILURE\trfc822;Orig+2B1@example.test\0\0')
+        self.assertNotIn('envid', env)
+        self.assertNotIn('ret', env)        # none was given
+        (r,) = env['rcpt']
+        self.assertEqual(r[3:6], ['FAILURE', 'rfc822;Orig+2B1@example.test', 'dave@far.test'])
+        env = self.forwarded_envelope(b'NFULL\0Tfwd@example.test\t\t\0\0')
+        self.assertEqual(env['ret'], 'full')
+        env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS\t\0\0')
+        self.assertEqual(env['rcpt'][0][3], 'NEVER')
+        env = self.forwarded_envelope(b'Tfwd@example.test\t\t\0\0')
+        self.assertEqual(env['rcpt'][0][3:5], ['', 'rfc822;fwd@example.test'])
+        # a non-ASCII address is no rfc822 ORCPT (RFC 3461 4.2): none is made
+        env = self.forwarded_envelope(b'U\0Tfwd+\xc3\xa9@example.test\t\t\0\0')
+        self.assertEqual(env['rcpt'][0][3:6], ['', '', 'dave@far.test'])
 
     def test_expiry_turns_temporary_into_bounce(self):
         self.inst.set_conf(queue_lifetime='60s')
@@ -319,6 +456,64 @@ class DeliveryTest(unittest.TestCase):
         self.assertIn(b'queue lifetime expired', data)
         self.assertIn('%s rcpt=stuck@example.test result=expired' % qid, self.inst.log('queue-manager'))
         self.wait_queue_empty()
+
+    def test_delay_report_once_with_will_retry_until(self):
+        """NOTIFY=DELAY: one "delayed" report at the first failure 4 hours
+        or more after arrival, not one per retry, and with Will-Retry-Until
+        (RFC 3464 2.3.9: when the MTA gives up; Postfix and sendmail give
+        arrival + the queue lifetime)"""
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        qid = inject_records(self.inst, b'Fbob@example.test\0Tstuck@example.test\tDELAY,FAILURE\t\0\0',
+                             b'Subject: slow\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        # make it five hours old, its next try the one the schedule makes at
+        # 4 hours (birth + 120^2, set by a failure before then), which the
+        # old test "scheduled before 4 h" never counted: the envelope as an
+        # operator could edit it (same owner and mode), then a flush
+        path = self.inst.path('queue', 'env', qid[-1], qid)
+
+        def saved():        # the log line comes before the envelope is rewritten
+            with open(path) as f:
+                return '\t4.2.0 ' in f.read()
+        self.inst.wait_for(saved, 10, what='the deferral in the envelope')
+        st = os.stat(path)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        birth = int([l for l in lines if l.startswith('birth ')][0].split()[1]) - 5 * 3600
+        out = []
+        for l in lines:
+            if l.startswith('birth '):
+                l = 'birth %d' % birth
+            elif l.startswith('rcpt\t'):
+                fields = l.split('\t')
+                fields[3] = str(birth + 4 * 3600)
+                l = '\t'.join(fields)
+            out.append(l)
+        with open(path + '.new', 'w') as f:
+            f.write('\n'.join(out) + '\n')
+        os.chown(path + '.new', st.st_uid, st.st_gid)
+        os.chmod(path + '.new', 0o600)
+        os.rename(path + '.new', path)
+        self.inst.run('postern-queue', 'flush')
+        (_, data), = self.wait_msgs('bob')
+        m = email.message_from_bytes(data, policy=email.policy.compat32)
+        self.assertEqual(m['Subject'], 'Delayed Mail (still being retried)')
+        ds = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+        rcpt = ds.get_payload()[1]
+        self.assertEqual(rcpt['Action'], 'delayed')
+        self.assertTrue(rcpt['Status'].startswith('4.'), rcpt['Status'])
+        until = rcpt['Will-Retry-Until']
+        self.assertIsNotNone(until, str(rcpt))
+        self.assertEqual(email.utils.parsedate_to_datetime(until).timestamp(), birth + 5 * 86400)
+        # another failed try: no second report
+        n = self.inst.log('queue-manager').count('%s rcpt=stuck@example.test result=deferred' % qid)
+        self.inst.run('postern-queue', 'flush')
+        self.inst.wait_for(lambda: self.inst.log('queue-manager').count(
+            '%s rcpt=stuck@example.test result=deferred' % qid) > n, 15, what='another try')
+        time.sleep(1)
+        self.assertEqual(len(self.inst.maildir_messages('bob')), 1)
+        self.assertEqual(self.inst.log('queue-manager').count('%s dsn=delay' % qid), 1)
 
     def test_quota_defers(self):
         self.inst.set_conf(mailbox_quota='200')

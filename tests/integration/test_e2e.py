@@ -12,8 +12,10 @@ deleted message that never comes back.
 
 import email
 import email.policy
+import email.utils
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -99,6 +101,91 @@ def split_added(data):
             rcvd.append(lines[i])
             i += 1
     return rp, dt, rcvd, b'\n'.join(lines[i:])
+
+
+DS_PER_MESSAGE = {'original-envelope-id', 'reporting-mta', 'dsn-gateway', 'received-from-mta', 'arrival-date'}
+DS_PER_RECIPIENT = {'original-recipient', 'final-recipient', 'action', 'status', 'remote-mta',
+                    'diagnostic-code', 'last-attempt-date', 'final-log-id', 'will-retry-until'}
+DS_ACTION_CLASS = {'failed': '45', 'delayed': '4', 'delivered': '2', 'relayed': '2', 'expanded': '2'}
+
+
+def ds_blocks(body):
+    """The groups of a delivery-status body (RFC 3464 2.1: the per-message
+    fields, then each recipient's, separated by blank lines), each a list of
+    (name, unfolded value); asserts the field syntax of RFC 5322 2.2."""
+    blocks, cur = [], []
+    for line in body.replace('\r\n', '\n').split('\n'):
+        if line == '':
+            if cur:
+                blocks.append(cur)
+            cur = []
+        elif line[0] in ' \t':
+            assert cur, 'a continuation line first: %r' % line
+            cur[-1] = (cur[-1][0], cur[-1][1] + ' ' + line.strip())
+        else:
+            m = re.match(r'([\x21-\x39\x3b-\x7e]+):[ \t]*(.*)$', line)
+            assert m, 'not a header field: %r' % line
+            cur.append((m.group(1), m.group(2).strip()))
+    if cur:
+        blocks.append(cur)
+    return blocks
+
+
+def check_dsn_grammar(tc, data, utf8=False):
+    """data: a DSN as delivered (Return-Path first). Checks it parses without
+    defects and that its delivery-status part follows RFC 3464's grammar;
+    returns (message, per-message fields, [per-recipient fields]) as dicts
+    with lower-case names."""
+    tc.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
+    m = email.message_from_bytes(data, policy=email.policy.default)
+    for part in m.walk():
+        tc.assertEqual(part.defects, [], (part.get_content_type(), data[:3000]))
+    tc.assertEqual(m.get_content_type(), 'multipart/report')
+    tc.assertEqual(m.get_param('report-type'), 'delivery-status')
+    tc.assertEqual(str(m['Auto-Submitted']), 'auto-replied')
+    tc.assertTrue(str(m['From']).startswith('Mail Delivery System <MAILER-DAEMON@'), m['From'])
+    for h in ('To', 'Subject', 'Date', 'Message-ID', 'MIME-Version'):
+        tc.assertEqual(len(m.get_all(h) or []), 1, h)
+    tc.assertIsNotNone(email.utils.parsedate_to_datetime(str(m['Date'])))
+    parts = m.get_payload()
+    tc.assertEqual(len(parts), 3)
+    tc.assertEqual(parts[0].get_content_type(), 'text/plain')
+    tc.assertEqual(parts[1].get_content_type(),
+                   'message/global-delivery-status' if utf8 else 'message/delivery-status')
+    tc.assertIn(parts[2].get_content_type(), ('message/global', 'message/global-headers') if utf8
+                else ('message/rfc822', 'text/rfc822-headers'))
+    # the raw text of the second part, as the RFC's grammar sees it
+    bnd = m.get_boundary().encode()
+    raw = data.split(b'\n--' + bnd + b'\n')[2].split(b'\n--' + bnd)[0]
+    body = raw.split(b'\n\n', 1)[1].decode('utf-8' if utf8 else 'ascii')
+    blocks = ds_blocks(body)
+    tc.assertGreaterEqual(len(blocks), 2, body)
+    out = []
+    for i, block in enumerate(blocks):
+        names = [n.lower() for n, _ in block]
+        tc.assertEqual(len(names), len(set(names)), 'a field twice: %s' % block)
+        known = DS_PER_MESSAGE if i == 0 else DS_PER_RECIPIENT
+        for n in names:
+            tc.assertTrue(n in known or n.startswith('x-'), '%s in block %d' % (n, i))
+        f = {n.lower(): v for n, v in block}
+        for n in ('arrival-date', 'last-attempt-date', 'will-retry-until'):
+            if n in f:
+                tc.assertIsNotNone(email.utils.parsedate_to_datetime(f[n]), (n, f[n]))
+        for n in ('reporting-mta', 'remote-mta', 'diagnostic-code', 'final-recipient', 'original-recipient'):
+            if n in f:
+                tc.assertRegex(f[n], r'^[A-Za-z0-9-]+;.', (n, f[n]))
+        if i == 0:
+            tc.assertTrue(f.get('reporting-mta', '').startswith('dns;'), block)
+        else:
+            for n in ('final-recipient', 'action', 'status'):
+                tc.assertIn(n, f, block)
+            tc.assertIn(f['action'], DS_ACTION_CLASS, block)
+            tc.assertRegex(f['status'], r'^[245]\.\d{1,3}\.\d{1,3}$')
+            tc.assertIn(f['status'][0], DS_ACTION_CLASS[f['action']], block)
+            if f['action'] != 'delayed':
+                tc.assertNotIn('will-retry-until', f)
+        out.append(f)
+    return m, out[0], out[1:]
 
 
 def mailbox_ids(inst, name):
@@ -451,6 +538,64 @@ class E2ETest(unittest.TestCase):
         for u in USERS:
             for _, d in self.inst.maildir_messages(u):
                 self.assertTrue(d.startswith(b'Return-Path: <>\n'), d[:200])
+
+    def test_dsn_grammar(self):
+        """Every kind of report this host makes, generated through SMTP,
+        parsed by Python's email package without defects and checked field
+        by field against RFC 3464's grammar"""
+        path = self.inst.path('conf', 'aliases')
+        with open(path, 'a') as f:
+            f.write('team: alice, carol\n')
+        loop = b'Delivered-To: alice@example.test\nDelivered-To: carol@example.test\nSubject: x\n\nbody\n'
+        c = Smtp(self.port)
+        try:
+            # a failure: two recipients, ORCPT, ENVID, RET=HDRS
+            c.cmd('MAIL FROM:<bob@example.test> RET=HDRS ENVID=E+2B1', '250')
+            c.cmd('RCPT TO:<alice@example.test> ORCPT=rfc822;A+2Bx@example.test NOTIFY=FAILURE', '250')
+            c.cmd('RCPT TO:<carol@example.test> NOTIFY=SUCCESS,FAILURE', '250')
+            c.cmd('DATA', '354')
+            c.sock.sendall(wire(loop))
+            c.expect('250')
+            # successes: a mailbox and an alias
+            c.cmd('MAIL FROM:<dave@example.test> ENVID=S1', '250')
+            c.cmd('RCPT TO:<carol@example.test> NOTIFY=SUCCESS', '250')
+            c.cmd('RCPT TO:<team@example.test> NOTIFY=SUCCESS,FAILURE', '250')
+            c.cmd('DATA', '354')
+            c.sock.sendall(wire(b'Subject: fine\n\nfine\n'))
+            c.expect('250')
+        finally:
+            c.close()
+        (_, fail), = self.wait_msgs('bob')
+        m, pm, rc = check_dsn_grammar(self, fail)
+        self.assertEqual(pm['original-envelope-id'], 'E+1')
+        self.assertEqual([r['action'] for r in rc], ['failed', 'failed'])
+        self.assertEqual(rc[0]['original-recipient'], 'rfc822;A+x@example.test')
+        self.assertEqual(m.get_payload()[2].get_content_type(), 'text/rfc822-headers')
+        (_, ok), = self.wait_msgs('dave')
+        m, pm, rc = check_dsn_grammar(self, ok)
+        self.assertEqual(pm['original-envelope-id'], 'S1')
+        self.assertEqual(sorted((r['final-recipient'], r['action']) for r in rc),
+                         [('rfc822; carol@example.test', 'delivered'), ('rfc822; team@example.test', 'expanded')])
+        # a double bounce (from <>), and an SMTPUTF8 failure
+        self.send('', ['carol@example.test'], loop)
+        dbl = self.inst.wait_for(lambda: [d for _, d in self.inst.maildir_messages('alice')
+                                          if d.startswith(b'Return-Path: <>')], 30, what='the double bounce')
+        self.assertEqual(len(dbl), 1)
+        check_dsn_grammar(self, dbl[0])
+        c = Smtp(self.port)
+        try:
+            c.cmd('MAIL FROM:<dave@example.test> SMTPUTF8', '250')
+            c.cmd('RCPT TO:<carol+\u00e9@example.test>', '250')
+            c.cmd('DATA', '354')
+            c.sock.sendall(wire(b'Delivered-To: carol+\xc3\xa9@example.test\nSubject: caf\xc3\xa9\n\nx\n'))
+            c.expect('250')
+        finally:
+            c.close()
+        msgs = self.wait_msgs('dave', 2)
+        u8 = [d for _, d in msgs if d != ok][0]
+        m, pm, rc = check_dsn_grammar(self, u8, utf8=True)
+        self.assertEqual(rc[0]['final-recipient'], 'utf-8; carol+\u00e9@example.test')
+        self.wait_queue_empty()
 
     # 5 ------------------------------------------------------------------
     def test_delete_deferred_never_delivered(self):

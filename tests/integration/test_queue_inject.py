@@ -516,6 +516,28 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(m.count('From:'), 1)
         self.assertEqual(m.count('Message-ID:'), 1)
 
+    def test_dsn_options(self):
+        """-N dsn, -R ret and -V envid as Postfix's sendmail takes them
+        (they were ignored: "sendmail -N never" still got its bounces)"""
+        p = self.run_sendmail(['-i', '-N', 'never', '-R', 'hdrs', '-V', 'job 7+1', 'bob@example.test',
+                               'carol@example.test'], b'Subject: x\n\nb\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, _ = self.only_message()
+        self.assertIn('\nret hdrs\n', env)
+        self.assertIn('\nenvid job+207+2B1\n', env)
+        self.assertIn('rcpt\tpending\t0\t0\tNEVER\t\tbob@example.test\t', env)
+        self.assertIn('rcpt\tpending\t0\t0\tNEVER\t\tcarol@example.test\t', env)
+        os.unlink(self.r.envs()[0])
+        p = self.run_sendmail(['-i', '-Nsuccess,delay,failure', '-RFULL', 'bob@example.test'], b'Subject: x\n\nb\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, _ = self.only_message()
+        self.assertIn('\nret full\n', env)
+        self.assertIn('rcpt\tpending\t0\t0\tSUCCESS,FAILURE,DELAY\t\tbob@example.test\t', env)
+        for bad in (['-N', 'never,success'], ['-N', 'sometimes'], ['-R', 'body'], ['-V', 'x' * 101],
+                    ['-V', 'tab\there']):
+            p = self.run_sendmail(['-i'] + bad + ['bob@example.test'], b'Subject: x\n\nb\n')
+            self.assertEqual(p.returncode, 64, (bad, p.stderr))
+
     def test_usage_errors(self):
         for args, code in ((['-bs'], 64), (['-bd'], 64), (['-q1h'], 64), (['-X'], 64), ([], 64),
                            (['-f'], 64), (['bad address@x'], 65)):

@@ -293,6 +293,85 @@ class Relay(unittest.TestCase):
         self.assertEqual(m['To'] and 'alice@example.org' in m['To'], True, m['To'])
         self.assertEqual(self.b.maildir_messages('nobody'), [])
 
+    def submit_dsn(self, to, tag, mail_options, rcpt_options):
+        msg = ('From: alice@example.org\r\nTo: %s\r\nSubject: %s\r\n\r\nhello\r\n' % (to, tag)).encode()
+        s = smtplib.SMTP('127.0.0.1', self.a.port('submission'), timeout=15)
+        try:
+            s.ehlo('client.test')
+            s.starttls(context=client_ctx())
+            s.ehlo('client.test')
+            s.login('alice', PASSWORD)
+            self.assertEqual(s.sendmail('alice@example.org', [to], msg, mail_options, rcpt_options), {})
+        finally:
+            s.quit()
+
+    def at_sink(self, tag):
+        def arrived():
+            return [m for m in self.sink.messages if tag.encode() in (m['data'] or b'')]
+        try:
+            return self.a.wait_for(arrived, 30, what='the message at the MX sink')[0]
+        except HarnessError as e:
+            raise HarnessError('%s\n%s\n%s' % (e, self.a.log('queue-manager')[-3000:], self.queue_list()))
+
+    def test_dsn_parameters_relayed(self):
+        """RFC 3461 5.2: what the sender asked (RET, ENVID, NOTIFY, ORCPT)
+        goes on to a next hop that offers DSN; RET=HDRS was lost"""
+        tag = 'relay-dsn-%d' % time.time()
+        time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
+        self.sink.dsn = True
+        try:
+            self.submit_dsn('dave@example.com', tag, ['RET=HDRS', 'ENVID=Q+2B1'],
+                            ['NOTIFY=FAILURE', 'ORCPT=rfc822;Dave@example.com'])
+            got = self.at_sink(tag)
+        finally:
+            self.sink.dsn = False
+        self.assertIn(' RET=HDRS', got['mail'])
+        self.assertIn(' ENVID=Q+2B1', got['mail'])
+        self.assertEqual(got['rcpt'], ['RCPT TO:<dave@example.com> NOTIFY=FAILURE ORCPT=rfc822;Dave@example.com'])
+        # RET=FULL goes on as well; no RET, none
+        for ret, want in (['RET=FULL'], ' RET=FULL'), ([], None):
+            tag2 = '%s-%s' % (tag, want)
+            self.sink.dsn = True
+            try:
+                self.submit_dsn('dave@example.com', tag2, ret, [])
+                got = self.at_sink(tag2)
+            finally:
+                self.sink.dsn = False
+            if want:
+                self.assertIn(want, got['mail'])
+            else:
+                self.assertNotIn('RET=', got['mail'])
+
+    def test_notify_success_relayed(self):
+        """NOTIFY=SUCCESS through a relay (RFC 3461 5.2; Postfix):
+        to a next hop without DSN, A reports "relayed" (it was "delivered",
+        which says the mail reached its mailbox); to one with DSN, A passes
+        NOTIFY on and reports nothing itself"""
+        tag = 'relay-notify-%d' % time.time()
+        time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
+        self.submit_dsn('dave@example.com', tag, [], ['NOTIFY=SUCCESS,FAILURE'])
+        self.at_sink(tag)
+        got = self.wait_message(self.a, 'alice', tag)
+        m = email.message_from_bytes(got, policy=email.policy.compat32)
+        self.assertEqual(m['Subject'], 'Successful Mail Delivery Report')
+        ds = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+        rcpt = ds.get_payload()[1]
+        self.assertEqual(rcpt['Action'], 'relayed')
+        self.assertEqual(rcpt['Status'], '2.0.0')
+        self.assertIn('dave@example.com', rcpt['Final-Recipient'])
+        tag2 = tag + '-dsn'
+        before = len(self.a.maildir_messages('alice'))
+        time.sleep(3)       # past remote_reuse_time (2 s): a new session, whose EHLO offers DSN
+        self.sink.dsn = True
+        try:
+            self.submit_dsn('dave@example.com', tag2, [], ['NOTIFY=SUCCESS,FAILURE'])
+            self.at_sink(tag2)
+        finally:
+            self.sink.dsn = False
+        self.a.wait_for(lambda: 'action=passed' in self.a.log('queue-manager'), 10)
+        time.sleep(1.5)
+        self.assertEqual(len(self.a.maildir_messages('alice')), before)
+
     # ---- 4. temporary failure, then success ----------------------------------
     def test_b_down_then_flush(self):
         tag = 'relay-later-%d' % time.time()

@@ -120,6 +120,51 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@example.net'])
         self.assertTrue(m['after_mail'].startswith(b'RCPT TO:'), m['after_mail'])   # pipelined
 
+    def test_ret_passed_on(self):
+        """RFC 3461 4.3, 5.2: a relay passes RET on to a DSN server, so
+        that a sender's RET=HDRS still holds at the next hop (Postfix does);
+        without DSN at the next hop there is nothing to pass"""
+        s = self.sink(dsn=True)
+        d = self.routed(s)
+        r = d.deliver('bob@example.net', b'Subject: x\n\nbody\n', envid='E9', ret='HDRS')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[0]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17 RET=HDRS ENVID=E9')
+        r = d.deliver('bob@example.net', b'Subject: x\n\nbody\n', ret='FULL')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(s.messages[1]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17 RET=FULL')
+        plain = self.sink()
+        d2 = self.routed(plain)
+        r = d2.deliver('bob@example.net', b'Subject: x\n\nbody\n', envid='E9', ret='HDRS')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(plain.messages[0]['mail'], 'MAIL FROM:<alice@example.test> SIZE=17')
+
+    def test_success_action(self):
+        """a success says what became of NOTIFY (RFC 3461 5.2): a
+        next hop with DSN got it and reports itself ("passed": no success
+        report from us); one without gets a "relayed" report from us"""
+        s = self.sink(dsn=True)
+        r = self.routed(s).deliver('bob@example.net', b'x\n', notify='SUCCESS')
+        self.assertEqual((r['S'], r.get('A')), ('s', 'passed'), r)
+        plain = self.sink()
+        d = self.routed(plain)
+        r = d.deliver('bob@example.net', b'x\n', notify='SUCCESS')
+        self.assertEqual((r['S'], r.get('A')), ('s', 'relayed'), r)
+        plain.rcpt_reply = '550 5.1.1 no'
+        r = d.deliver('bob@example.net', b'x\n', notify='SUCCESS')
+        self.assertEqual((r['S'], r.get('A')), ('p', None), r)
+
+    def test_orcpt_of_a_utf8_recipient(self):
+        """the ORCPT made for a non-ASCII recipient is RFC 6533's utf-8 type:
+        "rfc822;j+C3+B6rg..." decodes to octets RFC 3461 4.2 forbids there,
+        and a strict next hop (postern itself) refuses the RCPT, 501"""
+        s = self.sink()
+        s.ehlo_reply = b'250-sink.test\r\n250-DSN\r\n250 SMTPUTF8\r\n'
+        d = self.routed(s)
+        r = d.deliver('j\u00f6rg+x@example.net', b'hi\n')
+        self.assertEqual(r['S'], 's', r)
+        want = 'RCPT TO:<j\u00f6rg+x@example.net> ORCPT=utf-8;j\u00f6rg\\x{2B}x@example.net'
+        self.assertEqual(s.messages[0]['rcpt'], [want.encode().decode('latin-1')])   # the sink reads latin-1
+
     def test_orcpt_made_from_recipient_when_absent(self):
         s = self.sink(dsn=True)
         d = self.routed(s)

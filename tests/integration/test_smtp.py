@@ -150,6 +150,23 @@ class SmtpSeeds(SmtpBase):
         ])
         self.assertTrue(in_queue(self.inst, queued_id(r[-2])))
 
+    def test_dsn_xtext_must_decode_to_printable_ascii(self):
+        """RFC 3461 4.2 and 4.4: ENVID and ORCPT, once xtext-decoded, MUST
+        be printable US-ASCII (the DSN cannot carry anything else); Postfix
+        answers 501 5.5.4. postern took them and wrote '?' in the report"""
+        self.dialogue([
+            (None, '220'),
+            ('EHLO client.example.com', '250'),
+            ('MAIL FROM:<sender@example.com> ENVID=a+0Ab', '501 5.5.4'),
+            ('MAIL FROM:<sender@example.com> ENVID=+C3+A9', '501 5.5.4'),
+            ('MAIL FROM:<sender@example.com> ENVID=a+7F', '501 5.5.4'),
+            ('MAIL FROM:<sender@example.com> ENVID=a+20b+2B', '250 2.1.0'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;a+00b@example.test', '501 5.5.4'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;j+C3+B6ran@example.test', '501 5.5.4'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;a+2Bb@example.test', '250 2.1.5'),
+            ('QUIT', '221'),
+        ])
+
     def test_seed_004_ehlo_notify_and_double_quit(self):
         with Conn(self.port) as c:
             r = self.dialogue([

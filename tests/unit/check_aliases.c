@@ -77,6 +77,16 @@ START_TEST(test_local_name)
     ck_assert_int_eq(alias_local_name("\"q\"@example.test", is_local, NULL, n, sizeof n), -1);
     ck_assert_int_eq(alias_local_name("@example.test", is_local, NULL, n, sizeof n), -1);
     ck_assert_int_eq(alias_local_name("a@", is_local, NULL, n, sizeof n), -1);
+    /* a UTF-8 detail (SMTPUTF8) is dropped like any other; the name stays ASCII */
+    ck_assert_int_eq(alias_local_name("alice+\xc3\xa9t\xc3\xa9@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "alice");
+    ck_assert_int_eq(alias_local_name("alice+a/b@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_int_eq(alias_local_name("al\xc3\xa9@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("a/b+c@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("alice+a%b@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("alice+\x7f@example.test", is_local, NULL, n, sizeof n), -1);
+    ck_assert_int_eq(alias_local_name("+x@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "+x");
 }
 END_TEST
 

@@ -43,6 +43,12 @@ START_TEST(test_job_roundtrip)
     ck_assert_str_eq(k.notify, "SUCCESS,FAILURE");
     ck_assert_str_eq(k.orcpt, "");
     ck_assert_str_eq(k.body, "8BITMIME");
+    ck_assert_str_eq(k.ret, "");
+    /* DSN RET travels as E (remote-deliverer passes it on) */
+    snprintf(j.ret, sizeof j.ret, "%s", "HDRS");
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert(dp_job_decode(&k, rec, len));
+    ck_assert_str_eq(k.ret, "HDRS");
     /* the null sender travels as an empty F field */
     j.sender[0] = 0;
     ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
@@ -53,7 +59,7 @@ END_TEST
 
 START_TEST(test_result_roundtrip_and_exact)
 {
-    struct dp_result r = { 7, DP_PERMANENT, "5.1.1 no such user" }, s;
+    struct dp_result r = { 7, DP_PERMANENT, "5.1.1 no such user", "" }, s;
     char rec[DP_RECORD_MAX];
     size_t len;
     ck_assert(dp_result_encode(&r, rec, sizeof rec, &len));
@@ -94,6 +100,21 @@ START_TEST(test_send_result)
     ck_assert_uint_eq(strlen(r.text), DP_FIELD_MAX);
     /* a text with a line end cannot be framed */
     ck_assert(!dp_send_result(sp[0], 44, DP_TEMPORARY, "4.0.0 a\r\nb"));
+    /* a success's action (A) goes with it; nothing else takes one */
+    ck_assert(dp_send_result_action(sp[0], 45, DP_SUCCESS, DP_ACTION_RELAYED, "2.0.0 ok"));
+    ck_assert(dp_recv(sp[1], rec, sizeof rec, &len, &fd));
+    ck_assert(dp_result_decode(&r, rec, len));
+    ck_assert_str_eq(r.action, "relayed");
+    ck_assert(dp_send_result(sp[0], 46, DP_SUCCESS, "2.0.0 ok"));
+    ck_assert(dp_recv(sp[1], rec, sizeof rec, &len, &fd));
+    ck_assert(dp_result_decode(&r, rec, len));
+    ck_assert_str_eq(r.action, "");
+    ck_assert(!dp_send_result_action(sp[0], 47, DP_PERMANENT, DP_ACTION_RELAYED, "5.0.0 no"));
+    ck_assert(!dp_send_result_action(sp[0], 48, DP_SUCCESS, "delivered", "2.0.0 ok"));
+    static const char bad_action[] = "J1\0Ss\0X2.0.0 ok\0Abogus\0";
+    static const char action_on_failure[] = "J1\0Sp\0X5.0.0 no\0Aexpanded\0";
+    ck_assert(!dp_result_decode(&r, bad_action, sizeof bad_action - 1));
+    ck_assert(!dp_result_decode(&r, action_on_failure, sizeof action_on_failure - 1));
 }
 END_TEST
 

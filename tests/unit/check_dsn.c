@@ -43,9 +43,9 @@ static void setup(void)
     SET(rc[0].addr, "bob@example.com");
     SET(rc[0].orcpt, "rfc822;Bob+2Bx@example.com");
     SET(rc[1].addr, "carol@example.net");
-    it[0] = (struct dsn_item){ &rc[0], "5.1.1", "550 5.1.1 no such user" };
-    it[1] = (struct dsn_item){ &rc[1], "5.4.7", "" };
-    it[2] = (struct dsn_item){ &rc[2], "4.4.1", "connection refused" };
+    it[0] = (struct dsn_item){ &rc[0], "5.1.1", "550 5.1.1 no such user", NULL, 0 };
+    it[1] = (struct dsn_item){ &rc[1], "5.4.7", "", NULL, 0 };
+    it[2] = (struct dsn_item){ &rc[2], "4.4.1", "connection refused", NULL, 0 };
     memset(&out, 0, sizeof out);
 }
 static void teardown(void) { buf_free(&out); }
@@ -252,9 +252,11 @@ END_TEST
 START_TEST(test_delay_and_success)
 {
     struct mime mm;
+    it[0].retry_until = NOW + 4 * 86400;
     compose(DSN_DELAY, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
     assert_field(mm.h, mm.hlen, "Subject: ", "Delayed Mail (still being retried)");
     assert_field(mm.part[1].b, mm.part[1].blen, "Action: ", "delayed");
+    assert_field(mm.part[1].b, mm.part[1].blen, "Will-Retry-Until: ", "Sat, 18 Nov 2023 22:13:20 +0000");
     assert_field(mm.part[2].h, mm.part[2].hlen, "Content-Type: ", "text/rfc822-headers");
     ck_assert(!contains(out.s, out.len, "BODY-MARKER"));   /* headers only */
     ck_assert(contains(mm.part[2].b, mm.part[2].blen, "Subject: lunch\n"));
@@ -265,6 +267,7 @@ START_TEST(test_delay_and_success)
     assert_field(mm.part[1].b, mm.part[1].blen, "Action: ", "delivered");
     assert_field(mm.part[1].b, mm.part[1].blen, "Status: ", "2.0.0");
     ck_assert(!field(mm.part[1].b, mm.part[1].blen, "Diagnostic-Code: "));
+    ck_assert(!field(mm.part[1].b, mm.part[1].blen, "Will-Retry-Until: "));   /* a delay report's only */
     ck_assert(!contains(out.s, out.len, "BODY-MARKER"));
     /* an invalid status falls back to the kind's default */
     it[0].action_status = "9.9.9";
@@ -277,6 +280,31 @@ START_TEST(test_delay_and_success)
     it[0].action_status = "4.4.7";
     compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
     assert_field(mm.part[1].b, mm.part[1].blen, "Status: ", "4.4.7");
+}
+END_TEST
+
+START_TEST(test_success_actions)
+{
+    /* RFC 3464 2.3.3: a success report's recipient may be "relayed" (to a
+     * next hop without DSN) or "expanded" (an alias); only there */
+    struct mime mm;
+    it[0].action_status = it[1].action_status = "2.0.0";
+    it[0].diagnostic = it[1].diagnostic = NULL;
+    it[0].action = "relayed";
+    it[1].action = "expanded";
+    compose(DSN_SUCCESS, 2, msg1, sizeof msg1 - 1, 1000000, &mm);
+    const char *b = mm.part[1].b;
+    size_t n = mm.part[1].blen;
+    ck_assert(contains(b, n, "Final-Recipient: rfc822; bob@example.com\nOriginal-Recipient: rfc822;Bob+x@example.com\n"
+                             "Action: relayed\n"));
+    ck_assert(contains(b, n, "Final-Recipient: rfc822; carol@example.net\nAction: expanded\n"));
+    ck_assert(contains(mm.part[0].b, mm.part[0].blen, "<bob@example.com>: 2.0.0 (relayed)\n"));
+    /* a failure or delay report keeps its own word */
+    compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
+    assert_field(mm.part[1].b, mm.part[1].blen, "Action: ", "failed");
+    it[0].action = "bogus";
+    compose(DSN_SUCCESS, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
+    assert_field(mm.part[1].b, mm.part[1].blen, "Action: ", "delivered");
 }
 END_TEST
 
@@ -376,6 +404,18 @@ START_TEST(test_full_limit)
     ck_assert(!contains(out.s, out.len, "BODY-MARKER"));
     ck_assert_uint_eq(mm.part[2].blen, (size_t)(strstr(msg1, "\n\n") - msg1) + 1);
     ck_assert(contains(mm.part[0].b, mm.part[0].blen, "larger than"));
+    /* only the header section of a 9 MB message at hand: never "whole",
+     * and the size said is the message's */
+    size_t h = (size_t)(strstr(msg1, "\n\n") - msg1) + 1;
+    out.len = 0;
+    ck_assert(dsn_compose_sized(DSN_FAILURE, &env, it, 1, msg1, h, 9000000, 1 << 20, HOST, NOW, &out));
+    mime_parse(out.s, out.len, &mm);
+    ck_assert_uint_eq(mm.nparts, 3);
+    assert_field(mm.part[2].h, mm.part[2].hlen, "Content-Type: ", "text/rfc822-headers");
+    ck_assert(contains(mm.part[0].b, mm.part[0].blen, "larger than 1048576 octets (it had 9000000)"));
+    ck_assert(contains(mm.part[2].b, mm.part[2].blen, "Subject: lunch\n"));
+    /* a size below what is at hand is nonsense */
+    ck_assert(!dsn_compose_sized(DSN_FAILURE, &env, it, 1, msg1, h, h - 1, 1 << 20, HOST, NOW, &out));
 }
 END_TEST
 
@@ -492,7 +532,7 @@ START_TEST(test_long_values)
     static struct dsn_item mi[500];
     for (size_t i = 0; i < 500; i++) {
         snprintf(many[i].addr, sizeof many[i].addr, "user%zu@example.com", i);
-        mi[i] = (struct dsn_item){ &many[i], "5.1.1", "no" };
+        mi[i] = (struct dsn_item){ &many[i], "5.1.1", "no", NULL, 0 };
     }
     out.len = 0;
     ck_assert(dsn_compose(DSN_FAILURE, &env, mi, 500, msg1, sizeof msg1 - 1, 1000000, HOST, NOW, &out));
@@ -508,6 +548,7 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_failure_report);
     tcase_add_test(core, test_delay_and_success);
+    tcase_add_test(core, test_success_actions);
     tcase_add_test(core, test_remote_mta);
     tcase_add_test(core, test_ret_hdrs_and_no_envid);
     tcase_add_test(core, test_double_bounce_and_args);

@@ -64,6 +64,24 @@ START_TEST(test_round_trip)
     ck_assert(envelope_format(&f, &b2));
     ck_assert_uint_eq(b.len, b2.len);
     ck_assert(!memcmp(b.s, b2.s, b.len));
+    /* RET: the line is there only if the sender gave one (FULL is passed
+     * on when relaying, none is not) */
+    ck_assert_ptr_nonnull(strstr(b.s, "\nret hdrs\n"));
+    envelope_free(&f);
+    e.ret_hdrs = 0;
+    b.len = 0;
+    ck_assert(envelope_format(&e, &b));
+    ck_assert_ptr_null(strstr(b.s, "\nret "));
+    ck_assert_msg(envelope_parse(&f, b.s, b.len, why, sizeof why), "%s", why);
+    ck_assert_int_eq(f.ret_given, 0);
+    envelope_free(&f);
+    e.ret_given = 1;
+    b.len = 0;
+    ck_assert(envelope_format(&e, &b));
+    ck_assert_ptr_nonnull(strstr(b.s, "\nret full\n"));
+    ck_assert_msg(envelope_parse(&f, b.s, b.len, why, sizeof why), "%s", why);
+    ck_assert_int_eq(f.ret_given, 1);
+    ck_assert_int_eq(f.ret_hdrs, 0);
     envelope_free(&e);
     envelope_free(&f);
     buf_free(&b);

@@ -42,10 +42,49 @@ START_TEST(test_expiry_and_delay)
     ck_assert(retry_expired(BIRTH, BIRTH + LIFE, LIFE));
     ck_assert(!retry_expired(BIRTH, BIRTH - 100, LIFE));   /* clock went back */
     /* the delay notice: once, at the first failure after 4 hours */
-    ck_assert(!retry_delay_due(BIRTH, 0, BIRTH + 60));
-    ck_assert(retry_delay_due(BIRTH, BIRTH + 3 * 3600, BIRTH + RETRY_DELAY_NOTICE + 5));
-    ck_assert(retry_delay_due(BIRTH, 0, BIRTH + RETRY_DELAY_NOTICE));
-    ck_assert(!retry_delay_due(BIRTH, BIRTH + RETRY_DELAY_NOTICE + 5, BIRTH + RETRY_DELAY_NOTICE + 900));
+    ck_assert(!retry_delay_due(BIRTH, 0, BIRTH + 60, LIFE));
+    ck_assert(retry_delay_due(BIRTH, BIRTH + 3 * 3600, BIRTH + RETRY_DELAY_NOTICE + 5, LIFE));
+    ck_assert(retry_delay_due(BIRTH, 0, BIRTH + RETRY_DELAY_NOTICE, LIFE));
+    /* a try scheduled by a failure at or after the mark: not again */
+    time_t after = retry_next(BIRTH, BIRTH + RETRY_DELAY_NOTICE, LIFE);
+    ck_assert(!retry_delay_due(BIRTH, after, after, LIFE));
+    ck_assert(!retry_delay_due(BIRTH, after, after - 600, LIFE));    /* flushed early */
+}
+END_TEST
+
+/* failures at the tries the schedule makes, from the first at birth:
+ * how many delay notices */
+static int notices(time_t (*when)(time_t scheduled, time_t prev), unsigned long long life)
+{
+    time_t t = BIRTH, scheduled = 0;
+    int n = 0;
+    while (!retry_expired(BIRTH, t, life)) {
+        n += retry_delay_due(BIRTH, scheduled, t, life);
+        scheduled = retry_next(BIRTH, t, life);
+        t = when(scheduled, t);
+    }
+    return n;
+}
+
+static time_t on_time(time_t scheduled, time_t prev) { (void)prev; return scheduled; }
+static time_t late(time_t scheduled, time_t prev) { (void)prev; return scheduled + 37; }
+/* an operator's flush halfway between tries */
+static time_t flushed(time_t scheduled, time_t prev)
+{
+    return scheduled - prev > 120 ? prev + (scheduled - prev) / 2 : scheduled;
+}
+
+START_TEST(test_delay_notice_once_on_the_schedule)
+{
+    /* the try the schedule makes at 4 h exactly (birth + 120^2) was
+     * scheduled by a failure before the mark, yet "scheduled < mark" was
+     * the test: on time, the notice never came */
+    ck_assert_int_eq(notices(on_time, LIFE), 1);
+    ck_assert_int_eq(notices(late, LIFE), 1);
+    ck_assert_int_eq(notices(flushed, LIFE), 1);
+    ck_assert_int_eq(notices(on_time, 86400), 1);
+    /* a lifetime shorter than the mark: the message fails first */
+    ck_assert_int_eq(notices(on_time, 3 * 3600), 0);
 }
 END_TEST
 
@@ -78,6 +117,7 @@ int main(void)
     tcase_add_test(core, test_isqrt);
     tcase_add_test(core, test_qmail_schedule);
     tcase_add_test(core, test_expiry_and_delay);
+    tcase_add_test(core, test_delay_notice_once_on_the_schedule);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits_caps);

@@ -388,6 +388,11 @@ START_TEST(test_mail_params)
     mail_bad(" ENVID=a+2b", "501 5.5.4");        /* xtext hex is upper case */
     mail_bad(" ENVID=", "501 5.5.4");
     mail_bad(" ENVID=a=b", "501 5.5.4");
+    /* RFC 3461 4.4: decoded, it must be printable US-ASCII */
+    mail_bad(" ENVID=a+0Ab", "501 5.5.4");
+    mail_bad(" ENVID=+C3+A9", "501 5.5.4");
+    mail_bad(" ENVID=+7F", "501 5.5.4");
+    ck_assert(mail(" ENVID=a+20b+2B+3D"));
     mail_bad(" AUTH=", "501 5.5.4");
     mail_bad(" FOO=bar", "555 5.5.4");
     mail_bad(" NOTIFY=NEVER", "555 5.5.4");
@@ -438,6 +443,8 @@ START_TEST(test_rcpt_params)
     rcpt_bad(" ORCPT=;bob@example.com", "501 5.5.4");
     rcpt_bad(" ORCPT=rfc822;", "501 5.5.4");
     rcpt_bad(" ORCPT=rfc822;a+4", "501 5.5.4");
+    rcpt_bad(" ORCPT=rfc822;a+00b@example.com", "501 5.5.4");    /* RFC 3461 4.2: printable once decoded */
+    rcpt_bad(" ORCPT=rfc822;j+C3+B6ran@example.com", "501 5.5.4");
     rcpt_bad(" ORCPT=rfc822;j\xc3\xb6ran@example.com", "501 5.5.4");
     rcpt_bad(" ORCPT=utf-8;a\xff", "501 5.5.4");
     rcpt_bad(" SIZE=10", "555 5.5.4");

@@ -455,6 +455,17 @@ START_TEST(test_transaction_quoted_and_utf8)
     feed("220 mx\r\n250 mx\r\n221 bye\r\n");   /* no SMTPUTF8: cannot be sent */
     ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_PERMFAIL);
     ck_assert(!strncmp(status, "5.6.7 ", 6));
+    /* with DSN, the ORCPT made from a non-ASCII address is RFC 6533's
+     * utf-8 type ('+', '=' and '\\' as \x{..}): an rfc822 ORCPT must
+     * decode to printable ASCII (RFC 3461 4.2), which a strict server
+     * refuses with 501 */
+    teardown();
+    setup();
+    j.rcpt = "J\xc3\xb6rg+a=b@d.test";
+    feed("220 mx\r\n250-mx\r\n250-DSN\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    drain(out, sizeof out);
+    ck_assert_ptr_nonnull(strstr(out, "RCPT TO:<J\xc3\xb6rg+a=b@d.test> ORCPT=utf-8;J\xc3\xb6rg\\x{2B}a\\x{3D}b@d.test\r\n"));
     close(fd);
 }
 END_TEST
