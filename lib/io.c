@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,34 @@ void fd_push_ack(int fd)
 {
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) < 0) { /* not TCP */ }
+}
+
+void fd_close_lingering(int fd, int max_ms, size_t max_bytes)
+{
+    char junk[4096];
+    size_t got = 0;
+    long long deadline = io_now_ms() + max_ms;
+    if (shutdown(fd, SHUT_WR) == 0) {
+        for (;;) {
+            long long left = deadline - io_now_ms();
+            struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
+            if (left <= 0 || got >= max_bytes) break;
+            int r = poll(&p, 1, (int)left);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            ssize_t n = read(fd, junk, sizeof junk);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+    }
+    close(fd);
+}
+
+int fd_unread(int fd)
+{
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 static int fd_wait(int fd, short events, int timeout_ms)

@@ -77,4 +77,14 @@ int fd_write_all(int fd, const void *p, size_t n, int timeout_ms);
 /* read exactly n bytes; EPIPE on early EOF */
 int fd_read_all(int fd, void *p, size_t n, int timeout_ms);
 
+/* End a connection so that our last reply is not lost: half-close (a FIN
+ * after what was written), then read and drop what the peer still sends
+ * until it closes, for at most max_ms and max_bytes, then close. A close()
+ * with unread input sends RST instead of FIN, which throws away data not
+ * yet sent and may make the peer drop what it had not read: a client that
+ * pipelined past our "421 ... too many errors" would never see the 421. */
+void fd_close_lingering(int fd, int max_ms, size_t max_bytes);
+/* 1 if bytes have arrived on fd that nobody has read yet (FIONREAD) */
+int fd_unread(int fd);
+
 #endif

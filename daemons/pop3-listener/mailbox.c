@@ -16,9 +16,12 @@
 #include "pop3_session.h"
 #include "privdrop.h"
 
+/* the last reply; lingering, as a client that pipelined past PASS would
+ * otherwise get RST and perhaps never see the reply */
 static int reply_close(int fd, const char *line)
 {
     fd_write_all(fd, line, strlen(line), 10000);
+    fd_close_lingering(fd, 2000, 1 << 20);
     return EXIT_OK;
 }
 
@@ -95,5 +98,7 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
     }
     int code = transaction(c, fd, &md, r, left, leftlen, sid);
     maildrop_close(&md);
+    close(lock);          /* the mailbox is free before any lingering */
+    if (fd_unread(fd)) fd_close_lingering(fd, 2000, 1 << 20);
     return code;
 }

@@ -111,7 +111,13 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
             if (r == POP3_LOGIN_OK) return EXIT_OK;   /* the mailbox process has the connection */
             if (s.state == POP3_DONE) act = POP3_CLOSE; /* too many failed logins */
         }
-        if (act == POP3_CLOSE) { io_flush(&out); return EXIT_OK; }
+        if (act == POP3_CLOSE) {
+            io_flush(&out);
+            /* its monitor still holds the socket: the FIN and the drain
+             * keep its later close from sending RST over our last reply */
+            if (fd_unread(fd)) fd_close_lingering(fd, 2000, 1 << 20);
+            return EXIT_OK;
+        }
         if (act == POP3_STLS) {
             if (!io_flush(&out) || !stls(&fd, mon, &in, &out, sid, ms)) return EXIT_OK;
             pop3_tls_started(&s);

@@ -41,8 +41,11 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     smtp_mon_injector(&inj, &mc);
     smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port);
     if (llen) smtp_session_set_local(&session, (const struct sockaddr *)local, llen);
-    smtp_session_run(&session);
+    int quit = smtp_session_run(&session);
     smtp_session_free(&session);
+    /* after 421 (or 554) with the client's pipelined commands unread, a
+     * plain close would send RST and lose the reply */
+    if (!quit || fd_unread(session.in.fd)) fd_close_lingering(session.in.fd, 2000, 1 << 20);
     _exit(EXIT_OK);
 }
 

@@ -2,6 +2,7 @@
 #include <check.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -74,6 +75,84 @@ START_TEST(test_quickack)
     feed("ok\r\n", 4);
     ck_assert(io_fill(&in));
     ck_assert_uint_eq(io_buffered(&in), 4);
+}
+END_TEST
+
+/* A server that ends a connection with the client's input unread and its
+ * own reply not all sent yet: close() sends RST, which throws the unsent
+ * part away and leaves the client ECONNRESET; fd_close_lingering sends
+ * everything, then FIN, and the client reads it all and a clean end. The
+ * client (a child) pipelines 16 KB the server never reads and starts
+ * reading only after the server has closed. Returns the bytes the client
+ * read; *reset is 1 if its reading ended in ECONNRESET. */
+static size_t reply_after_close(int linger, size_t *written, int *reset)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0), a, pp[2];
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(l, 1), 0);
+    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_ge(a = accept(l, NULL, NULL), 0);
+    ck_assert_int_eq(pipe(pp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        static char b[65536];
+        close(a);
+        close(l);
+        memset(b, 'C', 16384);
+        size_t got = 0;
+        long r[2] = { 0, 0 };
+        if (!fd_write_all(c, b, 16384, 2000)) _exit(1);
+        usleep(300000);
+        for (;;) {
+            ssize_t n = read(c, b, sizeof b);
+            if (n > 0) { got += (size_t)n; continue; }
+            r[1] = n < 0 && errno == ECONNRESET;
+            break;
+        }
+        r[0] = (long)got;
+        if (write(pp[1], r, sizeof r) != sizeof r) _exit(1);
+        close(c);
+        _exit(0);
+    }
+    close(c);
+    usleep(100000);                         /* the client's bytes are in, unread */
+    ck_assert_int_eq(fcntl(a, F_SETFL, O_NONBLOCK), 0);
+    static char reply[1 << 16];
+    memset(reply, 'S', sizeof reply);
+    *written = 0;
+    for (;;) {                              /* until the send queue is full */
+        ssize_t n = write(a, reply, sizeof reply);
+        if (n <= 0) break;
+        *written += (size_t)n;
+    }
+    ck_assert_uint_gt(*written, 0);
+    if (linger) fd_close_lingering(a, 5000, 1 << 20);
+    else close(a);
+    long r[2];
+    ck_assert(fd_read_all(pp[0], r, sizeof r, 10000));
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(pp[0]); close(pp[1]); close(l);
+    *reset = (int)r[1];
+    return (size_t)r[0];
+}
+
+START_TEST(test_close_lingering)
+{
+    size_t written;
+    int reset;
+    size_t got = reply_after_close(1, &written, &reset);
+    ck_assert_uint_eq(got, written);
+    ck_assert_int_eq(reset, 0);
+    /* what it prevents */
+    got = reply_after_close(0, &written, &reset);
+    ck_assert_uint_lt(got, written);
+    ck_assert_int_eq(reset, 1);
 }
 END_TEST
 
@@ -256,6 +335,7 @@ int main(void)
     tcase_add_test(core, test_cr_split_across_reads);
     tcase_add_test(core, test_nul_kept_and_output);
     tcase_add_test(core, test_quickack);
+    tcase_add_test(core, test_close_lingering);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
