@@ -29,23 +29,9 @@ PROGRAMS = ('postern-setup', 'postern-user', 'queue-inject', 'queue-manager',
 
 def inject(inst, sender, rcpts, message, extra=()):
     """Run queue-inject; return the new queue id."""
-    a, b = socket.socketpair()
-    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
-                         stderr=subprocess.PIPE)
-    b.close()
-    p.stdin.write(message)
-    p.stdin.close()
     recs = [b'F' + sender.encode()] + [r.encode() for r in extra]
     recs += [b'T' + r.encode() + b'\t\t' for r in rcpts]
-    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
-    a.shutdown(socket.SHUT_WR)
-    out = a.makefile('rb').read().decode().strip()
-    a.close()
-    err = p.stderr.read().decode(errors='replace')
-    rc = p.wait()
-    if rc != 0:
-        raise AssertionError('queue-inject exit %d: %s' % (rc, err))
-    return out
+    return inject_records(inst, b''.join(r + b'\0' for r in recs) + b'\0', message)
 
 
 def inject_records(inst, records, message):

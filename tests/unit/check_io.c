@@ -43,16 +43,24 @@ END_TEST
  * interactive mode, TCP_QUICKACK 0), a wait for input with it on leaves the
  * socket acknowledging at once; off, it stays as it was. On a socket that
  * is not TCP it changes nothing and input still arrives. */
-static int quickack_after_fill(int on)
+/* a TCP connection over loopback: *l listening, *c the client, *a accepted */
+static void tcp_pair(int *l, int *c, int *a)
 {
-    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0), a, v = 0, zero = 0;
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t sl = sizeof sa;
-    ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(l, 1), 0);
-    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
-    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_ge(a = accept(l, NULL, NULL), 0);
+    *l = socket(AF_INET, SOCK_STREAM, 0);
+    *c = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_eq(bind(*l, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(*l, 1), 0);
+    ck_assert_int_eq(getsockname(*l, (struct sockaddr *)&sa, &sl), 0);
+    ck_assert_int_eq(connect(*c, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_ge(*a = accept(*l, NULL, NULL), 0);
+}
+
+static int quickack_after_fill(int on)
+{
+    int l, c, a, v = 0, zero = 0;
+    tcp_pair(&l, &c, &a);
     ck_assert_int_eq(setsockopt(a, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof zero), 0);
     unsigned char b[16];
     struct io t;
@@ -87,14 +95,8 @@ END_TEST
  * read; *reset is 1 if its reading ended in ECONNRESET. */
 static size_t reply_after_close(int linger, size_t *written, int *reset)
 {
-    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0), a, pp[2];
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t sl = sizeof sa;
-    ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(l, 1), 0);
-    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
-    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_ge(a = accept(l, NULL, NULL), 0);
+    int l, c, a, pp[2];
+    tcp_pair(&l, &c, &a);
     ck_assert_int_eq(pipe(pp), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
