@@ -102,7 +102,7 @@ static int reap(void)
     return ok;
 }
 
-static void child(struct tls_server *ts, const struct proxy_setup *ps, const char *id, int client, int plain)
+static _Noreturn void child(struct tls_server *ts, const struct proxy_setup *ps, const char *id, int client, int plain)
 {
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
