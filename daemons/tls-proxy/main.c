@@ -60,7 +60,7 @@ int main(int argc, char **argv)
     tls_paths(&ps);
     static struct tls_server ts;
     char why[512];
-    if (!tls_server_load(&ts, ps.cert, ps.key, ps.sni, why, sizeof why)) die_perm("%s", why);
+    if (!tls_server_load(&ts, ps.cert, ps.key, ps.sni, server, why, sizeof why)) die_perm("%s", why);
     if (!privuser_lookup(ps.c.user_tls, &ps.u)) die_perm_sys("user %s", ps.c.user_tls);
     return server ? proxy_serve(&ts, &ps) : proxy_connection(&ts, &ps, id);
 }

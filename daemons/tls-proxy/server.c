@@ -9,12 +9,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
 #include "filesig.h"
+#include "io.h"
 #include "log.h"
 #include "tls_spawn.h"
+
+/* how long one server's session ticket keys are used (Postfix rotates
+ * its own every hour as well) */
+#define TICKET_KEY_LIFE_MS (3600LL * 1000)
 
 static volatile sig_atomic_t got_term;
 
@@ -69,7 +75,7 @@ static void refresh(struct tls_server *ts, const struct proxy_setup *ps, struct 
     if (files_same(&now, loaded)) return;
     struct tls_server fresh;
     char why[512];
-    if (!tls_server_load(&fresh, ps->cert, ps->key, ps->sni, why, sizeof why)) {
+    if (!tls_server_load(&fresh, ps->cert, ps->key, ps->sni, 1, why, sizeof why)) {
         tls_server_free(&fresh);
         log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the certificates loaded before)", why);
         *loaded = now;
@@ -140,11 +146,21 @@ int proxy_serve(struct tls_server *ts, const struct proxy_setup *ps)
     privdrop_name("tls-server");
     files_read(ts, ps, &loaded);
     log_info(NULL, "event=start mode=server names=%zu", ts->nsni);
+    long long rotate_at = io_now_ms() + TICKET_KEY_LIFE_MS;
     for (;;) {
         struct pollfd p = { .fd = 0, .events = POLLIN, .revents = 0 };
-        int r = ppoll(&p, 1, NULL, &none), e = errno;
+        long long left = rotate_at - io_now_ms();
+        struct timespec ts_left = { .tv_sec = left > 0 ? left / 1000 : 0,
+                                    .tv_nsec = left > 0 ? (left % 1000) * 1000000 : 0 };
+        int r = ppoll(&p, 1, &ts_left, &none), e = errno;
         if (!reap()) return EXIT_TEMP;
         if (got_term) { log_info(NULL, "event=stop"); return EXIT_OK; }
+        if (io_now_ms() >= rotate_at) {
+            /* the session ticket keys are this process's: its listener
+             * starts a new server, with new ones, for the next connection */
+            log_info(NULL, "event=stop reason=ticket_key_rotation");
+            return EXIT_OK;
+        }
         if (r < 0 && e != EINTR) { errno = e; die_temp_sys("poll"); }
         if (r <= 0) continue;
         char id[TLS_ID_MAX + 1];

@@ -33,7 +33,7 @@ static void ssl_why(char *why, size_t whylen, const char *what, const char *file
     ERR_clear_error();
 }
 
-static SSL_CTX *ctx_new(const char *cert, const char *key, char *why, size_t whylen)
+static SSL_CTX *ctx_new(const char *cert, const char *key, int tickets, char *why, size_t whylen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) { ssl_why(why, whylen, "cannot create TLS context", NULL); return NULL; }
@@ -44,8 +44,13 @@ static SSL_CTX *ctx_new(const char *cert, const char *key, char *why, size_t why
         return NULL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
-                                 | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+                                 | SSL_OP_CIPHER_SERVER_PREFERENCE | (tickets ? 0 : SSL_OP_NO_TICKET));
+    /* no server-side cache: with tickets the client keeps the session, the
+     * children of one server share the key (their parent's memory) */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (!tickets) SSL_CTX_set_num_tickets(ctx, 0);
+    static const unsigned char sid_ctx[] = "postern";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         ssl_why(why, whylen, "cannot load certificate", cert);
@@ -88,7 +93,7 @@ static int sni_name_ok(const char *n)
     return 1;
 }
 
-static int sni_load(struct tls_server *ts, const char *sni_dir, char *why, size_t whylen)
+static int sni_load(struct tls_server *ts, const char *sni_dir, int tickets, char *why, size_t whylen)
 {
     DIR *d = opendir(sni_dir);
     if (!d) return errno == ENOENT ? 1 : (snprintf(why, whylen, "%s: %s", sni_dir, strerror(errno)), 0);
@@ -114,7 +119,7 @@ static int sni_load(struct tls_server *ts, const char *sni_dir, char *why, size_
             ok = 0;
             break;
         }
-        SSL_CTX *c = ctx_new(cert, key, why, whylen);
+        SSL_CTX *c = ctx_new(cert, key, tickets, why, whylen);
         if (!c) { ok = 0; break; }
         size_t i = ts->nsni++;
         ts->sni_ctx[i] = c;
@@ -128,12 +133,12 @@ static int sni_load(struct tls_server *ts, const char *sni_dir, char *why, size_
 }
 
 int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
-                    const char *sni_dir, char *why, size_t whylen)
+                    const char *sni_dir, int tickets, char *why, size_t whylen)
 {
     memset(ts, 0, sizeof *ts);
-    ts->ctx = ctx_new(cert, key, why, whylen);
+    ts->ctx = ctx_new(cert, key, tickets, why, whylen);
     if (!ts->ctx) return 0;
-    if (sni_dir && !sni_load(ts, sni_dir, why, whylen)) return 0;
+    if (sni_dir && !sni_load(ts, sni_dir, tickets, why, whylen)) return 0;
     if (ts->nsni) {
         SSL_CTX_set_tlsext_servername_callback(ts->ctx, sni_callback);
         SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);

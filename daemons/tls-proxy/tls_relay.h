@@ -18,9 +18,12 @@ struct tls_server {
 
 /* Build the default context from cert/key files (PEM; the cert file may hold
  * the chain), then every ROOT/conf/tls/sni/<name>/{cert,key}.pem found in
- * sni_dir (NULL: none). 0 with why[] saying which file and what is wrong. */
+ * sni_dir (NULL: none). tickets: issue session tickets (RFC 5077, TLS 1.3
+ * resumption) under the contexts' own random keys, which only processes
+ * forked after the load share (tls-proxy -z); 0 for none. 0 with why[]
+ * saying which file and what is wrong. */
 int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
-                    const char *sni_dir, char *why, size_t whylen);
+                    const char *sni_dir, int tickets, char *why, size_t whylen);
 
 /* free what tls_server_load made (also after it failed part way) */
 void tls_server_free(struct tls_server *ts);

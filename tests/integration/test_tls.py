@@ -382,6 +382,8 @@ class SmtpTls(unittest.TestCase):
                 if cmd[:2] == [b'tls-server', b'-z'] and ppid == listener:
                     return pid
             return None
+        if find() is None:
+            self.greeted_over_tls()      # a listener starts its server for a connection
         return self.inst.wait_for(find, 10, what='the TLS server')
 
     def greeted_over_tls(self):
@@ -419,6 +421,41 @@ class SmtpTls(unittest.TestCase):
                            10, what='the old TLS server to end')
         self.greeted_over_tls()
         self.assertNotEqual(self.tls_server(), server)
+
+    def test_session_resumption(self):
+        """the children of one TLS server share its session ticket key, so a
+        client that comes back resumes its TLS session (RFC 8446 2.2, RFC
+        5077): no certificate, no signature. TLS 1.3 and 1.2."""
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = client_ctx()
+            ctx.maximum_version = version
+
+            def session(sess=None):
+                raw = socket.create_connection(('127.0.0.1', self.smtps), timeout=10)
+                t = ctx.wrap_socket(raw, server_hostname=HOST, session=sess)
+                c = Conn(None, sock=t)
+                try:
+                    smtp_steps(c, [(None, '220'), ('QUIT', '221')])   # TLS 1.3: the tickets came
+                    return t.session, t.session_reused
+                finally:
+                    c.close()
+            ended = self.inst.log('smtp-listener').count('event=tls_server_ended')
+            first, reused = session()
+            self.assertFalse(reused)
+            self.assertTrue(first.has_ticket, version)
+            again, reused = session(first)
+            self.assertTrue(reused, version)
+            # a ticket from before a restart of the server is not accepted:
+            # the keys were its own
+            server = self.tls_server()
+            time.sleep(1.1)         # it ran a second: replaced at once, not 10 s later
+            os.kill(server, signal.SIGTERM)
+            self.inst.wait_for(lambda: not os.path.exists('/proc/%d' % server), 10, what='the server to end')
+            self.inst.wait_for(lambda: self.inst.log('smtp-listener').count('event=tls_server_ended') >
+                               ended, 10, what='the listener to see it end')
+            session()                       # starts the new server
+            _, reused = session(again)
+            self.assertFalse(reused, version)
 
     @staticmethod
     def parent(pid):
