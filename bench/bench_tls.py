@@ -3,9 +3,11 @@
 auth-checker; no queue-manager, so queued messages stay in the queue).
 
   1. handshakes per second on the smtps port (465-style implicit TLS): each
-     connection is accept + fork of monitor and session + fork/exec of
-     tls-proxy (which loads the key and drops privileges) + a full TLS
-     handshake + the 220 greeting + QUIT. Run with --parallel clients.
+     connection is accept + fork of monitor and session + a tls-proxy child
+     forked by the listener's TLS server (tls-proxy -z; it drops privileges)
+     + a full TLS handshake + the 220 greeting + QUIT. Run with --parallel
+     clients. Then the same with every connection resuming one session
+     (a session ticket: no certificate, no signature).
   2. throughput of one TLS SMTP session: STARTTLS on the submission port,
      AUTH PLAIN, then --messages messages of --size bytes over the one
      connection (Python's smtplib: Nagle on, the body in 16 KB TLS records);
@@ -42,23 +44,29 @@ def ctx():
     return c
 
 
-def one_handshake(port, c):
+def one_handshake(port, c, session=None, want=None):
+    """connect, TLS (resuming session if given), 220, QUIT: the TLS version,
+    or (version, session) with want='session'"""
     s = socket.create_connection(('127.0.0.1', port), timeout=30)
-    t = c.wrap_socket(s, server_hostname='mail.example.test')
+    t = c.wrap_socket(s, server_hostname='mail.example.test', session=session)
     f = t.makefile('rb')
     line = f.readline()
     if not line.startswith(b'220 '):
         raise RuntimeError('no greeting: %r' % line)
+    if session is not None and not t.session_reused:
+        raise RuntimeError('the session was not resumed')
     t.sendall(b'QUIT\r\n')
     f.readline()
     version = t.version()
+    got = t.session
     f.close()
     t.close()
-    return version
+    return (version, got) if want == 'session' else version
 
 
-def handshakes(port, n, parallel):
+def handshakes(port, n, parallel, resume=False):
     c = ctx()
+    session = one_handshake(port, c, want='session')[1] if resume else None
     lat = []
     versions = set()
     lock = threading.Lock()
@@ -71,13 +79,13 @@ def handshakes(port, n, parallel):
                     return
                 todo[0] -= 1
             t0 = time.monotonic()
-            v = one_handshake(port, c)
+            v = one_handshake(port, c, session)
             dt = time.monotonic() - t0
             with lock:
                 lat.append(dt)
                 versions.add(v)
 
-    one_handshake(port, c)      # warm up
+    one_handshake(port, c, session)      # warm up
     t0 = time.monotonic()
     threads = [threading.Thread(target=worker) for _ in range(parallel)]
     for t in threads:
@@ -170,6 +178,11 @@ def main():
         print('handshakes: %d connections to the smtps port (%d in parallel), each '
               'connect + TLS handshake (%s, RSA-2048 key) + 220 greeting + QUIT'
               % (a.handshakes, a.parallel, '/'.join(sorted(versions))))
+        print('  %.1f handshakes/s  (wall %.2f s, latency p50 %.1f ms, p99 %.1f ms)'
+              % (rate, wall, p50 * 1000, p99 * 1000))
+        rate, p50, p99, wall, versions = handshakes(inst.port('smtps'), a.handshakes, a.parallel, True)
+        print('resumed: the same, each resuming the first connection\'s session (%s session ticket)'
+              % '/'.join(sorted(versions)))
         print('  %.1f handshakes/s  (wall %.2f s, latency p50 %.1f ms, p99 %.1f ms)'
               % (rate, wall, p50 * 1000, p99 * 1000))
         for tls, port, what in ((True, inst.port('submission'), 'STARTTLS + AUTH on submission'),
