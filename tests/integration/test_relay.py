@@ -138,7 +138,8 @@ class Relay(unittest.TestCase):
     def queue_list(self):
         return self.a.run('postern-queue', 'list', check=False).stdout
 
-    def submit_smtplib(self, port, implicit, msg, to='bob@example.net', sender='alice@example.org'):
+    def submit_smtplib(self, port, implicit, msg, to='bob@example.net', sender='alice@example.org',
+                       mail_options=(), rcpt_options=()):
         if implicit:
             s = smtplib.SMTP_SSL('127.0.0.1', port, context=client_ctx(), timeout=15)
         else:
@@ -148,7 +149,7 @@ class Relay(unittest.TestCase):
         try:
             s.ehlo('client.test')
             s.login('alice', PASSWORD)
-            refused = s.sendmail(sender, [to], msg)
+            refused = s.sendmail(sender, [to], msg, mail_options, rcpt_options)
             self.assertEqual(refused, {})
         finally:
             s.quit()
@@ -295,15 +296,8 @@ class Relay(unittest.TestCase):
 
     def submit_dsn(self, to, tag, mail_options, rcpt_options):
         msg = ('From: alice@example.org\r\nTo: %s\r\nSubject: %s\r\n\r\nhello\r\n' % (to, tag)).encode()
-        s = smtplib.SMTP('127.0.0.1', self.a.port('submission'), timeout=15)
-        try:
-            s.ehlo('client.test')
-            s.starttls(context=client_ctx())
-            s.ehlo('client.test')
-            s.login('alice', PASSWORD)
-            self.assertEqual(s.sendmail('alice@example.org', [to], msg, mail_options, rcpt_options), {})
-        finally:
-            s.quit()
+        self.submit_smtplib(self.a.port('submission'), False, msg, to=to,
+                            mail_options=mail_options, rcpt_options=rcpt_options)
 
     def at_sink(self, tag):
         def arrived():
