@@ -131,14 +131,20 @@ void tls_server_slot_keep(struct tls_server_slot *s, const char *proxy, const ch
     tls_proxy_server_use(s->fd);
 }
 
+/* the server is gone (or going): connections exec tls-proxy until the
+ * next one starts; s->fd is the one tls_proxy_server_use() was given */
+static void slot_down(struct tls_server_slot *s)
+{
+    tls_proxy_server_forget();
+    s->fd = -1;
+    s->pid = 0;
+}
+
 int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid)
 {
     if (pid != s->pid || pid <= 0) return 0;
     time_t now = time(NULL);
-    tls_proxy_server_use(-1);
-    close(s->fd);
-    s->fd = -1;
-    s->pid = 0;
+    slot_down(s);
     s->next_try = now - s->started >= 1 ? now : now + 10;
     return 1;
 }
@@ -147,10 +153,7 @@ void tls_server_slot_restart(struct tls_server_slot *s, const char *proxy, const
 {
     if (s->pid > 0) {
         kill(s->pid, SIGTERM);
-        tls_proxy_server_use(-1);
-        close(s->fd);
-        s->fd = -1;
-        s->pid = 0;       /* reaped later as any child */
+        slot_down(s);     /* reaped later as any child */
     }
     s->next_try = 0;
     tls_server_slot_keep(s, proxy, root);
