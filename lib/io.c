@@ -30,28 +30,6 @@ void fd_push_ack(int fd)
     if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) < 0) { /* not TCP */ }
 }
 
-void fd_close_lingering(int fd, int max_ms, size_t max_bytes)
-{
-    char junk[4096];
-    size_t got = 0;
-    long long deadline = io_now_ms() + max_ms;
-    if (shutdown(fd, SHUT_WR) == 0) {
-        for (;;) {
-            long long left = deadline - io_now_ms();
-            struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
-            if (left <= 0 || got >= max_bytes) break;
-            int r = poll(&p, 1, (int)left);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            ssize_t n = read(fd, junk, sizeof junk);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-            if (n <= 0) break;
-            got += (size_t)n;
-        }
-    }
-    close(fd);
-}
-
 int fd_unread(int fd)
 {
     int n = 0;
@@ -67,6 +45,24 @@ static int fd_wait(int fd, short events, int timeout_ms)
         if (r == 0) { errno = ETIMEDOUT; return 0; }
         if (errno != EINTR) return 0;
     }
+}
+
+void fd_close_lingering(int fd, int max_ms, size_t max_bytes)
+{
+    char junk[4096];
+    size_t got = 0;
+    long long deadline = io_now_ms() + max_ms;
+    if (shutdown(fd, SHUT_WR) == 0) {
+        for (;;) {
+            long long left = deadline - io_now_ms();
+            if (left <= 0 || got >= max_bytes || !fd_wait(fd, POLLIN, (int)left)) break;
+            ssize_t n = read(fd, junk, sizeof junk);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+    }
+    close(fd);
 }
 
 /* Deadlines (CLOCK_MONOTONIC ms; -1 = none): a line must be complete
