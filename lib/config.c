@@ -26,10 +26,13 @@ struct config_setting {
 #define UINT(k, lo, hi) { #k, CK_UINT, offsetof(struct config, k), lo, hi }
 #define SIZE(k, hi) { #k, CK_SIZE, offsetof(struct config, k), 0, hi }
 #define DURATION(k, lo, hi) { #k, CK_DURATION, offsetof(struct config, k), lo, hi }
+/* a NAME / LIST whose values must be domain names of at most hi characters */
+#define DOMAIN(k, hi) { #k, CK_NAME, offsetof(struct config, k), 0, hi }
+#define DOMAINS(k, hi) { #k, CK_LIST, offsetof(struct config, k), 0, hi }
 
 static const struct config_setting config_settings[] = {
-    NAME(hostname),
-    LIST(local_domains),
+    DOMAIN(hostname, CONFIG_HOSTNAME_MAX),
+    DOMAINS(local_domains, CONFIG_DOMAIN_MAX),
     LIST(relay_networks),
     LIST(smtp_listen),
     LIST(submission_listen),
@@ -148,7 +151,8 @@ static int domain_ok(const char *v, size_t max, char *why, size_t whylen)
     return 1;
 }
 
-static int list_set(struct config_list *l, const char *v, char *why, size_t whylen)
+/* domain_max: 0, or each entry must be a domain name of at most that */
+static int list_set(struct config_list *l, const char *v, size_t domain_max, char *why, size_t whylen)
 {
     struct config_list out;
     out.n = 0;
@@ -164,6 +168,7 @@ static int list_set(struct config_list *l, const char *v, char *why, size_t whyl
         memcpy(out.v[out.n], p, n);
         out.v[out.n][n] = 0;
         if (!name_ok(out.v[out.n], why, whylen)) return 0;
+        if (domain_max && !domain_ok(out.v[out.n], domain_max, why, whylen)) return 0;
         out.n++;
         p = e;
     }
@@ -181,15 +186,10 @@ int config_set(struct config *c, const char *key, const char *value, char *why, 
         switch (s->kind) {
         case CK_NAME:
             if (!name_ok(value, why, whylen)) return 0;
-            if (field == c->hostname && !domain_ok(value, CONFIG_HOSTNAME_MAX, why, whylen)) return 0;
+            if (s->max && !domain_ok(value, s->max, why, whylen)) return 0;
             name_set(field, value);
             return 1;
-        case CK_LIST:
-            if (!list_set((struct config_list *)(void *)field, value, why, whylen)) return 0;
-            if (field == (char *)&c->local_domains)
-                for (size_t d = 0; d < c->local_domains.n; d++)
-                    if (!domain_ok(c->local_domains.v[d], CONFIG_DOMAIN_MAX, why, whylen)) return 0;
-            return 1;
+        case CK_LIST: return list_set((struct config_list *)(void *)field, value, s->max, why, whylen);
         case CK_UINT: return conf_uint(value, s->min, s->max, u, why, whylen);
         case CK_SIZE: return conf_size(value, s->max, u, why, whylen);
         case CK_DURATION:
