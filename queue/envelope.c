@@ -13,6 +13,9 @@
  *   bounce no|yes
  *   rcpt<TAB>state<TAB>attempts<TAB>next_try<TAB>notify<TAB>orcpt<TAB>addr<TAB>last_error
  *
+ * state: pending, done, failed, bounced, delayed, delivered, relayed or
+ * expanded (envelope.h says what each means).
+ *
  * No field may hold a control character (so no CR, LF, NUL or TAB). */
 #include "envelope.h"
 
@@ -29,7 +32,24 @@
 
 #define ENV_VERSION_LINE "postern-envelope 1"
 
-static const char *const state_names[] = { "pending", "done", "failed", "bounced" };
+static const char *const state_names[ENV_RCPT_NSTATES] = {
+    "pending", "done", "failed", "bounced", "delayed", "delivered", "relayed", "expanded"
+};
+
+const char *envelope_state_name(enum env_rcpt_state s)
+{
+    return (unsigned)s < ENV_RCPT_NSTATES ? state_names[s] : "?";
+}
+
+int env_rcpt_pending(enum env_rcpt_state s)
+{
+    return s == ENV_RCPT_PENDING || s == ENV_RCPT_DELAYED;
+}
+
+int env_rcpt_success_due(enum env_rcpt_state s)
+{
+    return s == ENV_RCPT_DELIVERED || s == ENV_RCPT_RELAYED || s == ENV_RCPT_EXPANDED;
+}
 
 void envelope_init(struct envelope *e)
 {
@@ -158,7 +178,7 @@ int envelope_format(const struct envelope *e, struct buf *out)
         if (!r->addr[0] || !envelope_text_ok(r->addr, ENV_ADDR_MAX)
             || !envelope_text_ok(r->orcpt, ENV_FIELD_MAX)
             || !envelope_text_ok(r->last_error, ENV_FIELD_MAX)
-            || (unsigned)r->state > ENV_RCPT_BOUNCED || r->next_try < 0
+            || (unsigned)r->state >= ENV_RCPT_NSTATES || r->next_try < 0
             || !envelope_notify_format(r->notify, notify, sizeof notify)) {
             errno = EINVAL;
             return 0;
@@ -252,10 +272,10 @@ static int parse_rcpt(struct envelope *e, const char *s, size_t n, size_t lineno
     if (k != 7) return why_set(why, whylen, lineno, "rcpt: %zu fields, want 7", k);
     if (e->nrcpt >= ENV_RCPT_MAX)
         return why_set(why, whylen, lineno, "more than %d recipients", ENV_RCPT_MAX);
-    unsigned state = 4;
-    for (unsigned i = 0; i < 4; i++)
+    unsigned state = ENV_RCPT_NSTATES;
+    for (unsigned i = 0; i < ENV_RCPT_NSTATES; i++)
         if (fl[0] == strlen(state_names[i]) && !memcmp(f[0], state_names[i], fl[0])) state = i;
-    if (state == 4) return why_set(why, whylen, lineno, "rcpt: bad state");
+    if (state == ENV_RCPT_NSTATES) return why_set(why, whylen, lineno, "rcpt: bad state");
     unsigned long long attempts, next;
     if (!parse_num(f[1], fl[1], UINT_MAX, &attempts))
         return why_set(why, whylen, lineno, "rcpt: bad attempts");

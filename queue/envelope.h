@@ -15,12 +15,26 @@
 #define ENV_FIELD_MAX 1024     /* any other field (client, error text, orcpt) */
 #define ENV_RCPT_MAX 100000    /* recipients one envelope may hold */
 
+/* A state that says a report is due keeps saying so until queue-manager
+ * has queued that report, so a crash in between loses no report. */
 enum env_rcpt_state {
     ENV_RCPT_PENDING = 0,  /* not yet delivered (maybe tried: see attempts) */
-    ENV_RCPT_DONE,         /* delivered */
+    ENV_RCPT_DONE,         /* delivered; nothing left to report */
     ENV_RCPT_FAILED,       /* failed permanently; a bounce is due */
-    ENV_RCPT_BOUNCED       /* failed and its DSN is queued (or not wanted) */
+    ENV_RCPT_BOUNCED,      /* failed and its DSN is queued (or not wanted) */
+    ENV_RCPT_DELAYED,      /* not yet delivered; a delay report (NOTIFY=DELAY) is due */
+    ENV_RCPT_DELIVERED,    /* delivered; a success report (NOTIFY=SUCCESS) is due */
+    ENV_RCPT_RELAYED,      /* passed to a next hop without DSN; a success report is due */
+    ENV_RCPT_EXPANDED      /* an alias, sent on to its targets; a success report is due */
 };
+#define ENV_RCPT_NSTATES 8
+
+/* the state's name in the file ("pending", "done", ...) */
+const char *envelope_state_name(enum env_rcpt_state s);
+/* still to be delivered: pending or delayed */
+int env_rcpt_pending(enum env_rcpt_state s);
+/* delivered, with a success report due: delivered, relayed or expanded */
+int env_rcpt_success_due(enum env_rcpt_state s);
 
 struct env_rcpt {
     enum env_rcpt_state state;

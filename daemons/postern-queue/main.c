@@ -31,20 +31,24 @@ static const char usage[] =
     "list    one line per message:  ID AGE SIZE <sender>\n"
     "        (AGE in seconds since queued, SIZE in bytes), then one line per recipient:\n"
     "          STATE ATTEMPTS <address> LAST_ERROR\n"
-    "        (two spaces first; STATE is pending, done, failed or bounced;\n"
+    "        (two spaces first; STATE is pending, done, failed or bounced, or,\n"
+    "        with a report still to send, delayed, delivered, relayed or expanded;\n"
     "        LAST_ERROR is the rest of the line, possibly empty)\n"
     "stat    lines \"KEY VALUE\": messages, recipients, pending, done, failed, bounced,\n"
-    "        bytes, oldest (age in seconds, 0 if empty)\n"
+    "        bytes, oldest (age in seconds, 0 if empty); pending counts delayed,\n"
+    "        done counts delivered, relayed and expanded\n"
     "show ID the envelope file, a line \"--\", then the message's header section\n"
     "flush   ask queue-manager to try every pending recipient now\n"
     "delete ID  ask queue-manager to remove the message (no bounce is sent);\n"
     "        waits up to 10 seconds and says whether it is gone\n"
     "Exit: 0 done, 100 usage error or no such message, 111 temporary trouble.\n";
 
-static const char *state_name(enum env_rcpt_state s)
+/* stat's four counts: delayed is pending, a success report due is done */
+static enum env_rcpt_state stat_state(enum env_rcpt_state s)
 {
-    static const char *const n[] = { "pending", "done", "failed", "bounced" };
-    return (unsigned)s < 4 ? n[s] : "?";
+    if (env_rcpt_pending(s)) return ENV_RCPT_PENDING;
+    if (env_rcpt_success_due(s)) return ENV_RCPT_DONE;
+    return s;
 }
 
 static int slurp(const char *path, struct buf *b, size_t max)
@@ -136,8 +140,9 @@ static int cmd_list(const char *root, int stat_only)
         for (size_t k = 0; k < e.nrcpt; k++) {
             const struct env_rcpt *r = &e.rcpt[k];
             rcpts++;
-            if ((unsigned)r->state < 4) count[r->state]++;
-            if (!stat_only) printf("  %s %u <%s> %s\n", state_name(r->state), r->attempts, r->addr, r->last_error);
+            if ((unsigned)stat_state(r->state) < 4) count[stat_state(r->state)]++;
+            if (!stat_only)
+                printf("  %s %u <%s> %s\n", envelope_state_name(r->state), r->attempts, r->addr, r->last_error);
         }
         envelope_free(&e);
     }

@@ -2,16 +2,19 @@
  * - recipients that failed for good get one failure report per message per
  *   round, to the envelope sender, unless their NOTIFY says NEVER or names
  *   other events but not FAILURE; then they are marked bounced;
- * - NOTIFY=SUCCESS recipients delivered this round get a success report;
+ * - NOTIFY=SUCCESS recipients that were delivered (or relayed, or were
+ *   an alias expanded) get a success report;
  * - NOTIFY=DELAY recipients get one delay report, at the first failure
  *   after RETRY_DELAY_NOTICE (lib/retry.h);
  * - nothing ever goes to the null sender: a failed message from <> (a
  *   bounce) becomes a double bounce to postmaster (dsn_compose addresses it
  *   there), once; a double bounce that fails is dropped with a log line.
- * Reports are injected through queue-inject from <>. Success and delay
- * reports are best effort (not retried, lost in a crash); a failure report
- * that cannot be queued leaves the recipients "failed" and is tried again
- * QM_BOUNCE_RETRY seconds later. */
+ * Reports are injected through queue-inject from <>. Each report due is
+ * due in the recipient's saved state (envelope.h: failed, delivered,
+ * relayed, expanded, delayed) until the report is queued, so a crash
+ * cannot lose one. A failure or success report that cannot be queued is
+ * tried again QM_BOUNCE_RETRY seconds later, a delay report at the
+ * recipient's next try. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,8 +98,8 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
         items[k].action_status = codes[k];
         if (kind == DSN_DELAY && e->birth > 0 && q->cfg.queue_lifetime < (1ULL << 40))   /* the last try */
             items[k].retry_until = e->birth + (time_t)q->cfg.queue_lifetime;
-        items[k].action = m->note[idx[k]] == QM_NOTE_RELAYED ? "relayed"
-                          : m->note[idx[k]] == QM_NOTE_EXPANDED ? "expanded" : NULL;
+        items[k].action = r->state == ENV_RCPT_RELAYED ? "relayed"
+                          : r->state == ENV_RCPT_EXPANDED ? "expanded" : NULL;
     }
     if (!qm_msg_read(q, m->id, &msg, &msglen, &msgsize)) goto done;
     if (!dsn_compose_sized(kind, e, items, n, msg, msglen, msgsize, QM_DSN_FULL_LIMIT, q->cfg.hostname, now, &out))
@@ -141,13 +144,17 @@ int qm_notify(struct qm *q, struct qm_msg *m, time_t now)
         for (size_t k = 0; k < n; k++) e->rcpt[idx[k]].state = ENV_RCPT_BOUNCED;
         changed = 1;
     }
+    /* then one success report and one delay report; a recipient stays in
+     * its state (and the report due) until its report is queued */
     for (int delay = 0; delay <= 1; delay++) {
         n = 0;
         for (size_t i = 0; i < e->nrcpt; i++)
-            if (m->note[i] != QM_NOTE_NONE && (m->note[i] == QM_NOTE_DELAY) == delay) idx[n++] = i;
-        if (n) report(q, m, delay ? DSN_DELAY : DSN_SUCCESS, idx, n, now);
+            if (delay ? e->rcpt[i].state == ENV_RCPT_DELAYED : env_rcpt_success_due(e->rcpt[i].state))
+                idx[n++] = i;
+        if (!n || !report(q, m, delay ? DSN_DELAY : DSN_SUCCESS, idx, n, now)) continue;
+        for (size_t k = 0; k < n; k++) e->rcpt[idx[k]].state = delay ? ENV_RCPT_PENDING : ENV_RCPT_DONE;
+        changed = 1;
     }
-    memset(m->note, 0, e->nrcpt);
     free(idx);
     return changed;
 }

@@ -33,9 +33,6 @@ struct qm_channel {
     unsigned max;
 };
 
-/* qm_msg.note[i]: a notice due for recipient i this round */
-enum qm_note { QM_NOTE_NONE = 0, QM_NOTE_DELIVERED, QM_NOTE_DELAY, QM_NOTE_RELAYED, QM_NOTE_EXPANDED };
-
 /* One per queued message, loaded or not: kept small (the envelope is
  * allocated only while loaded) and with what qm_dispatch/qm_next_wake look
  * at on every pass first, since they walk every message. */
@@ -53,7 +50,6 @@ struct qm_msg {
     int unsaved;            /* results in env not yet durable: keep it loaded */
     struct envelope *env;   /* while loaded (msg_load), else NULL */
     unsigned char *busy;    /* per recipient: a job is in flight */
-    unsigned char *note;    /* per recipient: enum qm_note */
 };
 
 struct qm_job {
@@ -106,8 +102,10 @@ void qm_flush(struct qm *q);
 time_t qm_next_wake(const struct qm *q);
 unsigned qm_inflight(const struct qm *q);
 
-/* notify.c: send the DSNs of one message's round; marks FAILED recipients
- * BOUNCED when done. Returns 1 if the envelope changed. */
+/* notify.c: queue the reports due in one message's recipient states;
+ * each recipient whose report is queued (or not wanted) moves on: failed
+ * to bounced, delivered/relayed/expanded to done, delayed to pending.
+ * Returns 1 if the envelope changed. */
 int qm_notify(struct qm *q, struct qm_msg *m, time_t now);
 
 #endif

@@ -75,8 +75,7 @@ static void msg_unload(struct qm_msg *m)
     free(m->env);
     m->env = NULL;
     free(m->busy);
-    free(m->note);
-    m->busy = m->note = NULL;
+    m->busy = NULL;
     m->loaded = 0;
 }
 
@@ -93,11 +92,7 @@ static int msg_load(struct qm *q, struct qm_msg *m)
         return 0;
     }
     m->busy = calloc(m->env->nrcpt, 1);
-    m->note = calloc(m->env->nrcpt, 1);
-    if (!m->busy || !m->note) {
-        free(m->busy);
-        free(m->note);
-        m->busy = m->note = NULL;
+    if (!m->busy) {
         envelope_free(m->env);
         free(m->env);
         m->env = NULL;
@@ -130,26 +125,27 @@ static enum qm_chan rcpt_chan(const struct qm *q, const char *addr)
 
 static const char *result_name(const struct env_rcpt *r)
 {
-    switch (r->state) {
-    case ENV_RCPT_DONE: return "delivered";
-    case ENV_RCPT_FAILED: return "failed";
-    case ENV_RCPT_BOUNCED: return "bounced";
-    default: return "deferred";
-    }
+    if (r->state == ENV_RCPT_DONE || env_rcpt_success_due(r->state)) return "delivered";
+    if (r->state == ENV_RCPT_FAILED) return "failed";
+    if (r->state == ENV_RCPT_BOUNCED) return "bounced";
+    return "deferred";
 }
 
-/* the success notice NOTIFY=SUCCESS asks for, by what the deliverer did:
- * none when it passed NOTIFY on to a next hop that offers DSN (RFC 3461
- * 5.2: that one reports) */
-static enum qm_note success_note(const char *action)
+/* the state a delivered recipient is left in: done, or, when its NOTIFY
+ * asks for SUCCESS, the state that says which success report is due. None
+ * when the deliverer passed NOTIFY on to a next hop that offers DSN (RFC
+ * 3461 5.2: that one reports). */
+static enum env_rcpt_state delivered_state(const struct env_rcpt *r, const char *action)
 {
-    if (!action || !action[0]) return QM_NOTE_DELIVERED;
-    if (!strcmp(action, DP_ACTION_RELAYED)) return QM_NOTE_RELAYED;
-    if (!strcmp(action, DP_ACTION_EXPANDED)) return QM_NOTE_EXPANDED;
-    return QM_NOTE_NONE;
+    if (!(r->notify & SMTP_NOTIFY_SUCCESS)) return ENV_RCPT_DONE;
+    if (!action || !action[0]) return ENV_RCPT_DELIVERED;
+    if (!strcmp(action, DP_ACTION_RELAYED)) return ENV_RCPT_RELAYED;
+    if (!strcmp(action, DP_ACTION_EXPANDED)) return ENV_RCPT_EXPANDED;
+    return ENV_RCPT_DONE;
 }
 
-/* record one result in memory (the caller saves the envelope) */
+/* record one result in memory (the caller saves the envelope); a report
+ * it makes due is due in the saved state, so a crash cannot lose it */
 static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, const char *action,
                   const char *text, time_t now)
 {
@@ -161,8 +157,7 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
     int expired = 0;
     switch (st) {
     case DP_SUCCESS:
-        r->state = ENV_RCPT_DONE;
-        if (r->notify & SMTP_NOTIFY_SUCCESS) m->note[i] = (unsigned char)success_note(action);
+        r->state = delivered_state(r, action);
         break;
     case DP_PERMANENT:
         r->state = ENV_RCPT_FAILED;
@@ -175,14 +170,14 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
             expired = 1;
         } else {
             r->next_try = retry_next(m->env->birth, now, q->cfg.queue_lifetime);
+            /* a delay report due and not yet queued stays due */
             if ((r->notify & SMTP_NOTIFY_DELAY)
                 && retry_delay_due(m->env->birth, scheduled, now, q->cfg.queue_lifetime))
-                m->note[i] = QM_NOTE_DELAY;
+                r->state = ENV_RCPT_DELAYED;
         }
     }
-    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u%s", r->addr,
-             expired ? "expired" : result_name(r), r->last_error, r->attempts,
-             r->state == ENV_RCPT_PENDING ? "" : "");
+    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u", r->addr,
+             expired ? "expired" : result_name(r), r->last_error, r->attempts);
 }
 
 /* Make the in-memory results durable. If that fails (disk full, EIO) the
@@ -203,31 +198,27 @@ static void update_wake(struct qm_msg *m, time_t now)
     int any = 0;
     for (size_t i = 0; i < m->env->nrcpt; i++) {
         const struct env_rcpt *r = &m->env->rcpt[i];
-        if (r->state == ENV_RCPT_FAILED) {   /* its bounce could not be queued */
+        /* a bounce or success report that could not be queued */
+        if (r->state == ENV_RCPT_FAILED || env_rcpt_success_due(r->state)) {
             time_t t = now + QM_BOUNCE_RETRY;
             if (!any || t < w) w = t;
             any = 1;
         }
-        if (r->state != ENV_RCPT_PENDING || m->busy[i]) continue;
+        /* (a delay report that could not be queued is tried again at the
+         * recipient's next try) */
+        if (!env_rcpt_pending(r->state) || m->busy[i]) continue;
         if (!any || r->next_try < w) w = r->next_try;
         any = 1;
     }
     m->wake = any ? w : now + QM_SCAN_ALL_EVERY;
 }
 
+/* every recipient delivered or bounced, and no report due: round_end
+ * removes m */
 static int all_finished(const struct envelope *e)
 {
     for (size_t i = 0; i < e->nrcpt; i++)
         if (e->rcpt[i].state != ENV_RCPT_DONE && e->rcpt[i].state != ENV_RCPT_BOUNCED) return 0;
-    return 1;
-}
-
-/* every recipient done and no DSN or notice due: round_end removes m */
-static int finished_quietly(const struct qm_msg *m)
-{
-    if (!all_finished(m->env)) return 0;
-    for (size_t i = 0; i < m->env->nrcpt; i++)
-        if (m->note[i]) return 0;
     return 1;
 }
 
@@ -241,7 +232,10 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         msg_forget(q, m);
         return 1;
     }
-    if (qm_notify(q, m, now)) save(q, m);
+    /* reports are queued before the states that made them due are saved
+     * as done: a crash in between sends a report twice, never not at all.
+     * A message left with nothing to do is removed without that save. */
+    int reported = qm_notify(q, m, now);
     if (all_finished(m->env)) {
         if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
         else {
@@ -251,6 +245,7 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         msg_forget(q, m);
         return 1;
     }
+    if (reported) save(q, m);
     update_wake(m, now);
     if (m->unsaved) {
         if (m->wake > now + QM_SAVE_RETRY || m->wake <= now) m->wake = now + QM_SAVE_RETRY;
@@ -310,7 +305,7 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
     if (m->unsaved) save(q, m);
     for (size_t i = 0; i < m->env->nrcpt; i++) {
         struct env_rcpt *r = &m->env->rcpt[i];
-        if (r->state != ENV_RCPT_PENDING || m->busy[i]) continue;
+        if (!env_rcpt_pending(r->state) || m->busy[i]) continue;
         if (!m->flush && r->next_try > now) continue;
         enum qm_chan ch = rcpt_chan(q, r->addr);
         struct qm_channel *c = &q->chan[ch];
@@ -393,7 +388,7 @@ static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const ch
          * result finishes the message with nothing left to report, its
          * removal in round_end (unlink + fsync env/<h>) -- rewriting an
          * envelope only to delete it would cost two more fsyncs */
-        if (m->inflight || !finished_quietly(m)) save(q, m);
+        if (m->inflight || !all_finished(m->env)) save(q, m);
     }
     free(j);
     if (!m->inflight) round_end(q, m, now);

@@ -24,6 +24,8 @@ call on the intended path, so each case proves it hit its step.
 SmtpQueueFaults: the queue on a size-limited tmpfs: 452 4.3.1, nothing
 half-written, and the server keeps serving."""
 
+import email
+import email.policy
 import os
 import re
 import shutil
@@ -50,7 +52,7 @@ def strace_works():
     return r.returncode == 0
 
 
-def inject(inst, sender, rcpts, message):
+def inject(inst, sender, rcpts, message, notify=''):
     """ROOT/bin/queue-inject; returns the queue id (the "250")."""
     a, b = socket.socketpair()
     p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
@@ -58,7 +60,7 @@ def inject(inst, sender, rcpts, message):
     b.close()
     p.stdin.write(message)
     p.stdin.close()
-    recs = [b'F' + sender.encode()] + [b'T' + r.encode() + b'\t\t' for r in rcpts]
+    recs = [b'F' + sender.encode()] + [b'T' + r.encode() + b'\t' + notify.encode() + b'\t' for r in rcpts]
     a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
     a.shutdown(socket.SHUT_WR)
     out = a.makefile('rb').read().decode().strip()
@@ -339,6 +341,58 @@ class MaildirFaults(FaultBase):
     def test_sigkill_each_step(self):
         for step in self.STEPS:
             self.one(step, 'KILL')
+
+
+class ReportFaults(FaultBase):
+    """A report the sender asked for (RFC 3461 NOTIFY) is due in the saved
+    envelope until it is queued. Before, success and delay reports lived
+    only in queue-manager's memory: a report that could not be queued, or a
+    crash before it was, lost it, and the message was removed without it."""
+
+    def test_success_report_survives_a_failed_injection_and_a_crash(self):
+        body = self.message(b'report-%d' % os.getpid())
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], body, notify='SUCCESS')
+        self.set_local_deliverer(None)
+        # queue-manager runs queue-inject for the report under strace, which
+        # kills it at its execve: the report cannot be queued
+        p, start = self.start_qm(['-f', '-P', self.inst.bin('queue-inject'),
+                                  '-e', 'inject=execve:signal=KILL'])
+        self.inst.wait_for(lambda: b'dsn=success' in self.qm_log(start) or p.poll() is not None, 20,
+                           what='the report tried\n' + self.qm_log(start).decode(errors='replace'))
+        first = self.qm_log(start).decode(errors='replace')
+        self.assertIn('%s rcpt=alice@example.test result=delivered' % qid, first)
+        self.assertRegex(first, r'%s dsn=success to=bob@example.test error=' % qid)
+        self.assertNotIn('%s removed=' % qid, first)
+        self.assertEqual(len(self.copies('alice', b'report-%d' % os.getpid())), 1)
+        # the state that says so is on disk: the crash (SIGKILL, no SIGTERM)
+        # loses nothing
+        with open(self.inst.path('queue', 'env', qid[-1], qid)) as f:
+            self.assertRegex(f.read(), r'\nrcpt\tdelivered\t1\t')
+        listing = subprocess.run([self.inst.bin('postern-queue'), '--root', self.inst.root, 'list'],
+                                 capture_output=True, text=True).stdout
+        self.assertIn('  delivered 1 <alice@example.test> 2.0.0 ', listing)
+        qm = children(p.pid)[0]
+        os.kill(qm, signal.SIGKILL)
+        self.stop_qm(p)
+        # a clean queue-manager queues the report at start, and only then
+        # removes the message; alice gets no second copy
+        p, start = self.start_qm()
+        try:
+            self.inst.wait_for(lambda: qid not in self.inst.queue_ids(), 20,
+                               what='the report queued\n' + self.qm_log(start).decode(errors='replace'))
+            self.inst.wait_for(lambda: self.inst.queue_ids() == [], 20, what='the report delivered')
+        finally:
+            self.stop_qm(p)
+        log = self.qm_log(start).decode(errors='replace')
+        self.assertRegex(log, r'%s dsn=success to=bob@example.test queued=' % qid)
+        self.assertEqual(len(self.copies('alice', b'report-%d' % os.getpid())), 1)
+        reports = [m for _, m in self.inst.maildir_messages('bob') if b'multipart/report' in m]
+        self.assertEqual(len(reports), 1)
+        msg = email.message_from_bytes(reports[0], policy=email.policy.compat32)
+        ds = [x for x in msg.walk() if x.get_content_type() == 'message/delivery-status'][0]
+        group = ds.get_payload()[1]
+        self.assertEqual(group['Action'], 'delivered')
+        self.assertEqual(group['Final-Recipient'], 'rfc822; alice@example.test')
 
 
 class SmtpQueueFaults(unittest.TestCase):

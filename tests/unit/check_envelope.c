@@ -89,6 +89,56 @@ START_TEST(test_round_trip)
 }
 END_TEST
 
+/* every state is written by its name and read back; the three that say a
+ * success report is due, and delayed, are what keep a report across a crash */
+START_TEST(test_states)
+{
+    static const struct { enum env_rcpt_state st; const char *name; int pending, success_due; } t[] = {
+        { ENV_RCPT_PENDING, "pending", 1, 0 },   { ENV_RCPT_DONE, "done", 0, 0 },
+        { ENV_RCPT_FAILED, "failed", 0, 0 },     { ENV_RCPT_BOUNCED, "bounced", 0, 0 },
+        { ENV_RCPT_DELAYED, "delayed", 1, 0 },   { ENV_RCPT_DELIVERED, "delivered", 0, 1 },
+        { ENV_RCPT_RELAYED, "relayed", 0, 1 },   { ENV_RCPT_EXPANDED, "expanded", 0, 1 },
+    };
+    ck_assert_uint_eq(sizeof t / sizeof t[0], ENV_RCPT_NSTATES);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct envelope e, f;
+        struct buf b = BUF_ZERO;
+        char why[128], want[64];
+        sample(&e);
+        e.rcpt[1].state = t[i].st;
+        ck_assert_str_eq(envelope_state_name(t[i].st), t[i].name);
+        ck_assert_int_eq(env_rcpt_pending(t[i].st), t[i].pending);
+        ck_assert_int_eq(env_rcpt_success_due(t[i].st), t[i].success_due);
+        ck_assert(envelope_format(&e, &b));
+        snprintf(want, sizeof want, "\nrcpt\t%s\t3\t", t[i].name);
+        ck_assert_msg(strstr(b.s, want) != NULL, "%s", b.s);
+        ck_assert_msg(envelope_parse(&f, b.s, b.len, why, sizeof why), "%s", why);
+        ck_assert_int_eq(f.rcpt[1].state, t[i].st);
+        envelope_free(&e);
+        envelope_free(&f);
+        buf_free(&b);
+    }
+    /* a state out of range is not written; an unknown name not read */
+    struct envelope e, f;
+    struct buf b = BUF_ZERO;
+    char why[128];
+    sample(&e);
+    e.rcpt[1].state = (enum env_rcpt_state)ENV_RCPT_NSTATES;
+    ck_assert(!envelope_format(&e, &b));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_str_eq(envelope_state_name((enum env_rcpt_state)ENV_RCPT_NSTATES), "?");
+    e.rcpt[1].state = ENV_RCPT_DONE;
+    ck_assert(envelope_format(&e, &b));
+    char *p = strstr(b.s, "\nrcpt\tdone\t");
+    ck_assert_ptr_nonnull(p);
+    memcpy(p + strlen("\nrcpt\t"), "dune", 4);
+    ck_assert(!envelope_parse(&f, b.s, b.len, why, sizeof why));
+    ck_assert_ptr_nonnull(strstr(why, "rcpt: bad state"));
+    envelope_free(&e);
+    buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_null_sender)
 {
     struct envelope e, f;
@@ -277,6 +327,7 @@ int main(void)
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_round_trip);
     tcase_add_test(core, test_null_sender);
+    tcase_add_test(core, test_states);
     tcase_add_test(core, test_ids);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
