@@ -136,3 +136,25 @@ unsigned sockaddr_port(const struct sockaddr *sa)
     if (sa->sa_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
     return 0;
 }
+
+int listen_pause_start(struct listen_pause *p, int e)
+{
+    if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) return 0;
+    clock_gettime(CLOCK_MONOTONIC, &p->until);
+    p->until.tv_sec += LISTEN_PAUSE_MS / 1000;
+    p->until.tv_nsec += (long)(LISTEN_PAUSE_MS % 1000) * 1000000L;
+    if (p->until.tv_nsec >= 1000000000L) { p->until.tv_sec++; p->until.tv_nsec -= 1000000000L; }
+    p->on = 1;
+    return 1;
+}
+
+int listen_pause_left(struct listen_pause *p)
+{
+    struct timespec now;
+    if (!p->on) return 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ns = (long long)(p->until.tv_sec - now.tv_sec) * 1000000000LL + (p->until.tv_nsec - now.tv_nsec);
+    if (ns <= 0) { p->on = 0; return 0; }
+    long long ms = (ns + 999999) / 1000000;   /* rounded up: a poll that long ends after the pause */
+    return ms > LISTEN_PAUSE_MS ? LISTEN_PAUSE_MS : (int)ms;
+}

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <sodium.h>
 
+#include "listen.h"
 #include "log.h"
 
 #define CLIENTS_MAX 512
@@ -41,6 +42,7 @@ static struct client clients[CLIENTS_MAX];
 static volatile sig_atomic_t got_hup, got_term;
 static unsigned long next_seq;
 static unsigned running;
+static struct listen_pause accept_pause;   /* out of descriptors: accept nothing for a while */
 
 static void on_signal(int sig)
 {
@@ -257,7 +259,11 @@ static void accept_clients(struct server *s)
 {
     for (;;) {
         int fd = accept4(s->listen_fd, 0, 0, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) return;
+        if (fd < 0) {
+            if (listen_pause_start(&accept_pause, errno))
+                log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(errno), LISTEN_PAUSE_MS);
+            return;
+        }
         if (!peer_allowed(s, fd)) { close(fd); continue; }
         struct client *c = 0;
         for (size_t i = 0; i < CLIENTS_MAX && !c; i++)
@@ -316,8 +322,11 @@ int server_run(struct server *s)
     while (!got_term) {
         if (got_hup) { got_hup = 0; if (s->root) conf_reload(s); users_reload(s, 1); }
         int wait = dispatch(s);
+        /* out of descriptors: the listening socket waits (poll ignores fd -1) */
+        int paused = listen_pause_left(&accept_pause);
+        if (paused && (wait < 0 || paused < wait)) wait = paused;
         size_t n = 0;
-        pfd[n] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };
+        pfd[n] = (struct pollfd){ .fd = paused ? -1 : s->listen_fd, .events = POLLIN };
         owner[n++] = 0;
         for (size_t i = 0; i < CLIENTS_MAX; i++) {
             struct client *c = &clients[i];

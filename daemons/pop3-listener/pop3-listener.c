@@ -39,6 +39,7 @@ static size_t nchildren;
 static volatile sig_atomic_t got_hup, got_term;
 static struct tls_server_slot tls_slot;   /* tls-proxy -z, for the monitors' TLS */
 static char tls_proxy_path[CONFIG_NAME_MAX + 32];
+static struct listen_pause accept_pause;   /* out of descriptors: accept nothing for a while */
 
 static void on_signal(int sig) { if (sig == SIGHUP) got_hup = 1; else got_term = 1; }
 static void on_child(int sig) { (void)sig; }
@@ -70,7 +71,11 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
     socklen_t sl = sizeof ss;
     char addr[64], sid[32];
     int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) {
+        if (listen_pause_start(&accept_pause, errno))
+            log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(errno), LISTEN_PAUSE_MS);
+        return;
+    }
     sockaddr_text((struct sockaddr *)&ss, addr, sizeof addr);
     if (nchildren >= c->max_sessions || nchildren >= CHILDREN_MAX || count_addr(addr) >= c->max_sessions_per_client) {
         static const char busy[] = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
@@ -127,11 +132,15 @@ static void serve(struct config *c, struct listen_set *ls, const char *root, siz
             }
             else log_error(NULL, "event=reload error=\"%s\" kept=previous", err);
         }
-        for (size_t i = 0; i < ls->n; i++) p[i] = (struct pollfd){ .fd = ls->fd[i], .events = POLLIN };
-        int r = ppoll(p, ls->n, 0, &empty);
+        /* out of descriptors: the listening sockets wait (poll ignores fd -1) */
+        int paused = listen_pause_left(&accept_pause);
+        struct timespec ts = { paused / 1000, (long)(paused % 1000) * 1000000L };
+        for (size_t i = 0; i < ls->n; i++)
+            p[i] = (struct pollfd){ .fd = paused ? -1 : ls->fd[i], .events = POLLIN };
+        int r = ppoll(p, ls->n, paused ? &ts : 0, &empty);
         reap();
         if (r <= 0) continue;
-        for (size_t i = 0; i < ls->n; i++)
+        for (size_t i = 0; i < ls->n && !listen_pause_left(&accept_pause); i++)
             if (p[i].revents & POLLIN) accept_one(c, ls->fd[i], ls, i >= nplain);
     }
 }

@@ -26,6 +26,7 @@
 static int sig_pipe[2] = { -1, -1 };
 static struct tls_server_slot tls_slot;   /* tls-proxy -z, for the monitors' TLS */
 static char tls_proxy_path[CONFIG_NAME_MAX + 32];
+static struct listen_pause accept_pause;   /* out of descriptors: accept nothing for a while */
 static volatile sig_atomic_t got_term, got_hup;
 
 static void on_signal(int sig)
@@ -207,8 +208,10 @@ static void accept_one(struct listener *l, int lfd, int port)
     char client[64];
     int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
     if (fd < 0) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            log_warn(NULL, "event=accept error=%s", strerror(errno));
+        if (listen_pause_start(&accept_pause, errno))
+            log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(errno), LISTEN_PAUSE_MS);
+        else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            log_warn(NULL, "event=accept error=\"%s\"", strerror(errno));
         return;
     }
     sockaddr_text((struct sockaddr *)&ss, client, sizeof client);
@@ -282,7 +285,12 @@ int listener_run(struct listener *l)
         pfd[n++] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN, .revents = 0 };
         for (size_t i = 0; i < l->ls.n; i++)
             pfd[n++] = (struct pollfd){ .fd = l->ls.fd[i], .events = POLLIN, .revents = 0 };
-        int r = poll(pfd, n, deadline ? 500 : -1);
+        int timeout = deadline ? 500 : -1, paused = listen_pause_left(&accept_pause);
+        if (paused) {       /* out of descriptors: the listening sockets wait */
+            for (size_t i = 1; i < n; i++) pfd[i].fd = -1;
+            if (timeout < 0 || paused < timeout) timeout = paused;
+        }
+        int r = poll(pfd, n, timeout);
         if (r < 0 && errno != EINTR) die_temp_sys("poll");
         if (r > 0 && (pfd[0].revents & POLLIN)) {
             char junk[64];
@@ -310,7 +318,7 @@ int listener_run(struct listener *l)
         }
         if (r <= 0) continue;
         maps_refresh(l);
-        for (size_t i = 1; i < n; i++)
+        for (size_t i = 1; i < n && !listen_pause_left(&accept_pause); i++)
             if (pfd[i].revents & POLLIN)
                 accept_one(l, pfd[i].fd, i - 1 < l->nsmtp ? SMTP_PORT_SMTP :
                                          i - 1 < l->nsub ? SMTP_PORT_SUBMISSION : SMTP_PORT_SMTPS);

@@ -13,6 +13,7 @@ harness's loopback client is treated as an arbitrary host on the internet
 import base64
 import os
 import re
+import resource
 import select
 import shutil
 import socket
@@ -527,6 +528,118 @@ class HostileSmtpAuth(unittest.TestCase):
         head = msgs[0].split(b'\n\n', 1)[0]
         self.assertEqual(len(re.findall(rb'^Received:', head, re.M)), 1, head)
         self.assertNotIn(b'X-Injected', head)
+
+
+class HostileResources(unittest.TestCase):
+    """A listener out of file descriptors (a descriptor leak elsewhere, a
+    connection flood, a low ulimit): accept4() fails with EMFILE and the
+    client stays queued, so the socket stays readable. The listeners polled
+    it again at once: 100 % CPU for as long as it lasted, and smtp-listener
+    logged a line each time (5,456 lines in 2 seconds when this was found)
+    -- the accept-loop bug nginx, libuv and many servers have had. Now a
+    listener stops accepting for a second, logs once, and serves the queued
+    client when descriptors are free again."""
+    inst = None
+
+    @classmethod
+    def setUpClass(cls):
+        if harness.missing(*POP3_PROGS) or harness.missing(*SMTP_PROGS) or os.geteuid() != 0:
+            return
+        cls.inst = Instance(services=['smtp-listener', 'auth-checker', 'pop3-listener'],
+                            users={'alice': 'secret'}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        need(self, *POP3_PROGS)
+        need(self, *SMTP_PROGS)
+        need_root(self, 'lowers a daemon\'s descriptor limit with prlimit')
+
+    @staticmethod
+    def cpu_seconds(pid):
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+    @staticmethod
+    def nofile(pid, limits=None):
+        """prlimit(2) RLIMIT_NOFILE of pid (get, or set to limits), from a
+        child with pid's uid and gid when pid runs as another user: root
+        may lack CAP_SYS_RESOURCE (in a container), and then only the same
+        ids may change another process's limits. Returns the old limits."""
+        with open('/proc/%d/status' % pid) as f:
+            ids = {l.split(':')[0]: int(l.split()[1]) for l in f if l.startswith(('Uid:', 'Gid:'))}
+        if ids['Uid'] == os.getuid() and ids['Gid'] == os.getgid():
+            return resource.prlimit(pid, resource.RLIMIT_NOFILE, *([limits] if limits else []))
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.close(r)
+                os.setgroups([])
+                os.setgid(ids['Gid'])
+                os.setuid(ids['Uid'])
+                got = resource.prlimit(pid, resource.RLIMIT_NOFILE, *([limits] if limits else []))
+                os.write(w, ('%d %d' % got).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            text = f.read()
+        os.waitpid(child, 0)
+        if not text:
+            raise AssertionError('prlimit of %d as uid %d failed' % (pid, ids['Uid']))
+        old = tuple(int(x) for x in text.split())
+        return old
+
+    def starved(self, service, port, greeting):
+        """port: a TCP port whose greeting starts with greeting, or the
+        path of a unix socket (auth-checker: no greeting)"""
+        pid = self.inst.service_pid(service)
+        with open('/proc/%d/comm' % pid) as f:
+            self.assertEqual(f.read().strip(), service)
+        used = {int(n) for n in os.listdir('/proc/%d/fd' % pid)}
+        lowest = min(n for n in range(len(used) + 1) if n not in used)
+        old = self.nofile(pid)
+        logged = self.inst.log(service).count('event=accept error=')
+        self.nofile(pid, (lowest, old[1]))
+        try:
+            cpu = self.cpu_seconds(pid)
+            if isinstance(port, str):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                c.connect(port)
+            else:
+                c = socket.create_connection(('127.0.0.1', port), timeout=10)
+            time.sleep(1.5)
+            spent = self.cpu_seconds(pid) - cpu
+        finally:
+            self.nofile(pid, old)
+        with c:
+            # served once the pause is over: the client was only kept waiting
+            if greeting:
+                self.assertTrue(c.makefile('rb').readline().decode().startswith(greeting))
+        log = self.inst.log(service)
+        lines = log.count('event=accept error=') - logged
+        self.assertLessEqual(lines, 3, 'one line per pause, not one per poll: %d lines' % lines)
+        self.assertLess(spent, 0.5, 'the listener spun: %.2f s of CPU in 1.5 s' % spent)
+        self.assertTrue('event=accept error="Too many open files" paused_ms=1000' in log,
+                        'no pause logged:\n' + '\n'.join(log.splitlines()[-5:]))
+        self.assertEqual(self.inst.service_pid(service), pid)
+
+    def test_smtp_listener_out_of_descriptors(self):
+        self.starved('smtp-listener', self.inst.port('smtp'), '220 ')
+        smtp_serves(self.inst.port('smtp'))
+
+    def test_pop3_listener_out_of_descriptors(self):
+        self.starved('pop3-listener', self.inst.port('pop3'), '+OK')
+        pop3_serves(self.inst.port('pop3'))
+
+    def test_auth_checker_out_of_descriptors(self):
+        self.starved('auth-checker', self.inst.path('run', 'auth', 'socket'), None)
+        pop3_serves(self.inst.port('pop3'))       # a login: auth-checker answers again
 
 
 class HostilePop3(unittest.TestCase):

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,6 +83,59 @@ START_TEST(test_listen)
     ck_assert(listen_open(&ls, specs, 2, &bad));
     ck_assert_uint_eq(ls.n, 2);
     listen_close(&ls);
+}
+END_TEST
+
+/* a listener out of descriptors: accept4() fails with EMFILE while the
+ * client stays queued; that starts a pause, other errors do not, and the
+ * pause ends by itself */
+START_TEST(test_accept_pause)
+{
+    const char *specs[] = { "127.0.0.1:0" };
+    struct listen_set ls;
+    size_t bad;
+    ck_assert(listen_open(&ls, specs, 1, &bad));
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    ck_assert_int_eq(getsockname(ls.fd[0], (struct sockaddr *)&ss, &len), 0);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&ss, len), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* no descriptor free: the lowest one above those open is the limit */
+        int lowest = dup(0);
+        if (lowest < 0) _exit(2);
+        close(lowest);
+        struct rlimit rl = { (rlim_t)lowest, (rlim_t)lowest };
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) _exit(3);
+        struct listen_pause p = { 0 };
+        if (listen_pause_left(&p) != 0) _exit(4);
+        usleep(100000);    /* the connection is queued by now */
+        if (accept4(ls.fd[0], NULL, NULL, SOCK_CLOEXEC) >= 0 || errno != EMFILE) _exit(5);
+        if (!listen_pause_start(&p, errno)) _exit(6);
+        int left = listen_pause_left(&p);
+        if (left < 1 || left > LISTEN_PAUSE_MS) _exit(7);
+        _exit(0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    /* the client was never taken: it is still there to accept */
+    int fd = accept4(ls.fd[0], NULL, NULL, SOCK_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    close(c);
+    listen_close(&ls);
+    struct listen_pause p = { 0 };
+    ck_assert(!listen_pause_start(&p, ECONNABORTED));
+    ck_assert(!listen_pause_start(&p, EAGAIN));
+    ck_assert_int_eq(listen_pause_left(&p), 0);
+    ck_assert(listen_pause_start(&p, ENFILE));
+    ck_assert_int_gt(listen_pause_left(&p), 0);
+    clock_gettime(CLOCK_MONOTONIC, &p.until);    /* as if the pause were over */
+    ck_assert_int_eq(listen_pause_left(&p), 0);
+    ck_assert_int_eq(p.on, 0);
 }
 END_TEST
 
@@ -206,6 +260,7 @@ int main(void)
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits);
+    tcase_add_test(limits, test_accept_pause);
     tcase_add_test(limits, test_lookup_limits);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
