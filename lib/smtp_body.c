@@ -1,6 +1,7 @@
 /* smtp_body.c - stream a message body to queue-inject, CRLF -> LF. */
 #include "smtp_body.h"
 
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -24,31 +25,105 @@ static void body_flush(struct smtp_msgbody *b)
 static void body_put(struct smtp_msgbody *b, unsigned char c)
 {
     b->size++;
-    if (b->size > b->max_size) { b->too_big = 1; return; }
+    if (b->size - b->added > b->max_size) { b->too_big = 1; return; }
     if (b->len == sizeof b->buf) body_flush(b);
     b->buf[b->len++] = c;
+}
+
+int smtp_body_add_missing(struct smtp_msgbody *b, const char *date, const char *msgid, const char *from)
+{
+    const char *v[SMTP_BODY_NADD] = { date, msgid, from };
+    for (int i = 0; i < SMTP_BODY_NADD; i++) {
+        size_t n = v[i] ? strlen(v[i]) : 0;
+        if (n >= sizeof b->add[i]) { errno = EINVAL; return 0; }
+        for (size_t k = 0; k < n; k++)
+            if ((unsigned char)v[i][k] < 0x20 && v[i][k] != '\t') { errno = EINVAL; return 0; }
+    }
+    for (int i = 0; i < SMTP_BODY_NADD; i++) {
+        size_t n = v[i] ? strlen(v[i]) : 0;
+        memcpy(b->add[i], v[i] ? v[i] : "", n);
+        b->add[i][n] = 0;
+    }
+    return 1;
+}
+
+/* the field name so far (prefix) is a whole name we look for */
+static void note_field(struct smtp_msgbody *b)
+{
+    static const struct { const char *name; int add; } names[] = {
+        { "received:", -1 }, { "date:", SMTP_BODY_DATE }, { "message-id:", SMTP_BODY_MSGID },
+        { "from:", SMTP_BODY_FROM },
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strlen(names[i].name) != b->prefix_len || strncasecmp(b->prefix, names[i].name, b->prefix_len))
+            continue;
+        if (names[i].add < 0) b->hops++;
+        else b->add[names[i].add][0] = 0;    /* present: nothing to add */
+    }
+}
+
+/* header section: what the line is, from its first octets: a field
+ * ("name:", the name printable ASCII) or a continuation (starts with
+ * white space), or neither */
+static void note_kind(struct smtp_msgbody *b, unsigned char c)
+{
+    if (b->line_kind) return;
+    if (b->line_len == 0 && (c == ' ' || c == '\t')) b->line_kind = 1;
+    else if (c == ':') b->line_kind = b->line_len ? 1 : 2;
+    else if (c <= ' ' || c >= 0x7f) b->line_kind = 2;
 }
 
 /* octets of one line (no line end) */
 static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (b->in_headers && b->prefix_len < sizeof b->prefix) {
-            b->prefix[b->prefix_len++] = p[i];
-            if (b->prefix_len == sizeof b->prefix && !strncasecmp(b->prefix, "received:", 9))
-                b->hops++;
+        if (b->in_headers) {
+            note_kind(b, (unsigned char)p[i]);
+            if (b->prefix_len < sizeof b->prefix) {
+                b->prefix[b->prefix_len++] = p[i];
+                note_field(b);
+            }
         }
         body_put(b, (unsigned char)p[i]);
+        b->line_len++;
     }
-    b->line_len += n;
+}
+
+/* the fields still missing, each with its line end; they are not the
+ * client's octets, so they do not count against max_size */
+static void add_missing(struct smtp_msgbody *b)
+{
+    if (b->odd_header) return;
+    for (int i = 0; i < SMTP_BODY_NADD; i++) {
+        for (const char *p = b->add[i]; *p; p++) {
+            if (b->len == sizeof b->buf) body_flush(b);
+            b->buf[b->len++] = (unsigned char)*p;
+            b->size++;
+            b->added++;
+        }
+        if (!b->add[i][0]) continue;
+        if (b->len == sizeof b->buf) body_flush(b);
+        b->buf[b->len++] = '\n';
+        b->size++;
+        b->added++;
+        b->add[i][0] = 0;
+    }
 }
 
 static void body_eol(struct smtp_msgbody *b)
 {
-    if (b->in_headers && b->line_len == 0) b->in_headers = 0;
+    if (b->in_headers) {
+        if (b->line_len == 0) {          /* the blank line: the header section ends */
+            add_missing(b);
+            b->in_headers = 0;
+        } else if (b->line_kind != 1) {
+            b->odd_header = 1;
+        }
+    }
     body_put(b, '\n');
     b->line_len = 0;
     b->prefix_len = 0;
+    b->line_kind = 0;
 }
 
 void smtp_body_line(struct smtp_msgbody *b, const char *p, size_t n, enum io_eol eol)
@@ -85,6 +160,7 @@ int smtp_body_finish(struct smtp_msgbody *b)
 {
     if (b->pending_cr) { b->pending_cr = 0; b->bare_cr = 1; body_eol(b); }
     if (b->line_len) body_eol(b);
+    if (b->in_headers && !b->too_big) add_missing(b);     /* a message that is all header */
     body_flush(b);
     return !b->write_failed;
 }

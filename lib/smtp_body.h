@@ -4,7 +4,9 @@
  * descriptor through a small buffer, and on the way counts the size, counts
  * the Received: fields of the header section (hop limit) and notes any bare
  * CR (which the session refuses) or bare LF (which it takes as a line end,
- * as Postfix's "normalize" does). Nothing is kept in memory beyond the
+ * as Postfix's "normalize" does). For a submission it can also add the
+ * Date:, Message-ID: and From: fields a message lacks (RFC 6409 8), at the
+ * end of its header section. Nothing is kept in memory beyond the
  * buffer. */
 #ifndef POSTERN_SMTP_BODY_H
 #define POSTERN_SMTP_BODY_H
@@ -14,11 +16,15 @@
 #include "io.h"
 
 #define SMTP_BODY_BUF 8192
+#define SMTP_BODY_ADD_MAX 300    /* one added field, "From: <256-octet address>" */
+
+enum { SMTP_BODY_DATE, SMTP_BODY_MSGID, SMTP_BODY_FROM, SMTP_BODY_NADD };
 
 struct smtp_msgbody {
     int fd;                      /* where the message goes; -1 = discard */
     int timeout_ms;
     unsigned long long size;     /* octets of the stored form (LF line ends) */
+    unsigned long long added;    /* of which fields added (smtp_body_add_missing) */
     unsigned long long max_size;
     unsigned long hops;          /* Received: fields in the header section */
     int too_big;                 /* size went past max_size: stopped writing */
@@ -29,12 +35,23 @@ struct smtp_msgbody {
     int pending_cr;              /* BDAT: chunk ended in CR, LF may follow */
     size_t line_len;             /* octets on the current line so far */
     size_t prefix_len;
-    char prefix[9];              /* the line's first octets, for "Received:" */
+    char prefix[11];             /* the line's first octets: "Received:", "Message-ID:" ... */
+    int line_kind;               /* header section: the line is 0 not yet known, 1 a field
+                                    (or its continuation), 2 not a field */
+    int odd_header;              /* a header line that is not a field: nothing is added */
+    char add[SMTP_BODY_NADD][SMTP_BODY_ADD_MAX];   /* fields to add if missing, "" = none */
     size_t len;
     unsigned char buf[SMTP_BODY_BUF];
 };
 
 void smtp_body_init(struct smtp_msgbody *b, int fd, unsigned long long max_size, int timeout_ms);
+/* Add these fields (each "Name: value", no line end; NULL = not this one)
+ * where the header section ends if it has no field of that name: before
+ * its blank line, or at the end of a message that is all header. Not if
+ * the header section holds a line that is not a field (it is left as it
+ * came). Call after smtp_body_init, before the first line. 0 with EINVAL
+ * if a field is too long or holds a control character. */
+int smtp_body_add_missing(struct smtp_msgbody *b, const char *date, const char *msgid, const char *from);
 /* content of a DATA line (no line end) then how it ended: CRLF is a line
  * end, bare LF or CR are stored as LF but set b->bare_lf or b->bare_cr,
  * NONE adds nothing */

@@ -8,6 +8,9 @@ mail.example.test (and IP 127.0.0.1) signed by it, install it in conf/tls,
 and make every client verify the server against that CA."""
 
 import base64
+import email
+import email.policy
+import email.utils
 import os
 import poplib
 import pwd
@@ -175,6 +178,40 @@ class SmtpTls(unittest.TestCase):
                        'Subject: smtps\r\n\r\nhello over 465\r\n')
         m = self.wait_message('bob', 'hello over 465')
         self.assertIn(b'with ESMTPSA id', m)
+
+    def test_submission_gets_missing_date_message_id_and_from(self):
+        """An MSA may add Date:, Message-ID: and From: (RFC 6409 8); large
+        receivers refuse or junk mail without them, and scripts (smtplib
+        with a plain string, as here) often send none. An authenticated
+        submission gets those it lacks; fields it has are kept; port 25
+        (RFC 5321 6.4) is left as it came."""
+        with smtplib.SMTP('127.0.0.1', self.sub, timeout=15) as s:
+            s.starttls(context=client_ctx())
+            s.login('alice', PASSWORD)
+            s.sendmail('alice@example.test', ['bob@example.test'], 'Subject: bare script\r\n\r\nno fields\r\n')
+            s.sendmail('alice@example.test', ['bob@example.test'],
+                       'Date: Mon, 2 Nov 2026 10:00:00 +0100\r\nmessage-id: <mine@client.test>\r\n'
+                       'From: Alice <alice@example.test>\r\nSubject: whole\r\n\r\nall there\r\n')
+        with smtplib.SMTP('127.0.0.1', self.mx, timeout=15) as s:
+            s.sendmail('carol@client.test', ['bob@example.test'], 'Subject: port 25\r\n\r\nas it came\r\n')
+        bare = email.message_from_bytes(self.wait_message('bob', 'no fields'), policy=email.policy.compat32)
+        received_id = re.search(r'with ESMTPSA id (\S+)', bare['Received']).group(1).rstrip(';')
+        self.assertEqual(bare['Message-ID'], '<%s@%s>' % (received_id, HOST))
+        self.assertLess(abs(email.utils.parsedate_to_datetime(bare['Date']).timestamp() - time.time()), 300)
+        self.assertEqual(bare['From'], '<alice@example.test>')
+        self.assertEqual(bare.get_payload(), 'no fields\n')
+        # in the header section, before the blank line
+        head = self.wait_message('bob', 'no fields').split(b'\n\n', 1)[0]
+        self.assertIn(b'\nSubject: bare script\nDate: ', head)
+        whole = self.wait_message('bob', 'all there')
+        self.assertIn(b'\nDate: Mon, 2 Nov 2026 10:00:00 +0100\nmessage-id: <mine@client.test>\n'
+                      b'From: Alice <alice@example.test>\nSubject: whole\n\nall there\n', whole)
+        for name in (b'Date', b'Message-ID', b'From'):
+            self.assertEqual(whole.lower().count(b'\n' + name.lower() + b':'), 1, name)
+        mx = self.wait_message('bob', 'as it came')
+        self.assertTrue(mx.endswith(b'; ' + mx.split(b'; ')[-1].split(b'\n')[0] + b'\nSubject: port 25\n\nas it came\n'), mx)
+        for name in (b'date:', b'message-id:', b'from:'):
+            self.assertNotIn(b'\n' + name, mx.lower())
 
     def test_swaks(self):
         if not shutil.which('swaks'):

@@ -112,6 +112,87 @@ START_TEST(test_bare_and_size)
 }
 END_TEST
 
+/* the message given as SMTP octets, every split of it, with Date,
+ * Message-ID and From to add if missing: each split stores want */
+static void added_as(const char *msg, const char *want)
+{
+    size_t len = strlen(msg);
+    for (size_t cut = 0; cut <= len; cut++) {
+        smtp_body_init(&b, pp[1], 100000, 1000);
+        ck_assert(smtp_body_add_missing(&b, "Date: D", "Message-ID: <m@h>", "From: <f@h>"));
+        smtp_body_octets(&b, msg, cut);
+        smtp_body_octets(&b, msg + cut, len - cut);
+        ck_assert(smtp_body_finish(&b));
+        size_t n;
+        char *out = drain(&n);
+        ck_assert_msg(!strcmp(out, want), "cut %zu of %s: got\n%s", cut, msg, out);
+        ck_assert_uint_eq(b.size, n);
+    }
+}
+
+/* submission: the fields a message lacks are added where its header
+ * section ends, and only those */
+START_TEST(test_add_missing)
+{
+    added_as("Subject: s\r\n\r\nbody\r\n",
+             "Subject: s\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nbody\n");
+    /* present under any case, or folded: not added again */
+    added_as("DATE: x\r\nmessage-id:\r\n <a@b>\r\nSubject: s\r\n\r\nb\r\n",
+             "DATE: x\nmessage-id:\n <a@b>\nSubject: s\nFrom: <f@h>\n\nb\n");
+    /* names that only start like them, and fields in the body, do not count */
+    added_as("Date-X: 1\r\nFromage: 2\r\nResent-Date: 3\r\n\r\nDate: 4\r\nFrom: 5\r\n",
+             "Date-X: 1\nFromage: 2\nResent-Date: 3\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nDate: 4\nFrom: 5\n");
+    /* all header, the last line unfinished: added at the end */
+    added_as("Subject: s\r\nX: y", "Subject: s\nX: y\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n");
+    /* no header at all: added before the blank line */
+    added_as("\r\nbody\r\n", "Date: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nbody\n");
+    /* a header line that is not a field (an mbox "From " line, text with no
+     * colon): the message is left as it came */
+    added_as("From alice Thu Nov 26\r\nSubject: s\r\n\r\nb\r\n",
+             "From alice Thu Nov 26\nSubject: s\n\nb\n");
+    added_as("just text\r\n", "just text\n");
+    added_as(": no name\r\n\r\nb\r\n", ": no name\n\nb\n");
+    /* the hop count is still kept */
+    smtp_body_init(&b, pp[1], 100000, 1000);
+    ck_assert(smtp_body_add_missing(&b, "Date: D", NULL, NULL));
+    smtp_body_line(&b, "Received: a", 11, IO_EOL_CRLF);
+    smtp_body_line(&b, "received: b", 11, IO_EOL_CRLF);
+    smtp_body_line(&b, "", 0, IO_EOL_CRLF);
+    ck_assert(smtp_body_finish(&b));
+    size_t n;
+    ck_assert_str_eq(drain(&n), "Received: a\nreceived: b\nDate: D\n\n");
+    ck_assert_uint_eq(b.hops, 2);
+    /* without smtp_body_add_missing nothing is added */
+    smtp_body_init(&b, pp[1], 100000, 1000);
+    smtp_body_line(&b, "Subject: s", 10, IO_EOL_CRLF);
+    ck_assert(smtp_body_finish(&b));
+    ck_assert_str_eq(drain(&n), "Subject: s\n");
+}
+END_TEST
+
+START_TEST(test_add_missing_limits)
+{
+    char big[SMTP_BODY_ADD_MAX + 1];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    smtp_body_init(&b, pp[1], 100000, 1000);
+    ck_assert(!smtp_body_add_missing(&b, big, NULL, NULL));
+    ck_assert(!smtp_body_add_missing(&b, "Date: a\r\nX: injected", NULL, NULL));
+    ck_assert(!smtp_body_add_missing(&b, NULL, NULL, "From: <a\n@b>"));
+    big[sizeof big - 2] = 0;
+    ck_assert(smtp_body_add_missing(&b, NULL, big, NULL));
+    /* the added octets do not count against the client's limit */
+    smtp_body_init(&b, pp[1], 12, 1000);
+    ck_assert(smtp_body_add_missing(&b, "Date: D", NULL, NULL));
+    smtp_body_line(&b, "Subject: s", 10, IO_EOL_CRLF);
+    smtp_body_line(&b, "", 0, IO_EOL_CRLF);
+    ck_assert(smtp_body_finish(&b));
+    ck_assert(!b.too_big);
+    size_t n;
+    ck_assert_str_eq(drain(&n), "Subject: s\nDate: D\n\n");
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -120,10 +201,12 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_lines);
     tcase_add_test(core, test_octets_any_split);
+    tcase_add_test(core, test_add_missing);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_bare_and_size);
+    tcase_add_test(limits, test_add_missing_limits);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
