@@ -367,6 +367,11 @@ int smtp_base64(const unsigned char *src, size_t n, char *dst, size_t cap)
 
 /* --------------------------------------------------------- transaction */
 
+/* Within the transaction a reply counts by its first digit (RFC 5321
+ * 4.2.1, as Postfix's smtp(8) does): any 2yz to MAIL, RCPT and the end of
+ * data is a success, any 3yz to DATA the go-ahead. Taking only 250 would
+ * turn a "251" to the data into a temporary failure and a second copy. */
+
 struct txn {
     struct smtp_conn *c;
     const char *peer;
@@ -650,10 +655,11 @@ static int mail_reply(struct txn *t, int reused, const char *flushing, enum smtp
     return 1;
 }
 
-/* RCPT reply i: 1 accepted, else r[i] settled with the reply */
+/* RCPT reply i: 1 accepted (any 2yz, RFC 5321 4.2.1), else r[i] settled
+ * with the reply */
 static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
 {
-    if (t->r.code == 250 || t->r.code == 251) return 1;
+    if (t->r.code / 100 == 2) return 1;
     char *save = t->status;
     size_t savecap = t->cap;
     t->status = rc->status;
@@ -731,7 +737,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
     if (!ext.pipelining) {
         if (!mail_reply(t, reused, "MAIL FROM", &o)) return o;
-        if (t->r.code != 250) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
+        if (t->r.code / 100 != 2) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
     }
     size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
     if (ext.pipelining) {
@@ -742,7 +748,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
             sent++;
         }
         if (!mail_reply(t, reused, "RCPT TO", &o)) return o;
-        if (t->r.code != 250) {
+        if (t->r.code / 100 != 2) {
             o = fail_reply(t, "MAIL FROM");
             size_t k;
             for (k = 0; k < sent; k++)   /* the RCPTs' replies */
@@ -787,7 +793,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
 
     if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); goto settle_all; }
     if (!read_reply(t, "DATA", c->timeout_ms)) goto settle_all;
-    if (t->r.code != 354) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
+    if (t->r.code / 100 != 3) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
     if (!smtp_send_message(c, j->msgfd, NULL)) {
         if (errno == EIO || errno == EBADF) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
         else io_status(t, "message content");
@@ -795,7 +801,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     }
     int tmo = c->timeout_ms > 0x3fffffff ? 0x7fffffff : c->timeout_ms * 2;
     if (!read_reply(t, "end of data", tmo)) goto settle_all;
-    if (t->r.code != 250) { o = fail_reply(t, "end of data"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
+    if (t->r.code / 100 != 2) { o = fail_reply(t, "end of data"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
     char sum[SMTP_SUMMARY_MAX];
     smtp_reply_summary(&t->r, sum, sizeof sum);
     snprintf(status, cap, "2.0.0 host %s said: %s", peer, sum);

@@ -132,7 +132,7 @@ struct smtp_job {
  * established (in): c already carries a session past the greeting, EHLO,
  * STARTTLS and AUTH, whose EHLO keywords are in ext: go straight to MAIL.
  * Otherwise the session is opened and ext (out) gets its keywords.
- * keep (in): after a transaction that ended in 250 to the data, send no
+ * keep (in): after a transaction that ended in 2yz to the data, send no
  * QUIT and set open (out): c is at a transaction boundary and may carry
  * the next MAIL. On an established session whose MAIL gets no reply (the
  * server closed it while it sat idle) or gets 421, nothing was accepted:
@@ -150,7 +150,7 @@ struct smtp_reuse {
 typedef int smtp_starttls_fn(void *ctx, struct smtp_conn *c, char *why, size_t whylen);
 
 enum smtp_outcome {
-    SMTP_DELIVERED,          /* 250 after DATA */
+    SMTP_DELIVERED,          /* 2yz after DATA */
     SMTP_TEMPFAIL,           /* final for this job: temporary */
     SMTP_PERMFAIL,           /* final: permanent */
     SMTP_NEXT_HOST,          /* failed before MAIL: try the next address */

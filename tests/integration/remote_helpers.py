@@ -347,7 +347,7 @@ class SmtpSink:
                 c.send(self.rcpt_replies.get(addr, self.rcpt_reply))
             elif verb == 'DATA':
                 c.send(self.data_reply)
-                if not self.data_reply.startswith('354'):
+                if not self.data_reply.startswith('3'):
                     continue
                 data = b''
                 while True:

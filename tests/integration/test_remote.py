@@ -213,6 +213,23 @@ class DeliveryTest(RemoteBase):
         self.assertTrue(r['X'].startswith('5.0.0 host '), r)
         self.assertIn('554 rejected?? by policy (in reply to end of data)', r['X'])
 
+    def test_reply_codes_go_by_their_first_digit(self):
+        """RFC 5321 4.2.1: a 2yz is a positive completion whatever yz is (and
+        a 3yz to DATA an intermediate one), as Postfix's smtp(8) takes them:
+        a 251 to the end of data is a delivery, not a temporary failure
+        that would send the message again"""
+        for knobs in ({'mail_reply': '251 2.1.0 sender ok'},
+                      {'rcpt_reply': '252 2.1.5 will try'},
+                      {'data_reply': '350 send it'},
+                      {'end_reply': '251 2.0.0 taken'}):
+            with self.subTest(**knobs):
+                s = self.sink(**knobs)
+                d = self.routed(s)
+                r = d.deliver('bob@example.net', MESSAGE)
+                self.assertEqual(r['S'], 's', r)
+                self.assertEqual(len(s.sessions), 1)
+                self.assertEqual(s.sessions[0]['data'], EXPECTED)
+
     def test_helo_fallback(self):
         s = self.sink(ehlo_reply=b'502 5.5.1 no ESMTP here\r\n')
         d = self.routed(s)
