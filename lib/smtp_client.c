@@ -645,13 +645,19 @@ static void settle(struct smtp_rcpt *r, size_t n, const int *open, enum smtp_out
 
 /* flush what is queued (flushing names it in the status) and read MAIL's
  * reply into t->r: 1, or 0 with *o set. On a reused session a lost
- * connection, or 421, means it was closed while idle: SMTP_RECONNECT. */
+ * connection, or 421, means it was closed while idle: SMTP_RECONNECT. On a
+ * new one a 421 is the server closing (RFC 5321 3.8) before it accepted
+ * anything, as a 421 greeting is: SMTP_NEXT_HOST (Postfix does the same). */
 static int mail_reply(struct txn *t, int reused, const char *flushing, enum smtp_outcome *o)
 {
     *o = reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
     if (!smtp_flush(t->c)) { io_status(t, flushing); return 0; }
     if (!read_reply(t, "MAIL FROM", t->c->timeout_ms)) return 0;
-    if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return 0; }
+    if (t->r.code == 421) {
+        reply_status(t, "MAIL FROM");
+        if (!reused) *o = SMTP_NEXT_HOST;
+        return 0;
+    }
     return 1;
 }
 

@@ -442,6 +442,37 @@ class DnsTest(RemoteBase):
         # preference order: mx1 looked up before mx2
         self.assertLess(names.index(('mx1.mx.example', 1)), names.index(('mx2.mx.example', 1)))
 
+    def test_421_to_mail_moves_on_to_the_next_mx(self):
+        """421 is the server closing the channel (RFC 5321 3.8), wherever it
+        comes: nothing was accepted there, so the next MX is tried, as after
+        a 421 greeting (Postfix does the same)"""
+        s = self.sink()
+        first = SmtpSink(port=s.port, host='127.0.0.2', cert=CERT, key=KEY)
+        self.cleanups.append(first.close)
+        first.mail_reply = '421 4.3.2 shutting down'
+        for pipelining in (False, True):
+            with self.subTest(pipelining=pipelining):
+                first.pipelining = s.pipelining = pipelining
+                first.sessions, first.connections = [], 0
+                dns = self.dns({
+                    'mx.example': {'MX': [(20, 'mx2.mx.example'), (10, 'mx1.mx.example')]},
+                    'mx1.mx.example': {'A': ['127.0.0.2']},
+                    'mx2.mx.example': {'A': ['127.0.0.1']},
+                })
+                d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+                r = d.deliver('bob@mx.example', MESSAGE)
+                self.assertEqual(r['S'], 's', r)
+                self.assertIn('mx2.mx.example[127.0.0.1]', r['X'])
+                self.assertEqual(first.connections, 1)
+                self.assertTrue(first.sessions[0]['mail'].startswith('MAIL FROM:'))
+                self.assertEqual(s.messages[-1]['data'], EXPECTED)
+                # the last MX saying 421: temporary, with its text
+                s.mail_reply = '421 4.3.2 shutting down too'
+                r = d.deliver('bob@mx.example', MESSAGE)
+                self.assertEqual(r['S'], 't', r)
+                self.assertIn('421 4.3.2 shutting down too', r['X'])
+                s.mail_reply = '250 2.1.0 ok'
+
     def test_implicit_mx(self):
         s = self.sink()
         dns = self.dns({'plain.example': {'A': ['127.0.0.1']}})

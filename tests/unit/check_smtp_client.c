@@ -363,10 +363,12 @@ START_TEST(test_transaction_reuse)
     ck_assert(!ru.open);
     drain(out, sizeof out);
     ck_assert_str_eq(out, "MAIL FROM:<> SIZE=2\r\nRCPT TO:<e@d.test>\r\n");
-    /* the same 421 on a fresh session is the server's answer, not a reason to reconnect */
+    /* the same 421 on a fresh session is the server's answer, not a reason
+     * to reconnect to it: the next address, as after a 421 greeting */
     ru.established = 0;
     feed("220 mx\r\n250 mx\r\n421 4.3.2 going down\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
+    ck_assert_str_eq(status, "4.3.2 host mx said: 421 4.3.2 going down (in reply to MAIL FROM)");
     drain(out, sizeof out);
     /* a reused session closed by the server: no reply to MAIL */
     ru.established = 1;
