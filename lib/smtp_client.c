@@ -615,6 +615,27 @@ static int utf8_orcpt(const char *addr, char *dst, size_t cap)
     return 1;
 }
 
+/* 1 if the message's header (up to its first empty line) has a byte
+ * outside ASCII, 0 if not, -1 with errno if it cannot be read: what needs
+ * SMTPUTF8 (RFC 6532 UTF-8 header values) once the addresses are ASCII */
+static int header_8bit(int fd)
+{
+    unsigned char b[4096];
+    off_t off = 0;
+    int bol = 1;
+    for (;;) {
+        ssize_t r = pread(fd, b, sizeof b, off);
+        if (r < 0) { if (errno == EINTR) continue; return -1; }
+        if (r == 0) return 0;
+        off += r;
+        for (ssize_t i = 0; i < r; i++) {
+            if (b[i] >= 0x80) return 1;
+            if (b[i] == '\n') { if (bol) return 0; bol = 1; }
+            else if (b[i] != '\r') bol = 0;
+        }
+    }
+}
+
 /* the RCPT parameters for one recipient into rparam */
 static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, char *rparam, size_t cap)
 {
@@ -721,6 +742,19 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         quit(t);
         return SMTP_PERMFAIL;
     }
+    int utf8_param = utf8 || (j->smtputf8 && ext.smtputf8);
+    if (j->smtputf8 && !utf8 && !ext.smtputf8) {
+        /* RFC 6531 3.4: a message that needs SMTPUTF8 is not relayed to a
+         * server without it; one whose addresses and header are ASCII does
+         * not need it and goes without (as Postfix does) */
+        int h = header_8bit(j->msgfd);
+        if (h != 0) {
+            if (h < 0) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
+            else snprintf(status, cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII header", peer);
+            quit(t);
+            return h < 0 ? SMTP_TEMPFAIL : SMTP_PERMFAIL;
+        }
+    }
     if (ext.size && ext.size_max && j->size > ext.size_max) {
         snprintf(status, cap, "5.3.4 message too big for host %s (%llu > %llu)", peer, j->size, ext.size_max);
         quit(t);
@@ -730,7 +764,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     param[0] = 0;
     if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
     if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
-    if (utf8) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
+    if (utf8_param) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
     if (ext.dsn && j->ret && (!strcmp(j->ret, "FULL") || !strcmp(j->ret, "HDRS")))
         pl += (size_t)snprintf(param + pl, sizeof param - pl, " RET=%s", j->ret);
     if (ext.dsn && j->envid && xtext_ok(j->envid, 100))

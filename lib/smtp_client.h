@@ -120,6 +120,9 @@ struct smtp_job {
     const char *envid;       /* "" or xtext */
     const char *ret;         /* NULL, "", "FULL" or "HDRS": RET= to a DSN server */
     int body8bit;            /* BODY=8BITMIME */
+    int smtputf8;            /* the sender gave SMTPUTF8: passed on to a server that
+                              * offers it; one that does not gets the message only
+                              * if its header is ASCII, else 5.6.7 (RFC 6531 3.4) */
     int msgfd;
     unsigned long long size; /* for SIZE= */
     enum smtp_tls_policy tls;

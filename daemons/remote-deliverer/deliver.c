@@ -282,6 +282,7 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
     struct smtp_job sj = {
         .helo = cfg->hostname, .sender = j[0].sender, .rcpt = "", .orcpt = "",
         .notify = "", .envid = j[0].envid, .ret = j[0].ret, .body8bit = !strcasecmp(j[0].body, "8BITMIME"),
+        .smtputf8 = j[0].smtputf8,
         .msgfd = msgfd, .size = (unsigned long long)sb.st_size,
         .tls = !r || r->tls == ROUTE_TLS_MAY ? SMTP_TLS_MAY : r->tls == ROUTE_TLS_NONE ? SMTP_TLS_NONE : SMTP_TLS_REQUIRE,
         .auth_user = cred ? cred->user : NULL, .auth_pass = cred ? cred->pass : NULL,

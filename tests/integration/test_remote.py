@@ -172,6 +172,37 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(r['S'], 's', r)
         self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<b+x=y@example.net> ORCPT=rfc822;b+2Bx+3Dy@example.net'])
 
+    def test_smtputf8_message(self):
+        """RFC 6531 3.4: the sender's SMTPUTF8 (job field U) goes on to a
+        server that offers it; to one that does not, a message whose header
+        is not ASCII is a permanent 5.6.7 failure and nothing is sent, and
+        one whose addresses and header are ASCII goes without SMTPUTF8 (as
+        Postfix does)"""
+        utf8_header = 'Subject: Grüße\n\nbody\n'.encode()
+        utf8_body = 'Subject: plain\n\nGrüße\n'.encode()
+        plain = self.sink()
+        d = self.routed(plain)
+        r = d.deliver('bob@example.net', utf8_header, smtputf8=True)
+        self.assertEqual(r['S'], 'p', r)
+        self.assertEqual(r['X'], '5.6.7 host [127.0.0.1]:%d does not offer SMTPUTF8, needed for a '
+                                 'non-ASCII header' % plain.port)
+        self.assertEqual([sess['mail'] for sess in plain.sessions], [None])
+        r = d.deliver('bob@example.net', utf8_body, smtputf8=True, body='8BITMIME')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(plain.messages[0]['mail'],
+                         'MAIL FROM:<alice@example.test> SIZE=%d BODY=8BITMIME' % len(utf8_body))
+        self.assertEqual(plain.messages[0]['data'], utf8_body.replace(b'\n', b'\r\n'))
+        # without the sender's SMTPUTF8 nothing changes
+        r = d.deliver('bob@example.net', utf8_header)
+        self.assertEqual(r['S'], 's', r)
+        eai = self.sink(smtputf8=True)
+        d2 = self.routed(eai)
+        r = d2.deliver('bob@example.net', utf8_header, smtputf8=True, body='8BITMIME')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(eai.messages[0]['mail'],
+                         'MAIL FROM:<alice@example.test> SIZE=%d BODY=8BITMIME SMTPUTF8' % len(utf8_header))
+        self.assertEqual(eai.messages[0]['data'], utf8_header.replace(b'\n', b'\r\n'))
+
     def test_starttls_used_when_offered(self):
         s = self.sink(starttls=True)
         d = self.routed(s)
@@ -923,6 +954,34 @@ class EndToEndTest(RemoteBase):
             self.assertTrue(m['mail'].startswith('MAIL FROM:<alice@example.test>'), m['mail'])
             self.assertIn(b'Received: ', m['data'])
             self.assertTrue(m['data'].endswith(b'Subject: out\r\n\r\n.dot line\r\nbye\r\n'), m['data'])
+            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
+        finally:
+            inst.stop()
+
+    def test_smtputf8_passed_on(self):
+        """a message received with SMTPUTF8 leaves with it: the envelope's
+        smtputf8 travels in the job to remote-deliverer"""
+        need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer')
+        s = self.sink(smtputf8=True)
+        inst = Instance(conf_extra={'remote_timeout': '10'})
+        try:
+            inst.setup()
+            with open(inst.path('conf', 'routes'), 'w') as f:
+                f.write('example.net [127.0.0.1]:%d\n' % s.port)
+            os.chmod(inst.path('conf', 'routes'), 0o644)
+            inst.start()
+            smtp_dialogue(inst.port('smtp'), [
+                (None, '220'),
+                ('EHLO client.test', '250'),
+                ('MAIL FROM:<alice@example.test> SMTPUTF8', '250'),
+                ('RCPT TO:<bob@example.net>', '250'),
+                ('DATA', '354'),
+                ('Subject: out\r\n\r\nbye\r\n.', '250'),
+                ('QUIT', '221'),
+            ])
+            inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
+            self.assertTrue(s.messages[0]['mail'].startswith('MAIL FROM:<alice@example.test> '), s.messages[0])
+            self.assertTrue(s.messages[0]['mail'].endswith(' SMTPUTF8'), s.messages[0])
             inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
         finally:
             inst.stop()
