@@ -477,8 +477,9 @@ static int names_us(const struct smtp_reply *r, const char *me)
 }
 
 /* RFC 5321 5.1 and Postfix's "loops back to myself": relaying to ourselves
- * would only pile up Received: lines until the hop limit; a permanent
- * failure for this host (the next MX, if any, is still tried) */
+ * would only pile up Received: lines until the hop limit. The caller tries
+ * no further address: those have the same or a less preferred MX, which
+ * RFC 5321 5.1 discards along with this host's own */
 static int loops_back(struct txn *t, const struct smtp_job *j, const char *how)
 {
     if (!names_us(&t->r, j->helo)) return 0;
@@ -495,9 +496,9 @@ static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
 {
     if (!read_reply(t, "initial greeting", t->c->timeout_ms)) return SMTP_NEXT_HOST;
     if (t->r.code != 220) { reply_status(t, "initial greeting"); quit(t); return SMTP_NEXT_HOST; }
-    if (loops_back(t, j, "greeted me with")) return SMTP_NEXT_HOST;
+    if (loops_back(t, j, "greeted me with")) return SMTP_LOOP;
     if (!ehlo(t, j, ext)) { quit(t); return SMTP_NEXT_HOST; }
-    if (loops_back(t, j, "answered EHLO with")) return SMTP_NEXT_HOST;
+    if (loops_back(t, j, "answered EHLO with")) return SMTP_LOOP;
     int tls = 0;
     if (j->tls != SMTP_TLS_NONE && ext->starttls && starttls) {
         if (!cmd(t, "STARTTLS") || !smtp_flush(t->c)) { io_status(t, "STARTTLS"); return SMTP_NEXT_HOST; }

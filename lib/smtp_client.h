@@ -158,7 +158,9 @@ enum smtp_outcome {
     SMTP_PERMFAIL,           /* final: permanent */
     SMTP_NEXT_HOST,          /* failed before MAIL, or 421 to it: try the next address */
     SMTP_RETRY_PLAIN,        /* opportunistic TLS handshake failed: retry this host without TLS */
-    SMTP_RECONNECT           /* a reused session was gone before MAIL was answered (smtp_reuse) */
+    SMTP_RECONNECT,          /* a reused session was gone before MAIL was answered (smtp_reuse) */
+    SMTP_LOOP                /* the server is this host ("5.4.6 mail loops back to myself"):
+                              * it and the addresses after it are not tried (RFC 5321 5.1) */
 };
 
 /* Run one transaction on the connected c (greeting not yet read). peer

@@ -504,6 +504,33 @@ class DnsTest(RemoteBase):
                 self.assertIn('421 4.3.2 shutting down too', r['X'])
                 s.mail_reply = '250 2.1.0 ok'
 
+    def test_mx_that_is_this_host_ends_the_list(self):
+        """RFC 5321 5.1: once this host is found among the MX hosts, it and
+        every MX of the same or a higher preference number are discarded (a
+        backup MX would only send the mail back here). The MX greeting with
+        our own name ends the list: permanent 5.4.6 if it was the best,
+        else the result of the better ones that failed (temporary)"""
+        s = self.sink()
+        me = SmtpSink(port=s.port, host='127.0.0.2', cert=CERT, key=KEY)
+        self.cleanups.append(me.close)
+        me.greeting = b'220 mail.example.test ESMTP\r\n'
+        dns = self.dns({
+            'mx.example': {'MX': [(20, 'backup.mx.example'), (10, 'me.mx.example')]},
+            'mx2.example': {'MX': [(20, 'backup.mx.example'), (10, 'me.mx.example'), (5, 'down.mx.example')]},
+            'me.mx.example': {'A': ['127.0.0.2']},
+            'down.mx.example': {'A': ['127.0.0.3']},     # nothing listens there
+            'backup.mx.example': {'A': ['127.0.0.1']},
+        })
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+        r = d.deliver('bob@mx.example', MESSAGE)
+        self.assertEqual(r['S'], 'p', r)
+        self.assertTrue(r['X'].startswith('5.4.6 mail loops back to myself: host me.mx.example[127.0.0.2]'), r)
+        r = d.deliver('bob@mx2.example', MESSAGE)
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.4.1 connection to down.mx.example[127.0.0.3]'), r)
+        self.assertEqual(me.connections, 2)
+        self.assertEqual(s.connections, 0)
+
     def test_implicit_mx(self):
         s = self.sink()
         dns = self.dns({'plain.example': {'A': ['127.0.0.1']}})
