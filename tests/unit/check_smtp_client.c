@@ -411,6 +411,13 @@ START_TEST(test_transaction_unexpected_success_code)
     feed("250 not a greeting\r\n");
     ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
     ck_assert(!strncmp(status, "4.5.0 ", 6));
+    /* a server that greets with our own name is this host: SMTP_LOOP, so
+     * that no further (less preferred) address is tried */
+    teardown();
+    setup();
+    feed("220 ME.test. ESMTP\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_LOOP);
+    ck_assert(!strncmp(status, "5.4.6 mail loops back to myself: host mx greeted me with", 56));
 }
 END_TEST
 
