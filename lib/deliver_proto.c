@@ -73,6 +73,7 @@ int dp_job_encode(const struct dp_job *j, char *out, size_t cap, size_t *len)
     put_str(&e, 'V', j->envid, DP_FIELD_MAX, 1);
     put_str(&e, 'B', j->body, sizeof j->body - 1, 1);
     put_str(&e, 'E', j->ret, sizeof j->ret - 1, 1);
+    if (j->smtputf8) put_field(&e, 'U', "1", 1);
     return enc_done(&e, len);
 }
 
@@ -156,11 +157,12 @@ static int walk(const char *rec, size_t len, struct field_spec *spec, size_t nsp
 
 int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
 {
-    const char *numv[10] = { 0 };
-    size_t numl[10] = { 0 };
+    const char *numv[11] = { 0 };
+    size_t numl[11] = { 0 };
+    char u[2] = "";
     unsigned long long job, birth;
     memset(j, 0, sizeof *j);
-    struct field_spec spec[10] = {
+    struct field_spec spec[11] = {
         { 'J', NULL, 20, 1, 0 },
         { 'M', j->id, DP_ID_LEN, 1, 0 },
         { 'F', j->sender, DP_ADDR_MAX, 1, 1 },
@@ -171,8 +173,9 @@ int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
         { 'V', j->envid, DP_FIELD_MAX, 0, 0 },
         { 'B', j->body, sizeof j->body - 1, 0, 0 },
         { 'E', j->ret, sizeof j->ret - 1, 0, 0 },
+        { 'U', u, 1, 0, 0 },
     };
-    if (!walk(rec, len, spec, 10, numv, numl) ||
+    if (!walk(rec, len, spec, 11, numv, numl) || (u[0] && u[0] != '1') ||
         !parse_u(numv[0], numl[0], (unsigned long long)9e18, &job) ||
         !parse_u(numv[4], numl[4], (unsigned long long)9e18, &birth) ||
         !id_valid(j->id)) {
@@ -182,6 +185,7 @@ int dp_job_decode(struct dp_job *j, const char *rec, size_t len)
     }
     j->job = job;
     j->birth = (long long)birth;
+    j->smtputf8 = u[0] == '1';
     return 1;
 }
 

@@ -26,6 +26,7 @@ struct dp_job {
     char envid[DP_FIELD_MAX + 1];    /* V, optional */
     char body[16];                   /* B, optional: 7BIT / 8BITMIME */
     char ret[8];                     /* E, optional: DSN RET, FULL / HDRS */
+    int smtputf8;                    /* U1, optional: the sender gave SMTPUTF8 (RFC 6531) */
 };
 
 enum dp_status { DP_SUCCESS = 's', DP_TEMPORARY = 't', DP_PERMANENT = 'p' };

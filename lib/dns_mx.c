@@ -43,10 +43,20 @@ enum dns_status dns_parse_mx(const unsigned char *msg, size_t len, struct dns_mx
         if (!name[0] || !strcmp(name, ".")) { nullmx++; continue; }
         size_t nl = strlen(name);
         if (nl && name[nl - 1] == '.') name[--nl] = 0;
-        if (nl >= DNS_HOST_MAX || l->n >= DNS_MX_MAX) continue;
-        l->mx[l->n].pref = pref;
-        memcpy(l->mx[l->n].host, name, nl + 1);
-        l->n++;
+        if (nl >= DNS_HOST_MAX) continue;
+        size_t at = l->n;
+        if (l->n >= DNS_MX_MAX) {
+            /* full: this one replaces the least preferred, if it is better
+             * (the answer's order says nothing: keep the best DNS_MX_MAX) */
+            at = 0;
+            for (size_t w = 1; w < l->n; w++)
+                if (l->mx[w].pref > l->mx[at].pref) at = w;
+            if (pref >= l->mx[at].pref) continue;
+        } else {
+            l->n++;
+        }
+        l->mx[at].pref = pref;
+        memcpy(l->mx[at].host, name, nl + 1);
     }
     if (nullmx && seen == nullmx) return DNS_NULLMX;
     if (!l->n) return seen ? DNS_TEMPFAIL : DNS_NODATA;

@@ -48,7 +48,8 @@ struct dns_targets {
 /* Parse a whole DNS response to an MX query. DNS_OK with l filled (not yet
  * sorted), DNS_NODATA (no MX in the answer), DNS_NULLMX (the only MX is
  * "."), DNS_NXDOMAIN / DNS_TEMPFAIL from the response code, DNS_TEMPFAIL
- * for a malformed message. Extra MX records past DNS_MX_MAX are dropped. */
+ * for a malformed message. Of more than DNS_MX_MAX MX records, the
+ * DNS_MX_MAX most preferred are kept, wherever they are in the answer. */
 enum dns_status dns_parse_mx(const unsigned char *msg, size_t len, struct dns_mx_list *l);
 
 /* Parse a response to an A (ns_t_a) or AAAA (ns_t_aaaa) query and append

@@ -367,6 +367,11 @@ int smtp_base64(const unsigned char *src, size_t n, char *dst, size_t cap)
 
 /* --------------------------------------------------------- transaction */
 
+/* Within the transaction a reply counts by its first digit (RFC 5321
+ * 4.2.1, as Postfix's smtp(8) does): any 2yz to MAIL, RCPT and the end of
+ * data is a success, any 3yz to DATA the go-ahead. Taking only 250 would
+ * turn a "251" to the data into a temporary failure and a second copy. */
+
 struct txn {
     struct smtp_conn *c;
     const char *peer;
@@ -472,8 +477,9 @@ static int names_us(const struct smtp_reply *r, const char *me)
 }
 
 /* RFC 5321 5.1 and Postfix's "loops back to myself": relaying to ourselves
- * would only pile up Received: lines until the hop limit; a permanent
- * failure for this host (the next MX, if any, is still tried) */
+ * would only pile up Received: lines until the hop limit. The caller tries
+ * no further address: those have the same or a less preferred MX, which
+ * RFC 5321 5.1 discards along with this host's own */
 static int loops_back(struct txn *t, const struct smtp_job *j, const char *how)
 {
     if (!names_us(&t->r, j->helo)) return 0;
@@ -490,9 +496,9 @@ static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
 {
     if (!read_reply(t, "initial greeting", t->c->timeout_ms)) return SMTP_NEXT_HOST;
     if (t->r.code != 220) { reply_status(t, "initial greeting"); quit(t); return SMTP_NEXT_HOST; }
-    if (loops_back(t, j, "greeted me with")) return SMTP_NEXT_HOST;
+    if (loops_back(t, j, "greeted me with")) return SMTP_LOOP;
     if (!ehlo(t, j, ext)) { quit(t); return SMTP_NEXT_HOST; }
-    if (loops_back(t, j, "answered EHLO with")) return SMTP_NEXT_HOST;
+    if (loops_back(t, j, "answered EHLO with")) return SMTP_LOOP;
     int tls = 0;
     if (j->tls != SMTP_TLS_NONE && ext->starttls && starttls) {
         if (!cmd(t, "STARTTLS") || !smtp_flush(t->c)) { io_status(t, "STARTTLS"); return SMTP_NEXT_HOST; }
@@ -610,6 +616,27 @@ static int utf8_orcpt(const char *addr, char *dst, size_t cap)
     return 1;
 }
 
+/* 1 if the message's header (up to its first empty line) has a byte
+ * outside ASCII, 0 if not, -1 with errno if it cannot be read: what needs
+ * SMTPUTF8 (RFC 6532 UTF-8 header values) once the addresses are ASCII */
+static int header_8bit(int fd)
+{
+    unsigned char b[4096];
+    off_t off = 0;
+    int bol = 1;
+    for (;;) {
+        ssize_t r = pread(fd, b, sizeof b, off);
+        if (r < 0) { if (errno == EINTR) continue; return -1; }
+        if (r == 0) return 0;
+        off += r;
+        for (ssize_t i = 0; i < r; i++) {
+            if (b[i] >= 0x80) return 1;
+            if (b[i] == '\n') { if (bol) return 0; bol = 1; }
+            else if (b[i] != '\r') bol = 0;
+        }
+    }
+}
+
 /* the RCPT parameters for one recipient into rparam */
 static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, char *rparam, size_t cap)
 {
@@ -640,20 +667,27 @@ static void settle(struct smtp_rcpt *r, size_t n, const int *open, enum smtp_out
 
 /* flush what is queued (flushing names it in the status) and read MAIL's
  * reply into t->r: 1, or 0 with *o set. On a reused session a lost
- * connection, or 421, means it was closed while idle: SMTP_RECONNECT. */
+ * connection, or 421, means it was closed while idle: SMTP_RECONNECT. On a
+ * new one a 421 is the server closing (RFC 5321 3.8) before it accepted
+ * anything, as a 421 greeting is: SMTP_NEXT_HOST (Postfix does the same). */
 static int mail_reply(struct txn *t, int reused, const char *flushing, enum smtp_outcome *o)
 {
     *o = reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
     if (!smtp_flush(t->c)) { io_status(t, flushing); return 0; }
     if (!read_reply(t, "MAIL FROM", t->c->timeout_ms)) return 0;
-    if (reused && t->r.code == 421) { reply_status(t, "MAIL FROM"); return 0; }
+    if (t->r.code == 421) {
+        reply_status(t, "MAIL FROM");
+        if (!reused) *o = SMTP_NEXT_HOST;
+        return 0;
+    }
     return 1;
 }
 
-/* RCPT reply i: 1 accepted, else r[i] settled with the reply */
+/* RCPT reply i: 1 accepted (any 2yz, RFC 5321 4.2.1), else r[i] settled
+ * with the reply */
 static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
 {
-    if (t->r.code == 250 || t->r.code == 251) return 1;
+    if (t->r.code / 100 == 2) return 1;
     char *save = t->status;
     size_t savecap = t->cap;
     t->status = rc->status;
@@ -709,6 +743,19 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         quit(t);
         return SMTP_PERMFAIL;
     }
+    int utf8_param = utf8 || (j->smtputf8 && ext.smtputf8);
+    if (j->smtputf8 && !utf8 && !ext.smtputf8) {
+        /* RFC 6531 3.4: a message that needs SMTPUTF8 is not relayed to a
+         * server without it; one whose addresses and header are ASCII does
+         * not need it and goes without (as Postfix does) */
+        int h = header_8bit(j->msgfd);
+        if (h != 0) {
+            if (h < 0) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
+            else snprintf(status, cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII header", peer);
+            quit(t);
+            return h < 0 ? SMTP_TEMPFAIL : SMTP_PERMFAIL;
+        }
+    }
     if (ext.size && ext.size_max && j->size > ext.size_max) {
         snprintf(status, cap, "5.3.4 message too big for host %s (%llu > %llu)", peer, j->size, ext.size_max);
         quit(t);
@@ -718,7 +765,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     param[0] = 0;
     if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
     if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
-    if (utf8) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
+    if (utf8_param) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
     if (ext.dsn && j->ret && (!strcmp(j->ret, "FULL") || !strcmp(j->ret, "HDRS")))
         pl += (size_t)snprintf(param + pl, sizeof param - pl, " RET=%s", j->ret);
     if (ext.dsn && j->envid && xtext_ok(j->envid, 100))
@@ -731,7 +778,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
     if (!ext.pipelining) {
         if (!mail_reply(t, reused, "MAIL FROM", &o)) return o;
-        if (t->r.code != 250) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
+        if (t->r.code / 100 != 2) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
     }
     size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
     if (ext.pipelining) {
@@ -742,7 +789,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
             sent++;
         }
         if (!mail_reply(t, reused, "RCPT TO", &o)) return o;
-        if (t->r.code != 250) {
+        if (t->r.code / 100 != 2) {
             o = fail_reply(t, "MAIL FROM");
             size_t k;
             for (k = 0; k < sent; k++)   /* the RCPTs' replies */
@@ -787,7 +834,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
 
     if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); goto settle_all; }
     if (!read_reply(t, "DATA", c->timeout_ms)) goto settle_all;
-    if (t->r.code != 354) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
+    if (t->r.code / 100 != 3) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
     if (!smtp_send_message(c, j->msgfd, NULL)) {
         if (errno == EIO || errno == EBADF) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
         else io_status(t, "message content");
@@ -795,7 +842,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     }
     int tmo = c->timeout_ms > 0x3fffffff ? 0x7fffffff : c->timeout_ms * 2;
     if (!read_reply(t, "end of data", tmo)) goto settle_all;
-    if (t->r.code != 250) { o = fail_reply(t, "end of data"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
+    if (t->r.code / 100 != 2) { o = fail_reply(t, "end of data"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
     char sum[SMTP_SUMMARY_MAX];
     smtp_reply_summary(&t->r, sum, sizeof sum);
     snprintf(status, cap, "2.0.0 host %s said: %s", peer, sum);

@@ -120,6 +120,9 @@ struct smtp_job {
     const char *envid;       /* "" or xtext */
     const char *ret;         /* NULL, "", "FULL" or "HDRS": RET= to a DSN server */
     int body8bit;            /* BODY=8BITMIME */
+    int smtputf8;            /* the sender gave SMTPUTF8: passed on to a server that
+                              * offers it; one that does not gets the message only
+                              * if its header is ASCII, else 5.6.7 (RFC 6531 3.4) */
     int msgfd;
     unsigned long long size; /* for SIZE= */
     enum smtp_tls_policy tls;
@@ -132,7 +135,7 @@ struct smtp_job {
  * established (in): c already carries a session past the greeting, EHLO,
  * STARTTLS and AUTH, whose EHLO keywords are in ext: go straight to MAIL.
  * Otherwise the session is opened and ext (out) gets its keywords.
- * keep (in): after a transaction that ended in 250 to the data, send no
+ * keep (in): after a transaction that ended in 2yz to the data, send no
  * QUIT and set open (out): c is at a transaction boundary and may carry
  * the next MAIL. On an established session whose MAIL gets no reply (the
  * server closed it while it sat idle) or gets 421, nothing was accepted:
@@ -150,12 +153,14 @@ struct smtp_reuse {
 typedef int smtp_starttls_fn(void *ctx, struct smtp_conn *c, char *why, size_t whylen);
 
 enum smtp_outcome {
-    SMTP_DELIVERED,          /* 250 after DATA */
+    SMTP_DELIVERED,          /* 2yz after DATA */
     SMTP_TEMPFAIL,           /* final for this job: temporary */
     SMTP_PERMFAIL,           /* final: permanent */
-    SMTP_NEXT_HOST,          /* failed before MAIL: try the next address */
+    SMTP_NEXT_HOST,          /* failed before MAIL, or 421 to it: try the next address */
     SMTP_RETRY_PLAIN,        /* opportunistic TLS handshake failed: retry this host without TLS */
-    SMTP_RECONNECT           /* a reused session was gone before MAIL was answered (smtp_reuse) */
+    SMTP_RECONNECT,          /* a reused session was gone before MAIL was answered (smtp_reuse) */
+    SMTP_LOOP                /* the server is this host ("5.4.6 mail loops back to myself"):
+                              * it and the addresses after it are not tried (RFC 5321 5.1) */
 };
 
 /* Run one transaction on the connected c (greeting not yet read). peer

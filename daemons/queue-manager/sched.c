@@ -274,6 +274,7 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     snprintf(j.body, sizeof j.body, "%s", m->env->body_8bit ? "8BITMIME" : "7BIT");
     if (m->env->ret_hdrs || m->env->ret_given)      /* DSN RET, passed on by remote-deliverer */
         snprintf(j.ret, sizeof j.ret, "%s", m->env->ret_hdrs ? "HDRS" : "FULL");
+    j.smtputf8 = m->env->smtputf8;      /* for remote-deliverer (RFC 6531) */
     if (!dp_job_encode(&j, rec, sizeof rec, &len)) return 0;
     if (!(qj = calloc(1, sizeof *qj))) return 0;
     int fd = qm_msg_open(q, m->id);

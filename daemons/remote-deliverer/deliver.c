@@ -282,6 +282,7 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
     struct smtp_job sj = {
         .helo = cfg->hostname, .sender = j[0].sender, .rcpt = "", .orcpt = "",
         .notify = "", .envid = j[0].envid, .ret = j[0].ret, .body8bit = !strcasecmp(j[0].body, "8BITMIME"),
+        .smtputf8 = j[0].smtputf8,
         .msgfd = msgfd, .size = (unsigned long long)sb.st_size,
         .tls = !r || r->tls == ROUTE_TLS_MAY ? SMTP_TLS_MAY : r->tls == ROUTE_TLS_NONE ? SMTP_TLS_NONE : SMTP_TLS_REQUIRE,
         .auth_user = cred ? cred->user : NULL, .auth_pass = cred ? cred->pass : NULL,
@@ -314,9 +315,11 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
     if (st != DP_SUCCESS) { all_results(res, n, st, text); return; }
     int connect_ms = (int)(cfg->remote_connect_timeout * 1000);
     int reply_ms = (int)(cfg->remote_timeout * 1000);
+    static char before[sizeof text];   /* the result of the addresses tried so far */
     snprintf(text, cap, "4.4.1 no address to try");
     for (size_t i = 0; i < t.n; i++) {
         char peer[300];
+        snprintf(before, sizeof before, "%s", text);
         peer_name(&t.t[i], peer, sizeof peer);
         enum smtp_tls_policy tls = sj.tls;
         for (int attempt = 0; attempt < 2; attempt++) {
@@ -335,6 +338,15 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
                                                          text, cap);
             link_keep(fd, &tc, &conn, r, domain, peer, &reuse, o == SMTP_DELIVERED && reuse.open);
             if (o == SMTP_RETRY_PLAIN) { tls = SMTP_TLS_NONE; continue; }
+            if (o == SMTP_LOOP) {
+                /* this host: it and every address after it (the same or a
+                 * less preferred MX) are discarded, RFC 5321 5.1. The first
+                 * one: nowhere to go, 5.4.6; else the result of the better
+                 * ones, as if the list had ended before it */
+                if (i > 0) snprintf(text, cap, "%s", before);
+                all_results(res, n, status_of(text) == DP_PERMANENT ? DP_PERMANENT : DP_TEMPORARY, text);
+                return;
+            }
             if (o != SMTP_NEXT_HOST) { results_of(o, sr, n, text, res); return; }
             break;
         }

@@ -38,7 +38,7 @@ struct remote_result {
 /* Deliver n (1..REMOTE_BATCH_MAX) jobs of the same message, sender, envid,
  * body and destination (in a child process): resolve, connect, one SMTP
  * transaction with a RCPT per job. res[i] gets job i's status and text.
- * With keep, a connection whose transaction ended in 250 stays open without
+ * With keep, a connection whose transaction ended in 2xx stays open without
  * QUIT (remote_link_fd() >= 0), and the next call for the same route entry
  * (or, without a route, the same domain) sends its MAIL on it; a kept
  * connection that turns out closed is replaced by a new one. */

@@ -361,7 +361,7 @@ static int same_batch(const struct remote_conf *rc, size_t a, size_t b)
     const struct dp_job *x = &in_job[a], *y = &in_job[b];
     return !strcmp(x->id, y->id) && !strcmp(in_dest[a], in_dest[b]) && !strcmp(x->sender, y->sender) &&
            !strcmp(x->envid, y->envid) && !strcmp(x->body, y->body) && !strcmp(x->ret, y->ret) &&
-           route_of(rc, x->rcpt) == route_of(rc, y->rcpt);
+           x->smtputf8 == y->smtputf8 && route_of(rc, x->rcpt) == route_of(rc, y->rcpt);
 }
 
 /* group the jobs read into batches, in arrival order, and start or queue them */

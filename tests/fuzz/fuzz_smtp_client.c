@@ -128,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (!memchr(status, 0, sizeof status) || !status[0]) __builtin_trap();
     char cls = status[0];
-    if ((o == SMTP_DELIVERED && cls != '2') || (o == SMTP_PERMFAIL && cls != '5')
+    if ((o == SMTP_DELIVERED && cls != '2') || ((o == SMTP_PERMFAIL || o == SMTP_LOOP) && cls != '5')
         || ((o == SMTP_TEMPFAIL || o == SMTP_NEXT_HOST || o == SMTP_RETRY_PLAIN) && cls != '4' && cls != '5'))
         __builtin_trap();
     if (o == SMTP_DELIVERED && j.tls == SMTP_TLS_REQUIRE && !tls_ok) __builtin_trap();   /* require-TLS without TLS */

@@ -143,7 +143,7 @@ class SmtpSink:
     """A recording SMTP server on 127.0.0.1 (port 0 = any free port).
 
     Knobs (attributes, change them before the delivery):
-      starttls, pipelining, dsn, size, auth   what EHLO offers
+      starttls, pipelining, dsn, size, auth, smtputf8   what EHLO offers
       greeting           bytes sent first (default 220 ...)
       ehlo_reply         raw bytes replacing the EHLO reply
       mail_reply, rcpt_reply, data_reply, end_reply   reply lines (str)
@@ -163,6 +163,7 @@ class SmtpSink:
         self.starttls = False
         self.pipelining = False
         self.dsn = False
+        self.smtputf8 = False
         self.size = True
         self.auth = False
         self.auth_ok = None
@@ -279,6 +280,8 @@ class SmtpSink:
         kw += ['8BITMIME', 'ENHANCEDSTATUSCODES']
         if self.dsn:
             kw.append('DSN')
+        if self.smtputf8:
+            kw.append('SMTPUTF8')
         if self.starttls and (self.ctx or self.starttls_broken) and not isinstance(self._cur, ssl.SSLSocket):
             kw.append('STARTTLS')
         if self.auth:
@@ -347,7 +350,7 @@ class SmtpSink:
                 c.send(self.rcpt_replies.get(addr, self.rcpt_reply))
             elif verb == 'DATA':
                 c.send(self.data_reply)
-                if not self.data_reply.startswith('354'):
+                if not self.data_reply.startswith('3'):
                     continue
                 data = b''
                 while True:
@@ -393,7 +396,8 @@ def ensure_user(name='postern-remote'):
                         '--shell', '/usr/sbin/nologin', name], check=True)
 
 
-def encode_job(job, msgid, sender, rcpt, birth=None, orcpt='', notify='', envid='', body='', ret=''):
+def encode_job(job, msgid, sender, rcpt, birth=None, orcpt='', notify='', envid='', body='', ret='',
+               smtputf8=False):
     f = [b'J%d' % job, b'M' + msgid.encode(), b'F' + sender.encode(), b'R' + rcpt.encode(),
          b'T%d' % int(birth or time.time())]
     if orcpt:
@@ -406,6 +410,8 @@ def encode_job(job, msgid, sender, rcpt, birth=None, orcpt='', notify='', envid=
         f.append(b'B' + body.encode())
     if ret:
         f.append(b'E' + ret.encode())
+    if smtputf8:
+        f.append(b'U1')
     return b''.join(x + b'\0' for x in f)
 
 

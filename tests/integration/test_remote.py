@@ -172,6 +172,37 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(r['S'], 's', r)
         self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<b+x=y@example.net> ORCPT=rfc822;b+2Bx+3Dy@example.net'])
 
+    def test_smtputf8_message(self):
+        """RFC 6531 3.4: the sender's SMTPUTF8 (job field U) goes on to a
+        server that offers it; to one that does not, a message whose header
+        is not ASCII is a permanent 5.6.7 failure and nothing is sent, and
+        one whose addresses and header are ASCII goes without SMTPUTF8 (as
+        Postfix does)"""
+        utf8_header = 'Subject: Grüße\n\nbody\n'.encode()
+        utf8_body = 'Subject: plain\n\nGrüße\n'.encode()
+        plain = self.sink()
+        d = self.routed(plain)
+        r = d.deliver('bob@example.net', utf8_header, smtputf8=True)
+        self.assertEqual(r['S'], 'p', r)
+        self.assertEqual(r['X'], '5.6.7 host [127.0.0.1]:%d does not offer SMTPUTF8, needed for a '
+                                 'non-ASCII header' % plain.port)
+        self.assertEqual([sess['mail'] for sess in plain.sessions], [None])
+        r = d.deliver('bob@example.net', utf8_body, smtputf8=True, body='8BITMIME')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(plain.messages[0]['mail'],
+                         'MAIL FROM:<alice@example.test> SIZE=%d BODY=8BITMIME' % len(utf8_body))
+        self.assertEqual(plain.messages[0]['data'], utf8_body.replace(b'\n', b'\r\n'))
+        # without the sender's SMTPUTF8 nothing changes
+        r = d.deliver('bob@example.net', utf8_header)
+        self.assertEqual(r['S'], 's', r)
+        eai = self.sink(smtputf8=True)
+        d2 = self.routed(eai)
+        r = d2.deliver('bob@example.net', utf8_header, smtputf8=True, body='8BITMIME')
+        self.assertEqual(r['S'], 's', r)
+        self.assertEqual(eai.messages[0]['mail'],
+                         'MAIL FROM:<alice@example.test> SIZE=%d BODY=8BITMIME SMTPUTF8' % len(utf8_header))
+        self.assertEqual(eai.messages[0]['data'], utf8_header.replace(b'\n', b'\r\n'))
+
     def test_starttls_used_when_offered(self):
         s = self.sink(starttls=True)
         d = self.routed(s)
@@ -212,6 +243,23 @@ class DeliveryTest(RemoteBase):
         self.assertEqual(r['S'], 'p', r)
         self.assertTrue(r['X'].startswith('5.0.0 host '), r)
         self.assertIn('554 rejected?? by policy (in reply to end of data)', r['X'])
+
+    def test_reply_codes_go_by_their_first_digit(self):
+        """RFC 5321 4.2.1: a 2yz is a positive completion whatever yz is (and
+        a 3yz to DATA an intermediate one), as Postfix's smtp(8) takes them:
+        a 251 to the end of data is a delivery, not a temporary failure
+        that would send the message again"""
+        for knobs in ({'mail_reply': '251 2.1.0 sender ok'},
+                      {'rcpt_reply': '252 2.1.5 will try'},
+                      {'data_reply': '350 send it'},
+                      {'end_reply': '251 2.0.0 taken'}):
+            with self.subTest(**knobs):
+                s = self.sink(**knobs)
+                d = self.routed(s)
+                r = d.deliver('bob@example.net', MESSAGE)
+                self.assertEqual(r['S'], 's', r)
+                self.assertEqual(len(s.sessions), 1)
+                self.assertEqual(s.sessions[0]['data'], EXPECTED)
 
     def test_helo_fallback(self):
         s = self.sink(ehlo_reply=b'502 5.5.1 no ESMTP here\r\n')
@@ -424,6 +472,64 @@ class DnsTest(RemoteBase):
         self.assertIn(('mx.example', 15), names)
         # preference order: mx1 looked up before mx2
         self.assertLess(names.index(('mx1.mx.example', 1)), names.index(('mx2.mx.example', 1)))
+
+    def test_421_to_mail_moves_on_to_the_next_mx(self):
+        """421 is the server closing the channel (RFC 5321 3.8), wherever it
+        comes: nothing was accepted there, so the next MX is tried, as after
+        a 421 greeting (Postfix does the same)"""
+        s = self.sink()
+        first = SmtpSink(port=s.port, host='127.0.0.2', cert=CERT, key=KEY)
+        self.cleanups.append(first.close)
+        first.mail_reply = '421 4.3.2 shutting down'
+        for pipelining in (False, True):
+            with self.subTest(pipelining=pipelining):
+                first.pipelining = s.pipelining = pipelining
+                first.sessions, first.connections = [], 0
+                dns = self.dns({
+                    'mx.example': {'MX': [(20, 'mx2.mx.example'), (10, 'mx1.mx.example')]},
+                    'mx1.mx.example': {'A': ['127.0.0.2']},
+                    'mx2.mx.example': {'A': ['127.0.0.1']},
+                })
+                d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+                r = d.deliver('bob@mx.example', MESSAGE)
+                self.assertEqual(r['S'], 's', r)
+                self.assertIn('mx2.mx.example[127.0.0.1]', r['X'])
+                self.assertEqual(first.connections, 1)
+                self.assertTrue(first.sessions[0]['mail'].startswith('MAIL FROM:'))
+                self.assertEqual(s.messages[-1]['data'], EXPECTED)
+                # the last MX saying 421: temporary, with its text
+                s.mail_reply = '421 4.3.2 shutting down too'
+                r = d.deliver('bob@mx.example', MESSAGE)
+                self.assertEqual(r['S'], 't', r)
+                self.assertIn('421 4.3.2 shutting down too', r['X'])
+                s.mail_reply = '250 2.1.0 ok'
+
+    def test_mx_that_is_this_host_ends_the_list(self):
+        """RFC 5321 5.1: once this host is found among the MX hosts, it and
+        every MX of the same or a higher preference number are discarded (a
+        backup MX would only send the mail back here). The MX greeting with
+        our own name ends the list: permanent 5.4.6 if it was the best,
+        else the result of the better ones that failed (temporary)"""
+        s = self.sink()
+        me = SmtpSink(port=s.port, host='127.0.0.2', cert=CERT, key=KEY)
+        self.cleanups.append(me.close)
+        me.greeting = b'220 mail.example.test ESMTP\r\n'
+        dns = self.dns({
+            'mx.example': {'MX': [(20, 'backup.mx.example'), (10, 'me.mx.example')]},
+            'mx2.example': {'MX': [(20, 'backup.mx.example'), (10, 'me.mx.example'), (5, 'down.mx.example')]},
+            'me.mx.example': {'A': ['127.0.0.2']},
+            'down.mx.example': {'A': ['127.0.0.3']},     # nothing listens there
+            'backup.mx.example': {'A': ['127.0.0.1']},
+        })
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+        r = d.deliver('bob@mx.example', MESSAGE)
+        self.assertEqual(r['S'], 'p', r)
+        self.assertTrue(r['X'].startswith('5.4.6 mail loops back to myself: host me.mx.example[127.0.0.2]'), r)
+        r = d.deliver('bob@mx2.example', MESSAGE)
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.4.1 connection to down.mx.example[127.0.0.3]'), r)
+        self.assertEqual(me.connections, 2)
+        self.assertEqual(s.connections, 0)
 
     def test_implicit_mx(self):
         s = self.sink()
@@ -875,6 +981,34 @@ class EndToEndTest(RemoteBase):
             self.assertTrue(m['mail'].startswith('MAIL FROM:<alice@example.test>'), m['mail'])
             self.assertIn(b'Received: ', m['data'])
             self.assertTrue(m['data'].endswith(b'Subject: out\r\n\r\n.dot line\r\nbye\r\n'), m['data'])
+            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
+        finally:
+            inst.stop()
+
+    def test_smtputf8_passed_on(self):
+        """a message received with SMTPUTF8 leaves with it: the envelope's
+        smtputf8 travels in the job to remote-deliverer"""
+        need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer')
+        s = self.sink(smtputf8=True)
+        inst = Instance(conf_extra={'remote_timeout': '10'})
+        try:
+            inst.setup()
+            with open(inst.path('conf', 'routes'), 'w') as f:
+                f.write('example.net [127.0.0.1]:%d\n' % s.port)
+            os.chmod(inst.path('conf', 'routes'), 0o644)
+            inst.start()
+            smtp_dialogue(inst.port('smtp'), [
+                (None, '220'),
+                ('EHLO client.test', '250'),
+                ('MAIL FROM:<alice@example.test> SMTPUTF8', '250'),
+                ('RCPT TO:<bob@example.net>', '250'),
+                ('DATA', '354'),
+                ('Subject: out\r\n\r\nbye\r\n.', '250'),
+                ('QUIT', '221'),
+            ])
+            inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
+            self.assertTrue(s.messages[0]['mail'].startswith('MAIL FROM:<alice@example.test> '), s.messages[0])
+            self.assertTrue(s.messages[0]['mail'].endswith(' SMTPUTF8'), s.messages[0])
             inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
         finally:
             inst.stop()

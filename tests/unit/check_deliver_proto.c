@@ -49,6 +49,15 @@ START_TEST(test_job_roundtrip)
     ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
     ck_assert(dp_job_decode(&k, rec, len));
     ck_assert_str_eq(k.ret, "HDRS");
+    ck_assert_int_eq(k.smtputf8, 0);
+    ck_assert(!memmem(rec, len, "\0U", 2));   /* absent when not given */
+    /* the sender's SMTPUTF8 travels as U1 (RFC 6531, for remote-deliverer) */
+    j.smtputf8 = 1;
+    ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
+    ck_assert(memmem(rec, len, "\0U1\0", 4));
+    ck_assert(dp_job_decode(&k, rec, len));
+    ck_assert_int_eq(k.smtputf8, 1);
+    j.smtputf8 = 0;
     /* the null sender travels as an empty F field */
     j.sender[0] = 0;
     ck_assert(dp_job_encode(&j, rec, sizeof rec, &len));
@@ -175,6 +184,10 @@ START_TEST(test_refused_records)
     ck_assert(!dp_job_decode(&k, emptyr, sizeof emptyr));
     ck_assert(!dp_job_decode(&k, nl, sizeof nl));
     ck_assert(!dp_job_decode(&k, good, sizeof good - 1));   /* not NUL-ended: truncated */
+    static const char u0[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5\0U0";
+    static const char uempty[] = "J1\0M6926A1C0F00DBA5E\0F\0Ra@b\0T5\0U";
+    ck_assert(!dp_job_decode(&k, u0, sizeof u0));
+    ck_assert(!dp_job_decode(&k, uempty, sizeof uempty));
     static const char badst[] = "J1\0Sq\0X4.0.0 x";
     static const char nox[] = "J1\0St";
     ck_assert(!dp_result_decode(&r, badst, sizeof badst));

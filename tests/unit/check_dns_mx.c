@@ -278,6 +278,31 @@ START_TEST(test_many_records_capped)
 }
 END_TEST
 
+/* more MX records than DNS_MX_MAX: the ones kept are the most preferred,
+ * wherever they stand in the answer (RFC 5321 5.1: lowest preference first) */
+START_TEST(test_many_records_keep_the_best)
+{
+    char host[32];
+    begin(&m, "big.example", ns_t_mx, 0);
+    for (int i = 40; i > 0; i--) {   /* the best ones last */
+        snprintf(host, sizeof host, "mx%d.big.example", i);
+        add_mx(&m, (unsigned)i, host);
+    }
+    end(&m);
+    ck_assert_int_eq(dns_parse_mx(m.b, m.n, &l), DNS_OK);
+    ck_assert_uint_eq(l.n, DNS_MX_MAX);
+    unsigned seen = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        ck_assert_uint_ge(l.mx[i].pref, 1);
+        ck_assert_uint_le(l.mx[i].pref, DNS_MX_MAX);
+        snprintf(host, sizeof host, "mx%u.big.example", l.mx[i].pref);
+        ck_assert_str_eq(l.mx[i].host, host);
+        seen |= 1u << (l.mx[i].pref - 1);
+    }
+    ck_assert_uint_eq(seen, (1u << DNS_MX_MAX) - 1);   /* each of 1..16 once */
+}
+END_TEST
+
 START_TEST(test_long_name)
 {
     /* a 250-octet MX target is kept; the limit is the DNS's own (255) */
@@ -307,6 +332,7 @@ static Suite *suite(void)
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, test_truncated_and_malformed);
     tcase_add_test(lim, test_many_records_capped);
+    tcase_add_test(lim, test_many_records_keep_the_best);
     tcase_add_test(lim, test_long_name);
     suite_add_tcase(s, lim);
     return s;

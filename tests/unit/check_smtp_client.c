@@ -363,10 +363,12 @@ START_TEST(test_transaction_reuse)
     ck_assert(!ru.open);
     drain(out, sizeof out);
     ck_assert_str_eq(out, "MAIL FROM:<> SIZE=2\r\nRCPT TO:<e@d.test>\r\n");
-    /* the same 421 on a fresh session is the server's answer, not a reason to reconnect */
+    /* the same 421 on a fresh session is the server's answer, not a reason
+     * to reconnect to it: the next address, as after a 421 greeting */
     ru.established = 0;
     feed("220 mx\r\n250 mx\r\n421 4.3.2 going down\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
+    ck_assert_str_eq(status, "4.3.2 host mx said: 421 4.3.2 going down (in reply to MAIL FROM)");
     drain(out, sizeof out);
     /* a reused session closed by the server: no reply to MAIL */
     ru.established = 1;
@@ -399,14 +401,23 @@ START_TEST(test_transaction_unexpected_success_code)
     char status[1024];
     struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
                           .envid = "", .msgfd = -1, .tls = SMTP_TLS_NONE };
-    feed("220 mx\r\n250-mx\r\n250 ENHA\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
-    ck_assert_str_eq(status, "4.5.0 host mx said: 221 bye (in reply to MAIL FROM)");
+    /* (MAIL, RCPT and the end of data take any 2xx as success, RFC 5321
+     * 4.2.1; HELO wants its 250) */
+    feed("220 mx\r\n502 no\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
+    ck_assert_str_eq(status, "4.5.0 host mx said: 221 bye (in reply to HELO)");
     teardown();
     setup();
     feed("250 not a greeting\r\n");
     ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
     ck_assert(!strncmp(status, "4.5.0 ", 6));
+    /* a server that greets with our own name is this host: SMTP_LOOP, so
+     * that no further (less preferred) address is tried */
+    teardown();
+    setup();
+    feed("220 ME.test. ESMTP\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_LOOP);
+    ck_assert(!strncmp(status, "5.4.6 mail loops back to myself: host mx greeted me with", 56));
 }
 END_TEST
 
