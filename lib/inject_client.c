@@ -40,6 +40,7 @@ static int envelope_records(struct buf *b, const struct inject_req *r)
         (!buf_appendc(b, 'C') || !buf_append(b, r->client, strlen(r->client) + 1)))
         return 0;
     if (r->body8bit && !buf_append(b, "B8BITMIME", 10)) return 0;
+    if (r->smtputf8 && !buf_append(b, "U", 2)) return 0;
     if (r->envid && r->envid[0] && (!buf_appendc(b, 'E') || !buf_append(b, r->envid, strlen(r->envid) + 1)))
         return 0;
     if (r->ret && (!strcmp(r->ret, "FULL") || !strcmp(r->ret, "HDRS"))

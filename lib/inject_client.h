@@ -26,6 +26,7 @@ struct inject_req {
     const char *ret;                /* N record: RET, "FULL" or "HDRS" */
     const char *notify;             /* every recipient's NOTIFY ("SUCCESS,FAILURE", "NEVER") */
     const char *orcpt;              /* every recipient's ORCPT ("rfc822;xtext") */
+    int smtputf8;                   /* send U: the message needs SMTPUTF8 (RFC 6531) */
 };
 
 /* Run queue-inject. 1 with id[] (17 bytes) set when it exited 0; else 0

@@ -349,7 +349,8 @@ static void forward_child(const void *vctx, struct dp_result *r)
     char notify[40], orcpt[DP_FIELD_MAX + 1];
     forward_dsn(f->j, notify, sizeof notify, orcpt, sizeof orcpt);
     struct inject_req q = { .sender = f->j->sender, .client = "local-deliverer forward",
-                            .body8bit = !strcmp(f->j->body, "8BITMIME"), .rcpt = rc, .nrcpt = f->x->nremote,
+                            .body8bit = !strcmp(f->j->body, "8BITMIME"), .smtputf8 = f->j->smtputf8,
+                            .rcpt = rc, .nrcpt = f->x->nremote,
                             .prefix = pre.s, .prefixlen = pre.len, .msgfd = f->msgfd,
                             .envid = f->j->envid, .ret = f->j->ret,
                             .notify = notify, .orcpt = orcpt };

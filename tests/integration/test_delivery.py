@@ -422,6 +422,11 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(env['ret'], 'full')
         env = self.forwarded_envelope(b'Tfwd@example.test\tSUCCESS\t\0\0')
         self.assertEqual(env['rcpt'][0][3], 'NEVER')
+        self.assertEqual(env['smtputf8'], 'no')
+        # a message that needed SMTPUTF8 still does when forwarded (it was
+        # lost: the copy went out without it, UTF-8 header and all)
+        env = self.forwarded_envelope(b'U\0Tfwd@example.test\t\t\0\0')
+        self.assertEqual(env['smtputf8'], 'yes')
         env = self.forwarded_envelope(b'Tfwd@example.test\t\t\0\0')
         self.assertEqual(env['rcpt'][0][3:5], ['', 'rfc822;fwd@example.test'])
         # a non-ASCII address is no rfc822 ORCPT (RFC 3461 4.2): none is made

@@ -60,7 +60,7 @@ static void teardown(void)
 START_TEST(test_from_memory)
 {
     const char *rc[2] = { "a@example.test", "b@far.test" };
-    struct inject_req r = { "", "queue-manager bounce", 1, rc, 2, NULL, 0, "Subject: x\n\nhi\n", 15, -1, NULL, NULL, NULL, NULL };
+    struct inject_req r = { "", "queue-manager bounce", 1, rc, 2, NULL, 0, "Subject: x\n\nhi\n", 15, -1, NULL, NULL, NULL, NULL, 0 };
     char id[32], b[512];
     int status;
     ck_assert(inject_run(root, &r, id, &status));
@@ -87,7 +87,7 @@ START_TEST(test_from_fd_with_prefix_on_low_fds)
     close(0);
     const char *rc[1] = { "x@far.test" };
     struct inject_req r = { "bob@example.test", "", 0, rc, 1, "Delivered-To: f@example.test\n", 29, NULL, 0, fd,
-                            NULL, NULL, NULL, NULL };
+                            NULL, NULL, NULL, NULL, 0 };
     int status;
     int ok = inject_run(root, &r, id, &status);
     dup2(saved0, 0);
@@ -105,15 +105,15 @@ END_TEST
 
 START_TEST(test_dsn_parameters)
 {
-    /* a forwarded copy: ENVID, RET and each recipient's NOTIFY and ORCPT */
+    /* a forwarded copy: SMTPUTF8, ENVID, RET and each recipient's NOTIFY and ORCPT */
     const char *rc[2] = { "a@far.test", "b@far.test" };
     struct inject_req r = { .sender = "bob@example.test", .rcpt = rc, .nrcpt = 2, .msg = "m\n", .msglen = 2,
                             .msgfd = -1, .envid = "Q+2B1", .ret = "HDRS", .notify = "FAILURE",
-                            .orcpt = "rfc822;fwd@example.test" };
+                            .orcpt = "rfc822;fwd@example.test", .smtputf8 = 1 };
     char id[32], b[512];
     int status;
     ck_assert(inject_run(root, &r, id, &status));
-    static const char want[] = "Fbob@example.test\0EQ+2B1\0NHDRS\0"
+    static const char want[] = "Fbob@example.test\0U\0EQ+2B1\0NHDRS\0"
                                "Ta@far.test\tFAILURE\trfc822;fwd@example.test\0"
                                "Tb@far.test\tFAILURE\trfc822;fwd@example.test\0";
     ck_assert_uint_eq(read_file("env", b, sizeof b), sizeof want);
@@ -124,7 +124,7 @@ END_TEST
 START_TEST(test_limits_exit_codes)
 {
     const char *rc[1] = { "x@far.test" };
-    struct inject_req r = { "a@b", "", 0, rc, 1, NULL, 0, "m\n", 2, -1, NULL, NULL, NULL, NULL };
+    struct inject_req r = { "a@b", "", 0, rc, 1, NULL, 0, "m\n", 2, -1, NULL, NULL, NULL, NULL, 0 };
     char id[32];
     int status;
     write_file("code", "53\n", 0644);
