@@ -212,6 +212,7 @@ enum dns_status dns_mail_targets(res_state res, const char *domain, unsigned por
     static struct dns_mx_list l;
     size_t len;
     t->n = 0;
+    t->first_temp = DNS_TARGETS_NONE;
     enum dns_status st = query(res, domain, ns_t_mx, &len);
     if (st == DNS_OK) st = dns_parse_mx(answer, len, &l);
     switch (st) {
@@ -240,7 +241,10 @@ enum dns_status dns_mail_targets(res_state res, const char *domain, unsigned por
     dns_mx_sort(&l, dns_random);
     int temp = 0;
     for (size_t i = 0; i < l.n && t->n < DNS_TARGETS_MAX; i++)
-        if (dns_lookup_host(res, l.mx[i].host, port, t) == DNS_TEMPFAIL) temp = 1;
+        if (dns_lookup_host(res, l.mx[i].host, port, t) == DNS_TEMPFAIL) {
+            if (!temp) t->first_temp = t->n;
+            temp = 1;
+        }
     if (t->n) return DNS_OK;
     if (temp) {
         snprintf(why, whylen, "4.4.3 DNS lookup of the MX hosts of %.200s failed temporarily", domain);

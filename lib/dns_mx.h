@@ -43,7 +43,11 @@ struct dns_target {
 struct dns_targets {
     size_t n;
     struct dns_target t[DNS_TARGETS_MAX];
+    size_t first_temp;          /* dns_mail_targets: n when the address lookup of an MX
+                                   host first failed temporarily (its addresses would
+                                   have come next), or DNS_TARGETS_NONE */
 };
+#define DNS_TARGETS_NONE ((size_t)-1)
 
 /* Parse a whole DNS response to an MX query. DNS_OK with l filled (not yet
  * sorted), DNS_NODATA (no MX in the answer), DNS_NULLMX (the only MX is

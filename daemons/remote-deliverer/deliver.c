@@ -149,6 +149,7 @@ static enum dp_status targets_for(const struct remote_conf *rc, const struct rou
     static struct __res_state res;
     char why[300];
     t->n = 0;
+    t->first_temp = DNS_TARGETS_NONE;
     if (r && r->literal) return literal_target(r->host, port, t) ? DP_SUCCESS : DP_TEMPORARY;
     if (!r && domain[0] == '[') {
         if (literal_target(domain, port, t)) return DP_SUCCESS;
@@ -342,8 +343,14 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
                 /* this host: it and every address after it (the same or a
                  * less preferred MX) are discarded, RFC 5321 5.1. The first
                  * one: nowhere to go, 5.4.6; else the result of the better
-                 * ones, as if the list had ended before it */
+                 * ones, as if the list had ended before it. A better MX
+                 * whose address could not be looked up is a better one
+                 * that failed, temporarily: this host as a backup MX must
+                 * not bounce the mail because the primary's DNS hiccups */
                 if (i > 0) snprintf(text, cap, "%s", before);
+                else if (t.first_temp != DNS_TARGETS_NONE && t.first_temp <= i)
+                    snprintf(text, cap, "4.4.3 DNS lookup of a better MX host of %.200s failed temporarily"
+                             " (%s is this host)", domain, peer);
                 all_results(res, n, status_of(text) == DP_PERMANENT ? DP_PERMANENT : DP_TEMPORARY, text);
                 return;
             }

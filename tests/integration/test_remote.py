@@ -531,6 +531,31 @@ class DnsTest(RemoteBase):
         self.assertEqual(me.connections, 2)
         self.assertEqual(s.connections, 0)
 
+    def test_backup_mx_defers_when_the_primary_lookup_fails(self):
+        """This host as the backup MX (20) of a domain whose primary's (10)
+        address lookup fails for the moment: the loop is found at the first
+        address that could be looked up, but a better MX exists and failed,
+        temporarily. It bounced with 5.4.6; now it is deferred, as if the
+        primary had refused the connection."""
+        s = self.sink()
+        me = SmtpSink(port=s.port, host='127.0.0.2', cert=CERT, key=KEY)
+        self.cleanups.append(me.close)
+        me.greeting = b'220 mail.example.test ESMTP\r\n'
+        dns = self.dns({'bk.example': {'MX': [(10, 'primary.bk.example'), (20, 'me.bk.example')]},
+                        'me.bk.example': {'A': ['127.0.0.2']}}, servfail=['primary.bk.example'])
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+        r = d.deliver('bob@bk.example', MESSAGE)
+        self.assertEqual(r['S'], 't', r)
+        self.assertTrue(r['X'].startswith('4.4.3 DNS lookup of a better MX host of bk.example failed'), r)
+        # the primary itself as this host, nothing better: still 5.4.6
+        dns2 = self.dns({'bk2.example': {'MX': [(10, 'me.bk.example'), (20, 'other.bk.example')]},
+                         'me.bk.example': {'A': ['127.0.0.2']}}, servfail=['other.bk.example'])
+        d2 = self.deliverer(conf={'dns_server': dns2.address, 'remote_port': str(s.port)})
+        r = d2.deliver('bob@bk2.example', MESSAGE)
+        self.assertEqual(r['S'], 'p', r)
+        self.assertTrue(r['X'].startswith('5.4.6 mail loops back to myself'), r)
+        self.assertEqual(s.connections, 0)
+
     def test_implicit_mx(self):
         s = self.sink()
         dns = self.dns({'plain.example': {'A': ['127.0.0.1']}})
