@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "io.h"
+#include "utf8.h"
 
 /* ---------------------------------------------------------------- replies */
 
@@ -637,10 +638,45 @@ static int header_8bit(int fd)
     }
 }
 
-/* the RCPT parameters for one recipient into rparam */
-static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, char *rparam, size_t cap)
+/* A client's ORCPT "utf-8;" with raw UTF-8 in it (RFC 6533
+ * utf-8-addr-unitext, which smtp-listener takes under SMTPUTF8), for a
+ * transaction without SMTPUTF8: its utf-8-addr-xtext form, each non-ASCII
+ * character as \x{HEX} of its code point; what is ASCII is already in
+ * that form. 1, or 0 (not such a value, or cap short). */
+static int orcpt_utf8_xtext(const char *orcpt, char *dst, size_t cap)
+{
+    if (strncasecmp(orcpt, "utf-8;", 6) || !orcpt[6] || cap < 7) return 0;
+    const unsigned char *u = (const unsigned char *)orcpt + 6;
+    size_t n = strlen((const char *)u), o = 6;
+    memcpy(dst, orcpt, 6);
+    for (size_t i = 0; i < n;) {
+        char esc[16];
+        const char *src = (const char *)u + i;
+        size_t k = 1, len = 1;
+        if (u[i] >= 0x80) {
+            if (!(k = utf8_char(u + i, n - i))) return 0;
+            unsigned long cp = u[i] & (k == 2 ? 0x1f : k == 3 ? 0x0f : 0x07);
+            for (size_t m = 1; m < k; m++) cp = cp << 6 | (u[i + m] & 0x3f);
+            len = (size_t)snprintf(esc, sizeof esc, "\\x{%lX}", cp);
+            src = esc;
+        } else if (u[i] <= ' ' || u[i] == 0x7f || u[i] == '+' || u[i] == '=') {
+            return 0;
+        }
+        if (len + 1 > cap - o) return 0;
+        memcpy(dst + o, src, len);
+        o += len;
+        i += k;
+    }
+    dst[o] = 0;
+    return 1;
+}
+
+/* the RCPT parameters for one recipient into rparam; utf8: the
+ * transaction has SMTPUTF8, so a UTF-8 ORCPT may go as it came */
+static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, int utf8, char *rparam, size_t cap)
 {
     size_t rl = 0;
+    char x[600];
     rparam[0] = 0;
     if (!ext->dsn) return;
     if (rc->notify && *rc->notify)
@@ -648,8 +684,10 @@ static void rcpt_params(const struct smtp_ext *ext, const struct smtp_rcpt *rc, 
     if (rl >= cap) { rparam[0] = 0; return; }
     if (rc->orcpt && *rc->orcpt && xtext_ok(rc->orcpt, 500) && strchr(rc->orcpt, ';')) {
         snprintf(rparam + rl, cap - rl, " ORCPT=%s", rc->orcpt);
+    } else if (rc->orcpt && *rc->orcpt && orcpt_utf8_xtext(rc->orcpt, x, sizeof x) && strlen(x) <= 500) {
+        /* the client's own original recipient, kept (RFC 3461 5.2) */
+        snprintf(rparam + rl, cap - rl, " ORCPT=%s", utf8 ? rc->orcpt : x);
     } else {
-        char x[600];
         if (has_8bit(rc->addr) ? utf8_orcpt(rc->addr, x, sizeof x) : smtp_xtext(rc->addr, x, sizeof x))
             snprintf(rparam + rl, cap - rl, " ORCPT=%s;%s", has_8bit(rc->addr) ? "utf-8" : "rfc822", x);
     }
@@ -784,7 +822,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     if (ext.pipelining) {
         for (size_t i = 0; i < n; i++) {
             if (!open[i]) continue;
-            rcpt_params(&ext, &r[i], rparam, sizeof rparam);
+            rcpt_params(&ext, &r[i], utf8_param, rparam, sizeof rparam);
             if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
             sent++;
         }
@@ -802,7 +840,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     for (size_t i = 0; i < n; i++) {
         if (!open[i]) continue;
         if (!ext.pipelining) {
-            rcpt_params(&ext, &r[i], rparam, sizeof rparam);
+            rcpt_params(&ext, &r[i], utf8_param, rparam, sizeof rparam);
             if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam) || !smtp_flush(c)) {
                 io_status(t, "RCPT TO");
                 if (!answered) return SMTP_TEMPFAIL;

@@ -481,6 +481,43 @@ START_TEST(test_transaction_quoted_and_utf8)
 }
 END_TEST
 
+/* a client's own UTF-8 ORCPT (RFC 6533 unitext, as smtp-listener takes it)
+ * is kept: as it came when the transaction has SMTPUTF8, else in its
+ * utf-8-addr-xtext form (\x{code point}); it used to be replaced by one
+ * made from the current recipient, losing the original address */
+START_TEST(test_utf8_orcpt_kept)
+{
+    char status[1024], out[2048];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "a@b.test", .rcpt = "fwd@d.test",
+                          .orcpt = "utf-8;J\xc3\xb6rg\\x{2B}a\xe2\x82\xac\xf0\x9f\x98\x80@c.test",
+                          .notify = "", .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_NONE };
+    feed("220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    drain(out, sizeof out);
+    ck_assert_msg(strstr(out, "RCPT TO:<fwd@d.test> ORCPT=utf-8;J\\x{F6}rg\\x{2B}a\\x{20AC}\\x{1F600}@c.test\r\n") != NULL,
+                  "%s", out);
+    teardown();
+    setup();
+    j.smtputf8 = 1;
+    feed("220 mx\r\n250-mx\r\n250-DSN\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    drain(out, sizeof out);
+    ck_assert_msg(strstr(out, " SMTPUTF8\r\nRCPT TO:<fwd@d.test> ORCPT=utf-8;J\xc3\xb6rg\\x{2B}a\xe2\x82\xac\xf0\x9f\x98\x80@c.test\r\n") != NULL,
+                  "%s", out);
+    /* not valid UTF-8: made from the recipient, as before */
+    teardown();
+    setup();
+    j.smtputf8 = 0;
+    j.orcpt = "utf-8;J\xc3rg@c.test";
+    feed("220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    drain(out, sizeof out);
+    ck_assert_msg(strstr(out, "RCPT TO:<fwd@d.test> ORCPT=rfc822;fwd@d.test\r\n") != NULL, "%s", out);
+    close(fd);
+}
+END_TEST
+
 static int hook_calls;
 static int fake_starttls(void *ctx, struct smtp_conn *c, char *why, size_t whylen)
 {
@@ -739,6 +776,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_transaction_too_big_and_bad_address);
     tcase_add_test(core, test_starttls_injection_and_failure);
     tcase_add_test(core, test_transaction_quoted_and_utf8);
+    tcase_add_test(core, test_utf8_orcpt_kept);
     tcase_add_test(core, test_multi_one_refused);
     tcase_add_test(core, test_multi_all_refused_no_data);
     tcase_add_test(core, test_multi_mail_refused_applies_to_all);
