@@ -174,7 +174,9 @@ class Relay(unittest.TestCase):
     def test_authenticated_relay_smtplib_587_and_465(self):
         for port, implicit in ((self.a.port('submission'), False), (self.a.port('smtps'), True)):
             tag = 'relay-smtplib-%d' % port
+            # (with Date and Message-ID: submission adds those a message lacks)
             msg = ('From: alice@example.org\r\nTo: bob@example.net\r\nSubject: %s\r\n'
+                   'Date: Thu, 26 Nov 2026 12:00:00 +0000\r\n'
                    'Message-ID: <%s@example.org>\r\n\r\n.leading dot\r\n%s\r\n'
                    '\xe9t\xe9 8-bit line\r\nlast\r\n' % (tag, tag, 'y' * 900)).encode('latin-1')
             self.submit_smtplib(port, implicit, msg)
@@ -369,7 +371,8 @@ class Relay(unittest.TestCase):
     # ---- 4. temporary failure, then success ----------------------------------
     def test_b_down_then_flush(self):
         tag = 'relay-later-%d' % time.time()
-        msg = ('From: alice@example.org\r\nTo: bob@example.net\r\nSubject: %s\r\n\r\nlater\r\n'
+        msg = ('From: alice@example.org\r\nTo: bob@example.net\r\nSubject: %s\r\n' % tag +
+               'Date: Thu, 26 Nov 2026 12:00:00 +0000\r\nMessage-ID: <%s@example.org>\r\n\r\nlater\r\n'
                % tag).encode()
         self.b.svc('smtp-listener', '-d')
         self.b.wait_for(lambda: not self.b.service_pid('smtp-listener'), 10, what='B down')
@@ -401,8 +404,9 @@ class Relay(unittest.TestCase):
     # ---- 5. MX through the loopback DNS responder, through A's queue -------
     def test_mx_lookup_through_queue(self):
         tag = 'relay-mx-%d' % time.time()
-        msg = ('From: alice@example.org\r\nTo: dave@example.com\r\nSubject: %s\r\n\r\nvia MX\r\n'
-               % tag).encode()
+        msg = ('From: alice@example.org\r\nTo: dave@example.com\r\nSubject: %s\r\n'
+               'Date: Thu, 26 Nov 2026 12:00:00 +0000\r\nMessage-ID: <%s@example.org>\r\n\r\nvia MX\r\n'
+               % (tag, tag)).encode()
         self.submit_smtplib(self.a.port('submission'), False, msg, to='dave@example.com')
 
         def arrived():
