@@ -668,8 +668,14 @@ static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
     int last = 0;
     while (k < len && arg[k] != ' ' && arg[k] != '\t') k++;   /* blanks as dispatch() has them */
     if (!k || !smtp_parse_ull(arg, k, ULLONG_MAX, &count)) {
+        /* a chunk of unknown size may follow: its octets cannot be told
+         * from commands, and reading them as commands is how a front end
+         * that counted differently would smuggle some past it. The
+         * session ends here (so does Postfix's). */
         reply(s, R_BDAT_SYNTAX);
-        return 1;
+        s->end_reason = "bad BDAT count";
+        s->state = SMTP_S_QUIT;
+        return 0;
     }
     while (k < len && (arg[k] == ' ' || arg[k] == '\t')) k++;
     if (k < len) {

@@ -590,6 +590,20 @@ START_TEST(test_bdat_bad_syntax_skips_chunk)
     ck_assert(strstr(out, "501 5.5.4 Syntax: BDAT count [LAST]\r\n503 5.5.1 Error: need MAIL command\r\n"));
     ck_assert(file_text(path_msg, &len) == NULL);
     free(out);
+    /* a count that cannot be read: where its chunk ends is unknown, so
+     * nothing after it may run as a command (the smuggled MAIL here); the
+     * session ends after the 501 */
+    static const char *const bad[] = { "BDAT x\r\n", "BDAT\r\n", "BDAT -1 LAST\r\n",
+                                       "BDAT 99999999999999999999999 LAST\r\n", "BDAT 0x10\r\n" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char in[512];
+        snprintf(in, sizeof in, "EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n%s"
+                 "MAIL FROM:<evil@b.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT 3 LAST\r\nhi\nQUIT\r\n", bad[i]);
+        out = run_session(in, (size_t)-1, 0);
+        ASSERT_CODES(out, "220 250 250 250 501");
+        ck_assert(file_text(path_msg, &len) == NULL);
+        free(out);
+    }
 }
 END_TEST
 
