@@ -118,7 +118,12 @@ static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
 
 static int cmd_list(const char *root, int stat_only)
 {
+    char env[QUEUE_PATH_MAX];
     size_t n;
+    /* env/ itself must be there: a ROOT without a queue is not an empty
+     * queue (a mistyped --root would report "nothing queued") */
+    if (!queue_dir(env, sizeof env, root, "env")) die_temp("%s/queue: path too long", root);
+    if (access(env, X_OK) < 0) die_temp_sys("%s", env);
     char (*ids)[ENV_ID_LEN + 1] = ids_all(root, &n);
     unsigned long long count[4] = { 0 }, rcpts = 0, bytes = 0, msgs = 0;
     long long oldest = 0;
