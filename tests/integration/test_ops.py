@@ -39,5 +39,44 @@ class NoInstance(unittest.TestCase):
         self.assertEqual((r.returncode, r.stdout), (111, ''), r.stderr)
 
 
+class ConfcheckOptions(unittest.TestCase):
+    """postern-confcheck takes the instance as --root DIR like the other
+    tools (README: "--root ROOT may be left out ..."), or as an operand."""
+
+    def setUp(self):
+        need(self, 'postern-confcheck')
+        self.root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, self.root, True)
+        os.mkdir(os.path.join(self.root, 'conf'))
+        self.conf = os.path.join(self.root, 'conf', 'postern.conf')
+
+    def write(self, text):
+        with open(self.conf, 'w') as f:
+            f.write(text)
+
+    def test_root_option(self):
+        self.write('hostname = mail.example.test\n')
+        for args in (['--root', self.root], [self.root]):
+            r = run('postern-confcheck', *args)
+            self.assertEqual((r.returncode, r.stdout, r.stderr), (0, '', ''), args)
+        self.write('hostname = mail.example.test\nmax_recipients = banana\n')
+        for args in (['--root', self.root], [self.root]):
+            r = run('postern-confcheck', *args)
+            self.assertEqual(r.returncode, 100, args)
+            self.assertEqual(r.stderr, '%s:2: max_recipients: not a number\n' % self.conf)
+        r = run('postern-confcheck', '--root')
+        self.assertEqual(r.returncode, 100)
+        self.assertIn('usage:', r.stderr)
+        r = run('postern-confcheck', '--root', self.root, self.root)
+        self.assertEqual(r.returncode, 100)
+        self.assertIn('usage:', r.stderr)
+
+    def test_help(self):
+        for flag in ('-h', '--help'):
+            r = run('postern-confcheck', flag)
+            self.assertEqual((r.returncode, r.stderr), (0, ''), flag)
+            self.assertTrue(r.stdout.startswith('usage: postern-confcheck'), r.stdout)
+
+
 if __name__ == '__main__':
     unittest.main()
