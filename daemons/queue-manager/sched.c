@@ -403,12 +403,12 @@ void qm_result(struct qm *q, enum qm_chan ch, const char *rec, size_t len, time_
 {
     struct dp_result r;
     if (!dp_result_decode(&r, rec, len)) {
-        log_error(NULL, "deliverer=%s answered nonsense: restarting it", q->chan[ch].name);
+        log_error(NULL, "deliverer=%s error=\"answered nonsense\" action=restart", q->chan[ch].name);
         qm_channel_dead(q, ch, now);
         return;
     }
     struct qm_job *j = job_take(q, r.job, ch);
-    if (!j) { log_warn(NULL, "deliverer=%s job=%llu unknown result ignored", q->chan[ch].name, r.job); return; }
+    if (!j) { log_warn(NULL, "deliverer=%s job=%llu error=\"unknown job\" action=ignored", q->chan[ch].name, r.job); return; }
     job_done(q, j, r.status, r.action, r.text, now);
 }
 

@@ -29,7 +29,7 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     privdrop_name("smtp-session");
     snprintf(dir, sizeof dir, "%s/empty", l->root);
     if (!privdrop(dir, &l->smtp_user)) {
-        log_error(NULL, "event=privdrop dir=%s error=%s", dir, strerror(errno));
+        log_error(NULL, "event=privdrop dir=%s error=\"%s\"", dir, strerror(errno));
         char line[300];
         int n = snprintf(line, sizeof line, "421 4.3.0 %s Error: service unavailable\r\n", l->cf.hostname);
         if (n > 0) fd_write_all(fd, line, (size_t)n, 1000);
@@ -63,18 +63,18 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
         /* implicit TLS (RFC 8314): the session only ever sees plaintext */
         int plain;
         if (!tls_proxy_spawn(proxy, l->root, NULL, fd, &plain, NULL)) {
-            log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
+            log_error(NULL, "event=tls_spawn error=\"%s\"", strerror(errno));
             _exit(EXIT_TEMP);
         }
         close(fd);
         fd = plain;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
-        log_error(NULL, "event=socketpair error=%s", strerror(errno));
+        log_error(NULL, "event=socketpair error=\"%s\"", strerror(errno));
         _exit(EXIT_TEMP);
     }
     pid_t pid = fork();
-    if (pid < 0) { log_error(NULL, "event=fork error=%s", strerror(errno)); _exit(EXIT_TEMP); }
+    if (pid < 0) { log_error(NULL, "event=fork error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
     if (pid == 0) {
         close(sp[0]);
         tls_proxy_server_forget();   /* TLS is its monitor's to start */

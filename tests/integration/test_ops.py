@@ -1,15 +1,19 @@
-"""The operator's tools as README.md and their man pages describe them, run
-the way an operator runs them: postern-queue, postern-confcheck and
-postern-user on an instance that is not there, a bad argument, --help."""
+"""The operator's seat, as README.md ("Operations") and the man pages
+describe it: the tools (postern-queue, postern-confcheck) on an instance
+that is not there, a bad argument, --help; and a running instance's logs,
+one event a line "program: level: id key=value", no password, no body, one
+message followable by its id from connection to delivery."""
 
 import os
+import poplib
+import re
 import shutil
 import subprocess
 import tempfile
 import unittest
 
 import harness
-from harness import need
+from harness import Instance, need, send_mail
 
 
 def run(program, *args, env=None):
@@ -76,6 +80,91 @@ class ConfcheckOptions(unittest.TestCase):
             r = run('postern-confcheck', flag)
             self.assertEqual((r.returncode, r.stderr), (0, ''), flag)
             self.assertTrue(r.stdout.startswith('usage: postern-confcheck'), r.stdout)
+
+
+# s6-log's timestamp, two spaces, then "program: level: id" and key=value
+# fields whose value is a token without spaces or quotes, or a "quoted" text
+LOG_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+  [a-z0-9-]+: (info|warn|error|fatal): \S+'
+                      r'( [A-Za-z0-9_.-]+=("([^"\\]|\\.)*"|[^ "]*))*$')
+
+
+class OperatorLogs(unittest.TestCase):
+    PASSWORD = 'Pw-9f3kq-never-logged'
+    BODY = 'BODY-7x2m-never-logged'
+
+    def setUp(self):
+        need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'local-deliverer',
+             'pop3-listener', 'auth-checker')
+        self.inst = Instance(users={'alice': self.PASSWORD})
+        self.inst.start()
+        self.addCleanup(self.inst.stop)
+
+    def logs(self):
+        return {s: self.inst.log(s) for s in os.listdir(self.inst.path('log'))}
+
+    def deliver(self, subject):
+        r = send_mail(self.inst.port('smtp'), 'bob@client.test', ['alice@example.test'],
+                      'Subject: %s\n\n%s\n' % (subject, self.BODY))
+        self.assertTrue(r.startswith('250'), r)
+        return re.search(r'queued as ([0-9A-F]{16})', r).group(1)
+
+    def test_one_event_a_line_no_secret_and_followable(self):
+        inst = self.inst
+        qid = self.deliver('one')
+        inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=delivered' % qid)
+        # from the connection to the delivery: the session id the listener
+        # logs ties the connection to "queued id=QID"; QID ties the rest
+        smtp = inst.log('smtp-listener').splitlines()
+        sid = [l.split()[4] for l in smtp if 'event=queued id=%s ' % qid in l]
+        self.assertEqual(len(sid), 1, smtp)
+        events = [re.search(r' event=(\w+)', l).group(1) for l in smtp if l.split()[4] == sid[0]]
+        self.assertEqual(events[0], 'connect')
+        self.assertIn('disconnect', events)
+        # a client that goes away mid-session
+        with harness.Conn(inst.port('smtp')) as c:
+            harness.smtp_dialogue(inst.port('smtp'), [(None, '220'), ('EHLO client.test', '250')], conn=c)
+        inst.wait_log('smtp-listener', 'event=disconnect reason=lost')
+        # a login, a wrong password; POP3 on loopback may log in without TLS
+        p = poplib.POP3('127.0.0.1', inst.port('pop3'), timeout=10)
+        p.user('alice')
+        p.pass_(self.PASSWORD)
+        p.quit()
+        p = poplib.POP3('127.0.0.1', inst.port('pop3'), timeout=10)
+        p.user('alice')
+        with self.assertRaises(poplib.error_proto):
+            p.pass_(self.PASSWORD + 'x')
+        p.quit()
+        inst.wait_log('auth-checker', 'result=bad')
+        # reloads: a bad postern.conf is refused (old one kept), then a good one
+        conf = inst.path('conf', 'postern.conf')
+        with open(conf) as f:
+            good = f.read()
+        with open(conf, 'a') as f:
+            f.write('max_recipients = banana\n')
+        for s in inst.services:
+            inst.reload(s)
+        for s in ('queue-manager', 'smtp-listener', 'pop3-listener', 'auth-checker'):
+            inst.wait_log(s, 'max_recipients: not a number')
+        self.assertRegex(inst.log('queue-manager'),
+                         r'queue-manager: error: - event=reload status=refused error="%s:\d+: max_recipients: not a number" kept=previous'
+                         % re.escape(conf))
+        with open(conf, 'w') as f:
+            f.write(good)
+        for s in inst.services:
+            inst.reload_and_wait(s)
+        # mail taken in while queue-manager is down is delivered when it is back
+        inst.svc('queue-manager', '-d')
+        inst.wait_log('queue-manager', 'event=exit code=0')
+        qid2 = self.deliver('two')
+        inst.svc('queue-manager', '-u')
+        inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=delivered' % qid2)
+        inst.wait_for(lambda: len(inst.maildir_messages('alice')) == 2, what='both delivered')
+        bad = []
+        for service, text in self.logs().items():
+            self.assertNotIn(self.PASSWORD, text, service)
+            self.assertNotIn(self.BODY, text, service)
+            bad += [l for l in text.splitlines() if not LOG_LINE.match(l)]
+        self.assertEqual(bad, [])
 
 
 if __name__ == '__main__':
