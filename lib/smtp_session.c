@@ -1103,9 +1103,14 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
     return 1;
 }
 
+void smtp_session_make_id(char *dst, size_t dstlen)
+{
+    snprintf(dst, dstlen, "%08llx%06x", (unsigned long long)time(NULL), (unsigned)getpid() & 0xffffffu);
+}
+
 void smtp_session_init(struct smtp_session *s, const struct config *cf,
                        const struct smtp_rcptmap *map, const struct smtp_injector *inj,
-                       int fd, const struct sockaddr *peer, int port)
+                       int fd, const struct sockaddr *peer, int port, const char *id)
 {
     memset(s, 0, sizeof *s);
     s->cf = cf;
@@ -1128,8 +1133,8 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);
     sockaddr_text(peer, s->client, sizeof s->client);
     s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
-    snprintf(s->id, sizeof s->id, "%08llx%06x", (unsigned long long)time(NULL),
-             (unsigned)getpid() & 0xffffffu);
+    if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);
+    else smtp_session_make_id(s->id, sizeof s->id);
     log_info(s->id, "event=connect client=%s port=%u submission=%d tls=%d relay=%d", s->client,
              sockaddr_port(peer), s->submission, s->tls_pending, s->relay_ok);
 }

@@ -8,6 +8,8 @@ import os
 import poplib
 import re
 import shutil
+import smtplib
+import ssl
 import subprocess
 import tempfile
 import unittest
@@ -165,6 +167,32 @@ class OperatorLogs(unittest.TestCase):
             self.assertNotIn(self.BODY, text, service)
             bad += [l for l in text.splitlines() if not LOG_LINE.match(l)]
         self.assertEqual(bad, [])
+
+
+    def test_tls_line_carries_the_session_id(self):
+        """tls-proxy's summary line names the session it served (tls-proxy(8)
+        -i): on 465 (TLS from the first byte) as after STARTTLS on 25."""
+        need(self, 'tls-proxy')
+        inst = self.inst
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP_SSL('127.0.0.1', inst.port('smtps'), timeout=15, context=ctx) as c:
+            c.ehlo('client.test')
+        with smtplib.SMTP('127.0.0.1', inst.port('smtp'), timeout=15) as c:
+            c.starttls(context=ctx)
+            c.ehlo('client.test')
+        def sessions():
+            log = inst.log('smtp-listener').splitlines()
+            tls = [l.split()[4] for l in log if ' tls-proxy: info: ' in l and ' proto=' in l]
+            conn = [(l.split()[4], re.search(r' tls=(\d)', l).group(1))
+                    for l in log if ' event=connect ' in l]
+            return tls, conn
+        inst.wait_for(lambda: len(sessions()[0]) == 2, what='two tls-proxy summary lines')
+        tls, conn = sessions()
+        self.assertEqual(len(conn), 2, conn)
+        self.assertEqual(sorted(tls), sorted(sid for sid, _ in conn))
+        self.assertEqual(sorted(t for _, t in conn), ['0', '1'])
 
 
 if __name__ == '__main__':
