@@ -84,6 +84,23 @@ class ConfcheckOptions(unittest.TestCase):
             self.assertTrue(r.stdout.startswith('usage: postern-confcheck'), r.stdout)
 
 
+class ToolHelp(unittest.TestCase):
+    """-h and --help print the summary on stdout and exit 0 (the man pages
+    say so); a bad usage goes to stderr with exit 100."""
+
+    def test_help_and_usage(self):
+        for prog in ('postern-queue', 'postern-user', 'postern-confcheck'):
+            if not harness.have(prog):
+                continue
+            for flag in ('-h', '--help'):
+                r = run(prog, flag)
+                self.assertEqual((r.returncode, r.stderr), (0, ''), (prog, flag))
+                self.assertTrue(r.stdout.startswith('usage: ' + prog), (prog, r.stdout))
+            r = run(prog, '--bogus-option')
+            self.assertEqual((r.returncode, r.stdout), (100, ''), prog)
+            self.assertIn('usage: ' + prog, r.stderr)
+
+
 # s6-log's timestamp, two spaces, then "program: level: id" and key=value
 # fields whose value is a token without spaces or quotes, or a "quoted" text
 LOG_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+  [a-z0-9-]+: (info|warn|error|fatal): \S+'
