@@ -97,7 +97,7 @@ static void send_result_action(unsigned long long job, const char *id, const cha
     char safe[DP_ADDR_MAX * 4 + 8];
     char shown[DP_FIELD_MAX + 1];
     snprintf(shown, sizeof shown, "%s", text);      /* what the record carries */
-    log_info(id, "job=%llu to=%s result=%c%s%s text=%s", job, log_safe(safe, sizeof safe, to, strlen(to)),
+    log_info(id, "job=%llu to=%s result=%c%s%s text=\"%s\"", job, log_safe(safe, sizeof safe, to, strlen(to)),
              (char)s, action ? " action=" : "", action ? action : "", shown);
     if (!dp_send_result_action(0, job, s, action, text))
         log_error(id, "job=%llu error=\"cannot send result: %s\"", job, strerror(errno));

@@ -143,6 +143,15 @@ class OperatorLogs(unittest.TestCase):
         with harness.Conn(inst.port('smtp')) as c:
             harness.smtp_dialogue(inst.port('smtp'), [(None, '220'), ('EHLO client.test', '250')], conn=c)
         inst.wait_log('smtp-listener', 'event=disconnect reason=lost')
+        # a remote destination that refuses the connection: a route to a
+        # closed port of this host, taken in by a reload of queue-manager
+        with open(inst.path('conf', 'routes'), 'w') as f:
+            f.write('far.test [127.0.0.1]:%d\n' % harness.free_ports(1)[0])
+        inst.reload_and_wait('queue-manager')
+        inst.wait_log('queue-manager', 'event=reload from=queue-manager routes=1')
+        r = send_mail(inst.port('smtp'), 'bob@client.test', ['carol@far.test'], 'Subject: far\n\nx\n')
+        fqid = re.search(r'queued as ([0-9A-F]{16})', r).group(1)
+        inst.wait_log('queue-manager', '%s rcpt=carol@far.test result=deferred' % fqid)
         # a login, a wrong password; POP3 on loopback may log in without TLS
         p = poplib.POP3('127.0.0.1', inst.port('pop3'), timeout=10)
         p.user('alice')
@@ -184,7 +193,6 @@ class OperatorLogs(unittest.TestCase):
             self.assertNotIn(self.BODY, text, service)
             bad += [l for l in text.splitlines() if not LOG_LINE.match(l)]
         self.assertEqual(bad, [])
-
 
     def test_tls_line_carries_the_session_id(self):
         """tls-proxy's summary line names the session it served (tls-proxy(8)
