@@ -1,6 +1,6 @@
 /* postern-queue - the operator's view of the queue (like mailq, qmail-qread,
- * postqueue). Reads ROOT/queue directly (run it as root or as a member of
- * the queue's group); changes go through queue-manager, which alone writes
+ * postqueue). Reads ROOT/queue directly (run it as root or as the queue's
+ * owner: the queue is 0700); changes go through queue-manager, which alone writes
  * the queue: "flush" and "delete" write a request into the trigger FIFO
  * ("F", "D<ID>\n"), which only root and the queue's owner may open.
  *
@@ -189,7 +189,10 @@ static int cmd_delete(const char *root, const char *id)
     char path[QUEUE_PATH_MAX], rec[ENV_ID_LEN + 3];
     if (!envelope_id_valid(id)) die_perm("%s: not a queue id", id);
     if (!queue_path(path, sizeof path, root, QUEUE_ENV, id)) die_temp_sys("path");
-    if (access(path, F_OK) < 0) die_perm("%s: no such message", id);
+    if (access(path, F_OK) < 0) {
+        if (errno == ENOENT) die_perm("%s: no such message", id);
+        die_temp_sys("%s", path);     /* EACCES: not root, not the queue's owner */
+    }
     snprintf(rec, sizeof rec, "D%s\n", id);
     trigger_write(root, rec, strlen(rec));
     for (int i = 0; i < 100; i++) {

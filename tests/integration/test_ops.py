@@ -45,6 +45,52 @@ class NoInstance(unittest.TestCase):
         self.assertEqual((r.returncode, r.stdout), (111, ''), r.stderr)
 
 
+class QueueToolErrors(unittest.TestCase):
+    """postern-queue's answers when it cannot do what it is asked: a user
+    who may not read the queue, queue-manager not running, a bad id."""
+
+    def setUp(self):
+        need(self, 'postern-setup', 'postern-queue', 'queue-inject', 'sendmail')
+        harness.need_root(self, 'runs postern-queue as another user')
+        # no queue-manager: what is queued stays
+        self.inst = Instance(services=())
+        self.inst.setup()
+        self.addCleanup(self.inst.stop)
+        self.inst.run('sendmail', '-f', 'bob@client.test', 'alice@example.test', input='Subject: x\n\nx\n')
+        self.qid, = self.inst.queue_ids()
+
+    def as_nobody(self, *args):
+        return subprocess.run(['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
+                               self.inst.bin('postern-queue'), '--root', self.inst.root] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=30)
+
+    def test_a_user_who_may_not_read_the_queue(self):
+        for args in (['list'], ['stat'], ['show', self.qid], ['delete', self.qid], ['flush']):
+            r = self.as_nobody(*args)
+            self.assertEqual((r.returncode, r.stdout), (111, ''), (args, r.stderr))
+            self.assertIn('Permission denied', r.stderr, args)
+            self.assertNotIn('no such message', r.stderr, args)
+        self.assertEqual(self.inst.queue_ids(), [self.qid])
+
+    def test_queue_manager_not_running_and_bad_ids(self):
+        r = self.inst.run('postern-queue', 'delete', self.qid, check=False)
+        self.assertEqual((r.returncode, r.stdout), (111, ''), r.stderr)
+        self.assertIn('queue-manager is not running', r.stderr)
+        r = self.inst.run('postern-queue', 'flush', check=False)
+        self.assertEqual((r.returncode, r.stdout), (111, ''), r.stderr)
+        self.assertEqual(self.inst.queue_ids(), [self.qid])
+        for cmd in ('show', 'delete'):
+            r = self.inst.run('postern-queue', cmd, '0' * 16, check=False)
+            self.assertEqual((r.returncode, r.stdout), (100, ''), cmd)
+            self.assertIn('%s: no such message' % ('0' * 16), r.stderr)
+            r = self.inst.run('postern-queue', cmd, '../../etc/passwd', check=False)
+            self.assertEqual((r.returncode, r.stdout), (100, ''), cmd)
+            self.assertIn('not a queue id', r.stderr)
+        r = self.inst.run('postern-queue', 'list')
+        self.assertEqual(r.stdout.splitlines()[0].split(' ')[0], self.qid)
+
+
 class ConfcheckOptions(unittest.TestCase):
     """postern-confcheck takes the instance as --root DIR like the other
     tools (README: "--root ROOT may be left out ..."), or as an operand."""
