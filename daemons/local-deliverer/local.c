@@ -362,7 +362,10 @@ static void forward_child(const void *vctx, struct dp_result *r)
 
 void local_target_log(const char *id, const struct dp_result *one)
 {
-    if (one->status != DP_SUCCESS) log_warn(id, "event=target result=%c status=\"%s\"", (char)one->status, one->text);
+    char t[DP_FIELD_MAX * 2 + 8];
+    if (one->status != DP_SUCCESS)
+        log_warn(id, "event=target result=%c status=\"%s\"", (char)one->status,
+                 log_quote(t, sizeof t, one->text, strlen(one->text)));
 }
 
 /* worst wins: temporary > permanent > success, except that one success

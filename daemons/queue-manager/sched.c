@@ -180,8 +180,9 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
                 m->note[i] = QM_NOTE_DELAY;
         }
     }
-    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u%s", r->addr,
-             expired ? "expired" : result_name(r), r->last_error, r->attempts,
+    char a[ENV_ADDR_MAX * 4 + 8], t[ENV_FIELD_MAX * 2 + 8];
+    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u%s", log_safe(a, sizeof a, r->addr, strlen(r->addr)),
+             expired ? "expired" : result_name(r), log_quote(t, sizeof t, r->last_error, strlen(r->last_error)), r->attempts,
              r->state == ENV_RCPT_PENDING ? "" : "");
 }
 
@@ -326,11 +327,15 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
                 /* the deliverer is gone: not an attempt, so no retry delay for
                  * this or any other due message; dispatch stops here and the
                  * poll loop sees its EOF (qm_channel_dead, exit 111) */
-                log_error(m->id, "rcpt=%s job=not-sent deliverer=%s error=\"%s\"", r->addr, c->name, strerror(errno));
+                char a[ENV_ADDR_MAX * 4 + 8];
+                log_error(m->id, "rcpt=%s job=not-sent deliverer=%s error=\"%s\"",
+                          log_safe(a, sizeof a, r->addr, strlen(r->addr)), c->name, strerror(errno));
                 q->dead = 1;
                 break;
             }
-            log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", r->addr, strerror(errno));
+            char a[ENV_ADDR_MAX * 4 + 8];
+            log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", log_safe(a, sizeof a, r->addr, strlen(r->addr)),
+                      strerror(errno));
             apply(q, m, i, DP_TEMPORARY, NULL, "4.3.0 cannot hand the message to the deliverer", now);
             changed = 1;
         }

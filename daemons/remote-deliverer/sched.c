@@ -95,8 +95,8 @@ static void send_result_action(unsigned long long job, const char *id, const cha
                                const char *action, const char *text)
 {
     char safe[DP_ADDR_MAX * 4 + 8];
-    char shown[DP_FIELD_MAX + 1];
-    snprintf(shown, sizeof shown, "%s", text);      /* what the record carries */
+    char shown[DP_FIELD_MAX * 2 + 8];
+    log_quote(shown, sizeof shown, text, strnlen(text, DP_FIELD_MAX));   /* what the record carries */
     log_info(id, "job=%llu to=%s result=%c%s%s text=\"%s\"", job, log_safe(safe, sizeof safe, to, strlen(to)),
              (char)s, action ? " action=" : "", action ? action : "", shown);
     if (!dp_send_result_action(0, job, s, action, text))

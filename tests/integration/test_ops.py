@@ -9,9 +9,11 @@ import poplib
 import re
 import shutil
 import smtplib
+import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import harness
@@ -153,6 +155,30 @@ LOG_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+  [a-z0-9-]+: (info|
                       r'( [A-Za-z0-9_.-]+=("([^"\\]|\\.)*"|[^ "]*))*$')
 
 
+def deferring_server(srv):
+    """A next hop that greets and answers every RCPT with a 450 whose text
+    holds quotes and a backslash."""
+    while True:
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        with c:
+            f = c.makefile('rb')
+            c.sendall(b'220 odd.test ESMTP\r\n')
+            for line in f:
+                verb = line[:4].upper()
+                if verb in (b'EHLO', b'HELO'):
+                    c.sendall(b'250 odd.test\r\n')
+                elif verb == b'RCPT':
+                    c.sendall(b'450 4.2.0 say "hi" \\ then go\r\n')
+                elif verb == b'QUIT':
+                    c.sendall(b'221 bye\r\n')
+                    break
+                else:
+                    c.sendall(b'250 ok\r\n')
+
+
 class OperatorLogs(unittest.TestCase):
     PASSWORD = 'Pw-9f3kq-never-logged'
     BODY = 'BODY-7x2m-never-logged'
@@ -189,15 +215,28 @@ class OperatorLogs(unittest.TestCase):
         with harness.Conn(inst.port('smtp')) as c:
             harness.smtp_dialogue(inst.port('smtp'), [(None, '220'), ('EHLO client.test', '250')], conn=c)
         inst.wait_log('smtp-listener', 'event=disconnect reason=lost')
-        # a remote destination that refuses the connection: a route to a
-        # closed port of this host, taken in by a reload of queue-manager
+        # remote destinations (routes taken in by a reload of queue-manager):
+        # one refuses the connection (a closed port), the other answers RCPT
+        # with a reply that holds quotes and a backslash; a recipient with a
+        # quoted local part
+        srv = socket.socket()
+        srv.bind(('127.0.0.1', 0))
+        srv.listen(4)
+        self.addCleanup(srv.close)
+        threading.Thread(target=deferring_server, args=(srv,), daemon=True).start()
         with open(inst.path('conf', 'routes'), 'w') as f:
             f.write('far.test [127.0.0.1]:%d\n' % harness.free_ports(1)[0])
+            f.write('odd.test [127.0.0.1]:%d\n' % srv.getsockname()[1])
         inst.reload_and_wait('queue-manager')
-        inst.wait_log('queue-manager', 'event=reload from=queue-manager routes=1')
+        inst.wait_log('queue-manager', 'event=reload from=queue-manager routes=2')
         r = send_mail(inst.port('smtp'), 'bob@client.test', ['carol@far.test'], 'Subject: far\n\nx\n')
         fqid = re.search(r'queued as ([0-9A-F]{16})', r).group(1)
         inst.wait_log('queue-manager', '%s rcpt=carol@far.test result=deferred' % fqid)
+        r = send_mail(inst.port('smtp'), '"x y"@client.test', ['"a b"@odd.test'], 'Subject: odd\n\nx\n')
+        oqid = re.search(r'queued as ([0-9A-F]{16})', r).group(1)
+        inst.wait_log('queue-manager', '%s rcpt=' % oqid)
+        inst.wait_for(lambda: 'result=deferred' in [l for l in inst.log('queue-manager').splitlines()
+                                                   if oqid + ' rcpt=' in l][-1], what='the odd deferral')
         # a login, a wrong password; POP3 on loopback may log in without TLS
         p = poplib.POP3('127.0.0.1', inst.port('pop3'), timeout=10)
         p.user('alice')
