@@ -32,7 +32,8 @@ static const char usage[] =
     "        (AGE in seconds since queued, SIZE in bytes), then one line per recipient:\n"
     "          STATE ATTEMPTS <address> LAST_ERROR\n"
     "        (two spaces first; STATE is pending, done, failed or bounced;\n"
-    "        LAST_ERROR is the rest of the line, possibly empty)\n"
+    "        LAST_ERROR is the rest of the line, possibly empty; a space in an\n"
+    "        address is written \\x20, a backslash \\x5c)\n"
     "stat    lines \"KEY VALUE\": messages, recipients, pending, done, failed, bounced,\n"
     "        bytes, oldest (age in seconds, 0 if empty)\n"
     "show ID the envelope file, a line \"--\", then the message's header section\n"
@@ -87,6 +88,20 @@ static int load(const char *root, const char *id, struct envelope *e, long long 
 
 static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
 
+/* <addr> with no space in it: a quoted local part may hold one, so space
+ * and backslash are written \x20 and \x5c (the envelope holds no control
+ * character); one field for a script that splits the line at spaces */
+static void put_addr(const char *a)
+{
+    putchar('<');
+    for (; *a; a++) {
+        if (*a == ' ') fputs("\\x20", stdout);
+        else if (*a == '\\') fputs("\\x5c", stdout);
+        else putchar(*a);
+    }
+    putchar('>');
+}
+
 /* every message id in env/, sorted (by birth: the id starts with it) */
 static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
 {
@@ -137,12 +152,20 @@ static int cmd_list(const char *root, int stat_only)
         msgs++;
         bytes += (unsigned long long)size;
         if (age > oldest) oldest = age;
-        if (!stat_only) printf("%s %lld %lld <%s>\n", e.id, age, size, e.sender);
+        if (!stat_only) {
+            printf("%s %lld %lld ", e.id, age, size);
+            put_addr(e.sender);
+            putchar('\n');
+        }
         for (size_t k = 0; k < e.nrcpt; k++) {
             const struct env_rcpt *r = &e.rcpt[k];
             rcpts++;
             if ((unsigned)r->state < 4) count[r->state]++;
-            if (!stat_only) printf("  %s %u <%s> %s\n", state_name(r->state), r->attempts, r->addr, r->last_error);
+            if (!stat_only) {
+                printf("  %s %u ", state_name(r->state), r->attempts);
+                put_addr(r->addr);
+                printf(" %s\n", r->last_error);
+            }
         }
         envelope_free(&e);
     }

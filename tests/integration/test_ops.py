@@ -75,6 +75,20 @@ class QueueToolErrors(unittest.TestCase):
             self.assertNotIn('no such message', r.stderr, args)
         self.assertEqual(self.inst.queue_ids(), [self.qid])
 
+    def test_list_fields_hold_no_space(self):
+        """postern-queue(8): "Fields never contain spaces except LAST_ERROR",
+        even for addresses with a quoted local part (escaped as \\x20)."""
+        self.inst.run('sendmail', '-f', '"x y"@client.test', '"a b"@example.test', 'c\\d@example.test',
+                      input='Subject: x\n\nx\n')
+        lines = self.inst.run('postern-queue', 'list').stdout.splitlines()
+        self.assertEqual(len(lines), 5, lines)
+        odd = lines[2:] if lines[0].startswith(self.qid) else lines[:3]
+        self.assertEqual(len(odd[0].split(' ')), 4, odd[0])
+        self.assertEqual(odd[0].split(' ')[3], '<"x\\x20y"@client.test>')
+        self.assertEqual(odd[1].split(' ', 4)[:4], ['', '', 'pending', '0'])
+        self.assertEqual(sorted(l.split(' ')[4] for l in odd[1:]),
+                         ['<"a\\x20b"@example.test>', '<c\\x5cd@example.test>'])
+
     def test_queue_manager_not_running_and_bad_ids(self):
         r = self.inst.run('postern-queue', 'delete', self.qid, check=False)
         self.assertEqual((r.returncode, r.stdout), (111, ''), r.stderr)
