@@ -275,8 +275,15 @@ class OperatorLogs(unittest.TestCase):
         self.assertRegex(inst.log('queue-manager'),
                          r'queue-manager: error: - event=reload status=refused error="%s:\d+: max_recipients: not a number" kept=previous'
                          % re.escape(conf))
+        # a restart with the bad file: the daemon will not start, says why
+        # (file:line: what) and s6 tries again each second
+        inst.svc('auth-checker', '-r')
+        inst.wait_for(lambda: 'exitcode 100' in inst.svstat('auth-checker'), 15, what='auth-checker exit 100')
+        self.assertRegex(inst.log('auth-checker'),
+                         r'auth-checker: fatal: - error="%s:\d+: max_recipients: not a number"' % re.escape(conf))
         with open(conf, 'w') as f:
             f.write(good)
+        inst.wait_ready('auth-checker', 15)
         for s in inst.services:
             inst.reload_and_wait(s)
         # mail taken in while queue-manager is down is delivered when it is back
