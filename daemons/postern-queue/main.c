@@ -233,14 +233,17 @@ int main(int argc, char **argv)
     if (i < argc && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) { fputs(usage, stdout); return EXIT_OK; }
     if (i + 1 < argc && !strcmp(argv[i], "--root")) { rootarg = argv[i + 1]; i += 2; }
     if (i >= argc) { fputs(usage, stderr); return EXIT_PERM; }
+    const char *cmd = argv[i++];
+    int nargs = argc - i;
+    int known = (!nargs && (!strcmp(cmd, "list") || !strcmp(cmd, "stat") || !strcmp(cmd, "flush"))) ||
+                (nargs == 1 && (!strcmp(cmd, "show") || !strcmp(cmd, "delete")));
+    if (!known) { fputs(usage, stderr); return EXIT_PERM; }
     char rootbuf[PATH_MAX];
     const char *root = config_root_tool(rootarg, rootbuf, sizeof rootbuf);
     if (!root) {
         fputs("postern-queue: no ROOT: give --root DIR, set POSTERN_ROOT, or run ROOT/bin/postern-queue\n", stderr);
         return EXIT_PERM;
     }
-    const char *cmd = argv[i++];
-    int nargs = argc - i;
     if (!strcmp(cmd, "list") && !nargs) return cmd_list(root, 0);
     if (!strcmp(cmd, "stat") && !nargs) return cmd_list(root, 1);
     if (!strcmp(cmd, "show") && nargs == 1) return cmd_show(root, argv[i]);

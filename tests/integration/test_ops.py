@@ -151,16 +151,24 @@ class ToolHelp(unittest.TestCase):
     say so); a bad usage goes to stderr with exit 100."""
 
     def test_help_and_usage(self):
+        # copies outside any instance: usage comes before looking for ROOT
+        d = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, d, True)
+        os.mkdir(os.path.join(d, 'bin'))
         for prog in ('postern-queue', 'postern-user', 'postern-confcheck'):
             if not harness.have(prog):
                 continue
-            for flag in ('-h', '--help'):
-                r = run(prog, flag)
-                self.assertEqual((r.returncode, r.stderr), (0, ''), (prog, flag))
-                self.assertTrue(r.stdout.startswith('usage: ' + prog), (prog, r.stdout))
-            r = run(prog, '--bogus-option')
-            self.assertEqual((r.returncode, r.stdout), (100, ''), prog)
-            self.assertIn('usage: ' + prog, r.stderr)
+            shutil.copy(os.path.join(harness.BIN, prog), os.path.join(d, 'bin'))
+            for args in (['-h'], ['--help'], ['--bogus-option'], ['frob', 'x', 'y']):
+                r = subprocess.run([os.path.join(d, 'bin', prog)] + args, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True, timeout=30,
+                                   env={k: v for k, v in os.environ.items() if k != 'POSTERN_ROOT'})
+                if args[0].startswith('-h') or args[0] == '--help':
+                    self.assertEqual((r.returncode, r.stderr), (0, ''), (prog, args))
+                    self.assertTrue(r.stdout.startswith('usage: ' + prog), (prog, r.stdout))
+                else:
+                    self.assertEqual((r.returncode, r.stdout), (100, ''), (prog, args))
+                    self.assertIn('usage: ' + prog, r.stderr, args)
 
 
 # s6-log's timestamp, two spaces, then "program: level: id" and key=value
