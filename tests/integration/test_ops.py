@@ -139,6 +139,38 @@ class ConfcheckOptions(unittest.TestCase):
         self.assertEqual(r.returncode, 100)
         self.assertIn('usage:', r.stderr)
 
+    def test_aliases_and_routes_through_their_parsers(self):
+        """An edit of conf/aliases or conf/routes is checked by the parser
+        the daemons use (local-deliverer and smtp-listener, remote-deliverer),
+        before a reload finds it."""
+        self.write('hostname = mail.example.test\n')
+        aliases = os.path.join(self.root, 'conf', 'aliases')
+        routes = os.path.join(self.root, 'conf', 'routes')
+        with open(aliases, 'w') as f:
+            f.write('postmaster: alice\nsales: alice, bob@far.example\n')
+        with open(routes, 'w') as f:
+            f.write('far.example [192.0.2.25]:25 tls=none\n')
+        r = run('postern-confcheck', self.root)
+        self.assertEqual((r.returncode, r.stderr), (0, ''))
+        with open(aliases, 'a') as f:
+            f.write('# a comment\nlog: /var/log/mail.txt\n')
+        r = run('postern-confcheck', self.root)
+        self.assertEqual(r.returncode, 100)
+        self.assertEqual(r.stderr, '%s:4: file targets are not supported\n' % aliases)
+        with open(routes, 'a') as f:
+            f.write('bad.example relay.example:25 colour=blue\n')
+        r = run('postern-confcheck', self.root)
+        self.assertEqual(r.returncode, 100)
+        lines = r.stderr.splitlines()
+        self.assertEqual(lines[0], '%s:4: file targets are not supported' % aliases)
+        self.assertTrue(lines[1].startswith('%s:2: ' % routes), lines)
+        self.assertEqual(len(lines), 2, lines)
+        # missing aliases and routes files are empty tables, as for the daemons
+        os.unlink(aliases)
+        os.unlink(routes)
+        r = run('postern-confcheck', self.root)
+        self.assertEqual((r.returncode, r.stderr), (0, ''))
+
     def test_help(self):
         for flag in ('-h', '--help'):
             r = run('postern-confcheck', flag)
@@ -169,6 +201,29 @@ class ToolHelp(unittest.TestCase):
                 else:
                     self.assertEqual((r.returncode, r.stdout), (100, ''), (prog, args))
                     self.assertIn('usage: ' + prog, r.stderr, args)
+
+
+class SetupCheck(unittest.TestCase):
+    """postern-aliases(5): while conf/aliases has an error, "postern-setup
+    --root ROOT --check names the line" -- any error the daemons would
+    refuse, not only a line that does not look like "name: address"."""
+
+    def test_check_names_a_refused_alias_target(self):
+        need(self, 'postern-setup', 'postern-confcheck')
+        inst = Instance()
+        inst.setup()
+        self.addCleanup(inst.stop)
+        with open(inst.path('conf', 'aliases'), 'a') as f:
+            f.write('run: |/usr/bin/true\n')
+        with open(inst.path('conf', 'aliases')) as f:
+            line = len(f.read().splitlines())
+        r = subprocess.run([inst.bin('postern-setup'), '--root', inst.root, '--check'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn('conf/aliases:%d: program targets are not supported' % line, r.stdout)
+        self.assertIn('edit that line of conf/aliases', r.stdout)
+        self.assertNotIn('edit conf/postern.conf', r.stdout)
 
 
 # s6-log's timestamp, two spaces, then "program: level: id" and key=value
