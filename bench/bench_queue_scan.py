@@ -89,7 +89,7 @@ def run(harness, binpath, n, new):
         t = time.monotonic()
         inst.start()
         t_start = time.monotonic() - t
-        m = re.search(r'started messages=(\d+)', inst.log('queue-manager'))
+        m = re.search(r'event=start messages=(\d+)', inst.log('queue-manager'))
         seen = int(m.group(1)) if m else -1
         rss = '?'
         try:

@@ -1,4 +1,5 @@
-/* die.c - main()'s way out: one fatal log line, then exit 100 or 111. */
+/* die.c - main()'s way out: one fatal log line (error="what"), then exit
+ * 100 or 111. */
 #include "err.h"
 #include "log.h"
 
@@ -10,13 +11,16 @@
 
 static _Noreturn void die_v(int code, int with_errno, const char *fmt, va_list ap)
 {
-    char msg[LOG_LINE_MAX];
+    char msg[LOG_LINE_MAX], q[2 * LOG_LINE_MAX];
     int e = errno;
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    if (with_errno)
-        log_event("fatal", NULL, "%s: %s", msg, strerror(e));
-    else
-        log_event("fatal", NULL, "%s", msg);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    if (with_errno && len < sizeof msg - 1) {
+        n = snprintf(msg + len, sizeof msg - len, ": %s", strerror(e));
+        if (n > 0) len += (size_t)n < sizeof msg - len ? (size_t)n : sizeof msg - len - 1;
+    }
+    /* one key=value field like every log line: error="what" */
+    log_event("fatal", NULL, "error=\"%s\"", log_quote(q, sizeof q, msg, len));
     exit(code);
 }
 

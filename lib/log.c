@@ -79,3 +79,21 @@ char *log_safe(char *dst, size_t dstlen, const char *src, size_t srclen)
     dst[o] = 0;
     return dst;
 }
+
+char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+    size_t o = 0;
+    if (!dstlen) return dst;
+    for (size_t i = 0; i < srclen; i++) {
+        unsigned char c = (unsigned char)src[i];
+        size_t need = (c == '"' || c == '\\') ? 2 : 1;
+        if (o + need + 4 > dstlen) { /* room for "..." and NUL */
+            if (o + 4 <= dstlen) { memcpy(dst + o, "...", 3); o += 3; }
+            break;
+        }
+        if (need == 2) dst[o++] = '\\';
+        dst[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    dst[o] = 0;
+    return dst;
+}

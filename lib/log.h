@@ -25,4 +25,11 @@ void log_event(const char *level, const char *id, const char *fmt, ...)
  * Returns dst. Use it for any client-supplied value. */
 char *log_safe(char *dst, size_t dstlen, const char *src, size_t srclen);
 
+/* Copy at most srclen bytes of src into dst (dstlen > 0) as the inside of a
+ * quoted value (key="..."): '"' and '\\' get a backslash before them,
+ * control characters become '?', the rest is kept; output truncated (with
+ * a trailing "...") to fit, always NUL-ended. Returns dst. Use it for text
+ * from outside that is logged whole (a remote server's reply). */
+char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen);
+
 #endif

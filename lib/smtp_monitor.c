@@ -234,7 +234,7 @@ static int do_auth(int *afd, const struct smtp_mon_conf *mc, const unsigned char
     }
     for (int attempt = 0; attempt < 2; attempt++) {
         if (*afd < 0) *afd = authproto_connect(mc->root);
-        if (*afd < 0) { log_warn(NULL, "event=auth_connect error=%s", strerror(errno)); break; }
+        if (*afd < 0) { log_warn(NULL, "event=auth_connect error=\"%s\"", strerror(errno)); break; }
         if (authproto_ask(*afd, &q, rep, mc->auth_timeout_ms)) {
             res = rep->result == AUTH_OK ? SMTP_AUTH_OK : rep->result == AUTH_BAD ? SMTP_AUTH_BAD : SMTP_AUTH_TEMP;
             break;
@@ -274,7 +274,7 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
             r.value = 0;
             if (!mc->tls_proxy) log_warn(NULL, "event=starttls error=not_configured");
             else if (!tls_proxy_spawn(mc->tls_proxy, mc->root, id, fds[0], &give, &pid))
-                log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
+                log_error(NULL, "event=tls_spawn error=\"%s\"", strerror(errno));
             else r.value = 1;
             close(fds[0]);
         } else if (m.type == SMTP_MON_AUTH && n == 0 && plen) {

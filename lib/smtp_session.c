@@ -573,7 +573,7 @@ static int read_failed(struct smtp_session *s)
         replyf(s, "421 4.4.2 %s Error: timeout exceeded", s->cf->hostname);
         s->end_reason = "timeout";
     } else {
-        s->end_reason = "lost connection";
+        s->end_reason = "lost_connection";
     }
     s->state = SMTP_S_QUIT;
     return 0;
@@ -585,14 +585,14 @@ static int act_data(struct smtp_session *s, const char *arg, size_t len)
     if (len) { reply(s, "501 5.5.4 Syntax: DATA"); return 1; }
     struct smtp_msgbody *b = malloc(sizeof *b);
     if (!b || !inject_begin(s, &msg_fd, &env_fd)) {
-        log_error(s->id, "event=inject_start error=%s", strerror(errno));
+        log_error(s->id, "event=inject_start error=\"%s\"", strerror(errno));
         free(b);
         reply(s, R_QUEUE_FAIL);
         txn_reset(s);
         return 1;
     }
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
-    if (!io_flush(&s->out)) { s->end_reason = "write error"; free(b); goto lost; }
+    if (!io_flush(&s->out)) { s->end_reason = "write_error"; free(b); goto lost; }
     smtp_body_init(b, msg_fd, s->cf->max_message_size, s->out.timeout_ms);
     submission_fields(s, b);
     char line[SMTP_TEXT_MAX];
@@ -673,7 +673,7 @@ static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
          * that counted differently would smuggle some past it. The
          * session ends here (so does Postfix's). */
         reply(s, R_BDAT_SYNTAX);
-        s->end_reason = "bad BDAT count";
+        s->end_reason = "bad_bdat_count";
         s->state = SMTP_S_QUIT;
         return 0;
     }
@@ -703,7 +703,7 @@ static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
         int msg_fd, env_fd;
         struct smtp_msgbody *b = malloc(sizeof *b);
         if (!b || !inject_begin(s, &msg_fd, &env_fd)) {
-            log_error(s->id, "event=inject_start error=%s", strerror(errno));
+            log_error(s->id, "event=inject_start error=\"%s\"", strerror(errno));
             free(b);
             if (!bdat_read(s, count, NULL)) return read_failed(s);
             reply(s, R_QUEUE_FAIL);
@@ -835,7 +835,7 @@ static int tls_established(struct smtp_session *s)
     enum io_eol eol;
     if (!io_getline(&s->in, line, sizeof line, &n, &eol) || eol != IO_EOL_LF ||
         !smtp_tls_line(line, n, s->tls_version, sizeof s->tls_version, s->tls_cipher, sizeof s->tls_cipher)) {
-        s->end_reason = "tls handshake failed";
+        s->end_reason = "tls_handshake_failed";
         s->state = SMTP_S_QUIT;
         log_info(s->id, "event=tls status=failed");
         return 0;
@@ -853,14 +853,14 @@ static int act_starttls(struct smtp_session *s, const char *a, size_t n)
     if (s->tls) { reply(s, "554 5.5.1 Error: TLS already active"); return 1; }
     if (!s->inj->starttls) { reply(s, "454 4.7.0 TLS not available due to local problem"); return 1; }
     reply(s, "220 2.0.0 Ready to start TLS");
-    if (!io_flush(&s->out)) { s->end_reason = "write error"; s->state = SMTP_S_QUIT; return 0; }
+    if (!io_flush(&s->out)) { s->end_reason = "write_error"; s->state = SMTP_S_QUIT; return 0; }
     /* everything the client sent before the handshake is discarded (RFC 3207
      * 6, CVE-2011-0411): what we buffered here, and what is still in the
      * kernel goes to tls-proxy as (bad) handshake data */
     io_discard_buffered(&s->in);
     if (!s->inj->starttls(s->inj->ctx, s->in.fd, s->id, &plain)) {
-        log_error(s->id, "event=tls status=unavailable error=%s", strerror(errno));
-        s->end_reason = "tls unavailable";
+        log_error(s->id, "event=tls status=unavailable error=\"%s\"", strerror(errno));
+        s->end_reason = "tls_unavailable";
         s->state = SMTP_S_QUIT;
         return 0;
     }
@@ -887,7 +887,7 @@ static int auth_response(struct smtp_session *s, const char *prompt, char *line,
 {
     enum io_eol eol;
     reply(s, prompt);
-    if (!io_flush(&s->out)) { s->end_reason = "write error"; s->state = SMTP_S_QUIT; return 0; }
+    if (!io_flush(&s->out)) { s->end_reason = "write_error"; s->state = SMTP_S_QUIT; return 0; }
     if (!io_getline(&s->in, line, cap, n, &eol)) { read_failed(s); return 0; }
     if (eol == IO_EOL_NONE) {
         if (*n < cap) { errno = EPIPE; read_failed(s); return 0; }
@@ -1099,7 +1099,7 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
          * DATA): nothing it sends next is to be executed */
         s->verb = "header";
         reply(s, "554 5.7.0 Error: header line instead of an SMTP command");
-        s->end_reason = "header line";
+        s->end_reason = "header_line";
         s->state = SMTP_S_QUIT;
         return 0;
     }
@@ -1113,7 +1113,7 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
         if (!strcmp(verb, smtp_forbidden[i])) {
             s->verb = smtp_forbidden[i];
             reply(s, "554 5.7.0 Error: HTTP or proxy request on an SMTP port");
-            s->end_reason = "http request";
+            s->end_reason = "http_request";
             s->state = SMTP_S_QUIT;
             return 0;
         }
@@ -1129,9 +1129,14 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
     return 1;
 }
 
+void smtp_session_make_id(char *dst, size_t dstlen)
+{
+    snprintf(dst, dstlen, "%08llx%06x", (unsigned long long)time(NULL), (unsigned)getpid() & 0xffffffu);
+}
+
 void smtp_session_init(struct smtp_session *s, const struct config *cf,
                        const struct smtp_rcptmap *map, const struct smtp_injector *inj,
-                       int fd, const struct sockaddr *peer, int port)
+                       int fd, const struct sockaddr *peer, int port, const char *id)
 {
     memset(s, 0, sizeof *s);
     s->cf = cf;
@@ -1143,7 +1148,7 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     s->submission = s->port != SMTP_PORT_SMTP;
     s->tls_pending = s->port == SMTP_PORT_SMTPS;
     s->msg_fd = s->env_fd = -1;
-    s->end_reason = "lost connection";
+    s->end_reason = "lost_connection";
     s->verb = "-";
     /* non-blocking, so that every write waits at most the timeout too: a
      * client that sends but never reads cannot hold the session forever */
@@ -1154,8 +1159,8 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);
     sockaddr_text(peer, s->client, sizeof s->client);
     s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
-    snprintf(s->id, sizeof s->id, "%08llx%06x", (unsigned long long)time(NULL),
-             (unsigned)getpid() & 0xffffffu);
+    if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);
+    else smtp_session_make_id(s->id, sizeof s->id);
     log_info(s->id, "event=connect client=%s port=%u submission=%d tls=%d relay=%d", s->client,
              sockaddr_port(peer), s->submission, s->tls_pending, s->relay_ok);
 }
@@ -1183,21 +1188,21 @@ int smtp_session_run(struct smtp_session *s)
     while (s->state != SMTP_S_QUIT) {
         size_t n;
         enum cmdline kind;
-        if (!io_buffered(&s->in) && !io_flush(&s->out)) { s->end_reason = "write error"; break; }
+        if (!io_buffered(&s->in) && !io_flush(&s->out)) { s->end_reason = "write_error"; break; }
         if (s->first) {
             s->first = 0;
             int t = tls_hello_seen(s);
             if (t < 0) { read_failed(s); break; }
             if (t) {
                 reply(s, "554 5.7.0 Error: TLS handshake on a plaintext port");
-                s->end_reason = "tls on plaintext port";
+                s->end_reason = "tls_on_plaintext_port";
                 break;
             }
         }
         if (!read_command(s, line, &n, &kind)) {
             if (errno == E2BIG) {
                 replyf(s, "421 4.7.0 %s Error: line too long", s->cf->hostname);
-                s->end_reason = "endless line";
+                s->end_reason = "endless_line";
                 break;
             }
             read_failed(s);
@@ -1212,12 +1217,12 @@ int smtp_session_run(struct smtp_session *s)
         if (s->write_failed) {
             /* a client that does not read its replies (their buffer full
              * for a whole timeout) gets no more of our time */
-            s->end_reason = "write error";
+            s->end_reason = "write_error";
             break;
         }
         if (s->state != SMTP_S_QUIT && s->errors_run >= s->cf->max_errors) {
             replyf(s, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
-            s->end_reason = "too many errors";
+            s->end_reason = "too_many_errors";
             break;
         }
     }

@@ -137,10 +137,15 @@ struct smtp_session {
  * of the given kind (enum smtp_port). Everything the session needs is
  * passed in: it opens no file. For SMTP_PORT_SMTPS, fd is already the
  * plaintext end of tls-proxy: the session first reads its "TLS ..." line
- * (EOF: the handshake failed, the session ends without a word). */
+ * (EOF: the handshake failed, the session ends without a word). id is the
+ * session id its log lines start with (smtp_session_make_id(); the caller
+ * makes it first when another process logs for the same session, as
+ * tls-proxy on port 465 does), or NULL for a new one. */
 void smtp_session_init(struct smtp_session *s, const struct config *cf,
                        const struct smtp_rcptmap *map, const struct smtp_injector *inj,
-                       int fd, const struct sockaddr *peer, int port);
+                       int fd, const struct sockaddr *peer, int port, const char *id);
+/* a new session id into dst (the time and this process's pid in hex) */
+void smtp_session_make_id(char *dst, size_t dstlen);
 /* Our own address on this connection (getsockname of the TCP socket, taken
  * by the caller before tls-proxy stands in between), for the address
  * literal that names this host (RFC 1123 5.2.17); unset, no literal is ours. */

@@ -368,14 +368,27 @@ write_tls() {
 check_conf() {
     c="$ROOT/conf/postern.conf"
     [ -f "$c" ] || return 0
-    if [ -x "$ROOT/bin/postern-confcheck" ] || [ -x "$SRC/postern-confcheck" ]; then
-        cc="$ROOT/bin/postern-confcheck"; [ -x "$cc" ] || cc="$SRC/postern-confcheck"
-        if ! out=$("$cc" "$ROOT" 2>&1); then
-            problem "$out" "edit conf/postern.conf at that line (postern.conf(5) lists the settings)"
-        fi
+    # postern.conf, conf/aliases and conf/routes through the daemons' own
+    # parsers (postern-confcheck: one "file:line: what" a bad file); the one
+    # beside this script first, of the same build
+    cc=""
+    if [ -x "$SRC/postern-confcheck" ]; then cc="$SRC/postern-confcheck"
+    elif [ -x "$ROOT/bin/postern-confcheck" ]; then cc="$ROOT/bin/postern-confcheck"; fi
+    if [ -n "$cc" ] && ! out=$("$cc" "$ROOT" 2>&1); then
+        oldifs=$IFS; IFS='
+'
+        for line in $out; do
+            case "$line" in
+            */conf/aliases:*) problem "$line" "edit that line of conf/aliases (postern-aliases(5))" ;;
+            */conf/routes:*) problem "$line" "edit that line of conf/routes (postern-routes(5))" ;;
+            *) problem "$line" "edit conf/postern.conf at that line (postern.conf(5) lists the settings)" ;;
+            esac
+        done
+        IFS=$oldifs
     fi
-    # conf/aliases: "name: addr, addr"
-    if [ -f "$ROOT/conf/aliases" ]; then
+    # conf/aliases: "name: addr, addr" (only its shape: without
+    # postern-confcheck, as a fallback)
+    if [ -z "$cc" ] && [ -f "$ROOT/conf/aliases" ]; then
         out=$(awk '/^[ \t]*(#|$)/ { next }
              !/^[A-Za-z0-9._+-]+:[ \t]*[^ \t,][^,]*(,[ \t]*[^ \t,][^,]*)*[ \t]*$/ {
                  printf "conf/aliases:%d: not \"name: address, address, ...\"\n", NR }' \

@@ -26,7 +26,7 @@ int checkpassword_main(const char *root, char **prog)
     static struct userdb db;
     char in[513], err[1200], path[CONFIG_NAME_MAX + 32], name[USERDB_NAME_MAX + 1], dummy[USERDB_HASH_MAX + 1];
     size_t len = 0;
-    if (!prog[0]) { log_error(NULL, "usage: auth-checker --checkpassword ROOT prog..."); return 2; }
+    if (!prog[0]) { log_error(NULL, "event=checkpassword error=\"usage: auth-checker --checkpassword ROOT prog...\""); return 2; }
     if (sodium_init() < 0) return 111;
     while (len < sizeof in) {
         ssize_t r = read(3, in + len, sizeof in - len);
@@ -40,9 +40,9 @@ int checkpassword_main(const char *root, char **prog)
     const char *pass = z1 ? z1 + 1 : 0;
     const char *z2 = pass ? memchr(pass, 0, len - (size_t)(pass - in)) : 0;
     if (!z2) { sodium_memzero(in, sizeof in); log_error(NULL, "event=checkpassword error=\"malformed input on fd 3\""); return 2; }
-    if (!config_load(&conf, root, err, sizeof err)) { log_error(NULL, "%s", err); return 111; }
+    if (!config_load(&conf, root, err, sizeof err)) { log_error(NULL, "event=checkpassword error=\"%s\"", err); return 111; }
     snprintf(path, sizeof path, "%s/conf/users", root);
-    if (!userdb_load(&db, path, 1, 1, err, sizeof err)) { log_error(NULL, "%s", err); return 111; }
+    if (!userdb_load(&db, path, 1, 1, err, sizeof err)) { log_error(NULL, "event=checkpassword error=\"%s\"", err); return 111; }
     const char *why;
     const struct userdb_entry *e = userdb_name_canon(user, (size_t)(z1 - user), name, &why) ? userdb_find(&db, name) : 0;
     enum userdb_pwlevel lvl = USERDB_PW_INTERACTIVE;

@@ -51,7 +51,7 @@ void local_tables_refresh(struct local_tables *t, const char *id)
             t->cfg = nc;
             filesig_cache_loaded(&t->conf_c, &now);
         } else {
-            log_error(id, "config: %s (using the last good one)", err);
+            log_error(id, "event=reload error=\"%s\" kept=previous", err);
         }
     }
     if (conf_path(t, "aliases", path, sizeof path) && filesig_cache_stale(&t->aliases_c, path, &now)) {
@@ -154,7 +154,7 @@ static void make_home(const struct config *c, const struct mailbox *mb)
     if (mkdir(home, 0700) < 0) return;     /* exists already (or cannot): leave it alone */
     int fd = open(home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return;
-    if (fchown(fd, mb->uid, mb->gid) < 0) log_warn(NULL, "home=%s chown: %s", home, strerror(errno));
+    if (fchown(fd, mb->uid, mb->gid) < 0) log_warn(NULL, "home=%s error=\"chown: %s\"", home, strerror(errno));
     close(fd);
 }
 
@@ -273,13 +273,13 @@ static int find_mailbox(const struct local_tables *t, const struct dp_job *j, co
 {
     char err[512];
     if (!t->mailboxes_ok) {
-        log_error(j->id, "mailboxes: %s", t->mailboxes_err);
+        log_error(j->id, "error=\"mailboxes: %s\"", t->mailboxes_err);
         result_set(r, DP_TEMPORARY, "4.3.0 mailbox table unreadable");
         return 0;
     }
     if (!mailboxes_find(&t->mailboxes, name, mb, err, sizeof err)) {
         if (errno == ENOENT) { result_set(r, DP_PERMANENT, "5.1.1 no such user"); return 0; }
-        log_error(j->id, "mailboxes: %s", err);
+        log_error(j->id, "error=\"mailboxes: %s\"", err);
         result_set(r, DP_TEMPORARY, "4.3.0 mailbox table unreadable");
         return 0;
     }
@@ -363,7 +363,10 @@ static void forward_child(const void *vctx, struct dp_result *r)
 
 void local_target_log(const char *id, const struct dp_result *one)
 {
-    if (one->status != DP_SUCCESS) log_warn(id, "target result=%c status=\"%s\"", (char)one->status, one->text);
+    char t[DP_FIELD_MAX * 2 + 8];
+    if (one->status != DP_SUCCESS)
+        log_warn(id, "event=target result=%c status=\"%s\"", (char)one->status,
+                 log_quote(t, sizeof t, one->text, strlen(one->text)));
 }
 
 /* worst wins: temporary > permanent > success, except that one success
@@ -392,7 +395,7 @@ enum local_kind local_plan(const struct local_tables *t, const struct dp_job *j,
     if (loop < 0) { result_set(r, DP_TEMPORARY, "4.3.0 cannot read the message: %s", strerror(errno)); return LOCAL_DONE; }
     if (loop) { result_set(r, DP_PERMANENT, "5.4.6 mail forwarding loop"); return LOCAL_DONE; }
     if (!t->aliases_ok) {
-        log_error(j->id, "aliases: %s", t->aliases_err);
+        log_error(j->id, "error=\"aliases: %s\"", t->aliases_err);
         result_set(r, DP_TEMPORARY, "4.3.5 aliases file unusable");
         return LOCAL_DONE;
     }

@@ -55,7 +55,7 @@ static void on_hup(int sig) { (void)sig; got_hup = 1; }
 static void send_result(unsigned long long job, enum dp_status s, const char *text)
 {
     if (!dp_send_result(0, job, s, text))
-        log_error(NULL, "job=%llu cannot send result: %s", job, strerror(errno));
+        log_error(NULL, "job=%llu error=\"cannot send result: %s\"", job, strerror(errno));
 }
 
 /* the job in a child of its own, which reports through a pipe */
@@ -103,7 +103,7 @@ static void start_job(const char *rec, size_t len, int msgfd)
     struct dp_result r;
     struct local_job lj;
     if (!dp_job_decode(&j, rec, len)) {
-        log_error(NULL, "refused malformed job record");
+        log_error(NULL, "error=\"refused malformed job record\"");
         return;
     }
     if (msgfd < 0) { send_result(j.job, DP_TEMPORARY, "4.3.0 job without message"); return; }
@@ -126,7 +126,7 @@ static void kill_stuck(void)
     time_t now = time(NULL);
     for (size_t i = 0; i < nkids; i++)
         if (!kids[i].killed && now - kids[i].started > LOCAL_JOB_TIME_MAX) {
-            log_error(kids[i].id, "job=%llu killed after %ds", kids[i].job, LOCAL_JOB_TIME_MAX);
+            log_error(kids[i].id, "job=%llu error=\"killed after %ds\"", kids[i].job, LOCAL_JOB_TIME_MAX);
             kill(-kids[i].pid, SIGKILL);
             kill(kids[i].pid, SIGKILL);
             kids[i].killed = 1;
@@ -146,7 +146,7 @@ static void child_input(size_t i)
     k->b[k->got] = 0;
     if (k->got >= 2 && k->b[0] == DP_SUCCESS && k->expanded) {
         if (!dp_send_result_action(0, k->job, DP_SUCCESS, DP_ACTION_EXPANDED, k->b + 1))
-            log_error(NULL, "job=%llu cannot send result: %s", k->job, strerror(errno));
+            log_error(NULL, "job=%llu error=\"cannot send result: %s\"", k->job, strerror(errno));
     } else if (k->got >= 2 && (k->b[0] == DP_SUCCESS || k->b[0] == DP_TEMPORARY || k->b[0] == DP_PERMANENT))
         send_result(k->job, (enum dp_status)k->b[0], k->b + 1);
     else
@@ -176,7 +176,7 @@ static void reload(const char *root, const char *from)
         tab.cfg = nc;
         log_info(NULL, "event=reload from=%s files=on-change workers_retired=%zu", from, n);
     } else {
-        log_error(NULL, "event=reload_refused from=%s keeping=old why=%s", from, err);
+        log_error(NULL, "event=reload_refused from=%s keeping=old why=\"%s\"", from, err);
     }
 }
 
@@ -194,7 +194,7 @@ static int job_input(const char *root)
         pool_retire_all(&pool, "eof");
         return 0;
     } else if (errno != EINTR && errno != EAGAIN) {
-        log_error(NULL, "refused record: %s", strerror(errno));
+        log_error(NULL, "error=\"refused record: %s\"", strerror(errno));
     }
     return 1;
 }

@@ -227,7 +227,7 @@ int pool_tick(struct pool *p)
         long long due = -1;
         if (w->state == POOL_BUSY && !w->killed) {
             if (now - w->since > LOCAL_JOB_TIME_MAX * 1000LL) {
-                log_error(w->id, "job=%llu killed after %ds", w->job, LOCAL_JOB_TIME_MAX);
+                log_error(w->id, "job=%llu error=\"killed after %ds\"", w->job, LOCAL_JOB_TIME_MAX);
                 kill(w->pid, SIGKILL);   /* its end of file reports the job */
                 w->killed = 1;
             } else {

@@ -1,6 +1,6 @@
 /* postern-queue - the operator's view of the queue (like mailq, qmail-qread,
- * postqueue). Reads ROOT/queue directly (run it as root or as a member of
- * the queue's group); changes go through queue-manager, which alone writes
+ * postqueue). Reads ROOT/queue directly (run it as root or as the queue's
+ * owner: the queue is 0700); changes go through queue-manager, which alone writes
  * the queue: "flush" and "delete" write a request into the trigger FIFO
  * ("F", "D<ID>\n"), which only root and the queue's owner may open.
  *
@@ -33,7 +33,8 @@ static const char usage[] =
     "          STATE ATTEMPTS <address> LAST_ERROR\n"
     "        (two spaces first; STATE is pending, done, failed or bounced, or,\n"
     "        with a report still to send, delayed, delivered, relayed or expanded;\n"
-    "        LAST_ERROR is the rest of the line, possibly empty)\n"
+    "        LAST_ERROR is the rest of the line, possibly empty; a space in an\n"
+    "        address is written \\x20, a backslash \\x5c)\n"
     "stat    lines \"KEY VALUE\": messages, recipients, pending, done, failed, bounced,\n"
     "        bytes, oldest (age in seconds, 0 if empty); pending counts delayed,\n"
     "        done counts delivered, relayed and expanded\n"
@@ -91,6 +92,20 @@ static int load(const char *root, const char *id, struct envelope *e, long long 
 
 static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
 
+/* <addr> with no space in it: a quoted local part may hold one, so space
+ * and backslash are written \x20 and \x5c (the envelope holds no control
+ * character); one field for a script that splits the line at spaces */
+static void put_addr(const char *a)
+{
+    putchar('<');
+    for (; *a; a++) {
+        if (*a == ' ') fputs("\\x20", stdout);
+        else if (*a == '\\') fputs("\\x5c", stdout);
+        else putchar(*a);
+    }
+    putchar('>');
+}
+
 /* every message id in env/, sorted (by birth: the id starts with it) */
 static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
 {
@@ -122,7 +137,12 @@ static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
 
 static int cmd_list(const char *root, int stat_only)
 {
+    char env[QUEUE_PATH_MAX];
     size_t n;
+    /* env/ itself must be there: a ROOT without a queue is not an empty
+     * queue (a mistyped --root would report "nothing queued") */
+    if (!queue_dir(env, sizeof env, root, "env")) die_temp("%s/queue: path too long", root);
+    if (access(env, X_OK) < 0) die_temp_sys("%s", env);
     char (*ids)[ENV_ID_LEN + 1] = ids_all(root, &n);
     unsigned long long count[4] = { 0 }, rcpts = 0, bytes = 0, msgs = 0;
     long long oldest = 0;
@@ -136,13 +156,20 @@ static int cmd_list(const char *root, int stat_only)
         msgs++;
         bytes += (unsigned long long)size;
         if (age > oldest) oldest = age;
-        if (!stat_only) printf("%s %lld %lld <%s>\n", e.id, age, size, e.sender);
+        if (!stat_only) {
+            printf("%s %lld %lld ", e.id, age, size);
+            put_addr(e.sender);
+            putchar('\n');
+        }
         for (size_t k = 0; k < e.nrcpt; k++) {
             const struct env_rcpt *r = &e.rcpt[k];
             rcpts++;
             if ((unsigned)stat_state(r->state) < 4) count[stat_state(r->state)]++;
-            if (!stat_only)
-                printf("  %s %u <%s> %s\n", envelope_state_name(r->state), r->attempts, r->addr, r->last_error);
+            if (!stat_only) {
+                printf("  %s %u ", envelope_state_name(r->state), r->attempts);
+                put_addr(r->addr);
+                printf(" %s\n", r->last_error);
+            }
         }
         envelope_free(&e);
     }
@@ -189,7 +216,10 @@ static int cmd_delete(const char *root, const char *id)
     char path[QUEUE_PATH_MAX], rec[ENV_ID_LEN + 3];
     if (!envelope_id_valid(id)) die_perm("%s: not a queue id", id);
     if (!queue_path(path, sizeof path, root, QUEUE_ENV, id)) die_temp_sys("path");
-    if (access(path, F_OK) < 0) die_perm("%s: no such message", id);
+    if (access(path, F_OK) < 0) {
+        if (errno == ENOENT) die_perm("%s: no such message", id);
+        die_temp_sys("%s", path);     /* EACCES: not root, not the queue's owner */
+    }
     snprintf(rec, sizeof rec, "D%s\n", id);
     trigger_write(root, rec, strlen(rec));
     for (int i = 0; i < 100; i++) {
@@ -207,14 +237,17 @@ int main(int argc, char **argv)
     if (i < argc && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) { fputs(usage, stdout); return EXIT_OK; }
     if (i + 1 < argc && !strcmp(argv[i], "--root")) { rootarg = argv[i + 1]; i += 2; }
     if (i >= argc) { fputs(usage, stderr); return EXIT_PERM; }
+    const char *cmd = argv[i++];
+    int nargs = argc - i;
+    int known = (!nargs && (!strcmp(cmd, "list") || !strcmp(cmd, "stat") || !strcmp(cmd, "flush"))) ||
+                (nargs == 1 && (!strcmp(cmd, "show") || !strcmp(cmd, "delete")));
+    if (!known) { fputs(usage, stderr); return EXIT_PERM; }
     char rootbuf[PATH_MAX];
     const char *root = config_root_tool(rootarg, rootbuf, sizeof rootbuf);
     if (!root) {
         fputs("postern-queue: no ROOT: give --root DIR, set POSTERN_ROOT, or run ROOT/bin/postern-queue\n", stderr);
         return EXIT_PERM;
     }
-    const char *cmd = argv[i++];
-    int nargs = argc - i;
     if (!strcmp(cmd, "list") && !nargs) return cmd_list(root, 0);
     if (!strcmp(cmd, "stat") && !nargs) return cmd_list(root, 1);
     if (!strcmp(cmd, "show") && nargs == 1) return cmd_show(root, argv[i]);

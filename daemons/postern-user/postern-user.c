@@ -35,10 +35,12 @@ struct opts {
     long uid, gid;
 };
 
+#define USAGE "usage: postern-user [--root ROOT] add NAME [--uid N --gid N | --unix-account USER] " \
+              "[--maildir PATH] | passwd NAME | del NAME | list"
+
 static _Noreturn void usage(void)
 {
-    die_perm("usage: postern-user [--root ROOT] add NAME [--uid N --gid N | --unix-account USER] "
-             "[--maildir PATH] | passwd NAME | del NAME | list");
+    die_perm(USAGE);
 }
 
 static long parse_id_arg(const char *s)
@@ -57,7 +59,15 @@ static void parse_args(int argc, char **argv, struct opts *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : 0;
-        if (!strcmp(a, "--root")) { if (!v) usage(); o->root = v; i++; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            puts(USAGE "\n"
+                 "ROOT is --root ROOT, else $POSTERN_ROOT, else the instance of ROOT/bin/postern-user.\n"
+                 "add and passwd read the password from stdin (on a terminal: prompted twice).\n"
+                 "list prints \"name uid gid maildir\" lines.\n"
+                 "Exit: 0 done, 100 refused or usage error, 111 temporary trouble.");
+            exit(fflush(stdout) == 0 ? EXIT_OK : EXIT_TEMP);
+        }
+        else if (!strcmp(a, "--root")) { if (!v) usage(); o->root = v; i++; }
         else if (!strcmp(a, "--uid")) { if (!v) usage(); o->uid = parse_id_arg(v); i++; }
         else if (!strcmp(a, "--gid")) { if (!v) usage(); o->gid = parse_id_arg(v); i++; }
         else if (!strcmp(a, "--unix-account")) { if (!v) usage(); o->unix_account = v; i++; }

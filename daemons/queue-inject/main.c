@@ -61,7 +61,7 @@ static _Noreturn void fail(const char *what, int err, const char *why)
     inject_msg_free(&m);      /* removes a spill file */
     inject_env_free(&ie);
     if (code != INJECT_EXIT_UNENDED)
-        log_error(NULL, "%s=%s%s%s", what, strerror(err), why && *why ? " why=" : "", why ? why : "");
+        log_error(NULL, "%s=\"%s\"%s%s%s", what, strerror(err), why && *why ? " why=\"" : "", why && *why ? why : "", why && *why ? "\"" : "");
     exit(code);
 }
 
@@ -88,7 +88,7 @@ int main(void)
     if (!queue_commit(qfd, root, &ie, &m, id, &st)) fail("commit", errno, NULL);
     inject_msg_free(&m);
     inject_env_free(&ie);
-    if (st.todo_failed) log_warn(id, "todo=%s (queue-manager's scan will find it)", strerror(st.todo_errno));
+    if (st.todo_failed) log_warn(id, "todo=\"%s\" note=\"queue-manager's scan will find it\"", strerror(st.todo_errno));
     if (fstat(1, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
         id[ENV_ID_LEN] = '\n';
         if (write(1, id, ENV_ID_LEN + 1) < 0) { /* committed anyway: exit 0 */ }

@@ -60,7 +60,7 @@ static void spawn(struct qm *q, enum qm_chan ch, const char *prog)
     snprintf(path, sizeof path, "%s/bin/%s", q->root, prog);
     if (access(path, X_OK) < 0) {
         if (ch == QM_LOCAL) die_temp_sys("%s", path);
-        log_warn(NULL, "deliverer=%s absent: remote recipients stay queued", prog);
+        log_warn(NULL, "deliverer=%s status=absent note=\"remote recipients stay queued\"", prog);
         return;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) die_temp_sys("socketpair");
@@ -89,7 +89,7 @@ static void drop(struct qm *q)
     struct privuser u;
     if (!privuser_lookup(q->cfg.user_queue, &u)) die_perm_sys("user %s", q->cfg.user_queue);
     if (!privdrop_is_root() && getuid() != u.uid) {
-        log_warn(NULL, "not root: running as uid %lu, privileges not dropped", (unsigned long)getuid());
+        log_warn(NULL, "event=start warning=\"not root: running as uid %lu, privileges not dropped\"", (unsigned long)getuid());
         return;
     }
     if (!privdrop(NULL, &u)) die_temp_sys("privdrop to %s", q->cfg.user_queue);
@@ -110,7 +110,7 @@ static void trigger_input(struct qm *q, int fd, time_t now)
             rec[rlen] = 0;
             in_rec = 0;
             if (envelope_id_valid(rec)) { qm_scan_todo(q); qm_delete(q, rec, now); }
-            else log_warn(NULL, "trigger: bad delete request ignored");
+            else log_warn(NULL, "event=trigger error=\"bad delete request\" action=ignored");
         } else if (b[i] == 'D') {
             in_rec = 1;
             rlen = 0;
@@ -134,10 +134,10 @@ static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
         if (fd >= 0) close(fd);
         qm_result(q, ch, rec, len, now);
     } else if (errno == EPIPE || errno == ECONNRESET) {
-        log_error(NULL, "deliverer=%s went away", q->chan[ch].name);
+        log_error(NULL, "deliverer=%s error=\"went away\"", q->chan[ch].name);
         qm_channel_dead(q, ch, now);
     } else if (errno != EINTR && errno != EAGAIN) {
-        log_error(NULL, "deliverer=%s bad record: %s", q->chan[ch].name, strerror(errno));
+        log_error(NULL, "deliverer=%s error=\"bad record: %s\"", q->chan[ch].name, strerror(errno));
         qm_channel_dead(q, ch, now);
     }
 }
@@ -151,10 +151,10 @@ static void reload(struct qm *q)
     char err[512], rec[DP_RELOAD_LEN];
     size_t len;
     got_hup = 0;
-    if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "reload refused: %s", err); return; }
+    if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "event=reload status=refused error=\"%s\" kept=previous", err); return; }
     q->cfg = nc;
     limits(q);
-    log_info(NULL, "configuration reloaded");
+    log_info(NULL, "event=reload status=ok");
     if (!dp_reload_encode(rec, sizeof rec, &len)) return;
     for (int c = 0; c < QM_NCHAN; c++) {
         if (q->chan[c].sock < 0) continue;
@@ -229,9 +229,9 @@ int main(int argc, char **argv)
     if (trig < 0) die_temp_sys("%s", path);
     qm_sweep(&q, time(NULL));
     qm_scan_all(&q);
-    log_info(NULL, "started messages=%zu remote=%s", q.nmsgs, q.chan[QM_REMOTE].sock >= 0 ? "yes" : "no");
+    log_info(NULL, "event=start messages=%zu remote=%s", q.nmsgs, q.chan[QM_REMOTE].sock >= 0 ? "yes" : "no");
     if (ready >= 0) { if (write(ready, "\n", 1) < 0) {} close(ready); }
     int code = loop(&q, trig);
-    log_info(NULL, "exiting code=%d", code);
+    log_info(NULL, "event=exit code=%d", code);
     return code;
 }

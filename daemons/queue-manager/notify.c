@@ -109,8 +109,10 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
                               .nrcpt = 1, .msg = out.s, .msglen = out.len, .msgfd = -1 };
     ok = inject_run(q->root, &req, id, &status);
 done:
-    if (ok) log_info(m->id, "dsn=%s to=%s queued=%s recipients=%zu", kind_name(kind), to, id, n);
-    else log_error(m->id, "dsn=%s to=%s error=\"%s\" exit=%d", kind_name(kind), to, strerror(errno), status);
+    char a[ENV_ADDR_MAX * 4 + 8];
+    log_safe(a, sizeof a, to, strlen(to));
+    if (ok) log_info(m->id, "dsn=%s to=%s queued=%s recipients=%zu", kind_name(kind), a, id, n);
+    else log_error(m->id, "dsn=%s to=%s error=\"%s\" exit=%d", kind_name(kind), a, strerror(errno), status);
     free(items);
     free(codes);
     free(msg);
@@ -138,7 +140,8 @@ int qm_notify(struct qm *q, struct qm_msg *m, time_t now)
         if (wants_failure_report(r)) { idx[n++] = i; continue; }
         r->state = ENV_RCPT_BOUNCED;
         changed = 1;
-        log_info(m->id, "rcpt=%s dsn=not-requested", r->addr);
+        char a[ENV_ADDR_MAX * 4 + 8];
+        log_info(m->id, "rcpt=%s dsn=not-requested", log_safe(a, sizeof a, r->addr, strlen(r->addr)));
     }
     if (n && report(q, m, DSN_FAILURE, idx, n, now)) {
         for (size_t k = 0; k < n; k++) e->rcpt[idx[k]].state = ENV_RCPT_BOUNCED;

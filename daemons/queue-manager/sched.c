@@ -176,8 +176,10 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
                 r->state = ENV_RCPT_DELAYED;
         }
     }
-    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u", r->addr,
-             expired ? "expired" : result_name(r), r->last_error, r->attempts);
+    char a[ENV_ADDR_MAX * 4 + 8], t[ENV_FIELD_MAX * 2 + 8];
+    log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u", log_safe(a, sizeof a, r->addr, strlen(r->addr)),
+             expired ? "expired" : result_name(r), log_quote(t, sizeof t, r->last_error, strlen(r->last_error)),
+             r->attempts);
 }
 
 /* Make the in-memory results durable. If that fails (disk full, EIO) the
@@ -322,11 +324,15 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
                 /* the deliverer is gone: not an attempt, so no retry delay for
                  * this or any other due message; dispatch stops here and the
                  * poll loop sees its EOF (qm_channel_dead, exit 111) */
-                log_error(m->id, "rcpt=%s job=not-sent deliverer=%s error=\"%s\"", r->addr, c->name, strerror(errno));
+                char a[ENV_ADDR_MAX * 4 + 8];
+                log_error(m->id, "rcpt=%s job=not-sent deliverer=%s error=\"%s\"",
+                          log_safe(a, sizeof a, r->addr, strlen(r->addr)), c->name, strerror(errno));
                 q->dead = 1;
                 break;
             }
-            log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", r->addr, strerror(errno));
+            char a[ENV_ADDR_MAX * 4 + 8];
+            log_error(m->id, "rcpt=%s job=not-sent error=\"%s\"", log_safe(a, sizeof a, r->addr, strlen(r->addr)),
+                      strerror(errno));
             apply(q, m, i, DP_TEMPORARY, NULL, "4.3.0 cannot hand the message to the deliverer", now);
             changed = 1;
         }
@@ -399,12 +405,12 @@ void qm_result(struct qm *q, enum qm_chan ch, const char *rec, size_t len, time_
 {
     struct dp_result r;
     if (!dp_result_decode(&r, rec, len)) {
-        log_error(NULL, "deliverer=%s answered nonsense: restarting it", q->chan[ch].name);
+        log_error(NULL, "deliverer=%s error=\"answered nonsense\" action=restart", q->chan[ch].name);
         qm_channel_dead(q, ch, now);
         return;
     }
     struct qm_job *j = job_take(q, r.job, ch);
-    if (!j) { log_warn(NULL, "deliverer=%s job=%llu unknown result ignored", q->chan[ch].name, r.job); return; }
+    if (!j) { log_warn(NULL, "deliverer=%s job=%llu error=\"unknown job\" action=ignored", q->chan[ch].name, r.job); return; }
     job_done(q, j, r.status, r.action, r.text, now);
 }
 

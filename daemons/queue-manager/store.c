@@ -268,7 +268,7 @@ static void take(struct qm *q, const char *id, int from_todo)
             qm_msg_remove(q, id);
             return;
         }
-        if (!qm_add(q, id)) { log_error(id, "cannot track message: %s", strerror(errno)); return; }
+        if (!qm_add(q, id)) { log_error(id, "error=\"cannot track message: %s\"", strerror(errno)); return; }
     }
     if (from_todo && queue_path(path, sizeof path, q->root, QUEUE_TODO, id)) unlink(path);
 }

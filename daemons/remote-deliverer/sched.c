@@ -95,12 +95,12 @@ static void send_result_action(unsigned long long job, const char *id, const cha
                                const char *action, const char *text)
 {
     char safe[DP_ADDR_MAX * 4 + 8];
-    char shown[DP_FIELD_MAX + 1];
-    snprintf(shown, sizeof shown, "%s", text);      /* what the record carries */
-    log_info(id, "job=%llu to=%s result=%c%s%s text=%s", job, log_safe(safe, sizeof safe, to, strlen(to)),
+    char shown[DP_FIELD_MAX * 2 + 8];
+    log_quote(shown, sizeof shown, text, strnlen(text, DP_FIELD_MAX));   /* what the record carries */
+    log_info(id, "job=%llu to=%s result=%c%s%s text=\"%s\"", job, log_safe(safe, sizeof safe, to, strlen(to)),
              (char)s, action ? " action=" : "", action ? action : "", shown);
     if (!dp_send_result_action(0, job, s, action, text))
-        log_error(id, "job=%llu cannot send result: %s", job, strerror(errno));
+        log_error(id, "job=%llu error=\"cannot send result: %s\"", job, strerror(errno));
 }
 
 static void send_result(unsigned long long job, const char *id, const char *to, enum dp_status s,
@@ -336,7 +336,7 @@ static void new_job(struct remote_conf *rc, const char *rec, size_t len, int msg
 {
     struct dp_job *j = &in_job[nin];
     if (!dp_job_decode(j, rec, len)) {
-        log_error(NULL, "refused malformed job record");
+        log_error(NULL, "error=\"refused malformed job record\"");
         if (msgfd >= 0) close(msgfd);
         return;
     }
@@ -580,7 +580,7 @@ static void reload(struct remote_conf *rc, const char *root, const char *from)
         log_info(NULL, "event=reload from=%s routes=%zu per_domain=%llu", from, rc->routes.n,
                  rc->cfg.remote_per_domain);
     } else {
-        log_error(NULL, "event=reload_refused from=%s keeping=old why=%s", from, err);
+        log_error(NULL, "event=reload_refused from=%s keeping=old why=\"%s\"", from, err);
     }
     explicit_bzero(&nc.auth, sizeof nc.auth);
 }
@@ -627,11 +627,12 @@ void sched_run(struct remote_conf *rc, const char *root)
                     if (fd < 0 && dp_reload_decode(rec, len)) { dispatch_jobs(rc); reload(rc, root, "queue-manager"); }
                     else new_job(rc, rec, len, fd);   /* anything else: a job, or refused as before */
                 }
-                else if (errno == EMSGSIZE || errno == EPROTO) log_error(NULL, "bad job record: %s", strerror(errno));
+                else if (errno == EMSGSIZE || errno == EPROTO) log_error(NULL, "error=\"bad job record: %s\"", strerror(errno));
                 else if (errno == EAGAIN || errno == EINTR) break;
                 else {
                     stopping = 1;
-                    log_info(NULL, "event=stop reason=%s in_flight=%zu", errno == EPIPE ? "eof" : strerror(errno), nkids);
+                    if (errno == EPIPE) log_info(NULL, "event=stop reason=eof in_flight=%zu", nkids);
+                    else log_info(NULL, "event=stop reason=error error=\"%s\" in_flight=%zu", strerror(errno), nkids);
                 }
             }
             dispatch_jobs(rc);

@@ -23,13 +23,14 @@ static struct smtp_session session;   /* large buffers: not on the stack */
 
 static _Noreturn void session_main(const struct listener *l, int fd, int chan,
                                    const struct sockaddr *peer, int port,
-                                   const struct sockaddr_storage *local, socklen_t llen)
+                                   const struct sockaddr_storage *local, socklen_t llen,
+                                   const char *sid)
 {
     char dir[CONFIG_NAME_MAX + 16];
     privdrop_name("smtp-session");
     snprintf(dir, sizeof dir, "%s/empty", l->root);
     if (!privdrop(dir, &l->smtp_user)) {
-        log_error(NULL, "event=privdrop dir=%s error=%s", dir, strerror(errno));
+        log_error(NULL, "event=privdrop dir=%s error=\"%s\"", dir, strerror(errno));
         char line[300];
         int n = snprintf(line, sizeof line, "421 4.3.0 %s Error: service unavailable\r\n", l->cf.hostname);
         if (n > 0) fd_write_all(fd, line, (size_t)n, 1000);
@@ -39,7 +40,7 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     struct smtp_injector inj;
     mc.timeout_ms = l->cf.session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(l->cf.session_timeout * 1000);
     smtp_mon_injector(&inj, &mc);
-    smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port);
+    smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port, sid);
     if (llen) smtp_session_set_local(&session, (const struct sockaddr *)local, llen);
     int quit = smtp_session_run(&session);
     smtp_session_free(&session);
@@ -52,8 +53,10 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
 void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, int port)
 {
     int sp[2];
-    char inject[CONFIG_NAME_MAX + 32], proxy[CONFIG_NAME_MAX + 32], client[64];
+    char inject[CONFIG_NAME_MAX + 32], proxy[CONFIG_NAME_MAX + 32], client[64], sid[32];
     privdrop_name("smtp-monitor");
+    /* the session's id, made here so that tls-proxy on 465 logs it too */
+    smtp_session_make_id(sid, sizeof sid);
     snprintf(proxy, sizeof proxy, "%s/bin/tls-proxy", l->root);
     /* our address on the TCP connection, before tls-proxy stands in between */
     struct sockaddr_storage local;
@@ -62,23 +65,23 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     if (port == SMTP_PORT_SMTPS) {
         /* implicit TLS (RFC 8314): the session only ever sees plaintext */
         int plain;
-        if (!tls_proxy_spawn(proxy, l->root, NULL, fd, &plain, NULL)) {
-            log_error(NULL, "event=tls_spawn error=%s", strerror(errno));
+        if (!tls_proxy_spawn(proxy, l->root, sid, fd, &plain, NULL)) {
+            log_error(sid, "event=tls_spawn error=\"%s\"", strerror(errno));
             _exit(EXIT_TEMP);
         }
         close(fd);
         fd = plain;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
-        log_error(NULL, "event=socketpair error=%s", strerror(errno));
+        log_error(NULL, "event=socketpair error=\"%s\"", strerror(errno));
         _exit(EXIT_TEMP);
     }
     pid_t pid = fork();
-    if (pid < 0) { log_error(NULL, "event=fork error=%s", strerror(errno)); _exit(EXIT_TEMP); }
+    if (pid < 0) { log_error(NULL, "event=fork error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
     if (pid == 0) {
         close(sp[0]);
         tls_proxy_server_forget();   /* TLS is its monitor's to start */
-        session_main(l, fd, sp[1], peer, port, &local, llen);
+        session_main(l, fd, sp[1], peer, port, &local, llen, sid);
     }
     close(fd);       /* the monitor never touches the client connection */
     close(sp[1]);

@@ -101,7 +101,7 @@ static void maps_refresh(struct listener *l)
     maps_loaded(l, now);
     if (!smtp_rcptmap_load(&map, l->root, err, sizeof err)) {
         if (!quiet)
-            log_error(NULL, "event=reload what=recipients status=failed error=\"%s\" (keeping the old map)", err);
+            log_error(NULL, "event=reload what=recipients status=failed error=\"%s\" kept=previous", err);
         return;
     }
     smtp_rcptmap_free(&l->map);
@@ -149,7 +149,7 @@ static void reload(struct listener *l)
     struct filesig sig[2];
     maps_stale(l, sig);
     if (!load_into(l->root, &cf, &map, &u, err, sizeof err)) {
-        log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the old configuration)", err);
+        log_error(NULL, "event=reload status=failed error=\"%s\" kept=previous", err);
         return;
     }
     if (!same_list(&cf.smtp_listen, &l->cf.smtp_listen) ||
@@ -234,7 +234,7 @@ static void accept_one(struct listener *l, int lfd, int port)
     tls_server_slot_keep(&tls_slot, tls_proxy_path, l->root);
     pid_t pid = fork();
     if (pid < 0) {
-        log_error(NULL, "event=fork error=%s", strerror(errno));
+        log_error(NULL, "event=fork error=\"%s\"", strerror(errno));
         close(fd);
         return;
     }

@@ -77,7 +77,7 @@ static void refresh(struct tls_server *ts, const struct proxy_setup *ps, struct 
     char why[512];
     if (!tls_server_load(&fresh, ps->cert, ps->key, ps->sni, 1, why, sizeof why)) {
         tls_server_free(&fresh);
-        log_error(NULL, "event=reload status=failed error=\"%s\" (keeping the certificates loaded before)", why);
+        log_error(NULL, "event=reload status=failed error=\"%s\" kept=previous", why);
         *loaded = now;
         return;
     }

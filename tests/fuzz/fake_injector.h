@@ -108,7 +108,7 @@ static size_t fuzz_session(struct smtp_session *s, const struct config *cf, cons
     peer.sin_addr.s_addr = htonl(0xc0000201);
     fk.msg = fk.env = -1;
     fk.calls = fk.queued = fk.auth_ok = 0;
-    smtp_session_init(s, cf, map, inj, sp[1], (struct sockaddr *)&peer, port);
+    smtp_session_init(s, cf, map, inj, sp[1], (struct sockaddr *)&peer, port, NULL);
     smtp_session_run(s);
     smtp_session_free(s);
     close(sp[1]);

@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer.sin_addr.s_addr = htonl(size & 1 ? 0x7f000001 : 0xc0000201);
     int saved = dup(2);                  /* the session logs to stderr: silence it */
     if (devnull >= 0) dup2(devnull, 2);
-    smtp_session_init(&s, &cf, &map, &inj, sp[1], (struct sockaddr *)&peer, 0);
+    smtp_session_init(&s, &cf, &map, &inj, sp[1], (struct sockaddr *)&peer, 0, NULL);
     smtp_session_run(&s);
     smtp_session_free(&s);
     if (saved >= 0) { dup2(saved, 2); close(saved); }

@@ -436,7 +436,7 @@ class DeliveryTest(unittest.TestCase):
     def test_expiry_turns_temporary_into_bounce(self):
         self.inst.set_conf(queue_lifetime='60s')
         self.inst.reload('queue-manager')
-        self.inst.wait_log('queue-manager', 'configuration reloaded')
+        self.inst.wait_log('queue-manager', 'event=reload status=ok')
         with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
         qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'], b'Subject: old\n\nx\n')
@@ -509,7 +509,7 @@ class DeliveryTest(unittest.TestCase):
     def test_quota_defers(self):
         self.inst.set_conf(mailbox_quota='200')
         self.inst.reload('queue-manager')
-        self.inst.wait_log('queue-manager', 'configuration reloaded')
+        self.inst.wait_log('queue-manager', 'event=reload status=ok')
         inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: small\n\nx\n')
         self.wait_msgs('alice')
         qid = inject(self.inst, 'bob@example.test', ['alice@example.test'],
@@ -525,7 +525,7 @@ class DeliveryTest(unittest.TestCase):
         with open(self.inst.path('conf', 'postern.conf'), 'a') as f:
             f.write('no_such_key = 1\n')
         self.inst.reload('queue-manager')
-        self.inst.wait_log('queue-manager', 'reload refused')
+        self.inst.wait_log('queue-manager', 'event=reload status=refused')
         # a refused reload is not passed on to the deliverers
         self.assertEqual(self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent'), sent)
         conf = self.inst.path('conf', 'postern.conf')
@@ -535,7 +535,7 @@ class DeliveryTest(unittest.TestCase):
             f.writelines(lines)
         self.inst.reload('queue-manager')
         try:
-            self.inst.wait_log('queue-manager', 'configuration reloaded')
+            self.inst.wait_log('queue-manager', 'event=reload status=ok')
         except Exception:
             print(self.inst.log('queue-manager'))
             print(self.inst.svstat('queue-manager'))
@@ -574,7 +574,7 @@ class DeliveryTest(unittest.TestCase):
         # the restarted queue-manager may find the queue empty already (the
         # run can end before the kill): wait for its start line, not just s6
         def starts():
-            s = [l for l in self.inst.log('queue-manager').splitlines() if 'started messages=' in l]
+            s = [l for l in self.inst.log('queue-manager').splitlines() if 'event=start messages=' in l]
             return s if len(s) >= 3 else None
         starts = self.inst.wait_for(starts, 15, what='three queue-manager start lines')
         self.assertEqual(len(starts), 3, starts)   # first start, after -u, after the kill

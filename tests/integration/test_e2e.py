@@ -613,9 +613,9 @@ class E2ETest(unittest.TestCase):
         os.chmod(new, 0o700)
         self.inst.run('postern-queue', 'flush')
         self.inst.wait_log('queue-manager', 'flush=requested')
-        starts = self.qlog().count('started messages=')
+        starts = self.qlog().count('event=start messages=')
         self.inst.svc('queue-manager', '-t')
-        self.inst.wait_for(lambda: self.qlog().count('started messages=') > starts, 20,
+        self.inst.wait_for(lambda: self.qlog().count('event=start messages=') > starts, 20,
                            what='queue-manager restarted')
         self.inst.run('postern-queue', 'flush')
         time.sleep(2.0)

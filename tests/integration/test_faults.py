@@ -137,7 +137,7 @@ class FaultBase(unittest.TestCase):
         self.logf = open(self.log, 'ab')
         start = os.path.getsize(self.log)
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT)
-        self.inst.wait_for(lambda: b'started messages=' in self.qm_log(start) or p.poll() is not None, 15,
+        self.inst.wait_for(lambda: b'event=start messages=' in self.qm_log(start) or p.poll() is not None, 15,
                            what='queue-manager started')
         return p, start
 

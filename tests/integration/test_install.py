@@ -84,9 +84,15 @@ class ManPages(unittest.TestCase):
             self.assertTrue(text.startswith('.Dd '), '%s: not mdoc (no .Dd first)' % p)
             self.assertNotIn('\n.TH ', text, p)
             self.assertNotIn('\n.SH ', text, p)
-            r = subprocess.run(['mandoc', '-T', 'lint', '-W', 'warning', p],
+            # style messages too (what a bare `mandoc -Tlint` prints), but
+            # for the two about this host's manual database, not the page:
+            # the other postern pages are not installed here, and mandoc.db
+            # may be stale
+            r = subprocess.run(['mandoc', '-T', 'lint', '-W', 'style', p],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-            self.assertEqual((r.returncode, r.stdout.decode()), (0, ''), p)
+            lint = [l for l in r.stdout.decode().splitlines()
+                    if 'referenced manual not found' not in l and 'mandoc.db' not in l]
+            self.assertEqual(lint, [], p)
             # and it renders, naming the program in NAME
             r = subprocess.run(['mandoc', '-T', 'ascii', p], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, timeout=30)

@@ -321,7 +321,7 @@ class QueueInjectFaultTest(unittest.TestCase):
             self.assertEqual(self.r.tmps(), [], when)   # removed on failure
             # EIO's text: glibc says "Input/output error", musl (which
             # queue-inject is linked with where it is installed) "I/O error"
-            self.assertRegex(err, rb'commit=(Input/output|I/O) error')
+            self.assertRegex(err, rb'commit="(Input/output|I/O) error"')
 
     def test_write_enospc(self):
         rc, reply, err = self.r.inject(wrap=self.strace('inject=write:error=ENOSPC:when=1'))

@@ -54,6 +54,19 @@ START_TEST(test_safe)
 }
 END_TEST
 
+START_TEST(test_quote)
+{
+    char d[64];
+    ck_assert_str_eq(log_quote(d, sizeof d, "4.2.0 say \"hi\" \\ go", 19), "4.2.0 say \\\"hi\\\" \\\\ go");
+    ck_assert_str_eq(log_quote(d, sizeof d, "a\tb\n\x7f", 5), "a?b??");
+    ck_assert_str_eq(log_quote(d, sizeof d, "", 0), "");
+    /* cut: never half an escape, always the mark */
+    char s8[8];
+    ck_assert_str_eq(log_quote(s8, sizeof s8, "abc\"defgh", 9), "abc...");
+    ck_assert_str_eq(log_quote(s8, sizeof s8, "ab\"defgh", 9), "ab\\\"...");
+}
+END_TEST
+
 static void emit_long(void)
 {
     char big[4000];
@@ -100,6 +113,7 @@ int main(void)
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_format);
     tcase_add_test(core, test_safe);
+    tcase_add_test(core, test_quote);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_limits);

@@ -183,7 +183,7 @@ static char *run_session_ex(const struct smtp_injector *inj, int port, const cha
         sin.sin_port = htons(40000);
         inet_pton(AF_INET, peer_ip, &sin.sin_addr);
         static struct smtp_session s;
-        smtp_session_init(&s, &cf, &map, inj, sp[1], (struct sockaddr *)&sin, port);
+        smtp_session_init(&s, &cf, &map, inj, sp[1], (struct sockaddr *)&sin, port, NULL);
         if (local_ip) {
             struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = htons(25) };
             inet_pton(AF_INET, local_ip, &me.sin_addr);
@@ -674,7 +674,7 @@ static pid_t fork_session(int *peer)
         close(sp[0]);
         struct sockaddr_in sin = { .sin_family = AF_INET };
         static struct smtp_session s;
-        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0);
+        smtp_session_init(&s, &cf, &map, &fake, sp[1], (struct sockaddr *)&sin, 0, NULL);
         smtp_session_run(&s);
         smtp_session_free(&s);
         _exit(0);
@@ -1044,7 +1044,7 @@ START_TEST(test_starttls)
         memset(&sin, 0, sizeof sin);
         sin.sin_family = AF_INET;
         static struct smtp_session ss;
-        smtp_session_init(&ss, &cf, &map, &fake_tls, sp[1], (struct sockaddr *)&sin, SMTP_PORT_SMTPS);
+        smtp_session_init(&ss, &cf, &map, &fake_tls, sp[1], (struct sockaddr *)&sin, SMTP_PORT_SMTPS, NULL);
         _exit(smtp_session_run(&ss) ? 0 : 1);
     }
     close(sp[1]);
