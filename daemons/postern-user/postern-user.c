@@ -9,6 +9,7 @@
  * line), or prompted for twice without echo when stdin is a terminal.
  * conf/users (0600 user_auth), conf/mailboxes and conf/recipients (0644) are
  * rewritten atomically under conf/.users.lock. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -141,11 +142,57 @@ static void conf_path(char *dst, size_t cap, const char *root, const char *file)
     if (n < 0 || (size_t)n >= cap) die_perm("ROOT path too long");
 }
 
-/* the lowest uid >= 20000 unused in /etc/passwd, /etc/group (as gid) and the db */
-static uid_t alloc_uid(const struct userdb *db)
+static int uid_cmp(const void *a, const void *b)
 {
+    uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* the owners of ROOT/mail/<entry> and ROOT/mail/<entry>/Maildir, sorted:
+ * among them a removed user's mail, kept (cmd_del), whose uid a new user
+ * must not get, or the new user would be given the old one's mail */
+static size_t kept_mail_uids(const char *root, uid_t **out)
+{
+    char path[PATH_MAX];
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    int k = snprintf(path, sizeof path, "%s/mail", root);
+    DIR *d = k > 0 && (size_t)k < sizeof path ? opendir(path) : NULL;
+    if (!d) return 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        struct stat st[2];
+        if (de->d_name[0] == '.') continue;
+        int have = fstatat(dirfd(d), de->d_name, &st[0], AT_SYMLINK_NOFOLLOW) == 0;
+        k = snprintf(path, sizeof path, "%s/Maildir", de->d_name);
+        have |= (k > 0 && (size_t)k < sizeof path &&
+                 fstatat(dirfd(d), path, &st[1], AT_SYMLINK_NOFOLLOW) == 0) << 1;
+        for (int w = 0; w < 2; w++) {
+            if (!(have & (1 << w))) continue;
+            if (n == cap) {
+                uid_t *v = realloc(*out, (cap = cap ? 2 * cap : 64) * sizeof *v);
+                if (!v) die_temp("out of memory");
+                *out = v;
+            }
+            (*out)[n++] = st[w].st_uid;
+        }
+    }
+    closedir(d);
+    qsort(*out, n, sizeof **out, uid_cmp);
+    return n;
+}
+
+/* the lowest uid >= 20000 unused in /etc/passwd, /etc/group (as gid), the
+ * db and the mail kept in ROOT/mail */
+static uid_t alloc_uid(const struct userdb *db, const char *root)
+{
+    uid_t *kept;
+    size_t nkept = kept_mail_uids(root, &kept);
     for (uid_t u = USERDB_UID_FIRST; u < 60000; u++)
-        if (!userdb_uid_used(db, u) && !getpwuid(u) && !getgrgid((gid_t)u)) return u;
+        if (!userdb_uid_used(db, u) && !getpwuid(u) && !getgrgid((gid_t)u)
+            && !bsearch(&u, kept, nkept, sizeof *kept, uid_cmp)) {
+            free(kept);
+            return u;
+        }
     die_temp("no free uid in 20000..59999");
 }
 
@@ -243,7 +290,7 @@ static void cmd_add(struct userdb *db, const struct opts *o, const char *name, c
         e.uid = getuid();       /* an unprivileged test instance: mail is the caller's */
         e.gid = getgid();
     } else {
-        e.uid = alloc_uid(db);
+        e.uid = alloc_uid(db, o->root);
         e.gid = (gid_t)e.uid;
     }
     int n;

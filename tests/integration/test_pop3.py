@@ -504,6 +504,13 @@ class PosternUser(unittest.TestCase):
         self.assertNotIn('carol', self.user('list').stdout)
         with open(self.inst.path('conf', 'mailboxes')) as f:
             self.assertNotIn('carol', f.read())
+        if IS_ROOT:
+            # carol's kept Maildir is still hers by uid: a new user never
+            # gets that uid (it was the lowest free one, so gina got it and
+            # with it carol's mail)
+            r = self.user('add', 'gina')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotEqual(r.stdout.split('uid=')[1].split()[0], uid, r.stdout)
 
     def test_checkpassword_mode(self):
         need(self, 'auth-checker')
