@@ -47,6 +47,7 @@ struct qm_msg {
     struct qm_msg *hnext;   /* chain in q->hash */
     char id[ENV_ID_LEN + 1];
     int loaded;
+    int announced;          /* its event=new line is logged */
     int unsaved;            /* results in env not yet durable: keep it loaded */
     struct envelope *env;   /* while loaded (msg_load), else NULL */
     unsigned char *busy;    /* per recipient: a job is in flight */

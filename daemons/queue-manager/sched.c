@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "deliver_proto.h"
 #include "log.h"
 #include "qm.h"
+#include "queue_path.h"
 #include "retry.h"
 #include "smtp_addr.h"
 
@@ -79,6 +81,23 @@ static void msg_unload(struct qm_msg *m)
     m->loaded = 0;
 }
 
+/* the first time this queue-manager loads a message, one line saying
+ * where it came from, whom from, how big and for how many (what Postfix's
+ * qmgr logs as from=, size=, nrcpt=): mail from sendmail, and the DSNs
+ * queue-manager makes, show up in the log here first */
+static void announce(struct qm *q, struct qm_msg *m)
+{
+    char path[QUEUE_PATH_MAX], a[ENV_ADDR_MAX * 4 + 8], c[ENV_FIELD_MAX * 2 + 8];
+    struct stat st;
+    const struct envelope *e = m->env;
+    long long size = queue_path(path, sizeof path, q->root, QUEUE_MESS, m->id) && stat(path, &st) == 0
+                     ? (long long)st.st_size : -1;
+    log_info(m->id, "event=new from=<%s> size=%lld nrcpt=%zu client=\"%s\"",
+             log_safe(a, sizeof a, e->sender, strlen(e->sender)), size, e->nrcpt,
+             log_quote(c, sizeof c, e->client, strlen(e->client)));
+    m->announced = 1;
+}
+
 static int msg_load(struct qm *q, struct qm_msg *m)
 {
     if (m->loaded) return 1;
@@ -100,6 +119,7 @@ static int msg_load(struct qm *q, struct qm_msg *m)
         return 0;
     }
     m->loaded = 1;
+    if (!m->announced) announce(q, m);
     return 1;
 }
 

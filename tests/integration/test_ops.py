@@ -288,6 +288,15 @@ class OperatorLogs(unittest.TestCase):
         events = [re.search(r' event=(\w+)', l).group(1) for l in smtp if l.split()[4] == sid[0]]
         self.assertEqual(events[0], 'connect')
         self.assertIn('disconnect', events)
+        # queue-manager says where each message came from when it takes it
+        # in (as Postfix's qmgr logs from=, size=, nrcpt=); mail from
+        # sendmail, which no listener logs, shows up there first
+        self.assertRegex(inst.log('queue-manager'),
+                         r'%s event=new from=<bob@client\.test> size=\d+ nrcpt=1 client="smtp 127\.0\.0\.1 ' % qid)
+        inst.run('sendmail', '-f', 'carol@example.test', 'alice@example.test', input='Subject: local\n\nx\n')
+        inst.wait_for(lambda: re.search(r'(\w{16}) event=new from=<carol@example\.test> size=\d+ nrcpt=1 '
+                                        r'client="sendmail \(uid 0\)"', inst.log('queue-manager')),
+                      what='the sendmail message announced')
         # a client that goes away mid-session
         with harness.Conn(inst.port('smtp')) as c:
             harness.smtp_dialogue(inst.port('smtp'), [(None, '220'), ('EHLO client.test', '250')], conn=c)
@@ -355,7 +364,7 @@ class OperatorLogs(unittest.TestCase):
         qid2 = self.deliver('two')
         inst.svc('queue-manager', '-u')
         inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=delivered' % qid2)
-        inst.wait_for(lambda: len(inst.maildir_messages('alice')) == 2, what='both delivered')
+        inst.wait_for(lambda: len(inst.maildir_messages('alice')) == 3, what='all three delivered')
         bad = []
         for service, text in self.logs().items():
             self.assertNotIn(self.PASSWORD, text, service)
