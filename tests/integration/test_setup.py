@@ -771,6 +771,29 @@ class RunningInstance(unittest.TestCase):
         finally:
             inst.stop()
 
+    def test_deliverers_inherit_no_readiness_pipe(self):
+        # queue-manager starts local-deliverer (root) and remote-deliverer
+        # (which talks to other hosts) before it reports readiness on its -d
+        # fd, s6's notification pipe; that write end must not live on in them
+        need(self, 'queue-manager', 'local-deliverer', 'remote-deliverer')
+        with Instance(services=['queue-manager']) as inst:
+            qm = inst.service_pid('queue-manager')
+            kids = [p for p in inst.processes() if ppid(p) == qm]
+            self.assertEqual(len(kids), 2, 'deliverers of queue-manager %d: %s' % (qm, kids))
+            for pid in kids:
+                fds = {}
+                for fd in os.listdir('/proc/%d/fd' % pid):
+                    try:
+                        fds[int(fd)] = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+                    except OSError:
+                        pass
+                targets = list(fds.values())
+                # a pipe is its log (1, 2) or a self-pipe whose two ends it holds
+                stray = {fd: t for fd, t in fds.items()
+                         if t.startswith('pipe:') and fd not in (1, 2) and targets.count(t) < 2}
+                with self.subTest(deliverer=proc_info(pid)[1]):
+                    self.assertEqual(stray, {}, 'pid %d holds a pipe it did not make' % pid)
+
     def test_privilege_invariants(self):
         need_root(self, 'the uid table can only be checked with real system users')
         with Instance() as inst:
