@@ -794,6 +794,39 @@ class RunningInstance(unittest.TestCase):
                 with self.subTest(deliverer=proc_info(pid)[1]):
                     self.assertEqual(stray, {}, 'pid %d holds a pipe it did not make' % pid)
 
+    def test_pop3_mailbox_process_holds_only_its_connection(self):
+        # the mailbox process runs as the mail user: it keeps its Maildir,
+        # the lock, the client's connection and the log, and no socket of
+        # its monitor's (the pre-login session's pair)
+        need(self, 'pop3-listener', 'auth-checker', 'postern-user')
+        need_root(self, 'the mailbox process runs as the user\'s own uid')
+        with Instance(services=['auth-checker', 'pop3-listener'], users={'alice': 'pw-alice'}) as inst:
+            with open(inst.path('conf', 'mailboxes')) as f:
+                uid = next(int(l.split(':')[1]) for l in f if l.startswith('alice:'))
+            c = Conn(inst.port('pop3'))
+            try:
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                c.send('USER alice')
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                c.send('PASS pw-alice')
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                mbox = [p for p in inst.processes() if (proc_info(p) or (0, 0, (0,)))[2][:1] == (uid,)]
+                self.assertEqual(len(mbox), 1, mbox)
+                tcp = tcp_sockets()
+                fds = {}
+                for fd in os.listdir('/proc/%d/fd' % mbox[0]):
+                    fds[int(fd)] = os.readlink('/proc/%d/fd/%s' % (mbox[0], fd))
+                socks = {fd: t for fd, t in fds.items() if t.startswith('socket:[')}
+                self.assertEqual([tcp.get(int(t[8:-1]), (None,))[0] for t in socks.values()],
+                                 [inst.port('pop3')], 'sockets of the mailbox process: %s' % fds)
+                md = inst.maildir('alice')
+                others = sorted(t for fd, t in fds.items() if fd > 2 and fd not in socks)
+                self.assertEqual(others, [md, os.path.join(md, '.postern-pop3.lock')])
+                c.send('QUIT')
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+            finally:
+                c.close()
+
     def test_privilege_invariants(self):
         need_root(self, 'the uid table can only be checked with real system users')
         with Instance() as inst:
