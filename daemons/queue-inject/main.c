@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,33 +53,6 @@ static int queue_open(const char *root)
     return qfd;
 }
 
-/* name's uid from /etc/passwd, read here rather than with getpwnam(),
- * which in a static glibc build would load NSS modules into this setuid
- * program. A line longer than the buffer is skipped whole. */
-static int passwd_uid(const char *name, uid_t *uid)
-{
-    char line[1024];
-    size_t nl = strlen(name);
-    int found = 0, partial = 0;
-    FILE *f = fopen("/etc/passwd", "re");
-    if (!f) return 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        size_t len = strlen(line);
-        int cont = partial;
-        partial = len > 0 && line[len - 1] != '\n' && !feof(f);
-        if (cont || partial || strncmp(line, name, nl) || line[nl] != ':') continue;
-        char *p = strchr(line + nl + 1, ':'), *end;   /* past the password field */
-        if (!p || p[1] < '0' || p[1] > '9') continue;
-        errno = 0;
-        unsigned long v = strtoul(p + 1, &end, 10);
-        if (errno || *end != ':' || v != (uid_t)v) continue;
-        *uid = (uid_t)v;
-        found = 1;
-    }
-    fclose(f);
-    return found;
-}
-
 /* The callers whose H field is this host's own trace: root, the queue's
  * owner (queue-manager's reports, local-deliverer's forwards; also any copy
  * that is not setuid) and smtp-listener's monitor, which runs us as
@@ -88,8 +60,8 @@ static int passwd_uid(const char *name, uid_t *uid)
 static int caller_trusted(uid_t caller)
 {
     if (caller == 0 || caller == geteuid()) return 1;
-    uid_t smtp;
-    return passwd_uid(INJECT_SMTP_USER, &smtp) && smtp == caller;
+    struct privuser smtp;   /* from /etc/passwd itself: no NSS in a setuid program */
+    return privuser_lookup(INJECT_SMTP_USER, &smtp) && smtp.uid == caller;
 }
 
 static struct inject_env ie;
