@@ -574,6 +574,97 @@ while True:
 '''
 
 
+class PosternUserMaildir(unittest.TestCase):
+    """postern-user add runs as root but makes the Maildir in a directory
+    the mail user owns (their home, ROOT/mail/NAME)."""
+
+    NAME = 'pu-swapper'
+
+    def setUp(self):
+        need(self, 'postern-setup', 'postern-user')
+        need_root(self, 'needs a Unix account and root to run postern-user for it')
+        if not shutil.which('strace'):
+            self.skipTest('needs strace')
+        subprocess.run(['userdel', self.NAME], capture_output=True)
+        self.home = tempfile.mkdtemp(prefix='postern-home.')
+        self.target = tempfile.mkdtemp(prefix='postern-target.')
+        subprocess.run(['useradd', '-d', self.home, '-M', '-s', '/usr/sbin/nologin', self.NAME], check=True)
+        self.pw = pwd.getpwnam(self.NAME)
+        os.chmod(self.home, 0o755)
+        os.chown(self.home, self.pw.pw_uid, self.pw.pw_gid)
+        self.inst = Instance(services=[]).setup()
+
+    def tearDown(self):
+        self.inst.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.target, ignore_errors=True)
+        subprocess.run(['userdel', self.NAME], capture_output=True)
+
+    def stopped_postern_user(self):
+        for p in os.listdir('/proc'):
+            try:
+                with open('/proc/%s/stat' % p) as f:
+                    state = f.read().rsplit(') ', 1)[1][:1]
+                exe = os.readlink('/proc/%s/exe' % p)
+            except (OSError, IndexError):
+                continue
+            if exe == self.inst.bin('postern-user') and state in 'tT':
+                return int(p)
+        return None
+
+    def test_maildir_swapped_for_a_symlink_while_it_is_made(self):
+        # the user's Maildir is a real directory when postern-user opens it
+        # and a symlink to a directory of root's (here: target, standing for
+        # "/", whose tmp/ stands for /tmp) when the next part is made: as
+        # root, postern-user then chowned the user root's directory
+        victim = os.path.join(self.target, 'tmp')
+        os.mkdir(victim, 0o755)
+        md = os.path.join(self.home, 'Maildir')
+        os.mkdir(md, 0o700)
+        os.chown(md, self.pw.pw_uid, self.pw.pw_gid)
+        # stop postern-user (each process of it: its own count) right after
+        # its second mkdir, the one of Maildir/tmp
+        p = subprocess.Popen(['strace', '-f', '-o', '/dev/null', '-e', 'trace=mkdir,mkdirat',
+                              '-e', 'inject=mkdir,mkdirat:signal=STOP:when=2',
+                              self.inst.bin('postern-user'), '--root', self.inst.root,
+                              'add', 'swapper', '--unix-account', self.NAME],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            p.stdin.write(b'pw-swapper\n')
+            p.stdin.close()
+            pid = None
+            for _ in range(400):
+                pid = self.stopped_postern_user()
+                if pid or p.poll() is not None:
+                    break
+                time.sleep(0.025)
+            self.assertIsNotNone(pid, 'postern-user never stopped at its second mkdir')
+            os.rename(md, md + '.real')
+            os.symlink(self.target, md)
+            os.kill(pid, signal.SIGCONT)
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        st = os.stat(victim)
+        self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)), (0, 0, 0o755),
+                         'root\'s directory was handed to the user: ' + p.stderr.read().decode(errors='replace'))
+        self.assertEqual(sorted(os.listdir(self.target)), ['tmp'])
+
+    def test_maildir_in_home_made_by_the_user(self):
+        r = self.inst.run('postern-user', '--root', self.inst.root, 'add', 'homeuser',
+                          '--unix-account', self.NAME, input='pw-home\n')
+        md = os.path.join(self.home, 'Maildir')
+        self.assertIn('maildir=' + md, r.stdout)
+        for d in ('', 'tmp', 'new', 'cur'):
+            st = os.lstat(os.path.join(md, d))
+            with self.subTest(part=d or 'Maildir'):
+                self.assertTrue(stat.S_ISDIR(st.st_mode))
+                self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                                 (self.pw.pw_uid, self.pw.pw_gid, 0o700))
+
+
 class HarnessSelfTest(unittest.TestCase):
     """The harness and the s6 tree, with a stand-in smtp-listener, so this
     runs before (and independently of) the real daemons."""
