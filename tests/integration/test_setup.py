@@ -319,6 +319,53 @@ class SetupTree(unittest.TestCase):
         chk = self.setup_again('--check')
         self.assertEqual(chk.returncode, 0, chk.stdout)
 
+    def test_queue_repair_follows_no_swapped_symlink(self):
+        # ROOT/queue and what is in it belong to postern-queue: a process
+        # that has become postern-queue can make queue/tmp/3 need a repair
+        # (chmod) and swap it for a symlink once setup has looked at it;
+        # root's repair must not then chown and chmod the link's target
+        need_root(self, 'the repair is root\'s')
+        if not shutil.which('strace'):
+            self.skipTest('needs strace')
+        victim = tempfile.mkdtemp(prefix='postern-victim.')
+        self.addCleanup(shutil.rmtree, victim, True)
+        os.chmod(victim, 0o755)
+        q3 = self.inst.path('queue', 'tmp', '3')
+        os.chmod(q3, 0o755)
+        # stop the `stat` that reads queue/tmp/3's owner and mode, after it did
+        p = subprocess.Popen(['strace', '-f', '-o', '/dev/null', '-P', q3, '-e', 'trace=statx',
+                              '-e', 'inject=statx:signal=STOP:when=1',
+                              os.path.join(harness.BIN, 'postern-setup'), '--root', self.inst.root],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            pid = None
+            for _ in range(800):
+                for c in os.listdir('/proc'):
+                    try:
+                        with open('/proc/%s/stat' % c) as f:
+                            fields = f.read().rsplit(') ', 1)[1].split()
+                        with open('/proc/%s/cmdline' % c, 'rb') as f:
+                            cmd = f.read().split(b'\0')
+                    except (OSError, IndexError):
+                        continue
+                    if fields[0] in 'tT' and q3.encode() in cmd and os.path.basename(cmd[0]) == b'stat':
+                        pid = int(c)
+                if pid or p.poll() is not None:
+                    break
+                time.sleep(0.025)
+            self.assertIsNotNone(pid, 'postern-setup\'s stat of queue/tmp/3 never stopped')
+            os.rename(q3, q3 + '.moved')
+            os.symlink(victim, q3)
+            os.kill(pid, signal.SIGCONT)
+            out = p.communicate(timeout=120)[0].decode(errors='replace')
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        st = os.stat(victim)
+        self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)), (0, 0, 0o755),
+                         'the symlink\'s target was repaired:\n' + out)
+
     def test_check_reports_problems(self):
         r = self.inst.root
         chk = self.setup_again('--check')
