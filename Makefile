@@ -65,7 +65,7 @@ MUSL     ?= $(if $(and $(MUSL_CC),$(wildcard $(MUSL_LIB)/rcrt1.o)),1,0)
 ifeq ($(SAN),1)
 MUSL    = 0
 endif
-QI_LIB  = lib/buf queue/envelope lib/log lib/privdrop queue/queue_inject queue/queue_path
+QI_LIB  = lib/buf queue/envelope lib/log lib/privdrop lib/privuser queue/queue_inject queue/queue_path
 
 LIB_SRC   = $(sort $(wildcard lib/*.c queue/*.c))
 LIB_OBJ   = $(LIB_SRC:%.c=$(OBJ)/%.o)

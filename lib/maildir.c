@@ -26,18 +26,31 @@ static int open_dir_at(int at, const char *path)
     return fd;
 }
 
+/* a directory the mailbox's user (our effective uid) owns and no one else
+ * may write: else its owner, or anyone, could take or plant messages */
+static int dir_ours(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) return 0;
+    if (st.st_uid != geteuid() || (st.st_mode & S_IWOTH)) { errno = EPERM; return 0; }
+    return 1;
+}
+
 int maildir_make(const char *dir)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) return 0;
     int dfd = open_dir_at(AT_FDCWD, dir);
     if (dfd < 0) return 0;
+    if (!dir_ours(dfd)) goto fail;
     int made = 0;
     for (size_t i = 0; i < 3; i++) {
         if (mkdirat(dfd, maildir_parts[i], 0700) == 0) made = 1;
         else if (errno != EEXIST) goto fail;
         int fd = open_dir_at(dfd, maildir_parts[i]);
         if (fd < 0) goto fail;
+        int ours = dir_ours(fd);
         close(fd);
+        if (!ours) goto fail;
     }
     /* fsync only what changed: an existing Maildir costs no fsync per delivery */
     if (made && fsync(dfd) < 0 && errno != EINVAL) goto fail;
@@ -129,9 +142,9 @@ int maildir_deliver(const char *dir, const char *host, const char *prefix, size_
     char fname[MAILDIR_NAME_MAX + 1], nname[MAILDIR_NAME_MAX + 1];
     struct vsize v = { 0, 0, 0 };
     int dfd = -1, tfd = -1, nfd = -1, fd = -1, created = 0, e;
-    if ((dfd = open_dir_at(AT_FDCWD, dir)) < 0) goto fail;
-    if ((tfd = open_dir_at(dfd, "tmp")) < 0) goto fail;
-    if ((nfd = open_dir_at(dfd, "new")) < 0) goto fail;
+    if ((dfd = open_dir_at(AT_FDCWD, dir)) < 0 || !dir_ours(dfd)) goto fail;
+    if ((tfd = open_dir_at(dfd, "tmp")) < 0 || !dir_ours(tfd)) goto fail;
+    if ((nfd = open_dir_at(dfd, "new")) < 0 || !dir_ours(nfd)) goto fail;
     for (int tries = 0; fd < 0; tries++) {
         if (!maildir_unique_name(host, fname, sizeof fname)) goto fail;
         fd = openat(tfd, fname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

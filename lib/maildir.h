@@ -13,7 +13,9 @@
 #define MAILDIR_HEADER_SCAN_MAX (256u * 1024)  /* header bytes looked at */
 
 /* Create dir (0700) and tmp/ new/ cur/ where missing; refuse symlinks
- * (errno ELOOP) and non-directories (ENOTDIR). 1 or 0 with errno. */
+ * (errno ELOOP), non-directories (ENOTDIR), and a Maildir or part that is
+ * not owned by our effective uid or is world-writable (EPERM).
+ * 1 or 0 with errno. */
 int maildir_make(const char *dir);
 
 /* A unique file name "<sec>.M<usec>P<pid>R<hex>.<host>" ('/' and ':' of
@@ -25,7 +27,8 @@ int maildir_unique_name(const char *host, char *dst, size_t dstlen);
  * NULL) gets the file's name in new/: the Maildir++ form
  * "<unique>,S=<octets>,W=<octets counted with CRLF line ends>", so that
  * POP3 learns sizes without reading messages. 1, or 0 with errno
- * (EDQUOT/ENOSPC for a full disk). Nothing is left in tmp/ on failure. */
+ * (EDQUOT/ENOSPC for a full disk; ELOOP, ENOTDIR, EPERM as maildir_make
+ * for the Maildir, tmp/ and new/). Nothing is left in tmp/ on failure. */
 int maildir_deliver(const char *dir, const char *host, const char *prefix, size_t prefixlen,
                     int msgfd, char *name, size_t namelen);
 

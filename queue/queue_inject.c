@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { REC_F = 1, REC_H = 2, REC_E = 4, REC_N = 8, REC_B = 16, REC_U = 32, REC_C = 64 };
@@ -155,6 +156,26 @@ int inject_env_finish(struct inject_env *ie, char *why, size_t whylen)
     if (tl < 0 || (size_t)tl >= sizeof tail) return bad(why, whylen, "uid");
     if (cl + (size_t)tl > ENV_FIELD_MAX) cl = ENV_FIELD_MAX - (size_t)tl;
     memcpy(ie->env.client + cl, tail, (size_t)tl + 1);
+    return 1;
+}
+
+int inject_env_local_trace(struct inject_env *ie, time_t now)
+{
+    struct tm tm;
+    char date[64];
+    struct buf b = BUF_ZERO;
+    if (!gmtime_r(&now, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm)) {
+        errno = EOVERFLOW;
+        return 0;
+    }
+    if (!buf_appendf(&b, "Received: (postern queue-inject invoked by uid %lu);\n\t%s",
+                     (unsigned long)ie->caller, date)
+        || (ie->received.len && (!buf_appendc(&b, '\n') || !buf_append(&b, ie->received.s, ie->received.len)))) {
+        buf_free(&b);
+        return 0;
+    }
+    buf_free(&ie->received);
+    ie->received = b;
     return 1;
 }
 

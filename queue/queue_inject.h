@@ -22,6 +22,9 @@
 #define INJECT_EXIT_UNENDED 55
 #define INJECT_EXIT_MALFORMED 31
 
+/* the system user smtp-listener runs queue-inject as (user_smtp's default) */
+#define INJECT_SMTP_USER "postern-smtp"
+
 /* the envelope as received: the queue envelope plus the Received: field */
 struct inject_env {
     struct envelope env;
@@ -37,6 +40,12 @@ void inject_env_free(struct inject_env *ie);
 int inject_env_record(struct inject_env *ie, const char *rec, size_t len, char *why, size_t whylen);
 /* After the empty record: checks that F and a T came. 0/EPROTO + why. */
 int inject_env_finish(struct inject_env *ie, char *why, size_t whylen);
+/* For a caller that is not part of postern (an ordinary local user): put
+ * queue-inject's own trace line, "Received: (postern queue-inject invoked
+ * by uid N);" and the date (UTC), above the caller's H field (or alone), so
+ * that the caller's line can never pass for this host's topmost one.
+ * 0 with errno (ENOMEM). */
+int inject_env_local_trace(struct inject_env *ie, time_t now);
 /* Read records from fd up to the empty record (nothing after it is read).
  * 0 with errno: EPROTO malformed (why set), EPIPE input ended before the
  * empty record (the caller aborted), or the read error. */

@@ -147,6 +147,19 @@ ensure_users() {
 
 # ---- one entry of the tree: create/repair, or check --------------------
 # want TYPE PATH OWNER GROUP MODE   (TYPE: d directory, f file, p fifo)
+# Inside ROOT/queue every directory belongs to postern-queue, which can swap
+# any of them for a symlink at any moment: there root acts on nothing by a
+# path that follows symlinks. It makes directories and the FIFO with their
+# mode (mkdir and mkfifo follow no final symlink), chowns with chown -h, run
+# by find -execdir from the directory find entered without following
+# symlinks, and chmods as the owner (s6-setuidgid: a swapped path then
+# reaches nothing the owner could not change anyway).
+in_queue() {
+    [ "$ISROOT" = 1 ] || return 1
+    case $1 in "$ROOT"/queue/*) return 0 ;; esac
+    return 1
+}
+
 want() {
     t=$1; p=$2; o=$3; g=$4; m=$5
     rel=${p#"$ROOT"/}
@@ -156,9 +169,9 @@ want() {
             return
         fi
         case $t in
-        d) mkdir "$p" || die "mkdir $p failed" ;;
+        d) mkdir -m "$m" "$p" || die "mkdir $p failed" ;;
         f) : > "$p" || die "cannot create $p" ;;
-        p) mkfifo "$p" || die "mkfifo $p failed" ;;
+        p) mkfifo -m "$m" "$p" || die "mkfifo $p failed" ;;
         esac
     fi
     if [ -L "$p" ]; then
@@ -174,6 +187,12 @@ want() {
     if [ "$cur" != "$o:$g $m" ]; then
         if [ "$CHECK" = 1 ]; then
             problem "$rel is $(echo "$cur" | sed 's/ / mode /'), should be $o:$g mode $m" "chown $o:$g $p && chmod $m $p"
+        elif in_queue "$p"; then
+            if [ "${cur% *}" != "$o:$g" ]; then
+                PATH=/usr/sbin:/usr/bin:/sbin:/bin find -P "${p%/*}" -mindepth 1 -maxdepth 1 \
+                    -name "${p##*/}" -execdir chown -h "$o:$g" {} + || die "chown $p failed"
+            fi
+            [ "${cur#* }" = "$m" ] || s6-setuidgid "$o" chmod "$m" "$p" || die "chmod $p failed"
         else
             chown "$o:$g" "$p" || die "chown $p failed"
             chmod "$m" "$p" || die "chmod $p failed"
@@ -201,7 +220,10 @@ tree() {
     # tmp/<h>: injections spread over ext4 block groups (chattr +T makes the
     # Orlov allocator place tmp's subdirectories apart; docs/QUEUE.md). Best
     # effort: other filesystems refuse the flag and lose nothing.
-    [ "$CHECK" = 1 ] || chattr +T "$ROOT/queue/tmp" 2>/dev/null || :
+    if [ "$CHECK" = 1 ]; then :
+    elif [ "$ISROOT" = 1 ]; then s6-setuidgid "$U_QUEUE" chattr +T "$ROOT/queue/tmp" 2>/dev/null || :
+    else chattr +T "$ROOT/queue/tmp" 2>/dev/null || :
+    fi
     for h in $HEX; do
         want d "$ROOT/queue/mess/$h" "$U_QUEUE" "$G_QUEUE" 700
         want d "$ROOT/queue/env/$h" "$U_QUEUE" "$G_QUEUE" 700

@@ -181,12 +181,15 @@ int local_mbox_become(uid_t uid, gid_t gid, struct dp_result *r)
     return 0;
 }
 
+#define MBOX_NOT_OURS "4.2.0 Maildir or a part of it is not the mailbox user's own, or others may write it: refused"
+
 /* create what is missing of the Maildir: 1, or 0 with r set */
 static int mbox_make(const char *maildir, struct dp_result *r)
 {
     if (maildir_make(maildir)) return 1;
     int e = errno;
     if (e == ELOOP) result_set(r, DP_TEMPORARY, "4.2.0 Maildir or a part of it is a symlink: refused");
+    else if (e == EPERM) result_set(r, DP_TEMPORARY, MBOX_NOT_OURS);
     else result_set(r, DP_TEMPORARY, "4.2.0 cannot create the Maildir: %s", strerror(e));
     return 0;
 }
@@ -236,6 +239,7 @@ void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
         if (e == EDQUOT) result_set(r, DP_TEMPORARY, "4.2.2 mailbox full");
         else if (e == ENOSPC) result_set(r, DP_TEMPORARY, "4.3.1 no space left for the mailbox");
         else if (e == ELOOP) result_set(r, DP_TEMPORARY, "4.2.0 Maildir or a part of it is a symlink: refused");
+        else if (e == EPERM) result_set(r, DP_TEMPORARY, MBOX_NOT_OURS);
         else result_set(r, DP_TEMPORARY, "4.2.0 Maildir delivery failed: %s", strerror(e));
         buf_free(&pre);
         return;

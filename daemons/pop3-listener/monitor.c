@@ -43,11 +43,12 @@ static enum auth_result check(const struct config *c, const struct pop3_mon_requ
     return r->result;
 }
 
-static pid_t start_mailbox(const struct config *c, int fd, const struct auth_reply *r,
+static pid_t start_mailbox(const struct config *c, int fd, int sock, const struct auth_reply *r,
                            const struct pop3_mon_request *q, const char *sid)
 {
     pid_t pid = fork();
     if (pid != 0) return pid;
+    close(sock);                 /* the pre-login session's pair is not the user's */
     tls_proxy_server_forget();
     privdrop_name("pop3-mailbox");
     _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid));
@@ -116,7 +117,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
         sodium_memzero(rec, sizeof rec);
         sodium_memzero(q.pass, sizeof q.pass);
         char a = res == AUTH_OK ? 'o' : res == AUTH_BAD ? 'b' : 't';
-        if (res == AUTH_OK && (mailbox = start_mailbox(c, fd, &r, &q, sid)) < 0) {
+        if (res == AUTH_OK && (mailbox = start_mailbox(c, fd, sp[0], &r, &q, sid)) < 0) {
             log_error(sid, "event=fork error=\"%s\"", strerror(errno));
             a = 't';
         }

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 #include <sodium.h>
@@ -29,6 +30,8 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "maildir.h"
+#include "privdrop.h"
 #include "userdb.h"
 
 struct opts {
@@ -211,6 +214,33 @@ static int mkdir_owned(const char *path, uid_t uid, gid_t gid, mode_t mode)
     return ok;
 }
 
+/* The Maildir and tmp/ new/ cur/ lie in a directory its user owns (their
+ * home, ROOT/mail/NAME), where they can swap a part for a symlink between
+ * two steps: made by root, a swapped path would hand the user a directory
+ * of root's (/tmp for ~/Maildir -> /). So they are made by a child running
+ * as the user, with maildir_make (no symlink, each part the user's own). */
+static void make_maildir_as_user(const struct userdb_entry *e)
+{
+    if (geteuid() != 0) {
+        if (!maildir_make(e->maildir)) die_temp_sys("making the Maildir %s", e->maildir);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid < 0) die_temp_sys("fork");
+    if (pid == 0) {
+        struct privuser u = { e->uid, e->gid };
+        if (!privdrop(NULL, &u)) _exit(1);
+        _exit(maildir_make(e->maildir) ? 0 : errno > 0 && errno < 256 ? errno : 1);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) die_temp_sys("waitpid");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        errno = WIFEXITED(st) && WEXITSTATUS(st) > 1 ? WEXITSTATUS(st) : EIO;
+        die_temp_sys("making the Maildir %s as uid %u", e->maildir, (unsigned)e->uid);
+    }
+}
+
 static void make_maildir(const struct userdb_entry *e, const char *root)
 {
     char p[USERDB_PATH_MAX + USERDB_NAME_MAX + 32], mailroot[USERDB_PATH_MAX + 16];
@@ -225,13 +255,7 @@ static void make_maildir(const struct userdb_entry *e, const char *root)
         if (!strcmp(e->maildir + ml + 1 + strlen(e->name), "/Maildir") && !mkdir_owned(p, e->uid, e->gid, 0700))
             die_temp_sys("mkdir %s", p);
     }
-    if (!mkdir_owned(e->maildir, e->uid, e->gid, 0700)) die_temp_sys("mkdir %s", e->maildir);
-    static const char *const sub[] = { "tmp", "new", "cur" };
-    for (size_t i = 0; i < ARRAY_LEN(sub); i++) {
-        n = snprintf(p, sizeof p, "%s/%s", e->maildir, sub[i]);
-        if (n < 0 || (size_t)n >= sizeof p) die_perm("maildir path too long");
-        if (!mkdir_owned(p, e->uid, e->gid, 0700)) die_temp_sys("mkdir %s", p);
-    }
+    make_maildir_as_user(e);
 }
 
 static void write_all(const struct userdb *db, const struct config *c, const char *root)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -52,6 +53,17 @@ static int queue_open(const char *root)
     return qfd;
 }
 
+/* The callers whose H field is this host's own trace: root, the queue's
+ * owner (queue-manager's reports, local-deliverer's forwards; also any copy
+ * that is not setuid) and smtp-listener's monitor, which runs us as
+ * postern-smtp. Anyone else is a local user whose line gets ours on top. */
+static int caller_trusted(uid_t caller)
+{
+    if (caller == 0 || caller == geteuid()) return 1;
+    struct privuser smtp;   /* from /etc/passwd itself: no NSS in a setuid program */
+    return privuser_lookup(INJECT_SMTP_USER, &smtp) && smtp.uid == caller;
+}
+
 static struct inject_env ie;
 static struct inject_msg m;
 
@@ -85,6 +97,7 @@ int main(void)
     m.qfd = qfd;
     if (!inject_msg_read(&m, 0, INJECT_MEM_MAX)) fail("message", errno, NULL);
     if (!inject_env_read(&ie, 1, why, sizeof why)) fail("envelope", errno, why);
+    if (!caller_trusted(caller) && !inject_env_local_trace(&ie, time(NULL))) fail("trace", errno, NULL);
     if (!queue_commit(qfd, root, &ie, &m, id, &st)) fail("commit", errno, NULL);
     inject_msg_free(&m);
     inject_env_free(&ie);

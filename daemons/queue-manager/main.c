@@ -216,6 +216,9 @@ int main(int argc, char **argv)
         if (opt == 'd') ready = atoi(optarg);
         else die_perm("usage: queue-manager [-d FD] ROOT");
     }
+    /* the deliverers are started before readiness: s6's notification
+     * pipe is not theirs to inherit */
+    if (ready >= 0 && fcntl(ready, F_SETFD, FD_CLOEXEC) < 0) ready = -1;   /* not open: no one to tell */
     q.root = config_root(optind < argc ? argv[optind] : NULL);
     if (!q.root) die_perm("usage: queue-manager [-d FD] ROOT");
     if (!config_load(&q.cfg, q.root, err, sizeof err)) die_perm("%s", err);

@@ -519,6 +519,35 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
         self.assertEqual(self.inst.queue_ids(), [qid])
 
+    def test_maildir_of_another_owner_or_world_writable_refused(self):
+        # a Maildir (or tmp/ new/ cur/) that another user owns, or anyone
+        # may write, is not the recipient's: its owner could delete the
+        # mail, or plant messages the recipient then reads over POP3
+        other = 65534  # nobody
+        uid, gid = mailbox_ids(self.inst, 'alice')
+        md = self.inst.maildir('alice')
+        os.chmod(os.path.dirname(md), 0o711)
+        # each writable by alice: through her group, or by everyone
+        cases = [('', other, 0o770), ('new', other, 0o770), ('tmp', other, 0o770),
+                 ('', uid, 0o777), ('new', uid, 0o703)]
+        for part, owner, mode in cases:
+            with self.subTest(part=part or 'Maildir', owner=owner, mode=oct(mode)):
+                path = os.path.join(md, part) if part else md
+                os.chown(path, owner, gid)
+                os.chmod(path, mode)
+                qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: x\n\nx\n')
+                self.inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=deferred '
+                                                    'status="4.2.0 Maildir or a part of it is not the mailbox '
+                                                    'user\'s own, or others may write it: refused"' % qid)
+                os.chown(path, uid, gid)
+                os.chmod(path, 0o700)
+                self.assertEqual(self.inst.maildir_messages('alice'), [])
+                self.inst.run('postern-queue', 'flush')
+                self.wait_msgs('alice')
+                self.wait_queue_empty()
+                for f in os.listdir(os.path.join(md, 'new')):
+                    os.unlink(os.path.join(md, 'new', f))
+
     def test_reload(self):
         sent = self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent')
         acks = self.inst.log('queue-manager').count('local-deliverer: info: - event=reload from=queue-manager')

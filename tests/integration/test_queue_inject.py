@@ -390,7 +390,7 @@ class SetuidTest(unittest.TestCase):
     def tearDown(self):
         self.r.cleanup()
 
-    def run_as(self, uid, gid, exe=None):
+    def run_as(self, uid, gid, exe=None, envelope=b'Fnobody@example.test\0Csmtp 203.0.113.9\0Tbob@example.test\t\t\0\0'):
         exe = exe or os.path.join(self.r.root, 'bin', 'queue-inject')
         ours, theirs = socket.socketpair()
         mr, mw = os.pipe()
@@ -408,7 +408,7 @@ class SetuidTest(unittest.TestCase):
             os.write(mw, MESSAGE)
             os.close(mw)
             mw = None
-            ours.sendall(b'Fnobody@example.test\0Csmtp 203.0.113.9\0Tbob@example.test\t\t\0\0')
+            ours.sendall(envelope)
             ours.settimeout(30)
             reply = ours.recv(100)
         except (BrokenPipeError, ConnectionResetError):
@@ -431,6 +431,48 @@ class SetuidTest(unittest.TestCase):
             self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (self.pq.pw_uid, 0o600))
         # the caller's claim stays, with the kernel's word on who called
         self.assertIn('client smtp 203.0.113.9 (uid %d)\n' % nobody.pw_uid, self.r.read_env(qid))
+
+    def test_ordinary_user_cannot_forge_the_top_received_line(self):
+        # H is a Received: field the caller writes; any local user can run
+        # queue-inject, so an H of an ordinary user must not become the
+        # message's topmost trace line as if this host had received it by
+        # SMTP (qmail-queue and Postfix's postdrop add "invoked by uid N")
+        nobody = pwd.getpwnam('nobody')
+        forged = (b'Received: from mx.example.org ([198.51.100.7])\n\tby mx.example.test (postern) '
+                  b'with ESMTPSA (authenticated as ceo) id 0; Thu, 1 Jan 2026 00:00:00 +0000')
+        rc, reply, err = self.run_as(nobody.pw_uid, nobody.pw_gid,
+                                     envelope=b'Fceo@example.test\0H' + forged + b'\0Tbob@example.test\t\t\0\0')
+        self.assertEqual(rc, 0, err)
+        mess = self.r.read_mess(reply.decode().strip())
+        first, rest = mess.split(b'\n\t', 1)
+        self.assertEqual(first, b'Received: (postern queue-inject invoked by uid %d);' % nobody.pw_uid, mess)
+        date, rest = rest.split(b'\n', 1)
+        self.assertRegex(date.decode(), r'^[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000$')
+        # the caller's own line stays, below it, and the message after that
+        self.assertEqual(rest, forged + b'\n' + MESSAGE)
+        # without H, the line is there all the same
+        rc, reply, err = self.run_as(nobody.pw_uid, nobody.pw_gid)
+        self.assertEqual(rc, 0, err)
+        mess = self.r.read_mess(reply.decode().strip())
+        self.assertTrue(mess.startswith(b'Received: (postern queue-inject invoked by uid %d);\n\t' % nobody.pw_uid), mess)
+        self.assertTrue(mess.endswith(b'\n' + MESSAGE), mess)
+
+    def test_postern_callers_write_the_top_received_line(self):
+        # smtp-listener's monitor runs it as postern-smtp, queue-manager and
+        # local-deliverer as the queue's owner, and root: their H is the top line
+        callers = [(0, 0), (self.pq.pw_uid, self.pq.pw_gid)]
+        try:
+            sm = pwd.getpwnam('postern-smtp')
+            callers.append((sm.pw_uid, sm.pw_gid))
+        except KeyError:
+            pass
+        for uid, gid in callers:
+            with self.subTest(uid=uid):
+                rc, reply, err = self.run_as(uid, gid, envelope=b'Fa@example.test\0H' + RECEIVED
+                                             + b'\0Tbob@example.test\t\t\0\0')
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(self.r.read_mess(reply.decode().strip()),
+                                 b'Received: ' + RECEIVED + b'\n' + MESSAGE)
 
     def test_root_runs_the_setuid_binary(self):
         rc, reply, err = self.run_as(0, 0)

@@ -319,6 +319,53 @@ class SetupTree(unittest.TestCase):
         chk = self.setup_again('--check')
         self.assertEqual(chk.returncode, 0, chk.stdout)
 
+    def test_queue_repair_follows_no_swapped_symlink(self):
+        # ROOT/queue and what is in it belong to postern-queue: a process
+        # that has become postern-queue can make queue/tmp/3 need a repair
+        # (chmod) and swap it for a symlink once setup has looked at it;
+        # root's repair must not then chown and chmod the link's target
+        need_root(self, 'the repair is root\'s')
+        if not shutil.which('strace'):
+            self.skipTest('needs strace')
+        victim = tempfile.mkdtemp(prefix='postern-victim.')
+        self.addCleanup(shutil.rmtree, victim, True)
+        os.chmod(victim, 0o755)
+        q3 = self.inst.path('queue', 'tmp', '3')
+        os.chmod(q3, 0o755)
+        # stop the `stat` that reads queue/tmp/3's owner and mode, after it did
+        p = subprocess.Popen(['strace', '-f', '-o', '/dev/null', '-P', q3, '-e', 'trace=statx',
+                              '-e', 'inject=statx:signal=STOP:when=1',
+                              os.path.join(harness.BIN, 'postern-setup'), '--root', self.inst.root],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            pid = None
+            for _ in range(800):
+                for c in os.listdir('/proc'):
+                    try:
+                        with open('/proc/%s/stat' % c) as f:
+                            fields = f.read().rsplit(') ', 1)[1].split()
+                        with open('/proc/%s/cmdline' % c, 'rb') as f:
+                            cmd = f.read().split(b'\0')
+                    except (OSError, IndexError):
+                        continue
+                    if fields[0] in 'tT' and q3.encode() in cmd and os.path.basename(cmd[0]) == b'stat':
+                        pid = int(c)
+                if pid or p.poll() is not None:
+                    break
+                time.sleep(0.025)
+            self.assertIsNotNone(pid, 'postern-setup\'s stat of queue/tmp/3 never stopped')
+            os.rename(q3, q3 + '.moved')
+            os.symlink(victim, q3)
+            os.kill(pid, signal.SIGCONT)
+            out = p.communicate(timeout=120)[0].decode(errors='replace')
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        st = os.stat(victim)
+        self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)), (0, 0, 0o755),
+                         'the symlink\'s target was repaired:\n' + out)
+
     def test_check_reports_problems(self):
         r = self.inst.root
         chk = self.setup_again('--check')
@@ -574,6 +621,97 @@ while True:
 '''
 
 
+class PosternUserMaildir(unittest.TestCase):
+    """postern-user add runs as root but makes the Maildir in a directory
+    the mail user owns (their home, ROOT/mail/NAME)."""
+
+    NAME = 'pu-swapper'
+
+    def setUp(self):
+        need(self, 'postern-setup', 'postern-user')
+        need_root(self, 'needs a Unix account and root to run postern-user for it')
+        if not shutil.which('strace'):
+            self.skipTest('needs strace')
+        subprocess.run(['userdel', self.NAME], capture_output=True)
+        self.home = tempfile.mkdtemp(prefix='postern-home.')
+        self.target = tempfile.mkdtemp(prefix='postern-target.')
+        subprocess.run(['useradd', '-d', self.home, '-M', '-s', '/usr/sbin/nologin', self.NAME], check=True)
+        self.pw = pwd.getpwnam(self.NAME)
+        os.chmod(self.home, 0o755)
+        os.chown(self.home, self.pw.pw_uid, self.pw.pw_gid)
+        self.inst = Instance(services=[]).setup()
+
+    def tearDown(self):
+        self.inst.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.target, ignore_errors=True)
+        subprocess.run(['userdel', self.NAME], capture_output=True)
+
+    def stopped_postern_user(self):
+        for p in os.listdir('/proc'):
+            try:
+                with open('/proc/%s/stat' % p) as f:
+                    state = f.read().rsplit(') ', 1)[1][:1]
+                exe = os.readlink('/proc/%s/exe' % p)
+            except (OSError, IndexError):
+                continue
+            if exe == self.inst.bin('postern-user') and state in 'tT':
+                return int(p)
+        return None
+
+    def test_maildir_swapped_for_a_symlink_while_it_is_made(self):
+        # the user's Maildir is a real directory when postern-user opens it
+        # and a symlink to a directory of root's (here: target, standing for
+        # "/", whose tmp/ stands for /tmp) when the next part is made: as
+        # root, postern-user then chowned the user root's directory
+        victim = os.path.join(self.target, 'tmp')
+        os.mkdir(victim, 0o755)
+        md = os.path.join(self.home, 'Maildir')
+        os.mkdir(md, 0o700)
+        os.chown(md, self.pw.pw_uid, self.pw.pw_gid)
+        # stop postern-user (each process of it: its own count) right after
+        # its second mkdir, the one of Maildir/tmp
+        p = subprocess.Popen(['strace', '-f', '-o', '/dev/null', '-e', 'trace=mkdir,mkdirat',
+                              '-e', 'inject=mkdir,mkdirat:signal=STOP:when=2',
+                              self.inst.bin('postern-user'), '--root', self.inst.root,
+                              'add', 'swapper', '--unix-account', self.NAME],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            p.stdin.write(b'pw-swapper\n')
+            p.stdin.close()
+            pid = None
+            for _ in range(400):
+                pid = self.stopped_postern_user()
+                if pid or p.poll() is not None:
+                    break
+                time.sleep(0.025)
+            self.assertIsNotNone(pid, 'postern-user never stopped at its second mkdir')
+            os.rename(md, md + '.real')
+            os.symlink(self.target, md)
+            os.kill(pid, signal.SIGCONT)
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        st = os.stat(victim)
+        self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)), (0, 0, 0o755),
+                         'root\'s directory was handed to the user: ' + p.stderr.read().decode(errors='replace'))
+        self.assertEqual(sorted(os.listdir(self.target)), ['tmp'])
+
+    def test_maildir_in_home_made_by_the_user(self):
+        r = self.inst.run('postern-user', '--root', self.inst.root, 'add', 'homeuser',
+                          '--unix-account', self.NAME, input='pw-home\n')
+        md = os.path.join(self.home, 'Maildir')
+        self.assertIn('maildir=' + md, r.stdout)
+        for d in ('', 'tmp', 'new', 'cur'):
+            st = os.lstat(os.path.join(md, d))
+            with self.subTest(part=d or 'Maildir'):
+                self.assertTrue(stat.S_ISDIR(st.st_mode))
+                self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                                 (self.pw.pw_uid, self.pw.pw_gid, 0o700))
+
+
 class HarnessSelfTest(unittest.TestCase):
     """The harness and the s6 tree, with a stand-in smtp-listener, so this
     runs before (and independently of) the real daemons."""
@@ -770,6 +908,62 @@ class RunningInstance(unittest.TestCase):
                     inst.wait_for(lambda: 'exitcode 100' in inst.svstat(s), what=s + ' exit 100')
         finally:
             inst.stop()
+
+    def test_deliverers_inherit_no_readiness_pipe(self):
+        # queue-manager starts local-deliverer (root) and remote-deliverer
+        # (which talks to other hosts) before it reports readiness on its -d
+        # fd, s6's notification pipe; that write end must not live on in them
+        need(self, 'queue-manager', 'local-deliverer', 'remote-deliverer')
+        with Instance(services=['queue-manager']) as inst:
+            qm = inst.service_pid('queue-manager')
+            kids = [p for p in inst.processes() if ppid(p) == qm]
+            self.assertEqual(len(kids), 2, 'deliverers of queue-manager %d: %s' % (qm, kids))
+            for pid in kids:
+                fds = {}
+                for fd in os.listdir('/proc/%d/fd' % pid):
+                    try:
+                        fds[int(fd)] = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+                    except OSError:
+                        pass
+                targets = list(fds.values())
+                # a pipe is its log (1, 2) or a self-pipe whose two ends it holds
+                stray = {fd: t for fd, t in fds.items()
+                         if t.startswith('pipe:') and fd not in (1, 2) and targets.count(t) < 2}
+                with self.subTest(deliverer=proc_info(pid)[1]):
+                    self.assertEqual(stray, {}, 'pid %d holds a pipe it did not make' % pid)
+
+    def test_pop3_mailbox_process_holds_only_its_connection(self):
+        # the mailbox process runs as the mail user: it keeps its Maildir,
+        # the lock, the client's connection and the log, and no socket of
+        # its monitor's (the pre-login session's pair)
+        need(self, 'pop3-listener', 'auth-checker', 'postern-user')
+        need_root(self, 'the mailbox process runs as the user\'s own uid')
+        with Instance(services=['auth-checker', 'pop3-listener'], users={'alice': 'pw-alice'}) as inst:
+            with open(inst.path('conf', 'mailboxes')) as f:
+                uid = next(int(l.split(':')[1]) for l in f if l.startswith('alice:'))
+            c = Conn(inst.port('pop3'))
+            try:
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                c.send('USER alice')
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                c.send('PASS pw-alice')
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                mbox = [p for p in inst.processes() if (proc_info(p) or (0, 0, (0,)))[2][:1] == (uid,)]
+                self.assertEqual(len(mbox), 1, mbox)
+                tcp = tcp_sockets()
+                fds = {}
+                for fd in os.listdir('/proc/%d/fd' % mbox[0]):
+                    fds[int(fd)] = os.readlink('/proc/%d/fd/%s' % (mbox[0], fd))
+                socks = {fd: t for fd, t in fds.items() if t.startswith('socket:[')}
+                self.assertEqual([tcp.get(int(t[8:-1]), (None,))[0] for t in socks.values()],
+                                 [inst.port('pop3')], 'sockets of the mailbox process: %s' % fds)
+                md = inst.maildir('alice')
+                others = sorted(t for fd, t in fds.items() if fd > 2 and fd not in socks)
+                self.assertEqual(others, [md, os.path.join(md, '.postern-pop3.lock')])
+                c.send('QUIT')
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+            finally:
+                c.close()
 
     def test_privilege_invariants(self):
         need_root(self, 'the uid table can only be checked with real system users')
