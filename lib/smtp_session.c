@@ -424,16 +424,17 @@ static void notify_text(char *dst, size_t dstlen, unsigned notify)
     }
 }
 
-/* A submission (an authenticated client on 587/465) gets the Date:,
- * Message-ID: and From: fields its message lacks, as RFC 6409 8 lets an
- * MSA add them: mail without them is refused or marked as spam by large
- * receivers. The Message-ID is the Received: id at the hostname; From is
- * the sender, whom AUTH has checked. Mail on port 25 is left as it came
- * (RFC 5321 6.4). */
+/* A submission (an authenticated client on 587/465, or a local user's
+ * sendmail -bs) gets the Date:, Message-ID: and From: fields its message
+ * lacks, as RFC 6409 8 lets an MSA add them (and sendmail does): mail
+ * without them is refused or marked as spam by large receivers. The
+ * Message-ID is the Received: id at the hostname; From is the sender.
+ * Mail on port 25 is left as it came (RFC 5321 6.4). */
 static void submission_fields(const struct smtp_session *s, struct smtp_msgbody *b)
 {
     char d[48], date[64], msgid[SMTP_BODY_ADD_MAX], from[SMTP_BODY_ADD_MAX];
-    if (!s->submission || !s->auth_user[0] || !mailhdr_date_utc(time(NULL), d, sizeof d)) return;
+    if (!((s->submission && s->auth_user[0]) || s->local_submission)) return;
+    if (!mailhdr_date_utc(time(NULL), d, sizeof d)) return;
     snprintf(date, sizeof date, "Date: %s", d);
     int k = snprintf(msgid, sizeof msgid, "Message-ID: <%s.%lu@%s>", s->id, s->msg_seq, s->cf->hostname);
     int f = snprintf(from, sizeof from, "From: <%s>", s->sender.addr);

@@ -103,6 +103,7 @@ struct smtp_session {
     int relay_ok;                    /* client inside relay_networks */
     struct sockaddr_storage local;   /* our address on this connection (AF_UNSPEC: unknown) */
     int submission;                  /* came in on a submission port (587, 465) */
+    int local_submission;            /* sendmail -bs: a local user's dialogue on stdin */
     enum smtp_port port;
     int tls;                         /* the connection is TLS (through tls-proxy) */
     int tls_pending;                 /* implicit TLS: the "TLS ..." line is still to come */

@@ -21,7 +21,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-enum sm_mode { SM_QUEUE_MAIL, SM_LIST, SM_FLUSH, SM_NEWALIASES };
+enum sm_mode { SM_QUEUE_MAIL, SM_LIST, SM_FLUSH, SM_NEWALIASES, SM_SMTP };
 
 #include "envelope.h"
 #include "sendmail.h"
@@ -72,8 +72,11 @@ static void parse_args(int argc, char **argv, struct sm_opts *o, enum sm_mode *m
         if (!strcmp(a, "-t")) o->from_headers = 1;
         else if (!strcmp(a, "-i") || !strcmp(a, "-oi")) o->no_dot = 1;
         else if (!strcmp(a, "-bm") || !strcmp(a, "-v") || !strcmp(a, "-U") || !strcmp(a, "-n")
-                 || !strcmp(a, "-m") || (a[1] == 'o' && a[2]))
-            continue;     /* delivery, error and other -o modes; submission flags */
+                 || !strcmp(a, "-m") || !strcmp(a, "-G") || !strcmp(a, "-Am") || !strcmp(a, "-Ac")
+                 || (a[1] == 'o' && a[2]))
+            continue;     /* delivery, error and other -o modes; submission, gateway and config flags */
+        else if (a[1] == 'L' || a[1] == 'O' || a[1] == 'X')
+            (void)value(argc, argv, &i);   /* a log tag, a sendmail.cf option, a traffic log: ignored */
         else if (a[1] == 'f' || a[1] == 'r') o->sender = value(argc, argv, &i);
         else if (a[1] == 'F') o->fullname = value(argc, argv, &i);
         else if (a[1] == 'C') o->root = value(argc, argv, &i);
@@ -97,9 +100,12 @@ static void parse_args(int argc, char **argv, struct sm_opts *o, enum sm_mode *m
             *mode = SM_FLUSH;
         } else if (!strcmp(a, "-bi")) {
             *mode = SM_NEWALIASES;
+        } else if (!strcmp(a, "-bs")) {
+            *mode = SM_SMTP;
         } else if (!strncmp(a, "-b", 2) || !strncmp(a, "-q", 2)) {
-            fprintf(stderr, "sendmail: %s: not supported: postern's sendmail only queues mail "
-                            "(SMTP is smtp-listener, the queue is postern-queue)\n", a);
+            fprintf(stderr, "sendmail: %s: not supported: postern's sendmail queues mail, from its "
+                            "input or an SMTP dialogue (-bs); the daemon is smtp-listener, the queue "
+                            "postern-queue\n", a);
             exit(SM_EX_USAGE);
         } else {
             fprintf(stderr, "sendmail: unsupported option %s\n", a);
@@ -141,7 +147,7 @@ int main(int argc, char **argv)
                         "at each delivery\n");
         return 0;
     }
-    if (mode != SM_QUEUE_MAIL && o.nrcpt) usage("-bp and -q take no recipients");
+    if (mode != SM_QUEUE_MAIL && o.nrcpt) usage("-bp, -bs and -q take no recipients");
     if (!o.root) o.root = getenv("POSTERN_ROOT");
     if (!o.root || !*o.root) {
         if (!queue_root_from_exe(root, sizeof root)) {
@@ -152,5 +158,6 @@ int main(int argc, char **argv)
     }
     if (mode == SM_LIST) run_queue_tool(o.root, "list");
     if (mode == SM_FLUSH) run_queue_tool(o.root, "flush");
+    if (mode == SM_SMTP) return sm_smtp(o.root);
     return sm_run(&o, stdin);
 }

@@ -27,5 +27,7 @@ struct sm_opts {
 
 /* the whole job; returns the exit code */
 int sm_run(const struct sm_opts *o, FILE *in);
+/* -bs: an SMTP dialogue on stdin/stdout (bs.c); returns the exit code */
+int sm_smtp(const char *root);
 
 #endif

@@ -377,7 +377,8 @@ class RunningHost(unittest.TestCase):
         """The options real callers pass: Debian's cron runs
         "sendmail -FCronDaemon -i -B8BITMIME -oem USER", mailx "-oi -oem --
         USER", PHP "-t -i"; each message is queued and delivered. A mode
-        postern does not have (-bs, -q1h) is refused with 64"""
+        postern does not have (-bd, -q1h) is refused with 64 (-bs is
+        test_ops.SendmailSmtpMode)"""
         before = len(self.inst.maildir_messages('alice'))
         calls = (['-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'alice'],
                  ['-oi', '-oem', '-odi', '-N', 'never', '-U', '--', 'alice'],
@@ -394,7 +395,7 @@ class RunningHost(unittest.TestCase):
         self.assertEqual(subjects, [b'caller 0', b'caller 1', b'caller 2'])
         cron = [d for _, d in msgs if b'Subject: caller 0' in d][0]
         self.assertIn(b'\nFrom: "CronDaemon" <root@', cron)
-        for args in (['-bs'], ['-q1h'], ['-B', 'BINARYMIME', 'alice'], ['-X']):
+        for args in (['-bd'], ['-q1h'], ['-B', 'BINARYMIME', 'alice'], ['-X']):
             r = subprocess.run([self.inst.bin('sendmail')] + args, input=b'x\n', stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, timeout=30)
             self.assertEqual(r.returncode, 64, (args, r.stderr))

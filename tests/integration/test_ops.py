@@ -6,6 +6,7 @@ message followable by its id from connection to delivery."""
 
 import os
 import poplib
+import pwd
 import re
 import shutil
 import smtplib
@@ -396,6 +397,62 @@ class OperatorLogs(unittest.TestCase):
         self.assertEqual(len(conn), 2, conn)
         self.assertEqual(sorted(tls), sorted(sid for sid, _ in conn))
         self.assertEqual(sorted(t for _, t in conn), ['0', '1'])
+
+class SendmailSmtpMode(unittest.TestCase):
+    """sendmail -bs: an SMTP dialogue on stdin/stdout, what PHP's Symfony
+    Mailer and Laravel run by default ("/usr/sbin/sendmail -bs -i"). It was
+    refused with 64, so such an application could send no mail at all."""
+
+    def setUp(self):
+        need(self, 'postern-setup', 'sendmail', 'queue-inject', 'queue-manager', 'local-deliverer')
+        harness.need_root(self, 'runs sendmail as an ordinary user')
+        self.inst = Instance(users={'alice': 'pw-alice'}).start()
+        self.addCleanup(self.inst.stop)
+
+    def dialogue(self, script, *args):
+        """run sendmail -bs as nobody with script on stdin (all at once, as
+        a pipelining client may); its output, stderr and exit code"""
+        r = subprocess.run(['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
+                            self.inst.bin('sendmail'), '-bs'] + list(args),
+                           input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={'POSTERN_ROOT': self.inst.root, 'PATH': '/usr/bin:/bin'}, timeout=30)
+        return r.stdout.decode(), r.stderr.decode(), r.returncode
+
+    def test_dialogue_queues_and_delivers(self):
+        out, err, code = self.dialogue(
+            'EHLO app.example\r\nMAIL FROM:<web@example.test>\r\nRCPT TO:<alice@example.test>\r\n'
+            'RCPT TO:<nobody@example.test>\r\nDATA\r\nSubject: from php\r\n\r\n..dot\r\nbs body\r\n.\r\n'
+            'QUIT\r\n', '-i')
+        self.assertEqual((code, err), (0, ''))
+        codes = [l[:3] for l in out.split('\r\n') if l[3:4] == ' ']
+        self.assertEqual(codes, ['220', '250', '250', '250', '550', '354', '250', '221'], out)
+        self.assertTrue(out.startswith('220 mail.example.test ESMTP'), out)
+        self.assertIn('250-PIPELINING', out)
+        self.assertNotIn('STARTTLS', out)
+        self.assertNotIn('AUTH', out)
+        qid = re.search(r'queued as ([0-9A-F]{16})', out).group(1)
+
+        def delivered():
+            return [m for _, m in self.inst.maildir_messages('alice') if b'bs body' in m]
+        m = self.inst.wait_for(delivered, 15, what='the -bs message delivered')[0]
+        head, body = m.split(b'\n\n', 1)
+        self.assertEqual(body, b'.dot\nbs body\n')
+        # who sent it is on record: queue-inject's line names nobody's uid
+        self.assertIn(b'Received: (postern queue-inject invoked by uid %d)' % pwd.getpwnam('nobody').pw_uid, head)
+        # a local submission, like sendmail's: the fields it lacked were added
+        self.assertIn(b'\nDate: ', head)
+        self.assertIn(b'\nMessage-ID: <', head)
+        self.assertIn(b'\nFrom: <web@example.test>', head)
+        self.assertRegex(self.inst.log('queue-manager'), r'%s event=new from=<web@example\.test> ' % qid)
+
+    def test_end_of_input_without_quit_and_recipients_refused(self):
+        out, err, code = self.dialogue('HELO app.example\r\nNOOP\r\n')
+        self.assertEqual(code, 0, err)
+        self.assertEqual([l[:3] for l in out.split('\r\n') if l], ['220', '250', '250'], out)
+        out, err, code = self.dialogue('QUIT\r\n', 'alice@example.test')
+        self.assertEqual(code, 64)
+        self.assertIn('take no recipients', err)
+
 
 
 if __name__ == '__main__':

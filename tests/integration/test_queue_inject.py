@@ -581,7 +581,7 @@ class SendmailTest(unittest.TestCase):
             self.assertEqual(p.returncode, 64, (bad, p.stderr))
 
     def test_usage_errors(self):
-        for args, code in ((['-bs'], 64), (['-bd'], 64), (['-q1h'], 64), (['-X'], 64), ([], 64),
+        for args, code in ((['-bs', 'bob@example.test'], 64), (['-bd'], 64), (['-q1h'], 64), (['-X'], 64), ([], 64),
                            (['-f'], 64), (['bad address@x'], 65)):
             p = self.run_sendmail(args, b'Subject: x\n\nb\n')
             self.assertEqual(p.returncode, code, (args, p.stderr))
@@ -592,7 +592,8 @@ class SendmailTest(unittest.TestCase):
         """the modes operators and scripts call sendmail for: -bp (or the
         name mailq) is postern-queue list and -q postern-queue flush, run
         with the caller's own rights; -bi (or the name newaliases) has
-        nothing to rebuild and says so; other -b and -q modes stay refused"""
+        nothing to rebuild and says so; other -b and -q modes stay refused,
+        and -bs (an SMTP dialogue, test_ops.SendmailSmtpMode) takes no recipients"""
         need_bin(self, 'postern-queue')
         p = self.run_sendmail(['-i', 'bob@example.test'], b'Subject: x\n\nb\n')
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -616,7 +617,7 @@ class SendmailTest(unittest.TestCase):
             p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
             self.assertEqual(p.returncode, 0, (argv, p.stderr))
             self.assertIn('nothing to rebuild', p.stderr)
-        for args in (['-bp', 'bob'], ['-q30m'], ['-qRexample.test'], ['-bs']):
+        for args in (['-bp', 'bob'], ['-q30m'], ['-qRexample.test'], ['-bs', 'bob']):
             p = self.run_sendmail(args, b'')
             self.assertEqual(p.returncode, 64, (args, p.stderr))
         self.assertEqual(len(self.r.envs()), 1)
