@@ -180,7 +180,7 @@ static size_t kept_mail_uids(const char *root, uid_t **out)
         }
     }
     closedir(d);
-    qsort(*out, n, sizeof **out, uid_cmp);
+    if (n) qsort(*out, n, sizeof **out, uid_cmp);   /* (qsort and bsearch take no NULL, even for 0) */
     return n;
 }
 
@@ -192,7 +192,7 @@ static uid_t alloc_uid(const struct userdb *db, const char *root)
     size_t nkept = kept_mail_uids(root, &kept);
     for (uid_t u = USERDB_UID_FIRST; u < 60000; u++)
         if (!userdb_uid_used(db, u) && !getpwuid(u) && !getgrgid((gid_t)u)
-            && !bsearch(&u, kept, nkept, sizeof *kept, uid_cmp)) {
+            && !(nkept && bsearch(&u, kept, nkept, sizeof *kept, uid_cmp))) {
             free(kept);
             return u;
         }
