@@ -337,27 +337,50 @@ class SetupTree(unittest.TestCase):
                               '-e', 'inject=statx:signal=STOP:when=1',
                               os.path.join(harness.BIN, 'postern-setup'), '--root', self.inst.root],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        def stopped_stat():
+            """the stat of q3 and where it is stopped, if it is"""
+            for c in os.listdir('/proc'):
+                try:
+                    with open('/proc/%s/stat' % c) as f:
+                        fields = f.read().rsplit(') ', 1)[1].split()
+                    with open('/proc/%s/cmdline' % c, 'rb') as f:
+                        cmd = f.read().split(b'\0')
+                    with open('/proc/%s/syscall' % c) as f:
+                        where = f.read()
+                except (OSError, IndexError):
+                    continue
+                if fields[0] in 'tT' and q3.encode() in cmd and os.path.basename(cmd[0]) == b'stat':
+                    return int(c), where
+            return None, None
+
         try:
             pid = None
             for _ in range(800):
-                for c in os.listdir('/proc'):
-                    try:
-                        with open('/proc/%s/stat' % c) as f:
-                            fields = f.read().rsplit(') ', 1)[1].split()
-                        with open('/proc/%s/cmdline' % c, 'rb') as f:
-                            cmd = f.read().split(b'\0')
-                    except (OSError, IndexError):
-                        continue
-                    if fields[0] in 'tT' and q3.encode() in cmd and os.path.basename(cmd[0]) == b'stat':
-                        pid = int(c)
+                # a tracee also shows "t" for a moment at each of its system
+                # calls under strace: the injected stop is the one that lasts
+                seen = stopped_stat()
+                if seen[0]:
+                    time.sleep(0.2)
+                    if stopped_stat() == seen:
+                        pid = seen[0]
                 if pid or p.poll() is not None:
                     break
                 time.sleep(0.025)
             self.assertIsNotNone(pid, 'postern-setup\'s stat of queue/tmp/3 never stopped')
             os.rename(q3, q3 + '.moved')
             os.symlink(victim, q3)
-            os.kill(pid, signal.SIGCONT)
-            out = p.communicate(timeout=120)[0].decode(errors='replace')
+            out = None
+            for _ in range(60):     # SIGCONT until it has gone on (a stop that came late)
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                try:
+                    out = p.communicate(timeout=2)[0].decode(errors='replace')
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            self.assertIsNotNone(out, 'postern-setup never finished')
         finally:
             if p.poll() is None:
                 p.kill()
