@@ -107,7 +107,9 @@ START_TEST(test_accept_pause)
         int lowest = dup(0);
         if (lowest < 0) _exit(2);
         close(lowest);
-        struct rlimit rl = { (rlim_t)lowest, (rlim_t)lowest };
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) _exit(3);
+        rl.rlim_cur = (rlim_t)lowest;      /* the soft limit: what valgrind lets a program set */
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0) _exit(3);
         struct listen_pause p = { 0 };
         if (listen_pause_left(&p) != 0) _exit(4);
@@ -121,10 +123,16 @@ START_TEST(test_accept_pause)
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
-    /* the client was never taken: it is still there to accept */
-    int fd = accept4(ls.fd[0], NULL, NULL, SOCK_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
+    /* the client was never taken: it is still there to accept. Not under
+     * valgrind, which enforces the soft limit itself, by closing the
+     * descriptor the kernel gave (its memory checks are what it is run
+     * for; the integration test HostileResources covers the queueing) */
+    const char *preload = getenv("LD_PRELOAD");
+    if (!preload || !strstr(preload, "vgpreload")) {
+        int fd = accept4(ls.fd[0], NULL, NULL, SOCK_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        close(fd);
+    }
     close(c);
     listen_close(&ls);
     struct listen_pause p = { 0 };
