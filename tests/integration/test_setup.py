@@ -78,6 +78,23 @@ def g(name):
     return name if IS_ROOT else grp.getgrgid(os.getgid()).gr_name
 
 
+
+def cont_until_finished(pid, p, seconds):
+    """SIGCONT the stopped pid, again every 2 s, until the Popen p has
+    finished (a stop that came after the first SIGCONT is met by the next);
+    1, or 0 if it did not finish in time"""
+    for _ in range(seconds // 2):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=2)
+            return 1
+        except subprocess.TimeoutExpired:
+            continue
+    return 0
+
 class SetupTree(unittest.TestCase):
     """postern-setup alone (no daemons needed)."""
 
@@ -369,18 +386,8 @@ class SetupTree(unittest.TestCase):
             self.assertIsNotNone(pid, 'postern-setup\'s stat of queue/tmp/3 never stopped')
             os.rename(q3, q3 + '.moved')
             os.symlink(victim, q3)
-            out = None
-            for _ in range(60):     # SIGCONT until it has gone on (a stop that came late)
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                try:
-                    out = p.communicate(timeout=2)[0].decode(errors='replace')
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            self.assertIsNotNone(out, 'postern-setup never finished')
+            self.assertTrue(cont_until_finished(pid, p, 120), 'postern-setup never finished')
+            out = p.stdout.read().decode(errors='replace')
         finally:
             if p.poll() is None:
                 p.kill()
@@ -722,16 +729,7 @@ class PosternUserMaildir(unittest.TestCase):
             self.assertIsNotNone(pid, 'postern-user never stopped at its second mkdir')
             os.rename(md, md + '.real')
             os.symlink(self.target, md)
-            for _ in range(30):     # SIGCONT until it has gone on (a stop that came late)
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                try:
-                    p.wait(timeout=2)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            cont_until_finished(pid, p, 60)
         finally:
             if p.poll() is None:
                 p.kill()
