@@ -2,13 +2,17 @@
  * into the queue): the message on its fd 0 (a memfd holding prefix + the
  * message), the NUL-framed envelope records on its fd 1 (a socket, so the new
  * queue id comes back). Used by queue-manager for bounces and by
- * local-deliverer for forwarding. */
+ * local-deliverer for forwarding; its spawn half by smtp-listener's monitor
+ * and sendmail -bs. */
 #ifndef POSTERN_INJECT_CLIENT_H
 #define POSTERN_INJECT_CLIENT_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define INJECT_TIMEOUT_MS 60000
+
+struct privuser;
 
 struct inject_req {
     const char *sender;             /* "" for <> */
@@ -32,5 +36,15 @@ struct inject_req {
 /* Run queue-inject. 1 with id[] (17 bytes) set when it exited 0; else 0
  * with errno and *status = its exit code (or -1 if it did not exit). */
 int inject_run(const char *root, const struct inject_req *r, char *id, int *status);
+
+/* queue-inject (path) as smtp-listener's monitor runs it for a session:
+ * the message on fd 0, the envelope socket on fd 1, no other descriptor,
+ * only PATH in the environment, as u (NULL: as is); vfork, so only for
+ * single-threaded callers without signal handlers (inject_run forks, for
+ * daemons with handlers). Its pid, or -1 (errno). inject_wait: its exit
+ * code, or -1 (killed, or pid -1). sendmail -bs uses the two apart: its
+ * session, in the same process, writes the message in between. */
+pid_t inject_spawn(int msg_fd, int env_fd, const char *path, const struct privuser *u);
+int inject_wait(pid_t pid);
 
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "authproto.h"
+#include "inject_client.h"
 #include "fdpass.h"
 #include "log.h"
 #include "queue_path.h"
@@ -171,37 +172,6 @@ void smtp_mon_injector(struct smtp_injector *inj, struct smtp_mon_client *c)
 
 /* ---- the monitor ---- */
 
-/* vfork, not fork: this runs once per message, and copying the monitor's
- * page tables only for exec to throw them away (then COW faults in the
- * monitor) cost about 0.18 ms of CPU a message here (spawn + wait 0.26-0.31
- * ms with fork, 0.09-0.11 ms with vfork; bench/README.md). Safe
- * here: the child only makes system calls (no malloc, no stdio) before
- * execve or _exit; the monitor is single-threaded and has no signal
- * handlers (conn_serve's parent reset them), and vfork shares neither the
- * fd table, the handlers nor the cwd, so dup2, signal, chdir and the
- * uid change in privdrop touch the child alone. */
-static int run_inject(int msg_fd, int env_fd, const char *path, const struct privuser *u)
-{
-    pid_t pid = vfork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        char *const argv[] = { (char *)"queue-inject", NULL };
-        char *const envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
-        signal(SIGPIPE, SIG_DFL);
-        /* move the fds out of the way of 0 and 1 first */
-        int m = fcntl(msg_fd, F_DUPFD_CLOEXEC, 3), e = fcntl(env_fd, F_DUPFD_CLOEXEC, 3);
-        if (m < 0 || e < 0 || dup2(m, 0) < 0 || dup2(e, 1) < 0) _exit(111);
-        closefrom(3);
-        if (u && !privdrop(NULL, u)) _exit(111);
-        execve(path, argv, envp);
-        _exit(111);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void reap_children(void)
 {
     int st;
@@ -262,7 +232,7 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
         if (!smtp_mon_recvp(fd, &m, p, &plen, fds, &n, -1)) { ret = errno == EPIPE; break; }
         reap_children();
         if (m.type == SMTP_MON_INJECT && n == 2 && !plen) {
-            r.value = run_inject(fds[0], fds[1], mc->inject_path, mc->inject_user);
+            r.value = inject_wait(inject_spawn(fds[0], fds[1], mc->inject_path, mc->inject_user));
             close(fds[0]);
             close(fds[1]);
         } else if (m.type == SMTP_MON_TRIGGER && n == 0 && !plen) {

@@ -24,6 +24,7 @@
 
 #include "conf.h"
 #include "config.h"
+#include "inject_client.h"
 #include "io.h"
 #include "log.h"
 #include "queue_path.h"
@@ -37,36 +38,22 @@ struct bs_injector {
     pid_t pid;
 };
 
-/* queue-inject with the message on fd 0 and the envelope socket on fd 1,
- * as smtp-listener's monitor runs it (smtp_monitor.h) */
+/* queue-inject as smtp-listener's monitor runs it (inject_client.h), but
+ * waited for only at finish: the session writes the message in between */
 static int bs_start(void *ctx, int msg_fd, int env_fd)
 {
     struct bs_injector *b = ctx;
-    pid_t pid = fork();
-    if (pid < 0) return 0;
-    if (pid == 0) {
-        if (dup2(msg_fd, 0) < 0 || dup2(env_fd, 1) < 0) _exit(111);
-        if (msg_fd > 1) close(msg_fd);
-        if (env_fd > 1) close(env_fd);
-        char *const args[] = { (char *)"queue-inject", NULL };
-        execv(b->path, args);
-        _exit(111);
-    }
-    b->pid = pid;
-    return 1;
+    b->pid = inject_spawn(msg_fd, env_fd, b->path, NULL);
+    return b->pid > 0;
 }
 
 static int bs_finish(void *ctx, int *status)
 {
     struct bs_injector *b = ctx;
-    int st;
-    *status = -1;
-    if (b->pid <= 0) return 0;
-    while (waitpid(b->pid, &st, 0) < 0)
-        if (errno != EINTR) { b->pid = -1; return 0; }
+    *status = inject_wait(b->pid);
+    int waited = b->pid > 0;
     b->pid = -1;
-    if (WIFEXITED(st)) *status = WEXITSTATUS(st);
-    return 1;
+    return waited;
 }
 
 static int bs_trigger(void *ctx)
