@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
+
 static int port_parse(const char *s, unsigned *port)
 {
     unsigned long n = 0;
@@ -140,6 +142,7 @@ unsigned sockaddr_port(const struct sockaddr *sa)
 int listen_pause_start(struct listen_pause *p, int e)
 {
     if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) return 0;
+    log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(e), LISTEN_PAUSE_MS);
     clock_gettime(CLOCK_MONOTONIC, &p->until);
     p->until.tv_sec += LISTEN_PAUSE_MS / 1000;
     p->until.tv_nsec += (long)(LISTEN_PAUSE_MS % 1000) * 1000000L;

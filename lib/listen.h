@@ -36,7 +36,8 @@ struct listen_pause {
 };
 
 /* after accept4() failed with errno e: 1 if e is such a failure, and the
- * pause starts (the caller logs it); 0 for any other error */
+ * pause starts, logged "event=accept error=... paused_ms=..."; 0 (nothing
+ * logged, errno as it was) for any other error */
 int listen_pause_start(struct listen_pause *p, int e);
 /* milliseconds the pause has left (at least 1), or 0: accepting */
 int listen_pause_left(struct listen_pause *p);

@@ -260,8 +260,7 @@ static void accept_clients(struct server *s)
     for (;;) {
         int fd = accept4(s->listen_fd, 0, 0, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (listen_pause_start(&accept_pause, errno))
-                log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(errno), LISTEN_PAUSE_MS);
+            listen_pause_start(&accept_pause, errno);
             return;
         }
         if (!peer_allowed(s, fd)) { close(fd); continue; }

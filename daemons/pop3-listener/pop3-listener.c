@@ -72,8 +72,7 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
     char addr[64], sid[32];
     int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
     if (fd < 0) {
-        if (listen_pause_start(&accept_pause, errno))
-            log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(errno), LISTEN_PAUSE_MS);
+        listen_pause_start(&accept_pause, errno);
         return;
     }
     sockaddr_text((struct sockaddr *)&ss, addr, sizeof addr);

@@ -208,9 +208,8 @@ static void accept_one(struct listener *l, int lfd, int port)
     char client[64];
     int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
     if (fd < 0) {
-        if (listen_pause_start(&accept_pause, errno))
-            log_error(NULL, "event=accept error=\"%s\" paused_ms=%d", strerror(errno), LISTEN_PAUSE_MS);
-        else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        if (!listen_pause_start(&accept_pause, errno) && errno != EAGAIN && errno != EINTR
+            && errno != ECONNABORTED)
             log_warn(NULL, "event=accept error=\"%s\"", strerror(errno));
         return;
     }
