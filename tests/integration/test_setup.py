@@ -79,6 +79,34 @@ def g(name):
 
 
 
+def injected_stop(matches):
+    """the pid of a process that strace's signal=STOP injection has stopped
+    and for which matches(argv, exe) is true, or None. Under strace a
+    tracee also shows "t" for a moment at each of its system calls, so a
+    stop counts only when the same process is still stopped at the same
+    call 200 ms later"""
+    def scan():
+        for c in os.listdir('/proc'):
+            try:
+                with open('/proc/%s/stat' % c) as f:
+                    state = f.read().rsplit(') ', 1)[1][:1]
+                with open('/proc/%s/cmdline' % c, 'rb') as f:
+                    argv = f.read().split(b'\0')
+                exe = os.readlink('/proc/%s/exe' % c)
+                with open('/proc/%s/syscall' % c) as f:
+                    where = f.read()
+            except (OSError, IndexError):
+                continue
+            if state in 'tT' and matches(argv, exe):
+                return int(c), where
+        return None, None
+    seen = scan()
+    if seen[0] is None:
+        return None
+    time.sleep(0.2)
+    return seen[0] if scan() == seen else None
+
+
 def cont_until_finished(pid, p, seconds):
     """SIGCONT the stopped pid, again every 2 s, until the Popen p has
     finished (a stop that came after the first SIGCONT is met by the next);
@@ -354,32 +382,10 @@ class SetupTree(unittest.TestCase):
                               '-e', 'inject=statx:signal=STOP:when=1',
                               os.path.join(harness.BIN, 'postern-setup'), '--root', self.inst.root],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        def stopped_stat():
-            """the stat of q3 and where it is stopped, if it is"""
-            for c in os.listdir('/proc'):
-                try:
-                    with open('/proc/%s/stat' % c) as f:
-                        fields = f.read().rsplit(') ', 1)[1].split()
-                    with open('/proc/%s/cmdline' % c, 'rb') as f:
-                        cmd = f.read().split(b'\0')
-                    with open('/proc/%s/syscall' % c) as f:
-                        where = f.read()
-                except (OSError, IndexError):
-                    continue
-                if fields[0] in 'tT' and q3.encode() in cmd and os.path.basename(cmd[0]) == b'stat':
-                    return int(c), where
-            return None, None
-
         try:
             pid = None
             for _ in range(800):
-                # a tracee also shows "t" for a moment at each of its system
-                # calls under strace: the injected stop is the one that lasts
-                seen = stopped_stat()
-                if seen[0]:
-                    time.sleep(0.2)
-                    if stopped_stat() == seen:
-                        pid = seen[0]
+                pid = injected_stop(lambda argv, exe: q3.encode() in argv and os.path.basename(argv[0]) == b'stat')
                 if pid or p.poll() is not None:
                     break
                 time.sleep(0.025)
@@ -677,29 +683,6 @@ class PosternUserMaildir(unittest.TestCase):
         shutil.rmtree(self.target, ignore_errors=True)
         subprocess.run(['userdel', self.NAME], capture_output=True)
 
-    def stopped_postern_user(self):
-        """a postern-user process stopped, and where (its system call);
-        under strace a tracee also shows "t" for a moment at each call, so
-        a stop counts only when it is still the same 200 ms later"""
-        def scan():
-            for p in os.listdir('/proc'):
-                try:
-                    with open('/proc/%s/stat' % p) as f:
-                        state = f.read().rsplit(') ', 1)[1][:1]
-                    exe = os.readlink('/proc/%s/exe' % p)
-                    with open('/proc/%s/syscall' % p) as f:
-                        where = f.read()
-                except (OSError, IndexError):
-                    continue
-                if exe == self.inst.bin('postern-user') and state in 'tT':
-                    return int(p), where
-            return None, None
-        seen = scan()
-        if seen[0] is None:
-            return None
-        time.sleep(0.2)
-        return seen[0] if scan() == seen else None
-
     def test_maildir_swapped_for_a_symlink_while_it_is_made(self):
         # the user's Maildir is a real directory when postern-user opens it
         # and a symlink to a directory of root's (here: target, standing for
@@ -722,7 +705,7 @@ class PosternUserMaildir(unittest.TestCase):
             p.stdin.close()
             pid = None
             for _ in range(400):
-                pid = self.stopped_postern_user()
+                pid = injected_stop(lambda argv, exe: exe == self.inst.bin('postern-user'))
                 if pid or p.poll() is not None:
                     break
                 time.sleep(0.025)
