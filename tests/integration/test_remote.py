@@ -980,103 +980,89 @@ class ReuseTest(RemoteBase):
 class EndToEndTest(RemoteBase):
     """SMTP in -> queue -> queue-manager -> remote-deliverer -> the sink."""
 
+    def host_routed_to(self, s, users=None):
+        """a whole instance, started, whose conf/routes sends example.net
+        to the sink s; stopped at tearDown (before the sink closes)"""
+        inst = Instance(conf_extra={'remote_timeout': '10'}, users=users)
+        inst.setup()
+        self.cleanups.append(inst.stop)
+        with open(inst.path('conf', 'routes'), 'w') as f:
+            f.write('example.net [127.0.0.1]:%d\n' % s.port)
+        os.chmod(inst.path('conf', 'routes'), 0o644)
+        return inst.start()
+
     def test_relay_through_the_whole_host(self):
         need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer')
         s = self.sink(starttls=True, pipelining=True)
-        inst = Instance(conf_extra={'remote_timeout': '10'})
-        try:
-            inst.setup()
-            with open(inst.path('conf', 'routes'), 'w') as f:
-                f.write('example.net [127.0.0.1]:%d\n' % s.port)
-            os.chmod(inst.path('conf', 'routes'), 0o644)
-            inst.start()
-            smtp_dialogue(inst.port('smtp'), [
-                (None, '220'),
-                ('EHLO client.test', '250'),
-                ('MAIL FROM:<alice@example.test>', '250'),
-                ('RCPT TO:<bob@example.net>', '250'),
-                ('DATA', '354'),
-                ('Subject: out\r\n\r\n..dot line\r\nbye\r\n.', '250'),
-                ('QUIT', '221'),
-            ])
-            inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
-            m = s.messages[0]
-            self.assertTrue(m['tls'])
-            self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net>'])
-            self.assertTrue(m['mail'].startswith('MAIL FROM:<alice@example.test>'), m['mail'])
-            self.assertIn(b'Received: ', m['data'])
-            self.assertTrue(m['data'].endswith(b'Subject: out\r\n\r\n.dot line\r\nbye\r\n'), m['data'])
-            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
-        finally:
-            inst.stop()
+        inst = self.host_routed_to(s)
+        smtp_dialogue(inst.port('smtp'), [
+            (None, '220'),
+            ('EHLO client.test', '250'),
+            ('MAIL FROM:<alice@example.test>', '250'),
+            ('RCPT TO:<bob@example.net>', '250'),
+            ('DATA', '354'),
+            ('Subject: out\r\n\r\n..dot line\r\nbye\r\n.', '250'),
+            ('QUIT', '221'),
+        ])
+        inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
+        m = s.messages[0]
+        self.assertTrue(m['tls'])
+        self.assertEqual(m['rcpt'], ['RCPT TO:<bob@example.net>'])
+        self.assertTrue(m['mail'].startswith('MAIL FROM:<alice@example.test>'), m['mail'])
+        self.assertIn(b'Received: ', m['data'])
+        self.assertTrue(m['data'].endswith(b'Subject: out\r\n\r\n.dot line\r\nbye\r\n'), m['data'])
+        inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
 
     def test_smtputf8_passed_on(self):
         """a message received with SMTPUTF8 leaves with it: the envelope's
         smtputf8 travels in the job to remote-deliverer"""
         need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer')
         s = self.sink(smtputf8=True)
-        inst = Instance(conf_extra={'remote_timeout': '10'})
-        try:
-            inst.setup()
-            with open(inst.path('conf', 'routes'), 'w') as f:
-                f.write('example.net [127.0.0.1]:%d\n' % s.port)
-            os.chmod(inst.path('conf', 'routes'), 0o644)
-            inst.start()
-            smtp_dialogue(inst.port('smtp'), [
-                (None, '220'),
-                ('EHLO client.test', '250'),
-                ('MAIL FROM:<alice@example.test> SMTPUTF8', '250'),
-                ('RCPT TO:<bob@example.net>', '250'),
-                ('DATA', '354'),
-                ('Subject: out\r\n\r\nbye\r\n.', '250'),
-                ('QUIT', '221'),
-            ])
-            inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
-            self.assertTrue(s.messages[0]['mail'].startswith('MAIL FROM:<alice@example.test> '), s.messages[0])
-            self.assertTrue(s.messages[0]['mail'].endswith(' SMTPUTF8'), s.messages[0])
-            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
-        finally:
-            inst.stop()
+        inst = self.host_routed_to(s)
+        smtp_dialogue(inst.port('smtp'), [
+            (None, '220'),
+            ('EHLO client.test', '250'),
+            ('MAIL FROM:<alice@example.test> SMTPUTF8', '250'),
+            ('RCPT TO:<bob@example.net>', '250'),
+            ('DATA', '354'),
+            ('Subject: out\r\n\r\nbye\r\n.', '250'),
+            ('QUIT', '221'),
+        ])
+        inst.wait_for(lambda: s.messages, timeout=30, what='message at the sink')
+        self.assertTrue(s.messages[0]['mail'].startswith('MAIL FROM:<alice@example.test> '), s.messages[0])
+        self.assertTrue(s.messages[0]['mail'].endswith(' SMTPUTF8'), s.messages[0])
+        inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
 
     def test_one_refused_recipient_bounces_alone(self):
         need(self, 'postern-setup', 'smtp-listener', 'queue-manager', 'queue-inject', 'local-deliverer',
              'postern-user')
         s = self.sink(pipelining=True, rcpt_replies={'nobody@example.net': '550 5.1.1 no such user'})
-        inst = Instance(conf_extra={'remote_timeout': '10'})
-        try:
-            inst.setup()
-            inst.add_user('alice', 'pw-alice-1')
-            with open(inst.path('conf', 'routes'), 'w') as f:
-                f.write('example.net [127.0.0.1]:%d\n' % s.port)
-            os.chmod(inst.path('conf', 'routes'), 0o644)
-            inst.start()
-            tag = 'batch-bounce-%d' % time.time()
-            smtp_dialogue(inst.port('smtp'), [
-                (None, '220'),
-                ('EHLO client.test', '250'),
-                ('MAIL FROM:<alice@example.test>', '250'),
-                ('RCPT TO:<bob@example.net>', '250'),
-                ('RCPT TO:<nobody@example.net>', '250'),
-                ('RCPT TO:<carol@example.net>', '250'),
-                ('DATA', '354'),
-                ('Subject: %s\r\n\r\nhi\r\n.' % tag, '250'),
-                ('QUIT', '221'),
-            ])
-            bounce = inst.wait_for(lambda: [m for _, m in inst.maildir_messages('alice') if tag.encode() in m],
-                                   timeout=30, what='the bounce for nobody@')[0]
-            self.assertIn(b'nobody@example.net', bounce)
-            self.assertNotIn(b'bob@example.net', bounce.split(b'message/rfc822')[0])
-            self.assertNotIn(b'carol@example.net', bounce.split(b'message/rfc822')[0])
-            inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
-            # the message reached the sink (with bob and carol accepted), and
-            # nobody retried: each RCPT was given exactly once
-            self.assertTrue(s.messages)
-            rcpts = sorted(ln for sess in s.sessions for ln in sess['lines'] if ln.startswith(b'RCPT'))
-            self.assertEqual(rcpts, [b'RCPT TO:<bob@example.net>\r\n', b'RCPT TO:<carol@example.net>\r\n',
-                                     b'RCPT TO:<nobody@example.net>\r\n'])
-            self.assertEqual(len(inst.maildir_messages('alice')), 1)
-        finally:
-            inst.stop()
+        inst = self.host_routed_to(s, users={'alice': 'pw-alice-1'})
+        tag = 'batch-bounce-%d' % time.time()
+        smtp_dialogue(inst.port('smtp'), [
+            (None, '220'),
+            ('EHLO client.test', '250'),
+            ('MAIL FROM:<alice@example.test>', '250'),
+            ('RCPT TO:<bob@example.net>', '250'),
+            ('RCPT TO:<nobody@example.net>', '250'),
+            ('RCPT TO:<carol@example.net>', '250'),
+            ('DATA', '354'),
+            ('Subject: %s\r\n\r\nhi\r\n.' % tag, '250'),
+            ('QUIT', '221'),
+        ])
+        bounce = inst.wait_for(lambda: [m for _, m in inst.maildir_messages('alice') if tag.encode() in m],
+                               timeout=30, what='the bounce for nobody@')[0]
+        self.assertIn(b'nobody@example.net', bounce)
+        self.assertNotIn(b'bob@example.net', bounce.split(b'message/rfc822')[0])
+        self.assertNotIn(b'carol@example.net', bounce.split(b'message/rfc822')[0])
+        inst.wait_for(lambda: not inst.queue_ids(), timeout=15, what='queue empty')
+        # the message reached the sink (with bob and carol accepted), and
+        # nobody retried: each RCPT was given exactly once
+        self.assertTrue(s.messages)
+        rcpts = sorted(ln for sess in s.sessions for ln in sess['lines'] if ln.startswith(b'RCPT'))
+        self.assertEqual(rcpts, [b'RCPT TO:<bob@example.net>\r\n', b'RCPT TO:<carol@example.net>\r\n',
+                                 b'RCPT TO:<nobody@example.net>\r\n'])
+        self.assertEqual(len(inst.maildir_messages('alice')), 1)
 
 
 class ConfigErrorTest(RemoteBase):
