@@ -485,34 +485,38 @@ END_TEST
  * is kept: as it came when the transaction has SMTPUTF8, else in its
  * utf-8-addr-xtext form (\x{code point}); it used to be replaced by one
  * made from the current recipient, losing the original address */
+/* one transaction of j against the server replies in script, on a fresh
+ * connection; what the client sent into out */
+static void transaction_sent(struct smtp_job *j, const char *script, char *out, size_t cap)
+{
+    char status[1024];
+    teardown();
+    setup();
+    feed(script);
+    ck_assert_int_eq(smtp_transaction(&conn, j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
+    drain(out, cap);
+}
+
 START_TEST(test_utf8_orcpt_kept)
 {
-    char status[1024], out[2048];
+    static const char dsn[] = "220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n";
+    char out[2048];
     int fd = tmpfile_with("x\n", 2);
     struct smtp_job j = { .helo = "me.test", .sender = "a@b.test", .rcpt = "fwd@d.test",
                           .orcpt = "utf-8;J\xc3\xb6rg\\x{2B}a\xe2\x82\xac\xf0\x9f\x98\x80@c.test",
                           .notify = "", .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_NONE };
-    feed("220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
-    drain(out, sizeof out);
+    transaction_sent(&j, dsn, out, sizeof out);
     ck_assert_msg(strstr(out, "RCPT TO:<fwd@d.test> ORCPT=utf-8;J\\x{F6}rg\\x{2B}a\\x{20AC}\\x{1F600}@c.test\r\n") != NULL,
                   "%s", out);
-    teardown();
-    setup();
     j.smtputf8 = 1;
-    feed("220 mx\r\n250-mx\r\n250-DSN\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
-    drain(out, sizeof out);
+    transaction_sent(&j, "220 mx\r\n250-mx\r\n250-DSN\r\n250 SMTPUTF8\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
+                     out, sizeof out);
     ck_assert_msg(strstr(out, " SMTPUTF8\r\nRCPT TO:<fwd@d.test> ORCPT=utf-8;J\xc3\xb6rg\\x{2B}a\xe2\x82\xac\xf0\x9f\x98\x80@c.test\r\n") != NULL,
                   "%s", out);
     /* not valid UTF-8: made from the recipient, as before */
-    teardown();
-    setup();
     j.smtputf8 = 0;
     j.orcpt = "utf-8;J\xc3rg@c.test";
-    feed("220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_DELIVERED);
-    drain(out, sizeof out);
+    transaction_sent(&j, dsn, out, sizeof out);
     ck_assert_msg(strstr(out, "RCPT TO:<fwd@d.test> ORCPT=rfc822;fwd@d.test\r\n") != NULL, "%s", out);
     close(fd);
 }
