@@ -163,20 +163,18 @@ static size_t kept_mail_uids(const char *root, uid_t **out)
     DIR *d = k > 0 && (size_t)k < sizeof path ? opendir(path) : NULL;
     if (!d) return 0;
     for (struct dirent *de; (de = readdir(d));) {
-        struct stat st[2];
         if (de->d_name[0] == '.') continue;
-        int have = fstatat(dirfd(d), de->d_name, &st[0], AT_SYMLINK_NOFOLLOW) == 0;
-        k = snprintf(path, sizeof path, "%s/Maildir", de->d_name);
-        have |= (k > 0 && (size_t)k < sizeof path &&
-                 fstatat(dirfd(d), path, &st[1], AT_SYMLINK_NOFOLLOW) == 0) << 1;
-        for (int w = 0; w < 2; w++) {
-            if (!(have & (1 << w))) continue;
+        for (int w = 0; w < 2; w++) {     /* ROOT/mail/<entry>, then its Maildir */
+            struct stat st;
+            k = snprintf(path, sizeof path, "%s%s", de->d_name, w ? "/Maildir" : "");
+            if (k < 0 || (size_t)k >= sizeof path || fstatat(dirfd(d), path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                continue;
             if (n == cap) {
                 uid_t *v = realloc(*out, (cap = cap ? 2 * cap : 64) * sizeof *v);
                 if (!v) die_temp("out of memory");
                 *out = v;
             }
-            (*out)[n++] = st[w].st_uid;
+            (*out)[n++] = st.st_uid;
         }
     }
     closedir(d);
