@@ -20,6 +20,7 @@ void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms)
     io->cap = cap;
     io->pos = io->len = 0;
     io->quickack = 0;
+    io->wait_mask = NULL;
 }
 
 void io_quickack(struct io *in, int on) { in->quickack = on; }
@@ -36,15 +37,28 @@ int fd_unread(int fd)
     return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
-static int fd_wait(int fd, short events, int timeout_ms)
+/* mask: NULL, or the signal mask to wait under; then an interrupted wait
+ * fails with EINTR instead of going on (struct io's wait_mask) */
+static int fd_wait_masked(int fd, short events, int timeout_ms, const sigset_t *mask)
 {
     struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
     for (;;) {
-        int r = poll(&p, 1, timeout_ms);
+        int r;
+        if (mask) {
+            struct timespec t = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
+            r = ppoll(&p, 1, timeout_ms < 0 ? NULL : &t, mask);
+        } else {
+            r = poll(&p, 1, timeout_ms);
+        }
         if (r > 0) return 1;
         if (r == 0) { errno = ETIMEDOUT; return 0; }
-        if (errno != EINTR) return 0;
+        if (errno != EINTR || mask) return 0;
     }
+}
+
+static int fd_wait(int fd, short events, int timeout_ms)
+{
+    return fd_wait_masked(fd, events, timeout_ms, NULL);
 }
 
 void fd_close_lingering(int fd, int max_ms, size_t max_bytes)
@@ -105,7 +119,7 @@ static int fill_by(struct io *in, long long deadline)
     if (in->len == in->cap) { errno = ENOBUFS; return 0; }
     for (;;) {
         if (in->quickack) fd_push_ack(in->fd);
-        if (!fd_wait(in->fd, POLLIN, left_ms(deadline))) return 0;
+        if (!fd_wait_masked(in->fd, POLLIN, left_ms(deadline), in->wait_mask)) return 0;
         ssize_t r = read(in->fd, in->b + in->len, in->cap - in->len);
         if (r > 0) { in->len += (size_t)r; return 1; }
         if (r == 0) { errno = EPIPE; return 0; }

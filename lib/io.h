@@ -4,6 +4,7 @@
 #ifndef POSTERN_IO_H
 #define POSTERN_IO_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -15,6 +16,12 @@ struct io {
     size_t pos; /* input: next unread byte */
     size_t len; /* input: bytes valid; output: bytes pending */
     int quickack; /* input from a TCP peer sending in bulk: see io_quickack */
+    /* input: NULL, or the signal mask to wait under (ppoll). A signal that
+     * this mask lets through and whose handler runs during a wait ends the
+     * read: it fails with EINTR. The caller keeps that signal blocked
+     * otherwise, so that it is noticed only while waiting (no race between
+     * a check of its flag and the wait) */
+    const sigset_t *wait_mask;
 };
 
 enum io_eol {

@@ -1046,6 +1046,43 @@ static size_t line_limit(const char *line, size_t n)
 
 /* Read one command line into line[0..*len). 1 with *kind, or 0 (errno:
  * EPIPE end of input, ETIMEDOUT, E2BIG an endless line). */
+static volatile sig_atomic_t stop_asked;
+static sigset_t stop_wait_mask;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_asked = 1;
+}
+
+int smtp_session_stop_on(struct smtp_session *s, int sig)
+{
+    struct sigaction sa;
+    sigset_t block;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    if (sigprocmask(SIG_BLOCK, &block, &stop_wait_mask) < 0) return 0;
+    sigdelset(&stop_wait_mask, sig);
+    if (sigaction(sig, &sa, NULL) < 0) return 0;
+    s->stop_mask = &stop_wait_mask;
+    return 1;
+}
+
+/* Nothing buffered: wait for the client's next command, the one wait the
+ * stop signal may end (0 with ECANCELED; smtp_session_stop_on) */
+static int wait_command(struct smtp_session *s)
+{
+    if (stop_asked) { errno = ECANCELED; return 0; }
+    s->in.wait_mask = s->stop_mask;
+    int r = io_fill(&s->in);
+    s->in.wait_mask = NULL;
+    if (!r && errno == EINTR && stop_asked) errno = ECANCELED;
+    return r;
+}
+
 static int read_command(struct smtp_session *s, char *line, size_t *len, enum cmdline *kind)
 {
     const size_t max = SMTP_MAIL_LINE_MAX - 2;   /* the longest any command may be */
@@ -1189,7 +1226,20 @@ int smtp_session_run(struct smtp_session *s)
     while (s->state != SMTP_S_QUIT) {
         size_t n;
         enum cmdline kind;
-        if (!io_buffered(&s->in) && !io_flush(&s->out)) { s->end_reason = "write_error"; break; }
+        if (!io_buffered(&s->in)) {
+            if (!io_flush(&s->out)) { s->end_reason = "write_error"; break; }
+            if (!wait_command(s)) {
+                if (errno == ECANCELED) {
+                    s->verb = "-";
+                    replyf(s, "421 4.3.2 %s Service shutting down, closing transmission channel",
+                           s->cf->hostname);
+                    s->end_reason = "shutdown";
+                } else {
+                    read_failed(s);
+                }
+                break;
+            }
+        }
         if (s->first) {
             s->first = 0;
             int t = tls_hello_seen(s);

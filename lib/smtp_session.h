@@ -127,6 +127,7 @@ struct smtp_session {
     unsigned long commands, errors, messages, rejected, msg_seq;
     unsigned long errors_run;   /* errors since the last message queued: max_errors */
     const char *end_reason;
+    const sigset_t *stop_mask;       /* smtp_session_stop_on(): waits for a command run under it */
     int write_failed;                /* a reply could not be written: end */
     const char *verb;                /* the command being answered (log) */
     char logarg[300];                /* its log-safe argument, "" if none */
@@ -151,6 +152,13 @@ void smtp_session_make_id(char *dst, size_t dstlen);
  * by the caller before tls-proxy stands in between), for the address
  * literal that names this host (RFC 1123 5.2.17); unset, no literal is ours. */
 void smtp_session_set_local(struct smtp_session *s, const struct sockaddr *local, socklen_t len);
+/* From now on, sig asks the session to stop: it is blocked, except while
+ * the session waits for the client's next command; a sig that arrives
+ * then, or came earlier, ends the session with "421 4.3.2 ... shutting
+ * down" at that point (end reason "shutdown"). A transaction in progress
+ * (DATA, BDAT, a command being answered) is finished first, and pipelined
+ * commands already read are answered. 1, or 0 with errno. */
+int smtp_session_stop_on(struct smtp_session *s, int sig);
 /* Greet and serve until QUIT, EOF, timeout or a fatal error; logs the
  * disconnect line. 1 after QUIT, 0 otherwise (s->end_reason says why). */
 int smtp_session_run(struct smtp_session *s);

@@ -3,6 +3,7 @@
  * byte; the monitor then only serves the session's fixed-size requests. */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,10 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     smtp_mon_injector(&inj, &mc);
     smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port, sid);
     if (llen) smtp_session_set_local(&session, (const struct sockaddr *)local, llen);
+    /* the listener's SIGTERM (blocked since the fork; a pending one is
+     * taken at the first wait for a command): 421 at the next command */
+    if (!smtp_session_stop_on(&session, SIGTERM))
+        log_error(sid, "event=sigaction error=\"%s\"", strerror(errno));
     int quit = smtp_session_run(&session);
     smtp_session_free(&session);
     /* after 421 (or 554) with the client's pipelined commands unread, a
@@ -85,6 +90,11 @@ void conn_serve(const struct listener *l, int fd, const struct sockaddr *peer, i
     }
     close(fd);       /* the monitor never touches the client connection */
     close(sp[1]);
+    /* SIGTERM stays blocked here (and in queue-inject, which must finish a
+     * commit it has begun); one sent to the group before the session was
+     * forked is pending here only: pass it on */
+    sigset_t pending;
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM)) kill(pid, SIGTERM);
     snprintf(inject, sizeof inject, "%s/bin/queue-inject", l->root);
     sockaddr_text(peer, client, sizeof client);
     struct smtp_mon_conf mc = {

@@ -231,8 +231,15 @@ static void accept_one(struct listener *l, int lfd, int port)
         l->conncap = cap;
     }
     tls_server_slot_keep(&tls_slot, tls_proxy_path, l->root);
+    /* the connection's processes keep SIGTERM blocked from the start: it
+     * is the session's to take, while it waits for a command (conn.c) */
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, &old);
     pid_t pid = fork();
     if (pid < 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
         log_error(NULL, "event=fork error=\"%s\"", strerror(errno));
         close(fd);
         return;
@@ -248,6 +255,7 @@ static void accept_one(struct listener *l, int lfd, int port)
         setpgid(0, 0);
         conn_serve(l, fd, (struct sockaddr *)&ss, port);
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
     setpgid(pid, pid);   /* either side may win the race; both ask the same */
     close(fd);
     l->conn[l->nconn].pid = pid;
@@ -273,7 +281,6 @@ int listener_run(struct listener *l)
 {
     struct pollfd pfd[LISTEN_MAX + 1];
     time_t deadline = 0;
-    int killed = 0;
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) die_temp_sys("pipe");
     set_signals();
     snprintf(tls_proxy_path, sizeof tls_proxy_path, "%s/bin/tls-proxy", l->root);
@@ -301,14 +308,13 @@ int listener_run(struct listener *l)
             listen_close(&l->ls);
             deadline = time(NULL) + DRAIN_GRACE_SEC;
             log_info(NULL, "event=stopping sessions=%zu", l->nconn);
+            /* each session finishes what it is doing, answers the client's
+             * next command wait with 421 and ends (smtp_session_stop_on) */
+            for (size_t i = 0; i < l->nconn; i++) kill(-l->conn[i].pid, SIGTERM);
         }
         if (deadline) {
             if (!l->nconn) { log_info(NULL, "event=stop"); return EXIT_OK; }
-            if (time(NULL) >= deadline && !killed) {
-                for (size_t i = 0; i < l->nconn; i++) kill(-l->conn[i].pid, SIGTERM);
-                killed = 1;
-                deadline = time(NULL) + 2;
-            } else if (killed && time(NULL) >= deadline) {
+            if (time(NULL) >= deadline) {
                 for (size_t i = 0; i < l->nconn; i++) kill(-l->conn[i].pid, SIGKILL);
                 log_info(NULL, "event=stop killed=%zu", l->nconn);
                 return EXIT_OK;

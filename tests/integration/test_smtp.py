@@ -681,5 +681,82 @@ class SmtpEndToEnd(unittest.TestCase):
         self.assertNotIn(' job=', self.inst.log('queue-manager'))   # no remote-deliverer job: nothing went out
 
 
+class SmtpStop(unittest.TestCase):
+    """s6-svc -d (SIGTERM to smtp-listener): an idle session is told "421
+    4.3.2" at once (RFC 5321 3.8: a server closes a connection only after
+    QUIT or with 421); a message whose data is coming in is taken and
+    acknowledged first, then 421. The old listener waited 10 s and then
+    killed every session without a word, losing that message for its client"""
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup', 'postern-user',
+             'queue-manager', 'local-deliverer')
+        need_root(self)
+        self.inst = Instance(services=('smtp-listener', 'queue-manager'), hostname=HOST)
+        self.inst.setup()
+        self.inst.add_user('alice', 'pw-alice')
+        self.inst.start()
+
+    def tearDown(self):
+        self.inst.stop()
+
+    def read_reply(self, sock, timeout):
+        """the next whole reply (its lines), or what came before EOF"""
+        sock.settimeout(timeout)
+        buf = b''
+        while not re.search(rb'(^|\r\n)\d{3} [^\r\n]*\r\n$', buf):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        return buf.decode('latin-1')
+
+    def test_sigterm_421_after_the_transaction(self):
+        port = self.inst.port('smtp')
+        idle = socket.create_connection(('127.0.0.1', port), timeout=10)
+        busy = socket.create_connection(('127.0.0.1', port), timeout=10)
+        greeted = socket.create_connection(('127.0.0.1', port), timeout=10)
+        try:
+            self.assertTrue(self.read_reply(greeted, 10).startswith('220 '))
+            for sock in (idle, busy):
+                self.assertTrue(self.read_reply(sock, 10).startswith('220 '))
+                sock.sendall(b'EHLO client.test\r\n')
+                self.assertIn('250 ', self.read_reply(sock, 10))
+            for cmd, want in ((b'MAIL FROM:<bob@client.test>', '250 '),
+                              (b'RCPT TO:<alice@example.test>', '250 '), (b'DATA', '354 ')):
+                busy.sendall(cmd + b'\r\n')
+                self.assertTrue(self.read_reply(busy, 10).startswith(want))
+            busy.sendall(b'Subject: stopping\r\n\r\nfirst half\r\n')
+            started = time.monotonic()
+            self.inst.svc('smtp-listener', '-d')
+            self.inst.wait_log('smtp-listener', 'event=stopping sessions=3')
+            # the idle sessions (after EHLO; after the greeting only): 421
+            # now, then the end of the connection
+            for sock in (idle, greeted):
+                reply = self.read_reply(sock, 8)
+                self.assertRegex(reply, r'^421 4\.3\.2 ' + re.escape(HOST) + r' .*\r\n$')
+                self.assertEqual(sock.recv(100), b'')
+            self.assertLess(time.monotonic() - started, 8, 'the 421 came only with the kill')
+            # the session in DATA takes the rest of the message, queues it, then says 421
+            busy.sendall(b'second half\r\n.\r\n')
+            busy.settimeout(8)
+            rest = b''
+            while True:
+                chunk = busy.recv(4096)
+                if not chunk:
+                    break
+                rest += chunk
+            self.assertRegex(rest.decode('latin-1'),
+                             r'^250 2\.0\.0 Ok: queued as \S+\r\n421 4\.3\.2 [^\r\n]*\r\n$')
+        finally:
+            for sock in (idle, busy, greeted):
+                sock.close()
+        self.inst.wait_log('smtp-listener', 'event=stop\n', timeout=15)
+        self.assertIn('reason=shutdown', self.inst.log('smtp-listener'))
+        msgs = self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), timeout=20,
+                                  what='delivery\n' + self.inst.log('queue-manager'))
+        self.assertTrue(msgs[0][1].endswith(b'Subject: stopping\n\nfirst half\nsecond half\n'))
+
+
 if __name__ == '__main__':
     unittest.main()
