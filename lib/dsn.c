@@ -268,7 +268,7 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
         if (!buf_appends(b, "\nFinal-Recipient: ") || !append_addr_typed(b, r->addr, c->global)
             || !buf_appends(b, "\n"))
             return 0;
-        if (r->orcpt[0]) {
+        if (env_text(r->orcpt)[0]) {
             /* "type;xtext": the utf-8 type is already in its DSN form */
             const char *semi = strchr(r->orcpt, ';');
             int u8type = semi && semi - r->orcpt == 5 && !strncasecmp(r->orcpt, "utf-8", 5);
@@ -445,7 +445,7 @@ int dsn_compose_sized(enum dsn_kind kind, const struct envelope *e, const struct
     c.global = e->smtputf8 || str_8bit(e->sender);
     for (size_t i = 0; i < nitems; i++) {
         if (!items[i].rcpt) { errno = EINVAL; return 0; }
-        if (str_8bit(items[i].rcpt->addr) || str_8bit(items[i].rcpt->orcpt)) c.global = 1;
+        if (str_8bit(items[i].rcpt->addr) || str_8bit(env_text(items[i].rcpt->orcpt))) c.global = 1;
     }
     /* the whole message, if it is all here and small enough */
     c.full = kind == DSN_FAILURE && !e->ret_hdrs && msgsize <= full_limit && msglen == msgsize;

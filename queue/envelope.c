@@ -58,10 +58,40 @@ void envelope_init(struct envelope *e)
 
 void envelope_free(struct envelope *e)
 {
+    for (size_t i = 0; e->rcpt && i < e->nrcpt; i++) {
+        free(e->rcpt[i].orcpt);
+        free(e->rcpt[i].last_error);
+    }
     free(e->rcpt);
     e->rcpt = NULL;
     e->nrcpt = 0;
     e->rcpt_cap = 0;
+}
+
+const char *env_text(const char *s)
+{
+    return s ? s : "";
+}
+
+/* a malloc'd copy of s[0..n), NULL for n == 0; 0 with ENOMEM */
+static int text_dup(char **dst, const char *s, size_t n)
+{
+    *dst = NULL;
+    if (!n) return 1;
+    if (!(*dst = malloc(n + 1))) { errno = ENOMEM; return 0; }
+    memcpy(*dst, s, n);
+    (*dst)[n] = 0;
+    return 1;
+}
+
+int env_rcpt_set_error(struct env_rcpt *r, const char *text)
+{
+    char *t;
+    if (!text_dup(&t, env_text(text), strnlen(env_text(text), ENV_FIELD_MAX))) return 0;
+    if (t) envelope_text_clean(t);
+    free(r->last_error);
+    r->last_error = t;
+    return 1;
 }
 
 int envelope_bytes_ok(const char *s, size_t n)
@@ -110,10 +140,10 @@ int envelope_add_rcpt(struct envelope *e, const char *addr, unsigned notify, con
     }
     struct env_rcpt *r = &e->rcpt[n];
     memset(r, 0, sizeof *r);
+    if (!text_dup(&r->orcpt, orcpt, strlen(orcpt))) return 0;
     r->state = ENV_RCPT_PENDING;
     r->notify = notify;
     memcpy(r->addr, addr, strlen(addr) + 1);
-    memcpy(r->orcpt, orcpt, strlen(orcpt) + 1);
     e->nrcpt = n + 1;
     return 1;
 }
@@ -176,8 +206,8 @@ int envelope_format(const struct envelope *e, struct buf *out)
     for (size_t i = 0; i < e->nrcpt; i++) {
         const struct env_rcpt *r = &e->rcpt[i];
         if (!r->addr[0] || !envelope_text_ok(r->addr, ENV_ADDR_MAX)
-            || !envelope_text_ok(r->orcpt, ENV_FIELD_MAX)
-            || !envelope_text_ok(r->last_error, ENV_FIELD_MAX)
+            || !envelope_text_ok(env_text(r->orcpt), ENV_FIELD_MAX)
+            || !envelope_text_ok(env_text(r->last_error), ENV_FIELD_MAX)
             || (unsigned)r->state >= ENV_RCPT_NSTATES || r->next_try < 0
             || !envelope_notify_format(r->notify, notify, sizeof notify)) {
             errno = EINVAL;
@@ -197,8 +227,8 @@ int envelope_format(const struct envelope *e, struct buf *out)
         const struct env_rcpt *r = &e->rcpt[i];
         envelope_notify_format(r->notify, notify, sizeof notify);
         if (!buf_appendf(out, "rcpt\t%s\t%u\t%lld\t%s\t%s\t%s\t%s\n", state_names[r->state],
-                         r->attempts, (long long)r->next_try, notify, r->orcpt, r->addr,
-                         r->last_error))
+                         r->attempts, (long long)r->next_try, notify, env_text(r->orcpt), r->addr,
+                         env_text(r->last_error)))
             return 0;
     }
     return 1;
@@ -292,9 +322,16 @@ static int parse_rcpt(struct envelope *e, const char *s, size_t n, size_t lineno
     if (!envelope_add_rcpt(e, addr, notify, orcpt))
         return errno == ENOMEM ? 0 : why_set(why, whylen, lineno, "rcpt: refused");
     struct env_rcpt *r = &e->rcpt[e->nrcpt - 1];
-    if (!field_copy(r->last_error, ENV_FIELD_MAX, f[6], fl[6])) {
+    char last_error[ENV_FIELD_MAX + 1];
+    if (!field_copy(last_error, ENV_FIELD_MAX, f[6], fl[6])) {
+        free(r->orcpt);
         e->nrcpt--;
         return why_set(why, whylen, lineno, "rcpt: bad last_error");
+    }
+    if (!text_dup(&r->last_error, last_error, fl[6])) {
+        free(r->orcpt);
+        e->nrcpt--;
+        return 0;
     }
     r->state = (enum env_rcpt_state)state;
     r->attempts = (unsigned)attempts;

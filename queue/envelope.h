@@ -42,9 +42,19 @@ struct env_rcpt {
     time_t next_try;                 /* 0 = as soon as possible */
     unsigned notify;                 /* SMTP_NOTIFY_* bits of smtp_addr.h, 0 = default */
     char addr[ENV_ADDR_MAX + 1];
-    char orcpt[ENV_FIELD_MAX + 1];   /* "" if none */
-    char last_error[ENV_FIELD_MAX + 1]; /* "" if none; RFC 3463 code first */
+    /* malloc'd, NULL if none (read them through env_text()): most
+     * recipients have neither, and an envelope may hold ENV_RCPT_MAX
+     * recipients, so they are not fixed-size fields */
+    char *orcpt;
+    char *last_error;                /* RFC 3463 code first */
 };
+
+/* s, or "" for NULL: an env_rcpt's orcpt or last_error as a string */
+const char *env_text(const char *s);
+/* Set r's last_error to text (NULL or "": none), cut to ENV_FIELD_MAX
+ * octets, control characters replaced (envelope_text_clean). 0 with errno
+ * ENOMEM, the old text kept. */
+int env_rcpt_set_error(struct env_rcpt *r, const char *text);
 
 struct envelope {
     char id[ENV_ID_LEN + 1];
@@ -64,6 +74,7 @@ struct envelope {
 };
 
 void envelope_init(struct envelope *e);
+/* frees the recipients (and their strings) */
 void envelope_free(struct envelope *e);
 /* append one recipient (copied); 0 with errno E2BIG / ENOMEM / EINVAL */
 int envelope_add_rcpt(struct envelope *e, const char *addr, unsigned notify, const char *orcpt);

@@ -168,7 +168,7 @@ static int cmd_list(const char *root, int stat_only)
             if (!stat_only) {
                 printf("  %s %u ", envelope_state_name(r->state), r->attempts);
                 put_addr(r->addr);
-                printf(" %s\n", r->last_error);
+                printf(" %s\n", env_text(r->last_error));
             }
         }
         envelope_free(&e);

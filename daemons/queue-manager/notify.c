@@ -93,7 +93,7 @@ static int report(struct qm *q, struct qm_msg *m, enum dsn_kind kind, const size
     for (size_t k = 0; k < n; k++) {
         const struct env_rcpt *r = &e->rcpt[idx[k]];
         items[k].rcpt = r;
-        split_status(r->last_error[0] ? r->last_error : (kind == DSN_SUCCESS ? "2.0.0 delivered" : ""),
+        split_status(env_text(r->last_error)[0] ? r->last_error : (kind == DSN_SUCCESS ? "2.0.0 delivered" : ""),
                      kind, codes[k], sizeof codes[k], &items[k].diagnostic);
         items[k].action_status = codes[k];
         if (kind == DSN_DELAY && e->birth > 0 && q->cfg.queue_lifetime < (1ULL << 40))   /* the last try */

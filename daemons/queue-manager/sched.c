@@ -172,8 +172,9 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
     struct env_rcpt *r = &m->env->rcpt[i];
     time_t scheduled = r->next_try;
     if (r->attempts < UINT_MAX) r->attempts++;
-    snprintf(r->last_error, sizeof r->last_error, "%s", text);
-    envelope_text_clean(r->last_error);
+    char err[ENV_FIELD_MAX + 1];
+    snprintf(err, sizeof err, "%s", text);
+    envelope_text_clean(err);
     int expired = 0;
     switch (st) {
     case DP_SUCCESS:
@@ -184,8 +185,8 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
         break;
     default:
         if (retry_expired(m->env->birth, now, q->cfg.queue_lifetime)) {
-            size_t n = strlen(r->last_error);
-            snprintf(r->last_error + n, sizeof r->last_error - n, " (gave up: queue lifetime expired)");
+            size_t n = strlen(err);
+            snprintf(err + n, sizeof err - n, " (gave up: queue lifetime expired)");
             r->state = ENV_RCPT_FAILED;
             expired = 1;
         } else {
@@ -197,8 +198,10 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
         }
     }
     char a[ENV_ADDR_MAX * 4 + 8], t[ENV_FIELD_MAX * 2 + 8];
+    if (!env_rcpt_set_error(r, err))     /* out of memory: the envelope keeps the last text */
+        log_error(m->id, "event=last_error error=\"%s\"", strerror(errno));
     log_info(m->id, "rcpt=%s result=%s status=\"%s\" attempts=%u", log_safe(a, sizeof a, r->addr, strlen(r->addr)),
-             expired ? "expired" : result_name(r), log_quote(t, sizeof t, r->last_error, strlen(r->last_error)),
+             expired ? "expired" : result_name(r), log_quote(t, sizeof t, err, strlen(err)),
              r->attempts);
 }
 
@@ -290,7 +293,7 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     snprintf(j.sender, sizeof j.sender, "%s", m->env->sender);
     snprintf(j.rcpt, sizeof j.rcpt, "%s", r->addr);
     j.birth = (long long)m->env->birth;
-    snprintf(j.orcpt, sizeof j.orcpt, "%s", r->orcpt);
+    snprintf(j.orcpt, sizeof j.orcpt, "%s", env_text(r->orcpt));
     envelope_notify_format(r->notify, j.notify, sizeof j.notify);
     snprintf(j.envid, sizeof j.envid, "%s", m->env->envid);
     snprintf(j.body, sizeof j.body, "%s", m->env->body_8bit ? "8BITMIME" : "7BIT");

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < n; i++) {
         items[i].rcpt = &e.rcpt[i];
         items[i].action_status = (data[0] & 4) ? "4.4.1" : "5.1.1";
-        items[i].diagnostic = e.rcpt[i].last_error;
+        items[i].diagnostic = env_text(e.rcpt[i].last_error);
     }
     enum dsn_kind kind = (enum dsn_kind)(data[0] % 3);
     struct buf out = BUF_ZERO;

@@ -24,8 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     for (size_t i = 0; i < e.nrcpt; i++)
         if (!e.rcpt[i].addr[0] || !envelope_text_ok(e.rcpt[i].addr, ENV_ADDR_MAX)
-            || !envelope_text_ok(e.rcpt[i].orcpt, ENV_FIELD_MAX)
-            || !envelope_text_ok(e.rcpt[i].last_error, ENV_FIELD_MAX))
+            || !envelope_text_ok(env_text(e.rcpt[i].orcpt), ENV_FIELD_MAX)
+            || !envelope_text_ok(env_text(e.rcpt[i].last_error), ENV_FIELD_MAX))
             __builtin_trap();
     struct buf a = BUF_ZERO, b = BUF_ZERO;
     if (!envelope_format(&e, &a)) __builtin_trap();

@@ -27,6 +27,7 @@ static const char msg1[] =
 
 static struct envelope env;
 static struct env_rcpt rc[3];
+static char orcpt0[ENV_FIELD_MAX + 1];   /* rc[0]'s orcpt */
 static struct dsn_item it[3];
 static struct buf out;
 
@@ -41,7 +42,8 @@ static void setup(void)
     env.nrcpt = 2;
     env.rcpt = rc;
     SET(rc[0].addr, "bob@example.com");
-    SET(rc[0].orcpt, "rfc822;Bob+2Bx@example.com");
+    SET(orcpt0, "rfc822;Bob+2Bx@example.com");
+    rc[0].orcpt = orcpt0;
     SET(rc[1].addr, "carol@example.net");
     it[0] = (struct dsn_item){ &rc[0], "5.1.1", "550 5.1.1 no such user", NULL, 0 };
     it[1] = (struct dsn_item){ &rc[1], "5.4.7", "", NULL, 0 };
@@ -351,7 +353,7 @@ START_TEST(test_utf8_addresses)
 {
     struct mime mm;
     SET(rc[0].addr, "j\xc3\xb6ran@ex\xc3\xa4mple.example");
-    rc[0].orcpt[0] = 0;
+    rc[0].orcpt = NULL;
     it[0].diagnostic = "550 unknown \xc3\xb6 \xff";
     compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
     assert_field(mm.h, mm.hlen, "Content-Transfer-Encoding: ", "8bit");
@@ -486,7 +488,7 @@ START_TEST(test_no_header_injection)
     SET(env.envid, "id+0D+0AInjected-Env:+20yes");
     SET(env.id, "AB\r\nX-Id: 1");
     SET(rc[0].addr, "bob@example.com\nX-Injected-Rcpt: 1");
-    SET(rc[0].orcpt, "rfc822;a+0A+0DInjected-Orcpt: 1");
+    SET(orcpt0, "rfc822;a+0A+0DInjected-Orcpt: 1");
     memcpy(rc[1].addr, "carol@example.net\0\nX-After-Nul: 1", 34);
     it[0].diagnostic = "550 no\r\nContent-Type: text/html\r\n\r\n<b>";
     it[0].action_status = "5.1.1";
@@ -518,9 +520,9 @@ START_TEST(test_long_values)
     it[0].diagnostic = diag;
     memset(env.envid, 'e', ENV_FIELD_MAX);
     env.envid[ENV_FIELD_MAX] = 0;
-    memcpy(rc[0].orcpt, "rfc822;", 7);
-    memset(rc[0].orcpt + 7, 'o', ENV_FIELD_MAX - 7);
-    rc[0].orcpt[ENV_FIELD_MAX] = 0;
+    memcpy(orcpt0, "rfc822;", 7);
+    memset(orcpt0 + 7, 'o', ENV_FIELD_MAX - 7);
+    orcpt0[ENV_FIELD_MAX] = 0;
     memset(rc[0].addr, 'a', ENV_ADDR_MAX);
     rc[0].addr[ENV_ADDR_MAX] = 0;
     compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);   /* asserts lines <= 998 */
