@@ -49,6 +49,13 @@ typedef int alias_is_local_fn(void *ctx, const char *domain, size_t len);
 int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
                      char *dst, size_t dstlen);
 
+/* The name an address is delivered to, for a table of aliases: its whole
+ * local part, lower-cased, if that holds a "+detail" and is an alias name
+ * itself (Postfix's order: "list+x" before "list"), else the name without
+ * the detail, as alias_local_name gives it (the same returns). */
+int aliases_local_name(const struct aliases *a, const char *addr, alias_is_local_fn *is_local, void *ctx,
+                       char *dst, size_t dstlen);
+
 struct alias_expansion {
     size_t nlocal, nremote;
     char (*local)[ALIAS_NAME_MAX + 1];      /* mailbox names, no duplicates */

@@ -205,6 +205,21 @@ class DeliveryTest(unittest.TestCase):
         self.assertTrue(any(b'Delivered-To: bob+lists@example.test\n' in d for d in bob))
         self.assertTrue(any(b'Delivered-To: team@example.test\n' in d for d in bob))
 
+    def test_alias_name_with_plus(self):
+        """postern-aliases(5) allows '+' in an alias name; such an alias is
+        found as a whole before the "+detail" is dropped (as Postfix looks
+        up "list+x" before "list"), for a recipient and for an alias's
+        target. It used to be dead: list+x went to list's mailbox"""
+        write_aliases(self.inst, 'postmaster: alice\nbob+lists: alice\nall: Bob+Lists\n')
+        inject(self.inst, 'carol@far.test', ['BOB+lists@example.test'], b'Subject: one\n\nx\n')
+        inject(self.inst, 'carol@far.test', ['all@example.test'], b'Subject: two\n\nx\n')
+        inject(self.inst, 'carol@far.test', ['bob+other@example.test'], b'Subject: three\n\nx\n')
+        self.wait_queue_empty()
+        alice = sorted(d.split(b'Subject: ')[1] for _, d in self.inst.maildir_messages('alice'))
+        bob = [d.split(b'Subject: ')[1] for _, d in self.inst.maildir_messages('bob')]
+        self.assertEqual(alice, [b'one\n\nx\n', b'two\n\nx\n'])
+        self.assertEqual(bob, [b'three\n\nx\n'])
+
     def check_report(self, data, status, rcpt):
         self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
         m = email.message_from_bytes(data, policy=email.policy.compat32)

@@ -90,6 +90,28 @@ START_TEST(test_local_name)
 }
 END_TEST
 
+/* an alias name with a '+' is found as a whole before the detail is cut */
+START_TEST(test_local_name_whole_alias)
+{
+    char n[ALIAS_NAME_MAX + 1];
+    struct alias_expansion x;
+    parse_ok("bob+lists: alice\nall: Bob+Lists, bob+other\n");
+    ck_assert_int_eq(aliases_local_name(&al, "BOB+Lists@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "bob+lists");
+    ck_assert_int_eq(aliases_local_name(&al, "bob+x@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "bob");
+    ck_assert_int_eq(aliases_local_name(&al, "bob+l\xc3\xa9@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "bob");
+    ck_assert_int_eq(aliases_local_name(&al, "bob+lists@far.test", is_local, NULL, n, sizeof n), 0);
+    ck_assert(aliases_expand(&al, "all", is_local, NULL, &x));
+    ck_assert_uint_eq(x.nlocal, 2);
+    ck_assert_str_eq(x.local[0], "alice");
+    ck_assert_str_eq(x.local[1], "bob");
+    alias_expansion_free(&x);
+    aliases_free(&al);
+}
+END_TEST
+
 START_TEST(test_expand)
 {
     struct alias_expansion x;
@@ -302,6 +324,7 @@ int main(void)
     tcase_add_test(core, test_parse);
     tcase_add_test(core, test_parse_errors);
     tcase_add_test(core, test_local_name);
+    tcase_add_test(core, test_local_name_whole_alias);
     tcase_add_test(core, test_expand);
     tcase_add_test(core, test_expand_loop);
     tcase_add_test(core, test_mailboxes);
