@@ -220,6 +220,21 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(alice, [b'one\n\nx\n', b'two\n\nx\n'])
         self.assertEqual(bob, [b'three\n\nx\n'])
 
+    def test_alias_expanding_past_the_limit_bounces_5_2_4(self):
+        """An alias that expands to more than 1000 addresses bounces with
+        RFC 3463's X.2.4 (mailing list expansion problem). It said 5.3.4,
+        "message too big for system", which is about the message's size"""
+        write_aliases(self.inst, 'postmaster: alice\n' +
+                      'big1: %s\n' % ', '.join('u%d' % i for i in range(600)) +
+                      'big2: %s\n' % ', '.join('v%d' % i for i in range(600)) +
+                      'all: big1, big2\n')
+        qid = inject(self.inst, 'bob@example.test', ['all@example.test'], b'Subject: many\n\nx\n')
+        (_, data), = self.wait_msgs('bob')
+        self.check_report(data, '5.2.4', 'all@example.test')
+        self.assertIn('%s rcpt=all@example.test result=failed status="5.2.4 ' % qid,
+                      self.inst.log('queue-manager'))
+        self.wait_queue_empty()
+
     def check_report(self, data, status, rcpt):
         self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
         m = email.message_from_bytes(data, policy=email.policy.compat32)
