@@ -235,6 +235,19 @@ class DeliveryTest(unittest.TestCase):
                       self.inst.log('queue-manager'))
         self.wait_queue_empty()
 
+    def test_delivered_to_on_the_last_line_of_a_header_only_message(self):
+        """A message that ends in its header without a line end (RFC 5322
+        allows a message of header fields alone) still has its last
+        Delivered-To: looked at: it was skipped as a cut line, and the loop
+        went round once more"""
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                     b'Subject: header only\nDelivered-To: alice@example.test')
+        (_, data), = self.wait_msgs('bob')
+        self.check_report(data, '5.4.6', 'alice@example.test')
+        self.assertIn('%s rcpt=alice@example.test result=failed status="5.4.6 mail forwarding loop"' % qid,
+                      self.inst.log('queue-manager'))
+        self.assertEqual(self.inst.maildir_messages('alice'), [])
+
     def check_report(self, data, status, rcpt):
         self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
         m = email.message_from_bytes(data, policy=email.policy.compat32)
