@@ -98,7 +98,7 @@ int aliases_parse(struct aliases *a, const char *fname, const char *text, size_t
         if (memchr(line, 0, n)) { why = "NUL byte"; goto bad; }
         const char *p = line;
         while (p < end && (*p == ' ' || *p == '\t')) p++;
-        if (p == end || *p == '#') { if (p == line) cur = NULL; continue; }
+        if (p == end || *p == '#') continue;   /* ignored, also inside an entry */
         if (p != line) {                       /* continuation */
             if (!cur) { why = "continuation line without an alias"; goto bad; }
             if (!parse_targets(cur, p, end, &why)) goto bad;

@@ -2,8 +2,8 @@
  * and ROOT/conf/mailboxes ("name:uid:gid:maildir"), and the expansion of a
  * local name through the aliases into mailbox names and remote addresses.
  *
- * aliases: '#' comments, blank lines ignored, a line starting with white
- * space continues the previous entry. Names are case-insensitive (stored
+ * aliases: '#' comments, blank lines ignored (also between an entry's
+ * lines), a line starting with white space continues the previous entry. Names are case-insensitive (stored
  * lower-case). A target is "name" or "local@domain"; program ("|cmd"), file
  * ("/path") and ":include:" targets are refused with file:line:what. */
 #ifndef POSTERN_ALIASES_H

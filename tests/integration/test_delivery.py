@@ -248,6 +248,19 @@ class DeliveryTest(unittest.TestCase):
                       self.inst.log('queue-manager'))
         self.assertEqual(self.inst.maildir_messages('alice'), [])
 
+    def test_comment_line_inside_an_alias_entry(self):
+        """postern-aliases(5): blank lines and lines starting with '#' are
+        ignored, so a member commented out at the start of its line (as
+        one does in a Postfix aliases file) leaves the entry going on. It
+        ended the entry, the next continuation line made the whole file
+        unusable, and every local delivery was deferred with 4.3.5"""
+        write_aliases(self.inst, 'postmaster: alice\nstaff: alice,\n# bob left\n\n    bob@example.test\n')
+        qid = inject(self.inst, 'carol@far.test', ['staff@example.test'], b'Subject: staff\n\nx\n')
+        self.wait_msgs('alice')
+        self.wait_msgs('bob')
+        self.wait_queue_empty()
+        self.assertIn('%s rcpt=staff@example.test result=delivered' % qid, self.inst.log('queue-manager'))
+
     def check_report(self, data, status, rcpt):
         self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
         m = email.message_from_bytes(data, policy=email.policy.compat32)

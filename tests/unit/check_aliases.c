@@ -49,6 +49,25 @@ START_TEST(test_parse)
 }
 END_TEST
 
+/* blank and comment lines are ignored, also inside an entry that goes on
+ * over continuation lines (as Postfix's aliases(5) reads them): a member
+ * commented out does not end the entry */
+START_TEST(test_parse_comment_inside_entry)
+{
+    parse_ok("staff: alice,\n# bob left\n  carol,\n\n\tdave\n   # erin too\n  frank\nx: y\n");
+    const struct alias *a = aliases_find(&al, "staff");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(a->ntarget, 4);
+    ck_assert_str_eq(a->target[0], "alice");
+    ck_assert_str_eq(a->target[1], "carol");
+    ck_assert_str_eq(a->target[2], "dave");
+    ck_assert_str_eq(a->target[3], "frank");
+    ck_assert_uint_eq(aliases_find(&al, "x")->ntarget, 1);
+    aliases_free(&al);
+    parse_bad("# only a comment\n  b\n", "aliases:2: continuation");
+}
+END_TEST
+
 START_TEST(test_parse_errors)
 {
     parse_bad("a: b\nx: |/bin/sh\n", "aliases:2: program");
@@ -322,6 +341,7 @@ int main(void)
     Suite *s = suite_create("aliases");
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_parse);
+    tcase_add_test(core, test_parse_comment_inside_entry);
     tcase_add_test(core, test_parse_errors);
     tcase_add_test(core, test_local_name);
     tcase_add_test(core, test_local_name_whole_alias);
