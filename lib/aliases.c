@@ -98,7 +98,7 @@ int aliases_parse(struct aliases *a, const char *fname, const char *text, size_t
         if (memchr(line, 0, n)) { why = "NUL byte"; goto bad; }
         const char *p = line;
         while (p < end && (*p == ' ' || *p == '\t')) p++;
-        if (p == end || *p == '#') { if (p == line) cur = NULL; continue; }
+        if (p == end || *p == '#') continue;   /* ignored, also inside an entry */
         if (p != line) {                       /* continuation */
             if (!cur) { why = "continuation line without an alias"; goto bad; }
             if (!parse_targets(cur, p, end, &why)) goto bad;
@@ -224,6 +224,24 @@ int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
     return 1;
 }
 
+int aliases_local_name(const struct aliases *a, const char *addr, alias_is_local_fn *is_local, void *ctx,
+                       char *dst, size_t dstlen)
+{
+    int r = alias_local_name(addr, is_local, ctx, dst, dstlen);
+    if (r != 1) return r;
+    const char *at = strrchr(addr, '@');
+    size_t ll = at ? (size_t)(at - addr) : strlen(addr);
+    char whole[ALIAS_NAME_MAX + 1];
+    if (ll == strlen(dst) || ll >= dstlen) return 1;      /* no detail, or no room */
+    for (size_t i = 0; i < ll; i++) {                      /* <= ALIAS_NAME_MAX: alias_local_name */
+        if (!name_char((unsigned char)addr[i])) return 1;  /* no alias name then */
+        whole[i] = (char)tolower((unsigned char)addr[i]);
+    }
+    whole[ll] = 0;
+    if (aliases_find(a, whole)) memcpy(dst, whole, ll + 1);
+    return 1;
+}
+
 struct expand_state {
     const struct aliases *a;
     alias_is_local_fn *is_local;
@@ -267,7 +285,7 @@ static int expand_name(struct expand_state *st, const char *name)
     st->path[st->depth++] = al->name;
     for (size_t k = 0; k < al->ntarget; k++) {
         char local[ALIAS_NAME_MAX + 1];
-        int r = alias_local_name(al->target[k], st->is_local, st->ctx, local, sizeof local);
+        int r = aliases_local_name(st->a, al->target[k], st->is_local, st->ctx, local, sizeof local);
         if (r < 0) { errno = EINVAL; return 0; }
         if (!r) { if (!push_remote(st->out, al->target[k])) return 0; continue; }
         if (!strcmp(local, al->name)) { if (!push_local(st->out, local)) return 0; continue; }

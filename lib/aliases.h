@@ -2,8 +2,8 @@
  * and ROOT/conf/mailboxes ("name:uid:gid:maildir"), and the expansion of a
  * local name through the aliases into mailbox names and remote addresses.
  *
- * aliases: '#' comments, blank lines ignored, a line starting with white
- * space continues the previous entry. Names are case-insensitive (stored
+ * aliases: '#' comments, blank lines ignored (also between an entry's
+ * lines), a line starting with white space continues the previous entry. Names are case-insensitive (stored
  * lower-case). A target is "name" or "local@domain"; program ("|cmd"), file
  * ("/path") and ":include:" targets are refused with file:line:what. */
 #ifndef POSTERN_ALIASES_H
@@ -48,6 +48,13 @@ typedef int alias_is_local_fn(void *ctx, const char *domain, size_t len);
  * An address without '@' is local. */
 int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
                      char *dst, size_t dstlen);
+
+/* The name an address is delivered to, for a table of aliases: its whole
+ * local part, lower-cased, if that holds a "+detail" and is an alias name
+ * itself (Postfix's order: "list+x" before "list"), else the name without
+ * the detail, as alias_local_name gives it (the same returns). */
+int aliases_local_name(const struct aliases *a, const char *addr, alias_is_local_fn *is_local, void *ctx,
+                       char *dst, size_t dstlen);
 
 struct alias_expansion {
     size_t nlocal, nremote;

@@ -237,12 +237,13 @@ int maildir_has_delivered_to(int msgfd, const char *addr)
 {
     char *b = malloc(MAILDIR_HEADER_SCAN_MAX);
     size_t len = 0;
+    int eof = 0;
     if (!b) return -1;
     while (len < MAILDIR_HEADER_SCAN_MAX) {
         ssize_t r = pread(msgfd, b + len, MAILDIR_HEADER_SCAN_MAX - len, (off_t)len);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) { int e = errno; free(b); errno = e; return -1; }
-        if (!r) break;
+        if (!r) { eof = 1; break; }
         len += (size_t)r;
     }
     size_t off = 0;
@@ -251,7 +252,8 @@ int maildir_has_delivered_to(int msgfd, const char *addr)
     while (off < len && !found) {
         const char *line = b + off;
         const char *nl = memchr(line, '\n', len - off);
-        if (!nl) break;                              /* cut line: stop looking */
+        if (!nl && !eof) break;                      /* cut line: stop looking */
+        if (!nl) nl = b + len;                       /* the message's last line, unended */
         size_t n = (size_t)(nl - line);
         off += n + 1;
         if (n && line[n - 1] == '\r') n--;

@@ -279,6 +279,21 @@ static int rcpt_store(struct smtp_session *s, const char *addr, const struct smt
     return 1;
 }
 
+/* the whole local part, lower-cased, is a name of the map: an alias whose
+ * name holds a '+' (postern-aliases(5)), which local-deliverer finds before
+ * it cuts a "+detail" (as Postfix looks up "list+x" before "list") */
+static int rcpt_whole_known(const struct smtp_rcptmap *m, const struct smtp_path *p)
+{
+    char low[SMTP_RCPTMAP_NAME_MAX + 1];
+    if (p->local_len > SMTP_RCPTMAP_NAME_MAX || !memchr(p->local, '+', p->local_len)) return 0;
+    for (size_t i = 0; i < p->local_len; i++) {
+        unsigned char c = (unsigned char)p->local[i];
+        low[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    low[p->local_len] = 0;
+    return smtp_rcptmap_has(m, low);
+}
+
 static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
 {
     size_t skip, used;
@@ -316,7 +331,8 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
     } else if (p.literal ? smtp_net_literal_is(p.domain, p.domain_len, (const struct sockaddr *)&s->local)
                          : config_is_local_domain(s->cf, p.domain, p.domain_len)) {
         char user[SMTP_LOCAL_MAX + 1];
-        if (!smtp_path_local_user(&p, user, sizeof user) || !smtp_rcptmap_has(s->map, user)) {
+        if (!smtp_path_local_user(&p, user, sizeof user) ||
+            (!smtp_rcptmap_has(s->map, user) && !rcpt_whole_known(s->map, &p))) {
             replyf(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", p.addr);
             return 1;
         }

@@ -393,7 +393,7 @@ enum local_kind local_plan(const struct local_tables *t, const struct dp_job *j,
     lj->kind = LOCAL_DONE;
     memset(&lj->x, 0, sizeof lj->x);
     r->job = j->job;
-    int lr = alias_local_name(j->rcpt, is_local_cb, (void *)c, name, sizeof name);
+    int lr = aliases_local_name(&t->aliases, j->rcpt, is_local_cb, (void *)c, name, sizeof name);
     if (lr <= 0) { result_set(r, DP_PERMANENT, "5.1.1 not a local mailbox address"); return LOCAL_DONE; }
     int loop = maildir_has_delivered_to(msgfd, j->rcpt);
     if (loop < 0) { result_set(r, DP_TEMPORARY, "4.3.0 cannot read the message: %s", strerror(errno)); return LOCAL_DONE; }
@@ -406,7 +406,7 @@ enum local_kind local_plan(const struct local_tables *t, const struct dp_job *j,
     if (!aliases_expand(&t->aliases, name, is_local_cb, (void *)c, &x)) {
         int e = errno;
         if (e == ELOOP) result_set(r, DP_PERMANENT, "5.4.6 alias loop");
-        else if (e == E2BIG) result_set(r, DP_PERMANENT, "5.3.4 alias expands to too many addresses");
+        else if (e == E2BIG) result_set(r, DP_PERMANENT, "5.2.4 alias expands to too many addresses");
         else result_set(r, DP_TEMPORARY, "4.3.5 alias expansion failed: %s", strerror(e));
         return LOCAL_DONE;
     }

@@ -205,6 +205,62 @@ class DeliveryTest(unittest.TestCase):
         self.assertTrue(any(b'Delivered-To: bob+lists@example.test\n' in d for d in bob))
         self.assertTrue(any(b'Delivered-To: team@example.test\n' in d for d in bob))
 
+    def test_alias_name_with_plus(self):
+        """postern-aliases(5) allows '+' in an alias name; such an alias is
+        found as a whole before the "+detail" is dropped (as Postfix looks
+        up "list+x" before "list"), for a recipient and for an alias's
+        target. It used to be dead: list+x went to list's mailbox"""
+        write_aliases(self.inst, 'postmaster: alice\nbob+lists: alice\nall: Bob+Lists\n')
+        inject(self.inst, 'carol@far.test', ['BOB+lists@example.test'], b'Subject: one\n\nx\n')
+        inject(self.inst, 'carol@far.test', ['all@example.test'], b'Subject: two\n\nx\n')
+        inject(self.inst, 'carol@far.test', ['bob+other@example.test'], b'Subject: three\n\nx\n')
+        self.wait_queue_empty()
+        alice = sorted(d.split(b'Subject: ')[1] for _, d in self.inst.maildir_messages('alice'))
+        bob = [d.split(b'Subject: ')[1] for _, d in self.inst.maildir_messages('bob')]
+        self.assertEqual(alice, [b'one\n\nx\n', b'two\n\nx\n'])
+        self.assertEqual(bob, [b'three\n\nx\n'])
+
+    def test_alias_expanding_past_the_limit_bounces_5_2_4(self):
+        """An alias that expands to more than 1000 addresses bounces with
+        RFC 3463's X.2.4 (mailing list expansion problem). It said 5.3.4,
+        "message too big for system", which is about the message's size"""
+        write_aliases(self.inst, 'postmaster: alice\n' +
+                      'big1: %s\n' % ', '.join('u%d' % i for i in range(600)) +
+                      'big2: %s\n' % ', '.join('v%d' % i for i in range(600)) +
+                      'all: big1, big2\n')
+        qid = inject(self.inst, 'bob@example.test', ['all@example.test'], b'Subject: many\n\nx\n')
+        (_, data), = self.wait_msgs('bob')
+        self.check_report(data, '5.2.4', 'all@example.test')
+        self.assertIn('%s rcpt=all@example.test result=failed status="5.2.4 ' % qid,
+                      self.inst.log('queue-manager'))
+        self.wait_queue_empty()
+
+    def test_delivered_to_on_the_last_line_of_a_header_only_message(self):
+        """A message that ends in its header without a line end (RFC 5322
+        allows a message of header fields alone) still has its last
+        Delivered-To: looked at: it was skipped as a cut line, and the loop
+        went round once more"""
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                     b'Subject: header only\nDelivered-To: alice@example.test')
+        (_, data), = self.wait_msgs('bob')
+        self.check_report(data, '5.4.6', 'alice@example.test')
+        self.assertIn('%s rcpt=alice@example.test result=failed status="5.4.6 mail forwarding loop"' % qid,
+                      self.inst.log('queue-manager'))
+        self.assertEqual(self.inst.maildir_messages('alice'), [])
+
+    def test_comment_line_inside_an_alias_entry(self):
+        """postern-aliases(5): blank lines and lines starting with '#' are
+        ignored, so a member commented out at the start of its line (as
+        one does in a Postfix aliases file) leaves the entry going on. It
+        ended the entry, the next continuation line made the whole file
+        unusable, and every local delivery was deferred with 4.3.5"""
+        write_aliases(self.inst, 'postmaster: alice\nstaff: alice,\n# bob left\n\n    bob@example.test\n')
+        qid = inject(self.inst, 'carol@far.test', ['staff@example.test'], b'Subject: staff\n\nx\n')
+        self.wait_msgs('alice')
+        self.wait_msgs('bob')
+        self.wait_queue_empty()
+        self.assertIn('%s rcpt=staff@example.test result=delivered' % qid, self.inst.log('queue-manager'))
+
     def check_report(self, data, status, rcpt):
         self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
         m = email.message_from_bytes(data, policy=email.policy.compat32)

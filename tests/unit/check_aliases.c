@@ -49,6 +49,25 @@ START_TEST(test_parse)
 }
 END_TEST
 
+/* blank and comment lines are ignored, also inside an entry that goes on
+ * over continuation lines (as Postfix's aliases(5) reads them): a member
+ * commented out does not end the entry */
+START_TEST(test_parse_comment_inside_entry)
+{
+    parse_ok("staff: alice,\n# bob left\n  carol,\n\n\tdave\n   # erin too\n  frank\nx: y\n");
+    const struct alias *a = aliases_find(&al, "staff");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(a->ntarget, 4);
+    ck_assert_str_eq(a->target[0], "alice");
+    ck_assert_str_eq(a->target[1], "carol");
+    ck_assert_str_eq(a->target[2], "dave");
+    ck_assert_str_eq(a->target[3], "frank");
+    ck_assert_uint_eq(aliases_find(&al, "x")->ntarget, 1);
+    aliases_free(&al);
+    parse_bad("# only a comment\n  b\n", "aliases:2: continuation");
+}
+END_TEST
+
 START_TEST(test_parse_errors)
 {
     parse_bad("a: b\nx: |/bin/sh\n", "aliases:2: program");
@@ -87,6 +106,28 @@ START_TEST(test_local_name)
     ck_assert_int_eq(alias_local_name("alice+\x7f@example.test", is_local, NULL, n, sizeof n), -1);
     ck_assert_int_eq(alias_local_name("+x@example.test", is_local, NULL, n, sizeof n), 1);
     ck_assert_str_eq(n, "+x");
+}
+END_TEST
+
+/* an alias name with a '+' is found as a whole before the detail is cut */
+START_TEST(test_local_name_whole_alias)
+{
+    char n[ALIAS_NAME_MAX + 1];
+    struct alias_expansion x;
+    parse_ok("bob+lists: alice\nall: Bob+Lists, bob+other\n");
+    ck_assert_int_eq(aliases_local_name(&al, "BOB+Lists@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "bob+lists");
+    ck_assert_int_eq(aliases_local_name(&al, "bob+x@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "bob");
+    ck_assert_int_eq(aliases_local_name(&al, "bob+l\xc3\xa9@example.test", is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "bob");
+    ck_assert_int_eq(aliases_local_name(&al, "bob+lists@far.test", is_local, NULL, n, sizeof n), 0);
+    ck_assert(aliases_expand(&al, "all", is_local, NULL, &x));
+    ck_assert_uint_eq(x.nlocal, 2);
+    ck_assert_str_eq(x.local[0], "alice");
+    ck_assert_str_eq(x.local[1], "bob");
+    alias_expansion_free(&x);
+    aliases_free(&al);
 }
 END_TEST
 
@@ -300,8 +341,10 @@ int main(void)
     Suite *s = suite_create("aliases");
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_parse);
+    tcase_add_test(core, test_parse_comment_inside_entry);
     tcase_add_test(core, test_parse_errors);
     tcase_add_test(core, test_local_name);
+    tcase_add_test(core, test_local_name_whole_alias);
     tcase_add_test(core, test_expand);
     tcase_add_test(core, test_expand_loop);
     tcase_add_test(core, test_mailboxes);

@@ -135,6 +135,10 @@ START_TEST(test_delivered_to)
     fd = msg_fd("X-Delivered-To: carol@example.test\n\n");
     ck_assert_int_eq(maildir_has_delivered_to(fd, "carol@example.test"), 0);
     close(fd);
+    /* a message that ends inside its header: its last line is whole */
+    fd = msg_fd("Subject: s\nDelivered-To: carol@example.test");
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "carol@example.test"), 1);
+    close(fd);
 }
 END_TEST
 

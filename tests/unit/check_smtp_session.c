@@ -415,6 +415,22 @@ START_TEST(test_recipient_policy)
 }
 END_TEST
 
+/* an alias whose name holds a '+' (postern-aliases(5) allows it) is a
+ * recipient as a whole, as Postfix looks up "list+x" before "list"; any
+ * other "+detail" still goes to the name before it */
+START_TEST(test_rcpt_alias_name_with_plus)
+{
+    ck_assert(smtp_rcptmap_add(&map, "list+x", 6));
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                    "RCPT TO:<List+X@example.test>\r\n"       /* 250: the alias */
+                    "RCPT TO:<list+y@example.test>\r\n"       /* 550: no list, no list+y */
+                    "RCPT TO:<alice+x@example.test>\r\n"      /* 250: alice */
+                    "QUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 550 250 221");
+    free(out);
+}
+END_TEST
+
 /* RFC 1123 5.2.17: mail to our own address literal is local (delivered as
  * user@hostname); another address literal is a relay destination */
 START_TEST(test_own_address_literal)
@@ -1156,6 +1172,7 @@ int main(void)
     tcase_add_test(core, test_seed_004_ehlo_notify);
     tcase_add_test(core, test_recipient_policy);
     tcase_add_test(core, test_own_address_literal);
+    tcase_add_test(core, test_rcpt_alias_name_with_plus);
     tcase_add_test(core, test_sequence_errors);
     tcase_add_test(core, test_other_commands);
     tcase_add_test(core, test_dot_unstuff_and_bdat);
