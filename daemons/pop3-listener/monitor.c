@@ -15,6 +15,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "sandbox.h"
 #include "pop3_session.h"
 #include "privdrop.h"
 #include "tls_spawn.h"
@@ -98,6 +99,8 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
         tls_proxy_server_forget();   /* STLS is the monitor's to start */
         privdrop_name("pop3-session");
         if (!privdrop(path, &pu)) { log_error(sid, "event=privdrop error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
+        if (!sandbox_enter(SANDBOX_NO_FILES))
+            log_error(sid, "event=sandbox error=\"%s\"", strerror(errno));
         _exit(prelogin_run(c, fd, sp[1], sid, addr, implicit));
     }
     close(sp[1]);

@@ -16,6 +16,7 @@
 #include "listen.h"
 #include "listener.h"
 #include "log.h"
+#include "sandbox.h"
 #include "smtp_monitor.h"
 #include "smtp_session.h"
 #include "tls_spawn.h"
@@ -47,6 +48,8 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
      * taken at the first wait for a command): 421 at the next command */
     if (!smtp_session_stop_on(&session, SIGTERM))
         log_error(sid, "event=sigaction error=\"%s\"", strerror(errno));
+    if (!sandbox_enter(SANDBOX_NO_FILES))
+        log_error(sid, "event=sandbox error=\"%s\"", strerror(errno));
     int quit = smtp_session_run(&session);
     smtp_session_free(&session);
     /* after 421 (or 554) with the client's pipelined commands unread, a

@@ -1,6 +1,7 @@
 /* connection.c - one TLS connection: drop privileges, handshake, relay. */
 #include "proxy.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "err.h"
 #include "io.h"
 #include "log.h"
+#include "sandbox.h"
 
 #ifdef __SANITIZE_ADDRESS__
 /* make sanitize: LeakSanitizer's exit-time check needs /proc and ptrace,
@@ -27,6 +29,8 @@ int proxy_connection(struct tls_server *ts, const struct proxy_setup *ps, const 
     if (!privdrop(was_root ? ps->empty : NULL, &ps->u)) die_temp_sys("cannot drop privileges to %s", ps->c.user_tls);
     if (was_root) SANITIZER_DROPPED();
     signal(SIGPIPE, SIG_IGN);
+    if (!sandbox_enter(SANDBOX_NO_FILES))
+        log_error(id, "event=sandbox error=\"%s\"", strerror(errno));
 
     SSL *ssl;
     char why[512];

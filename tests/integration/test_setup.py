@@ -1070,6 +1070,8 @@ class RunningInstance(unittest.TestCase):
                                         % (prog, want_uid, holders))
                         for pid, uids, rootdir in sessions:
                             self.assertEqual(rootdir, inst.path('empty'), '%s session not chrooted' % prog)
+                            # no_new_privs and the seccomp filter (lib/sandbox.h)
+                            self.assertEqual(sandbox_state(pid), (1, 2), '%s session %d not sandboxed' % (prog, pid))
                             # nothing shared with its listener: not the TLS
                             # server's request socket, which only monitors keep
                             q = inst.service_pid(prog)
@@ -1152,6 +1154,14 @@ class MakeRun(unittest.TestCase):
         self.assertEqual(left, [], 'processes left after Ctrl-C')
 
 
+def sandbox_state(pid):
+    """(NoNewPrivs, Seccomp) of a process, from /proc/PID/status: a
+    sandboxed session (lib/sandbox.h) shows (1, 2), a seccomp filter"""
+    with open('/proc/%d/status' % pid) as f:
+        st = dict(l.rstrip('\n').split(':\t', 1) for l in f if ':\t' in l)
+    return int(st['NoNewPrivs']), int(st['Seccomp'])
+
+
 def _starttls_check(self, inst, uid):
     """After STARTTLS, TLS is terminated by tls-proxy (postern-tls, the only
     reader of the key) and SMTP is still spoken by the chrooted session."""
@@ -1180,6 +1190,7 @@ def _starttls_check(self, inst, uid):
         for pid, (exe, cmd, uids, rootdir) in proxies:
             self.assertEqual(set(uids), {uid['postern-tls']}, 'tls-proxy uids')
             self.assertEqual(rootdir, inst.path('empty'), 'tls-proxy not chrooted')
+            self.assertEqual(sandbox_state(pid), (1, 2), 'tls-proxy %d not sandboxed' % pid)
         sessions = [i for pid, i in procs if i and os.path.basename(i[0]) == 'smtp-listener'
                     and i[2][1] == uid['postern-smtp']]
         self.assertTrue(sessions, 'no postern-smtp session behind the tls-proxy')
