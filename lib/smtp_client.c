@@ -855,6 +855,14 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         }
         answered++;
         if (rcpt_reply(t, &r[i])) { accepted++; continue; }
+        if (t->r.code == 421 && !accepted) {
+            /* the server closing before it accepted a recipient (a rate
+             * limit at RCPT, say): as a 421 to MAIL, the next address (on a
+             * reused session, a new connection); the recipients' later
+             * replies, if pipelined, never come */
+            reply_status(t, "RCPT TO");
+            return reused ? SMTP_RECONNECT : SMTP_NEXT_HOST;
+        }
         open[i] = 0;
         if (t->r.code == 452 && !ext.pipelining) {
             /* too many recipients: the rest wait for a later attempt */

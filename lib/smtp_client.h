@@ -156,7 +156,8 @@ enum smtp_outcome {
     SMTP_DELIVERED,          /* 2yz after DATA */
     SMTP_TEMPFAIL,           /* final for this job: temporary */
     SMTP_PERMFAIL,           /* final: permanent */
-    SMTP_NEXT_HOST,          /* failed before MAIL, or 421 to it: try the next address */
+    SMTP_NEXT_HOST,          /* failed before MAIL, or 421 to it or to RCPT before any
+                                recipient was accepted: try the next address */
     SMTP_RETRY_PLAIN,        /* opportunistic TLS handshake failed: retry this host without TLS */
     SMTP_RECONNECT,          /* a reused session was gone before MAIL was answered (smtp_reuse) */
     SMTP_LOOP                /* the server is this host ("5.4.6 mail loops back to myself"):

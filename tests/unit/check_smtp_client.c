@@ -380,6 +380,29 @@ START_TEST(test_transaction_reuse)
 }
 END_TEST
 
+/* a 421 to the first RCPT (MAIL accepted, nothing else) is the server
+ * closing before it took anything, as a 421 to MAIL: the next address,
+ * whatever the other pipelined RCPTs' replies would have been */
+START_TEST(test_transaction_421_at_rcpt)
+{
+    char status[1024], out[4096], status2[2][512];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "e@d.test", .orcpt = "",
+                          .notify = "", .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_MAY };
+    struct smtp_rcpt two[2] = {
+        { .addr = "e@d.test", .orcpt = "", .notify = "", .status = status2[0], .cap = sizeof status2[0] },
+        { .addr = "f@d.test", .orcpt = "", .notify = "", .status = status2[1], .cap = sizeof status2[1] },
+    };
+    feed("220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 2.1.0 ok\r\n421 4.7.0 too fast, closing\r\n");
+    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, two, 2, NULL, NULL, "mx", status, sizeof status),
+                     SMTP_NEXT_HOST);
+    ck_assert_str_eq(status, "4.7.0 host mx said: 421 4.7.0 too fast, closing (in reply to RCPT TO)");
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "EHLO me.test\r\nMAIL FROM:<>\r\nRCPT TO:<e@d.test>\r\nRCPT TO:<f@d.test>\r\n");
+    close(fd);
+}
+END_TEST
+
 START_TEST(test_transaction_rcpt_refused)
 {
     char status[1024];
@@ -774,6 +797,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_data_stream_large);
     tcase_add_test(core, test_transaction_success);
     tcase_add_test(core, test_transaction_reuse);
+    tcase_add_test(core, test_transaction_421_at_rcpt);
     tcase_add_test(core, test_transaction_rcpt_refused);
     tcase_add_test(core, test_transaction_tls_required);
     tcase_add_test(core, test_transaction_unexpected_success_code);
