@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -34,10 +36,15 @@ void inject_env_init(struct inject_env *ie, uid_t caller)
     ie->received = (struct buf)BUF_ZERO;
     ie->seen = 0;
     ie->caller = caller;
+    ie->dup_slot = NULL;
+    ie->dup_cap = 0;
 }
 
 void inject_env_free(struct inject_env *ie)
 {
+    free(ie->dup_slot);
+    ie->dup_slot = NULL;
+    ie->dup_cap = 0;
     envelope_free(&ie->env);
     buf_free(&ie->received);
 }
@@ -58,6 +65,47 @@ static int received_ok(const char *s, size_t n)
     return 1;
 }
 
+/* FNV-1a over the address, NOTIFY and ORCPT */
+static size_t rcpt_hash(const char *addr, unsigned notify, const char *orcpt)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = addr; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ (notify + 1)) * 16777619u;
+    for (const char *p = orcpt; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+/* The slot of the recipient equal to (addr, notify, orcpt), or of the
+ * empty slot where it would go. */
+static size_t *dup_find(const struct inject_env *ie, const char *addr, unsigned notify, const char *orcpt)
+{
+    size_t mask = ie->dup_cap - 1, i = rcpt_hash(addr, notify, orcpt) & mask;
+    for (;; i = (i + 1) & mask) {
+        size_t k = ie->dup_slot[i];
+        if (!k) return &ie->dup_slot[i];
+        const struct env_rcpt *r = &ie->env.rcpt[k - 1];
+        if (r->notify == notify && !strcmp(r->addr, addr) && !strcmp(env_text(r->orcpt), orcpt))
+            return &ie->dup_slot[i];
+    }
+}
+
+/* room for one more recipient in the table (kept at most half full) */
+static int dup_grow(struct inject_env *ie)
+{
+    if (ie->dup_cap && (ie->env.nrcpt + 1) * 2 <= ie->dup_cap) return 1;
+    size_t cap = ie->dup_cap ? ie->dup_cap * 2 : 64;
+    size_t *slot = calloc(cap, sizeof *slot);
+    if (!slot) { errno = ENOMEM; return 0; }
+    free(ie->dup_slot);
+    ie->dup_slot = slot;
+    ie->dup_cap = cap;
+    for (size_t k = 0; k < ie->env.nrcpt; k++) {
+        const struct env_rcpt *r = &ie->env.rcpt[k];
+        *dup_find(ie, r->addr, r->notify, env_text(r->orcpt)) = k + 1;
+    }
+    return 1;
+}
+
 static int rcpt_record(struct inject_env *ie, const char *v, size_t n, char *why, size_t whylen)
 {
     const char *t1 = memchr(v, '\t', n);
@@ -74,11 +122,15 @@ static int rcpt_record(struct inject_env *ie, const char *v, size_t n, char *why
     addr[al] = 0;
     memcpy(orcpt, t2 + 1, ol);
     orcpt[ol] = 0;
+    if (!dup_grow(ie)) return 0;
+    size_t *slot = dup_find(ie, addr, notify, orcpt);
+    if (*slot) return 1;                        /* given before: once is enough */
     if (!envelope_add_rcpt(&ie->env, addr, notify, orcpt)) {
         if (errno == E2BIG) return bad(why, whylen, "T: more than %d recipients", ENV_RCPT_MAX);
         if (errno == ENOMEM) return 0;
         return bad(why, whylen, "T: refused");
     }
+    *slot = ie->env.nrcpt;
     return 1;
 }
 

@@ -31,6 +31,12 @@ struct inject_env {
     struct buf received;   /* "Received: ..." without final LF, or empty */
     unsigned seen;         /* records seen (internal) */
     uid_t caller;          /* real uid of the caller, recorded in client */
+    /* the recipients so far, hashed (internal): a T record that repeats
+     * one (same address, NOTIFY and ORCPT) adds nothing, so the message is
+     * delivered once to an address given twice (a RCPT repeated, the same
+     * address in To: and Cc: of sendmail -t), as Postfix's cleanup does */
+    size_t *dup_slot;      /* 0 empty, else recipient index + 1 */
+    size_t dup_cap;        /* slots: a power of two, at least twice nrcpt */
 };
 
 void inject_env_init(struct inject_env *ie, uid_t caller);

@@ -663,6 +663,19 @@ class SmtpEndToEnd(unittest.TestCase):
         out = raw_session(port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<"ali ce"@example.test>\r\nQUIT\r\n')
         self.assertIn('550 5.1.1 <"ali ce"@example.test>', out)
 
+    def test_repeated_recipient_delivered_once(self):
+        """The same RCPT twice (as a client that lists an address in To: and
+        Cc: sends it) is accepted both times and delivered once, as Postfix
+        does; the same address with another NOTIFY is its own recipient"""
+        port = self.inst.port('smtp')
+        out = raw_session(port, b'EHLO x\r\nMAIL FROM:<bob@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'RCPT TO:<alice@example.test>\r\nDATA\r\nSubject: twice\r\n\r\nbody\r\n.\r\nQUIT\r\n')
+        self.assertEqual(out.count('250 2.1.5 Ok'), 2, out)
+        qid = queued_id(out)
+        self.inst.wait_log('queue-manager', '%s removed=finished' % qid, timeout=20)
+        msgs = [d for _, d in self.inst.maildir_messages('alice') if b'Subject: twice' in d]
+        self.assertEqual(len(msgs), 1, 'delivered %d times' % len(msgs))
+
     def test_own_address_literal_is_local(self):
         """RFC 1123 5.2.17: mail to this host's own address literal is
         accepted and delivered here (as alice@hostname), not relayed to

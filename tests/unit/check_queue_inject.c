@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "queue_inject.h"
+#include "smtp_addr.h"
 
 static char root[64], why[256];
 static int qfd = -1;
@@ -89,6 +90,17 @@ START_TEST(test_records)
     ck_assert_str_eq(ie.env.sender, "");
     ck_assert_str_eq(ie.env.client, "local (uid 0)");
     ck_assert_str_eq(ie.received.s, "Received: from a\n\tby b");
+    inject_env_free(&ie);
+    /* a recipient given again with the same NOTIFY and ORCPT is stored
+     * once (delivered once); another NOTIFY, ORCPT or spelling is another */
+    inject_env_init(&ie, 0);
+    ck_assert_msg(FEED(&ie, "Fa@x\0Tb@y\t\t\0Tc@z\t\t\0Tb@y\t\t\0Tb@y\tNEVER\t\0Tb@y\t\trfc822;b@y\0"
+                            "TB@y\t\t\0Tc@z\t\t\0Tb@y\tNEVER\t\0\0"), "%s", why);
+    ck_assert_uint_eq(ie.env.nrcpt, 5);
+    const char *want[] = { "b@y", "c@z", "b@y", "b@y", "B@y" };
+    for (size_t i = 0; i < 5; i++) ck_assert_str_eq(ie.env.rcpt[i].addr, want[i]);
+    ck_assert_uint_eq(ie.env.rcpt[2].notify, SMTP_NOTIFY_NEVER);
+    ck_assert_str_eq(ie.env.rcpt[3].orcpt, "rfc822;b@y");
     inject_env_free(&ie);
 }
 END_TEST
