@@ -615,6 +615,18 @@ class SmtpLimits(unittest.TestCase):
             socket.create_connection(('127.0.0.1', port), timeout=2).close()
 
 
+def read_reply(sock, timeout):
+    """the next whole SMTP reply (its lines), or what came before EOF"""
+    sock.settimeout(timeout)
+    buf = b''
+    while not re.search(rb'(^|\r\n)\d{3} [^\r\n]*\r\n$', buf):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode('latin-1')
+
+
 class SmtpEndToEnd(unittest.TestCase):
     """SMTP in, queue-manager and local-deliverer out: into alice's Maildir"""
 
@@ -693,52 +705,27 @@ class SmtpEndToEnd(unittest.TestCase):
         self.inst.wait_log('queue-manager', 'rcpt=alice@%s result=delivered' % HOST)
         self.assertNotIn(' job=', self.inst.log('queue-manager'))   # no remote-deliverer job: nothing went out
 
-
-class SmtpStop(unittest.TestCase):
-    """s6-svc -d (SIGTERM to smtp-listener): an idle session is told "421
-    4.3.2" at once (RFC 5321 3.8: a server closes a connection only after
-    QUIT or with 421); a message whose data is coming in is taken and
-    acknowledged first, then 421. The old listener waited 10 s and then
-    killed every session without a word, losing that message for its client"""
-
-    def setUp(self):
-        need(self, 'smtp-listener', 'queue-inject', 'postern-setup', 'postern-user',
-             'queue-manager', 'local-deliverer')
-        need_root(self)
-        self.inst = Instance(services=('smtp-listener', 'queue-manager'), hostname=HOST)
-        self.inst.setup()
-        self.inst.add_user('alice', 'pw-alice')
-        self.inst.start()
-
-    def tearDown(self):
-        self.inst.stop()
-
-    def read_reply(self, sock, timeout):
-        """the next whole reply (its lines), or what came before EOF"""
-        sock.settimeout(timeout)
-        buf = b''
-        while not re.search(rb'(^|\r\n)\d{3} [^\r\n]*\r\n$', buf):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        return buf.decode('latin-1')
-
     def test_sigterm_421_after_the_transaction(self):
+        """s6-svc -d (SIGTERM to smtp-listener): an idle session is told "421
+        4.3.2" at once (RFC 5321 3.8: a server closes a connection only
+        after QUIT or with 421); a message whose data is coming in is taken
+        and acknowledged first, then 421. The old listener waited 10 s and
+        then killed every session without a word, losing that message for
+        its client"""
         port = self.inst.port('smtp')
         idle = socket.create_connection(('127.0.0.1', port), timeout=10)
         busy = socket.create_connection(('127.0.0.1', port), timeout=10)
         greeted = socket.create_connection(('127.0.0.1', port), timeout=10)
         try:
-            self.assertTrue(self.read_reply(greeted, 10).startswith('220 '))
+            self.assertTrue(read_reply(greeted, 10).startswith('220 '))
             for sock in (idle, busy):
-                self.assertTrue(self.read_reply(sock, 10).startswith('220 '))
+                self.assertTrue(read_reply(sock, 10).startswith('220 '))
                 sock.sendall(b'EHLO client.test\r\n')
-                self.assertIn('250 ', self.read_reply(sock, 10))
+                self.assertIn('250 ', read_reply(sock, 10))
             for cmd, want in ((b'MAIL FROM:<bob@client.test>', '250 '),
                               (b'RCPT TO:<alice@example.test>', '250 '), (b'DATA', '354 ')):
                 busy.sendall(cmd + b'\r\n')
-                self.assertTrue(self.read_reply(busy, 10).startswith(want))
+                self.assertTrue(read_reply(busy, 10).startswith(want))
             busy.sendall(b'Subject: stopping\r\n\r\nfirst half\r\n')
             started = time.monotonic()
             self.inst.svc('smtp-listener', '-d')
@@ -746,7 +733,7 @@ class SmtpStop(unittest.TestCase):
             # the idle sessions (after EHLO; after the greeting only): 421
             # now, then the end of the connection
             for sock in (idle, greeted):
-                reply = self.read_reply(sock, 8)
+                reply = read_reply(sock, 8)
                 self.assertRegex(reply, r'^421 4\.3\.2 ' + re.escape(HOST) + r' .*\r\n$')
                 self.assertEqual(sock.recv(100), b'')
             self.assertLess(time.monotonic() - started, 8, 'the 421 came only with the kill')
