@@ -1060,8 +1060,6 @@ static size_t line_limit(const char *line, size_t n)
     return SMTP_CMD_MAX;
 }
 
-/* Read one command line into line[0..*len). 1 with *kind, or 0 (errno:
- * EPIPE end of input, ETIMEDOUT, E2BIG an endless line). */
 static volatile sig_atomic_t stop_asked;
 static sigset_t stop_wait_mask;
 
@@ -1099,6 +1097,8 @@ static int wait_command(struct smtp_session *s)
     return r;
 }
 
+/* Read one command line into line[0..*len). 1 with *kind, or 0 (errno:
+ * EPIPE end of input, ETIMEDOUT, E2BIG an endless line). */
 static int read_command(struct smtp_session *s, char *line, size_t *len, enum cmdline *kind)
 {
     const size_t max = SMTP_MAIL_LINE_MAX - 2;   /* the longest any command may be */
