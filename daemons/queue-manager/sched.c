@@ -317,6 +317,35 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     return 1;
 }
 
+/* Times written by a clock that has since gone back (or by an operator's
+ * edit): a birth ahead of now never expired, since the lifetime counts
+ * from birth and the age stayed 0 (and one past 9e18 could not even be
+ * sent to a deliverer); a next_try further ahead than any retry is
+ * scheduled (RETRY_GAP_MAX) stalled its recipient until the clock caught
+ * up. Such a birth becomes now (the message lives its lifetime from here),
+ * such a next_try now (due). Returns 1 if the envelope changed. */
+#define QM_CLOCK_SLACK 60
+static int clock_went_back(struct qm_msg *m, time_t now)
+{
+    struct envelope *e = m->env;
+    int changed = 0;
+    if (e->birth > now + QM_CLOCK_SLACK) {
+        log_warn(m->id, "birth=%lld error=\"in the future\" action=\"counted from now\"", (long long)e->birth);
+        e->birth = now;
+        changed = 1;
+    }
+    for (size_t i = 0; i < e->nrcpt; i++) {
+        struct env_rcpt *r = &e->rcpt[i];
+        if (!env_rcpt_pending(r->state) || m->busy[i] || r->next_try <= now + RETRY_GAP_MAX) continue;
+        char a[ENV_ADDR_MAX * 4 + 8];
+        log_warn(m->id, "rcpt=%s next_try=%lld error=\"further ahead than any retry\" action=\"due now\"",
+                 log_safe(a, sizeof a, r->addr, strlen(r->addr)), (long long)r->next_try);
+        r->next_try = now;
+        changed = 1;
+    }
+    return changed;
+}
+
 static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
 {
     int changed = 0, waiting = 0;
@@ -326,6 +355,7 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         return;
     }
     if (m->unsaved) save(q, m);
+    changed = clock_went_back(m, now);
     for (size_t i = 0; i < m->env->nrcpt; i++) {
         struct env_rcpt *r = &m->env->rcpt[i];
         if (!env_rcpt_pending(r->state) || m->busy[i]) continue;

@@ -1,0 +1,130 @@
+"""test_queue_adverse.py - queue-manager and postern-queue under adverse
+conditions: envelopes whose times a wrong clock (or an operator's edit)
+put far in the future.
+
+The envelopes are edited as an operator would (same owner and mode,
+written beside and renamed into place) while queue-manager is down; then
+it starts and must deliver, retry and expire as if the times were sane.
+"""
+
+import os
+import time
+import unittest
+
+from harness import Instance, need, need_root
+from test_delivery import PROGRAMS, inject, write_aliases
+
+FAR = 10 * 365 * 86400          # ten years
+
+
+class QueueAdverseTest(unittest.TestCase):
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        self.inst = Instance(services=['queue-manager'])
+        self.inst.setup()
+        for u in ('alice', 'bob'):
+            self.inst.add_user(u, 'pw-' + u)
+        write_aliases(self.inst, 'postmaster: alice\n')
+        try:
+            os.unlink(self.inst.bin('remote-deliverer'))   # nothing leaves loopback
+        except FileNotFoundError:
+            pass
+        self.inst.start()
+
+    def tearDown(self):
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def qm_down(self):
+        self.inst.svc('queue-manager', '-d')
+        self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15,
+                           what='queue-manager down')
+
+    def qm_up(self):
+        self.inst.svc('queue-manager', '-u')
+        self.inst.wait_for(lambda: self.inst.service_pid('queue-manager'), 15, what='queue-manager up')
+
+    def edit_envelope(self, qid, birth=None, next_try=None):
+        """Rewrite env/<h>/ID as an operator would: birth and/or every
+        recipient's next_try replaced, owner and mode kept."""
+        path = self.inst.path('queue', 'env', qid[-1], qid)
+        st = os.stat(path)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        out = []
+        for l in lines:
+            if l.startswith('birth ') and birth is not None:
+                l = 'birth %d' % birth
+            elif l.startswith('rcpt\t') and next_try is not None:
+                fields = l.split('\t')
+                fields[3] = str(next_try)
+                l = '\t'.join(fields)
+            out.append(l)
+        with open(path + '.new', 'w') as f:
+            f.write('\n'.join(out) + '\n')
+        os.chown(path + '.new', st.st_uid, st.st_gid)
+        os.chmod(path + '.new', 0o600)
+        os.rename(path + '.new', path)
+
+    def wait_msgs(self, name, n=1, timeout=20):
+        return self.inst.wait_for(lambda: len(self.inst.maildir_messages(name)) >= n and
+                                  self.inst.maildir_messages(name), timeout,
+                                  what='%d message(s) for %s\n%s' % (n, name, self.inst.log('queue-manager')))
+
+    def wait_queue_empty(self, timeout=20):
+        self.inst.wait_for(lambda: not self.inst.queue_ids(), timeout,
+                           what='an empty queue\n' + self.inst.log('queue-manager'))
+
+    def test_birth_past_the_deliverer_protocol_is_delivered(self):
+        """An envelope may hold any birth up to 2^63-1, the job record to a
+        deliverer only up to 9e18: the deliverer refused such a job without
+        answering, and queue-manager waited for that answer for ever (the
+        recipient busy, a concurrency slot gone, nothing logged by it)"""
+        self.qm_down()
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: far\n\nx\n')
+        self.edit_envelope(qid, birth=2 ** 63 - 1)
+        self.qm_up()
+        (_, data), = self.wait_msgs('alice')
+        self.assertTrue(data.endswith(b'Subject: far\n\nx\n'))
+        self.wait_queue_empty()
+
+    def test_next_try_far_in_the_future_is_not_waited_for(self):
+        """No retry is ever scheduled more than 4 hours after the failure
+        (lib/retry.h): a next_try further ahead was made by a clock that
+        has since gone back (or by an edit); it stalled the recipient until
+        the clock caught up, ten years here. It is due now instead"""
+        self.qm_down()
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: later\n\nx\n')
+        self.edit_envelope(qid, next_try=int(time.time()) + FAR)
+        self.qm_up()
+        (_, data), = self.wait_msgs('alice')
+        self.assertTrue(data.endswith(b'Subject: later\n\nx\n'))
+        self.wait_queue_empty()
+        self.assertIn('%s rcpt=alice@example.test next_try=' % qid, self.inst.log('queue-manager'))
+
+    def test_message_born_in_the_future_still_expires(self):
+        """A birth ahead of the clock (the clock went back) never expired:
+        the lifetime counts from birth, and the age stayed 0, so a
+        recipient that keeps failing was retried every 400 s for ten years.
+        It counts from when queue-manager first saw it instead"""
+        self.inst.set_conf(queue_lifetime='60s')
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        self.qm_down()
+        qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'], b'Subject: future\n\nx\n')
+        self.edit_envelope(qid, birth=int(time.time()) + FAR)
+        self.qm_up()
+        self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        (_, data), = self.wait_msgs('bob', 1, timeout=100)
+        self.assertIn(b'Action: failed', data)
+        self.assertIn(b'queue lifetime expired', data)
+        log = self.inst.log('queue-manager')
+        self.assertIn('%s rcpt=stuck@example.test result=expired' % qid, log)
+        self.assertIn('%s birth=' % qid, log)
+        self.wait_queue_empty()
+
+
+if __name__ == '__main__':
+    unittest.main()
