@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -230,6 +231,10 @@ int main(int argc, char **argv)
     if (!queue_dir(path, sizeof path, q.root, "lock/trigger")) die_temp_sys("trigger path");
     int trig = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (trig < 0) die_temp_sys("%s", path);
+    /* a regular file there is always readable: poll would spin */
+    struct stat st;
+    if (fstat(trig, &st) < 0) die_temp_sys("%s", path);
+    if (!S_ISFIFO(st.st_mode)) die_temp("%s: not a FIFO (postern-setup makes it)", path);
     qm_sweep(&q, time(NULL));
     qm_scan_all(&q);
     log_info(NULL, "event=start messages=%zu remote=%s", q.nmsgs, q.chan[QM_REMOTE].sock >= 0 ? "yes" : "no");

@@ -1,6 +1,6 @@
 """test_queue_adverse.py - queue-manager and postern-queue under adverse
 conditions: envelopes whose times a wrong clock (or an operator's edit)
-put far in the future.
+put far in the future, and a queue whose trigger FIFO is not a FIFO.
 
 The envelopes are edited as an operator would (same owner and mode,
 written beside and renamed into place) while queue-manager is down; then
@@ -8,6 +8,8 @@ it starts and must deliver, retry and expire as if the times were sane.
 """
 
 import os
+import stat
+import subprocess
 import time
 import unittest
 
@@ -124,6 +126,36 @@ class QueueAdverseTest(unittest.TestCase):
         self.assertIn('%s rcpt=stuck@example.test result=expired' % qid, log)
         self.assertIn('%s birth=' % qid, log)
         self.wait_queue_empty()
+
+    def test_trigger_not_a_fifo_is_refused(self):
+        """lock/trigger replaced by a regular file: queue-manager polled it,
+        always readable, in a busy loop that used a whole CPU, and
+        postern-queue flush said "flush requested" into a file nobody
+        reads. Both now say what is wrong and fail (111); queue-inject, for
+        which the trigger is only a hint, no longer writes into it"""
+        self.qm_down()
+        starts = self.inst.log('queue-manager').count('event=start')
+        trig = self.inst.path('queue', 'lock', 'trigger')
+        st = os.stat(trig)
+        self.assertTrue(stat.S_ISFIFO(st.st_mode))
+        os.unlink(trig)
+        with open(trig, 'w'):
+            pass
+        os.chown(trig, st.st_uid, st.st_gid)
+        os.chmod(trig, 0o600)
+        r = subprocess.run([self.inst.bin('postern-queue'), '--root', self.inst.root, 'flush'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(r.returncode, 111, r)
+        self.assertIn(b'not a FIFO', r.stderr)
+        self.assertNotIn(b'flush requested', r.stdout)
+        # queue-inject still queues (the trigger is only a hint) but no
+        # longer grows the file by a byte a message
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: t\n\nx\n')
+        self.assertEqual(os.path.getsize(trig), 0)
+        self.assertTrue(os.path.exists(self.inst.path('queue', 'env', qid[-1], qid)))
+        self.inst.svc('queue-manager', '-u')
+        self.inst.wait_log('queue-manager', 'not a FIFO')
+        self.assertEqual(self.inst.log('queue-manager').count('event=start'), starts)
 
 
 if __name__ == '__main__':
