@@ -263,6 +263,14 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         else {
             log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
             save(q, m);     /* job_done may have left the results to this removal */
+            if (m->unsaved) {
+                /* neither removed nor its results saved: forgotten, the
+                 * next scan of env/ would find the old envelope and
+                 * deliver it again, at every scan while the fault lasts.
+                 * Kept, finished, and both tried again */
+                m->wake = now + QM_SAVE_RETRY;
+                return 0;
+            }
         }
         msg_forget(q, m);
         return 1;
