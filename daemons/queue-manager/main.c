@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -235,6 +236,14 @@ int main(int argc, char **argv)
     struct stat st;
     if (fstat(trig, &st) < 0) die_temp_sys("%s", path);
     if (!S_ISFIFO(st.st_mode)) die_temp("%s: not a FIFO (postern-setup makes it)", path);
+    /* one queue-manager a queue (qmail-send's lock/sendmutex): a second
+     * one would deliver the same recipients and rewrite the same
+     * envelopes through the same tmp/qm.ID. The lock goes with the
+     * process (the deliverers, started before, never had this fd) */
+    if (flock(trig, LOCK_EX | LOCK_NB) < 0) {
+        if (errno == EWOULDBLOCK) die_temp("another queue-manager is running on %s", path);
+        die_temp_sys("lock %s", path);
+    }
     qm_sweep(&q, time(NULL));
     qm_scan_all(&q);
     log_info(NULL, "event=start messages=%zu remote=%s", q.nmsgs, q.chan[QM_REMOTE].sock >= 0 ? "yes" : "no");

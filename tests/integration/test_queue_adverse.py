@@ -157,6 +157,30 @@ class QueueAdverseTest(unittest.TestCase):
         self.inst.wait_log('queue-manager', 'not a FIFO')
         self.assertEqual(self.inst.log('queue-manager').count('event=start'), starts)
 
+    def test_second_queue_manager_refused(self):
+        """A second queue-manager on the same queue (an operator starting
+        one by hand while s6 runs the other) ran: both dispatched the same
+        recipients (twice delivered), both rewrote the envelopes through the
+        same tmp/qm.ID (one's O_TRUNC under the other's write) and each
+        swept the other's rewrites at start. It refuses, as qmail-send does
+        (lock/sendmutex), and the first goes on"""
+        first = self.inst.service_pid('queue-manager')
+        p = subprocess.Popen([self.inst.bin('queue-manager'), self.inst.root], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            out, _ = p.communicate(timeout=20)
+            self.fail('a second queue-manager ran:\n' + out.decode(errors='replace'))
+        self.assertEqual(p.returncode, 111, out)
+        self.assertIn(b'another queue-manager', out)
+        self.assertNotIn(b'event=start', out)
+        self.assertEqual(self.inst.service_pid('queue-manager'), first)
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: still\n\nx\n')
+        self.wait_msgs('alice')
+        self.wait_queue_empty()
+
 
 if __name__ == '__main__':
     unittest.main()
