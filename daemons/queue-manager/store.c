@@ -264,8 +264,8 @@ static void take(struct qm *q, const char *id, int from_todo)
         if (!queue_path(path, sizeof path, q->root, QUEUE_MESS, id)) return;
         if (access(path, F_OK) < 0 && errno == ENOENT) {
             /* an envelope without its body cannot be delivered: never acknowledged */
-            log_warn(id, "removed=envelope-without-message");
-            qm_msg_remove(q, id);
+            if (qm_msg_remove(q, id)) log_warn(id, "removed=envelope-without-message");
+            else log_error(id, "remove=failed why=envelope-without-message error=\"%s\"", strerror(errno));
             return;
         }
         if (!qm_add(q, id)) { log_error(id, "error=\"cannot track message: %s\"", strerror(errno)); return; }

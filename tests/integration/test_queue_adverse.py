@@ -181,6 +181,38 @@ class QueueAdverseTest(unittest.TestCase):
         self.wait_msgs('alice')
         self.wait_queue_empty()
 
+    def test_odd_names_in_the_queue_skipped_and_told_truly(self):
+        """Dotfiles, names that are not queue ids and subdirectories in
+        todo/ and env/<h>/ are skipped, the valid message next to them is
+        delivered and postern-queue still lists. A subdirectory with a queue
+        id's name in env/<h>/ (no body) was logged removed=envelope-without-
+        message although unlink() failed (EISDIR), at every scan: the log
+        now says the removal failed, and why"""
+        self.qm_down()
+        q = self.inst.path('queue')
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: among\n\nx\n')
+        st = os.stat(os.path.join(q, 'env', qid[-1], qid))
+        odd = '0000000000000000'
+        for path, isdir in ((os.path.join(q, 'env', '0', odd), True), (os.path.join(q, 'todo', 'sub'), True),
+                            (os.path.join(q, 'env', '0', '.hidden'), False),
+                            (os.path.join(q, 'env', '0', 'not-an-id'), False),
+                            (os.path.join(q, 'todo', '.x'), False)):
+            if isdir:
+                os.mkdir(path, 0o700)
+            else:
+                with open(path, 'w') as f:
+                    f.write('x\n')
+            os.chown(path, st.st_uid, st.st_gid)
+        self.qm_up()
+        self.wait_msgs('alice')
+        log = self.inst.wait_log('queue-manager', '%s remove=failed' % odd)
+        self.assertNotIn('%s removed=' % odd, log)
+        self.assertIn('Is a directory', log.split('%s remove=failed' % odd, 1)[1].split('\n', 1)[0])
+        self.assertTrue(os.path.isdir(os.path.join(q, 'env', '0', odd)))
+        r = subprocess.run([self.inst.bin('postern-queue'), '--root', self.inst.root, 'stat'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(r.returncode, 0, r)
+
 
 if __name__ == '__main__':
     unittest.main()
