@@ -76,6 +76,10 @@ static void spawn(struct qm *q, enum qm_chan ch, const char *prog)
         _exit(EXIT_TEMP);
     }
     close(sv[1]);
+    /* never block writing a job: the deliverer may be blocked writing a
+     * result we would not read meanwhile (both wait for ever). A full
+     * socket ends the pass instead (qm_channel.full) */
+    if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) die_temp_sys("socket");
     q->chan[ch].sock = sv[0];
     q->chan[ch].pid = pid;
 }
@@ -134,6 +138,7 @@ static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
     int fd;
     if (dp_recv(q->chan[ch].sock, rec, sizeof rec, &len, &fd)) {
         if (fd >= 0) close(fd);
+        q->chan[ch].full = 0;       /* it reads again: room for a job */
         qm_result(q, ch, rec, len, now);
     } else if (errno == EPIPE || errno == ECONNRESET) {
         log_error(NULL, "deliverer=%s error=\"went away\"", q->chan[ch].name);
@@ -146,23 +151,32 @@ static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
 
 /* SIGHUP: our own postern.conf, then (only if that worked) a reload record
  * to each live deliverer, which we cannot signal once we are user_queue.
- * A send failure is logged; a dead channel shows up as EOF on its socket. */
+ * A send failure is logged (a full socket: sent once the deliverer reads
+ * again); a dead channel shows up as EOF on its socket. */
+static void reload_send(struct qm *q, int c)
+{
+    char rec[DP_RELOAD_LEN];
+    size_t len;
+    struct qm_channel *ch = &q->chan[c];
+    if (ch->sock < 0 || !dp_reload_encode(rec, sizeof rec, &len)) return;
+    ch->reload_due = 0;
+    if (dp_send(ch->sock, rec, len, -1)) log_info(NULL, "deliverer=%s reload=sent", ch->name);
+    else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ch->reload_due = 1;         /* sent once it reads again */
+        ch->full = 1;
+    } else log_error(NULL, "deliverer=%s reload=failed error=\"%s\"", ch->name, strerror(errno));
+}
+
 static void reload(struct qm *q)
 {
     struct config nc;
-    char err[512], rec[DP_RELOAD_LEN];
-    size_t len;
+    char err[512];
     got_hup = 0;
     if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "event=reload status=refused error=\"%s\" kept=previous", err); return; }
     q->cfg = nc;
     limits(q);
     log_info(NULL, "event=reload status=ok");
-    if (!dp_reload_encode(rec, sizeof rec, &len)) return;
-    for (int c = 0; c < QM_NCHAN; c++) {
-        if (q->chan[c].sock < 0) continue;
-        if (dp_send(q->chan[c].sock, rec, len, -1)) log_info(NULL, "deliverer=%s reload=sent", q->chan[c].name);
-        else log_error(NULL, "deliverer=%s reload=failed error=\"%s\"", q->chan[c].name, strerror(errno));
-    }
+    for (int c = 0; c < QM_NCHAN; c++) reload_send(q, c);
 }
 
 static int loop(struct qm *q, int trig)
@@ -186,6 +200,8 @@ static int loop(struct qm *q, int trig)
         }
         if (now >= next_todo) { qm_scan_todo(q); next_todo = now + QM_SCAN_TODO_EVERY; }
         if (now >= next_all) { qm_sweep(q, now); qm_scan_all(q); next_all = now + QM_SCAN_ALL_EVERY; }
+        for (int c = 0; c < QM_NCHAN; c++)
+            if (q->chan[c].reload_due && !q->chan[c].full) reload_send(q, c);
         qm_dispatch(q, now);
         time_t wake = next_todo < next_all ? next_todo : next_all, w = qm_next_wake(q);
         if (w != (time_t)-1 && w < wake && !q->stopping) wake = w;

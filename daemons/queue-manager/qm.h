@@ -31,6 +31,8 @@ struct qm_channel {
     pid_t pid;
     unsigned inflight;
     unsigned max;
+    int full;               /* a send found the socket full: no job until a result comes back */
+    int reload_due;         /* a reload record still to send (the socket was full) */
 };
 
 /* One per queued message, loaded or not: kept small (the envelope is

@@ -376,8 +376,15 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
             changed = 1;
             continue;
         }
-        if (c->inflight >= c->max) { waiting |= 1 << ch; continue; }
+        if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; continue; }
         if (!send_job(q, m, i, ch)) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* the deliverer has not read its jobs yet: not an
+                 * attempt; sent once a result shows it reads again */
+                c->full = 1;
+                waiting |= 1 << ch;
+                continue;
+            }
             if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
                 /* the deliverer is gone: not an attempt, so no retry delay for
                  * this or any other due message; dispatch stops here and the
@@ -410,7 +417,7 @@ static int room(const struct qm *q)
 {
     int mask = 0;
     for (int c = 0; c < QM_NCHAN; c++)
-        if (q->chan[c].sock >= 0 && q->chan[c].inflight < q->chan[c].max) mask |= 1 << c;
+        if (q->chan[c].sock >= 0 && q->chan[c].inflight < q->chan[c].max && !q->chan[c].full) mask |= 1 << c;
     return mask;
 }
 

@@ -213,6 +213,25 @@ class QueueAdverseTest(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.assertEqual(r.returncode, 0, r)
 
+    def test_high_concurrency_does_not_deadlock(self):
+        """local_concurrency may be up to 1000. queue-manager sent the jobs
+        of a pass with blocking writes, reading no result meanwhile;
+        local-deliverer, its results unread, blocked writing the next one
+        and stopped reading jobs: from about 500 jobs in flight both waited
+        for each other for ever (seen here: 600 messages, nothing delivered,
+        queue-manager deaf even to SIGTERM). A full socket now ends the
+        pass; results are read, and sending goes on"""
+        self.inst.set_conf(local_concurrency='1000')
+        self.qm_down()
+        n = 1000
+        inject(self.inst, 'bob@example.test', ['alice+%d@example.test' % i for i in range(n)],
+               b'Subject: many\n\nx\n')
+        self.qm_up()
+        self.wait_msgs('alice', n, timeout=120)
+        self.wait_queue_empty()
+        self.inst.svc('queue-manager', '-d')
+        self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15, what='queue-manager down')
+
 
 if __name__ == '__main__':
     unittest.main()
