@@ -358,6 +358,13 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
 {
     int changed = 0, waiting = 0;
     if (!msg_load(q, m)) {
+        if (errno == ENOENT && !m->inflight) {
+            /* removed by hand: envelopes are replaced by rename and
+             * unlinked only when finished, so it is gone for good */
+            log_warn(m->id, "envelope=gone action=forgotten");
+            msg_forget(q, m);
+            return;
+        }
         log_error(m->id, "envelope=unusable error=\"%s\" retry=600s", strerror(errno));
         m->wake = now + 600;
         return;

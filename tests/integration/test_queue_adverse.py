@@ -213,6 +213,31 @@ class QueueAdverseTest(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.assertEqual(r.returncode, 0, r)
 
+    def test_message_removed_by_hand_is_forgotten(self):
+        """An operator removes a queued message's files by hand (as qmail
+        admins do with qmail-remove): queue-manager, which knew it,
+        logged envelope=unusable "No such file or directory" every 10
+        minutes for ever and kept it. A vanished envelope is a message gone
+        (rewrites rename over it, never unlink it first): forgotten, once"""
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'], b'Subject: rm\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        path = self.inst.path('queue', 'env', qid[-1], qid)
+        self.inst.wait_for(lambda: '\t4.2.0 ' in open(path).read(), 10, what='the deferral saved')
+        os.unlink(path)
+        os.unlink(self.inst.path('queue', 'mess', qid[-1], qid))
+        self.inst.run('postern-queue', 'flush')
+        log = self.inst.wait_log('queue-manager', '%s envelope=gone' % qid)
+        self.assertNotIn('%s envelope=unusable' % qid, log)
+        self.inst.run('postern-queue', 'flush')
+        self.inst.wait_log('queue-manager', 'flush=requested', 10)
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
+        self.wait_msgs('alice')
+        log = self.inst.log('queue-manager')
+        self.assertEqual(log.count('%s envelope=gone' % qid), 1, log)
+        self.assertNotIn('%s envelope=unusable' % qid, log)
+
     def test_high_concurrency_does_not_deadlock(self):
         """local_concurrency may be up to 1000. queue-manager sent the jobs
         of a pass with blocking writes, reading no result meanwhile;
