@@ -194,7 +194,9 @@ static int loop(struct qm *q, int trig)
         }
         if (q->dead && !stop_at) stop_at = now + QM_STOP_WAIT;
         if (q->nrm && io_now_ms() >= q->rm_due) qm_remove_flush(q);
+        long long save_at = qm_save_due(q, 0);
         if ((q->stopping || q->dead) && (!qm_inflight(q) || now >= stop_at)) {
+            qm_save_due(q, 1);
             qm_remove_flush(q);
             return q->dead ? EXIT_TEMP : EXIT_OK;
         }
@@ -207,8 +209,10 @@ static int loop(struct qm *q, int trig)
         if (w != (time_t)-1 && w < wake && !q->stopping) wake = w;
         if (stop_at && stop_at < wake) wake = stop_at;
         struct timespec ts = { wake > now ? wake - now : 0, 0 };
-        if (q->nrm) {               /* removals waiting for their flush */
-            long long ms = q->rm_due - io_now_ms();
+        long long due = q->nrm ? q->rm_due : -1;   /* removals waiting for their flush */
+        if (save_at >= 0 && (due < 0 || save_at < due)) due = save_at;   /* results waiting for their rewrite */
+        if (due >= 0) {
+            long long ms = due - io_now_ms();
             if (ms < 0) ms = 0;
             if (ms < (long long)ts.tv_sec * 1000) ts = (struct timespec){ ms / 1000, (ms % 1000) * 1000000 };
         }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "deliver_proto.h"
+#include "io.h"
 #include "log.h"
 #include "qm.h"
 #include "queue_path.h"
@@ -123,8 +124,11 @@ static int msg_load(struct qm *q, struct qm_msg *m)
     return 1;
 }
 
+static void dirty_clear(struct qm *q, struct qm_msg *m);
+
 static void msg_forget(struct qm *q, struct qm_msg *m)
 {
+    dirty_clear(q, m);
     if (m->prev) m->prev->next = m->next;
     else q->msgs = m->next;
     if (m->next) m->next->prev = m->prev;
@@ -207,8 +211,24 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
  * is not delivered again from the old envelope on disk; the save is retried
  * at the next round (QM_SAVE_RETRY). Only a crash meanwhile can duplicate. */
 #define QM_SAVE_RETRY 30
+static void dirty_clear(struct qm *q, struct qm_msg *m)
+{
+    if (m->dirty_ms) { m->dirty_ms = 0; q->ndirty--; }
+}
+
+/* results (or report states) in env not yet written: qm_save_due
+ * rewrites the envelope within QM_SAVE_DELAY_MS */
+static void mark_dirty(struct qm *q, struct qm_msg *m)
+{
+    if (m->dirty_ms) return;
+    long long t = io_now_ms();
+    m->dirty_ms = t > 0 ? t : 1;
+    q->ndirty++;
+}
+
 static void save(struct qm *q, struct qm_msg *m)
 {
+    dirty_clear(q, m);
     if (qm_env_save(q, m->env)) { m->unsaved = 0; return; }
     log_error(m->id, "envelope=not-saved error=\"%s\" retry=%ds", strerror(errno), QM_SAVE_RETRY);
     m->unsaved = 1;
@@ -275,7 +295,7 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         msg_forget(q, m);
         return 1;
     }
-    if (reported) save(q, m);
+    if (reported || m->dirty_ms) save(q, m);
     update_wake(m, now);
     if (m->unsaved) {
         if (m->wake > now + QM_SAVE_RETRY || m->wake <= now) m->wake = now + QM_SAVE_RETRY;
@@ -463,11 +483,17 @@ static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const ch
     q->chan[j->chan].inflight--;
     if (!m->delete_req) {
         apply(q, m, j->rcpt, st, action, text, now);
-        /* durable before it counts: the rewritten envelope, or, when this
-         * result finishes the message with nothing left to report, its
-         * removal in round_end (unlink + fsync env/<h>) -- rewriting an
-         * envelope only to delete it would cost two more fsyncs */
-        if (m->inflight || !all_finished(m->env)) save(q, m);
+        /* durable before the round ends: while jobs of m are in flight
+         * the envelope is rewritten at most QM_SAVE_DELAY_MS after the
+         * first result not yet written, once for all of them (here or by
+         * qm_save_due; one rewrite a result, of an n-recipient file, made
+         * n recipients cost O(n^2)); at the round's end round_end
+         * rewrites it, or, when this result finishes the message with
+         * nothing left to report, removes it (unlink + fsync env/<h>)
+         * without the rewrite. A crash meanwhile delivers those
+         * recipients again, never loses them (the qmail trade-off) */
+        mark_dirty(q, m);
+        if (m->inflight && io_now_ms() - m->dirty_ms >= QM_SAVE_DELAY_MS) save(q, m);
     }
     free(j);
     if (!m->inflight) round_end(q, m, now);
@@ -532,6 +558,21 @@ time_t qm_next_wake(const struct qm *q)
         if (w == (time_t)-1 || t < w) w = t;
     }
     return w;
+}
+
+long long qm_save_due(struct qm *q, int all)
+{
+    long long t = io_now_ms(), next = -1;
+    if (!q->ndirty) return -1;
+    for (struct qm_msg *m = q->msgs; m && q->ndirty; m = m->next) {
+        if (!m->dirty_ms) continue;
+        long long due = m->dirty_ms + QM_SAVE_DELAY_MS;
+        if (all || t >= due) {
+            save(q, m);
+            if (!m->inflight && !m->unsaved) msg_unload(m);    /* as round_end would have */
+        } else if (next < 0 || due < next) next = due;
+    }
+    return next;
 }
 
 unsigned qm_inflight(const struct qm *q)
