@@ -264,6 +264,16 @@ static int all_finished(const struct envelope *e)
     return 1;
 }
 
+/* a recipient of m waits only for a deliverer's room: its round goes on */
+static int due_now(const struct qm_msg *m, time_t now)
+{
+    for (size_t i = 0; i < m->env->nrcpt; i++) {
+        const struct env_rcpt *r = &m->env->rcpt[i];
+        if (env_rcpt_pending(r->state) && !m->busy[i] && r->next_try <= now) return 1;
+    }
+    return 0;
+}
+
 /* no job of m is in flight: DSNs, then remove it or put it to sleep.
  * Returns 1 if m is gone (freed). */
 static int round_end(struct qm *q, struct qm_msg *m, time_t now)
@@ -277,7 +287,10 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
     /* reports are queued before the states that made them due are saved
      * as done: a crash in between sends a report twice, never not at all.
      * A message left with nothing to do is removed without that save. */
-    int reported = qm_notify(q, m, now);
+    /* not while recipients are still due now (a deliverer without room,
+     * local_concurrency 1): each such pause sent the failures so far in
+     * a report of their own, one a recipient at concurrency 1 */
+    int reported = due_now(m, now) ? 0 : qm_notify(q, m, now);
     if (all_finished(m->env)) {
         if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
         else {

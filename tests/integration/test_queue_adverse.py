@@ -238,6 +238,26 @@ class QueueAdverseTest(unittest.TestCase):
         self.assertEqual(log.count('%s envelope=gone' % qid), 1, log)
         self.assertNotIn('%s envelope=unusable' % qid, log)
 
+    def test_one_bounce_for_many_failures_at_concurrency_one(self):
+        """A round ended whenever no job of the message was in flight,
+        and each round end sent the failures so far: at local_concurrency 1
+        every failed recipient got its own report (20 here, thousands for
+        a big list), though the rest were due at once. A round now ends
+        only when nothing of the message is due either: one report"""
+        self.inst.set_conf(local_concurrency='1')
+        self.qm_down()
+        n = 20
+        qid = inject(self.inst, 'bob@example.test', ['nobody%d@example.test' % i for i in range(n)]
+                     + ['alice@example.test'], b'Subject: list\n\nx\n')
+        self.qm_up()
+        self.wait_msgs('alice')
+        (_, data), = self.wait_msgs('bob')
+        self.wait_queue_empty()
+        self.assertEqual(data.count(b'Final-Recipient:'), n)
+        log = self.inst.log('queue-manager')
+        self.assertEqual(log.count('%s dsn=failure' % qid), 1, log)
+        self.assertEqual(len(self.inst.maildir_messages('bob')), 1)
+
     def test_high_concurrency_does_not_deadlock(self):
         """local_concurrency may be up to 1000. queue-manager sent the jobs
         of a pass with blocking writes, reading no result meanwhile;
