@@ -258,6 +258,22 @@ class QueueAdverseTest(unittest.TestCase):
         self.assertEqual(log.count('%s dsn=failure' % qid), 1, log)
         self.assertEqual(len(self.inst.maildir_messages('bob')), 1)
 
+    def test_unreadable_queue_directories_are_named(self):
+        """tmp/<h>/ and mess/<h>/ that queue-manager cannot read (a wrong
+        owner after a restore) were skipped by its sweep without a word;
+        env/<h>/ was named (scan=env/3). Each is named now, and the
+        messages elsewhere are delivered"""
+        self.qm_down()
+        q = self.inst.path('queue')
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: x\n\nx\n')
+        for d in ('tmp/3', 'mess/%s' % ('4' if qid[-1] != '4' else '5')):
+            os.chown(os.path.join(q, d), 0, 0)
+            os.chmod(os.path.join(q, d), 0o700)
+        self.qm_up()
+        self.wait_msgs('alice')
+        log = self.inst.wait_log('queue-manager', 'sweep=tmp/3 error=')
+        self.assertIn('sweep=mess/%s error=' % ('4' if qid[-1] != '4' else '5'), log)
+
     def test_high_concurrency_does_not_deadlock(self):
         """local_concurrency may be up to 1000. queue-manager sent the jobs
         of a pass with blocking writes, reading no result meanwhile;
