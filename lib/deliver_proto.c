@@ -59,7 +59,10 @@ static int id_valid(const char *s)
 int dp_job_encode(const struct dp_job *j, char *out, size_t cap, size_t *len)
 {
     struct enc e = { out, cap > DP_RECORD_MAX ? DP_RECORD_MAX : cap, 0, 0 };
-    if (!id_valid(j->id) || !j->rcpt[0] || j->job > (unsigned long long)9e18 || j->birth < 0) {
+    /* the bounds dp_job_decode checks: a record the deliverer refuses
+     * is never answered, and its job would stay in flight for ever */
+    if (!id_valid(j->id) || !j->rcpt[0] || j->job > (unsigned long long)9e18 || j->birth < 0
+        || (unsigned long long)j->birth > (unsigned long long)9e18) {
         errno = EINVAL;
         return 0;
     }

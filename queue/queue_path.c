@@ -148,6 +148,13 @@ int queue_trigger(const char *root)
     if (!queue_dir(path, sizeof path, root, "lock/trigger")) return 0;
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return errno == ENXIO ? 1 : 0;
+    struct stat st;     /* a regular file there would grow a byte a message */
+    int bad = fstat(fd, &st) < 0 ? errno : S_ISFIFO(st.st_mode) ? 0 : EINVAL;
+    if (bad) {
+        close(fd);
+        errno = bad;
+        return 0;
+    }
     ssize_t n;
     do n = write(fd, "", 1); while (n < 0 && errno == EINTR);
     int saved = errno;

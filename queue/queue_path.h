@@ -68,7 +68,8 @@ int queue_root_from_exe(char *root, size_t len);
 
 /* Pull the trigger: open ROOT/queue/lock/trigger O_WRONLY|O_NONBLOCK and
  * write one byte. Returns 1 also when nobody listens (ENXIO) or the FIFO
- * is full (EAGAIN): queue-manager rescans anyway. 0 only on other errors. */
+ * is full (EAGAIN): queue-manager rescans anyway. 0 only on other errors
+ * (EINVAL: lock/trigger is not a FIFO; nothing is written). */
 int queue_trigger(const char *root);
 
 #endif

@@ -207,6 +207,9 @@ static void trigger_write(const char *root, const char *what, size_t len)
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0 && errno == ENXIO) die_temp("queue-manager is not running (nobody reads %s)", path);
     if (fd < 0) die_temp_sys("%s", path);
+    struct stat st;     /* a regular file there: nobody would read the request */
+    if (fstat(fd, &st) < 0) die_temp_sys("%s", path);
+    if (!S_ISFIFO(st.st_mode)) die_temp("%s: not a FIFO (queue-manager does not start with it)", path);
     if (write(fd, what, len) != (ssize_t)len) die_temp_sys("%s", path);
     close(fd);
 }

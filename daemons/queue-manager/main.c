@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,6 +76,10 @@ static void spawn(struct qm *q, enum qm_chan ch, const char *prog)
         _exit(EXIT_TEMP);
     }
     close(sv[1]);
+    /* never block writing a job: the deliverer may be blocked writing a
+     * result we would not read meanwhile (both wait for ever). A full
+     * socket ends the pass instead (qm_channel.full) */
+    if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) die_temp_sys("socket");
     q->chan[ch].sock = sv[0];
     q->chan[ch].pid = pid;
 }
@@ -132,6 +138,7 @@ static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
     int fd;
     if (dp_recv(q->chan[ch].sock, rec, sizeof rec, &len, &fd)) {
         if (fd >= 0) close(fd);
+        q->chan[ch].full = 0;       /* it reads again: room for a job */
         qm_result(q, ch, rec, len, now);
     } else if (errno == EPIPE || errno == ECONNRESET) {
         log_error(NULL, "deliverer=%s error=\"went away\"", q->chan[ch].name);
@@ -144,23 +151,32 @@ static void channel_input(struct qm *q, enum qm_chan ch, time_t now)
 
 /* SIGHUP: our own postern.conf, then (only if that worked) a reload record
  * to each live deliverer, which we cannot signal once we are user_queue.
- * A send failure is logged; a dead channel shows up as EOF on its socket. */
+ * A send failure is logged (a full socket: sent once the deliverer reads
+ * again); a dead channel shows up as EOF on its socket. */
+static void reload_send(struct qm *q, int c)
+{
+    char rec[DP_RELOAD_LEN];
+    size_t len;
+    struct qm_channel *ch = &q->chan[c];
+    if (ch->sock < 0 || !dp_reload_encode(rec, sizeof rec, &len)) return;
+    ch->reload_due = 0;
+    if (dp_send(ch->sock, rec, len, -1)) log_info(NULL, "deliverer=%s reload=sent", ch->name);
+    else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ch->reload_due = 1;         /* sent once it reads again */
+        ch->full = 1;
+    } else log_error(NULL, "deliverer=%s reload=failed error=\"%s\"", ch->name, strerror(errno));
+}
+
 static void reload(struct qm *q)
 {
     struct config nc;
-    char err[512], rec[DP_RELOAD_LEN];
-    size_t len;
+    char err[512];
     got_hup = 0;
     if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "event=reload status=refused error=\"%s\" kept=previous", err); return; }
     q->cfg = nc;
     limits(q);
     log_info(NULL, "event=reload status=ok");
-    if (!dp_reload_encode(rec, sizeof rec, &len)) return;
-    for (int c = 0; c < QM_NCHAN; c++) {
-        if (q->chan[c].sock < 0) continue;
-        if (dp_send(q->chan[c].sock, rec, len, -1)) log_info(NULL, "deliverer=%s reload=sent", q->chan[c].name);
-        else log_error(NULL, "deliverer=%s reload=failed error=\"%s\"", q->chan[c].name, strerror(errno));
-    }
+    for (int c = 0; c < QM_NCHAN; c++) reload_send(q, c);
 }
 
 static int loop(struct qm *q, int trig)
@@ -178,19 +194,25 @@ static int loop(struct qm *q, int trig)
         }
         if (q->dead && !stop_at) stop_at = now + QM_STOP_WAIT;
         if (q->nrm && io_now_ms() >= q->rm_due) qm_remove_flush(q);
+        long long save_at = qm_save_due(q, 0);
         if ((q->stopping || q->dead) && (!qm_inflight(q) || now >= stop_at)) {
+            qm_save_due(q, 1);
             qm_remove_flush(q);
             return q->dead ? EXIT_TEMP : EXIT_OK;
         }
         if (now >= next_todo) { qm_scan_todo(q); next_todo = now + QM_SCAN_TODO_EVERY; }
         if (now >= next_all) { qm_sweep(q, now); qm_scan_all(q); next_all = now + QM_SCAN_ALL_EVERY; }
+        for (int c = 0; c < QM_NCHAN; c++)
+            if (q->chan[c].reload_due && !q->chan[c].full) reload_send(q, c);
         qm_dispatch(q, now);
         time_t wake = next_todo < next_all ? next_todo : next_all, w = qm_next_wake(q);
         if (w != (time_t)-1 && w < wake && !q->stopping) wake = w;
         if (stop_at && stop_at < wake) wake = stop_at;
         struct timespec ts = { wake > now ? wake - now : 0, 0 };
-        if (q->nrm) {               /* removals waiting for their flush */
-            long long ms = q->rm_due - io_now_ms();
+        long long due = q->nrm ? q->rm_due : -1;   /* removals waiting for their flush */
+        if (save_at >= 0 && (due < 0 || save_at < due)) due = save_at;   /* results waiting for their rewrite */
+        if (due >= 0) {
+            long long ms = due - io_now_ms();
             if (ms < 0) ms = 0;
             if (ms < (long long)ts.tv_sec * 1000) ts = (struct timespec){ ms / 1000, (ms % 1000) * 1000000 };
         }
@@ -230,6 +252,18 @@ int main(int argc, char **argv)
     if (!queue_dir(path, sizeof path, q.root, "lock/trigger")) die_temp_sys("trigger path");
     int trig = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (trig < 0) die_temp_sys("%s", path);
+    /* a regular file there is always readable: poll would spin */
+    struct stat st;
+    if (fstat(trig, &st) < 0) die_temp_sys("%s", path);
+    if (!S_ISFIFO(st.st_mode)) die_temp("%s: not a FIFO (postern-setup makes it)", path);
+    /* one queue-manager a queue (qmail-send's lock/sendmutex): a second
+     * one would deliver the same recipients and rewrite the same
+     * envelopes through the same tmp/qm.ID. The lock goes with the
+     * process (the deliverers, started before, never had this fd) */
+    if (flock(trig, LOCK_EX | LOCK_NB) < 0) {
+        if (errno == EWOULDBLOCK) die_temp("another queue-manager is running on %s", path);
+        die_temp_sys("lock %s", path);
+    }
     qm_sweep(&q, time(NULL));
     qm_scan_all(&q);
     log_info(NULL, "event=start messages=%zu remote=%s", q.nmsgs, q.chan[QM_REMOTE].sock >= 0 ? "yes" : "no");

@@ -20,6 +20,7 @@
 #define QM_DSN_READ_MAX (4u << 20)     /* read at most this much of a message for a DSN */
 #define QM_RM_BATCH 128               /* removals made durable together (qm_remove_flush) */
 #define QM_RM_DELAY_MS 100            /* ... at most this long after the first of them */
+#define QM_SAVE_DELAY_MS 100          /* results of a message with jobs in flight: one rewrite at most this late */
 #define QM_DOUBLE_BOUNCE "queue-manager double-bounce"
 #define QM_BOUNCE "queue-manager bounce"
 
@@ -31,6 +32,8 @@ struct qm_channel {
     pid_t pid;
     unsigned inflight;
     unsigned max;
+    int full;               /* a send found the socket full: no job until a result comes back */
+    int reload_due;         /* a reload record still to send (the socket was full) */
 };
 
 /* One per queued message, loaded or not: kept small (the envelope is
@@ -49,6 +52,7 @@ struct qm_msg {
     int loaded;
     int announced;          /* its event=new line is logged */
     int unsaved;            /* results in env not yet durable: keep it loaded */
+    long long dirty_ms;     /* io_now_ms() of its first result not yet written; 0 = none */
     struct envelope *env;   /* while loaded (msg_load), else NULL */
     unsigned char *busy;    /* per recipient: a job is in flight */
 };
@@ -75,6 +79,7 @@ struct qm {
     char rm[QM_RM_BATCH][ENV_ID_LEN + 1];   /* envelopes unlinked, bodies not yet */
     size_t nrm;
     long long rm_due;       /* io_now_ms() by which qm_remove_flush must run */
+    size_t ndirty;          /* messages with dirty_ms set */
     int stopping;           /* SIGTERM: dispatch nothing new */
     int dead;               /* a deliverer went away: exit 111 when bookkeeping is done */
 };
@@ -101,6 +106,9 @@ void qm_channel_dead(struct qm *q, enum qm_chan ch, time_t now);
 void qm_delete(struct qm *q, const char *id, time_t now);
 void qm_flush(struct qm *q);
 time_t qm_next_wake(const struct qm *q);
+/* rewrite the envelopes whose results have waited QM_SAVE_DELAY_MS (all
+ * of them if all); returns the io_now_ms() when the next is due, or -1 */
+long long qm_save_due(struct qm *q, int all);
 unsigned qm_inflight(const struct qm *q);
 
 /* notify.c: queue the reports due in one message's recipient states;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "deliver_proto.h"
+#include "io.h"
 #include "log.h"
 #include "qm.h"
 #include "queue_path.h"
@@ -123,8 +124,11 @@ static int msg_load(struct qm *q, struct qm_msg *m)
     return 1;
 }
 
+static void dirty_clear(struct qm *q, struct qm_msg *m);
+
 static void msg_forget(struct qm *q, struct qm_msg *m)
 {
+    dirty_clear(q, m);
     if (m->prev) m->prev->next = m->next;
     else q->msgs = m->next;
     if (m->next) m->next->prev = m->prev;
@@ -210,8 +214,24 @@ static void apply(struct qm *q, struct qm_msg *m, size_t i, enum dp_status st, c
  * is not delivered again from the old envelope on disk; the save is retried
  * at the next round (QM_SAVE_RETRY). Only a crash meanwhile can duplicate. */
 #define QM_SAVE_RETRY 30
+static void dirty_clear(struct qm *q, struct qm_msg *m)
+{
+    if (m->dirty_ms) { m->dirty_ms = 0; q->ndirty--; }
+}
+
+/* results (or report states) in env not yet written: qm_save_due
+ * rewrites the envelope within QM_SAVE_DELAY_MS */
+static void mark_dirty(struct qm *q, struct qm_msg *m)
+{
+    if (m->dirty_ms) return;
+    long long t = io_now_ms();
+    m->dirty_ms = t > 0 ? t : 1;
+    q->ndirty++;
+}
+
 static void save(struct qm *q, struct qm_msg *m)
 {
+    dirty_clear(q, m);
     if (qm_env_save(q, m->env)) { m->unsaved = 0; return; }
     log_error(m->id, "envelope=not-saved error=\"%s\" retry=%ds", strerror(errno), QM_SAVE_RETRY);
     m->unsaved = 1;
@@ -247,6 +267,16 @@ static int all_finished(const struct envelope *e)
     return 1;
 }
 
+/* a recipient of m waits only for a deliverer's room: its round goes on */
+static int due_now(const struct qm_msg *m, time_t now)
+{
+    for (size_t i = 0; i < m->env->nrcpt; i++) {
+        const struct env_rcpt *r = &m->env->rcpt[i];
+        if (env_rcpt_pending(r->state) && !m->busy[i] && r->next_try <= now) return 1;
+    }
+    return 0;
+}
+
 /* no job of m is in flight: DSNs, then remove it or put it to sleep.
  * Returns 1 if m is gone (freed). */
 static int round_end(struct qm *q, struct qm_msg *m, time_t now)
@@ -260,17 +290,28 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
     /* reports are queued before the states that made them due are saved
      * as done: a crash in between sends a report twice, never not at all.
      * A message left with nothing to do is removed without that save. */
-    int reported = qm_notify(q, m, now);
+    /* not while recipients are still due now (a deliverer without room,
+     * local_concurrency 1): each such pause sent the failures so far in
+     * a report of their own, one a recipient at concurrency 1 */
+    int reported = due_now(m, now) ? 0 : qm_notify(q, m, now);
     if (all_finished(m->env)) {
         if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
         else {
             log_error(m->id, "remove=failed error=\"%s\"", strerror(errno));
             save(q, m);     /* job_done may have left the results to this removal */
+            if (m->unsaved) {
+                /* neither removed nor its results saved: forgotten, the
+                 * next scan of env/ would find the old envelope and
+                 * deliver it again, at every scan while the fault lasts.
+                 * Kept, finished, and both tried again */
+                m->wake = now + QM_SAVE_RETRY;
+                return 0;
+            }
         }
         msg_forget(q, m);
         return 1;
     }
-    if (reported) save(q, m);
+    if (reported || m->dirty_ms) save(q, m);
     update_wake(m, now);
     if (m->unsaved) {
         if (m->wake > now + QM_SAVE_RETRY || m->wake <= now) m->wake = now + QM_SAVE_RETRY;
@@ -320,15 +361,52 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     return 1;
 }
 
+/* Times written by a clock that has since gone back (or by an operator's
+ * edit): a birth ahead of now never expired, since the lifetime counts
+ * from birth and the age stayed 0 (and one past 9e18 could not even be
+ * sent to a deliverer); a next_try further ahead than any retry is
+ * scheduled (RETRY_GAP_MAX) stalled its recipient until the clock caught
+ * up. Such a birth becomes now (the message lives its lifetime from here),
+ * such a next_try now (due). Returns 1 if the envelope changed. */
+#define QM_CLOCK_SLACK 60
+static int clock_went_back(struct qm_msg *m, time_t now)
+{
+    struct envelope *e = m->env;
+    int changed = 0;
+    if (e->birth > now + QM_CLOCK_SLACK) {
+        log_warn(m->id, "birth=%lld error=\"in the future\" action=\"counted from now\"", (long long)e->birth);
+        e->birth = now;
+        changed = 1;
+    }
+    for (size_t i = 0; i < e->nrcpt; i++) {
+        struct env_rcpt *r = &e->rcpt[i];
+        if (!env_rcpt_pending(r->state) || m->busy[i] || r->next_try <= now + RETRY_GAP_MAX) continue;
+        char a[ENV_ADDR_MAX * 4 + 8];
+        log_warn(m->id, "rcpt=%s next_try=%lld error=\"further ahead than any retry\" action=\"due now\"",
+                 log_safe(a, sizeof a, r->addr, strlen(r->addr)), (long long)r->next_try);
+        r->next_try = now;
+        changed = 1;
+    }
+    return changed;
+}
+
 static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
 {
     int changed = 0, waiting = 0;
     if (!msg_load(q, m)) {
+        if (errno == ENOENT && !m->inflight) {
+            /* removed by hand: envelopes are replaced by rename and
+             * unlinked only when finished, so it is gone for good */
+            log_warn(m->id, "envelope=gone action=forgotten");
+            msg_forget(q, m);
+            return;
+        }
         log_error(m->id, "envelope=unusable error=\"%s\" retry=600s", strerror(errno));
         m->wake = now + 600;
         return;
     }
     if (m->unsaved) save(q, m);
+    changed = clock_went_back(m, now);
     for (size_t i = 0; i < m->env->nrcpt; i++) {
         struct env_rcpt *r = &m->env->rcpt[i];
         if (!env_rcpt_pending(r->state) || m->busy[i]) continue;
@@ -341,8 +419,15 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
             changed = 1;
             continue;
         }
-        if (c->inflight >= c->max) { waiting |= 1 << ch; continue; }
+        if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; continue; }
         if (!send_job(q, m, i, ch)) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* the deliverer has not read its jobs yet: not an
+                 * attempt; sent once a result shows it reads again */
+                c->full = 1;
+                waiting |= 1 << ch;
+                continue;
+            }
             if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
                 /* the deliverer is gone: not an attempt, so no retry delay for
                  * this or any other due message; dispatch stops here and the
@@ -375,7 +460,7 @@ static int room(const struct qm *q)
 {
     int mask = 0;
     for (int c = 0; c < QM_NCHAN; c++)
-        if (q->chan[c].sock >= 0 && q->chan[c].inflight < q->chan[c].max) mask |= 1 << c;
+        if (q->chan[c].sock >= 0 && q->chan[c].inflight < q->chan[c].max && !q->chan[c].full) mask |= 1 << c;
     return mask;
 }
 
@@ -414,11 +499,17 @@ static void job_done(struct qm *q, struct qm_job *j, enum dp_status st, const ch
     q->chan[j->chan].inflight--;
     if (!m->delete_req) {
         apply(q, m, j->rcpt, st, action, text, now);
-        /* durable before it counts: the rewritten envelope, or, when this
-         * result finishes the message with nothing left to report, its
-         * removal in round_end (unlink + fsync env/<h>) -- rewriting an
-         * envelope only to delete it would cost two more fsyncs */
-        if (m->inflight || !all_finished(m->env)) save(q, m);
+        /* durable before the round ends: while jobs of m are in flight
+         * the envelope is rewritten at most QM_SAVE_DELAY_MS after the
+         * first result not yet written, once for all of them (here or by
+         * qm_save_due; one rewrite a result, of an n-recipient file, made
+         * n recipients cost O(n^2)); at the round's end round_end
+         * rewrites it, or, when this result finishes the message with
+         * nothing left to report, removes it (unlink + fsync env/<h>)
+         * without the rewrite. A crash meanwhile delivers those
+         * recipients again, never loses them (the qmail trade-off) */
+        mark_dirty(q, m);
+        if (m->inflight && io_now_ms() - m->dirty_ms >= QM_SAVE_DELAY_MS) save(q, m);
     }
     free(j);
     if (!m->inflight) round_end(q, m, now);
@@ -483,6 +574,21 @@ time_t qm_next_wake(const struct qm *q)
         if (w == (time_t)-1 || t < w) w = t;
     }
     return w;
+}
+
+long long qm_save_due(struct qm *q, int all)
+{
+    long long t = io_now_ms(), next = -1;
+    if (!q->ndirty) return -1;
+    for (struct qm_msg *m = q->msgs; m && q->ndirty; m = m->next) {
+        if (!m->dirty_ms) continue;
+        long long due = m->dirty_ms + QM_SAVE_DELAY_MS;
+        if (all || t >= due) {
+            save(q, m);
+            if (!m->inflight && !m->unsaved) msg_unload(m);    /* as round_end would have */
+        } else if (next < 0 || due < next) next = due;
+    }
+    return next;
 }
 
 unsigned qm_inflight(const struct qm *q)

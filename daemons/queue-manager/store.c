@@ -212,6 +212,7 @@ static void sweep_tmp(const struct qm *q, const char *sub, time_t now)
     if (!queue_dir(dir, sizeof dir, q->root, sub)) return;
     DIR *d = opendir(dir);
     struct dirent *de;
+    if (!d && errno != ENOENT) log_error(NULL, "sweep=%s error=\"%s\"", sub, strerror(errno));
     while (d && (de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode)) continue;
@@ -237,6 +238,7 @@ void qm_sweep(struct qm *q, time_t now)
         if (!queue_dir(dir, sizeof dir, q->root, sub)) continue;
         DIR *d = opendir(dir);
         struct dirent *de;
+        if (!d && errno != ENOENT) log_error(NULL, "sweep=%s error=\"%s\"", sub, strerror(errno));
         while (d && (de = readdir(d))) {
             if (!envelope_id_valid(de->d_name)) continue;
             if (!queue_path(path, sizeof path, q->root, QUEUE_ENV, de->d_name)) continue;
@@ -264,8 +266,8 @@ static void take(struct qm *q, const char *id, int from_todo)
         if (!queue_path(path, sizeof path, q->root, QUEUE_MESS, id)) return;
         if (access(path, F_OK) < 0 && errno == ENOENT) {
             /* an envelope without its body cannot be delivered: never acknowledged */
-            log_warn(id, "removed=envelope-without-message");
-            qm_msg_remove(q, id);
+            if (qm_msg_remove(q, id)) log_warn(id, "removed=envelope-without-message");
+            else log_error(id, "remove=failed why=envelope-without-message error=\"%s\"", strerror(errno));
             return;
         }
         if (!qm_add(q, id)) { log_error(id, "error=\"cannot track message: %s\"", strerror(errno)); return; }

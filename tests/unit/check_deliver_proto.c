@@ -241,6 +241,20 @@ START_TEST(test_limits_oversized)
     sample_job(&j);
     ck_assert(!dp_job_encode(&j, got, 20, &len));
     ck_assert_int_eq(errno, EMSGSIZE);
+    /* the encoder sends only what the decoder takes: a birth over 9e18
+     * (an envelope holds up to 2^63-1) went out, the deliverer refused the
+     * record and never answered, and its job stayed in flight for ever */
+    sample_job(&j);
+    j.birth = 9000000000000000000LL;
+    ck_assert(dp_job_encode(&j, got, sizeof got, &len));
+    ck_assert(dp_job_decode(&k, got, len));
+    ck_assert_int_eq(k.birth, 9000000000000000000LL);
+    j.birth = 9000000000000000001LL;
+    ck_assert(!dp_job_encode(&j, got, sizeof got, &len));
+    ck_assert_int_eq(errno, EINVAL);
+    j.birth = 9223372036854775807LL;
+    ck_assert(!dp_job_encode(&j, got, sizeof got, &len));
+    ck_assert_int_eq(errno, EINVAL);
 }
 END_TEST
 
