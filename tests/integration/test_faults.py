@@ -345,7 +345,7 @@ class QueueManagerFaults(FaultBase):
         self.inst.set_conf(local_concurrency='10')     # the default: the class runs with 1
         t0 = time.time()
         try:
-            p, start = self.start_qm(['-f', '-e', 'trace=rename,renameat,renameat2'])
+            p, start = self.start_qm(['-e', 'trace=rename,renameat,renameat2'])   # queue-manager alone: it does the rewrites
         finally:
             self.inst.set_conf(local_concurrency='1')
         try:
