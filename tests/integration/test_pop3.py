@@ -6,6 +6,8 @@ import base64
 import os
 import poplib
 import pwd
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -531,6 +533,31 @@ class PosternUser(unittest.TestCase):
         self.assertEqual(cp(b'frank\x00nope\x00123\x00').returncode, 1)
         self.assertEqual(cp(b'nobody\x00fpw\x00123\x00').returncode, 1)
         self.assertEqual(cp(b'garbage').returncode, 2)
+
+    def test_checkpassword_unknown_user_costs_one_hash(self):
+        """checkpassword mode: an unknown name costs what a known one does,
+        one argon2id computation (its 64 MiB allocation, counted by strace,
+        not timed); it made a dummy hash and then verified against it, twice
+        the work, which told unknown names from known ones by time"""
+        need(self, 'auth-checker')
+        if not shutil.which('strace'):
+            self.skipTest('strace is not installed')
+        self.assertEqual(self.user('add', 'frank', input='fpw\n').returncode, 0)
+        ac = self.inst.bin('auth-checker')
+        trace = os.path.join(self.inst.root, 'strace.out')
+
+        def hashes(data):
+            p = subprocess.run(['strace', '-f', '-e', 'trace=mmap', '-o', trace, 'sh', '-c',
+                                'exec 3<&0 0</dev/null; exec "$0" "$@"', ac, '--checkpassword',
+                                self.inst.root, 'true'],
+                               input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            with open(trace) as f:
+                big = [l for l in f if re.search(r'mmap\(NULL, (\d{8,})', l)]
+            return p.returncode, len(big)
+        self.assertEqual(hashes(b'frank\x00fpw\x00123\x00'), (0, 1))
+        self.assertEqual(hashes(b'frank\x00nope\x00123\x00'), (1, 1))
+        self.assertEqual(hashes(b'nobody\x00fpw\x00123\x00'), (1, 1))
+        self.assertEqual(hashes(b'Not A Name\x00fpw\x00123\x00'), (1, 1))
 
 
 if __name__ == '__main__':
