@@ -329,6 +329,27 @@ class Pop3(unittest.TestCase):
         self.assertEqual(r[3], AUTH_ERR)
         self.assertEqual(r[4], '-ERR Invalid base64 data')
 
+    def test_long_password(self):
+        """a password as long as postern-user takes (1024 octets) logs in
+        with USER/PASS and with AUTH PLAIN's initial response: both lines
+        were held to RFC 2449's 255 octets for commands and refused with
+        "-ERR Command line too long"; other commands still are"""
+        pw = 'L' * 1024
+        self.inst.add_user('longpw', pw)
+        p = poplib.POP3('127.0.0.1', self.port, timeout=30)
+        try:
+            p.user('longpw')
+            self.assertEqual(p.pass_(pw), b'+OK Logged in.')
+        finally:
+            p.quit()
+        ir = base64.b64encode(b'\0longpw\0' + pw.encode()).decode()
+        pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN ' + ir, '+OK Logged in.'), ('QUIT', '+OK')])
+        pop3_dialogue(self.port, [(None, '+OK'), ('USER longpw', '+OK'), ('PASS ' + pw[1:] + 'x', AUTH_ERR),
+                                  ('USER ' + 'u' * 300, '-ERR Command line too long'),
+                                  ('PASS ' + 'p' * 1025, '-ERR Command line too long'),
+                                  ('AUTH PLAIN ' + 'A' * 2100, '-ERR Command line too long'),
+                                  ('QUIT', '+OK')])
+
     def test_pipelining(self):
         put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
         with Conn(self.port) as c:
