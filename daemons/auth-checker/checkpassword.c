@@ -49,10 +49,14 @@ int checkpassword_main(const char *root, char **prog)
     enum userdb_pwlevel lvl = USERDB_PW_INTERACTIVE;
     userdb_pwlevel_parse(conf.pwhash_level, &lvl);
     /* an unknown name costs one argon2id computation, as a verification
-     * does: the password is hashed (and the result thrown away) */
+     * does: the password is hashed (and the result thrown away) at the
+     * cost most users' hashes have */
     int ok = 0;
+    unsigned long long ops;
+    size_t mem;
+    users_cost(&db, lvl, &ops, &mem);
     if (e) ok = userdb_pwverify(e->hash, pass, (size_t)(z2 - pass)) == 1;
-    else if (!userdb_pwhash(dummy, pass, (size_t)(z2 - pass), lvl)) { sodium_memzero(in, sizeof in); return 111; }
+    else if (!userdb_pwhash_cost(dummy, pass, (size_t)(z2 - pass), ops, mem)) { sodium_memzero(in, sizeof in); return 111; }
     sodium_memzero(dummy, sizeof dummy);
     char u[100];
     log_safe(u, sizeof u, user, (size_t)(z1 - user));

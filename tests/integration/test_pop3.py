@@ -458,6 +458,43 @@ class Pop3(unittest.TestCase):
         login(self.port).quit()
 
 
+class DummyHashCost(unittest.TestCase):
+    def test_unknown_user_costs_what_the_users_hashes_cost(self):
+        """auth-checker verifies an unknown name against a dummy hash; after
+        pwhash_level went from interactive to moderate the users' hashes
+        still cost 64 MiB and the dummy 256 MiB, eight times the time, which
+        told unknown names from known ones. The dummy now has the cost of
+        the users' hashes (the most common one). Seen by strace: the
+        verification's argon2 allocation, not by timing"""
+        need(self, *PROGS)
+        if not shutil.which('strace'):
+            self.skipTest('strace is not installed')
+        inst = Instance(services=['auth-checker', 'pop3-listener'], users={'alice': 'secret'}).start()
+        try:
+            inst.set_conf(pwhash_level='moderate')
+            inst.svc('auth-checker', '-r')
+            inst.wait_for(lambda: 'event=start users=1' in inst.log('auth-checker').split('event=stop')[-1])
+            inst.wait_ready('auth-checker')
+            trace = os.path.join(inst.root, 'strace.out')
+            st = subprocess.Popen(['strace', '-f', '-e', 'trace=mmap', '-o', trace,
+                                   '-p', str(inst.service_pid('auth-checker'))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                self.assertIn(b'attached', st.stderr.readline())
+                port = inst.port('pop3')
+                for user in ('alice', 'nosuch'):
+                    pop3_dialogue(port, [(None, '+OK'), ('USER ' + user, '+OK'), ('PASS wrong', AUTH_ERR),
+                                         ('QUIT', '+OK')])
+            finally:
+                st.terminate()
+                st.wait(30)
+            with open(trace) as f:
+                sizes = [int(m.group(1)) for m in re.finditer(r'mmap\(NULL, (\d{8,})', f.read())]
+            self.assertEqual(sizes, [64 << 20, 64 << 20])
+        finally:
+            inst.stop()
+
+
 class Pop3Limits(unittest.TestCase):
     def test_sessions_per_client(self):
         need(self, *PROGS)
