@@ -344,6 +344,17 @@ static const struct pop3_cmd pop3_cmds[] = {
     { "OPTIONS", ST_AUTH | ST_TRANS, c_http },
 };
 
+/* RFC 2449's 255 octets for a command line, with CRLF; but PASS may carry
+ * a whole password and AUTH an initial response as long as a response
+ * line (the caller's buffer bounds it): clients send them whatever their
+ * length, and a password postern-user took would otherwise not get in */
+static size_t line_limit(const char *line, size_t len)
+{
+    if (len >= 5 && !strncasecmp(line, "PASS ", 5)) return 5 + POP3_PASS_MAX + 2;
+    if (len >= 5 && !strncasecmp(line, "AUTH ", 5)) return POP3_SASL_LINE_MAX;
+    return POP3_LINE_MAX;
+}
+
 int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncated,
               enum pop3_action *act)
 {
@@ -354,7 +365,7 @@ int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncate
         if (len == 1 && line[0] == '*') { s->state = POP3_AUTHORIZATION; return say(s, "-ERR Authentication cancelled"); }
         return auth_plain(s, line, len, act);
     }
-    if (truncated || len > POP3_LINE_MAX - 2) return bad(s, "-ERR Command line too long", act);
+    if (truncated || len > line_limit(line, len) - 2) return bad(s, "-ERR Command line too long", act);
     if (memchr(line, 0, len)) return bad(s, "-ERR Unknown command", act);
     size_t kl = 0;
     while (kl < len && line[kl] != ' ') kl++;

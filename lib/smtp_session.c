@@ -1052,11 +1052,16 @@ enum cmdline { CL_OK, CL_TOO_LONG, CL_BARE_CR };
 /* The longest a command line may be, with its CRLF: 512 (RFC 5321
  * 4.5.3.1.4), more for MAIL and RCPT by what the extensions we offer add:
  * RFC 3461 (DSN) 100 to MAIL and 500 to RCPT, RFC 1870 (SIZE) 26, RFC 4954
- * (AUTH=) 500 and RFC 6531 (SMTPUTF8) 10 to MAIL. */
+ * (AUTH=) 500 and RFC 6531 (SMTPUTF8) 10 to MAIL. AUTH may carry an initial
+ * response as long as a SASL response line: clients send one whatever its
+ * length, and a long password would otherwise not get through. */
+_Static_assert(SMTP_AUTH_LINE_MAX == 11 + SASL_LINE_MAX + 2, "AUTH line: room for a whole response line");
+
 static size_t line_limit(const char *line, size_t n)
 {
     if (n >= 5 && !strncasecmp(line, "MAIL", 4) && (line[4] == ' ' || line[4] == '\t')) return SMTP_MAIL_LINE_MAX;
     if (n >= 5 && !strncasecmp(line, "RCPT", 4) && (line[4] == ' ' || line[4] == '\t')) return SMTP_RCPT_LINE_MAX;
+    if (n >= 5 && !strncasecmp(line, "AUTH", 4) && (line[4] == ' ' || line[4] == '\t')) return SMTP_AUTH_LINE_MAX;
     return SMTP_CMD_MAX;
 }
 
@@ -1101,7 +1106,7 @@ static int wait_command(struct smtp_session *s)
  * EPIPE end of input, ETIMEDOUT, E2BIG an endless line). */
 static int read_command(struct smtp_session *s, char *line, size_t *len, enum cmdline *kind)
 {
-    const size_t max = SMTP_MAIL_LINE_MAX - 2;   /* the longest any command may be */
+    const size_t max = SMTP_LINE_READ_MAX - 2;   /* the longest any command may be */
     char scratch[512];
     size_t n = 0, got, discarded = 0, crs = 0;
     enum io_eol eol;
@@ -1235,7 +1240,7 @@ static int tls_hello_seen(struct smtp_session *s)
 
 int smtp_session_run(struct smtp_session *s)
 {
-    char line[SMTP_MAIL_LINE_MAX];
+    char line[SMTP_LINE_READ_MAX];
     signal(SIGPIPE, SIG_IGN);
     if (s->tls_pending && !tls_established(s)) s->first = 0;
     else replyf(s, "220 %s ESMTP postern", s->cf->hostname);

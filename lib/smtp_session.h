@@ -40,6 +40,10 @@
 #define SMTP_CMD_MAX 512          /* octets of a command line with its CRLF */
 #define SMTP_MAIL_LINE_MAX (512 + 100 + 26 + 500 + 10)  /* MAIL with its parameters (line_limit) */
 #define SMTP_RCPT_LINE_MAX (512 + 500)                  /* RCPT with NOTIFY and ORCPT */
+/* AUTH with an initial response as long as a response line (sasl.h
+ * SASL_LINE_MAX): "AUTH PLAIN " or "AUTH LOGIN ", 2048 octets of base64, CRLF */
+#define SMTP_AUTH_LINE_MAX (11 + 2048 + 2)
+#define SMTP_LINE_READ_MAX SMTP_AUTH_LINE_MAX             /* the longest of them all */
 #define SMTP_TEXT_MAX 1000        /* DATA is read in pieces of this size */
 #define SMTP_DISCARD_MAX (1u << 20) /* an overlong command line: close past this */
 

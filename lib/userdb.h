@@ -91,6 +91,11 @@ enum userdb_pwlevel { USERDB_PW_INTERACTIVE = 0, USERDB_PW_MODERATE, USERDB_PW_S
 int userdb_pwlevel_parse(const char *s, enum userdb_pwlevel *lvl);
 /* hash pass[0..len) into out (USERDB_HASH_MAX+1 bytes) */
 int userdb_pwhash(char *out, const char *pass, size_t len, enum userdb_pwlevel lvl);
+/* the same at an explicit cost (opslimit, memlimit in bytes) */
+int userdb_pwhash_cost(char *out, const char *pass, size_t len, unsigned long long ops, size_t mem);
+/* the cost an argon2id string was made with ("$argon2id$v=19$m=KiB,t=ops,p=1$"),
+ * or of a level when hash is NULL; 0 with EINVAL if the string does not say */
+int userdb_pwhash_cost_of(const char *hash, enum userdb_pwlevel lvl, unsigned long long *ops, size_t *mem);
 /* 1 if pass matches hash, 0 if not, -1 if the hash is malformed (EINVAL) */
 int userdb_pwverify(const char *hash, const char *pass, size_t len);
 

@@ -14,12 +14,56 @@ int userdb_pwlevel_parse(const char *s, enum userdb_pwlevel *lvl)
     return 1;
 }
 
+/* a decimal number of at most 12 digits at *p, then the character end */
+static int cost_field(const char **p, char end, unsigned long long *v)
+{
+    size_t n = 0;
+    *v = 0;
+    while (**p >= '0' && **p <= '9' && n < 12) { *v = *v * 10 + (unsigned)(**p - '0'); (*p)++; n++; }
+    if (!n || **p != end) return 0;
+    (*p)++;
+    return 1;
+}
+
+int userdb_pwhash_cost_of(const char *hash, enum userdb_pwlevel lvl, unsigned long long *ops, size_t *mem)
+{
+    unsigned long long m, t, par;
+    if (!hash) {
+        *ops = crypto_pwhash_OPSLIMIT_INTERACTIVE;
+        *mem = crypto_pwhash_MEMLIMIT_INTERACTIVE;
+        if (lvl == USERDB_PW_MODERATE) { *ops = crypto_pwhash_OPSLIMIT_MODERATE; *mem = crypto_pwhash_MEMLIMIT_MODERATE; }
+        if (lvl == USERDB_PW_SENSITIVE) { *ops = crypto_pwhash_OPSLIMIT_SENSITIVE; *mem = crypto_pwhash_MEMLIMIT_SENSITIVE; }
+        return 1;
+    }
+    const char *p = hash;
+    if (strncmp(p, "$argon2id$", 10)) { errno = EINVAL; return 0; }
+    p += 10;
+    if (!strncmp(p, "v=", 2)) { p += 2; if (!cost_field(&p, '$', &m)) { errno = EINVAL; return 0; } }
+    if (strncmp(p, "m=", 2)) { errno = EINVAL; return 0; }
+    p += 2;
+    if (!cost_field(&p, ',', &m) || strncmp(p, "t=", 2)) { errno = EINVAL; return 0; }
+    p += 2;
+    if (!cost_field(&p, ',', &t) || strncmp(p, "p=", 2)) { errno = EINVAL; return 0; }
+    p += 2;
+    if (!cost_field(&p, '$', &par)) { errno = EINVAL; return 0; }
+    /* libsodium's own bounds; memlimit in bytes */
+    if (t < crypto_pwhash_OPSLIMIT_MIN || t > crypto_pwhash_OPSLIMIT_MAX ||
+        m > crypto_pwhash_MEMLIMIT_MAX / 1024 || m * 1024 < crypto_pwhash_MEMLIMIT_MIN) { errno = EINVAL; return 0; }
+    *ops = t;
+    *mem = (size_t)m * 1024;
+    return 1;
+}
+
 int userdb_pwhash(char *out, const char *pass, size_t len, enum userdb_pwlevel lvl)
 {
-    unsigned long long ops = crypto_pwhash_OPSLIMIT_INTERACTIVE;
-    size_t mem = crypto_pwhash_MEMLIMIT_INTERACTIVE;
-    if (lvl == USERDB_PW_MODERATE) { ops = crypto_pwhash_OPSLIMIT_MODERATE; mem = crypto_pwhash_MEMLIMIT_MODERATE; }
-    if (lvl == USERDB_PW_SENSITIVE) { ops = crypto_pwhash_OPSLIMIT_SENSITIVE; mem = crypto_pwhash_MEMLIMIT_SENSITIVE; }
+    unsigned long long ops;
+    size_t mem;
+    userdb_pwhash_cost_of(NULL, lvl, &ops, &mem);
+    return userdb_pwhash_cost(out, pass, len, ops, mem);
+}
+
+int userdb_pwhash_cost(char *out, const char *pass, size_t len, unsigned long long ops, size_t mem)
+{
     if (sodium_init() < 0) { errno = EIO; return 0; }
     char h[crypto_pwhash_STRBYTES];
     _Static_assert(crypto_pwhash_STRBYTES <= USERDB_HASH_MAX + 1, "hash buffer");

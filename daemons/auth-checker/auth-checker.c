@@ -6,8 +6,8 @@
  *
  * Binds the socket as root (directory run/auth 0750 root:postern), then
  * drops to user_auth and serves. SIGHUP (or a rewritten users file) reloads
- * the users. Unknown users are verified against a dummy hash of the same
- * cost and get Rbad. Throttling numbers: lib/auth_throttle.h. */
+ * the users. Unknown users are verified against a dummy hash of the cost
+ * most users' hashes have and get Rbad. Throttling numbers: lib/auth_throttle.h. */
 #include <errno.h>
 #include <grp.h>
 #include <stdio.h>
@@ -83,11 +83,9 @@ int main(int argc, char **argv)
     if (!privdrop_is_root()) s.allowed[s.nallowed++] = getuid();
     if ((s.listen_fd = bind_socket(root)) < 0) die_temp_sys("bind %s/%s", root, AUTH_SOCKET);
     if (!privdrop(NULL, &me)) die_temp_sys("dropping privileges to %s", conf.user_auth);
-    /* the dummy hash for unknown users: same algorithm and cost */
-    unsigned char rnd[32];
-    randombytes_buf(rnd, sizeof rnd);
-    if (!userdb_pwhash(s.dummy_hash, (const char *)rnd, sizeof rnd, lvl)) die_temp_sys("making the dummy hash");
-    sodium_memzero(rnd, sizeof rnd);
+    /* the dummy hash for unknown users: same algorithm and cost as the users' */
+    s.pwlevel = lvl;
+    if (!server_dummy_refresh(&s)) die_temp_sys("making the dummy hash");
     log_info(NULL, "event=start users=%zu concurrency=%llu", s.users.n, conf.auth_concurrency);
     if (notify >= 0) { if (write(notify, "\n", 1) != 1) {} close(notify); }
     return server_run(&s) ? EXIT_OK : EXIT_TEMP;

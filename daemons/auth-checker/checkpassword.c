@@ -7,8 +7,9 @@
  * match: sets USER, HOME (= the maildir) and MAILDIR, drops to the user's
  * uid/gid when run as root, chdirs to the maildir and execs prog.
  * Exit codes (checkpassword's): 1 bad user or password, 2 misuse, 111
- * temporary trouble (e.g. users file unreadable). Unknown users are
- * verified against a dummy hash like known ones. */
+ * temporary trouble (e.g. users file unreadable). An unknown user's
+ * password is hashed once at the configured cost, the work a known
+ * user's verification takes. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +48,16 @@ int checkpassword_main(const char *root, char **prog)
     const struct userdb_entry *e = userdb_name_canon(user, (size_t)(z1 - user), name, &why) ? userdb_find(&db, name) : 0;
     enum userdb_pwlevel lvl = USERDB_PW_INTERACTIVE;
     userdb_pwlevel_parse(conf.pwhash_level, &lvl);
-    if (!e && !userdb_pwhash(dummy, "-", 1, lvl)) return 111;
-    int ok = userdb_pwverify(e ? e->hash : dummy, pass, (size_t)(z2 - pass)) == 1 && e;
+    /* an unknown name costs one argon2id computation, as a verification
+     * does: the password is hashed (and the result thrown away) at the
+     * cost most users' hashes have */
+    int ok = 0;
+    unsigned long long ops;
+    size_t mem;
+    users_cost(&db, lvl, &ops, &mem);
+    if (e) ok = userdb_pwverify(e->hash, pass, (size_t)(z2 - pass)) == 1;
+    else if (!userdb_pwhash_cost(dummy, pass, (size_t)(z2 - pass), ops, mem)) { sodium_memzero(in, sizeof in); return 111; }
+    sodium_memzero(dummy, sizeof dummy);
     char u[100];
     log_safe(u, sizeof u, user, (size_t)(z1 - user));
     sodium_memzero(in, sizeof in);

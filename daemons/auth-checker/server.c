@@ -50,6 +50,43 @@ static void on_signal(int sig)
     else if (sig == SIGTERM || sig == SIGINT) got_term = 1;
 }
 
+void users_cost(const struct userdb *db, enum userdb_pwlevel lvl, unsigned long long *ops, size_t *mem)
+{
+    struct cost { unsigned long long ops; size_t mem; size_t n; } seen[8];
+    size_t nseen = 0, best = 0;
+    for (size_t i = 0; i < db->n; i++) {
+        if (!userdb_pwhash_cost_of(db->v[i].hash, lvl, ops, mem)) continue;
+        size_t k = 0;
+        while (k < nseen && (seen[k].ops != *ops || seen[k].mem != *mem)) k++;
+        if (k == nseen) {
+            if (nseen == sizeof seen / sizeof seen[0]) continue;   /* a rare ninth cost */
+            seen[nseen++] = (struct cost){ *ops, *mem, 0 };
+        }
+        seen[k].n++;
+    }
+    for (size_t k = 1; k < nseen; k++)
+        if (seen[k].n > seen[best].n) best = k;
+    if (nseen) { *ops = seen[best].ops; *mem = seen[best].mem; }
+    else userdb_pwhash_cost_of(NULL, lvl, ops, mem);
+}
+
+int server_dummy_refresh(struct server *s)
+{
+    unsigned long long ops;
+    size_t mem;
+    users_cost(&s->users, s->pwlevel, &ops, &mem);
+    if (s->dummy_hash[0] && ops == s->dummy_ops && mem == s->dummy_mem) return 1;
+    unsigned char rnd[32];
+    randombytes_buf(rnd, sizeof rnd);
+    int ok = userdb_pwhash_cost(s->dummy_hash, (const char *)rnd, sizeof rnd, ops, mem);
+    sodium_memzero(rnd, sizeof rnd);
+    if (!ok) return 0;
+    s->dummy_ops = ops;
+    s->dummy_mem = mem;
+    log_info(NULL, "event=dummy_hash ops=%llu mem_kib=%zu", ops, mem / 1024);
+    return 1;
+}
+
 static void users_reload(struct server *s, int force)
 {
     struct filesig now;
@@ -73,6 +110,7 @@ static void users_reload(struct server *s, int force)
     s->users = db;
     filesig_cache_loaded(&s->users_c, &now);
     if (!quiet) log_info(NULL, "event=reload users=%zu", db.n);
+    if (!server_dummy_refresh(s)) log_error(NULL, "event=dummy_hash error=\"%s\" kept=previous", strerror(errno));
 }
 
 /* SIGHUP: re-read postern.conf (auth_concurrency takes effect); a broken
@@ -92,6 +130,7 @@ static void conf_reload(struct server *s)
     }
     live = nc;
     s->conf = &live;
+    s->pwlevel = lvl;
     log_info(NULL, "event=reload conf=ok concurrency=%llu", live.auth_concurrency);
 }
 

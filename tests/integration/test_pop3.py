@@ -6,6 +6,8 @@ import base64
 import os
 import poplib
 import pwd
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -327,6 +329,27 @@ class Pop3(unittest.TestCase):
         self.assertEqual(r[3], AUTH_ERR)
         self.assertEqual(r[4], '-ERR Invalid base64 data')
 
+    def test_long_password(self):
+        """a password as long as postern-user takes (1024 octets) logs in
+        with USER/PASS and with AUTH PLAIN's initial response: both lines
+        were held to RFC 2449's 255 octets for commands and refused with
+        "-ERR Command line too long"; other commands still are"""
+        pw = 'L' * 1024
+        self.inst.add_user('longpw', pw)
+        p = poplib.POP3('127.0.0.1', self.port, timeout=30)
+        try:
+            p.user('longpw')
+            self.assertEqual(p.pass_(pw), b'+OK Logged in.')
+        finally:
+            p.quit()
+        ir = base64.b64encode(b'\0longpw\0' + pw.encode()).decode()
+        pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN ' + ir, '+OK Logged in.'), ('QUIT', '+OK')])
+        pop3_dialogue(self.port, [(None, '+OK'), ('USER longpw', '+OK'), ('PASS ' + pw[1:] + 'x', AUTH_ERR),
+                                  ('USER ' + 'u' * 300, '-ERR Command line too long'),
+                                  ('PASS ' + 'p' * 1025, '-ERR Command line too long'),
+                                  ('AUTH PLAIN ' + 'A' * 2100, '-ERR Command line too long'),
+                                  ('QUIT', '+OK')])
+
     def test_pipelining(self):
         put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
         with Conn(self.port) as c:
@@ -435,6 +458,43 @@ class Pop3(unittest.TestCase):
         login(self.port).quit()
 
 
+class DummyHashCost(unittest.TestCase):
+    def test_unknown_user_costs_what_the_users_hashes_cost(self):
+        """auth-checker verifies an unknown name against a dummy hash; after
+        pwhash_level went from interactive to moderate the users' hashes
+        still cost 64 MiB and the dummy 256 MiB, eight times the time, which
+        told unknown names from known ones. The dummy now has the cost of
+        the users' hashes (the most common one). Seen by strace: the
+        verification's argon2 allocation, not by timing"""
+        need(self, *PROGS)
+        if not shutil.which('strace'):
+            self.skipTest('strace is not installed')
+        inst = Instance(services=['auth-checker', 'pop3-listener'], users={'alice': 'secret'}).start()
+        try:
+            inst.set_conf(pwhash_level='moderate')
+            inst.svc('auth-checker', '-r')
+            inst.wait_for(lambda: 'event=start users=1' in inst.log('auth-checker').split('event=stop')[-1])
+            inst.wait_ready('auth-checker')
+            trace = os.path.join(inst.root, 'strace.out')
+            st = subprocess.Popen(['strace', '-f', '-e', 'trace=mmap', '-o', trace,
+                                   '-p', str(inst.service_pid('auth-checker'))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                self.assertIn(b'attached', st.stderr.readline())
+                port = inst.port('pop3')
+                for user in ('alice', 'nosuch'):
+                    pop3_dialogue(port, [(None, '+OK'), ('USER ' + user, '+OK'), ('PASS wrong', AUTH_ERR),
+                                         ('QUIT', '+OK')])
+            finally:
+                st.terminate()
+                st.wait(30)
+            with open(trace) as f:
+                sizes = [int(m.group(1)) for m in re.finditer(r'mmap\(NULL, (\d{8,})', f.read())]
+            self.assertEqual(sizes, [64 << 20, 64 << 20])
+        finally:
+            inst.stop()
+
+
 class Pop3Limits(unittest.TestCase):
     def test_sessions_per_client(self):
         need(self, *PROGS)
@@ -531,6 +591,31 @@ class PosternUser(unittest.TestCase):
         self.assertEqual(cp(b'frank\x00nope\x00123\x00').returncode, 1)
         self.assertEqual(cp(b'nobody\x00fpw\x00123\x00').returncode, 1)
         self.assertEqual(cp(b'garbage').returncode, 2)
+
+    def test_checkpassword_unknown_user_costs_one_hash(self):
+        """checkpassword mode: an unknown name costs what a known one does,
+        one argon2id computation (its 64 MiB allocation, counted by strace,
+        not timed); it made a dummy hash and then verified against it, twice
+        the work, which told unknown names from known ones by time"""
+        need(self, 'auth-checker')
+        if not shutil.which('strace'):
+            self.skipTest('strace is not installed')
+        self.assertEqual(self.user('add', 'frank', input='fpw\n').returncode, 0)
+        ac = self.inst.bin('auth-checker')
+        trace = os.path.join(self.inst.root, 'strace.out')
+
+        def hashes(data):
+            p = subprocess.run(['strace', '-f', '-e', 'trace=mmap', '-o', trace, 'sh', '-c',
+                                'exec 3<&0 0</dev/null; exec "$0" "$@"', ac, '--checkpassword',
+                                self.inst.root, 'true'],
+                               input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            with open(trace) as f:
+                big = [l for l in f if re.search(r'mmap\(NULL, (\d{8,})', l)]
+            return p.returncode, len(big)
+        self.assertEqual(hashes(b'frank\x00fpw\x00123\x00'), (0, 1))
+        self.assertEqual(hashes(b'frank\x00nope\x00123\x00'), (1, 1))
+        self.assertEqual(hashes(b'nobody\x00fpw\x00123\x00'), (1, 1))
+        self.assertEqual(hashes(b'Not A Name\x00fpw\x00123\x00'), (1, 1))
 
 
 if __name__ == '__main__':

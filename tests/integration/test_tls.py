@@ -380,6 +380,30 @@ class SmtpTls(unittest.TestCase):
             self.assertGreaterEqual(time.monotonic() - t0, 0.9)
             smtp_steps(c, [('AUTH PLAIN ' + b64('\0bob\0' + PASSWORD), '235'), ('QUIT', '221')])
 
+    def test_long_password_initial_response(self):
+        """AUTH PLAIN with an initial response (smtplib, Thunderbird, swaks
+        send it whatever its length) for a password as long as postern-user
+        takes (1024 octets): the AUTH line was held to 512 octets and got
+        500 5.5.2 line too long. It may now carry as much as a response
+        line (2048 octets of base64); a password past 1024 octets gets
+        500 5.5.6 (RFC 4954), a longer line 500 5.5.2"""
+        pw = 'L' * 1024
+        self.inst.add_user('longpw', pw)
+        s = smtplib.SMTP_SSL('127.0.0.1', self.smtps, context=client_ctx(), timeout=30)
+        try:
+            s.ehlo('client.test')
+            s.user, s.password = 'longpw', pw
+            self.assertEqual(s.auth('PLAIN', s.auth_plain), (235, b'2.7.0 Authentication successful'))
+        finally:
+            s.quit()
+        with TlsConn(self.smtps, implicit=True) as c:
+            smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
+                           ('AUTH PLAIN ' + b64('\0longpw\0' + 'p' * 1030), '500 5.5.6'),
+                           ('AUTH PLAIN ' + 'A' * 2052, '500 5.5.2 Error: line too long'),
+                           ('NOOP ' + 'x' * 600, '500 5.5.2 Error: line too long'),
+                           ('AUTH LOGIN ' + b64('longpw'), '334 UGFzc3dvcmQ6'), (b64(pw), '235 2.7.0'),
+                           ('QUIT', '221')])
+
     def test_no_auth_on_port_25(self):
         with TlsConn(self.mx) as c:
             smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'), ('STARTTLS', '220')])

@@ -126,6 +126,35 @@ START_TEST(test_write_and_hash)
 }
 END_TEST
 
+START_TEST(test_hash_cost)
+{
+    unsigned long long ops;
+    size_t mem;
+    char h[USERDB_HASH_MAX + 1];
+    ck_assert(userdb_pwhash_cost_of(NULL, USERDB_PW_MODERATE, &ops, &mem));
+    ck_assert_uint_eq(mem, 256u << 20);
+    ck_assert(userdb_pwhash(h, "pw", 2, USERDB_PW_INTERACTIVE));
+    ck_assert(userdb_pwhash_cost_of(h, USERDB_PW_MODERATE, &ops, &mem));   /* the string's, not the level's */
+    ck_assert_uint_eq(mem, 64u << 20);
+    ck_assert_uint_eq(ops, 2);
+    ck_assert(userdb_pwhash_cost_of("$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert_uint_eq(ops, 3);
+    ck_assert(userdb_pwhash_cost_of("$argon2id$m=4096,t=1,p=1$c2FsdA$aGFzaA", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert_uint_eq(mem, 4096u * 1024);
+    /* what does not say, or says past libsodium's bounds */
+    ck_assert(!userdb_pwhash_cost_of("$argon2i$v=19$m=65536,t=2,p=1$x$y", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert(!userdb_pwhash_cost_of("$argon2id$v=19$m=65536,t=2$x$y", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert(!userdb_pwhash_cost_of("$argon2id$v=19$m=,t=2,p=1$x$y", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert(!userdb_pwhash_cost_of("$argon2id$v=19$m=9999999999999,t=2,p=1$x$y", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert(!userdb_pwhash_cost_of("$argon2id$v=19$m=65536,t=0,p=1$x$y", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert(!userdb_pwhash_cost_of("$argon2id$v=19$m=1,t=2,p=1$x$y", USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert(userdb_pwhash_cost(h, "pw", 2, 1, 8u << 20));
+    ck_assert_int_eq(userdb_pwverify(h, "pw", 2), 1);
+    ck_assert(userdb_pwhash_cost_of(h, USERDB_PW_INTERACTIVE, &ops, &mem));
+    ck_assert_uint_eq(mem, 8u << 20);
+}
+END_TEST
+
 START_TEST(test_name_limits)
 {
     char in[200], out[USERDB_NAME_MAX + 1];
@@ -173,6 +202,7 @@ int main(void)
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_name_limits);
+    tcase_add_test(limits, test_hash_cost);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
