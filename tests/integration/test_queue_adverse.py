@@ -14,7 +14,7 @@ import time
 import unittest
 
 from harness import Instance, need, need_root
-from test_delivery import PROGRAMS, inject, write_aliases
+from test_delivery import PROGRAMS, DeliveryTest, inject, write_aliases
 
 FAR = 10 * 365 * 86400          # ten years
 
@@ -70,14 +70,9 @@ class QueueAdverseTest(unittest.TestCase):
         os.chmod(path + '.new', 0o600)
         os.rename(path + '.new', path)
 
-    def wait_msgs(self, name, n=1, timeout=20):
-        return self.inst.wait_for(lambda: len(self.inst.maildir_messages(name)) >= n and
-                                  self.inst.maildir_messages(name), timeout,
-                                  what='%d message(s) for %s\n%s' % (n, name, self.inst.log('queue-manager')))
-
-    def wait_queue_empty(self, timeout=20):
-        self.inst.wait_for(lambda: not self.inst.queue_ids(), timeout,
-                           what='an empty queue\n' + self.inst.log('queue-manager'))
+    # the same waits as test_delivery's (self.inst, the queue-manager log)
+    wait_msgs = DeliveryTest.wait_msgs
+    wait_queue_empty = DeliveryTest.wait_queue_empty
 
     def test_birth_past_the_deliverer_protocol_is_delivered(self):
         """An envelope may hold any birth up to 2^63-1, the job record to a
