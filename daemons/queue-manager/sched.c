@@ -287,12 +287,15 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
         msg_forget(q, m);
         return 1;
     }
-    /* reports are queued before the states that made them due are saved
-     * as done: a crash in between sends a report twice, never not at all.
-     * A message left with nothing to do is removed without that save. */
-    /* not while recipients are still due now (a deliverer without room,
-     * local_concurrency 1): each such pause sent the failures so far in
-     * a report of their own, one a recipient at concurrency 1 */
+    /* the results not yet written (job_done) are on disk before any
+     * report they make due is queued, and reports are queued before the
+     * states that made them due are saved as done: a crash in between
+     * sends a report twice (or delivers twice), never not at all. A
+     * message left with nothing to do is removed without those saves.
+     * No reports while recipients are still due now (a deliverer without
+     * room, local_concurrency 1): each such pause sent the failures so
+     * far in a report of their own, one a recipient at concurrency 1 */
+    if (m->dirty_ms && !all_finished(m->env)) save(q, m);
     int reported = due_now(m, now) ? 0 : qm_notify(q, m, now);
     if (all_finished(m->env)) {
         if (qm_msg_remove(q, m->id)) log_info(m->id, "removed=finished");
