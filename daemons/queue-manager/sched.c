@@ -370,27 +370,16 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
  * sent to a deliverer); a next_try further ahead than any retry is
  * scheduled (RETRY_GAP_MAX) stalled its recipient until the clock caught
  * up. Such a birth becomes now (the message lives its lifetime from here),
- * such a next_try now (due). Returns 1 if the envelope changed. */
+ * such a next_try now (due; dispatch_msg's loop). Returns 1 if the birth
+ * changed. */
 #define QM_CLOCK_SLACK 60
-static int clock_went_back(struct qm_msg *m, time_t now)
+static int birth_ahead(struct qm_msg *m, time_t now)
 {
     struct envelope *e = m->env;
-    int changed = 0;
-    if (e->birth > now + QM_CLOCK_SLACK) {
-        log_warn(m->id, "birth=%lld error=\"in the future\" action=\"counted from now\"", (long long)e->birth);
-        e->birth = now;
-        changed = 1;
-    }
-    for (size_t i = 0; i < e->nrcpt; i++) {
-        struct env_rcpt *r = &e->rcpt[i];
-        if (!env_rcpt_pending(r->state) || m->busy[i] || r->next_try <= now + RETRY_GAP_MAX) continue;
-        char a[ENV_ADDR_MAX * 4 + 8];
-        log_warn(m->id, "rcpt=%s next_try=%lld error=\"further ahead than any retry\" action=\"due now\"",
-                 log_safe(a, sizeof a, r->addr, strlen(r->addr)), (long long)r->next_try);
-        r->next_try = now;
-        changed = 1;
-    }
-    return changed;
+    if (e->birth <= now + QM_CLOCK_SLACK) return 0;
+    log_warn(m->id, "birth=%lld error=\"in the future\" action=\"counted from now\"", (long long)e->birth);
+    e->birth = now;
+    return 1;
 }
 
 static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
@@ -409,10 +398,17 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         return;
     }
     if (m->unsaved) save(q, m);
-    changed = clock_went_back(m, now);
+    changed = birth_ahead(m, now);
     for (size_t i = 0; i < m->env->nrcpt; i++) {
         struct env_rcpt *r = &m->env->rcpt[i];
         if (!env_rcpt_pending(r->state) || m->busy[i]) continue;
+        if (r->next_try > now + RETRY_GAP_MAX) {     /* see birth_ahead */
+            char a[ENV_ADDR_MAX * 4 + 8];
+            log_warn(m->id, "rcpt=%s next_try=%lld error=\"further ahead than any retry\" action=\"due now\"",
+                     log_safe(a, sizeof a, r->addr, strlen(r->addr)), (long long)r->next_try);
+            r->next_try = now;
+            changed = 1;
+        }
         if (!m->flush && r->next_try > now) continue;
         enum qm_chan ch = rcpt_chan(q, r->addr);
         struct qm_channel *c = &q->chan[ch];
