@@ -129,25 +129,30 @@ def worker_ids(inst, pid):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def delivery_instance(aliases):
+    """queue-manager and local-deliverer, users alice and bob, the given
+    aliases file, started; no remote deliveries (nothing leaves loopback):
+    non-local recipients stay queued with 4.4.1"""
+    inst = Instance(services=['queue-manager'])
+    inst.setup()
+    for u in ('alice', 'bob'):
+        inst.add_user(u, 'pw-' + u)
+    write_aliases(inst, aliases)
+    try:
+        os.unlink(inst.bin('remote-deliverer'))
+    except FileNotFoundError:
+        pass
+    return inst.start()
+
+
 class DeliveryTest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
         need_root(self)
-        self.inst = Instance(services=['queue-manager'])
-        self.inst.setup()
-        for u in ('alice', 'bob'):
-            self.inst.add_user(u, 'pw-' + u)
-        write_aliases(self.inst, 'postmaster: alice\nabuse: alice\n'
-                                 'loop1: loop2\nloop2: loop1@example.test\n'
-                                 'team: alice, bob@example.test\n'
-                                 'fwd: alice, dave@far.test\n')
-        # no remote deliveries from these tests (nothing leaves loopback):
-        # non-local recipients stay queued with 4.4.1
-        try:
-            os.unlink(self.inst.bin('remote-deliverer'))
-        except FileNotFoundError:
-            pass
-        self.inst.start()
+        self.inst = delivery_instance('postmaster: alice\nabuse: alice\n'
+                                      'loop1: loop2\nloop2: loop1@example.test\n'
+                                      'team: alice, bob@example.test\n'
+                                      'fwd: alice, dave@far.test\n')
 
     def tearDown(self):
         inst = getattr(self, 'inst', None)

@@ -13,8 +13,8 @@ import subprocess
 import time
 import unittest
 
-from harness import Instance, need, need_root
-from test_delivery import PROGRAMS, DeliveryTest, inject, write_aliases
+from harness import need, need_root
+from test_delivery import PROGRAMS, DeliveryTest, delivery_instance, inject
 
 FAR = 10 * 365 * 86400          # ten years
 
@@ -23,21 +23,9 @@ class QueueAdverseTest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
         need_root(self)
-        self.inst = Instance(services=['queue-manager'])
-        self.inst.setup()
-        for u in ('alice', 'bob'):
-            self.inst.add_user(u, 'pw-' + u)
-        write_aliases(self.inst, 'postmaster: alice\n')
-        try:
-            os.unlink(self.inst.bin('remote-deliverer'))   # nothing leaves loopback
-        except FileNotFoundError:
-            pass
-        self.inst.start()
+        self.inst = delivery_instance('postmaster: alice\n')
 
-    def tearDown(self):
-        inst = getattr(self, 'inst', None)
-        if inst is not None:
-            inst.stop()
+    tearDown = DeliveryTest.tearDown
 
     def qm_down(self):
         self.inst.svc('queue-manager', '-d')
