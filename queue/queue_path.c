@@ -142,19 +142,29 @@ int queue_tree_create(const char *root, uid_t uid, gid_t gid)
     return ok;
 }
 
-int queue_trigger(const char *root)
+int queue_trigger_open(const char *root, char *path, size_t pathlen)
 {
-    char path[QUEUE_PATH_MAX];
-    if (!queue_dir(path, sizeof path, root, "lock/trigger")) return 0;
+    if (!queue_dir(path, pathlen, root, "lock/trigger")) {
+        if (pathlen) path[0] = 0;           /* no path: the caller can tell */
+        return -1;
+    }
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return errno == ENXIO ? 1 : 0;
-    struct stat st;     /* a regular file there would grow a byte a message */
+    if (fd < 0) return -1;
+    struct stat st;     /* a regular file there: nobody reads it, and it would grow */
     int bad = fstat(fd, &st) < 0 ? errno : S_ISFIFO(st.st_mode) ? 0 : EINVAL;
     if (bad) {
         close(fd);
         errno = bad;
-        return 0;
+        return -1;
     }
+    return fd;
+}
+
+int queue_trigger(const char *root)
+{
+    char path[QUEUE_PATH_MAX];
+    int fd = queue_trigger_open(root, path, sizeof path);
+    if (fd < 0) return errno == ENXIO ? 1 : 0;
     ssize_t n;
     do n = write(fd, "", 1); while (n < 0 && errno == EINTR);
     int saved = errno;

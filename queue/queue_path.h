@@ -66,6 +66,12 @@ int queue_tree_create(const char *root, uid_t uid, gid_t gid);
  * /proc, or the path does not fit root[0..len)). */
 int queue_root_from_exe(char *root, size_t len);
 
+/* Open ROOT/queue/lock/trigger (its path into path[0..pathlen)) for
+ * writing, O_NONBLOCK: the fd, or -1 with errno (ENXIO: nobody reads it,
+ * queue-manager is not running; EINVAL: it is not a FIFO; path "" when
+ * the path itself could not be made). */
+int queue_trigger_open(const char *root, char *path, size_t pathlen);
+
 /* Pull the trigger: open ROOT/queue/lock/trigger O_WRONLY|O_NONBLOCK and
  * write one byte. Returns 1 also when nobody listens (ENXIO) or the FIFO
  * is full (EAGAIN): queue-manager rescans anyway. 0 only on other errors

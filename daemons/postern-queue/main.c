@@ -202,14 +202,12 @@ static int cmd_show(const char *root, const char *id)
 
 static void trigger_write(const char *root, const char *what, size_t len)
 {
-    char path[QUEUE_PATH_MAX];
-    if (!queue_dir(path, sizeof path, root, "lock/trigger")) die_temp_sys("trigger");
-    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    char path[QUEUE_PATH_MAX] = "";
+    int fd = queue_trigger_open(root, path, sizeof path);
+    if (fd < 0 && !path[0]) die_temp_sys("trigger");
     if (fd < 0 && errno == ENXIO) die_temp("queue-manager is not running (nobody reads %s)", path);
+    if (fd < 0 && errno == EINVAL) die_temp("%s: not a FIFO (queue-manager does not start with it)", path);
     if (fd < 0) die_temp_sys("%s", path);
-    struct stat st;     /* a regular file there: nobody would read the request */
-    if (fstat(fd, &st) < 0) die_temp_sys("%s", path);
-    if (!S_ISFIFO(st.st_mode)) die_temp("%s: not a FIFO (queue-manager does not start with it)", path);
     if (write(fd, what, len) != (ssize_t)len) die_temp_sys("%s", path);
     close(fd);
 }
