@@ -217,6 +217,11 @@ bench-queue-scan: all
 bench-e2e: all $(BLAST)
 	python3 bench/bench_e2e.py --bin $(abspath $(BIN)) --blast $(abspath $(BLAST))
 
+# issue 3's reference on this machine: Debian's Postfix, a private instance,
+# the same client and workload as bench-e2e (needs apt-get install postfix)
+bench-postfix: $(BLAST)
+	python3 bench/bench_postfix.py --blast $(abspath $(BLAST))
+
 # what durability costs: bench-e2e on a separate build whose fsync() does
 # nothing (bench/nofsync.h; never installed, loses mail on a crash)
 bench-e2e-nofsync: $(BLAST)
@@ -278,7 +283,7 @@ uninstall:
 clean:
 	rm -rf $(OBJ) build-san build-nofsync $(BIN)
 
-.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e bench-e2e-nofsync clean
+.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e bench-e2e-nofsync bench-postfix clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds
