@@ -373,15 +373,31 @@ void local_target_log(const char *id, const struct dp_result *one)
                  log_quote(t, sizeof t, one->text, strlen(one->text)));
 }
 
-/* worst wins: temporary > permanent > success, except that one success
- * among permanent failures counts as delivered (the failures are logged) */
+/* worst wins: temporary > permanent > success; the first of equals stays.
+ * A member that fails for good fails the alias's delivery although the
+ * others got the message, so that the sender hears of it (the report names
+ * the member), as Postfix's local(8) bounces such a member; a temporary
+ * failure retries every member. */
 static void combine(struct dp_result *acc, int *have, const struct dp_result *one, const char *id)
 {
     local_target_log(id, one);
     if (!*have) { *acc = *one; *have = 1; return; }
     if (acc->status == DP_TEMPORARY) return;
-    if (one->status == DP_TEMPORARY || (one->status == DP_SUCCESS && acc->status == DP_PERMANENT))
+    if (one->status == DP_TEMPORARY || (one->status == DP_PERMANENT && acc->status == DP_SUCCESS))
         *acc = *one;
+}
+
+/* "5.1.1 no such user" of member bob of team@example.test becomes
+ * "5.1.1 bob (expanded from team@example.test): no such user", Postfix's
+ * wording, so that the report says which member failed */
+static void name_member(struct dp_result *r, const char *member, const char *rcpt)
+{
+    char text[sizeof r->text];
+    const char *sp = strchr(r->text, ' ');
+    size_t codelen = sp ? (size_t)(sp - r->text) : strlen(r->text);
+    snprintf(text, sizeof text, "%.*s %s (expanded from %s): %s", (int)codelen, r->text, member, rcpt,
+             sp ? sp + 1 : "failed");
+    memcpy(r->text, text, sizeof text);
 }
 
 enum local_kind local_plan(const struct local_tables *t, const struct dp_job *j, int msgfd,
@@ -417,6 +433,7 @@ enum local_kind local_plan(const struct local_tables *t, const struct dp_job *j,
     }
     if (x.nlocal == 1 && !x.nremote) {
         int ok = find_mailbox(t, j, x.local[0], &lj->mb, r);
+        if (!ok && strcmp(x.local[0], name)) name_member(r, x.local[0], j->rcpt);
         alias_expansion_free(&x);
         if (!ok) { local_target_log(j->id, r); return LOCAL_DONE; }
         return lj->kind = LOCAL_ONE;
@@ -446,6 +463,7 @@ void local_run(const struct local_tables *t, const struct dp_job *j, const struc
     for (size_t i = 0; lj->kind == LOCAL_MANY && i < lj->x.nlocal; i++) {
         memset(&one, 0, sizeof one);
         deliver_mailbox(t, j, lj->x.local[i], msgfd, &one);
+        if (one.status != DP_SUCCESS) name_member(&one, lj->x.local[i], j->rcpt);
         combine(r, &have, &one, j->id);
     }
     if (lj->kind == LOCAL_MANY && lj->x.nremote) {

@@ -240,6 +240,31 @@ class DeliveryTest(unittest.TestCase):
                       self.inst.log('queue-manager'))
         self.wait_queue_empty()
 
+    def test_alias_member_without_a_mailbox_bounces_naming_it(self):
+        """A member of an alias that has no mailbox fails the alias's
+        delivery for good, so that the sender gets a report naming it, as
+        Postfix's local(8) bounces such a member, while the other members
+        keep their copy. It was only logged: the sender heard nothing"""
+        write_aliases(self.inst, 'postmaster: alice\nhalf: alice, ghost\nsolo: ghost\n')
+        q1 = inject(self.inst, 'bob@example.test', ['half@example.test'], b'Subject: half\n\nx\n')
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'Delivered-To: half@example.test\n', data)
+        (_, data), = self.wait_msgs('bob')
+        self.check_report(data, '5.1.1', 'half@example.test')
+        self.assertIn(b'Diagnostic-Code: X-Postern; ghost (expanded from half@example.test): no such user\n',
+                      data)
+        self.wait_queue_empty()
+        q2 = inject(self.inst, 'bob@example.test', ['solo@example.test'], b'Subject: solo\n\nx\n')
+        self.wait_msgs('bob', 2)
+        self.wait_queue_empty()
+        self.assertEqual(len(self.inst.maildir_messages('bob')), 2)     # one report each
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+        log = self.inst.log('queue-manager')
+        self.assertIn('%s rcpt=half@example.test result=failed status="5.1.1 ghost (expanded from '
+                      'half@example.test): no such user"' % q1, log)
+        self.assertIn('%s rcpt=solo@example.test result=failed status="5.1.1 ghost (expanded from '
+                      'solo@example.test): no such user"' % q2, log)
+
     def test_delivered_to_on_the_last_line_of_a_header_only_message(self):
         """A message that ends in its header without a line end (RFC 5322
         allows a message of header fields alone) still has its last
