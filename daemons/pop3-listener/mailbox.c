@@ -15,6 +15,7 @@
 #include "maildrop.h"
 #include "pop3_session.h"
 #include "privdrop.h"
+#include "sandbox.h"
 
 /* the last reply; lingering, as a client that pipelined past PASS would
  * otherwise get RST and perhaps never see the reply */
@@ -82,6 +83,10 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
         log_error(sid, "event=login user=%s maildir=%s error=\"%s\"", r->name, r->maildir, strerror(errno));
         return reply_close(fd, "-ERR [SYS/TEMP] Cannot open the mailbox\r\n");
     }
+    /* it reads the client's commands: the sandbox, with its files allowed
+     * (it opens, renames and removes the messages of its Maildir) */
+    if (!sandbox_enter(0))
+        log_error(sid, "event=sandbox error=\"%s\"", strerror(errno));
     int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int lock = dirfd >= 0 ? maildrop_lock(dirfd) : -1;
     if (lock < 0) {

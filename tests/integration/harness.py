@@ -105,6 +105,13 @@ def proc_status(pid):
     return out
 
 
+def sandbox_state(pid):
+    """(NoNewPrivs, Seccomp) of a process: a sandboxed session
+    (lib/sandbox.h) shows (1, 2), a seccomp filter"""
+    st = proc_status(pid)
+    return int(st['NoNewPrivs'][0]), int(st['Seccomp'][0])
+
+
 def stop_all():
     """Stop every instance a test forgot to stop; returns their ROOTs."""
     roots = []

@@ -14,7 +14,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, IS_ROOT, need, need_root, pop3_dialogue, proc_status, Conn
+from harness import Instance, IS_ROOT, need, need_root, pop3_dialogue, proc_status, sandbox_state, Conn
 
 PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 AUTH_ERR = '-ERR [AUTH] Invalid user name or password.'
@@ -405,6 +405,11 @@ class Pop3(unittest.TestCase):
             self.assertEqual(st['Uid'], [str(uid)] * 4)
             self.assertNotEqual(uid, 0)
             self.assertEqual(st['Gid'][0], str(os.stat(md).st_gid))
+            # both read the client's commands: no_new_privs and the seccomp
+            # filter (lib/sandbox.h); the mailbox process had neither
+            self.assertEqual(sandbox_state(box[0]), (1, 2), 'the mailbox process is not sandboxed')
+            if pre[0] in procs_rooted_at(empty):
+                self.assertEqual(sandbox_state(pre[0]), (1, 2), 'the pre-login session is not sandboxed')
             self.inst.wait_for(lambda: pre[0] not in procs_rooted_at(empty), what='the pre-login session to exit')
             pop3_dialogue(self.port, [('QUIT', '+OK')], conn=c)
 

@@ -16,7 +16,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, IS_ROOT, need, need_root, smtp_dialogue, Conn
+from harness import Instance, IS_ROOT, need, need_root, sandbox_state, smtp_dialogue, Conn
 
 SYSUSERS = ('postern-smtp', 'postern-queue', 'postern-auth', 'postern-pop3',
             'postern-tls', 'postern-remote', 'postern-log')
@@ -1164,14 +1164,6 @@ class MakeRun(unittest.TestCase):
                 pass
         shutil.rmtree(cwd, ignore_errors=True)
         self.assertEqual(named, [], 'processes left 5 s after Ctrl-C')
-
-
-def sandbox_state(pid):
-    """(NoNewPrivs, Seccomp) of a process, from /proc/PID/status: a
-    sandboxed session (lib/sandbox.h) shows (1, 2), a seccomp filter"""
-    with open('/proc/%d/status' % pid) as f:
-        st = dict(l.rstrip('\n').split(':\t', 1) for l in f if ':\t' in l)
-    return int(st['NoNewPrivs']), int(st['Seccomp'])
 
 
 def _starttls_check(self, inst, uid):
