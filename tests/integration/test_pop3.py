@@ -249,6 +249,29 @@ class Pop3(unittest.TestCase):
         p.quit()
         self.assertEqual(len(self.inst.maildir_messages('alice')), 3)
 
+    def test_replies_before_a_partial_line_at_eof(self):
+        """A client that pipelines and then half-closes after an unfinished
+        line still gets the replies to the whole commands before it (as
+        from Dovecot); the unfinished one is not run: no QUIT, no UPDATE"""
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        with Conn(self.port) as c:
+            self.assertTrue(c.pop3_reply().startswith('+OK'))
+            c.send(b'CAPA\r\nUSER alice\r\nPA')
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(c.pop3_reply(multiline=True).split('\n')[0], '+OK Capability list follows')
+            self.assertEqual(c.pop3_reply(), '+OK')
+            self.assertTrue(c.closed())
+        with Conn(self.port) as c:
+            self.assertTrue(c.pop3_reply().startswith('+OK'))
+            c.send(b'USER alice\r\nPASS secret\r\nDELE 1\r\nSTAT\r\nQUI')
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual([c.pop3_reply() for _ in range(4)],
+                             ['+OK', '+OK Logged in.', '+OK Marked to be deleted.', '+OK 0 0'])
+            self.assertTrue(c.closed())
+        self.inst.wait_for(lambda: not procs_rooted_at(os.path.realpath(self.inst.maildir('alice'))),
+                           what='the mailbox process to end')
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+
     def test_retr_marks_seen_wherever_the_message_is(self):
         """RETR then QUIT marks the message seen (S) in the Maildir, as
         Dovecot does, also when it is already in cur/: listed (not read)
