@@ -113,9 +113,13 @@ static struct order_key order_key(const char *name)
     return k;
 }
 
-/* delivery order: (untimed, seconds, microseconds, whole name), compared
- * field by field, a total order (M99 comes before M100000, which as
- * strings it would not) */
+static size_t base_len(const char *name) { return strcspn(name, ":"); }
+
+/* delivery order: (untimed, seconds, microseconds, base name, whole name),
+ * compared field by field, a total order (M99 comes before M100000, which
+ * as strings it would not). The base name before the whole one: the order
+ * stays when the UPDATE moves a message from new/ to cur/ and gives it an
+ * info part */
 static int msg_cmp(const void *a, const void *b)
 {
     const struct maildrop_msg *x = a, *y = b;
@@ -123,6 +127,10 @@ static int msg_cmp(const void *a, const void *b)
     if (kx.untimed != ky.untimed) return kx.untimed - ky.untimed;
     if (kx.secs != ky.secs) return kx.secs < ky.secs ? -1 : 1;
     if (kx.usec != ky.usec) return kx.usec < ky.usec ? -1 : 1;
+    size_t lx = base_len(x->name), ly = base_len(y->name);
+    int c = memcmp(x->name, y->name, lx < ly ? lx : ly);
+    if (c) return c;
+    if (lx != ly) return lx < ly ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
@@ -183,6 +191,138 @@ static int scan_dir(struct maildrop *md, const char *sub, int in_new, size_t *ca
     return ok;
 }
 
+/* move a file without ever replacing one: renameat2 RENAME_NOREPLACE, or
+ * where the file system has no such rename, link and unlink (the Maildir
+ * way). 1, or 0 with errno (EEXIST: the target is there) */
+static int move_noreplace(int fromfd, const char *from, int tofd, const char *to)
+{
+    if (renameat2(fromfd, from, tofd, to, RENAME_NOREPLACE) == 0) return 1;
+    if (errno != EINVAL && errno != ENOSYS) return 0;
+    if (linkat(fromfd, from, tofd, to, 0) < 0) return 0;
+    if (unlinkat(fromfd, from, 0) == 0) return 1;
+    int e = errno;
+    unlinkat(tofd, to, 0);         /* one message, one name */
+    errno = e;
+    return 0;
+}
+
+/* a message, its name as scanned (which a rename leaves as it was) and
+ * the length of that name's base */
+struct named { const char *name; size_t base; struct maildrop_msg *m; };
+
+/* in the order of base names; among equal ones, delivery order (the
+ * messages' array's) */
+static int base_cmp(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    size_t lx = x->base, ly = y->base;
+    int c = memcmp(x->name, y->name, lx < ly ? lx : ly);
+    if (c) return c;
+    if (lx != ly) return lx < ly ? -1 : 1;
+    return x->m < y->m ? -1 : x->m > y->m;
+}
+
+/* is base (len bytes) the base name of a message as scanned? by: sorted
+ * by base_cmp */
+static int base_taken(const struct named *by, size_t n, const char *base, size_t len)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        size_t l = by[mid].base;
+        int c = memcmp(by[mid].name, base, l < len ? l : len);
+        if (!c && l != len) c = l < len ? -1 : 1;
+        if (!c) return 1;
+        if (c < 0) lo = mid + 1; else hi = mid;
+    }
+    return 0;
+}
+
+/* m shares its base name with an earlier message: rename it in place to
+ * its base name with "-dup<k>" appended (k from *k up: the first that no
+ * scanned message has and no file takes), keeping its info part. 1
+ * renamed (m->name is a new string; the old one is the caller's to free),
+ * 0 not (a name too long, the rename refused: errno) */
+static int rename_dup(struct maildrop *md, const struct named *by, size_t n,
+                      struct maildrop_msg *m, unsigned *k)
+{
+    size_t base = base_len(m->name);
+    const char *sub = m->in_new ? "new/" : "cur/";
+    char from[MAILDROP_NAME_MAX + 8], to[MAILDROP_NAME_MAX + 8];
+    int fl = snprintf(from, sizeof from, "%s%s", sub, m->name);
+    if (fl < 0 || (size_t)fl >= sizeof from) { errno = ENAMETOOLONG; return 0; }
+    for (unsigned tries = 0; tries < 100; tries++, (*k)++) {
+        int tl = snprintf(to, sizeof to, "%s%.*s-dup%u%s", sub, (int)base, m->name, *k, m->name + base);
+        if (tl < 0 || (size_t)tl >= sizeof to || (size_t)tl - 4 > MAILDROP_NAME_MAX) { errno = ENAMETOOLONG; return 0; }
+        const char *nm = to + 4;
+        if (base_taken(by, n, nm, base_len(nm))) continue;
+        char *nn = strdup(nm);
+        if (!nn) return 0;
+        if (!move_noreplace(md->dirfd, from, md->dirfd, to)) {
+            int e = errno;
+            free(nn);
+            errno = e;
+            if (e == EEXIST) continue;
+            return 0;
+        }
+        m->name = nn;
+        make_uidl(m->name, m->uidl);
+        (*k)++;
+        return 1;
+    }
+    errno = EEXIST;
+    return 0;
+}
+
+/* the UIDL of a message left with a base name another one has (its
+ * rename failed): "h" and a hash of its whole name and directory, unique
+ * in this session at least */
+static void uidl_of_whole_name(struct maildrop_msg *m)
+{
+    unsigned long long h = 1469598103934665603ULL;   /* FNV-1a 64 */
+    h ^= m->in_new ? 'n' : 'c';
+    h *= 1099511628211ULL;
+    for (const char *p = m->name; *p; p++) { h ^= (unsigned char)*p; h *= 1099511628211ULL; }
+    snprintf(m->uidl, sizeof m->uidl, "h%016llx", h);
+}
+
+/* Two files with one base name (new/X and cur/X:2,: a restore from a
+ * backup, a copy by a mail program, a crash between link and unlink) would
+ * be two messages with one UIDL, which RFC 1939 forbids, and the UPDATE
+ * could not move the one in new/ to the other's name. All but the first
+ * in delivery order get a base name of their own (rename_dup), so their
+ * UIDLs differ and stay so in later sessions; then the order is made
+ * again. 0 with errno only when out of memory. */
+static int dedupe(struct maildrop *md)
+{
+    if (md->n < 2) return 1;
+    struct named *by = calloc(md->n, sizeof *by);
+    if (!by) return 0;
+    for (size_t i = 0; i < md->n; i++) {
+        by[i].name = md->msg[i].name;
+        by[i].base = base_len(by[i].name);
+        by[i].m = &md->msg[i];
+    }
+    qsort(by, md->n, sizeof *by, base_cmp);
+    int renamed = 0;
+    unsigned k = 1;
+    for (size_t i = 1, first = 0; i < md->n; i++) {
+        if (by[i].base != by[first].base || memcmp(by[i].name, by[first].name, by[i].base)) {
+            first = i;
+            k = 1;
+            continue;
+        }
+        if (rename_dup(md, by, md->n, by[i].m, &k)) renamed = 1;
+        else uidl_of_whole_name(by[i].m);
+    }
+    /* the names as scanned of the renamed ones were kept for base_taken */
+    for (size_t i = 0; i < md->n; i++)
+        if (by[i].m->name != by[i].name) free((char *)by[i].name);
+    free(by);
+    if (renamed) qsort(md->msg, md->n, sizeof *md->msg, msg_cmp);
+    return 1;
+}
+
 int maildrop_open(struct maildrop *md, int dirfd)
 {
     size_t cap = 0;
@@ -196,6 +336,12 @@ int maildrop_open(struct maildrop *md, int dirfd)
         return 0;
     }
     if (md->n) qsort(md->msg, md->n, sizeof *md->msg, msg_cmp);
+    if (!dedupe(md)) {
+        int e = errno;
+        maildrop_close(md);
+        errno = e;
+        return 0;
+    }
     return 1;
 }
 
@@ -348,10 +494,10 @@ int maildrop_update(struct maildrop *md, size_t *failed)
              * retrieved one is looked for, for its S */
             char to[MAILDROP_NAME_MAX + 8];
             if (!cur_name(m, to, sizeof to)) continue;
-            if (renameat(from, m->name, curfd, to) < 0 && errno == ENOENT && m->retrieved &&
+            if (!move_noreplace(from, m->name, curfd, to) && errno == ENOENT && m->retrieved &&
                 refind(md, m) && cur_name(m, to, sizeof to)) {
                 from = m->in_new ? newfd : curfd;
-                if (from >= 0) renameat(from, m->name, curfd, to);
+                if (from >= 0) move_noreplace(from, m->name, curfd, to);
             }
         }
     }

@@ -44,7 +44,10 @@ int maildrop_lock(int dirfd);
 
 /* Scan dirfd's new/ and cur/; sizes are computed by reading each file,
  * unless its name carries a Maildir++ ",W=<octets>" (before any ':').
- * 0 with errno on trouble (ENOENT: not a Maildir). */
+ * Files that share a base name (new/X and cur/X:2,...) would share a UIDL:
+ * all but the first in delivery order are renamed in place to a base name
+ * of their own ("-dup<k>" appended; never over a file), so UIDLs are
+ * unique and stay so. 0 with errno on trouble (ENOENT: not a Maildir). */
 int maildrop_open(struct maildrop *md, int dirfd);
 void maildrop_close(struct maildrop *md);
 
@@ -74,7 +77,8 @@ int maildrop_size_fd(int fd, unsigned long long *size);
 /* UPDATE: unlink deleted messages (found again by base name if another
  * program moved them), move the others that are in new/ to cur/ (":2,"
  * and the flags they had), add the S (seen) flag to every retrieved one,
- * in new/ or cur/, keeping its other flags in ASCII order; fsync the
+ * in new/ or cur/, keeping its other flags in ASCII order (a move never
+ * replaces a file: a message whose new name is taken stays); fsync the
  * directories. Returns 1, or 0 if any deletion failed (*failed counts
  * them). */
 int maildrop_update(struct maildrop *md, size_t *failed);

@@ -50,14 +50,17 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, cons
         size_t len;
         enum io_eol eol;
         enum pop3_action act;
-        if (!io_getline(&in, line, sizeof line, &len, &eol)) {
-            if (errno == ETIMEDOUT) { io_puts(&out, "-ERR Timeout, closing connection\r\n"); io_flush(&out); }
+        int got = io_getline(&in, line, sizeof line, &len, &eol);
+        if (!got && errno == ETIMEDOUT) io_puts(&out, "-ERR Timeout, closing connection\r\n");
+        int truncated = got && eol == IO_EOL_NONE;
+        /* the end, perhaps inside a line (not run: no QUIT) or in the rest
+         * of a long one: the replies to the whole lines before it still go
+         * out */
+        if (!got || (truncated && (len < sizeof line || !io_skipline(&in, 1 << 20)))) {
+            io_flush(&out);
             log_info(sid, "event=drop user=%s update=no", r->name);
             return EXIT_OK;
         }
-        int truncated = eol == IO_EOL_NONE;
-        if (truncated && len < sizeof line) return EXIT_OK;
-        if (truncated && !io_skipline(&in, 1 << 20)) return EXIT_OK;
         if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_OK;
         if (act == POP3_CLOSE) {
             io_flush(&out);

@@ -96,12 +96,17 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
         enum io_eol eol;
         enum pop3_action act;
         if (!io_getline(&in, line, sizeof line, &len, &eol)) {
-            if (errno == ETIMEDOUT) { io_puts(&out, "-ERR Timeout, closing connection\r\n"); io_flush(&out); }
+            if (errno == ETIMEDOUT) io_puts(&out, "-ERR Timeout, closing connection\r\n");
+            io_flush(&out);
             return EXIT_OK;
         }
         int truncated = eol == IO_EOL_NONE;
-        if (truncated && len < sizeof line) return EXIT_OK;       /* EOF inside a line */
-        if (truncated && !io_skipline(&in, 1 << 20)) return EXIT_OK;
+        /* EOF inside a line (not run), or in the rest of a long one: the
+         * replies to the whole lines before it still go out */
+        if (truncated && (len < sizeof line || !io_skipline(&in, 1 << 20))) {
+            io_flush(&out);
+            return EXIT_OK;
+        }
         if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_TEMP;
         sodium_memzero(line, sizeof line);
         if (act == POP3_LOGIN) {

@@ -227,6 +227,51 @@ class Pop3(unittest.TestCase):
         names = sorted(os.path.basename(x) for x, _ in self.inst.maildir_messages('alice'))
         self.assertEqual(names, ['1700000000.M5P5.host:2,S', '1700000001.M6P6.host:2,S'])
 
+    def test_same_base_name_in_new_and_cur(self):
+        """Two files with one base name (a restore from a backup, a copy by
+        a mail program, a crash between link and unlink): two messages with
+        two UIDLs (RFC 1939: unique within the maildrop, and the same in
+        the next session), and the UPDATE that moves the one in new/ to cur/
+        does not overwrite the other, as Dovecot does"""
+        put_message(self.inst, 'alice', '1700000000.M5P5.host', 'Subject: in new\n\nx\n')
+        put_message(self.inst, 'alice', '1700000000.M5P5.host:2,', 'Subject: in cur\n\ny\n', sub='cur')
+        put_message(self.inst, 'alice', '1700000001.M6P6.host:2,S', 'Subject: seen\n\nz\n', sub='cur')
+        p = login(self.port)
+        first = [l.split()[1] for l in p.uidl()[1]]
+        self.assertEqual(len(first), 3)
+        self.assertEqual(len(set(first)), 3, first)
+        p.retr(3)
+        p.quit()
+        p = login(self.port)
+        self.assertEqual([l.split()[1] for l in p.uidl()[1]], first)
+        subjects = sorted(p.top(i, 0)[1][0] for i in (1, 2, 3))
+        self.assertEqual(subjects, [b'Subject: in cur', b'Subject: in new', b'Subject: seen'])
+        p.quit()
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 3)
+
+    def test_replies_before_a_partial_line_at_eof(self):
+        """A client that pipelines and then half-closes after an unfinished
+        line still gets the replies to the whole commands before it (as
+        from Dovecot); the unfinished one is not run: no QUIT, no UPDATE"""
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        with Conn(self.port) as c:
+            self.assertTrue(c.pop3_reply().startswith('+OK'))
+            c.send(b'CAPA\r\nUSER alice\r\nPA')
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(c.pop3_reply(multiline=True).split('\n')[0], '+OK Capability list follows')
+            self.assertEqual(c.pop3_reply(), '+OK')
+            self.assertTrue(c.closed())
+        with Conn(self.port) as c:
+            self.assertTrue(c.pop3_reply().startswith('+OK'))
+            c.send(b'USER alice\r\nPASS secret\r\nDELE 1\r\nSTAT\r\nQUI')
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual([c.pop3_reply() for _ in range(4)],
+                             ['+OK', '+OK Logged in.', '+OK Marked to be deleted.', '+OK 0 0'])
+            self.assertTrue(c.closed())
+        self.inst.wait_for(lambda: not procs_rooted_at(os.path.realpath(self.inst.maildir('alice'))),
+                           what='the mailbox process to end')
+        self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+
     def test_retr_marks_seen_wherever_the_message_is(self):
         """RETR then QUIT marks the message seen (S) in the Maildir, as
         Dovecot does, also when it is already in cur/: listed (not read)

@@ -238,6 +238,79 @@ START_TEST(test_skips_what_is_not_a_message)
 }
 END_TEST
 
+/* the contents of dir/sub/name ("" if it is not there) */
+static const char *slurp(const char *sub, const char *name)
+{
+    static char b[256];
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s/%s", dir, sub, name);
+    b[0] = 0;
+    FILE *f = fopen(p, "rb");
+    if (!f) return b;
+    size_t n = fread(b, 1, sizeof b - 1, f);
+    b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+START_TEST(test_same_base_name_twice)
+{
+    /* new/100.a and cur/100.a:2, (a restore, a copy, a crash between link
+     * and unlink): two messages, two UIDLs (RFC 1939: unique), kept in the
+     * next session; the UPDATE's move of the one in new/ to cur/ overwrites
+     * nothing */
+    struct maildrop md;
+    size_t failed;
+    char uidl[2][MAILDROP_UIDL_MAX + 1];
+    PUT("new", "100.a", "A\n");
+    PUT("cur", "100.a:2,", "B\n");
+    PUT("cur", "200.b:2,S", "C\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 3);
+    ck_assert_str_ne(md.msg[0].uidl, md.msg[1].uidl);
+    ck_assert_str_eq(md.msg[2].uidl, "200.b");
+    memcpy(uidl[0], md.msg[0].uidl, sizeof uidl[0]);
+    memcpy(uidl[1], md.msg[1].uidl, sizeof uidl[1]);
+    ck_assert(maildrop_update(&md, &failed));
+    maildrop_close(&md);
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 3);
+    ck_assert_str_eq(md.msg[0].uidl, uidl[0]);
+    ck_assert_str_eq(md.msg[1].uidl, uidl[1]);
+    int a = 0, b = 0;
+    for (size_t i = 0; i < 2; i++) {
+        const char *t = slurp(md.msg[i].in_new ? "new" : "cur", md.msg[i].name);
+        a += !strcmp(t, "A\n");
+        b += !strcmp(t, "B\n");
+    }
+    ck_assert_int_eq(a, 1);
+    ck_assert_int_eq(b, 1);
+    maildrop_close(&md);
+}
+END_TEST
+
+START_TEST(test_update_overwrites_nothing)
+{
+    /* a file that appears in cur/ under the name the UPDATE would give a
+     * message stays; the message keeps its place instead */
+    struct maildrop md;
+    size_t failed;
+    PUT("new", "100.a", "A\n");
+    PUT("cur", "200.b:2,", "B\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 2);
+    md.msg[1].retrieved = 1;
+    PUT("cur", "100.a:2,", "other\n");
+    PUT("cur", "200.b:2,S", "other too\n");
+    ck_assert(maildrop_update(&md, &failed));
+    maildrop_close(&md);
+    ck_assert_str_eq(slurp("new", "100.a"), "A\n");
+    ck_assert_str_eq(slurp("cur", "100.a:2,"), "other\n");
+    ck_assert_str_eq(slurp("cur", "200.b:2,"), "B\n");
+    ck_assert_str_eq(slurp("cur", "200.b:2,S"), "other too\n");
+}
+END_TEST
+
 START_TEST(test_moved_by_another_program)
 {
     /* a local mail program moves a message while the session is open: RETR
@@ -417,6 +490,8 @@ int main(void)
     tcase_add_test(core, test_moved_by_another_program);
     tcase_add_test(core, test_retrieved_marked_seen_in_cur);
     tcase_add_test(core, test_skips_what_is_not_a_message);
+    tcase_add_test(core, test_same_base_name_twice);
+    tcase_add_test(core, test_update_overwrites_nothing);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
