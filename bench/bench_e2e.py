@@ -472,15 +472,20 @@ def grow_tables(inst, n):
 FILESIG_SETTLE = 2.1   # lib/filesig.h: a file changed just before it was read is read again until then
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--bin', default=os.path.join(HERE, '..', 'bin'))
+def workload_args(ap):
+    """the workload's options, shared with bench_postfix.py"""
     ap.add_argument('--messages', type=int, default=2000)
     ap.add_argument('--clients', type=int, default=10)
     ap.add_argument('--size', type=int, default=2048)
     ap.add_argument('--per-conn', type=int, default=100)
     ap.add_argument('--users', type=int, default=4)
     ap.add_argument('--repeat', type=int, default=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--bin', default=os.path.join(HERE, '..', 'bin'))
+    workload_args(ap)
     ap.add_argument('--table-users', type=int, default=0,
                     help='add this many more (synthetic) entries before the real ones in '
                          'conf/mailboxes and conf/recipients: lookups in a large user table')

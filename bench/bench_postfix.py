@@ -58,8 +58,8 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'integration'))
 
 import bench_reception  # noqa: E402  (smtp_blast's driver, settle, proc_tree)
 import bench_e2e  # noqa: E402  (disk_sample, disk_diff)
+from bench_smtp import cpu_diff  # noqa: E402  (CPU per program between two snapshots)
 
-TICK = os.sysconf('SC_CLK_TCK')
 POSTFIX = '/usr/sbin/postfix'
 
 
@@ -177,7 +177,8 @@ class Postfix:
 
     def cpu(self):
         """{pid: (comm, own ticks, reaped children's ticks)} of master and
-        its descendants"""
+        its descendants, for bench_smtp.cpu_diff (a process that exits has
+        its CPU in master's reaped time)"""
         out = {}
         pid = self.master_pid()
         if pid is None:
@@ -208,24 +209,6 @@ class Postfix:
         for u in self.made_users:
             subprocess.run(['userdel', u], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def cpu_diff(before, after):
-    """CPU seconds per program between two Postfix.cpu() snapshots; a process
-    that exited in between has its whole CPU in master's reaped time, so the
-    part it had before is taken off (as bench_smtp.cpu_diff does)"""
-    per = {}
-    for pid, (comm, own, kids) in after.items():
-        b = before.get(pid)
-        if b is not None and b[0] == comm:
-            own, kids = own - b[1], kids - b[2]
-        o, k = per.get(comm, (0, 0))
-        per[comm] = (o + own, k + kids)
-    for pid, (comm, own, kids) in before.items():
-        if pid not in after:
-            o, k = per.get(comm, (0, 0))
-            per[comm] = (o, k - own - kids)
-    return {c: (o / TICK, k / TICK) for c, (o, k) in per.items()}
 
 
 def count_new(pfx):
@@ -292,12 +275,7 @@ def report(r, label):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--messages', type=int, default=2000)
-    ap.add_argument('--clients', type=int, default=10)
-    ap.add_argument('--size', type=int, default=2048)
-    ap.add_argument('--per-conn', type=int, default=100)
-    ap.add_argument('--users', type=int, default=4)
-    ap.add_argument('--repeat', type=int, default=1)
+    bench_e2e.workload_args(ap)
     ap.add_argument('--blast', default=bench_reception.default_blast(),
                     help='bench/smtp_blast, the C client (make builds build/bench/smtp_blast)')
     a = ap.parse_args()
