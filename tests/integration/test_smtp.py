@@ -18,7 +18,7 @@ import time
 import unittest
 from email.message import EmailMessage
 
-from harness import Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports
+from harness import Instance, Conn, HarnessError, IS_ROOT, missing, need, need_root, smtp_dialogue, free_ports
 
 HOST = 'mail.example.test'
 
@@ -499,6 +499,58 @@ class SmtpDefences(SmtpBase):
         self.assertEqual(events, ['connect', 'helo', 'mail', 'reject', 'disconnect'], mine)
         self.assertIn('code=550 status=5.1.1', mine[3])
         self.assertIn('reason=quit', mine[4])
+
+
+class SmtpMessageSize(unittest.TestCase):
+    """max_message_size is the SIZE advertised in EHLO, and RFC 1870 (4, 5)
+    counts a message as it is sent: CRLF line ends, without the DATA
+    dot-stuffing. A message past it is refused with 552 whether or not its
+    SIZE was declared, by DATA and BDAT alike."""
+    LIMIT = 1000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.inst = None
+        if missing('smtp-listener', 'queue-inject', 'postern-setup'):
+            return
+        cls.inst = make_instance(max_message_size=cls.LIMIT)
+        cls.inst.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
+        self.port = self.inst.port('smtp')
+
+    @staticmethod
+    def message(octets, line=b'..yyy'):
+        """a message of exactly this many octets as RFC 1870 counts them:
+        short lines (so CRLF is a large share), each starting with a '.'
+        that DATA doubles on the wire and that is not counted"""
+        head = b'Subject: size\r\n\r\n'
+        n, rest = divmod(octets - len(head), len(line) + 2)
+        msg = head + (line + b'\r\n') * n + (b'z' * (rest - 2) + b'\r\n' if rest else b'')
+        assert len(msg) == octets and rest != 1
+        return msg
+
+    def send(self, msg, bdat):
+        body = (b'BDAT %d LAST\r\n' % len(msg) + msg if bdat else
+                b'DATA\r\n' + msg.replace(b'\r\n.', b'\r\n..') + b'.\r\n')
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\n'
+                          b'RCPT TO:<alice@example.test>\r\n' + body + b'QUIT\r\n')
+        return out.split('\r\n')[-3]         # the message's reply, before the 221
+
+    def test_limit_counts_crlf_line_ends_rfc1870(self):
+        for bdat in (False, True):
+            self.assertTrue(self.send(self.message(self.LIMIT), bdat).startswith('250 2.0.0'), bdat)
+            # one octet more is over the advertised limit, though its
+            # LF-only form (what the queue stores) is far below it
+            r = self.send(self.message(self.LIMIT + 1), bdat)
+            self.assertEqual(r, '552 5.3.4 Message size exceeds fixed limit', bdat)
+            self.assertEqual(self.send(self.message(2 * self.LIMIT - 100), bdat)[:9], '552 5.3.4', bdat)
 
 
 class SmtpUserMap(unittest.TestCase):
