@@ -781,7 +781,10 @@ static int act_help(struct smtp_session *s, const char *a, size_t n)
 {
     reply(s, "214-2.0.0 Commands supported:");
     reply(s, "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET");
-    reply(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN STARTTLS AUTH");
+    /* STARTTLS when EHLO offers it; AUTH on the submission ports only */
+    replyf(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN%s%s",
+           !s->tls && s->inj->starttls ? " STARTTLS" : "",
+           s->submission && s->inj->auth ? " AUTH" : "");
     return 1;
 }
 

@@ -294,6 +294,21 @@ class SmtpClients(SmtpBase):
         self.assertEqual(final_codes(out), ['220', '250', '530', '503', '221'], out)
         self.assertIn('530 5.7.0 Must issue a STARTTLS command first', out)
 
+    def test_help_names_only_what_the_port_offers(self):
+        # as EHLO does: AUTH never on port 25 (503 there), only on submission
+        def help_text(port):
+            out = raw_session(port, b'HELP\r\nQUIT\r\n')
+            self.assertEqual(final_codes(out), ['220', '214', '221'], out)
+            return ' '.join(l[4:] for l in out.split('\r\n') if l.startswith('214'))
+        on25 = help_text(self.port).split()
+        self.assertIn('STARTTLS', on25)
+        self.assertNotIn('AUTH', on25)
+        for verb in ('HELO', 'EHLO', 'MAIL', 'RCPT', 'DATA', 'BDAT', 'RSET', 'NOOP', 'QUIT', 'VRFY', 'ETRN'):
+            self.assertIn(verb, on25)
+        on587 = help_text(self.inst.port('submission')).split()
+        self.assertIn('STARTTLS', on587)
+        self.assertIn('AUTH', on587)
+
 
 class SmtpDefences(SmtpBase):
     conf = {}
