@@ -294,6 +294,17 @@ class SmtpClients(SmtpBase):
         self.assertEqual(final_codes(out), ['220', '250', '530', '503', '221'], out)
         self.assertIn('530 5.7.0 Must issue a STARTTLS command first', out)
 
+    def test_data_after_every_rcpt_refused_says_so(self):
+        # RFC 5321 4.1.4 (and 2920 3.1, a pipelined DATA): 503 or 554; the
+        # text names the cause, not a RCPT the client did send
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\n'
+                          b'RCPT TO:<nobody@example.test>\r\nDATA\r\n'
+                          b'BDAT 2 LAST\r\nhiRSET\r\nMAIL FROM:<b@client.test>\r\nDATA\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '550', '503', '503', '250', '250', '503', '221'], out)
+        lines = [l for l in out.split('\r\n') if l.startswith('503')]
+        self.assertEqual(lines, ['503 5.5.1 Error: no valid recipients'] * 2 +
+                         ['503 5.5.1 Error: need RCPT command'], out)
+
     def test_help_names_only_what_the_port_offers(self):
         # as EHLO does: AUTH never on port 25 (503 there), only on submission
         def help_text(port):
