@@ -2,6 +2,7 @@
 #include "smtp_body.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 
@@ -22,10 +23,17 @@ static void body_flush(struct smtp_msgbody *b)
     b->len = 0;
 }
 
+/* n more of the client's octets, as RFC 1870 counts them */
+static void body_count(struct smtp_msgbody *b, unsigned long long n)
+{
+    b->octets = n > ULLONG_MAX - b->octets ? ULLONG_MAX : b->octets + n;
+    if (b->octets > b->max_size) b->too_big = 1;
+}
+
 static void body_put(struct smtp_msgbody *b, unsigned char c)
 {
     b->size++;
-    if (b->size - b->added > b->max_size) { b->too_big = 1; return; }
+    if (b->too_big) return;
     if (b->len == sizeof b->buf) body_flush(b);
     b->buf[b->len++] = c;
 }
@@ -84,13 +92,14 @@ static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
                 note_field(b);
             }
         }
+        body_count(b, 1);
         body_put(b, (unsigned char)p[i]);
         b->line_len++;
     }
 }
 
 /* the fields still missing, each with its line end; they are not the
- * client's octets, so they do not count against max_size */
+ * client's octets, so they do not count against max_size (body_count) */
 static void add_missing(struct smtp_msgbody *b)
 {
     if (b->odd_header) return;
@@ -99,19 +108,19 @@ static void add_missing(struct smtp_msgbody *b)
             if (b->len == sizeof b->buf) body_flush(b);
             b->buf[b->len++] = (unsigned char)*p;
             b->size++;
-            b->added++;
         }
         if (!b->add[i][0]) continue;
         if (b->len == sizeof b->buf) body_flush(b);
         b->buf[b->len++] = '\n';
         b->size++;
-        b->added++;
         b->add[i][0] = 0;
     }
 }
 
-static void body_eol(struct smtp_msgbody *b)
+/* a line end, which took sent octets (2 for CRLF) of the client's; stored as LF */
+static void body_eol(struct smtp_msgbody *b, unsigned sent)
 {
+    body_count(b, sent);
     if (b->in_headers) {
         if (b->line_len == 0) {          /* the blank line: the header section ends */
             add_missing(b);
@@ -132,7 +141,7 @@ void smtp_body_line(struct smtp_msgbody *b, const char *p, size_t n, enum io_eol
     if (eol == IO_EOL_NONE) return;
     if (eol == IO_EOL_LF) b->bare_lf = 1;
     else if (eol == IO_EOL_CR) b->bare_cr = 1;
-    body_eol(b);
+    body_eol(b, eol == IO_EOL_CRLF ? 2 : 1);
 }
 
 void smtp_body_octets(struct smtp_msgbody *b, const char *p, size_t n)
@@ -140,26 +149,26 @@ void smtp_body_octets(struct smtp_msgbody *b, const char *p, size_t n)
     size_t i = 0;
     if (b->pending_cr && n) {
         b->pending_cr = 0;
-        if (p[0] == '\n') { body_eol(b); i = 1; }
-        else { b->bare_cr = 1; body_eol(b); }
+        if (p[0] == '\n') { body_eol(b, 2); i = 1; }
+        else { b->bare_cr = 1; body_eol(b, 1); }
     }
     while (i < n) {
         size_t s = i;
         while (i < n && p[i] != '\r' && p[i] != '\n') i++;
         body_text(b, p + s, i - s);
         if (i == n) break;
-        if (p[i] == '\n') { b->bare_lf = 1; body_eol(b); i++; continue; }
+        if (p[i] == '\n') { b->bare_lf = 1; body_eol(b, 1); i++; continue; }
         /* CR: a line end only with LF right after it */
         if (i + 1 == n) { b->pending_cr = 1; i++; break; }
-        if (p[i + 1] == '\n') { body_eol(b); i += 2; }
-        else { b->bare_cr = 1; body_eol(b); i++; }
+        if (p[i + 1] == '\n') { body_eol(b, 2); i += 2; }
+        else { b->bare_cr = 1; body_eol(b, 1); i++; }
     }
 }
 
 int smtp_body_finish(struct smtp_msgbody *b)
 {
-    if (b->pending_cr) { b->pending_cr = 0; b->bare_cr = 1; body_eol(b); }
-    if (b->line_len) body_eol(b);
+    if (b->pending_cr) { b->pending_cr = 0; b->bare_cr = 1; body_eol(b, 1); }
+    if (b->line_len) body_eol(b, 0);     /* the LF it lacked: not the client's */
     if (b->in_headers && !b->too_big) add_missing(b);     /* a message that is all header */
     body_flush(b);
     return !b->write_failed;

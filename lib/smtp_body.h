@@ -4,7 +4,9 @@
  * descriptor through a small buffer, and on the way counts the size, counts
  * the Received: fields of the header section (hop limit) and notes any bare
  * CR (which the session refuses) or bare LF (which it takes as a line end,
- * as Postfix's "normalize" does). For a submission it can also add the
+ * as Postfix's "normalize" does). The size limit is on the client's octets
+ * as RFC 1870 counts a message, the SIZE that EHLO advertises: line ends
+ * as sent (CRLF is 2), without DATA's dot-stuffing. For a submission it can also add the
  * Date:, Message-ID: and From: fields a message lacks (RFC 6409 8), at the
  * end of its header section. Nothing is kept in memory beyond the
  * buffer. */
@@ -23,11 +25,12 @@ enum { SMTP_BODY_DATE, SMTP_BODY_MSGID, SMTP_BODY_FROM, SMTP_BODY_NADD };
 struct smtp_msgbody {
     int fd;                      /* where the message goes; -1 = discard */
     int timeout_ms;
-    unsigned long long size;     /* octets of the stored form (LF line ends) */
-    unsigned long long added;    /* of which fields added (smtp_body_add_missing) */
+    unsigned long long size;     /* octets of the stored form (LF line ends, added fields) */
+    unsigned long long octets;   /* the client's octets as RFC 1870 counts them (CRLF 2,
+                                    no dot-stuffing, nothing added): what max_size limits */
     unsigned long long max_size;
     unsigned long hops;          /* Received: fields in the header section */
-    int too_big;                 /* size went past max_size: stopped writing */
+    int too_big;                 /* octets went past max_size: stopped writing */
     int bare_cr;                 /* a CR not followed by LF was seen */
     int bare_lf;                 /* an LF without its CR was seen (stored as a line end) */
     int write_failed;            /* the reader went away or a write failed */

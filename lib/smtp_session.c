@@ -41,6 +41,7 @@ struct smtp_cmd {
 static const char R_HELO_FIRST[] = "503 5.5.1 Error: send HELO/EHLO first";
 static const char R_NEED_MAIL[] = "503 5.5.1 Error: need MAIL command";
 static const char R_NEED_RCPT[] = "503 5.5.1 Error: need RCPT command";
+static const char R_NO_RCPT_OK[] = "503 5.5.1 Error: no valid recipients";
 static const char R_NESTED[] = "503 5.5.1 Error: nested MAIL command";
 static const char R_IN_BDAT[] = "503 5.5.1 Error: BDAT in progress, send BDAT or RSET";
 static const char R_IN_TXN[] = "503 5.5.1 Error: MAIL transaction in progress";
@@ -111,6 +112,7 @@ static void txn_reset(struct smtp_session *s)
     memset(&s->mp, 0, sizeof s->mp);
     s->nrcpt = 0;
     s->rcpt_overshoot = 0;
+    s->rcpt_tried = 0;
     s->bdat_total = 0;
     s->state = s->helo[0] ? SMTP_S_READY : SMTP_S_START;
 }
@@ -143,11 +145,18 @@ static const char *chk_rcpt(const struct smtp_session *s)
     }
 }
 
+/* MAIL given, no RCPT taken: none sent, or every one refused (RFC 5321
+ * 4.1.4 lets the reply be 503 either way; the text says which) */
+static const char *no_rcpt(const struct smtp_session *s)
+{
+    return s->rcpt_tried ? R_NO_RCPT_OK : R_NEED_RCPT;
+}
+
 static const char *chk_data(const struct smtp_session *s)
 {
     switch (s->state) {
     case SMTP_S_RCPT: return NULL;
-    case SMTP_S_MAIL: return R_NEED_RCPT;
+    case SMTP_S_MAIL: return no_rcpt(s);
     case SMTP_S_BDAT: return R_IN_BDAT;
     default: return R_NEED_MAIL;
     }
@@ -302,6 +311,7 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
     struct smtp_rcpt_params rp;
     char addr[SMTP_PATH_MAX + 1];
     set_logarg(s, arg, len);
+    s->rcpt_tried++;
     if (!keyword(arg, len, "TO:", &skip)) { reply(s, "501 5.5.4 Syntax: RCPT TO:<address>"); return 1; }
     if (!smtp_path_parse(arg + skip, len - skip, 1, &p, &used, &why)) { reply(s, why); return 1; }
     skip += used;
@@ -710,7 +720,7 @@ static int act_bdat(struct smtp_session *s, const char *arg, size_t len)
     }
     const char *seq = s->state == SMTP_S_START ? R_HELO_FIRST :
                       s->state == SMTP_S_READY ? R_NEED_MAIL :
-                      s->state == SMTP_S_MAIL ? R_NEED_RCPT : NULL;
+                      s->state == SMTP_S_MAIL ? no_rcpt(s) : NULL;
     if (seq) {
         if (!bdat_read(s, count, NULL)) return read_failed(s);
         reply(s, seq);
@@ -781,7 +791,10 @@ static int act_help(struct smtp_session *s, const char *a, size_t n)
 {
     reply(s, "214-2.0.0 Commands supported:");
     reply(s, "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET");
-    reply(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN STARTTLS AUTH");
+    /* STARTTLS when EHLO offers it; AUTH on the submission ports only */
+    replyf(s, "214 2.0.0   NOOP QUIT HELP VRFY ETRN%s%s",
+           !s->tls && s->inj->starttls ? " STARTTLS" : "",
+           s->submission && s->inj->auth ? " AUTH" : "");
     return 1;
 }
 

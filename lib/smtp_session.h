@@ -124,6 +124,7 @@ struct smtp_session {
     struct smtp_rcpt *rcpt;
     size_t nrcpt, rcpt_cap;
     size_t rcpt_overshoot;           /* RCPTs refused past max_recipients */
+    size_t rcpt_tried;               /* RCPT commands in this transaction */
     struct smtp_msgbody *body;          /* BDAT in progress */
     int msg_fd, env_fd;              /* BDAT in progress: our ends */
     unsigned long long bdat_total;

@@ -7,7 +7,7 @@
  * message equals the chunks' concatenation with CRLF, bare CR and bare LF
  * turned into LF (a final LF added), the message is queued exactly when it
  * holds no bare CR (a bare LF is a line end), no Received: and fits
- * max_message_size (3000 here),
+ * max_message_size (3000 here, the chunks' octets: RFC 1870),
  * an injection that was started is always finished, reply lines are well
  * formed. */
 #include <errno.h>
@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (nreply < 4 || memcmp(out, "220", 3)) __builtin_trap();
     if (!nchunks) return 0;
     if (fk.calls < 1) __builtin_trap();                  /* the first BDAT starts an injection */
-    int over = wl > 3000;   /* then 552, and 503s that may end in 421 (too many errors) */
+    int over = rawlen > 3000;   /* then 552, and 503s that may end in 421 (too many errors) */
     if (!over && last && !answer) __builtin_trap();
     if (!over && bad250) __builtin_trap();
     if (!last) {

@@ -1,7 +1,8 @@
 /* fuzz_smtp_body.c - libFuzzer target: the message body writer behind DATA
  * and BDAT (smtp_body). The stored form must be the input with CRLF, bare
- * CR and bare LF each turned into one LF (and a final LF added), cut at
- * max_size; BDAT must give the same result however the octets are chunked;
+ * CR and bare LF each turned into one LF (and a final LF added), cut where
+ * the client's octets (CRLF two, the added LF none: RFC 1870) pass max_size;
+ * BDAT must give the same result however the octets are chunked;
  * the bare-CR, bare-LF and hop counters must agree between both feeds. Output goes to
  * an anonymous memory file. */
 #include <stddef.h>
@@ -34,27 +35,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *p = (const char *)data + 2;
     size_t n = size - 2;
 
-    /* the expected stored form */
+    /* the expected stored form, and how much of it is written: each stored
+     * octet costs the client's octets it came from, and writing stops at
+     * the first that takes their count past max */
     unsigned char *want = malloc(n + 2);
-    size_t wl = 0;
-    int bare_cr = 0, bare_lf = 0, line = 0;
+    size_t wl = 0, keep = 0;
+    unsigned long long sent = 0;
+    int bare_cr = 0, bare_lf = 0, line = 0, over = 0;
+#define STORE(c, cost) do { want[wl++] = (unsigned char)(c); sent += (cost); \
+                            if (sent > max) over = 1; if (!over) keep = wl; } while (0)
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '\r') {
-            if (i + 1 < n && p[i + 1] == '\n') i++;
+            int crlf = i + 1 < n && p[i + 1] == '\n';
+            if (crlf) i++;
             else bare_cr = 1;
-            want[wl++] = '\n';
+            STORE('\n', crlf ? 2 : 1);
             line = 0;
         } else if (p[i] == '\n') {
             bare_lf = 1;
-            want[wl++] = '\n';
+            STORE('\n', 1);
             line = 0;
         } else {
-            want[wl++] = (unsigned char)p[i];
+            STORE(p[i], 1);
             line = 1;
         }
     }
-    if (line) want[wl++] = '\n';
-    size_t keep = wl > max ? (size_t)max : wl;
+    if (line) STORE('\n', 0);
 
     int fd1 = memfd_create("fuzz1", 0), fd2 = memfd_create("fuzz2", 0);
     if (fd1 < 0 || fd2 < 0) abort();
@@ -67,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!smtp_body_finish(&b2)) __builtin_trap();
     if (b1.size != wl || b2.size != wl || b1.bare_cr != bare_cr || b2.bare_cr != bare_cr ||
         b1.bare_lf != bare_lf || b2.bare_lf != bare_lf || b1.hops != b2.hops
-        || b1.too_big != (wl > max) || b2.too_big != b1.too_big)
+        || b1.too_big != over || b2.too_big != b1.too_big)
         __builtin_trap();
     if (collect(fd1) != keep || memcmp(got, want, keep)) __builtin_trap();
     if (collect(fd2) != keep || memcmp(got, want, keep)) __builtin_trap();
@@ -89,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (s < n) smtp_body_line(&b1, p + s, n - s, IO_EOL_NONE);
     if (!smtp_body_finish(&b1)) __builtin_trap();
     if (b1.size != wl || b1.bare_cr != bare_cr || b1.bare_lf != bare_lf || b1.hops != b2.hops ||
-        b1.too_big != (wl > max))
+        b1.too_big != over)
         __builtin_trap();
     if (collect(fd1) != keep || memcmp(got, want, keep)) __builtin_trap();
     close(fd1);

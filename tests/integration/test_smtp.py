@@ -18,7 +18,7 @@ import time
 import unittest
 from email.message import EmailMessage
 
-from harness import Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports
+from harness import Instance, Conn, HarnessError, IS_ROOT, missing, need, need_root, smtp_dialogue, free_ports
 
 HOST = 'mail.example.test'
 
@@ -294,6 +294,32 @@ class SmtpClients(SmtpBase):
         self.assertEqual(final_codes(out), ['220', '250', '530', '503', '221'], out)
         self.assertIn('530 5.7.0 Must issue a STARTTLS command first', out)
 
+    def test_data_after_every_rcpt_refused_says_so(self):
+        # RFC 5321 4.1.4 (and 2920 3.1, a pipelined DATA): 503 or 554; the
+        # text names the cause, not a RCPT the client did send
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\n'
+                          b'RCPT TO:<nobody@example.test>\r\nDATA\r\n'
+                          b'BDAT 2 LAST\r\nhiRSET\r\nMAIL FROM:<b@client.test>\r\nDATA\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '550', '503', '503', '250', '250', '503', '221'], out)
+        lines = [l for l in out.split('\r\n') if l.startswith('503')]
+        self.assertEqual(lines, ['503 5.5.1 Error: no valid recipients'] * 2 +
+                         ['503 5.5.1 Error: need RCPT command'], out)
+
+    def test_help_names_only_what_the_port_offers(self):
+        # as EHLO does: AUTH never on port 25 (503 there), only on submission
+        def help_text(port):
+            out = raw_session(port, b'HELP\r\nQUIT\r\n')
+            self.assertEqual(final_codes(out), ['220', '214', '221'], out)
+            return ' '.join(l[4:] for l in out.split('\r\n') if l.startswith('214'))
+        on25 = help_text(self.port).split()
+        self.assertIn('STARTTLS', on25)
+        self.assertNotIn('AUTH', on25)
+        for verb in ('HELO', 'EHLO', 'MAIL', 'RCPT', 'DATA', 'BDAT', 'RSET', 'NOOP', 'QUIT', 'VRFY', 'ETRN'):
+            self.assertIn(verb, on25)
+        on587 = help_text(self.inst.port('submission')).split()
+        self.assertIn('STARTTLS', on587)
+        self.assertIn('AUTH', on587)
+
 
 class SmtpDefences(SmtpBase):
     conf = {}
@@ -499,6 +525,58 @@ class SmtpDefences(SmtpBase):
         self.assertEqual(events, ['connect', 'helo', 'mail', 'reject', 'disconnect'], mine)
         self.assertIn('code=550 status=5.1.1', mine[3])
         self.assertIn('reason=quit', mine[4])
+
+
+class SmtpMessageSize(unittest.TestCase):
+    """max_message_size is the SIZE advertised in EHLO, and RFC 1870 (4, 5)
+    counts a message as it is sent: CRLF line ends, without the DATA
+    dot-stuffing. A message past it is refused with 552 whether or not its
+    SIZE was declared, by DATA and BDAT alike."""
+    LIMIT = 1000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.inst = None
+        if missing('smtp-listener', 'queue-inject', 'postern-setup'):
+            return
+        cls.inst = make_instance(max_message_size=cls.LIMIT)
+        cls.inst.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
+        self.port = self.inst.port('smtp')
+
+    @staticmethod
+    def message(octets, line=b'..yyy'):
+        """a message of exactly this many octets as RFC 1870 counts them:
+        short lines (so CRLF is a large share), each starting with a '.'
+        that DATA doubles on the wire and that is not counted"""
+        head = b'Subject: size\r\n\r\n'
+        n, rest = divmod(octets - len(head), len(line) + 2)
+        msg = head + (line + b'\r\n') * n + (b'z' * (rest - 2) + b'\r\n' if rest else b'')
+        assert len(msg) == octets and rest != 1
+        return msg
+
+    def send(self, msg, bdat):
+        body = (b'BDAT %d LAST\r\n' % len(msg) + msg if bdat else
+                b'DATA\r\n' + msg.replace(b'\r\n.', b'\r\n..') + b'.\r\n')
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\n'
+                          b'RCPT TO:<alice@example.test>\r\n' + body + b'QUIT\r\n')
+        return out.split('\r\n')[-3]         # the message's reply, before the 221
+
+    def test_limit_counts_crlf_line_ends_rfc1870(self):
+        for bdat in (False, True):
+            self.assertTrue(self.send(self.message(self.LIMIT), bdat).startswith('250 2.0.0'), bdat)
+            # one octet more is over the advertised limit, though its
+            # LF-only form (what the queue stores) is far below it
+            r = self.send(self.message(self.LIMIT + 1), bdat)
+            self.assertEqual(r, '552 5.3.4 Message size exceeds fixed limit', bdat)
+            self.assertEqual(self.send(self.message(2 * self.LIMIT - 100), bdat)[:9], '552 5.3.4', bdat)
 
 
 class SmtpUserMap(unittest.TestCase):

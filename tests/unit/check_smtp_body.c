@@ -181,8 +181,9 @@ START_TEST(test_add_missing_limits)
     ck_assert(!smtp_body_add_missing(&b, NULL, NULL, "From: <a\n@b>"));
     big[sizeof big - 2] = 0;
     ck_assert(smtp_body_add_missing(&b, NULL, big, NULL));
-    /* the added octets do not count against the client's limit */
-    smtp_body_init(&b, pp[1], 12, 1000);
+    /* the added octets do not count against the client's limit (14:
+     * "Subject: s" CRLF CRLF as sent) */
+    smtp_body_init(&b, pp[1], 14, 1000);
     ck_assert(smtp_body_add_missing(&b, "Date: D", NULL, NULL));
     smtp_body_line(&b, "Subject: s", 10, IO_EOL_CRLF);
     smtp_body_line(&b, "", 0, IO_EOL_CRLF);
@@ -190,6 +191,50 @@ START_TEST(test_add_missing_limits)
     ck_assert(!b.too_big);
     size_t n;
     ck_assert_str_eq(drain(&n), "Subject: s\nDate: D\n\n");
+}
+END_TEST
+
+/* the limit is on the message as RFC 1870 counts it, the SIZE of EHLO:
+ * each line end as the client sent it (CRLF 2, a bare LF 1), whatever the
+ * stored form (LF) or the split of BDAT chunks */
+START_TEST(test_size_counts_octets_as_sent)
+{
+    size_t n;
+    smtp_body_init(&b, pp[1], 10, 1000);
+    smtp_body_line(&b, "abcdefgh", 8, IO_EOL_CRLF);
+    ck_assert(smtp_body_finish(&b));
+    ck_assert(!b.too_big);
+    ck_assert_uint_eq(b.octets, 10);
+    ck_assert_uint_eq(b.size, 9);
+    drain(&n);
+    smtp_body_init(&b, pp[1], 10, 1000);
+    smtp_body_line(&b, "abcd", 4, IO_EOL_CRLF);
+    smtp_body_line(&b, "ef", 2, IO_EOL_CRLF);
+    smtp_body_line(&b, "", 0, IO_EOL_LF);
+    ck_assert(smtp_body_finish(&b));
+    ck_assert(b.too_big);                    /* 11 as sent, 9 stored */
+    drain(&n);
+    for (size_t cut = 0; cut <= 10; cut++) {
+        const char *m = "abcd\r\nef\r\n\n";
+        smtp_body_init(&b, pp[1], 10, 1000);
+        smtp_body_octets(&b, m, cut);
+        smtp_body_octets(&b, m + cut, 11 - cut);
+        ck_assert(smtp_body_finish(&b));
+        ck_assert_msg(b.too_big && b.octets == 11, "cut %zu: %llu", cut, b.octets);
+        drain(&n);
+        smtp_body_init(&b, pp[1], 10, 1000);
+        smtp_body_octets(&b, m, cut < 10 ? cut : 10);
+        smtp_body_octets(&b, m + (cut < 10 ? cut : 10), 10 - (cut < 10 ? cut : 10));
+        ck_assert(smtp_body_finish(&b));
+        ck_assert_msg(!b.too_big && b.octets == 10, "cut %zu: %llu", cut, b.octets);
+        ck_assert_str_eq(drain(&n), "abcd\nef\n");
+    }
+    /* a last line without its line end: the LF it gets is not counted */
+    smtp_body_init(&b, pp[1], 10, 1000);
+    smtp_body_octets(&b, "0123456789", 10);
+    ck_assert(smtp_body_finish(&b));
+    ck_assert(!b.too_big);
+    ck_assert_str_eq(drain(&n), "0123456789\n");
 }
 END_TEST
 
@@ -207,6 +252,7 @@ int main(void)
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_bare_and_size);
     tcase_add_test(limits, test_add_missing_limits);
+    tcase_add_test(limits, test_size_counts_octets_as_sent);
     suite_add_tcase(s, limits);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
