@@ -585,6 +585,7 @@ static void message_end(struct smtp_session *s, struct smtp_msgbody *b, int msg_
          * recipient now and then is not cut off (Postfix forgives its
          * errors after each message as well) */
         s->errors_run = 0;
+        s->junk = 0;
         log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu%s", qid[0] ? qid : "?", b->size, s->nrcpt,
                  b->bare_lf ? " bare_lf=1" : "");
         if (qid[0]) replyf(s, "250 2.0.0 Ok: queued as %s", qid);
@@ -1152,6 +1153,15 @@ static int read_command(struct smtp_session *s, char *line, size_t *len, enum cm
     return 1;
 }
 
+/* the commands SMTP_JUNK_MAX counts */
+static int is_junk(const char *verb)
+{
+    static const char *const junk[] = { "NOOP", "RSET", "VRFY", "HELP", "EXPN", "ETRN" };
+    for (size_t i = 0; i < ARRAY_LEN(junk); i++)
+        if (!strcmp(verb, junk[i])) return 1;
+    return 0;
+}
+
 static int dispatch(struct smtp_session *s, const char *line, size_t n)
 {
     char verb[16];
@@ -1193,6 +1203,7 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
         const struct smtp_cmd *c = &smtp_cmds[i];
         if (strcmp(verb, c->verb)) continue;
         s->verb = c->verb;
+        if (is_junk(verb) && ++s->junk > SMTP_JUNK_MAX) { s->errors++; s->errors_run++; }
         const char *refuse = c->check(s);
         if (refuse) { reply(s, refuse); return 1; }
         return c->action(s, line + a, n - a);

@@ -95,6 +95,13 @@ struct smtp_rcpt {
 
 struct smtp_msgbody;
 
+/* Commands that move no mail (NOOP, RSET, VRFY, HELP, EXPN, ETRN) a session
+ * may send between two messages before each further one counts as an error
+ * towards max_errors: otherwise a client could hold one of max_sessions
+ * forever with a NOOP every few minutes. Postfix's smtpd_junk_command_limit
+ * is the same rule with the same 100. */
+#define SMTP_JUNK_MAX 100
+
 struct smtp_session {
     const struct config *cf;
     const struct smtp_rcptmap *map;
@@ -131,6 +138,7 @@ struct smtp_session {
     /* counters for the log */
     unsigned long commands, errors, messages, rejected, msg_seq;
     unsigned long errors_run;   /* errors since the last message queued: max_errors */
+    unsigned long junk;         /* NOOP, RSET, VRFY, HELP, EXPN, ETRN since then: SMTP_JUNK_MAX */
     const char *end_reason;
     const sigset_t *stop_mask;       /* smtp_session_stop_on(): waits for a command run under it */
     int write_failed;                /* a reply could not be written: end */

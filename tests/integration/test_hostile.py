@@ -166,6 +166,31 @@ class HostileSmtp(unittest.TestCase):
                 self.assertIn('552 5.3.4', out)
                 self.assertEqual(new, set(), sep)
 
+    def test_junk_commands_count_as_errors_past_100(self):
+        """A client that moves no mail cannot hold a session (one of
+        max_sessions) for ever with NOOPs: past 100 NOOP, RSET, VRFY, HELP,
+        EXPN or ETRN commands since the last queued message each further one
+        counts towards max_errors (20 here), as Postfix's
+        smtpd_junk_command_limit does. It used to serve them without end.
+        A client that queues mail starts the count again at each message"""
+        out = raw(self.port, b'EHLO x\r\n' + b'NOOP\r\n' * 80 + b'RSET\r\nHELP\r\nVRFY x\r\n' * 20
+                  + b'NOOP\r\n' * 10 + b'QUIT\r\n')
+        c = codes(out)
+        self.assertEqual(c[:2], ['220', '250'])
+        # 100 free, 20 more as errors (max_errors), then the 421 and no QUIT
+        self.assertEqual(c[2:122].count('421'), 0, c[2:122])
+        self.assertEqual(len(c), 123, c[-5:])
+        self.assertEqual(c[-1], '421')
+        self.assertIn('421 4.7.0 %s Error: too many errors' % HOST, out)
+        msg = (b'MAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n'
+               b'Subject: between the noops\r\n\r\nx\r\n.\r\n')
+        before = self.queued()
+        out = raw(self.port, b'EHLO x\r\n' + (b'RSET\r\n' * 99 + msg) * 3 + b'NOOP\r\n' * 110 + b'QUIT\r\n')
+        c = codes(out)
+        self.assertNotIn('421', c)
+        self.assertEqual(c[-1], '221')
+        self.assertEqual(len(self.queued() - before), 3)
+
     # ---- overlong lines, addresses, parameters; NUL and 8-bit -------------
     def test_overlong_addresses_64_255_256_rfc5321(self):
         """Overlong addresses (RFC 5321 4.5.3.1: local part 64, domain 255,
