@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- character classes (ASCII only, no locale) ---- */
@@ -560,6 +561,65 @@ static int orcpt_valid(const char *v, size_t n)
     return xtext_printable(v + t + 1, n - t - 1);
 }
 
+/* An rfc822 ORCPT whose xtext decodes to UTF-8: Postfix's smtp client
+ * sends the original recipient of an SMTPUTF8 message for a non-ASCII
+ * address so ("rfc822;j+C3+BCrgen@example.test"), and its smtpd takes it.
+ * RFC 3461 4.2 wants printable US-ASCII there; what is meant is RFC 6533's
+ * utf-8 ORCPT, which is what goes into out (cap octets): "utf-8;" and
+ * utf-8-addr-unitext, UTF-8 and printable ASCII as they are, but space,
+ * '+', '=' and '\\' as \x{HEX}. 1, or 0: another type, no xtext, nothing
+ * outside ASCII, a control character, octets that are no UTF-8, or more
+ * than SMTP_ORCPT_MAX octets. */
+static int orcpt_rfc822_utf8(const char *v, size_t n, char *out, size_t cap)
+{
+    static const char type[] = "rfc822;", utype[] = "utf-8;";
+    unsigned char dec[SMTP_ORCPT_MAX];
+    size_t d = 0, o = sizeof utype - 1;
+    int eight = 0;
+    if (n > SMTP_ORCPT_MAX || n < sizeof type || !ieq(v, sizeof type - 2, "rfc822")
+        || v[sizeof type - 2] != ';')
+        return 0;
+    v += sizeof type - 1;
+    n -= sizeof type - 1;
+    if (!xtext_valid(v, n)) return 0;
+    for (size_t i = 0; i < n; i++) {   /* d <= i < n <= SMTP_ORCPT_MAX */
+        unsigned char c = (unsigned char)v[i];
+        if (c == '+') {
+            c = (unsigned char)(hex_upper_val((unsigned char)v[i + 1]) * 16
+                                + hex_upper_val((unsigned char)v[i + 2]));
+            i += 2;
+        }
+        dec[d++] = c;
+    }
+    if (cap > SMTP_ORCPT_MAX + 1) cap = SMTP_ORCPT_MAX + 1;
+    if (cap < sizeof utype) return 0;
+    memcpy(out, utype, sizeof utype - 1);
+    for (size_t i = 0; i < d;) {
+        char esc[16];
+        const char *src = (const char *)dec + i;
+        size_t k = 1, len = 1;
+        if (dec[i] >= 0x80) {
+            if (!(k = utf8_char(dec + i, d - i))) return 0;
+            len = k;
+            eight = 1;
+        } else if (dec[i] < 0x20 || dec[i] == 0x7f) {
+            return 0;
+        } else if (dec[i] == ' ' || dec[i] == '+' || dec[i] == '=' || dec[i] == '\\') {
+            int w = snprintf(esc, sizeof esc, "\\x{%X}", (unsigned)dec[i]);
+            if (w < 0 || (size_t)w >= sizeof esc) return 0;
+            len = (size_t)w;
+            src = esc;
+        }
+        if (len >= cap - o) return 0;   /* and room for the NUL */
+        memcpy(out + o, src, len);
+        o += len;
+        i += k;
+    }
+    if (!eight) return 0;
+    out[o] = 0;
+    return 1;
+}
+
 int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *rp,
                            const char **reply)
 {
@@ -575,11 +635,13 @@ int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *r
                 bad = "501 5.5.4 Bad NOTIFY value (NEVER, or SUCCESS,FAILURE,DELAY)";
         } else if (ieq(pp.kw, pp.kwlen, "ORCPT")) {
             if (seen_orcpt++) bad = R_DUP;
-            else if (!pp.has_val || pp.vlen > SMTP_ORCPT_MAX || !orcpt_valid(pp.val, pp.vlen))
+            else if (!pp.has_val || pp.vlen > SMTP_ORCPT_MAX)
                 bad = "501 5.5.4 Bad ORCPT value";
-            else {
+            else if (orcpt_valid(pp.val, pp.vlen)) {
                 memcpy(rp->orcpt, pp.val, pp.vlen);
                 rp->orcpt[pp.vlen] = 0;
+            } else if (!orcpt_rfc822_utf8(pp.val, pp.vlen, rp->orcpt, sizeof rp->orcpt)) {
+                bad = "501 5.5.4 Bad ORCPT value";
             }
         } else {
             bad = R_UNKNOWN;

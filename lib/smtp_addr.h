@@ -69,7 +69,8 @@ struct smtp_mail_params {
 
 struct smtp_rcpt_params {
     unsigned notify;             /* SMTP_NOTIFY_* bits, 0 = not given */
-    char orcpt[SMTP_ORCPT_MAX + 1]; /* "rfc822;addr" as received, "" if none */
+    char orcpt[SMTP_ORCPT_MAX + 1]; /* "type;addr" as received ("rfc822;" xtext
+                                     * decoding to UTF-8 as "utf-8;" unitext), "" if none */
 };
 
 /* Parse the parameters after the path (s[0..len), leading spaces skipped).

@@ -597,6 +597,30 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(rc[0]['final-recipient'], 'utf-8; carol+\u00e9@example.test')
         self.wait_queue_empty()
 
+    def test_postfix_orcpt_of_a_utf8_address(self):
+        """Postfix 3.7's smtp client sends the original recipient of an
+        SMTPUTF8 message for a non-ASCII address as an rfc822 ORCPT whose
+        xtext is the address's UTF-8 octets ("RCPT TO:<j\u00fcrgen@...>
+        ORCPT=rfc822;j+C3+BCrgen@..."), and its smtpd takes that. postern
+        answered 501 5.5.4 Bad ORCPT value and Postfix bounced the message.
+        It is now taken as the RFC 6533 utf-8 ORCPT it means (a '+' in it
+        escaped as \\x{2B}), and the report, a global one, shows that"""
+        c = Smtp(self.port)
+        try:
+            c.cmd('MAIL FROM:<dave@example.test> SIZE=300 BODY=8BITMIME SMTPUTF8', '250')
+            c.cmd('RCPT TO:<carol@example.test> ORCPT=rfc822;j+C3+BCrgen+2Bx@example.test NOTIFY=SUCCESS', '250')
+            c.cmd('DATA', '354')
+            c.sock.sendall(wire('Subject: gr\u00fc\u00dfe\n\nx\n'.encode()))
+            c.expect('250')
+        finally:
+            c.close()
+        self.wait_msgs('carol')
+        (_, ok), = self.wait_msgs('dave')
+        m, pm, rc = check_dsn_grammar(self, ok, utf8=True)
+        self.assertEqual([(r['action'], r['original-recipient']) for r in rc],
+                         [('delivered', 'utf-8;j\u00fcrgen\\x{2B}x@example.test')])
+        self.wait_queue_empty()
+
     # 5 ------------------------------------------------------------------
     def test_delete_deferred_never_delivered(self):
         new = self.make_unwritable('dave')

@@ -153,7 +153,12 @@ class SmtpSeeds(SmtpBase):
     def test_dsn_xtext_must_decode_to_printable_ascii(self):
         """RFC 3461 4.2 and 4.4: ENVID and ORCPT, once xtext-decoded, MUST
         be printable US-ASCII (the DSN cannot carry anything else); Postfix
-        answers 501 5.5.4. postern took them and wrote '?' in the report"""
+        answers 501 5.5.4 to such an ENVID. postern took them and wrote '?'
+        in the report. An rfc822 ORCPT that decodes to UTF-8 is what
+        Postfix's client sends for a non-ASCII address (and its smtpd
+        takes): it is taken as the utf-8 ORCPT it means (test_e2e
+        test_postfix_orcpt_of_a_utf8_address); control characters and
+        octets that are no UTF-8 are still refused"""
         self.dialogue([
             (None, '220'),
             ('EHLO client.example.com', '250'),
@@ -162,7 +167,12 @@ class SmtpSeeds(SmtpBase):
             ('MAIL FROM:<sender@example.com> ENVID=a+7F', '501 5.5.4'),
             ('MAIL FROM:<sender@example.com> ENVID=a+20b+2B', '250 2.1.0'),
             ('RCPT TO:<alice@example.test> ORCPT=rfc822;a+00b@example.test', '501 5.5.4'),
-            ('RCPT TO:<alice@example.test> ORCPT=rfc822;j+C3+B6ran@example.test', '501 5.5.4'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;j+C3ran@example.test', '501 5.5.4'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;j+FFran@example.test', '501 5.5.4'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;j+C3+B6ran+7F@example.test', '501 5.5.4'),
+            ('RCPT TO:<alice@example.test> ORCPT=rfc822;j+C3+B6ran@example.test', '250 2.1.5'),
+            ('RSET', '250'),
+            ('MAIL FROM:<sender@example.com>', '250 2.1.0'),
             ('RCPT TO:<alice@example.test> ORCPT=rfc822;a+2Bb@example.test', '250 2.1.5'),
             ('QUIT', '221'),
         ])

@@ -444,7 +444,16 @@ START_TEST(test_rcpt_params)
     rcpt_bad(" ORCPT=rfc822;", "501 5.5.4");
     rcpt_bad(" ORCPT=rfc822;a+4", "501 5.5.4");
     rcpt_bad(" ORCPT=rfc822;a+00b@example.com", "501 5.5.4");    /* RFC 3461 4.2: printable once decoded */
-    rcpt_bad(" ORCPT=rfc822;j+C3+B6ran@example.com", "501 5.5.4");
+    /* Postfix's client: an rfc822 ORCPT that decodes to UTF-8 is the
+     * utf-8 ORCPT it means (RFC 6533 unitext, '+' '=' '\\' space escaped) */
+    ck_assert(rcpt(" ORCPT=rfc822;j+C3+B6ran+2Bx+3D+5C+20y@example.com"));
+    ck_assert_str_eq(rp.orcpt, "utf-8;j\xc3\xb6ran\\x{2B}x\\x{3D}\\x{5C}\\x{20}y@example.com");
+    ck_assert(rcpt(" ORCPT=RFC822;+C3+B6@x"));
+    ck_assert_str_eq(rp.orcpt, "utf-8;\xc3\xb6@x");
+    rcpt_bad(" ORCPT=rfc822;j+C3ran@example.com", "501 5.5.4");      /* no UTF-8 */
+    rcpt_bad(" ORCPT=rfc822;j+FFran@example.com", "501 5.5.4");
+    rcpt_bad(" ORCPT=rfc822;j+C3+B6ran+0A@example.com", "501 5.5.4"); /* a control */
+    rcpt_bad(" ORCPT=x400;j+C3+B6ran@example.com", "501 5.5.4");      /* only rfc822 */
     rcpt_bad(" ORCPT=rfc822;j\xc3\xb6ran@example.com", "501 5.5.4");
     rcpt_bad(" ORCPT=utf-8;a\xff", "501 5.5.4");
     rcpt_bad(" SIZE=10", "555 5.5.4");
@@ -562,6 +571,15 @@ START_TEST(test_param_limits)
     ck_assert_uint_eq(strlen(rp.orcpt), 500);
     memset(s + 14, 'o', 494);
     s[508] = 0;
+    rcpt_bad(s, "501 5.5.4");
+    /* the utf-8 form of an rfc822 ORCPT is bounded by the same 500
+     * octets: "utf-8;", the 2 of U+00F6 and k "+" as \x{2B} (6 each) */
+    memcpy(s, " ORCPT=rfc822;+C3+B6", 20);
+    for (int k = 0; k < 82; k++) memcpy(s + 20 + 3 * k, "+2B", 3);
+    s[20 + 3 * 82] = 0;
+    ck_assert(rcpt(s));
+    ck_assert_uint_eq(strlen(rp.orcpt), 500);
+    memcpy(s + 20 + 3 * 82, "+2B", 4);
     rcpt_bad(s, "501 5.5.4");
     /* many leading zeros are still just a number */
     memcpy(s, " SIZE=", 6);
