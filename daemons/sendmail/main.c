@@ -1,7 +1,7 @@
 /* sendmail - the interface local programs use to send mail:
  *   sendmail [-t] [-i] [-oi] [-f sender] [-F name] [-C ROOT] [-N dsn] [-R ret]
  *            [-V envid] [--] [rcpt ...]
- * (and, ignored: -oX, -B 7BIT|8BITMIME, -h, -U, -n, -m, -bm, -v)
+ * (flags may run together: -ti, -tif sender; and, ignored: -oX, -B 7BIT|8BITMIME, -h, -U, -n, -m, -bm, -v)
  * reads the message on stdin (a lone "." line ends it unless -i/-oi),
  * converts CRLF to LF, adds Date:/Message-ID:/From: if missing, with -t
  * takes recipients from To:/Cc:/Bcc: and removes Bcc:, and hands it all to
@@ -69,6 +69,14 @@ static void parse_args(int argc, char **argv, struct sm_opts *o, enum sm_mode *m
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) { i++; break; }
+        if (a[1] && a[2] && strchr("tivUnmG", a[1])) {   /* flags run together, as getopt(3) takes them: -it, -tif sender */
+            if (a[1] == 't') o->from_headers = 1;
+            if (a[1] == 'i') o->no_dot = 1;
+            argv[i]++;
+            argv[i][0] = '-';   /* the rest, an option of its own */
+            i--;
+            continue;
+        }
         if (!strcmp(a, "-t")) o->from_headers = 1;
         else if (!strcmp(a, "-i") || !strcmp(a, "-oi")) o->no_dot = 1;
         else if (!strcmp(a, "-bm") || !strcmp(a, "-v") || !strcmp(a, "-U") || !strcmp(a, "-n")

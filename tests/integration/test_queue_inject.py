@@ -558,6 +558,25 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(m.count('From:'), 1)
         self.assertEqual(m.count('Message-ID:'), 1)
 
+    def rcpts(self, env):
+        return sorted(re.findall(r'^rcpt\t[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)\t', env, re.M))
+
+    def test_clustered_flags(self):
+        """flags run together as getopt(3) takes them, as Postfix's sendmail
+        does: "sendmail -it", "-ti", "-tif sender" (they were exit 64,
+        unsupported option, and the script's mail was lost)"""
+        msg = b'To: bob@example.test\nSubject: x\n\nb\n.\nstill body\n'
+        for args, sender in ((['-ti'], 'root'), (['-it'], 'root'), (['-tifme@example.org'], 'me@example.org'),
+                             (['-ti', '-f', 'me@example.org'], 'me@example.org'), (['-toi'], 'root')):
+            p = self.run_sendmail(args, msg)
+            self.assertEqual(p.returncode, 0, (args, p.stderr))
+            env, mess = self.only_message()
+            self.assertEqual(self.rcpts(env), ['bob@example.test'], args)
+            self.assertTrue(mess.endswith('\nb\n.\nstill body\n'), (args, mess))
+            if sender != 'root':
+                self.assertIn('sender %s\n' % sender, env)
+            os.unlink(self.r.envs()[0])
+
     def test_dsn_options(self):
         """-N dsn, -R ret and -V envid as Postfix's sendmail takes them
         (they were ignored: "sendmail -N never" still got its bounces)"""
