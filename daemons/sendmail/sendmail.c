@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +26,11 @@ struct sm {
     struct buf hdr;         /* the header section as read, LF line ends */
     struct buf rcpts;       /* "T<addr>\t<notify>\t\0" records */
     size_t nrcpt;
+    struct buf hrcpts[2];   /* -t: records from To/Cc/Bcc [0] and Resent-To/Cc/Bcc [1] */
+    size_t hn[2];
+    struct buf *into;       /* where add_rcpt puts them: rcpts or an hrcpts */
+    size_t *into_n;
+    int resent;             /* a Resent- field seen: hrcpts[1] are the recipients */
     int has_date, has_msgid, has_from;
     struct buf first_body;  /* a body line that ended the header without a blank line */
     int have_first_body, eom;
@@ -85,13 +91,21 @@ static int add_rcpt(void *ctx, const char *addr)
         errno = EINVAL;
         return 0;
     }
-    if (s->nrcpt >= ENV_RCPT_MAX) { fprintf(stderr, "sendmail: too many recipients\n"); errno = E2BIG; return 0; }
-    s->nrcpt++;
-    return buf_appendc(&s->rcpts, 'T') && buf_appends(&s->rcpts, q) && buf_appendc(&s->rcpts, '\t')
-           && buf_appends(&s->rcpts, s->o->notify) && buf_append(&s->rcpts, "\t", 2);
+    if (s->nrcpt + s->hn[0] + s->hn[1] >= ENV_RCPT_MAX) {
+        fprintf(stderr, "sendmail: too many recipients\n");
+        errno = E2BIG;
+        return 0;
+    }
+    ++*s->into_n;
+    return buf_appendc(s->into, 'T') && buf_appends(s->into, q) && buf_appendc(s->into, '\t')
+           && buf_appends(s->into, s->o->notify) && buf_append(s->into, "\t", 2);
 }
 
-/* one complete header field (continuations included) at f[0..n) */
+/* one complete header field (continuations included) at f[0..n). With -t
+ * the recipients of To:, Cc: and Bcc: are kept apart from those of
+ * Resent-To:, Resent-Cc: and Resent-Bcc:; a message with any Resent- field
+ * is being passed on and goes to the latter (take_header_rcpts). Bcc: and
+ * Resent-Bcc: are removed, with or without -t, as Postfix and Sendmail do. */
 static int header_done(struct sm *s, size_t start)
 {
     const char *f = s->hdr.s + start;
@@ -100,14 +114,24 @@ static int header_done(struct sm *s, size_t start)
     if (mailhdr_name_is(f, nl, "date")) s->has_date = 1;
     if (mailhdr_name_is(f, nl, "message-id")) s->has_msgid = 1;
     if (mailhdr_name_is(f, nl, "from")) s->has_from = 1;
-    int to = mailhdr_name_is(f, nl, "to"), cc = mailhdr_name_is(f, nl, "cc"),
-        bcc = mailhdr_name_is(f, nl, "bcc");
-    if (s->o->from_headers && (to || cc || bcc)
-        && !mailhdr_addresses(f + nl + 1, n - nl - 1, add_rcpt, s)) {
-        if (errno == EINVAL) fprintf(stderr, "sendmail: cannot parse %.*s: header\n", (int)nl, f);
-        return 0;
+    int resent = nl > 7 && !strncasecmp(f, "resent-", 7);
+    const char *name = resent ? f + 7 : f;
+    size_t namelen = resent ? nl - 7 : nl;
+    s->resent |= resent;
+    int to = mailhdr_name_is(name, namelen, "to"), cc = mailhdr_name_is(name, namelen, "cc"),
+        bcc = mailhdr_name_is(name, namelen, "bcc");
+    if (s->o->from_headers && (to || cc || bcc)) {
+        s->into = &s->hrcpts[resent];
+        s->into_n = &s->hn[resent];
+        int ok = mailhdr_addresses(f + nl + 1, n - nl - 1, add_rcpt, s);
+        s->into = &s->rcpts;
+        s->into_n = &s->nrcpt;
+        if (!ok) {
+            if (errno == EINVAL) fprintf(stderr, "sendmail: cannot parse %.*s: header\n", (int)nl, f);
+            return 0;
+        }
     }
-    if (bcc && s->o->from_headers) s->hdr.len = start;   /* -t removes Bcc: */
+    if (bcc) s->hdr.len = start;
     return 1;
 }
 
@@ -137,6 +161,16 @@ static int read_header(struct sm *s)
     }
     if (r < 0) { perror("sendmail: reading the message"); return SM_EX_TEMPFAIL; }
     if (have && !header_done(s, start)) return errno == ENOMEM ? SM_EX_TEMPFAIL : SM_EX_DATAERR;
+    return 0;
+}
+
+/* -t: after the command line's, the recipients of Resent-To/Cc/Bcc if the
+ * message has a Resent- field, else those of To/Cc/Bcc */
+static int take_header_rcpts(struct sm *s)
+{
+    const struct buf *b = &s->hrcpts[s->resent ? 1 : 0];
+    if (b->len && !buf_append(&s->rcpts, b->s, b->len)) return SM_EX_TEMPFAIL;
+    s->nrcpt += s->hn[s->resent ? 1 : 0];
     return 0;
 }
 
@@ -281,6 +315,8 @@ int sm_run(const struct sm_opts *o, FILE *in)
     memset(&s, 0, sizeof s);
     s.o = o;
     s.in = in;
+    s.into = &s.rcpts;
+    s.into_n = &s.nrcpt;
     who_am_i(&s);
     int code = 0;
     for (size_t i = 0; i < o->nrcpt && !code; i++)
@@ -291,6 +327,7 @@ int sm_run(const struct sm_opts *o, FILE *in)
     }
     if (!code && !o->sender && !qualify(&s, s.user, sender, sizeof sender)) code = SM_EX_DATAERR;
     if (!code) code = read_header(&s);
+    if (!code) code = take_header_rcpts(&s);
     if (!code && s.nrcpt == 0) {
         fprintf(stderr, "sendmail: no recipients\n");
         code = SM_EX_USAGE;
@@ -299,6 +336,8 @@ int sm_run(const struct sm_opts *o, FILE *in)
     if (!code) code = inject(&s, sender);
     buf_free(&s.hdr);
     buf_free(&s.rcpts);
+    buf_free(&s.hrcpts[0]);
+    buf_free(&s.hrcpts[1]);
     buf_free(&s.first_body);
     free(s.line);
     return code;

@@ -577,6 +577,45 @@ class SendmailTest(unittest.TestCase):
                 self.assertIn('sender %s\n' % sender, env)
             os.unlink(self.r.envs()[0])
 
+    def test_t_takes_resent_fields_of_a_resent_message(self):
+        """-t on a message with Resent- fields (one being passed on) takes its
+        recipients from Resent-To:, Resent-Cc: and Resent-Bcc: only, as
+        Postfix's and Sendmail's -t do; it mailed the original To: and Cc:
+        again, never the new ones, and left Resent-Bcc: for all to see"""
+        msg = (b'From: a@example.org\nTo: orig@example.org\nCc: origcc@example.org\nBcc: origbcc@example.org\n'
+               b'Resent-From: me@example.test\nResent-To: new@example.net\nResent-Cc: Ann <ann@example.net>\n'
+               b'Resent-Bcc: hidden@example.net\nSubject: fwd\n\nbody\n')
+        p = self.run_sendmail(['-t', '-i'], msg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, mess = self.only_message()
+        self.assertEqual(self.rcpts(env), ['ann@example.net', 'hidden@example.net', 'new@example.net'])
+        self.assertNotIn('hidden', mess)
+        self.assertNotIn('Bcc', mess)
+        self.assertIn('\nTo: orig@example.org\nCc: origcc@example.org\n', mess)
+        os.unlink(self.r.envs()[0])
+        # Resent- fields but no Resent- recipient: none from the header
+        p = self.run_sendmail(['-t', '-i'], b'To: orig@example.org\nResent-From: me@example.test\n\nb\n')
+        self.assertEqual(p.returncode, 64, p.stderr)
+        p = self.run_sendmail(['-t', '-i', 'extra@example.net'], b'To: orig@example.org\nResent-From: x@y\n\nb\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, _ = self.only_message()
+        self.assertEqual(self.rcpts(env), ['extra@example.net'])
+
+    def test_bcc_removed_without_t(self):
+        """Bcc: and Resent-Bcc: never reach the recipients, with or without
+        -t, as Postfix's and Sendmail's sendmail do: mutt (write_bcc) and
+        other programs give the recipients as arguments and leave the Bcc:
+        field for the MTA to remove; postern passed it on to everyone"""
+        p = self.run_sendmail(['-i', 'bob@example.test', 'secret@example.net'],
+                              b'To: bob@example.test\nBcc: secret@example.net\nResent-Bcc: s2@example.net\n'
+                              b'Subject: x\n\nb\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, mess = self.only_message()
+        self.assertEqual(self.rcpts(env), ['bob@example.test', 'secret@example.net'])
+        self.assertNotIn('Bcc', mess)
+        self.assertNotIn('s2@', mess)
+        self.assertIn('\nTo: bob@example.test\nSubject: x\n', mess)
+
     def test_dsn_options(self):
         """-N dsn, -R ret and -V envid as Postfix's sendmail takes them
         (they were ignored: "sendmail -N never" still got its bounces)"""
