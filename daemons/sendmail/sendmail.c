@@ -139,9 +139,14 @@ static int header_done(struct sm *s, size_t start)
 static int read_header(struct sm *s)
 {
     size_t len, start = 0;
-    int have = 0, r;
+    int have = 0, r, first = 1;
     while ((r = next_line(s, &len)) > 0) {
         const char *l = s->line;
+        /* mbox envelope lines before the header (formail -s, procmail's
+         * forwarding) are not part of the message, as Postfix skips them */
+        if (first && ((len >= 5 && !memcmp(l, "From ", 5)) || (len >= 6 && !memcmp(l, ">From ", 6))))
+            continue;
+        first = 0;
         if (have && mailhdr_is_continuation(l, len)) {
             if (!buf_append(&s->hdr, l, len) || !buf_appendc(&s->hdr, '\n')) return SM_EX_TEMPFAIL;
         } else {

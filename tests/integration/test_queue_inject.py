@@ -616,6 +616,24 @@ class SendmailTest(unittest.TestCase):
         self.assertNotIn('s2@', mess)
         self.assertIn('\nTo: bob@example.test\nSubject: x\n', mess)
 
+    def test_leading_mbox_from_lines_dropped(self):
+        """a message that starts with mbox "From " (or ">From ") envelope
+        lines, as formail -s and procmail's forwarding hand over, is the
+        message after them, as Postfix's and Sendmail's sendmail take it;
+        postern took the line for the start of a body, so the whole header
+        went into the body, and -t found no recipient (64: mail lost)"""
+        msg = (b'From someone@example.org Fri Nov 27 01:00:00 2026\r\n>From other@example.org Thu Nov 26 2026\n'
+               b'From: s@example.org\nTo: bob@example.test\nSubject: fwd\n\nbody\nFrom here on\n')
+        p = self.run_sendmail(['-oi', '-t'], msg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, mess = self.only_message()
+        self.assertEqual(self.rcpts(env), ['bob@example.test'])
+        self.assertNotIn('someone', mess)
+        self.assertNotIn('other@', mess)
+        self.assertIn('\nFrom: s@example.org\nTo: bob@example.test\nSubject: fwd\n', mess)
+        self.assertEqual(mess.count('From: '), 1)
+        self.assertTrue(mess.endswith('\n\nbody\nFrom here on\n'), mess)
+
     def test_dsn_options(self):
         """-N dsn, -R ret and -V envid as Postfix's sendmail takes them
         (they were ignored: "sendmail -N never" still got its bounces)"""
