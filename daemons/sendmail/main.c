@@ -10,7 +10,7 @@
  * dirname(dirname(this program)).
  * The queue modes operators and scripts call sendmail for run
  * ROOT/bin/postern-queue, with the caller's own rights: -bp (or the name
- * mailq) lists the queue, -q flushes it; -bi (or the name newaliases) has
+ * mailq) lists the queue, -q flushes it; -bi or -I (or the name newaliases) has
  * nothing to rebuild (conf/aliases is read as it is) and says so. */
 #include <errno.h>
 #include <limits.h>
@@ -106,7 +106,7 @@ static void parse_args(int argc, char **argv, struct sm_opts *o, enum sm_mode *m
             *mode = SM_LIST;
         } else if (!strcmp(a, "-q")) {
             *mode = SM_FLUSH;
-        } else if (!strcmp(a, "-bi")) {
+        } else if (!strcmp(a, "-bi") || !strcmp(a, "-I")) {
             *mode = SM_NEWALIASES;
         } else if (!strcmp(a, "-bs")) {
             *mode = SM_SMTP;

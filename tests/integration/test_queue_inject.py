@@ -689,7 +689,7 @@ class SendmailTest(unittest.TestCase):
         direct = subprocess.run([pq, '--root', self.r.root, 'flush'], capture_output=True, text=True, timeout=30)
         p = subprocess.run([self.sendmail, '-q'], capture_output=True, text=True, timeout=30)
         self.assertEqual((p.returncode, p.stdout, p.stderr), (direct.returncode, direct.stdout, direct.stderr))
-        for argv in ([self.sendmail, '-bi'], [os.path.join(self.r.root, 'bin', 'newaliases')]):
+        for argv in ([self.sendmail, '-bi'], [self.sendmail, '-I'], [os.path.join(self.r.root, 'bin', 'newaliases')]):
             p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
             self.assertEqual(p.returncode, 0, (argv, p.stderr))
             self.assertIn('nothing to rebuild', p.stderr)
