@@ -67,13 +67,13 @@ def b64(s):
     return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
 
 
-def start_instance(cls, **kw):
+def start_instance(cls, cert=None, key=None, **kw):
     need_root(cls)
     inst = Instance(users={'alice': PASSWORD, 'bob': PASSWORD}, **kw)
     inst.setup()
     tls = inst.path('conf', 'tls')
-    shutil.copy(CA['cert'], os.path.join(tls, 'cert.pem'))
-    shutil.copy(CA['key'], os.path.join(tls, 'key.pem'))
+    shutil.copy(cert or CA['cert'], os.path.join(tls, 'cert.pem'))
+    shutil.copy(key or CA['key'], os.path.join(tls, 'key.pem'))
     tu = pwd.getpwnam('postern-tls')
     os.chown(os.path.join(tls, 'key.pem'), tu.pw_uid, tu.pw_gid)
     os.chmod(os.path.join(tls, 'key.pem'), 0o600)
@@ -758,6 +758,141 @@ class Pop3Tls(unittest.TestCase):
             box.close()
 
 
+def make_chain(d):
+    """A root CA, an intermediate it signed and a leaf the intermediate
+    signed: paths of the root, of the cert file (leaf then intermediate, as
+    an operator's CA hands it out) and of the leaf's key."""
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, cwd=d)
+    run('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-days', '2', '-subj', '/CN=postern test root', '-keyout', 'root.key', '-out', 'root.pem',
+        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
+    run('openssl', 'req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-subj', '/CN=postern test intermediate', '-keyout', 'int.key', '-out', 'int.csr')
+    with open(os.path.join(d, 'int.cnf'), 'w') as f:
+        f.write('basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\n')
+    run('openssl', 'x509', '-req', '-in', 'int.csr', '-CA', 'root.pem', '-CAkey', 'root.key',
+        '-CAcreateserial', '-days', '2', '-extfile', 'int.cnf', '-out', 'int.pem')
+    run('openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
+        '-keyout', 'leaf.key', '-out', 'leaf.csr')
+    with open(os.path.join(d, 'leaf.cnf'), 'w') as f:
+        f.write('subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' % HOST)
+    run('openssl', 'x509', '-req', '-in', 'leaf.csr', '-CA', 'int.pem', '-CAkey', 'int.key',
+        '-CAcreateserial', '-days', '2', '-extfile', 'leaf.cnf', '-out', 'leaf.pem')
+    with open(os.path.join(d, 'chain.pem'), 'w') as f:
+        for name in ('leaf.pem', 'int.pem'):
+            with open(os.path.join(d, name)) as g:
+                f.write(g.read())
+    return {'root': os.path.join(d, 'root.pem'), 'cert': os.path.join(d, 'chain.pem'),
+            'key': os.path.join(d, 'leaf.key')}
+
+
+class TlsPolicy(unittest.TestCase):
+    """What an operator's scanner (testssl.sh, sslyze, a PCI scan) checks,
+    from the outside with openssl s_client and python's ssl, on every TLS
+    port: the whole chain of the cert file is sent (clients know only the
+    root), and on submission and POP3 BCP 195 holds: no TLS below 1.2 (RFC
+    8996), only forward-secret AEAD suites in TLS 1.2 (RFC 9325 4.1-4.2),
+    no client-initiated renegotiation. The client offers everything it has
+    (@SECLEVEL=0), so a server that accepted less would be seen: Postfix
+    3.7 with its defaults accepts each of these on the same client."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'pop3-listener', 'tls-proxy', 'auth-checker', 'postern-user',
+             'queue-manager')
+        cls.dir = tempfile.mkdtemp(prefix='postern-chain-')
+        cls.chain = make_chain(cls.dir)
+        try:
+            cls.inst = start_instance(cls, cert=cls.chain['cert'], key=cls.chain['key'])
+        except BaseException:
+            shutil.rmtree(cls.dir, ignore_errors=True)
+            raise
+        # (port, s_client arguments that get to the handshake)
+        cls.ports = {
+            'smtp': (cls.inst.port('smtp'), ['-starttls', 'smtp']),
+            'submission': (cls.inst.port('submission'), ['-starttls', 'smtp']),
+            'smtps': (cls.inst.port('smtps'), []),
+            'pop3': (cls.inst.port('pop3'), ['-starttls', 'pop3']),
+            'pop3s': (cls.inst.port('pop3s'), []),
+        }
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def s_client(self, name, args, data=''):
+        port, start = self.ports[name]
+        r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % port,
+                            '-CAfile', self.chain['root'], '-servername', HOST, '-crlf'] + start + args,
+                           input=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30, universal_newlines=True)
+        return r.stdout
+
+    def test_whole_chain_is_sent(self):
+        for name in self.ports:
+            out = self.s_client(name, ['-verify_return_error', '-verify_hostname', HOST], 'QUIT\n')
+            self.assertIn('Verify return code: 0 (ok)', out, name)
+            self.assertRegex(out, r'\n *1 s: ?CN ?= ?postern test intermediate', name)
+        ctx = ssl.create_default_context(cafile=self.chain['root'])
+        for name in ('smtps', 'pop3s'):
+            port = self.ports[name][0]
+            with socket.create_connection(('127.0.0.1', port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname=HOST) as t:
+                    self.assertRegex(t.recv(100), b'^(220 |\\+OK )', name)
+                    t.sendall(b'QUIT\r\n')
+
+    def assert_refused(self, name, args):
+        out = self.s_client(name, args, 'QUIT\n')
+        # "Cipher is (NONE)", "Cipher : 0000": nothing was negotiated
+        self.assertRegex(out, r'Cipher is \(NONE\)|Cipher *: 0000', '%s %s:\n%s' % (name, args, out))
+        self.assertNotRegex(out, r'\n(220|250|\+OK)[ -]', name)
+
+    def test_no_tls_below_1_2(self):
+        for name in ('submission', 'smtps', 'pop3', 'pop3s'):
+            for version in ('-tls1', '-tls1_1'):
+                self.assert_refused(name, [version, '-cipher', 'ALL:@SECLEVEL=0'])
+
+    def test_tls12_forward_secret_aead_only(self):
+        for name in ('submission', 'smtps', 'pop3', 'pop3s'):
+            # plain RSA key exchange, DHE, anonymous, NULL: no ECDHE
+            self.assert_refused(name, ['-tls1_2', '-cipher', 'ALL:eNULL:!ECDHE:@SECLEVEL=0'])
+            # CBC (and whatever else is not GCM or ChaCha20-Poly1305)
+            self.assert_refused(name, ['-tls1_2', '-cipher', 'ALL:!AESGCM:!CHACHA20:@SECLEVEL=0'])
+            out = self.s_client(name, ['-tls1_2'], 'QUIT\n')
+            self.assertRegex(out, r'Cipher is ECDHE-(RSA|ECDSA)-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)', name)
+
+    def test_no_client_renegotiation(self):
+        for name in ('submission', 'smtps', 'pop3', 'pop3s'):
+            port, start = self.ports[name]
+            p = subprocess.Popen(['openssl', 's_client', '-connect', '127.0.0.1:%d' % port, '-CAfile',
+                                  self.chain['root'], '-servername', HOST, '-crlf', '-tls1_2'] + start,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 universal_newlines=True)
+            try:
+                # a command answered first: no data of the session is in
+                # flight when the client starts its new handshake ("R")
+                cmd, last = ('NOOP', '250 2.0.0') if name in ('submission', 'smtps') else ('CAPA', '.')
+                p.stdin.write(cmd + '\n')
+                p.stdin.flush()
+                seen = []
+                for line in p.stdout:
+                    seen.append(line)
+                    if line.rstrip('\r\n') == last or (last != '.' and line.startswith(last)):
+                        break
+                p.stdin.write('R\nQUIT\n')
+                p.stdin.close()
+                out = ''.join(seen) + p.stdout.read()
+                p.wait(30)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                p.stdout.close()
+            self.assertIn('Secure Renegotiation IS supported', out, name)
+            self.assertIn('RENEGOTIATING', out, name)
+            self.assertIn('no renegotiation', out, '%s:\n%s' % (name, out))
+            self.assertNotRegex(out.split('RENEGOTIATING', 1)[1], r'\n(221|\+OK)', name)
 
 if __name__ == '__main__':
     unittest.main()
