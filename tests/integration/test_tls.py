@@ -786,6 +786,56 @@ def make_chain(d):
             'key': os.path.join(d, 'leaf.key')}
 
 
+class TlsUnusable(unittest.TestCase):
+    """A key that does not match the certificate: tls-proxy's server exits
+    100 at once. Sessions then offer no STARTTLS and answer it 454 4.7.0
+    (RFC 3207: TLS not available due to temporary reason), so that a sender
+    goes on in plaintext, as Postfix does with unusable TLS files. They
+    advertised STARTTLS, said 220 and dropped the handshake, so senders that
+    insist on a working handshake could deliver nothing. Once the files are
+    right again and the listener reloaded, STARTTLS is back."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'tls-proxy', 'queue-manager')
+        cls.inst = start_instance(cls, key=os.path.join(CA['dir'], 'ca.key'))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+
+    def test_starttls_withdrawn_while_the_key_is_unusable(self):
+        inst = self.inst
+        inst.wait_log('smtp-listener', 'event=tls_server_ended status=100')
+        port = inst.port('smtp')
+        r = smtp_dialogue(port, [(None, '220'), ('EHLO x', '250'), ('STARTTLS', '454'),
+                                 ('MAIL FROM:<x@client.test>', '250'), ('RCPT TO:<alice@example.test>', '250'),
+                                 ('DATA', '354'), ('Subject: plain\r\n\r\nin the clear\r\n.', '250'),
+                                 ('QUIT', '221')])
+        self.assertNotIn('STARTTLS', r[1])
+        self.assertEqual(r[2], '454 4.7.0 TLS not available due to local problem')
+        inst.wait_for(lambda: inst.maildir_messages('alice'), 15, what="alice's message")
+        self.assertIn('event=tls_unusable starttls=off', inst.log('smtp-listener'))
+        # the right key, a reload: a server that lasts gives STARTTLS back
+        tls = inst.path('conf', 'tls')
+        shutil.copy(CA['key'], os.path.join(tls, 'key.pem.new'))
+        tu = pwd.getpwnam('postern-tls')
+        os.chown(os.path.join(tls, 'key.pem.new'), tu.pw_uid, tu.pw_gid)
+        os.chmod(os.path.join(tls, 'key.pem.new'), 0o600)
+        os.rename(os.path.join(tls, 'key.pem.new'), os.path.join(tls, 'key.pem'))
+        reloads = inst.log('smtp-listener').count('event=reload status=ok')
+        inst.svc('smtp-listener', '-h')
+        inst.wait_for(lambda: inst.log('smtp-listener').count('event=reload status=ok') > reloads, 10,
+                      what='the reload')
+        time.sleep(2.2)          # the new server has lasted two seconds
+        with TlsConn(port) as c:
+            r = smtp_steps(c, [(None, '220'), ('EHLO x', '250'), ('STARTTLS', '220')])
+            self.assertIn('STARTTLS', r[1])
+            c.starttls()
+            smtp_steps(c, [('EHLO x', '250'), ('QUIT', '221')])
+        self.assertIn('event=tls_usable starttls=on', inst.log('smtp-listener'))
+
+
 class TlsPolicy(unittest.TestCase):
     """What an operator's scanner (testssl.sh, sslyze, a PCI scan) checks,
     from the outside with openssl s_client and python's ssl, on every TLS
