@@ -142,7 +142,7 @@ static int c_stls(struct pop3_session *s, const char *a, size_t l, enum pop3_act
 {
     if (l) return bad(s, "-ERR Syntax: STLS (no arguments)", act);
     if (s->tls) return bad(s, "-ERR Command not permitted when TLS active", act);
-    if (!s->stls) return bad(s, "-ERR [SYS/PERM] STLS not available", act);
+    if (!s->stls) return bad(s, "-ERR [SYS/TEMP] TLS not available due to local problem", act);
     *act = POP3_STLS;
     return say(s, "+OK Begin TLS negotiation");
 }

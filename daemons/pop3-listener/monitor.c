@@ -71,7 +71,7 @@ static int start_tls(const struct config *c, int *fd, const char *sid, int sock)
     return fd_send(sock, 's', plain);
 }
 
-int monitor_run(const struct config *c, int fd, const char *addr, const char *sid, int implicit)
+int monitor_run(const struct config *c, int fd, const char *addr, const char *sid, int implicit, int stls)
 {
     static char rec[POP3_MON_REC_MAX + 1];
     static struct pop3_mon_request q;
@@ -101,7 +101,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
         if (!privdrop(path, &pu)) { log_error(sid, "event=privdrop error=\"%s\"", strerror(errno)); _exit(EXIT_TEMP); }
         if (!sandbox_enter(SANDBOX_NO_FILES))
             log_error(sid, "event=sandbox error=\"%s\"", strerror(errno));
-        _exit(prelogin_run(c, fd, sp[1], sid, addr, implicit));
+        _exit(prelogin_run(c, fd, sp[1], sid, addr, implicit, stls));
     }
     close(sp[1]);
     pid_t mailbox = -1;

@@ -22,11 +22,13 @@ int pop3d_timeout_ms(const struct config *c);
  * implicit (pop3s_listen) it starts tls-proxy on fd first. It also serves
  * the session's STLS record: 'S' -> 's' + the plaintext fd of a fresh
  * tls-proxy on the client socket (which then is the connection the mailbox
- * process gets), or 't'. */
-int monitor_run(const struct config *c, int fd, const char *addr, const char *sid, int implicit);
+ * process gets), or 't'. stls: STLS may be offered (0 while the TLS
+ * server's key or certificate is unusable). */
+int monitor_run(const struct config *c, int fd, const char *addr, const char *sid, int implicit, int stls);
 /* the pre-login session (already dropped); mon is its socket to the
- * monitor; tls: fd is tls-proxy's plaintext end (its "TLS" line comes first) */
-int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const char *addr, int tls);
+ * monitor; tls: fd is tls-proxy's plaintext end (its "TLS" line comes first);
+ * offer_stls: STLS offered */
+int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const char *addr, int tls, int offer_stls);
 /* the mailbox process (still root: it drops to r's uid/gid itself) */
 int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
                 const char *left, size_t leftlen, const char *sid);

@@ -78,7 +78,7 @@ static int stls(int *fd, int mon, struct io *in, struct io *out, const char *sid
     return tls_wait(in, sid);
 }
 
-int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const char *addr, int tls)
+int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const char *addr, int tls, int offer_stls)
 {
     static unsigned char ibuf[POP3D_INBUF], obuf[8192];
     static char line[POP3_SASL_LINE_MAX];
@@ -88,7 +88,7 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
     io_init(&in, fd, ibuf, sizeof ibuf, ms);
     io_init(&out, fd, obuf, sizeof obuf, ms);
     pop3_init(&s, &out, (unsigned)c->max_errors);
-    pop3_set_security(&s, tls, 1, pop3_plain_policy(c->pop3_plaintext_auth, addr) == 1);
+    pop3_set_security(&s, tls, offer_stls, pop3_plain_policy(c->pop3_plaintext_auth, addr) == 1);
     if (tls && !tls_wait(&in, sid)) return EXIT_OK;
     if (!pop3_greeting(&s, c->hostname) || !io_flush(&out)) return EXIT_TEMP;
     for (;;) {

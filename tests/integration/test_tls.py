@@ -790,14 +790,15 @@ class TlsUnusable(unittest.TestCase):
     """A key that does not match the certificate: tls-proxy's server exits
     100 at once. Sessions then offer no STARTTLS and answer it 454 4.7.0
     (RFC 3207: TLS not available due to temporary reason), so that a sender
-    goes on in plaintext, as Postfix does with unusable TLS files. They
-    advertised STARTTLS, said 220 and dropped the handshake, so senders that
+    goes on in plaintext, as Postfix does with unusable TLS files; POP3's
+    CAPA lists no STLS, which is refused with [SYS/TEMP]. They advertised
+    STARTTLS and STLS, said yes and dropped the handshake, so senders that
     insist on a working handshake could deliver nothing. Once the files are
-    right again and the listener reloaded, STARTTLS is back."""
+    right again and the listener reloaded, STARTTLS and STLS are back."""
 
     @classmethod
     def setUpClass(cls):
-        need(cls, 'smtp-listener', 'tls-proxy', 'queue-manager')
+        need(cls, 'smtp-listener', 'pop3-listener', 'auth-checker', 'tls-proxy', 'queue-manager')
         cls.inst = start_instance(cls, key=os.path.join(CA['dir'], 'ca.key'))
 
     @classmethod
@@ -816,6 +817,10 @@ class TlsUnusable(unittest.TestCase):
         self.assertEqual(r[2], '454 4.7.0 TLS not available due to local problem')
         inst.wait_for(lambda: inst.maildir_messages('alice'), 15, what="alice's message")
         self.assertIn('event=tls_unusable starttls=off', inst.log('smtp-listener'))
+        inst.wait_log('pop3-listener', 'event=tls_server_ended status=100')
+        r = pop3_dialogue(inst.port('pop3'), [(None, '+OK'), ('CAPA', '+OK'), ('STLS', '-ERR'), ('QUIT', '+OK')])
+        self.assertNotIn('STLS', r[1])
+        self.assertEqual(r[2], '-ERR [SYS/TEMP] TLS not available due to local problem')
         # the right key, a reload: a server that lasts gives STARTTLS back
         tls = inst.path('conf', 'tls')
         shutil.copy(CA['key'], os.path.join(tls, 'key.pem.new'))
@@ -824,9 +829,11 @@ class TlsUnusable(unittest.TestCase):
         os.chmod(os.path.join(tls, 'key.pem.new'), 0o600)
         os.rename(os.path.join(tls, 'key.pem.new'), os.path.join(tls, 'key.pem'))
         reloads = inst.log('smtp-listener').count('event=reload status=ok')
+        pop3_reloads = inst.log('pop3-listener').count('event=reload')
         inst.svc('smtp-listener', '-h')
-        inst.wait_for(lambda: inst.log('smtp-listener').count('event=reload status=ok') > reloads, 10,
-                      what='the reload')
+        inst.svc('pop3-listener', '-h')
+        inst.wait_for(lambda: inst.log('smtp-listener').count('event=reload status=ok') > reloads and
+                      inst.log('pop3-listener').count('event=reload') > pop3_reloads, 10, what='the reloads')
         time.sleep(2.2)          # the new server has lasted two seconds
         with TlsConn(port) as c:
             r = smtp_steps(c, [(None, '220'), ('EHLO x', '250'), ('STARTTLS', '220')])
@@ -834,6 +841,12 @@ class TlsUnusable(unittest.TestCase):
             c.starttls()
             smtp_steps(c, [('EHLO x', '250'), ('QUIT', '221')])
         self.assertIn('event=tls_usable starttls=on', inst.log('smtp-listener'))
+        with TlsConn(inst.port('pop3')) as c:
+            r = pop3_dialogue(None, [(None, '+OK'), ('CAPA', '+OK'), ('STLS', '+OK')], conn=c)
+            self.assertIn('STLS', r[1])
+            c.starttls()
+            pop3_dialogue(None, [('CAPA', '+OK'), ('QUIT', '+OK')], conn=c)
+        self.assertIn('event=tls_usable stls=on', inst.log('pop3-listener'))
 
 
 class TlsPolicy(unittest.TestCase):

@@ -178,7 +178,7 @@ START_TEST(test_stls_unavailable)
 {
     enum pop3_action act;
     pop3_set_security(&s, 0, 0, 1);   /* no tls-proxy: never offered, refused */
-    ck_assert_str_eq(run("STLS\r\n", 253, &act), "-ERR [SYS/PERM] STLS not available\r\n");
+    ck_assert_str_eq(run("STLS\r\n", 253, &act), "-ERR [SYS/TEMP] TLS not available due to local problem\r\n");
     ck_assert_int_eq(act, POP3_CONTINUE);
 }
 END_TEST
