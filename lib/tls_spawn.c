@@ -1,5 +1,6 @@
 /* tls_spawn.c - start tls-proxy on a client socket; parse its first line. */
 #include "tls_spawn.h"
+#include "err.h"
 #include "fdpass.h"
 #include "log.h"
 
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int server_fd = -1;   /* tls_proxy_server_use() */
@@ -115,6 +117,7 @@ void tls_server_slot_init(struct tls_server_slot *s)
     s->pid = 0;
     s->fd = -1;
     s->started = s->next_try = 0;
+    s->unusable = 0;
 }
 
 void tls_server_slot_keep(struct tls_server_slot *s, const char *proxy, const char *root)
@@ -140,13 +143,28 @@ static void slot_down(struct tls_server_slot *s)
     s->pid = 0;
 }
 
-int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid)
+int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid, int st)
 {
     if (pid != s->pid || pid <= 0) return 0;
     time_t now = time(NULL);
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    log_warn(NULL, "event=tls_server_ended status=%d", code);
     slot_down(s);
     s->next_try = now - s->started >= 1 ? now : now + 10;
+    if (code == EXIT_PERM && !s->unusable) {
+        s->unusable = 1;
+        log_error(NULL, "event=tls_unusable starttls=off (fix the key or certificate, then reload)");
+    }
     return 1;
+}
+
+int tls_server_slot_unusable(struct tls_server_slot *s)
+{
+    if (s->unusable && s->pid > 0 && time(NULL) - s->started >= 2) {
+        s->unusable = 0;       /* a server has lasted: its files load again */
+        log_info(NULL, "event=tls_usable starttls=on");
+    }
+    return s->unusable;
 }
 
 void tls_server_slot_restart(struct tls_server_slot *s, const char *proxy, const char *root)

@@ -45,12 +45,19 @@ struct tls_server_slot {
     pid_t pid;                 /* 0: not running */
     int fd;                    /* -1: not running */
     time_t started, next_try;
+    int unusable;              /* tls_server_slot_unusable() */
 };
 void tls_server_slot_init(struct tls_server_slot *s);
 /* start the server if it is down and due; proxy is ROOT/bin/tls-proxy */
 void tls_server_slot_keep(struct tls_server_slot *s, const char *proxy, const char *root);
-/* pid was reaped: 1 if it was the server (now down), else 0 */
-int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid);
+/* pid was reaped with wait status st: 1 if it was the server (now down;
+ * logged "event=tls_server_ended status=N"), else 0 */
+int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid, int st);
+/* 1 while the listener should offer no STARTTLS/STLS: its server ended
+ * with 100 (the key or certificate cannot be used) and none started since
+ * has run two seconds. Logged "event=tls_unusable" and "event=tls_usable"
+ * as it changes; asked before each connection is forked. */
+int tls_server_slot_unusable(struct tls_server_slot *s);
 /* configuration reloaded: stop the server (SIGTERM) and start a new one */
 void tls_server_slot_restart(struct tls_server_slot *s, const char *proxy, const char *root);
 

@@ -20,7 +20,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <sodium.h>
 
@@ -41,10 +40,6 @@ static volatile sig_atomic_t got_hup, got_term;
 static struct tls_server_slot tls_slot;   /* tls-proxy -z, for the monitors' TLS */
 static char tls_proxy_path[CONFIG_NAME_MAX + 32];
 static struct listen_pause accept_pause;   /* out of descriptors: accept nothing for a while */
-/* the TLS server ended with 100 (its key or certificate unusable) and none
- * has lasted since: CAPA lists no STLS, which is refused, as smtp-listener
- * withdraws STARTTLS */
-static int tls_broken;
 
 static void on_signal(int sig) { if (sig == SIGHUP) got_hup = 1; else got_term = 1; }
 static void on_child(int sig) { (void)sig; }
@@ -54,15 +49,7 @@ static void reap(void)
     pid_t pid;
     int st;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (tls_server_slot_reaped(&tls_slot, pid)) {
-            int code = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-            log_warn(NULL, "event=tls_server_ended status=%d", code);
-            if (code == EXIT_PERM && !tls_broken) {
-                tls_broken = 1;
-                log_error(NULL, "event=tls_unusable stls=off (fix the key or certificate, then reload)");
-            }
-            continue;
-        }
+        if (tls_server_slot_reaped(&tls_slot, pid, st)) continue;
         for (size_t i = 0; i < nchildren; i++)
             if (children[i].pid == pid) { children[i] = children[--nchildren]; break; }
     }
@@ -94,10 +81,8 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
         return;
     }
     tls_server_slot_keep(&tls_slot, tls_proxy_path, c->root);
-    if (tls_broken && tls_slot.pid > 0 && time(NULL) - tls_slot.started >= 2) {
-        tls_broken = 0;        /* a server has lasted: its files load again */
-        log_info(NULL, "event=tls_usable stls=on");
-    }
+    /* unusable TLS files: CAPA lists no STLS, which is refused */
+    int stls = !tls_server_slot_unusable(&tls_slot);
     pid_t pid = fork();
     if (pid < 0) { log_error(NULL, "event=fork error=\"%s\"", strerror(errno)); close(fd); return; }
     if (pid == 0) {
@@ -112,7 +97,7 @@ static void accept_one(const struct config *c, int lfd, const struct listen_set 
         sigprocmask(SIG_SETMASK, &none, 0);
         snprintf(sid, sizeof sid, "p%ld", (long)getpid());
         log_info(sid, "event=connect addr=%s port=%u tls=%d", addr, sockaddr_port((struct sockaddr *)&ss), implicit);
-        _exit(monitor_run(c, fd, addr, sid, implicit, !tls_broken));
+        _exit(monitor_run(c, fd, addr, sid, implicit, stls));
     }
     close(fd);
     children[nchildren].pid = pid;

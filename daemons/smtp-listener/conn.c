@@ -42,7 +42,7 @@ static _Noreturn void session_main(const struct listener *l, int fd, int chan,
     struct smtp_injector inj;
     mc.timeout_ms = l->cf.session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(l->cf.session_timeout * 1000);
     smtp_mon_injector(&inj, &mc);
-    if (l->tls_broken) inj.starttls = NULL;     /* EHLO offers none, STARTTLS gets 454 */
+    if (l->tls_unusable) inj.starttls = NULL;     /* EHLO offers none, STARTTLS gets 454 */
     smtp_session_init(&session, &l->cf, &l->map, &inj, fd, peer, port, sid);
     if (llen) smtp_session_set_local(&session, (const struct sockaddr *)local, llen);
     /* the listener's SIGTERM (blocked since the fork; a pending one is

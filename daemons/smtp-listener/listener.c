@@ -170,15 +170,7 @@ static void reap(struct listener *l)
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (tls_server_slot_reaped(&tls_slot, pid)) {
-            int code = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-            log_warn(NULL, "event=tls_server_ended status=%d", code);
-            if (code == EXIT_PERM && !l->tls_broken) {
-                l->tls_broken = 1;
-                log_error(NULL, "event=tls_unusable starttls=off (fix the key or certificate, then reload)");
-            }
-            continue;
-        }
+        if (tls_server_slot_reaped(&tls_slot, pid, st)) continue;
         for (size_t i = 0; i < l->nconn; i++)
             if (l->conn[i].pid == pid) {
                 l->conn[i] = l->conn[--l->nconn];
@@ -236,10 +228,7 @@ static void accept_one(struct listener *l, int lfd, int port)
         l->conncap = cap;
     }
     tls_server_slot_keep(&tls_slot, tls_proxy_path, l->root);
-    if (l->tls_broken && tls_slot.pid > 0 && time(NULL) - tls_slot.started >= 2) {
-        l->tls_broken = 0;     /* a server has lasted: its files load again */
-        log_info(NULL, "event=tls_usable starttls=on");
-    }
+    l->tls_unusable = tls_server_slot_unusable(&tls_slot);     /* for conn_serve */
     /* the connection's processes keep SIGTERM blocked from the start: it
      * is the session's to take, while it waits for a command (conn.c) */
     sigset_t term, old;

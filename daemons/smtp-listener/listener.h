@@ -29,10 +29,9 @@ struct listener {
     size_t nsub;               /* [nsmtp..nsub) submission (587), the rest smtps (465) */
     struct conn *conn;
     size_t nconn, conncap;
-    /* the TLS server ended with 100 (its key or certificate unusable) and
-     * none has run since: sessions offer no STARTTLS and answer it 454, so
-     * that senders go on in plaintext instead of failing a handshake */
-    int tls_broken;
+    /* tls_server_slot_unusable(): sessions offer no STARTTLS and answer it
+     * 454, so that senders go on in plaintext instead of failing a handshake */
+    int tls_unusable;
 };
 
 /* read postern.conf, the recipient map and the smtp user; 0 with err */

@@ -846,7 +846,7 @@ class TlsUnusable(unittest.TestCase):
             self.assertIn('STLS', r[1])
             c.starttls()
             pop3_dialogue(None, [('CAPA', '+OK'), ('QUIT', '+OK')], conn=c)
-        self.assertIn('event=tls_usable stls=on', inst.log('pop3-listener'))
+        self.assertIn('event=tls_usable starttls=on', inst.log('pop3-listener'))
 
 
 class TlsPolicy(unittest.TestCase):
