@@ -635,6 +635,12 @@ class DeliveryTest(unittest.TestCase):
                     os.unlink(os.path.join(md, 'new', f))
 
     def test_reload(self):
+        # local-deliverer has read postern.conf (queue-manager is ready once
+        # it has started it, not once it has read its files): otherwise the
+        # broken file below is what it starts with, and it exits (seen under
+        # make sanitize)
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: up\n\nx\n')
+        self.wait_msgs('alice')
         sent = self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent')
         acks = self.inst.log('queue-manager').count('local-deliverer: info: - event=reload from=queue-manager')
         with open(self.inst.path('conf', 'postern.conf'), 'a') as f:

@@ -14,7 +14,8 @@ import time
 import unittest
 
 from harness import need, need_root
-from test_delivery import PROGRAMS, DeliveryTest, delivery_instance, inject
+import test_delivery
+from test_delivery import PROGRAMS, delivery_instance, inject
 
 FAR = 10 * 365 * 86400          # ten years
 
@@ -25,7 +26,7 @@ class QueueAdverseTest(unittest.TestCase):
         need_root(self)
         self.inst = delivery_instance('postmaster: alice\n')
 
-    tearDown = DeliveryTest.tearDown
+    tearDown = test_delivery.DeliveryTest.tearDown
 
     def qm_down(self):
         self.inst.svc('queue-manager', '-d')
@@ -59,8 +60,8 @@ class QueueAdverseTest(unittest.TestCase):
         os.rename(path + '.new', path)
 
     # the same waits as test_delivery's (self.inst, the queue-manager log)
-    wait_msgs = DeliveryTest.wait_msgs
-    wait_queue_empty = DeliveryTest.wait_queue_empty
+    wait_msgs = test_delivery.DeliveryTest.wait_msgs
+    wait_queue_empty = test_delivery.DeliveryTest.wait_queue_empty
 
     def test_birth_past_the_deliverer_protocol_is_delivered(self):
         """An envelope may hold any birth up to 2^63-1, the job record to a
