@@ -153,7 +153,7 @@ int tls_server_slot_reaped(struct tls_server_slot *s, pid_t pid, int st)
     s->next_try = now - s->started >= 1 ? now : now + 10;
     if (code == EXIT_PERM && !s->unusable) {
         s->unusable = 1;
-        log_error(NULL, "event=tls_unusable starttls=off (fix the key or certificate, then reload)");
+        log_error(NULL, "event=tls_unusable starttls=off hint=\"fix the key or certificate, then reload\"");
     }
     return 1;
 }
