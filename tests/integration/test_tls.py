@@ -33,18 +33,32 @@ PASSWORD = 'Correct-Horse-7'
 CA = {}
 
 
+def openssl_in(d):
+    """run openssl with these arguments in directory d"""
+    return lambda *a: subprocess.run(['openssl'] + list(a), check=True, capture_output=True, cwd=d)
+
+
+def make_root(run, cn, key, pem):
+    """a self-signed CA (P-256), valid two days"""
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-days', '2', '-subj', '/CN=' + cn, '-keyout', key, '-out', pem,
+        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
+
+
+def make_leaf(run, d, ca_pem, ca_key, key, pem):
+    """an RSA server certificate for HOST and 127.0.0.1 that ca signed"""
+    run('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST, '-keyout', key, '-out', pem + '.csr')
+    with open(os.path.join(d, pem + '.cnf'), 'w') as f:
+        f.write('subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' % HOST)
+    run('x509', '-req', '-in', pem + '.csr', '-CA', ca_pem, '-CAkey', ca_key,
+        '-CAcreateserial', '-days', '2', '-extfile', pem + '.cnf', '-out', pem)
+
+
 def make_ca(d):
     """A throwaway CA and a server certificate it signed: paths."""
-    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, cwd=d)
-    run('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-days', '2', '-subj', '/CN=postern test CA', '-keyout', 'ca.key', '-out', 'ca.pem',
-        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
-    run('openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
-        '-keyout', 'key.pem', '-out', 'server.csr')
-    with open(os.path.join(d, 'ext.cnf'), 'w') as f:
-        f.write('subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' % HOST)
-    run('openssl', 'x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key',
-        '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', 'cert.pem')
+    run = openssl_in(d)
+    make_root(run, 'postern test CA', 'ca.key', 'ca.pem')
+    make_leaf(run, d, 'ca.pem', 'ca.key', 'key.pem', 'cert.pem')
     return {k: os.path.join(d, k + '.pem') for k in ('ca', 'cert', 'key')}
 
 
@@ -335,12 +349,7 @@ class SmtpTls(unittest.TestCase):
         reload (the TLS server sees the files change); a session in progress
         keeps going (every connection has its own tls-proxy child)"""
         d = tempfile.mkdtemp(prefix='postern-cert2-', dir=CA['dir'])
-        subprocess.run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
-                        '-keyout', 'key.pem', '-out', 'new.csr'], check=True, capture_output=True, cwd=d)
-        subprocess.run(['openssl', 'x509', '-req', '-in', 'new.csr', '-CA', CA['ca'], '-CAkey',
-                        os.path.join(CA['dir'], 'ca.key'), '-CAcreateserial', '-days', '2',
-                        '-extfile', os.path.join(CA['dir'], 'ext.cnf'), '-out', 'cert.pem'],
-                       check=True, capture_output=True, cwd=d)
+        make_leaf(openssl_in(d), d, CA['ca'], os.path.join(CA['dir'], 'ca.key'), 'key.pem', 'cert.pem')
         der = lambda path: ssl.PEM_cert_to_DER_cert(open(path).read())
         tls = self.inst.path('conf', 'tls')
         old = TlsConn(self.smtps, implicit=True)
@@ -762,22 +771,15 @@ def make_chain(d):
     """A root CA, an intermediate it signed and a leaf the intermediate
     signed: paths of the root, of the cert file (leaf then intermediate, as
     an operator's CA hands it out) and of the leaf's key."""
-    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, cwd=d)
-    run('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-days', '2', '-subj', '/CN=postern test root', '-keyout', 'root.key', '-out', 'root.pem',
-        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
-    run('openssl', 'req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    run = openssl_in(d)
+    make_root(run, 'postern test root', 'root.key', 'root.pem')
+    run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
         '-subj', '/CN=postern test intermediate', '-keyout', 'int.key', '-out', 'int.csr')
     with open(os.path.join(d, 'int.cnf'), 'w') as f:
         f.write('basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\n')
-    run('openssl', 'x509', '-req', '-in', 'int.csr', '-CA', 'root.pem', '-CAkey', 'root.key',
+    run('x509', '-req', '-in', 'int.csr', '-CA', 'root.pem', '-CAkey', 'root.key',
         '-CAcreateserial', '-days', '2', '-extfile', 'int.cnf', '-out', 'int.pem')
-    run('openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + HOST,
-        '-keyout', 'leaf.key', '-out', 'leaf.csr')
-    with open(os.path.join(d, 'leaf.cnf'), 'w') as f:
-        f.write('subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' % HOST)
-    run('openssl', 'x509', '-req', '-in', 'leaf.csr', '-CA', 'int.pem', '-CAkey', 'int.key',
-        '-CAcreateserial', '-days', '2', '-extfile', 'leaf.cnf', '-out', 'leaf.pem')
+    make_leaf(run, d, 'int.pem', 'int.key', 'leaf.key', 'leaf.pem')
     with open(os.path.join(d, 'chain.pem'), 'w') as f:
         for name in ('leaf.pem', 'int.pem'):
             with open(os.path.join(d, name)) as g:
