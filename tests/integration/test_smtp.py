@@ -18,7 +18,7 @@ import time
 import unittest
 from email.message import EmailMessage
 
-from harness import Instance, Conn, HarnessError, IS_ROOT, missing, need, need_root, smtp_dialogue, free_ports
+from harness import Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports
 
 HOST = 'mail.example.test'
 
@@ -537,29 +537,13 @@ class SmtpDefences(SmtpBase):
         self.assertIn('reason=quit', mine[4])
 
 
-class SmtpMessageSize(unittest.TestCase):
+class SmtpMessageSize(SmtpBase):
     """max_message_size is the SIZE advertised in EHLO, and RFC 1870 (4, 5)
     counts a message as it is sent: CRLF line ends, without the DATA
     dot-stuffing. A message past it is refused with 552 whether or not its
     SIZE was declared, by DATA and BDAT alike."""
     LIMIT = 1000
-
-    @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if missing('smtp-listener', 'queue-inject', 'postern-setup'):
-            return
-        cls.inst = make_instance(max_message_size=cls.LIMIT)
-        cls.inst.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
-        self.port = self.inst.port('smtp')
+    conf = {'max_message_size': LIMIT}
 
     @staticmethod
     def message(octets, line=b'..yyy'):
