@@ -387,6 +387,28 @@ write_tls() {
     fi
 }
 
+# the certificates and keys as tls-proxy loads them (tls-proxy -c: a key
+# that does not match, a certificate expired, not yet valid, or expiring
+# within 14 days); after check_conf, which reports a bad postern.conf
+check_tls() {
+    tp=""
+    if [ -x "$SRC/tls-proxy" ]; then tp="$SRC/tls-proxy"
+    elif [ -x "$ROOT/bin/tls-proxy" ]; then tp="$ROOT/bin/tls-proxy"; fi
+    [ -n "$tp" ] && [ -f "$ROOT/conf/postern.conf" ] || return 0
+    out=$("$tp" -c "$ROOT" 2>/dev/null)
+    oldifs=$IFS; IFS='
+'
+    for line in $out; do
+        case "$line" in
+        *": warning: "*)
+            echo "$prog: warning: ${line%%: warning: *}: ${line#*: warning: }"
+            echo "    fix: renew it and put the new certificate (and key) in its place; tls-proxy uses new files from the next connection" ;;
+        *) problem "$line" "install a valid certificate with its own key there (tls-proxy uses new files from the next connection), or remove cert.pem and key.pem and run $prog --root $ROOT for a self-signed pair" ;;
+        esac
+    done
+    IFS=$oldifs
+}
+
 check_conf() {
     c="$ROOT/conf/postern.conf"
     [ -f "$c" ] || return 0
@@ -535,7 +557,7 @@ if [ "$CHECK" = 0 ]; then install_programs; fi
 check_programs
 write_conf
 write_tls
-if [ "$CHECK" = 1 ]; then check_conf; fi
+if [ "$CHECK" = 1 ]; then check_conf; check_tls; fi
 write_services
 
 if [ "$CHECK" = 1 ]; then

@@ -2,6 +2,7 @@
  *
  *   tls-proxy [-i ID] [-t SECONDS] ROOT
  *   tls-proxy -z ROOT
+ *   tls-proxy -c ROOT
  *
  * fd 0 is the client's socket, fd 1 the session's plaintext socket. Started
  * as root by a listener's monitor: it loads the certificate and the private
@@ -12,9 +13,18 @@
  *
  * With -z it is a listener's TLS server instead: fd 0 is the listener's
  * request socket (tls_spawn.h), and each connection it is handed gets a
- * forked child doing the above (proxy.h). */
+ * forked child doing the above (proxy.h).
+ *
+ * With -c it only checks: it loads the certificates and keys as a server
+ * would (as root: the key is readable only by root and postern-tls),
+ * prints one "file: what" line a problem on stdout (one that does not load,
+ * a key that does not match its certificate, a certificate expired or not
+ * yet valid) and one "file: warning: ..." line a certificate that expires
+ * within TLS_EXPIRY_WARN_DAYS days, and exits 100 if there was a problem,
+ * else 0. postern-setup --check runs it. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -22,7 +32,10 @@
 #include "log.h"
 #include "proxy.h"
 
-static void usage(void) { die_perm("usage: tls-proxy [-i ID] [-t SECONDS] ROOT | tls-proxy -z ROOT"); }
+static void usage(void)
+{
+    die_perm("usage: tls-proxy [-i ID] [-t SECONDS] ROOT | tls-proxy -z ROOT | tls-proxy -c ROOT");
+}
 
 static void tls_paths(struct proxy_setup *ps)
 {
@@ -39,16 +52,48 @@ static void tls_paths(struct proxy_setup *ps)
         die_perm("TLS file paths too long");
 }
 
+/* -c: one line a certificate that is not plainly valid */
+static void check_dates(void *arg, const char *file, enum tls_validity v, time_t nb, time_t na)
+{
+    int *problems = arg;
+    char date[64];
+    tls_date(v == TLS_NOT_YET_VALID ? nb : na, date, sizeof date);
+    if (v == TLS_EXPIRING) {
+        long days = (long)((na - time(NULL)) / 86400);
+        printf("%s: warning: the certificate expires on %s, in %ld day%s\n", file, date, days,
+               days == 1 ? "" : "s");
+        return;
+    }
+    printf("%s: the certificate %s %s\n", file, v == TLS_EXPIRED ? "expired on" : "is not valid before",
+           date);
+    ++*problems;
+}
+
+static int check(struct proxy_setup *ps)
+{
+    static struct tls_server ts;
+    char why[512];
+    int problems = 0;
+    if (!tls_server_load(&ts, ps->cert, ps->key, ps->sni, 0, why, sizeof why)) {
+        printf("%s\n", why);
+        return EXIT_PERM;
+    }
+    tls_server_dates(&ts, ps->cert, ps->sni, time(NULL), check_dates, &problems);
+    tls_server_free(&ts);
+    return problems ? EXIT_PERM : EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *id = NULL;
-    int opt, server = 0;
+    int opt, server = 0, check_only = 0;
     static struct proxy_setup ps;
     log_init("tls-proxy");
-    while ((opt = getopt(argc, argv, "i:t:z")) != -1) {
+    while ((opt = getopt(argc, argv, "ci:t:z")) != -1) {
         if (opt == 'i') id = optarg;
         else if (opt == 't') ps.timeout = strtoul(optarg, NULL, 10);
         else if (opt == 'z') server = 1;
+        else if (opt == 'c') check_only = 1;
         else usage();
     }
     const char *root = config_root(optind < argc ? argv[optind] : NULL);
@@ -58,6 +103,7 @@ int main(int argc, char **argv)
     if (!config_load(&ps.c, root, err, sizeof err)) die_perm("%s", err);
     if (!ps.timeout) ps.timeout = ps.c.session_timeout;
     tls_paths(&ps);
+    if (check_only) return check(&ps);
     static struct tls_server ts;
     char why[512];
     if (!tls_server_load(&ts, ps.cert, ps.key, ps.sni, server, why, sizeof why)) die_perm("%s", why);

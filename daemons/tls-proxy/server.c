@@ -64,6 +64,18 @@ static int files_same(const struct tls_files *a, const struct tls_files *b)
     return 1;
 }
 
+/* a certificate in use that has expired, is not valid yet or expires soon:
+ * a warning at start and after each reload (so at least hourly: the
+ * server is restarted for its ticket keys) */
+static void log_dates(void *arg, const char *file, enum tls_validity v, time_t nb, time_t na)
+{
+    char date[64];
+    (void)arg;
+    tls_date(v == TLS_NOT_YET_VALID ? nb : na, date, sizeof date);
+    log_warn(NULL, "event=certificate file=%s problem=%s date=\"%s\"", file,
+             v == TLS_EXPIRED ? "expired" : v == TLS_NOT_YET_VALID ? "not_yet_valid" : "expires_soon", date);
+}
+
 /* a certificate replaced since it was loaded is used from the next
  * connection on, as with a tls-proxy exec'd per connection. Files that do
  * not load leave the old certificates in use; they are tried again once
@@ -85,6 +97,7 @@ static void refresh(struct tls_server *ts, const struct proxy_setup *ps, struct 
     *ts = fresh;
     files_read(ts, ps, loaded);
     log_info(NULL, "event=reload what=certificates status=ok names=%zu", ts->nsni);
+    tls_server_dates(ts, ps->cert, ps->sni, time(NULL), log_dates, NULL);
 }
 
 /* reap children; 0 if one crashed: died of a signal that is not a stop, or
@@ -146,6 +159,7 @@ int proxy_serve(struct tls_server *ts, const struct proxy_setup *ps)
     privdrop_name("tls-server");
     files_read(ts, ps, &loaded);
     log_info(NULL, "event=start mode=server names=%zu", ts->nsni);
+    tls_server_dates(ts, ps->cert, ps->sni, time(NULL), log_dates, NULL);
     long long rotate_at = io_now_ms() + TICKET_KEY_LIFE_MS;
     for (;;) {
         struct pollfd p = { .fd = 0, .events = POLLIN, .revents = 0 };

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "io.h"
 
@@ -63,7 +64,9 @@ static SSL_CTX *ctx_new(const char *cert, const char *key, int tickets, char *wh
         return NULL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        ssl_why(why, whylen, "private key does not match the certificate", key);
+        /* OpenSSL's own text here ("no certificate assigned") misleads */
+        ERR_clear_error();
+        snprintf(why, whylen, "%s: the private key does not match the certificate in %s", key, cert);
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -144,6 +147,51 @@ int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
         SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
     }
     return 1;
+}
+
+/* an ASN1 time as seconds since the epoch (UTC); 0 if it has none */
+static int asn1_seconds(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+    *out = timegm(&tm);
+    return 1;
+}
+
+static enum tls_validity validity(SSL_CTX *ctx, time_t now, time_t *nb, time_t *na)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    if (!x || !asn1_seconds(X509_get0_notBefore(x), nb) || !asn1_seconds(X509_get0_notAfter(x), na))
+        return TLS_VALID;   /* loaded, so it has both; nothing to say otherwise */
+    if (now < *nb) return TLS_NOT_YET_VALID;
+    if (now > *na) return TLS_EXPIRED;
+    if (*na - now <= (time_t)TLS_EXPIRY_WARN_DAYS * 86400) return TLS_EXPIRING;
+    return TLS_VALID;
+}
+
+size_t tls_server_dates(const struct tls_server *ts, const char *cert, const char *sni_dir,
+                        time_t now, tls_dates_fn *fn, void *arg)
+{
+    size_t n = 0;
+    time_t nb, na;
+    enum tls_validity v = validity(ts->ctx, now, &nb, &na);
+    if (v != TLS_VALID) { fn(arg, cert, v, nb, na); n++; }
+    for (size_t i = 0; i < ts->nsni; i++) {
+        if ((v = validity(ts->sni_ctx[i], now, &nb, &na)) == TLS_VALID) continue;
+        char path[4096 + 300];
+        snprintf(path, sizeof path, "%s/%s/cert.pem", sni_dir ? sni_dir : ".", ts->sni_name[i]);
+        fn(arg, path, v, nb, na);
+        n++;
+    }
+    return n;
+}
+
+void tls_date(time_t t, char *out, size_t outlen)
+{
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(out, outlen, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf(out, outlen, "%lld", (long long)t);
 }
 
 void tls_server_free(struct tls_server *ts)

@@ -5,6 +5,7 @@
 #define POSTERN_TLS_RELAY_H
 
 #include <stddef.h>
+#include <time.h>
 #include <openssl/ssl.h>
 
 #define TLS_SNI_MAX 32          /* per-name certificates loaded at start */
@@ -24,6 +25,22 @@ struct tls_server {
  * saying which file and what is wrong. */
 int tls_server_load(struct tls_server *ts, const char *cert, const char *key,
                     const char *sni_dir, int tickets, char *why, size_t whylen);
+
+/* A loaded certificate's validity period against a time. */
+enum tls_validity { TLS_VALID, TLS_EXPIRING, TLS_EXPIRED, TLS_NOT_YET_VALID };
+#define TLS_EXPIRY_WARN_DAYS 14     /* TLS_EXPIRING: at most this many days left */
+
+/* Call fn for every certificate ts holds (the default one, then each SNI
+ * name's) whose validity at now is not TLS_VALID, with the file it was
+ * read from (cert, or sni_dir/<name>/cert.pem) and its notBefore and
+ * notAfter. Returns how many calls were made. */
+typedef void tls_dates_fn(void *arg, const char *file, enum tls_validity v, time_t not_before,
+                          time_t not_after);
+size_t tls_server_dates(const struct tls_server *ts, const char *cert, const char *sni_dir,
+                        time_t now, tls_dates_fn *fn, void *arg);
+
+/* t as "YYYY-MM-DD HH:MM:SS UTC" */
+void tls_date(time_t t, char *out, size_t outlen);
 
 /* free what tls_server_load made (also after it failed part way) */
 void tls_server_free(struct tls_server *ts);

@@ -961,3 +961,108 @@ class TlsPolicy(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+def make_dated(d, start, end):
+    """a self-signed P-256 certificate for HOST valid from start to end
+    (openssl ca's YYYYMMDDHHMMSSZ): paths of cert and key"""
+    run = openssl_in(d)
+    run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=' + HOST,
+        '-keyout', 'dated.key', '-out', 'dated.csr')
+    os.makedirs(os.path.join(d, 'db'), exist_ok=True)
+    open(os.path.join(d, 'db', 'index'), 'w').close()
+    with open(os.path.join(d, 'db', 'serial'), 'w') as f:
+        f.write('01\n')
+    with open(os.path.join(d, 'ca.cnf'), 'w') as f:
+        f.write('[ca]\ndefault_ca = d\n[d]\ndatabase = db/index\nnew_certs_dir = db\nserial = db/serial\n'
+                'default_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n')
+    run('ca', '-batch', '-config', 'ca.cnf', '-selfsign', '-keyfile', 'dated.key', '-in', 'dated.csr',
+        '-startdate', start, '-enddate', end, '-out', 'dated.pem')
+    return os.path.join(d, 'dated.pem'), os.path.join(d, 'dated.key')
+
+
+class TlsCheck(unittest.TestCase):
+    """`tls-proxy -c` loads the certificate and key as tls-proxy's server
+    does and says what is wrong, so that `postern-setup --check` finds a
+    key that does not match its certificate, and a certificate that has
+    expired or expires within 14 days, before senders and users do; the
+    running server logs the same about the certificate it uses. Before,
+    --check only saw whether cert.pem was a PEM certificate."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'tls-proxy', 'postern-setup', 'auth-checker', 'queue-manager')
+        cls.dir = tempfile.mkdtemp(prefix='postern-dated-')
+        run = openssl_in(cls.dir)
+        # valid for 30 days: no warning
+        run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '30',
+            '-subj', '/CN=' + HOST, '-keyout', 'good.key', '-out', 'good.pem')
+        cls.good = (os.path.join(cls.dir, 'good.pem'), os.path.join(cls.dir, 'good.key'))
+        cls.expired = make_dated(cls.dir, '20200101000000Z', '20210101000000Z')
+        try:
+            cls.inst = start_instance(cls, cert=cls.good[0], key=cls.good[1])
+        except BaseException:
+            shutil.rmtree(cls.dir, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def install(self, cert, key):
+        tls = self.inst.path('conf', 'tls')
+        for src, name, mode in ((key, 'key.pem', 0o600), (cert, 'cert.pem', 0o644)):
+            shutil.copy(src, os.path.join(tls, name + '.new'))
+            tu = pwd.getpwnam('postern-tls')
+            if name == 'key.pem':
+                os.chown(os.path.join(tls, name + '.new'), tu.pw_uid, tu.pw_gid)
+            os.chmod(os.path.join(tls, name + '.new'), mode)
+            os.rename(os.path.join(tls, name + '.new'), os.path.join(tls, name))
+
+    def check(self):
+        r = self.inst.run('tls-proxy', '-c', self.inst.root, check=False)
+        s = self.inst.run('postern-setup', '--check', self.inst.root, check=False)
+        return r, s
+
+    def tearDown(self):
+        self.install(*self.good)
+
+    def test_good_pair_passes(self):
+        r, s = self.check()
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, '', ''))
+        self.assertEqual(s.returncode, 0, s.stdout)
+        self.assertNotIn('conf/tls', s.stdout)
+
+    def test_key_of_another_certificate(self):
+        self.install(self.good[0], CA['key'])
+        r, s = self.check()
+        key, cert = self.inst.path('conf', 'tls', 'key.pem'), self.inst.path('conf', 'tls', 'cert.pem')
+        self.assertEqual(r.returncode, 100)
+        self.assertEqual(r.stdout, '%s: the private key does not match the certificate in %s\n' % (key, cert))
+        self.assertEqual(s.returncode, 1, s.stdout)
+        self.assertIn('postern-setup: problem: %s: the private key does not match' % key, s.stdout)
+
+    def test_expired_certificate(self):
+        self.install(*self.expired)
+        r, s = self.check()
+        cert = self.inst.path('conf', 'tls', 'cert.pem')
+        self.assertEqual(r.returncode, 100)
+        self.assertEqual(r.stdout, '%s: the certificate expired on 2021-01-01 00:00:00 UTC\n' % cert)
+        self.assertEqual(s.returncode, 1, s.stdout)
+        self.assertIn('postern-setup: problem: %s: the certificate expired on 2021-01-01' % cert, s.stdout)
+        # the running server takes the new files at its next connection,
+        # and says what it now serves
+        smtp_dialogue(self.inst.port('submission'), [(None, '220'), ('EHLO x', '250'), ('STARTTLS', '220')])
+        self.inst.wait_log('smtp-listener', 'event=certificate file=%s problem=expired '
+                           'date="2021-01-01 00:00:00 UTC"' % cert)
+
+    def test_certificate_expiring_within_14_days(self):
+        self.install(CA['cert'], CA['key'])      # the test CA's leaf: two days
+        r, s = self.check()
+        cert = self.inst.path('conf', 'tls', 'cert.pem')
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r'^%s: warning: the certificate expires on \d{4}-\d\d-\d\d '
+                         r'\d\d:\d\d:\d\d UTC, in [12] days?\n$' % re.escape(cert))
+        self.assertEqual(s.returncode, 0, s.stdout)
+        self.assertIn('postern-setup: warning: %s: the certificate expires on' % cert, s.stdout)
