@@ -202,9 +202,12 @@ int alias_local_name(const char *addr, alias_is_local_fn *is_local, void *ctx,
 {
     const char *at = strrchr(addr, '@');
     size_t ll = at ? (size_t)(at - addr) : strlen(addr);
-    if (!ll || ll > ALIAS_NAME_MAX || addr[0] == '"') return -1;
+    if (!ll || addr[0] == '"') return -1;
     const char *plus = memchr(addr + 1, '+', ll - 1);
     size_t nl = plus ? (size_t)(plus - addr) : ll;
+    /* the name is at most ALIAS_NAME_MAX; a "+detail" (a VERP tag, say)
+     * may take the local part past it */
+    if (nl > ALIAS_NAME_MAX) return -1;
     for (size_t i = 0; i < ll; i++) {
         unsigned char c = (unsigned char)addr[i];
         if (c <= 0x20 || c == 0x7f || c == '%' || c == '!' || c == '@' || c == '"') return -1;
@@ -232,8 +235,9 @@ int aliases_local_name(const struct aliases *a, const char *addr, alias_is_local
     const char *at = strrchr(addr, '@');
     size_t ll = at ? (size_t)(at - addr) : strlen(addr);
     char whole[ALIAS_NAME_MAX + 1];
-    if (ll == strlen(dst) || ll >= dstlen) return 1;      /* no detail, or no room */
-    for (size_t i = 0; i < ll; i++) {                      /* <= ALIAS_NAME_MAX: alias_local_name */
+    /* no detail, or too long to be an alias name as a whole */
+    if (ll == strlen(dst) || ll >= dstlen || ll > ALIAS_NAME_MAX) return 1;
+    for (size_t i = 0; i < ll; i++) {
         if (!name_char((unsigned char)addr[i])) return 1;  /* no alias name then */
         whole[i] = (char)tolower((unsigned char)addr[i]);
     }

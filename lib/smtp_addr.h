@@ -3,7 +3,10 @@
  * Accepts "<local@domain>", the bracket-less form people type in telnet
  * ("MAIL FROM: me@mydomain.com", with or without space after the colon),
  * quoted local parts, the null path "<>", address literals ("[192.0.2.1]",
- * "[IPv6:...]"); enforces local part <= 64, domain <= 255, path <= 256 octets.
+ * "[IPv6:...]"); enforces domain <= 255 and path <= 256 octets. RFC 5321's
+ * 64-octet local part is the least a server must take (4.5.3.1); longer
+ * ones (VERP and SRS return paths, X.400 addresses) are taken as far as the
+ * 256-octet path leaves room, as Postfix, Exim and OpenSMTPD take them.
  * Source routes ("<@a,@b:u@d>"), '%' and '!' in the local part are accepted
  * syntactically but exposed in flags, so that relay decisions can refuse to
  * treat them as local. No function here allocates. */
@@ -12,7 +15,7 @@
 
 #include <stddef.h>
 
-#define SMTP_LOCAL_MAX 64
+#define SMTP_LOCAL_MAX 252  /* what a 256-octet path leaves: "<" L "@" d ">" */
 #define SMTP_DOMAIN_MAX 255
 #define SMTP_PATH_MAX 256   /* the whole reverse/forward path incl. '<' '>' */
 

@@ -106,6 +106,20 @@ START_TEST(test_local_name)
     ck_assert_int_eq(alias_local_name("alice+\x7f@example.test", is_local, NULL, n, sizeof n), -1);
     ck_assert_int_eq(alias_local_name("+x@example.test", is_local, NULL, n, sizeof n), 1);
     ck_assert_str_eq(n, "+x");
+    /* a detail may take the local part past ALIAS_NAME_MAX (VERP tags); the
+     * name itself may not */
+    char a[300];
+    memset(a, 'x', sizeof a);
+    memcpy(a, "alice+", 6);
+    memcpy(a + 200, "@example.test", 14);
+    ck_assert_int_eq(alias_local_name(a, is_local, NULL, n, sizeof n), 1);
+    ck_assert_str_eq(n, "alice");
+    memset(a, 'n', ALIAS_NAME_MAX + 1);
+    memcpy(a + ALIAS_NAME_MAX + 1, "+d@example.test", 16);
+    ck_assert_int_eq(alias_local_name(a, is_local, NULL, n, sizeof n), -1);
+    a[ALIAS_NAME_MAX] = '+';
+    ck_assert_int_eq(alias_local_name(a, is_local, NULL, n, sizeof n), 1);
+    ck_assert_uint_eq(strlen(n), ALIAS_NAME_MAX);
 }
 END_TEST
 
@@ -122,6 +136,13 @@ START_TEST(test_local_name_whole_alias)
     ck_assert_int_eq(aliases_local_name(&al, "bob+l\xc3\xa9@example.test", is_local, NULL, n, sizeof n), 1);
     ck_assert_str_eq(n, "bob");
     ck_assert_int_eq(aliases_local_name(&al, "bob+lists@far.test", is_local, NULL, n, sizeof n), 0);
+    char big[200];                  /* too long for an alias name as a whole */
+    memset(big, 'l', sizeof big);
+    memcpy(big, "bob+lists", 9);
+    memcpy(big + 150, "@example.test", 14);
+    char wide[300];                 /* a caller's buffer wider than a name */
+    ck_assert_int_eq(aliases_local_name(&al, big, is_local, NULL, wide, sizeof wide), 1);
+    ck_assert_str_eq(wide, "bob");
     ck_assert(aliases_expand(&al, "all", is_local, NULL, &x));
     ck_assert_uint_eq(x.nlocal, 2);
     ck_assert_str_eq(x.local[0], "alice");
