@@ -38,6 +38,8 @@ struct sm {
     size_t linecap;
     const char *sender;     /* envelope sender: -f, else user@host */
     int eightbit;           /* a byte >= 0x80 seen: B8BITMIME */
+    unsigned long long max_size;    /* max_message_size (0: none) */
+    int too_big;            /* the message passed it: not queued */
 };
 
 /* next input line without its LF (and without a CR before it): 1, 0 at the
@@ -184,7 +186,10 @@ static void who_am_i(struct sm *s)
     struct config c;
     char err[256];
     config_defaults(&c);
-    if (config_load(&c, s->o->root, err, sizeof err) && c.hostname[0])
+    int loaded = config_load(&c, s->o->root, err, sizeof err);
+    if (!loaded) config_defaults(&c);
+    s->max_size = c.max_message_size;
+    if (loaded && c.hostname[0])
         snprintf(s->host, sizeof s->host, "%s", c.hostname);
     else if (gethostname(s->host, sizeof s->host - 1) < 0 || !s->host[0])
         snprintf(s->host, sizeof s->host, "localhost");
@@ -241,18 +246,31 @@ static int write_all(int fd, const char *p, size_t n)
     return 1;
 }
 
-/* the message to fd: header, added fields, blank line, body */
+/* the message to fd: header, added fields, blank line, body. Past
+ * max_message_size, counted as over SMTP (RFC 1870: CRLF line ends), it
+ * stops with s->too_big set, so that a runaway program cannot fill the
+ * queue's disk through sendmail when smtp-listener would refuse the same. */
 static int send_message(struct sm *s, int fd, const char *date)
 {
     struct buf b = BUF_ZERO;
     size_t len;
-    int r, ok = buf_append(&b, s->hdr.s ? s->hdr.s : "", s->hdr.len) && added_fields(s, &b, date)
-                && buf_appendc(&b, '\n');
+    unsigned long long octets = 0;
+    int r = 0, ok = buf_append(&b, s->hdr.s ? s->hdr.s : "", s->hdr.len) && added_fields(s, &b, date)
+                    && buf_appendc(&b, '\n');
     if (ok && s->have_first_body) ok = buf_append(&b, s->first_body.s, s->first_body.len) && buf_appendc(&b, '\n');
-    for (size_t i = 0; i < b.len; i++) s->eightbit |= (unsigned char)b.s[i] >= 0x80;
+    for (size_t i = 0; i < b.len; i++) {
+        s->eightbit |= (unsigned char)b.s[i] >= 0x80;
+        octets += b.s[i] == '\n' ? 2 : 1;
+    }
+    if (s->max_size && octets > s->max_size) {
+        s->too_big = 1;
+        ok = 0;
+    }
     ok = ok && write_all(fd, b.s, b.len);
     buf_free(&b);
     while (ok && (r = next_line(s, &len)) > 0) {
+        octets += len + 2;
+        if (s->max_size && octets > s->max_size) { s->too_big = 1; ok = 0; break; }
         for (size_t i = 0; i < len && !s->eightbit; i++) s->eightbit = (unsigned char)s->line[i] >= 0x80;
         s->line[len] = '\n';
         ok = write_all(fd, s->line, len + 1);
@@ -305,6 +323,10 @@ static int inject(struct sm *s, const char *sender)
     close(ep[1]);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR) return SM_EX_TEMPFAIL;
+    if (s->too_big) {
+        fprintf(stderr, "sendmail: message not sent: larger than max_message_size (%llu octets)\n", s->max_size);
+        return SM_EX_DATAERR;
+    }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return ok ? 0 : SM_EX_TEMPFAIL;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (code == 31) { fprintf(stderr, "sendmail: queue-inject refused the envelope\n"); return SM_EX_DATAERR; }

@@ -537,6 +537,26 @@ class SendmailTest(unittest.TestCase):
         self.assertIn('\nFrom: ', mess)
         self.assertTrue(mess.endswith('\n\nline 1\n..dots stay\n'))
 
+    def test_max_message_size_applies(self):
+        """max_message_size counts as smtp-listener counts it (CRLF line
+        ends): a message past it is not queued and sendmail exits 65 saying
+        why. Before, local submission had no limit: a runaway program
+        could fill the queue's disk with what port 25 refuses."""
+        with open(os.path.join(self.r.root, 'conf', 'postern.conf'), 'a') as f:
+            f.write('max_message_size = 2000\n')
+        line = b'x' * 98 + b'\n'                   # 100 octets with CRLF
+        head = b'From: me@example.test\nDate: today\nMessage-ID: <m@x>\nSubject: s\n\n'
+        fits = head + line * ((2000 - len(head) - 5) // 100)
+        p = self.run_sendmail(['-i', 'bob@example.test'], fits)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.r.envs()), 1)
+        p = self.run_sendmail(['-i', 'bob@example.test'], fits + line)
+        self.assertEqual(p.returncode, 65, p.stderr)
+        self.assertEqual(p.stderr, b'sendmail: message not sent: larger than max_message_size (2000 octets)\n')
+        self.assertEqual(len(self.r.envs()), 1)       # only the first
+        for sub in os.listdir(os.path.join(self.r.root, 'queue', 'tmp')):
+            self.assertEqual(os.listdir(os.path.join(self.r.root, 'queue', 'tmp', sub)), [])
+
     def test_dot_ends_message_without_i(self):
         p = self.run_sendmail(['bob@example.test'], b'Subject: x\n\nbody\n.\nnot part\n')
         self.assertEqual(p.returncode, 0, p.stderr)
