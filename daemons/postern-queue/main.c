@@ -4,7 +4,7 @@
  * the queue: "flush" and "delete" write a request into the trigger FIFO
  * ("F", "D<ID>\n"), which only root and the queue's owner may open.
  *
- *   postern-queue [--root DIR] list | stat | show ID | flush | delete ID
+ *   postern-queue [--root DIR] list | stat | show ID | flush | delete ID... | delete - | delete ALL
  *
  * Output formats are stable (see usage text and docs/man/postern-queue.8). */
 #include <dirent.h>
@@ -22,11 +22,12 @@
 #include "config.h"
 #include "envelope.h"
 #include "err.h"
+#include "io.h"
 #include "log.h"
 #include "queue_path.h"
 
 static const char usage[] =
-    "usage: postern-queue [--root DIR] list | stat | show ID | flush | delete ID\n"
+    "usage: postern-queue [--root DIR] list | stat | show ID | flush | delete ID... | - | ALL\n"
     "ROOT is DIR, else $POSTERN_ROOT, else the instance of ROOT/bin/postern-queue.\n"
     "list    one line per message:  ID AGE SIZE <sender>\n"
     "        (AGE in seconds since queued, SIZE in bytes), then one line per recipient:\n"
@@ -40,8 +41,10 @@ static const char usage[] =
     "        done counts delivered, relayed and expanded\n"
     "show ID the envelope file, a line \"--\", then the message's header section\n"
     "flush   ask queue-manager to try every pending recipient now\n"
-    "delete ID  ask queue-manager to remove the message (no bounce is sent);\n"
-    "        waits up to 10 seconds and says whether it is gone\n"
+    "delete ID...  ask queue-manager to remove the messages (no bounce is sent);\n"
+    "        \"-\" reads the IDs from stdin, one a line; \"ALL\" is every message.\n"
+    "        Prints \"ID deleted\" for each as it goes; gives up after 10 seconds\n"
+    "        in which none went\n"
     "Exit: 0 done, 100 usage error or no such message, 111 temporary trouble.\n";
 
 /* stat's four counts: delayed is pending, a success report due is done */
@@ -200,34 +203,117 @@ static int cmd_show(const char *root, const char *id)
     return fflush(stdout) == 0 ? EXIT_OK : EXIT_TEMP;
 }
 
-static void trigger_write(const char *root, const char *what, size_t len)
+/* the trigger FIFO, open for writing; dies saying why not */
+static int trigger_open(const char *root, char *path, size_t pathlen)
 {
-    char path[QUEUE_PATH_MAX] = "";
-    int fd = queue_trigger_open(root, path, sizeof path);
+    int fd = queue_trigger_open(root, path, pathlen);
     if (fd < 0 && !path[0]) die_temp_sys("trigger");
     if (fd < 0 && errno == ENXIO) die_temp("queue-manager is not running (nobody reads %s)", path);
     if (fd < 0 && errno == EINVAL) die_temp("%s: not a FIFO (queue-manager does not start with it)", path);
     if (fd < 0) die_temp_sys("%s", path);
+    return fd;
+}
+
+static void trigger_write(const char *root, const char *what, size_t len)
+{
+    char path[QUEUE_PATH_MAX] = "";
+    int fd = trigger_open(root, path, sizeof path);
     if (write(fd, what, len) != (ssize_t)len) die_temp_sys("%s", path);
     close(fd);
 }
 
-static int cmd_delete(const char *root, const char *id)
+/* whether env/<h>/ID is there: 1, 0 gone; dies if it cannot tell */
+static int present(const char *root, const char *id)
 {
-    char path[QUEUE_PATH_MAX], rec[ENV_ID_LEN + 3];
-    if (!envelope_id_valid(id)) die_perm("%s: not a queue id", id);
+    char path[QUEUE_PATH_MAX];
     if (!queue_path(path, sizeof path, root, QUEUE_ENV, id)) die_temp_sys("path");
-    if (access(path, F_OK) < 0) {
-        if (errno == ENOENT) die_perm("%s: no such message", id);
-        die_temp_sys("%s", path);     /* EACCES: not root, not the queue's owner */
+    if (access(path, F_OK) == 0) return 1;
+    if (errno == ENOENT) return 0;
+    die_temp_sys("%s", path);     /* EACCES: not root, not the queue's owner */
+}
+
+/* the IDs to delete: the arguments; "-": one a line on stdin (blank lines
+ * skipped, as postsuper -d - reads them); "ALL": every message. A word
+ * that is not a queue id stops it before anything is asked. */
+static char (*delete_ids(const char *root, char **args, size_t nargs, size_t *n))[ENV_ID_LEN + 1]
+{
+    if (nargs == 1 && !strcmp(args[0], "ALL")) return ids_all(root, n);
+    char (*ids)[ENV_ID_LEN + 1] = NULL;
+    size_t cap = 0;
+    char *line = NULL;
+    size_t linecap = 0;
+    *n = 0;
+    for (size_t a = 0; a < nargs; a++) {
+        int from_stdin = !strcmp(args[a], "-");
+        for (;;) {
+            const char *w = args[a];
+            if (from_stdin) {
+                ssize_t l = getline(&line, &linecap, stdin);
+                if (l < 0) break;
+                line[strcspn(line, "\r\n")] = 0;
+                if (!line[0]) continue;
+                w = line;
+            }
+            if (!envelope_id_valid(w)) die_perm("%s: not a queue id", w);
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 16;
+                void *nv = realloc(ids, cap * sizeof *ids);
+                if (!nv) die_temp_sys("memory");
+                ids = nv;
+            }
+            memcpy(ids[(*n)++], w, ENV_ID_LEN + 1);
+            if (!from_stdin) break;
+        }
     }
-    snprintf(rec, sizeof rec, "D%s\n", id);
-    trigger_write(root, rec, strlen(rec));
-    for (int i = 0; i < 100; i++) {
-        if (access(path, F_OK) < 0 && errno == ENOENT) { printf("%s deleted\n", id); return EXIT_OK; }
-        usleep(100000);
+    free(line);
+    return ids;
+}
+
+/* delete ID... | - | ALL: a request for each message there, then wait
+ * until they are gone (10 seconds without one going is too long) */
+static int cmd_delete(const char *root, char **args, size_t nargs)
+{
+    size_t n, left = 0;
+    char (*ids)[ENV_ID_LEN + 1] = delete_ids(root, args, nargs, &n);
+    int missing = 0;
+    char *asked = calloc(n ? n : 1, 1);
+    if (!asked) die_temp_sys("memory");
+    int fd = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!present(root, ids[i])) {
+            fprintf(stderr, "postern-queue: %s: no such message\n", ids[i]);
+            missing = 1;
+            continue;
+        }
+        if (fd < 0) {
+            char path[QUEUE_PATH_MAX] = "";
+            if ((fd = trigger_open(root, path, sizeof path)) < 0) die_temp_sys("%s", path);
+        }
+        char rec[ENV_ID_LEN + 3];
+        snprintf(rec, sizeof rec, "D%s\n", ids[i]);
+        if (!fd_write_all(fd, rec, strlen(rec), 10000)) die_temp_sys("trigger");
+        asked[i] = 1;
+        left++;
     }
-    die_temp("%s: delete requested, but the message is still there (deliveries in flight?)", id);
+    if (fd >= 0) close(fd);
+    for (int idle = 0; left && idle < 100; idle++) {
+        for (size_t i = 0; i < n; i++)
+            if (asked[i] && !present(root, ids[i])) {
+                printf("%s deleted\n", ids[i]);
+                asked[i] = 0;
+                left--;
+                idle = -1;
+            }
+        if (left) usleep(100000);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (asked[i])
+            fprintf(stderr, "postern-queue: %s: delete requested, but the message is still there "
+                            "(deliveries in flight?)\n", ids[i]);
+    free(asked);
+    free(ids);
+    if (fflush(stdout) != 0 || left) return EXIT_TEMP;
+    return missing ? EXIT_PERM : EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -241,7 +327,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     int nargs = argc - i;
     int known = (!nargs && (!strcmp(cmd, "list") || !strcmp(cmd, "stat") || !strcmp(cmd, "flush"))) ||
-                (nargs == 1 && (!strcmp(cmd, "show") || !strcmp(cmd, "delete")));
+                (nargs == 1 && !strcmp(cmd, "show")) || (nargs >= 1 && !strcmp(cmd, "delete"));
     if (!known) { fputs(usage, stderr); return EXIT_PERM; }
     char rootbuf[PATH_MAX];
     const char *root = config_root_tool(rootarg, rootbuf, sizeof rootbuf);
@@ -252,7 +338,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "list") && !nargs) return cmd_list(root, 0);
     if (!strcmp(cmd, "stat") && !nargs) return cmd_list(root, 1);
     if (!strcmp(cmd, "show") && nargs == 1) return cmd_show(root, argv[i]);
-    if (!strcmp(cmd, "delete") && nargs == 1) return cmd_delete(root, argv[i]);
+    if (!strcmp(cmd, "delete") && nargs >= 1) return cmd_delete(root, argv + i, (size_t)nargs);
     if (!strcmp(cmd, "flush") && !nargs) { trigger_write(root, "F", 1); puts("flush requested"); return EXIT_OK; }
     fputs(usage, stderr);
     return EXIT_PERM;

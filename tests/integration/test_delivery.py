@@ -965,6 +965,34 @@ class DeliveryTest(unittest.TestCase):
         time.sleep(0.5)
         self.assertEqual(self.inst.maildir_messages('bob'), [])   # delete sends no bounce
 
+    def test_postern_queue_deletes_many(self):
+        """delete ID..., delete - (IDs on stdin, one a line, as postsuper -d -
+        reads them) and delete ALL (postsuper -d ALL): an operator purging a
+        queue of deferred mail had to run one delete per message"""
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        ids = [inject(self.inst, 'bob@example.test', ['stuck@example.test'], b'Subject: %d\n\nx\n' % i)
+               for i in range(7)]
+        for qid in ids:
+            self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        r = self.inst.run('postern-queue', 'delete', ids[0], ids[1], '0' * 16, check=False)
+        self.assertEqual(r.returncode, 100, r.stderr)
+        self.assertEqual(sorted(r.stdout.splitlines()), sorted('%s deleted' % i for i in ids[:2]))
+        self.assertIn('%s: no such message' % ('0' * 16), r.stderr)
+        r = self.inst.run('postern-queue', 'delete', '-', input='%s\n\n%s\n' % (ids[2], ids[3]))
+        self.assertEqual(sorted(r.stdout.splitlines()), sorted('%s deleted' % i for i in ids[2:4]))
+        r = self.inst.run('postern-queue', 'delete', '-', input='%s\nnot-an-id\n' % ids[4], check=False)
+        self.assertEqual((r.returncode, r.stdout), (100, ''), r.stderr)    # nothing asked
+        self.assertIn('not-an-id: not a queue id', r.stderr)
+        self.assertEqual(sorted(self.inst.queue_ids()), sorted(ids[4:]))
+        r = self.inst.run('postern-queue', 'delete', 'ALL')
+        self.assertEqual(sorted(r.stdout.splitlines()), sorted('%s deleted' % i for i in ids[4:]))
+        self.assertEqual(self.inst.queue_ids(), [])
+        r = self.inst.run('postern-queue', 'delete', 'ALL')        # nothing left: nothing to do
+        self.assertEqual((r.returncode, r.stdout), (0, ''))
+        time.sleep(0.5)
+        self.assertEqual(self.inst.maildir_messages('bob'), [])   # no bounces
+
 
 if __name__ == '__main__':
     unittest.main()
