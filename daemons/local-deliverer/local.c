@@ -194,8 +194,8 @@ static int mbox_make(const char *maildir, struct dp_result *r)
     return 0;
 }
 
-/* the one Maildir delivery: a pool worker's job, and the body of the forked
- * mailbox child (mbox_child) of the other paths */
+/* the one Maildir delivery: a pool worker's job, and of a job for one
+ * mailbox run in a child of its own (mbox_in_place) */
 void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
 {
     struct buf pre = BUF_ZERO;
@@ -292,7 +292,8 @@ static int find_mailbox(const struct local_tables *t, const struct dp_job *j, co
     return 1;
 }
 
-/* one of several targets: its own child drops to the user */
+/* one of an alias's targets delivered in the alias's own job: its own
+ * child drops to the user */
 static void deliver_mailbox(const struct local_tables *t, const struct dp_job *j, const char *name,
                             int msgfd, struct dp_result *r)
 {
@@ -305,7 +306,8 @@ static void deliver_mailbox(const struct local_tables *t, const struct dp_job *j
 struct fwd_ctx {
     const struct config *c;
     const struct dp_job *j;
-    const struct alias_expansion *x;
+    const char *const *rcpt;    /* the new message's recipients */
+    size_t nrcpt;
     int msgfd;
 };
 
@@ -340,8 +342,7 @@ static void forward_child(const void *vctx, struct dp_result *r)
     struct buf pre = BUF_ZERO;
     char id[DP_ID_LEN + 1];
     int status;
-    const char **rc = calloc(f->x->nremote, sizeof *rc);
-    if (!rc || !buf_appendf(&pre, "Delivered-To: %s\n", f->j->rcpt)) {
+    if (!buf_appendf(&pre, "Delivered-To: %s\n", f->j->rcpt)) {
         result_set(r, DP_TEMPORARY, "4.3.0 out of memory");
         return;
     }
@@ -349,12 +350,11 @@ static void forward_child(const void *vctx, struct dp_result *r)
         result_set(r, DP_TEMPORARY, "4.3.0 cannot drop privileges to forward: %s", strerror(errno));
         return;
     }
-    for (size_t i = 0; i < f->x->nremote; i++) rc[i] = f->x->remote[i];
     char notify[40], orcpt[DP_FIELD_MAX + 1];
     forward_dsn(f->j, notify, sizeof notify, orcpt, sizeof orcpt);
     struct inject_req q = { .sender = f->j->sender, .client = "local-deliverer forward",
                             .body8bit = !strcmp(f->j->body, "8BITMIME"), .smtputf8 = f->j->smtputf8,
-                            .rcpt = rc, .nrcpt = f->x->nremote,
+                            .rcpt = f->rcpt, .nrcpt = f->nrcpt,
                             .prefix = pre.s, .prefixlen = pre.len, .msgfd = f->msgfd,
                             .envid = f->j->envid, .ret = f->j->ret,
                             .notify = notify, .orcpt = orcpt };
@@ -362,7 +362,8 @@ static void forward_child(const void *vctx, struct dp_result *r)
         result_set(r, DP_TEMPORARY, "4.3.0 forwarding failed: queue-inject exit %d", status);
         return;
     }
-    result_set(r, DP_SUCCESS, "2.0.0 forwarded as %s", id);
+    result_set(r, DP_SUCCESS, "2.0.0 alias expanded to %zu address%s, queued as %s", f->nrcpt,
+               f->nrcpt == 1 ? "" : "es", id);
 }
 
 void local_target_log(const char *id, const struct dp_result *one)
@@ -448,6 +449,77 @@ void local_job_free(struct local_job *lj)
     lj->kind = LOCAL_DONE;
 }
 
+/* An alias of several targets, or of any outside the local domains, goes
+ * on as one new message to all of them (as qmail's forwards do): each is
+ * then a recipient of its own, retried and reported alone, and this job
+ * either queued that message or changed nothing. Delivered here, a
+ * temporary failure of one member (a full mailbox) deferred the job, and
+ * each retry gave every other member the message again. A member known to
+ * have no mailbox is left out and fails the job for good, named
+ * ("5.1.1 ghost (expanded from team@...): no such user"); the others still
+ * get the message. A member that is an alias's own name ("bob: bob,
+ * bob@elsewhere": keep a copy) would be that alias again in the new
+ * message, and a loop: it is delivered here, before the new message is
+ * queued, so that its temporary failure defers the job with nothing else
+ * done. */
+static void expand(const struct local_tables *t, const struct dp_job *j, const struct alias_expansion *x,
+                   int msgfd, struct dp_result *r, int *have)
+{
+    const char *at = strrchr(j->rcpt, '@');
+    const char *domain = at ? at + 1 : t->cfg.hostname;
+    size_t n = 0, cap = x->nlocal + x->nremote;
+    const char **rcpt = calloc(cap ? cap : 1, sizeof *rcpt);
+    char (*addr)[ENV_ADDR_MAX + 1] = calloc(x->nlocal ? x->nlocal : 1, sizeof *addr);
+    struct dp_result one;
+    if (!rcpt || !addr) {
+        result_set(r, DP_TEMPORARY, "4.3.0 out of memory");
+        *have = 1;
+        goto out;
+    }
+    for (size_t i = 0; i < x->nlocal; i++) {
+        if (!aliases_find(&t->aliases, x->local[i])) continue;
+        memset(&one, 0, sizeof one);
+        deliver_mailbox(t, j, x->local[i], msgfd, &one);
+        if (one.status != DP_SUCCESS) name_member(&one, x->local[i], j->rcpt);
+        combine(r, have, &one, j->id);
+        if (one.status == DP_TEMPORARY) goto out;
+    }
+    for (size_t i = 0; i < x->nlocal; i++) {
+        struct mailbox mb;
+        char err[512];
+        if (aliases_find(&t->aliases, x->local[i])) continue;     /* delivered above */
+        if (t->mailboxes_ok && !mailboxes_find(&t->mailboxes, x->local[i], &mb, err, sizeof err)
+            && errno == ENOENT) {
+            memset(&one, 0, sizeof one);
+            result_set(&one, DP_PERMANENT, "5.1.1 no such user");
+            name_member(&one, x->local[i], j->rcpt);
+            combine(r, have, &one, j->id);
+            continue;
+        }
+        /* anything else (found, or the table unreadable) is the new
+         * message's recipient's own business */
+        int w = snprintf(addr[i], sizeof addr[i], "%s@%s", x->local[i], domain);
+        if (w < 0 || (size_t)w >= sizeof addr[i]) {
+            memset(&one, 0, sizeof one);
+            result_set(&one, DP_PERMANENT, "5.1.3 address too long");
+            name_member(&one, x->local[i], j->rcpt);
+            combine(r, have, &one, j->id);
+            continue;
+        }
+        rcpt[n++] = addr[i];
+    }
+    for (size_t i = 0; i < x->nremote; i++) rcpt[n++] = x->remote[i];
+    if (n) {
+        struct fwd_ctx f = { &t->cfg, j, rcpt, n, msgfd };
+        memset(&one, 0, sizeof one);
+        in_child(forward_child, &f, &one);
+        combine(r, have, &one, j->id);     /* not queued: temporary wins, a retry is due */
+    }
+out:
+    free(rcpt);
+    free(addr);
+}
+
 void local_run(const struct local_tables *t, const struct dp_job *j, const struct local_job *lj,
                int msgfd, struct dp_result *r)
 {
@@ -460,21 +532,7 @@ void local_run(const struct local_tables *t, const struct dp_job *j, const struc
         mbox_in_place(c, j, &lj->mb, msgfd, &one);
         combine(r, &have, &one, j->id);
     }
-    for (size_t i = 0; lj->kind == LOCAL_MANY && i < lj->x.nlocal; i++) {
-        memset(&one, 0, sizeof one);
-        deliver_mailbox(t, j, lj->x.local[i], msgfd, &one);
-        if (one.status != DP_SUCCESS) name_member(&one, lj->x.local[i], j->rcpt);
-        combine(r, &have, &one, j->id);
-    }
-    if (lj->kind == LOCAL_MANY && lj->x.nremote) {
-        struct fwd_ctx f = { c, j, &lj->x, msgfd };
-        memset(&one, 0, sizeof one);
-        in_child(forward_child, &f, &one);
-        combine(r, &have, &one, j->id);
-    }
+    if (lj->kind == LOCAL_MANY) expand(t, j, &lj->x, msgfd, r, &have);
     r->job = j->job;
     if (!have) result_set(r, DP_PERMANENT, "5.1.1 no such user");
-    else if (lj->kind == LOCAL_MANY && r->status == DP_SUCCESS)
-        result_set(r, DP_SUCCESS, "2.0.0 alias expanded to %zu address%s", lj->x.nlocal + lj->x.nremote,
-                   lj->x.nlocal + lj->x.nremote == 1 ? "" : "es");
 }

@@ -210,6 +210,54 @@ class DeliveryTest(unittest.TestCase):
         self.assertTrue(any(b'Delivered-To: bob+lists@example.test\n' in d for d in bob))
         self.assertTrue(any(b'Delivered-To: team@example.test\n' in d for d in bob))
 
+    def test_alias_member_deferred_gives_the_others_no_duplicates(self):
+        """An alias of several members goes on as one new message to all of
+        them, each then retried alone. Delivered in the alias's own job, a
+        member whose Maildir could not be written deferred the job, and
+        every retry gave the other members the message again (seen here:
+        alice got it once per attempt)."""
+        inject(self.inst, 'carol@far.test', ['bob@example.test'], b'Subject: first\n\nx\n')
+        self.wait_msgs('bob')
+        self.wait_queue_empty()
+        new = os.path.join(self.inst.maildir('bob'), 'new')
+        os.chmod(new, 0)
+        try:
+            qid = inject(self.inst, 'carol@far.test', ['team@example.test'], b'Subject: team\n\nonce\n')
+            self.wait_msgs('alice')
+            log = lambda: self.inst.log('queue-manager')
+            self.inst.wait_for(lambda: 'rcpt=bob@example.test result=deferred' in log(), 15,
+                               what='bob deferred\n' + log())
+            self.assertIn('%s rcpt=team@example.test result=delivered' % qid, log())   # expanded at once
+            for n in (2, 3):                        # two more attempts for bob
+                self.inst.run('postern-queue', 'flush')
+                self.inst.wait_for(lambda: log().count('rcpt=bob@example.test result=deferred') >= n, 15,
+                                   what='attempt %d for bob\n%s' % (n, log()))
+            self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
+        finally:
+            os.chmod(new, 0o700)
+        self.inst.run('postern-queue', 'flush')
+        bob = self.wait_msgs('bob', 2)
+        self.wait_queue_empty()
+        self.assertEqual(sum(1 for _, d in bob if d.endswith(b'\n\nonce\n')), 1)
+        (_, a), = self.inst.maildir_messages('alice')
+        self.assertIn(b'Delivered-To: alice@example.test\nDelivered-To: team@example.test\n', a)
+
+    def test_alias_keeping_a_copy_is_no_loop(self):
+        """"bob: bob, alice, dave@far.test" keeps a copy in bob's own mailbox
+        (postern-aliases(5)): bob is delivered in the alias's job, the
+        others get one new message; put in that message, bob would have
+        been the alias again, and a Delivered-To loop"""
+        write_aliases(self.inst, 'postmaster: alice\nbob: bob, alice, dave@far.test\n')
+        qid = inject(self.inst, 'carol@far.test', ['bob@example.test'], b'Subject: keep\n\nkept\n')
+        (_, b), = self.wait_msgs('bob')
+        (_, a), = self.wait_msgs('alice')
+        self.assertTrue(b.startswith(b'Return-Path: <carol@far.test>\nDelivered-To: bob@example.test\nSubj'), b)
+        self.assertIn(b'Delivered-To: alice@example.test\nDelivered-To: bob@example.test\n', a)
+        log = self.inst.wait_log('queue-manager', '%s rcpt=bob@example.test result=delivered' % qid)
+        self.assertNotIn('loop', log)
+        self.assertIn('rcpt=dave@far.test result=deferred', self.inst.wait_log('queue-manager', 'dave@far.test'))
+        self.inst.run('postern-queue', 'delete', 'ALL')
+
     def test_alias_name_with_plus(self):
         """postern-aliases(5) allows '+' in an alias name; such an alias is
         found as a whole before the "+detail" is dropped (as Postfix looks
@@ -459,8 +507,9 @@ class DeliveryTest(unittest.TestCase):
 
     def forwarded_envelope(self, envelope_records):
         """inject bob's message with these records (F is added), wait for
-        the forwarded copy fwd@ makes for dave@far.test, return its envelope
-        file as {key: value} with 'rcpt' the list of its recipient fields"""
+        the forwarded copy fwd@ makes for alice and dave@far.test, return its
+        envelope file as {key: value} with 'rcpt' the list of dave's
+        recipient fields; alice's, the same but for the address, is checked"""
         qid = inject_records(self.inst, b'Fbob@example.test\0' + envelope_records, b'Subject: fwd\n\nx\n')
 
         def forwarded():
@@ -475,12 +524,18 @@ class DeliveryTest(unittest.TestCase):
             return None
         text = self.inst.wait_for(forwarded, 15, what='the forwarded copy\n' + self.inst.log('queue-manager'))
         env = {'rcpt': []}
+        rcpts = []
         for line in text.splitlines()[1:]:
             if line.startswith('rcpt\t'):
-                env['rcpt'].append(line.split('\t')[1:])
+                rcpts.append(line.split('\t')[1:])
             else:
                 k, _, v = line.partition(' ')
                 env[k] = v
+        # one message to both members (local ones are not delivered apart),
+        # each with the same DSN parameters
+        self.assertEqual(sorted(r[5] for r in rcpts), ['alice@example.test', 'dave@far.test'])
+        self.assertEqual(rcpts[0][3:5], rcpts[1][3:5])
+        env['rcpt'] = [r for r in rcpts if r[5] == 'dave@far.test']
         self.inst.run('postern-queue', 'delete', [i for i in self.inst.queue_ids() if i != qid][0])
         self.wait_queue_empty()
         return env
