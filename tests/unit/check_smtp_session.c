@@ -4,6 +4,7 @@
  * answers with an ID, exits with the code the test chose). */
 #include <arpa/inet.h>
 #include <check.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -386,6 +387,14 @@ START_TEST(test_seed_004_ehlo_notify)
     ck_assert(h);
     const char *want = "Received: from client.example.com ([127.0.0.1])\n\tby mx.example.test (postern) with ESMTP id ";
     ck_assert_msg(!strncmp(h, want, strlen(want)), "H record: %s", h);
+    /* the id is an Atom (RFC 5321 4.4: ID = "ID" FWS ( Atom / msg-id )),
+     * atext only: no "." */
+    const char *id = h + strlen(want);
+    size_t idlen = strcspn(id, "\n\t ;");
+    ck_assert_uint_gt(idlen, 0);
+    for (size_t i = 0; i < idlen; i++)
+        ck_assert_msg(isalnum((unsigned char)id[i]) || strchr("!#$%&'*+-/=?^_`{|}~", id[i]),
+                      "Received id %.*s is no Atom", (int)idlen, id);
     ck_assert(strstr(h, "\n\tfor <alice@example.test>; "));
     ck_assert(strstr(h, " +0000"));
     free(env);
