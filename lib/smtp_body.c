@@ -30,11 +30,31 @@ static void body_count(struct smtp_msgbody *b, unsigned long long n)
     if (b->octets > b->max_size) b->too_big = 1;
 }
 
+/* while a header line may still turn out not to be a field, its octets
+ * stay in buf (from line_start), so that the blank line can go before it */
+static int holding(const struct smtp_msgbody *b)
+{
+    return b->in_headers && (b->line_kind == 0 || b->line_kind == 3);
+}
+
+/* room for n more octets in buf: flush it, all but the line if hold */
+static void body_room(struct smtp_msgbody *b, size_t n, int hold)
+{
+    if (b->len + n <= sizeof b->buf) return;
+    if (!hold) { body_flush(b); return; }
+    size_t held = b->len - b->line_start;
+    b->len = b->line_start;
+    body_flush(b);
+    memmove(b->buf, b->buf + b->line_start, held);
+    b->line_start = 0;
+    b->len = held;
+}
+
 static void body_put(struct smtp_msgbody *b, unsigned char c)
 {
     b->size++;
     if (b->too_big) return;
-    if (b->len == sizeof b->buf) body_flush(b);
+    body_room(b, 1, holding(b));
     b->buf[b->len++] = c;
 }
 
@@ -71,14 +91,56 @@ static void note_field(struct smtp_msgbody *b)
 }
 
 /* header section: what the line is, from its first octets: a field
- * ("name:", the name printable ASCII) or a continuation (starts with
- * white space), or neither */
+ * ("name:", the name printable ASCII, white space before the colon allowed
+ * as RFC 5322's obsolete syntax has it, the colon among the first
+ * SMTP_BODY_NAME_MAX octets), a continuation (starts with white space,
+ * after a field), or neither. line_kind 0: in the name, 3: white space
+ * after the name, 1: a field or continuation, 2: neither */
 static void note_kind(struct smtp_msgbody *b, unsigned char c)
 {
-    if (b->line_kind) return;
-    if (b->line_len == 0 && (c == ' ' || c == '\t')) b->line_kind = 1;
+    if (b->line_kind == 1 || b->line_kind == 2) return;
+    if (b->line_len == 0 && (c == ' ' || c == '\t')) b->line_kind = b->fields ? 1 : 2;
     else if (c == ':') b->line_kind = b->line_len ? 1 : 2;
-    else if (c <= ' ' || c >= 0x7f) b->line_kind = 2;
+    else if (b->line_len + 1 >= SMTP_BODY_NAME_MAX) b->line_kind = 2;
+    else if ((c == ' ' || c == '\t') && b->line_len) b->line_kind = 3;
+    else if (c <= ' ' || c >= 0x7f || b->line_kind == 3) b->line_kind = 2;
+    if (b->line_kind == 1 && c == ':') b->fields = 1;
+}
+
+/* the missing fields, each with its line end, into out (room for
+ * SMTP_BODY_NADD * SMTP_BODY_ADD_MAX); none are missing afterwards */
+static size_t render_missing(struct smtp_msgbody *b, char *out)
+{
+    size_t n = 0;
+    for (int i = 0; i < SMTP_BODY_NADD; i++) {
+        size_t k = strlen(b->add[i]);
+        if (!k) continue;
+        memcpy(out + n, b->add[i], k);
+        n += k;
+        out[n++] = '\n';
+        b->add[i][0] = 0;
+    }
+    return n;
+}
+
+/* a header line that is not a field ends the header section: the missing
+ * fields and a blank line go before it, as Postfix's cleanup puts a blank
+ * line there, so that the line and the rest are read as the body and not
+ * as part of the header (nor as a continuation of the Received: field in
+ * front of a message that starts with white space). They are not the
+ * client's octets. A line that started past max_size is not stored. */
+static void header_ends(struct smtp_msgbody *b)
+{
+    char ins[SMTP_BODY_NADD * SMTP_BODY_ADD_MAX + 1];
+    size_t n = render_missing(b, ins);
+    ins[n++] = '\n';
+    b->size += n;
+    b->in_headers = 0;
+    if (b->line_cut) return;
+    body_room(b, n, 1);
+    memmove(b->buf + b->line_start + n, b->buf + b->line_start, b->len - b->line_start);
+    memcpy(b->buf + b->line_start, ins, n);
+    b->len += n;
 }
 
 /* octets of one line (no line end) */
@@ -87,7 +149,9 @@ static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (b->in_headers) {
             note_kind(b, (unsigned char)p[i]);
-            if (b->prefix_len < sizeof b->prefix) {
+            if (b->line_kind == 2) {
+                header_ends(b);
+            } else if (b->prefix_len < sizeof b->prefix) {
                 b->prefix[b->prefix_len++] = p[i];
                 note_field(b);
             }
@@ -102,18 +166,12 @@ static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
  * client's octets, so they do not count against max_size (body_count) */
 static void add_missing(struct smtp_msgbody *b)
 {
-    if (b->odd_header) return;
-    for (int i = 0; i < SMTP_BODY_NADD; i++) {
-        for (const char *p = b->add[i]; *p; p++) {
-            if (b->len == sizeof b->buf) body_flush(b);
-            b->buf[b->len++] = (unsigned char)*p;
-            b->size++;
-        }
-        if (!b->add[i][0]) continue;
+    char out[SMTP_BODY_NADD * SMTP_BODY_ADD_MAX];
+    size_t n = render_missing(b, out);
+    for (size_t i = 0; i < n; i++) {
         if (b->len == sizeof b->buf) body_flush(b);
-        b->buf[b->len++] = '\n';
+        b->buf[b->len++] = (unsigned char)out[i];
         b->size++;
-        b->add[i][0] = 0;
     }
 }
 
@@ -125,14 +183,16 @@ static void body_eol(struct smtp_msgbody *b, unsigned sent)
         if (b->line_len == 0) {          /* the blank line: the header section ends */
             add_missing(b);
             b->in_headers = 0;
-        } else if (b->line_kind != 1) {
-            b->odd_header = 1;
+        } else if (b->line_kind != 1) {  /* a line that is not a field */
+            header_ends(b);
         }
     }
     body_put(b, '\n');
     b->line_len = 0;
     b->prefix_len = 0;
     b->line_kind = 0;
+    b->line_start = b->len;
+    b->line_cut = b->too_big;
 }
 
 void smtp_body_line(struct smtp_msgbody *b, const char *p, size_t n, enum io_eol eol)

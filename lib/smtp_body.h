@@ -6,10 +6,13 @@
  * CR (which the session refuses) or bare LF (which it takes as a line end,
  * as Postfix's "normalize" does). The size limit is on the client's octets
  * as RFC 1870 counts a message, the SIZE that EHLO advertises: line ends
- * as sent (CRLF is 2), without DATA's dot-stuffing. For a submission it can also add the
- * Date:, Message-ID: and From: fields a message lacks (RFC 6409 8), at the
- * end of its header section. Nothing is kept in memory beyond the
- * buffer. */
+ * as sent (CRLF is 2), without DATA's dot-stuffing. The header section
+ * ends at its blank line or at its first line that is neither a field nor
+ * a continuation, before which a blank line is put (as Postfix's cleanup
+ * does), so that text without a header is not read as one. For a
+ * submission it can also add the Date:, Message-ID: and From: fields a
+ * message lacks (RFC 6409 8), at the end of its header section. Nothing is
+ * kept in memory beyond the buffer. */
 #ifndef POSTERN_SMTP_BODY_H
 #define POSTERN_SMTP_BODY_H
 
@@ -19,6 +22,7 @@
 
 #define SMTP_BODY_BUF 8192
 #define SMTP_BODY_ADD_MAX 300    /* one added field, "From: <256-octet address>" */
+#define SMTP_BODY_NAME_MAX 998   /* a field's colon is among the first so many octets of its line */
 
 enum { SMTP_BODY_DATE, SMTP_BODY_MSGID, SMTP_BODY_FROM, SMTP_BODY_NADD };
 
@@ -39,9 +43,12 @@ struct smtp_msgbody {
     size_t line_len;             /* octets on the current line so far */
     size_t prefix_len;
     char prefix[11];             /* the line's first octets: "Received:", "Message-ID:" ... */
-    int line_kind;               /* header section: the line is 0 not yet known, 1 a field
-                                    (or its continuation), 2 not a field */
-    int odd_header;              /* a header line that is not a field: nothing is added */
+    int line_kind;               /* header section: the line is 0 or 3 not yet known (3: white
+                                    space after its name), 1 a field (or its continuation),
+                                    2 not a field */
+    int fields;                  /* the header section has had a field */
+    size_t line_start;           /* where the current line starts in buf */
+    int line_cut;                /* the current line started past max_size: none of it is stored */
     char add[SMTP_BODY_NADD][SMTP_BODY_ADD_MAX];   /* fields to add if missing, "" = none */
     size_t len;
     unsigned char buf[SMTP_BODY_BUF];
@@ -50,10 +57,10 @@ struct smtp_msgbody {
 void smtp_body_init(struct smtp_msgbody *b, int fd, unsigned long long max_size, int timeout_ms);
 /* Add these fields (each "Name: value", no line end; NULL = not this one)
  * where the header section ends if it has no field of that name: before
- * its blank line, or at the end of a message that is all header. Not if
- * the header section holds a line that is not a field (it is left as it
- * came). Call after smtp_body_init, before the first line. 0 with EINVAL
- * if a field is too long or holds a control character. */
+ * its blank line (the one put in before a line that is not a field too),
+ * or at the end of a message that is all header. Call after
+ * smtp_body_init, before the first line. 0 with EINVAL if a field is too
+ * long or holds a control character. */
 int smtp_body_add_missing(struct smtp_msgbody *b, const char *date, const char *msgid, const char *from);
 /* content of a DATA line (no line end) then how it ended: CRLF is a line
  * end, bare LF or CR are stored as LF but set b->bare_lf or b->bare_cr,

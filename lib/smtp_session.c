@@ -463,7 +463,7 @@ static void submission_fields(const struct smtp_session *s, struct smtp_msgbody 
     if (!((s->submission && s->auth_user[0]) || s->local_submission)) return;
     if (!mailhdr_date_utc(time(NULL), d, sizeof d)) return;
     snprintf(date, sizeof date, "Date: %s", d);
-    int k = snprintf(msgid, sizeof msgid, "Message-ID: <%s.%lu@%s>", s->id, s->msg_seq, s->cf->hostname);
+    int k = snprintf(msgid, sizeof msgid, "Message-ID: <%s-%lu@%s>", s->id, s->msg_seq, s->cf->hostname);
     int f = snprintf(from, sizeof from, "From: <%s>", s->sender.addr);
     if (!smtp_body_add_missing(b, date, k > 0 && (size_t)k < sizeof msgid ? msgid : NULL,
                                !s->sender.is_null && f > 0 && (size_t)f < sizeof from ? from : NULL))
@@ -476,7 +476,8 @@ static int envelope_build(struct smtp_session *s, struct buf *b)
     const char *proto = smtp_with_proto(s->esmtp, s->mp.smtputf8, s->tls, s->auth_user[0] != 0);
     if (s->tls) snprintf(tls, sizeof tls, "%s with cipher %s", s->tls_version, s->tls_cipher);
     const char *for_rcpt = (s->nrcpt == 1 && printable(s->rcpt[0].addr)) ? s->rcpt[0].addr : NULL;
-    snprintf(msgid, sizeof msgid, "%s.%lu", s->id, s->msg_seq);
+    /* session id and message number: an Atom (RFC 5321 4.4), so no "." */
+    snprintf(msgid, sizeof msgid, "%s-%lu", s->id, s->msg_seq);
     if (!env_rec(b, 'F', s->sender.is_null ? "" : s->sender.addr)) return 0;
     if (smtp_received(rec, sizeof rec, s->helo, s->client, s->cf->hostname, proto, msgid,
                       for_rcpt, tls, (long long)time(NULL)) && !env_rec(b, 'H', rec))

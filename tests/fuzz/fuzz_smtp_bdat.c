@@ -26,6 +26,7 @@
 
 #include "queue_inject.h"
 #include "smtp_session.h"
+#include "ref_header.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -37,7 +38,7 @@ static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigge
 static struct config cf;
 static struct smtp_rcptmap map;
 static struct smtp_session s;
-static char in[sizeof prefix + 40000], out[1 << 18], want[16384 + 2], raw[16384];
+static char in[sizeof prefix + 40000], out[1 << 18], want[16384 + 3], raw[16384];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -78,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else { want[wl++] = raw[k]; line = 1; }
     }
     if (line) want[wl++] = '\n';
+    ref_blank_insert(want, &wl);
 
     size_t n = fuzz_session(&s, &cf, &map, &inj, 0, in, inlen, out, sizeof out);
 

@@ -1,7 +1,9 @@
 /* fuzz_smtp_body.c - libFuzzer target: the message body writer behind DATA
  * and BDAT (smtp_body). The stored form must be the input with CRLF, bare
  * CR and bare LF each turned into one LF (and a final LF added), cut where
- * the client's octets (CRLF two, the added LF none: RFC 1870) pass max_size;
+ * the client's octets (CRLF two, the added LF none: RFC 1870) pass max_size,
+ * with a blank line (costing nothing) before a header line that is not a
+ * field (ref_header.h);
  * BDAT must give the same result however the octets are chunked;
  * the bare-CR, bare-LF and hop counters must agree between both feeds. Output goes to
  * an anonymous memory file. */
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "smtp_body.h"
+#include "ref_header.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -38,12 +41,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the expected stored form, and how much of it is written: each stored
      * octet costs the client's octets it came from, and writing stops at
      * the first that takes their count past max */
-    unsigned char *want = malloc(n + 2);
+    unsigned char *want = malloc(n + 3);
     size_t wl = 0, keep = 0;
     unsigned long long sent = 0;
     int bare_cr = 0, bare_lf = 0, line = 0, over = 0;
-#define STORE(c, cost) do { want[wl++] = (unsigned char)(c); sent += (cost); \
-                            if (sent > max) over = 1; if (!over) keep = wl; } while (0)
+    /* first the stored form alone, for where its header section ends */
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') i++;
+        want[wl++] = p[i] == '\r' ? '\n' : (unsigned char)p[i];
+    }
+    if (wl && want[wl - 1] != '\n') want[wl++] = '\n';
+    long blank = ref_blank_at((const char *)want, wl);
+    wl = 0;
+#define STORE(c, cost) do { if ((long)wl == blank) { blank = -1; STORE1('\n', 0); } \
+                            STORE1(c, cost); } while (0)
+#define STORE1(c, cost) do { want[wl++] = (unsigned char)(c); sent += (cost); \
+                             if (sent > max) over = 1; if (!over) keep = wl; } while (0)
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '\r') {
             int crlf = i + 1 < n && p[i + 1] == '\n';

@@ -25,6 +25,7 @@
 
 #include "queue_inject.h"
 #include "smtp_session.h"
+#include "ref_header.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,7 +37,7 @@ static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigge
 static struct config cf;
 static struct smtp_rcptmap map;
 static struct smtp_session s;
-static char in[sizeof prefix + 16384], out[1 << 18], want[16384 + 2];
+static char in[sizeof prefix + 16384], out[1 << 18], want[16384 + 3];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -71,6 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         prev_crlf = crlf;
         i += crlf ? 2 : 1;
     }
+    ref_blank_insert(want, &wl);
 
     memcpy(in, prefix, sizeof prefix - 1);
     memcpy(in + sizeof prefix - 1, data, size);

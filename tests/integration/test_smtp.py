@@ -203,7 +203,10 @@ class SmtpSeeds(SmtpBase):
         qid = queued_id(r[-2])
         mess, env = read_queue(self.inst, qid)
         self.assertIn(b'alice@example.test', env)
-        self.assertIn(b'Body of the email\n', mess)
+        # the guide's "Body of the email" has no blank line before it: it is
+        # no header field, so a blank line is put in (as Postfix does) and
+        # it arrives as the body, not as a line of the header
+        self.assertTrue(mess.endswith(b'\nSubject: Test email\n\nBody of the email\n'), mess)
 
     def test_seed_000_command_list(self):
         """every SMTP command the guide lists gets a considered answer"""
@@ -379,7 +382,25 @@ class SmtpDefences(SmtpBase):
         new = set(self.inst.queue_ids()) - before
         self.assertEqual(len(new), 1)
         mess, _ = read_queue(self.inst, new.pop())
-        self.assertTrue(mess.endswith(b'Subject: Test email\nBody of the email\n'), mess)
+        self.assertTrue(mess.endswith(b'Subject: Test email\n\nBody of the email\n'), mess)
+
+    def test_text_without_a_header_is_not_taken_for_one(self):
+        """a message whose first line is no header field (plain text, or a
+        line starting with white space) gets a blank line in front of it
+        (as Postfix's cleanup does): stored as it came, the text would be
+        read as lines of the header after postern's Received: field, and
+        the indented line as that field's continuation"""
+        for data, want in ((b' indented first line\r\nsecond\r\n', b'\n\n indented first line\nsecond\n'),
+                           (b'just text\r\nX: y\r\n', b'\n\njust text\nX: y\n')):
+            before = set(self.inst.queue_ids())
+            out = raw_session(self.port, b'EHLO client.example.com\r\nMAIL FROM:<b@client.test>\r\n'
+                                         b'RCPT TO:<alice@example.test>\r\nDATA\r\n' + data +
+                                         b'.\r\nQUIT\r\n')
+            self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'], out)
+            new = set(self.inst.queue_ids()) - before
+            self.assertEqual(len(new), 1)
+            mess, _ = read_queue(self.inst, new.pop())
+            self.assertTrue(mess.endswith(b' +0000' + want), mess)
 
     def test_line_512_513(self):
         l512 = b'NOOP ' + b'a' * (512 - 7) + b'\r\n'

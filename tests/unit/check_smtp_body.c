@@ -74,7 +74,8 @@ START_TEST(test_bare_and_size)
     smtp_body_finish(&b);
     ck_assert(b.bare_lf && !b.bare_cr);
     size_t n;
-    ck_assert_str_eq(drain(&n), "a\nb\n");   /* a bare LF is a line end */
+    ck_assert_str_eq(drain(&n), "\na\nb\n");   /* a bare LF is a line end ("a" is no field:
+                                                  the blank line before it is added) */
     smtp_body_init(&b, pp[1], 1000, 1000);
     smtp_body_octets(&b, "a\rb\r\n", 5);
     smtp_body_finish(&b);
@@ -95,6 +96,7 @@ START_TEST(test_bare_and_size)
     /* size: stops writing past the limit but keeps counting */
     char big[3000];
     memset(big, 'x', sizeof big);
+    big[1] = ':';                            /* a field: stored as it came */
     smtp_body_init(&b, pp[1], 1000, 1000);
     smtp_body_line(&b, big, sizeof big, IO_EOL_CRLF);
     ck_assert(smtp_body_finish(&b));
@@ -130,6 +132,90 @@ static void added_as(const char *msg, const char *want)
     }
 }
 
+/* the message given as SMTP octets, every split of it (or only the
+ * splits at multiples of step), nothing to add: each stores want */
+static void stored_as(const char *msg, const char *want, size_t step)
+{
+    size_t len = strlen(msg);
+    for (size_t cut = 0; cut <= len; cut += step) {
+        smtp_body_init(&b, pp[1], 100000, 1000);
+        smtp_body_octets(&b, msg, cut);
+        smtp_body_octets(&b, msg + cut, len - cut);
+        ck_assert(smtp_body_finish(&b));
+        size_t n;
+        char *out = drain(&n);
+        ck_assert_msg(n == strlen(want) && !strcmp(out, want), "cut %zu of %.60s: got\n%.200s", cut, msg, out);
+        ck_assert_uint_eq(b.size, n);
+    }
+}
+
+/* a line of the header section that is not a field ends it, with a blank
+ * line put before it (as Postfix's cleanup does): the guides' session
+ * "Subject: Test email" then "Body of the email" without a blank line, or
+ * a message that is all text, is then read as a header and a body, not as
+ * a header with the body's text in it (or, for a first line starting with
+ * white space, as a continuation of the Received: field in front) */
+START_TEST(test_non_field_line_ends_header)
+{
+    stored_as("Subject: Test email\r\nBody of the email\r\n", "Subject: Test email\n\nBody of the email\n", 1);
+    stored_as("just a body line\r\nsecond\r\n", "\njust a body line\nsecond\n", 1);
+    stored_as("oneword\r\nX: y\r\n", "\noneword\nX: y\n", 1);
+    stored_as("X: y\r\nnocolon  \r\n\r\nb\r\n", "X: y\n\nnocolon  \n\nb\n", 1);
+    stored_as(" indented\r\nx\r\n", "\n indented\nx\n", 1);
+    stored_as("From alice Thu Nov 26\r\nSubject: s\r\n\r\nb\r\n", "\nFrom alice Thu Nov 26\nSubject: s\n\nb\n", 1);
+    stored_as(": no name\r\n", "\n: no name\n", 1);
+    stored_as("X: y\r\nlast", "X: y\n\nlast\n", 1);
+    /* fields, folded fields, the obsolete "name :" and an empty body stay as they came */
+    stored_as("Subject : obs\r\nX:\r\n\tfolded\r\n y\r\n\r\nb\r\n", "Subject : obs\nX:\n\tfolded\n y\n\nb\n", 1);
+    stored_as("Subject: s\r\n", "Subject: s\n", 1);
+    stored_as("\r\nno header\r\n", "\nno header\n", 1);
+    /* a field name may be long, but its colon is among the first
+     * SMTP_BODY_NAME_MAX octets */
+    static char msg[16384], want[16384];
+    memset(msg, 'A', SMTP_BODY_NAME_MAX - 1);
+    strcpy(msg + SMTP_BODY_NAME_MAX - 1, ": v\r\n");
+    memcpy(want, msg, SMTP_BODY_NAME_MAX - 1);
+    strcpy(want + SMTP_BODY_NAME_MAX - 1, ": v\n");
+    stored_as(msg, want, 97);
+    memset(msg, 'A', SMTP_BODY_NAME_MAX);
+    strcpy(msg + SMTP_BODY_NAME_MAX, ": v\r\n");
+    want[0] = '\n';
+    memset(want + 1, 'A', SMTP_BODY_NAME_MAX);
+    strcpy(want + 1 + SMTP_BODY_NAME_MAX, ": v\n");
+    stored_as(msg, want, 97);
+    /* the line held back across the buffer's end */
+    size_t k = 0, w = 0;
+    memcpy(msg + k, "X: ", 3);
+    k += 3;
+    memset(msg + k, 'x', 8000);
+    k += 8000;
+    memcpy(msg + k, "\r\n", 2);
+    k += 2;
+    memset(msg + k, 'b', 900);
+    k += 900;
+    strcpy(msg + k, "\r\nend\r\n");
+    memcpy(want + w, "X: ", 3);
+    w += 3;
+    memset(want + w, 'x', 8000);
+    w += 8000;
+    memcpy(want + w, "\n\n", 2);
+    w += 2;
+    memset(want + w, 'b', 900);
+    w += 900;
+    strcpy(want + w, "\nend\n");
+    stored_as(msg, want, 101);
+    /* past max_size: what is stored stops at the octet that passes it,
+     * the blank line before the line it is in costs nothing */
+    smtp_body_init(&b, pp[1], 5, 1000);
+    smtp_body_octets(&b, "abcdefgh\r\n", 10);
+    ck_assert(smtp_body_finish(&b));
+    ck_assert(b.too_big);
+    ck_assert_uint_eq(b.size, 10);
+    size_t n;
+    ck_assert_str_eq(drain(&n), "\nabcde");
+}
+END_TEST
+
 /* submission: the fields a message lacks are added where its header
  * section ends, and only those */
 START_TEST(test_add_missing)
@@ -147,11 +233,12 @@ START_TEST(test_add_missing)
     /* no header at all: added before the blank line */
     added_as("\r\nbody\r\n", "Date: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nbody\n");
     /* a header line that is not a field (an mbox "From " line, text with no
-     * colon): the message is left as it came */
+     * colon) ends the header section: the fields go before the blank line
+     * put in front of it */
     added_as("From alice Thu Nov 26\r\nSubject: s\r\n\r\nb\r\n",
-             "From alice Thu Nov 26\nSubject: s\n\nb\n");
-    added_as("just text\r\n", "just text\n");
-    added_as(": no name\r\n\r\nb\r\n", ": no name\n\nb\n");
+             "Date: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nFrom alice Thu Nov 26\nSubject: s\n\nb\n");
+    added_as("Subject: s\r\njust text\r\n", "Subject: s\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\njust text\n");
+    added_as("From: x\r\n: no name\r\n\r\nb\r\n", "From: x\nDate: D\nMessage-ID: <m@h>\n\n: no name\n\nb\n");
     /* the hop count is still kept */
     smtp_body_init(&b, pp[1], 100000, 1000);
     ck_assert(smtp_body_add_missing(&b, "Date: D", NULL, NULL));
@@ -205,7 +292,7 @@ START_TEST(test_size_counts_octets_as_sent)
     ck_assert(smtp_body_finish(&b));
     ck_assert(!b.too_big);
     ck_assert_uint_eq(b.octets, 10);
-    ck_assert_uint_eq(b.size, 9);
+    ck_assert_uint_eq(b.size, 10);          /* and the blank line before a line that is no field */
     drain(&n);
     smtp_body_init(&b, pp[1], 10, 1000);
     smtp_body_line(&b, "abcd", 4, IO_EOL_CRLF);
@@ -227,14 +314,14 @@ START_TEST(test_size_counts_octets_as_sent)
         smtp_body_octets(&b, m + (cut < 10 ? cut : 10), 10 - (cut < 10 ? cut : 10));
         ck_assert(smtp_body_finish(&b));
         ck_assert_msg(!b.too_big && b.octets == 10, "cut %zu: %llu", cut, b.octets);
-        ck_assert_str_eq(drain(&n), "abcd\nef\n");
+        ck_assert_str_eq(drain(&n), "\nabcd\nef\n");
     }
     /* a last line without its line end: the LF it gets is not counted */
     smtp_body_init(&b, pp[1], 10, 1000);
     smtp_body_octets(&b, "0123456789", 10);
     ck_assert(smtp_body_finish(&b));
     ck_assert(!b.too_big);
-    ck_assert_str_eq(drain(&n), "0123456789\n");
+    ck_assert_str_eq(drain(&n), "\n0123456789\n");
 }
 END_TEST
 
@@ -247,6 +334,7 @@ int main(void)
     tcase_add_test(core, test_lines);
     tcase_add_test(core, test_octets_any_split);
     tcase_add_test(core, test_add_missing);
+    tcase_add_test(core, test_non_field_line_ends_header);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
