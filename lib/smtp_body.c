@@ -87,6 +87,7 @@ static void note_field(struct smtp_msgbody *b)
             continue;
         if (names[i].add < 0) b->hops++;
         else b->add[names[i].add][0] = 0;    /* present: nothing to add */
+        if (names[i].add == SMTP_BODY_MSGID && b->msgid_state == 0) b->msgid_state = 1;
     }
 }
 
@@ -143,11 +144,23 @@ static void header_ends(struct smtp_msgbody *b)
     b->len += n;
 }
 
+/* the Message-ID field's value, octet by octet: its first line after the
+ * name, then its continuation lines */
+static void note_msgid(struct smtp_msgbody *b, unsigned char c, int is_name)
+{
+    if (b->msgid_state == 2)
+        b->msgid_state = b->line_len == 0 && (c == ' ' || c == '\t') ? 1 : 3;
+    if (b->msgid_state != 1 || is_name) return;
+    if (c > ' ' && c < 0x7f && c != '"' && c != '\\' && b->msgid_len < SMTP_BODY_MSGID_MAX)
+        b->msgid[b->msgid_len++] = (char)c;
+}
+
 /* octets of one line (no line end) */
 static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (b->in_headers) {
+            int is_name = b->line_kind != 1;    /* not yet past the name's colon */
             note_kind(b, (unsigned char)p[i]);
             if (b->line_kind == 2) {
                 header_ends(b);
@@ -155,6 +168,7 @@ static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
                 b->prefix[b->prefix_len++] = p[i];
                 note_field(b);
             }
+            if (b->in_headers) note_msgid(b, (unsigned char)p[i], is_name);
         }
         body_count(b, 1);
         body_put(b, (unsigned char)p[i]);
@@ -188,6 +202,7 @@ static void body_eol(struct smtp_msgbody *b, unsigned sent)
         }
     }
     body_put(b, '\n');
+    if (b->msgid_state == 1) b->msgid_state = 2;
     b->line_len = 0;
     b->prefix_len = 0;
     b->line_kind = 0;

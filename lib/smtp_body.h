@@ -11,8 +11,9 @@
  * a continuation, before which a blank line is put (as Postfix's cleanup
  * does), so that text without a header is not read as one. For a
  * submission it can also add the Date:, Message-ID: and From: fields a
- * message lacks (RFC 6409 8), at the end of its header section. Nothing is
- * kept in memory beyond the buffer. */
+ * message lacks (RFC 6409 8), at the end of its header section. It keeps
+ * the first Message-ID field's value for the log (as Postfix logs
+ * message-id=). Nothing else is kept in memory beyond the buffer. */
 #ifndef POSTERN_SMTP_BODY_H
 #define POSTERN_SMTP_BODY_H
 
@@ -23,6 +24,7 @@
 #define SMTP_BODY_BUF 8192
 #define SMTP_BODY_ADD_MAX 300    /* one added field, "From: <256-octet address>" */
 #define SMTP_BODY_NAME_MAX 998   /* a field's colon is among the first so many octets of its line */
+#define SMTP_BODY_MSGID_MAX 250  /* the Message-ID kept for the log, at most */
 
 enum { SMTP_BODY_DATE, SMTP_BODY_MSGID, SMTP_BODY_FROM, SMTP_BODY_NADD };
 
@@ -50,6 +52,12 @@ struct smtp_msgbody {
     size_t line_start;           /* where the current line starts in buf */
     int line_cut;                /* the current line started past max_size: none of it is stored */
     char add[SMTP_BODY_NADD][SMTP_BODY_ADD_MAX];   /* fields to add if missing, "" = none */
+    char msgid[SMTP_BODY_MSGID_MAX + 1];   /* the first Message-ID field's value, its printable
+                                              octets only (no white space, '"' or '\\'), for the
+                                              log; "" if none, cut at SMTP_BODY_MSGID_MAX */
+    size_t msgid_len;
+    int msgid_state;             /* 0 none yet, 1 in its value, 2 after its line (a
+                                    continuation may follow), 3 done */
     size_t len;
     unsigned char buf[SMTP_BODY_BUF];
 };

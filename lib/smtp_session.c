@@ -588,8 +588,8 @@ static void message_end(struct smtp_session *s, struct smtp_msgbody *b, int msg_
          * errors after each message as well) */
         s->errors_run = 0;
         s->junk = 0;
-        log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu%s", qid[0] ? qid : "?", b->size, s->nrcpt,
-                 b->bare_lf ? " bare_lf=1" : "");
+        log_info(s->id, "event=queued id=%s size=%llu rcpts=%zu%s%s%s", qid[0] ? qid : "?", b->size, s->nrcpt,
+                 b->msgid[0] ? " msgid=" : "", b->msgid, b->bare_lf ? " bare_lf=1" : "");
         if (qid[0]) replyf(s, "250 2.0.0 Ok: queued as %s", qid);
         else reply(s, "250 2.0.0 Ok: queued");
     }

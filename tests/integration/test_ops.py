@@ -277,6 +277,18 @@ class OperatorLogs(unittest.TestCase):
         self.assertTrue(r.startswith('250'), r)
         return re.search(r'queued as ([0-9A-F]{16})', r).group(1)
 
+    def test_message_id_logged(self):
+        """An operator looking for a message a user names by its Message-ID
+        finds it in the log (as Postfix logs message-id=): the queued line
+        carries it, and one without a Message-ID field says nothing."""
+        r = send_mail(self.inst.port('smtp'), 'bob@client.test', ['alice@example.test'],
+                      'Message-ID:\n <20261127.abc@client.test>\nSubject: m\n\nx\n')
+        qid = re.search(r'queued as ([0-9A-F]{16})', r).group(1)
+        other = self.deliver('no id')
+        log = self.inst.wait_log('smtp-listener', 'event=queued id=%s ' % other)
+        self.assertRegex(log, r'event=queued id=%s size=\d+ rcpts=1 msgid=<20261127\.abc@client\.test>\n' % qid)
+        self.assertRegex(log, r'event=queued id=%s size=\d+ rcpts=1\n' % other)
+
     def test_one_event_a_line_no_secret_and_followable(self):
         inst = self.inst
         qid = self.deliver('one')

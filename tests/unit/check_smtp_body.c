@@ -149,6 +149,48 @@ static void stored_as(const char *msg, const char *want, size_t step)
     }
 }
 
+/* the message as SMTP octets, every split: the Message-ID kept for the log */
+static void msgid_is(const char *msg, const char *want)
+{
+    size_t len = strlen(msg), n;
+    for (size_t cut = 0; cut <= len; cut++) {
+        smtp_body_init(&b, pp[1], 100000, 1000);
+        smtp_body_octets(&b, msg, cut);
+        smtp_body_octets(&b, msg + cut, len - cut);
+        ck_assert(smtp_body_finish(&b));
+        drain(&n);
+        ck_assert_msg(!strcmp(b.msgid, want), "cut %zu of %s: got \"%s\"", cut, msg, b.msgid);
+        ck_assert_uint_eq(b.msgid_len, strlen(want));
+    }
+}
+
+/* the first Message-ID field of the header section, for the log line
+ * (Postfix's message-id=): any case, folded, without white space, quotes
+ * or backslashes; not one in the body, not a second one */
+START_TEST(test_message_id_for_the_log)
+{
+    msgid_is("Subject: s\r\nMessage-ID: <a.1@h.test>\r\n\r\nbody\r\n", "<a.1@h.test>");
+    msgid_is("message-id:<x@y>\r\nMessage-ID: <second@y>\r\n\r\n", "<x@y>");
+    msgid_is("Message-Id:\r\n <folded@h>\r\nSubject: s\r\n\r\n", "<folded@h>");
+    msgid_is("Message-ID: <\"q\\ z\"@h>\r\n\r\n", "<qz@h>");
+    msgid_is("Subject: s\r\n\r\nMessage-ID: <in-body@h>\r\n", "");
+    msgid_is("Subject: s\r\nnot a field\r\nMessage-ID: <after@h>\r\n", "");
+    msgid_is("X-Message-ID: <no@h>\r\nSubject: s\r\n\r\n", "");
+    msgid_is("Message-ID: <m@h>\r\n continued\r\nnext: x\r\n <not-it>\r\n\r\n", "<m@h>continued");
+    char big[600];
+    memcpy(big, "Message-ID: <", 13);
+    memset(big + 13, 'a', 400);
+    memcpy(big + 413, "@h>\r\n\r\n", 8);
+    smtp_body_init(&b, pp[1], 100000, 1000);
+    smtp_body_octets(&b, big, 421);
+    ck_assert(smtp_body_finish(&b));
+    size_t n;
+    drain(&n);
+    ck_assert_uint_eq(b.msgid_len, SMTP_BODY_MSGID_MAX);
+    ck_assert_uint_eq(strlen(b.msgid), SMTP_BODY_MSGID_MAX);
+}
+END_TEST
+
 /* a line of the header section that is not a field ends it, with a blank
  * line put before it (as Postfix's cleanup does): the guides' session
  * "Subject: Test email" then "Body of the email" without a blank line, or
@@ -335,6 +377,7 @@ int main(void)
     tcase_add_test(core, test_octets_any_split);
     tcase_add_test(core, test_add_missing);
     tcase_add_test(core, test_non_field_line_ends_header);
+    tcase_add_test(core, test_message_id_for_the_log);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
