@@ -398,13 +398,15 @@ int smtp_received(char *dst, size_t dstlen, const char *helo, const char *client
     char date[64];
     if (!mailhdr_date_utc((time_t)now, date, sizeof date))
         snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
+    /* an address literal (RFC 5321 4.4 TCP-info, 4.1.3): "[IPv6:...]" for IPv6 */
+    const char *v6 = strchr(client, ':') ? "IPv6:" : "";
     int n;
     if (rcpt)
-        n = snprintf(dst, dstlen, "Received: from %s ([%s])%s\n\tby %s (postern) with %s id %s\n\tfor <%s>; %s",
-                     helo, client, using, hostname, proto, id, rcpt, date);
+        n = snprintf(dst, dstlen, "Received: from %s ([%s%s])%s\n\tby %s (postern) with %s id %s\n\tfor <%s>; %s",
+                     helo, v6, client, using, hostname, proto, id, rcpt, date);
     else
-        n = snprintf(dst, dstlen, "Received: from %s ([%s])%s\n\tby %s (postern) with %s id %s;\n\t%s",
-                     helo, client, using, hostname, proto, id, date);
+        n = snprintf(dst, dstlen, "Received: from %s ([%s%s])%s\n\tby %s (postern) with %s id %s;\n\t%s",
+                     helo, v6, client, using, hostname, proto, id, date);
     if (n < 0 || (size_t)n >= dstlen) { errno = ENOSPC; return 0; }
     return 1;
 }

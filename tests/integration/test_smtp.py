@@ -295,10 +295,15 @@ class SmtpClients(SmtpBase):
     def test_ipv6(self):
         p6 = self.inst.port('smtp')
         try:
-            out = raw_session(p6, b'HELO x\r\nQUIT\r\n', host='::1')
+            out = raw_session(p6, b'HELO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                              b'DATA\r\nSubject: v6\r\n\r\nx\r\n.\r\nQUIT\r\n', host='::1')
         except OSError as e:
             self.skipTest('no IPv6 loopback: %s' % e)
-        self.assertEqual(final_codes(out), ['220', '250', '221'])
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'])
+        # the client in Received: is an address literal (RFC 5321 4.1.3,
+        # 4.4): "[IPv6:::1]", not "[::1]"
+        mess, _ = read_queue(self.inst, re.search(r'queued as ([0-9A-F]{16})', out).group(1))
+        self.assertTrue(mess.startswith(b'Received: from x ([IPv6:::1])\n'), mess)
 
     def test_submission_port(self):
         # submission needs TLS and AUTH before MAIL (test_tls.py has the rest)

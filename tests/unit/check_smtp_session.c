@@ -1146,6 +1146,10 @@ START_TEST(test_received_field)
                             "abc.1", "u@example.test", NULL, 0));
     ck_assert_str_eq(dst, "Received: from h.example ([192.0.2.1])\n\tby mx.example.test (postern) with ESMTP id abc.1\n"
                           "\tfor <u@example.test>; Thu, 01 Jan 1970 00:00:00 +0000");
+    /* an IPv6 client is an IPv6 address literal (RFC 5321 4.1.3) */
+    ck_assert(smtp_received(dst, sizeof dst, "h.example", "2001:db8::1", "m", "ESMTP", "i", NULL, NULL, 0));
+    ck_assert_str_eq(dst, "Received: from h.example ([IPv6:2001:db8::1])\n\tby m (postern) with ESMTP id i;\n"
+                          "\tThu, 01 Jan 1970 00:00:00 +0000");
     ck_assert(!smtp_received(dst, 40, "h", "c", "m", "SMTP", "i", NULL, NULL, 0));
     ck_assert(smtp_received(dst, sizeof dst, "h", "c", "m", "SMTP", "i", NULL, NULL, 1795683885));
     ck_assert(strstr(dst, ";\n\tThu, 26 Nov 2026 09:04:45 +0000"));
