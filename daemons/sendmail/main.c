@@ -145,6 +145,11 @@ int main(int argc, char **argv)
     enum sm_mode mode = SM_QUEUE_MAIL;
 
     signal(SIGPIPE, SIG_IGN);
+    /* a caller that ignores SIGCHLD (a Perl or Python program that reaps
+     * no children; swaks --pipe) hands that over through exec, and then
+     * waitpid for queue-inject fails with ECHILD: a queued message would be
+     * reported as a temporary failure, and sent again */
+    signal(SIGCHLD, SIG_DFL);
     const char *name = argc > 0 ? strrchr(argv[0], '/') : NULL;
     name = name ? name + 1 : argc > 0 ? argv[0] : "";
     if (!strcmp(name, "mailq")) mode = SM_LIST;
