@@ -571,6 +571,24 @@ class SendmailTest(unittest.TestCase):
         env, mess = self.only_message()
         self.assertTrue(mess.endswith('\n\nbody\n'), mess)
 
+    def test_caller_closed_stdout_and_stderr(self):
+        """GNU mailutils' mail runs "sendmail -oi -f SENDER -t" with
+        stdout and stderr closed: the two pipes to queue-inject then took
+        fds 1 and 2, and setting up queue-inject's fd 0 and 1 closed the
+        envelope pipe again (status 55), so sendmail exited 75 and mail
+        said "cannot send message"."""
+        def close_out_err():
+            os.close(1)
+            os.close(2)
+        p = subprocess.run([self.sendmail, '-oi', '-f', 'me@example.test', '-t'],
+                           input=b'To: bob@example.test\nSubject: x\n\nbody\n',
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                           preexec_fn=close_out_err)
+        self.assertEqual(p.returncode, 0)
+        env, mess = self.only_message()
+        self.assertIn('\tbob@example.test\t', env)
+        self.assertTrue(mess.endswith('\n\nbody\n'), mess)
+
     def test_dot_ends_message_without_i(self):
         p = self.run_sendmail(['bob@example.test'], b'Subject: x\n\nbody\n.\nnot part\n')
         self.assertEqual(p.returncode, 0, p.stderr)
