@@ -15,6 +15,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,7 @@ int main(int argc, char **argv)
     struct config c;
     char err[CONF_ERR_MAX + USERDB_PATH_MAX], path[USERDB_PATH_MAX + 64], name[USERDB_NAME_MAX + 1];
     log_init("postern-user");
+    signal(SIGCHLD, SIG_DFL);  /* a caller's SIG_IGN would make waitpid fail (sendmail's main) */
     parse_args(argc, argv, &o);
     if (sodium_init() < 0) die_temp("libsodium initialisation failed");
     if (!config_load(&c, o.root, err, sizeof err)) die_perm("%s", err);

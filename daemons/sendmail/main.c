@@ -13,6 +13,7 @@
  * mailq) lists the queue, -q flushes it; -bi or -I (or the name newaliases) has
  * nothing to rebuild (conf/aliases is read as it is) and says so. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -138,13 +139,28 @@ static _Noreturn void run_queue_tool(const char *root, const char *cmd)
     exit(SM_EX_TEMPFAIL);
 }
 
+/* fds 0..2 must be open: a caller may close stdout and stderr (GNU
+ * mailutils' mail does), and then the pipes to queue-inject take fds 1 and
+ * 2, where setting up its fd 0 and 1 would close one of them again */
+static void fds_sane(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) exit(SM_EX_TEMPFAIL);
+}
+
 int main(int argc, char **argv)
 {
     struct sm_opts o = { 0 };
     char root[PATH_MAX];
     enum sm_mode mode = SM_QUEUE_MAIL;
 
+    fds_sane();
     signal(SIGPIPE, SIG_IGN);
+    /* a caller that ignores SIGCHLD (a Perl or Python program that reaps
+     * no children; swaks --pipe) hands that over through exec, and then
+     * waitpid for queue-inject fails with ECHILD: a queued message would be
+     * reported as a temporary failure, and sent again */
+    signal(SIGCHLD, SIG_DFL);
     const char *name = argc > 0 ? strrchr(argv[0], '/') : NULL;
     name = name ? name + 1 : argc > 0 ? argv[0] : "";
     if (!strcmp(name, "mailq")) mode = SM_LIST;

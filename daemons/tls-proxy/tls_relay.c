@@ -283,7 +283,12 @@ static int relay_from_net(struct relay *r, struct tls_stats *st)
     case SSL_ERROR_WANT_WRITE: r->net_ev |= POLLOUT; return 0;
     case SSL_ERROR_ZERO_RETURN: st->end = "close_notify"; break;
     case SSL_ERROR_SYSCALL: st->end = ERR_peek_error() ? "error" : "eof"; r->shut_sent = 1; break;
-    default: st->end = "error"; r->shut_sent = 1; break;
+    default:
+        /* OpenSSL 3 reports a TCP end without close_notify as an error;
+         * most clients close so right after QUIT: that is an eof */
+        st->end = ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? "eof" : "error";
+        r->shut_sent = 1;
+        break;
     }
     ERR_clear_error();
     r->net_done = 1;

@@ -9,6 +9,7 @@ import poplib
 import pwd
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -421,13 +422,14 @@ class SendmailSmtpMode(unittest.TestCase):
         self.inst = Instance(users={'alice': 'pw-alice'}).start()
         self.addCleanup(self.inst.stop)
 
-    def dialogue(self, script, *args):
+    def dialogue(self, script, *args, preexec_fn=None):
         """run sendmail -bs as nobody with script on stdin (all at once, as
         a pipelining client may); its output, stderr and exit code"""
         r = subprocess.run(['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
                             self.inst.bin('sendmail'), '-bs'] + list(args),
                            input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env={'POSTERN_ROOT': self.inst.root, 'PATH': '/usr/bin:/bin'}, timeout=30)
+                           env={'POSTERN_ROOT': self.inst.root, 'PATH': '/usr/bin:/bin'}, timeout=30,
+                           preexec_fn=preexec_fn)
         return r.stdout.decode(), r.stderr.decode(), r.returncode
 
     def test_dialogue_queues_and_delivers(self):
@@ -456,6 +458,22 @@ class SendmailSmtpMode(unittest.TestCase):
         self.assertIn(b'\nMessage-ID: <', head)
         self.assertIn(b'\nFrom: <web@example.test>', head)
         self.assertRegex(self.inst.log('queue-manager'), r'%s event=new from=<web@example\.test> ' % qid)
+
+    def test_caller_ignoring_sigchld(self):
+        """swaks --pipe 'sendmail -bs' (Perl, SIGCHLD set to SIG_IGN, which
+        exec keeps): the wait for queue-inject failed with ECHILD and the
+        client was told 451 for a message that was queued, and delivered."""
+        out, err, code = self.dialogue(
+            'EHLO app.example\r\nMAIL FROM:<web@example.test>\r\nRCPT TO:<alice@example.test>\r\n'
+            'DATA\r\nSubject: ignored sigchld\r\n\r\nbody\r\n.\r\nQUIT\r\n',
+            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        self.assertEqual((code, err), (0, ''))
+        codes = [l[:3] for l in out.split('\r\n') if l[3:4] == ' ']
+        self.assertEqual(codes, ['220', '250', '250', '250', '354', '250', '221'], out)
+
+        def delivered():
+            return [m for _, m in self.inst.maildir_messages('alice') if b'ignored sigchld' in m]
+        self.inst.wait_for(delivered, 15, what='the -bs message delivered')
 
     def test_end_of_input_without_quit_and_recipients_refused(self):
         out, err, code = self.dialogue('HELO app.example\r\nNOOP\r\n')

@@ -15,6 +15,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -556,6 +557,37 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(len(self.r.envs()), 1)       # only the first
         for sub in os.listdir(os.path.join(self.r.root, 'queue', 'tmp')):
             self.assertEqual(os.listdir(os.path.join(self.r.root, 'queue', 'tmp', sub)), [])
+
+    def test_caller_ignoring_sigchld(self):
+        """A caller that set SIGCHLD to SIG_IGN (a Perl or Python program
+        that reaps no children; swaks --pipe) hands sendmail that disposition
+        across exec. sendmail's waitpid for queue-inject then failed with
+        ECHILD, so it exited 75 with nothing said, although the message was
+        queued: the caller tries again and the mail goes twice."""
+        p = subprocess.run([self.sendmail, '-i', 'bob@example.test'], input=b'Subject: x\n\nbody\n',
+                           capture_output=True, timeout=30,
+                           preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        self.assertEqual((p.returncode, p.stderr), (0, b''))
+        env, mess = self.only_message()
+        self.assertTrue(mess.endswith('\n\nbody\n'), mess)
+
+    def test_caller_closed_stdout_and_stderr(self):
+        """GNU mailutils' mail runs "sendmail -oi -f SENDER -t" with
+        stdout and stderr closed: the two pipes to queue-inject then took
+        fds 1 and 2, and setting up queue-inject's fd 0 and 1 closed the
+        envelope pipe again (status 55), so sendmail exited 75 and mail
+        said "cannot send message"."""
+        def close_out_err():
+            os.close(1)
+            os.close(2)
+        p = subprocess.run([self.sendmail, '-oi', '-f', 'me@example.test', '-t'],
+                           input=b'To: bob@example.test\nSubject: x\n\nbody\n',
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                           preexec_fn=close_out_err)
+        self.assertEqual(p.returncode, 0)
+        env, mess = self.only_message()
+        self.assertIn('\tbob@example.test\t', env)
+        self.assertTrue(mess.endswith('\n\nbody\n'), mess)
 
     def test_dot_ends_message_without_i(self):
         p = self.run_sendmail(['bob@example.test'], b'Subject: x\n\nbody\n.\nnot part\n')

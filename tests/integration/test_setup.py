@@ -722,6 +722,18 @@ class PosternUserMaildir(unittest.TestCase):
                          'root\'s directory was handed to the user: ' + p.stderr.read().decode(errors='replace'))
         self.assertEqual(sorted(os.listdir(self.target)), ['tmp'])
 
+    def test_caller_ignoring_sigchld(self):
+        """a script that ignores SIGCHLD (exec keeps it) ran postern-user
+        add: the wait for the child that makes the Maildir failed with
+        ECHILD, and it died (111) with the user not added"""
+        r = subprocess.run([self.inst.bin('postern-user'), '--root', self.inst.root, 'add', 'chlduser'],
+                           input=b'pw-chld\n', capture_output=True, timeout=60,
+                           preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        self.assertEqual((r.returncode, r.stderr), (0, b''))
+        listed = self.inst.run('postern-user', '--root', self.inst.root, 'list').stdout
+        self.assertRegex(listed, r'(?m)^chlduser ')
+        self.assertTrue(os.path.isdir(os.path.join(self.inst.maildir('chlduser'), 'new')))
+
     def test_maildir_in_home_made_by_the_user(self):
         r = self.inst.run('postern-user', '--root', self.inst.root, 'add', 'homeuser',
                           '--unix-account', self.NAME, input='pw-home\n')

@@ -139,6 +139,39 @@ class TlsProxyTest(unittest.TestCase):
         self.assertEqual(srv.proc.returncode, 0, srv.stderr)
         self.assertIn(b"end=", srv.stderr)
 
+    def test_client_gone_without_close_notify_is_eof(self):
+        """A client that closes its socket without close_notify, as most
+        do right after QUIT (Python's poplib and smtplib, getmail, swaks),
+        ended as end=eof, as the man page says: OpenSSL 3 reports that
+        EOF as an SSL error (unexpected eof while reading), and tls-proxy
+        logged end=error after sessions that went well. A client that
+        breaks the TLS stream itself is still end=error."""
+        srv = ProxyServer(self.root)
+        ctx, raw = self.client(srv.port)
+        s = ctx.wrap_socket(raw, server_hostname="mail.example.test")
+        f = s.makefile("rwb", buffering=0)
+        self.assertEqual(f.readline(), b"220 ready\r\n")
+        s.sendall(b"hello\r\n")
+        self.assertEqual(f.readline(), b"250 HELLO\r\n")
+        f.close()
+        s.close()          # no close_notify: Python sends none on close()
+        srv.join()
+        self.assertEqual(srv.proc.returncode, 0, srv.stderr)
+        self.assertIn(b" end=eof", srv.stderr)
+
+        srv = ProxyServer(self.root)
+        ctx, raw = self.client(srv.port)
+        s = ctx.wrap_socket(raw, server_hostname="mail.example.test")
+        f = s.makefile("rwb", buffering=0)
+        self.assertEqual(f.readline(), b"220 ready\r\n")
+        raw2 = socket.socket(fileno=os.dup(s.fileno()))
+        raw2.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)   # a record that does not decrypt
+        raw2.close()
+        f.close()
+        s.close()
+        srv.join()
+        self.assertIn(b" end=error", srv.stderr)
+
     def test_tls12_allowed_tls11_refused(self):
         srv = ProxyServer(self.root)
         ctx, raw = self.client(srv.port, maximum_version=ssl.TLSVersion.TLSv1_2)
