@@ -461,6 +461,51 @@ check_conf() {
     done
 }
 
+# each user's Maildir as local-deliverer and the POP3 mailbox process need
+# it (postern-users(5)): a directory (no symlink) owned by the user's uid,
+# not writable by others, with tmp/, new/ and cur/ alike; and the home
+# ROOT/mail/NAME that postern-user made, when the Maildir is in it.  Only
+# reported: root changes nothing inside a tree its user controls.
+check_mailboxes() {
+    [ -f "$ROOT/conf/mailboxes" ] || return 0
+    while IFS=: read -r mb_name mb_uid mb_gid mb_dir mb_rest; do
+        case "$mb_name" in ''|'#'*) continue ;; esac
+        case "$mb_uid:$mb_gid" in *[!0-9:]*|:*|*:) continue ;; esac   # malformed: reported above
+        case "$mb_dir" in /*) ;; *) continue ;; esac
+        if [ "$mb_uid" -eq 0 ] || [ "$mb_gid" -eq 0 ]; then
+            problem "user $mb_name has uid or gid 0 in conf/mailboxes: nothing delivers or serves mail as root (POP3: \"Mailbox misconfigured\")" \
+                "$ROOT/bin/postern-user --root $ROOT del $mb_name, then add it again (with --uid/--gid or --unix-account of a user other than root)"
+            continue
+        fi
+        mb_top=$mb_dir
+        [ "$mb_dir" = "$ROOT/mail/$mb_name/Maildir" ] && mb_top="$ROOT/mail/$mb_name"
+        if [ ! -d "$mb_dir" ] && [ ! -L "$mb_dir" ]; then
+            if [ "$mb_top" != "$mb_dir" ]; then mb_mk="$mb_top $mb_dir"; else mb_mk=$mb_dir; fi
+            problem "the Maildir of user $mb_name, $mb_dir, is missing (POP3 logins fail with \"Cannot open the mailbox\")" \
+                "install -d -o $mb_uid -g $mb_gid -m 700 $mb_mk $mb_dir/tmp $mb_dir/new $mb_dir/cur"
+            continue
+        fi
+        mb_bad=""
+        for p in "$mb_top" "$mb_dir" "$mb_dir/tmp" "$mb_dir/new" "$mb_dir/cur"; do
+            if [ -L "$p" ] || [ ! -d "$p" ]; then
+                mb_bad="$p is not a directory (or is a symbolic link): deliveries to it are deferred, POP3 logins fail"
+                mb_fix="mv $p $p.bad && install -d -o $mb_uid -g $mb_gid -m 700 $p"; break
+            fi
+            cur=$(stat -c '%u %A' "$p")
+            if [ "${cur% *}" != "$mb_uid" ]; then
+                mb_bad="$p is owned by uid ${cur% *}, not $mb_uid: deliveries to it are deferred (\"Maildir delivery failed\"), POP3 logins fail"
+                mb_fix="chown -R $mb_uid:$mb_gid $mb_top"; break
+            fi
+            case "${cur#* }" in
+            ????????w?) mb_bad="$p is writable by others: anyone could take or plant messages"
+                mb_fix="chmod -R o-w $mb_top"; break ;;
+            esac
+        done
+        [ -n "$mb_bad" ] || continue
+        problem "the Maildir of user $mb_name: $mb_bad" "$mb_fix"
+    done < "$ROOT/conf/mailboxes"
+}
+
 # ---- the s6 service tree -----------------------------------------------
 # The service directories are made from three templates, the same for every
 # daemon: service/run, service/notification-fd and service/log/run in the
@@ -557,7 +602,7 @@ if [ "$CHECK" = 0 ]; then install_programs; fi
 check_programs
 write_conf
 write_tls
-if [ "$CHECK" = 1 ]; then check_conf; check_tls; fi
+if [ "$CHECK" = 1 ]; then check_conf; check_mailboxes; check_tls; fi
 write_services
 
 if [ "$CHECK" = 1 ]; then

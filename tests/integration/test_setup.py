@@ -468,6 +468,52 @@ class SetupTree(unittest.TestCase):
         self.assertIn('postern.conf:%d:' % line, chk.stdout)
         self.assertIn('max_recipients', chk.stdout)
 
+    def test_check_finds_broken_maildir(self):
+        """README's troubleshooting sends a POP3 "Cannot open/lock the
+        mailbox" and a deferred "Maildir delivery failed" to --check: it
+        names the user's Maildir and a fix that works when run as printed
+        (it said "ok" for a Maildir owned by root)."""
+        need(self, 'postern-user')
+        self.inst.add_user('maud', 'pw')
+        md = self.inst.maildir('maud')
+        home = os.path.dirname(md)
+        uid = os.stat(md).st_uid
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 0, chk.stdout)
+
+        def fix_works(breakage, expect):
+            chk = self.setup_again('--check')
+            self.assertEqual(chk.returncode, 1, breakage + ':\n' + chk.stdout)
+            self.assertIn('the Maildir of user maud', chk.stdout)
+            self.assertIn(expect, chk.stdout)
+            lines = chk.stdout.splitlines()
+            fixes = [l.split('fix: ', 1)[1] for prev, l in zip(lines, lines[1:])
+                     if ': problem: ' in prev and l.startswith('    fix: ')]
+            self.assertEqual(len(fixes), 1, chk.stdout)
+            r = subprocess.run(['sh', '-ec', fixes[0]], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True)
+            self.assertEqual(r.returncode, 0, fixes[0] + ': ' + r.stdout)
+            chk = self.setup_again('--check')
+            self.assertEqual(chk.returncode, 0, 'after ' + fixes[0] + ':\n' + chk.stdout)
+
+        if IS_ROOT:
+            os.chown(md + '/new', 0, 0)
+            fix_works('new/ owned by root', '%s/new is owned by uid 0, not %d' % (md, uid))
+            self.assertEqual(os.stat(md + '/new').st_uid, uid)
+        os.chmod(md, 0o707)
+        fix_works('Maildir o+w', '%s is writable by others' % md)
+        shutil.rmtree(home)
+        fix_works('Maildir gone', '%s, is missing' % md)
+        for p in (home, md, md + '/new', md + '/cur', md + '/tmp'):
+            self.assertEqual(os.stat(p).st_uid, uid, p)
+        # uid 0: POP3's "Mailbox misconfigured"
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('rooty:0:0:%s/mail/rooty/Maildir\n' % self.inst.root)
+        chk = self.setup_again('--check')
+        self.assertEqual(chk.returncode, 1, chk.stdout)
+        self.assertIn('user rooty has uid or gid 0', chk.stdout)
+        self.assertIn('postern-user --root %s del rooty' % self.inst.root, chk.stdout)
+
     def test_check_finds_extra_setuid(self):
         r = self.inst.root
         p = r + '/bin/extra'
