@@ -101,6 +101,7 @@ else
 fi
 
 PROBLEMS=0
+CHANGED=""      # service files this run rewrote
 problem() { # what, fix
     PROBLEMS=$((PROBLEMS + 1))
     echo "$prog: problem: $1"
@@ -542,6 +543,7 @@ render() {
 
 put() { # path mode content: write only if different
     if [ ! -f "$1" ] || [ "$(cat "$1")" != "$3" ]; then
+        [ -f "$1" ] && CHANGED="$CHANGED ${1#"$ROOT"/}"
         printf '%s\n' "$3" > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1" || die "cannot write $1"
     fi
     chmod "$2" "$1"
@@ -588,6 +590,26 @@ check_parents() {
     done
 }
 
+# the programs of ROOT/bin that running processes run an older copy of
+# (an upgrade replaced them; a daemon keeps its image until it restarts):
+# each process whose executable was ROOT/bin/NAME, compared by content
+# with ROOT/bin/NAME now, once per executable
+stale_programs() {
+    STALE=""; seen=""
+    for e in /proc/[0-9]*/exe; do
+        t=$(readlink "$e" 2>/dev/null) || continue
+        case "$t" in "$ROOT/bin/"*) ;; *) continue ;; esac
+        n=${t#"$ROOT/bin/"}; n=${n% (deleted)}
+        case "$n" in */*|.*) continue ;; esac
+        ino=$(stat -L -c %d:%i "$e" 2>/dev/null) || continue
+        case " $seen " in *" $ino "*) continue ;; esac
+        seen="$seen $ino"
+        cmp -s "$e" "$ROOT/bin/$n"
+        [ $? = 1 ] || continue          # 2: the process has just ended
+        case " $STALE " in *" $n "*) ;; *) STALE="$STALE $n" ;; esac
+    done
+}
+
 # ---- main --------------------------------------------------------------
 # before anything changes: the templates the service tree is written from,
 # each one fillable (no unknown @PLACEHOLDER@)
@@ -605,7 +627,13 @@ write_tls
 if [ "$CHECK" = 1 ]; then check_conf; check_mailboxes; check_tls; fi
 write_services
 
+RESTART="for s in $ROOT/service/*; do s6-svc -r \$s; done"
 if [ "$CHECK" = 1 ]; then
+    stale_programs
+    if [ -n "$STALE" ]; then
+        echo "$prog: warning: running processes still run the old copy of$STALE (ROOT/bin was upgraded since they started)"
+        echo "    fix: $RESTART"
+    fi
     if [ "$PROBLEMS" -gt 0 ]; then
         echo "$prog: $PROBLEMS problem(s) in $ROOT"
         exit 1
@@ -614,5 +642,22 @@ if [ "$CHECK" = 1 ]; then
     exit 0
 fi
 [ "$PROBLEMS" = 0 ] || exit 1
-note "instance ready in $ROOT; start it with: s6-svscan $ROOT/service"
+# services already running (a repair, or an upgrade) keep the programs they
+# were started with: say so, rather than "start it"
+RUNNING=""
+for s in $SERVICES; do
+    [ "$(s6-svstat -o up "$ROOT/service/$s" 2>/dev/null)" = true ] && RUNNING="$RUNNING $s"
+done
+if [ -z "$RUNNING" ]; then
+    note "instance ready in $ROOT; start it with: s6-svscan $ROOT/service"
+    exit 0
+fi
+stale_programs
+if [ -n "$STALE$CHANGED" ]; then
+    [ -z "$STALE" ] || note "running processes still run the old copy of$STALE"
+    [ -z "$CHANGED" ] || note "rewritten:$CHANGED"
+    note "instance ready in $ROOT; the running services ($(echo $RUNNING)) use the new programs and run scripts once they restart: $RESTART"
+else
+    note "instance ready in $ROOT; running:$RUNNING (nothing to restart)"
+fi
 exit 0

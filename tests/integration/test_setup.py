@@ -942,6 +942,47 @@ class RunningInstance(unittest.TestCase):
             if 'smtp-listener' in inst.services:
                 smtp_dialogue(inst.port('smtp'), [(None, '220'), ('QUIT', '221')])
 
+    def test_upgrade_while_running_says_what_to_restart(self):
+        """Re-running setup on a running instance (the upgrade README
+        describes) replaces ROOT/bin, but the daemons keep the programs
+        they started with: setup says which and how to restart them (it
+        said "start it with: s6-svscan", of an instance already running),
+        --check warns, and after the restart nothing is left to do."""
+        need(self, 'queue-manager')
+        with Instance() as inst:
+            def setup(bindir, *extra):
+                r = subprocess.run([os.path.join(bindir, 'postern-setup'), '--root', inst.root]
+                                   + list(extra), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+                self.assertEqual(r.returncode, 0, r.stdout)
+                return r.stdout
+            out = setup(harness.BIN)
+            self.assertNotIn('start it with', out)
+            self.assertIn('nothing to restart', out)
+            newbin = tempfile.mkdtemp(prefix='postern-newbin-')
+            try:
+                for n in os.listdir(harness.BIN):
+                    p = os.path.join(harness.BIN, n)
+                    if os.path.isfile(p) and os.access(p, os.X_OK):
+                        shutil.copy2(p, newbin)
+                with open(os.path.join(newbin, 'queue-manager'), 'ab') as f:
+                    f.write(b'\0')          # another build of it
+                out = setup(newbin)
+                self.assertIn('still run the old copy of queue-manager', out)
+                self.assertIn('s6-svc -r', out)
+                out = setup(newbin, '--check')
+                self.assertIn('warning: running processes still run the old copy of queue-manager', out)
+                pid = inst.service_pid('queue-manager')
+                inst.svc('queue-manager', '-r')
+                inst.wait_for(lambda: inst.service_pid('queue-manager') not in (None, pid),
+                              what='queue-manager restart')
+                inst.wait_ready('queue-manager')
+                out = setup(newbin)
+                self.assertIn('nothing to restart', out)
+                self.assertNotIn('old copy', setup(newbin, '--check'))
+            finally:
+                shutil.rmtree(newbin)
+
     def test_user_added_while_running_gets_mail(self):
         need(self, 'smtp-listener', 'queue-inject', 'queue-manager', 'local-deliverer',
              'postern-user', 'pop3-listener', 'auth-checker')
