@@ -451,7 +451,11 @@ check_conf() {
             grep -q "^$t:" "$ROOT/conf/mailboxes" 2>/dev/null && continue
             grep -q "^$t:" "$ROOT/conf/aliases" 2>/dev/null && continue
             echo "$prog: warning: the postmaster alias points at '$t', which is not a postern user: mail to postmaster bounces"
-            echo "    fix: postern-user --root $ROOT add NAME, then set 'postmaster: NAME' (and abuse) in conf/aliases"
+            if [ "$t" = root ]; then
+                echo "    fix: $ROOT/bin/postern-user --root $ROOT add NAME, then set 'postmaster: NAME' (and abuse) in conf/aliases"
+            else
+                echo "    fix: $ROOT/bin/postern-user --root $ROOT add $t (or point 'postmaster:' and 'abuse:' in conf/aliases at an existing user)"
+            fi
         done
     fi
     for f in mailboxes users; do

@@ -426,6 +426,22 @@ class SetupTree(unittest.TestCase):
         # --check changes nothing
         self.assertNotEqual(owner(r + '/queue/todo'), (u('postern-queue'), g('postern-queue'), 0o700))
 
+    def test_check_postmaster_fix_can_be_run(self):
+        """The postmaster warning's fix names ROOT/bin/postern-user (no
+        postern-user is on PATH) and, for --postmaster you, the user to
+        add: "add NAME, then set postmaster: NAME" told an operator who
+        had set it already to do it again."""
+        r = self.inst.root
+        chk = self.setup_again('--check')
+        self.assertIn('fix: %s/bin/postern-user --root %s add NAME, then' % (r, r), chk.stdout)
+        with open(r + '/conf/aliases') as f:
+            text = f.read()
+        with open(r + '/conf/aliases', 'w') as f:
+            f.write(text.replace('postmaster: root', 'postmaster: you'))
+        chk = self.setup_again('--check')
+        self.assertIn("warning: the postmaster alias points at 'you'", chk.stdout)
+        self.assertIn('fix: %s/bin/postern-user --root %s add you (or point' % (r, r), chk.stdout)
+
     def test_check_finds_stale_run_script(self):
         need(self, 'smtp-listener')
         run = self.inst.path('service', 'smtp-listener', 'run')
