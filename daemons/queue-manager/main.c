@@ -23,6 +23,7 @@
 
 #include "deliver_proto.h"
 #include "err.h"
+#include "filesig.h"
 #include "io.h"
 #include "log.h"
 #include "privdrop.h"
@@ -167,16 +168,43 @@ static void reload_send(struct qm *q, int c)
     } else log_error(NULL, "deliverer=%s reload=failed error=\"%s\"", ch->name, strerror(errno));
 }
 
-static void reload(struct qm *q)
+/* postern.conf as it was when last read (or tried): a change is taken in
+ * without a signal, checked once a second (and read once the file has
+ * settled), so that a domain added to
+ * local_domains is local here as soon as smtp-listener, reloaded, takes
+ * mail for it (sent to the domain's MX meanwhile, it bounced) */
+static struct filesig conf_sig;
+static char conf_path[4096];
+static time_t conf_checked;
+
+static void reload(struct qm *q, const char *why)
 {
     struct config nc;
     char err[512];
     got_hup = 0;
-    if (!config_load(&nc, q->root, err, sizeof err)) { log_error(NULL, "event=reload status=refused error=\"%s\" kept=previous", err); return; }
+    filesig_read(conf_path, &conf_sig);
+    if (!config_load(&nc, q->root, err, sizeof err)) {
+        log_error(NULL, "event=reload status=refused error=\"%s\" kept=previous trigger=%s", err, why);
+        return;
+    }
     q->cfg = nc;
     limits(q);
-    log_info(NULL, "event=reload status=ok");
+    log_info(NULL, "event=reload status=ok trigger=%s", why);
     for (int c = 0; c < QM_NCHAN; c++) reload_send(q, c);
+}
+
+/* once a second: has postern.conf changed since it was read, and been
+ * left alone for FILESIG_SETTLE seconds since (an editor that rewrites it
+ * in place must not be read half way: an empty postern.conf is a valid
+ * one, all defaults)? */
+static int conf_changed(time_t now)
+{
+    if (now == conf_checked) return 0;
+    conf_checked = now;
+    struct filesig cur;
+    filesig_read(conf_path, &cur);
+    if (filesig_same(&cur, &conf_sig)) return 0;
+    return !cur.found || now - cur.mtime.tv_sec >= FILESIG_SETTLE;
 }
 
 static int loop(struct qm *q, int trig)
@@ -186,7 +214,8 @@ static int loop(struct qm *q, int trig)
     for (;;) {
         now = time(NULL);
         while (waitpid(-1, NULL, WNOHANG) > 0) {}
-        if (got_hup) reload(q);
+        if (got_hup) reload(q, "signal");
+        else if (conf_changed(now)) reload(q, "file_changed");
         if (got_term && !q->stopping) {
             q->stopping = 1;
             stop_at = now + QM_STOP_WAIT;
@@ -208,6 +237,7 @@ static int loop(struct qm *q, int trig)
         time_t wake = next_todo < next_all ? next_todo : next_all, w = qm_next_wake(q);
         if (w != (time_t)-1 && w < wake && !q->stopping) wake = w;
         if (stop_at && stop_at < wake) wake = stop_at;
+        if (wake > now + 1) wake = now + 1;         /* conf_changed's second */
         struct timespec ts = { wake > now ? wake - now : 0, 0 };
         long long due = q->nrm ? q->rm_due : -1;   /* removals waiting for their flush */
         if (save_at >= 0 && (due < 0 || save_at < due)) due = save_at;   /* results waiting for their rewrite */
@@ -243,6 +273,8 @@ int main(int argc, char **argv)
     if (ready >= 0 && fcntl(ready, F_SETFD, FD_CLOEXEC) < 0) ready = -1;   /* not open: no one to tell */
     q.root = config_root(optind < argc ? argv[optind] : NULL);
     if (!q.root) die_perm("usage: queue-manager [-d FD] ROOT");
+    snprintf(conf_path, sizeof conf_path, "%s/conf/postern.conf", q.root);
+    filesig_read(conf_path, &conf_sig);
     if (!config_load(&q.cfg, q.root, err, sizeof err)) die_perm("%s", err);
     limits(&q);
     signals();

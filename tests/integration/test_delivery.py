@@ -1020,6 +1020,26 @@ class DeliveryTest(unittest.TestCase):
         time.sleep(0.5)
         self.assertEqual(self.inst.maildir_messages('bob'), [])   # delete sends no bounce
 
+    def test_postern_conf_change_taken_without_a_signal(self):
+        """queue-manager looks at postern.conf once a second and takes a
+        change in as a SIGHUP would: an operator who added a domain to
+        local_domains and reloaded only smtp-listener (which then took mail
+        for it) had queue-manager send that mail to the domain's MX, where
+        it bounced"""
+        qid = inject(self.inst, 'bob@example.test', ['alice@new.test'], b'Subject: new\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=alice@new.test result=deferred status="4.4.1' % qid)
+        self.inst.set_conf(local_domains='example.test localhost new.test')
+        self.inst.wait_log('queue-manager', 'event=reload status=ok trigger=file_changed')
+        self.inst.run('postern-queue', 'flush')
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'Delivered-To: alice@new.test\n', data)
+        self.wait_queue_empty()
+        # a broken file is refused and the settings in use are kept
+        self.inst.set_conf(local_concurrency='many')
+        self.inst.wait_log('queue-manager', 'event=reload status=refused')
+        inject(self.inst, 'bob@example.test', ['alice@new.test'], b'Subject: again\n\nx\n')
+        self.wait_msgs('alice', 2)
+
     def test_postern_queue_deletes_many(self):
         """delete ID..., delete - (IDs on stdin, one a line, as postsuper -d -
         reads them) and delete ALL (postsuper -d ALL): an operator purging a
