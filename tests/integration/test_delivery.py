@@ -441,6 +441,23 @@ class DeliveryTest(unittest.TestCase):
         self.wait_queue_empty()
         self.assertEqual(self.inst.maildir_messages('alice'), [])
 
+    def test_delivered_to_loop_folded_or_case_changed(self):
+        """A Delivered-To: line another host refolded (the value on a
+        continuation line), or wrote with white space before the colon and
+        in other case, still marks the message as already delivered to
+        alice: a loop (5.4.6), not one more copy each round. Before, only
+        an unfolded "Delivered-To: alice@..." on one line was seen."""
+        for hdr in (b'Delivered-To:\n alice@example.test\n',
+                    b'DELIVERED-TO :\r\n\t<ALICE@Example.Test>\r\n'):
+            with self.subTest(hdr=hdr):
+                inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                       hdr + b'Subject: round again\n\nx\n')
+        msgs = self.wait_msgs('bob', 2)
+        for _, data in msgs:
+            self.check_report(data, '5.4.6', 'alice@example.test')
+        self.wait_queue_empty()
+        self.assertEqual(self.inst.maildir_messages('alice'), [])
+
     def test_forward_and_success_notice(self):
         a, b = socket.socketpair()
         p = subprocess.Popen([self.inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b)
