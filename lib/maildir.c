@@ -217,7 +217,9 @@ int maildir_usage(const char *dir, unsigned long long *bytes)
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) continue;
                 v = (unsigned long long)st.st_size;
             }
-            *bytes += v;
+            /* names are the mailbox owner's to choose: the sum saturates
+             * rather than wrap to a small number under the quota */
+            *bytes = v > ~0ULL - *bytes ? ~0ULL : *bytes + v;
         }
         closedir(d);
     }

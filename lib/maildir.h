@@ -33,7 +33,8 @@ int maildir_deliver(const char *dir, const char *host, const char *prefix, size_
                     int msgfd, char *name, size_t namelen);
 
 /* Bytes held in new/ and cur/ of dir (the sizes of regular files; the
- * Maildir++ ",S=<size>" of a name is trusted when present). 1, or 0 with errno. */
+ * Maildir++ ",S=<size>" of a name is trusted when present), the sum
+ * saturating at ULLONG_MAX. 1, or 0 with errno. */
 int maildir_usage(const char *dir, unsigned long long *bytes);
 
 /* 1 if the message's header section (read from msgfd at offset 0, at most

@@ -189,6 +189,15 @@ START_TEST(test_usage)
     close(t);
     ck_assert(maildir_usage(md, &used));
     ck_assert_uint_eq(used, 1013);
+    /* sizes in names that add up past 2^64 (each under 10^16, the most one
+     * name may claim): the sum stops at the top, it does not wrap to a
+     * small number that a quota would let pass */
+    for (int i = 0; i < 1900; i++) {
+        snprintf(p, sizeof p, "%s/cur/%d.h,S=9999999999999999:2,", md, i);
+        ck_assert_int_eq(close(open(p, O_CREAT | O_WRONLY, 0600)), 0);
+    }
+    ck_assert(maildir_usage(md, &used));
+    ck_assert(used == ~0ULL);
     close(fd);
 }
 END_TEST
