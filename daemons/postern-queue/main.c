@@ -131,6 +131,11 @@ static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
         struct dirent *de;
         while ((de = readdir(d))) {
             if (!envelope_id_valid(de->d_name)) continue;
+            if (envelope_id_hash(de->d_name) != sub[4]) {   /* queue-manager skips it too */
+                fprintf(stderr, "postern-queue: %s: misplaced in %s (belongs in env/%c)\n", de->d_name, sub,
+                        envelope_id_hash(de->d_name));
+                continue;
+            }
             if (*n == cap) {
                 cap = cap ? cap * 2 : 64;
                 void *nv = realloc(v, cap * sizeof *v);

@@ -160,6 +160,24 @@ class QueueAdverseTest(unittest.TestCase):
             self.assertIn('postern-queue: %s: ' % qid, r.stderr)
         self.assertIn('postern-queue: %s: id field 7' % qids['id field'], r.stderr)
 
+    def test_misplaced_envelope_is_named(self):
+        """An envelope put back by hand into another env/<h> than its id's
+        is found by nothing that looks it up by id: queue-manager and
+        postern-queue passed over it without a word, a message neither
+        delivered nor listed. Both now name it at each look."""
+        qid = inject(self.inst, 'bob@example.test', ['dave@far.test'], b'Subject: x\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=dave@far.test result=deferred' % qid)
+        self.qm_down()
+        other = '0' if qid[-1] != '0' else '1'
+        os.rename(self.inst.path('queue', 'env', qid[-1], qid), self.inst.path('queue', 'env', other, qid))
+        self.qm_up()
+        self.inst.wait_log('queue-manager', '%s envelope=misplaced dir=env/%s want=env/%s action=skipped'
+                           % (qid, other, qid[-1]))
+        r = self.inst.run('postern-queue', 'list')
+        self.assertNotIn(qid, r.stdout)
+        self.assertIn('postern-queue: %s: misplaced in env/%s (belongs in env/%s)' % (qid, other, qid[-1]),
+                      r.stderr)
+
     def test_trigger_not_a_fifo_is_refused(self):
         """lock/trigger replaced by a regular file: queue-manager polled it,
         always readable, in a busy loop that used a whole CPU, and
