@@ -217,7 +217,9 @@ int maildir_usage(const char *dir, unsigned long long *bytes)
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) continue;
                 v = (unsigned long long)st.st_size;
             }
-            *bytes += v;
+            /* names are the mailbox owner's to choose: the sum saturates
+             * rather than wrap to a small number under the quota */
+            *bytes = v > ~0ULL - *bytes ? ~0ULL : *bytes + v;
         }
         closedir(d);
     }
@@ -233,11 +235,27 @@ static int value_is(const char *v, size_t n, const char *addr)
     return n == strlen(addr) && !strncasecmp(v, addr, n);
 }
 
+/* line[0..n) starts a "Delivered-To" field, white space allowed before the
+ * colon (RFC 5322 4.5.3, obsolete syntax): the offset after the colon, or 0 */
+static size_t delivered_to_name(const char *line, size_t n)
+{
+    static const char key[] = "delivered-to";
+    size_t k = sizeof key - 1;
+    if (n <= k || strncasecmp(line, key, k)) return 0;
+    while (k < n && (line[k] == ' ' || line[k] == '\t')) k++;
+    return k < n && line[k] == ':' ? k + 1 : 0;
+}
+
+/* the value of a Delivered-To field, unfolded (its continuation lines
+ * joined): longer than this it cannot be an address */
+#define DELIVERED_TO_VALUE_MAX 1024
+
 int maildir_has_delivered_to(int msgfd, const char *addr)
 {
     char *b = malloc(MAILDIR_HEADER_SCAN_MAX);
-    size_t len = 0;
-    int eof = 0;
+    char val[DELIVERED_TO_VALUE_MAX];
+    size_t len = 0, vl = 0;
+    int eof = 0, in_field = 0, over = 0;
     if (!b) return -1;
     while (len < MAILDIR_HEADER_SCAN_MAX) {
         ssize_t r = pread(msgfd, b + len, MAILDIR_HEADER_SCAN_MAX - len, (off_t)len);
@@ -248,7 +266,6 @@ int maildir_has_delivered_to(int msgfd, const char *addr)
     }
     size_t off = 0;
     int found = 0;
-    static const char key[] = "delivered-to:";
     while (off < len && !found) {
         const char *line = b + off;
         const char *nl = memchr(line, '\n', len - off);
@@ -257,11 +274,25 @@ int maildir_has_delivered_to(int msgfd, const char *addr)
         size_t n = (size_t)(nl - line);
         off += n + 1;
         if (n && line[n - 1] == '\r') n--;
+        if (in_field && n && (line[0] == ' ' || line[0] == '\t')) {
+            /* a continuation line: the value unfolded */
+            if (n > sizeof val - vl) over = 1;
+            else { memcpy(val + vl, line, n); vl += n; }
+            continue;
+        }
+        if (in_field && !over && value_is(val, vl, addr)) found = 1;
+        in_field = 0;
         if (!n) break;                               /* end of the header */
-        if (n > sizeof key - 1 && !strncasecmp(line, key, sizeof key - 1) &&
-            value_is(line + sizeof key - 1, n - (sizeof key - 1), addr))
-            found = 1;
+        size_t k = delivered_to_name(line, n);
+        if (k) {
+            in_field = 1;
+            over = n - k > sizeof val;
+            vl = over ? 0 : n - k;
+            if (vl) memcpy(val, line + k, vl);
+        }
     }
+    /* a field on the message's last lines (not one the scan cut) */
+    if (in_field && eof && off >= len && !over && value_is(val, vl, addr)) found = 1;
     free(b);
     return found;
 }

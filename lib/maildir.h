@@ -33,13 +33,15 @@ int maildir_deliver(const char *dir, const char *host, const char *prefix, size_
                     int msgfd, char *name, size_t namelen);
 
 /* Bytes held in new/ and cur/ of dir (the sizes of regular files; the
- * Maildir++ ",S=<size>" of a name is trusted when present). 1, or 0 with errno. */
+ * Maildir++ ",S=<size>" of a name is trusted when present), the sum
+ * saturating at ULLONG_MAX. 1, or 0 with errno. */
 int maildir_usage(const char *dir, unsigned long long *bytes);
 
 /* 1 if the message's header section (read from msgfd at offset 0, at most
- * MAILDIR_HEADER_SCAN_MAX bytes) holds a "Delivered-To:" field whose value
- * (spaces trimmed) is addr, case-insensitively; 0 if not; -1 with errno on a
- * read error. */
+ * MAILDIR_HEADER_SCAN_MAX bytes) holds a "Delivered-To:" field (the name in
+ * any case, white space allowed before the colon) whose value (unfolded,
+ * spaces trimmed, "<>" around it taken off) is addr, case-insensitively; 0
+ * if not; -1 with errno on a read error. */
 int maildir_has_delivered_to(int msgfd, const char *addr);
 
 #endif

@@ -417,6 +417,19 @@ static void reply_status(struct txn *t, const char *what)
     snprintf(t->status, t->cap, "%s host %s said: %s (in reply to %s)", st, t->peer, sum, what);
 }
 
+/* 1 with the status set if the server spoke out of turn: bytes are in
+ * after the reply we waited for, before our next command went out. Read
+ * on, they would be taken for that command's reply: a refusal of RCPT
+ * for DATA's, and a "250" sent along with the 354 for the end of data,
+ * the message then going to a server that reads it as commands. */
+static int out_of_turn(struct txn *t, const char *what)
+{
+    struct smtp_conn *c = t->c;
+    if (!smtp_buffered(c) && !(c->tr.pending && c->tr.pending(c->tr.ctx))) return 0;
+    snprintf(t->status, t->cap, "4.4.2 bad reply from server %s (reply out of turn, before %s)", t->peer, what);
+    return 1;
+}
+
 static int read_reply(struct txn *t, const char *what, int timeout_ms)
 {
     if (smtp_read_reply(t->c, &t->r, timeout_ms)) return 1;
@@ -455,6 +468,7 @@ void smtp_quit(struct smtp_conn *c)
 
 static int ehlo(struct txn *t, const struct smtp_job *j, struct smtp_ext *ext)
 {
+    if (out_of_turn(t, "EHLO")) return 0;
     if (!cmd(t, "EHLO %s", j->helo) || !smtp_flush(t->c)) { io_status(t, "EHLO"); return 0; }
     if (!read_reply(t, "EHLO", t->c->timeout_ms)) return 0;
     if (t->r.code == 250) { smtp_ext_parse(ext, &t->r); return 1; }
@@ -548,10 +562,11 @@ static enum smtp_outcome open_session(struct txn *t, const struct smtp_job *j,
         memcpy(plain + 2 + ul, j->auth_pass, pl);
         int ok = smtp_base64((unsigned char *)plain, ul + pl + 2, b64, sizeof b64);
         explicit_bzero(plain, sizeof plain);
-        ok = ok && cmd(t, "AUTH PLAIN %s", b64) && smtp_flush(t->c);
+        int turn = out_of_turn(t, "AUTH");
+        ok = ok && !turn && cmd(t, "AUTH PLAIN %s", b64) && smtp_flush(t->c);
         explicit_bzero(b64, sizeof b64);
         explicit_bzero(t->c->out, sizeof t->c->out);
-        if (!ok) { io_status(t, "AUTH"); return SMTP_NEXT_HOST; }
+        if (!ok) { if (!turn) io_status(t, "AUTH"); return SMTP_NEXT_HOST; }
         if (!read_reply(t, "AUTH", t->c->timeout_ms)) return SMTP_NEXT_HOST;
         if (t->r.code != 235) {
             reply_status(t, "AUTH");
@@ -711,6 +726,7 @@ static void settle(struct smtp_rcpt *r, size_t n, const int *open, enum smtp_out
 static int mail_reply(struct txn *t, int reused, const char *flushing, enum smtp_outcome *o)
 {
     *o = reused ? SMTP_RECONNECT : SMTP_TEMPFAIL;
+    if (!reused && out_of_turn(t, "MAIL FROM")) return 0;
     if (!smtp_flush(t->c)) { io_status(t, flushing); return 0; }
     if (!read_reply(t, "MAIL FROM", t->c->timeout_ms)) return 0;
     if (t->r.code == 421) {
@@ -841,8 +857,9 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         if (!open[i]) continue;
         if (!ext.pipelining) {
             rcpt_params(&ext, &r[i], utf8_param, rparam, sizeof rparam);
-            if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam) || !smtp_flush(c)) {
-                io_status(t, "RCPT TO");
+            int turn = out_of_turn(t, "RCPT TO");
+            if (turn || !cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam) || !smtp_flush(c)) {
+                if (!turn) io_status(t, "RCPT TO");
                 if (!answered) return SMTP_TEMPFAIL;
                 settle(r, n, open, SMTP_TEMPFAIL, status);
                 return SMTP_DELIVERED;
@@ -878,9 +895,11 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     /* from here on, open[] marks the accepted recipients */
     if (!accepted) { quit(t); return SMTP_DELIVERED; }
 
+    if (out_of_turn(t, "DATA")) goto settle_all;
     if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); goto settle_all; }
     if (!read_reply(t, "DATA", c->timeout_ms)) goto settle_all;
     if (t->r.code / 100 != 3) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
+    if (out_of_turn(t, "message content")) goto settle_all;
     if (!smtp_send_message(c, j->msgfd, NULL)) {
         if (errno == EIO || errno == EBADF) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
         else io_status(t, "message content");

@@ -54,6 +54,9 @@ struct smtp_transport {
     /* >0: bytes moved; 0: end of stream (read only); -1: errno (ETIMEDOUT) */
     ssize_t (*read)(void *ctx, void *p, size_t n, int timeout_ms);
     ssize_t (*write)(void *ctx, const void *p, size_t n, int timeout_ms);
+    /* NULL, or 1 if the transport holds bytes read but not yet returned
+     * (TLS: a decrypted record) */
+    int (*pending)(void *ctx);
 };
 
 struct smtp_conn {

@@ -223,7 +223,8 @@ void local_mbox_deliver(const struct dp_mbox *m, int msgfd, struct dp_result *r)
             buf_free(&pre);
             return;
         }
-        if (used + (unsigned long long)st.st_size + pre.len > m->quota) {
+        unsigned long long size = (unsigned long long)st.st_size + pre.len;
+        if (used > m->quota || size > m->quota - used) {
             result_set(r, DP_TEMPORARY, "4.2.2 mailbox full");
             buf_free(&pre);
             return;

@@ -88,6 +88,13 @@ static int load(const char *root, const char *id, struct envelope *e, long long 
     int ok = envelope_parse(e, b.s, b.len, why, sizeof why);
     buf_free(&b);
     if (!ok) { fprintf(stderr, "postern-queue: %s: %s\n", id, why); return 0; }
+    if (strcmp(e->id, id)) {
+        /* queue-manager will not use it either (envelope=unreadable): listed
+         * under the id inside, it could be neither shown nor deleted by it */
+        fprintf(stderr, "postern-queue: %s: id field %s\n", id, e->id);
+        envelope_free(e);
+        return 0;
+    }
     *size = 0;
     if (queue_path(path, sizeof path, root, QUEUE_MESS, id) && stat(path, &st) == 0) *size = st.st_size;
     return 1;
@@ -124,6 +131,11 @@ static char (*ids_all(const char *root, size_t *n))[ENV_ID_LEN + 1]
         struct dirent *de;
         while ((de = readdir(d))) {
             if (!envelope_id_valid(de->d_name)) continue;
+            if (envelope_id_hash(de->d_name) != sub[4]) {   /* queue-manager skips it too */
+                fprintf(stderr, "postern-queue: %s: misplaced in %s (belongs in env/%c)\n", de->d_name, sub,
+                        envelope_id_hash(de->d_name));
+                continue;
+            }
             if (*n == cap) {
                 cap = cap ? cap * 2 : 64;
                 void *nv = realloc(v, cap * sizeof *v);

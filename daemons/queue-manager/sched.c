@@ -395,6 +395,11 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
         }
         log_error(m->id, "envelope=unusable error=\"%s\" retry=600s", strerror(errno));
         m->wake = now + 600;
+        /* a flush asked for this one try: left set, qm_dispatch tried it
+         * again at once, each turn of the loop, for as long as it stayed
+         * unusable (a CPU spun, ~2,000 log lines a second) */
+        m->flush = 0;
+        m->waiting = 0;
         return;
     }
     if (m->unsaved) save(q, m);

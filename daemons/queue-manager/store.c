@@ -275,26 +275,35 @@ static void take(struct qm *q, const char *id, int from_todo)
     if (from_todo && queue_path(path, sizeof path, q->root, QUEUE_TODO, id)) unlink(path);
 }
 
-static void scan_dir(struct qm *q, const char *sub, int from_todo)
+/* h: the env/<h> being scanned, 0 for todo/. An envelope in another
+ * env/<h> than its id's (put back by hand into the wrong one) is found
+ * there by nothing that looks it up by id: it is named at each full scan,
+ * not silently passed over */
+static void scan_dir(struct qm *q, const char *sub, int from_todo, char h)
 {
     char dir[QUEUE_PATH_MAX];
     if (!queue_dir(dir, sizeof dir, q->root, sub)) return;
     DIR *d = opendir(dir);
     if (!d) { log_error(NULL, "scan=%s error=\"%s\"", sub, strerror(errno)); return; }
     struct dirent *de;
-    while ((de = readdir(d)))
-        if (envelope_id_valid(de->d_name)) take(q, de->d_name, from_todo);
+    while ((de = readdir(d))) {
+        if (!envelope_id_valid(de->d_name)) continue;
+        if (h && envelope_id_hash(de->d_name) != h)
+            log_error(de->d_name, "envelope=misplaced dir=%s want=env/%c action=skipped", sub,
+                      envelope_id_hash(de->d_name));
+        else take(q, de->d_name, from_todo);
+    }
     closedir(d);
 }
 
-void qm_scan_todo(struct qm *q) { scan_dir(q, "todo", 1); }
+void qm_scan_todo(struct qm *q) { scan_dir(q, "todo", 1, 0); }
 
 void qm_scan_all(struct qm *q)
 {
-    scan_dir(q, "todo", 1);
+    scan_dir(q, "todo", 1, 0);
     for (int h = 0; h < 16; h++) {
         char sub[16];
         snprintf(sub, sizeof sub, "env/%X", h);
-        scan_dir(q, sub, 0);
+        scan_dir(q, sub, 0, sub[4]);
     }
 }

@@ -67,6 +67,13 @@ static ssize_t tls_write(void *ctx, const void *p, size_t n, int timeout_ms)
     }
 }
 
+/* decrypted application bytes not yet handed to the reader */
+static int tls_app_pending(void *ctx)
+{
+    struct tls_client *t = ctx;
+    return t->ssl && SSL_pending(t->ssl) > 0;
+}
+
 static void ssl_why(char *why, size_t whylen, const char *what)
 {
     unsigned long e = ERR_get_error();
@@ -201,6 +208,7 @@ int tls_client_starttls(void *tls_client, struct smtp_conn *c, char *why, size_t
     c->tr.ctx = t;
     c->tr.read = tls_read;
     c->tr.write = tls_write;
+    c->tr.pending = tls_app_pending;
     c->inpos = c->inlen = 0;
     return 1;
 }

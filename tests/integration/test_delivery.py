@@ -441,6 +441,23 @@ class DeliveryTest(unittest.TestCase):
         self.wait_queue_empty()
         self.assertEqual(self.inst.maildir_messages('alice'), [])
 
+    def test_delivered_to_loop_folded_or_case_changed(self):
+        """A Delivered-To: line another host refolded (the value on a
+        continuation line), or wrote with white space before the colon and
+        in other case, still marks the message as already delivered to
+        alice: a loop (5.4.6), not one more copy each round. Before, only
+        an unfolded "Delivered-To: alice@..." on one line was seen."""
+        for hdr in (b'Delivered-To:\n alice@example.test\n',
+                    b'DELIVERED-TO :\r\n\t<ALICE@Example.Test>\r\n'):
+            with self.subTest(hdr=hdr):
+                inject(self.inst, 'bob@example.test', ['alice@example.test'],
+                       hdr + b'Subject: round again\n\nx\n')
+        msgs = self.wait_msgs('bob', 2)
+        for _, data in msgs:
+            self.check_report(data, '5.4.6', 'alice@example.test')
+        self.wait_queue_empty()
+        self.assertEqual(self.inst.maildir_messages('alice'), [])
+
     def test_forward_and_success_notice(self):
         a, b = socket.socketpair()
         p = subprocess.Popen([self.inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b)
@@ -659,6 +676,37 @@ class DeliveryTest(unittest.TestCase):
                                             'status="4.2.2 mailbox full"' % qid)
         self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
         self.assertEqual(self.inst.queue_ids(), [qid])
+
+    def test_quota_at_the_limit_and_sizes_past_2_64(self):
+        """A message that fills the quota to the octet is delivered, one
+        octet more is not. Maildir++ sizes in the names (the mailbox
+        owner's to choose) that add up to 2^64 + 100 count as a full
+        mailbox: the sum wrapped to 100 and let mail past the quota."""
+        self.inst.set_conf(mailbox_quota='1000')
+        self.inst.reload('queue-manager')
+        self.inst.wait_log('queue-manager', 'event=reload status=ok')
+        pre = b'Return-Path: <bob@example.test>\nDelivered-To: alice@example.test\n'
+        head = b'Subject: fills it\n\n'
+        inject(self.inst, 'bob@example.test', ['alice@example.test'],
+               head + b'y' * (1000 - len(pre) - len(head) - 1) + b'\n')
+        (path, data), = self.wait_msgs('alice')
+        self.assertEqual(len(data), 1000)
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'')
+        self.inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=deferred '
+                                            'status="4.2.2 mailbox full"' % qid)
+        self.inst.run('postern-queue', 'delete', qid)
+        self.wait_queue_empty()
+        os.unlink(path)
+        cur = os.path.join(self.inst.maildir('alice'), 'cur')
+        v = 10 ** 16 - 1
+        k, r = divmod(2 ** 64 + 100, v)
+        for i in range(k):
+            open(os.path.join(cur, '%d.h,S=%d:2,' % (i, v)), 'w').close()
+        open(os.path.join(cur, 'last.h,S=%d:2,' % r), 'w').close()
+        qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: small\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=alice@example.test result=deferred '
+                                            'status="4.2.2 mailbox full"' % qid)
+        self.assertEqual(os.listdir(os.path.join(self.inst.maildir('alice'), 'new')), [])
 
     def test_maildir_of_another_owner_or_world_writable_refused(self):
         # a Maildir (or tmp/ new/ cur/) that another user owns, or anyone

@@ -111,6 +111,73 @@ class QueueAdverseTest(unittest.TestCase):
         self.assertIn('%s birth=' % qid, log)
         self.wait_queue_empty()
 
+    def test_unusable_envelope_is_tried_once_per_flush(self):
+        """An envelope queue-manager cannot use (an operator's edit left an
+        unknown field, a line too long, another version, another id) is
+        named in the log and tried again in 10 minutes, or once more on a
+        flush. After a flush it was tried again on every turn of the loop,
+        as long as it stayed unusable: a CPU spinning and about 2,000 log
+        lines a second."""
+        edits = {'unknown field': lambda t: t + 'colour blue\n',
+                 'line too long': lambda t: t.replace('client ', 'client ' + 'x' * 5000, 1),
+                 'not a postern-envelope 1 file': lambda t: t.replace('postern-envelope 1', 'postern-envelope 2'),
+                 'id field': lambda t: t.replace('id 6', 'id 7', 1)}
+        qids = {why: inject(self.inst, 'bob@example.test', ['dave@far.test'], b'Subject: x\n\nx\n')
+                for why in edits}
+        for qid in qids.values():
+            self.inst.wait_log('queue-manager', '%s rcpt=dave@far.test result=deferred' % qid)
+        self.qm_down()
+        for why, edit in edits.items():
+            path = self.inst.path('queue', 'env', qids[why][-1], qids[why])
+            st = os.stat(path)
+            with open(path) as f:
+                text = f.read()
+            with open(path + '.new', 'w') as f:
+                f.write(edit(text))
+            os.chown(path + '.new', st.st_uid, st.st_gid)
+            os.rename(path + '.new', path)
+        self.qm_up()
+        for why, qid in qids.items():
+            self.inst.wait_log('queue-manager', '%s envelope=unreadable why="' % qid)
+            line, = [l for l in self.inst.log('queue-manager').splitlines() if qid + ' envelope=unreadable' in l]
+            self.assertIn(why, line)
+        self.inst.run('postern-queue', 'flush')
+        self.inst.wait_log('queue-manager', 'flush=requested')
+        # a message queued after the flush, delivered: queue-manager has
+        # been round its loop since, many times over
+        for i in range(3):
+            inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after %d\n\nx\n' % i)
+            self.inst.wait_for(lambda: len(self.inst.maildir_messages('alice')) > i, 15, what='delivery')
+            time.sleep(0.2)
+        log = self.inst.log('queue-manager')
+        for qid in qids.values():
+            self.assertEqual(log.count('%s envelope=unusable' % qid), 2, log[-2000:])
+        # postern-queue names each on stderr, under its file's id, and lists
+        # none (the one with another id inside was listed under that id)
+        r = self.inst.run('postern-queue', 'list', check=False)
+        self.assertEqual(r.stdout.strip(), '')
+        for why, qid in qids.items():
+            self.assertIn('postern-queue: %s: ' % qid, r.stderr)
+        self.assertIn('postern-queue: %s: id field 7' % qids['id field'], r.stderr)
+
+    def test_misplaced_envelope_is_named(self):
+        """An envelope put back by hand into another env/<h> than its id's
+        is found by nothing that looks it up by id: queue-manager and
+        postern-queue passed over it without a word, a message neither
+        delivered nor listed. Both now name it at each look."""
+        qid = inject(self.inst, 'bob@example.test', ['dave@far.test'], b'Subject: x\n\nx\n')
+        self.inst.wait_log('queue-manager', '%s rcpt=dave@far.test result=deferred' % qid)
+        self.qm_down()
+        other = '0' if qid[-1] != '0' else '1'
+        os.rename(self.inst.path('queue', 'env', qid[-1], qid), self.inst.path('queue', 'env', other, qid))
+        self.qm_up()
+        self.inst.wait_log('queue-manager', '%s envelope=misplaced dir=env/%s want=env/%s action=skipped'
+                           % (qid, other, qid[-1]))
+        r = self.inst.run('postern-queue', 'list')
+        self.assertNotIn(qid, r.stdout)
+        self.assertIn('postern-queue: %s: misplaced in env/%s (belongs in env/%s)' % (qid, other, qid[-1]),
+                      r.stderr)
+
     def test_trigger_not_a_fifo_is_refused(self):
         """lock/trigger replaced by a regular file: queue-manager polled it,
         always readable, in a busy loop that used a whole CPU, and

@@ -444,6 +444,33 @@ class HostileServerTest(RemoteBase):
         d = self.routed(s)
         self.assert_temp_then_alive(s, d, '4.4.2 host')
 
+    def test_reply_out_of_turn_is_not_taken_for_the_next_one(self):
+        """A server that sends more replies than it was asked for (one too
+        many after the greeting, MAIL, RCPT, or a "250" right behind its 354)
+        is out of step: read on, the extra reply would be taken for the next
+        command's (a refusal of RCPT taken for DATA's, as permanent; the 250
+        taken for the end of data, a delivery, while the server then reads
+        the message as commands). The result is a temporary failure and the
+        message content is not sent (OpenSMTPD CVE-2020-8794 class)."""
+        cases = [({'greeting': b'220 sink.test ready\r\n220 sink.test again\r\n'}, 'EHLO'),
+                 ({'mail_reply': '250 2.1.0 ok\r\n250 2.1.0 extra', 'rcpt_reply': '550 5.1.1 no such user'},
+                  'RCPT TO'),
+                 ({'rcpt_reply': '250 2.1.5 ok\r\n250 2.1.5 extra'}, 'DATA'),
+                 ({'rcpt_reply': '250 2.1.5 ok\r\n250 2.1.5 extra', 'pipelining': True}, 'DATA'),
+                 ({'rcpt_reply': '250 2.1.5 ok\r\n250 2.1.5 extra', 'starttls': True}, 'DATA'),
+                 ({'data_reply': '354 go ahead\r\n250 2.0.0 queued before the data'}, 'message content'),
+                 ({'data_reply': '354 go ahead\r\n250 2.0.0 queued before the data', 'starttls': True},
+                  'message content')]
+        for knobs, before in cases:
+            with self.subTest(before=before, **{k: v for k, v in knobs.items() if k != 'greeting'}):
+                s = self.sink(**knobs)
+                d = self.routed(s)
+                self.assert_temp_then_alive(s, d, '(reply out of turn, before %s)' % before)
+                self.assertEqual(s.messages, [])
+                for rec in s.sessions:
+                    self.assertIsNone(rec['data'])
+                    self.assertEqual(rec['tls'], bool(knobs.get('starttls')))
+
     def test_starttls_then_garbage_handshake(self):
         # the server says 220 to STARTTLS and then speaks plaintext: with
         # tls=may the deliverer retries without TLS (and then succeeds)

@@ -139,6 +139,21 @@ START_TEST(test_delivered_to)
     fd = msg_fd("Subject: s\nDelivered-To: carol@example.test");
     ck_assert_int_eq(maildir_has_delivered_to(fd, "carol@example.test"), 1);
     close(fd);
+    /* folded (the value on a continuation line, as a host that refolds
+     * long fields writes it), white space before the colon, case changed */
+    fd = msg_fd("Subject: s\nDelivered-To:\r\n  <Dave@Example.TEST>\r\nDELIVERED-TO :\n\terin@example.test\n\n");
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "dave@example.test"), 1);
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "erin@example.test"), 1);
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "s"), 0);
+    close(fd);
+    fd = msg_fd("Delivered-To:\n frank@example.test");     /* folded on the unended last line */
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "frank@example.test"), 1);
+    close(fd);
+    /* a continuation of another field is not a Delivered-To value */
+    fd = msg_fd("X-Note: x\n gina@example.test\nDelivered-To: hal@example.test\n more\n\n");
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "gina@example.test"), 0);
+    ck_assert_int_eq(maildir_has_delivered_to(fd, "hal@example.test"), 0);
+    close(fd);
 }
 END_TEST
 
@@ -174,6 +189,15 @@ START_TEST(test_usage)
     close(t);
     ck_assert(maildir_usage(md, &used));
     ck_assert_uint_eq(used, 1013);
+    /* sizes in names that add up past 2^64 (each under 10^16, the most one
+     * name may claim): the sum stops at the top, it does not wrap to a
+     * small number that a quota would let pass */
+    for (int i = 0; i < 1900; i++) {
+        snprintf(p, sizeof p, "%s/cur/%d.h,S=9999999999999999:2,", md, i);
+        ck_assert_int_eq(close(open(p, O_CREAT | O_WRONLY, 0600)), 0);
+    }
+    ck_assert(maildir_usage(md, &used));
+    ck_assert(used == ~0ULL);
     close(fd);
 }
 END_TEST

@@ -20,12 +20,28 @@ static struct smtp_reply rep;
 
 static void setup(void)
 {
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    /* a packet socket: each packet is one write of the server's, as one
+     * read takes it (smtp_client knows a reply that came with another,
+     * unasked, by what the read brought beyond it) */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0);
     smtp_conn_init(&conn, sp[0], 500);
 }
 static void teardown(void) { close(sp[0]); close(sp[1]); }
 
-static void feed(const char *s) { ck_assert(fd_write_all(sp[1], s, strlen(s), 1000)); }
+/* the server's lines, each written on its own, as a server that answers
+ * each command when it comes writes them */
+static void feed(const char *s)
+{
+    while (*s) {
+        const char *nl = strchr(s, '\n');
+        size_t n = nl ? (size_t)(nl - s) + 1 : strlen(s);
+        ck_assert(fd_write_all(sp[1], s, n, 1000));
+        s += n;
+    }
+}
+
+/* s written at once: a server that says more than it was asked */
+static void feed_together(const char *s) { ck_assert(fd_write_all(sp[1], s, strlen(s), 1000)); }
 
 static int feed_lines(struct smtp_reply *r, const char *const *lines)
 {
@@ -417,6 +433,40 @@ START_TEST(test_transaction_rcpt_refused)
 }
 END_TEST
 
+START_TEST(test_transaction_reply_out_of_turn)
+{
+    /* a reply the server sent unasked, with the one before it: read on, it
+     * would answer the next command (RCPT's refusal taken for DATA's; a
+     * 250 behind the 354 taken for the end of data while the server reads
+     * the message as commands). Temporary, and nothing more is sent. */
+    char status[1024], out[4096];
+    int fd = tmpfile_with("x\n", 2);
+    struct smtp_job j = { .helo = "me.test", .sender = "", .rcpt = "c@d.test", .orcpt = "", .notify = "",
+                          .envid = "", .msgfd = fd, .size = 2, .tls = SMTP_TLS_MAY };
+    feed("220 mx\r\n250 mx\r\n");
+    feed_together("250 2.1.0 ok\r\n250 2.1.0 extra\r\n");
+    feed("550 5.1.1 no such user\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
+    ck_assert_str_eq(status, "4.4.2 bad reply from server mx (reply out of turn, before RCPT TO)");
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "EHLO me.test\r\nMAIL FROM:<>\r\n");
+    teardown();
+    setup();
+    feed("220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n");
+    feed_together("354 go\r\n250 2.0.0 queued before the data\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_TEMPFAIL);
+    ck_assert_str_eq(status, "4.4.2 bad reply from server mx (reply out of turn, before message content)");
+    drain(out, sizeof out);
+    ck_assert_str_eq(out, "EHLO me.test\r\nMAIL FROM:<>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    teardown();
+    setup();
+    feed_together("220 mx\r\n220 mx again\r\n");
+    ck_assert_int_eq(smtp_transaction(&conn, &j, NULL, NULL, "mx", status, sizeof status), SMTP_NEXT_HOST);
+    ck_assert_str_eq(status, "4.4.2 bad reply from server mx (reply out of turn, before EHLO)");
+    close(fd);
+}
+END_TEST
+
 START_TEST(test_transaction_unexpected_success_code)
 {
     /* found by fuzz_smtp_client: a 2xx that is not the expected one must
@@ -561,7 +611,8 @@ START_TEST(test_starttls_injection_and_failure)
                           .envid = "", .msgfd = -1, .tls = SMTP_TLS_MAY };
     /* bytes after the 220 to STARTTLS: the handshake is never attempted */
     hook_calls = 0;
-    feed("220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go\r\n250 injected\r\n");
+    feed("220 mx\r\n250-mx\r\n250 STARTTLS\r\n");
+    feed_together("220 go\r\n250 injected\r\n");
     ck_assert_int_eq(smtp_transaction(&conn, &j, fake_starttls, NULL, "mx", status, sizeof status),
                      SMTP_RETRY_PLAIN);
     ck_assert_int_eq(hook_calls, 0);
@@ -803,6 +854,7 @@ static Suite *suite(void)
     tcase_add_test(core, test_transaction_unexpected_success_code);
     tcase_add_test(core, test_transaction_too_big_and_bad_address);
     tcase_add_test(core, test_starttls_injection_and_failure);
+    tcase_add_test(core, test_transaction_reply_out_of_turn);
     tcase_add_test(core, test_transaction_quoted_and_utf8);
     tcase_add_test(core, test_utf8_orcpt_kept);
     tcase_add_test(core, test_multi_one_refused);
