@@ -184,6 +184,8 @@ class QueueAdverseTest(unittest.TestCase):
         postern-queue flush said "flush requested" into a file nobody
         reads. Both now say what is wrong and fail (111); queue-inject, for
         which the trigger is only a hint, no longer writes into it"""
+        # the log trails the daemon (s6-log): its start line is there first
+        self.inst.wait_log('queue-manager', 'queue-manager: info: - event=start')
         self.qm_down()
         starts = self.inst.log('queue-manager').count('event=start')
         trig = self.inst.path('queue', 'lock', 'trigger')
