@@ -357,6 +357,7 @@ class Relay(unittest.TestCase):
         self.assertIn('dave@example.com', rcpt['Final-Recipient'])
         tag2 = tag + '-dsn'
         before = len(self.a.maildir_messages('alice'))
+        passed = self.a.log('queue-manager').count(' result=s action=passed ')
         time.sleep(3)       # past remote_reuse_time (2 s): a new session, whose EHLO offers DSN
         self.sink.dsn = True
         try:
@@ -364,8 +365,15 @@ class Relay(unittest.TestCase):
             self.at_sink(tag2)
         finally:
             self.sink.dsn = False
-        self.a.wait_for(lambda: 'action=passed' in self.a.log('queue-manager'), 10)
-        time.sleep(1.5)
+        # this message's own "passed" (not an earlier test's), then its
+        # removal: queue-manager queues any report before it removes the
+        # message, so after removed=finished none can come any more
+        log = self.a.wait_for(lambda: (lambda l: l.count(' result=s action=passed ') > passed and l)(
+            self.a.log('queue-manager')), 10, what='the NOTIFY passed on')
+        qid = re.findall(r' ([0-9A-F]{16}) job=\d+ to=\S+ result=s action=passed ', log)[-1]
+        log = self.a.wait_log('queue-manager', '%s removed=finished' % qid, 10)
+        mine = [l for l in log.splitlines() if ' %s ' % qid in l]
+        self.assertEqual([l for l in mine if ' dsn=' in l], [], 'a report of its own:\n' + '\n'.join(mine))
         self.assertEqual(len(self.a.maildir_messages('alice')), before)
 
     # ---- 4. temporary failure, then success ----------------------------------
