@@ -635,6 +635,7 @@ class E2ETest(unittest.TestCase):
         os.chmod(new, 0o700)
         self.inst.run('postern-queue', 'flush')
         self.inst.wait_log('queue-manager', 'flush=requested')
+        self.wait_queue_empty()             # "kept" delivered and removed too
         starts = self.qlog().count('event=start messages=')
         self.inst.svc('queue-manager', '-t')
         self.inst.wait_for(lambda: self.qlog().count('event=start messages=') > starts, 20,
