@@ -441,6 +441,9 @@ class Pop3(unittest.TestCase):
             self.assertEqual(st['Uid'], [str(pop3)] * 4)
             self.assertEqual(st['Name'], ['pop3-session'])
             self.assertEqual(proc_status(int(st['PPid'][0]))['Name'], ['pop3-monitor'])
+            # it sandboxes itself before its greeting, and is gone once the
+            # login has handed over: checked now, while it is reading commands
+            self.assertEqual(sandbox_state(pre[0]), (1, 2), 'the pre-login session is not sandboxed')
             pop3_dialogue(self.port, [('USER alice', '+OK'), ('PASS secret', '+OK')], conn=c)
             box = procs_rooted_at(md)
             self.assertEqual(len(box), 1, 'one mailbox process chrooted in the Maildir')
@@ -453,8 +456,6 @@ class Pop3(unittest.TestCase):
             # both read the client's commands: no_new_privs and the seccomp
             # filter (lib/sandbox.h); the mailbox process had neither
             self.assertEqual(sandbox_state(box[0]), (1, 2), 'the mailbox process is not sandboxed')
-            if pre[0] in procs_rooted_at(empty):
-                self.assertEqual(sandbox_state(pre[0]), (1, 2), 'the pre-login session is not sandboxed')
             self.inst.wait_for(lambda: pre[0] not in procs_rooted_at(empty), what='the pre-login session to exit')
             pop3_dialogue(self.port, [('QUIT', '+OK')], conn=c)
 

@@ -301,6 +301,12 @@ class Relay(unittest.TestCase):
         self.submit_smtplib(self.a.port('submission'), False, msg, to=to,
                             mail_options=mail_options, rcpt_options=rcpt_options)
 
+    def no_open_session(self):
+        """wait until A has closed every session to the sink (an idle one
+        is kept remote_reuse_time, 2 s): the next message opens a new one,
+        and its EHLO sees the sink as it is set now"""
+        self.a.wait_for(lambda: self.sink.active == 0, 15, what='A to close its sessions to the sink')
+
     def at_sink(self, tag):
         def arrived():
             return [m for m in self.sink.messages if tag.encode() in (m['data'] or b'')]
@@ -313,7 +319,7 @@ class Relay(unittest.TestCase):
         """RFC 3461 5.2: what the sender asked (RET, ENVID, NOTIFY, ORCPT)
         goes on to a next hop that offers DSN; RET=HDRS was lost"""
         tag = 'relay-dsn-%d' % time.time()
-        time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
+        self.no_open_session()
         self.sink.dsn = True
         try:
             self.submit_dsn('dave@example.com', tag, ['RET=HDRS', 'ENVID=Q+2B1'],
@@ -344,7 +350,7 @@ class Relay(unittest.TestCase):
         which says the mail reached its mailbox); to one with DSN, A passes
         NOTIFY on and reports nothing itself"""
         tag = 'relay-notify-%d' % time.time()
-        time.sleep(3)       # a session an earlier test left open (remote_reuse_time 2 s) is gone
+        self.no_open_session()
         self.submit_dsn('dave@example.com', tag, [], ['NOTIFY=SUCCESS,FAILURE'])
         self.at_sink(tag)
         got = self.wait_message(self.a, 'alice', tag)
@@ -357,15 +363,23 @@ class Relay(unittest.TestCase):
         self.assertIn('dave@example.com', rcpt['Final-Recipient'])
         tag2 = tag + '-dsn'
         before = len(self.a.maildir_messages('alice'))
-        time.sleep(3)       # past remote_reuse_time (2 s): a new session, whose EHLO offers DSN
+        passed = self.a.log('queue-manager').count(' result=s action=passed ')
+        self.no_open_session()   # a new session, whose EHLO offers DSN
         self.sink.dsn = True
         try:
             self.submit_dsn('dave@example.com', tag2, [], ['NOTIFY=SUCCESS,FAILURE'])
             self.at_sink(tag2)
         finally:
             self.sink.dsn = False
-        self.a.wait_for(lambda: 'action=passed' in self.a.log('queue-manager'), 10)
-        time.sleep(1.5)
+        # this message's own "passed" (not an earlier test's), then its
+        # removal: queue-manager queues any report before it removes the
+        # message, so after removed=finished none can come any more
+        log = self.a.wait_for(lambda: (lambda l: l.count(' result=s action=passed ') > passed and l)(
+            self.a.log('queue-manager')), 10, what='the NOTIFY passed on')
+        qid = re.findall(r' ([0-9A-F]{16}) job=\d+ to=\S+ result=s action=passed ', log)[-1]
+        log = self.a.wait_log('queue-manager', '%s removed=finished' % qid, 10)
+        mine = [l for l in log.splitlines() if ' %s ' % qid in l]
+        self.assertEqual([l for l in mine if ' dsn=' in l], [], 'a report of its own:\n' + '\n'.join(mine))
         self.assertEqual(len(self.a.maildir_messages('alice')), before)
 
     # ---- 4. temporary failure, then success ----------------------------------

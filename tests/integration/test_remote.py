@@ -72,6 +72,14 @@ class RemoteBase(unittest.TestCase):
         """a deliverer routing example.net to the sink by address literal"""
         return self.deliverer('example.net [127.0.0.1]:%d %s\n' % (sink.port, opts), conf=conf, **kw)
 
+    def wait_message_end(self, s, n=1, timeout=10):
+        """wait until the sink has taken n messages' data (the final dot):
+        those deliveries are in flight, held at their end reply"""
+        deadline = time.time() + timeout
+        while sum(1 for r in s.sessions if r['data'] is not None) < n:
+            self.assertLess(time.time(), deadline, 'no message reached the sink')
+            time.sleep(0.02)
+
 
 class DeliveryTest(RemoteBase):
     def test_success_byte_exact_with_dot_stuffing(self):
@@ -649,7 +657,7 @@ class SchedulingTest(RemoteBase):
         s = self.sink(end_delay=1.0)
         d = self.routed(s)
         job = d.submit('bob@example.net', b'hi\n')
-        time.sleep(0.3)
+        self.wait_message_end(s)
         d.sock.shutdown(socket.SHUT_WR)
         r = d.result(30)
         self.assertEqual((r['J'], r['S']), (str(job), 's'))
@@ -661,7 +669,7 @@ class SchedulingTest(RemoteBase):
         d = self.routed(s, conf={'remote_per_domain': '1'})
         j1 = d.submit('a@example.net', b'hi\n')
         j2 = d.submit('b@example.net', b'hi\n')
-        time.sleep(0.3)
+        self.wait_message_end(s)
         d.proc.send_signal(signal.SIGTERM)
         got = {}
         for _ in range(2):
@@ -675,7 +683,7 @@ class SchedulingTest(RemoteBase):
         s = self.sink(stall_at='end')
         d = self.routed(s, conf={'remote_timeout': '2'})
         job = d.submit('a@example.net', MESSAGE)
-        time.sleep(0.5)
+        self.wait_message_end(s)
         t0 = time.time()
         d.proc.send_signal(signal.SIGTERM)
         r = d.result(30)

@@ -233,6 +233,17 @@ class Runner:
         if got != int(n):
             self.fail(lineno, '%s has %d messages, not %s' % (user, got, n))
 
+    def do_queue_empty(self, lineno, arg):
+        """queue-empty [SECONDS]: wait (SECONDS, default 10) until the queue holds no message:
+        everything accepted so far, and every bounce of it, is delivered or
+        dropped, so a check that nothing (more) arrived may follow"""
+        try:
+            self.inst.wait_for(lambda: not self.inst.queue_ids() and not self.inst.queue_tmp_files(),
+                               float(arg) if arg.strip() else 10,
+                               what='an empty queue')
+        except HarnessError as e:
+            self.fail(lineno, str(e))
+
     def do_mailbox_has(self, lineno, arg):
         """mailbox-has USER TEXT: one of USER's messages contains TEXT (with \\n etc.)"""
         user, _, text = arg.partition(' ')
@@ -319,6 +330,28 @@ class ScenarioFormat(unittest.TestCase):
                 inst.stop()
             self.assertIn('dialogue:5: expected a line starting \'251\', got \'250 2.0.0 Ok\'',
                           str(cm.exception))
+
+    def test_queue_empty_waits_for_the_queue(self):
+        """queue-empty fails while a message is still queued (here: no
+        queue-manager to take it), so the checks after it are not run on a
+        queue that is still at work"""
+        need(self, 'postern-setup', 'smtp-listener', 'queue-inject')
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'dialogue')
+            with open(path, 'w') as f:
+                f.write('connect smtp\n< 220\n> HELO c.example\n< 250\n> MAIL FROM:<s@example.org>\n< 250\n'
+                        '> RCPT TO:<alice@example.test>\n< 250\n> DATA\n< 354\n> x\n> .\n< 250 2.0.0\n'
+                        'queue-empty 1\n')
+            inst = Instance(services=('smtp-listener',), users=dict(DEFAULT_USERS))
+            try:
+                inst.start()
+                with self.assertRaises(ScenarioError) as cm:
+                    Runner(inst, path).run()
+                self.assertEqual(len(inst.queue_ids()), 1, str(cm.exception))
+            finally:
+                inst.stop()
+            self.assertIn('dialogue:14: timed out after 1.0s waiting for an empty queue', str(cm.exception))
 
     def test_capture(self):
         r = Runner(None, 'dialogue')

@@ -1126,15 +1126,15 @@ class RunningInstance(unittest.TestCase):
                 'tls-proxy': {0, uid['postern-tls']},
             }
             conns = []
+            # every service runs (one missing would drop its checks below unseen)
+            self.assertEqual(sorted(inst.services), sorted(harness.SERVICES))
             try:
-                if 'smtp-listener' in inst.services:
-                    c = Conn(inst.port('smtp'))
-                    self.assertTrue(c.smtp_reply().startswith('220'))
-                    conns.append((c, inst.port('smtp'), 'smtp-listener', uid['postern-smtp']))
-                if 'pop3-listener' in inst.services:
-                    c = Conn(inst.port('pop3'))
-                    self.assertTrue(c.pop3_reply().startswith('+OK'))
-                    conns.append((c, inst.port('pop3'), 'pop3-listener', uid['postern-pop3']))
+                c = Conn(inst.port('smtp'))
+                self.assertTrue(c.smtp_reply().startswith('220'))
+                conns.append((c, inst.port('smtp'), 'smtp-listener', uid['postern-smtp']))
+                c = Conn(inst.port('pop3'))
+                self.assertTrue(c.pop3_reply().startswith('+OK'))
+                conns.append((c, inst.port('pop3'), 'pop3-listener', uid['postern-pop3']))
                 tcp = tcp_sockets()
                 seen = {}
                 for pid in inst.processes():

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,24 +92,28 @@ END_TEST
  * part away and leaves the client ECONNRESET; fd_close_lingering sends
  * everything, then FIN, and the client reads it all and a clean end. The
  * client (a child) pipelines 16 KB the server never reads and starts
- * reading only after the server has closed. Returns the bytes the client
+ * reading only when told: after a plain close, or as the server starts to
+ * linger (which waits for the client). Returns the bytes the client
  * read; *reset is 1 if its reading ended in ECONNRESET. */
 static size_t reply_after_close(int linger, size_t *written, int *reset)
 {
-    int l, c, a, pp[2];
+    int l, c, a, pp[2], go[2];
     tcp_pair(&l, &c, &a);
     ck_assert_int_eq(pipe(pp), 0);
+    ck_assert_int_eq(pipe(go), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         static char b[65536];
+        char x;
         close(a);
         close(l);
+        close(go[1]);
         memset(b, 'C', 16384);
         size_t got = 0;
         long r[2] = { 0, 0 };
         if (!fd_write_all(c, b, 16384, 2000)) _exit(1);
-        usleep(300000);
+        if (read(go[0], &x, 1) != 1) _exit(1);      /* the server is done: now read */
         for (;;) {
             ssize_t n = read(c, b, sizeof b);
             if (n > 0) { got += (size_t)n; continue; }
@@ -121,7 +126,14 @@ static size_t reply_after_close(int linger, size_t *written, int *reset)
         _exit(0);
     }
     close(c);
-    usleep(100000);                         /* the client's bytes are in, unread */
+    close(go[0]);
+    /* the client's bytes are in, unread */
+    int inq = 0;
+    for (int i = 0; i < 10000 && inq < 16384; i++) {
+        ck_assert_int_eq(ioctl(a, FIONREAD, &inq), 0);
+        if (inq < 16384) usleep(1000);
+    }
+    ck_assert_int_eq(inq, 16384);
     ck_assert_int_eq(fcntl(a, F_SETFL, O_NONBLOCK), 0);
     static char reply[1 << 16];
     memset(reply, 'S', sizeof reply);
@@ -132,8 +144,16 @@ static size_t reply_after_close(int linger, size_t *written, int *reset)
         *written += (size_t)n;
     }
     ck_assert_uint_gt(*written, 0);
-    if (linger) fd_close_lingering(a, 5000, 1 << 20);
-    else close(a);
+    /* lingering waits for the client's end, so the client reads meanwhile;
+     * a plain close has sent its RST before the client reads a byte */
+    if (linger) {
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+        fd_close_lingering(a, 5000, 1 << 20);
+    } else {
+        close(a);
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+    }
+    close(go[1]);
     long r[2];
     ck_assert(fd_read_all(pp[0], r, sizeof r, 10000));
     int st;
