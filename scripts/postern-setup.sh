@@ -458,6 +458,29 @@ check_conf() {
             fi
         done
     fi
+    # a user whose name is also an alias gets no mail of its own (the alias
+    # is looked up first, as in Postfix) unless the alias lists the name
+    # itself (keep a copy): a warning, as the operator may mean it
+    if [ -f "$ROOT/conf/aliases" ] && [ -f "$ROOT/conf/mailboxes" ]; then
+        shadowed=$(awk -F: '
+            FNR == NR { if ($0 !~ /^[ \t]*(#|$)/) user[tolower($1)] = 1; next }
+            /^[ \t]*(#|$)/ { next }
+            /^[ \t]/ { if (cur != "") t[cur] = t[cur] "," $0; next }
+            { cur = tolower($1); sub(/^[^:]*:/, ""); t[cur] = $0 }
+            END {
+                for (a in t) {
+                    if (!(a in user)) continue
+                    n = split(tolower(t[a]), m, ",")
+                    self = 0
+                    for (i = 1; i <= n; i++) { gsub(/^[ \t]+|[ \t]+$/, "", m[i]); if (m[i] == a) self = 1 }
+                    if (!self) print a
+                }
+            }' "$ROOT/conf/mailboxes" "$ROOT/conf/aliases")
+        for a in $shadowed; do
+            echo "$prog: warning: '$a' is both a postern user and an alias: mail to $a follows the alias and never reaches the user's own mailbox"
+            echo "    fix: remove or rename the alias '$a:' in conf/aliases, or add $a to its targets to keep a copy ('$a: $a, ...')"
+        done
+    fi
     for f in mailboxes users; do
         [ -f "$ROOT/conf/$f" ] || continue
         n=4; [ $f = users ] && n=5

@@ -227,6 +227,28 @@ class SetupCheck(unittest.TestCase):
         self.assertIn('edit that line of conf/aliases', r.stdout)
         self.assertNotIn('edit conf/postern.conf', r.stdout)
 
+    def test_check_warns_of_a_user_behind_an_alias(self):
+        """A user whose name is also an alias gets no mail of its own (the
+        alias is looked up first, as in Postfix): --check warns, unless the
+        alias lists the name itself (keep a copy). Found by the README
+        walkthrough: postern-user add sales, with 'sales: alice' in
+        conf/aliases, was accepted and sales never got a message."""
+        need(self, 'postern-setup', 'postern-user')
+        inst = Instance()
+        inst.setup()
+        self.addCleanup(inst.stop)
+        for name in ('alice', 'sales', 'keep'):
+            inst.add_user(name, 'pw-%s-1' % name)
+        with open(inst.path('conf', 'aliases'), 'a') as f:
+            f.write('Sales: alice,\n  bob@far.test\nkeep: alice, keep\n')
+        r = subprocess.run([inst.bin('postern-setup'), '--root', inst.root, '--check'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout)          # a warning, not a problem
+        self.assertIn("warning: 'sales' is both a postern user and an alias", r.stdout)
+        self.assertNotIn("'keep' is both", r.stdout)
+        self.assertNotIn("'alice' is both", r.stdout)
+
 
 # s6-log's timestamp, two spaces, then "program: level: id" and key=value
 # fields whose value is a token without spaces or quotes, or a "quoted" text
