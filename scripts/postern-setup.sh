@@ -508,8 +508,11 @@ check_mailboxes() {
         mb_top=$mb_dir
         [ "$mb_dir" = "$ROOT/mail/$mb_name/Maildir" ] && mb_top="$ROOT/mail/$mb_name"
         if [ ! -d "$mb_dir" ] && [ ! -L "$mb_dir" ]; then
+            # a Maildir alone is made as its user at the next login or
+            # delivery; a missing directory above it is not
+            [ -d "${mb_dir%/*}" ] && continue
             if [ "$mb_top" != "$mb_dir" ]; then mb_mk="$mb_top $mb_dir"; else mb_mk=$mb_dir; fi
-            problem "the Maildir of user $mb_name, $mb_dir, is missing (POP3 logins fail with \"Cannot open the mailbox\")" \
+            problem "the Maildir of user $mb_name, $mb_dir, is missing with the directory it is in (POP3 logins fail with \"Cannot open the mailbox\")" \
                 "install -d -o $mb_uid -g $mb_gid -m 700 $mb_mk $mb_dir/tmp $mb_dir/new $mb_dir/cur"
             continue
         fi

@@ -7,11 +7,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "err.h"
 #include "io.h"
 #include "log.h"
+#include "maildir.h"
 #include "maildrop.h"
 #include "pop3_session.h"
 #include "privdrop.h"
@@ -73,6 +76,27 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, cons
     }
 }
 
+/* A Maildir that is not there (removed, or never made for an account) is
+ * made as the user, as local-deliverer makes it at the next delivery and
+ * Dovecot at login: the user then sees an empty mailbox instead of
+ * "-ERR [SYS/TEMP] Cannot open the mailbox" until a message comes. Only
+ * the Maildir and its parts: a missing parent stays an error. 1 if it is
+ * there (now), else 0 with errno. */
+static int maildir_present(const char *maildir, const struct privuser *u)
+{
+    struct stat st;
+    if (lstat(maildir, &st) == 0 || errno != ENOENT) return 1;   /* there, or not ours to fix */
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) _exit(privdrop(NULL, u) && maildir_make(maildir) ? 0 : errno > 0 && errno < 256 ? errno : 1);
+    int ws;
+    while (waitpid(pid, &ws, 0) < 0)
+        if (errno != EINTR) return 0;
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) return 1;
+    errno = WIFEXITED(ws) ? WEXITSTATUS(ws) : EINTR;
+    return 0;
+}
+
 int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
                 const char *left, size_t leftlen, const char *sid)
 {
@@ -82,6 +106,8 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
         log_error(sid, "event=login user=%s error=\"uid or gid 0 refused\"", r->name);
         return reply_close(fd, "-ERR [SYS/PERM] Mailbox misconfigured\r\n");
     }
+    if (!maildir_present(r->maildir, &u))
+        log_warn(sid, "event=maildir_make user=%s maildir=%s error=\"%s\"", r->name, r->maildir, strerror(errno));
     if (!privdrop(r->maildir, &u)) {
         log_error(sid, "event=login user=%s maildir=%s error=\"%s\"", r->name, r->maildir, strerror(errno));
         return reply_close(fd, "-ERR [SYS/TEMP] Cannot open the mailbox\r\n");

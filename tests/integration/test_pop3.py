@@ -427,6 +427,22 @@ class Pop3(unittest.TestCase):
         self.assertEqual(lines[-1], ('line %06d %s' % (79999, 'y' * 60)).encode())
         p.quit()
 
+    def test_missing_maildir_made_at_login(self):
+        """A Maildir that is not there is made as its user at login, as
+        local-deliverer makes it at the next delivery (and Dovecot at
+        login): the user sees an empty mailbox. Before, every login got
+        "-ERR [SYS/TEMP] Cannot open the mailbox" until mail came."""
+        md = self.inst.maildir('u4')
+        shutil.rmtree(md)
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('USER u4', '+OK'), ('PASS p4', '+OK'),
+                                      ('STAT', '+OK 0 0'), ('QUIT', '+OK')])
+        self.assertEqual(len(r), 5)
+        with open(self.inst.path('conf', 'mailboxes')) as f:
+            ids = [l.split(':')[1:3] for l in f if l.startswith('u4:')][0]
+        for part in ('', 'tmp', 'new', 'cur'):
+            st = os.stat(os.path.join(md, part))
+            self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777), (int(ids[0]), int(ids[1]), 0o700), part)
+
     def test_privilege_separation(self):
         need_root(self)
         md = os.path.realpath(self.inst.maildir('alice'))
