@@ -292,6 +292,26 @@ static void write_all(const struct userdb *db, const struct config *c, const cha
     buf_free(&b);
 }
 
+/* an alias of the same name is looked up first (as in Postfix): the new
+ * user's own mailbox gets nothing unless the alias lists the name itself.
+ * Said, not refused: the operator may mean it. */
+static void warn_if_alias(const char *root, const char *name)
+{
+    char path[PATH_MAX];
+    struct buf al = BUF_ZERO;
+    char **names = 0;
+    size_t nnames = 0;
+    conf_path(path, sizeof path, root, "aliases");
+    if (userdb_read_file(path, (size_t)16 << 20, &al) && userdb_alias_names(al.s ? al.s : "", al.len, &names, &nnames))
+        for (size_t i = 0; i < nnames; i++)
+            if (!strcasecmp(names[i], name))
+                fprintf(stderr, "postern-user: warning: %s is also an alias in %s: mail to %s follows the "
+                                "alias and reaches this mailbox only if the alias lists %s itself\n",
+                        name, path, name, name);
+    userdb_alias_names_free(names, nnames);
+    buf_free(&al);
+}
+
 static void cmd_add(struct userdb *db, const struct opts *o, const char *name, const struct config *c)
 {
     struct userdb_entry e;
@@ -337,6 +357,7 @@ static void cmd_add(struct userdb *db, const struct opts *o, const char *name, c
     write_all(db, c, o->root);
     printf("added %s uid=%u gid=%u maildir=%s\n", name, (unsigned)e.uid, (unsigned)e.gid, e.maildir);
     sodium_memzero(&e, sizeof e);
+    warn_if_alias(o->root, name);
 }
 
 static void cmd_passwd(struct userdb *db, const char *name, const struct config *c, const char *root)

@@ -248,6 +248,14 @@ class SetupCheck(unittest.TestCase):
         self.assertIn("warning: 'sales' is both a postern user and an alias", r.stdout)
         self.assertNotIn("'keep' is both", r.stdout)
         self.assertNotIn("'alice' is both", r.stdout)
+        # postern-user add says so too (and adds the user)
+        r = inst.run('postern-user', 'add', 'keep2', input='pw-keep2-1\n')
+        self.assertEqual(r.stderr, '')
+        with open(inst.path('conf', 'aliases'), 'a') as f:
+            f.write('team2: alice\n')
+        r = inst.run('postern-user', 'add', 'Team2', input='pw-team2-1\n')
+        self.assertIn('postern-user: warning: team2 is also an alias in %s' % inst.path('conf', 'aliases'), r.stderr)
+        self.assertIn('added team2 ', r.stdout)
 
 
 # s6-log's timestamp, two spaces, then "program: level: id" and key=value
