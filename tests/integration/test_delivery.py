@@ -819,7 +819,11 @@ class DeliveryTest(unittest.TestCase):
             self.assertEqual((st.st_uid, st.st_gid), (uid, gid))
         # it is still there, idle: the user's ids only, no capability, no
         # supplementary group, and no descriptor but its socket, stderr and /dev/null
+        # (the third message is in new/ a moment before the worker has
+        # closed that job's descriptors and answered: wait for it to be idle)
         self.assertIn(pid, workers(self.inst, uid))
+        self.inst.wait_for(lambda: len(os.listdir('/proc/%d/fd' % pid)) <= 4, 10,
+                           what='the worker done with its job: %s' % os.listdir('/proc/%d/fd' % pid))
         st = proc_status(pid)
         self.assertEqual(st['Uid'], [str(uid)] * 4)
         self.assertEqual(st['Gid'], [str(gid)] * 4)

@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from harness import need, need_root
+from harness import HarnessError, need, need_root
 import test_delivery
 from test_delivery import PROGRAMS, delivery_instance, inject
 
@@ -30,8 +30,21 @@ class QueueAdverseTest(unittest.TestCase):
 
     def qm_down(self):
         self.inst.svc('queue-manager', '-d')
-        self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15,
-                           what='queue-manager down')
+        try:
+            self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15,
+                               what='queue-manager down')
+        except HarnessError as e:
+            # seen twice under make sanitize, never reproduced: say where it was
+            pid = self.inst.service_pid('queue-manager')
+            where = ''
+            for f in ('status', 'wchan', 'stack', 'syscall'):
+                try:
+                    with open('/proc/%s/%s' % (pid, f)) as g:
+                        where += '--- /proc/%s/%s\n%s\n' % (pid, f, g.read())
+                except OSError:
+                    pass
+            raise HarnessError('%s\n%s\n%s\n--- log:\n%s' % (e, self.inst.svstat('queue-manager'), where,
+                                                           self.inst.log('queue-manager')[-3000:]))
 
     def qm_up(self):
         self.inst.svc('queue-manager', '-u')
