@@ -26,7 +26,7 @@ struct config_setting {
 #define NAME(k) { #k, CK_NAME, offsetof(struct config, k), 0, 0, NULL }
 #define LIST(k) { #k, CK_LIST, offsetof(struct config, k), 0, 0, NULL }
 #define UINT(k, lo, hi) { #k, CK_UINT, offsetof(struct config, k), lo, hi, NULL }
-#define SIZE(k, hi) { #k, CK_SIZE, offsetof(struct config, k), 0, hi, NULL }
+#define SIZE(k, lo, hi) { #k, CK_SIZE, offsetof(struct config, k), lo, hi, NULL }
 #define DURATION(k, lo, hi) { #k, CK_DURATION, offsetof(struct config, k), lo, hi, NULL }
 /* a NAME / LIST whose values must be domain names of at most hi characters */
 #define DOMAIN(k, hi) { #k, CK_NAME, offsetof(struct config, k), 0, hi, NULL }
@@ -45,7 +45,7 @@ static const struct config_setting config_settings[] = {
     LIST(smtps_listen),
     LIST(pop3_listen),
     LIST(pop3s_listen),
-    SIZE(max_message_size, 1ULL << 40),
+    SIZE(max_message_size, 1, 1ULL << 40),
     UINT(max_recipients, 1, 100000),
     UINT(max_sessions, 1, 100000),
     UINT(max_sessions_per_client, 1, 100000),
@@ -56,7 +56,7 @@ static const struct config_setting config_settings[] = {
     UINT(auth_concurrency, 1, 64),
     UINT(local_concurrency, 1, 1000),
     UINT(remote_concurrency, 1, 1000),
-    SIZE(mailbox_quota, 1ULL << 50),
+    SIZE(mailbox_quota, 0, 1ULL << 50),
     UINT(remote_per_domain, 1, 1000),
     DURATION(remote_timeout, 1, 3600),
     DURATION(remote_connect_timeout, 1, 3600),
@@ -237,7 +237,10 @@ int config_set(struct config *c, const char *key, const char *value, char *why, 
             return 1;
         case CK_LIST: return list_set((struct config_list *)(void *)field, value, s->max, why, whylen);
         case CK_UINT: return conf_uint(value, s->min, s->max, u, why, whylen);
-        case CK_SIZE: return conf_size(value, s->max, u, why, whylen);
+        case CK_SIZE:
+            if (!conf_size(value, s->max, u, why, whylen)) return 0;
+            if (*u < s->min) { snprintf(why, whylen, "too small (at least %llu)", s->min); return 0; }
+            return 1;
         case CK_DURATION:
             if (!conf_duration(value, s->max, u, why, whylen)) return 0;
             if (*u < s->min) { snprintf(why, whylen, "too short (at least %llu seconds)", s->min); return 0; }

@@ -83,6 +83,18 @@ class ExampleConf(unittest.TestCase):
             r = self.confcheck(line + '\n')
             self.assertEqual((r.returncode, r.stdout), (0, ''), line)
 
+    def test_max_message_size_zero_refused(self):
+        """max_message_size = 0 would make smtp-listener advertise SIZE 0
+        (RFC 1870: no limit) and then refuse every message, while sendmail
+        took 0 as no limit: the parser refuses it (1 octet to 1T)."""
+        need(self, 'postern-confcheck')
+        r = self.confcheck('max_message_size = 0\n')
+        self.assertEqual(r.returncode, 100, r.stdout)
+        self.assertIn('postern.conf:1: max_message_size: ', r.stdout)
+        for ok in ('1', '1024G'):
+            r = self.confcheck('max_message_size = %s\n' % ok)
+            self.assertEqual((r.returncode, r.stdout), (0, ''), ok)
+
     def test_routes_accepted_by_remote_deliverer(self):
         need(self, 'remote-deliverer')
         need_root(self, 'remote-deliverer drops to postern-remote')
