@@ -205,6 +205,37 @@ class ToolHelp(unittest.TestCase):
                     self.assertIn('usage: ' + prog, r.stderr, args)
 
 
+class DaemonReadinessFd(unittest.TestCase):
+    """-d FD that is not a descriptor number is bad usage, exit 100 (the
+    man pages' EXIT STATUS), before the daemon starts; it used to be read
+    as 0, so the daemon started and wrote its readiness line to, and
+    closed, descriptor 0 (remote-deliverer's job socket)."""
+
+    def test_bad_fd_is_usage_error(self):
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        with open(os.path.join(root, 'conf', 'postern.conf'), 'w') as f:
+            f.write('smtp_listen = 127.0.0.1:0\npop3_listen = 127.0.0.1:0\n')
+        for prog in ('smtp-listener', 'pop3-listener', 'queue-manager', 'auth-checker',
+                     'remote-deliverer'):
+            if not harness.have(prog):
+                continue
+            for fd in ('abc', '3x', '', '-1'):
+                p = subprocess.Popen([os.path.join(harness.BIN, prog), '-d', fd, root],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, universal_newlines=True,
+                                     start_new_session=True)
+                try:
+                    out, err = p.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.communicate()
+                    self.fail('%s -d %r started instead of refusing the usage' % (prog, fd))
+                self.assertEqual(p.returncode, 100, (prog, fd, err))
+                self.assertIn('usage: ' + prog, err, (prog, fd))
+
+
 class SetupCheck(unittest.TestCase):
     """postern-aliases(5): while conf/aliases has an error, "postern-setup
     --root ROOT --check names the line" -- any error the daemons would
