@@ -189,7 +189,7 @@ class ToolHelp(unittest.TestCase):
         d = tempfile.mkdtemp(prefix='postern-ops-')
         self.addCleanup(shutil.rmtree, d, True)
         os.mkdir(os.path.join(d, 'bin'))
-        for prog in ('postern-queue', 'postern-user', 'postern-confcheck'):
+        for prog in ('postern-queue', 'postern-user', 'postern-confcheck', 'postern-setup'):
             if not harness.have(prog):
                 continue
             shutil.copy(os.path.join(harness.BIN, prog), os.path.join(d, 'bin'))
