@@ -235,6 +235,20 @@ class DaemonReadinessFd(unittest.TestCase):
                 self.assertEqual(p.returncode, 100, (prog, fd, err))
                 self.assertIn('usage: ' + prog, err, (prog, fd))
 
+    def test_bad_tls_proxy_timeout_is_usage_error(self):
+        """tls-proxy -t SECONDS that is not a number of seconds (1 or more)
+        is bad usage, exit 100; it used to be read as 0, which silently
+        meant session_timeout."""
+        need(self, 'tls-proxy')
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
+        for t in ('abc', '10x', '0', ''):
+            r = run('tls-proxy', '-t', t, '-c', root)
+            self.assertEqual(r.returncode, 100, (t, r.stderr))
+            self.assertIn('usage: tls-proxy', r.stderr, t)
+
 
 class SetupCheck(unittest.TestCase):
     """postern-aliases(5): while conf/aliases has an error, "postern-setup
