@@ -226,8 +226,8 @@ int main(int argc, char **argv)
 {
     char err[512];
     log_init("local-deliverer");
-    const char *root = config_root(argc > 1 ? argv[argc - 1] : NULL);
-    if (!root) die_perm("usage: local-deliverer ROOT (job socket on fd 0)");
+    const char *root = config_root(argc > 1 ? argv[1] : NULL);
+    if (!root || argc > 2) die_perm("usage: local-deliverer ROOT (job socket on fd 0)");
     static struct config cfg;
     if (!config_load(&cfg, root, err, sizeof err)) die_perm("%s", err);
     local_tables_init(&tab, &cfg);

@@ -235,6 +235,29 @@ class DaemonReadinessFd(unittest.TestCase):
                 self.assertEqual(p.returncode, 100, (prog, fd, err))
                 self.assertIn('usage: ' + prog, err, (prog, fd))
 
+    def test_local_deliverer_takes_one_root(self):
+        """local-deliverer ROOT takes nothing else (queue-manager runs it so):
+        extra words, or an option, are bad usage, exit 100; it used to take
+        the last word as ROOT and ignore the rest."""
+        need(self, 'local-deliverer')
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
+        for args in (['-d', '3', root], ['extra', root], [root, root]):
+            p = subprocess.Popen([os.path.join(harness.BIN, 'local-deliverer')] + args,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, universal_newlines=True,
+                                 start_new_session=True)
+            try:
+                out, err = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                self.fail('local-deliverer %r started instead of refusing the usage' % args)
+            self.assertEqual(p.returncode, 100, (args, err))
+            self.assertIn('usage: local-deliverer', err, args)
+
     def test_bad_tls_proxy_timeout_is_usage_error(self):
         """tls-proxy -t SECONDS that is not a number of seconds (1 or more)
         is bad usage, exit 100; it used to be read as 0, which silently
