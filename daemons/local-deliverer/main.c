@@ -193,8 +193,14 @@ static int job_input(const char *root)
     } else if (errno == EPIPE) {
         pool_retire_all(&pool, "eof");
         return 0;
-    } else if (errno != EINTR && errno != EAGAIN) {
+    } else if (errno == EMSGSIZE || errno == EPROTO) {
         log_error(NULL, "error=\"refused record: %s\"", strerror(errno));
+    } else if (errno != EINTR && errno != EAGAIN) {
+        /* the job socket itself is unusable (not a socket, closed): no
+         * record will ever come, so stop as at end of file */
+        log_error(NULL, "event=stop reason=error error=\"%s\"", strerror(errno));
+        pool_retire_all(&pool, "eof");
+        return 0;
     }
     return 1;
 }

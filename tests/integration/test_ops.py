@@ -258,6 +258,32 @@ class DaemonReadinessFd(unittest.TestCase):
             self.assertEqual(p.returncode, 100, (args, err))
             self.assertIn('usage: local-deliverer', err, args)
 
+    def test_local_deliverer_stops_when_fd0_is_no_socket(self):
+        """local-deliverer on a descriptor 0 that is not a socket logs one
+        error and stops, as remote-deliverer does; it used to log
+        "refused record" in a busy loop for ever. stderr is not read until
+        it exits, so the old loop blocks on the full pipe and never ends."""
+        need(self, 'local-deliverer')
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
+        p = subprocess.Popen([os.path.join(harness.BIN, 'local-deliverer'), root],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, universal_newlines=True,
+                             start_new_session=True)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            self.fail('local-deliverer kept running on a descriptor 0 that is no socket')
+        err = p.stderr.read()
+        p.stderr.close()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn('event=stop reason=error error="Socket operation on non-socket"', err)
+        self.assertNotIn('refused record', err)
+
     def test_bad_tls_proxy_timeout_is_usage_error(self):
         """tls-proxy -t SECONDS that is not a number of seconds (1 or more)
         is bad usage, exit 100; it used to be read as 0, which silently
