@@ -162,6 +162,15 @@ int conf_duration(const char *value, unsigned long long max, unsigned long long 
     return conf_scaled(value, max, out, why, whylen, "smhd", mult, "not a duration (digits with optional s, m, h or d)");
 }
 
+int conf_fd(const char *value, int *fd)
+{
+    unsigned long long n;
+    char why[64];
+    if (!conf_uint(value, 0, INT_MAX, &n, why, sizeof why)) return 0;
+    *fd = (int)n;
+    return 1;
+}
+
 int conf_bool(const char *value, int *out, char *why, size_t whylen)
 {
     if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1")) { *out = 1; return 1; }

@@ -26,6 +26,9 @@ int conf_parse_text(const char *name, const char *text, size_t len,
 int conf_uint(const char *value, unsigned long long min, unsigned long long max,
               unsigned long long *out, char *why, size_t whylen);
 int conf_bool(const char *value, int *out, char *why, size_t whylen);
+/* A descriptor number given on a command line (-d FD): decimal digits only;
+ * 1 with *fd set, 0 otherwise. */
+int conf_fd(const char *value, int *fd);
 /* Sizes with an optional k/M/G suffix (powers of 1024). */
 int conf_size(const char *value, unsigned long long max, unsigned long long *out,
               char *why, size_t whylen);

@@ -3,6 +3,7 @@
 #include "conf.h"
 #include "queue_path.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -12,23 +13,28 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-enum config_kind { CK_NAME, CK_LIST, CK_UINT, CK_SIZE, CK_DURATION };
+enum config_kind { CK_NAME, CK_LIST, CK_UINT, CK_SIZE, CK_DURATION, CK_WORD, CK_ADDR4 };
 
 struct config_setting {
     const char *key;
     enum config_kind kind;
     size_t offset;
     unsigned long long min, max;
+    const char *words;  /* CK_WORD: the values allowed, space-separated */
 };
 
-#define NAME(k) { #k, CK_NAME, offsetof(struct config, k), 0, 0 }
-#define LIST(k) { #k, CK_LIST, offsetof(struct config, k), 0, 0 }
-#define UINT(k, lo, hi) { #k, CK_UINT, offsetof(struct config, k), lo, hi }
-#define SIZE(k, hi) { #k, CK_SIZE, offsetof(struct config, k), 0, hi }
-#define DURATION(k, lo, hi) { #k, CK_DURATION, offsetof(struct config, k), lo, hi }
+#define NAME(k) { #k, CK_NAME, offsetof(struct config, k), 0, 0, NULL }
+#define LIST(k) { #k, CK_LIST, offsetof(struct config, k), 0, 0, NULL }
+#define UINT(k, lo, hi) { #k, CK_UINT, offsetof(struct config, k), lo, hi, NULL }
+#define SIZE(k, lo, hi) { #k, CK_SIZE, offsetof(struct config, k), lo, hi, NULL }
+#define DURATION(k, lo, hi) { #k, CK_DURATION, offsetof(struct config, k), lo, hi, NULL }
 /* a NAME / LIST whose values must be domain names of at most hi characters */
-#define DOMAIN(k, hi) { #k, CK_NAME, offsetof(struct config, k), 0, hi }
-#define DOMAINS(k, hi) { #k, CK_LIST, offsetof(struct config, k), 0, hi }
+#define DOMAIN(k, hi) { #k, CK_NAME, offsetof(struct config, k), 0, hi, NULL }
+#define DOMAINS(k, hi) { #k, CK_LIST, offsetof(struct config, k), 0, hi, NULL }
+/* a NAME that must be one of the words, as the daemon reading it requires */
+#define WORD(k, w) { #k, CK_WORD, offsetof(struct config, k), 0, 0, w }
+/* a NAME that must be IPv4[:port], as remote-deliverer's resolver takes it */
+#define ADDR4(k) { #k, CK_ADDR4, offsetof(struct config, k), 0, 0, NULL }
 
 static const struct config_setting config_settings[] = {
     DOMAIN(hostname, CONFIG_HOSTNAME_MAX),
@@ -39,7 +45,7 @@ static const struct config_setting config_settings[] = {
     LIST(smtps_listen),
     LIST(pop3_listen),
     LIST(pop3s_listen),
-    SIZE(max_message_size, 1ULL << 40),
+    SIZE(max_message_size, 1, 1ULL << 40),
     UINT(max_recipients, 1, 100000),
     UINT(max_sessions, 1, 100000),
     UINT(max_sessions_per_client, 1, 100000),
@@ -50,14 +56,14 @@ static const struct config_setting config_settings[] = {
     UINT(auth_concurrency, 1, 64),
     UINT(local_concurrency, 1, 1000),
     UINT(remote_concurrency, 1, 1000),
-    SIZE(mailbox_quota, 1ULL << 50),
+    SIZE(mailbox_quota, 0, 1ULL << 50),
     UINT(remote_per_domain, 1, 1000),
     DURATION(remote_timeout, 1, 3600),
     DURATION(remote_connect_timeout, 1, 3600),
     DURATION(remote_reuse_time, 0, 300),
     UINT(remote_port, 1, 65535),
-    NAME(dns_server),
-    NAME(pwhash_level),
+    ADDR4(dns_server),
+    WORD(pwhash_level, "interactive moderate sensitive"),
     NAME(user_smtp),
     NAME(user_queue),
     NAME(user_auth),
@@ -66,7 +72,7 @@ static const struct config_setting config_settings[] = {
     NAME(user_remote),
     NAME(tls_cert),
     NAME(tls_key),
-    NAME(pop3_plaintext_auth),
+    WORD(pop3_plaintext_auth, "loopback always never"),
 };
 
 static void name_set(char *dst, const char *s)
@@ -151,6 +157,39 @@ static int domain_ok(const char *v, size_t max, char *why, size_t whylen)
     return 1;
 }
 
+/* v is one of the space-separated words */
+static int word_ok(const char *v, const char *words, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+    for (const char *w = words; *w; ) {
+        size_t wl = strcspn(w, " ");
+        if (wl == n && !strncmp(w, v, n)) return 1;
+        w += wl;
+        while (*w == ' ') w++;
+    }
+    snprintf(why, whylen, "not one of: %s", words);
+    return 0;
+}
+
+/* IPv4 address, optionally :port (1-65535) */
+static int addr4_ok(const char *v, char *why, size_t whylen)
+{
+    char addr[INET_ADDRSTRLEN];
+    struct in_addr a;
+    const char *colon = strchr(v, ':');
+    size_t n = colon ? (size_t)(colon - v) : strlen(v);
+    unsigned long long port;
+    if (n >= sizeof addr) goto bad;
+    memcpy(addr, v, n);
+    addr[n] = 0;
+    if (inet_pton(AF_INET, addr, &a) != 1) goto bad;
+    if (colon && !conf_uint(colon + 1, 1, 65535, &port, why, whylen)) goto bad;
+    return 1;
+bad:
+    snprintf(why, whylen, "not an IPv4 address with an optional :port (1-65535)");
+    return 0;
+}
+
 /* domain_max: 0, or each entry must be a domain name of at most that */
 static int list_set(struct config_list *l, const char *v, size_t domain_max, char *why, size_t whylen)
 {
@@ -189,9 +228,19 @@ int config_set(struct config *c, const char *key, const char *value, char *why, 
             if (s->max && !domain_ok(value, s->max, why, whylen)) return 0;
             name_set(field, value);
             return 1;
+        case CK_WORD:
+        case CK_ADDR4:
+            if (!name_ok(value, why, whylen)) return 0;
+            if (s->kind == CK_WORD ? !word_ok(value, s->words, why, whylen) : !addr4_ok(value, why, whylen))
+                return 0;
+            name_set(field, value);
+            return 1;
         case CK_LIST: return list_set((struct config_list *)(void *)field, value, s->max, why, whylen);
         case CK_UINT: return conf_uint(value, s->min, s->max, u, why, whylen);
-        case CK_SIZE: return conf_size(value, s->max, u, why, whylen);
+        case CK_SIZE:
+            if (!conf_size(value, s->max, u, why, whylen)) return 0;
+            if (*u < s->min) { snprintf(why, whylen, "too small (at least %llu)", s->min); return 0; }
+            return 1;
         case CK_DURATION:
             if (!conf_duration(value, s->max, u, why, whylen)) return 0;
             if (*u < s->min) { snprintf(why, whylen, "too short (at least %llu seconds)", s->min); return 0; }

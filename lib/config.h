@@ -29,7 +29,7 @@ struct config {
     unsigned long long max_message_size;      /* bytes, default 25 MB */
     unsigned long long max_recipients;        /* 100 */
     unsigned long long max_sessions;          /* per listener, 100 */
-    unsigned long long max_sessions_per_client; /* 10 */
+    unsigned long long max_sessions_per_client; /* 50 */
     unsigned long long session_timeout;       /* seconds, 300 */
     unsigned long long max_errors;            /* 20 */
     unsigned long long max_received;          /* hop limit, 100 */

@@ -16,10 +16,13 @@ umask 022
 prog=postern-setup
 
 die() { echo "$prog: fatal: $*" >&2; exit 100; }
+usage_text() {
+    echo "usage: $prog --root DIR [--hostname H] [--domain D]... [--listen ADDR]"
+    echo "       [--ports smtp=25,submission=587,smtps=465,pop3=110,pop3s=995]"
+    echo "       [--postmaster ADDR] [--check]"
+}
 usage() {
-    echo "usage: $prog --root DIR [--hostname H] [--domain D]... [--listen ADDR]" >&2
-    echo "       [--ports smtp=25,submission=587,smtps=465,pop3=110,pop3s=995]" >&2
-    echo "       [--postmaster ADDR] [--check]" >&2
+    usage_text >&2
     exit 100
 }
 
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
     --listen) [ $# -ge 2 ] || usage; LISTEN=$2; shift 2 ;;
     --postmaster) [ $# -ge 2 ] || usage; POSTMASTER=$2; shift 2 ;;
     --check) CHECK=1; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage_text; exit 0 ;;
     -*) echo "$prog: unknown option $1" >&2; usage ;;
     *) [ -z "$ROOT" ] || usage; ROOT=$1; shift ;;
     esac

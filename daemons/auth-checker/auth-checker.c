@@ -63,9 +63,10 @@ int main(int argc, char **argv)
     int notify = -1;
     log_init("auth-checker");
     if (argc >= 3 && !strcmp(argv[1], "--checkpassword")) return checkpassword_main(argv[2], argv + 3);
-    if (argc >= 3 && !strcmp(argv[1], "-d")) { notify = atoi(argv[2]); argv += 2; argc -= 2; }
+    int fd_ok = 1;
+    if (argc >= 3 && !strcmp(argv[1], "-d")) { fd_ok = conf_fd(argv[2], &notify); argv += 2; argc -= 2; }
     const char *root = config_root(argc > 1 ? argv[1] : 0);
-    if (!root || argc > 2) die_perm("usage: auth-checker [-d FD] ROOT | --checkpassword ROOT prog...");
+    if (!root || argc > 2 || !fd_ok) die_perm("usage: auth-checker [-d FD] ROOT | --checkpassword ROOT prog...");
     if (sodium_init() < 0) die_temp("libsodium initialisation failed");
     if (!config_load(&conf, root, err, sizeof err)) die_perm("%s", err);
     enum userdb_pwlevel lvl;

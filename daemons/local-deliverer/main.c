@@ -193,8 +193,14 @@ static int job_input(const char *root)
     } else if (errno == EPIPE) {
         pool_retire_all(&pool, "eof");
         return 0;
-    } else if (errno != EINTR && errno != EAGAIN) {
+    } else if (errno == EMSGSIZE || errno == EPROTO) {
         log_error(NULL, "error=\"refused record: %s\"", strerror(errno));
+    } else if (errno != EINTR && errno != EAGAIN) {
+        /* the job socket itself is unusable (not a socket, closed): no
+         * record will ever come, so stop as at end of file */
+        log_error(NULL, "event=stop reason=error error=\"%s\"", strerror(errno));
+        pool_retire_all(&pool, "eof");
+        return 0;
     }
     return 1;
 }
@@ -226,8 +232,8 @@ int main(int argc, char **argv)
 {
     char err[512];
     log_init("local-deliverer");
-    const char *root = config_root(argc > 1 ? argv[argc - 1] : NULL);
-    if (!root) die_perm("usage: local-deliverer ROOT (job socket on fd 0)");
+    const char *root = config_root(argc > 1 ? argv[1] : NULL);
+    if (!root || argc > 2) die_perm("usage: local-deliverer ROOT (job socket on fd 0)");
     static struct config cfg;
     if (!config_load(&cfg, root, err, sizeof err)) die_perm("%s", err);
     local_tables_init(&tab, &cfg);

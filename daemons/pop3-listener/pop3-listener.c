@@ -151,9 +151,10 @@ int main(int argc, char **argv)
     int notify = -1;
     size_t bad;
     log_init("pop3-listener");
-    if (argc >= 3 && !strcmp(argv[1], "-d")) { notify = atoi(argv[2]); argv += 2; argc -= 2; }
+    int fd_ok = 1;
+    if (argc >= 3 && !strcmp(argv[1], "-d")) { fd_ok = conf_fd(argv[2], &notify); argv += 2; argc -= 2; }
     const char *root = config_root(argc > 1 ? argv[1] : 0);
-    if (!root || argc > 2) die_perm("usage: pop3-listener [-d FD] ROOT");
+    if (!root || argc > 2 || !fd_ok) die_perm("usage: pop3-listener [-d FD] ROOT");
     if (sodium_init() < 0) die_temp("libsodium initialisation failed");
     if (!config_load(&c, root, err, sizeof err)) die_perm("%s", err);
     if (c.pop3_listen.n == 0 && c.pop3s_listen.n == 0)

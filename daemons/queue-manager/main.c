@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "deliver_proto.h"
 #include "err.h"
 #include "filesig.h"
@@ -265,8 +266,7 @@ int main(int argc, char **argv)
     int ready = -1, opt;
     log_init("queue-manager");
     while ((opt = getopt(argc, argv, "d:")) != -1) {
-        if (opt == 'd') ready = atoi(optarg);
-        else die_perm("usage: queue-manager [-d FD] ROOT");
+        if (opt != 'd' || !conf_fd(optarg, &ready)) die_perm("usage: queue-manager [-d FD] ROOT");
     }
     /* the deliverers are started before readiness: s6's notification
      * pipe is not theirs to inherit */

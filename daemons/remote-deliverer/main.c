@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "err.h"
 #include "log.h"
 #include "privdrop.h"
@@ -22,13 +23,14 @@ int main(int argc, char **argv)
     char err[512];
     int notify_fd = -1;
     log_init("remote-deliverer");
+    int fd_ok = 1;
     if (argc > 2 && !strcmp(argv[1], "-d")) {
-        notify_fd = atoi(argv[2]);
+        fd_ok = conf_fd(argv[2], &notify_fd);
         argv += 2;
         argc -= 2;
     }
     const char *root = config_root(argc > 1 ? argv[1] : NULL);
-    if (!root || argc > 2) die_perm("usage: remote-deliverer [-d FD] ROOT (job socket on fd 0)");
+    if (!root || argc > 2 || !fd_ok) die_perm("usage: remote-deliverer [-d FD] ROOT (job socket on fd 0)");
     if (!remote_conf_load(&rc, root, err, sizeof err)) die_perm("%s", err);
 
     struct privuser u;

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "err.h"
 #include "log.h"
 #include "listener.h"
@@ -19,8 +20,7 @@ int main(int argc, char **argv)
     char err[1024];
     log_init("smtp-listener");
     while ((opt = getopt(argc, argv, "d:")) != -1) {
-        if (opt != 'd') die_perm("usage: smtp-listener [-d FD] ROOT");
-        ready_fd = atoi(optarg);
+        if (opt != 'd' || !conf_fd(optarg, &ready_fd)) die_perm("usage: smtp-listener [-d FD] ROOT");
     }
     const char *root = config_root(optind < argc ? argv[optind] : NULL);
     if (!root) die_perm("usage: smtp-listener [-d FD] ROOT (or $POSTERN_ROOT)");

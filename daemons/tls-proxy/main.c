@@ -91,7 +91,12 @@ int main(int argc, char **argv)
     log_init("tls-proxy");
     while ((opt = getopt(argc, argv, "ci:t:z")) != -1) {
         if (opt == 'i') id = optarg;
-        else if (opt == 't') ps.timeout = strtoul(optarg, NULL, 10);
+        else if (opt == 't') {
+            unsigned long long t;
+            char why[64];
+            if (!conf_uint(optarg, 1, 86400, &t, why, sizeof why)) usage();
+            ps.timeout = (unsigned long)t;
+        }
         else if (opt == 'z') server = 1;
         else if (opt == 'c') check_only = 1;
         else usage();

@@ -64,6 +64,37 @@ class ExampleConf(unittest.TestCase):
         self.assertEqual(r.returncode, 100, r.stdout)
         self.assertIn('postern.conf:%d:' % line, r.stdout)
 
+    def test_postern_conf_word_settings_checked(self):
+        """pwhash_level, pop3_plaintext_auth and dns_server take only the
+        values the daemons start with (auth-checker, pop3-listener and
+        remote-deliverer refuse the others at start), so postern-confcheck
+        refuses the others too, naming the line."""
+        need(self, 'postern-confcheck')
+        for line in ('pwhash_level = bogus', 'pop3_plaintext_auth = nevr',
+                     'dns_server = resolver.example', 'dns_server = 127.0.0.1:0',
+                     'dns_server = 127.0.0.1:65536', 'dns_server = ::1'):
+            r = self.confcheck('hostname = mail.example.test\n' + line + '\n')
+            self.assertEqual(r.returncode, 100, line + ': ' + r.stdout)
+            self.assertIn('postern.conf:2: ' + line.split()[0] + ': ', r.stdout)
+        for line in ('pwhash_level = interactive', 'pwhash_level = moderate',
+                     'pwhash_level = sensitive', 'pop3_plaintext_auth = loopback',
+                     'pop3_plaintext_auth = always', 'pop3_plaintext_auth = never',
+                     'dns_server = 127.0.0.1', 'dns_server = 127.0.0.1:5353'):
+            r = self.confcheck(line + '\n')
+            self.assertEqual((r.returncode, r.stdout), (0, ''), line)
+
+    def test_max_message_size_zero_refused(self):
+        """max_message_size = 0 would make smtp-listener advertise SIZE 0
+        (RFC 1870: no limit) and then refuse every message, while sendmail
+        took 0 as no limit: the parser refuses it (1 octet to 1T)."""
+        need(self, 'postern-confcheck')
+        r = self.confcheck('max_message_size = 0\n')
+        self.assertEqual(r.returncode, 100, r.stdout)
+        self.assertIn('postern.conf:1: max_message_size: ', r.stdout)
+        for ok in ('1', '1024G'):
+            r = self.confcheck('max_message_size = %s\n' % ok)
+            self.assertEqual((r.returncode, r.stdout), (0, ''), ok)
+
     def test_routes_accepted_by_remote_deliverer(self):
         need(self, 'remote-deliverer')
         need_root(self, 'remote-deliverer drops to postern-remote')

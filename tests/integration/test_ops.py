@@ -189,7 +189,7 @@ class ToolHelp(unittest.TestCase):
         d = tempfile.mkdtemp(prefix='postern-ops-')
         self.addCleanup(shutil.rmtree, d, True)
         os.mkdir(os.path.join(d, 'bin'))
-        for prog in ('postern-queue', 'postern-user', 'postern-confcheck'):
+        for prog in ('postern-queue', 'postern-user', 'postern-confcheck', 'postern-setup'):
             if not harness.have(prog):
                 continue
             shutil.copy(os.path.join(harness.BIN, prog), os.path.join(d, 'bin'))
@@ -203,6 +203,100 @@ class ToolHelp(unittest.TestCase):
                 else:
                     self.assertEqual((r.returncode, r.stdout), (100, ''), (prog, args))
                     self.assertIn('usage: ' + prog, r.stderr, args)
+
+
+class DaemonReadinessFd(unittest.TestCase):
+    """-d FD that is not a descriptor number is bad usage, exit 100 (the
+    man pages' EXIT STATUS), before the daemon starts; it used to be read
+    as 0, so the daemon started and wrote its readiness line to, and
+    closed, descriptor 0 (remote-deliverer's job socket)."""
+
+    def test_bad_fd_is_usage_error(self):
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        with open(os.path.join(root, 'conf', 'postern.conf'), 'w') as f:
+            f.write('smtp_listen = 127.0.0.1:0\npop3_listen = 127.0.0.1:0\n')
+        for prog in ('smtp-listener', 'pop3-listener', 'queue-manager', 'auth-checker',
+                     'remote-deliverer'):
+            if not harness.have(prog):
+                continue
+            for fd in ('abc', '3x', '', '-1'):
+                p = subprocess.Popen([os.path.join(harness.BIN, prog), '-d', fd, root],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, universal_newlines=True,
+                                     start_new_session=True)
+                try:
+                    out, err = p.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.communicate()
+                    self.fail('%s -d %r started instead of refusing the usage' % (prog, fd))
+                self.assertEqual(p.returncode, 100, (prog, fd, err))
+                self.assertIn('usage: ' + prog, err, (prog, fd))
+
+    def test_local_deliverer_takes_one_root(self):
+        """local-deliverer ROOT takes nothing else (queue-manager runs it so):
+        extra words, or an option, are bad usage, exit 100; it used to take
+        the last word as ROOT and ignore the rest."""
+        need(self, 'local-deliverer')
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
+        for args in (['-d', '3', root], ['extra', root], [root, root]):
+            p = subprocess.Popen([os.path.join(harness.BIN, 'local-deliverer')] + args,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, universal_newlines=True,
+                                 start_new_session=True)
+            try:
+                out, err = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                self.fail('local-deliverer %r started instead of refusing the usage' % args)
+            self.assertEqual(p.returncode, 100, (args, err))
+            self.assertIn('usage: local-deliverer', err, args)
+
+    def test_local_deliverer_stops_when_fd0_is_no_socket(self):
+        """local-deliverer on a descriptor 0 that is not a socket logs one
+        error and stops, as remote-deliverer does; it used to log
+        "refused record" in a busy loop for ever. stderr is not read until
+        it exits, so the old loop blocks on the full pipe and never ends."""
+        need(self, 'local-deliverer')
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
+        p = subprocess.Popen([os.path.join(harness.BIN, 'local-deliverer'), root],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, universal_newlines=True,
+                             start_new_session=True)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            self.fail('local-deliverer kept running on a descriptor 0 that is no socket')
+        err = p.stderr.read()
+        p.stderr.close()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn('event=stop reason=error error="Socket operation on non-socket"', err)
+        self.assertNotIn('refused record', err)
+
+    def test_bad_tls_proxy_timeout_is_usage_error(self):
+        """tls-proxy -t SECONDS that is not a number of seconds (1 or more)
+        is bad usage, exit 100; it used to be read as 0, which silently
+        meant session_timeout."""
+        need(self, 'tls-proxy')
+        root = tempfile.mkdtemp(prefix='postern-ops-')
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, 'conf'))
+        open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
+        for t in ('abc', '10x', '0', ''):
+            r = run('tls-proxy', '-t', t, '-c', root)
+            self.assertEqual(r.returncode, 100, (t, r.stderr))
+            self.assertIn('usage: tls-proxy', r.stderr, t)
 
 
 class SetupCheck(unittest.TestCase):
