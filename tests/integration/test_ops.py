@@ -211,6 +211,20 @@ class DaemonReadinessFd(unittest.TestCase):
     as 0, so the daemon started and wrote its readiness line to, and
     closed, descriptor 0 (remote-deliverer's job socket)."""
 
+    def refuses_usage(self, prog, args):
+        """prog ARGS exits 100 with its usage, instead of starting"""
+        p = subprocess.Popen([os.path.join(harness.BIN, prog)] + args, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                             start_new_session=True)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            self.fail('%s %r started instead of refusing the usage' % (prog, args))
+        self.assertEqual(p.returncode, 100, (prog, args, err))
+        self.assertIn('usage: ' + prog, err, (prog, args))
+
     def test_bad_fd_is_usage_error(self):
         root = tempfile.mkdtemp(prefix='postern-ops-')
         self.addCleanup(shutil.rmtree, root, True)
@@ -222,18 +236,7 @@ class DaemonReadinessFd(unittest.TestCase):
             if not harness.have(prog):
                 continue
             for fd in ('abc', '3x', '', '-1'):
-                p = subprocess.Popen([os.path.join(harness.BIN, prog), '-d', fd, root],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, universal_newlines=True,
-                                     start_new_session=True)
-                try:
-                    out, err = p.communicate(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.communicate()
-                    self.fail('%s -d %r started instead of refusing the usage' % (prog, fd))
-                self.assertEqual(p.returncode, 100, (prog, fd, err))
-                self.assertIn('usage: ' + prog, err, (prog, fd))
+                self.refuses_usage(prog, ['-d', fd, root])
 
     def test_local_deliverer_takes_one_root(self):
         """local-deliverer ROOT takes nothing else (queue-manager runs it so):
@@ -245,18 +248,7 @@ class DaemonReadinessFd(unittest.TestCase):
         os.mkdir(os.path.join(root, 'conf'))
         open(os.path.join(root, 'conf', 'postern.conf'), 'w').close()
         for args in (['-d', '3', root], ['extra', root], [root, root]):
-            p = subprocess.Popen([os.path.join(harness.BIN, 'local-deliverer')] + args,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, universal_newlines=True,
-                                 start_new_session=True)
-            try:
-                out, err = p.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.communicate()
-                self.fail('local-deliverer %r started instead of refusing the usage' % args)
-            self.assertEqual(p.returncode, 100, (args, err))
-            self.assertIn('usage: local-deliverer', err, args)
+            self.refuses_usage('local-deliverer', args)
 
     def test_local_deliverer_stops_when_fd0_is_no_socket(self):
         """local-deliverer on a descriptor 0 that is not a socket logs one
