@@ -288,6 +288,13 @@ static int cmd_delete(const char *root, char **args, size_t nargs)
     size_t n, left = 0;
     char (*ids)[ENV_ID_LEN + 1] = delete_ids(root, args, nargs, &n);
     int missing = 0;
+    if (n > 1) {                 /* each message once, however often it was named */
+        qsort(ids, n, sizeof *ids, id_cmp);
+        size_t u = 1;
+        for (size_t i = 1; i < n; i++)
+            if (strcmp(ids[i], ids[u - 1])) memcpy(ids[u++], ids[i], sizeof *ids);
+        n = u;
+    }
     char *asked = calloc(n ? n : 1, 1);
     if (!asked) die_temp_sys("memory");
     int fd = -1;

@@ -1108,7 +1108,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(r.returncode, 100, r.stderr)
         self.assertEqual(sorted(r.stdout.splitlines()), sorted('%s deleted' % i for i in ids[:2]))
         self.assertIn('%s: no such message' % ('0' * 16), r.stderr)
-        r = self.inst.run('postern-queue', 'delete', '-', input='%s\n\n%s\n' % (ids[2], ids[3]))
+        r = self.inst.run('postern-queue', 'delete', '-', input='%s\n\n%s\n%s\n' % (ids[2], ids[3], ids[2]))
         self.assertEqual(sorted(r.stdout.splitlines()), sorted('%s deleted' % i for i in ids[2:4]))
         r = self.inst.run('postern-queue', 'delete', '-', input='%s\nnot-an-id\n' % ids[4], check=False)
         self.assertEqual((r.returncode, r.stdout), (100, ''), r.stderr)    # nothing asked
