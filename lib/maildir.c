@@ -1,5 +1,6 @@
 /* maildir.c - safe Maildir delivery (see maildir.h). */
 #include "maildir.h"
+#include "privdrop.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -60,6 +62,19 @@ fail:;
     int e = errno;
     close(dfd);
     errno = e;
+    return 0;
+}
+
+int maildir_make_as(const char *dir, const struct privuser *u)
+{
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) _exit(privdrop(NULL, u) && maildir_make(dir) ? 0 : errno > 1 && errno < 256 ? errno : 1);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return 0;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 1;
+    errno = WIFEXITED(st) && WEXITSTATUS(st) > 1 ? WEXITSTATUS(st) : EIO;
     return 0;
 }
 

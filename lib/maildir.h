@@ -18,6 +18,13 @@
  * 1 or 0 with errno. */
 int maildir_make(const char *dir);
 
+/* maildir_make as u, in a child that drops to u first (privdrop): a
+ * Maildir lies in a directory its user owns, where root making it could be
+ * handed a swapped symlink. For a root caller. 1, or 0 with errno (EIO if
+ * the child failed without saying why). */
+struct privuser;
+int maildir_make_as(const char *dir, const struct privuser *u);
+
 /* A unique file name "<sec>.M<usec>P<pid>R<hex>.<host>" ('/' and ':' of
  * host escaped as \057 and \072). 1, or 0 with errno ENAMETOOLONG. */
 int maildir_unique_name(const char *host, char *dst, size_t dstlen);

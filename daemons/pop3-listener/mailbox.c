@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -86,15 +85,7 @@ static int maildir_present(const char *maildir, const struct privuser *u)
 {
     struct stat st;
     if (lstat(maildir, &st) == 0 || errno != ENOENT) return 1;   /* there, or not ours to fix */
-    pid_t pid = fork();
-    if (pid < 0) return 0;
-    if (pid == 0) _exit(privdrop(NULL, u) && maildir_make(maildir) ? 0 : errno > 0 && errno < 256 ? errno : 1);
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0)
-        if (errno != EINTR) return 0;
-    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) return 1;
-    errno = WIFEXITED(ws) ? WEXITSTATUS(ws) : EINTR;
-    return 0;
+    return maildir_make_as(maildir, u);
 }
 
 int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,

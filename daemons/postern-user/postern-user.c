@@ -224,20 +224,9 @@ static void make_maildir_as_user(const struct userdb_entry *e)
         if (!maildir_make(e->maildir)) die_temp_sys("making the Maildir %s", e->maildir);
         return;
     }
-    pid_t pid = fork();
-    if (pid < 0) die_temp_sys("fork");
-    if (pid == 0) {
-        struct privuser u = { e->uid, e->gid };
-        if (!privdrop(NULL, &u)) _exit(1);
-        _exit(maildir_make(e->maildir) ? 0 : errno > 0 && errno < 256 ? errno : 1);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) die_temp_sys("waitpid");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        errno = WIFEXITED(st) && WEXITSTATUS(st) > 1 ? WEXITSTATUS(st) : EIO;
+    struct privuser u = { e->uid, e->gid };
+    if (!maildir_make_as(e->maildir, &u))
         die_temp_sys("making the Maildir %s as uid %u", e->maildir, (unsigned)e->uid);
-    }
 }
 
 static void make_maildir(const struct userdb_entry *e, const char *root)
