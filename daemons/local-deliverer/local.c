@@ -478,17 +478,16 @@ static void expand(const struct local_tables *t, const struct dp_job *j, const s
         goto out;
     }
     for (size_t i = 0; i < x->nlocal; i++) {
-        if (!aliases_find(&t->aliases, x->local[i])) continue;
-        memset(&one, 0, sizeof one);
-        deliver_mailbox(t, j, x->local[i], msgfd, &one);
-        if (one.status != DP_SUCCESS) name_member(&one, x->local[i], j->rcpt);
-        combine(r, have, &one, j->id);
-        if (one.status == DP_TEMPORARY) goto out;
-    }
-    for (size_t i = 0; i < x->nlocal; i++) {
         struct mailbox mb;
         char err[512];
-        if (aliases_find(&t->aliases, x->local[i])) continue;     /* delivered above */
+        if (aliases_find(&t->aliases, x->local[i])) {   /* the alias's own name */
+            memset(&one, 0, sizeof one);
+            deliver_mailbox(t, j, x->local[i], msgfd, &one);
+            if (one.status != DP_SUCCESS) name_member(&one, x->local[i], j->rcpt);
+            combine(r, have, &one, j->id);
+            if (one.status == DP_TEMPORARY) goto out;
+            continue;
+        }
         if (t->mailboxes_ok && !mailboxes_find(&t->mailboxes, x->local[i], &mb, err, sizeof err)
             && errno == ENOENT) {
             memset(&one, 0, sizeof one);
