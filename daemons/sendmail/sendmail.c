@@ -185,9 +185,8 @@ static void who_am_i(struct sm *s)
 {
     struct config c;
     char err[256];
-    config_defaults(&c);
     int loaded = config_load(&c, s->o->root, err, sizeof err);
-    if (!loaded) config_defaults(&c);
+    if (!loaded) config_defaults(&c);    /* a failed load may have set some */
     s->max_size = c.max_message_size;
     if (loaded && c.hostname[0])
         snprintf(s->host, sizeof s->host, "%s", c.hostname);
