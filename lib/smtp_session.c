@@ -353,14 +353,20 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
             replyf(s, "501 5.1.3 <%s>: Recipient address too long", p.addr);
             return 1;
         }
+        /* ours, so its case means nothing (our lookups ignore it): queued
+         * lower-cased, <Bob@Example.Test> and <bob@example.test> in one
+         * transaction are one recipient and one copy, as with Postfix */
+        for (char *c = addr; *c; c++)
+            if (*c >= 'A' && *c <= 'Z') *c = (char)(*c + 32);
     } else if (!s->relay_ok && !s->auth_user[0]) {
         replyf(s, "554 5.7.1 <%s>: Relay access denied", p.addr);
         return 1;
     }
     /* a recipient queued under another name (<postmaster>, our own address
      * literal) keeps the one the client gave as its original recipient for
-     * DSNs (RFC 3461 4.2), unless the client gave an ORCPT itself */
-    if (!rp.orcpt[0] && strcmp(addr, p.addr)) {
+     * DSNs (RFC 3461 4.2), unless the client gave an ORCPT itself; a name
+     * only lower-cased is the same name */
+    if (!rp.orcpt[0] && strcasecmp(addr, p.addr)) {
         memcpy(rp.orcpt, "rfc822;", 7);
         if (!smtp_xtext(p.addr, rp.orcpt + 7, sizeof rp.orcpt - 7)) rp.orcpt[0] = 0;
     }

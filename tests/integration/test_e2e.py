@@ -306,6 +306,23 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(self.inst.maildir_messages('dave'), [])
 
     # 2 ------------------------------------------------------------------
+    def test_one_copy_for_one_mailbox_named_in_several_cases(self):
+        """<bob@...>, <BOB@...> and <bob@EXAMPLE.TEST> in one transaction
+        are one mailbox: one copy, as Postfix delivers (run side by side:
+        one copy there, three here before). A relayed address keeps its
+        case; only ours are folded."""
+        msg = b'Subject: cases\n\nonce\n'
+        self.send('dave@example.test', ['bob@example.test', 'BOB@example.test',
+                                        'bob@EXAMPLE.TEST', 'Bob@Example.Test'], msg)
+        self.send('dave@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
+        self.wait_msgs('alice')
+        self.wait_queue_empty()
+        bob = self.inst.maildir_messages('bob')
+        self.assertEqual(len(bob), 1, [d[:200] for _, d in bob])
+        rp, dt, _, rest = split_added(bob[0][1])
+        self.assertEqual(dt, b'Delivered-To: bob@example.test')
+        self.assertEqual(rest, msg)
+
     def test_kill9_during_2000_messages(self):
         n, conns = 2000, 10
         rcpts = ('alice', 'bob', 'carol')

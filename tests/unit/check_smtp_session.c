@@ -441,6 +441,26 @@ START_TEST(test_rcpt_alias_name_with_plus)
 }
 END_TEST
 
+/* a recipient of ours is queued lower-cased, with no ORCPT made up for the
+ * case change, so that queue-inject takes <Alice@Example.Test> and
+ * <alice@example.test> as one recipient (one copy, as with Postfix); a
+ * relayed address keeps its case (RFC 5321 2.4: the local part is the
+ * destination's to interpret) */
+START_TEST(test_local_recipient_case_folded)
+{
+    char *out = RUN("EHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                    "RCPT TO:<Alice@Example.TEST>\r\n"
+                    "RCPT TO:<ALICE+Box@example.test> NOTIFY=SUCCESS\r\n"
+                    "RCPT TO:<Bob.Smith@Elsewhere.Example>\r\n"
+                    "DATA\r\nSubject: x\r\n\r\nb\r\n.\r\nQUIT\r\n");
+    ASSERT_CODES(out, "220 250 250 250 250 250 354 250 221");
+    ck_assert(env_has("Talice@example.test\t\t"));
+    ck_assert(env_has("Talice+box@example.test\tSUCCESS\t"));
+    ck_assert(env_has("TBob.Smith@Elsewhere.Example\t\t"));
+    free(out);
+}
+END_TEST
+
 /* RFC 1123 5.2.17: mail to our own address literal is local (delivered as
  * user@hostname); another address literal is a relay destination */
 START_TEST(test_own_address_literal)
@@ -456,9 +476,9 @@ START_TEST(test_own_address_literal)
                     "DATA\r\nSubject: x\r\n\r\nb\r\n.\r\nQUIT\r\n");
     ASSERT_CODES(out, "220 250 250 250 550 554 250 554 354 250 221");
     ck_assert(strstr(out, "550 5.1.1 <bob@[192.0.2.1]>: Recipient address rejected: User unknown\r\n"));
-    /* queued under the host name, the address given kept as the original
-     * recipient (xtext: '+' is +2B) */
-    ck_assert(env_has("TAlice+x@mx.example.test\t\trfc822;Alice+2Bx@[192.0.2.1]"));
+    /* queued under the host name, lower-cased, the address given kept as
+     * the original recipient (xtext: '+' is +2B) */
+    ck_assert(env_has("Talice+x@mx.example.test\t\trfc822;Alice+2Bx@[192.0.2.1]"));
     ck_assert(env_has("Talice@mx.example.test\t\trfc822;alice@[IPv6:::ffff:192.0.2.1]"));
     free(out);
 
@@ -1188,6 +1208,7 @@ int main(void)
     tcase_add_test(core, test_seed_004_ehlo_notify);
     tcase_add_test(core, test_recipient_policy);
     tcase_add_test(core, test_own_address_literal);
+    tcase_add_test(core, test_local_recipient_case_folded);
     tcase_add_test(core, test_rcpt_alias_name_with_plus);
     tcase_add_test(core, test_sequence_errors);
     tcase_add_test(core, test_other_commands);
