@@ -112,6 +112,26 @@ def sandbox_state(pid):
     return int(st['NoNewPrivs'][0]), int(st['Seccomp'][0])
 
 
+def leak_check_tracer(pid):
+    """Whether pid is being traced by a child of its own: a sanitizer
+    build's LeakSanitizer, at exit, clones a tracer that stops the process
+    (ptrace) while the process spins until the tracer is done. That takes
+    milliseconds. But s6-svc -d sends SIGTERM and then SIGCONT, and a
+    SIGCONT that arrives after the tracer's attach queued its SIGSTOP
+    discards it: the process never stops, the tracer waits for ever and the
+    process spins (seen twice in `make sanitize`: queue-manager had logged
+    event=exit and was still running 15 s later, TracerPid set)."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            tracer = [l.split()[1] for l in f if l.startswith('TracerPid:')]
+        if not tracer or tracer[0] == '0':
+            return False
+        with open('/proc/%s/status' % tracer[0]) as f:
+            return any(l.startswith('PPid:') and l.split()[1] == str(pid) for l in f)
+    except (OSError, IndexError):
+        return False
+
+
 def stop_all():
     """Stop every instance a test forgot to stop; returns their ROOTs."""
     roots = []
@@ -438,6 +458,26 @@ class Instance:
     def svc(self, service, *flags):
         """s6-svc FLAGS ROOT/service/SERVICE (e.g. svc('smtp-listener', '-r'))."""
         subprocess.run(['s6-svc'] + list(flags) + [self.path('service', service)], check=True)
+
+    def wait_down(self, service, timeout=15):
+        """Wait until service's process is gone (after svc(service, '-d')).
+        A sanitizer build's process caught in its leak check by s6's
+        SIGCONT (leak_check_tracer) gets the SIGSTOP it lost, once it has
+        been stuck 3 s, so its leak check runs and reports."""
+        pid = self.service_pid(service)
+        stuck_since = []
+
+        def down():
+            if self.service_pid(service) is None:
+                return True
+            if pid and leak_check_tracer(pid):
+                if not stuck_since:
+                    stuck_since.append(time.time())
+                elif stuck_since[0] and time.time() - stuck_since[0] > 3:
+                    stuck_since[0] = 0
+                    os.kill(pid, signal.SIGSTOP)
+            return False
+        return self.wait_for(down, timeout, what='%s down' % service)
 
     def reload(self, service):
         self.svc(service, '-h')

@@ -773,7 +773,7 @@ class DeliveryTest(unittest.TestCase):
 
     def test_crash_loses_nothing(self):
         self.inst.svc('queue-manager', '-d')
-        self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15)
+        self.inst.wait_down('queue-manager')
         # two deliveries at a time, so the kill lands mid-run (and the
         # scheduler must keep feeding the busy deliverer)
         self.inst.set_conf(local_concurrency='2')

@@ -29,13 +29,11 @@ class QueueAdverseTest(unittest.TestCase):
     tearDown = test_delivery.DeliveryTest.tearDown
 
     def qm_down(self):
+        pid = self.inst.service_pid('queue-manager')
         self.inst.svc('queue-manager', '-d')
         try:
-            self.inst.wait_for(lambda: self.inst.service_pid('queue-manager') is None, 15,
-                               what='queue-manager down')
+            self.inst.wait_down('queue-manager')
         except HarnessError as e:
-            # seen twice under make sanitize, never reproduced: say where it was
-            pid = self.inst.service_pid('queue-manager')
             where = ''
             for f in ('status', 'wchan', 'stack', 'syscall'):
                 try:

@@ -389,7 +389,7 @@ class Relay(unittest.TestCase):
                'Date: Thu, 26 Nov 2026 12:00:00 +0000\r\nMessage-ID: <%s@example.org>\r\n\r\nlater\r\n'
                % tag).encode()
         self.b.svc('smtp-listener', '-d')
-        self.b.wait_for(lambda: not self.b.service_pid('smtp-listener'), 10, what='B down')
+        self.b.wait_down('smtp-listener', 10)
         try:
             self.submit_smtplib(self.a.port('submission'), False, msg)
 
