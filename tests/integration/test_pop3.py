@@ -329,6 +329,31 @@ class Pop3(unittest.TestCase):
             self.assertEqual(p.retr(i + 1)[1][0], b'Subject: m%d' % i)
         p.quit()
 
+    def test_sizes_announced_are_the_octets_sent(self):
+        """LIST, STAT and RETR's "+OK N octets" give the octets RETR sends
+        (dot-stuffing aside), whatever the file: bare LF or CRLF, no final
+        line end, empty, lines of dots, and a Maildir++ ",W=" that no file
+        of its length can have (made by hand, or put on other content),
+        which is counted instead of believed (Dovecot, side by side,
+        announced such a message as 5 octets and sent a blank line)"""
+        msgs = [('1795682201.M1P1.host,S=5,W=5', 'Subject: wrong W\n\nthis is longer than five\n'),
+                ('1795682202.M2P2.host,W=900', 'Subject: W too big\n\nshort\n'),
+                ('1795682203.M3P3.host,S=19,W=22', 'Subject: sized\n\nsz\n'),
+                ('1795682204.M4P4.host', 'Subject: no final line end\n\nlast line'),
+                ('1795682205.M5P5.host', ''),
+                ('1795682206.M6P6.host', 'Subject: dots\r\n\r\n.\r\n..x\r\n.')]
+        for name, text in msgs:
+            put_message(self.inst, 'alice', name, text)
+        p = login(self.port)
+        total = 0
+        for i in range(1, len(msgs) + 1):
+            listed = int(p.list(i).split()[2])
+            resp, lines, octets = p.retr(i)
+            self.assertEqual((listed, int(resp.split()[1])), (octets, octets), msgs[i - 1][0])
+            total += octets
+        self.assertEqual(p.stat(), (len(msgs), total))
+        p.quit()
+
     def test_hostile_message_numbers(self):
         put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
         steps = [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK')]
