@@ -272,6 +272,28 @@ class Pop3(unittest.TestCase):
                            what='the mailbox process to end')
         self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
 
+    def test_bare_cr_ends_no_command(self):
+        """Only CRLF (or a bare LF) ends a command: "CAPA\\rQUIT" is one
+        line, refused whole (as Dovecot refuses it, and smtp-listener a
+        bare CR), before and after login; so is the rest of an over-long
+        line up to its LF, and a line cut by EOF after its CR is not run"""
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        with Conn(self.port) as c:
+            self.assertTrue(c.pop3_reply().startswith('+OK'))
+            c.send(b'CAPA\rQUIT\r\nNOOP\rQUIT\r\n')
+            self.assertEqual([c.pop3_reply(), c.pop3_reply()], ['-ERR Bare CR in command line'] * 2)
+            c.send(b'USER alice\r\nPASS secret\r\nNOOP\rDELE 1\r\n')
+            c.send(b'NOOP ' + b'x' * 300 + b'\rDELE 1\r\nSTAT\r\nQUIT\r')
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual([c.pop3_reply() for _ in range(5)],
+                             ['+OK', '+OK Logged in.', '-ERR Bare CR in command line',
+                              '-ERR Command line too long', '+OK 1 17'])
+            self.assertTrue(c.closed())
+        self.inst.wait_for(lambda: not procs_rooted_at(os.path.realpath(self.inst.maildir('alice'))),
+                           what='the mailbox process to end')
+        self.assertEqual([os.path.dirname(p) for p, _ in self.inst.maildir_messages('alice')],
+                         [os.path.join(self.inst.maildir('alice'), 'new')])   # no DELE, no UPDATE
+
     def test_retr_marks_seen_wherever_the_message_is(self):
         """RETR then QUIT marks the message seen (S) in the Maildir, as
         Dovecot does, also when it is already in cur/: listed (not read)
