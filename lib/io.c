@@ -189,6 +189,19 @@ int io_skipline(struct io *in, size_t limit)
     }
 }
 
+int io_skip_to_lf(struct io *in, size_t limit)
+{
+    size_t n = 0;
+    long long deadline = deadline_of(in);
+    for (;;) {
+        while (in->pos < in->len) {
+            if (in->b[in->pos++] == '\n') return 1;
+            if (n++ >= limit) { errno = E2BIG; return 0; }
+        }
+        if (!fill_by(in, deadline)) return 0;
+    }
+}
+
 int io_read(struct io *in, void *dst, size_t n, size_t *got)
 {
     if (!n) { *got = 0; return 1; }

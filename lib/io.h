@@ -67,6 +67,11 @@ int io_getline(struct io *in, char *dst, size_t max, size_t *len, enum io_eol *e
  * giving up with errno E2BIG after limit bytes. */
 int io_skipline(struct io *in, size_t limit);
 
+/* Consume input up to and including the next LF, CRs included (for
+ * protocols where only CRLF ends a line: the rest of a line that held a
+ * bare CR), giving up with errno E2BIG after limit bytes. */
+int io_skip_to_lf(struct io *in, size_t limit);
+
 /* Read up to n bytes (at least 1): 1 with *got set, or 0 (errno as above). */
 int io_read(struct io *in, void *dst, size_t n, size_t *got);
 

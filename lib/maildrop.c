@@ -85,6 +85,15 @@ static int name_vsize(const char *name, unsigned long long *size)
     return 0;
 }
 
+/* could a file of len octets have vsize octets as sent? Each LF may
+ * gain a CR and a missing final line end counts as two, so len <= vsize
+ * <= 2 * len + 1; an empty file is 0 */
+static int vsize_possible(unsigned long long vsize, unsigned long long len)
+{
+    if (len == 0) return vsize == 0;
+    return vsize >= len && vsize <= 2 * len + 1;
+}
+
 /* the decimal number at *p (at most 19 digits, no sign): 1 and *v, *p past
  * it; 0 if there is none */
 static int lead_number(const char **p, unsigned long long *v)
@@ -156,11 +165,17 @@ static int scan_dir(struct maildrop *md, const char *sub, int in_new, size_t *ca
          * system calls a message when every file was opened) */
         struct stat st;
         unsigned long long size;
-        if (name_vsize(de->d_name, &size)) {
+        int named = name_vsize(de->d_name, &size);
+        if (named) {
             if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
                 (unsigned long long)st.st_size > MAILDROP_FILE_MAX)
                 continue;
-        } else {
+            /* a W= no file of this length can have (a name made by
+             * hand, or copied onto other content) is not believed: LIST
+             * and RETR would announce a size other than what is sent */
+            named = vsize_possible(size, (unsigned long long)st.st_size);
+        }
+        if (!named) {
             int fd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
             if (fd < 0) continue;
             int sized = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&

@@ -43,7 +43,8 @@ struct maildrop {
 int maildrop_lock(int dirfd);
 
 /* Scan dirfd's new/ and cur/; sizes are computed by reading each file,
- * unless its name carries a Maildir++ ",W=<octets>" (before any ':').
+ * unless its name carries a Maildir++ ",W=<octets>" (before any ':') that
+ * a file of its length can have (len <= W <= 2 * len + 1; 0 if empty).
  * Files that share a base name (new/X and cur/X:2,...) would share a UIDL:
  * all but the first in delivery order are renamed in place to a base name
  * of their own ("-dup<k>" appended; never over a file), so UIDLs are

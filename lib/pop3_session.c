@@ -355,11 +355,18 @@ static size_t line_limit(const char *line, size_t len)
     return POP3_LINE_MAX;
 }
 
-int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncated,
+int pop3_line(struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end,
               enum pop3_action *act)
 {
+    int truncated = end == POP3_LINE_LONG;
     *act = POP3_CONTINUE;
     if (s->state == POP3_DONE) { *act = POP3_CLOSE; return 1; }
+    /* "CAPA\rQUIT": one line to a client (and to Dovecot), so neither
+     * command is run (as smtp-listener refuses a bare CR) */
+    if (end == POP3_LINE_BARE_CR) {
+        if (s->state == POP3_AUTH_PLAIN) s->state = POP3_AUTHORIZATION;
+        return bad(s, "-ERR Bare CR in command line", act);
+    }
     if (s->state == POP3_AUTH_PLAIN) {
         if (truncated) { s->state = POP3_AUTHORIZATION; return bad(s, "-ERR Response too long", act); }
         if (len == 1 && line[0] == '*') { s->state = POP3_AUTHORIZATION; return say(s, "-ERR Authentication cancelled"); }

@@ -77,10 +77,19 @@ int pop3_plain_policy(const char *policy, const char *addr);
 /* enter TRANSACTION over md (the mailbox process, after its "+OK Logged in.") */
 void pop3_begin_transaction(struct pop3_session *s, struct maildrop *md);
 
-/* One line as read (terminator not included). truncated: the reader hit its
- * limit before a line end (the caller skips the rest of the line).
+/* how a line given to pop3_line ended */
+enum pop3_line_end {
+    POP3_LINE_WHOLE = 0,           /* at CRLF (or a bare LF) */
+    POP3_LINE_LONG,                /* the reader hit its limit first (the caller
+                                    * skips the rest of the line, to LF) */
+    POP3_LINE_BARE_CR              /* at a CR without LF, which ends no line in
+                                    * POP3 (RFC 1939: CRLF): the caller skips the
+                                    * rest, to LF; the whole line is refused */
+};
+
+/* One line as read (terminator not included), ended as end says.
  * Returns 1, or 0 on an output error (errno); *act says what next. */
-int pop3_line(struct pop3_session *s, const char *line, size_t len, int truncated,
+int pop3_line(struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end,
               enum pop3_action *act);
 /* Answer a POP3_LOGIN: OK writes nothing (the mailbox process will speak);
  * BAD and TEMP write the -ERR and return to AUTHORIZATION, except that the

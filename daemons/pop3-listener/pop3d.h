@@ -12,9 +12,14 @@
 
 #include "authproto.h"
 #include "config.h"
+#include "io.h"
+#include "pop3_session.h"
 
 #define POP3D_INBUF 4096    /* input buffer: bounds what PIPELINING may pass on */
 
+/* how io_getline's line ended, for pop3_line (IO_EOL_NONE: the limit, or
+ * EOF inside the line when it is shorter) */
+enum pop3_line_end pop3d_line_end(enum io_eol eol);
 /* session timeout in ms: session_timeout, but never under RFC 1939's 10 minutes */
 int pop3d_timeout_ms(const struct config *c);
 

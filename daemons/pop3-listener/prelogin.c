@@ -16,6 +16,11 @@
 #include "pop3_session.h"
 #include "tls_spawn.h"
 
+enum pop3_line_end pop3d_line_end(enum io_eol eol)
+{
+    return eol == IO_EOL_NONE ? POP3_LINE_LONG : eol == IO_EOL_CR ? POP3_LINE_BARE_CR : POP3_LINE_WHOLE;
+}
+
 int pop3d_timeout_ms(const struct config *c)
 {
     unsigned long long t = c->session_timeout < POP3_TIMEOUT_MIN ? POP3_TIMEOUT_MIN : c->session_timeout;
@@ -100,14 +105,16 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
             io_flush(&out);
             return EXIT_OK;
         }
-        int truncated = eol == IO_EOL_NONE;
-        /* EOF inside a line (not run), or in the rest of a long one: the
-         * replies to the whole lines before it still go out */
-        if (truncated && (len < sizeof line || !io_skipline(&in, 1 << 20))) {
+        enum pop3_line_end end = pop3d_line_end(eol);
+        /* EOF inside a line (not run), or in the rest of a long one or of
+         * one with a bare CR: the replies to the whole lines before it
+         * still go out */
+        if ((end == POP3_LINE_LONG && len < sizeof line) ||
+            (end != POP3_LINE_WHOLE && !io_skip_to_lf(&in, 1 << 20))) {
             io_flush(&out);
             return EXIT_OK;
         }
-        if (!pop3_line(&s, line, len, truncated, &act)) return EXIT_TEMP;
+        if (!pop3_line(&s, line, len, end, &act)) return EXIT_TEMP;
         sodium_memzero(line, sizeof line);
         if (act == POP3_LOGIN) {
             if (!io_flush(&out)) return EXIT_TEMP;

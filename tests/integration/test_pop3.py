@@ -272,6 +272,28 @@ class Pop3(unittest.TestCase):
                            what='the mailbox process to end')
         self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
 
+    def test_bare_cr_ends_no_command(self):
+        """Only CRLF (or a bare LF) ends a command: "CAPA\\rQUIT" is one
+        line, refused whole (as Dovecot refuses it, and smtp-listener a
+        bare CR), before and after login; so is the rest of an over-long
+        line up to its LF, and a line cut by EOF after its CR is not run"""
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        with Conn(self.port) as c:
+            self.assertTrue(c.pop3_reply().startswith('+OK'))
+            c.send(b'CAPA\rQUIT\r\nNOOP\rQUIT\r\n')
+            self.assertEqual([c.pop3_reply(), c.pop3_reply()], ['-ERR Bare CR in command line'] * 2)
+            c.send(b'USER alice\r\nPASS secret\r\nNOOP\rDELE 1\r\n')
+            c.send(b'NOOP ' + b'x' * 300 + b'\rDELE 1\r\nSTAT\r\nQUIT\r')
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual([c.pop3_reply() for _ in range(5)],
+                             ['+OK', '+OK Logged in.', '-ERR Bare CR in command line',
+                              '-ERR Command line too long', '+OK 1 17'])
+            self.assertTrue(c.closed())
+        self.inst.wait_for(lambda: not procs_rooted_at(os.path.realpath(self.inst.maildir('alice'))),
+                           what='the mailbox process to end')
+        self.assertEqual([os.path.dirname(p) for p, _ in self.inst.maildir_messages('alice')],
+                         [os.path.join(self.inst.maildir('alice'), 'new')])   # no DELE, no UPDATE
+
     def test_retr_marks_seen_wherever_the_message_is(self):
         """RETR then QUIT marks the message seen (S) in the Maildir, as
         Dovecot does, also when it is already in cur/: listed (not read)
@@ -327,6 +349,31 @@ class Pop3(unittest.TestCase):
         self.assertEqual([l.split()[1].decode() for l in p.uidl()[1]], [n for n, _ in names])
         for i in range(len(names)):
             self.assertEqual(p.retr(i + 1)[1][0], b'Subject: m%d' % i)
+        p.quit()
+
+    def test_sizes_announced_are_the_octets_sent(self):
+        """LIST, STAT and RETR's "+OK N octets" give the octets RETR sends
+        (dot-stuffing aside), whatever the file: bare LF or CRLF, no final
+        line end, empty, lines of dots, and a Maildir++ ",W=" that no file
+        of its length can have (made by hand, or put on other content),
+        which is counted instead of believed (Dovecot, side by side,
+        announced such a message as 5 octets and sent a blank line)"""
+        msgs = [('1795682201.M1P1.host,S=5,W=5', 'Subject: wrong W\n\nthis is longer than five\n'),
+                ('1795682202.M2P2.host,W=900', 'Subject: W too big\n\nshort\n'),
+                ('1795682203.M3P3.host,S=19,W=22', 'Subject: sized\n\nsz\n'),
+                ('1795682204.M4P4.host', 'Subject: no final line end\n\nlast line'),
+                ('1795682205.M5P5.host', ''),
+                ('1795682206.M6P6.host', 'Subject: dots\r\n\r\n.\r\n..x\r\n.')]
+        for name, text in msgs:
+            put_message(self.inst, 'alice', name, text)
+        p = login(self.port)
+        total = 0
+        for i in range(1, len(msgs) + 1):
+            listed = int(p.list(i).split()[2])
+            resp, lines, octets = p.retr(i)
+            self.assertEqual((listed, int(resp.split()[1])), (octets, octets), msgs[i - 1][0])
+            total += octets
+        self.assertEqual(p.stat(), (len(msgs), total))
         p.quit()
 
     def test_hostile_message_numbers(self):

@@ -263,6 +263,29 @@ START_TEST(test_limit)
 }
 END_TEST
 
+START_TEST(test_skip_to_lf)
+{
+    /* only LF ends what io_skip_to_lf skips: a bare CR does not */
+    char line[16];
+    size_t len;
+    enum io_eol eol;
+    feed("CAPA\rQUIT\rNOOP\r\nSTAT\r\n", 22);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CR);
+    ck_assert_uint_eq(len, 4);
+    ck_assert(io_skip_to_lf(&in, 100));
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(eol, IO_EOL_CRLF);
+    ck_assert_uint_eq(len, 4);
+    ck_assert(!memcmp(line, "STAT", 4));
+    char big[200];
+    memset(big, '\r', sizeof big);
+    feed(big, sizeof big);
+    ck_assert(!io_skip_to_lf(&in, 100));
+    ck_assert_int_eq(errno, E2BIG);
+}
+END_TEST
+
 START_TEST(test_skipline_limit_and_timeout)
 {
     char big[200];
@@ -363,6 +386,7 @@ int main(void)
     tcase_add_checked_fixture(limits, setup, teardown);
     tcase_add_test(limits, test_limit);
     tcase_add_test(limits, test_skipline_limit_and_timeout);
+    tcase_add_test(limits, test_skip_to_lf);
     tcase_add_test(limits, test_long_input_bounded_buffer);
     tcase_add_test(limits, test_dribbled_line_times_out);
     tcase_add_test(limits, test_read_full);

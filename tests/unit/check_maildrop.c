@@ -150,14 +150,15 @@ START_TEST(test_scan_uidl_update)
     ck_assert_uint_eq(md.n, 3);
     ck_assert_str_eq(md.msg[1].uidl, "200.b");             /* same UIDL after the move */
     maildrop_close(&md);
-    /* a Maildir++ ",W=" size is taken from the name; ",W=" after ':' is not */
-    PUT("new", "300.c,S=4,W=77", "xyz\n");
+    /* a Maildir++ ",W=" size is taken from the name (7: not what counting
+     * gives, 5, but one a 4-octet file could have); ",W=" after ':' is not */
+    PUT("new", "300.c,S=4,W=7", "xyz\n");
     PUT("new", "301.d:2,W=99", "xyz\n");
     PUT("new", "302.e,W=x", "xyz\n");
     ck_assert(maildrop_open(&md, dirfd_));
     ck_assert_uint_eq(md.n, 6);
-    ck_assert_str_eq(md.msg[2].uidl, "300.c,S=4,W=77");
-    ck_assert_uint_eq(md.msg[2].size, 77);
+    ck_assert_str_eq(md.msg[2].uidl, "300.c,S=4,W=7");
+    ck_assert_uint_eq(md.msg[2].size, 7);
     ck_assert_uint_eq(md.msg[3].size, 5);
     ck_assert_uint_eq(md.msg[4].size, 5);
     maildrop_close(&md);
@@ -213,6 +214,34 @@ START_TEST(test_retrieved_marked_seen_in_cur)
 }
 END_TEST
 
+START_TEST(test_impossible_name_size_counted)
+{
+    /* a ",W=" that no file of its length can have (fewer octets than the
+     * file, more than twice them and a line end; anything but 0 for an
+     * empty file) is a name made by hand or put on other content: the
+     * file is counted, so that LIST and RETR announce what RETR sends
+     * (Dovecot, side by side, sent a 43-octet message as "+OK 5 octets"
+     * and a blank line) */
+    struct maildrop md;
+    PUT("new", "100.a,S=5,W=5", "Subject: wrong W\n\nthis is longer than five\n");
+    PUT("new", "101.b,W=900", "Subject: W too big\n\nshort\n");
+    PUT("new", "102.c,W=2", "");
+    PUT("new", "103.d,W=0", "");
+    PUT("new", "104.e,W=3", "x");                      /* 1 octet: 1..3 possible */
+    PUT("new", "105.f,W=4", "x");                      /* not */
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 6);
+    ck_assert_uint_eq(md.msg[0].size, 46);
+    ck_assert_uint_eq(md.msg[1].size, 29);
+    ck_assert_uint_eq(md.msg[2].size, 0);
+    ck_assert_uint_eq(md.msg[3].size, 0);
+    ck_assert_uint_eq(md.msg[4].size, 3);
+    ck_assert_uint_eq(md.msg[5].size, 3);
+    ck_assert_str_eq(md.msg[0].uidl, "100.a,S=5,W=5");   /* the UIDL is the name's still */
+    maildrop_close(&md);
+}
+END_TEST
+
 START_TEST(test_skips_what_is_not_a_message)
 {
     /* only regular files count: a symlink (even to a message), a FIFO (which
@@ -220,7 +249,7 @@ START_TEST(test_skips_what_is_not_a_message)
     char p[512], t[512];
     struct maildrop md;
     PUT("new", "100.a", "A\r\nB\n");                 /* no size in the name: counted with CRLF, 6 */
-    PUT("cur", "101.b,S=1,W=9:2,S", "x");              /* the name's W= is believed */
+    PUT("cur", "101.b,S=1,W=2:2,S", "x");              /* the name's W= is believed (counted: 3) */
     snprintf(t, sizeof t, "%s/new/100.a", dir);
     snprintf(p, sizeof p, "%s/new/102.link", dir);
     ck_assert_int_eq(symlink(t, p), 0);
@@ -232,8 +261,8 @@ START_TEST(test_skips_what_is_not_a_message)
     ck_assert_uint_eq(md.n, 2);
     ck_assert_str_eq(md.msg[0].name, "100.a");
     ck_assert_uint_eq(md.msg[0].size, 6);
-    ck_assert_str_eq(md.msg[1].uidl, "101.b,S=1,W=9");
-    ck_assert_uint_eq(md.msg[1].size, 9);
+    ck_assert_str_eq(md.msg[1].uidl, "101.b,S=1,W=2");
+    ck_assert_uint_eq(md.msg[1].size, 2);
     maildrop_close(&md);
 }
 END_TEST
@@ -490,6 +519,7 @@ int main(void)
     tcase_add_test(core, test_moved_by_another_program);
     tcase_add_test(core, test_retrieved_marked_seen_in_cur);
     tcase_add_test(core, test_skips_what_is_not_a_message);
+    tcase_add_test(core, test_impossible_name_size_counted);
     tcase_add_test(core, test_same_base_name_twice);
     tcase_add_test(core, test_update_overwrites_nothing);
     tcase_add_test(core, test_lock);

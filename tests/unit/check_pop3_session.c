@@ -118,6 +118,42 @@ START_TEST(test_login_and_transaction)
 }
 END_TEST
 
+/* output so far, then cleared */
+static const char *said(void)
+{
+    static char got[1024];
+    ck_assert(io_flush(&out));
+    lseek(fileno(outf), 0, SEEK_SET);
+    ssize_t n = read(fileno(outf), got, sizeof got - 1);
+    ck_assert_int_ge(n, 0);
+    got[n] = 0;
+    ck_assert_int_eq(ftruncate(fileno(outf), 0), 0);
+    lseek(fileno(outf), 0, SEEK_SET);
+    return got;
+}
+
+START_TEST(test_bare_cr_refused)
+{
+    /* a line that held a bare CR ("CAPA\rQUIT", "DELE 1\rNOOP") is one
+     * line, refused whole and counted as an error, in every state; in the
+     * SASL exchange it ends the exchange */
+    enum pop3_action act;
+    ck_assert(pop3_line(&s, "CAPA", 4, POP3_LINE_BARE_CR, &act));
+    ck_assert_str_eq(said(), "-ERR Bare CR in command line\r\n");
+    ck_assert_int_eq(act, POP3_CONTINUE);
+    ck_assert_int_eq(s.state, POP3_AUTHORIZATION);
+    ck_assert_uint_eq(s.errors, 1);
+    ck_assert_str_eq(run("AUTH PLAIN\r\n", 253, &act), "+ \r\n");
+    ck_assert(pop3_line(&s, "AGFsaWNl", 8, POP3_LINE_BARE_CR, &act));
+    ck_assert_str_eq(said(), "-ERR Bare CR in command line\r\n");
+    ck_assert_int_eq(s.state, POP3_AUTHORIZATION);
+    ck_assert_str_eq(run("USER alice\r\nPASS secret\r\n", 253, &act), "+OK\r\n+OK Logged in.\r\n");
+    ck_assert(pop3_line(&s, "DELE 1", 6, POP3_LINE_BARE_CR, &act));
+    ck_assert_str_eq(said(), "-ERR Bare CR in command line\r\n");
+    ck_assert_str_eq(run("STAT\r\n", 253, &act), "+OK 2 52\r\n");   /* nothing deleted */
+}
+END_TEST
+
 START_TEST(test_authorization_state)
 {
     enum pop3_action act;
@@ -277,6 +313,7 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_login_and_transaction);
     tcase_add_test(core, test_authorization_state);
+    tcase_add_test(core, test_bare_cr_refused);
     tcase_add_test(core, test_quit_before_login_and_http);
     tcase_add_test(core, test_stls_and_plaintext_policy);
     suite_add_tcase(su, core);
