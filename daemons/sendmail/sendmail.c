@@ -40,6 +40,7 @@ struct sm {
     int eightbit;           /* a byte >= 0x80 seen: B8BITMIME */
     unsigned long long max_size;    /* max_message_size (0: none) */
     int too_big;            /* the message passed it: not queued */
+    struct config cf;       /* postern.conf (defaults if it did not load) */
 };
 
 /* next input line without its LF (and without a CR before it): 1, 0 at the
@@ -98,6 +99,12 @@ static int add_rcpt(void *ctx, const char *addr)
         errno = E2BIG;
         return 0;
     }
+    /* ours: queued lower-cased, as smtp-listener queues it, so that "bob"
+     * and "Bob" are one recipient and one copy */
+    const char *at = strrchr(q, '@');
+    if (at && config_is_local_domain(&s->cf, at + 1, strlen(at + 1)))
+        for (char *c = q; *c; c++)
+            if (*c >= 'A' && *c <= 'Z') *c = (char)(*c + 32);
     ++*s->into_n;
     return buf_appendc(s->into, 'T') && buf_appends(s->into, q) && buf_appendc(s->into, '\t')
            && buf_appends(s->into, s->o->notify) && buf_append(s->into, "\t", 2);
@@ -183,13 +190,13 @@ static int take_header_rcpts(struct sm *s)
 
 static void who_am_i(struct sm *s)
 {
-    struct config c;
+    struct config *c = &s->cf;
     char err[256];
-    int loaded = config_load(&c, s->o->root, err, sizeof err);
-    if (!loaded) config_defaults(&c);    /* a failed load may have set some */
-    s->max_size = c.max_message_size;
-    if (loaded && c.hostname[0])
-        snprintf(s->host, sizeof s->host, "%s", c.hostname);
+    int loaded = config_load(c, s->o->root, err, sizeof err);
+    if (!loaded) config_defaults(c);     /* a failed load may have set some */
+    s->max_size = c->max_message_size;
+    if (loaded && c->hostname[0])
+        snprintf(s->host, sizeof s->host, "%s", c->hostname);
     else if (gethostname(s->host, sizeof s->host - 1) < 0 || !s->host[0])
         snprintf(s->host, sizeof s->host, "localhost");
     s->host[sizeof s->host - 1] = 0;

@@ -538,6 +538,18 @@ class SendmailTest(unittest.TestCase):
         self.assertIn('\nFrom: ', mess)
         self.assertTrue(mess.endswith('\n\nline 1\n..dots stay\n'))
 
+    def test_local_recipients_lower_cased(self):
+        """Recipients in our domains are queued lower-cased, as
+        smtp-listener queues them: "BOB@example.test" and
+        "bob@Example.Test" are one recipient (one copy); before, two. A
+        remote address keeps its case."""
+        p = self.run_sendmail(['-i', 'BOB@example.test', 'bob@Example.Test', 'Carol',
+                               'Dave@Example.ORG'], b'Subject: s\n\nx\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        env, _ = self.only_message()
+        rcpts = re.findall(r'^rcpt\t[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)\t', env, re.M)
+        self.assertEqual(sorted(rcpts), ['Dave@Example.ORG', 'bob@example.test', 'carol@mx.example.test'])
+
     def test_max_message_size_applies(self):
         """max_message_size counts as smtp-listener counts it (CRLF line
         ends): a message past it is not queued and sendmail exits 65 saying
