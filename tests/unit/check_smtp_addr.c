@@ -227,6 +227,16 @@ START_TEST(test_refusals)
     bad("<a@.x.example>", 1, "501 5.1.3 Bad recipient domain");
     bad("<a@x.example.>", 1, "501 5.1.3 Bad recipient domain");
     bad("<a@x_y.example>", 1, "501 5.1.3 Bad recipient domain");
+    /* an IP address is a literal, in brackets; a numeric top-level label is no name */
+    bad("<a@192.0.2.1>", 1, "501 5.1.3 Bad recipient domain");
+    bad("<a@192.0.2.1>", 0, "501 5.1.7 Bad sender domain");
+    bad("a@127.0.0.1", 1, "501 5.1.3 Bad recipient domain");
+    bad("<a@123>", 1, "501 5.1.3 Bad recipient domain");
+    bad("<a@x.example.123>", 1, "501 5.1.3 Bad recipient domain");
+    bad("<@192.0.2.1:a@x.example>", 1, "501 5.1.3");
+    ok("<a@123.example>", 1, "a@123.example");
+    ok("<a@x.123a>", 1, "a@x.123a");
+    ok("<a@1-2.example>", 1, "a@1-2.example");
     bad("<a@x.example", 1, "501 5.1.3");
     bad("<a@x.example>junk", 1, "501 5.1.3");
     bad("<a@x.example>>", 1, "501 5.1.3");
