@@ -548,7 +548,8 @@ static int notify_parse(const char *v, size_t n, unsigned *out)
         else if (ieq(v + i, j - i, "DELAY")) bit = SMTP_NOTIFY_DELAY;
         else if (ieq(v + i, j - i, "NEVER")) bit = SMTP_NOTIFY_NEVER;
         else return 0;   /* also the empty item of ",," or a trailing ',' */
-        if (bits & bit) return 0;   /* each at most once, as envelope_notify_parse */
+        /* an item again counts once: RFC 3461 4.1's 1#notify-list-element
+         * allows it (Postfix takes it); the envelope gets each bit once */
         bits |= bit;
         if (j >= n) break;
         i = j + 1;

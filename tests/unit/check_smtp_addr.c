@@ -445,8 +445,14 @@ START_TEST(test_rcpt_params)
     rcpt_bad(" NOTIFY=,SUCCESS", "501 5.5.4");
     rcpt_bad(" NOTIFY=SUCCESS,,DELAY", "501 5.5.4");
     rcpt_bad(" NOTIFY=ALWAYS", "501 5.5.4");
-    rcpt_bad(" NOTIFY=SUCCESS,success", "501 5.5.4");
-    rcpt_bad(" NOTIFY=NEVER,NEVER", "501 5.5.4");
+    /* RFC 3461's list (1#) allows an item twice; it counts once */
+    ck_assert(rcpt(" NOTIFY=SUCCESS,success"));
+    ck_assert_uint_eq(rp.notify, SMTP_NOTIFY_SUCCESS);
+    ck_assert(rcpt(" NOTIFY=FAILURE,DELAY,FAILURE"));
+    ck_assert_uint_eq(rp.notify, SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY);
+    ck_assert(rcpt(" NOTIFY=NEVER,NEVER"));
+    ck_assert_uint_eq(rp.notify, SMTP_NOTIFY_NEVER);
+    rcpt_bad(" NOTIFY=NEVER,NEVER,SUCCESS", "501 5.5.4");
     rcpt_bad(" NOTIFY=SUCCESS NOTIFY=DELAY", "501 5.5.4 Duplicate");
     rcpt_bad(" ORCPT=rfc822;a@b ORCPT=rfc822;a@b", "501 5.5.4 Duplicate");
     rcpt_bad(" ORCPT=bob@example.com", "501 5.5.4");
