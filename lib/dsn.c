@@ -367,9 +367,12 @@ static int compose_headers(const struct dsn_ctx *c, struct buf *b, time_t now, c
             || !buf_appends(b, "\nReferences: ") || !buf_append(b, mid, midlen) || !buf_appends(b, "\n"))
             return 0;
     }
+    /* RFC 6522 3: report-type is the subtype of the second part, so a
+     * global report (RFC 6533) is report-type=global-delivery-status */
     if (!buf_appends(b, "Auto-Submitted: auto-replied\nMIME-Version: 1.0\n"
-                        "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"")
-        || !buf_appends(b, bnd) || !buf_appends(b, "\"\n"))
+                        "Content-Type: multipart/report; report-type=")
+        || !buf_appends(b, c->global ? "global-delivery-status" : "delivery-status")
+        || !buf_appends(b, ";\n\tboundary=\"") || !buf_appends(b, bnd) || !buf_appends(b, "\"\n"))
         return 0;
     if (eightbit && !buf_appends(b, "Content-Transfer-Encoding: 8bit\n")) return 0;
     return buf_appends(b, "\nThis is a MIME-encapsulated message.\n");

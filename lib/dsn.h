@@ -25,7 +25,8 @@ struct dsn_item {
 /* Compose the whole DSN message (headers + multipart/report body, LF line
  * ends) into out: From: MAILER-DAEMON@reporting_host, To: the envelope
  * sender, Subject, Date, Message-ID, Auto-Submitted: auto-replied,
- * MIME multipart/report; report-type=delivery-status with three parts:
+ * MIME multipart/report; report-type=delivery-status (global-delivery-status
+ * for a global report, RFC 6533) with three parts:
  * a human-readable text, message/delivery-status (in RFC 3464's order:
  * Original-Envelope-Id if any, Reporting-MTA: dns;host, Arrival-Date,
  * X-Postern-Queue-ID, then per recipient Original-Recipient if ORCPT,

@@ -365,6 +365,8 @@ START_TEST(test_utf8_addresses)
     it[0].diagnostic = "550 unknown \xc3\xb6 \xff";
     compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
     assert_field(mm.h, mm.hlen, "Content-Transfer-Encoding: ", "8bit");
+    /* RFC 6522 3: report-type names the second part's subtype */
+    assert_field(mm.h, mm.hlen, "Content-Type: ", "multipart/report; report-type=global-delivery-status;");
     assert_field(mm.part[1].h, mm.part[1].hlen, "Content-Type: ", "message/global-delivery-status");
     assert_field(mm.part[1].b, mm.part[1].blen, "Final-Recipient: ", "utf-8; j\xc3\xb6ran@ex\xc3\xa4mple.example");
     /* the remote's text stays ASCII */
