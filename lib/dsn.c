@@ -248,25 +248,28 @@ static int compose_text(const struct dsn_ctx *c, struct buf *b, size_t msglen, s
     return 1;
 }
 
+/* the fields in the order of RFC 3464 2.1's grammar: per message
+ * [Original-Envelope-Id] Reporting-MTA [Arrival-Date] and then extension
+ * fields; per recipient [Original-Recipient] Final-Recipient Action Status
+ * [Remote-MTA] [Diagnostic-Code] [Last-Attempt-Date] [Will-Retry-Until] */
 static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
 {
     const struct envelope *e = c->e;
-    if (!buf_appends(b, "Reporting-MTA: dns; ") || !buf_appends(b, c->host) || !buf_appends(b, "\n"))
-        return 0;
-    if (e->id[0] && (!buf_appends(b, "X-Postern-Queue-ID: ") || !append_id(b, e->id)
-                     || !buf_appends(b, "\n")))
-        return 0;
     if (e->envid[0] && (!buf_appends(b, "Original-Envelope-Id: ")
                         || !appends_clean(b, e->envid, VALUE_MAX, 1, 0) || !buf_appends(b, "\n")))
         return 0;
+    if (!buf_appends(b, "Reporting-MTA: dns; ") || !buf_appends(b, c->host) || !buf_appends(b, "\n"))
+        return 0;
     if (e->birth > 0 && (!buf_appends(b, "Arrival-Date: ") || !append_date(b, e->birth) || !buf_appends(b, "\n")))
+        return 0;
+    if (e->id[0] && (!buf_appends(b, "X-Postern-Queue-ID: ") || !append_id(b, e->id)
+                     || !buf_appends(b, "\n")))
         return 0;
     for (size_t i = 0; i < c->nitems; i++) {
         const struct dsn_item *it = &c->items[i];
         const struct env_rcpt *r = it->rcpt;
         const char *st = status_valid(it->action_status) ? it->action_status : default_status(c->kind);
-        if (!buf_appends(b, "\nFinal-Recipient: ") || !append_addr_typed(b, r->addr, c->global)
-            || !buf_appends(b, "\n"))
+        if (!buf_appends(b, "\n"))
             return 0;
         if (env_text(r->orcpt)[0]) {
             /* "type;xtext": the utf-8 type is already in its DSN form */
@@ -276,6 +279,9 @@ static int compose_status(const struct dsn_ctx *c, struct buf *b, time_t now)
                 || !appends_clean(b, r->orcpt, VALUE_MAX, !u8type, c->global) || !buf_appends(b, "\n"))
                 return 0;
         }
+        if (!buf_appends(b, "Final-Recipient: ") || !append_addr_typed(b, r->addr, c->global)
+            || !buf_appends(b, "\n"))
+            return 0;
         if (!buf_appends(b, "Action: ") || !buf_appends(b, item_action(c->kind, it))
             || !buf_appends(b, "\nStatus: ") || !buf_appends(b, st) || !buf_appends(b, "\n"))
             return 0;
@@ -361,9 +367,12 @@ static int compose_headers(const struct dsn_ctx *c, struct buf *b, time_t now, c
             || !buf_appends(b, "\nReferences: ") || !buf_append(b, mid, midlen) || !buf_appends(b, "\n"))
             return 0;
     }
+    /* RFC 6522 3: report-type is the subtype of the second part, so a
+     * global report (RFC 6533) is report-type=global-delivery-status */
     if (!buf_appends(b, "Auto-Submitted: auto-replied\nMIME-Version: 1.0\n"
-                        "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"")
-        || !buf_appends(b, bnd) || !buf_appends(b, "\"\n"))
+                        "Content-Type: multipart/report; report-type=")
+        || !buf_appends(b, c->global ? "global-delivery-status" : "delivery-status")
+        || !buf_appends(b, ";\n\tboundary=\"") || !buf_appends(b, bnd) || !buf_appends(b, "\"\n"))
         return 0;
     if (eightbit && !buf_appends(b, "Content-Transfer-Encoding: 8bit\n")) return 0;
     return buf_appends(b, "\nThis is a MIME-encapsulated message.\n");

@@ -25,10 +25,12 @@ struct dsn_item {
 /* Compose the whole DSN message (headers + multipart/report body, LF line
  * ends) into out: From: MAILER-DAEMON@reporting_host, To: the envelope
  * sender, Subject, Date, Message-ID, Auto-Submitted: auto-replied,
- * MIME multipart/report; report-type=delivery-status with three parts:
- * a human-readable text, message/delivery-status (Reporting-MTA: dns;host,
- * Arrival-Date, Original-Envelope-Id if any, then per recipient Final-Recipient
- * (rfc822;addr, or ORCPT's), Original-Recipient if ORCPT, Action: failed|delayed|delivered,
+ * MIME multipart/report; report-type=delivery-status (global-delivery-status
+ * for a global report, RFC 6533) with three parts:
+ * a human-readable text, message/delivery-status (in RFC 3464's order:
+ * Original-Envelope-Id if any, Reporting-MTA: dns;host, Arrival-Date,
+ * X-Postern-Queue-ID, then per recipient Original-Recipient if ORCPT,
+ * Final-Recipient (rfc822;addr), Action: failed|delayed|delivered,
  * Status, Diagnostic-Code: smtp; ... when given, Last-Attempt-Date, and in a delay
  * report Will-Retry-Until when the item has one), and the original
  * [a diagnostic "host H said: NNN text" (remote-deliverer's) gives Remote-MTA: dns; H

@@ -208,7 +208,10 @@ static int parse_literal(struct cur *c)
 }
 
 /* a domain name or address literal; what may follow it is in ends
- * ("" allows the end of input and nothing else) */
+ * ("" allows the end of input and nothing else). A name whose last label
+ * is all digits (u@192.0.2.1, u@123) is none: a top-level label is never
+ * numeric (RFC 1123 2.1, RFC 3696 2), and an address goes in brackets
+ * (RFC 5321 4.1.3), as Postfix refuses it too. */
 static int parse_domain(struct cur *c, struct smtp_path *p, const char *ends, int *literal)
 {
     size_t start = c->i;
@@ -218,10 +221,10 @@ static int parse_domain(struct cur *c, struct smtp_path *p, const char *ends, in
         *literal = 1;
     } else {
         for (;;) {
-            size_t label = c->i, octets;
+            size_t label = c->i, octets, digits = 0;
             while (c->i < c->len) {
                 unsigned char ch = c->s[c->i];
-                if (is_alnum(ch) || ch == '-') c->i++;
+                if (is_alnum(ch) || ch == '-') { digits += is_digit(ch); c->i++; }
                 else if (ch < 0x80 || !take_utf8(c, p)) break;
             }
             octets = c->i - label;
@@ -230,7 +233,10 @@ static int parse_domain(struct cur *c, struct smtp_path *p, const char *ends, in
                 c->i = label;
                 return fail(c, PE_DOMAIN);
             }
-            if (!at(c, '.')) break;
+            if (!at(c, '.')) {
+                if (digits == octets) { c->i = start; return fail(c, PE_DOMAIN); }
+                break;
+            }
             c->i++;
         }
     }
@@ -542,7 +548,8 @@ static int notify_parse(const char *v, size_t n, unsigned *out)
         else if (ieq(v + i, j - i, "DELAY")) bit = SMTP_NOTIFY_DELAY;
         else if (ieq(v + i, j - i, "NEVER")) bit = SMTP_NOTIFY_NEVER;
         else return 0;   /* also the empty item of ",," or a trailing ',' */
-        if (bits & bit) return 0;   /* each at most once, as envelope_notify_parse */
+        /* an item again counts once: RFC 3461 4.1's 1#notify-list-element
+         * allows it (Postfix takes it); the envelope gets each bit once */
         bits |= bit;
         if (j >= n) break;
         i = j + 1;

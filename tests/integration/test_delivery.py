@@ -767,7 +767,10 @@ class DeliveryTest(unittest.TestCase):
         self.inst.wait_for(lambda: self.inst.log('queue-manager').count(
             'local-deliverer: info: - event=reload from=queue-manager files=on-change') > acks, 10,
             what='local-deliverer acknowledging the reload')
-        self.assertGreater(self.inst.log('queue-manager').count('deliverer=local-deliverer reload=sent'), sent)
+        # queue-manager logs reload=sent after the record is written, so the
+        # deliverer's acknowledgement can be in the log before it
+        self.inst.wait_for(lambda: self.inst.log('queue-manager').count(
+            'deliverer=local-deliverer reload=sent') > sent, 10, what='queue-manager logging reload=sent')
         inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: after\n\nx\n')
         self.wait_msgs('alice')
 

@@ -141,7 +141,8 @@ def check_dsn_grammar(tc, data, utf8=False):
     for part in m.walk():
         tc.assertEqual(part.defects, [], (part.get_content_type(), data[:3000]))
     tc.assertEqual(m.get_content_type(), 'multipart/report')
-    tc.assertEqual(m.get_param('report-type'), 'delivery-status')
+    # RFC 6522 3: the subtype of the second part
+    tc.assertEqual(m.get_param('report-type'), 'global-delivery-status' if utf8 else 'delivery-status')
     tc.assertEqual(str(m['Auto-Submitted']), 'auto-replied')
     tc.assertTrue(str(m['From']).startswith('Mail Delivery System <MAILER-DAEMON@'), m['From'])
     for h in ('To', 'Subject', 'Date', 'Message-ID', 'MIME-Version'):

@@ -210,6 +210,14 @@ START_TEST(test_failure_report)
     ck_assert_int_eq(count_lines_starting(p->b, p->blen, "Diagnostic-Code: "), 1);
     ck_assert(contains(p->b, p->blen, "\n\nFinal-Recipient: rfc822; carol@example.net\nAction: failed\n"
                                     "Status: 5.4.7\nLast-Attempt-Date: "));
+    /* in the order of RFC 3464 2.1's grammar: Original-Envelope-Id first,
+     * extension fields after Arrival-Date, Original-Recipient before
+     * Final-Recipient */
+    static const char first[] = "Original-Envelope-Id: QQ+314\nReporting-MTA: dns; " HOST "\n"
+                                "Arrival-Date: Tue, 14 Nov 2023 21:13:20 +0000\nX-Postern-Queue-ID: ";
+    ck_assert(p->blen > sizeof first && !memcmp(p->b, first, sizeof first - 1));
+    ck_assert(contains(p->b, p->blen, "\n\nOriginal-Recipient: rfc822;Bob+x@example.com\n"
+                                    "Final-Recipient: rfc822; bob@example.com\nAction: failed\n"));
     /* part 3: the whole message, byte for byte */
     p = &mm.part[2];
     assert_field(p->h, p->hlen, "Content-Type: ", "message/rfc822");
@@ -297,7 +305,7 @@ START_TEST(test_success_actions)
     compose(DSN_SUCCESS, 2, msg1, sizeof msg1 - 1, 1000000, &mm);
     const char *b = mm.part[1].b;
     size_t n = mm.part[1].blen;
-    ck_assert(contains(b, n, "Final-Recipient: rfc822; bob@example.com\nOriginal-Recipient: rfc822;Bob+x@example.com\n"
+    ck_assert(contains(b, n, "Original-Recipient: rfc822;Bob+x@example.com\nFinal-Recipient: rfc822; bob@example.com\n"
                              "Action: relayed\n"));
     ck_assert(contains(b, n, "Final-Recipient: rfc822; carol@example.net\nAction: expanded\n"));
     ck_assert(contains(mm.part[0].b, mm.part[0].blen, "<bob@example.com>: 2.0.0 (relayed)\n"));
@@ -357,6 +365,8 @@ START_TEST(test_utf8_addresses)
     it[0].diagnostic = "550 unknown \xc3\xb6 \xff";
     compose(DSN_FAILURE, 1, msg1, sizeof msg1 - 1, 1000000, &mm);
     assert_field(mm.h, mm.hlen, "Content-Transfer-Encoding: ", "8bit");
+    /* RFC 6522 3: report-type names the second part's subtype */
+    assert_field(mm.h, mm.hlen, "Content-Type: ", "multipart/report; report-type=global-delivery-status;");
     assert_field(mm.part[1].h, mm.part[1].hlen, "Content-Type: ", "message/global-delivery-status");
     assert_field(mm.part[1].b, mm.part[1].blen, "Final-Recipient: ", "utf-8; j\xc3\xb6ran@ex\xc3\xa4mple.example");
     /* the remote's text stays ASCII */
