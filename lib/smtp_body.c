@@ -144,6 +144,34 @@ static void header_ends(struct smtp_msgbody *b)
     b->len += n;
 }
 
+/* A message whose first line is an mbox "From " line (a message taken
+ * from an mbox file and sent as it was) keeps that line as the field
+ * "X-Mailbox-Line: From ...", as Postfix's cleanup does: taken for the
+ * first line of the body, it made every field after it body text, and the
+ * recipient saw a message without Subject or From. Not the client's
+ * octets. A line that started past max_size is not stored. */
+static void mbox_line(struct smtp_msgbody *b)
+{
+    static const char tag[] = SMTP_BODY_MBOX_TAG;
+    size_t n = sizeof tag - 1;
+    b->size += n;
+    b->line_kind = 1;
+    b->fields = 1;
+    if (b->line_cut) return;
+    body_room(b, n, 1);
+    memmove(b->buf + b->line_start + n, b->buf + b->line_start, b->len - b->line_start);
+    memcpy(b->buf + b->line_start, tag, n);
+    b->len += n;
+}
+
+/* a header line turned out not to be a field: the first line, if it is an
+ * mbox "From " line, becomes one; any other ends the header section */
+static void not_a_field(struct smtp_msgbody *b)
+{
+    if (!b->fields && b->prefix_len >= 5 && !memcmp(b->prefix, "From ", 5)) mbox_line(b);
+    else header_ends(b);
+}
+
 /* the Message-ID field's value, octet by octet: its first line after the
  * name, then its continuation lines */
 static void note_msgid(struct smtp_msgbody *b, unsigned char c, int is_name)
@@ -163,7 +191,7 @@ static void body_text(struct smtp_msgbody *b, const char *p, size_t n)
             int is_name = b->line_kind != 1;    /* not yet past the name's colon */
             note_kind(b, (unsigned char)p[i]);
             if (b->line_kind == 2) {
-                header_ends(b);
+                not_a_field(b);
             } else if (b->prefix_len < sizeof b->prefix) {
                 b->prefix[b->prefix_len++] = p[i];
                 note_field(b);
@@ -198,7 +226,7 @@ static void body_eol(struct smtp_msgbody *b, unsigned sent)
             add_missing(b);
             b->in_headers = 0;
         } else if (b->line_kind != 1) {  /* a line that is not a field */
-            header_ends(b);
+            not_a_field(b);
         }
     }
     body_put(b, '\n');

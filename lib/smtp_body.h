@@ -9,7 +9,9 @@
  * as sent (CRLF is 2), without DATA's dot-stuffing. The header section
  * ends at its blank line or at its first line that is neither a field nor
  * a continuation, before which a blank line is put (as Postfix's cleanup
- * does), so that text without a header is not read as one. For a
+ * does), so that text without a header is not read as one; a first line
+ * that is an mbox "From " line is no such line: it is kept as the field
+ * "X-Mailbox-Line: From ..." (as Postfix's cleanup keeps it). For a
  * submission it can also add the Date:, Message-ID: and From: fields a
  * message lacks (RFC 6409 8), at the end of its header section. It keeps
  * the first Message-ID field's value for the log (as Postfix logs
@@ -24,6 +26,7 @@
 #define SMTP_BODY_BUF 8192
 #define SMTP_BODY_ADD_MAX 300    /* one added field, "From: <256-octet address>" */
 #define SMTP_BODY_NAME_MAX 998   /* a field's colon is among the first so many octets of its line */
+#define SMTP_BODY_MBOX_TAG "X-Mailbox-Line: "  /* put before a first line "From ..." */
 #define SMTP_BODY_MSGID_MAX 250  /* the Message-ID kept for the log, at most */
 
 enum { SMTP_BODY_DATE, SMTP_BODY_MSGID, SMTP_BODY_FROM, SMTP_BODY_NADD };

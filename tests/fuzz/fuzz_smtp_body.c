@@ -3,7 +3,7 @@
  * CR and bare LF each turned into one LF (and a final LF added), cut where
  * the client's octets (CRLF two, the added LF none: RFC 1870) pass max_size,
  * with a blank line (costing nothing) before a header line that is not a
- * field (ref_header.h);
+ * field, and the mbox tag before a first "From " line (ref_header.h);
  * BDAT must give the same result however the octets are chunked;
  * the bare-CR, bare-LF and hop counters must agree between both feeds. Output goes to
  * an anonymous memory file. */
@@ -51,12 +51,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         want[wl++] = p[i] == '\r' ? '\n' : (unsigned char)p[i];
     }
     if (wl && want[wl - 1] != '\n') want[wl++] = '\n';
-    long blank = ref_blank_at((const char *)want, wl);
+    int mbox;
+    long blank = ref_blank_at((const char *)want, wl, &mbox);
+    free(want);
+    want = malloc(n + 3 + REF_MBOX_TAG_LEN);
     wl = 0;
 #define STORE(c, cost) do { if ((long)wl == blank) { blank = -1; STORE1('\n', 0); } \
                             STORE1(c, cost); } while (0)
 #define STORE1(c, cost) do { want[wl++] = (unsigned char)(c); sent += (cost); \
                              if (sent > max) over = 1; if (!over) keep = wl; } while (0)
+    if (mbox) {
+        for (size_t i = 0; i < REF_MBOX_TAG_LEN; i++) STORE1(SMTP_BODY_MBOX_TAG[i], 0);
+        if (blank >= 0) blank += (long)REF_MBOX_TAG_LEN;
+    }
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '\r') {
             int crlf = i + 1 < n && p[i + 1] == '\n';

@@ -3,7 +3,9 @@
  * field ("name:" with the name printable ASCII without the colon, white
  * space allowed before the colon, the colon among the first
  * SMTP_BODY_NAME_MAX octets) nor a continuation (white space first, after
- * a field), where a blank line is put in front of that line. */
+ * a field), where a blank line is put in front of that line; except a
+ * first line that starts "From " (an mbox line), which gets
+ * SMTP_BODY_MBOX_TAG in front and counts as a field. */
 #ifndef POSTERN_FUZZ_REF_HEADER_H
 #define POSTERN_FUZZ_REF_HEADER_H
 
@@ -12,10 +14,14 @@
 
 #include "smtp_body.h"
 
-/* where in m (the stored form, LF line ends) the blank line goes, or -1 */
-static long ref_blank_at(const char *m, size_t n)
+#define REF_MBOX_TAG_LEN (sizeof SMTP_BODY_MBOX_TAG - 1)
+
+/* where in m (the stored form, LF line ends) the blank line goes, or -1;
+ * *mbox: whether the tag goes before the first line */
+static long ref_blank_at(const char *m, size_t n, int *mbox)
 {
     int fields = 0;
+    *mbox = 0;
     for (size_t i = 0; i < n;) {
         size_t e = i;
         while (e < n && m[e] != '\n') e++;
@@ -30,20 +36,29 @@ static long ref_blank_at(const char *m, size_t n)
                 while (k < e && k - i < SMTP_BODY_NAME_MAX && (m[k] == ' ' || m[k] == '\t')) k++;
             if (k > i && k < e && k - i < SMTP_BODY_NAME_MAX && m[k] == ':') field = fields = 1;
         }
+        if (!field && !fields && e - i >= 5 && !memcmp(m + i, "From ", 5)) field = fields = *mbox = 1;
         if (!field) return (long)i;
         i = e + 1;
     }
     return -1;
 }
 
-/* put the blank line into m (length *n, room for one more octet) */
+/* put the blank line and the mbox tag into m (length *n, room for
+ * 1 + REF_MBOX_TAG_LEN more octets) */
 static void ref_blank_insert(char *m, size_t *n)
 {
-    long at = ref_blank_at(m, *n);
-    if (at < 0) return;
-    memmove(m + at + 1, m + at, *n - (size_t)at);
-    m[at] = '\n';
-    (*n)++;
+    int mbox;
+    long at = ref_blank_at(m, *n, &mbox);
+    if (at >= 0) {
+        memmove(m + at + 1, m + at, *n - (size_t)at);
+        m[at] = '\n';
+        (*n)++;
+    }
+    if (mbox) {
+        memmove(m + REF_MBOX_TAG_LEN, m, *n);
+        memcpy(m, SMTP_BODY_MBOX_TAG, REF_MBOX_TAG_LEN);
+        *n += REF_MBOX_TAG_LEN;
+    }
 }
 
 #endif

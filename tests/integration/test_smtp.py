@@ -7,6 +7,7 @@ that a 250 means the message is in the queue.
 Only smtp-listener runs (no queue-manager), so accepted messages stay in
 queue/ where the tests can see them."""
 
+import email
 import os
 import pwd
 import re
@@ -406,6 +407,26 @@ class SmtpDefences(SmtpBase):
             self.assertEqual(len(new), 1)
             mess, _ = read_queue(self.inst, new.pop())
             self.assertTrue(mess.endswith(b' +0000' + want), mess)
+
+    def test_mbox_from_line_first_keeps_the_header(self):
+        """a message sent as it was kept in an mbox file starts with a
+        "From sender date" line: kept as the field X-Mailbox-Line: (as
+        Postfix's cleanup keeps it), so Subject:, From: and the rest stay
+        the header. Taken for text, it had a blank line put before it and
+        the whole header became body: the recipient saw no Subject, no From"""
+        data = (b'From alice@example.org Thu Nov 26 10:00:00 2026\r\nFrom: Alice <alice@example.org>\r\n'
+                b'Subject: from an mbox\r\n\r\nbody\r\n')
+        before = set(self.inst.queue_ids())
+        out = raw_session(self.port, b'EHLO client.example.com\r\nMAIL FROM:<b@client.test>\r\n'
+                                     b'RCPT TO:<alice@example.test>\r\nDATA\r\n' + data + b'.\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'], out)
+        new = set(self.inst.queue_ids()) - before
+        self.assertEqual(len(new), 1)
+        mess, _ = read_queue(self.inst, new.pop())
+        self.assertTrue(mess.endswith(b' +0000\nX-Mailbox-Line: From alice@example.org Thu Nov 26 10:00:00 2026\n'
+                                      b'From: Alice <alice@example.org>\nSubject: from an mbox\n\nbody\n'), mess)
+        m = email.message_from_bytes(mess)
+        self.assertEqual(m['Subject'], 'from an mbox')
 
     def test_line_512_513(self):
         l512 = b'NOOP ' + b'a' * (512 - 7) + b'\r\n'

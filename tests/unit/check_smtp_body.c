@@ -204,7 +204,16 @@ START_TEST(test_non_field_line_ends_header)
     stored_as("oneword\r\nX: y\r\n", "\noneword\nX: y\n", 1);
     stored_as("X: y\r\nnocolon  \r\n\r\nb\r\n", "X: y\n\nnocolon  \n\nb\n", 1);
     stored_as(" indented\r\nx\r\n", "\n indented\nx\n", 1);
-    stored_as("From alice Thu Nov 26\r\nSubject: s\r\n\r\nb\r\n", "\nFrom alice Thu Nov 26\nSubject: s\n\nb\n", 1);
+    /* a first line that is an mbox "From " line is kept as a field, as
+     * Postfix's cleanup keeps it: the fields after it stay fields */
+    stored_as("From alice Thu Nov 26\r\nSubject: s\r\n\r\nb\r\n",
+              "X-Mailbox-Line: From alice Thu Nov 26\nSubject: s\n\nb\n", 1);
+    stored_as("From \r\nX: y\r\n", "X-Mailbox-Line: From \nX: y\n", 1);
+    /* only the first line, and only "From " */
+    stored_as("X: y\r\nFrom alice\r\n", "X: y\n\nFrom alice\n", 1);
+    stored_as("From: alice\r\nFrom alice\r\n", "From: alice\n\nFrom alice\n", 1);
+    stored_as("Fromage x\r\nX: y\r\n", "\nFromage x\nX: y\n", 1);
+    stored_as("from alice\r\nX: y\r\n", "\nfrom alice\nX: y\n", 1);
     stored_as(": no name\r\n", "\n: no name\n", 1);
     stored_as("X: y\r\nlast", "X: y\n\nlast\n", 1);
     /* fields, folded fields, the obsolete "name :" and an empty body stay as they came */
@@ -274,11 +283,11 @@ START_TEST(test_add_missing)
     added_as("Subject: s\r\nX: y", "Subject: s\nX: y\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n");
     /* no header at all: added before the blank line */
     added_as("\r\nbody\r\n", "Date: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nbody\n");
-    /* a header line that is not a field (an mbox "From " line, text with no
-     * colon) ends the header section: the fields go before the blank line
-     * put in front of it */
+    /* a header line that is not a field (text with no colon) ends the
+     * header section: the fields go before the blank line put in front of
+     * it; a first mbox "From " line is a field (X-Mailbox-Line:) */
     added_as("From alice Thu Nov 26\r\nSubject: s\r\n\r\nb\r\n",
-             "Date: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nFrom alice Thu Nov 26\nSubject: s\n\nb\n");
+             "X-Mailbox-Line: From alice Thu Nov 26\nSubject: s\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\nb\n");
     added_as("Subject: s\r\njust text\r\n", "Subject: s\nDate: D\nMessage-ID: <m@h>\nFrom: <f@h>\n\njust text\n");
     added_as("From: x\r\n: no name\r\n\r\nb\r\n", "From: x\nDate: D\nMessage-ID: <m@h>\n\n: no name\n\nb\n");
     /* the hop count is still kept */
