@@ -124,19 +124,12 @@ static size_t render_missing(struct smtp_msgbody *b, char *out)
     return n;
 }
 
-/* a header line that is not a field ends the header section: the missing
- * fields and a blank line go before it, as Postfix's cleanup puts a blank
- * line there, so that the line and the rest are read as the body and not
- * as part of the header (nor as a continuation of the Received: field in
- * front of a message that starts with white space). They are not the
- * client's octets. A line that started past max_size is not stored. */
-static void header_ends(struct smtp_msgbody *b)
+/* ins[0..n) in front of the header line held in buf (from line_start);
+ * not the client's octets. A line that started past max_size is not
+ * stored, and neither is what goes before it. */
+static void insert_before_line(struct smtp_msgbody *b, const char *ins, size_t n)
 {
-    char ins[SMTP_BODY_NADD * SMTP_BODY_ADD_MAX + 1];
-    size_t n = render_missing(b, ins);
-    ins[n++] = '\n';
     b->size += n;
-    b->in_headers = 0;
     if (b->line_cut) return;
     body_room(b, n, 1);
     memmove(b->buf + b->line_start + n, b->buf + b->line_start, b->len - b->line_start);
@@ -144,24 +137,31 @@ static void header_ends(struct smtp_msgbody *b)
     b->len += n;
 }
 
+/* a header line that is not a field ends the header section: the missing
+ * fields and a blank line go before it, as Postfix's cleanup puts a blank
+ * line there, so that the line and the rest are read as the body and not
+ * as part of the header (nor as a continuation of the Received: field in
+ * front of a message that starts with white space). */
+static void header_ends(struct smtp_msgbody *b)
+{
+    char ins[SMTP_BODY_NADD * SMTP_BODY_ADD_MAX + 1];
+    size_t n = render_missing(b, ins);
+    ins[n++] = '\n';
+    b->in_headers = 0;
+    insert_before_line(b, ins, n);
+}
+
 /* A message whose first line is an mbox "From " line (a message taken
  * from an mbox file and sent as it was) keeps that line as the field
  * "X-Mailbox-Line: From ...", as Postfix's cleanup does: taken for the
  * first line of the body, it made every field after it body text, and the
- * recipient saw a message without Subject or From. Not the client's
- * octets. A line that started past max_size is not stored. */
+ * recipient saw a message without Subject or From. */
 static void mbox_line(struct smtp_msgbody *b)
 {
     static const char tag[] = SMTP_BODY_MBOX_TAG;
-    size_t n = sizeof tag - 1;
-    b->size += n;
     b->line_kind = 1;
     b->fields = 1;
-    if (b->line_cut) return;
-    body_room(b, n, 1);
-    memmove(b->buf + b->line_start + n, b->buf + b->line_start, b->len - b->line_start);
-    memcpy(b->buf + b->line_start, tag, n);
-    b->len += n;
+    insert_before_line(b, tag, sizeof tag - 1);
 }
 
 /* a header line turned out not to be a field: the first line, if it is an
