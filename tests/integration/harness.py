@@ -439,13 +439,17 @@ class Instance:
             return ''
 
     def wait_for(self, fn, timeout=10, interval=0.05, what=None):
-        """Poll fn() until it returns something true; return that, or raise."""
+        """Poll fn() until it returns something true; return that, or raise.
+        what may be a callable, called only at the timeout, so that a log
+        it shows is the one at the end of the wait, not at its start."""
         deadline = time.time() + timeout
         while True:
             v = fn()
             if v:
                 return v
             if time.time() > deadline:
+                if callable(what):
+                    what = what()
                 raise HarnessError('timed out after %ss waiting for %s' % (
                     timeout, what or getattr(fn, '__name__', 'a condition')))
             time.sleep(interval)

@@ -162,11 +162,11 @@ class DeliveryTest(unittest.TestCase):
     def wait_msgs(self, name, n=1, timeout=20):
         return self.inst.wait_for(lambda: len(self.inst.maildir_messages(name)) >= n and
                                   self.inst.maildir_messages(name), timeout,
-                                  what='%d message(s) for %s\n%s' % (n, name, self.inst.log('queue-manager')))
+                                  what=lambda: '%d message(s) for %s\n%s' % (n, name, self.inst.log('queue-manager')))
 
     def wait_queue_empty(self, timeout=20):
         self.inst.wait_for(lambda: not self.inst.queue_ids(), timeout,
-                           what='an empty queue\n' + self.inst.log('queue-manager'))
+                           what=lambda: 'an empty queue\n' + self.inst.log('queue-manager'))
 
     def test_local_delivery_exact(self):
         body = (b'Subject: exact\nFrom: bob@example.test\n\nline one\n.\n..dots\n'

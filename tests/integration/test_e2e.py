@@ -236,11 +236,11 @@ class E2ETest(unittest.TestCase):
     def wait_msgs(self, name, n=1, timeout=30):
         return self.inst.wait_for(
             lambda: len(self.inst.maildir_messages(name)) >= n and self.inst.maildir_messages(name),
-            timeout, what='%d message(s) for %s\n%s' % (n, name, self.qlog()[-3000:]))
+            timeout, what=lambda: '%d message(s) for %s\n%s' % (n, name, self.qlog()[-3000:]))
 
     def wait_queue_empty(self, timeout=30):
         self.inst.wait_for(lambda: not self.inst.queue_ids(), timeout,
-                           what='an empty queue\n' + self.qlog()[-3000:])
+                           what=lambda: 'an empty queue\n' + self.qlog()[-3000:])
 
     def send(self, sender, rcpts, message):
         c = Smtp(self.port)
