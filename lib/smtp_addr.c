@@ -17,6 +17,11 @@ static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 static int is_alnum(unsigned char c) { return is_alpha(c) || is_digit(c); }
 static unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
 
+void smtp_lower(char *s)
+{
+    for (; *s; s++) *s = (char)lower((unsigned char)*s);
+}
+
 static int is_atext(unsigned char c)
 {
     return is_alnum(c) || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));

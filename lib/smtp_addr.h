@@ -91,6 +91,10 @@ int smtp_rcpt_params_parse(const char *s, size_t len, struct smtp_rcpt_params *r
  * it: 1, or 0 with E2BIG */
 int smtp_xtext(const char *s, char *dst, size_t cap);
 
+/* The ASCII letters of s lower-cased, in place (a domain, or an address
+ * of ours, whose case means nothing; other octets stay). */
+void smtp_lower(char *s);
+
 /* Overflow-safe decimal: 1 and *out, or 0 (not a number / > max). */
 int smtp_parse_ull(const char *s, size_t len, unsigned long long max, unsigned long long *out);
 

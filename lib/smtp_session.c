@@ -296,11 +296,9 @@ static int rcpt_whole_known(const struct smtp_rcptmap *m, const struct smtp_path
 {
     char low[SMTP_RCPTMAP_NAME_MAX + 1];
     if (p->local_len > SMTP_RCPTMAP_NAME_MAX || !memchr(p->local, '+', p->local_len)) return 0;
-    for (size_t i = 0; i < p->local_len; i++) {
-        unsigned char c = (unsigned char)p->local[i];
-        low[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    }
+    memcpy(low, p->local, p->local_len);
     low[p->local_len] = 0;
+    smtp_lower(low);
     return smtp_rcptmap_has(m, low);
 }
 
@@ -356,8 +354,7 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
         /* ours, so its case means nothing (our lookups ignore it): queued
          * lower-cased, <Bob@Example.Test> and <bob@example.test> in one
          * transaction are one recipient and one copy, as with Postfix */
-        for (char *c = addr; *c; c++)
-            if (*c >= 'A' && *c <= 'Z') *c = (char)(*c + 32);
+        smtp_lower(addr);
     } else if (!s->relay_ok && !s->auth_user[0]) {
         replyf(s, "554 5.7.1 <%s>: Relay access denied", p.addr);
         return 1;

@@ -18,6 +18,7 @@
 
 #include "dns_mx.h"
 #include "remote.h"
+#include "smtp_addr.h"
 
 int remote_conf_load(struct remote_conf *rc, const char *root, char *err, size_t errlen)
 {
@@ -58,8 +59,7 @@ int remote_destination(const struct remote_conf *rc, const char *rcpt, char *dst
     int n = r ? snprintf(dst, cap, "route:%s:%u", r->host, r->port)
               : snprintf(dst, cap, "%s", d);
     if (n < 0 || (size_t)n >= cap) return 0;
-    for (char *p = dst; *p; p++)
-        if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    smtp_lower(dst);
     return 1;
 }
 

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "envelope.h"
 #include "mailhdr.h"
+#include "smtp_addr.h"
 
 struct sm {
     const struct sm_opts *o;
@@ -103,8 +104,7 @@ static int add_rcpt(void *ctx, const char *addr)
      * and "Bob" are one recipient and one copy */
     const char *at = strrchr(q, '@');
     if (at && config_is_local_domain(&s->cf, at + 1, strlen(at + 1)))
-        for (char *c = q; *c; c++)
-            if (*c >= 'A' && *c <= 'Z') *c = (char)(*c + 32);
+        smtp_lower(q);
     ++*s->into_n;
     return buf_appendc(s->into, 'T') && buf_appends(s->into, q) && buf_appendc(s->into, '\t')
            && buf_appends(s->into, s->o->notify) && buf_append(s->into, "\t", 2);
