@@ -54,12 +54,11 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, cons
         enum pop3_action act;
         int got = io_getline(&in, line, sizeof line, &len, &eol);
         if (!got && errno == ETIMEDOUT) io_puts(&out, "-ERR Timeout, closing connection\r\n");
-        enum pop3_line_end end = pop3d_line_end(eol);
+        enum pop3_line_end end;
         /* the end, perhaps inside a line (not run: no QUIT) or in the rest
          * of a long one or of one with a bare CR: the replies to the whole
          * lines before it still go out */
-        if (!got || (end == POP3_LINE_LONG && len < sizeof line) ||
-            (end != POP3_LINE_WHOLE && !io_skip_to_lf(&in, 1 << 20))) {
+        if (!got || !pop3d_line_take(&in, eol, len, sizeof line, &end)) {
             io_flush(&out);
             log_info(sid, "event=drop user=%s update=no", r->name);
             return EXIT_OK;
