@@ -1027,6 +1027,10 @@ class DeliveryTest(unittest.TestCase):
         qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'],
                      b'Subject: stuck\nX-Test: 1\n\nbody\n')
         self.inst.wait_log('queue-manager', '%s rcpt=stuck@example.test result=deferred' % qid)
+        # the log line comes when the result is known; the envelope that
+        # postern-queue reads is rewritten up to QM_SAVE_DELAY_MS later
+        self.inst.wait_for(lambda: '  pending 1 ' in self.inst.run('postern-queue', 'list').stdout,
+                           15, what='the first attempt recorded in the envelope')
         r = self.inst.run('postern-queue', 'list')
         lines = r.stdout.splitlines()
         self.assertEqual(len(lines), 2, r.stdout)
