@@ -752,6 +752,178 @@ static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
     return 0;
 }
 
+/* What fails the whole message on this host before MAIL: an address or a
+ * header that needs SMTPUTF8 where the host has none, a size past its
+ * SIZE. SMTP_DELIVERED when it may go; else the session is closed. */
+static enum smtp_outcome host_takes(struct txn *t, const struct smtp_job *j, const struct smtp_ext *ext, int utf8)
+{
+    if (utf8 && !ext->smtputf8) {
+        snprintf(t->status, t->cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII address", t->peer);
+        quit(t);
+        return SMTP_PERMFAIL;
+    }
+    if (j->smtputf8 && !utf8 && !ext->smtputf8) {
+        /* RFC 6531 3.4: a message that needs SMTPUTF8 is not relayed to a
+         * server without it; one whose addresses and header are ASCII does
+         * not need it and goes without (as Postfix does) */
+        int h = header_8bit(j->msgfd);
+        if (h != 0) {
+            if (h < 0) snprintf(t->status, t->cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
+            else snprintf(t->status, t->cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII header", t->peer);
+            quit(t);
+            return h < 0 ? SMTP_TEMPFAIL : SMTP_PERMFAIL;
+        }
+    }
+    if (ext->size && ext->size_max && j->size > ext->size_max) {
+        snprintf(t->status, t->cap, "5.3.4 message too big for host %s (%llu > %llu)", t->peer, j->size, ext->size_max);
+        quit(t);
+        return SMTP_PERMFAIL;
+    }
+    return SMTP_DELIVERED;
+}
+
+/* MAIL's parameters, each only where the host offers its extension */
+static void mail_params(const struct smtp_ext *ext, const struct smtp_job *j, int utf8, char *param, size_t cap)
+{
+    size_t pl = 0;
+    param[0] = 0;
+    if (ext->size) pl += (size_t)snprintf(param + pl, cap - pl, " SIZE=%llu", j->size);
+    if (j->body8bit && ext->eightbitmime) pl += (size_t)snprintf(param + pl, cap - pl, " BODY=8BITMIME");
+    if (utf8) pl += (size_t)snprintf(param + pl, cap - pl, " SMTPUTF8");
+    if (ext->dsn && j->ret && (!strcmp(j->ret, "FULL") || !strcmp(j->ret, "HDRS")))
+        pl += (size_t)snprintf(param + pl, cap - pl, " RET=%s", j->ret);
+    if (ext->dsn && j->envid && xtext_ok(j->envid, 100))
+        (void)snprintf(param + pl, cap - pl, " ENVID=%s", j->envid);
+}
+
+/* The recipients a transaction carries and what became of them. */
+struct envelope_out {
+    const struct smtp_ext *ext;
+    int reused;         /* on a session kept from an earlier message */
+    int utf8;           /* SMTPUTF8 on MAIL, and UTF-8 ORCPTs */
+    struct smtp_rcpt *r;
+    size_t n;
+    int *open;          /* in: the recipients to send; out: those accepted */
+    size_t accepted;
+};
+
+/* MAIL and every RCPT: one write when the server pipelines. On a reused
+ * session, no answer to MAIL (or 421) means it was closed while idle:
+ * nothing was accepted, the caller starts over on a new connection.
+ * Returns 1 when DATA may follow (e->accepted > 0), else 0 with *o the
+ * transaction's outcome (each recipient's own is set where it has one). */
+static int send_envelope(struct txn *t, const struct smtp_job *j, struct envelope_out *e, enum smtp_outcome *o)
+{
+    struct smtp_conn *c = t->c;
+    const struct smtp_ext *ext = e->ext;
+    char param[1400], rparam[1400];
+    mail_params(ext, j, e->utf8, param, sizeof param);
+    if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); *o = SMTP_TEMPFAIL; return 0; }
+    if (!ext->pipelining) {
+        if (!mail_reply(t, e->reused, "MAIL FROM", o)) return 0;
+        if (t->r.code / 100 != 2) { *o = fail_reply(t, "MAIL FROM"); quit(t); return 0; }
+    }
+    size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
+    if (ext->pipelining) {
+        for (size_t i = 0; i < e->n; i++) {
+            if (!e->open[i]) continue;
+            rcpt_params(ext, &e->r[i], e->utf8, rparam, sizeof rparam);
+            if (!cmd(t, "RCPT TO:<%s>%s", e->r[i].addr, rparam)) {
+                io_status(t, "RCPT TO");
+                *o = SMTP_TEMPFAIL;
+                return 0;
+            }
+            sent++;
+        }
+        if (!mail_reply(t, e->reused, "RCPT TO", o)) return 0;
+        if (t->r.code / 100 != 2) {
+            *o = fail_reply(t, "MAIL FROM");
+            size_t k;
+            for (k = 0; k < sent; k++)   /* the RCPTs' replies */
+                if (!smtp_read_reply(c, &t->r, c->timeout_ms)) break;
+            if (k == sent) quit(t);
+            return 0;
+        }
+    }
+    size_t answered = 0;
+    e->accepted = 0;
+    *o = SMTP_DELIVERED;   /* from here on, each recipient has its own result */
+    for (size_t i = 0; i < e->n; i++) {
+        if (!e->open[i]) continue;
+        if (!ext->pipelining) {
+            rcpt_params(ext, &e->r[i], e->utf8, rparam, sizeof rparam);
+            int turn = out_of_turn(t, "RCPT TO");
+            if (turn || !cmd(t, "RCPT TO:<%s>%s", e->r[i].addr, rparam) || !smtp_flush(c)) {
+                if (!turn) io_status(t, "RCPT TO");
+                if (!answered) *o = SMTP_TEMPFAIL;
+                else settle(e->r, e->n, e->open, SMTP_TEMPFAIL, t->status);
+                return 0;
+            }
+        }
+        if (!read_reply(t, "RCPT TO", c->timeout_ms)) {
+            if (!answered) *o = SMTP_TEMPFAIL;
+            else settle(e->r, e->n, e->open, SMTP_TEMPFAIL, t->status);
+            return 0;
+        }
+        answered++;
+        if (rcpt_reply(t, &e->r[i])) { e->accepted++; continue; }
+        if (t->r.code == 421 && !e->accepted) {
+            /* the server closing before it accepted a recipient (a rate
+             * limit at RCPT, say): as a 421 to MAIL, the next address (on a
+             * reused session, a new connection); the recipients' later
+             * replies, if pipelined, never come */
+            reply_status(t, "RCPT TO");
+            *o = e->reused ? SMTP_RECONNECT : SMTP_NEXT_HOST;
+            return 0;
+        }
+        e->open[i] = 0;
+        if (t->r.code == 452 && !ext->pipelining) {
+            /* too many recipients: the rest wait for a later attempt */
+            for (size_t k = i + 1; k < e->n; k++)
+                if (e->open[k]) {
+                    e->open[k] = 0;
+                    e->r[k].outcome = SMTP_TEMPFAIL;
+                    snprintf(e->r[k].status, e->r[k].cap, "%s", e->r[i].status);
+                }
+            break;
+        }
+    }
+    if (!e->accepted) { quit(t); return 0; }
+    return 1;
+}
+
+/* DATA, the message and the reply to its end, for the accepted recipients
+ * (e->open): each gets the outcome, with the server's words in t->status */
+static void send_content(struct txn *t, const struct smtp_job *j, struct envelope_out *e)
+{
+    struct smtp_conn *c = t->c;
+    enum smtp_outcome o = SMTP_TEMPFAIL;
+    if (out_of_turn(t, "DATA")) goto settle;
+    if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); goto settle; }
+    if (!read_reply(t, "DATA", c->timeout_ms)) goto settle;
+    if (t->r.code / 100 != 3) { o = fail_reply(t, "DATA"); quit(t); goto settle; }
+    if (out_of_turn(t, "message content")) goto settle;
+    if (!smtp_send_message(c, j->msgfd, NULL)) {
+        if (errno == EIO || errno == EBADF)
+            snprintf(t->status, t->cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
+        else io_status(t, "message content");
+        goto settle;
+    }
+    int tmo = c->timeout_ms > 0x3fffffff ? 0x7fffffff : c->timeout_ms * 2;
+    if (!read_reply(t, "end of data", tmo)) goto settle;
+    if (t->r.code / 100 != 2) { o = fail_reply(t, "end of data"); quit(t); goto settle; }
+    char sum[SMTP_SUMMARY_MAX];
+    smtp_reply_summary(&t->r, sum, sizeof sum);
+    snprintf(t->status, t->cap, "2.0.0 host %s said: %s", t->peer, sum);
+    struct smtp_reuse *ru = j->reuse;
+    if (ru && ru->keep) ru->open = 1;   /* the next MAIL may follow */
+    else quit(t);
+    o = SMTP_DELIVERED;
+    for (size_t i = 0; i < e->n; i++) e->r[i].dsn = e->open[i] && e->ext->dsn;
+settle:
+    settle(e->r, e->n, e->open, o, t->status);
+}
+
 enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_job *j,
                                          struct smtp_rcpt *r, size_t n,
                                          smtp_starttls_fn *starttls, void *tlsctx,
@@ -760,9 +932,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     static struct txn tx;   /* the reply buffer is large: keep it off the stack */
     struct txn *t = &tx;
     struct smtp_ext ext;
-    char param[1400], rparam[1400];
     int open[SMTP_RCPT_MAX];
-    size_t pl = 0;
 
     t->c = c;
     t->peer = peer;
@@ -792,132 +962,11 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
         if (o != SMTP_DELIVERED) return o;
         if (ru) ru->ext = ext;
     }
-    if (utf8 && !ext.smtputf8) {
-        snprintf(status, cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII address", peer);
-        quit(t);
-        return SMTP_PERMFAIL;
-    }
-    int utf8_param = utf8 || (j->smtputf8 && ext.smtputf8);
-    if (j->smtputf8 && !utf8 && !ext.smtputf8) {
-        /* RFC 6531 3.4: a message that needs SMTPUTF8 is not relayed to a
-         * server without it; one whose addresses and header are ASCII does
-         * not need it and goes without (as Postfix does) */
-        int h = header_8bit(j->msgfd);
-        if (h != 0) {
-            if (h < 0) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
-            else snprintf(status, cap, "5.6.7 host %s does not offer SMTPUTF8, needed for a non-ASCII header", peer);
-            quit(t);
-            return h < 0 ? SMTP_TEMPFAIL : SMTP_PERMFAIL;
-        }
-    }
-    if (ext.size && ext.size_max && j->size > ext.size_max) {
-        snprintf(status, cap, "5.3.4 message too big for host %s (%llu > %llu)", peer, j->size, ext.size_max);
-        quit(t);
-        return SMTP_PERMFAIL;
-    }
-
-    param[0] = 0;
-    if (ext.size) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SIZE=%llu", j->size);
-    if (j->body8bit && ext.eightbitmime) pl += (size_t)snprintf(param + pl, sizeof param - pl, " BODY=8BITMIME");
-    if (utf8_param) pl += (size_t)snprintf(param + pl, sizeof param - pl, " SMTPUTF8");
-    if (ext.dsn && j->ret && (!strcmp(j->ret, "FULL") || !strcmp(j->ret, "HDRS")))
-        pl += (size_t)snprintf(param + pl, sizeof param - pl, " RET=%s", j->ret);
-    if (ext.dsn && j->envid && xtext_ok(j->envid, 100))
-        pl += (size_t)snprintf(param + pl, sizeof param - pl, " ENVID=%s", j->envid);
-    (void)pl;
-
-    /* MAIL and every RCPT: one write when the server pipelines. On a reused
-     * session, no answer to MAIL (or 421) means it was closed while idle:
-     * nothing was accepted, the caller starts over on a new connection. */
-    if (!cmd(t, "MAIL FROM:<%s>%s", j->sender, param)) { io_status(t, "MAIL FROM"); return SMTP_TEMPFAIL; }
-    if (!ext.pipelining) {
-        if (!mail_reply(t, reused, "MAIL FROM", &o)) return o;
-        if (t->r.code / 100 != 2) { o = fail_reply(t, "MAIL FROM"); quit(t); return o; }
-    }
-    size_t sent = 0;   /* RCPTs written (pipelining: all of them) */
-    if (ext.pipelining) {
-        for (size_t i = 0; i < n; i++) {
-            if (!open[i]) continue;
-            rcpt_params(&ext, &r[i], utf8_param, rparam, sizeof rparam);
-            if (!cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam)) { io_status(t, "RCPT TO"); return SMTP_TEMPFAIL; }
-            sent++;
-        }
-        if (!mail_reply(t, reused, "RCPT TO", &o)) return o;
-        if (t->r.code / 100 != 2) {
-            o = fail_reply(t, "MAIL FROM");
-            size_t k;
-            for (k = 0; k < sent; k++)   /* the RCPTs' replies */
-                if (!smtp_read_reply(c, &t->r, c->timeout_ms)) break;
-            if (k == sent) quit(t);
-            return o;
-        }
-    }
-    size_t accepted = 0, answered = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!open[i]) continue;
-        if (!ext.pipelining) {
-            rcpt_params(&ext, &r[i], utf8_param, rparam, sizeof rparam);
-            int turn = out_of_turn(t, "RCPT TO");
-            if (turn || !cmd(t, "RCPT TO:<%s>%s", r[i].addr, rparam) || !smtp_flush(c)) {
-                if (!turn) io_status(t, "RCPT TO");
-                if (!answered) return SMTP_TEMPFAIL;
-                settle(r, n, open, SMTP_TEMPFAIL, status);
-                return SMTP_DELIVERED;
-            }
-        }
-        if (!read_reply(t, "RCPT TO", c->timeout_ms)) {
-            if (!answered) return SMTP_TEMPFAIL;
-            settle(r, n, open, SMTP_TEMPFAIL, status);
-            return SMTP_DELIVERED;
-        }
-        answered++;
-        if (rcpt_reply(t, &r[i])) { accepted++; continue; }
-        if (t->r.code == 421 && !accepted) {
-            /* the server closing before it accepted a recipient (a rate
-             * limit at RCPT, say): as a 421 to MAIL, the next address (on a
-             * reused session, a new connection); the recipients' later
-             * replies, if pipelined, never come */
-            reply_status(t, "RCPT TO");
-            return reused ? SMTP_RECONNECT : SMTP_NEXT_HOST;
-        }
-        open[i] = 0;
-        if (t->r.code == 452 && !ext.pipelining) {
-            /* too many recipients: the rest wait for a later attempt */
-            for (size_t k = i + 1; k < n; k++)
-                if (open[k]) {
-                    open[k] = 0;
-                    r[k].outcome = SMTP_TEMPFAIL;
-                    snprintf(r[k].status, r[k].cap, "%s", r[i].status);
-                }
-            break;
-        }
-    }
-    /* from here on, open[] marks the accepted recipients */
-    if (!accepted) { quit(t); return SMTP_DELIVERED; }
-
-    if (out_of_turn(t, "DATA")) goto settle_all;
-    if (!cmd(t, "DATA") || !smtp_flush(c)) { io_status(t, "DATA"); goto settle_all; }
-    if (!read_reply(t, "DATA", c->timeout_ms)) goto settle_all;
-    if (t->r.code / 100 != 3) { o = fail_reply(t, "DATA"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
-    if (out_of_turn(t, "message content")) goto settle_all;
-    if (!smtp_send_message(c, j->msgfd, NULL)) {
-        if (errno == EIO || errno == EBADF) snprintf(status, cap, "4.3.0 cannot read the queued message: %s", strerror(errno));
-        else io_status(t, "message content");
-        goto settle_all;
-    }
-    int tmo = c->timeout_ms > 0x3fffffff ? 0x7fffffff : c->timeout_ms * 2;
-    if (!read_reply(t, "end of data", tmo)) goto settle_all;
-    if (t->r.code / 100 != 2) { o = fail_reply(t, "end of data"); quit(t); settle(r, n, open, o, status); return SMTP_DELIVERED; }
-    char sum[SMTP_SUMMARY_MAX];
-    smtp_reply_summary(&t->r, sum, sizeof sum);
-    snprintf(status, cap, "2.0.0 host %s said: %s", peer, sum);
-    if (ru && ru->keep) ru->open = 1;   /* the next MAIL may follow */
-    else quit(t);
-    settle(r, n, open, SMTP_DELIVERED, status);
-    for (size_t i = 0; i < n; i++) r[i].dsn = open[i] && ext.dsn;
-    return SMTP_DELIVERED;
-settle_all:
-    settle(r, n, open, SMTP_TEMPFAIL, status);
+    o = host_takes(t, j, &ext, utf8);
+    if (o != SMTP_DELIVERED) return o;
+    struct envelope_out e = { &ext, reused, utf8 || (j->smtputf8 && ext.smtputf8), r, n, open, 0 };
+    if (!send_envelope(t, j, &e, &o)) return o;
+    send_content(t, j, &e);
     return SMTP_DELIVERED;
 }
 
