@@ -261,6 +261,30 @@ static void results_of(enum smtp_outcome o, const struct smtp_rcpt *sr, size_t n
     }
 }
 
+/* The batch over the connection kept from the last one, if it is for the
+ * same route entry (its TLS policy and credentials), or without one the
+ * same domain: 1 when that gave the results, 0 when there is none or it
+ * was gone while idle (nothing accepted: start over on a new one). */
+static int on_kept_link(const struct route *r, const char *domain, struct smtp_job *sj, struct smtp_rcpt *sr,
+                        size_t n, int keep, char *text, size_t cap, struct remote_result *res)
+{
+    if (kept.fd >= 0 && (kept.route != r || (!r && strcasecmp(kept.domain, domain)))) remote_link_close(1);
+    if (kept.fd < 0) return 0;
+    kept.reuse.established = 1;
+    kept.reuse.keep = keep;
+    sj->reuse = &kept.reuse;
+    enum smtp_outcome o = smtp_transaction_multi(&kept.conn, sj, sr, n, tls_client_starttls, &kept.tc,
+                                                 kept.peer, text, cap);
+    if (o != SMTP_RECONNECT) {
+        results_of(o, sr, n, text, res);
+        if (!still_reusable(&kept.conn, &kept.tc, kept.reuse.open)) remote_link_close(0);
+        return 1;
+    }
+    remote_link_close(0);
+    for (size_t k = 0; k < n; k++) { sr[k].outcome = SMTP_TEMPFAIL; res[k].text[0] = 0; }
+    return 0;
+}
+
 void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t n, int msgfd,
                     struct remote_result *res, int keep)
 {
@@ -293,24 +317,8 @@ void remote_deliver(const struct remote_conf *rc, const struct dp_job *j, size_t
         sr[k] = (struct smtp_rcpt){ .addr = j[k].rcpt, .orcpt = j[k].orcpt, .notify = j[k].notify,
                                     .outcome = SMTP_TEMPFAIL, .status = res[k].text, .cap = sizeof res[k].text };
 
-    /* the connection kept from the last batch: only for the same route
-     * entry (its TLS policy and credentials), or without one the same domain */
-    if (kept.fd >= 0 && (kept.route != r || (!r && strcasecmp(kept.domain, domain)))) remote_link_close(1);
-    if (kept.fd >= 0) {
-        kept.reuse.established = 1;
-        kept.reuse.keep = keep;
-        sj.reuse = &kept.reuse;
-        enum smtp_outcome o = smtp_transaction_multi(&kept.conn, &sj, sr, n, tls_client_starttls, &kept.tc,
-                                                     kept.peer, text, cap);
-        if (o != SMTP_RECONNECT) {
-            results_of(o, sr, n, text, res);
-            if (!still_reusable(&kept.conn, &kept.tc, kept.reuse.open)) remote_link_close(0);
-            return;
-        }
-        remote_link_close(0);   /* gone while idle: nothing was accepted, start over */
-        for (size_t k = 0; k < n; k++) { sr[k].outcome = SMTP_TEMPFAIL; res[k].text[0] = 0; }
-        sj.reuse = &reuse;
-    }
+    if (on_kept_link(r, domain, &sj, sr, n, keep, text, cap, res)) return;
+    sj.reuse = &reuse;
 
     enum dp_status st = targets_for(rc, r, domain, &t, text, cap);
     if (st != DP_SUCCESS) { all_results(res, n, st, text); return; }
