@@ -61,6 +61,7 @@ class Runner:
         self.conns = {}
         self.cur = None
         self.vars = {}
+        self.log_timeout = 10
 
     def fail(self, lineno, msg):
         text = self.conns[self.cur].text() if self.cur in self.conns else ''
@@ -244,6 +245,17 @@ class Runner:
         except HarnessError as e:
             self.fail(lineno, str(e))
 
+    def do_log(self, lineno, arg):
+        """log SERVICE TEXT: wait (10 s at most) until SERVICE's log holds a
+        line containing TEXT"""
+        service, _, text = arg.partition(' ')
+        if not os.path.isdir(self.inst.path('service', service)):
+            self.fail(lineno, 'log: no service %r' % service)
+        try:
+            self.inst.wait_log(service, text, self.log_timeout)
+        except HarnessError as e:
+            self.fail(lineno, str(e).split('\n')[0])
+
     def do_mailbox_has(self, lineno, arg):
         """mailbox-has USER TEXT: one of USER's messages contains TEXT (with \\n etc.)"""
         user, _, text = arg.partition(' ')
@@ -352,6 +364,30 @@ class ScenarioFormat(unittest.TestCase):
             finally:
                 inst.stop()
             self.assertIn('dialogue:14: timed out after 1.0s waiting for an empty queue', str(cm.exception))
+
+    def test_log_waits_for_the_line(self):
+        """log SERVICE TEXT passes on a line the service wrote (here with a
+        captured value) and fails, naming its line, on one it never writes"""
+        need(self, 'postern-setup', 'smtp-listener')
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'dialogue')
+            with open(path, 'w') as f:
+                f.write('connect smtp\n<~ 220 (?P<host>\\S+) .*\n> HELO c.example\n< 250\n'
+                        'log smtp-listener event=helo verb=HELO helo=c.example\n'
+                        '> QUIT\n< 221 2.0.0 ${host}\n'
+                        'log smtp-listener event=helo verb=EHLO\n')
+            inst = Instance(services=('smtp-listener',))
+            try:
+                inst.start()
+                runner = Runner(inst, path)
+                runner.log_timeout = 1
+                with self.assertRaises(ScenarioError) as cm:
+                    runner.run()
+            finally:
+                inst.stop()
+            self.assertIn('dialogue:8: ', str(cm.exception))
+            self.assertIn('event=helo verb=EHLO', str(cm.exception))
 
     def test_capture(self):
         r = Runner(None, 'dialogue')
