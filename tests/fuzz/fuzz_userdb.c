@@ -1,11 +1,15 @@
 /* fuzz_userdb.c - libFuzzer target: conf/users and conf/mailboxes (the
  * first input byte picks which), user name canonicalisation and the alias
  * names of conf/aliases. An accepted file formats back to text that parses
- * to the same entries. */
+ * to the same entries. An accepted mailboxes file, as postern-user writes it
+ * (userdb_format), must read the same in local-deliverer's own reader
+ * (mailboxes_parse / mailboxes_find in lib/aliases.c): every entry found,
+ * with its uid, gid and maildir. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "aliases.h"
 #include "buf.h"
 #include "userdb.h"
 
@@ -39,6 +43,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!userdb_parse(&db2, "users", b.s ? b.s : "", b.len, with_hash, err, sizeof err)) __builtin_trap();
         if (!userdb_format(&db2, with_hash, &b2) || b.len != b2.len || (b.len && memcmp(b.s, b2.s, b.len)))
             __builtin_trap();
+        if (!with_hash) {
+            static struct mailboxes t;
+            static struct mailbox m;
+            char merr[256];
+            if (!mailboxes_parse(&t, "mailboxes", b.s ? b.s : "", b.len)) __builtin_trap();
+            for (size_t i = 0; i < db.n; i++) {
+                const struct userdb_entry *e = &db.v[i];
+                if (!mailboxes_find(&t, e->name, &m, merr, sizeof merr) || strcmp(m.name, e->name)
+                    || m.uid != e->uid || m.gid != e->gid || strcmp(m.maildir, e->maildir))
+                    __builtin_trap();
+            }
+            mailboxes_free(&t);
+        }
         if (db.n && !userdb_del(&db, db.v[0].name)) __builtin_trap();
         buf_free(&b);
         buf_free(&b2);
