@@ -4,13 +4,16 @@
  * to the same entries. An accepted mailboxes file, as postern-user writes it
  * (userdb_format), must read the same in local-deliverer's own reader
  * (mailboxes_parse / mailboxes_find in lib/aliases.c): every entry found,
- * with its uid, gid and maildir. */
+ * with its uid, gid and maildir. The conf/recipients postern-user writes
+ * from the entries and the input's alias names must load in smtp-listener's
+ * reader (smtp_rcptmap_parse) with every name in it. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "aliases.h"
 #include "buf.h"
+#include "smtp_rcptmap.h"
 #include "userdb.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -56,6 +59,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             mailboxes_free(&t);
         }
+        char **an = NULL;
+        size_t nan = 0;
+        struct buf r = BUF_ZERO;
+        struct smtp_rcptmap map;
+        smtp_rcptmap_init(&map);
+        if (!userdb_alias_names(s, n, &an, &nan) || !userdb_format_recipients(&db, (const char *const *)an, nan, &r)
+            || !smtp_rcptmap_parse(&map, "recipients", r.s ? r.s : "", r.len, err, sizeof err))
+            __builtin_trap();
+        for (size_t i = 0; i < db.n; i++) if (!smtp_rcptmap_has(&map, db.v[i].name)) __builtin_trap();
+        for (size_t i = 0; i < nan; i++) if (!smtp_rcptmap_has(&map, an[i])) __builtin_trap();
+        smtp_rcptmap_free(&map);
+        buf_free(&r);
+        userdb_alias_names_free(an, nan);
         if (db.n && !userdb_del(&db, db.v[0].name)) __builtin_trap();
         buf_free(&b);
         buf_free(&b2);
