@@ -325,6 +325,8 @@ void alias_expansion_free(struct alias_expansion *x)
     memset(x, 0, sizeof *x);
 }
 
+/* a uid or gid as userdb writes it: up to (uid_t)-1 - 1, (uid_t)-1 being
+ * none (0 is refused later, by local-deliverer, with its own message) */
 static int parse_id(const char *s, size_t n, unsigned long *out)
 {
     unsigned long v = 0;
@@ -333,7 +335,7 @@ static int parse_id(const char *s, size_t n, unsigned long *out)
         if (s[i] < '0' || s[i] > '9') return 0;
         v = v * 10 + (unsigned long)(s[i] - '0');
     }
-    if (v > 0x7fffffffUL) return 0;
+    if (v >= (unsigned long)(uid_t)-1 || v >= (unsigned long)(gid_t)-1) return 0;
     *out = v;
     return 1;
 }

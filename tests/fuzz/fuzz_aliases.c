@@ -1,11 +1,14 @@
 /* fuzz_aliases.c - libFuzzer target: conf/aliases parsing, alias expansion
- * (loops, depth, duplicates) and the local name of an address. */
+ * (loops, depth, duplicates) and the local name of an address. Every alias
+ * name of an accepted file must go into smtp-listener's recipient map
+ * (smtp_rcptmap_load adds them: one it refused would fail the whole map). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
 #include "aliases.h"
+#include "smtp_rcptmap.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -37,6 +40,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     err[0] = 0;
     aliases_init(&a);
     if (aliases_parse(&a, "aliases", s, size, err, sizeof err)) {
+        struct smtp_rcptmap m;
+        smtp_rcptmap_init(&m);
+        for (size_t i = 0; i < a.n; i++)
+            if (!smtp_rcptmap_add(&m, a.v[i].name, strlen(a.v[i].name)) || !smtp_rcptmap_has(&m, a.v[i].name))
+                __builtin_trap();
+        smtp_rcptmap_free(&m);
         for (size_t i = 0; i < a.n && i < 50; i++) {
             struct alias_expansion x;
             memset(&x, 0, sizeof x);

@@ -1,6 +1,8 @@
 /* fuzz_deliver_proto.c - libFuzzer target: the queue-manager <-> deliverer
- * records (dp_job_decode, dp_result_decode). Every accepted record encodes
- * back to a record that decodes to the same fields; fields stay bounded. */
+ * records (dp_job_decode, dp_result_decode, dp_reload_decode) and
+ * local-deliverer's mailbox job (dp_mbox_decode). Every accepted record
+ * encodes back to a record that decodes to the same fields; fields stay
+ * bounded; the reload record is accepted only as itself. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -36,7 +38,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         if (!dp_result_encode(&r, rec, sizeof rec, &len)) __builtin_trap();
         if (!dp_result_decode(&r2, rec, len)) __builtin_trap();
-        if (r.job != r2.job || r.status != r2.status || strcmp(r.text, r2.text)) __builtin_trap();
+        if (r.job != r2.job || r.status != r2.status || strcmp(r.text, r2.text) || strcmp(r.action, r2.action))
+            __builtin_trap();
+    }
+    static struct dp_mbox m, m2;
+    if (dp_mbox_decode(&m, s, size)) {
+        if (strlen(m.id) != DP_ID_LEN || strlen(m.sender) > DP_ADDR_MAX || !m.rcpt[0]
+            || strlen(m.rcpt) > DP_ADDR_MAX || !m.maildir[0] || strlen(m.maildir) > DP_PATH_MAX
+            || !m.host[0] || strlen(m.host) > DP_HOST_MAX || !m.uid || !m.gid)
+            __builtin_trap();
+        if (!dp_mbox_encode(&m, rec, sizeof rec, &len)) __builtin_trap();
+        if (!dp_mbox_decode(&m2, rec, len)) __builtin_trap();
+        if (m.job != m2.job || m.uid != m2.uid || m.gid != m2.gid || m.quota != m2.quota || strcmp(m.id, m2.id)
+            || strcmp(m.sender, m2.sender) || strcmp(m.rcpt, m2.rcpt) || strcmp(m.maildir, m2.maildir)
+            || strcmp(m.host, m2.host))
+            __builtin_trap();
+    }
+    if (dp_reload_decode(s, size)) {
+        if (!dp_reload_encode(rec, sizeof rec, &len) || len != size || memcmp(rec, s, size)) __builtin_trap();
     }
     return 0;
 }

@@ -1,10 +1,16 @@
 /* fuzz_pop3_session.c - libFuzzer target: the POP3 state machine from
  * arbitrary client bytes, read the way pop3-listener reads them (io_getline
- * with its limits, overlong lines skipped). Login: "alice"/"secret" is
- * accepted, user "temp" gets a temporary failure, anything else is refused.
+ * with its limits; the rest of an overlong line or of one with a bare CR
+ * skipped to LF, as pop3d_line_take does; closed after too many failed
+ * logins). Login: "alice"/"secret" is accepted, user "temp" gets a
+ * temporary failure, anything else is refused. An input of odd length
+ * gets a session that refuses plaintext logins and offers STLS (a stub:
+ * the stream stays plain).
  * After login the session runs over a real Maildir made afresh for every
  * input in a private temporary directory (QUIT's UPDATE changes it).
- * Checks: no crash or leak, output is whole CRLF lines, +OK/-ERR/"+ " first. */
+ * Checks: no crash or leak, output is whole CRLF lines, +OK/-ERR/"+ " first;
+ * no login attempt (credentials taken) without TLS when plaintext is refused,
+ * STLS only when offered. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -100,23 +106,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct maildrop md;
     int dfd = -1, open_md = 0;
     pop3_init(&s, &out, 5);
+    /* odd length: plaintext logins refused, STLS offered (port 110 with
+     * pop3_plaintext_auth loopback, from outside); STLS is a stub that
+     * keeps the plain stream */
+    int plain_ok = !(size & 1), tls = 0;
+    pop3_set_security(&s, 0, !plain_ok, plain_ok);
     if (!pop3_greeting(&s, "pop.example.test")) __builtin_trap();
     for (;;) {
         size_t len, max = s.state == POP3_TRANSACTION ? POP3_LINE_MAX + 1 : sizeof line;
         enum io_eol eol;
         enum pop3_action act;
         if (!io_getline(&in, line, max, &len, &eol)) break;
-        int truncated = eol == IO_EOL_NONE;
-        if (truncated && len < max) break;
-        if (truncated && !io_skipline(&in, 1 << 20)) break;
-        if (!pop3_line(&s, line, len, truncated, &act)) break;
+        /* as pop3d_line_take() (daemons/pop3-listener/prelogin.c): EOF
+         * inside a short line ends; the rest of a long line or of one with
+         * a bare CR is skipped to LF */
+        enum pop3_line_end end = eol == IO_EOL_NONE ? POP3_LINE_LONG
+                                 : eol == IO_EOL_CR ? POP3_LINE_BARE_CR : POP3_LINE_WHOLE;
+        if (end == POP3_LINE_LONG && len < max) break;
+        if (end != POP3_LINE_WHOLE && !io_skip_to_lf(&in, 1 << 20)) break;
+        if (!pop3_line(&s, line, len, end, &act)) break;
         if (act == POP3_LOGIN) {
+            if (!tls && !plain_ok) __builtin_trap();   /* credentials taken in the clear */
             enum pop3_login r = POP3_LOGIN_BAD;
             if (s.userlen == 5 && !memcmp(s.user, "alice", 5) && s.passlen == 6 && !memcmp(s.pass, "secret", 6))
                 r = POP3_LOGIN_OK;
             else if (s.userlen == 4 && !memcmp(s.user, "temp", 4))
                 r = POP3_LOGIN_TEMP;
             if (!pop3_login_result(&s, r)) break;
+            if (s.state == POP3_DONE) break;   /* too many failed logins: closed */
             if (r == POP3_LOGIN_OK) {
                 if (s.pass[0] || s.passlen) __builtin_trap();   /* wiped */
                 dfd = make_maildir();
@@ -125,6 +142,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (!io_puts(&out, "+OK Logged in.\r\n")) break;
                 pop3_begin_transaction(&s, &md);
             }
+        }
+        if (act == POP3_STLS) {
+            if (tls || plain_ok) __builtin_trap();      /* not offered */
+            tls = 1;
+            pop3_tls_started(&s);
         }
         if (act == POP3_CLOSE) break;
     }

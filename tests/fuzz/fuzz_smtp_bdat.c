@@ -38,7 +38,12 @@ static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigge
 static struct config cf;
 static struct smtp_rcptmap map;
 static struct smtp_session s;
-static char in[sizeof prefix + 40000], out[1 << 18], want[16384 + 3 + REF_MBOX_TAG_LEN], raw[16384];
+/* Inputs up to IN_MAX octets: each can be the header of an empty chunk,
+ * i.e. "BDAT 0\r\n" (8 octets) sent and a "250 2.0.0 Ok: 0 octets
+ * received\r\n" (34) read back, which must fit in and out (and the
+ * socket buffers, as the session's replies are read after it ended). */
+#define IN_MAX 4096
+static char in[sizeof prefix + 8 * IN_MAX + 32], out[1 << 18], want[IN_MAX + 3 + REF_MBOX_TAG_LEN], raw[IN_MAX];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -47,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_conf(&cf, &map, "3000");
         init = 1;
     }
-    if (size > 16384) return 0;
+    if (size > IN_MAX) return 0;
     const char *d = (const char *)data;
 
     /* the chunks, the commands, and the reference stored form */

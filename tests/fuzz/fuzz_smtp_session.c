@@ -1,8 +1,13 @@
-/* fuzz_smtp_session.c - libFuzzer target: the whole SMTP state machine from
- * arbitrary client bytes. The injector accepts every message and then loses
- * it (its pipe has no reader), so DATA and BDAT run to their end. Checks:
- * no crash, every output line is a well-formed reply ("ddd" then ' ' or '-',
- * ended by CRLF, at most 512 octets). */
+/* fuzz_smtp_session.c - libFuzzer target: the whole SMTP state machine (port
+ * 25) from arbitrary client bytes, from 127.0.0.1 (relay_networks) when the
+ * input's length is odd and from an outside one (192.0.2.1) when it is even.
+ * The injector is the in-memory one of fake_injector.h: it keeps the message
+ * and the envelope the session writes and checks the envelope with
+ * queue-inject's own reader, so the records made from fuzzed MAIL and RCPT
+ * parameters are checked too. Checks: no crash, every injection started is
+ * finished, every envelope is well formed, every output line is a
+ * well-formed reply ("ddd" then ' ' or '-', ended by CRLF, at most 512
+ * octets). */
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,11 +23,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int inj_start(void *ctx, int msg_fd, int env_fd) { (void)ctx; (void)msg_fd; (void)env_fd; return 1; }
-static int inj_finish(void *ctx, int *status) { (void)ctx; *status = 54; return 1; }
-static int inj_trigger(void *ctx) { (void)ctx; return 1; }
+#include "fake_injector.h"
 
-static const struct smtp_injector inj = { NULL, inj_start, inj_finish, inj_trigger };
+static const struct smtp_injector inj = { &fk, inj_start, inj_finish, inj_trigger };
 static struct config cf;
 static struct smtp_rcptmap map;
 static struct smtp_session s;
@@ -59,11 +62,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer.sin_addr.s_addr = htonl(size & 1 ? 0x7f000001 : 0xc0000201);
     int saved = dup(2);                  /* the session logs to stderr: silence it */
     if (devnull >= 0) dup2(devnull, 2);
+    fk.msg = fk.env = -1;
+    fk.calls = fk.queued = fk.auth_ok = 0;
     smtp_session_init(&s, &cf, &map, &inj, sp[1], (struct sockaddr *)&peer, 0, NULL);
     smtp_session_run(&s);
     smtp_session_free(&s);
     if (saved >= 0) { dup2(saved, 2); close(saved); }
     close(sp[1]);
+    if (fk.msg >= 0 || fk.env >= 0) __builtin_trap();   /* started, never finished */
     size_t n = 0;
     for (;;) {
         ssize_t r = read(sp[0], out + n, sizeof out - 1 - n);

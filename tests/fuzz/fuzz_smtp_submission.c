@@ -7,7 +7,9 @@
  * envelopes in memory (as in fuzz_smtp_data.c), checking each envelope with
  * queue-inject's reader. Checks: reply lines well formed; "235" only after
  * the checker said yes; no MAIL accepted before a successful AUTH; every
- * injection started is finished. */
+ * injection started is finished. An input of odd length goes to port 587
+ * instead, where STARTTLS is not available here (454): no credentials may
+ * reach the checker, no 235, no MAIL accepted and no injection started. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -28,10 +30,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #include "fake_injector.h"
 
+static int auth_calls;   /* times the checker was asked */
+
 static int inj_auth(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen,
                     char *name, size_t namelen)
 {
     struct fake *f = ctx;
+    auth_calls++;
     if (!ulen || memchr(user, 0, ulen) || memchr(pass, 0, plen) || namelen < 6) __builtin_trap();
     if (ulen == 5 && !memcmp(user, "alice", 5) && plen == 6 && !memcmp(pass, "secret", 6)) {
         memcpy(name, "alice", 6);
@@ -57,7 +62,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 16384) return 0;
     const char *d = (const char *)data;
 
-    size_t n = fuzz_session(&s, &cf, &map, &inj, SMTP_PORT_SMTPS, d, size, out, sizeof out);
+    int port = size & 1 ? SMTP_PORT_SUBMISSION : SMTP_PORT_SMTPS;
+    auth_calls = 0;
+    size_t n = fuzz_session(&s, &cf, &map, &inj, port, d, size, out, sizeof out);
 
     /* replies: well formed; 235 only when the checker said yes; no MAIL
      * accepted before it */
@@ -75,6 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (first235 && !fk.auth_ok) __builtin_trap();
     if (first_mail && (!first235 || first_mail < first235)) __builtin_trap();
+    if (port == SMTP_PORT_SUBMISSION && (auth_calls || first235 || first_mail || fk.calls))
+        __builtin_trap();   /* 587 without TLS */
     (void)d;
     return 0;
 }

@@ -966,6 +966,23 @@ class DeliveryTest(unittest.TestCase):
         self.assertFalse(os.path.exists(md))
         self.assertEqual(self.inst.queue_ids(), [qid])
 
+    def test_mailbox_with_ids_from_2_to_the_31_up(self):
+        # postern-user writes whatever ids an account has (--unix-account),
+        # up to (uid_t)-1 - 1, and auth-checker takes them: local-deliverer
+        # read such a line as malformed and deferred every message to it
+        uid, gid = 3000000000, 4294967294
+        md = self.inst.path('mail', 'big', 'Maildir')
+        with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
+            f.write('big:%d:%d:%s\n' % (uid, gid, md))
+        qid = inject(self.inst, 'bob@example.test', ['big@example.test'], b'Subject: big\n\nx\n')
+        got = self.inst.wait_for(lambda: os.path.isdir(os.path.join(md, 'new')) and os.listdir(os.path.join(md, 'new')),
+                                 20, what='the message in big\'s Maildir\n' + self.inst.log('queue-manager'))
+        path = os.path.join(md, 'new', got[0])
+        self.assertEqual((os.stat(path).st_uid, os.stat(path).st_gid), (uid, gid))
+        self.assertEqual(worker_ids(self.inst, maildir_pid(path)), (uid, gid))
+        self.assertNotIn('mailbox table unreadable', self.inst.log('queue-manager'))
+        self.inst.wait_for(lambda: qid not in self.inst.queue_ids(), 10, what='the message leaving the queue')
+
     def test_worker_killed_mid_job_loses_nothing(self):
         uid, _ = mailbox_ids(self.inst, 'alice')
         n = 30

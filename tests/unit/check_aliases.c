@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "aliases.h"
+#include "userdb.h"
 
 static int is_local(void *ctx, const char *d, size_t n)
 {
@@ -252,6 +253,38 @@ START_TEST(test_mailboxes)
 }
 END_TEST
 
+/* what postern-user writes (userdb_format) local-deliverer reads: uids and
+ * gids from 2^31 up too (--unix-account takes any account's), to the last
+ * valid one; (uid_t)-1 is none */
+START_TEST(test_mailboxes_large_ids)
+{
+    struct userdb db = USERDB_ZERO;
+    struct buf b = BUF_ZERO;
+    struct mailboxes t;
+    struct mailbox m;
+    static const char text[] = "big:4000020001:4000020002:/m/big\nmax:4294967294:2147483648:/m/max\n";
+    ck_assert_msg(userdb_parse(&db, "mailboxes", text, sizeof text - 1, 0, err, sizeof err), "%s", err);
+    ck_assert(userdb_format(&db, 0, &b));
+    mailboxes_init(&t);
+    ck_assert(mailboxes_parse(&t, "mailboxes", b.s, b.len));
+    ck_assert_msg(mailboxes_find(&t, "big", &m, err, sizeof err), "%s", err);
+    ck_assert_uint_eq(m.uid, 4000020001u);
+    ck_assert_uint_eq(m.gid, 4000020002u);
+    ck_assert_msg(mailboxes_find(&t, "max", &m, err, sizeof err), "%s", err);
+    ck_assert_uint_eq(m.uid, 4294967294u);
+    ck_assert_uint_eq(m.gid, 2147483648u);
+    static const char bad[] = "neg:4294967295:1:/m/neg\nneg2:1:4294967295:/m/neg2\n";
+    ck_assert(mailboxes_parse(&t, "mailboxes", bad, sizeof bad - 1));
+    ck_assert(!mailboxes_find(&t, "neg", &m, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert(!mailboxes_find(&t, "neg2", &m, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    mailboxes_free(&t);
+    buf_free(&b);
+    userdb_free(&db);
+}
+END_TEST
+
 START_TEST(test_limits_mailboxes)
 {
     /* many users: each found, in a file far from sorted */
@@ -369,6 +402,7 @@ int main(void)
     tcase_add_test(core, test_expand);
     tcase_add_test(core, test_expand_loop);
     tcase_add_test(core, test_mailboxes);
+    tcase_add_test(core, test_mailboxes_large_ids);
     tcase_add_test(core, test_example_file);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
