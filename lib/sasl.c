@@ -56,6 +56,7 @@ enum sasl_result sasl_plain(const char *b64, size_t len, struct sasl_cred *c)
     if (len > SASL_LINE_MAX) return SASL_TOO_LONG;
     if (!sasl_base64_decode(b64, len, raw, sizeof raw, &n)) {
         int e = errno;
+        explicit_bzero(raw, sizeof raw);    /* what was decoded before the error */
         return e == ENOSPC ? SASL_TOO_LONG : SASL_BAD_BASE64;
     }
     unsigned char *z1 = memchr(raw, 0, n);
@@ -72,7 +73,7 @@ enum sasl_result sasl_plain(const char *b64, size_t len, struct sasl_cred *c)
     memcpy(c->pass, z2 + 1, plen);
     c->passlen = plen;
 out:
-    memset(raw, 0, sizeof raw);
+    explicit_bzero(raw, sizeof raw);    /* a memset of a dead array may be left out */
     return r;
 }
 
