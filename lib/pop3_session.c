@@ -91,6 +91,18 @@ int pop3_plain_policy(const char *policy, const char *addr)
     return !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strncmp(addr, "::ffff:127.", 11);
 }
 
+static enum pop3_line_end line_end(enum io_eol eol)
+{
+    return eol == IO_EOL_NONE ? POP3_LINE_LONG : eol == IO_EOL_CR ? POP3_LINE_BARE_CR : POP3_LINE_WHOLE;
+}
+
+int pop3_line_take(struct io *in, enum io_eol eol, size_t len, size_t max, enum pop3_line_end *end)
+{
+    *end = line_end(eol);
+    if (*end == POP3_LINE_LONG && len < max) return 0;      /* no LF before the end */
+    return *end == POP3_LINE_WHOLE || io_skip_to_lf(in, 1 << 20);
+}
+
 /* may credentials be sent now? */
 static int login_allowed(const struct pop3_session *s) { return s->tls || s->plain_ok; }
 static const char R_NEED_TLS[] = "-ERR [AUTH] Plaintext authentication disallowed without TLS";

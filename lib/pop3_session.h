@@ -91,6 +91,12 @@ enum pop3_line_end {
  * Returns 1, or 0 on an output error (errno); *act says what next. */
 int pop3_line(struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end,
               enum pop3_action *act);
+/* how a line of len octets read into a buffer of max ended (its io_eol):
+ * the pop3_line_end to hand pop3_line, its rest skipped to LF where it
+ * has one (a long line, one with a bare CR); 0 at the end of input inside
+ * the line, which is not run (the caller flushes the replies so far and
+ * ends) */
+int pop3_line_take(struct io *in, enum io_eol eol, size_t len, size_t max, enum pop3_line_end *end);
 /* Answer a POP3_LOGIN: OK writes nothing (the mailbox process will speak);
  * BAD and TEMP write the -ERR and return to AUTHORIZATION, except that the
  * POP3_LOGIN_FAILURES_MAX-th BAD leaves the state POP3_DONE: the caller

@@ -58,7 +58,7 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, cons
         /* the end, perhaps inside a line (not run: no QUIT) or in the rest
          * of a long one or of one with a bare CR: the replies to the whole
          * lines before it still go out */
-        if (!got || !pop3d_line_take(&in, eol, len, sizeof line, &end)) {
+        if (!got || !pop3_line_take(&in, eol, len, sizeof line, &end)) {
             io_flush(&out);
             log_info(sid, "event=drop user=%s update=no", r->name);
             return EXIT_OK;

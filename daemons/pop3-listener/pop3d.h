@@ -17,12 +17,6 @@
 
 #define POP3D_INBUF 4096    /* input buffer: bounds what PIPELINING may pass on */
 
-/* how a line of len octets read into a buffer of max ended (its io_eol):
- * the pop3_line_end to hand pop3_line, its rest skipped to LF where it
- * has one (a long line, one with a bare CR); 0 at the end of input inside
- * the line, which is not run (the caller flushes the replies so far and
- * ends) */
-int pop3d_line_take(struct io *in, enum io_eol eol, size_t len, size_t max, enum pop3_line_end *end);
 /* session timeout in ms: session_timeout, but never under RFC 1939's 10 minutes */
 int pop3d_timeout_ms(const struct config *c);
 

@@ -18,18 +18,6 @@
 
 /* how io_getline's line ended, for pop3_line (IO_EOL_NONE: the limit, or
  * EOF inside the line when it is shorter) */
-static enum pop3_line_end line_end(enum io_eol eol)
-{
-    return eol == IO_EOL_NONE ? POP3_LINE_LONG : eol == IO_EOL_CR ? POP3_LINE_BARE_CR : POP3_LINE_WHOLE;
-}
-
-int pop3d_line_take(struct io *in, enum io_eol eol, size_t len, size_t max, enum pop3_line_end *end)
-{
-    *end = line_end(eol);
-    if (*end == POP3_LINE_LONG && len < max) return 0;      /* no LF before the end */
-    return *end == POP3_LINE_WHOLE || io_skip_to_lf(in, 1 << 20);
-}
-
 int pop3d_timeout_ms(const struct config *c)
 {
     unsigned long long t = c->session_timeout < POP3_TIMEOUT_MIN ? POP3_TIMEOUT_MIN : c->session_timeout;
@@ -118,7 +106,7 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
         /* EOF inside a line (not run), or in the rest of a long one or of
          * one with a bare CR: the replies to the whole lines before it
          * still go out */
-        if (!pop3d_line_take(&in, eol, len, sizeof line, &end)) {
+        if (!pop3_line_take(&in, eol, len, sizeof line, &end)) {
             io_flush(&out);
             return EXIT_OK;
         }

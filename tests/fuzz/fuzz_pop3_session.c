@@ -1,9 +1,9 @@
 /* fuzz_pop3_session.c - libFuzzer target: the POP3 state machine from
  * arbitrary client bytes, read the way pop3-listener reads them (io_getline
- * with its limits; the rest of an overlong line or of one with a bare CR
- * skipped to LF, as pop3d_line_take does; closed after too many failed
- * logins). Login: "alice"/"secret" is accepted, user "temp" gets a
- * temporary failure, anything else is refused. An input of odd length
+ * with its limits; pop3_line_take skips the rest of an overlong line or
+ * of one with a bare CR to LF; closed after too many failed logins).
+ * Login: "alice"/"secret" is accepted, user "temp" gets a temporary
+ * failure, anything else is refused. An input of odd length
  * gets a session that refuses plaintext logins and offers STLS (a stub:
  * the stream stays plain).
  * After login the session runs over a real Maildir made afresh for every
@@ -117,13 +117,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         enum io_eol eol;
         enum pop3_action act;
         if (!io_getline(&in, line, max, &len, &eol)) break;
-        /* as pop3d_line_take() (daemons/pop3-listener/prelogin.c): EOF
-         * inside a short line ends; the rest of a long line or of one with
-         * a bare CR is skipped to LF */
-        enum pop3_line_end end = eol == IO_EOL_NONE ? POP3_LINE_LONG
-                                 : eol == IO_EOL_CR ? POP3_LINE_BARE_CR : POP3_LINE_WHOLE;
-        if (end == POP3_LINE_LONG && len < max) break;
-        if (end != POP3_LINE_WHOLE && !io_skip_to_lf(&in, 1 << 20)) break;
+        /* as pop3-listener takes it: EOF inside a short line ends; the
+         * rest of a long line or of one with a bare CR is skipped to LF */
+        enum pop3_line_end end;
+        if (!pop3_line_take(&in, eol, len, max, &end)) break;
         if (!pop3_line(&s, line, len, end, &act)) break;
         if (act == POP3_LOGIN) {
             if (!tls && !plain_ok) __builtin_trap();   /* credentials taken in the clear */

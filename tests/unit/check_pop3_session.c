@@ -268,6 +268,42 @@ START_TEST(test_line_limits_and_error_limit)
 }
 END_TEST
 
+/* pop3_line_take: a whole line is run as it is; a long line or one with
+ * a bare CR is run as such and its rest skipped to LF; input that ends
+ * inside a short line is not run at all */
+START_TEST(test_line_take)
+{
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    static const char text[] = "NOOP\r\nxx\rDELE 1\r\nSTAT\r\n";
+    ck_assert_int_eq(write(p[1], text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    ck_assert_int_eq(write(p[1], "QUI", 3), 3);
+    close(p[1]);
+    unsigned char inbuf[64];
+    char line[16];
+    struct io in;
+    io_init(&in, p[0], inbuf, sizeof inbuf, 1000);
+    size_t len;
+    enum io_eol eol;
+    enum pop3_line_end end;
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert(pop3_line_take(&in, eol, len, sizeof line, &end));
+    ck_assert_int_eq(end, POP3_LINE_WHOLE);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));      /* "xx" and a bare CR */
+    ck_assert(pop3_line_take(&in, eol, len, sizeof line, &end));
+    ck_assert_int_eq(end, POP3_LINE_BARE_CR);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));      /* "DELE 1" was skipped */
+    ck_assert_int_eq(len, 4);
+    ck_assert(!memcmp(line, "STAT", 4));
+    ck_assert(pop3_line_take(&in, eol, len, sizeof line, &end));
+    ck_assert_int_eq(end, POP3_LINE_WHOLE);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));      /* "QUI" and then EOF */
+    ck_assert(!pop3_line_take(&in, eol, len, sizeof line, &end));
+    ck_assert_int_eq(end, POP3_LINE_LONG);
+    close(p[0]);
+}
+END_TEST
+
 START_TEST(test_base64_and_monitor_records)
 {
     char dec[64];
@@ -316,6 +352,7 @@ int main(void)
     tcase_add_test(limits, test_line_limits_and_error_limit);
     tcase_add_test(limits, test_login_failure_limit);
     tcase_add_test(limits, test_base64_and_monitor_records);
+    tcase_add_test(limits, test_line_take);
     suite_add_tcase(su, limits);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
