@@ -976,10 +976,10 @@ static void auth_check(struct smtp_session *s, struct sasl_cred *c, const char *
     else reply(s, "454 4.7.0 Temporary authentication failure");
 }
 
-static int act_auth(struct smtp_session *s, const char *a, size_t n)
+/* AUTH's exchange: line (cap octets) holds the client's responses */
+static int auth_exchange(struct smtp_session *s, const char *a, size_t n, char *line, size_t cap)
 {
     static struct sasl_cred c;      /* not on the stack: wiped after use */
-    char line[SASL_LINE_MAX + 1];
     size_t k = 0, rn;
     int got;
     if (!s->submission || !s->inj->auth) { reply(s, "503 5.5.1 Error: authentication not enabled"); return 1; }
@@ -995,7 +995,7 @@ static int act_auth(struct smtp_session *s, const char *a, size_t n)
         const char *resp = ir;
         size_t rl = irlen;
         if (!resp) {
-            got = auth_response(s, "334 ", line, sizeof line - 1, &rn);
+            got = auth_response(s, "334 ", line, cap - 1, &rn);
             if (got <= 0) return got == 0 ? 0 : 1;
             resp = line;
             rl = rn;
@@ -1004,7 +1004,6 @@ static int act_auth(struct smtp_session *s, const char *a, size_t n)
         if (rl == 1 && resp[0] == '=') rl = 0;
         if (sasl_refuse(s, sasl_plain(resp, rl, &c))) { sasl_wipe(&c); return 1; }
         auth_check(s, &c, "PLAIN");
-        memset(line, 0, sizeof line);
         return 1;
     }
     if (k == 5 && !strncasecmp(a, "LOGIN", 5)) {
@@ -1013,23 +1012,32 @@ static int act_auth(struct smtp_session *s, const char *a, size_t n)
             if (auth_cancelled(s, ir, irlen)) return 1;
             r = sasl_login_field(ir, irlen, c.user, sizeof c.user, &c.userlen);
         } else {
-            got = auth_response(s, "334 VXNlcm5hbWU6", line, sizeof line - 1, &rn);
+            got = auth_response(s, "334 VXNlcm5hbWU6", line, cap - 1, &rn);
             if (got <= 0) return got == 0 ? 0 : 1;
             if (auth_cancelled(s, line, rn)) return 1;
             r = sasl_login_field(line, rn, c.user, sizeof c.user, &c.userlen);
         }
         if (sasl_refuse(s, r)) { sasl_wipe(&c); return 1; }
-        got = auth_response(s, "334 UGFzc3dvcmQ6", line, sizeof line - 1, &rn);
+        got = auth_response(s, "334 UGFzc3dvcmQ6", line, cap - 1, &rn);
         if (got <= 0) { sasl_wipe(&c); return got == 0 ? 0 : 1; }
         if (auth_cancelled(s, line, rn)) { sasl_wipe(&c); return 1; }
         r = sasl_login_field(line, rn, c.pass, sizeof c.pass, &c.passlen);
-        memset(line, 0, sizeof line);
         if (sasl_refuse(s, r)) { sasl_wipe(&c); return 1; }
         auth_check(s, &c, "LOGIN");
         return 1;
     }
     reply(s, "504 5.5.4 Error: unsupported authentication mechanism");
     return 1;
+}
+
+/* the client's base64 responses are wiped on every way out (a memset of a
+ * dead array before return would be left out by the compiler) */
+static int act_auth(struct smtp_session *s, const char *a, size_t n)
+{
+    char line[SASL_LINE_MAX + 1];
+    int r = auth_exchange(s, a, n, line, sizeof line);
+    explicit_bzero(line, sizeof line);
+    return r;
 }
 
 static const struct smtp_cmd smtp_cmds[] = {
