@@ -804,13 +804,12 @@ struct envelope_out {
     struct smtp_rcpt *r;
     size_t n;
     int *open;          /* in: the recipients to send; out: those accepted */
-    size_t accepted;
 };
 
 /* MAIL and every RCPT: one write when the server pipelines. On a reused
  * session, no answer to MAIL (or 421) means it was closed while idle:
  * nothing was accepted, the caller starts over on a new connection.
- * Returns 1 when DATA may follow (e->accepted > 0), else 0 with *o the
+ * Returns 1 when DATA may follow (a recipient accepted), else 0 with *o the
  * transaction's outcome (each recipient's own is set where it has one). */
 static int send_envelope(struct txn *t, const struct smtp_job *j, struct envelope_out *e, enum smtp_outcome *o)
 {
@@ -845,8 +844,7 @@ static int send_envelope(struct txn *t, const struct smtp_job *j, struct envelop
             return 0;
         }
     }
-    size_t answered = 0;
-    e->accepted = 0;
+    size_t answered = 0, accepted = 0;
     *o = SMTP_DELIVERED;   /* from here on, each recipient has its own result */
     for (size_t i = 0; i < e->n; i++) {
         if (!e->open[i]) continue;
@@ -855,19 +853,13 @@ static int send_envelope(struct txn *t, const struct smtp_job *j, struct envelop
             int turn = out_of_turn(t, "RCPT TO");
             if (turn || !cmd(t, "RCPT TO:<%s>%s", e->r[i].addr, rparam) || !smtp_flush(c)) {
                 if (!turn) io_status(t, "RCPT TO");
-                if (!answered) *o = SMTP_TEMPFAIL;
-                else settle(e->r, e->n, e->open, SMTP_TEMPFAIL, t->status);
-                return 0;
+                goto lost;
             }
         }
-        if (!read_reply(t, "RCPT TO", c->timeout_ms)) {
-            if (!answered) *o = SMTP_TEMPFAIL;
-            else settle(e->r, e->n, e->open, SMTP_TEMPFAIL, t->status);
-            return 0;
-        }
+        if (!read_reply(t, "RCPT TO", c->timeout_ms)) goto lost;
         answered++;
-        if (rcpt_reply(t, &e->r[i])) { e->accepted++; continue; }
-        if (t->r.code == 421 && !e->accepted) {
+        if (rcpt_reply(t, &e->r[i])) { accepted++; continue; }
+        if (t->r.code == 421 && !accepted) {
             /* the server closing before it accepted a recipient (a rate
              * limit at RCPT, say): as a 421 to MAIL, the next address (on a
              * reused session, a new connection); the recipients' later
@@ -888,8 +880,12 @@ static int send_envelope(struct txn *t, const struct smtp_job *j, struct envelop
             break;
         }
     }
-    if (!e->accepted) { quit(t); return 0; }
+    if (!accepted) { quit(t); return 0; }
     return 1;
+lost:   /* no reply to a RCPT: the whole message, or the recipients not yet answered */
+    if (!answered) *o = SMTP_TEMPFAIL;
+    else settle(e->r, e->n, e->open, SMTP_TEMPFAIL, t->status);
+    return 0;
 }
 
 /* DATA, the message and the reply to its end, for the accepted recipients
@@ -964,7 +960,7 @@ enum smtp_outcome smtp_transaction_multi(struct smtp_conn *c, const struct smtp_
     }
     o = host_takes(t, j, &ext, utf8);
     if (o != SMTP_DELIVERED) return o;
-    struct envelope_out e = { &ext, reused, utf8 || (j->smtputf8 && ext.smtputf8), r, n, open, 0 };
+    struct envelope_out e = { &ext, reused, utf8 || (j->smtputf8 && ext.smtputf8), r, n, open };
     if (!send_envelope(t, j, &e, &o)) return o;
     send_content(t, j, &e);
     return SMTP_DELIVERED;

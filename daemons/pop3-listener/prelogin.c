@@ -16,8 +16,6 @@
 #include "pop3_session.h"
 #include "tls_spawn.h"
 
-/* how io_getline's line ended, for pop3_line (IO_EOL_NONE: the limit, or
- * EOF inside the line when it is shorter) */
 int pop3d_timeout_ms(const struct config *c)
 {
     unsigned long long t = c->session_timeout < POP3_TIMEOUT_MIN ? POP3_TIMEOUT_MIN : c->session_timeout;
