@@ -314,11 +314,16 @@ static int tmp_create(int qfd, char *id, const char *suffix, char *name, size_t 
     return -1;
 }
 
+/* The read and copy buffer. Static, not on the stack: a 64 KiB frame is
+ * probed page by page (-fstack-clash-protection), 16 page faults on every
+ * exec of queue-inject although a short message fills one page of it. */
+static char io_buf[65536];
+
 int inject_msg_read(struct inject_msg *m, int fd, size_t mem_max)
 {
-    char b[65536];
+    char *b = io_buf;
     for (;;) {
-        ssize_t r = read(fd, b, sizeof b);
+        ssize_t r = read(fd, b, sizeof io_buf);
         if (r < 0) {
             if (errno == EINTR) continue;
             return 0;
@@ -353,9 +358,9 @@ static int copy_spill(int in, int out)
         break;
     }
     /* fallback: read/write (offsets: out is at its end, in wherever it got) */
-    char b[65536];
+    char *b = io_buf;
     for (;;) {
-        ssize_t r = read(in, b, sizeof b);
+        ssize_t r = read(in, b, sizeof io_buf);
         if (r < 0) {
             if (errno == EINTR) continue;
             return 0;

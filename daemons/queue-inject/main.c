@@ -99,8 +99,10 @@ int main(void)
     if (!inject_env_read(&ie, 1, why, sizeof why)) fail("envelope", errno, why);
     if (!caller_trusted(caller) && !inject_env_local_trace(&ie, time(NULL))) fail("trace", errno, NULL);
     if (!queue_commit(qfd, root, &ie, &m, id, &st)) fail("commit", errno, NULL);
-    inject_msg_free(&m);
-    inject_env_free(&ie);
+    /* only the spill file (a large message) needs removing; the memory goes
+     * with the process. Freeing it would hand musl's pages back one munmap
+     * at a time, each a TLB flush on every CPU the process ran on. */
+    if (m.spill_fd >= 0) inject_msg_free(&m);
     if (st.todo_failed) log_warn(id, "todo=\"%s\" note=\"queue-manager's scan will find it\"", strerror(st.todo_errno));
     if (fstat(1, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
         id[ENV_ID_LEN] = '\n';
