@@ -50,14 +50,14 @@ int smtp_mon_recvp(int fd, struct smtp_mon_msg *m, void *p, size_t *plen, int *f
     if (in.len == 0) { fdpass_close(&in); errno = EPIPE; return 0; }
     if (in.foreign || in.too_many || in.truncated || in.len < sizeof *m || in.nfd > 2) {
         fdpass_close(&in);
-        memset(rec, 0, sizeof rec);
+        explicit_bzero(rec, sizeof rec);
         errno = EPROTO;
         return 0;
     }
     memcpy(m, rec, sizeof *m);
     *plen = in.len - sizeof *m;
     if (*plen) memcpy(p, rec + sizeof *m, *plen);
-    memset(rec, 0, sizeof rec);      /* it may have held a password */
+    explicit_bzero(rec, sizeof rec);  /* it may have held a password (memset: a dead store) */
     for (size_t i = 0; i < in.nfd; i++) fds[i] = in.fd[i];
     *nfd = (int)in.nfd;
     return 1;
@@ -147,7 +147,7 @@ static int mon_auth(void *ctx, const char *user, size_t ulen, const char *pass, 
     rec[ulen] = 0;
     memcpy(rec + ulen + 1, pass, plen);
     ok = smtp_mon_sendp(c->fd, &m, rec, ulen + 1 + plen, NULL, 0);
-    memset(rec, 0, sizeof rec);
+    explicit_bzero(rec, sizeof rec);
     if (!ok || !smtp_mon_recvp(c->fd, &m, rec, &rlen, fds, &n, c->timeout_ms)) return SMTP_AUTH_TEMP;
     for (int i = 0; i < n; i++) close(fds[i]);
     if (n || m.type != SMTP_MON_STATUS) return SMTP_AUTH_TEMP;
@@ -250,7 +250,7 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
         } else if (m.type == SMTP_MON_AUTH && n == 0 && plen) {
             memset(&rep, 0, sizeof rep);
             r.value = do_auth(&afd, mc, p, plen, m.value, &rep);
-            memset(p, 0, sizeof p);
+            explicit_bzero(p, sizeof p);
             if (r.value == SMTP_AUTH_OK) { rp = rep.name; rplen = strnlen(rep.name, sizeof rep.name); }
         } else {
             for (int i = 0; i < n; i++) close(fds[i]);
@@ -262,7 +262,7 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
         if (give >= 0) close(give);
         if (!ok) { ret = errno == EPIPE; break; }
     }
-    memset(p, 0, sizeof p);
+    explicit_bzero(p, sizeof p);
     if (afd >= 0) close(afd);
     return ret;
 }
