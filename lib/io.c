@@ -131,6 +131,12 @@ size_t io_buffered(const struct io *in) { return in->len - in->pos; }
 
 void io_discard_buffered(struct io *in) { in->pos = in->len = 0; }
 
+void io_wipe_spent(struct io *in)
+{
+    explicit_bzero(in->b, in->pos);
+    explicit_bzero(in->b + in->len, in->cap - in->len);
+}
+
 /* At a CR: decide CRLF or bare CR, reading one more byte if needed. */
 static int io_take_cr(struct io *in, enum io_eol *eol, long long deadline)
 {

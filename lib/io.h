@@ -52,6 +52,12 @@ void io_quickack(struct io *in, int on);
 void fd_push_ack(int fd);
 size_t io_buffered(const struct io *in);    /* bytes read but not consumed */
 void io_discard_buffered(struct io *in);    /* drop them (e.g. before TLS) */
+/* Zero every byte of the buffer that is not waiting to be read: those
+ * already consumed and what earlier reads left past the end, which may still
+ * hold a line read before. For after a line that carried a secret (SMTP
+ * AUTH); the unread bytes stay. explicit_bzero: not a store the compiler
+ * may drop. */
+void io_wipe_spent(struct io *in);
 
 /* Read one line into dst (at most max bytes, not NUL-terminated; NUL bytes
  * kept). *len gets the byte count, *eol how it ended; the terminator is

@@ -1031,10 +1031,13 @@ static int auth_exchange(struct smtp_session *s, const char *a, size_t n, char *
 }
 
 /* the client's base64 responses are wiped on every way out (a memset of a
- * dead array before return would be left out by the compiler) */
+ * dead array before return would be left out by the compiler); the command
+ * line with an initial response and the input buffer they passed through
+ * are the run loop's, wiped there (wipe_input) */
 static int act_auth(struct smtp_session *s, const char *a, size_t n)
 {
     char line[SASL_LINE_MAX + 1];
+    s->wipe_input = 1;
     int r = auth_exchange(s, a, n, line, sizeof line);
     explicit_bzero(line, sizeof line);
     return r;
@@ -1268,6 +1271,16 @@ static int tls_hello_seen(struct smtp_session *s)
     return s->in.b[s->in.pos] == 0x16;
 }
 
+/* after AUTH: its command line and every byte of the input buffer but
+ * those not read yet (pipelined commands) */
+static void wipe_input(struct smtp_session *s, char *line, size_t cap)
+{
+    if (!s->wipe_input) return;
+    s->wipe_input = 0;
+    explicit_bzero(line, cap);
+    io_wipe_spent(&s->in);
+}
+
 int smtp_session_run(struct smtp_session *s)
 {
     char line[SMTP_LINE_READ_MAX];
@@ -1315,7 +1328,8 @@ int smtp_session_run(struct smtp_session *s)
         s->logarg[0] = 0;
         if (kind == CL_TOO_LONG) reply(s, "500 5.5.2 Error: line too long");
         else if (kind == CL_BARE_CR) reply(s, "500 5.5.2 Error: bare <CR> received");
-        else if (!dispatch(s, line, n)) break;
+        else if (!dispatch(s, line, n)) { wipe_input(s, line, sizeof line); break; }
+        wipe_input(s, line, sizeof line);
         if (s->write_failed) {
             /* a client that does not read its replies (their buffer full
              * for a whole timeout) gets no more of our time */

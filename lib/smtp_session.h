@@ -142,6 +142,7 @@ struct smtp_session {
     const char *end_reason;
     const sigset_t *stop_mask;       /* smtp_session_stop_on(): waits for a command run under it */
     int write_failed;                /* a reply could not be written: end */
+    int wipe_input;                  /* the command just run read a secret (AUTH) */
     const char *verb;                /* the command being answered (log) */
     char logarg[300];                /* its log-safe argument, "" if none */
     unsigned char inbuf[8192];

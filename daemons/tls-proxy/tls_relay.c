@@ -46,6 +46,12 @@ static SSL_CTX *ctx_new(const char *cert, const char *key, int tickets, char *wh
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
                                  | SSL_OP_CIPHER_SERVER_PREFERENCE | (tickets ? 0 : SSL_OP_NO_TICKET));
+#ifdef SSL_OP_CLEANSE_PLAINTEXT
+    /* OpenSSL 3: a record's decrypted bytes are zeroed once SSL_read has
+     * copied them out, not left in its buffer until the next record
+     * (the client's AUTH and PASS lines; the relay wipes its own copy) */
+    SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
+#endif
     /* no server-side cache: with tickets the client keeps the session, the
      * children of one server share the key (their parent's memory) */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -256,7 +262,8 @@ int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **out, cha
 struct relay {
     SSL *ssl;
     int net_fd, plain_fd;
-    unsigned char to_plain[RELAY_BUF];   /* decrypted, not yet given to the session */
+    unsigned char to_plain[RELAY_BUF];   /* decrypted, not yet given to the session;
+                                            zeroed once given (it may hold a password) */
     size_t tp_off, tp_len;
     unsigned char to_net[RELAY_BUF];     /* from the session, not yet encrypted */
     size_t tn_off, tn_len;
@@ -306,9 +313,15 @@ static int relay_to_plain(struct relay *r)
         return 0;
     }
     ssize_t w = write(r->plain_fd, r->to_plain + r->tp_off, r->tp_len);
-    if (w > 0) { r->tp_off += (size_t)w; r->tp_len -= (size_t)w; return 1; }
+    if (w > 0) {
+        r->tp_off += (size_t)w;
+        r->tp_len -= (size_t)w;
+        if (!r->tp_len) explicit_bzero(r->to_plain, r->tp_off);
+        return 1;
+    }
     if (w < 0 && (errno == EAGAIN || errno == EINTR)) { r->plain_ev |= POLLOUT; return 0; }
     /* the session is gone: stop relaying in both directions */
+    explicit_bzero(r->to_plain, sizeof r->to_plain);
     r->tp_len = 0;
     r->plain_done = 1;
     r->net_done = 1;
@@ -401,5 +414,6 @@ int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats 
         if (pr == 0) { st->end = "timeout"; break; }
     }
     if (!st->end) st->end = r.net_done ? "close_notify" : "session_closed";
+    explicit_bzero(r.to_plain, sizeof r.to_plain);   /* what the session never took */
     return 1;
 }

@@ -112,6 +112,31 @@ def sandbox_state(pid):
     return int(st['NoNewPrivs'][0]), int(st['Seccomp'][0])
 
 
+def memory_holding(pid, needles):
+    """Which of needles (bytes) appear in the readable memory of process
+    pid (/proc/PID/mem, as root): the test that a secret was wiped. A
+    process gone meanwhile holds nothing."""
+    found = set()
+    try:
+        with open('/proc/%d/maps' % pid) as f:
+            maps = f.read().splitlines()
+        with open('/proc/%d/mem' % pid, 'rb', 0) as mem:
+            for m in maps:
+                f = m.split()
+                if 'r' not in f[1] or (len(f) > 5 and f[5] in ('[vvar]', '[vvar_vclock]', '[vsyscall]')):
+                    continue
+                lo, hi = (int(x, 16) for x in f[0].split('-'))
+                try:
+                    mem.seek(lo)
+                    data = mem.read(hi - lo)
+                except (OSError, OverflowError, ValueError):
+                    continue
+                found.update(n for n in needles if n in data)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
 def leak_check_tracer(pid):
     """Whether pid is being traced by a child of its own: a sanitizer
     build's LeakSanitizer, at exit, clones a tracer that stops the process

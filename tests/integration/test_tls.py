@@ -26,7 +26,7 @@ import time
 import unittest
 
 from harness import (Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue,
-                     pop3_dialogue, send_mail)
+                     memory_holding, pop3_dialogue, send_mail)
 
 HOST = 'mail.example.test'
 PASSWORD = 'Correct-Horse-7'
@@ -79,6 +79,22 @@ def client_ctx():
 
 def b64(s):
     return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def secrets_held(inst, secrets):
+    """'comm[pid]: secret, ...' for each process of inst whose memory holds
+    one of secrets (bytes)"""
+    out = []
+    for pid in inst.processes():
+        got = memory_holding(pid, secrets)
+        if got:
+            try:
+                with open('/proc/%d/comm' % pid) as f:
+                    comm = f.read().strip()
+            except OSError:
+                comm = '?'
+            out.append('%s[%d]: %s' % (comm, pid, ', '.join(sorted(g.decode() for g in got))))
+    return out
 
 
 def start_instance(cls, cert=None, key=None, **kw):
@@ -181,6 +197,32 @@ class SmtpTls(unittest.TestCase):
         m = self.wait_message('bob', 'hello over 587')
         self.assertRegex(m, rb'\(using TLSv1\.[23] with cipher [A-Z0-9_-]+\)')
         self.assertIn(b'with ESMTPSA id', m)
+
+    def test_auth_secrets_wiped_from_memory(self):
+        """Once AUTH has succeeded, no process of the host keeps the
+        password or the client's base64 of it, while the connection is
+        still open: not the session (its command line and input buffer),
+        not its root monitor (the request record it forwards), not
+        tls-proxy (OpenSSL's record buffer and its relay buffer), not
+        auth-checker. Read from /proc/PID/mem: PLAIN with an initial
+        response on 587 after STARTTLS, then LOGIN on 465."""
+        secrets = [PASSWORD.encode(), base64.b64encode(b'\0alice\0' + PASSWORD.encode()),
+                   base64.b64encode(PASSWORD.encode())]
+        with smtplib.SMTP('127.0.0.1', self.sub, timeout=15) as s:
+            s.starttls(context=client_ctx())
+            s.ehlo('client.test')
+            s.user, s.password = 'alice', PASSWORD
+            code, resp = s.auth('PLAIN', s.auth_plain)     # AUTH PLAIN <initial response>
+            self.assertEqual(code, 235, resp)
+            self.assertEqual(s.noop()[0], 250)
+            self.assertEqual(secrets_held(self.inst, secrets), [])
+        with smtplib.SMTP_SSL('127.0.0.1', self.smtps, timeout=15, context=client_ctx()) as s:
+            s.ehlo('client.test')
+            s.user, s.password = 'alice', PASSWORD
+            code, resp = s.auth('LOGIN', s.auth_login)
+            self.assertEqual(code, 235, resp)
+            self.assertEqual(s.noop()[0], 250)
+            self.assertEqual(secrets_held(self.inst, secrets), [])
 
     def test_smtplib_ssl_465_login_mechanism(self):
         with smtplib.SMTP_SSL('127.0.0.1', self.smtps, timeout=15, context=client_ctx()) as s:
@@ -668,6 +710,31 @@ class Pop3Tls(unittest.TestCase):
             p.pass_(PASSWORD)
             lines = p.retr(1)[1]
             self.assertIn(b'read me over TLS', lines)
+        finally:
+            p.quit()
+
+    def test_login_secrets_wiped_from_memory(self):
+        """After a login, no process of the host keeps the password (USER
+        and PASS after STLS) or the base64 of AUTH PLAIN (on 995): not the
+        mailbox process, not the pre-login process and its monitor, not
+        tls-proxy, not auth-checker. Read from /proc/PID/mem while the
+        session is open."""
+        secrets = [PASSWORD.encode(), base64.b64encode(b'\0alice\0' + PASSWORD.encode())]
+        p = poplib.POP3('127.0.0.1', self.pop3, timeout=15)
+        try:
+            p.stls(context=client_ctx())
+            p.user('alice')
+            p.pass_(PASSWORD)
+            self.assertEqual(p.stat()[0], 1)
+            self.assertEqual(secrets_held(self.inst, secrets), [])
+        finally:
+            p.quit()
+        p = poplib.POP3_SSL('127.0.0.1', self.pop3s, timeout=15, context=client_ctx())
+        try:
+            resp = p._shortcmd('AUTH PLAIN ' + base64.b64encode(b'\0alice\0' + PASSWORD.encode()).decode())
+            self.assertTrue(resp.startswith(b'+OK'), resp)
+            self.assertEqual(p.stat()[0], 1)
+            self.assertEqual(secrets_held(self.inst, secrets), [])
         finally:
             p.quit()
 

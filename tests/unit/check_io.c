@@ -205,6 +205,38 @@ START_TEST(test_line_ends)
 }
 END_TEST
 
+/* io_wipe_spent: after a line with a secret, the buffer keeps only the
+ * bytes not yet read; a line read before the buffer was reused (pos and
+ * len back to 0) and left past the new end is zeroed too */
+static int mem_has(const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= sizeof mem; i++)
+        if (!memcmp(mem + i, needle, n)) return 1;
+    return 0;
+}
+
+START_TEST(test_wipe_spent)
+{
+    char line[64];
+    size_t len;
+    enum io_eol eol;
+    feed("AUTH PLAIN c2VjcmV0c2VjcmV0\r\n", 29);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    feed("NOOP\r\nQUIT\r\n", 12);       /* the buffer starts again at 0 */
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert(!memcmp(line, "NOOP", 4));
+    ck_assert(mem_has("c2VjcmV0"));          /* past the new end: stale */
+    io_wipe_spent(&in);
+    ck_assert(!mem_has("c2VjcmV0"));
+    ck_assert(!mem_has("NOOP"));             /* consumed */
+    ck_assert_uint_eq(io_buffered(&in), 6);  /* QUIT\r\n still to read */
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_uint_eq(len, 4);
+    ck_assert(!memcmp(line, "QUIT", 4));
+}
+END_TEST
+
 START_TEST(test_cr_split_across_reads)
 {
     char line[32];
@@ -377,6 +409,7 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_now_ms);
     tcase_add_test(core, test_line_ends);
+    tcase_add_test(core, test_wipe_spent);
     tcase_add_test(core, test_cr_split_across_reads);
     tcase_add_test(core, test_nul_kept_and_output);
     tcase_add_test(core, test_quickack);
