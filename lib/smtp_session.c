@@ -1033,11 +1033,10 @@ static int auth_exchange(struct smtp_session *s, const char *a, size_t n, char *
 /* the client's base64 responses are wiped on every way out (a memset of a
  * dead array before return would be left out by the compiler); the command
  * line with an initial response and the input buffer they passed through
- * are the run loop's, wiped there (wipe_input) */
+ * are the run loop's, wiped there (dispatch sets wipe_input) */
 static int act_auth(struct smtp_session *s, const char *a, size_t n)
 {
     char line[SASL_LINE_MAX + 1];
-    s->wipe_input = 1;
     int r = auth_exchange(s, a, n, line, sizeof line);
     explicit_bzero(line, sizeof line);
     return r;
@@ -1212,6 +1211,9 @@ static int dispatch(struct smtp_session *s, const char *line, size_t n)
         const struct smtp_cmd *c = &smtp_cmds[i];
         if (strcmp(verb, c->verb)) continue;
         s->verb = c->verb;
+        /* an AUTH line may hold credentials even when it is refused
+         * (in a transaction, before STARTTLS): wiped after it either way */
+        if (c->action == act_auth) s->wipe_input = 1;
         if (c->junk && ++s->junk > SMTP_JUNK_MAX) { s->errors++; s->errors_run++; }
         const char *refuse = c->check(s);
         if (refuse) { reply(s, refuse); return 1; }

@@ -205,7 +205,9 @@ class SmtpTls(unittest.TestCase):
         not its root monitor (the request record it forwards), not
         tls-proxy (OpenSSL's record buffer and its relay buffer), not
         auth-checker. Read from /proc/PID/mem: PLAIN with an initial
-        response on 587 after STARTTLS, then LOGIN on 465."""
+        response on 587 after STARTTLS, LOGIN on 465, and AUTH PLAIN
+        lines refused (530 on 587 before STARTTLS, 503 inside a
+        transaction on 25)."""
         secrets = [PASSWORD.encode(), base64.b64encode(b'\0alice\0' + PASSWORD.encode()),
                    base64.b64encode(PASSWORD.encode())]
         with smtplib.SMTP('127.0.0.1', self.sub, timeout=15) as s:
@@ -221,6 +223,22 @@ class SmtpTls(unittest.TestCase):
             s.user, s.password = 'alice', PASSWORD
             code, resp = s.auth('LOGIN', s.auth_login)
             self.assertEqual(code, 235, resp)
+            self.assertEqual(s.noop()[0], 250)
+            self.assertEqual(secrets_held(self.inst, secrets), [])
+        # refused, the credentials sent all the same: wiped too (before
+        # STARTTLS on 587; inside a transaction on 25, refused before
+        # AUTH's action runs)
+        with smtplib.SMTP('127.0.0.1', self.sub, timeout=15) as s:
+            s.ehlo('client.test')
+            code, resp = s.docmd('AUTH', 'PLAIN ' + secrets[1].decode())
+            self.assertEqual(code, 530, resp)
+            self.assertEqual(s.noop()[0], 250)
+            self.assertEqual(secrets_held(self.inst, secrets), [])
+        with smtplib.SMTP('127.0.0.1', self.mx, timeout=15) as s:
+            s.ehlo('client.test')
+            self.assertEqual(s.mail('carol@client.test')[0], 250)
+            code, resp = s.docmd('AUTH', 'PLAIN ' + secrets[1].decode())
+            self.assertEqual(code, 503, resp)
             self.assertEqual(s.noop()[0], 250)
             self.assertEqual(secrets_held(self.inst, secrets), [])
 
