@@ -115,6 +115,26 @@ class TlsConn(Conn):
         self.transcript.append('-- TLS %s %s' % (self.sock.version(), self.sock.cipher()[0]))
 
 
+def half_close(c):
+    """end the client's side of c's TCP connection (FIN) without a TLS
+    close_notify, as a client that shutdown(SHUT_WR)s its socket does, and
+    read what still comes: (bytes, the TLS error that ended it or None)"""
+    s = socket.socket(fileno=os.dup(c.sock.fileno()))
+    s.shutdown(socket.SHUT_WR)
+    s.close()
+    c.sock.settimeout(20)
+    got, err = c.buf, None
+    try:
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except (ssl.SSLError, OSError) as e:
+        err = e
+    return got, err
+
+
 def smtp_steps(c, steps):
     return smtp_dialogue(None, steps, conn=c)
 
@@ -433,6 +453,37 @@ class SmtpTls(unittest.TestCase):
                 self.assertTrue(c.closed(10))
                 self.assertNotIn(b'220 ', c.buf)
         self.inst.wait_log('smtp-listener', 'event=tls status=failed')
+        # a client gone during the handshake: said so, not "unknown error"
+        with Conn(self.smtps) as c:
+            c.send(b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03')
+        self.inst.wait_log('smtp-listener', 'why="handshake: connection closed"')
+        self.assertNotIn('unknown error', self.inst.log('smtp-listener'))
+
+    def test_replies_reach_a_client_that_half_closes(self):
+        """A client that sends its last commands and then ends its side of
+        the TCP connection without a TLS close_notify (shutdown(SHUT_WR),
+        as scripts and some MUAs do) still gets the replies to what it
+        sent, as over plaintext and from Postfix: tls-proxy took that end
+        of the client's stream for the end of the connection, sent a
+        decode_error alert and dropped the session's replies, here the 250
+        of a queued message (a client that never sees it sends the
+        message again) and the 221. TLS 1.3 and 1.2."""
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            tag = 'half-closed %s' % version.name
+            with TlsConn(self.smtps) as c:
+                ctx = client_ctx()
+                ctx.maximum_version = version
+                c.sock = ctx.wrap_socket(c.sock, server_hostname=HOST)
+                smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
+                               ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '235'),
+                               ('MAIL FROM:<alice@example.test>', '250'), ('RCPT TO:<bob@example.test>', '250'),
+                               ('DATA', '354')])
+                c.send(('Subject: %s\r\n\r\nbody\r\n.\r\nQUIT\r\n' % tag).encode())
+                got, err = half_close(c)
+                self.assertRegex(got, rb'^250 2\.0\.0 Ok: queued as \S+\r\n221 2\.0\.0 ', (version, got, err))
+                self.assertIsNone(err, version)
+            self.wait_message('bob', tag)
+        self.inst.wait_log('smtp-listener', ' end=eof')     # not end=close_notify: none came
 
     # ---- the TLS server (tls-proxy -z) -----------------------------------
 
@@ -735,6 +786,16 @@ class Pop3Tls(unittest.TestCase):
             self.assertTrue(c.closed(10))
             self.assertNotIn(b'+OK', c.buf)
         self.inst.wait_log('pop3-listener', 'event=tls status=failed')
+
+    def test_replies_reach_a_client_that_half_closes(self):
+        """as SmtpTls's: a login, STAT and QUIT pipelined, then the client's
+        FIN without close_notify; the replies still come"""
+        with TlsConn(self.pop3s, implicit=True) as c:
+            pop3_steps(c, [(None, '+OK')])
+            c.send(('USER alice\r\nPASS %s\r\nSTAT\r\nQUIT\r\n' % PASSWORD).encode())
+            got, err = half_close(c)
+            self.assertRegex(got, rb'^\+OK\r\n\+OK Logged in\.\r\n\+OK 1 \d+\r\n\+OK ', (got, err))
+            self.assertIsNone(err)
 
     def test_sessions_never_hold_the_key(self):
         key = self.inst.path('conf', 'tls', 'key.pem')
