@@ -912,6 +912,44 @@ class TlsUnusable(unittest.TestCase):
         self.assertIn('event=tls_usable starttls=on', inst.log('pop3-listener'))
 
 
+class TlsTimeouts(unittest.TestCase):
+    """tls-proxy's bounds against the sessions' own, with session_timeout
+    at 2 s: a POP3 client idles over TLS (995 and STLS) as long as in
+    plaintext, at least RFC 1939's 10 minutes (tls-proxy cut it after
+    session_timeout, 5 minutes by default); and a client that never
+    finishes its handshake on 465 is let go when the session stops
+    waiting for it, not a minute later (tls-proxy held the connection,
+    past the session and its monitor, so outside max_sessions)."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'pop3-listener', 'tls-proxy', 'auth-checker', 'postern-user',
+             'queue-manager')
+        cls.inst = start_instance(cls, conf_extra={'session_timeout': '2'})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+
+    def test_pop3_over_tls_idles_as_long_as_plaintext(self):
+        for port, implicit in ((self.inst.port('pop3s'), True), (self.inst.port('pop3'), False),
+                               (self.inst.port('pop3'), None)):
+            with TlsConn(port, implicit=bool(implicit)) as c:
+                pop3_steps(c, [(None, '+OK')])
+                if implicit is False:
+                    pop3_steps(c, [('STLS', '+OK')])
+                    c.starttls()
+                pop3_steps(c, [('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK Logged in.')])
+                time.sleep(4)           # twice session_timeout, idle
+                pop3_steps(c, [('STAT', '+OK'), ('QUIT', '+OK')])
+
+    def test_silent_client_on_465_let_go_with_its_session(self):
+        with Conn(self.inst.port('smtps')) as c:
+            self.assertTrue(c.closed(30), 'still open after 30 s')     # 2 s now, 60 s before
+            self.assertEqual(c.buf, b'')
+        self.inst.wait_log('smtp-listener', 'result=handshake_failed why="handshake: timeout"')
+
+
 class TlsPolicy(unittest.TestCase):
     """What an operator's scanner (testssl.sh, sslyze, a PCI scan) checks,
     from the outside with openssl s_client and python's ssl, on every TLS
