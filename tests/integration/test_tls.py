@@ -787,6 +787,33 @@ class Pop3Tls(unittest.TestCase):
             self.assertNotIn(b'+OK', c.buf)
         self.inst.wait_log('pop3-listener', 'event=tls status=failed')
 
+    def test_large_message_through_tls_byte_exact(self):
+        """6 MB of base64 with lines that need dot-stuffing, submitted over
+        465 and read back over 995: every octet of the body comes through
+        both relays (partial TLS writes, full socket buffers) unchanged"""
+        lines = base64.encodebytes(os.urandom(6 << 20)).decode().splitlines()
+        for i in range(0, len(lines), 997):
+            lines[i] = '.' + lines[i]
+        lines += ['.', '..', '. x']
+        body = '\r\n'.join(lines) + '\r\n'
+        with smtplib.SMTP_SSL('127.0.0.1', self.inst.port('smtps'), context=client_ctx(), timeout=60) as s:
+            s.login('bob', PASSWORD)
+            s.sendmail('bob@example.test', ['bob@example.test'],
+                       'Subject: large over TLS\r\nMessage-ID: <large@client.test>\r\n\r\n' + body)
+        self.inst.wait_for(lambda: any(b'<large@client.test>' in m for _, m in self.inst.maildir_messages('bob')),
+                           30, what="bob's large message")
+        p = poplib.POP3_SSL('127.0.0.1', self.pop3s, timeout=60, context=client_ctx())
+        try:
+            p.user('bob')
+            p.pass_(PASSWORD)
+            n = p.stat()[0]
+            got = b'\r\n'.join(p.retr(n)[1]).decode()     # poplib removes the dot-stuffing
+            self.assertIn('Message-ID: <large@client.test>', got)
+            self.assertTrue(got.split('\r\n\r\n', 1)[1] + '\r\n' == body, 'the body differs')
+            p.dele(n)
+        finally:
+            p.quit()
+
     def test_replies_reach_a_client_that_half_closes(self):
         """as SmtpTls's: a login, STAT and QUIT pipelined, then the client's
         FIN without close_notify; the replies still come"""
@@ -1058,9 +1085,6 @@ class TlsPolicy(unittest.TestCase):
             self.assertIn('no renegotiation', out, '%s:\n%s' % (name, out))
             self.assertNotRegex(out.split('RENEGOTIATING', 1)[1], r'\n(221|\+OK)', name)
 
-if __name__ == '__main__':
-    unittest.main()
-
 
 def make_dated(d, start, end):
     """a self-signed P-256 certificate for HOST valid from start to end
@@ -1165,3 +1189,7 @@ class TlsCheck(unittest.TestCase):
                          r'\d\d:\d\d:\d\d UTC, in [12] days?\n$' % re.escape(cert))
         self.assertEqual(s.returncode, 0, s.stdout)
         self.assertIn('postern-setup: warning: %s: the certificate expires on' % cert, s.stdout)
+
+
+if __name__ == '__main__':
+    unittest.main()
