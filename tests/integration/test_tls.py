@@ -324,6 +324,20 @@ class SmtpTls(unittest.TestCase):
                 c.close()
         self.assertIn('event=tls version=TLSv1.', self.inst.log('smtp-listener'))
 
+    def test_starttls_injection_in_a_later_packet(self):
+        """the NOOP sent on its own after the 220, before the ClientHello:
+        it is in front of the handshake, which fails; never answered in
+        plaintext or inside TLS"""
+        for port in (self.mx, self.sub):
+            with TlsConn(port) as c:
+                smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
+                               ('STARTTLS', '220 2.0.0 Ready to start TLS')])
+                c.send(b'NOOP\r\n')
+                time.sleep(0.3)         # its own segment, read before the ClientHello
+                with self.assertRaises((ssl.SSLError, OSError)):
+                    c.starttls()
+                self.assertNotIn(b'250', c.buf)
+
     def test_starttls_rules(self):
         with TlsConn(self.sub) as c:
             smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
@@ -754,6 +768,17 @@ class Pop3Tls(unittest.TestCase):
             pop3_steps(c, [('STLS', '-ERR'), ('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK'), ('QUIT', '+OK')])
         finally:
             c.close()
+
+    def test_stls_injection_in_a_later_packet(self):
+        """as SmtpTls's: a CAPA on its own after the +OK, before the
+        ClientHello, fails the handshake and is never answered"""
+        with TlsConn(self.pop3) as c:
+            pop3_steps(c, [(None, '+OK'), ('STLS', '+OK Begin TLS negotiation')])
+            c.send(b'CAPA\r\n')
+            time.sleep(0.3)
+            with self.assertRaises((ssl.SSLError, OSError)):
+                c.starttls()
+            self.assertNotIn(b'+OK', c.buf)
 
     def test_plaintext_auth_policy(self):
         with Conn(self.pop3) as c:     # loopback: allowed by default
