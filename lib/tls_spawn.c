@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
@@ -15,6 +16,13 @@
 #include <unistd.h>
 
 static int server_fd = -1;   /* tls_proxy_server_use() */
+static char timeout_arg[24]; /* tls_proxy_set_timeout(): "" for none */
+
+void tls_proxy_set_timeout(unsigned long seconds)
+{
+    if (seconds) snprintf(timeout_arg, sizeof timeout_arg, "%lu", seconds);
+    else timeout_arg[0] = 0;
+}
 
 void tls_proxy_server_use(int zfd) { server_fd = zfd; }
 
@@ -108,7 +116,13 @@ static int exec_on_pair(const char *proxy, char *const argv[], int type, int cli
 int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pidp)
 {
     /* named as its role in ps(1); its children are called tls-proxy */
-    char *argv[] = { (char *)"tls-server", (char *)"-z", (char *)root, NULL };
+    char *argv[6];
+    int k = 0;
+    argv[k++] = (char *)"tls-server";
+    argv[k++] = (char *)"-z";
+    if (timeout_arg[0]) { argv[k++] = (char *)"-t"; argv[k++] = timeout_arg; }
+    argv[k++] = (char *)root;
+    argv[k] = NULL;
     return exec_on_pair(proxy, argv, SOCK_SEQPACKET, -1, zfd, pidp);
 }
 
@@ -197,11 +211,12 @@ int tls_proxy_spawn(const char *proxy, const char *root, const char *id, int cli
                     int *plain_fd, pid_t *pidp)
 {
     if (server_fd >= 0 && spawn_by_server(id, client_fd, plain_fd, pidp)) return 1;
-    char *argv[5];
+    char *argv[7];
     int k = 0;
     pid_t pid;
     argv[k++] = (char *)"tls-proxy";
     if (id && *id) { argv[k++] = (char *)"-i"; argv[k++] = (char *)id; }
+    if (timeout_arg[0]) { argv[k++] = (char *)"-t"; argv[k++] = timeout_arg; }
     argv[k++] = (char *)root;
     argv[k] = NULL;
     if (!exec_on_pair(proxy, argv, SOCK_STREAM, client_fd, plain_fd, &pid)) return 0;

@@ -33,6 +33,11 @@ int tls_proxy_spawn(const char *proxy, const char *root, const char *id, int cli
 /* fork and exec "proxy -z root" with the server's end of a new pair on fd
  * 0: 1 with *zfd (our end, close-on-exec) and *pid, or 0 with errno */
 int tls_proxy_server_start(const char *proxy, const char *root, int *zfd, pid_t *pid);
+/* the idle bound (tls-proxy -t) of the proxies started from now on, by
+ * tls_proxy_server_start and tls_proxy_spawn's exec: 0 (the default) for
+ * none given, so session_timeout; pop3-listener's is its own longer one
+ * (RFC 1939's 10 minutes) */
+void tls_proxy_set_timeout(unsigned long seconds);
 /* tls_proxy_spawn hands connections to zfd from now on (-1: to none) */
 void tls_proxy_server_use(int zfd);
 /* close our end in a process that must not reach the server (a session) */

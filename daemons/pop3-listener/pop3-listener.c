@@ -117,6 +117,8 @@ static void serve(struct config *c, struct listen_set *ls, const char *root, siz
     sigemptyset(&empty);
     snprintf(tls_proxy_path, sizeof tls_proxy_path, "%s/bin/tls-proxy", root);
     tls_server_slot_init(&tls_slot);
+    /* TLS connections idle as long as plaintext ones (RFC 1939's 10 min) */
+    tls_proxy_set_timeout((unsigned long)pop3d_timeout_ms(c) / 1000);
     tls_server_slot_keep(&tls_slot, tls_proxy_path, root);
     while (!got_term) {
         if (got_hup) {
@@ -125,6 +127,7 @@ static void serve(struct config *c, struct listen_set *ls, const char *root, siz
             got_hup = 0;
             if (config_load(&nc, root, err, sizeof err) && pop3_plain_policy(nc.pop3_plaintext_auth, "") >= 0) {
                 *c = nc;
+                tls_proxy_set_timeout((unsigned long)pop3d_timeout_ms(c) / 1000);
                 tls_server_slot_restart(&tls_slot, tls_proxy_path, root);
                 log_info(NULL, "event=reload");
             }

@@ -34,7 +34,9 @@ int proxy_connection(struct tls_server *ts, const struct proxy_setup *ps, const 
 
     SSL *ssl;
     char why[512];
-    if (!tls_accept(ts, 0, 60000, &ssl, why, sizeof why)) {
+    /* at most a minute, and never longer than the session waits for it */
+    int handshake_ms = ps->timeout < 60 ? (int)ps->timeout * 1000 : 60000;
+    if (!tls_accept(ts, 0, handshake_ms, &ssl, why, sizeof why)) {
         log_info(id, "result=handshake_failed why=\"%s\"", why);
         return EXIT_OK;
     }

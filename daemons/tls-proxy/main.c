@@ -1,7 +1,7 @@
 /* tls-proxy - terminate TLS for one connection and relay plaintext.
  *
  *   tls-proxy [-i ID] [-t SECONDS] ROOT
- *   tls-proxy -z ROOT
+ *   tls-proxy -z [-t SECONDS] ROOT
  *   tls-proxy -c ROOT
  *
  * fd 0 is the client's socket, fd 1 the session's plaintext socket. Started
@@ -34,7 +34,7 @@
 
 static void usage(void)
 {
-    die_perm("usage: tls-proxy [-i ID] [-t SECONDS] ROOT | tls-proxy -z ROOT | tls-proxy -c ROOT");
+    die_perm("usage: tls-proxy [-i ID] [-t SECONDS] ROOT | tls-proxy -z [-t SECONDS] ROOT | tls-proxy -c ROOT");
 }
 
 static void tls_paths(struct proxy_setup *ps)

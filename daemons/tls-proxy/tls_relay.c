@@ -44,8 +44,12 @@ static SSL_CTX *ctx_new(const char *cert, const char *key, int tickets, char *wh
         SSL_CTX_free(ctx);
         return NULL;
     }
+    /* A TCP end without close_notify is an end of the client's stream
+     * like any other, not an error that stops the replies still to go
+     * (tls_relay: that half-close is still told apart in the log) */
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
-                                 | SSL_OP_CIPHER_SERVER_PREFERENCE | (tickets ? 0 : SSL_OP_NO_TICKET));
+                                 | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF
+                                 | (tickets ? 0 : SSL_OP_NO_TICKET));
 #ifdef SSL_OP_CLEANSE_PLAINTEXT
     /* OpenSSL 3: a record's decrypted bytes are zeroed once SSL_read has
      * copied them out, not left in its buffer until the next record
@@ -236,7 +240,8 @@ int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **out, cha
         if (err == SSL_ERROR_WANT_READ) ev = POLLIN;
         else if (err == SSL_ERROR_WANT_WRITE) ev = POLLOUT;
         else {
-            if (err == SSL_ERROR_SYSCALL && !ERR_peek_error())
+            /* a TCP end: ZERO_RETURN since SSL_OP_IGNORE_UNEXPECTED_EOF */
+            if ((err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN) && !ERR_peek_error())
                 snprintf(why, whylen, "handshake: connection closed");
             else
                 ssl_why(why, whylen, "handshake failed", NULL);
@@ -270,9 +275,18 @@ struct relay {
     int net_done;      /* the client's TLS stream has ended: never read it again */
     int plain_done;    /* the session closed its side */
     int shut_sent;     /* our close_notify is out (or cannot be sent) */
+    int notify_seen;   /* the client's close_notify came (not just a TCP end) */
     int plain_eof_sent; /* the session has been told the client is done */
     short net_ev, plain_ev;  /* what the blocked operations wait for */
 };
+
+/* an alert from the client: its close_notify (SSL_OP_IGNORE_UNEXPECTED_EOF
+ * makes a bare TCP end look the same to SSL_read) */
+static void relay_alert(const SSL *ssl, int where, int value)
+{
+    struct relay *r = SSL_get_app_data(ssl);
+    if (r && (where & SSL_CB_READ_ALERT) && (value & 0xff) == SSL_AD_CLOSE_NOTIFY) r->notify_seen = 1;
+}
 
 /* SSL_read into to_plain when it is empty. Returns 1 on progress. */
 static int relay_from_net(struct relay *r, struct tls_stats *st)
@@ -288,14 +302,14 @@ static int relay_from_net(struct relay *r, struct tls_stats *st)
     switch (SSL_get_error(r->ssl, n)) {
     case SSL_ERROR_WANT_READ: r->net_ev |= POLLIN; return 0;
     case SSL_ERROR_WANT_WRITE: r->net_ev |= POLLOUT; return 0;
-    case SSL_ERROR_ZERO_RETURN: st->end = "close_notify"; break;
-    case SSL_ERROR_SYSCALL: st->end = ERR_peek_error() ? "error" : "eof"; r->shut_sent = 1; break;
-    default:
-        /* OpenSSL 3 reports a TCP end without close_notify as an error;
-         * most clients close so right after QUIT: that is an eof */
-        st->end = ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? "eof" : "error";
-        r->shut_sent = 1;
+    case SSL_ERROR_ZERO_RETURN:
+        /* close_notify, or a TCP end without it: most clients close so
+         * right after QUIT, some half-close after their last commands and
+         * wait for the replies, which still go out */
+        st->end = r->notify_seen ? "close_notify" : "eof";
         break;
+    case SSL_ERROR_SYSCALL: st->end = ERR_peek_error() ? "error" : "eof"; r->shut_sent = 1; break;
+    default: st->end = "error"; r->shut_sent = 1; break;
     }
     ERR_clear_error();
     r->net_done = 1;
@@ -381,6 +395,8 @@ int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats 
     r.ssl = ssl;
     r.net_fd = net_fd;
     r.plain_fd = plain_fd;
+    SSL_set_app_data(ssl, &r);
+    SSL_set_info_callback(ssl, relay_alert);
     st->net_in = st->net_out = 0;
     st->end = NULL;
     if (!set_nonblock(plain_fd)) return 0;

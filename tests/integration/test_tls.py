@@ -131,6 +131,26 @@ class TlsConn(Conn):
         self.transcript.append('-- TLS %s %s' % (self.sock.version(), self.sock.cipher()[0]))
 
 
+def half_close(c):
+    """end the client's side of c's TCP connection (FIN) without a TLS
+    close_notify, as a client that shutdown(SHUT_WR)s its socket does, and
+    read what still comes: (bytes, the TLS error that ended it or None)"""
+    s = socket.socket(fileno=os.dup(c.sock.fileno()))
+    s.shutdown(socket.SHUT_WR)
+    s.close()
+    c.sock.settimeout(20)
+    got, err = c.buf, None
+    try:
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except (ssl.SSLError, OSError) as e:
+        err = e
+    return got, err
+
+
 def smtp_steps(c, steps):
     return smtp_dialogue(None, steps, conn=c)
 
@@ -364,6 +384,20 @@ class SmtpTls(unittest.TestCase):
                 c.close()
         self.assertIn('event=tls version=TLSv1.', self.inst.log('smtp-listener'))
 
+    def test_starttls_injection_in_a_later_packet(self):
+        """the NOOP sent on its own after the 220, before the ClientHello:
+        it is in front of the handshake, which fails; never answered in
+        plaintext or inside TLS"""
+        for port in (self.mx, self.sub):
+            with TlsConn(port) as c:
+                smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
+                               ('STARTTLS', '220 2.0.0 Ready to start TLS')])
+                c.send(b'NOOP\r\n')
+                time.sleep(0.3)         # its own segment, read before the ClientHello
+                with self.assertRaises((ssl.SSLError, OSError)):
+                    c.starttls()
+                self.assertNotIn(b'250', c.buf)
+
     def test_starttls_rules(self):
         with TlsConn(self.sub) as c:
             smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
@@ -493,6 +527,37 @@ class SmtpTls(unittest.TestCase):
                 self.assertTrue(c.closed(10))
                 self.assertNotIn(b'220 ', c.buf)
         self.inst.wait_log('smtp-listener', 'event=tls status=failed')
+        # a client gone during the handshake: said so, not "unknown error"
+        with Conn(self.smtps) as c:
+            c.send(b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03')
+        self.inst.wait_log('smtp-listener', 'why="handshake: connection closed"')
+        self.assertNotIn('unknown error', self.inst.log('smtp-listener'))
+
+    def test_replies_reach_a_client_that_half_closes(self):
+        """A client that sends its last commands and then ends its side of
+        the TCP connection without a TLS close_notify (shutdown(SHUT_WR),
+        as scripts and some MUAs do) still gets the replies to what it
+        sent, as over plaintext and from Postfix: tls-proxy took that end
+        of the client's stream for the end of the connection, sent a
+        decode_error alert and dropped the session's replies, here the 250
+        of a queued message (a client that never sees it sends the
+        message again) and the 221. TLS 1.3 and 1.2."""
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            tag = 'half-closed %s' % version.name
+            with TlsConn(self.smtps) as c:
+                ctx = client_ctx()
+                ctx.maximum_version = version
+                c.sock = ctx.wrap_socket(c.sock, server_hostname=HOST)
+                smtp_steps(c, [(None, '220'), ('EHLO client.test', '250'),
+                               ('AUTH PLAIN ' + b64('\0alice\0' + PASSWORD), '235'),
+                               ('MAIL FROM:<alice@example.test>', '250'), ('RCPT TO:<bob@example.test>', '250'),
+                               ('DATA', '354')])
+                c.send(('Subject: %s\r\n\r\nbody\r\n.\r\nQUIT\r\n' % tag).encode())
+                got, err = half_close(c)
+                self.assertRegex(got, rb'^250 2\.0\.0 Ok: queued as \S+\r\n221 2\.0\.0 ', (version, got, err))
+                self.assertIsNone(err, version)
+            self.wait_message('bob', tag)
+        self.inst.wait_log('smtp-listener', ' end=eof')     # not end=close_notify: none came
 
     # ---- the TLS server (tls-proxy -z) -----------------------------------
 
@@ -789,6 +854,17 @@ class Pop3Tls(unittest.TestCase):
         finally:
             c.close()
 
+    def test_stls_injection_in_a_later_packet(self):
+        """as SmtpTls's: a CAPA on its own after the +OK, before the
+        ClientHello, fails the handshake and is never answered"""
+        with TlsConn(self.pop3) as c:
+            pop3_steps(c, [(None, '+OK'), ('STLS', '+OK Begin TLS negotiation')])
+            c.send(b'CAPA\r\n')
+            time.sleep(0.3)
+            with self.assertRaises((ssl.SSLError, OSError)):
+                c.starttls()
+            self.assertNotIn(b'+OK', c.buf)
+
     def test_plaintext_auth_policy(self):
         with Conn(self.pop3) as c:     # loopback: allowed by default
             pop3_steps(c, [(None, '+OK'), ('USER alice', '+OK'), ('QUIT', '+OK')])
@@ -820,6 +896,43 @@ class Pop3Tls(unittest.TestCase):
             self.assertTrue(c.closed(10))
             self.assertNotIn(b'+OK', c.buf)
         self.inst.wait_log('pop3-listener', 'event=tls status=failed')
+
+    def test_large_message_through_tls_byte_exact(self):
+        """6 MB of base64 with lines that need dot-stuffing, submitted over
+        465 and read back over 995: every octet of the body comes through
+        both relays (partial TLS writes, full socket buffers) unchanged"""
+        lines = base64.encodebytes(os.urandom(6 << 20)).decode().splitlines()
+        for i in range(0, len(lines), 997):
+            lines[i] = '.' + lines[i]
+        lines += ['.', '..', '. x']
+        body = '\r\n'.join(lines) + '\r\n'
+        with smtplib.SMTP_SSL('127.0.0.1', self.inst.port('smtps'), context=client_ctx(), timeout=60) as s:
+            s.login('bob', PASSWORD)
+            s.sendmail('bob@example.test', ['bob@example.test'],
+                       'Subject: large over TLS\r\nMessage-ID: <large@client.test>\r\n\r\n' + body)
+        self.inst.wait_for(lambda: any(b'<large@client.test>' in m for _, m in self.inst.maildir_messages('bob')),
+                           30, what="bob's large message")
+        p = poplib.POP3_SSL('127.0.0.1', self.pop3s, timeout=60, context=client_ctx())
+        try:
+            p.user('bob')
+            p.pass_(PASSWORD)
+            n = p.stat()[0]
+            got = b'\r\n'.join(p.retr(n)[1]).decode()     # poplib removes the dot-stuffing
+            self.assertIn('Message-ID: <large@client.test>', got)
+            self.assertTrue(got.split('\r\n\r\n', 1)[1] + '\r\n' == body, 'the body differs')
+            p.dele(n)
+        finally:
+            p.quit()
+
+    def test_replies_reach_a_client_that_half_closes(self):
+        """as SmtpTls's: a login, STAT and QUIT pipelined, then the client's
+        FIN without close_notify; the replies still come"""
+        with TlsConn(self.pop3s, implicit=True) as c:
+            pop3_steps(c, [(None, '+OK')])
+            c.send(('USER alice\r\nPASS %s\r\nSTAT\r\nQUIT\r\n' % PASSWORD).encode())
+            got, err = half_close(c)
+            self.assertRegex(got, rb'^\+OK\r\n\+OK Logged in\.\r\n\+OK 1 \d+\r\n\+OK ', (got, err))
+            self.assertIsNone(err)
 
     def test_sessions_never_hold_the_key(self):
         key = self.inst.path('conf', 'tls', 'key.pem')
@@ -936,6 +1049,44 @@ class TlsUnusable(unittest.TestCase):
         self.assertIn('event=tls_usable starttls=on', inst.log('pop3-listener'))
 
 
+class TlsTimeouts(unittest.TestCase):
+    """tls-proxy's bounds against the sessions' own, with session_timeout
+    at 2 s: a POP3 client idles over TLS (995 and STLS) as long as in
+    plaintext, at least RFC 1939's 10 minutes (tls-proxy cut it after
+    session_timeout, 5 minutes by default); and a client that never
+    finishes its handshake on 465 is let go when the session stops
+    waiting for it, not a minute later (tls-proxy held the connection,
+    past the session and its monitor, so outside max_sessions)."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(cls, 'smtp-listener', 'pop3-listener', 'tls-proxy', 'auth-checker', 'postern-user',
+             'queue-manager')
+        cls.inst = start_instance(cls, conf_extra={'session_timeout': '2'})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.stop()
+
+    def test_pop3_over_tls_idles_as_long_as_plaintext(self):
+        for port, implicit in ((self.inst.port('pop3s'), True), (self.inst.port('pop3'), False),
+                               (self.inst.port('pop3'), None)):
+            with TlsConn(port, implicit=bool(implicit)) as c:
+                pop3_steps(c, [(None, '+OK')])
+                if implicit is False:
+                    pop3_steps(c, [('STLS', '+OK')])
+                    c.starttls()
+                pop3_steps(c, [('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK Logged in.')])
+                time.sleep(4)           # twice session_timeout, idle
+                pop3_steps(c, [('STAT', '+OK'), ('QUIT', '+OK')])
+
+    def test_silent_client_on_465_let_go_with_its_session(self):
+        with Conn(self.inst.port('smtps')) as c:
+            self.assertTrue(c.closed(30), 'still open after 30 s')     # 2 s now, 60 s before
+            self.assertEqual(c.buf, b'')
+        self.inst.wait_log('smtp-listener', 'result=handshake_failed why="handshake: timeout"')
+
+
 class TlsPolicy(unittest.TestCase):
     """What an operator's scanner (testssl.sh, sslyze, a PCI scan) checks,
     from the outside with openssl s_client and python's ssl, on every TLS
@@ -1044,9 +1195,6 @@ class TlsPolicy(unittest.TestCase):
             self.assertIn('no renegotiation', out, '%s:\n%s' % (name, out))
             self.assertNotRegex(out.split('RENEGOTIATING', 1)[1], r'\n(221|\+OK)', name)
 
-if __name__ == '__main__':
-    unittest.main()
-
 
 def make_dated(d, start, end):
     """a self-signed P-256 certificate for HOST valid from start to end
@@ -1151,3 +1299,7 @@ class TlsCheck(unittest.TestCase):
                          r'\d\d:\d\d:\d\d UTC, in [12] days?\n$' % re.escape(cert))
         self.assertEqual(s.returncode, 0, s.stdout)
         self.assertIn('postern-setup: warning: %s: the certificate expires on' % cert, s.stdout)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -172,6 +172,19 @@ class TlsProxyTest(unittest.TestCase):
         srv.join()
         self.assertIn(b" end=error", srv.stderr)
 
+        # and one that says close_notify is end=close_notify (since
+        # SSL_OP_IGNORE_UNEXPECTED_EOF, OpenSSL reports both ends alike)
+        srv = ProxyServer(self.root)
+        ctx, raw = self.client(srv.port)
+        s = ctx.wrap_socket(raw, server_hostname="mail.example.test")
+        f = s.makefile("rwb", buffering=0)
+        self.assertEqual(f.readline(), b"220 ready\r\n")
+        f.close()
+        s.unwrap().close()
+        srv.join()
+        self.assertEqual(srv.proc.returncode, 0, srv.stderr)
+        self.assertIn(b" end=close_notify", srv.stderr)
+
     def test_tls12_allowed_tls11_refused(self):
         srv = ProxyServer(self.root)
         ctx, raw = self.client(srv.port, maximum_version=ssl.TLSVersion.TLSv1_2)

@@ -64,6 +64,21 @@ START_TEST(test_spawn_and_line)
     ck_assert(f && fgets(args, sizeof args, f));
     fclose(f);
     ck_assert_str_eq(args, "-i id42 /some/root\n");
+
+    /* an idle bound of its own (pop3-listener's): -t, until unset */
+    tls_proxy_set_timeout(600);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, client), 0);
+    ck_assert(tls_proxy_spawn(proxy, "/some/root", "id44", client[1], &plain, &pid));
+    tls_proxy_set_timeout(0);
+    close(client[1]);
+    close(client[0]);
+    ck_assert(fd_read_all(plain, got, 4, 5000));
+    close(plain);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    f = fopen(path, "r");
+    ck_assert(f && fgets(args, sizeof args, f));
+    fclose(f);
+    ck_assert_str_eq(args, "-i id44 -t 600 /some/root\n");
 }
 END_TEST
 
