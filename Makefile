@@ -178,6 +178,14 @@ valgrind: deps
 	@sh tests/run-valgrind.sh $(UNIT_BIN)
 	@POSTERN_BIN=$(abspath $(BIN)) python3 tests/integration/valgrind_daemons.py
 
+# a whole instance through rounds of mixed and hostile traffic, reloads and
+# timeouts; after each round the long-lived processes must hold the
+# descriptors they held before, with no session, zombie or stray file left
+# (tests/integration/soak_daemons.py); SOAK="ROUNDS SCALE", default "4 1"
+SOAK ?= 4 1
+soak: all
+	@POSTERN_BIN=$(abspath $(BIN)) python3 tests/integration/soak_daemons.py $(SOAK)
+
 # set up a throwaway instance with a demo user and run it in the foreground
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -283,7 +291,7 @@ uninstall:
 clean:
 	rm -rf $(OBJ) build-san build-nofsync $(BIN)
 
-.PHONY: all deps unit integration check sanitize valgrind run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e bench-e2e-nofsync bench-postfix clean
+.PHONY: all deps unit integration check sanitize valgrind soak run install uninstall bench-smtp bench-connect bench-reception bench-inject bench-remote bench-relay bench-tls bench-pop3 bench-queue-scan bench-e2e bench-e2e-nofsync bench-postfix clean
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_*.c, each run for FUZZ_TIME seconds

@@ -262,6 +262,10 @@ static void worker_done(struct server *s, struct client *c)
     do n = read(c->pipe, &r, 1); while (n < 0 && errno == EINTR);
     close(c->pipe);
     c->pipe = -1;
+    /* it has written its byte and is exiting (or is dead): reap it now,
+     * or it stays a zombie until something next wakes the loop; ECHILD if
+     * the loop's waitpid(-1) took it already */
+    while (waitpid(c->worker, 0, 0) < 0 && errno == EINTR) {}
     running--;
     if (c->state == C_ORPHAN) { c->state = C_FREE; return; }
     c->state = C_IDLE;
