@@ -110,15 +110,29 @@ class POP3From(poplib.POP3):
 
 
 # ---- traffic ---------------------------------------------------------------
+def send(label, where, sender, rcpt, port='smtp', tls=None, login=None):
+    """one message with a fresh token, on port (tls: None, 'starttls' or
+    'implicit'; login: a user of USERS), expected at where"""
+    t = token()
+    try:
+        if tls == 'implicit':
+            s = smtplib.SMTP_SSL('127.0.0.1', P[port], timeout=30, context=CTX)
+        else:
+            s = smtplib.SMTP('127.0.0.1', P[port], timeout=30)
+        with s:
+            if tls == 'starttls':
+                s.starttls(context=CTX)
+            if login:
+                s.login(login, USERS[login])
+            s.sendmail(sender, [rcpt], 'Subject: %s\r\n\r\n%s\r\n' % (t, t))
+        accepted(t, where)
+    except Exception as e:
+        failed(label, e)
+
+
 def plain(n, rcpt):
     for _ in range(n):
-        t = token()
-        try:
-            with smtplib.SMTP('127.0.0.1', P['smtp'], timeout=30) as s:
-                s.sendmail('x@sender.test', ['%s@example.test' % rcpt], 'Subject: %s\r\n\r\n%s\r\n' % (t, t))
-            accepted(t, rcpt)
-        except Exception as e:
-            failed('plain', e)
+        send('plain', rcpt, 'x@sender.test', '%s@example.test' % rcpt)
 
 
 def pipelined(n):
@@ -140,35 +154,15 @@ def pipelined(n):
 
 def tls(n):
     for _ in range(n):
-        t = token()
-        try:
-            with smtplib.SMTP('127.0.0.1', P['smtp'], timeout=30) as s:
-                s.starttls(context=CTX)
-                s.sendmail('x@sender.test', ['alice@example.test'], 'Subject: %s\r\n\r\n%s\r\n' % (t, t))
-            accepted(t, 'alice')
-        except Exception as e:
-            failed('starttls', e)
-        t = token()
-        try:
-            with smtplib.SMTP_SSL('127.0.0.1', P['smtps'], timeout=30, context=CTX) as s:
-                s.login('alice', USERS['alice'])
-                s.sendmail('alice@example.test', ['bob@example.test'], 'Subject: %s\r\n\r\n%s\r\n' % (t, t))
-            accepted(t, 'bob')
-        except Exception as e:
-            failed('smtps', e)
+        send('starttls', 'alice', 'x@sender.test', 'alice@example.test', tls='starttls')
+        send('smtps', 'bob', 'alice@example.test', 'bob@example.test', port='smtps', tls='implicit',
+             login='alice')
 
 
 def submission(n):
     for _ in range(n):
-        t = token()
-        try:
-            with smtplib.SMTP('127.0.0.1', P['submission'], timeout=30) as s:
-                s.starttls(context=CTX)
-                s.login('bob', USERS['bob'])
-                s.sendmail('bob@example.test', ['u1@example.net'], 'Subject: %s\r\n\r\n%s\r\n' % (t, t))
-            accepted(t, 'sink')
-        except Exception as e:
-            failed('submission', e)
+        send('submission', 'sink', 'bob@example.test', 'u1@example.net', port='submission',
+             tls='starttls', login='bob')
         who, src = decoy()
         try:
             with smtplib.SMTP('127.0.0.1', P['submission'], timeout=30, source_address=(src, 0)) as s:
@@ -192,15 +186,8 @@ def submission(n):
 def remote(n):
     for _ in range(n):
         for dom, where in (('refuse.example', 'dsn'), ('down.example', 'queued'), ('nx.example', 'dsn')):
-            t = token()
-            try:
-                with smtplib.SMTP('127.0.0.1', P['submission'], timeout=30) as s:
-                    s.starttls(context=CTX)
-                    s.login('alice', USERS['alice'])
-                    s.sendmail('alice@example.test', ['x@' + dom], 'Subject: %s\r\n\r\n%s\r\n' % (t, t))
-                accepted(t, where)
-            except Exception as e:
-                failed('remote ' + dom, e)
+            send('remote ' + dom, where, 'alice@example.test', 'x@' + dom, port='submission',
+                 tls='starttls', login='alice')
 
 
 def pop3(n):
@@ -238,16 +225,24 @@ def pop3(n):
             p.close()
 
 
+def opened(port, parts, greeting, wrap, src=None, pause=0.0):
+    """a connection to port (from src), through TLS if wrap, its greeting
+    read if greeting, parts sent (pause seconds after each)"""
+    c = socket.create_connection(('127.0.0.1', port), timeout=30,
+                                 source_address=(src, 0) if src else None)
+    if wrap:
+        c = CTX.wrap_socket(c)
+    if greeting:
+        c.recv(1000)
+    for d in parts:
+        c.sendall(d)
+        time.sleep(pause)
+    return c
+
+
 def raw(port, parts, greeting=True, wrap=False, linger=0.0):
     try:
-        c = socket.create_connection(('127.0.0.1', port), timeout=30)
-        if wrap:
-            c = CTX.wrap_socket(c)
-        if greeting:
-            c.recv(1000)
-        for d in parts:
-            c.sendall(d)
-            time.sleep(0.02)
+        c = opened(port, parts, greeting, wrap, pause=0.02)
         time.sleep(linger)
         c.close()
     except Exception as e:
@@ -304,14 +299,7 @@ def idle():
             (P['pop3s'], [HELLO[:20]], False, False),
             (P['pop3'], [b'USER carol\r\n'], True, False))):
         try:      # each from an address of its own: POP3 limits 127.0.0.1 too
-            c = socket.create_connection(('127.0.0.1', port), timeout=30, source_address=('127.0.4.%d' % (i + 1), 0))
-            if wrap:
-                c = CTX.wrap_socket(c)
-            if greeting:
-                c.recv(1000)
-            for d in parts:
-                c.sendall(d)
-            socks.append(c)
+            socks.append(opened(port, parts, greeting, wrap, src='127.0.4.%d' % (i + 1)))
         except Exception as e:
             failed('idle', e)
     time.sleep(TIMEOUT + 3)
