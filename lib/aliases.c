@@ -1,5 +1,6 @@
 /* aliases.c - aliases, mailboxes and alias expansion (see aliases.h). */
 #include "aliases.h"
+#include "privdrop.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -325,21 +326,6 @@ void alias_expansion_free(struct alias_expansion *x)
     memset(x, 0, sizeof *x);
 }
 
-/* a uid or gid as userdb writes it: up to (uid_t)-1 - 1, (uid_t)-1 being
- * none (0 is refused later, by local-deliverer, with its own message) */
-static int parse_id(const char *s, size_t n, unsigned long *out)
-{
-    unsigned long v = 0;
-    if (!n || n > 10) return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return 0;
-        v = v * 10 + (unsigned long)(s[i] - '0');
-    }
-    if (v >= (unsigned long)(uid_t)-1 || v >= (unsigned long)(gid_t)-1) return 0;
-    *out = v;
-    return 1;
-}
-
 void mailboxes_init(struct mailboxes *t) { memset(t, 0, sizeof *t); }
 
 void mailboxes_free(struct mailboxes *t)
@@ -377,8 +363,10 @@ static int mailbox_line(const char *line, size_t n, struct mailboxes_entry *e)
     size_t nl = k ? fl[0] : n;
     if (!nl || nl > ALIAS_NAME_MAX || memchr(line, 0, nl)) return 0;
     unsigned long uid = 0, gid = 0;
-    e->bad = k != 3 || !parse_id(f[1], fl[1], &uid) || !parse_id(f[2], fl[2], &gid) ||
-             !fl[3] || f[3][0] != '/' || fl[3] >= MAILBOX_PATH_MAX || memchr(f[3], 0, fl[3]);
+    /* ids as userdb writes them (0 is refused later, by local-deliverer,
+     * with its own message) */
+    e->bad = k != 3 || !privuser_parse_id(f[1], fl[1], &uid) ||
+             !privuser_parse_id(f[2], fl[2], &gid) || !fl[3] || f[3][0] != '/' || fl[3] >= MAILBOX_PATH_MAX || memchr(f[3], 0, fl[3]);
     e->uid = (uid_t)uid;
     e->gid = (gid_t)gid;
     e->name = dup_n(line, nl);

@@ -21,6 +21,10 @@ struct privuser {
 int privuser_lookup(const char *name, struct privuser *u);
 /* the same in another file in passwd(5) format */
 int privuser_lookup_file(const char *path, const char *name, struct privuser *u);
+/* a uid or gid in decimal, as /etc/passwd and conf/mailboxes hold it:
+ * 0 to UINT_MAX - 1 ((uid_t)-1 means "no change" to setuid); 0 on anything
+ * else, such as a sign, a blank or more than 10 digits */
+int privuser_parse_id(const char *s, size_t n, unsigned long *out);
 
 /* drop to u, chrooting to dir first unless dir is NULL. uid 0 is refused. */
 int privdrop(const char *chroot_dir, const struct privuser *u);

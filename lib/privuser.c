@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "123" -> 123 within [0, UINT_MAX - 1]; 0 on anything else */
-static int parse_id(const char *s, size_t n, unsigned long *out)
+int privuser_parse_id(const char *s, size_t n, unsigned long *out)
 {
     if (n == 0 || n > 10) return 0;
     unsigned long v = 0;
@@ -46,7 +45,7 @@ static int passwd_line(const char *line, size_t len, const char *name, struct pr
         p = c ? c + 1 : end;
     }
     unsigned long uid, gid;
-    if (!parse_id(f[2], flen[2], &uid) || !parse_id(f[3], flen[3], &gid)) return -1;
+    if (!privuser_parse_id(f[2], flen[2], &uid) || !privuser_parse_id(f[3], flen[3], &gid)) return -1;
     u->uid = (uid_t)uid;
     u->gid = (gid_t)gid;
     return 1;
