@@ -1328,10 +1328,12 @@ int smtp_session_run(struct smtp_session *s)
         s->commands++;
         s->verb = "-";
         s->logarg[0] = 0;
+        int more = 1;
         if (kind == CL_TOO_LONG) reply(s, "500 5.5.2 Error: line too long");
         else if (kind == CL_BARE_CR) reply(s, "500 5.5.2 Error: bare <CR> received");
-        else if (!dispatch(s, line, n)) { wipe_input(s, line, sizeof line); break; }
+        else more = dispatch(s, line, n);
         wipe_input(s, line, sizeof line);
+        if (!more) break;
         if (s->write_failed) {
             /* a client that does not read its replies (their buffer full
              * for a whole timeout) gets no more of our time */
