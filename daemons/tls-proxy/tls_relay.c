@@ -334,8 +334,8 @@ static int relay_to_plain(struct relay *r)
         return 1;
     }
     if (w < 0 && (errno == EAGAIN || errno == EINTR)) { r->plain_ev |= POLLOUT; return 0; }
-    /* the session is gone: stop relaying in both directions */
-    explicit_bzero(r->to_plain, sizeof r->to_plain);
+    /* the session is gone: stop relaying in both directions (what it
+     * never took is wiped when tls_relay ends) */
     r->tp_len = 0;
     r->plain_done = 1;
     r->net_done = 1;
