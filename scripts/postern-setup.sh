@@ -6,7 +6,7 @@
 # find_templates).  Idempotent: re-running keeps users, certificates, the
 # configuration and all data, and repairs owners and modes.
 #
-#   postern-setup --root DIR [--hostname H] [--domain D]... [--listen ADDR]
+#   postern-setup --root DIR [--hostname H] [--domain D]... [--listen ADDR]...
 #                 [--ports smtp=25,submission=587,smtps=465,pop3=110,pop3s=995]
 #                 [--postmaster ADDR] [--check]
 #
@@ -17,7 +17,7 @@ prog=postern-setup
 
 die() { echo "$prog: fatal: $*" >&2; exit 100; }
 usage_text() {
-    echo "usage: $prog --root DIR [--hostname H] [--domain D]... [--listen ADDR]"
+    echo "usage: $prog --root DIR [--hostname H] [--domain D]... [--listen ADDR]..."
     echo "       [--ports smtp=25,submission=587,smtps=465,pop3=110,pop3s=995]"
     echo "       [--postmaster ADDR] [--check]"
 }
@@ -26,7 +26,7 @@ usage() {
     exit 100
 }
 
-ROOT=""; HOSTNAME_SET=""; DOMAINS=""; LISTEN="0.0.0.0"; CHECK=0
+ROOT=""; HOSTNAME_SET=""; DOMAINS=""; LISTEN=""; CHECK=0
 PORTS="smtp=25,submission=587,smtps=465,pop3=110,pop3s=995"
 POSTMASTER="root"
 while [ $# -gt 0 ]; do
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --hostname) [ $# -ge 2 ] || usage; HOSTNAME_SET=$2; shift 2 ;;
     --domain) [ $# -ge 2 ] || usage; DOMAINS="$DOMAINS $2"; shift 2 ;;
     --ports) [ $# -ge 2 ] || usage; PORTS=$2; shift 2 ;;
-    --listen) [ $# -ge 2 ] || usage; LISTEN=$2; shift 2 ;;
+    --listen) [ $# -ge 2 ] || usage; LISTEN="$LISTEN $2"; shift 2 ;;
     --postmaster) [ $# -ge 2 ] || usage; POSTMASTER=$2; shift 2 ;;
     --check) CHECK=1; shift ;;
     -h|--help) usage_text; exit 0 ;;
@@ -45,6 +45,22 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$ROOT" ] || usage
+# --listen: addresses as postern.conf(5) takes them, IPv6 without brackets
+for a in $LISTEN; do
+    case "$a" in
+    *[!0-9A-Fa-f.:]*) ok=0 ;;                          # a name, brackets
+    *:*:*) ok=1 ;;                                     # IPv6 (the listener parses it)
+    *:*) ok=0 ;;                                       # ADDR:PORT
+    *) printf '%s\n' "$a" | grep -Eqx '[0-9]{1,3}(\.[0-9]{1,3}){3}' && ok=1 || ok=0 ;;
+    esac
+    [ "$ok" = 1 ] || die "--listen '$a': give an IPv4 or IPv6 address (IPv6 without brackets: ::1)"
+done
+if [ -z "$LISTEN" ]; then
+    # every address; IPv6's too where the host has IPv6 (an AAAA record
+    # for the host then reaches the SMTP port, as the README asks)
+    LISTEN="0.0.0.0"
+    grep -q . /proc/net/if_inet6 2>/dev/null && LISTEN="0.0.0.0 ::"
+fi
 case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
 ROOT=${ROOT%/}
 case "$ROOT" in *[!A-Za-z0-9/._+-]*) die "ROOT '$ROOT': use only letters, digits and / . _ + - (it is written into run scripts)" ;; esac
@@ -292,8 +308,12 @@ check_programs() {
 }
 
 # ---- configuration -----------------------------------------------------
-listen_line() { # key port
-    case "$LISTEN" in *:*) echo "$1 = [$LISTEN]:$2" ;; *) echo "$1 = $LISTEN:$2" ;; esac
+listen_line() { # key port: one ADDR:PORT ([ADDR]:PORT for IPv6) per --listen address
+    line="$1 ="
+    for a in $LISTEN; do
+        case "$a" in *:*) line="$line [$a]:$2" ;; *) line="$line $a:$2" ;; esac
+    done
+    echo "$line"
 }
 
 write_conf() {

@@ -180,8 +180,9 @@ atexit.register(stop_all)
 class Instance:
     def __init__(self, domains=('example.test', 'localhost'),
                  hostname='mail.example.test', conf_extra=None, services=None,
-                 users=None, start_timeout=20, bin=None):
+                 users=None, start_timeout=20, bin=None, listen=('127.0.0.1',)):
         self.bindir = bin or BIN
+        self.listen = tuple(listen)
         self.domains = tuple(domains)
         self.hostname = hostname
         self.conf_extra = dict(conf_extra or {})
@@ -205,8 +206,10 @@ class Instance:
         os.chmod(self.root, 0o755)
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
         args = [os.path.join(self.bindir, 'postern-setup'), '--root', self.root,
-                '--hostname', self.hostname, '--listen', '127.0.0.1',
+                '--hostname', self.hostname,
                 '--ports', ','.join('%s=%d' % kv for kv in self.ports.items())]
+        for a in self.listen:
+            args += ['--listen', a]
         for d in self.domains:
             args += ['--domain', d]
         r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -567,6 +567,44 @@ class ServiceTemplates(unittest.TestCase):
                               + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, timeout=120)
 
+    def test_listen_addresses(self):
+        """Without --listen every address is bound, IPv6's too where the
+        host has IPv6 (the README asks for an AAAA record then); --listen
+        is repeatable, each address on every port's line; an address in
+        brackets or a name is refused before anything is written."""
+        setup = os.path.join(harness.BIN, 'postern-setup')
+
+        def listen_lines(root):
+            with open(os.path.join(root, 'conf', 'postern.conf')) as f:
+                return [l for l in f.read().splitlines() if '_listen =' in l]
+        root = os.path.join(self.tmp, 'default')
+        r = subprocess.run([setup, '--root', root, '--hostname', 'tpl.test', '--ports', 'smtp=25,pop3s=995'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        with open('/proc/net/if_inet6') as f:
+            ipv6 = bool(f.read().strip())
+        if ipv6:
+            want = ['smtp_listen = 0.0.0.0:25 [::]:25', 'pop3s_listen = 0.0.0.0:995 [::]:995']
+        else:
+            want = ['smtp_listen = 0.0.0.0:25', 'pop3s_listen = 0.0.0.0:995']
+        self.assertEqual(listen_lines(root), want)
+        root = os.path.join(self.tmp, 'two')
+        r = self.run_setup(setup, root, '--listen', '::1', '--ports', 'smtp=2525,submission=2587')
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertEqual(listen_lines(root), ['smtp_listen = 127.0.0.1:2525 [::1]:2525',
+                                              'submission_listen = 127.0.0.1:2587 [::1]:2587'])
+        conf = subprocess.run([os.path.join(harness.BIN, 'postern-confcheck'), root],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        self.assertEqual(conf.returncode, 0, conf.stdout)
+        for bad in ('[::1]', 'localhost', '127.0.0.1:25'):
+            root = os.path.join(self.tmp, 'bad')
+            r = subprocess.run([setup, '--root', root, '--listen', bad], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+            self.assertEqual(r.returncode, 100, (bad, r.stdout))
+            self.assertIn("--listen '%s'" % bad, r.stdout)
+            self.assertFalse(os.path.exists(root), bad)
+
     def test_names_must_be_domain_names(self):
         """--hostname and --domain end up in postern.conf, whose parser
         refuses a name that is not a domain name; setup refuses them first,
@@ -957,6 +995,22 @@ class RunningInstance(unittest.TestCase):
                     inst.wait_ready(s)
             if 'smtp-listener' in inst.services:
                 smtp_dialogue(inst.port('smtp'), [(None, '220'), ('QUIT', '221')])
+
+    def test_serves_ipv4_and_ipv6_alike(self):
+        """An instance set up with --listen 127.0.0.1 --listen ::1 takes
+        SMTP and POP3 on both, each port once for both families."""
+        need(self, 'smtp-listener', 'pop3-listener', 'auth-checker')
+        with open('/proc/net/if_inet6') as f:
+            if not f.read().strip():
+                self.skipTest('this host has no IPv6')
+        with Instance(listen=('127.0.0.1', '::1'), users={'alice': 'pw-alice'}) as inst:
+            for host in ('127.0.0.1', '::1'):
+                with self.subTest(host=host):
+                    smtp_dialogue(inst.port('smtp'), [(None, '220'), ('EHLO c.example', '250'),
+                                                      ('QUIT', '221')], host=host)
+                    harness.pop3_dialogue(inst.port('pop3'), [(None, '+OK'), ('USER alice', '+OK'),
+                                                              ('PASS pw-alice', '+OK'),
+                                                              ('QUIT', '+OK')], host=host)
 
     def test_upgrade_while_running_says_what_to_restart(self):
         """Re-running setup on a running instance (the upgrade README
