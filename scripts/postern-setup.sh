@@ -625,6 +625,46 @@ write_services() {
     done
 }
 
+# ROOT/postern.service: a systemd unit that runs this instance's tree, so
+# that on a systemd host (Debian's default) it starts at boot. Rewritten on
+# every run, like the run scripts (it holds nothing but ROOT and where s6
+# is). systemd's stop sends SIGTERM to every process of the unit at once;
+# each daemon and session drains on it (smtp-listener(8), pop3-listener(8)).
+write_unit() {
+    u="$ROOT/postern.service"
+    if [ "$CHECK" = 1 ]; then
+        [ -f "$u" ] || problem "postern.service (the systemd unit) is missing" "run: $prog --root $ROOT"
+        return
+    fi
+    svscan=$(command -v s6-svscan 2>/dev/null) || svscan=/usr/bin/s6-svscan
+    svc=$(command -v s6-svc 2>/dev/null) || svc=/usr/bin/s6-svc
+    text="# postern.service - the systemd unit of the postern instance in $ROOT,
+# written by postern-setup (and rewritten each time it runs). To have the
+# mail host start at boot:   systemctl enable --now $u
+# systemctl stop sends SIGTERM to all its processes: sessions finish the
+# command they are in, get 421 (SMTP) or -ERR, and every daemon ends.
+# systemctl reload has every daemon read postern.conf again (s6-svc -h).
+[Unit]
+Description=postern mail host in $ROOT
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=$svscan $ROOT/service"
+    for s in $SERVICES; do
+        [ -d "$ROOT/service/$s" ] && text="$text
+ExecReload=$svc -h $ROOT/service/$s"
+    done
+    text="$text
+Restart=always
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target"
+    put "$u" 644 "$text"
+}
+
 # every directory above ROOT must let the system users through (o+x)
 check_parents() {
     d=$(dirname "$ROOT")
@@ -679,6 +719,7 @@ write_conf
 write_tls
 if [ "$CHECK" = 1 ]; then check_conf; check_mailboxes; check_tls; fi
 write_services
+write_unit
 
 RESTART="for s in $ROOT/service/*; do s6-svc -r \$s; done"
 if [ "$CHECK" = 1 ]; then

@@ -33,7 +33,7 @@ def service_golden(root, prog, as_root=IS_ROOT):
         'run': '#!/bin/sh\n# %s: started as root; it drops its own privileges '
                '(docs/ARCHITECTURE.md)\nexec 2>&1\nexec %s/bin/%s -d 3 %s\n' % (prog, root, prog, root),
         'notification-fd': '3\n',
-        'log/run': '#!/bin/sh\nexec %ss6-log -b n10 s1000000 T %s/log/%s\n' % (drop, root, prog),
+        'log/run': '#!/bin/sh\nexec %ss6-log -p -b n10 s1000000 T %s/log/%s\n' % (drop, root, prog),
     }
 
 
@@ -1011,6 +1011,117 @@ class RunningInstance(unittest.TestCase):
                     harness.pop3_dialogue(inst.port('pop3'), [(None, '+OK'), ('USER alice', '+OK'),
                                                               ('PASS pw-alice', '+OK'),
                                                               ('QUIT', '+OK')], host=host)
+
+    def test_systemd_unit_runs_reloads_and_stops_the_tree(self):
+        """ROOT/postern.service, as systemd would use it (there is no
+        systemd as PID 1 here, so this does what it does): ExecStart runs
+        the tree, each ExecReload has its daemon read postern.conf again,
+        and the stop (KillMode=control-group, the default: SIGTERM to every
+        process of the unit at once) lets a message being received finish
+        with 250, gives an idle session 421, ends every process well within
+        TimeoutStopSec, and loses none of the daemons' last log lines (the
+        loggers run s6-log -p, which leaves on end of input, not SIGTERM)."""
+        need(self, 'smtp-listener', 'queue-manager', 'pop3-listener', 'auth-checker')
+        inst = Instance(users={'alice': 'pw-alice'}).setup()
+        self.addCleanup(inst.stop)
+        unit = inst.path('postern.service')
+        with open(unit) as f:
+            text = f.read()
+        keys = {}
+        for line in text.splitlines():
+            if '=' in line and not line.startswith('#'):
+                k, v = line.split('=', 1)
+                keys.setdefault(k, []).append(v)
+        self.assertNotIn('KillMode', keys)            # control-group, as simulated below
+        self.assertEqual(keys['WantedBy'], ['multi-user.target'])
+        if shutil.which('systemd-analyze'):
+            r = subprocess.run(['systemd-analyze', 'verify', unit], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True)
+            self.assertEqual(r.returncode, 0, r.stdout)
+        start = keys['ExecStart'][0].split()
+        self.assertEqual(start[1:], [inst.path('service')])
+        inst.svscan = subprocess.Popen(start, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
+        for s in inst.services:
+            inst.wait_ready(s, 20)
+        self.assertEqual(sorted(v.split()[-1] for v in keys['ExecReload']),
+                         sorted(inst.path('service', s) for s in inst.services))
+        pids = {s: inst.service_pid(s) for s in inst.services}
+        for cmd in keys['ExecReload']:
+            subprocess.run(cmd.split(), check=True)
+        inst.wait_for(lambda: 'event=reload' in inst.log('smtp-listener'), what='smtp-listener reload')
+        self.assertEqual({s: inst.service_pid(s) for s in inst.services}, pids)
+
+        def smtp(c, cmd, code):
+            if cmd is not None:
+                c.send(cmd)
+            reply = c.smtp_reply()
+            self.assertTrue(reply.startswith(code), c.transcript)
+
+        def pop(c, cmd):
+            c.send(cmd)
+            self.assertTrue(c.pop3_reply().startswith('+OK'), c.transcript)
+        busy = Conn(inst.port('smtp'))
+        for cmd, code in ((None, '220'), ('EHLO c.example', '250'), ('MAIL FROM:<a@example.org>', '250'),
+                          ('RCPT TO:<alice@example.test>', '250'), ('DATA', '354')):
+            smtp(busy, cmd, code)
+        busy.send(b'Subject: mid-stop\r\n\r\nfirst half\r\n')
+        idle = Conn(inst.port('smtp'))
+        smtp(idle, None, '220')
+        smtp(idle, 'EHLO c.example', '250')
+        p3 = Conn(inst.port('pop3'))
+        self.assertTrue(p3.pop3_reply().startswith('+OK'))
+        pop(p3, 'USER alice')
+        pop(p3, 'PASS pw-alice')
+
+        def tree():
+            kids = {}
+            for d in os.listdir('/proc'):
+                if d.isdigit():
+                    try:
+                        kids.setdefault(ppid(int(d)), []).append(int(d))
+                    except OSError:
+                        pass
+            out, todo = [], [inst.svscan.pid]
+            while todo:
+                p = todo.pop()
+                out.append(p)
+                todo += kids.get(p, [])
+            return out
+        procs = tree()
+        self.assertGreater(len(procs), 10, procs)
+        t0 = time.time()
+        for p in procs:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.3)
+        busy.send(b'second half\r\n.\r\n')
+        smtp(busy, None, '250 2.0.0 Ok: queued')
+        idle.send('NOOP')
+        self.assertRegex(idle.smtp_reply(), r'^421 4\.3\.2 ')
+
+        def running(p):
+            try:
+                with open('/proc/%d/stat' % p) as f:
+                    return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+            except OSError:
+                return False
+        left = list(procs)
+        while time.time() - t0 < 25:
+            left = [p for p in procs if running(p)]
+            if not left:
+                break
+            time.sleep(0.1)
+        self.assertEqual(left, [], 'still running %.0f s after the stop' % (time.time() - t0))
+        inst.svscan.wait(5)
+        self.assertLess(time.time() - t0, 15)
+        for s in ('smtp-listener', 'queue-manager', 'pop3-listener', 'auth-checker'):
+            with self.subTest(last_log_line_of=s):
+                self.assertRegex(inst.log(s), r'event=(stop|exit)')
+        self.assertRegex(inst.log('smtp-listener'), r'event=queued ')
+        self.assertTrue(inst.queue_ids() or inst.maildir_messages('alice'), 'the 250 message is gone')
 
     def test_upgrade_while_running_says_what_to_restart(self):
         """Re-running setup on a running instance (the upgrade README
