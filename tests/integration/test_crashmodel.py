@@ -6,7 +6,8 @@ it the ALICE way (Pillai et al., "All File Systems Are Not Created Equal",
 OSDI 2014), with the real programs:
 
 1. Record: the real programs run under `strace -f -yy` (queue-inject
-   itself; queue-manager with local-deliverer and its mailbox workers).
+   itself; queue-manager with local-deliverer and its mailbox workers;
+   postern-user add, which makes a home and Maildir).
 2. Replay: the recorded file and descriptor calls, in order, through a
    small file-system model that keeps two states: what the processes see,
    and what a power cut may leave on the disk.
@@ -660,7 +661,7 @@ class CrashModelTest(unittest.TestCase):
         cls.inst = Instance(services=[])
         cls.inst.setup()
         cls.inst.set_conf(local_concurrency='1')
-        for u in ('alice', 'bob', 'carol'):
+        for u in ('alice', 'bob', 'carol', 'dave'):
             cls.inst.add_user(u, 'pw-' + u)
         try:
             os.unlink(cls.inst.bin('remote-deliverer'))     # nothing leaves loopback
@@ -671,8 +672,8 @@ class CrashModelTest(unittest.TestCase):
     def tearDownClass(cls):
         if cls.inst:
             cls.inst.stop()
-        for line in SUMMARY:
-            print('\n[crashmodel] ' + line)
+        if SUMMARY:
+            print('\n' + '\n'.join('[crashmodel] ' + line for line in SUMMARY))
         del SUMMARY[:]
 
     def setUp(self):
@@ -745,51 +746,47 @@ class CrashModelTest(unittest.TestCase):
         self.assertEqual(seen['spill'], 1, 'the big message was spilled')
         self.assertGreaterEqual(seen['copy'], 1, 'the spill was copied into the message file')
         self.assertGreaterEqual(seen['writes'], 3, 'the Received: field, its LF, the message')
-        SUMMARY.append('queue-inject: %d injections, %d calls, %d crash points checked' % (len(ids), len(events), points))
+        SUMMARY.append('queue-inject: injections %d, calls %d, crash points checked %d' % (len(ids), len(events), points))
 
-    def test_delivery_and_bookkeeping_power_loss(self):
-        """queue-manager, local-deliverer and its mailbox workers recorded
-        together (strace -f): a message to alice and bob (local_concurrency
-        1: alice's result is recorded by rewriting the envelope, bob's ends
-        the message: removal), one to carol (removal).  At every crash point
-        each recipient is delivered or still to do, every acknowledged
-        delivery survives whole, and nothing half-written survives."""
+    def record_deliveries(self, label, batches, prelude=None):
+        """Queue one message per batch ([user, ...], subject), then, from a
+        tree on disk (os.sync): prelude() if given (it returns the events
+        of its own recording), and queue-manager, local-deliverer and its
+        mailbox workers recorded together (strace -f) until the queue is
+        empty.  Checks every crash point; returns what the trace showed."""
         inst = self.inst
         msgs = {}
-        for rcpts, subject in ((['alice', 'bob'], b'ab'), (['carol'], b'c')):
+        for users, subject in batches:
             body = b'Subject: crashmodel %s\n\n' % subject + b'body line\n' * 40
-            qid = harness_inject(inst, 'x@example.test', ['%s@example.test' % r for r in rcpts], body)
-            msgs[qid] = ['%s@example.test' % r for r in rcpts]
-        for u in ('alice', 'bob', 'carol'):
-            for sub in ('new', 'cur'):
-                self.assertEqual(os.listdir(inst.path('mail', u, 'Maildir', sub)), [], 'fresh mailboxes')
+            rcpts = ['%s@example.test' % u for u in users]
+            msgs[harness_inject(inst, 'x@example.test', rcpts, body)] = rcpts
         os.sync()
         before = FsModel(inst.root, ('queue', 'mail'))
+        events = prelude() if prelude else []
         trace = inst.path('qm.trace')
-        log = open(inst.path('qm.log'), 'wb')
-        p = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + [inst.bin('queue-manager'), inst.root],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            def done():
-                if inst.queue_ids():
-                    return False
-                return not [n for h in '0123456789ABCDEF' for n in os.listdir(inst.path('queue', 'mess', h))]
-            inst.wait_for(done, 30, what='the queue delivered and emptied')
-        finally:
-            kids = children(p.pid)
-            if kids:
-                os.kill(kids[0], signal.SIGTERM)
+        with open(inst.path('qm.log'), 'wb') as log:
+            p = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + [inst.bin('queue-manager'), inst.root],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-            log.close()
+                def done():
+                    return not inst.queue_ids() and not [n for h in '0123456789ABCDEF'
+                                                         for n in os.listdir(inst.path('queue', 'mess', h))]
+                inst.wait_for(done, 30, what='the queue delivered and emptied')
+            finally:
+                kids = children(p.pid)
+                if kids:
+                    os.kill(kids[0], signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
         with open(trace, errors='replace') as f:
-            events = parse_trace(f.read())
+            events += parse_trace(f.read())
         placed = {}         # Maildir/new names -> their path, from the links into new/
         acked = {}          # the ones a worker reported delivered
         twice = set()       # (crash point, recipient) that may deliver it again
+        made = set()        # directories made
         seen = {'rewrite': 0, 'removal': 0}
 
         def check(m, whole, i, ev):
@@ -798,6 +795,8 @@ class CrashModelTest(unittest.TestCase):
                             else resolve(None, ev[2][1]))
                 if dst and len(dst) == 5 and dst[0] == 'mail' and dst[2:4] == ['Maildir', 'new']:
                     placed[dst[4]] = dst
+            if ev and ev[1] in ('mkdir', 'mkdirat'):
+                made.add(tuple(m.rel(resolve(None, ev[2][0]) if ev[1] == 'mkdir' else resolve(*ev[2][:2])) or ()))
             if ev and ev[1] == 'sendmsg':
                 mm = re.search(r'2\.0\.0 delivered to maildir as ([^"\\ ]+)', ' '.join(ev[2]))
                 if mm:
@@ -820,12 +819,52 @@ class CrashModelTest(unittest.TestCase):
             self.fail_at(problems, i, ev, events)
 
         points = crash_points(before, events, check)
-        self.assertEqual(len(acked), 3, 'three deliveries acknowledged by the workers')
-        self.assertGreaterEqual(seen['rewrite'], 1, 'an envelope rewrite was recorded')
-        self.assertEqual(seen['removal'], 2, 'two removals were recorded')
-        SUMMARY.append('queue-manager + local-deliverer: %d messages, %d calls, %d crash points checked, '
+        self.assertEqual(len(acked), sum(len(r) for r in msgs.values()), 'every delivery acknowledged by a worker')
+        self.assertEqual(seen['removal'], len(msgs), 'a removal for each message')
+        SUMMARY.append('%s: messages %d, calls %d, crash points checked %d, '
                        'at %d of them a recipient may be delivered twice (allowed)'
-                       % (len(msgs), len(events), points, len({i for i, _ in twice})))
+                       % (label, len(msgs), len(events), points, len({i for i, _ in twice})))
+        return seen, made
+
+    def test_delivery_and_bookkeeping_power_loss(self):
+        """A message to alice and bob (local_concurrency 1: alice's result is
+        recorded by rewriting the envelope, bob's ends the message: a
+        removal), one to carol (a removal).  At every crash point each
+        recipient is surely delivered or surely still to do, every
+        acknowledged delivery survives whole, nothing half-written
+        survives, and no envelope survives without its message."""
+        for u in ('alice', 'bob', 'carol'):
+            for sub in ('new', 'cur'):
+                self.assertEqual(os.listdir(self.inst.path('mail', u, 'Maildir', sub)), [], 'fresh mailboxes')
+        seen, _ = self.record_deliveries('deliveries', [(['alice', 'bob'], b'ab'), (['carol'], b'c')])
+        self.assertGreaterEqual(seen['rewrite'], 1, 'an envelope rewrite was recorded')
+
+    def test_first_delivery_into_a_home_the_deliverer_makes(self):
+        """dave's home (ROOT/mail/dave) is gone: local-deliverer makes it
+        (make_home, as root), his worker the Maildir (maildir_make), then
+        delivers.  The acknowledged delivery survives only if the names of
+        the home and of the Maildir are durable too."""
+        shutil.rmtree(self.inst.path('mail', 'dave'))
+        _, made = self.record_deliveries('a home the deliverer makes', [(['dave'], b'd')])
+        self.assertTrue(made >= {('mail', 'dave'), ('mail', 'dave', 'Maildir')}, 'dave\'s home and Maildir were made')
+
+    def test_first_delivery_to_a_user_just_added(self):
+        """erin is added (postern-user add, recorded: it makes her home and
+        Maildir) after her message was queued, then it is delivered.  The
+        acknowledged delivery survives only if postern-user made the names
+        of her home and Maildir durable."""
+        inst = self.inst
+
+        def add_erin():
+            t = inst.path('user.trace')
+            r = subprocess.run([STRACE, '-o', t] + STRACE_ARGS
+                               + [inst.bin('postern-user'), '--root', inst.root, 'add', 'erin'],
+                               input=b'pw-erin\n', capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(t, errors='replace') as f:
+                return parse_trace(f.read())
+        _, made = self.record_deliveries('a user just added', [(['erin'], b'e')], add_erin)
+        self.assertTrue(made >= {('mail', 'erin'), ('mail', 'erin', 'Maildir')}, 'erin\'s home and Maildir were made')
 
 
 class CrashModelSelfTest(unittest.TestCase):
