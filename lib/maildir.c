@@ -38,9 +38,31 @@ static int dir_ours(int fd)
     return 1;
 }
 
+/* fsync the directory that holds path (its last component's parent) */
+static int fsync_parent(const char *path)
+{
+    char parent[4096];
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    while (n && path[n - 1] != '/') n--;
+    while (n > 1 && path[n - 1] == '/') n--;
+    if (n >= sizeof parent) { errno = ENAMETOOLONG; return 0; }
+    if (n) memcpy(parent, path, n);
+    else parent[n++] = '.';
+    parent[n] = 0;
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    int ok = fsync(fd) == 0 || errno == EINVAL;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return ok;
+}
+
 int maildir_make(const char *dir)
 {
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST) return 0;
+    int made_dir = mkdir(dir, 0700) == 0;
+    if (!made_dir && errno != EEXIST) return 0;
     int dfd = open_dir_at(AT_FDCWD, dir);
     if (dfd < 0) return 0;
     if (!dir_ours(dfd)) goto fail;
@@ -54,8 +76,12 @@ int maildir_make(const char *dir)
         close(fd);
         if (!ours) goto fail;
     }
-    /* fsync only what changed: an existing Maildir costs no fsync per delivery */
+    /* fsync only what changed: an existing Maildir costs no fsync per
+     * delivery. A new Maildir's own name is in the directory above it:
+     * without that fsync a power cut could take the Maildir, and the mail
+     * delivered into it since, away (test_crashmodel) */
     if (made && fsync(dfd) < 0 && errno != EINVAL) goto fail;
+    if (made_dir && !fsync_parent(dir)) goto fail;
     close(dfd);
     return 1;
 fail:;

@@ -14,8 +14,9 @@
 
 /* Create dir (0700) and tmp/ new/ cur/ where missing; refuse symlinks
  * (errno ELOOP), non-directories (ENOTDIR), and a Maildir or part that is
- * not owned by our effective uid or is world-writable (EPERM).
- * 1 or 0 with errno. */
+ * not owned by our effective uid or is world-writable (EPERM). What it
+ * made is durable on return: dir is fsynced if a part was made, and the
+ * directory above dir if dir was made. 1 or 0 with errno. */
 int maildir_make(const char *dir);
 
 /* maildir_make as u, in a child that drops to u first (privdrop): a

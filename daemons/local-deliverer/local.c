@@ -144,18 +144,28 @@ static void in_child(child_fn *fn, const void *ctx, struct dp_result *r)
     snprintf(r->text, sizeof r->text, "%s", b + 1);
 }
 
-/* ROOT/mail/<name>/Maildir: make ROOT/mail/<name> for the user, as root. */
-static void make_home(const struct config *c, const struct mailbox *mb)
+/* ROOT/mail/<name>/Maildir: make ROOT/mail/<name> for the user, as root,
+ * and fsync ROOT/mail, which holds its name (else a power cut could take
+ * the home, and the mail delivered into it, away). 0 only if that fsync
+ * failed, with errno. */
+static int make_home(const struct config *c, const struct mailbox *mb)
 {
     char home[PATH_MAX], want[PATH_MAX];
     int n = snprintf(home, sizeof home, "%s/mail/%s", c->root, mb->name);
-    if (n < 0 || (size_t)n >= sizeof home) return;
-    if (snprintf(want, sizeof want, "%s/Maildir", home) >= (int)sizeof want || strcmp(want, mb->maildir)) return;
-    if (mkdir(home, 0700) < 0) return;     /* exists already (or cannot): leave it alone */
+    if (n < 0 || (size_t)n >= sizeof home) return 1;
+    if (snprintf(want, sizeof want, "%s/Maildir", home) >= (int)sizeof want || strcmp(want, mb->maildir)) return 1;
+    if (mkdir(home, 0700) < 0) return 1;   /* exists already (or cannot): leave it alone */
     int fd = open(home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) return 1;
     if (fchown(fd, mb->uid, mb->gid) < 0) log_warn(NULL, "home=%s error=\"chown: %s\"", home, strerror(errno));
     close(fd);
+    home[n - strlen(mb->name) - 1] = 0;    /* ROOT/mail */
+    fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int ok = fd >= 0 && (fsync(fd) == 0 || errno == EINVAL);
+    int e = errno;
+    if (fd >= 0) close(fd);
+    errno = e;
+    return ok;
 }
 
 void local_mbox_job(const struct config *c, const struct dp_job *j, const struct mailbox *mb,
@@ -289,7 +299,11 @@ static int find_mailbox(const struct local_tables *t, const struct dp_job *j, co
         return 0;
     }
     if (mb->uid == 0 || mb->gid == 0) { result_set(r, DP_TEMPORARY, "4.3.0 refusing to deliver as root"); return 0; }
-    make_home(&t->cfg, mb);
+    if (!make_home(&t->cfg, mb)) {
+        log_error(j->id, "home=%s/mail/%s error=\"fsync: %s\"", t->cfg.root, mb->name, strerror(errno));
+        result_set(r, DP_TEMPORARY, "4.3.0 cannot make the mailbox's home durable: %s", strerror(errno));
+        return 0;
+    }
     return 1;
 }
 

@@ -1,0 +1,949 @@
+"""test_crashmodel.py - the durability promises under a power-loss model.
+
+kill -9 (test_faults, test_delivery) never loses the page cache, so it
+cannot tell whether the fsyncs are in the right places.  This module does
+it the ALICE way (Pillai et al., "All File Systems Are Not Created Equal",
+OSDI 2014), with the real programs:
+
+1. Record: the real programs run under `strace -f -yy` (queue-inject
+   itself; queue-manager with local-deliverer and its mailbox workers;
+   postern-user add, which makes a home and Maildir).
+2. Replay: the recorded file and descriptor calls, in order, through a
+   small file-system model that keeps two states: what the processes see,
+   and what a power cut may leave on the disk.
+3. At every prefix of the trace (every possible crash point) the promises
+   below are asserted of every tree a power cut may leave.
+
+The model's rules (pessimistic: nothing else is assumed; no ext4 ordering,
+no journal, no "a new file's fsync also writes its directory"):
+  - a file's data and size are sure to survive only as of its last fsync
+    or fdatasync (before its first one: empty);
+  - a name created (open O_CREAT, mkdir, link), renamed in, or removed
+    (unlink, rmdir, renamed out) in a directory is sure to survive only
+    once that directory is fsynced; a rename is two directory changes: the
+    new name needs the target directory's fsync, the old name's removal
+    the source's; an fsync of a directory makes its current names durable
+    and nothing of the directories below it or above it;
+  - what is not yet sure may or may not have reached the disk (the kernel
+    writes dirty blocks back when it likes): each directory and each file
+    is, independently of the others, in any one of the states it had since
+    its last fsync.  So an unsynced rename may be kept while an earlier
+    unsynced one is lost, and an unsynced name may point to a file whose
+    data was never fsynced (a write is one step: no torn writes);
+  - sync() and syncfs() make everything durable;
+  - what existed before the recording started is durable (each recording
+    starts after os.sync()).
+Any other call on a path the model covers (symlink, fallocate,
+sync_file_range, RENAME_EXCHANGE, a relative path it cannot place ...)
+makes the test fail: the model must be extended, not silently bypassed.
+
+The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
+  - every injection acknowledged (queue-inject exited 0 before that point)
+    survives whole: mess/<h>/ID and env/<h>/ID under their final names,
+    each with all it was written;
+  - every delivery acknowledged (the mailbox worker sent its "2.0.0
+    delivered to maildir as NAME" result) survives whole in Maildir/new;
+  - nothing half-written is visible under a final name: every
+    mess/<h>/ID, env/<h>/ID and Maildir/new file a power cut may leave has
+    its full length (and its exact bytes where the trace shows them);
+  - an envelope never survives without its whole message (a power cut that
+    may leave env/<h>/ID surely leaves a whole mess/<h>/ID);
+  - queue-manager's bookkeeping never loses a recipient: each recipient of
+    each queued message is surely either delivered (a whole copy in its
+    Maildir/new survives) or still to do (a whole envelope that says
+    pending or delayed for it survives, with its whole message).  It may
+    be delivered twice (the qmail trade-off); the crash points where it
+    may be are counted and printed, not failed.
+
+CrashModelSelfTest feeds the model hand-written traces of broken commit
+protocols and checks that it reports each of them, so a model that
+accepted everything would fail here too."""
+
+import copy
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness
+from harness import Instance, need, need_root
+
+STRACE = shutil.which('strace')
+PROGRAMS = ('postern-setup', 'postern-user', 'queue-inject', 'queue-manager', 'local-deliverer')
+# every call that can change a file, a directory or their durability,
+# plus sendmsg (the mailbox worker's result) and exit_group
+TRACED = ('open,openat,creat,write,pwrite64,writev,pwritev,pwritev2,copy_file_range,sendfile,'
+          'splice,ftruncate,truncate,fallocate,fsync,fdatasync,sync,syncfs,sync_file_range,'
+          'rename,renameat,renameat2,link,linkat,symlink,symlinkat,unlink,unlinkat,mkdir,mkdirat,'
+          'rmdir,mknod,mknodat,sendmsg,exit_group')
+STRACE_ARGS = ['-f', '-yy', '-tt', '-s', '4096', '-e', 'trace=' + TRACED]
+SUMMARY = []
+
+
+def strace_works():
+    if not STRACE:
+        return False
+    r = subprocess.run([STRACE, '-o', '/dev/null'] + STRACE_ARGS + ['true'], capture_output=True)
+    return r.returncode == 0
+
+
+class ModelError(AssertionError):
+    """The trace holds something the model does not understand."""
+
+
+# ---- reading strace output ------------------------------------------------
+
+LINE = re.compile(r'^(\d+)\s+\d\d:\d\d:\d\d\.\d+\s+(.*)$')
+CALL = re.compile(r'^([a-z0-9_]+)\((.*)\)\s+=\s+(-?\d+|\?)(?:<([^<>]*)(?:<[^<>]*>)?>)?(?:\s+(E[A-Z0-9]+).*)?$')
+
+
+def split_args(s):
+    """Top-level comma-separated arguments of an strace call."""
+    out, cur, depth, i, n = [], [], 0, 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == '"':
+            j = i + 1
+            while j < n and s[j] != '"':
+                j += 2 if s[j] == '\\' else 1
+            cur.append(s[i:j + 1])
+            i = j + 1
+            continue
+        if c == '-' and i + 1 < n and s[i + 1] == '>':
+            cur.append('->')
+            i += 2
+            continue
+        if c in '([{<':
+            depth += 1
+        elif c in ')]}>':
+            depth -= 1
+        elif c == ',' and depth == 0:
+            out.append(''.join(cur).strip())
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    if cur:
+        out.append(''.join(cur).strip())
+    return out
+
+
+ESC = {'n': b'\n', 't': b'\t', 'r': b'\r', 'v': b'\v', 'f': b'\f', '\\': b'\\', '"': b'"', "'": b"'"}
+
+
+def c_string(arg):
+    """(bytes, complete) of an strace string argument "..." (complete is
+    False when strace cut it short: a trailing ...)."""
+    m = re.match(r'^"((?:[^"\\]|\\.)*)"(\.\.\.)?$', arg, re.S)
+    if not m:
+        return None, False
+    s, out, i = m.group(1), bytearray(), 0
+    while i < len(s):
+        c = s[i]
+        if c != '\\':
+            out += c.encode('latin-1')
+            i += 1
+            continue
+        e = s[i + 1]
+        if e == 'x':
+            out.append(int(s[i + 2:i + 4], 16))
+            i += 4
+        elif e in '01234567':
+            j = i + 1
+            while j < len(s) and j < i + 4 and s[j] in '01234567':
+                j += 1
+            out.append(int(s[i + 1:j], 8))
+            i = j
+        else:
+            out += ESC[e]
+            i += 2
+    return bytes(out), m.group(2) is None
+
+
+def fd_path(arg):
+    """The path strace -yy printed for a descriptor argument, or None."""
+    m = re.match(r'^(?:-?\d+|AT_FDCWD)<(.*)>$', arg, re.S)
+    if not m:
+        return None
+    p = m.group(1)
+    return None if '<' in p or not p.startswith('/') else p
+
+
+def parse_trace(text):
+    """[(pid, name, args, ret, retpath)] of completed calls, in the order they
+    completed, and ('+++exit', pid, status) for process exits."""
+    events, pending = [], {}
+    for raw in text.splitlines():
+        m = LINE.match(raw)
+        if not m:
+            continue
+        pid, rest = int(m.group(1)), m.group(2)
+        if rest.startswith('+++ exited with '):
+            events.append((pid, '+++exit', int(rest.split()[3]), None, None))
+            continue
+        if rest.startswith(('+++', '---')):
+            continue
+        if rest.endswith('<unfinished ...>'):
+            pending[pid] = rest[:-len('<unfinished ...>')].rstrip()
+            continue
+        if rest.startswith('<... '):
+            head = pending.pop(pid, None)
+            if head is None:
+                raise ModelError('resumed call without its start: %s' % raw)
+            rest = head + rest.split('resumed>', 1)[1]
+        cm = CALL.match(rest)
+        if not cm:
+            if rest.startswith('exit_group('):
+                continue
+            raise ModelError('cannot read trace line: %s' % raw)
+        name, args, ret, retpath = cm.group(1), cm.group(2), cm.group(3), cm.group(4)
+        events.append((pid, name, split_args(args), None if ret == '?' else int(ret), retpath))
+    return events
+
+
+# ---- the file-system model -------------------------------------------------
+
+class Node:
+    """A file or a directory.  `hist` is what may be on the disk: every
+    state it had since its last fsync, the first of them the fsynced one
+    (the only one sure to be there).  A directory's state is its
+    {name: Node}, a file's (size, bytes or None when unknown)."""
+
+    def __init__(self, serial, is_dir, data=b'', size=None):
+        self.serial = serial            # the same in every replay of one trace
+        self.is_dir = is_dir
+        self.entries = {}
+        self.data = data
+        self.size = len(data) if size is None else size
+        self.hist = [self.state()]      # before its first fsync: as made (empty)
+
+    def state(self):
+        return dict(self.entries) if self.is_dir else (self.size, self.data)
+
+    def changed(self):
+        self.hist.append(self.state())
+
+    def fsync(self):
+        self.hist = [self.state()]
+
+
+class FsModel:
+    """A directory tree under `root` (only the top-level names in `scope`
+    are modelled): what the processes see (Node.entries, .size, .data) and
+    what a power cut may leave (Node.hist)."""
+
+    def __init__(self, root, scope):
+        self.root = os.path.normpath(root)
+        self.scope = tuple(scope)
+        self.nodes = {}                 # serial -> every node ever made
+        self.top = self.node(True)
+        self.inodes = {}
+        for name in self.scope:
+            p = os.path.join(self.root, name)
+            if os.path.isdir(p):
+                self.top.entries[name] = self._load(p)
+        self.sync_all()
+
+    def node(self, is_dir, data=b'', size=None):
+        n = Node(len(self.nodes) + 1, is_dir, data, size)
+        self.nodes[n.serial] = n
+        return n
+
+    def _load(self, path):
+        st = os.lstat(path)
+        key = (st.st_dev, st.st_ino)
+        if key in self.inodes:
+            return self.inodes[key]
+        if stat.S_ISDIR(st.st_mode):
+            n = self.node(True)
+            for name in os.listdir(path):
+                n.entries[name] = self._load(os.path.join(path, name))
+        elif not stat.S_ISREG(st.st_mode):
+            n = self.node(False)        # the trigger FIFO
+        elif st.st_size <= 1 << 20:
+            with open(path, 'rb') as f:
+                n = self.node(False, f.read())
+        else:
+            n = self.node(False, None, st.st_size)
+        self.inodes[key] = n
+        return n
+
+    def sync_all(self):
+        for n in self.nodes.values():
+            n.fsync()
+
+    # paths
+    def rel(self, path):
+        """The components of an absolute path under root and in scope, or None."""
+        if path is None:
+            return None
+        p = os.path.normpath(path)
+        if p.endswith(' (deleted)'):
+            return None
+        if not p.startswith(self.root + '/'):
+            return None
+        parts = p[len(self.root) + 1:].split('/')
+        return parts if parts[0] in self.scope else None
+
+    def lookup(self, parts):
+        """The node the processes see at parts, or None."""
+        n = self.top
+        for c in parts:
+            if n is None or not n.is_dir:
+                return None
+            n = n.entries.get(c)
+        return n
+
+    def possible(self, parts):
+        """Every node a power cut may leave at parts."""
+        cur = {self.top}
+        for c in parts:
+            cur = {st[c] for n in cur if n.is_dir for st in n.hist if c in st}
+        return cur
+
+    def certain(self, parts):
+        """The nodes a power cut may leave at parts if it surely leaves one
+        there (the name is in every state the directories on the way may
+        be in), else an empty set."""
+        cur, always = {self.top}, True
+        for c in parts:
+            nxt = set()
+            for n in cur:
+                for st in (n.hist if n.is_dir else [{}]):
+                    if c in st:
+                        nxt.add(st[c])
+                    else:
+                        always = False
+            cur = nxt
+        return cur if always else set()
+
+    def names(self, parts):
+        """Every name a power cut may leave in the directory at parts."""
+        return sorted({name for d in self.possible(parts) if d.is_dir for st in d.hist for name in st})
+
+    def parent(self, parts):
+        d = self.lookup(parts[:-1])
+        if d is None or not d.is_dir:
+            raise ModelError('no directory %s in the model' % '/'.join(parts[:-1]))
+        return d, parts[-1]
+
+    # operations
+    def create(self, parts, is_dir):
+        d, name = self.parent(parts)
+        if name in d.entries:
+            raise ModelError('%s exists already' % '/'.join(parts))
+        d.entries[name] = self.node(is_dir)
+        d.changed()
+        return d.entries[name]
+
+    def remove(self, parts):
+        d, name = self.parent(parts)
+        if name not in d.entries:
+            raise ModelError('unlink of %s, not in the model' % '/'.join(parts))
+        del d.entries[name]
+        d.changed()
+
+    def rename(self, src, dst):
+        sd, sn = self.parent(src)
+        dd, dn = self.parent(dst)
+        if sn not in sd.entries:
+            raise ModelError('rename of %s, not in the model' % '/'.join(src))
+        node = sd.entries.pop(sn)
+        sd.changed()
+        dd.entries[dn] = node
+        dd.changed()
+
+    def link(self, src, dst):
+        sd, sn = self.parent(src)
+        dd, dn = self.parent(dst)
+        if dn in dd.entries or sn not in sd.entries:
+            raise ModelError('link %s -> %s: not as the model has it' % ('/'.join(src), '/'.join(dst)))
+        dd.entries[dn] = sd.entries[sn]
+        dd.changed()
+
+    def write(self, node, data, count, offset=None):
+        end = node.size + count if offset is None else max(node.size, offset + count)
+        if node.data is not None and data is not None and (offset is None or offset == node.size):
+            node.data = node.data + data
+        else:
+            node.data = None
+        node.size = end
+        node.changed()
+
+    def truncate(self, node, size):
+        node.data = None if node.data is None or size > node.size else node.data[:size]
+        node.size = size
+        node.changed()
+
+
+def resolve(dirarg, patharg):
+    """An absolute path from a (dirfd, "path") pair, or None if unknown."""
+    p, _ = c_string(patharg)
+    if p is None:
+        return None
+    p = p.decode('latin-1')
+    if p.startswith('/'):
+        return p
+    d = fd_path(dirarg) if dirarg is not None else None
+    if d is None:
+        raise ModelError('a relative path without its directory: %s, %s' % (dirarg, patharg))
+    return os.path.join(d, p)
+
+
+def replay(model, events, on_event):
+    """Apply events to model; after each, call on_event(index, event)."""
+    on_event(-1, None)
+    for i, ev in enumerate(events):
+        apply_event(model, ev)
+        on_event(i, ev)
+
+
+def apply_event(model, ev):
+    pid, name, args, ret, retpath = ev
+    if name == '+++exit' or ret is None or ret < 0:
+        return
+    if name in ('open', 'openat', 'creat'):
+        path = resolve(None, args[0]) if name != 'openat' else resolve(args[0], args[1])
+        flags = 'O_CREAT|O_TRUNC' if name == 'creat' else (args[1] if name == 'open' else args[2])
+        parts = model.rel(retpath) or model.rel(path)
+        if parts is None:
+            return
+        node = model.lookup(parts)
+        if node is None:
+            if 'O_CREAT' not in flags:
+                raise ModelError('open of %s, not in the model' % '/'.join(parts))
+            node = model.create(parts, False)
+        if 'O_TRUNC' in flags and not node.is_dir:
+            model.truncate(node, 0)
+        return
+    if name in ('write', 'pwrite64', 'writev', 'pwritev', 'pwritev2', 'ftruncate', 'fallocate',
+                'fsync', 'fdatasync', 'sync_file_range', 'syncfs'):
+        parts = model.rel(fd_path(args[0]))
+        if parts is None:
+            if name == 'syncfs' and fd_path(args[0]) and fd_path(args[0]).startswith(model.root):
+                model.sync_all()
+            return
+        node = model.lookup(parts)
+        if node is None:
+            raise ModelError('%s on %s, not in the model' % (name, '/'.join(parts)))
+        if name in ('fsync', 'fdatasync'):
+            node.fsync()
+        elif name == 'syncfs':
+            model.sync_all()
+        elif name == 'write':
+            data, whole = c_string(args[1])
+            model.write(node, data if whole and len(data) == ret else None, ret)
+        elif name == 'pwrite64':
+            data, whole = c_string(args[1])
+            model.write(node, data if whole and len(data) == ret else None, ret, int(args[3]))
+        elif name == 'writev':
+            model.write(node, None, ret)
+        elif name == 'ftruncate':
+            model.truncate(node, int(args[1]))
+        else:
+            raise ModelError('%s on %s: not modelled' % (name, '/'.join(parts)))
+        return
+    if name == 'copy_file_range':
+        parts = model.rel(fd_path(args[2]))
+        if parts is not None:
+            model.write(model.lookup(parts), None, ret)
+        return
+    if name in ('sendfile', 'splice'):
+        parts = model.rel(fd_path(args[0] if name == 'sendfile' else args[2]))
+        if parts is not None:
+            model.write(model.lookup(parts), None, ret)
+        return
+    if name == 'sync':
+        model.sync_all()
+        return
+    if name in ('rename', 'renameat', 'renameat2', 'link', 'linkat'):
+        if name in ('rename', 'link'):
+            src, dst = resolve(None, args[0]), resolve(None, args[1])
+        else:
+            src, dst = resolve(args[0], args[1]), resolve(args[2], args[3])
+        if name == 'renameat2' and 'RENAME_EXCHANGE' in args[4]:
+            raise ModelError('RENAME_EXCHANGE is not modelled')
+        if name == 'linkat' and 'AT_EMPTY_PATH' in args[4]:
+            raise ModelError('linkat AT_EMPTY_PATH is not modelled')
+        s, d = model.rel(src), model.rel(dst)
+        if s is None and d is None:
+            return
+        if s is None or d is None:
+            raise ModelError('%s across the model\'s edge: %s -> %s' % (name, src, dst))
+        (model.link if name.startswith('link') else model.rename)(s, d)
+        return
+    if name in ('unlink', 'unlinkat', 'rmdir'):
+        path = resolve(None, args[0]) if name != 'unlinkat' else resolve(args[0], args[1])
+        parts = model.rel(path)
+        if parts is not None:
+            model.remove(parts)
+        return
+    if name in ('mkdir', 'mkdirat'):
+        path = resolve(None, args[0]) if name == 'mkdir' else resolve(args[0], args[1])
+        parts = model.rel(path)
+        if parts is not None:
+            model.create(parts, True)
+        return
+    if name in ('truncate', 'symlink', 'symlinkat', 'mknod', 'mknodat'):
+        paths = [resolve(None, a) for a in args if a.startswith('"')]
+        paths += [resolve(args[i], args[i + 1]) for i in range(len(args) - 1) if fd_path(args[i])]
+        if any(model.rel(p) for p in paths):
+            raise ModelError('%s in the model\'s tree: not modelled' % name)
+        return
+    # sendmsg, exit_group: markers only
+
+
+# ---- what must hold at each crash point ------------------------------------
+
+def crash_points(snapshot, events, check):
+    """Replay events on copies of snapshot: once to learn what each file
+    ends with, then again calling check(model, whole, i, ev) after every
+    event (i = -1: before the first).  Returns the number of crash points
+    checked."""
+    m = copy.deepcopy(snapshot)
+    replay(m, events, lambda i, ev: None)
+    final = {s: (n.size, n.data) for s, n in m.nodes.items()}
+    m = copy.deepcopy(snapshot)
+
+    def whole(node):
+        """a file that, whatever a power cut leaves of it, holds all it was
+        ever written (its exact bytes where the trace shows them)"""
+        if node is None or node.is_dir:
+            return False
+        size, data = final[node.serial]
+        return all(sz == size and (data is None or d is None or d == data) for sz, d in node.hist)
+
+    count = [0]
+
+    def step(i, ev):
+        count[0] += 1
+        check(m, whole, i, ev)
+    replay(m, events, step)
+    return count[0]
+
+
+def show(ev):
+    if ev is None:
+        return 'before the first call'
+    pid, name, args, ret, _ = ev
+    if name == '+++exit':
+        return '%d exited with %d' % (pid, args)
+    return '%d %s(%s) = %s' % (pid, name, ', '.join(a if len(a) < 120 else a[:117] + '...' for a in args), ret)
+
+
+def surely_whole(m, whole, parts):
+    """A power cut surely leaves a file at parts, and it is whole."""
+    nodes = m.certain(parts)
+    return bool(nodes) and all(whole(n) for n in nodes)
+
+
+def shortest(nodes):
+    return min(sz for n in nodes for sz, _ in n.hist)
+
+
+def queue_problems(m, whole):
+    """What a power cut may leave in the queue that it must not:
+    half-written files under final names, an envelope without its whole
+    message."""
+    bad = []
+    for kind in ('mess', 'env'):
+        for h in m.names(['queue', kind]):
+            for qid in m.names(['queue', kind, h]):
+                nodes = m.possible(['queue', kind, h, qid])
+                if not all(whole(n) for n in nodes):
+                    bad.append('%s/%s/%s may survive half-written (%d bytes)' % (kind, h, qid, shortest(nodes)))
+                if kind == 'env' and not surely_whole(m, whole, ['queue', 'mess', h, qid]):
+                    bad.append('env/%s/%s may survive without its whole message' % (h, qid))
+    return bad
+
+
+def maildir_problems(m, whole):
+    """Half-written files a power cut may leave in any ROOT/mail/USER/Maildir/new."""
+    bad = []
+    for user in m.names(['mail']):
+        for name in m.names(['mail', user, 'Maildir', 'new']):
+            nodes = m.possible(['mail', user, 'Maildir', 'new', name])
+            if not all(whole(n) for n in nodes if not n.is_dir):
+                bad.append('mail/%s/Maildir/new/%s may survive half-written (%d bytes)'
+                           % (user, name, shortest(nodes)))
+    return bad
+
+
+def copies_of(m, whole, user, rcpt, certain):
+    """The whole copies for rcpt in user's Maildir/new that a power cut
+    surely leaves (certain) or may leave."""
+    out = []
+    tag = b'Delivered-To: %s\n' % rcpt.encode()
+    for name in m.names(['mail', user, 'Maildir', 'new']):
+        path = ['mail', user, 'Maildir', 'new', name]
+        nodes = m.certain(path) if certain else m.possible(path)
+        if nodes and all(whole(n) and all(d is not None and tag in d for _, d in n.hist) for n in nodes):
+            out.append(name)
+    return out
+
+
+def rcpt_states(data):
+    """{address: state} of an envelope's text."""
+    out = {}
+    for line in data.decode('utf-8', 'replace').split('\n'):
+        if line.startswith('rcpt\t'):
+            f = line.split('\t')
+            out[f[6]] = f[1]
+    return out
+
+
+def still_to_do(m, whole, qid, rcpt, certain):
+    """A power cut surely (certain) or maybe leaves a whole envelope that
+    says rcpt is still to do (pending or delayed), with its whole message."""
+    env = ['queue', 'env', qid[-1], qid]
+    if not surely_whole(m, whole, ['queue', 'mess', qid[-1], qid]):
+        return False
+    nodes = m.certain(env) if certain else m.possible(env)
+    says = []
+    for n in nodes:
+        if not whole(n):
+            says.append(False)
+            continue
+        for _, d in n.hist:
+            if d is None:
+                raise ModelError('the text of envelope %s is not in the trace' % qid)
+            says.append(rcpt_states(d).get(rcpt) in ('pending', 'delayed'))
+    return bool(says) and (all(says) if certain else any(says))
+
+
+# ---- recording -------------------------------------------------------------
+
+def inject_traced(inst, trace, sender, rcpts, message, received=None):
+    """ROOT/bin/queue-inject under strace; returns the queue id."""
+    a, b = socket.socketpair()
+    p = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + [inst.bin('queue-inject')],
+                         stdin=subprocess.PIPE, stdout=b, stderr=subprocess.PIPE)
+    b.close()
+    p.stdin.write(message)
+    p.stdin.close()
+    recs = [b'F' + sender.encode()]
+    if received:
+        recs.append(b'H' + received)
+    recs += [b'T' + r.encode() + b'\t\t' for r in rcpts]
+    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
+    a.shutdown(socket.SHUT_WR)
+    out = a.makefile('rb').read().decode().strip()
+    a.close()
+    err = p.stderr.read().decode(errors='replace')
+    assert p.wait() == 0, err
+    assert re.match(r'^[0-9A-F]{16}$', out), out
+    return out
+
+
+def children(pid):
+    try:
+        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class CrashModelTest(unittest.TestCase):
+    inst = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.inst = None
+        if harness.missing(*PROGRAMS) or os.geteuid() != 0 or not strace_works():
+            return
+        cls.inst = Instance(services=[])
+        cls.inst.setup()
+        cls.inst.set_conf(local_concurrency='1')
+        for u in ('alice', 'bob', 'carol', 'dave'):
+            cls.inst.add_user(u, 'pw-' + u)
+        try:
+            os.unlink(cls.inst.bin('remote-deliverer'))     # nothing leaves loopback
+        except FileNotFoundError:
+            pass
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+        if SUMMARY:
+            print('\n' + '\n'.join('[crashmodel] ' + line for line in SUMMARY))
+        del SUMMARY[:]
+
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self, 'the deliveries run as the mailbox users, under strace as root')
+        if not strace_works():
+            self.skipTest('strace cannot trace here')
+
+    def fail_at(self, problems, i, ev, events):
+        if problems:
+            lo = max(0, i - 8)
+            ctx = '\n'.join('   %s' % show(e) for e in events[lo:i + 1])
+            self.fail('power loss after call %d (%s) would leave:\n  %s\nthe calls up to it:\n%s'
+                      % (i + 1, show(ev), '\n  '.join(problems), ctx))
+
+    def test_queue_inject_power_loss(self):
+        """Three injections, each recorded: a short message; one with a
+        Received: field (several writes into the message file) and three
+        recipients; one of 1.5 MB (spilled to tmp/<h>/ID.s while read, then
+        copied into the message file).  At every crash point of the
+        concatenated traces each acknowledged message survives whole."""
+        inst = self.inst
+        os.sync()
+        model_root = inst.root
+        ids = []
+        big = b'Subject: big\n\n' + b''.join(b'line %06d of a long message\n' % i for i in range(52000))
+        runs = [
+            ('bob@example.test', ['alice@example.test'], b'Subject: short\n\nhello\n', None),
+            ('bob@example.test', ['alice@example.test', 'bob@example.test', 'carol@example.test'],
+             b'Subject: three\n\n' + b'x' * 5000 + b'\n',
+             b'from client.example (client.example [192.0.2.1])\n\tby mx.example.test; Thu, 1 Jan 2026 00:00:00 +0000'),
+            ('bob@example.test', ['carol@example.test'], big, None),
+        ]
+        self.assertGreater(len(big), 1 << 20)
+        before = FsModel(model_root, ('queue',))      # the starting tree, taken before the runs
+        events = []
+        for n, (sender, rcpts, msg, rcv) in enumerate(runs):
+            t = inst.path('inject-%d.trace' % n)
+            qid = inject_traced(inst, t, sender, rcpts, msg, rcv)
+            with open(t, errors='replace') as f:
+                evs = parse_trace(f.read())
+            top = evs[0][0]
+            events += evs
+            ids.append((qid, top))
+        for qid, _ in ids:      # the next test starts from an empty queue
+            for d in ('todo', 'env/' + qid[-1], 'mess/' + qid[-1]):
+                os.unlink(inst.path('queue', d, qid))
+        acked = set()
+        exits = {top: qid for qid, top in ids}
+        seen = {'spill': 0, 'copy': 0, 'writes': 0}
+
+        def check(m, whole, i, ev):
+            if ev and ev[1] == '+++exit' and ev[0] in exits and ev[2] == 0:
+                acked.add(exits[ev[0]])
+            if ev and ev[1] == 'openat' and '.s"' in ev[2][1]:
+                seen['spill'] += 1
+            if ev and ev[1] == 'copy_file_range':
+                seen['copy'] += 1
+            if ev and ev[1] == 'write' and '.m>' in ev[2][0]:
+                seen['writes'] += 1
+            problems = queue_problems(m, whole)
+            for qid in sorted(acked):
+                for kind in ('mess', 'env'):
+                    if not surely_whole(m, whole, ['queue', kind, qid[-1], qid]):
+                        problems.append('acknowledged %s may be lost or cut: %s/%s/%s' % (qid, kind, qid[-1], qid))
+            self.fail_at(problems, i, ev, events)
+
+        points = crash_points(before, events, check)
+        self.assertEqual(acked, {qid for qid, _ in ids}, 'every run was acknowledged')
+        self.assertEqual(seen['spill'], 1, 'the big message was spilled')
+        self.assertGreaterEqual(seen['copy'], 1, 'the spill was copied into the message file')
+        self.assertGreaterEqual(seen['writes'], 3, 'the Received: field, its LF, the message')
+        SUMMARY.append('queue-inject: injections %d, calls %d, crash points checked %d' % (len(ids), len(events), points))
+
+    def record_deliveries(self, label, batches, prelude=None):
+        """Queue one message per batch ([user, ...], subject), then, from a
+        tree on disk (os.sync): prelude() if given (it returns the events
+        of its own recording), and queue-manager, local-deliverer and its
+        mailbox workers recorded together (strace -f) until the queue is
+        empty.  Checks every crash point; returns what the trace showed."""
+        inst = self.inst
+        msgs = {}
+        for users, subject in batches:
+            body = b'Subject: crashmodel %s\n\n' % subject + b'body line\n' * 40
+            rcpts = ['%s@example.test' % u for u in users]
+            msgs[harness_inject(inst, 'x@example.test', rcpts, body)] = rcpts
+        os.sync()
+        before = FsModel(inst.root, ('queue', 'mail'))
+        events = prelude() if prelude else []
+        trace = inst.path('qm.trace')
+        with open(inst.path('qm.log'), 'wb') as log:
+            p = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + [inst.bin('queue-manager'), inst.root],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                def done():
+                    return not inst.queue_ids() and not [n for h in '0123456789ABCDEF'
+                                                         for n in os.listdir(inst.path('queue', 'mess', h))]
+                inst.wait_for(done, 30, what='the queue delivered and emptied')
+            finally:
+                kids = children(p.pid)
+                if kids:
+                    os.kill(kids[0], signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+        with open(trace, errors='replace') as f:
+            events += parse_trace(f.read())
+        placed = {}         # Maildir/new names -> their path, from the links into new/
+        acked = {}          # the ones a worker reported delivered
+        twice = set()       # (crash point, recipient) that may deliver it again
+        made = set()        # directories made
+        seen = {'rewrite': 0, 'removal': 0}
+
+        def check(m, whole, i, ev):
+            if ev and ev[1] in ('link', 'linkat', 'rename', 'renameat', 'renameat2'):
+                dst = m.rel(resolve(*ev[2][2:4]) if ev[1].endswith('at') or ev[1] == 'renameat2'
+                            else resolve(None, ev[2][1]))
+                if dst and len(dst) == 5 and dst[0] == 'mail' and dst[2:4] == ['Maildir', 'new']:
+                    placed[dst[4]] = dst
+            if ev and ev[1] in ('mkdir', 'mkdirat'):
+                made.add(tuple(m.rel(resolve(None, ev[2][0]) if ev[1] == 'mkdir' else resolve(*ev[2][:2])) or ()))
+            if ev and ev[1] == 'sendmsg':
+                mm = re.search(r'2\.0\.0 delivered to maildir as ([^"\\ ]+)', ' '.join(ev[2]))
+                if mm:
+                    acked[mm.group(1)] = placed[mm.group(1)]
+            if ev and ev[1] == 'rename' and '/queue/env/' in ev[2][1]:
+                seen['rewrite'] += 1
+            if ev and ev[1] == 'unlink' and '/queue/env/' in ev[2][0]:
+                seen['removal'] += 1
+            problems = queue_problems(m, whole) + maildir_problems(m, whole)
+            for name, path in sorted(acked.items()):
+                if not surely_whole(m, whole, path):
+                    problems.append('acknowledged delivery %s may be lost' % '/'.join(path))
+            for qid, rcpts in sorted(msgs.items()):
+                for r in rcpts:
+                    user = r.split('@')[0]
+                    if not copies_of(m, whole, user, r, True) and not still_to_do(m, whole, qid, r, True):
+                        problems.append('%s for %s may be neither delivered nor still to do' % (qid, r))
+                    if copies_of(m, whole, user, r, False) and still_to_do(m, whole, qid, r, False):
+                        twice.add((i, r))
+            self.fail_at(problems, i, ev, events)
+
+        points = crash_points(before, events, check)
+        self.assertEqual(len(acked), sum(len(r) for r in msgs.values()), 'every delivery acknowledged by a worker')
+        self.assertEqual(seen['removal'], len(msgs), 'a removal for each message')
+        SUMMARY.append('%s: messages %d, calls %d, crash points checked %d, '
+                       'at %d of them a recipient may be delivered twice (allowed)'
+                       % (label, len(msgs), len(events), points, len({i for i, _ in twice})))
+        return seen, made
+
+    def test_delivery_and_bookkeeping_power_loss(self):
+        """A message to alice and bob (local_concurrency 1: alice's result is
+        recorded by rewriting the envelope, bob's ends the message: a
+        removal), one to carol (a removal).  At every crash point each
+        recipient is surely delivered or surely still to do, every
+        acknowledged delivery survives whole, nothing half-written
+        survives, and no envelope survives without its message."""
+        for u in ('alice', 'bob', 'carol'):
+            for sub in ('new', 'cur'):
+                self.assertEqual(os.listdir(self.inst.path('mail', u, 'Maildir', sub)), [], 'fresh mailboxes')
+        seen, _ = self.record_deliveries('deliveries', [(['alice', 'bob'], b'ab'), (['carol'], b'c')])
+        self.assertGreaterEqual(seen['rewrite'], 1, 'an envelope rewrite was recorded')
+
+    def test_first_delivery_into_a_home_the_deliverer_makes(self):
+        """dave's home (ROOT/mail/dave) is gone: local-deliverer makes it
+        (make_home, as root), his worker the Maildir (maildir_make), then
+        delivers.  The acknowledged delivery survives only if the names of
+        the home and of the Maildir are durable too."""
+        shutil.rmtree(self.inst.path('mail', 'dave'))
+        _, made = self.record_deliveries('a home the deliverer makes', [(['dave'], b'd')])
+        self.assertTrue(made >= {('mail', 'dave'), ('mail', 'dave', 'Maildir')}, 'dave\'s home and Maildir were made')
+
+    def test_first_delivery_to_a_user_just_added(self):
+        """erin is added (postern-user add, recorded: it makes her home and
+        Maildir) after her message was queued, then it is delivered.  The
+        acknowledged delivery survives only if postern-user made the names
+        of her home and Maildir durable."""
+        inst = self.inst
+
+        def add_erin():
+            t = inst.path('user.trace')
+            r = subprocess.run([STRACE, '-o', t] + STRACE_ARGS
+                               + [inst.bin('postern-user'), '--root', inst.root, 'add', 'erin'],
+                               input=b'pw-erin\n', capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(t, errors='replace') as f:
+                return parse_trace(f.read())
+        _, made = self.record_deliveries('a user just added', [(['erin'], b'e')], add_erin)
+        self.assertTrue(made >= {('mail', 'erin'), ('mail', 'erin', 'Maildir')}, 'erin\'s home and Maildir were made')
+
+
+class CrashModelSelfTest(unittest.TestCase):
+    """The model on hand-written traces (strace -f -yy -tt lines) of a
+    queue commit: the right one passes, each broken one is reported.
+    Needs neither root nor strace."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix='postern-crashmodel.')
+        for d in ('tmp/0', 'mess/0', 'env/0', 'todo'):
+            os.makedirs(os.path.join(self.root, 'queue', d))
+
+    def tearDown(self):
+        shutil.rmtree(self.root)
+
+    def problems(self, calls):
+        q = self.root + '/queue'
+        lines = []
+        for n, c in enumerate(calls):
+            lines.append('100 12:00:%02d.000000 ' % n + c.replace('Q/', q + '/').replace('"Q', '"' + q).replace('<Q>', '<%s>' % q))
+        events = parse_trace('\n'.join(lines))
+        found = []
+
+        def check(m, whole, i, ev):
+            found.extend(queue_problems(m, whole))
+            if i == len(events) - 1 and not surely_whole(m, whole, ['queue', 'env', '0', 'ID']):
+                found.append('acknowledged and lost')
+        crash_points(FsModel(self.root, ('queue',)), events, check)
+        return sorted(set(found))
+
+    MESS = ['openat(AT_FDCWD</>, "Q/tmp/0/ID.m", O_RDWR|O_CREAT|O_EXCL, 0600) = 4<Q/tmp/0/ID.m>',
+            'write(4<Q/tmp/0/ID.m>, "Subject: x\\n\\nhello\\n", 18) = 18',
+            'fsync(4<Q/tmp/0/ID.m>) = 0']
+    ENV = ['openat(AT_FDCWD</>, "Q/tmp/0/ID.e", O_RDWR|O_CREAT|O_EXCL, 0600) = 5<Q/tmp/0/ID.e>',
+           'write(5<Q/tmp/0/ID.e>, "postern-envelope 1\\n", 19) = 19',
+           'fsync(5<Q/tmp/0/ID.e>) = 0']
+    MESS_IN = ['rename("Q/tmp/0/ID.m", "Q/mess/0/ID") = 0', 'openat(AT_FDCWD</>, "Q/mess/0", O_RDONLY|O_DIRECTORY) = 6<Q/mess/0>',
+               'fsync(6<Q/mess/0>) = 0']
+    ENV_IN = ['renameat2(3<Q>, "tmp/0/ID.e", 3<Q>, "env/0/ID", RENAME_NOREPLACE) = 0',
+              'openat(AT_FDCWD</>, "Q/env/0", O_RDONLY|O_DIRECTORY) = 6<Q/env/0>', 'fsync(6<Q/env/0>) = 0']
+
+    def test_the_commit_protocol_passes(self):
+        self.assertEqual(self.problems(self.MESS + self.ENV + self.MESS_IN + self.ENV_IN), [])
+
+    def test_envelope_before_message_is_durable(self):
+        self.assertEqual(self.problems(self.MESS + self.ENV + self.MESS_IN[:1] + self.ENV_IN + self.MESS_IN[1:]),
+                         ['env/0/ID may survive without its whole message'])
+
+    def test_no_fsync_of_the_envelope_file(self):
+        self.assertEqual(self.problems(self.MESS + self.ENV[:2] + self.MESS_IN + self.ENV_IN),
+                         ['acknowledged and lost', 'env/0/ID may survive half-written (0 bytes)'])
+
+    def test_no_fsync_of_the_envelope_directory(self):
+        self.assertEqual(self.problems(self.MESS + self.ENV + self.MESS_IN + self.ENV_IN[:2]),
+                         ['acknowledged and lost'])
+
+    def test_unfinished_and_resumed_calls(self):
+        q = self.root + '/queue'
+        ev = parse_trace('7 12:00:00.000001 fsync(6<%s/env/0> <unfinished ...>\n'
+                         '8 12:00:00.000002 +++ exited with 0 +++\n'
+                         '7 12:00:00.000003 <... fsync resumed>) = 0\n' % q)
+        self.assertEqual([(e[0], e[1]) for e in ev], [(8, '+++exit'), (7, 'fsync')])
+        self.assertEqual(fd_path(ev[1][2][0]), q + '/env/0')
+
+    def test_unmodelled_calls_fail(self):
+        with self.assertRaises(ModelError):
+            self.problems(['symlink("x", "Q/env/0/ID") = 0'])
+
+
+def harness_inject(inst, sender, rcpts, message):
+    a, b = socket.socketpair()
+    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b, stderr=subprocess.PIPE)
+    b.close()
+    p.stdin.write(message)
+    p.stdin.close()
+    recs = [b'F' + sender.encode()] + [b'T' + r.encode() + b'\t\t' for r in rcpts]
+    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
+    a.shutdown(socket.SHUT_WR)
+    out = a.makefile('rb').read().decode().strip()
+    a.close()
+    assert p.wait() == 0, p.stderr.read()
+    return out
