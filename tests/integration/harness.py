@@ -29,6 +29,7 @@ mounted nosuid, queue-inject is setuid).
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -163,6 +164,40 @@ def leak_check_tracer(pid):
             return any(l.startswith('PPid:') and l.split()[1] == str(pid) for l in f)
     except (OSError, IndexError):
         return False
+
+
+def children(pid):
+    """The pids of pid's children (from /proc), [] if it is gone."""
+    try:
+        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def queue_inject(inst, sender, rcpts, message, notify='', received=None, prefix=()):
+    """Run ROOT/bin/queue-inject (after the command words of prefix, such
+    as an strace) with message on fd 0 and the envelope records on fd 1
+    (docs/INTERFACES.md: F, an optional H, one T a recipient); returns the
+    queue id it wrote, asserting exit 0."""
+    a, b = socket.socketpair()
+    p = subprocess.Popen(list(prefix) + [inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
+                         stderr=subprocess.PIPE)
+    b.close()
+    p.stdin.write(message)
+    p.stdin.close()
+    recs = [b'F' + sender.encode()]
+    if received:
+        recs.append(b'H' + received)
+    recs += [b'T' + r.encode() + b'\t' + notify.encode() + b'\t' for r in rcpts]
+    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
+    a.shutdown(socket.SHUT_WR)
+    out = a.makefile('rb').read().decode().strip()
+    a.close()
+    err = p.stderr.read().decode(errors='replace')
+    assert p.wait() == 0, err
+    assert re.match(r'^[0-9A-F]{16}$', out), out
+    return out
 
 
 def stop_all():

@@ -64,11 +64,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
-import time
 import unittest
 
 import harness
@@ -622,32 +620,8 @@ def still_to_do(m, whole, qid, rcpt, certain):
 
 def inject_traced(inst, trace, sender, rcpts, message, received=None):
     """ROOT/bin/queue-inject under strace; returns the queue id."""
-    a, b = socket.socketpair()
-    p = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + [inst.bin('queue-inject')],
-                         stdin=subprocess.PIPE, stdout=b, stderr=subprocess.PIPE)
-    b.close()
-    p.stdin.write(message)
-    p.stdin.close()
-    recs = [b'F' + sender.encode()]
-    if received:
-        recs.append(b'H' + received)
-    recs += [b'T' + r.encode() + b'\t\t' for r in rcpts]
-    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
-    a.shutdown(socket.SHUT_WR)
-    out = a.makefile('rb').read().decode().strip()
-    a.close()
-    err = p.stderr.read().decode(errors='replace')
-    assert p.wait() == 0, err
-    assert re.match(r'^[0-9A-F]{16}$', out), out
-    return out
-
-
-def children(pid):
-    try:
-        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
+    return harness.queue_inject(inst, sender, rcpts, message, received=received,
+                                prefix=[STRACE, '-o', trace] + STRACE_ARGS)
 
 
 class CrashModelTest(unittest.TestCase):
@@ -759,7 +733,7 @@ class CrashModelTest(unittest.TestCase):
         for users, subject in batches:
             body = b'Subject: crashmodel %s\n\n' % subject + b'body line\n' * 40
             rcpts = ['%s@example.test' % u for u in users]
-            msgs[harness_inject(inst, 'x@example.test', rcpts, body)] = rcpts
+            msgs[harness.queue_inject(inst, 'x@example.test', rcpts, body)] = rcpts
         os.sync()
         before = FsModel(inst.root, ('queue', 'mail'))
         events = prelude() if prelude else []
@@ -773,7 +747,7 @@ class CrashModelTest(unittest.TestCase):
                                                          for n in os.listdir(inst.path('queue', 'mess', h))]
                 inst.wait_for(done, 30, what='the queue delivered and emptied')
             finally:
-                kids = children(p.pid)
+                kids = harness.children(p.pid)
                 if kids:
                     os.kill(kids[0], signal.SIGTERM)
                 try:
@@ -932,18 +906,3 @@ class CrashModelSelfTest(unittest.TestCase):
     def test_unmodelled_calls_fail(self):
         with self.assertRaises(ModelError):
             self.problems(['symlink("x", "Q/env/0/ID") = 0'])
-
-
-def harness_inject(inst, sender, rcpts, message):
-    a, b = socket.socketpair()
-    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b, stderr=subprocess.PIPE)
-    b.close()
-    p.stdin.write(message)
-    p.stdin.close()
-    recs = [b'F' + sender.encode()] + [b'T' + r.encode() + b'\t\t' for r in rcpts]
-    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
-    a.shutdown(socket.SHUT_WR)
-    out = a.makefile('rb').read().decode().strip()
-    a.close()
-    assert p.wait() == 0, p.stderr.read()
-    return out

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import unittest
@@ -54,29 +53,7 @@ def strace_works():
 
 def inject(inst, sender, rcpts, message, notify=''):
     """ROOT/bin/queue-inject; returns the queue id (the "250")."""
-    a, b = socket.socketpair()
-    p = subprocess.Popen([inst.bin('queue-inject')], stdin=subprocess.PIPE, stdout=b,
-                         stderr=subprocess.PIPE)
-    b.close()
-    p.stdin.write(message)
-    p.stdin.close()
-    recs = [b'F' + sender.encode()] + [b'T' + r.encode() + b'\t' + notify.encode() + b'\t' for r in rcpts]
-    a.sendall(b''.join(r + b'\0' for r in recs) + b'\0')
-    a.shutdown(socket.SHUT_WR)
-    out = a.makefile('rb').read().decode().strip()
-    a.close()
-    err = p.stderr.read().decode(errors='replace')
-    assert p.wait() == 0, err
-    assert re.match(r'^[0-9A-F]{16}$', out), out
-    return out
-
-
-def children(pid):
-    try:
-        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
+    return harness.queue_inject(inst, sender, rcpts, message, notify)
 
 
 class FaultBase(unittest.TestCase):
@@ -150,7 +127,7 @@ class FaultBase(unittest.TestCase):
         if p.poll() is None:
             qm = p.pid
             if os.path.basename(p.args[0]) == 'strace':
-                kids = children(p.pid)
+                kids = harness.children(p.pid)
                 qm = kids[0] if kids else p.pid
             try:
                 os.kill(qm, signal.SIGTERM)
@@ -440,7 +417,7 @@ class ReportFaults(FaultBase):
         listing = subprocess.run([self.inst.bin('postern-queue'), '--root', self.inst.root, 'list'],
                                  capture_output=True, text=True).stdout
         self.assertIn('  delivered 1 <alice@example.test> 2.0.0 ', listing)
-        qm = children(p.pid)[0]
+        qm = harness.children(p.pid)[0]
         os.kill(qm, signal.SIGKILL)
         self.stop_qm(p)
         # a clean queue-manager queues the report at start, and only then
@@ -536,7 +513,7 @@ class SmtpQueueFaults(unittest.TestCase):
         target = old
         with open('/proc/%d/comm' % old) as f:
             if f.read().strip() == 'strace':
-                target = children(old)[0]
+                target = harness.children(old)[0]
         os.kill(target, signal.SIGTERM)
         self.inst.wait_for(lambda: self.inst.service_pid('smtp-listener') not in (None, old), 15,
                            what='smtp-listener restarted')
