@@ -38,6 +38,17 @@ static int dir_ours(int fd)
     return 1;
 }
 
+int maildir_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    int ok = fsync(fd) == 0 || errno == EINVAL;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return ok;
+}
+
 /* fsync the directory that holds path (its last component's parent) */
 static int fsync_parent(const char *path)
 {
@@ -50,13 +61,7 @@ static int fsync_parent(const char *path)
     if (n) memcpy(parent, path, n);
     else parent[n++] = '.';
     parent[n] = 0;
-    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    int ok = fsync(fd) == 0 || errno == EINVAL;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return ok;
+    return maildir_fsync_dir(parent);
 }
 
 int maildir_make(const char *dir)

@@ -19,6 +19,11 @@
  * directory above dir if dir was made. 1 or 0 with errno. */
 int maildir_make(const char *dir);
 
+/* fsync the directory dir (opened read-only), so that the names it holds
+ * survive a power cut; EINVAL from fsync (a file system that cannot sync a
+ * directory) counts as done. 1, or 0 with errno. */
+int maildir_fsync_dir(const char *dir);
+
 /* maildir_make as u, in a child that drops to u first (privdrop): a
  * Maildir lies in a directory its user owns, where root making it could be
  * handed a swapped symlink. For a root caller. 1, or 0 with errno (EIO if

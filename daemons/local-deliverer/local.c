@@ -160,12 +160,7 @@ static int make_home(const struct config *c, const struct mailbox *mb)
     if (fchown(fd, mb->uid, mb->gid) < 0) log_warn(NULL, "home=%s error=\"chown: %s\"", home, strerror(errno));
     close(fd);
     home[n - strlen(mb->name) - 1] = 0;    /* ROOT/mail */
-    fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int ok = fd >= 0 && (fsync(fd) == 0 || errno == EINVAL);
-    int e = errno;
-    if (fd >= 0) close(fd);
-    errno = e;
-    return ok;
+    return maildir_fsync_dir(home);
 }
 
 void local_mbox_job(const struct config *c, const struct dp_job *j, const struct mailbox *mb,

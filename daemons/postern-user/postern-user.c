@@ -229,13 +229,6 @@ static void make_maildir_as_user(const struct userdb_entry *e)
         die_temp_sys("making the Maildir %s as uid %u", e->maildir, (unsigned)e->uid);
 }
 
-static void fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL)) die_temp_sys("fsync %s", path);
-    close(fd);
-}
-
 static void make_maildir(const struct userdb_entry *e, const char *root)
 {
     char p[USERDB_PATH_MAX + USERDB_NAME_MAX + 32], mailroot[USERDB_PATH_MAX + 16];
@@ -249,7 +242,8 @@ static void make_maildir(const struct userdb_entry *e, const char *root)
         if (n < 0 || (size_t)n >= sizeof p) die_perm("maildir path too long");
         if (!strcmp(e->maildir + ml + 1 + strlen(e->name), "/Maildir")) {
             if (!mkdir_owned(p, e->uid, e->gid, 0700)) die_temp_sys("mkdir %s", p);
-            fsync_dir(mailroot);    /* the home's name: durable before mail goes into it */
+            /* the home's name: durable before mail goes into it */
+            if (!maildir_fsync_dir(mailroot)) die_temp_sys("fsync %s", mailroot);
         }
     }
     make_maildir_as_user(e);
