@@ -6,7 +6,8 @@ it the ALICE way (Pillai et al., "All File Systems Are Not Created Equal",
 OSDI 2014), with the real programs:
 
 1. Record: the real programs run under `strace -f -yy` (queue-inject
-   itself; queue-manager with local-deliverer and its mailbox workers;
+   itself; queue-manager with local-deliverer and its mailbox workers,
+   and the queue-inject they run for a report or an alias's expansion;
    postern-user add, which makes a home and Maildir).
 2. Replay: the recorded file and descriptor calls, in order, through a
    small file-system model that keeps two states: what the processes see,
@@ -53,7 +54,17 @@ The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
     Maildir/new survives) or still to do (a whole envelope that says
     pending or delayed for it survives, with its whole message).  It may
     be delivered twice (the qmail trade-off); the crash points where it
-    may be are counted and printed, not failed.
+    may be are counted and printed, not failed;
+  - nor a report or an alias's expansion: a recipient that failed for
+    good, or is due a delay report (NOTIFY=DELAY), or is an alias of
+    several targets, is surely either still to do (a whole envelope that
+    says failed, or delayed, or pending, so that queue-manager makes the
+    report or local-deliverer the expansion again), or handed on: the
+    message made for it (the RFC 3464 report queue-manager queued through
+    queue-inject; the new message to the alias's targets local-deliverer
+    queued) surely survives whole and each of its recipients keeps the
+    promise above.  A report or an expansion may be made twice; the crash
+    points where it may be are counted and printed, not failed.
 
 CrashModelSelfTest feeds the model hand-written traces of broken commit
 protocols and checks that it reports each of them, so a model that
@@ -67,6 +78,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 
 import harness
@@ -574,32 +586,46 @@ def maildir_problems(m, whole):
     return bad
 
 
-def copies_of(m, whole, user, rcpt, certain):
-    """The whole copies for rcpt in user's Maildir/new that a power cut
-    surely leaves (certain) or may leave."""
+def copies_of(m, whole, user, rcpt, certain, needle=b''):
+    """The whole copies for rcpt in user's Maildir/new (holding needle)
+    that a power cut surely leaves (certain) or may leave."""
     out = []
     tag = b'Delivered-To: %s\n' % rcpt.encode()
     for name in m.names(['mail', user, 'Maildir', 'new']):
         path = ['mail', user, 'Maildir', 'new', name]
         nodes = m.certain(path) if certain else m.possible(path)
-        if nodes and all(whole(n) and all(d is not None and tag in d for _, d in n.hist) for n in nodes):
+        if nodes and all(whole(n) and all(d is not None and tag in d and needle in d for _, d in n.hist)
+                         for n in nodes):
             out.append(name)
+    return out
+
+
+def rcpt_fields(data):
+    """{address: [rcpt, state, attempts, next_try, notify, orcpt, addr,
+    last_error]} of an envelope's text (docs/QUEUE.md)."""
+    out = {}
+    for line in data.decode('utf-8', 'replace').split('\n'):
+        if line.startswith('rcpt\t'):
+            f = line.split('\t')
+            out[f[6]] = f
     return out
 
 
 def rcpt_states(data):
     """{address: state} of an envelope's text."""
-    out = {}
-    for line in data.decode('utf-8', 'replace').split('\n'):
-        if line.startswith('rcpt\t'):
-            f = line.split('\t')
-            out[f[6]] = f[1]
-    return out
+    return {a: f[1] for a, f in rcpt_fields(data).items()}
 
 
-def still_to_do(m, whole, qid, rcpt, certain):
+def to_do(fields):
+    """The default of still_to_do: queue-manager still has work for the
+    recipient: deliver it (pending), or queue the report due (delayed: a
+    delay report; failed: a failure report)."""
+    return fields[1] in ('pending', 'delayed', 'failed')
+
+
+def still_to_do(m, whole, qid, rcpt, certain, due=to_do):
     """A power cut surely (certain) or maybe leaves a whole envelope that
-    says rcpt is still to do (pending or delayed), with its whole message."""
+    says rcpt is still to do (due(its fields)), with its whole message."""
     env = ['queue', 'env', qid[-1], qid]
     if not surely_whole(m, whole, ['queue', 'mess', qid[-1], qid]):
         return False
@@ -612,7 +638,8 @@ def still_to_do(m, whole, qid, rcpt, certain):
         for _, d in n.hist:
             if d is None:
                 raise ModelError('the text of envelope %s is not in the trace' % qid)
-            says.append(rcpt_states(d).get(rcpt) in ('pending', 'delayed'))
+            f = rcpt_fields(d).get(rcpt)
+            says.append(f is not None and due(f))
     return bool(says) and (all(says) if certain else any(says))
 
 
@@ -635,8 +662,12 @@ class CrashModelTest(unittest.TestCase):
         cls.inst = Instance(services=[])
         cls.inst.setup()
         cls.inst.set_conf(local_concurrency='1')
-        for u in ('alice', 'bob', 'carol', 'dave'):
+        for u in ('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi'):
             cls.inst.add_user(u, 'pw-' + u)
+        with open(cls.inst.path('conf', 'aliases'), 'a') as f:
+            f.write('team: grace, heidi\n')
+        with open(cls.inst.path('conf', 'mailboxes'), 'a') as f:     # a mailbox that defers (test_delivery)
+            f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
         try:
             os.unlink(cls.inst.bin('remote-deliverer'))     # nothing leaves loopback
         except FileNotFoundError:
@@ -722,18 +753,36 @@ class CrashModelTest(unittest.TestCase):
         self.assertGreaterEqual(seen['writes'], 3, 'the Received: field, its LF, the message')
         SUMMARY.append('queue-inject: injections %d, calls %d, crash points checked %d' % (len(ids), len(events), points))
 
-    def record_deliveries(self, label, batches, prelude=None):
-        """Queue one message per batch ([user, ...], subject), then, from a
-        tree on disk (os.sync): prelude() if given (it returns the events
-        of its own recording), and queue-manager, local-deliverer and its
-        mailbox workers recorded together (strace -f) until the queue is
-        empty.  Checks every crash point; returns what the trace showed."""
+    def record_deliveries(self, label, batches, prelude=None, sender='x@example.test', notify='', edit=None,
+                          settled=None, reports=None, due=None, deliveries=None, removals=None):
+        """Queue one message per batch ([user, ...], subject) from sender,
+        with NOTIFY notify, and edit(qid) each if given; then, from a tree
+        on disk (os.sync): prelude() if given (it returns the events of its
+        own recording), and queue-manager, local-deliverer and its mailbox
+        workers recorded together (strace -f; the queue-inject they run to
+        queue a report or an alias's expansion too) until settled() (by
+        default: until the queue is empty).  Checks every crash point;
+        returns what the trace showed.
+
+        A recipient's promise: at every crash point it is surely
+        delivered (a whole copy of its message in its Maildir/new), or
+        surely still to do (a whole envelope, with its whole message, whose
+        line for it satisfies due[address], to_do by default: pending,
+        delayed, failed), or surely handed on: each message made for it
+        (its report, of the kind reports[address] names; its alias's
+        expansion) survives whole and each of that one's recipients keeps
+        the same promise."""
         inst = self.inst
-        msgs = {}
+        msgs, needle = {}, {}
+        reports, due = reports or {}, due or {}
         for users, subject in batches:
             body = b'Subject: crashmodel %s\n\n' % subject + b'body line\n' * 40
             rcpts = ['%s@example.test' % u for u in users]
-            msgs[harness.queue_inject(inst, 'x@example.test', rcpts, body)] = rcpts
+            qid = harness.queue_inject(inst, sender, rcpts, body, notify=notify)
+            msgs[qid] = rcpts
+            needle[qid] = b'Subject: crashmodel %s\n' % subject     # in its copies and its reports
+            if edit:
+                edit(qid)
         os.sync()
         before = FsModel(inst.root, ('queue', 'mail'))
         events = prelude() if prelude else []
@@ -745,7 +794,7 @@ class CrashModelTest(unittest.TestCase):
                 def done():
                     return not inst.queue_ids() and not [n for h in '0123456789ABCDEF'
                                                          for n in os.listdir(inst.path('queue', 'mess', h))]
-                inst.wait_for(done, 30, what='the queue delivered and emptied')
+                inst.wait_for(settled or done, 30, what='the queue delivered and emptied')
             finally:
                 kids = harness.children(p.pid)
                 if kids:
@@ -757,9 +806,43 @@ class CrashModelTest(unittest.TestCase):
                     p.wait(5)
         with open(trace, errors='replace') as f:
             events += parse_trace(f.read())
+        with open(inst.path('qm.log'), errors='replace') as f:
+            qmlog = f.read()
+        # the messages made on the way (queue-inject run by queue-manager or
+        # local-deliverer), each with the envelope it wrote into tmp/<h>/ID.e
+        envs = {}
+        for ev in events:
+            if ev[1] == 'write':
+                mm = re.search(r'/queue/tmp/[0-9A-F]/([0-9A-F]{16})\.e$', fd_path(ev[2][0]) or '')
+                data, complete = c_string(ev[2][1])
+                if mm and mm.group(1) not in envs:
+                    self.assertTrue(complete, 'the envelope of %s is in the trace' % mm.group(1))
+                    envs[mm.group(1)] = rcpt_fields(data)
+        # which recipient each is for: succ[(id, address)] = [the ids made
+        # for it]; a report by queue-manager's log line, an alias's
+        # expansion by its recipients' ORCPT (local-deliverer gives them the
+        # alias address)
+        succ, made_for = {}, {}
+        for mm in re.finditer(r'([0-9A-F]{16}) dsn=(\w+) to=\S+ queued=([0-9A-F]{16})', qmlog):
+            qid, kind, new = mm.groups()
+            if qid in needle:
+                for r in [r for r in msgs.get(qid, ()) if reports.get(r) == kind]:
+                    succ.setdefault((qid, r), []).append(new)
+                needle[new] = needle[qid]
+                made_for[new] = (qid, kind)
+        for new, fields in sorted(envs.items()):
+            for qid, rcpts in sorted(msgs.items()):
+                for r in rcpts:
+                    if new not in made_for and all(f[5] == 'rfc822;' + r for f in fields.values()):
+                        succ.setdefault((qid, r), []).append(new)
+                        needle[new] = needle[qid]
+                        made_for[new] = (qid, 'expansion')
+        self.assertEqual(sorted(envs), sorted(made_for), 'each message made on the way is placed')
+        rcpts_of = {new: sorted(fields) for new, fields in envs.items()}
         placed = {}         # Maildir/new names -> their path, from the links into new/
         acked = {}          # the ones a worker reported delivered
-        twice = set()       # (crash point, recipient) that may deliver it again
+        twice = set()       # (crash point, recipient) that may be delivered again
+        again = set()       # (crash point, recipient) whose report or expansion may be made again
         made = set()        # directories made
         seen = {'rewrite': 0, 'removal': 0}
 
@@ -783,22 +866,58 @@ class CrashModelTest(unittest.TestCase):
             for name, path in sorted(acked.items()):
                 if not surely_whole(m, whole, path):
                     problems.append('acknowledged delivery %s may be lost' % '/'.join(path))
+
+            def ways(qid, r, certain):
+                """[delivered, still to do, handed on] for r of qid"""
+                return [bool(copies_of(m, whole, r.split('@')[0], r, certain, needle[qid])),
+                        still_to_do(m, whole, qid, r, certain, due.get(r, to_do) if qid in msgs else to_do),
+                        any(all(kept(s, r2, certain) for r2 in rcpts_of[s]) for s in succ.get((qid, r), ()))]
+
+            def kept(qid, r, certain):
+                return any(ways(qid, r, certain))
             for qid, rcpts in sorted(msgs.items()):
                 for r in rcpts:
-                    user = r.split('@')[0]
-                    if not copies_of(m, whole, user, r, True) and not still_to_do(m, whole, qid, r, True):
-                        problems.append('%s for %s may be neither delivered nor still to do' % (qid, r))
-                    if copies_of(m, whole, user, r, False) and still_to_do(m, whole, qid, r, False):
+                    if not kept(qid, r, True):
+                        problems.append('%s for %s may be neither delivered, nor still to do, nor handed on '
+                                        'to a whole message%s' % (qid, r, ''.join(
+                                            ' (%s %s)' % (made_for[s][1], s) for s in succ.get((qid, r), ()))))
+                    w = ways(qid, r, False)
+                    if w[2] and (w[0] or w[1]):
+                        again.add((i, r))
+                    elif sum(w) > 1:
                         twice.add((i, r))
             self.fail_at(problems, i, ev, events)
 
         points = crash_points(before, events, check)
-        self.assertEqual(len(acked), sum(len(r) for r in msgs.values()), 'every delivery acknowledged by a worker')
-        self.assertEqual(seen['removal'], len(msgs), 'a removal for each message')
+        self.assertEqual(len(acked), sum(len(r) for r in msgs.values()) if deliveries is None else deliveries,
+                         'every delivery acknowledged by a worker')
+        self.assertEqual(seen['removal'], len(msgs) if removals is None else removals, 'a removal for each message')
         SUMMARY.append('%s: messages %d, calls %d, crash points checked %d, '
                        'at %d of them a recipient may be delivered twice (allowed)'
-                       % (label, len(msgs), len(events), points, len({i for i, _ in twice})))
-        return seen, made
+                       % (label, len(msgs), len(events), points, len({i for i, _ in twice}))
+                       + (', messages made on the way %d (%s), at %d crash points one may be made again (allowed)'
+                          % (len(made_for), ', '.join(sorted(k for _, k in made_for.values())),
+                             len({i for i, _ in again})) if made_for else ''))
+        return seen, made, made_for
+
+    def test_alias_expansion_power_loss(self):
+        """A message to team (conf/aliases: "team: grace, heidi") and to
+        frank.  local-deliverer queues team's expansion, one new message to
+        grace and heidi, through queue-inject and answers "2.0.0 alias
+        expanded ... queued as ID" only after its exit 0; then
+        queue-manager records team done (an envelope rewrite: with
+        local_concurrency 1 frank is still to do), and removes the message
+        once frank is delivered.  At every crash point team is surely still
+        to do, or its expansion survives whole (queued, or delivered to
+        both)."""
+        inst = self.inst
+
+        def settled():      # the queue empty, and grace and heidi have their copies
+            return not inst.queue_ids() and all(
+                [1 for _, d in inst.maildir_messages(u) if b'Subject: crashmodel alias\n' in d] for u in ('grace', 'heidi'))
+        _, _, made = self.record_deliveries('an alias expanded', [(['team', 'frank'], b'alias')], settled=settled,
+                                            deliveries=3, removals=2)
+        self.assertEqual([k for _, k in made.values()], ['expansion'], 'one expansion made')
 
     def test_delivery_and_bookkeeping_power_loss(self):
         """A message to alice and bob (local_concurrency 1: alice's result is
@@ -810,8 +929,80 @@ class CrashModelTest(unittest.TestCase):
         for u in ('alice', 'bob', 'carol'):
             for sub in ('new', 'cur'):
                 self.assertEqual(os.listdir(self.inst.path('mail', u, 'Maildir', sub)), [], 'fresh mailboxes')
-        seen, _ = self.record_deliveries('deliveries', [(['alice', 'bob'], b'ab'), (['carol'], b'c')])
+        seen, _, _ = self.record_deliveries('deliveries', [(['alice', 'bob'], b'ab'), (['carol'], b'c')])
         self.assertGreaterEqual(seen['rewrite'], 1, 'an envelope rewrite was recorded')
+
+    def test_failure_report_power_loss(self):
+        """A message from frank to grace and to ghost, who has no mailbox
+        (local_concurrency 1: grace's result is an envelope rewrite, then
+        ghost fails for good).  queue-manager saves ghost as failed, queues
+        the failure report (RFC 3464) through queue-inject, then marks him
+        bounced, and removes the message; the report goes to frank.  At
+        every crash point ghost's report is surely either still due (a
+        whole envelope saying failed, or pending) or queued whole (or
+        delivered whole to frank)."""
+        _, _, made = self.record_deliveries('a failure report', [(['grace', 'ghost'], b'bounce')],
+                                            sender='frank@example.test', reports={'ghost@example.test': 'failure'},
+                                            deliveries=2, removals=2)
+        self.assertEqual([k for _, k in made.values()], ['failure'], 'one failure report made')
+
+    def test_delay_report_power_loss(self):
+        """A message from frank to stuck (a mailbox that defers) with
+        NOTIFY=DELAY,FAILURE, made five hours old first, its next try the
+        one the schedule makes at four hours (the envelope edited as
+        test_delivery's delay test does).  The try fails: queue-manager
+        saves stuck as delayed, queues the delay report (RFC 3464) through
+        queue-inject, then saves him pending again with his next try.  At
+        every crash point the report is surely either still due (a whole
+        envelope saying delayed, or pending with the old next try, which
+        fails again and makes it due again) or queued whole (or delivered
+        whole to frank)."""
+        inst = self.inst
+        birth = int(time.time()) - 5 * 3600
+        qids = []
+
+        def edit(qid):      # as an operator could: owner and mode kept
+            path = inst.path('queue', 'env', qid[-1], qid)
+            st = os.stat(path)
+            with open(path) as f:
+                lines = f.read().splitlines()
+            for n, l in enumerate(lines):
+                if l.startswith('birth '):
+                    lines[n] = 'birth %d' % birth
+                elif l.startswith('rcpt\t'):
+                    fields = l.split('\t')
+                    fields[3] = str(birth + 4 * 3600)
+                    lines[n] = '\t'.join(fields)
+            with open(path + '.new', 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+            os.chown(path + '.new', st.st_uid, st.st_gid)
+            os.chmod(path + '.new', 0o600)
+            os.rename(path + '.new', path)
+            qids.append(qid)
+            self.addCleanup(drop, qid)
+
+        def drop(qid):      # the next test starts from an empty queue
+            for d in ('todo', 'env/' + qid[-1], 'mess/' + qid[-1]):
+                try:
+                    os.unlink(inst.path('queue', d, qid))
+                except FileNotFoundError:
+                    pass
+
+        def settled():      # the report delivered, stuck saved pending with a new next try
+            if inst.queue_ids() != qids or not [1 for _, d in inst.maildir_messages('frank')
+                                                if b'Subject: crashmodel delay\n' in d]:
+                return False
+            with open(inst.path('queue', 'env', qids[0][-1], qids[0]), 'rb') as f:
+                state = rcpt_fields(f.read()).get('stuck@example.test')
+            return state[1] == 'pending' and state[3] != str(birth + 4 * 3600)
+
+        def report_due(f):
+            return f[1] == 'delayed' or (f[1] == 'pending' and f[3] == str(birth + 4 * 3600))
+        _, _, made = self.record_deliveries('a delay report', [(['stuck'], b'delay')], sender='frank@example.test',
+                                            notify='DELAY,FAILURE', edit=edit, settled=settled,
+                                            reports={'stuck@example.test': 'delay'},
+                                            due={'stuck@example.test': report_due}, deliveries=1, removals=1)
+        self.assertEqual([k for _, k in made.values()], ['delay'], 'one delay report made')
 
     def test_first_delivery_into_a_home_the_deliverer_makes(self):
         """dave's home (ROOT/mail/dave) is gone: local-deliverer makes it
@@ -819,7 +1010,7 @@ class CrashModelTest(unittest.TestCase):
         delivers.  The acknowledged delivery survives only if the names of
         the home and of the Maildir are durable too."""
         shutil.rmtree(self.inst.path('mail', 'dave'))
-        _, made = self.record_deliveries('a home the deliverer makes', [(['dave'], b'd')])
+        _, made, _ = self.record_deliveries('a home the deliverer makes', [(['dave'], b'd')])
         self.assertTrue(made >= {('mail', 'dave'), ('mail', 'dave', 'Maildir')}, 'dave\'s home and Maildir were made')
 
     def test_first_delivery_to_a_user_just_added(self):
@@ -837,7 +1028,7 @@ class CrashModelTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             with open(t, errors='replace') as f:
                 return parse_trace(f.read())
-        _, made = self.record_deliveries('a user just added', [(['erin'], b'e')], add_erin)
+        _, made, _ = self.record_deliveries('a user just added', [(['erin'], b'e')], add_erin)
         self.assertTrue(made >= {('mail', 'erin'), ('mail', 'erin', 'Maildir')}, 'erin\'s home and Maildir were made')
 
 
