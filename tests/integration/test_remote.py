@@ -635,6 +635,35 @@ class DnsTest(RemoteBase):
         self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<bob@[127.0.0.1]>'])
 
 
+    def test_mx_reached_over_ipv6(self):
+        """An MX host whose A address takes no connection is tried at its
+        AAAA address next (REMOTE.md: each host's A, then AAAA), and one
+        with only an AAAA record is reached over IPv6; so is a domain
+        written as an IPv6 address literal."""
+        with open('/proc/net/if_inet6') as f:
+            if not f.read().strip():
+                self.skipTest('this host has no IPv6')
+        s = SmtpSink(host='::1', cert=CERT, key=KEY)
+        self.cleanups.append(s.close)
+        dns = self.dns({
+            'both.example': {'MX': [(10, 'mx.both.example')]},
+            'mx.both.example': {'A': ['127.0.0.2'], 'AAAA': ['::1']},   # nothing on 127.0.0.2
+            'six.example': {'MX': [(10, 'mx.six.example')]},
+            'mx.six.example': {'AAAA': ['::1']},
+        })
+        d = self.deliverer(conf={'dns_server': dns.address, 'remote_port': str(s.port)})
+        for rcpt in ('bob@both.example', 'bob@six.example', 'bob@[IPv6:::1]'):
+            with self.subTest(rcpt=rcpt):
+                r = d.deliver(rcpt, MESSAGE)
+                self.assertEqual(r['S'], 's', r)
+                self.assertIn('::1', r['X'])
+        self.assertEqual([m['rcpt'] for m in s.messages],
+                         [['RCPT TO:<bob@both.example>'], ['RCPT TO:<bob@six.example>'],
+                          ['RCPT TO:<bob@[IPv6:::1]>']])
+        self.assertEqual([m['data'] for m in s.messages], [EXPECTED] * 3)
+        self.assertIn(('mx.six.example', 28), dns.queries)
+
+
 class SchedulingTest(RemoteBase):
     def test_per_domain_limit_and_others_not_blocked(self):
         slow = self.sink(end_delay=1.0)
