@@ -225,7 +225,11 @@ static void start_child(struct remote_conf *rc, struct batch *b)
         }
         for (struct batch *w = whead; w; w = w->next) close(w->fd);
         signal(SIGHUP, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
+        /* a stop that signals every process at once (systemd's
+         * KillMode=control-group) must not cut a delivery in the middle:
+         * the server may have the message while we report it died, and it
+         * goes again. We give it the grace time (GRACE_MAX) and SIGKILL */
+        signal(SIGTERM, SIG_IGN);
         child_main(rc, p[1], b);
     }
     close(p[1]);

@@ -12,7 +12,8 @@ least once (duplicates are the qmail trade-off of DESIGN.md; counted and
 printed with where they come from), queue/tmp and every Maildir/tmp are
 empty, each daemon logged its stop line for each stop, and nothing of the
 instance is left after the last stop. Along the way: a POP3 session with
-DELE but no QUIT at a stop deletes nothing (RFC 1939).
+DELE but no QUIT at a stop deletes nothing (RFC 1939), and a message being
+relayed to a slow SMTP server at a stop is delivered once.
 """
 
 import os
@@ -25,6 +26,7 @@ import time
 import unittest
 
 from harness import Instance, Conn, need, need_root, queue_inject
+from remote_helpers import SmtpSink
 from test_e2e import Smtp, split_added, ppid
 
 PROGRAMS = ('postern-setup', 'postern-user', 'smtp-listener', 'auth-checker', 'queue-inject',
@@ -56,12 +58,21 @@ class RestartUnderLoadTest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
         need_root(self)
+        self.sink = SmtpSink()
+        self.addCleanup(self.sink.close)
+        self.sink.end_delay = 2          # the relayed message is in flight at a stop
         self.inst = Instance(services=['auth-checker', 'queue-manager', 'smtp-listener', 'pop3-listener'],
-                             conf_extra={'max_sessions': '100', 'max_sessions_per_client': '100'})
+                             conf_extra={'max_sessions': '100', 'max_sessions_per_client': '100',
+                                         'remote_timeout': '15'})
         self.addCleanup(self.inst.stop)
         self.inst.setup()
         for u in RCPTS + ('erin', 'frank'):
             self.inst.add_user(u, 'pw-' + u)
+        routes = self.inst.path('conf', 'routes')
+        with open(routes + '.new', 'w') as f:
+            f.write('remote.test 127.0.0.1:%d\n' % self.sink.port)
+        os.chmod(routes + '.new', 0o644)
+        os.rename(routes + '.new', routes)
         keys = {}
         with open(self.inst.path('postern.service')) as f:
             for line in f.read().splitlines():
@@ -214,6 +225,7 @@ class RestartUnderLoadTest(unittest.TestCase):
         rnd = random.Random()
         stops = []
         pop_conn = None
+        relay_id = None
         try:
             for n in range(4):
                 time.sleep(rnd.uniform(1.0, 2.0))
@@ -231,6 +243,11 @@ class RestartUnderLoadTest(unittest.TestCase):
                         if cmd:
                             pop_conn.send(cmd)
                         self.assertTrue(pop_conn.pop3_reply().startswith('+OK'), pop_conn.transcript)
+                if n == 2:
+                    # a message relayed to a server that takes 2 s to answer its end of data
+                    relay_id = queue_inject(inst, 'dave@example.test', ['someone@remote.test'],
+                                            b'Subject: relayed\n\nrelayed at a stop\n')
+                    inst.wait_for(lambda: self.sink.in_end, 15, what='the relay in its end of data')
                 before = len(accepted)
                 took, nproc = self.stop()
                 stops.append((round(took, 2), nproc, len(accepted) - before))
@@ -259,6 +276,7 @@ class RestartUnderLoadTest(unittest.TestCase):
                 self.assertTrue(r.startswith('+OK'), c.transcript)
                 if cmd == 'STAT':
                     self.assertEqual(r.split()[1], '3', c.transcript)
+        inst.wait_for(lambda: not self.sink.in_end, 15, what='the sink idle')
         took, nproc = self.stop()
         stops.append((round(took, 2), nproc, 0))
         self.assertEqual(inst.processes(), [])
@@ -316,4 +334,7 @@ class RestartUnderLoadTest(unittest.TestCase):
         self.assertTrue(split_added(frank[0][1])[3] == BIG, 'the 20 MB message is not whole')
         # POP3: DELE without QUIT deleted nothing (RFC 1939 6: only the UPDATE state deletes)
         self.assertEqual(erin(), erin_before)
+        # the relayed message: delivered once, its result recorded before queue-manager left
+        relayed = [m for m in self.sink.messages if b'relayed at a stop' in (m['data'] or b'')]
+        self.assertEqual(len(relayed), 1, 'the message relayed at a stop, %s' % relay_id)
         self.assertGreater(len(accepted), 200)
