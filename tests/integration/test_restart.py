@@ -32,6 +32,7 @@ from test_e2e import Smtp, split_added, ppid
 PROGRAMS = ('postern-setup', 'postern-user', 'smtp-listener', 'auth-checker', 'queue-inject',
             'queue-manager', 'local-deliverer', 'remote-deliverer', 'pop3-listener')
 RCPTS = ('alice', 'bob', 'carol')
+RELAYED = 8
 # the line each daemon logs last when it stops
 STOP_LINE = {'smtp-listener': r'event=stop( killed=\d+)?$', 'pop3-listener': r'event=stop$',
              'auth-checker': r'event=stop$', 'queue-manager': r'event=exit code=\d+$'}
@@ -158,9 +159,15 @@ class RestartUnderLoadTest(unittest.TestCase):
                 pass
         return text
 
-    def stop_lines(self, service):
-        return [ln for ln in self.logs(service).splitlines()
-                if re.search(r' %s: info: - %s' % (service, STOP_LINE[service]), ln)]
+    def runs(self, service):
+        """the daemon's own start and stop lines, in order: 'start', 'stop', ..."""
+        out = []
+        for ln in self.logs(service).splitlines():
+            if ' %s: info: - event=start ' % service in ln:
+                out.append('start')
+            elif re.search(r' %s: info: - %s' % (service, STOP_LINE[service]), ln):
+                out.append('stop')
+        return out
 
     # ---- the test ------------------------------------------------------
     def test_systemctl_restart_under_load_loses_nothing(self):
@@ -225,7 +232,7 @@ class RestartUnderLoadTest(unittest.TestCase):
         rnd = random.Random()
         stops = []
         pop_conn = None
-        relay_id = None
+        relay_ids = []
         try:
             for n in range(4):
                 time.sleep(rnd.uniform(1.0, 2.0))
@@ -244,10 +251,12 @@ class RestartUnderLoadTest(unittest.TestCase):
                             pop_conn.send(cmd)
                         self.assertTrue(pop_conn.pop3_reply().startswith('+OK'), pop_conn.transcript)
                 if n == 2:
-                    # a message relayed to a server that takes 2 s to answer its end of data
-                    relay_id = queue_inject(inst, 'dave@example.test', ['someone@remote.test'],
-                                            b'Subject: relayed\n\nrelayed at a stop\n')
-                    inst.wait_for(lambda: self.sink.in_end, 15, what='the relay in its end of data')
+                    # messages relayed to a server that takes 2 s to answer their end
+                    # of data: remote_per_domain (5) in flight at the stop, 3 waiting
+                    relay_ids = [queue_inject(inst, 'dave@example.test', ['someone@remote.test'],
+                                              b'Subject: relayed %d\n\nrelayed at a stop\n' % k)
+                                 for k in range(RELAYED)]
+                    inst.wait_for(lambda: self.sink.in_end >= 5, 15, what='5 relays in their end of data')
                 before = len(accepted)
                 took, nproc = self.stop()
                 stops.append((round(took, 2), nproc, len(accepted) - before))
@@ -324,9 +333,22 @@ class RestartUnderLoadTest(unittest.TestCase):
         self.assertEqual((dup_smtp, dup_delivery), ([], []), 'duplicates (SMTP side, delivery side)')
         self.assertEqual(inst.queue_tmp_files(), [])
         self.assertEqual({u: t for u, t in maildir_tmp.items() if t}, {}, 'files left in Maildir/tmp')
+        # every run of every daemon ended with its stop line. A daemon may
+        # have one run more than there were starts: its s6-supervise, which
+        # the stop signals too, may see the daemon's death before its own
+        # SIGTERM and start it again, to stop it a moment later
+        restarted = {}
         for s in STOP_LINE:
             with self.subTest(stop_lines_of=s):
-                self.assertEqual(len(self.stop_lines(s)), len(stops), self.logs(s)[-2000:])
+                runs = self.runs(s)
+                self.assertEqual(runs, ['start', 'stop'] * (len(runs) // 2), self.logs(s)[-2000:])
+                self.assertGreaterEqual(len(runs) // 2, len(stops))
+                if len(runs) // 2 > len(stops):
+                    restarted[s] = len(runs) // 2 - len(stops)
+        print('[restart] runs started again by s6-supervise during a stop: %s' % (restarted or 'none'))
+        # queue-manager took none of the stops for a deliverer's crash
+        self.assertEqual(re.findall(r'event=exit code=(\d+)', qlog), ['0'] * len(re.findall(r'event=exit code=', qlog)),
+                         [ln for ln in qlog.splitlines() if 'went away' in ln or 'code=1' in ln])
         # the delivery in flight at the first stop finished, once, whole
         frank = inst.maildir_messages('frank')
         self.assertEqual(len(frank), 1, [p for p, _ in frank])
@@ -334,7 +356,9 @@ class RestartUnderLoadTest(unittest.TestCase):
         self.assertTrue(split_added(frank[0][1])[3] == BIG, 'the 20 MB message is not whole')
         # POP3: DELE without QUIT deleted nothing (RFC 1939 6: only the UPDATE state deletes)
         self.assertEqual(erin(), erin_before)
-        # the relayed message: delivered once, its result recorded before queue-manager left
-        relayed = [m for m in self.sink.messages if b'relayed at a stop' in (m['data'] or b'')]
-        self.assertEqual(len(relayed), 1, 'the message relayed at a stop, %s' % relay_id)
+        # the relayed messages: each delivered once (the 5 in flight finished
+        # and were recorded before queue-manager left), none deferred by the stop
+        relayed = sorted(re.search(rb'Subject: relayed (\d+)', m['data']).group(1).decode()
+                         for m in self.sink.messages if b'relayed at a stop' in (m['data'] or b''))
+        self.assertEqual(relayed, [str(k) for k in range(RELAYED)], relay_ids)
         self.assertGreater(len(accepted), 200)
