@@ -86,6 +86,13 @@ static void fork_job(const struct dp_job *j, const struct local_job *lj, int msg
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);   /* the job socket is not the child's */
         if (null < 0 || dup2(null, 0) < 0) _exit(EXIT_TEMP);
         signal(SIGHUP, SIG_DFL);
+        /* the queue-inject an alias or a forward execs keeps this mask
+         * (its handler it would not): one killed by a stop's SIGTERM
+         * failed the job ("forwarding failed", deferred) */
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, NULL);
         memset(&r, 0, sizeof r);
         local_run(&tab, j, lj, msgfd, &r);
         char b[DP_FIELD_MAX + 2];
