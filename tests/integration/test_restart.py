@@ -5,8 +5,9 @@ retrying a 4xx or a dropped connection, as an MTA does; one of them to an
 alias of two users), and several times
 in the run systemd's stop (KillMode=control-group: SIGTERM to every process
 of the unit at once, s6-svscan, the supervisors, the daemons, every session,
-the deliverers and their mailbox workers, the loggers), a wait until every
-process is gone (TimeoutStopSec=30), and ExecStart again.
+the deliverers and their mailbox workers, the loggers, after the unit's
+ExecStop, s6-svscanctl -t), a wait until every process is gone
+(TimeoutStopSec=30), and ExecStart again.
 
 At the end: every message that got a 250 is in its Maildir/new, whole, at
 least once (duplicates are the qmail trade-off of DESIGN.md; counted and
@@ -19,6 +20,7 @@ relayed to a slow SMTP server at a stop is delivered once.
 
 import os
 import random
+import shlex
 import re
 import signal
 import subprocess
@@ -101,6 +103,8 @@ class RestartUnderLoadTest(unittest.TestCase):
         self.timeout_stop = int(keys['TimeoutStopSec'][0])
         self.exec_start = keys['ExecStart'][0].split()
         self.assertEqual(self.exec_start[1:], [self.inst.path('service')])
+        self.exec_stop = shlex.split(keys['ExecStop'][0])
+        self.assertEqual(self.exec_stop[1:], ['-t', self.inst.path('service')])
 
     # ---- what systemd does -------------------------------------------
     def start(self):
@@ -129,11 +133,13 @@ class RestartUnderLoadTest(unittest.TestCase):
         return {p for p in out if running(p)}
 
     def stop(self):
-        """SIGTERM to every process at once (again to any that appears
-        while systemd walks the cgroup), then wait until none is left;
-        returns (seconds, number of processes signalled)"""
+        """systemctl stop: ExecStop (s6-svscanctl -t), then SIGTERM to
+        every process of the unit at once (again to any that appears while
+        systemd walks the cgroup); wait until none is left. Returns
+        (seconds, number of processes signalled)."""
         signalled = set()
         t0 = time.monotonic()
+        subprocess.run(self.exec_stop, check=True, timeout=self.timeout_stop)
         for _ in range(5):
             new = self.unit_processes() - signalled
             if not new:
