@@ -628,8 +628,16 @@ write_services() {
 # ROOT/postern.service: a systemd unit that runs this instance's tree, so
 # that on a systemd host (Debian's default) it starts at boot. Rewritten on
 # every run, like the run scripts (it holds nothing but ROOT and where s6
-# is). systemd's stop sends SIGTERM to every process of the unit at once;
-# each daemon and session drains on it (smtp-listener(8), pop3-listener(8)).
+# is). Its stop: ExecStop tells s6-svscan to bring the tree down
+# (s6-svscanctl -t, as skarnet's own unit does), then systemd sends SIGTERM
+# to every process of the unit at once (KillMode=control-group); each
+# daemon, session and delivery drains on it (smtp-listener(8),
+# pop3-listener(8), local-deliverer(8), remote-deliverer(8)). Without the
+# -t first, s6-svscan could take the death of a supervisor the SIGTERM had
+# killed before its own SIGTERM, start it again, with its daemon, and go
+# on running: 2 stops in 33 of a start/stop loop then waited for
+# TimeoutStopSec and its SIGKILL. With "t" in its control FIFO before
+# any SIGTERM is sent, s6-svscan reads it with the first death.
 write_unit() {
     u="$ROOT/postern.service"
     if [ "$CHECK" = 1 ]; then
@@ -638,11 +646,13 @@ write_unit() {
     fi
     svscan=$(command -v s6-svscan 2>/dev/null) || svscan=/usr/bin/s6-svscan
     svc=$(command -v s6-svc 2>/dev/null) || svc=/usr/bin/s6-svc
+    svscanctl=$(command -v s6-svscanctl 2>/dev/null) || svscanctl=/usr/bin/s6-svscanctl
     text="# postern.service - the systemd unit of the postern instance in $ROOT,
 # written by postern-setup (and rewritten each time it runs). To have the
 # mail host start at boot:   systemctl enable --now $u
-# systemctl stop sends SIGTERM to all its processes: sessions finish the
-# command they are in, get 421 (SMTP) or -ERR, and every daemon ends.
+# systemctl stop tells s6-svscan to stop (ExecStop), then sends SIGTERM to
+# all its processes: sessions finish the command they are in, get 421
+# (SMTP) or -ERR, deliveries in flight finish, and every process ends.
 # systemctl reload has every daemon read postern.conf again (s6-svc -h).
 [Unit]
 Description=postern mail host in $ROOT
@@ -657,6 +667,7 @@ ExecStart=$svscan $ROOT/service"
 ExecReload=$svc -h $ROOT/service/$s"
     done
     text="$text
+ExecStop=$svscanctl -t $ROOT/service
 Restart=always
 TimeoutStopSec=30
 

@@ -48,9 +48,17 @@ static struct local_tables tab;
 static struct child kids[MAX_CHILDREN];
 static size_t nkids;
 static struct pool pool;
-static volatile sig_atomic_t got_hup;
+static volatile sig_atomic_t got_hup, got_term;
 
-static void on_hup(int sig) { (void)sig; got_hup = 1; }
+/* SIGTERM is noted and otherwise ignored, by this process and (inherited
+ * across fork) by its workers and children: a stop that signals every
+ * process at once (systemd's KillMode=control-group) would otherwise kill
+ * deliveries half done, leaving their files in Maildir/tmp, the jobs
+ * deferred for their retry interval and some delivered twice.
+ * queue-manager, signalled too, stops dispatching and waits for the
+ * results in flight; its exit is our end of file on fd 0, after which we
+ * finish the deliveries in flight and leave, as at any end of file. */
+static void on_signal(int sig) { if (sig == SIGHUP) got_hup = 1; else got_term = 1; }
 
 static void send_result(unsigned long long job, enum dp_status s, const char *text)
 {
@@ -78,6 +86,13 @@ static void fork_job(const struct dp_job *j, const struct local_job *lj, int msg
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);   /* the job socket is not the child's */
         if (null < 0 || dup2(null, 0) < 0) _exit(EXIT_TEMP);
         signal(SIGHUP, SIG_DFL);
+        /* the queue-inject an alias or a forward execs keeps this mask
+         * (its handler it would not): one killed by a stop's SIGTERM
+         * failed the job ("forwarding failed", deferred) */
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, NULL);
         memset(&r, 0, sizeof r);
         local_run(&tab, j, lj, msgfd, &r);
         char b[DP_FIELD_MAX + 2];
@@ -226,6 +241,10 @@ static void serve_once(const char *root, int *eof)
     int r = poll(p, np, timeout);
     kill_stuck();
     if (got_hup) { got_hup = 0; reload(root, "signal"); }
+    if (got_term == 1) {
+        got_term = 2;
+        log_info(NULL, "event=sigterm in_flight=%zu action=finish-at-eof", nkids + pool_busy(&pool));
+    }
     if (r < 0) { if (errno == EINTR) return; die_temp_sys("poll"); }
     for (size_t i = np; i-- > wbase;)
         if (p[i].revents) worker_input(p[i].fd);
@@ -246,8 +265,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_hup;
+    sa.sa_handler = on_signal;
     sigaction(SIGHUP, &sa, NULL);
+    sa.sa_flags = SA_RESTART;     /* a child's read, write or waitpid goes on */
+    sigaction(SIGTERM, &sa, NULL);
     pool_init(&pool);
     int eof = 0;
     while (!eof || nkids || pool_busy(&pool)) serve_once(root, &eof);

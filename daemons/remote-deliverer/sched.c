@@ -23,9 +23,16 @@
  * child is retired (we shut our end down; it sends QUIT and exits) after
  * remote_reuse_time, on a reload, at shutdown, or when the child slots run
  * out; one that exits before its "A" never started, and its batch goes to
- * another child. At EOF on fd 0 or SIGTERM: no new jobs,
+ * another child. At EOF on fd 0: no new jobs,
  * waiting ones are answered "temporary", in-flight ones get a bounded grace
- * time. SIGHUP, or queue-manager's reload record on fd 0, re-reads the
+ * time. SIGTERM is noted and otherwise ignored, here and in the children:
+ * it comes from a stop that signals every process at once (systemd's
+ * KillMode=control-group), whose SIGTERM to queue-manager makes it stop
+ * dispatching, wait for the results in flight (waiting jobs started
+ * meanwhile included) and exit, our EOF; the grace time then counts from
+ * the SIGTERM. Leaving on the SIGTERM itself deferred the waiting jobs for
+ * their retry interval, and queue-manager took our exit for a crash.
+ * SIGHUP, or queue-manager's reload record on fd 0, re-reads the
  * config. */
 #include <errno.h>
 #include <fcntl.h>
@@ -225,7 +232,12 @@ static void start_child(struct remote_conf *rc, struct batch *b)
         }
         for (struct batch *w = whead; w; w = w->next) close(w->fd);
         signal(SIGHUP, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
+        /* a stop that signals every process at once (systemd's
+         * KillMode=control-group) must not cut a delivery in the middle:
+         * the server may have the message while we report it died, and it
+         * goes again. We give it the grace time (GRACE_MAX) after our EOF,
+         * and SIGKILL */
+        signal(SIGTERM, SIG_IGN);
         child_main(rc, p[1], b);
     }
     close(p[1]);
@@ -589,13 +601,16 @@ void sched_run(struct remote_conf *rc, const char *root)
 {
     static struct pollfd p[MAX_CHILDREN + 2];
     int stopping = 0;
-    time_t deadline = 0;
+    time_t deadline = 0, term_at = 0;
     setup_signals();
     for (;;) {
-        if (got_term && !stopping) { stopping = 1; log_info(NULL, "event=stop reason=SIGTERM in_flight=%zu", nkids); }
+        if (got_term && !term_at) {
+            term_at = time(NULL);
+            log_info(NULL, "event=sigterm in_flight=%zu waiting=%zu action=finish-at-eof", nkids, nwaiting);
+        }
         if (stopping && !deadline) {
             unsigned long long g = rc->cfg.remote_timeout < GRACE_MAX ? rc->cfg.remote_timeout : GRACE_MAX;
-            deadline = time(NULL) + (time_t)g;
+            deadline = (term_at ? term_at : time(NULL)) + (time_t)g;
             drop_waiting();
             for (size_t i = 0; i < nkids; i++)
                 if (kids[i].idle) retire(&kids[i]);

@@ -693,33 +693,57 @@ class SchedulingTest(RemoteBase):
         self.assertEqual(d.proc.wait(10), 0)
         self.assertEqual(len(s.messages), 1)
 
-    def test_sigterm_finishes_in_flight_and_answers_waiting(self):
+    def test_sigterm_goes_on_until_eof(self):
+        """SIGTERM comes from a stop that signals every process at once
+        (systemctl stop), queue-manager too, which stops dispatching, waits
+        for the results in flight and exits: remote-deliverer notes it and
+        goes on, starting waiting jobs as before, until that exit closes fd
+        0; then the jobs still waiting are answered "temporary". (Leaving at
+        the SIGTERM answered them at once, and queue-manager deferred them
+        for their retry interval, and took the exit for a crash.)"""
         s = self.sink(end_delay=1.0)
         d = self.routed(s, conf={'remote_per_domain': '1'})
-        j1 = d.submit('a@example.net', b'hi\n')
-        j2 = d.submit('b@example.net', b'hi\n')
+        jobs = [d.submit('%s@example.net' % u, b'hi\n') for u in 'abc']
         self.wait_message_end(s)
         d.proc.send_signal(signal.SIGTERM)
+        r = d.result(30)
+        self.assertEqual((r['J'], r['S']), (str(jobs[0]), 's'))
+        # the second, waiting at the SIGTERM, started after it
+        deadline = time.time() + 10
+        while not s.in_end:
+            self.assertLess(time.time(), deadline, 'the second job did not start')
+            time.sleep(0.02)
+        self.assertIsNone(d.proc.poll())
+        d.sock.shutdown(socket.SHUT_WR)
         got = {}
         for _ in range(2):
             r = d.result(30)
             got[r['J']] = r
-        self.assertEqual(got[str(j1)]['S'], 's')
-        self.assertEqual(got[str(j2)]['S'], 't')
+        self.assertEqual(got[str(jobs[1])]['S'], 's')
+        self.assertEqual(got[str(jobs[2])]['S'], 't')
+        self.assertIn('stopping', got[str(jobs[2])]['X'])
         self.assertEqual(d.proc.wait(10), 0)
+        self.assertEqual(len(s.messages), 2)
+        self.assertIn('event=sigterm in_flight=1 waiting=2 action=finish-at-eof', d.log())
 
     def test_sigterm_grace_time_is_bounded(self):
+        """the grace time for jobs in flight counts from the SIGTERM, not
+        from queue-manager's exit up to 10 s later: a stop stays within
+        systemd's TimeoutStopSec"""
         s = self.sink(stall_at='end')
-        d = self.routed(s, conf={'remote_timeout': '2'})
+        d = self.routed(s, conf={'remote_timeout': '3'})
         job = d.submit('a@example.net', MESSAGE)
         self.wait_message_end(s)
         t0 = time.time()
         d.proc.send_signal(signal.SIGTERM)
+        time.sleep(3.5)                     # past the grace time: still there
+        self.assertIsNone(d.proc.poll())
+        d.sock.shutdown(socket.SHUT_WR)
         r = d.result(30)
         self.assertEqual((r['J'], r['S']), (str(job), 't'))
         self.assertIn('stopped during delivery', r['X'])
         self.assertEqual(d.proc.wait(10), 0)
-        self.assertLess(time.time() - t0, 6)
+        self.assertLess(time.time() - t0, 6)     # not 3.5 s + another 3
 
     def test_job_without_fd_and_bad_records(self):
         s = self.sink()

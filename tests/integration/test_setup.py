@@ -5,6 +5,7 @@ import grp
 import hashlib
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -1016,11 +1017,12 @@ class RunningInstance(unittest.TestCase):
         """ROOT/postern.service, as systemd would use it (there is no
         systemd as PID 1 here, so this does what it does): ExecStart runs
         the tree, each ExecReload has its daemon read postern.conf again,
-        and the stop (KillMode=control-group, the default: SIGTERM to every
-        process of the unit at once) lets a message being received finish
-        with 250, gives an idle session 421, ends every process well within
-        TimeoutStopSec, and loses none of the daemons' last log lines (the
-        loggers run s6-log -p, which leaves on end of input, not SIGTERM)."""
+        and the stop (ExecStop, s6-svscanctl -t; then KillMode=control-group,
+        the default: SIGTERM to every process of the unit at once) lets a
+        message being received finish with 250, gives an idle session 421,
+        ends every process well within TimeoutStopSec, and loses none of the
+        daemons' last log lines (the loggers run s6-log -p, which leaves on
+        end of input, not SIGTERM). test_restart does it under load."""
         need(self, 'smtp-listener', 'queue-manager', 'pop3-listener', 'auth-checker')
         inst = Instance(users={'alice': 'pw-alice'}).setup()
         self.addCleanup(inst.stop)
@@ -1033,6 +1035,8 @@ class RunningInstance(unittest.TestCase):
                 k, v = line.split('=', 1)
                 keys.setdefault(k, []).append(v)
         self.assertNotIn('KillMode', keys)            # control-group, as simulated below
+        self.assertEqual(keys['ExecStop'], ['%s -t %s' % (shutil.which('s6-svscanctl') or '/usr/bin/s6-svscanctl',
+                                                          inst.path('service'))])
         self.assertEqual(keys['WantedBy'], ['multi-user.target'])
         if shutil.which('systemd-analyze'):
             r = subprocess.run(['systemd-analyze', 'verify', unit], stdout=subprocess.PIPE,
@@ -1091,6 +1095,7 @@ class RunningInstance(unittest.TestCase):
         procs = tree()
         self.assertGreater(len(procs), 10, procs)
         t0 = time.time()
+        subprocess.run(shlex.split(keys['ExecStop'][0]), check=True, timeout=30)
         for p in procs:
             try:
                 os.kill(p, signal.SIGTERM)
