@@ -175,6 +175,34 @@ def children(pid):
         return []
 
 
+def running(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def descendants(pid):
+    """pid and every process below it (from /proc, one pass)."""
+    kids = {}
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                with open('/proc/%s/stat' % d) as f:
+                    st = f.read()
+                kids.setdefault(int(st[st.rindex(')') + 2:].split()[1]), []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
 def queue_inject(inst, sender, rcpts, message, notify='', received=None, prefix=()):
     """Run ROOT/bin/queue-inject (after the command words of prefix, such
     as an strace) with message on fd 0 and the envelope records on fd 1

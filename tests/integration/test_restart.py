@@ -28,9 +28,9 @@ import threading
 import time
 import unittest
 
-from harness import Instance, Conn, need, need_root, queue_inject
+from harness import Instance, Conn, descendants, need, need_root, queue_inject, running
 from remote_helpers import SmtpSink
-from test_e2e import Smtp, split_added, ppid
+from test_e2e import Smtp, split_added
 
 PROGRAMS = ('postern-setup', 'postern-user', 'smtp-listener', 'auth-checker', 'queue-inject',
             'queue-manager', 'local-deliverer', 'remote-deliverer', 'pop3-listener')
@@ -58,15 +58,6 @@ def mailboxes(rcpt):
 def message(i):
     return (b'Subject: restart %d\nMessage-ID: <r%d@restart.test>\n\n' % (i, i) +
             b'body of %d\n' % i * 20 + b'END %d\n' % i)
-
-
-def running(pid):
-    """pid exists and is not a zombie"""
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
 
 
 class RestartUnderLoadTest(unittest.TestCase):
@@ -117,18 +108,7 @@ class RestartUnderLoadTest(unittest.TestCase):
     def unit_processes(self):
         """the unit's processes: s6-svscan and its descendants, and any
         process of the instance reparented to PID 1 (an exiting worker)"""
-        kids = {}
-        for d in os.listdir('/proc'):
-            if d.isdigit():
-                try:
-                    kids.setdefault(ppid(int(d)), []).append(int(d))
-                except (OSError, ValueError, IndexError):
-                    pass
-        out, todo = set(), [self.inst.svscan.pid] if self.inst.svscan else []
-        while todo:
-            p = todo.pop()
-            out.add(p)
-            todo += kids.get(p, [])
+        out = set(descendants(self.inst.svscan.pid)) if self.inst.svscan else set()
         out.update(self.inst.processes())
         return {p for p in out if running(p)}
 

@@ -1078,21 +1078,7 @@ class RunningInstance(unittest.TestCase):
         pop(p3, 'USER alice')
         pop(p3, 'PASS pw-alice')
 
-        def tree():
-            kids = {}
-            for d in os.listdir('/proc'):
-                if d.isdigit():
-                    try:
-                        kids.setdefault(ppid(int(d)), []).append(int(d))
-                    except OSError:
-                        pass
-            out, todo = [], [inst.svscan.pid]
-            while todo:
-                p = todo.pop()
-                out.append(p)
-                todo += kids.get(p, [])
-            return out
-        procs = tree()
+        procs = harness.descendants(inst.svscan.pid)
         self.assertGreater(len(procs), 10, procs)
         t0 = time.time()
         subprocess.run(shlex.split(keys['ExecStop'][0]), check=True, timeout=30)
@@ -1107,15 +1093,9 @@ class RunningInstance(unittest.TestCase):
         idle.send('NOOP')
         self.assertRegex(idle.smtp_reply(), r'^421 4\.3\.2 ')
 
-        def running(p):
-            try:
-                with open('/proc/%d/stat' % p) as f:
-                    return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-            except OSError:
-                return False
         left = list(procs)
         while time.time() - t0 < 25:
-            left = [p for p in procs if running(p)]
+            left = [p for p in procs if harness.running(p)]
             if not left:
                 break
             time.sleep(0.1)
