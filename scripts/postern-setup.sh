@@ -651,8 +651,9 @@ write_unit() {
 # written by postern-setup (and rewritten each time it runs). To have the
 # mail host start at boot:   systemctl enable --now $u
 # systemctl stop tells s6-svscan to stop (ExecStop), then sends SIGTERM to
-# all its processes: sessions finish the command they are in, get 421
-# (SMTP) or -ERR, deliveries in flight finish, and every process ends.
+# all its processes: an SMTP session finishes the message it is receiving
+# and answers 421, a POP3 session ends without QUIT (so deletes nothing),
+# deliveries in flight finish, and every process ends.
 # systemctl reload has every daemon read postern.conf again (s6-svc -h).
 [Unit]
 Description=postern mail host in $ROOT
