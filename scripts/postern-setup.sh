@@ -638,6 +638,9 @@ write_services() {
 # on running: 2 stops in 33 of a start/stop loop then waited for
 # TimeoutStopSec and its SIGKILL. With "t" in its control FIFO before
 # any SIGTERM is sent, s6-svscan reads it with the first death.
+# TimeoutStopSec=45: longer than the longest drain (a relay in flight gets
+# up to 30 s from the SIGTERM, remote-deliverer(8); an SMTP session 10 s),
+# so systemd's SIGKILL never cuts one and the stop is never a "timeout".
 write_unit() {
     u="$ROOT/postern.service"
     if [ "$CHECK" = 1 ]; then
@@ -670,7 +673,7 @@ ExecReload=$svc -h $ROOT/service/$s"
     text="$text
 ExecStop=$svscanctl -t $ROOT/service
 Restart=always
-TimeoutStopSec=30
+TimeoutStopSec=45
 
 [Install]
 WantedBy=multi-user.target"

@@ -7,7 +7,7 @@ in the run systemd's stop (KillMode=control-group: SIGTERM to every process
 of the unit at once, s6-svscan, the supervisors, the daemons, every session,
 the deliverers and their mailbox workers, the loggers, after the unit's
 ExecStop, s6-svscanctl -t), a wait until every process is gone
-(TimeoutStopSec=30), and ExecStart again.
+(TimeoutStopSec), and ExecStart again.
 
 At the end: every message that got a 250 is in its Maildir/new, whole, at
 least once (duplicates are the qmail trade-off of DESIGN.md; counted and
