@@ -175,6 +175,15 @@ def children(pid):
         return []
 
 
+def signal_all(pids, sig):
+    """Send sig to each of pids; one already gone is skipped."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def running(pid):
     """pid exists and is not a zombie."""
     try:
@@ -296,6 +305,26 @@ class Instance:
             self.add_user(name, pw)
         return self
 
+    def without_remote(self):
+        """Remove ROOT/bin/remote-deliverer: nothing leaves loopback, and
+        non-local recipients stay queued (4.4.1). Before start()."""
+        try:
+            os.unlink(self.bin('remote-deliverer'))
+        except FileNotFoundError:
+            pass
+        return self
+
+    @classmethod
+    def by_hand(cls, users):
+        """postern-setup only, for tests that run the queue's daemons by
+        hand (under strace): local_concurrency 1, the users (password
+        pw-NAME), no remote-deliverer."""
+        inst = cls(services=[]).setup()
+        inst.set_conf(local_concurrency='1')
+        for u in users:
+            inst.add_user(u, 'pw-' + u)
+        return inst.without_remote()
+
     def set_conf(self, **settings):
         """Set keys in conf/postern.conf (replacing an existing line)."""
         path = os.path.join(self.root, 'conf', 'postern.conf')
@@ -386,11 +415,7 @@ class Instance:
             pids = self.processes()
             if not pids:
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            signal_all(pids, signal.SIGKILL)
             time.sleep(0.1)
 
     def processes(self):

@@ -664,19 +664,11 @@ class CrashModelTest(unittest.TestCase):
         cls.inst = None
         if harness.missing(*PROGRAMS) or os.geteuid() != 0 or not strace_works():
             return
-        cls.inst = Instance(services=[])
-        cls.inst.setup()
-        cls.inst.set_conf(local_concurrency='1')
-        for u in ('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi'):
-            cls.inst.add_user(u, 'pw-' + u)
+        cls.inst = Instance.by_hand(('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi'))
         with open(cls.inst.path('conf', 'aliases'), 'a') as f:
             f.write('team: grace, heidi\n')
         with open(cls.inst.path('conf', 'mailboxes'), 'a') as f:     # a mailbox that defers (test_delivery)
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
-        try:
-            os.unlink(cls.inst.bin('remote-deliverer'))     # nothing leaves loopback
-        except FileNotFoundError:
-            pass
 
     @classmethod
     def tearDownClass(cls):

@@ -138,11 +138,7 @@ def delivery_instance(aliases):
     for u in ('alice', 'bob'):
         inst.add_user(u, 'pw-' + u)
     write_aliases(inst, aliases)
-    try:
-        os.unlink(inst.bin('remote-deliverer'))
-    except FileNotFoundError:
-        pass
-    return inst.start()
+    return inst.without_remote().start()
 
 
 class DeliveryTest(unittest.TestCase):

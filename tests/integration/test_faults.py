@@ -65,15 +65,7 @@ class FaultBase(unittest.TestCase):
         cls.inst = None
         if harness.missing(*PROGRAMS) or os.geteuid() != 0 or not strace_works():
             return
-        cls.inst = Instance(services=[])
-        cls.inst.setup()
-        cls.inst.set_conf(local_concurrency='1')
-        for u in ('alice', 'bob'):
-            cls.inst.add_user(u, 'pw-' + u)
-        try:
-            os.unlink(cls.inst.bin('remote-deliverer'))     # nothing leaves loopback
-        except FileNotFoundError:
-            pass
+        cls.inst = Instance.by_hand(('alice', 'bob'))
         ld = cls.inst.bin('local-deliverer')
         shutil.copy2(ld, ld + '.real')
         cls.n = 0

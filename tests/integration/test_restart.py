@@ -28,7 +28,8 @@ import threading
 import time
 import unittest
 
-from harness import Instance, Conn, descendants, leak_check_tracer, need, need_root, queue_inject, running
+from harness import (Instance, Conn, descendants, leak_check_tracer, need, need_root, queue_inject, running,
+                     signal_all)
 from remote_helpers import SmtpSink
 from test_e2e import Smtp, split_added
 
@@ -124,11 +125,7 @@ class RestartUnderLoadTest(unittest.TestCase):
             new = self.unit_processes() - signalled
             if not new:
                 break
-            for p in new:
-                try:
-                    os.kill(p, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            signal_all(new, signal.SIGTERM)
             signalled |= new
         left = set()
         stuck = {}

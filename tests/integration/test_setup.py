@@ -1082,11 +1082,7 @@ class RunningInstance(unittest.TestCase):
         self.assertGreater(len(procs), 10, procs)
         t0 = time.time()
         subprocess.run(shlex.split(keys['ExecStop'][0]), check=True, timeout=30)
-        for p in procs:
-            try:
-                os.kill(p, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        harness.signal_all(procs, signal.SIGTERM)
         time.sleep(0.3)
         busy.send(b'second half\r\n.\r\n')
         smtp(busy, None, '250 2.0.0 Ok: queued')
