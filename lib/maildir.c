@@ -38,9 +38,10 @@ static int dir_ours(int fd)
     return 1;
 }
 
-int maildir_fsync_dir(const char *dir)
+/* fsync the directory name, relative to at */
+static int fsync_dir_at(int at, const char *name)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return 0;
     int ok = fsync(fd) == 0 || errno == EINVAL;
     int e = errno;
@@ -49,20 +50,7 @@ int maildir_fsync_dir(const char *dir)
     return ok;
 }
 
-/* fsync the directory that holds path (its last component's parent) */
-static int fsync_parent(const char *path)
-{
-    char parent[4096];
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    while (n && path[n - 1] != '/') n--;
-    while (n > 1 && path[n - 1] == '/') n--;
-    if (n >= sizeof parent) { errno = ENAMETOOLONG; return 0; }
-    if (n) memcpy(parent, path, n);
-    else parent[n++] = '.';
-    parent[n] = 0;
-    return maildir_fsync_dir(parent);
-}
+int maildir_fsync_dir(const char *dir) { return fsync_dir_at(AT_FDCWD, dir); }
 
 int maildir_make(const char *dir)
 {
@@ -86,7 +74,7 @@ int maildir_make(const char *dir)
      * without that fsync a power cut could take the Maildir, and the mail
      * delivered into it since, away (test_crashmodel) */
     if (made && fsync(dfd) < 0 && errno != EINVAL) goto fail;
-    if (made_dir && !fsync_parent(dir)) goto fail;
+    if (made_dir && !fsync_dir_at(dfd, "..")) goto fail;     /* the directory above it */
     close(dfd);
     return 1;
 fail:;
