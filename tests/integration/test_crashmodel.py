@@ -6,9 +6,12 @@ it the ALICE way (Pillai et al., "All File Systems Are Not Created Equal",
 OSDI 2014), with the real programs:
 
 1. Record: the real programs run under `strace -f -yy` (queue-inject
-   itself; queue-manager with local-deliverer and its mailbox workers,
-   and the queue-inject they run for a report or an alias's expansion;
-   postern-user add, which makes a home and Maildir).
+   itself; sendmail, plain and -bs, as a local user, with the
+   queue-inject it runs; queue-manager with local-deliverer and its
+   mailbox workers, remote-deliverer (relaying to a loopback SMTP sink,
+   whose side is not modelled), and the queue-inject they run for a
+   report or an alias's expansion; postern-user add, which makes a home
+   and Maildir).
 2. Replay: the recorded file and descriptor calls, in order, through a
    small file-system model that keeps two states: what the processes see,
    and what a power cut may leave on the disk.
@@ -39,8 +42,9 @@ sync_file_range, RENAME_EXCHANGE, a relative path it cannot place ...)
 makes the test fail: the model must be extended, not silently bypassed.
 
 The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
-  - every injection acknowledged (queue-inject exited 0 before that point)
-    survives whole: mess/<h>/ID and env/<h>/ID under their final names,
+  - every injection acknowledged (queue-inject or sendmail exited 0
+    before that point, or sendmail -bs wrote its 250) survives whole:
+    mess/<h>/ID and env/<h>/ID under their final names,
     each with all it was written;
   - every delivery acknowledged (the mailbox worker sent its "2.0.0
     delivered to maildir as NAME" result) survives whole in Maildir/new;
@@ -51,8 +55,10 @@ The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
     may leave env/<h>/ID surely leaves a whole mess/<h>/ID);
   - queue-manager's bookkeeping never loses a recipient: each recipient of
     each queued message is surely either delivered (a whole copy in its
-    Maildir/new survives) or still to do (a whole envelope that says
-    pending or delayed for it survives, with its whole message).  It may
+    Maildir/new survives; for one on another host: remote-deliverer has
+    sent its success, the next hop's 250) or still to do (a whole
+    envelope that says pending or delayed for it survives, with its whole
+    message).  It may
     be delivered twice (the qmail trade-off); the crash points where it
     may be are counted and printed, not failed;
   - nor a report or an alias's expansion: a recipient that failed for
@@ -63,8 +69,20 @@ The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
     message made for it (the RFC 3464 report queue-manager queued through
     queue-inject; the new message to the alias's targets local-deliverer
     queued) surely survives whole and each of its recipients keeps the
-    promise above.  A report or an expansion may be made twice; the crash
-    points where it may be are counted and printed, not failed.
+    promise above (a failure report that fails in its turn: its double
+    bounce to postmaster; a double bounce that fails owes nothing more).
+    A report or an expansion may be made twice; the crash points where it
+    may be are counted and printed, not failed;
+  - a recipient that owes two things has surely done both or is surely
+    still to do: NOTIFY=SUCCESS, its delivery (or relay, or expansion)
+    and its success report (still due in a whole envelope saying
+    delivered, relayed or expanded, or queued whole); an alias that keeps
+    a copy ("ivan: ivan, ivan@elsewhere.example"), the copy and the
+    forward.  So a power cut never leaves a recipient done whose report
+    or forward is lost;
+  - at the end of a recording, every message the processes no longer see
+    surely stays gone: its removal was made durable (a finished delivery,
+    local or remote, is recorded for good).
 
 CrashModelSelfTest feeds the model hand-written traces of broken commit
 protocols and checks that it reports each of them, so a model that
@@ -83,6 +101,7 @@ import unittest
 
 import harness
 from harness import Instance, need, need_root
+from remote_helpers import SmtpSink
 
 STRACE = shutil.which('strace')
 PROGRAMS = ('postern-setup', 'postern-user', 'queue-inject', 'queue-manager', 'local-deliverer')
@@ -664,9 +683,11 @@ class CrashModelTest(unittest.TestCase):
         cls.inst = None
         if harness.missing(*PROGRAMS) or os.geteuid() != 0 or not strace_works():
             return
-        cls.inst = Instance.by_hand(('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi'))
+        cls.inst = Instance.by_hand(('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi', 'ivan', 'judy'))
         with open(cls.inst.path('conf', 'aliases'), 'a') as f:
-            f.write('team: grace, heidi\n')
+            f.write('team: grace, heidi\n'
+                    'ivan: ivan, ivan@elsewhere.example\n'     # keeps a copy and forwards one
+                    'judy: judy@elsewhere.example\n')          # forwards all her mail
         with open(cls.inst.path('conf', 'mailboxes'), 'a') as f:     # a mailbox that defers (test_delivery)
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
 
@@ -750,32 +771,123 @@ class CrashModelTest(unittest.TestCase):
         self.assertGreaterEqual(seen['writes'], 3, 'the Received: field, its LF, the message')
         SUMMARY.append('queue-inject: injections %d, calls %d, crash points checked %d' % (len(ids), len(events), points))
 
+    def test_sendmail_power_loss(self):
+        """ROOT/bin/sendmail as a local user (nobody) under strace -f, with
+        the queue-inject it runs: once the plain way (-f, recipients as
+        arguments, the message on stdin: acknowledged by its exit 0), once
+        as sendmail -bs (an SMTP dialogue on stdin: acknowledged by its
+        "250 2.0.0 Ok: queued as ID" reply, written only after
+        queue-inject's exit 0).  At every crash point of the concatenated
+        traces each acknowledged message survives whole; whatever sendmail
+        writes itself goes through the model too."""
+        inst = self.inst
+        need(self, 'sendmail')
+        os.sync()
+        before = FsModel(inst.root, ('queue',))
+        old = set(inst.queue_ids())
+        events, acked_at, seen = [], {}, {'plain': None, 'bs': []}
+        # the plain way
+        t = inst.path('sendmail.trace')
+        r = subprocess.run([STRACE, '-o', t, '-u', 'nobody'] + STRACE_ARGS
+                           + [inst.bin('sendmail'), '-f', 'frank@example.test', 'alice@example.test',
+                              'bob@example.test'],
+                           input=b'Subject: crashmodel sendmail\n\n' + b'a line\n' * 300, capture_output=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(t, errors='replace') as f:
+            evs = parse_trace(f.read())
+        new = sorted(set(inst.queue_ids()) - old)
+        self.assertEqual(len(new), 1, 'sendmail queued one message')
+        top = evs[0][0]
+        acked_at[len(events) + [n for n, e in enumerate(evs) if e[:3] == (top, '+++exit', 0)][0]] = new[0]
+        seen['plain'] = new[0]
+        events += evs
+        old |= set(new)
+        # sendmail -bs, two messages in one dialogue
+        dialogue = b''.join(b'MAIL FROM:<frank@example.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\n'
+                            b'Subject: crashmodel bs %d\r\n\r\nhello\r\n.\r\n' % n for n in (1, 2))
+        t = inst.path('sendmail-bs.trace')
+        r = subprocess.run([STRACE, '-o', t, '-u', 'nobody'] + STRACE_ARGS + [inst.bin('sendmail'), '-bs'],
+                           input=b'HELO me\r\n' + dialogue + b'QUIT\r\n', capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        replies = re.findall(rb'250 2\.0\.0 Ok: queued as ([0-9A-F]{16})', r.stdout)
+        self.assertEqual(len(replies), 2, r.stdout)
+        with open(t, errors='replace') as f:
+            evs = parse_trace(f.read())
+        for n, e in enumerate(evs):
+            mm = e[1] in ('write', 'sendto', 'sendmsg') and re.search(r'250 2\.0\.0 Ok: queued as ([0-9A-F]{16})',
+                                                                       ' '.join(e[2]))
+            if mm and mm.group(1) not in seen['bs']:       # the session's reply; the relay copies it to stdout later
+                acked_at[len(events) + n] = mm.group(1)
+                seen['bs'].append(mm.group(1))
+        self.assertEqual(seen['bs'], [q.decode() for q in replies], 'each reply found in the trace')
+        events += evs
+        new = sorted(set(inst.queue_ids()) - old)
+        self.assertEqual(sorted(new), sorted(seen['bs']))
+        for qid in [seen['plain']] + seen['bs']:       # the next test starts from an empty queue
+            for d in ('todo', 'env/' + qid[-1], 'mess/' + qid[-1]):
+                os.unlink(inst.path('queue', d, qid))
+        acked = set()
+
+        def check(m, whole, i, ev):
+            if i in acked_at:
+                acked.add(acked_at[i])
+            problems = queue_problems(m, whole)
+            for qid in sorted(acked):
+                for kind in ('mess', 'env'):
+                    if not surely_whole(m, whole, ['queue', kind, qid[-1], qid]):
+                        problems.append('acknowledged %s may be lost or cut: %s/%s/%s' % (qid, kind, qid[-1], qid))
+            self.fail_at(problems, i, ev, events)
+
+        points = crash_points(before, events, check)
+        self.assertEqual(len(acked), 3, 'every message was acknowledged')
+        SUMMARY.append('sendmail: messages 3 (1 plain, 2 by -bs), calls %d, crash points checked %d'
+                       % (len(events), points))
+
     def record_deliveries(self, label, batches, prelude=None, sender='x@example.test', notify='', edit=None,
-                          settled=None, reports=None, due=None, deliveries=None, removals=None):
-        """Queue one message per batch ([user, ...], subject) from sender,
-        with NOTIFY notify, and edit(qid) each if given; then, from a tree
-        on disk (os.sync): prelude() if given (it returns the events of its
-        own recording), and queue-manager, local-deliverer and its mailbox
-        workers recorded together (strace -f; the queue-inject they run to
-        queue a report or an alias's expansion too) until settled() (by
-        default: until the queue is empty).  Checks every crash point;
-        returns what the trace showed.
+                          settled=None, reports=None, due=None, deliveries=None, removals=None, mailbox=None,
+                          needs=None, dropped=()):
+        """Queue one message per batch ([user or address, ...], subject, and
+        optionally its own NOTIFY) from sender, with NOTIFY notify, and
+        edit(qid) each if given; then, from a tree on disk (os.sync):
+        prelude() if given (it returns the events of its own recording),
+        and queue-manager, local-deliverer and its mailbox workers (and
+        remote-deliverer, if ROOT/bin has it) recorded together (strace -f;
+        the queue-inject they run to queue a report or an alias's expansion
+        too) until settled() (by default: until the queue is empty).
+        Checks every crash point; returns what the trace showed, and leaves
+        the results the deliverers sent in self.results ({(queue id,
+        recipient): 's', 't' or 'p'}).
 
         A recipient's promise: at every crash point it is surely
-        delivered (a whole copy of its message in its Maildir/new), or
-        surely still to do (a whole envelope, with its whole message, whose
-        line for it satisfies due[address], to_do by default: pending,
-        delayed, failed), or surely handed on: each message made for it
-        (its report, of the kind reports[address] names; its alias's
-        expansion) survives whole and each of that one's recipients keeps
-        the same promise."""
+        delivered (a whole copy of its message in its Maildir/new, the
+        Maildir of mailbox[address] or of its local part; for an address
+        outside the local domains: remote-deliverer has sent its success,
+        the next hop's 250 to the end of the data, as what the other side
+        keeps is not postern's promise), or surely still to do (a whole
+        envelope, with its whole message, whose line for it satisfies
+        due[address], to_do by default: pending, delayed, failed), or
+        surely handed on: each message made for it (its report, of the kind
+        reports[address] names; its alias's expansion) survives whole and
+        each of that one's recipients keeps the same promise.  A recipient
+        that owes more than one thing, needs[address] naming them ('copy':
+        delivered as above; 'expansion': its alias's new message handed on;
+        'report': its success report surely still due, due[address], or
+        handed on), is surely still to do (to_do), or has surely done each:
+        a copy kept and a forward made (an alias that keeps a copy), a
+        delivery and its success report (NOTIFY=SUCCESS).  One in dropped
+        (a double bounce's postmaster) owes nothing more once its deliverer
+        has answered with a permanent failure.  At the last crash point
+        each message the processes no longer see (finished and removed)
+        must surely be gone: its removal was made durable."""
         inst = self.inst
         msgs, needle = {}, {}
-        reports, due = reports or {}, due or {}
-        for users, subject in batches:
+        reports, due, mailbox = reports or {}, due or {}, mailbox or {}
+        needs = needs or {}
+        for users, subject, *its_notify in batches:
             body = b'Subject: crashmodel %s\n\n' % subject + b'body line\n' * 40
-            rcpts = ['%s@example.test' % u for u in users]
-            qid = harness.queue_inject(inst, sender, rcpts, body, notify=notify)
+            rcpts = [u if '@' in u else '%s@example.test' % u for u in users]
+            qid = harness.queue_inject(inst, sender, rcpts, body, notify=its_notify[0] if its_notify else notify)
             msgs[qid] = rcpts
             needle[qid] = b'Subject: crashmodel %s\n' % subject     # in its copies and its reports
             if edit:
@@ -820,10 +932,11 @@ class CrashModelTest(unittest.TestCase):
         # expansion by its recipients' ORCPT (local-deliverer gives them the
         # alias address)
         succ, made_for = {}, {}
+        rcpts_of = {new: sorted(fields) for new, fields in envs.items()}
         for mm in re.finditer(r'([0-9A-F]{16}) dsn=(\w+) to=\S+ queued=([0-9A-F]{16})', qmlog):
             qid, kind, new = mm.groups()
-            if qid in needle:
-                for r in [r for r in msgs.get(qid, ()) if reports.get(r) == kind]:
+            if qid in needle:       # a report of a queued message, or of one made on the way (a double bounce)
+                for r in [r for r in msgs.get(qid, rcpts_of.get(qid, ())) if reports.get(r) == kind]:
                     succ.setdefault((qid, r), []).append(new)
                 needle[new] = needle[qid]
                 made_for[new] = (qid, kind)
@@ -835,7 +948,21 @@ class CrashModelTest(unittest.TestCase):
                         needle[new] = needle[qid]
                         made_for[new] = (qid, 'expansion')
         self.assertEqual(sorted(envs), sorted(made_for), 'each message made on the way is placed')
-        rcpts_of = {new: sorted(fields) for new, fields in envs.items()}
+        # the jobs queue-manager sent (job id -> (queue id, recipient)), to
+        # read the results the deliverers sent back
+        jobs = {}
+        for ev in events:
+            if ev[1] == 'sendmsg':
+                mm = re.search(r'"J(\d+)\\0M([0-9A-F]{16})\\0F[^"]*?\\0R([^"\\]+)\\0', ' '.join(ev[2]))
+                if mm:
+                    jobs[mm.group(1)] = (mm.group(2), mm.group(3))
+        local = set(inst.domains) | {inst.hostname}
+
+        def is_remote(r):
+            return r.rsplit('@', 1)[-1] not in local
+        results = {}        # (queue id, recipient) -> the last result sent for it: s, t or p
+        gone_at_end = [q for q in list(msgs) + list(made_for)
+                       if not os.path.exists(inst.path('queue', 'env', q[-1], q))]
         placed = {}         # Maildir/new names -> their path, from the links into new/
         acked = {}          # the ones a worker reported delivered
         twice = set()       # (crash point, recipient) that may be delivered again
@@ -855,6 +982,9 @@ class CrashModelTest(unittest.TestCase):
                 mm = re.search(r'2\.0\.0 delivered to maildir as ([^"\\ ]+)', ' '.join(ev[2]))
                 if mm:
                     acked[mm.group(1)] = placed[mm.group(1)]
+                mm = re.search(r'"J(\d+)\\0S([stp])\\0X', ' '.join(ev[2]))
+                if mm and mm.group(1) in jobs:
+                    results[jobs[mm.group(1)]] = mm.group(2)
             if ev and ev[1] == 'rename' and '/queue/env/' in ev[2][1]:
                 seen['rewrite'] += 1
             if ev and ev[1] == 'unlink' and '/queue/env/' in ev[2][0]:
@@ -866,12 +996,23 @@ class CrashModelTest(unittest.TestCase):
 
             def ways(qid, r, certain):
                 """[delivered, still to do, handed on] for r of qid"""
-                return [bool(copies_of(m, whole, r.split('@')[0], r, certain, needle[qid])),
+                return [bool(copies_of(m, whole, mailbox.get(r, r.split('@')[0]), r, certain, needle[qid]))
+                        or (is_remote(r) and results.get((qid, r)) == 's'),
                         still_to_do(m, whole, qid, r, certain, due.get(r, to_do) if qid in msgs else to_do),
                         any(all(kept(s, r2, certain) for r2 in rcpts_of[s]) for s in succ.get((qid, r), ()))]
 
             def kept(qid, r, certain):
-                return any(ways(qid, r, certain))
+                if r in dropped and results.get((qid, r)) == 'p':
+                    return True
+                w = ways(qid, r, certain)
+                if r in needs and qid in msgs:
+                    def handed(kinds):
+                        return any(all(kept(s, r2, certain) for r2 in rcpts_of[s])
+                                   for s in succ.get((qid, r), ()) if made_for[s][1] in kinds)
+                    done = {'copy': w[0], 'expansion': handed(('expansion',)),
+                            'report': w[1] or handed(('success',))}
+                    return still_to_do(m, whole, qid, r, certain) or all(done[n] for n in needs[r])
+                return any(w)
             for qid, rcpts in sorted(msgs.items()):
                 for r in rcpts:
                     if not kept(qid, r, True):
@@ -883,6 +1024,10 @@ class CrashModelTest(unittest.TestCase):
                         again.add((i, r))
                     elif sum(w) > 1:
                         twice.add((i, r))
+            if i == len(events) - 1:
+                for qid in gone_at_end:
+                    if m.possible(['queue', 'env', qid[-1], qid]):
+                        problems.append('%s, finished and removed, may come back' % qid)
             self.fail_at(problems, i, ev, events)
 
         points = crash_points(before, events, check)
@@ -895,6 +1040,7 @@ class CrashModelTest(unittest.TestCase):
                        + (', messages made on the way %d (%s), at %d crash points one may be made again (allowed)'
                           % (len(made_for), ', '.join(sorted(k for _, k in made_for.values())),
                              len({i for i, _ in again})) if made_for else ''))
+        self.results = results
         return seen, made, made_for
 
     def test_alias_expansion_power_loss(self):
@@ -1027,6 +1173,180 @@ class CrashModelTest(unittest.TestCase):
                 return parse_trace(f.read())
         _, made, _ = self.record_deliveries('a user just added', [(['erin'], b'e')], add_erin)
         self.assertTrue(made >= {('mail', 'erin'), ('mail', 'erin', 'Maildir')}, 'erin\'s home and Maildir were made')
+
+
+    def test_success_report_power_loss(self):
+        """Two messages from frank with NOTIFY=SUCCESS: one to alice, one to
+        team (the alias of grace and heidi).  alice's worker delivers;
+        queue-manager saves her delivered (a success report due), queues
+        the report (RFC 3464, to frank) through queue-inject, and only then
+        counts her done (here: removes the message).  team's job queues its
+        expansion (NOTIFY without SUCCESS, RFC 3461 6.2), and team is saved
+        expanded until its report (action expanded) is queued.  At every
+        crash point each is surely still pending, or has surely done both:
+        alice's copy (team's expansion) survives whole, and the report is
+        surely still due (a whole envelope saying delivered, or expanded)
+        or queued whole (or delivered whole to frank): a power cut never
+        leaves a recipient done with no report."""
+        alice, team = 'alice@example.test', 'team@example.test'
+        _, _, made = self.record_deliveries('success reports', [(['alice'], b'success'), (['team'], b'success-team')],
+                                            sender='frank@example.test', notify='SUCCESS',
+                                            reports={alice: 'success', team: 'success'},
+                                            due={alice: lambda f: f[1] in ('pending', 'delivered'),
+                                                 team: lambda f: f[1] in ('pending', 'expanded')},
+                                            needs={alice: ('copy', 'report'), team: ('expansion', 'report')},
+                                            deliveries=5, removals=5)
+        self.assertEqual(sorted(k for _, k in made.values()), ['expansion', 'success', 'success'],
+                         'two success reports, one expansion')
+        reports = [d for _, d in self.inst.maildir_messages('frank') if b'Subject: crashmodel success' in d]
+        self.assertEqual(sorted(re.findall(rb'(?m)^Action: (\w+)', b''.join(reports))), [b'delivered', b'expanded'])
+
+    def remote_to_sink(self, *domains, **knobs):
+        """A recording SMTP sink on loopback (SmtpSink, with knobs), and
+        remote-deliverer back in ROOT/bin (Instance.by_hand takes it away)
+        with conf/routes sending domains to the sink, until the test ends.
+        What the sink keeps is not modelled: only the files under ROOT."""
+        need(self, 'remote-deliverer')
+        sink = SmtpSink()
+        for k, v in knobs.items():
+            setattr(sink, k, v)
+        self.addCleanup(sink.close)
+        inst = self.inst
+        routes, prog = inst.path('conf', 'routes'), inst.bin('remote-deliverer')
+        with open(routes, 'w') as f:
+            f.write(''.join('%s [127.0.0.1]:%d tls=none\n' % (d, sink.port) for d in domains))
+        os.chmod(routes, 0o644)
+        shutil.copyfile(os.path.join(inst.bindir, 'remote-deliverer'), prog)
+        os.chmod(prog, 0o755)
+
+        def undo():
+            for path in (routes, prog):
+                os.unlink(path)
+        self.addCleanup(undo)
+        return sink
+
+    def test_remote_delivery_power_loss(self):
+        """A message from frank to alice and to rob@example.net, which
+        conf/routes sends to a loopback SMTP sink; remote-deliverer relays
+        it and sends its success, queue-manager records it (one result is
+        an envelope rewrite, the other ends the message: its removal).  And
+        one to rex@example.net with NOTIFY=SUCCESS: the sink offers no DSN,
+        so rex is saved relayed until his success report (action relayed)
+        is queued.  At every crash point rob is surely still to do until
+        remote-deliverer's success (then he may be relayed twice: allowed);
+        rex is surely still pending, or relayed with his report surely
+        still due or queued whole; and at the end each removal is durable:
+        the relays recorded, no message comes back."""
+        sink = self.remote_to_sink('example.net')
+        rex = 'rex@example.net'
+        self.record_deliveries('remote deliveries', [(['alice', 'rob@example.net'], b'remote'),
+                                                     ([rex], b'relayed', 'SUCCESS')],
+                               sender='frank@example.test', reports={rex: 'success'},
+                               due={rex: lambda f: f[1] in ('pending', 'relayed')}, needs={rex: ('copy', 'report')},
+                               deliveries=2, removals=3)
+        self.assertEqual(sorted((r, st) for (_, r), st in self.results.items()),
+                         [('alice@example.test', 's'), ('frank@example.test', 's'), ('rex@example.net', 's'),
+                          ('rob@example.net', 's')], 'alice and frank delivered, rob and rex relayed')
+        self.assertEqual(sorted(m['rcpt'] for m in sink.messages),
+                         [['RCPT TO:<rex@example.net>'], ['RCPT TO:<rob@example.net>']], 'the sink has them')
+        reports = [d for _, d in self.inst.maildir_messages('frank') if b'Subject: crashmodel relayed' in d]
+        self.assertEqual(re.findall(rb'(?m)^Action: (\w+)', b''.join(reports)), [b'relayed'])
+
+    def test_remote_permanent_failure_power_loss(self):
+        """A message from frank to nope@example.net, whom the sink refuses
+        with 550 5.1.1: remote-deliverer answers permanent, queue-manager
+        saves nope as failed, queues the failure report (to frank) through
+        queue-inject, and only then counts him bounced.  At every crash
+        point the report is surely still due or queued whole (or delivered
+        whole to frank)."""
+        sink = self.remote_to_sink('example.net', rcpt_replies={'nope@example.net': '550 5.1.1 no such user'})
+        _, _, made = self.record_deliveries('a remote permanent failure', [(['nope@example.net'], b'refused')],
+                                            sender='frank@example.test', reports={'nope@example.net': 'failure'},
+                                            deliveries=1, removals=2)
+        self.assertEqual([k for _, k in made.values()], ['failure'], 'one failure report made')
+        self.assertEqual(list(self.results.values()).count('p'), 1, 'the refusal came back as permanent')
+        self.assertEqual(sink.messages, [], 'nothing was accepted')
+
+    def test_alias_keeping_a_copy_and_a_forward_power_loss(self):
+        """A message to ivan (conf/aliases "ivan: ivan, ivan@elsewhere.example":
+        keeps a copy and forwards one, the man page's way of a per-user
+        forward) and to judy ("judy: judy@elsewhere.example": forwards all
+        her mail); elsewhere.example goes to a loopback sink.  local-deliverer
+        delivers ivan's copy in ivan's own job, then queues the forward
+        through queue-inject, and answers only after both; judy's job queues
+        hers.  At every crash point ivan is surely still to do, or his copy
+        surely survives whole AND his forward is surely queued whole (or
+        relayed); judy is surely still to do or her forward queued whole
+        (or relayed)."""
+        sink = self.remote_to_sink('elsewhere.example')
+        _, _, made = self.record_deliveries('an alias keeping a copy, a forward',
+                                            [(['ivan', 'judy'], b'forward')], sender='frank@example.test',
+                                            needs={'ivan@example.test': ('copy', 'expansion')},
+                                            deliveries=1, removals=3)
+        self.assertEqual([k for _, k in made.values()], ['expansion', 'expansion'], 'two forwards made')
+        self.assertEqual(sorted(m['rcpt'][0] for m in sink.messages),
+                         ['RCPT TO:<ivan@elsewhere.example>', 'RCPT TO:<judy@elsewhere.example>'], 'both relayed')
+        self.assertEqual([1 for _, d in self.inst.maildir_messages('judy') if b'crashmodel forward' in d], [],
+                         'judy keeps no copy')
+
+    def postmaster(self, name):
+        """conf/aliases' postmaster line says name, until the test ends"""
+        path = self.inst.path('conf', 'aliases')
+        with open(path) as f:
+            old = f.read()
+        self.assertRegex(old, r'(?m)^postmaster:', 'conf/aliases has a postmaster line')
+        new = re.sub(r'(?m)^postmaster:.*$', 'postmaster: ' + name, old)
+
+        def write(text):
+            with open(path + '.new', 'w') as f:
+                f.write(text)
+            os.chmod(path + '.new', 0o644)
+            os.rename(path + '.new', path)
+        write(new)
+        self.addCleanup(write, old)
+
+    def test_double_bounce_power_loss(self):
+        """A message from phantom (no mailbox) to ghost (no mailbox either).
+        ghost fails for good: queue-manager queues the failure report to
+        phantom, from <>; it fails for good too, and queue-manager queues
+        the double bounce to postmaster (conf/aliases: heidi here), once,
+        then counts the report's recipient bounced.  At every crash point
+        ghost's report is surely still due or queued whole, and the report's
+        own failure surely still due (a whole envelope saying failed, or
+        pending) or its double bounce queued whole (or delivered whole to
+        heidi): the report is never lost between its failure and
+        postmaster's copy.  And it stops there: two messages made, the queue
+        empty."""
+        self.postmaster('heidi')
+        pm = 'postmaster@' + self.inst.hostname
+        _, _, made = self.record_deliveries('a double bounce', [(['ghost'], b'double')], sender='phantom@example.test',
+                                            reports={'ghost@example.test': 'failure',
+                                                     'phantom@example.test': 'failure'},
+                                            mailbox={pm: 'heidi'}, deliveries=1, removals=3)
+        self.assertEqual(sorted(k for _, k in made.values()), ['failure', 'failure'], 'a report and its double bounce')
+        self.assertEqual(self.results, {**{k: 'p' for k in self.results if k[1] != pm},
+                                        **{k: 's' for k in self.results if k[1] == pm}}, 'ghost and phantom failed, '
+                         'postmaster got the double bounce')
+        self.assertEqual(sorted(r for _, r in self.results), sorted(['ghost@example.test', 'phantom@example.test', pm]))
+
+    def test_double_bounce_that_fails_is_dropped(self):
+        """As above, with postmaster the default "root", which is no postern
+        user: the double bounce fails for good too, and queue-manager drops
+        it (logged) instead of reporting on it.  The chain keeps its
+        promise up to postmaster's answer, and ends there: two messages
+        made, no third, every one removed for good."""
+        self.postmaster('root')
+        pm = 'postmaster@' + self.inst.hostname
+        _, _, made = self.record_deliveries('a double bounce dropped', [(['ghost'], b'dropped')],
+                                            sender='phantom@example.test',
+                                            reports={'ghost@example.test': 'failure',
+                                                     'phantom@example.test': 'failure'},
+                                            dropped={pm}, deliveries=0, removals=3)
+        self.assertEqual(sorted(k for _, k in made.values()), ['failure', 'failure'], 'a report and its double bounce')
+        self.assertEqual(sorted((r, s) for (_, r), s in self.results.items()),
+                         [('ghost@example.test', 'p'), ('phantom@example.test', 'p'), (pm, 'p')])
+        with open(self.inst.path('qm.log'), errors='replace') as f:
+            self.assertEqual(f.read().count('dsn=double-bounce-failed action=dropped'), 1, 'dropped once')
 
 
 class CrashModelSelfTest(unittest.TestCase):
