@@ -582,6 +582,17 @@ def shortest(nodes):
     return min(sz for n in nodes for sz, _ in n.hist)
 
 
+def acked_problems(m, whole, acked):
+    """An acknowledged injection whose message or envelope a power cut may
+    lose or cut."""
+    problems = []
+    for qid in sorted(acked):
+        for kind in ('mess', 'env'):
+            if not surely_whole(m, whole, ['queue', kind, qid[-1], qid]):
+                problems.append('acknowledged %s may be lost or cut: %s/%s/%s' % (qid, kind, qid[-1], qid))
+    return problems
+
+
 def queue_problems(m, whole):
     """What a power cut may leave in the queue that it must not:
     half-written files under final names, an envelope without its whole
@@ -758,10 +769,7 @@ class CrashModelTest(unittest.TestCase):
             if ev and ev[1] == 'write' and '.m>' in ev[2][0]:
                 seen['writes'] += 1
             problems = queue_problems(m, whole)
-            for qid in sorted(acked):
-                for kind in ('mess', 'env'):
-                    if not surely_whole(m, whole, ['queue', kind, qid[-1], qid]):
-                        problems.append('acknowledged %s may be lost or cut: %s/%s/%s' % (qid, kind, qid[-1], qid))
+            problems += acked_problems(m, whole, acked)
             self.fail_at(problems, i, ev, events)
 
         points = crash_points(before, events, check)
@@ -833,10 +841,7 @@ class CrashModelTest(unittest.TestCase):
             if i in acked_at:
                 acked.add(acked_at[i])
             problems = queue_problems(m, whole)
-            for qid in sorted(acked):
-                for kind in ('mess', 'env'):
-                    if not surely_whole(m, whole, ['queue', kind, qid[-1], qid]):
-                        problems.append('acknowledged %s may be lost or cut: %s/%s/%s' % (qid, kind, qid[-1], qid))
+            problems += acked_problems(m, whole, acked)
             self.fail_at(problems, i, ev, events)
 
         points = crash_points(before, events, check)
