@@ -23,8 +23,11 @@ no journal, no "a new file's fsync also writes its directory"):
     (unlink, rmdir, renamed out) in a directory is sure to survive only
     once that directory is fsynced; a rename is two directory changes: the
     new name needs the target directory's fsync, the old name's removal
-    the source's; an fsync of a directory makes its current names durable
-    and nothing of the directories below it or above it;
+    the source's, and either may reach the disk without the other (a
+    rename within one directory is one change of it: the old name or the
+    new survives, never neither, as rename(2) promises the processes); an
+    fsync of a directory makes its current names durable and nothing of
+    the directories below it or above it;
   - what is not yet sure may or may not have reached the disk (the kernel
     writes dirty blocks back when it likes): each directory and each file
     is, independently of the others, in any one of the states it had since
@@ -371,7 +374,8 @@ class FsModel:
         if sn not in sd.entries:
             raise ModelError('rename of %s, not in the model' % '/'.join(src))
         node = sd.entries.pop(sn)
-        sd.changed()
+        if sd is not dd:
+            sd.changed()
         dd.entries[dn] = node
         dd.changed()
 
@@ -1090,6 +1094,36 @@ class CrashModelSelfTest(unittest.TestCase):
                          '7 12:00:00.000003 <... fsync resumed>) = 0\n' % q)
         self.assertEqual([(e[0], e[1]) for e in ev], [(8, '+++exit'), (7, 'fsync')])
         self.assertEqual(fd_path(ev[1][2][0]), q + '/env/0')
+
+    def lost(self, calls):
+        """the crash points (indexes) where a durable file queue/env/0/ID,
+        renamed by calls, may be under none of its names"""
+        with open(os.path.join(self.root, 'queue', 'env', '0', 'ID'), 'w') as f:
+            f.write('x')
+        q = self.root + '/queue'
+        events = parse_trace('\n'.join('100 12:00:%02d.000000 ' % n + c.replace('Q/', q + '/')
+                                       for n, c in enumerate(calls)))
+        out = []
+
+        def check(m, whole, i, ev):
+            names = [p for p in (['env', '0', 'ID'], ['env', '0', 'ID2'], ['todo', 'ID']) if m.possible(['queue'] + p)]
+            in_env = [any(n in st for n in ('ID', 'ID2')) for d in m.possible(['queue', 'env', '0']) for st in d.hist]
+            in_todo = [('ID' in st) for d in m.possible(['queue', 'todo']) for st in d.hist]
+            if names and not (all(in_env) or all(in_todo)):
+                out.append(i)
+        crash_points(FsModel(self.root, ('queue',)), events, check)
+        return out
+
+    def test_rename_within_a_directory_is_one_change(self):
+        self.assertEqual(self.lost(['rename("Q/env/0/ID", "Q/env/0/ID2") = 0']), [])
+
+    def test_rename_across_directories_may_lose_the_file(self):
+        """each directory may reach the disk without the other: a move
+        from one to another is safe only as link, fsync, unlink"""
+        self.assertEqual(self.lost(['rename("Q/env/0/ID", "Q/todo/ID") = 0']), [0])
+        self.assertEqual(self.lost(['link("Q/env/0/ID", "Q/todo/ID") = 0', 'openat(AT_FDCWD</>, "Q/todo", '
+                                    'O_RDONLY|O_DIRECTORY) = 6<Q/todo>', 'fsync(6<Q/todo>) = 0',
+                                    'unlink("Q/env/0/ID") = 0']), [])
 
     def test_unmodelled_calls_fail(self):
         with self.assertRaises(ModelError):
