@@ -227,8 +227,10 @@ static int c_quit(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     if (s->state != POP3_TRANSACTION) { s->state = POP3_DONE; return say(s, "+OK Logging out."); }
     size_t failed;
     s->state = POP3_DONE;
-    if (!maildrop_update(s->md, &failed))
-        return sayf(s, "-ERR [SYS/TEMP] %zu deleted messages could not be removed.", failed);
+    if (!maildrop_update(s->md, &failed)) {
+        if (failed) return sayf(s, "-ERR [SYS/TEMP] %zu deleted messages could not be removed.", failed);
+        return say(s, "-ERR [SYS/TEMP] The changes to the mailbox could not be made durable.");
+    }
     return say(s, "+OK Logging out.");
 }
 

@@ -8,7 +8,8 @@ OSDI 2014), with the real programs:
 1. Record: the real programs run under `strace -f -yy` (queue-inject
    itself; queue-manager with local-deliverer and its mailbox workers,
    and the queue-inject they run for a report or an alias's expansion;
-   postern-user add, which makes a home and Maildir).
+   postern-user add, which makes a home and Maildir; pop3-listener with
+   its mailbox process, through a POP3 session's UPDATE).
 2. Replay: the recorded file and descriptor calls, in order, through a
    small file-system model that keeps two states: what the processes see,
    and what a power cut may leave on the disk.
@@ -68,6 +69,9 @@ The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
     queued) surely survives whole and each of its recipients keeps the
     promise above.  A report or an expansion may be made twice; the crash
     points where it may be are counted and printed, not failed.
+  - nor a POP3 UPDATE (Pop3UpdateCrashTest): a message the session did
+    not delete surely survives whole in new/ or cur/, and once "+OK" to
+    QUIT was written every deletion and move is durable.
 
 CrashModelSelfTest feeds the model hand-written traces of broken commit
 protocols and checks that it reports each of them, so a model that
@@ -1031,6 +1035,114 @@ class CrashModelTest(unittest.TestCase):
                 return parse_trace(f.read())
         _, made, _ = self.record_deliveries('a user just added', [(['erin'], b'e')], add_erin)
         self.assertTrue(made >= {('mail', 'erin'), ('mail', 'erin', 'Maildir')}, 'erin\'s home and Maildir were made')
+
+
+class Pop3UpdateCrashTest(unittest.TestCase):
+    """A POP3 session's UPDATE under the power-loss model: pop3-listener
+    (the listener, and the monitor, pre-login and mailbox processes it
+    forks) recorded with strace -f -p while one session RETRs some
+    messages, DELEs others and QUITs. The promise (docs/man/pop3-listener.8,
+    UPDATE), at every crash point of the UPDATE:
+      - a message not marked deleted is never lost: a power cut surely
+        leaves it, whole, under new/BASE or cur/BASE:2,FLAGS;
+      - after "+OK" to QUIT was written, every deletion and every move is
+        durable: no name of a deleted message may survive, and each kept
+        one surely survives in cur/ only.
+    Before the +OK a deleted message may come back (RFC 1939: nothing is
+    promised until the reply; the next login offers it again), and a kept
+    one may be left under two names (new/BASE and cur/BASE:2,, one file,
+    which the next login makes one again): the crash points where either
+    may happen are counted and printed, not failed."""
+
+    def test_pop3_update_power_loss(self):
+        need(self, 'postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
+        need_root(self, 'the mailbox process runs as the user, under strace as root')
+        if not strace_works():
+            self.skipTest('strace cannot trace here')
+        inst = Instance(services=['auth-checker', 'pop3-listener'], users={'alice': 'secret'}).start()
+        self.addCleanup(inst.stop)
+        md = inst.maildir('alice')
+        st = os.stat(md)
+        base, texts = [], {}
+        for k in range(16):
+            sub, name = ('new', '%d.M%dP1.test' % (1700000000 + k, k)) if k < 12 else \
+                        ('cur', '%d.M%dP1.test:2,%s' % (1700000000 + k, k, 'F' if k % 2 else ''))
+            path = os.path.join(md, sub, name)
+            with open(path, 'wb') as f:
+                f.write(b'Subject: pop3 crash %d\n\n' % k + b'line\n' * 50)
+            os.chown(path, st.st_uid, st.st_gid)
+            base.append(name.split(':')[0])
+        # DELE: 2 in new/ and 2 in cur/; RETR (seen): 3 in new/, 2 in cur/
+        dele, retr = (2, 5, 13, 16), (1, 3, 4, 14, 15)
+        deleted = {base[k - 1] for k in dele}
+        kept = [b for b in base if b not in deleted]
+        os.sync()
+        before = FsModel(inst.root, ('mail',))
+        trace = inst.path('pop3.trace')
+        tracer = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + ['-p', str(inst.service_pid('pop3-listener'))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self.assertIn(b'attached', tracer.stderr.readline())
+            steps = [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK')]
+            steps += [('RETR %d' % k, '+OK') for k in retr] + [('DELE %d' % k, '+OK') for k in dele]
+            steps += [('QUIT', '+OK Logging out.')]
+            harness.pop3_dialogue(inst.port('pop3'), steps)
+            inst.wait_for(lambda: 'event=logout user=alice' in inst.log('pop3-listener'), 10)
+            time.sleep(0.5)         # the mailbox process's last calls
+        finally:
+            tracer.terminate()
+            tracer.wait(30)
+        with open(trace, errors='replace') as f:
+            events = parse_trace(f.read())
+        names = {b: [] for b in base}
+        for path, _ in inst.maildir_messages('alice'):
+            names[os.path.basename(path).split(':')[0]].append(path)
+        self.assertEqual({b for b, p in names.items() if p}, set(kept), 'the UPDATE deleted what was marked')
+        acked, updating = [False], [False]
+        counts = {'back': set(), 'twice': set()}
+
+        def states(m, sub):
+            return [st for d in m.possible(['mail', 'alice', 'Maildir', sub]) if d.is_dir for st in d.hist]
+
+        def check(m, whole, i, ev):
+            if ev and ev[1] == 'write' and '+OK Logging out.' in ev[2][1]:
+                acked[0] = True
+            if ev and ev[1] in ('linkat', 'unlinkat', 'renameat2') and '/Maildir/' in ev[2][0]:
+                updating[0] = True       # the crash points counted: from the UPDATE's first change on
+            new, cur = states(m, 'new'), states(m, 'cur')
+            problems = []
+            for b in base:
+                in_new = [b in s for s in new]
+                in_cur = [any(n.split(':')[0] == b for n in s) for s in cur]
+                files = [s[n] for s in new + cur for n in s if n.split(':')[0] == b]
+                if not all(whole(f) for f in files):
+                    problems.append('%s may survive half-written' % b)
+                if b in deleted:
+                    if acked[0] and (any(in_new) or any(in_cur)):
+                        problems.append('%s, deleted and acknowledged, may come back' % b)
+                    elif updating[0] and (any(in_new) or any(in_cur)):
+                        counts['back'].add(i)
+                    continue
+                if not (all(in_new) or all(in_cur)):
+                    problems.append('%s (not deleted) may be lost: in neither new/ nor cur/' % b)
+                if acked[0] and (any(in_new) or not all(in_cur)):
+                    problems.append('%s: acknowledged, yet may not be (only) in cur/' % b)
+                if any(in_new) and any(in_cur):
+                    counts['twice'].add(i)
+            if problems:
+                lo = max(0, i - 8)
+                self.fail('power loss after call %d (%s) would leave:\n  %s\nthe calls up to it:\n%s'
+                          % (i + 1, show(ev), '\n  '.join(problems),
+                             '\n'.join('   %s' % show(e) for e in events[lo:i + 1])))
+
+        points = crash_points(before, events, check)
+        self.assertTrue(acked[0], 'the +OK to QUIT is in the trace')
+        SUMMARY.append('pop3 UPDATE: messages %d (%d deleted, %d seen), calls %d, crash points checked %d; '
+                       'in the UPDATE, at %d a deleted message may come back, at %d a kept one may be under '
+                       'two names (both allowed before the +OK)'
+                       % (len(base), len(deleted), len(retr), len(events), points, len(counts['back']),
+                          len(counts['twice'])))
+        print('\n[crashmodel] ' + SUMMARY.pop())
 
 
 class CrashModelSelfTest(unittest.TestCase):
