@@ -234,6 +234,12 @@ static int c_quit(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     return say(s, "+OK Logging out.");
 }
 
+int pop3_enters_update(const struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end)
+{
+    return s->state == POP3_TRANSACTION && end == POP3_LINE_WHOLE && len >= 4 && !strncasecmp(line, "QUIT", 4) &&
+           (len == 4 || line[4] == ' ');
+}
+
 static int c_noop(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
     return say(s, "+OK");

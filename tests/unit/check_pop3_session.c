@@ -170,6 +170,21 @@ START_TEST(test_quit_not_durable)
 }
 END_TEST
 
+START_TEST(test_enters_update)
+{
+    /* QUIT in TRANSACTION, and only that, enters UPDATE */
+    enum pop3_action act;
+    ck_assert(!pop3_enters_update(&s, "QUIT", 4, POP3_LINE_WHOLE));      /* AUTHORIZATION */
+    run("USER alice\r\nPASS secret\r\n", 253, &act);
+    ck_assert(pop3_enters_update(&s, "QUIT", 4, POP3_LINE_WHOLE));
+    ck_assert(pop3_enters_update(&s, "quit ", 5, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUITX", 5, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUIT", 4, POP3_LINE_BARE_CR));
+    ck_assert(!pop3_enters_update(&s, "NOOP", 4, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUI", 3, POP3_LINE_WHOLE));
+}
+END_TEST
+
 START_TEST(test_authorization_state)
 {
     enum pop3_action act;
@@ -366,6 +381,7 @@ int main(void)
     tcase_add_test(core, test_login_and_transaction);
     tcase_add_test(core, test_authorization_state);
     tcase_add_test(core, test_quit_not_durable);
+    tcase_add_test(core, test_enters_update);
     tcase_add_test(core, test_bare_cr_refused);
     tcase_add_test(core, test_quit_before_login_and_http);
     tcase_add_test(core, test_stls_and_plaintext_policy);
