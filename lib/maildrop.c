@@ -301,12 +301,38 @@ static void uidl_of_whole_name(struct maildrop_msg *m)
     snprintf(m->uidl, sizeof m->uidl, "h%016llx", h);
 }
 
-/* Two files with one base name (new/X and cur/X:2,: a restore from a
- * backup, a copy by a mail program, a crash between link and unlink) would
- * be two messages with one UIDL, which RFC 1939 forbids, and the UPDATE
- * could not move the one in new/ to the other's name. All but the first
- * in delivery order get a base name of their own (rename_dup), so their
- * UIDLs differ and stay so in later sessions; then the order is made
+/* the file of m, as scanned: 1 and *st, or 0 */
+static int stat_msg(const struct maildrop *md, const struct maildrop_msg *m, struct stat *st)
+{
+    char path[MAILDROP_NAME_MAX + 8];
+    int n = snprintf(path, sizeof path, "%s/%s", m->in_new ? "new" : "cur", m->name);
+    return n > 0 && (size_t)n < sizeof path && fstatat(md->dirfd, path, st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* a and b share a base name: are they one file under two names (an
+ * UPDATE's link into cur/ whose new/ name a crash or kill -9 left)? Then
+ * the extra name is removed (the one in new/, else b's) and 1 returned with
+ * *gone the message that had it; else 0 */
+static int one_file(struct maildrop *md, struct maildrop_msg *a, struct maildrop_msg *b, struct maildrop_msg **gone)
+{
+    struct stat sa, sb;
+    if (!stat_msg(md, a, &sa) || !stat_msg(md, b, &sb) || sa.st_dev != sb.st_dev || sa.st_ino != sb.st_ino)
+        return 0;
+    struct maildrop_msg *x = a->in_new && !b->in_new ? a : b;
+    char path[MAILDROP_NAME_MAX + 8];
+    int n = snprintf(path, sizeof path, "%s/%s", x->in_new ? "new" : "cur", x->name);
+    if (n < 0 || (size_t)n >= sizeof path || unlinkat(md->dirfd, path, 0) < 0) return 0;
+    *gone = x;
+    return 1;
+}
+
+/* Two names of one file (new/X and cur/X:2,: an UPDATE's move cut between
+ * its link and its unlink) are one message: the extra name goes (one_file).
+ * Two files with one base name (a restore from a backup, a copy by a mail
+ * program) would be two messages with one UIDL, which RFC 1939 forbids, and
+ * the UPDATE could not move the one in new/ to the other's name. All but
+ * the first in delivery order get a base name of their own (rename_dup), so
+ * their UIDLs differ and stay so in later sessions; then the order is made
  * again. 0 with errno only when out of memory. */
 static int dedupe(struct maildrop *md)
 {
@@ -319,12 +345,20 @@ static int dedupe(struct maildrop *md)
         by[i].m = &md->msg[i];
     }
     qsort(by, md->n, sizeof *by, base_cmp);
+    unsigned char *drop = calloc(md->n, 1);
+    if (!drop) { free(by); return 0; }
     int renamed = 0;
     unsigned k = 1;
     for (size_t i = 1, first = 0; i < md->n; i++) {
         if (by[i].base != by[first].base || memcmp(by[i].name, by[first].name, by[i].base)) {
             first = i;
             k = 1;
+            continue;
+        }
+        struct maildrop_msg *gone;
+        if (one_file(md, by[first].m, by[i].m, &gone)) {
+            drop[gone - md->msg] = 1;
+            if (gone == by[first].m) first = i;
             continue;
         }
         if (rename_dup(md, by, md->n, by[i].m, &k)) renamed = 1;
@@ -334,6 +368,13 @@ static int dedupe(struct maildrop *md)
     for (size_t i = 0; i < md->n; i++)
         if (by[i].m->name != by[i].name) free((char *)by[i].name);
     free(by);
+    size_t kept = 0;
+    for (size_t i = 0; i < md->n; i++) {
+        if (drop[i]) { free(md->msg[i].name); continue; }
+        md->msg[kept++] = md->msg[i];
+    }
+    md->n = kept;
+    free(drop);
     if (renamed) qsort(md->msg, md->n, sizeof *md->msg, msg_cmp);
     return 1;
 }
@@ -487,36 +528,103 @@ static int cur_name(const struct maildrop_msg *m, char *to, size_t cap)
     return n > 0 && (size_t)n < cap;
 }
 
+/* unlink a deleted message (found again by its base name if another
+ * program moved it): 1 gone (or was already), 0 with errno; *changed
+ * gets the directory it left (1 new/, 2 cur/) */
+static int unlink_msg(struct maildrop *md, struct maildrop_msg *m, int newfd, int curfd, int *changed)
+{
+    int from = m->in_new ? newfd : curfd;
+    if (from < 0) return 0;
+    int r = unlinkat(from, m->name, 0);
+    if (r < 0 && errno == ENOENT && refind(md, m)) {      /* moved meanwhile: delete it there */
+        from = m->in_new ? newfd : curfd;
+        if (from < 0) return 0;
+        r = unlinkat(from, m->name, 0);
+    }
+    if (r == 0) *changed |= m->in_new ? 1 : 2;
+    return r == 0 || errno == ENOENT;
+}
+
+/* a kept message in new/ linked into cur/ under its cur/ name (never over
+ * a file: one whose name is taken stays in new/); its new/ name stays
+ * until the link is durable. Where the file system has no hard links, a
+ * rename. 1 linked (m->linked) or renamed, 0 not */
+static int link_to_cur(struct maildrop *md, struct maildrop_msg *m, int newfd, int curfd, int *changed)
+{
+    char to[MAILDROP_NAME_MAX + 8];
+    if (!cur_name(m, to, sizeof to)) return 0;
+    if (linkat(newfd, m->name, curfd, to, 0) == 0) { m->linked = 1; *changed |= 2; return 1; }
+    if (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS || errno == EMLINK) {
+        if (!move_noreplace(newfd, m->name, curfd, to)) return 0;
+        *changed |= 3;
+        return 1;
+    }
+    return 0;
+}
+
+/* a kept message in cur/ renamed there for its S (or for an info part it
+ * lacked): one directory, one change. Best effort: 1 renamed, 0 not
+ * (errno), -1 nothing to do */
+static int rename_in_cur(struct maildrop_msg *m, int curfd, int *changed)
+{
+    char to[MAILDROP_NAME_MAX + 8];
+    if (!cur_name(m, to, sizeof to)) return -1;
+    if (!move_noreplace(curfd, m->name, curfd, to)) return 0;
+    *changed |= 2;
+    return 1;
+}
+
+/* a kept message to its place: from new/ linked into cur/, in cur/
+ * renamed for its S. One that a mail program moved meanwhile is where it
+ * should be; only a retrieved one is looked for, for its S */
+static void keep(struct maildrop *md, struct maildrop_msg *m, int newfd, int curfd, int *changed)
+{
+    if (newfd < 0 || curfd < 0) return;
+    int r = m->in_new ? link_to_cur(md, m, newfd, curfd, changed) : rename_in_cur(m, curfd, changed);
+    if (r != 0 || errno != ENOENT || !m->retrieved || !refind(md, m)) return;
+    if (m->in_new) link_to_cur(md, m, newfd, curfd, changed);
+    else rename_in_cur(m, curfd, changed);
+}
+
+/* fsync a directory that changed (bit of *changed): 1, or 0 */
+static int sync_dir(int fd, int bit, int *changed)
+{
+    if (!(*changed & bit)) return 1;
+    *changed &= ~bit;
+    return fsync(fd) == 0 || errno == EINVAL;
+}
+
+/* The UPDATE, in an order that leaves every kept message under at least
+ * one name whatever a power cut keeps: a rename from new/ to cur/ is two
+ * directory changes, each durable only with its directory's fsync and
+ * either of which may reach the disk without the other. So: 1. the
+ * deleted messages are unlinked, each kept one in new/ linked into cur/,
+ * those in cur/ renamed for their S (one directory, one change); 2. cur/
+ * is fsynced; 3. the new/ names of the linked ones are removed; 4. new/ is
+ * fsynced. Only then is it done (the caller's +OK). A power cut or kill -9
+ * between 2 and 4 may leave a message under both names, one file, which
+ * maildrop_open makes one message again. A directory that did not change
+ * is not fsynced. */
 int maildrop_update(struct maildrop *md, size_t *failed)
 {
     int newfd = openat(md->dirfd, "new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int curfd = openat(md->dirfd, "cur", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int changed = 0, durable = 1;
     *failed = 0;
-    for (size_t i = 0; i < md->n; i++) {
+    for (size_t i = 0; i < md->n; i++) {        /* 1 */
         struct maildrop_msg *m = &md->msg[i];
-        int from = m->in_new ? newfd : curfd;
-        if (from < 0) { if (m->deleted) (*failed)++; continue; }
-        if (m->deleted) {
-            int r = unlinkat(from, m->name, 0);
-            if (r < 0 && errno == ENOENT && refind(md, m)) {      /* moved meanwhile: delete it there */
-                from = m->in_new ? newfd : curfd;
-                r = from < 0 ? -1 : unlinkat(from, m->name, 0);
-            }
-            if (r < 0 && errno != ENOENT) (*failed)++;
-        } else if (curfd >= 0) {
-            /* to cur/, and seen if retrieved (best effort). One that a
-             * mail program moved meanwhile is where it should be; only a
-             * retrieved one is looked for, for its S */
-            char to[MAILDROP_NAME_MAX + 8];
-            if (!cur_name(m, to, sizeof to)) continue;
-            if (!move_noreplace(from, m->name, curfd, to) && errno == ENOENT && m->retrieved &&
-                refind(md, m) && cur_name(m, to, sizeof to)) {
-                from = m->in_new ? newfd : curfd;
-                if (from >= 0) move_noreplace(from, m->name, curfd, to);
-            }
-        }
+        m->linked = 0;
+        if (!m->deleted) keep(md, m, newfd, curfd, &changed);
+        else if (!unlink_msg(md, m, newfd, curfd, &changed)) (*failed)++;
     }
-    if (newfd >= 0) { fsync(newfd); close(newfd); }
-    if (curfd >= 0) { fsync(curfd); close(curfd); }
-    return *failed == 0;
+    if (curfd >= 0 && !sync_dir(curfd, 2, &changed)) {     /* 2 */
+        durable = 0;
+        for (size_t i = 0; i < md->n; i++) md->msg[i].linked = 0;   /* both names stay */
+    }
+    for (size_t i = 0; i < md->n; i++)          /* 3 */
+        if (md->msg[i].linked && unlinkat(newfd, md->msg[i].name, 0) == 0) changed |= 1;
+    if (newfd >= 0 && !sync_dir(newfd, 1, &changed)) durable = 0;   /* 4 */
+    if (newfd >= 0) close(newfd);
+    if (curfd >= 0) close(curfd);
+    return *failed == 0 && durable;
 }

@@ -27,6 +27,7 @@ struct maildrop_msg {
     unsigned char in_new;          /* 1: new/, 0: cur/ */
     unsigned char deleted;         /* DELE'd in this session */
     unsigned char retrieved;       /* RETR'd in this session (-> seen flag) */
+    unsigned char linked;          /* UPDATE: linked into cur/, its new/ name to go */
     unsigned long long size;       /* octets with CRLF line ends */
     char uidl[MAILDROP_UIDL_MAX + 1];
 };
@@ -45,10 +46,12 @@ int maildrop_lock(int dirfd);
 /* Scan dirfd's new/ and cur/; sizes are computed by reading each file,
  * unless its name carries a Maildir++ ",W=<octets>" (before any ':') that
  * a file of its length can have (len <= W <= 2 * len + 1; 0 if empty).
- * Files that share a base name (new/X and cur/X:2,...) would share a UIDL:
- * all but the first in delivery order are renamed in place to a base name
- * of their own ("-dup<k>" appended; never over a file), so UIDLs are
- * unique and stay so. 0 with errno on trouble (ENOENT: not a Maildir). */
+ * Two names of one file with one base name (new/X and cur/X:2,... left by
+ * an UPDATE cut between its link and its unlink) are one message: the
+ * name in new/ is removed. Other files that share a base name would share
+ * a UIDL: all but the first in delivery order are renamed in place to a
+ * base name of their own ("-dup<k>" appended; never over a file), so UIDLs
+ * are unique and stay so. 0 with errno on trouble (ENOENT: not a Maildir). */
 int maildrop_open(struct maildrop *md, int dirfd);
 void maildrop_close(struct maildrop *md);
 
@@ -79,9 +82,13 @@ int maildrop_size_fd(int fd, unsigned long long *size);
  * program moved them), move the others that are in new/ to cur/ (":2,"
  * and the flags they had), add the S (seen) flag to every retrieved one,
  * in new/ or cur/, keeping its other flags in ASCII order (a move never
- * replaces a file: a message whose new name is taken stays); fsync the
- * directories. Returns 1, or 0 if any deletion failed (*failed counts
- * them). */
+ * replaces a file: a message whose new name is taken stays). A move from
+ * new/ is a link into cur/, cur/ fsynced, then the unlink from new/ and
+ * new/ fsynced, so that a power cut at any point leaves each kept message
+ * under one name at least (two at worst, one file: maildrop_open makes
+ * them one again); at most these two fsyncs, none for a directory that did
+ * not change. Returns 1 when all is done and durable; 0 if any deletion
+ * failed (*failed counts them) or an fsync did (*failed 0). */
 int maildrop_update(struct maildrop *md, size_t *failed);
 
 #endif

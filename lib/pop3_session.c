@@ -227,9 +227,17 @@ static int c_quit(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     if (s->state != POP3_TRANSACTION) { s->state = POP3_DONE; return say(s, "+OK Logging out."); }
     size_t failed;
     s->state = POP3_DONE;
-    if (!maildrop_update(s->md, &failed))
-        return sayf(s, "-ERR [SYS/TEMP] %zu deleted messages could not be removed.", failed);
+    if (!maildrop_update(s->md, &failed)) {
+        if (failed) return sayf(s, "-ERR [SYS/TEMP] %zu deleted messages could not be removed.", failed);
+        return say(s, "-ERR [SYS/TEMP] The changes to the mailbox could not be made durable.");
+    }
     return say(s, "+OK Logging out.");
+}
+
+int pop3_enters_update(const struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end)
+{
+    return s->state == POP3_TRANSACTION && end == POP3_LINE_WHOLE && len >= 4 && !strncasecmp(line, "QUIT", 4) &&
+           (len == 4 || line[4] == ' ');
 }
 
 static int c_noop(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)

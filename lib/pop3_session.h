@@ -91,6 +91,10 @@ enum pop3_line_end {
  * Returns 1, or 0 on an output error (errno); *act says what next. */
 int pop3_line(struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end,
               enum pop3_action *act);
+/* Would pop3_line(s, line, len, end) enter the UPDATE state (QUIT in
+ * TRANSACTION)? 1 or 0: the mailbox process holds its stop signals
+ * through an UPDATE, so that a stop never leaves one half done */
+int pop3_enters_update(const struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end);
 /* how a line of len octets read into a buffer of max ended (its io_eol):
  * the pop3_line_end to hand pop3_line, its rest skipped to LF where it
  * has one (a long line, one with a bare CR); 0 at the end of input inside

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,8 +29,24 @@ static int reply_close(int fd, const char *line)
     return EXIT_OK;
 }
 
-/* TRANSACTION and UPDATE on the open maildrop md; returns the exit code */
-static int transaction(const struct config *c, int fd, struct maildrop *md, const struct auth_reply *r,
+/* a stop signal (SIGTERM, SIGINT, SIGHUP: the tree's stop signals every
+ * process) held while an UPDATE ran is waiting */
+static int stop_pending(const sigset_t *stops)
+{
+    sigset_t p;
+    if (sigpending(&p) < 0) return 0;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(stops, sig) == 1 && sigismember(&p, sig) == 1) return 1;
+    return 0;
+}
+
+/* TRANSACTION and UPDATE on the open maildrop md, locked by *lock;
+ * returns the exit code. A stop signal kills the process at once in
+ * TRANSACTION (nothing is deleted); during an UPDATE it is held until the
+ * UPDATE is done and its reply sent (within a second then), so that no
+ * stop leaves an UPDATE half done. The lock is released before that
+ * reply: a client that read "+OK" may log in again at once. */
+static int transaction(const struct config *c, int fd, struct maildrop *md, int *lock, const struct auth_reply *r,
                        const char *left, size_t leftlen, const char *sid)
 {
     static unsigned char ibuf[POP3D_INBUF], obuf[65536];
@@ -40,6 +57,11 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, cons
     io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
     memcpy(ibuf, left, leftlen);      /* what the pre-login session read past PASS */
     in.len = leftlen;
+    sigset_t stops, mask;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGHUP);
     pop3_init(&s, &out, (unsigned)c->max_errors);
     pop3_begin_transaction(&s, md);
     size_t n;
@@ -63,14 +85,24 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, cons
             log_info(sid, "event=drop user=%s update=no", r->name);
             return EXIT_OK;
         }
+        int update = pop3_enters_update(&s, line, len, end);
+        if (update) sigprocmask(SIG_BLOCK, &stops, &mask);
         if (!pop3_line(&s, line, len, end, &act)) return EXIT_OK;
         if (act == POP3_CLOSE) {
+            close(*lock);
+            *lock = -1;
+            if (update && stop_pending(&stops)) {          /* the reply, then the stop */
+                int fl = fcntl(fd, F_GETFL);
+                if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+                out.timeout_ms = 1000;
+            }
             io_flush(&out);
             size_t left_n;
             maildrop_stat(md, &left_n, &oct);
             log_info(sid, "event=logout user=%s deleted=%zu", r->name, n > left_n ? n - left_n : 0);
-            return EXIT_OK;
+            return EXIT_OK;             /* a held stop signal ends with the process */
         }
+        if (update) sigprocmask(SIG_SETMASK, &mask, 0);
         if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
     }
 }
@@ -121,9 +153,9 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
         log_error(sid, "event=scan user=%s error=\"%s\"", r->name, strerror(errno));
         return reply_close(fd, "-ERR [SYS/TEMP] Cannot read the mailbox\r\n");
     }
-    int code = transaction(c, fd, &md, r, left, leftlen, sid);
+    int code = transaction(c, fd, &md, &lock, r, left, leftlen, sid);
     maildrop_close(&md);
-    close(lock);          /* the mailbox is free before any lingering */
+    if (lock >= 0) close(lock);          /* the mailbox is free before any lingering */
     if (fd_unread(fd)) fd_close_lingering(fd, 2000, 1 << 20);
     return code;
 }

@@ -11,7 +11,8 @@ OSDI 2014), with the real programs:
    mailbox workers, remote-deliverer (relaying to a loopback SMTP sink,
    whose side is not modelled), and the queue-inject they run for a
    report or an alias's expansion; postern-user add, which makes a home
-   and Maildir).
+   and Maildir; pop3-listener with its mailbox process, through a POP3
+   session's UPDATE).
 2. Replay: the recorded file and descriptor calls, in order, through a
    small file-system model that keeps two states: what the processes see,
    and what a power cut may leave on the disk.
@@ -26,8 +27,11 @@ no journal, no "a new file's fsync also writes its directory"):
     (unlink, rmdir, renamed out) in a directory is sure to survive only
     once that directory is fsynced; a rename is two directory changes: the
     new name needs the target directory's fsync, the old name's removal
-    the source's; an fsync of a directory makes its current names durable
-    and nothing of the directories below it or above it;
+    the source's, and either may reach the disk without the other (a
+    rename within one directory is one change of it: the old name or the
+    new survives, never neither, as rename(2) promises the processes); an
+    fsync of a directory makes its current names durable and nothing of
+    the directories below it or above it;
   - what is not yet sure may or may not have reached the disk (the kernel
     writes dirty blocks back when it likes): each directory and each file
     is, independently of the others, in any one of the states it had since
@@ -82,7 +86,10 @@ The promises checked at every crash point (docs/QUEUE.md, DESIGN.md 2):
     or forward is lost;
   - at the end of a recording, every message the processes no longer see
     surely stays gone: its removal was made durable (a finished delivery,
-    local or remote, is recorded for good).
+    local or remote, is recorded for good);
+  - nor a POP3 UPDATE (Pop3UpdateCrashTest): a message the session did
+    not delete surely survives whole in new/ or cur/, and once "+OK" to
+    QUIT was written every deletion and move is durable.
 
 CrashModelSelfTest feeds the model hand-written traces of broken commit
 protocols and checks that it reports each of them, so a model that
@@ -390,7 +397,8 @@ class FsModel:
         if sn not in sd.entries:
             raise ModelError('rename of %s, not in the model' % '/'.join(src))
         node = sd.entries.pop(sn)
-        sd.changed()
+        if sd is not dd:
+            sd.changed()
         dd.entries[dn] = node
         dd.changed()
 
@@ -1354,6 +1362,114 @@ class CrashModelTest(unittest.TestCase):
             self.assertEqual(f.read().count('dsn=double-bounce-failed action=dropped'), 1, 'dropped once')
 
 
+class Pop3UpdateCrashTest(unittest.TestCase):
+    """A POP3 session's UPDATE under the power-loss model: pop3-listener
+    (the listener, and the monitor, pre-login and mailbox processes it
+    forks) recorded with strace -f -p while one session RETRs some
+    messages, DELEs others and QUITs. The promise (docs/man/pop3-listener.8,
+    UPDATE), at every crash point of the UPDATE:
+      - a message not marked deleted is never lost: a power cut surely
+        leaves it, whole, under new/BASE or cur/BASE:2,FLAGS;
+      - after "+OK" to QUIT was written, every deletion and every move is
+        durable: no name of a deleted message may survive, and each kept
+        one surely survives in cur/ only.
+    Before the +OK a deleted message may come back (RFC 1939: nothing is
+    promised until the reply; the next login offers it again), and a kept
+    one may be left under two names (new/BASE and cur/BASE:2,, one file,
+    which the next login makes one again): the crash points where either
+    may happen are counted and printed, not failed."""
+
+    def test_pop3_update_power_loss(self):
+        need(self, 'postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
+        need_root(self, 'the mailbox process runs as the user, under strace as root')
+        if not strace_works():
+            self.skipTest('strace cannot trace here')
+        inst = Instance(services=['auth-checker', 'pop3-listener'], users={'alice': 'secret'}).start()
+        self.addCleanup(inst.stop)
+        md = inst.maildir('alice')
+        st = os.stat(md)
+        base, texts = [], {}
+        for k in range(16):
+            sub, name = ('new', '%d.M%dP1.test' % (1700000000 + k, k)) if k < 12 else \
+                        ('cur', '%d.M%dP1.test:2,%s' % (1700000000 + k, k, 'F' if k % 2 else ''))
+            path = os.path.join(md, sub, name)
+            with open(path, 'wb') as f:
+                f.write(b'Subject: pop3 crash %d\n\n' % k + b'line\n' * 50)
+            os.chown(path, st.st_uid, st.st_gid)
+            base.append(name.split(':')[0])
+        # DELE: 2 in new/ and 2 in cur/; RETR (seen): 3 in new/, 2 in cur/
+        dele, retr = (2, 5, 13, 16), (1, 3, 4, 14, 15)
+        deleted = {base[k - 1] for k in dele}
+        kept = [b for b in base if b not in deleted]
+        os.sync()
+        before = FsModel(inst.root, ('mail',))
+        trace = inst.path('pop3.trace')
+        tracer = subprocess.Popen([STRACE, '-o', trace] + STRACE_ARGS + ['-p', str(inst.service_pid('pop3-listener'))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self.assertIn(b'attached', tracer.stderr.readline())
+            steps = [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK')]
+            steps += [('RETR %d' % k, '+OK') for k in retr] + [('DELE %d' % k, '+OK') for k in dele]
+            steps += [('QUIT', '+OK Logging out.')]
+            harness.pop3_dialogue(inst.port('pop3'), steps)
+            inst.wait_for(lambda: 'event=logout user=alice' in inst.log('pop3-listener'), 10)
+            time.sleep(0.5)         # the mailbox process's last calls
+        finally:
+            tracer.terminate()
+            tracer.wait(30)
+        with open(trace, errors='replace') as f:
+            events = parse_trace(f.read())
+        names = {b: [] for b in base}
+        for path, _ in inst.maildir_messages('alice'):
+            names[os.path.basename(path).split(':')[0]].append(path)
+        self.assertEqual({b for b, p in names.items() if p}, set(kept), 'the UPDATE deleted what was marked')
+        acked, updating = [False], [False]
+        counts = {'back': set(), 'twice': set()}
+
+        def states(m, sub):
+            return [st for d in m.possible(['mail', 'alice', 'Maildir', sub]) if d.is_dir for st in d.hist]
+
+        def check(m, whole, i, ev):
+            if ev and ev[1] == 'write' and '+OK Logging out.' in ev[2][1]:
+                acked[0] = True
+            if ev and ev[1] in ('linkat', 'unlinkat', 'renameat2') and '/Maildir/' in ev[2][0]:
+                updating[0] = True       # the crash points counted: from the UPDATE's first change on
+            new, cur = states(m, 'new'), states(m, 'cur')
+            problems = []
+            for b in base:
+                in_new = [b in s for s in new]
+                in_cur = [any(n.split(':')[0] == b for n in s) for s in cur]
+                files = [s[n] for s in new + cur for n in s if n.split(':')[0] == b]
+                if not all(whole(f) for f in files):
+                    problems.append('%s may survive half-written' % b)
+                if b in deleted:
+                    if acked[0] and (any(in_new) or any(in_cur)):
+                        problems.append('%s, deleted and acknowledged, may come back' % b)
+                    elif updating[0] and (any(in_new) or any(in_cur)):
+                        counts['back'].add(i)
+                    continue
+                if not (all(in_new) or all(in_cur)):
+                    problems.append('%s (not deleted) may be lost: in neither new/ nor cur/' % b)
+                if acked[0] and (any(in_new) or not all(in_cur)):
+                    problems.append('%s: acknowledged, yet may not be (only) in cur/' % b)
+                if any(in_new) and any(in_cur):
+                    counts['twice'].add(i)
+            if problems:
+                lo = max(0, i - 8)
+                self.fail('power loss after call %d (%s) would leave:\n  %s\nthe calls up to it:\n%s'
+                          % (i + 1, show(ev), '\n  '.join(problems),
+                             '\n'.join('   %s' % show(e) for e in events[lo:i + 1])))
+
+        points = crash_points(before, events, check)
+        self.assertTrue(acked[0], 'the +OK to QUIT is in the trace')
+        SUMMARY.append('pop3 UPDATE: messages %d (%d deleted, %d seen), calls %d, crash points checked %d; '
+                       'in the UPDATE, at %d a deleted message may come back, at %d a kept one may be under '
+                       'two names (both allowed before the +OK)'
+                       % (len(base), len(deleted), len(retr), len(events), points, len(counts['back']),
+                          len(counts['twice'])))
+        print('\n[crashmodel] ' + SUMMARY.pop())
+
+
 class CrashModelSelfTest(unittest.TestCase):
     """The model on hand-written traces (strace -f -yy -tt lines) of a
     queue commit: the right one passes, each broken one is reported.
@@ -1415,6 +1531,36 @@ class CrashModelSelfTest(unittest.TestCase):
                          '7 12:00:00.000003 <... fsync resumed>) = 0\n' % q)
         self.assertEqual([(e[0], e[1]) for e in ev], [(8, '+++exit'), (7, 'fsync')])
         self.assertEqual(fd_path(ev[1][2][0]), q + '/env/0')
+
+    def lost(self, calls):
+        """the crash points (indexes) where a durable file queue/env/0/ID,
+        renamed by calls, may be under none of its names"""
+        with open(os.path.join(self.root, 'queue', 'env', '0', 'ID'), 'w') as f:
+            f.write('x')
+        q = self.root + '/queue'
+        events = parse_trace('\n'.join('100 12:00:%02d.000000 ' % n + c.replace('Q/', q + '/')
+                                       for n, c in enumerate(calls)))
+        out = []
+
+        def check(m, whole, i, ev):
+            names = [p for p in (['env', '0', 'ID'], ['env', '0', 'ID2'], ['todo', 'ID']) if m.possible(['queue'] + p)]
+            in_env = [any(n in st for n in ('ID', 'ID2')) for d in m.possible(['queue', 'env', '0']) for st in d.hist]
+            in_todo = [('ID' in st) for d in m.possible(['queue', 'todo']) for st in d.hist]
+            if names and not (all(in_env) or all(in_todo)):
+                out.append(i)
+        crash_points(FsModel(self.root, ('queue',)), events, check)
+        return out
+
+    def test_rename_within_a_directory_is_one_change(self):
+        self.assertEqual(self.lost(['rename("Q/env/0/ID", "Q/env/0/ID2") = 0']), [])
+
+    def test_rename_across_directories_may_lose_the_file(self):
+        """each directory may reach the disk without the other: a move
+        from one to another is safe only as link, fsync, unlink"""
+        self.assertEqual(self.lost(['rename("Q/env/0/ID", "Q/todo/ID") = 0']), [0])
+        self.assertEqual(self.lost(['link("Q/env/0/ID", "Q/todo/ID") = 0', 'openat(AT_FDCWD</>, "Q/todo", '
+                                    'O_RDONLY|O_DIRECTORY) = 6<Q/todo>', 'fsync(6<Q/todo>) = 0',
+                                    'unlink("Q/env/0/ID") = 0']), [])
 
     def test_unmodelled_calls_fail(self):
         with self.assertRaises(ModelError):

@@ -8,9 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "maildrop.h"
+
+/* fsync, failing with EIO while fsync_fails (this program's own, which
+ * maildrop.c's calls reach: a disk that lost a write) */
+static int fsync_fails;
+int fsync(int fd)
+{
+    if (fsync_fails) { errno = EIO; return -1; }
+    return (int)syscall(SYS_fsync, fd);
+}
 
 static char dir[64];
 static int dirfd_;
@@ -340,6 +350,62 @@ START_TEST(test_update_overwrites_nothing)
 }
 END_TEST
 
+START_TEST(test_two_names_of_one_file)
+{
+    /* new/100.a and cur/100.a:2,S, one file: an UPDATE's move (link into
+     * cur/, fsync, unlink from new/) cut by a crash or kill -9 between its
+     * link and its unlink. One message, the name in new/ removed */
+    struct maildrop md;
+    char a[512], b[512];
+    PUT("cur", "100.a:2,S", "A\n");
+    PUT("new", "200.b", "B\n");
+    snprintf(a, sizeof a, "%s/cur/100.a:2,S", dir);
+    snprintf(b, sizeof b, "%s/new/100.a", dir);
+    ck_assert_int_eq(link(a, b), 0);
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 2);
+    ck_assert_str_eq(md.msg[0].name, "100.a:2,S");
+    ck_assert_int_eq(md.msg[0].in_new, 0);
+    ck_assert_str_eq(md.msg[0].uidl, "100.a");
+    ck_assert_str_eq(md.msg[1].uidl, "200.b");
+    ck_assert_int_ne(access(b, F_OK), 0);
+    ck_assert_int_eq(access(a, F_OK), 0);
+    maildrop_close(&md);
+}
+END_TEST
+
+START_TEST(test_update_not_durable)
+{
+    /* an fsync fails (EIO): the UPDATE says so (0, no deletion failed), and
+     * a message it was moving keeps its name in new/ beside the new one
+     * in cur/, as the link was not known durable; the next open sees one
+     * message */
+    struct maildrop md;
+    size_t failed;
+    PUT("new", "100.a", "A\n");
+    PUT("new", "200.b", "B\n");
+    PUT("cur", "300.c:2,", "C\n");
+    ck_assert(maildrop_open(&md, dirfd_));
+    md.msg[1].deleted = 1;
+    md.msg[2].retrieved = 1;
+    fsync_fails = 1;
+    ck_assert(!maildrop_update(&md, &failed));
+    fsync_fails = 0;
+    ck_assert_uint_eq(failed, 0);
+    maildrop_close(&md);
+    ck_assert(exists("new", "100.a"));
+    ck_assert(exists("cur", "100.a:2,"));
+    ck_assert(!exists("new", "200.b"));                   /* the deletion is done, if not durable */
+    ck_assert(exists("cur", "300.c:2,S"));
+    ck_assert(maildrop_open(&md, dirfd_));
+    ck_assert_uint_eq(md.n, 2);
+    ck_assert(!exists("new", "100.a"));
+    ck_assert(maildrop_update(&md, &failed));
+    maildrop_close(&md);
+    ck_assert(exists("cur", "100.a:2,"));
+}
+END_TEST
+
 START_TEST(test_moved_by_another_program)
 {
     /* a local mail program moves a message while the session is open: RETR
@@ -522,6 +588,8 @@ int main(void)
     tcase_add_test(core, test_impossible_name_size_counted);
     tcase_add_test(core, test_same_base_name_twice);
     tcase_add_test(core, test_update_overwrites_nothing);
+    tcase_add_test(core, test_two_names_of_one_file);
+    tcase_add_test(core, test_update_not_durable);
     tcase_add_test(core, test_lock);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");

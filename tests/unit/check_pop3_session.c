@@ -7,10 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pop3_session.h"
 #include "sasl.h"
+
+/* fsync, failing with EIO while fsync_fails (this program's own, which
+ * the UPDATE's calls reach) */
+static int fsync_fails;
+int fsync(int fd)
+{
+    if (fsync_fails) { errno = EIO; return -1; }
+    return (int)syscall(SYS_fsync, fd);
+}
 
 static char dir[64];
 static int dirfd_;
@@ -143,6 +153,35 @@ START_TEST(test_bare_cr_refused)
     ck_assert(pop3_line(&s, "DELE 1", 6, POP3_LINE_BARE_CR, &act));
     ck_assert_str_eq(said(), "-ERR Bare CR in command line\r\n");
     ck_assert_str_eq(run("STAT\r\n", 253, &act), "+OK 2 52\r\n");   /* nothing deleted */
+}
+END_TEST
+
+START_TEST(test_quit_not_durable)
+{
+    /* an fsync of the UPDATE fails: no "+OK" (RFC 1939: -ERR when some
+     * change was not made) */
+    enum pop3_action act;
+    run("USER alice\r\nPASS secret\r\n", 253, &act);
+    fsync_fails = 1;
+    const char *r = run("RETR 1\r\nQUIT\r\n", 253, &act);
+    fsync_fails = 0;
+    ck_assert_ptr_nonnull(strstr(r, "\r\n.\r\n-ERR [SYS/TEMP] The changes to the mailbox could not be made durable.\r\n"));
+    ck_assert_int_eq(act, POP3_CLOSE);
+}
+END_TEST
+
+START_TEST(test_enters_update)
+{
+    /* QUIT in TRANSACTION, and only that, enters UPDATE */
+    enum pop3_action act;
+    ck_assert(!pop3_enters_update(&s, "QUIT", 4, POP3_LINE_WHOLE));      /* AUTHORIZATION */
+    run("USER alice\r\nPASS secret\r\n", 253, &act);
+    ck_assert(pop3_enters_update(&s, "QUIT", 4, POP3_LINE_WHOLE));
+    ck_assert(pop3_enters_update(&s, "quit ", 5, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUITX", 5, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUIT", 4, POP3_LINE_BARE_CR));
+    ck_assert(!pop3_enters_update(&s, "NOOP", 4, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUI", 3, POP3_LINE_WHOLE));
 }
 END_TEST
 
@@ -341,6 +380,8 @@ int main(void)
     tcase_add_checked_fixture(core, setup, teardown);
     tcase_add_test(core, test_login_and_transaction);
     tcase_add_test(core, test_authorization_state);
+    tcase_add_test(core, test_quit_not_durable);
+    tcase_add_test(core, test_enters_update);
     tcase_add_test(core, test_bare_cr_refused);
     tcase_add_test(core, test_quit_before_login_and_http);
     tcase_add_test(core, test_stls_and_plaintext_policy);
