@@ -2,6 +2,7 @@
 #include "io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -234,6 +235,12 @@ int io_read_full(struct io *in, void *dst, size_t n)
         n -= k;
     }
     return 1;
+}
+
+int fd_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && (fl & O_NONBLOCK || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0);
 }
 
 int fd_write_all(int fd, const void *p, size_t n, int timeout_ms)

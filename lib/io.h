@@ -90,7 +90,12 @@ int io_put(struct io *out, const void *p, size_t n);
 int io_puts(struct io *out, const char *s);
 int io_flush(struct io *out);
 
-/* write all of p to fd (handles EINTR, short writes, EAGAIN with poll) */
+/* fd made non-blocking, so that io's and fd_write_all's waits are all
+ * bounded by their timeout: a peer that sends but never reads cannot hold a
+ * writer in write() for good. 1, or 0 with errno */
+int fd_nonblock(int fd);
+/* write all of p to fd (handles EINTR, short writes, EAGAIN with poll;
+ * without O_NONBLOCK, a write that blocks waits without the timeout) */
 int fd_write_all(int fd, const void *p, size_t n, int timeout_ms);
 /* read exactly n bytes; EPIPE on early EOF */
 int fd_read_all(int fd, void *p, size_t n, int timeout_ms);

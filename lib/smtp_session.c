@@ -859,8 +859,7 @@ static int act_notimpl(struct smtp_session *s, const char *a, size_t n) { reply(
 /* switch the session to fd (a fresh connection: nothing buffered) */
 static void session_use_fd(struct smtp_session *s, int fd)
 {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    fd_nonblock(fd);
     io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, s->in.timeout_ms);
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, s->out.timeout_ms);
 }
@@ -1246,8 +1245,7 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     s->verb = "-";
     /* non-blocking, so that every write waits at most the timeout too: a
      * client that sends but never reads cannot hold the session forever */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    fd_nonblock(fd);
     int ms = cf->session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(cf->session_timeout * 1000);
     io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, ms);
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);

@@ -40,6 +40,14 @@ static int stop_pending(const sigset_t *stops)
     return 0;
 }
 
+/* the client could not be written to (gone, or not reading within the
+ * timeout): logged, and the session ends */
+static int write_failed(const char *sid, const char *user, int update)
+{
+    log_info(sid, "event=drop user=%s update=%s error=\"%s\"", user, update ? "yes" : "no", strerror(errno));
+    return EXIT_OK;
+}
+
 /* TRANSACTION and UPDATE on the open maildrop md, locked by *lock;
  * returns the exit code. A stop signal kills the process at once in
  * TRANSACTION (nothing is deleted); during an UPDATE it is held until the
@@ -53,6 +61,7 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, int 
     static char line[POP3_LINE_MAX + 1];
     struct io in, out;
     struct pop3_session s;
+    fd_nonblock(fd);              /* a client that stops reading meets the timeout too */
     io_init(&in, fd, ibuf, sizeof ibuf, pop3d_timeout_ms(c));
     io_init(&out, fd, obuf, sizeof obuf, pop3d_timeout_ms(c));
     memcpy(ibuf, left, leftlen);      /* what the pre-login session read past PASS */
@@ -87,15 +96,11 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, int 
         }
         int update = pop3_enters_update(&s, line, len, end);
         if (update) sigprocmask(SIG_BLOCK, &stops, &mask);
-        if (!pop3_line(&s, line, len, end, &act)) return EXIT_OK;
+        if (!pop3_line(&s, line, len, end, &act)) return write_failed(sid, r->name, update);
         if (act == POP3_CLOSE) {
             close(*lock);
             *lock = -1;
-            if (update && stop_pending(&stops)) {          /* the reply, then the stop */
-                int fl = fcntl(fd, F_GETFL);
-                if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-                out.timeout_ms = 1000;
-            }
+            if (update && stop_pending(&stops)) out.timeout_ms = 1000;   /* the reply, then the stop */
             io_flush(&out);
             size_t left_n;
             maildrop_stat(md, &left_n, &oct);
@@ -103,7 +108,7 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, int 
             return EXIT_OK;             /* a held stop signal ends with the process */
         }
         if (update) sigprocmask(SIG_SETMASK, &mask, 0);
-        if (io_buffered(&in) == 0 && !io_flush(&out)) return EXIT_OK;
+        if (io_buffered(&in) == 0 && !io_flush(&out)) return write_failed(sid, r->name, 0);
     }
 }
 

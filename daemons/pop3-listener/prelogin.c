@@ -73,6 +73,7 @@ static int stls(int *fd, int mon, struct io *in, struct io *out, const char *sid
     }
     close(*fd);
     *fd = plain;
+    fd_nonblock(plain);
     io_init(in, plain, in->b, in->cap, ms);
     io_init(out, plain, out->b, out->cap, ms);
     return tls_wait(in, sid);
@@ -85,6 +86,7 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
     struct io in, out;
     struct pop3_session s;
     int ms = pop3d_timeout_ms(c);
+    fd_nonblock(fd);              /* every write bounded by the timeout too */
     io_init(&in, fd, ibuf, sizeof ibuf, ms);
     io_init(&out, fd, obuf, sizeof obuf, ms);
     pop3_init(&s, &out, (unsigned)c->max_errors);

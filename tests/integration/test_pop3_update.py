@@ -34,7 +34,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, Conn, descendants, need, need_root, pop3_dialogue, running, signal_all
+from harness import Instance, Conn, descendants, need, need_root, pop3_dialogue, running, sandbox_state, signal_all
 
 PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 STRACE = shutil.which('strace')
@@ -401,6 +401,69 @@ class Pop3UpdateTest(unittest.TestCase):
             pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK'),
                                       ('STAT', '+OK %d ' % (len(before) - len(deleted))), ('QUIT', '+OK')], conn=o)
         c.close()
+
+
+    def test_client_that_stops_reading_is_timed_out(self):
+        """A client that sends RETR of a large message and then reads
+        nothing (a phone gone out of reach, its TCP connection still open):
+        the mailbox process's writes wait at most the session's timeout, as
+        its reads do, and then it ends and frees the mailbox. Before, it
+        wrote to a blocking socket and stayed in write() for good, holding
+        the lock: every later login got IN-USE. The timeout (10 minutes at
+        least) is made to happen now, as in
+        test_timeout_in_transaction_deletes_nothing."""
+        if platform.machine() != 'x86_64':
+            self.skipTest('the ptrace helper knows x86_64 registers only')
+        st = os.stat(self.md)
+        name = '1700000001.M1P1.test'
+        path = os.path.join(self.md, 'new', name)
+        with open(path, 'wb') as f:             # more than both sockets' buffers hold
+            f.write(b'Subject: big\n\n' + b'%-75d\n' % 0 * ((24 << 20) // 76))
+        os.chown(path, st.st_uid, st.st_gid)
+        c, pid = self.login()
+        c.send('RETR 1')
+        self.inst.wait_for(lambda: waiting_in_poll(pid), 20,
+                           what='the mailbox process waiting, with a timeout, for the client to read')
+        poll_times_out_now(pid)
+        self.inst.wait_for(lambda: not running(pid), 20, what='the mailbox process gone after its timeout')
+        c.close()
+        self.assertEqual(os.listdir(os.path.join(self.md, 'new')), [name], 'nothing deleted or moved')
+        self.assertEqual(self.next_login_sees({name: None}), [name])
+        self.assertIn('event=drop user=alice update=no error="Connection timed out"', self.inst.log('pop3-listener'))
+
+
+    def test_client_that_never_reads_before_login_is_timed_out(self):
+        """The same before a login: a client that pipelines CAPA after
+        CAPA and reads none of the replies. The pre-login process's writes
+        wait at most the timeout (made to happen now); then it ends, and
+        the listener serves others as before."""
+        if platform.machine() != 'x86_64':
+            self.skipTest('the ptrace helper knows x86_64 registers only')
+        top = self.inst.service_pid('pop3-listener')
+        before = set(descendants(top))
+        c = Conn(self.port, timeout=30)
+        self.assertTrue(c.readline().startswith('+OK'))
+        c.sock.setblocking(False)
+        sent, chunk = 0, b'CAPA\r\n' * 4096
+
+        def fill():                          # until the kernel takes no more
+            nonlocal sent
+            try:
+                while True:
+                    sent += c.sock.send(chunk)
+            except BlockingIOError:
+                return False
+        def prelogin_waiting():              # the sandboxed one, not its monitor
+            return [p for p in set(descendants(top)) - before
+                    if running(p) and sandbox_state(p)[1] == 2 and waiting_in_poll(p)]
+        self.inst.wait_for(lambda: fill() or sent > (4 << 20) and prelogin_waiting(), 30,
+                           what='a pre-login process waiting, with a timeout, for the client to read')
+        waiting = prelogin_waiting()
+        self.assertEqual(len(waiting), 1, waiting)
+        poll_times_out_now(waiting[0])
+        self.inst.wait_for(lambda: not running(waiting[0]), 20, what='the pre-login process gone after its timeout')
+        c.close()
+        pop3_dialogue(self.port, [(None, '+OK'), ('USER bob', '+OK'), ('PASS b0b', '+OK'), ('QUIT', '+OK')])
 
 
 if __name__ == '__main__':
