@@ -166,6 +166,40 @@ def leak_check_tracer(pid):
         return False
 
 
+def unstick_leak_checks(pids, stuck, after=3):
+    """Give each of pids that has been caught in its leak check
+    (leak_check_tracer) for more than `after` seconds the SIGSTOP it lost,
+    once, so that the check runs and the process ends. stuck is the
+    caller's dict, kept from one call to the next (when each was first
+    seen caught). True if a SIGSTOP was sent."""
+    sent, now = False, time.monotonic()
+    for p in map(int, pids):
+        if not leak_check_tracer(p):
+            stuck.pop(p, None)
+        elif now - stuck.setdefault(p, now) > after:
+            stuck[p] = float('inf')
+            try:
+                os.kill(p, signal.SIGSTOP)
+                sent = True
+            except ProcessLookupError:
+                pass
+    return sent
+
+
+def describe(pids):
+    """'PID command line' of each of pids still there, for a failure
+    message; '(leak check)' after one caught in it (leak_check_tracer)"""
+    out = []
+    for p in sorted(map(int, pids)):
+        try:
+            with open('/proc/%d/cmdline' % p, 'rb') as f:
+                cmd = f.read().replace(b'\0', b' ').decode(errors='replace').strip()
+        except OSError:
+            continue
+        out.append('%d %s%s' % (p, cmd, ' (leak check)' if leak_check_tracer(p) else ''))
+    return out
+
+
 def children(pid):
     """The pids of pid's children (from /proc), [] if it is gone."""
     try:
@@ -593,17 +627,13 @@ class Instance:
         SIGCONT (leak_check_tracer) gets the SIGSTOP it lost, once it has
         been stuck 3 s, so its leak check runs and reports."""
         pid = self.service_pid(service)
-        stuck_since = []
+        stuck = {}
 
         def down():
             if self.service_pid(service) is None:
                 return True
-            if pid and leak_check_tracer(pid):
-                if not stuck_since:
-                    stuck_since.append(time.time())
-                elif stuck_since[0] and time.time() - stuck_since[0] > 3:
-                    stuck_since[0] = 0
-                    os.kill(pid, signal.SIGSTOP)
+            if pid:
+                unstick_leak_checks([pid], stuck)
             return False
         return self.wait_for(down, timeout, what='%s down' % service)
 

@@ -28,7 +28,7 @@ import threading
 import time
 import unittest
 
-from harness import (Instance, Conn, descendants, leak_check_tracer, need, need_root, queue_inject, running,
+from harness import (Instance, Conn, describe, descendants, unstick_leak_checks, need, need_root, queue_inject, running,
                      signal_all)
 from remote_helpers import SmtpSink
 from test_e2e import Smtp, split_added
@@ -136,23 +136,11 @@ class RestartUnderLoadTest(unittest.TestCase):
             # a sanitizer build's process in its exit-time leak check whose
             # tracer's SIGSTOP a SIGCONT from s6 discarded spins for ever:
             # give it the SIGSTOP, as harness.Instance.wait_down does
-            for p in left:
-                if not leak_check_tracer(p):
-                    stuck.pop(p, None)
-                elif time.monotonic() - stuck.setdefault(p, time.monotonic()) > 3:
-                    stuck[p] = float('inf')
-                    os.kill(p, signal.SIGSTOP)
+            unstick_leak_checks(left, stuck)
             time.sleep(0.05)
         took = time.monotonic() - t0
         if left:
-            desc = []
-            for p in sorted(left):
-                try:
-                    with open('/proc/%d/cmdline' % p, 'rb') as f:
-                        desc.append('%d %s' % (p, f.read().replace(b'\0', b' ').decode(errors='replace')))
-                except OSError:
-                    pass
-            self.fail('still running %.1f s after the stop: %s' % (took, desc))
+            self.fail('still running %.1f s after the stop: %s' % (took, describe(left)))
         self.inst.svscan.wait(5)
         self.inst.svscan = None
         return took, len(signalled)
