@@ -32,6 +32,13 @@ struct qm_channel {
     pid_t pid;
     unsigned inflight;
     unsigned max;
+    /* at most this many jobs in flight for one recipient address (0: no
+     * limit): local_concurrency / 4, at least 1. A mailbox whose
+     * filesystem hangs (an NFS server gone) holds each of its jobs until
+     * local-deliverer kills it (LOCAL_JOB_TIME_MAX, 15 minutes); without
+     * this, a backlog for that one user took every slot and nobody else
+     * got mail meanwhile */
+    unsigned per_rcpt;
     int full;               /* a send found the socket full: no job until a result comes back */
     int reload_due;         /* a reload record still to send (the socket was full) */
 };
@@ -45,6 +52,7 @@ struct qm_msg {
     int delete_req;
     int flush;
     int waiting;            /* recipients due but their deliverer was busy */
+    unsigned long long held; /* waiting only for this recipient's jobs (rcpt_key) to end; 0: not so */
     unsigned inflight;
     struct qm_msg *prev;    /* q->msgs is doubly linked: forgetting is O(1) */
     struct qm_msg *hnext;   /* chain in q->hash */
@@ -62,6 +70,7 @@ struct qm_job {
     struct qm_msg *m;
     size_t rcpt;
     enum qm_chan chan;
+    unsigned long long key;    /* rcpt_key of the recipient's address */
     struct qm_job *next;
 };
 

@@ -26,6 +26,29 @@ static size_t id_hash(const char *id)
     return h;
 }
 
+/* a recipient address as the per-recipient limit counts it (qm_channel.
+ * per_rcpt): FNV-1a, 64 bits, of the address in lower case (never 0) */
+static unsigned long long rcpt_key(const char *addr)
+{
+    unsigned long long h = 14695981039346656037ULL;
+    for (; *addr; addr++) {
+        unsigned char c = (unsigned char)*addr;
+        if (c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
+        h = (h ^ c) * 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+/* 1 if channel ch has per_rcpt jobs in flight for key already */
+static int rcpt_saturated(const struct qm *q, enum qm_chan ch, unsigned long long key)
+{
+    unsigned n = 0, max = q->chan[ch].per_rcpt;
+    if (!max) return 0;
+    for (const struct qm_job *j = q->jobs; j; j = j->next)
+        if (j->chan == ch && j->key == key && ++n >= max) return 1;
+    return 0;
+}
+
 static int hash_grow(struct qm *q)
 {
     size_t n = q->hsize ? q->hsize * 2 : 1024;
@@ -324,7 +347,7 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
     return 0;
 }
 
-static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
+static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch, unsigned long long key)
 {
     struct dp_job j;
     struct qm_job *qj;
@@ -356,6 +379,7 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     qj->m = m;
     qj->rcpt = i;
     qj->chan = ch;
+    qj->key = key;
     qj->next = q->jobs;
     q->jobs = qj;
     m->busy[i] = 1;
@@ -384,7 +408,8 @@ static int birth_ahead(struct qm_msg *m, time_t now)
 
 static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
 {
-    int changed = 0, waiting = 0;
+    int changed = 0, waiting = 0, mixed = 0;
+    unsigned long long held = 0;
     if (!msg_load(q, m)) {
         if (errno == ENOENT && !m->inflight) {
             /* removed by hand: envelopes are replaced by rename and
@@ -423,13 +448,22 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
             changed = 1;
             continue;
         }
-        if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; continue; }
-        if (!send_job(q, m, i, ch)) {
+        if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; mixed = 1; continue; }
+        unsigned long long key = rcpt_key(r->addr);
+        if (rcpt_saturated(q, ch, key)) {
+            /* this recipient has its share of the deliverer already */
+            waiting |= 1 << ch;
+            if (held && held != key) mixed = 1;
+            held = key;
+            continue;
+        }
+        if (!send_job(q, m, i, ch, key)) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 /* the deliverer has not read its jobs yet: not an
                  * attempt; sent once a result shows it reads again */
                 c->full = 1;
                 waiting |= 1 << ch;
+                mixed = 1;
                 continue;
             }
             if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
@@ -456,6 +490,9 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
     /* due but blocked: looked at again as soon as a deliverer has room
      * (qm_dispatch), or in a minute at the latest */
     m->waiting = waiting;
+    /* waiting for nothing but one recipient's jobs to end: qm_dispatch
+     * passes it by (without loading it) until one has */
+    m->held = waiting && !mixed ? held : 0;
     if (waiting && m->wake <= now) m->wake = now + 60;
 }
 
@@ -472,6 +509,8 @@ void qm_dispatch(struct qm *q, time_t now)
 {
     if (q->stopping || q->dead) return;
     struct qm_msg *next;
+    unsigned long long held_key = 0, held_job = 0;
+    int held_sat = 0;
     for (struct qm_msg *m = q->msgs; m; m = next) {
         next = m->next;          /* dispatch_msg may forget m */
         if (q->dead) return;     /* dispatch_msg found a deliverer gone */
@@ -479,6 +518,16 @@ void qm_dispatch(struct qm *q, time_t now)
         int free_chans = room(q);
         if (!free_chans) return;   /* nothing can be sent: load nothing */
         if (!m->flush && m->wake > now && !(m->waiting & free_chans)) continue;
+        if (!m->flush && m->wake > now && m->held) {
+            /* a backlog for one recipient: its saturation counted once a
+             * pass (until a job is sent), not once per message */
+            if (m->held != held_key || q->next_job != held_job) {
+                held_key = m->held;
+                held_job = q->next_job;
+                held_sat = rcpt_saturated(q, QM_LOCAL, held_key) || rcpt_saturated(q, QM_REMOTE, held_key);
+            }
+            if (held_sat) continue;
+        }
         dispatch_msg(q, m, now);
     }
 }

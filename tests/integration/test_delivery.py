@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -1145,6 +1146,63 @@ class DeliveryTest(unittest.TestCase):
             self.assertIn('%s removed=operator-request' % qid, log)
             self.assertNotIn('%s dsn=' % qid, log)
         self.assertEqual(self.inst.maildir_messages('bob'), [])
+
+
+# A FUSE mount that nobody serves: every access below it waits, as on an
+# NFS server that stopped answering (hard mount), until the process is
+# killed or the connection aborted (the holder exits).
+HUNG_MOUNT = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open('/dev/fuse', os.O_RDWR)
+opts = 'fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other' % fd
+if libc.mount(b'hung', sys.argv[1].encode(), b'fuse', 0, opts.encode()) != 0:
+    sys.exit('mount: ' + os.strerror(ctypes.get_errno()))
+print('mounted', flush=True)
+sys.stdin.read()            # until the test closes our stdin
+"""
+
+
+class HungMailboxTest(unittest.TestCase):
+    """One user's Maildir on a filesystem that stops answering must not
+    stall the deliveries to everybody else."""
+
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        if not os.path.exists('/dev/fuse'):
+            self.skipTest('no /dev/fuse to make a hung filesystem with')
+        self.holder = None
+        self.inst = delivery_instance('')
+        self.inst.add_user('carol', 'pw-carol')
+        self.mnt = self.inst.maildir('carol')
+        self.holder = subprocess.Popen([sys.executable, '-c', HUNG_MOUNT, self.mnt], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.holder.stdout.readline()
+        if line != b'mounted\n':
+            self.skipTest('cannot mount FUSE: %s' % self.holder.stderr.read().decode(errors='replace'))
+
+    def tearDown(self):
+        if self.holder is not None:
+            self.holder.stdin.close()        # the connection ends: every wait on it fails
+            self.holder.wait(timeout=10)
+            subprocess.run(['umount', '-l', self.mnt], stderr=subprocess.DEVNULL)
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def test_hung_mailbox_leaves_others_delivered(self):
+        carol = mailbox_ids(self.inst, 'carol')[0]
+        for i in range(12):        # more than local_concurrency (10)
+            inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: c%d\n\nx\n' % i)
+        # carol's deliveries are under way, and waiting on the hung mount
+        self.inst.wait_for(lambda: len(workers(self.inst, carol)) >= 2, 20,
+                           what=lambda: "carol's mailbox workers\n" + self.inst.log('queue-manager'))
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: a\n\nx\n')
+        self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), 20,
+                           what=lambda: "alice's message past carol's hung ones\n" + self.inst.log('queue-manager'))
+        # no more of carol's than a quarter of local_concurrency at a time
+        self.assertLessEqual(len(workers(self.inst, carol)), 2)
 
 
 if __name__ == '__main__':
