@@ -26,12 +26,14 @@ static size_t id_hash(const char *id)
     return h;
 }
 
-/* a recipient address as the per-recipient limit counts it (qm_channel.
- * per_rcpt): FNV-1a, 64 bits, of the address in lower case (never 0) */
-static unsigned long long rcpt_key(const char *addr)
+/* the key qm_channel.per_key counts recipient addr by on channel ch: the
+ * address (local) or its domain (remote), in lower case; FNV-1a, 64 bits,
+ * never 0 */
+static unsigned long long dest_key(enum qm_chan ch, const char *addr)
 {
     unsigned long long h = 14695981039346656037ULL;
-    for (; *addr; addr++) {
+    const char *at = ch == QM_REMOTE ? strrchr(addr, '@') : NULL;
+    for (addr = at ? at + 1 : addr; *addr; addr++) {
         unsigned char c = (unsigned char)*addr;
         if (c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
         h = (h ^ c) * 1099511628211ULL;
@@ -39,14 +41,23 @@ static unsigned long long rcpt_key(const char *addr)
     return h ? h : 1;
 }
 
-/* 1 if channel ch has per_rcpt jobs in flight for key already */
-static int rcpt_saturated(const struct qm *q, enum qm_chan ch, unsigned long long key)
+/* 1 if channel ch has per_key messages in flight for key already, m not
+ * among them (NULL: any); *joins (if given) 1 if m is */
+static int key_saturated(const struct qm *q, enum qm_chan ch, unsigned long long key, const struct qm_msg *m,
+                         int *joins)
 {
-    unsigned n = 0, max = q->chan[ch].per_rcpt;
+    unsigned n = 0, max = q->chan[ch].per_key;
+    if (joins) *joins = 0;
     if (!max) return 0;
-    for (const struct qm_job *j = q->jobs; j; j = j->next)
-        if (j->chan == ch && j->key == key && ++n >= max) return 1;
-    return 0;
+    for (const struct qm_job *j = q->jobs; j; j = j->next) {
+        if (j->chan != ch || j->key != key) continue;
+        if (m && j->m == m) {
+            if (joins) *joins = 1;
+            return 0;
+        }
+        n += j->first;
+    }
+    return n >= max;
 }
 
 static int hash_grow(struct qm *q)
@@ -347,7 +358,8 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
     return 0;
 }
 
-static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch, unsigned long long key)
+static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch, unsigned long long key,
+                    int first)
 {
     struct dp_job j;
     struct qm_job *qj;
@@ -380,6 +392,7 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch, u
     qj->rcpt = i;
     qj->chan = ch;
     qj->key = key;
+    qj->first = first;
     qj->next = q->jobs;
     q->jobs = qj;
     m->busy[i] = 1;
@@ -449,15 +462,17 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
             continue;
         }
         if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; mixed = 1; continue; }
-        unsigned long long key = rcpt_key(r->addr);
-        if (rcpt_saturated(q, ch, key)) {
-            /* this recipient has its share of the deliverer already */
+        unsigned long long key = dest_key(ch, r->addr);
+        int joins;
+        if (key_saturated(q, ch, key, m, &joins)) {
+            /* this user or domain has its share of the deliverer already */
             waiting |= 1 << ch;
-            if (held && held != key) mixed = 1;
+            if (held && (held != key || m->held_chan != ch)) mixed = 1;
             held = key;
+            m->held_chan = ch;
             continue;
         }
-        if (!send_job(q, m, i, ch, key)) {
+        if (!send_job(q, m, i, ch, key, !joins)) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 /* the deliverer has not read its jobs yet: not an
                  * attempt; sent once a result shows it reads again */
@@ -490,8 +505,8 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
     /* due but blocked: looked at again as soon as a deliverer has room
      * (qm_dispatch), or in a minute at the latest */
     m->waiting = waiting;
-    /* waiting for nothing but one recipient's jobs to end: qm_dispatch
-     * passes it by (without loading it) until one has */
+    /* waiting for nothing but the jobs of one user or domain to end:
+     * qm_dispatch passes it by (without loading it) until one has */
     m->held = waiting && !mixed ? held : 0;
     if (waiting && m->wake <= now) m->wake = now + 60;
 }
@@ -510,6 +525,7 @@ void qm_dispatch(struct qm *q, time_t now)
     if (q->stopping || q->dead) return;
     struct qm_msg *next;
     unsigned long long held_key = 0, held_job = 0;
+    enum qm_chan held_chan = QM_LOCAL;
     int held_sat = 0;
     for (struct qm_msg *m = q->msgs; m; m = next) {
         next = m->next;          /* dispatch_msg may forget m */
@@ -518,13 +534,14 @@ void qm_dispatch(struct qm *q, time_t now)
         int free_chans = room(q);
         if (!free_chans) return;   /* nothing can be sent: load nothing */
         if (!m->flush && m->wake > now && !(m->waiting & free_chans)) continue;
-        if (!m->flush && m->wake > now && m->held) {
-            /* a backlog for one recipient: its saturation counted once a
-             * pass (until a job is sent), not once per message */
-            if (m->held != held_key || q->next_job != held_job) {
+        if (!m->flush && m->wake > now && m->held && !m->inflight) {
+            /* a backlog for one user or domain: its saturation counted
+             * once a pass (until a job is sent), not once per message */
+            if (m->held != held_key || m->held_chan != held_chan || q->next_job != held_job) {
                 held_key = m->held;
+                held_chan = m->held_chan;
                 held_job = q->next_job;
-                held_sat = rcpt_saturated(q, QM_LOCAL, held_key) || rcpt_saturated(q, QM_REMOTE, held_key);
+                held_sat = key_saturated(q, held_chan, held_key, NULL, NULL);
             }
             if (held_sat) continue;
         }
