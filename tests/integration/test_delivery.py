@@ -1163,6 +1163,24 @@ sys.stdin.read()            # until the test closes our stdin
 """
 
 
+def hang_below(test, path):
+    """mount HUNG_MOUNT's file system on path until test.release_hung()
+    (its tearDown calls it before it stops the instance, whose removal
+    would wait on the mount), or skip test if that cannot be done"""
+    if not os.path.exists('/dev/fuse'):
+        test.skipTest('no /dev/fuse to make a hung file system with')
+    holder = subprocess.Popen([sys.executable, '-c', HUNG_MOUNT, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def release():
+        holder.stdin.close()       # the connection ends: every wait on it fails
+        holder.wait(timeout=10)
+        subprocess.run(['umount', '-l', path], stderr=subprocess.DEVNULL)
+    test.release_hung = release
+    if holder.stdout.readline() != b'mounted\n':
+        test.skipTest('cannot mount FUSE: %s' % holder.stderr.read().decode(errors='replace'))
+
+
 class HungMailboxTest(unittest.TestCase):
     """One user's Maildir on a filesystem that stops answering must not
     stall the deliveries to everybody else."""
@@ -1170,23 +1188,12 @@ class HungMailboxTest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
         need_root(self)
-        if not os.path.exists('/dev/fuse'):
-            self.skipTest('no /dev/fuse to make a hung filesystem with')
-        self.holder = None
         self.inst = delivery_instance('')
         self.inst.add_user('carol', 'pw-carol')
-        self.mnt = self.inst.maildir('carol')
-        self.holder = subprocess.Popen([sys.executable, '-c', HUNG_MOUNT, self.mnt], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        line = self.holder.stdout.readline()
-        if line != b'mounted\n':
-            self.skipTest('cannot mount FUSE: %s' % self.holder.stderr.read().decode(errors='replace'))
+        hang_below(self, self.inst.maildir('carol'))
 
     def tearDown(self):
-        if self.holder is not None:
-            self.holder.stdin.close()        # the connection ends: every wait on it fails
-            self.holder.wait(timeout=10)
-            subprocess.run(['umount', '-l', self.mnt], stderr=subprocess.DEVNULL)
+        getattr(self, 'release_hung', lambda: None)()
         inst = getattr(self, 'inst', None)
         if inst is not None:
             inst.stop()
@@ -1203,6 +1210,47 @@ class HungMailboxTest(unittest.TestCase):
                            what=lambda: "alice's message past carol's hung ones\n" + self.inst.log('queue-manager'))
         # no more of carol's than a quarter of local_concurrency at a time
         self.assertLessEqual(len(workers(self.inst, carol)), 2)
+
+
+class HungMailRootTest(unittest.TestCase):
+    """ROOT/mail itself on a file system that stops answering, after a
+    delivery into it: local-deliverer's root process, which made each
+    ROOT/mail user's home (mkdir as root) before every delivery, waited
+    there for good, and nobody got local mail, not even users whose Maildir
+    is elsewhere."""
+
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        self.inst = delivery_instance('')
+        self.inst.add_user('carol', 'pw-carol')
+        self.elsewhere = tempfile.mkdtemp(prefix='postern-home-')
+        self.addCleanup(shutil.rmtree, self.elsewhere, True)
+        os.chmod(self.elsewhere, 0o755)
+        home = os.path.join(self.elsewhere, 'dora')
+        os.mkdir(home, 0o700)
+        os.chown(home, 20555, 20555)
+        self.inst.run('postern-user', '--root', self.inst.root, 'add', 'dora', '--uid', '20555', '--gid', '20555',
+                      '--maildir', os.path.join(home, 'Maildir'), input='pw-dora\n')
+
+    def tearDown(self):
+        getattr(self, 'release_hung', lambda: None)()
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def test_hung_mail_root_leaves_others_delivered(self):
+        carol = mailbox_ids(self.inst, 'carol')[0]
+        inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: before\n\nx\n')
+        self.inst.wait_for(lambda: self.inst.maildir_messages('carol'), 20, what="carol's first message")
+        hang_below(self, self.inst.path('mail'))
+        for i in range(3):
+            inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: c%d\n\nx\n' % i)
+        self.inst.wait_for(lambda: workers(self.inst, carol), 20,
+                           what=lambda: "carol's mailbox worker\n" + self.inst.log('queue-manager'))
+        inject(self.inst, 'bob@example.test', ['dora@example.test'], b'Subject: d\n\nx\n')
+        self.inst.wait_for(lambda: self.inst.maildir_messages('dora'), 20,
+                           what=lambda: "dora's message past carol's hung ones\n" + self.inst.log('queue-manager'))
 
 
 if __name__ == '__main__':
