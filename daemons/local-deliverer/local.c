@@ -21,6 +21,39 @@
 #include "maildir.h"
 #include "privdrop.h"
 
+/* The homes this process has seen exist (make_home), by a 64-bit FNV-1a
+ * of the name: it looks at each at most once (until the mailboxes file
+ * changes), since the look waits as long as the file system does. ROOT/mail
+ * on an NFS server that stopped answering held this process, the one that
+ * reads every job, in mkdir() for good, and nobody got local mail any more,
+ * not even users with a Maildir elsewhere; now only a user's own
+ * deliveries wait, in a worker or child that is killed after
+ * LOCAL_JOB_TIME_MAX. Full: looked at each time, as before. Forgotten
+ * on a reload (SIGHUP, queue-manager's reload record): a home removed by
+ * hand is made again after one. */
+#define HOMES_SEEN_MAX 4096
+static unsigned long long homes_seen[HOMES_SEEN_MAX];   /* 0: a free slot */
+
+static unsigned long long home_key(const char *name)
+{
+    unsigned long long h = 14695981039346656037ULL;
+    for (; *name; name++) h = (h ^ (unsigned char)*name) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* 1 if seen; else 0, remembered if remember and there is room */
+static int home_seen(unsigned long long key, int remember)
+{
+    for (size_t i = 0, k = (size_t)(key % HOMES_SEEN_MAX); i < HOMES_SEEN_MAX; i++, k = (k + 1) % HOMES_SEEN_MAX) {
+        if (homes_seen[k] == key) return 1;
+        if (!homes_seen[k]) {
+            if (remember) homes_seen[k] = key;
+            return 0;
+        }
+    }
+    return 0;
+}
+
 void local_tables_init(struct local_tables *t, const struct config *cfg)
 {
     memset(t, 0, sizeof *t);
@@ -31,6 +64,7 @@ void local_tables_init(struct local_tables *t, const struct config *cfg)
 
 void local_tables_forget(struct local_tables *t)
 {
+    memset(homes_seen, 0, sizeof homes_seen);
     t->conf_c.loaded = t->aliases_c.loaded = t->mailboxes_c.loaded = 0;
 }
 
@@ -154,13 +188,20 @@ static int make_home(const struct config *c, const struct mailbox *mb)
     int n = snprintf(home, sizeof home, "%s/mail/%s", c->root, mb->name);
     if (n < 0 || (size_t)n >= sizeof home) return 1;
     if (snprintf(want, sizeof want, "%s/Maildir", home) >= (int)sizeof want || strcmp(want, mb->maildir)) return 1;
-    if (mkdir(home, 0700) < 0) return 1;   /* exists already (or cannot): leave it alone */
+    unsigned long long key = home_key(mb->name);
+    if (home_seen(key, 0)) return 1;
+    if (mkdir(home, 0700) < 0) {            /* exists already (or cannot): leave it alone */
+        if (errno == EEXIST) home_seen(key, 1);
+        return 1;
+    }
     int fd = open(home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return 1;
     if (fchown(fd, mb->uid, mb->gid) < 0) log_warn(NULL, "home=%s error=\"chown: %s\"", home, strerror(errno));
     close(fd);
     home[n - strlen(mb->name) - 1] = 0;    /* ROOT/mail */
-    return maildir_fsync_dir(home);
+    if (!maildir_fsync_dir(home)) return 0;
+    home_seen(key, 1);
+    return 1;
 }
 
 void local_mbox_job(const struct config *c, const struct dp_job *j, const struct mailbox *mb,

@@ -32,6 +32,18 @@ struct qm_channel {
     pid_t pid;
     unsigned inflight;
     unsigned max;
+    /* at most this many messages with jobs in flight for one key (0: no
+     * limit): local, the recipient address, local_concurrency / 4 and at
+     * least 1; remote, the recipient's domain, remote_per_domain (what
+     * remote-deliverer runs at once for it; the other recipients of a
+     * message already under way to it go along, for its batch). A mailbox
+     * whose file system hangs (an NFS server gone) holds each of its jobs
+     * until local-deliverer kills it (LOCAL_JOB_TIME_MAX, 15 minutes), a
+     * server that accepts and never answers each of its for remote_timeout
+     * (jobs past remote_per_domain waited in remote-deliverer, counted in
+     * flight here): without the limit, one such user's or domain's backlog
+     * took every slot and nobody else got mail meanwhile */
+    unsigned per_key;
     int full;               /* a send found the socket full: no job until a result comes back */
     int reload_due;         /* a reload record still to send (the socket was full) */
 };
@@ -45,6 +57,8 @@ struct qm_msg {
     int delete_req;
     int flush;
     int waiting;            /* recipients due but their deliverer was busy */
+    unsigned long long held; /* waiting only for the jobs of one key (qm_channel.per_key) to end; 0: not so */
+    enum qm_chan held_chan;
     unsigned inflight;
     struct qm_msg *prev;    /* q->msgs is doubly linked: forgetting is O(1) */
     struct qm_msg *hnext;   /* chain in q->hash */
@@ -62,6 +76,8 @@ struct qm_job {
     struct qm_msg *m;
     size_t rcpt;
     enum qm_chan chan;
+    unsigned long long key;    /* its key (qm_channel.per_key) */
+    int first;                 /* the first of its message's jobs in flight with that key */
     struct qm_job *next;
 };
 

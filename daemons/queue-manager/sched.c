@@ -26,6 +26,40 @@ static size_t id_hash(const char *id)
     return h;
 }
 
+/* the key qm_channel.per_key counts recipient addr by on channel ch: the
+ * address (local) or its domain (remote), in lower case; FNV-1a, 64 bits,
+ * never 0 */
+static unsigned long long dest_key(enum qm_chan ch, const char *addr)
+{
+    unsigned long long h = 14695981039346656037ULL;
+    const char *at = ch == QM_REMOTE ? strrchr(addr, '@') : NULL;
+    for (addr = at ? at + 1 : addr; *addr; addr++) {
+        unsigned char c = (unsigned char)*addr;
+        if (c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
+        h = (h ^ c) * 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+/* 1 if channel ch has per_key messages in flight for key already, m not
+ * among them (NULL: any); *joins (if given) 1 if m is */
+static int key_saturated(const struct qm *q, enum qm_chan ch, unsigned long long key, const struct qm_msg *m,
+                         int *joins)
+{
+    unsigned n = 0, max = q->chan[ch].per_key;
+    if (joins) *joins = 0;
+    if (!max) return 0;
+    for (const struct qm_job *j = q->jobs; j; j = j->next) {
+        if (j->chan != ch || j->key != key) continue;
+        if (m && j->m == m) {
+            if (joins) *joins = 1;
+            return 0;
+        }
+        n += j->first;
+    }
+    return n >= max;
+}
+
 static int hash_grow(struct qm *q)
 {
     size_t n = q->hsize ? q->hsize * 2 : 1024;
@@ -324,7 +358,8 @@ static int round_end(struct qm *q, struct qm_msg *m, time_t now)
     return 0;
 }
 
-static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
+static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch, unsigned long long key,
+                    int first)
 {
     struct dp_job j;
     struct qm_job *qj;
@@ -356,6 +391,8 @@ static int send_job(struct qm *q, struct qm_msg *m, size_t i, enum qm_chan ch)
     qj->m = m;
     qj->rcpt = i;
     qj->chan = ch;
+    qj->key = key;
+    qj->first = first;
     qj->next = q->jobs;
     q->jobs = qj;
     m->busy[i] = 1;
@@ -384,7 +421,8 @@ static int birth_ahead(struct qm_msg *m, time_t now)
 
 static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
 {
-    int changed = 0, waiting = 0;
+    int changed = 0, waiting = 0, mixed = 0;
+    unsigned long long held = 0;
     if (!msg_load(q, m)) {
         if (errno == ENOENT && !m->inflight) {
             /* removed by hand: envelopes are replaced by rename and
@@ -423,13 +461,24 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
             changed = 1;
             continue;
         }
-        if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; continue; }
-        if (!send_job(q, m, i, ch)) {
+        if (c->inflight >= c->max || c->full) { waiting |= 1 << ch; mixed = 1; continue; }
+        unsigned long long key = dest_key(ch, r->addr);
+        int joins;
+        if (key_saturated(q, ch, key, m, &joins)) {
+            /* this user or domain has its share of the deliverer already */
+            waiting |= 1 << ch;
+            if (held && (held != key || m->held_chan != ch)) mixed = 1;
+            held = key;
+            m->held_chan = ch;
+            continue;
+        }
+        if (!send_job(q, m, i, ch, key, !joins)) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 /* the deliverer has not read its jobs yet: not an
                  * attempt; sent once a result shows it reads again */
                 c->full = 1;
                 waiting |= 1 << ch;
+                mixed = 1;
                 continue;
             }
             if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
@@ -456,6 +505,9 @@ static void dispatch_msg(struct qm *q, struct qm_msg *m, time_t now)
     /* due but blocked: looked at again as soon as a deliverer has room
      * (qm_dispatch), or in a minute at the latest */
     m->waiting = waiting;
+    /* waiting for nothing but the jobs of one user or domain to end:
+     * qm_dispatch passes it by (without loading it) until one has */
+    m->held = waiting && !mixed ? held : 0;
     if (waiting && m->wake <= now) m->wake = now + 60;
 }
 
@@ -472,6 +524,9 @@ void qm_dispatch(struct qm *q, time_t now)
 {
     if (q->stopping || q->dead) return;
     struct qm_msg *next;
+    unsigned long long held_key = 0, held_job = 0;
+    enum qm_chan held_chan = QM_LOCAL;
+    int held_sat = 0;
     for (struct qm_msg *m = q->msgs; m; m = next) {
         next = m->next;          /* dispatch_msg may forget m */
         if (q->dead) return;     /* dispatch_msg found a deliverer gone */
@@ -479,6 +534,17 @@ void qm_dispatch(struct qm *q, time_t now)
         int free_chans = room(q);
         if (!free_chans) return;   /* nothing can be sent: load nothing */
         if (!m->flush && m->wake > now && !(m->waiting & free_chans)) continue;
+        if (!m->flush && m->wake > now && m->held && !m->inflight) {
+            /* a backlog for one user or domain: its saturation counted
+             * once a pass (until a job is sent), not once per message */
+            if (m->held != held_key || m->held_chan != held_chan || q->next_job != held_job) {
+                held_key = m->held;
+                held_chan = m->held_chan;
+                held_job = q->next_job;
+                held_sat = key_saturated(q, held_chan, held_key, NULL, NULL);
+            }
+            if (held_sat) continue;
+        }
         dispatch_msg(q, m, now);
     }
 }

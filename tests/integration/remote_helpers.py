@@ -148,7 +148,8 @@ class SmtpSink:
       ehlo_reply         raw bytes replacing the EHLO reply
       mail_reply, rcpt_reply, data_reply, end_reply   reply lines (str)
       rcpt_replies       {address: reply line} overriding rcpt_reply per recipient
-      stall_at           'greeting' | 'ehlo' | 'rcpt' | 'end': say nothing there
+      stall_at           'greeting' | 'ehlo' | 'rcpt' | 'end': say nothing there;
+                         'data': after the 354, read nothing more either
       close_in_data      close the connection after reading some DATA
       starttls_broken    answer 220 to STARTTLS, then plaintext garbage
       end_delay          seconds to wait before the reply to the end of data
@@ -352,6 +353,8 @@ class SmtpSink:
                 c.send(self.data_reply)
                 if not self.data_reply.startswith('3'):
                     continue
+                if self.stall_at == 'data':
+                    self._stall(c)
                 data = b''
                 while True:
                     ln = c.line()

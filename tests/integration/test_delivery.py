@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -1145,6 +1146,111 @@ class DeliveryTest(unittest.TestCase):
             self.assertIn('%s removed=operator-request' % qid, log)
             self.assertNotIn('%s dsn=' % qid, log)
         self.assertEqual(self.inst.maildir_messages('bob'), [])
+
+
+# A FUSE mount that nobody serves: every access below it waits, as on an
+# NFS server that stopped answering (hard mount), until the process is
+# killed or the connection aborted (the holder exits).
+HUNG_MOUNT = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open('/dev/fuse', os.O_RDWR)
+opts = 'fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other' % fd
+if libc.mount(b'hung', sys.argv[1].encode(), b'fuse', 0, opts.encode()) != 0:
+    sys.exit('mount: ' + os.strerror(ctypes.get_errno()))
+print('mounted', flush=True)
+sys.stdin.read()            # until the test closes our stdin
+"""
+
+
+def hang_below(test, path):
+    """mount HUNG_MOUNT's file system on path until test.release_hung()
+    (its tearDown calls it before it stops the instance, whose removal
+    would wait on the mount), or skip test if that cannot be done"""
+    if not os.path.exists('/dev/fuse'):
+        test.skipTest('no /dev/fuse to make a hung file system with')
+    holder = subprocess.Popen([sys.executable, '-c', HUNG_MOUNT, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def release():
+        holder.stdin.close()       # the connection ends: every wait on it fails
+        holder.wait(timeout=10)
+        subprocess.run(['umount', '-l', path], stderr=subprocess.DEVNULL)
+    test.release_hung = release
+    if holder.stdout.readline() != b'mounted\n':
+        test.skipTest('cannot mount FUSE: %s' % holder.stderr.read().decode(errors='replace'))
+
+
+class HungMailboxTest(unittest.TestCase):
+    """One user's Maildir on a filesystem that stops answering must not
+    stall the deliveries to everybody else."""
+
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        self.inst = delivery_instance('')
+        self.inst.add_user('carol', 'pw-carol')
+        hang_below(self, self.inst.maildir('carol'))
+
+    def tearDown(self):
+        getattr(self, 'release_hung', lambda: None)()
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def test_hung_mailbox_leaves_others_delivered(self):
+        carol = mailbox_ids(self.inst, 'carol')[0]
+        for i in range(12):        # more than local_concurrency (10)
+            inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: c%d\n\nx\n' % i)
+        # carol's deliveries are under way, and waiting on the hung mount
+        self.inst.wait_for(lambda: len(workers(self.inst, carol)) >= 2, 20,
+                           what=lambda: "carol's mailbox workers\n" + self.inst.log('queue-manager'))
+        inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: a\n\nx\n')
+        self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), 20,
+                           what=lambda: "alice's message past carol's hung ones\n" + self.inst.log('queue-manager'))
+        # no more of carol's than a quarter of local_concurrency at a time
+        self.assertLessEqual(len(workers(self.inst, carol)), 2)
+
+
+class HungMailRootTest(unittest.TestCase):
+    """ROOT/mail itself on a file system that stops answering, after a
+    delivery into it: local-deliverer's root process, which made each
+    ROOT/mail user's home (mkdir as root) before every delivery, waited
+    there for good, and nobody got local mail, not even users whose Maildir
+    is elsewhere."""
+
+    def setUp(self):
+        need(self, *PROGRAMS)
+        need_root(self)
+        self.inst = delivery_instance('')
+        self.inst.add_user('carol', 'pw-carol')
+        self.elsewhere = tempfile.mkdtemp(prefix='postern-home-')
+        self.addCleanup(shutil.rmtree, self.elsewhere, True)
+        os.chmod(self.elsewhere, 0o755)
+        home = os.path.join(self.elsewhere, 'dora')
+        os.mkdir(home, 0o700)
+        os.chown(home, 20555, 20555)
+        self.inst.run('postern-user', '--root', self.inst.root, 'add', 'dora', '--uid', '20555', '--gid', '20555',
+                      '--maildir', os.path.join(home, 'Maildir'), input='pw-dora\n')
+
+    def tearDown(self):
+        getattr(self, 'release_hung', lambda: None)()
+        inst = getattr(self, 'inst', None)
+        if inst is not None:
+            inst.stop()
+
+    def test_hung_mail_root_leaves_others_delivered(self):
+        carol = mailbox_ids(self.inst, 'carol')[0]
+        inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: before\n\nx\n')
+        self.inst.wait_for(lambda: self.inst.maildir_messages('carol'), 20, what="carol's first message")
+        hang_below(self, self.inst.path('mail'))
+        for i in range(3):
+            inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: c%d\n\nx\n' % i)
+        self.inst.wait_for(lambda: workers(self.inst, carol), 20,
+                           what=lambda: "carol's mailbox worker\n" + self.inst.log('queue-manager'))
+        inject(self.inst, 'bob@example.test', ['dora@example.test'], b'Subject: d\n\nx\n')
+        self.inst.wait_for(lambda: self.inst.maildir_messages('dora'), 20,
+                           what=lambda: "dora's message past carol's hung ones\n" + self.inst.log('queue-manager'))
 
 
 if __name__ == '__main__':

@@ -785,6 +785,25 @@ class HostilePop3(unittest.TestCase):
                 else:
                     os.unlink(p)
 
+    def test_auth_checker_half_a_request(self):
+        """auth-checker answers every login (SMTP AUTH and POP3): a client
+        whose request stops half way costs only itself. Its socket is
+        SOCK_SEQPACKET, so half a record is a whole short one, refused as
+        malformed (daemons/auth-checker/server.c client_request), never
+        waited on. (Replies go out with MSG_DONTWAIT, reply(): a client
+        that never reads loses its replies once its socket is full, about
+        270 of them, with a warning, and the loop never waits on it.)"""
+        cut = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            cut.connect(self.inst.path('run', 'auth', 'socket'))
+            cut.send(b'Qpop3\0Ughost\0Pwr')
+            pop3_dialogue(self.port, [(None, '+OK'), ('USER bob', '+OK'), ('PASS bobpw', '+OK'), ('QUIT', '+OK')])
+            self.inst.wait_log('auth-checker', 'event=request error=malformed')
+            cut.settimeout(10)
+            self.assertEqual(cut.recv(100), b'')     # closed
+        finally:
+            cut.close()
+
     def test_commands_before_login(self):
         """Transaction commands in the AUTHORIZATION state (RFC 1939 state
         machine; e.g. the "RETR before login" class of qpopper bugs)"""

@@ -12,7 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import Instance, need, need_root, smtp_dialogue
+from harness import Instance, need, need_root, queue_inject, smtp_dialogue
 from remote_helpers import Deliverer, DnsServer, SmtpSink, ensure_user, make_cert
 
 MESSAGE = (b'Received: from client.test by mail.example.test; Thu, 1 Jan 2026 00:00:00 +0000\n'
@@ -446,6 +446,18 @@ class HostileServerTest(RemoteBase):
                 t0 = time.time()
                 self.assert_temp_then_alive(s, d, 'timeout')
                 self.assertLess(time.time() - t0, 15)
+
+    def test_server_that_stops_reading_mid_data_times_out(self):
+        """A server that says 354 and then reads nothing: the message (16
+        MB, more than both sockets' buffers hold) cannot all be written, and
+        the write meets remote_timeout."""
+        s = self.sink(stall_at='data', size=False)   # no SIZE limit offered
+        d = self.routed(s, conf={'remote_timeout': '2'})
+        body = b'Subject: big\n\n' + (b'x' * 998 + b'\n') * (16 << 10)
+        r = d.deliver('bob@example.net', body, timeout=30)
+        self.assertEqual(r['S'], 't', r)
+        self.assertIn('timeout', r['X'])
+        self.assertIsNone(d.proc.poll())
 
     def test_close_mid_data(self):
         s = self.sink(close_in_data=True)
@@ -1175,6 +1187,33 @@ class ConfigErrorTest(RemoteBase):
         d.start()
         self.assertEqual(d.proc.wait(10), 100)
         self.assertIn('relay-auth: readable by group or others', d.log())
+
+
+class StalledDestinationTest(RemoteBase):
+    """queue-manager and remote-deliverer together: a destination that
+    accepts connections and then never answers keeps its own deliveries
+    waiting (remote_timeout), never everybody else's."""
+
+    def test_stalled_destination_leaves_others_delivered(self):
+        need(self, 'queue-manager', 'queue-inject')
+        stalled = self.sink(stall_at='greeting')
+        good = self.sink()
+        inst = Instance(services=['queue-manager'])
+        self.cleanups.append(inst.stop)
+        inst.setup()
+        with open(inst.path('conf', 'routes'), 'w') as f:
+            f.write('stalled.example [127.0.0.1]:%d tls=none\ngood.example [127.0.0.1]:%d tls=none\n'
+                    % (stalled.port, good.port))
+        os.chmod(inst.path('conf', 'routes'), 0o644)
+        inst.start()
+        for i in range(25):            # each a message of its own; remote_concurrency is 20
+            queue_inject(inst, 'a@example.test', ['u%d@stalled.example' % i], b'Subject: s%d\n\nx\n' % i)
+        # remote_per_domain (5) connections, each waiting for a greeting
+        inst.wait_for(lambda: stalled.connections >= 5, 20, what='the stalled destination connected to')
+        queue_inject(inst, 'a@example.test', ['v@good.example'], b'Subject: good\n\nx\n')
+        inst.wait_for(lambda: good.messages, 20,
+                      what=lambda: 'good.example served past the stalled one\n' + inst.log('queue-manager'))
+        self.assertEqual(stalled.connections, 5)
 
 
 if __name__ == '__main__':

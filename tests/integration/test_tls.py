@@ -1080,6 +1080,29 @@ class TlsTimeouts(unittest.TestCase):
                 time.sleep(4)           # twice session_timeout, idle
                 pop3_steps(c, [('STAT', '+OK'), ('QUIT', '+OK')])
 
+    def test_stalled_clients_leave_the_tls_server_serving(self):
+        """The TLS server (tls-proxy -z, one per listener) serves every
+        TLS connection: a client stopped in the middle of its ClientHello,
+        and one that reads nothing after its handshake, each hold only their
+        own forked child, and the next client is served at once."""
+        port = self.inst.port('smtps')
+        half = socket.create_connection(('127.0.0.1', port), timeout=10)
+        half.sendall(b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03' + b'\x00' * 20)   # 512 promised
+        mute = client_ctx().wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=10),
+                                        server_hostname='mail.example.test')   # then reads nothing
+        try:
+            with smtplib.SMTP_SSL('127.0.0.1', port, context=client_ctx(), timeout=10) as s:
+                self.assertEqual(s.ehlo()[0], 250)
+                self.assertEqual(s.noop()[0], 250)
+            # served while the first still waits for the rest of its hello
+            # (2 s, session_timeout), not after it was let go
+            half.setblocking(False)
+            with self.assertRaises(BlockingIOError):
+                half.recv(1)
+        finally:
+            half.close()
+            mute.close()
+
     def test_silent_client_on_465_let_go_with_its_session(self):
         with Conn(self.inst.port('smtps')) as c:
             self.assertTrue(c.closed(30), 'still open after 30 s')     # 2 s now, 60 s before
