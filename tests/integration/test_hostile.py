@@ -474,7 +474,7 @@ class HostileSmtpAuth(unittest.TestCase):
             cls.why = 'not built yet: tls-proxy/auth-checker/postern-user/queue-manager'
             return
         if os.geteuid() != 0:
-            cls.why = 'not root'
+            cls.why = 'not root: tls-proxy drops to postern-tls'
             return
         try:
             import test_tls

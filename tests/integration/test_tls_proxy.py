@@ -92,7 +92,7 @@ class ProxyServer:
 
 
 @unittest.skipUnless(os.path.exists(PROXY), "tls-proxy not built")
-@unittest.skipUnless(os.geteuid() == 0, "needs root: tls-proxy drops to postern-tls")
+@unittest.skipUnless(os.geteuid() == 0, "not root: tls-proxy drops to postern-tls")
 class TlsProxyTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
