@@ -104,6 +104,25 @@ class HarnessError(AssertionError):
 LIVE = []   # instances set up and not stopped yet (see stop_all)
 
 
+def mailbox_processes(maildir):
+    """pids of the POP3 mailbox processes serving maildir: as root, those
+    chrooted in it (/proc/PID/root); as an ordinary user, who cannot
+    chroot, those whose working directory it is (lib/privdrop.c chdirs
+    there instead)"""
+    maildir = os.path.realpath(maildir)
+    link = 'root' if IS_ROOT else 'cwd'
+    out = []
+    for p in os.listdir('/proc'):
+        if not p.isdigit():
+            continue
+        try:
+            if os.readlink('/proc/%s/%s' % (p, link)) == maildir:
+                out.append(int(p))
+        except OSError:
+            pass
+    return out
+
+
 def proc_status(pid):
     """/proc/PID/status as {key: [fields]} (e.g. st['Uid'] == ['0', '0', '0', '0'])"""
     out = {}
