@@ -373,7 +373,6 @@ class HostileDelivery(unittest.TestCase):
 
     def setUp(self):
         need(self, *SMTP_PROGS, 'queue-manager', 'local-deliverer', 'postern-user')
-        need_root(self)
         self.inst = smtp_instance(services=('smtp-listener', 'queue-manager'), users={'alice': 'secret'})
         self.marks = tempfile.mkdtemp(prefix='postern-pwn-')
 
