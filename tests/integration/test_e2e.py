@@ -222,6 +222,10 @@ class E2ETest(unittest.TestCase):
 
     def tearDown(self):
         inst = getattr(self, 'inst', None)
+        if getattr(self, 'unwritable', None) and os.path.isdir(self.unwritable):
+            # whatever the test did: an ordinary user cannot remove the
+            # files of a directory without its write bit
+            os.chmod(self.unwritable, 0o700)
         if inst is not None:
             inst.stop()
 
@@ -254,6 +258,7 @@ class E2ETest(unittest.TestCase):
         self.wait_queue_empty()
         new = os.path.join(self.inst.maildir(name), 'new')
         os.chmod(new, 0o500)
+        self.unwritable = new        # tearDown gives the write bit back
         return new
 
     def list_lines(self):
