@@ -13,13 +13,14 @@ for p in $want; do
     pkg_have "$p" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
-echo "deps: installing:$missing"
 if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-        echo "deps: missing packages:$missing; run as root (or install them) and retry" >&2
+        echo "deps: missing packages:$missing" >&2
+        echo "deps: not root and no sudo: as root, run apt-get install$missing (or make deps), then retry" >&2
         exit 1
     fi
 else SUDO=""; fi
+echo "deps: installing:$missing${SUDO:+ (with sudo)}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q || { echo "deps: apt-get update failed" >&2; exit 1; }
 $SUDO apt-get install -y -q --no-install-recommends $missing || { echo "deps: apt-get install failed" >&2; exit 1; }

@@ -36,6 +36,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.abspath(os.environ.get('POSTERN_BIN') or
@@ -54,16 +55,23 @@ def missing(*programs):
     return [p for p in programs if not os.access(os.path.join(BIN, p), os.X_OK)]
 
 
+# need() and need_root() raise SkipTest themselves rather than call
+# test.skipTest(), so they work from setUpClass too (test is then the class,
+# whose skipTest is an unbound method); run.py reports each test of a class
+# skipped that way, with the reason.
 def need(test, *programs):
-    """Skip test unless every program exists in POSTERN_BIN."""
+    """Skip test (a TestCase, or a class in setUpClass) unless every
+    program exists in POSTERN_BIN."""
     m = missing(*programs)
     if m:
-        test.skipTest('not built yet: ' + ', '.join(m))
+        raise unittest.SkipTest('not built yet: ' + ', '.join(m))
 
 
 def need_root(test, why='needs root to create system users and drop privileges'):
+    """Skip test (a TestCase, or a class in setUpClass) unless root; the
+    reason always starts with "not root: ", which make check counts."""
     if not IS_ROOT:
-        test.skipTest('not root: ' + why)
+        raise unittest.SkipTest('not root: ' + why)
 
 
 def free_ports(n):
@@ -94,6 +102,25 @@ class HarnessError(AssertionError):
 
 
 LIVE = []   # instances set up and not stopped yet (see stop_all)
+
+
+def mailbox_processes(maildir):
+    """pids of the POP3 mailbox processes serving maildir: as root, those
+    chrooted in it (/proc/PID/root); as an ordinary user, who cannot
+    chroot, those whose working directory it is (lib/privdrop.c chdirs
+    there instead)"""
+    maildir = os.path.realpath(maildir)
+    link = 'root' if IS_ROOT else 'cwd'
+    out = []
+    for p in os.listdir('/proc'):
+        if not p.isdigit():
+            continue
+        try:
+            if os.readlink('/proc/%s/%s' % (p, link)) == maildir:
+                out.append(int(p))
+        except OSError:
+            pass
+    return out
 
 
 def proc_status(pid):

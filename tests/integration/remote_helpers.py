@@ -392,6 +392,10 @@ class SmtpSink:
 # ---------------------------------------------------------------- deliverer
 
 def ensure_user(name='postern-remote'):
+    """the system user remote-deliverer drops to, made if missing; as an
+    ordinary user nothing (a Deliverer runs it as that user)"""
+    if os.geteuid() != 0:
+        return
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -437,13 +441,17 @@ class Deliverer:
             os.chmod(os.path.join(self.root, d), 0o755)
         settings = {'hostname': 'mail.example.test', 'local_domains': 'example.test',
                     'remote_timeout': '10', 'remote_connect_timeout': '5'}
+        if os.geteuid() != 0:
+            # not root: remote-deliverer can only 'drop' to the caller
+            settings['user_remote'] = pwd.getpwuid(os.getuid()).pw_name
         settings.update(conf or {})
         self.write('conf/postern.conf', ''.join('%s = %s\n' % kv for kv in settings.items()))
         self.write('conf/routes', routes)
         if relay_auth is not None:
             path = self.write('conf/relay-auth', relay_auth, mode=0o600)
-            pw = pwd.getpwnam(settings.get('user_remote', 'postern-remote'))
-            os.chown(path, pw.pw_uid, pw.pw_gid)
+            if os.geteuid() == 0:
+                pw = pwd.getpwnam(settings.get('user_remote', 'postern-remote'))
+                os.chown(path, pw.pw_uid, pw.pw_gid)
         self.binpath = binpath or os.path.join(BIN, 'remote-deliverer')
         self.proc = None
         self.sock = None

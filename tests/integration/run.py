@@ -7,7 +7,9 @@ A FILTER selects tests whose module name starts with it or whose id
 contains it (`run.py test_smtp`, `run.py test_setup.SetupTest.test_idempotent`).
 Each test has a time limit (POSTERN_TEST_TIMEOUT seconds, default 180).
 The last line is always `integration: N passed, N failed, N skipped`;
-the exit status is 1 if any test failed or errored.
+the exit status is 1 if any test failed or errored.  Run as an ordinary
+user, the line before it counts the tests skipped because they need root
+(`integration: not root: N tests that need root skipped ...`).
 """
 
 import os
@@ -35,11 +37,23 @@ class TimedSuite(unittest.TestSuite):
     the time limit too (unittest runs them before startTest)."""
 
     def _handleClassSetUp(self, test, result):
+        cls = test.__class__
+        first = cls != getattr(result, '_previousTestClass', None)
+        n = len(result.skipped)
         signal.alarm(TIMEOUT)
         try:
             super()._handleClassSetUp(test, result)
         finally:
             signal.alarm(0)
+        # a setUpClass that skips (need_root(cls)...): unittest then runs
+        # none of the class's tests and counts one skip for the class; each
+        # test is reported and counted as skipped instead, with the reason
+        if first and getattr(cls, '_classSetupFailed', False) and len(result.skipped) > n:
+            result.class_skipped[cls] = result.skipped.pop(n)[1]
+        if cls in result.class_skipped:
+            result.startTest(test)
+            result.addSkip(test, result.class_skipped[cls])
+            result.stopTest(test)
 
     def _handleModuleFixture(self, test, result):
         signal.alarm(TIMEOUT)
@@ -71,6 +85,7 @@ class Result(unittest.TestResult):
         self.started = 0.0
         self.said = True
         self.subtest_failed = set()   # ids of tests with a failed subtest
+        self.class_skipped = {}       # class -> why its setUpClass skipped
 
     def startTest(self, test):
         super().startTest(test)
@@ -195,6 +210,13 @@ def main(argv):
             print('  %s: %s' % (t.id(), reason))
     passed = len(result.passed) + len(result.expectedFailures)
     skipped = {t.id() for t, _ in result.skipped if getattr(t, 'test_case', t).id() not in failed_ids}
+    # the privilege tests an ordinary user cannot run (need_root's reason
+    # starts "not root: "): said apart, for make check's summary
+    not_root = {t.id() for t, why in result.skipped
+                if t.id() in skipped and why.startswith('not root')}
+    if not_root:
+        print('integration: not root: %d tests that need root skipped (listed above, each with why)'
+              % len(not_root))
     print('integration: %d passed, %d failed, %d skipped' % (
         passed, len(failed_ids), len(skipped)))
     return 1 if failed else 0

@@ -145,7 +145,8 @@ def delivery_instance(aliases):
 class DeliveryTest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
-        need_root(self)
+        # as an ordinary user too: every mail user is that user; the tests
+        # of uids, and those with a mailbox of another uid, need_root
         self.inst = delivery_instance('postmaster: alice\nabuse: alice\n'
                                       'loop1: loop2\nloop2: loop1@example.test\n'
                                       'team: alice, bob@example.test\n'
@@ -588,6 +589,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(env['rcpt'][0][3:6], ['', '', 'dave@far.test'])
 
     def test_expiry_turns_temporary_into_bounce(self):
+        need_root(self, 'its stuck mailbox has a uid of its own (20999), which only root can deliver as')
         self.inst.set_conf(queue_lifetime='60s')
         self.inst.reload('queue-manager')
         self.inst.wait_log('queue-manager', 'event=reload status=ok')
@@ -607,6 +609,7 @@ class DeliveryTest(unittest.TestCase):
         or more after arrival, not one per retry, and with Will-Retry-Until
         (RFC 3464 2.3.9: when the MTA gives up; Postfix and sendmail give
         arrival + the queue lifetime)"""
+        need_root(self, 'its stuck mailbox has a uid of its own (20999), which only root can deliver as')
         with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
         qid = inject_records(self.inst, b'Fbob@example.test\0Tstuck@example.test\tDELAY,FAILURE\t\0\0',
@@ -705,6 +708,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(os.listdir(os.path.join(self.inst.maildir('alice'), 'new')), [])
 
     def test_maildir_of_another_owner_or_world_writable_refused(self):
+        need_root(self, 'gives the Maildir to another owner')
         # a Maildir (or tmp/ new/ cur/) that another user owns, or anyone
         # may write, is not the recipient's: its owner could delete the
         # mail, or plant messages the recipient then reads over POP3
@@ -806,6 +810,7 @@ class DeliveryTest(unittest.TestCase):
     # ---- local-deliverer's mailbox workers (daemons/local-deliverer/pool.c)
 
     def test_worker_serves_many_jobs_and_holds_nothing_else(self):
+        need_root(self, 'finds the mailbox workers as the children of a root local-deliverer')
         uid, gid = mailbox_ids(self.inst, 'alice')
         for i in range(3):
             inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: w%d\n\nx\n' % i)
@@ -846,6 +851,7 @@ class DeliveryTest(unittest.TestCase):
                       self.inst.log('queue-manager'))
 
     def test_interleaved_users_each_delivered_by_their_own_uid(self):
+        need_root(self, 'each mail user has a uid of its own, which only root can deliver as')
         ids = {u: mailbox_ids(self.inst, u) for u in ('alice', 'bob')}
         self.assertNotEqual(ids['alice'], ids['bob'])
         want = {'alice': 0, 'bob': 0}
@@ -870,6 +876,7 @@ class DeliveryTest(unittest.TestCase):
                 self.assertEqual(worker_ids(self.inst, maildir_pid(path)), ids[u], path)
 
     def test_mailboxes_change_and_reload_use_the_new_uid(self):
+        need_root(self, 'each mail user has a uid of its own, which only root can deliver as')
         self.inst.add_user('carol', 'pw-carol')
         alice_md = self.inst.maildir('alice')
         carol_md = self.inst.maildir('carol')
@@ -964,6 +971,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(self.inst.queue_ids(), [qid])
 
     def test_mailbox_with_ids_from_2_to_the_31_up(self):
+        need_root(self, 'delivers as uid 3000000000')
         # postern-user writes whatever ids an account has (--unix-account),
         # up to (uid_t)-1 - 1, and auth-checker takes them: local-deliverer
         # read such a line as malformed and deferred every message to it
@@ -981,6 +989,7 @@ class DeliveryTest(unittest.TestCase):
         self.inst.wait_for(lambda: qid not in self.inst.queue_ids(), 10, what='the message leaving the queue')
 
     def test_worker_killed_mid_job_loses_nothing(self):
+        need_root(self, 'finds the mailbox workers as the children of a root local-deliverer')
         uid, _ = mailbox_ids(self.inst, 'alice')
         n = 30
         body = b'z' * 200000 + b'\n'
@@ -1035,6 +1044,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(got, set(range(n)))     # every one at least once
 
     def test_postern_queue_tool(self):
+        need_root(self, 'its stuck mailbox has a uid of its own (20999), which only root can deliver as')
         # a mailbox that cannot be made: delivery fails temporarily, the message stays
         with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')

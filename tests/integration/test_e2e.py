@@ -207,7 +207,6 @@ def ppid(pid):
 class E2ETest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
-        need_root(self)
         self.inst = Instance(services=['auth-checker', 'queue-manager', 'smtp-listener'],
                              conf_extra={'max_sessions': '100', 'max_sessions_per_client': '100'})
         self.inst.setup()
@@ -223,6 +222,10 @@ class E2ETest(unittest.TestCase):
 
     def tearDown(self):
         inst = getattr(self, 'inst', None)
+        if getattr(self, 'unwritable', None) and os.path.isdir(self.unwritable):
+            # whatever the test did: an ordinary user cannot remove the
+            # files of a directory without its write bit
+            os.chmod(self.unwritable, 0o700)
         if inst is not None:
             inst.stop()
 
@@ -246,12 +249,16 @@ class E2ETest(unittest.TestCase):
             c.close()
 
     def make_unwritable(self, name):
-        """Deliver one message so the Maildir exists, then chmod 000 new/."""
+        """Deliver one message so the Maildir exists, then take the write
+        bit off new/ (chmod 500: still readable, so the test can count
+        what is in it as an ordinary user too, when the mail user is that
+        user)."""
         self.send('bob@example.test', [name + '@example.test'], b'Subject: first\n\nfirst\n')
         self.wait_msgs(name)
         self.wait_queue_empty()
         new = os.path.join(self.inst.maildir(name), 'new')
-        os.chmod(new, 0)
+        os.chmod(new, 0o500)
+        self.unwritable = new        # tearDown gives the write bit back
         return new
 
     def list_lines(self):
@@ -259,6 +266,7 @@ class E2ETest(unittest.TestCase):
 
     # 1 ------------------------------------------------------------------
     def test_bytes_exact_three_uids(self):
+        need_root(self, 'each mail user has a uid of its own, which only root can deliver as')
         samples = {
             'alice': b'From: bob@example.test\nSubject: exact 1\n\nline one\n.\n..two dots\n'
                      b'.leading dot\n\n\ntrailing blanks   \ntab\there\n',

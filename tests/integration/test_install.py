@@ -245,3 +245,39 @@ class Install(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class Deps(unittest.TestCase):
+    """scripts/deps.sh (`make deps`, run first by `make check`) as an
+    ordinary user without sudo: nothing missing is silence and success;
+    a package missing fails at once, saying which and what to run as root,
+    never "installing". Run with a PATH of stand-ins (id says uid 1000,
+    dpkg-query says every package but one is installed, no sudo, no
+    apt-get), so it installs nothing whoever runs the test."""
+
+    def deps(self, absent):
+        d = tempfile.mkdtemp(prefix='postern-deps-')
+        self.addCleanup(shutil.rmtree, d, ignore_errors=True)
+        with open(os.path.join(d, 'id'), 'w') as f:
+            f.write('#!/bin/sh\necho 1000\n')
+        with open(os.path.join(d, 'dpkg-query'), 'w') as f:
+            # deps.sh asks: dpkg-query -W -f='${Status}' PACKAGE
+            f.write('#!/bin/sh\n[ "$3" = "%s" ] && exit 1\nprintf "install ok installed"\n' % absent)
+        for n in ('id', 'dpkg-query'):
+            os.chmod(os.path.join(d, n), 0o755)
+        os.symlink(shutil.which('grep'), os.path.join(d, 'grep'))
+        return subprocess.run(['/bin/sh', os.path.join(REPO, 'scripts', 'deps.sh')],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={'PATH': d}, timeout=30)
+
+    def test_nothing_missing_is_quiet_success(self):
+        r = self.deps('')
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, b'', b''))
+
+    def test_missing_package_named_with_the_command_for_root(self):
+        r = self.deps('swaks')
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, b'', 'nothing said to be installing')
+        err = r.stderr.decode()
+        self.assertIn('deps: missing packages: swaks\n', err)
+        self.assertIn('as root, run apt-get install swaks', err)

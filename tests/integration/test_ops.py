@@ -425,7 +425,7 @@ class OperatorLogs(unittest.TestCase):
                          r'%s event=new from=<bob@client\.test> size=\d+ nrcpt=1 client="smtp 127\.0\.0\.1 ' % qid)
         inst.run('sendmail', '-f', 'carol@example.test', 'alice@example.test', input='Subject: local\n\nx\n')
         inst.wait_for(lambda: re.search(r'(\w{16}) event=new from=<carol@example\.test> size=\d+ nrcpt=1 '
-                                        r'client="sendmail \(uid 0\)"', inst.log('queue-manager')),
+                                        r'client="sendmail \(uid %d\)"' % os.getuid(), inst.log('queue-manager')),
                       what='the sendmail message announced')
         # a client that goes away mid-session
         with harness.Conn(inst.port('smtp')) as c:

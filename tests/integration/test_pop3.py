@@ -268,7 +268,7 @@ class Pop3(unittest.TestCase):
             self.assertEqual([c.pop3_reply() for _ in range(4)],
                              ['+OK', '+OK Logged in.', '+OK Marked to be deleted.', '+OK 0 0'])
             self.assertTrue(c.closed())
-        self.inst.wait_for(lambda: not procs_rooted_at(os.path.realpath(self.inst.maildir('alice'))),
+        self.inst.wait_for(lambda: not harness.mailbox_processes(self.inst.maildir('alice')),
                            what='the mailbox process to end')
         self.assertEqual(len(self.inst.maildir_messages('alice')), 1)
 
@@ -289,7 +289,7 @@ class Pop3(unittest.TestCase):
                              ['+OK', '+OK Logged in.', '-ERR Bare CR in command line',
                               '-ERR Command line too long', '+OK 1 17'])
             self.assertTrue(c.closed())
-        self.inst.wait_for(lambda: not procs_rooted_at(os.path.realpath(self.inst.maildir('alice'))),
+        self.inst.wait_for(lambda: not harness.mailbox_processes(self.inst.maildir('alice')),
                            what='the mailbox process to end')
         self.assertEqual([os.path.dirname(p) for p, _ in self.inst.maildir_messages('alice')],
                          [os.path.join(self.inst.maildir('alice'), 'new')])   # no DELE, no UPDATE

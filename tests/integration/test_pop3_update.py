@@ -34,7 +34,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, Conn, descendants, need, need_root, pop3_dialogue, running, sandbox_state, signal_all
+from harness import Instance, Conn, descendants, need, pop3_dialogue, running, sandbox_state, signal_all
 
 PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 STRACE = shutil.which('strace')
@@ -46,17 +46,10 @@ def body(k):
 
 
 def procs_rooted_at(path):
-    """pids whose root directory (/proc/PID/root) is path: the mailbox
-    process of that Maildir"""
-    out = []
-    for p in os.listdir('/proc'):
-        if p.isdigit():
-            try:
-                if os.readlink('/proc/%s/root' % p) == path and running(int(p)):
-                    out.append(int(p))
-            except OSError:
-                pass
-    return out
+    """the mailbox process of that Maildir, still running: chrooted there
+    as root, in it (its working directory) as an ordinary user
+    (harness.mailbox_processes)"""
+    return [p for p in harness.mailbox_processes(path) if running(p)]
 
 
 # ---- a timeout now: ptrace (x86_64) -------------------------------------
@@ -109,7 +102,7 @@ class Pop3UpdateTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if harness.missing(*PROGS) or not harness.IS_ROOT:
+        if harness.missing(*PROGS):
             return
         cls.inst = Instance(services=['auth-checker', 'pop3-listener'], users=USERS).start()
         cls.port = cls.inst.port('pop3')
@@ -121,7 +114,6 @@ class Pop3UpdateTest(unittest.TestCase):
 
     def setUp(self):
         need(self, *PROGS)
-        need_root(self, 'the mailbox process runs as the user; strace attaches to it')
         self.md = os.path.realpath(self.inst.maildir('alice'))
         self.inst.wait_for(lambda: not procs_rooted_at(self.md), what='no mailbox process of alice left')
         for sub in ('new', 'cur', 'tmp'):

@@ -23,7 +23,6 @@ FAR = 10 * 365 * 86400          # ten years
 class QueueAdverseTest(unittest.TestCase):
     def setUp(self):
         need(self, *PROGRAMS)
-        need_root(self)
         self.inst = delivery_instance('postmaster: alice\n')
 
     tearDown = test_delivery.DeliveryTest.tearDown
@@ -283,6 +282,7 @@ class QueueAdverseTest(unittest.TestCase):
         logged envelope=unusable "No such file or directory" every 10
         minutes for ever and kept it. A vanished envelope is a message gone
         (rewrites rename over it, never unlink it first): forgotten, once"""
+        need_root(self, 'its stuck mailbox has a uid of its own (20999), which only root can deliver as')
         with open(self.inst.path('conf', 'mailboxes'), 'a') as f:
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
         qid = inject(self.inst, 'bob@example.test', ['stuck@example.test'], b'Subject: rm\n\nx\n')
@@ -327,6 +327,7 @@ class QueueAdverseTest(unittest.TestCase):
         owner after a restore) were skipped by its sweep without a word;
         env/<h>/ was named (scan=env/3). Each is named now, and the
         messages elsewhere are delivered"""
+        need_root(self, 'gives queue directories to root')
         self.qm_down()
         q = self.inst.path('queue')
         qid = inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: x\n\nx\n')

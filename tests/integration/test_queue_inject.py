@@ -22,6 +22,8 @@ import subprocess
 import tempfile
 import unittest
 
+from harness import need_root
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.abspath(os.environ.get('POSTERN_BIN') or os.path.join(HERE, '..', '..', 'bin'))
 HEX = '0123456789ABCDEF'
@@ -371,8 +373,7 @@ class SetuidTest(unittest.TestCase):
 
     def setUp(self):
         need_bin(self, 'queue-inject')
-        if os.geteuid() != 0:
-            self.skipTest('needs root to create postern-queue and install setuid')
+        need_root(self, 'creates postern-queue and installs queue-inject setuid to it')
         try:
             pwd.getpwnam('postern-queue')
         except KeyError:

@@ -14,7 +14,6 @@ resolver."""
 import email
 import email.policy
 import os
-import pwd
 import re
 import shutil
 import smtplib
@@ -24,9 +23,9 @@ import tempfile
 import time
 import unittest
 
-from harness import Instance, Conn, HarnessError, need, need_root, smtp_dialogue
+from harness import Instance, Conn, HarnessError, need, smtp_dialogue
 from remote_helpers import Deliverer, DnsServer, SmtpSink, ensure_user
-from test_tls import make_ca
+from test_tls import make_ca, tls_owns
 
 PASSWORD = 'Relay-Horse-9'
 A_HOST = 'mail.example.test'        # the name in make_ca's certificate
@@ -54,8 +53,7 @@ def install_cert(inst):
     tls = inst.path('conf', 'tls')
     shutil.copy(CA['cert'], os.path.join(tls, 'cert.pem'))
     shutil.copy(CA['key'], os.path.join(tls, 'key.pem'))
-    tu = pwd.getpwnam('postern-tls')
-    os.chown(os.path.join(tls, 'key.pem'), tu.pw_uid, tu.pw_gid)
+    tls_owns(os.path.join(tls, 'key.pem'))
     os.chmod(os.path.join(tls, 'key.pem'), 0o600)
     os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
 
@@ -69,7 +67,6 @@ class Relay(unittest.TestCase):
     def setUpClass(cls):
         need(cls, 'smtp-listener', 'tls-proxy', 'auth-checker', 'postern-user', 'queue-manager',
              'remote-deliverer', 'local-deliverer', 'postern-queue')
-        need_root(cls)
         ensure_user('postern-remote')
         cls.cleanups = []
         try:
@@ -599,7 +596,6 @@ class ReadmeRoutes(unittest.TestCase):
 
     def test_routes_example_parses(self):
         need(self, 'remote-deliverer')
-        need_root(self)
         ensure_user('postern-remote')
         sec = self.readme_section()
         block = re.search(r'\n((?:    .*\n)+)', sec[sec.index('conf/routes'):]).group(1)

@@ -38,7 +38,6 @@ def tearDownModule():
 class RemoteBase(unittest.TestCase):
     def setUp(self):
         need(self, 'remote-deliverer')
-        need_root(self)
         ensure_user('postern-remote')
         self.cleanups = []
 
@@ -388,6 +387,7 @@ class DeliveryTest(RemoteBase):
         self.assertTrue(r['X'].startswith('4.4.1 connection to [127.0.0.1]:%d failed' % port), r)
 
     def test_drops_privileges(self):
+        need_root(self, 'checks the uid remote-deliverer drops to')
         s = self.sink(end_delay=1.5)
         d = self.routed(s)
         d.submit('bob@example.net', b'hi\n')

@@ -626,7 +626,6 @@ class SmtpUserMap(unittest.TestCase):
 
     def setUp(self):
         need(self, 'smtp-listener', 'queue-inject', 'postern-setup', 'postern-user')
-        need_root(self)
         self.inst = make_instance()
         self.inst.start()
 
@@ -752,7 +751,6 @@ class SmtpEndToEnd(unittest.TestCase):
     def setUp(self):
         need(self, 'smtp-listener', 'queue-inject', 'postern-setup', 'postern-user',
              'queue-manager', 'local-deliverer')
-        need_root(self)
         self.inst = Instance(services=('smtp-listener', 'queue-manager'), hostname=HOST)
         self.inst.setup()
         self.inst.add_user('alice', 'pw-alice')

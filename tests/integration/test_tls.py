@@ -97,15 +97,24 @@ def secrets_held(inst, secrets):
     return out
 
 
+def tls_owns(path):
+    """give path (a key) to tls-proxy's user: postern-tls as root; as an
+    ordinary user every part runs as that user, who owns it already"""
+    if IS_ROOT:
+        tu = pwd.getpwnam('postern-tls')
+        os.chown(path, tu.pw_uid, tu.pw_gid)
+
+
 def start_instance(cls, cert=None, key=None, **kw):
-    need_root(cls)
+    """an instance serving the test CA's certificate (or cert, key); as an
+    ordinary user too (no privilege separation: the tests of which uid
+    holds what call need_root themselves)"""
     inst = Instance(users={'alice': PASSWORD, 'bob': PASSWORD}, **kw)
     inst.setup()
     tls = inst.path('conf', 'tls')
     shutil.copy(cert or CA['cert'], os.path.join(tls, 'cert.pem'))
     shutil.copy(key or CA['key'], os.path.join(tls, 'key.pem'))
-    tu = pwd.getpwnam('postern-tls')
-    os.chown(os.path.join(tls, 'key.pem'), tu.pw_uid, tu.pw_gid)
+    tls_owns(os.path.join(tls, 'key.pem'))
     os.chmod(os.path.join(tls, 'key.pem'), 0o600)
     os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
     try:
@@ -450,10 +459,9 @@ class SmtpTls(unittest.TestCase):
         try:
             smtp_steps(old, [(None, '220'), ('EHLO client.test', '250')])
             self.assertEqual(old.sock.getpeercert(binary_form=True), der(CA['cert']))
-            tu = pwd.getpwnam('postern-tls')
             for name in ('key.pem', 'cert.pem'):        # the key first: never a mismatched pair for long
                 shutil.copy(os.path.join(d, name), os.path.join(tls, name + '.new'))
-            os.chown(os.path.join(tls, 'key.pem.new'), tu.pw_uid, tu.pw_gid)
+            tls_owns(os.path.join(tls, 'key.pem.new'))
             os.chmod(os.path.join(tls, 'key.pem.new'), 0o600)
             os.chmod(os.path.join(tls, 'cert.pem.new'), 0o644)
             os.rename(os.path.join(tls, 'key.pem.new'), os.path.join(tls, 'key.pem'))
@@ -466,8 +474,7 @@ class SmtpTls(unittest.TestCase):
             old.close()
             for name in ('key.pem', 'cert.pem'):
                 shutil.copy(CA['key' if name == 'key.pem' else 'cert'], os.path.join(tls, name))
-            os.chown(os.path.join(tls, 'key.pem'), pwd.getpwnam('postern-tls').pw_uid,
-                     pwd.getpwnam('postern-tls').pw_gid)
+            tls_owns(os.path.join(tls, 'key.pem'))
             os.chmod(os.path.join(tls, 'key.pem'), 0o600)
 
     def test_throttled_after_failures(self):
@@ -605,7 +612,9 @@ class SmtpTls(unittest.TestCase):
         time.sleep(1.1)
         with TlsConn(self.smtps, implicit=True) as c:
             smtp_steps(c, [(None, '220'), ('EHLO x', '250')])
-            children = [p for p in self.session_pids('postern-tls') if self.parent(p) == server]
+            # (the server's children: as root, those running as postern-tls)
+            kids = self.session_pids('postern-tls') if IS_ROOT else self.inst.processes()
+            children = [p for p in kids if self.parent(p) == server]
             self.assertEqual(len(children), 1, children)
             os.kill(children[0], signal.SIGSEGV)
             self.assertTrue(c.closed(10))
@@ -691,6 +700,7 @@ class SmtpTls(unittest.TestCase):
             self.assertNotIn('/conf/tls', target)
 
     def test_sessions_never_hold_the_key(self):
+        need_root(self, 'sessions and tls-proxy are told apart by their uids')
         key = self.inst.path('conf', 'tls', 'key.pem')
         conns = []
         try:
@@ -935,6 +945,7 @@ class Pop3Tls(unittest.TestCase):
             self.assertIsNone(err)
 
     def test_sessions_never_hold_the_key(self):
+        need_root(self, 'sessions and tls-proxy are told apart by their uids')
         key = self.inst.path('conf', 'tls', 'key.pem')
         root_uid, tls_uid = 0, pwd.getpwnam('postern-tls').pw_uid
         pre = TlsConn(self.pop3)                 # a pre-login session after STLS
@@ -1024,8 +1035,7 @@ class TlsUnusable(unittest.TestCase):
         # the right key, a reload: a server that lasts gives STARTTLS back
         tls = inst.path('conf', 'tls')
         shutil.copy(CA['key'], os.path.join(tls, 'key.pem.new'))
-        tu = pwd.getpwnam('postern-tls')
-        os.chown(os.path.join(tls, 'key.pem.new'), tu.pw_uid, tu.pw_gid)
+        tls_owns(os.path.join(tls, 'key.pem.new'))
         os.chmod(os.path.join(tls, 'key.pem.new'), 0o600)
         os.rename(os.path.join(tls, 'key.pem.new'), os.path.join(tls, 'key.pem'))
         reloads = inst.log('smtp-listener').count('event=reload status=ok')
@@ -1270,9 +1280,8 @@ class TlsCheck(unittest.TestCase):
         tls = self.inst.path('conf', 'tls')
         for src, name, mode in ((key, 'key.pem', 0o600), (cert, 'cert.pem', 0o644)):
             shutil.copy(src, os.path.join(tls, name + '.new'))
-            tu = pwd.getpwnam('postern-tls')
             if name == 'key.pem':
-                os.chown(os.path.join(tls, name + '.new'), tu.pw_uid, tu.pw_gid)
+                tls_owns(os.path.join(tls, name + '.new'))
             os.chmod(os.path.join(tls, name + '.new'), mode)
             os.rename(os.path.join(tls, name + '.new'), os.path.join(tls, name))
 
