@@ -55,6 +55,7 @@ static const struct config_setting config_settings[] = {
     DURATION(queue_lifetime, 60, 365ULL * 86400),
     UINT(auth_concurrency, 1, 64),
     UINT(local_concurrency, 1, 1000),
+    UINT(local_per_recipient, 1, 1000),
     UINT(remote_concurrency, 1, 1000),
     SIZE(mailbox_quota, 0, 1ULL << 50),
     UINT(remote_per_domain, 1, 1000),
@@ -102,6 +103,7 @@ void config_defaults(struct config *c)
     c->queue_lifetime = 5ULL * 86400;
     c->auth_concurrency = 2;
     c->local_concurrency = 10;
+    c->local_per_recipient = 2;
     c->remote_concurrency = 20;
     c->remote_per_domain = 5;
     c->remote_timeout = 300;

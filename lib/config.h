@@ -36,6 +36,7 @@ struct config {
     unsigned long long queue_lifetime;        /* seconds, 5 days */
     unsigned long long auth_concurrency;      /* argon2id verifications at once, 2 */
     unsigned long long local_concurrency;     /* queue-manager: local deliveries at once, 10 */
+    unsigned long long local_per_recipient;   /* queue-manager: of those, for one recipient address, 2 */
     unsigned long long remote_concurrency;    /* queue-manager: remote deliveries at once, 20 */
     unsigned long long mailbox_quota;         /* local-deliverer: bytes per Maildir, 0 = no limit */
     unsigned long long remote_per_domain;     /* remote-deliverer: connections per destination domain, 5 */

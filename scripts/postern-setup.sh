@@ -352,6 +352,7 @@ write_conf() {
             echo "#queue_lifetime = 5d"
             echo "#auth_concurrency = 2"
             echo "#local_concurrency = 10"
+            echo "#local_per_recipient = 2"
             echo "#remote_concurrency = 20"
             echo "#remote_per_domain = 5"
             echo "#remote_reuse_time = 2s"

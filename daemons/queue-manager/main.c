@@ -89,7 +89,7 @@ static void spawn(struct qm *q, enum qm_chan ch, const char *prog)
 static void limits(struct qm *q)
 {
     q->chan[QM_LOCAL].max = (unsigned)q->cfg.local_concurrency;
-    q->chan[QM_LOCAL].per_key = q->chan[QM_LOCAL].max / 4 > 1 ? q->chan[QM_LOCAL].max / 4 : 1;
+    q->chan[QM_LOCAL].per_key = (unsigned)q->cfg.local_per_recipient;
     q->chan[QM_REMOTE].per_key = (unsigned)q->cfg.remote_per_domain;
     q->chan[QM_REMOTE].max = (unsigned)q->cfg.remote_concurrency;
 }

@@ -33,8 +33,7 @@ struct qm_channel {
     unsigned inflight;
     unsigned max;
     /* at most this many messages with jobs in flight for one key (0: no
-     * limit): local, the recipient address, local_concurrency / 4 and at
-     * least 1; remote, the recipient's domain, remote_per_domain (what
+     * limit): local, the recipient address, local_per_recipient; remote, the recipient's domain, remote_per_domain (what
      * remote-deliverer runs at once for it; the other recipients of a
      * message already under way to it go along, for its batch). A mailbox
      * whose file system hangs (an NFS server gone) holds each of its jobs

@@ -1208,18 +1208,28 @@ class HungMailboxTest(unittest.TestCase):
         if inst is not None:
             inst.stop()
 
-    def test_hung_mailbox_leaves_others_delivered(self):
+    def hung_share(self, share):
+        """12 messages to carol (more than local_concurrency, 10): share of
+        them hang in her mailbox workers, no more; alice's gets past"""
         carol = mailbox_ids(self.inst, 'carol')[0]
-        for i in range(12):        # more than local_concurrency (10)
+        for i in range(12):
             inject(self.inst, 'bob@example.test', ['carol@example.test'], b'Subject: c%d\n\nx\n' % i)
         # carol's deliveries are under way, and waiting on the hung mount
-        self.inst.wait_for(lambda: len(workers(self.inst, carol)) >= 2, 20,
+        self.inst.wait_for(lambda: len(workers(self.inst, carol)) >= share, 20,
                            what=lambda: "carol's mailbox workers\n" + self.inst.log('queue-manager'))
         inject(self.inst, 'bob@example.test', ['alice@example.test'], b'Subject: a\n\nx\n')
         self.inst.wait_for(lambda: self.inst.maildir_messages('alice'), 20,
                            what=lambda: "alice's message past carol's hung ones\n" + self.inst.log('queue-manager'))
-        # no more of carol's than a quarter of local_concurrency at a time
-        self.assertLessEqual(len(workers(self.inst, carol)), 2)
+        # no more of carol's than local_per_recipient at a time
+        self.assertEqual(len(workers(self.inst, carol)), share)
+
+    def test_hung_mailbox_leaves_others_delivered(self):
+        self.hung_share(2)                # local_per_recipient's default
+
+    def test_local_per_recipient_sets_the_share(self):
+        self.inst.set_conf(local_per_recipient=3)
+        self.inst.reload_and_wait('queue-manager')
+        self.hung_share(3)
 
 
 class HungMailRootTest(unittest.TestCase):
