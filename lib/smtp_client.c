@@ -3,7 +3,6 @@
 #include "smtp_client.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -139,8 +138,7 @@ void smtp_conn_init(struct smtp_conn *c, int fd, int timeout_ms)
     memset(c, 0, sizeof *c);
     c->fd = fd;
     c->timeout_ms = timeout_ms;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    (void)fd_nonblock(fd);
     c->tr.ctx = &c->fd;
     c->tr.read = smtp_plain_read;
     c->tr.write = smtp_plain_write;

@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -211,15 +210,9 @@ void tls_server_free(struct tls_server *ts)
     memset(ts, 0, sizeof *ts);
 }
 
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
-}
-
 int tls_accept(struct tls_server *ts, int net_fd, int timeout_ms, SSL **out, char *why, size_t whylen)
 {
-    if (!set_nonblock(net_fd)) { snprintf(why, whylen, "fcntl: %s", strerror(errno)); return 0; }
+    if (!fd_nonblock(net_fd)) { snprintf(why, whylen, "fcntl: %s", strerror(errno)); return 0; }
     /* each TLS record goes out at once: with Nagle a record written while
      * the previous one is unacknowledged waits for the client's delayed
      * ACK. Not a TCP socket (tests): no matter. */
@@ -399,7 +392,7 @@ int tls_relay(SSL *ssl, int net_fd, int plain_fd, int idle_ms, struct tls_stats 
     SSL_set_info_callback(ssl, relay_alert);
     st->net_in = st->net_out = 0;
     st->end = NULL;
-    if (!set_nonblock(plain_fd)) return 0;
+    if (!fd_nonblock(plain_fd)) return 0;
     long long last = io_now_ms();
     for (;;) {
         r.net_ev = r.plain_ev = 0;
