@@ -38,12 +38,14 @@ static int dir_ours(int fd)
     return 1;
 }
 
+int maildir_fsync_fd(int fd) { return fsync(fd) == 0 || errno == EINVAL; }
+
 /* fsync the directory name, relative to at */
 static int fsync_dir_at(int at, const char *name)
 {
     int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return 0;
-    int ok = fsync(fd) == 0 || errno == EINVAL;
+    int ok = maildir_fsync_fd(fd);
     int e = errno;
     close(fd);
     errno = e;
@@ -73,7 +75,7 @@ int maildir_make(const char *dir)
      * delivery. A new Maildir's own name is in the directory above it:
      * without that fsync a power cut could take the Maildir, and the mail
      * delivered into it since, away (test_crashmodel) */
-    if (made && fsync(dfd) < 0 && errno != EINVAL) goto fail;
+    if (made && !maildir_fsync_fd(dfd)) goto fail;
     if (made_dir && !fsync_dir_at(dfd, "..")) goto fail;     /* the directory above it */
     close(dfd);
     return 1;

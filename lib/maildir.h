@@ -23,6 +23,8 @@ int maildir_make(const char *dir);
  * survive a power cut; EINVAL from fsync (a file system that cannot sync a
  * directory) counts as done. 1, or 0 with errno. */
 int maildir_fsync_dir(const char *dir);
+/* the same for a directory already open as fd */
+int maildir_fsync_fd(int fd);
 
 /* maildir_make as u, in a child that drops to u first (privdrop): a
  * Maildir lies in a directory its user owns, where root making it could be

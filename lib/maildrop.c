@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "maildir.h"
+
 #define CHUNK 65536
 /* a Maildir file larger than this is not offered: counting its line ends
  * at login would take minutes (a 10 GB sparse file hangs the login) */
@@ -591,7 +593,7 @@ static int sync_dir(int fd, int bit, int *changed)
 {
     if (!(*changed & bit)) return 1;
     *changed &= ~bit;
-    return fsync(fd) == 0 || errno == EINVAL;
+    return maildir_fsync_fd(fd);
 }
 
 /* The UPDATE, in an order that leaves every kept message under at least
