@@ -12,13 +12,12 @@ import threading
 import time
 import unittest
 
-from harness import need_root
+from harness import IS_ROOT, need_root
 
 BIN = os.environ.get("POSTERN_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "bin"))
 PROXY = os.path.join(BIN, "tls-proxy")
 # the user tls-proxy drops to: as an ordinary user, that user (no privilege
 # to drop; tls-proxy then runs as its caller, unchrooted)
-IS_ROOT = os.geteuid() == 0
 TLS_USER = "postern-tls" if IS_ROOT else pwd.getpwuid(os.getuid()).pw_name
 
 
