@@ -520,8 +520,9 @@ class SmtpDefences(SmtpBase):
         self.assertIn('421 4.7.0', out)
 
     def test_session_privileges(self):
-        """the session runs as postern-smtp chrooted in ROOT/empty; its
-        monitor as root, unchrooted; the listener never as postern-smtp"""
+        """the session runs as postern-smtp chrooted in ROOT/empty, holding
+        only its connection and its channel; its monitor as root,
+        unchrooted; the listener never as postern-smtp"""
         need_root(self)
         smtp_uid = pwd.getpwnam('postern-smtp').pw_uid
         with Conn(self.port) as c:
@@ -554,6 +555,16 @@ class SmtpDefences(SmtpBase):
                               (listener, 'smtp-listener')):
                 with open('/proc/%d/comm' % pid) as f:
                     self.assertEqual(f.read().strip(), want)
+            # the session holds its connection and its channel, and nothing
+            # of the listener's or the monitor's (listening sockets, the TLS
+            # server's request socket)
+
+            def held(pid):
+                return {os.readlink('/proc/%d/fd/%s' % (pid, fd))
+                        for fd in os.listdir('/proc/%d/fd' % pid) if int(fd) > 2}
+            mine = held(sessions[0][0])
+            self.assertEqual(len(mine), 2, mine)
+            self.assertFalse(mine & (held(listener) | held(monitor)))
             c.send('QUIT')
             self.assertTrue(c.smtp_reply().startswith('221'))
 

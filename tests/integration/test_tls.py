@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -181,6 +182,44 @@ class SmtpTls(unittest.TestCase):
         def found():
             return [m for _, m in self.inst.maildir_messages(user) if text.encode() in m]
         return self.inst.wait_for(found, 15, what='a message with %r for %s' % (text, user))[0]
+
+    def test_auth_in_flight_holds_up_no_one(self):
+        """an AUTH that auth-checker does not answer (stopped) waits alone,
+        while other sessions start TLS and have their mail queued; it is
+        answered once auth-checker answers"""
+        ac = self.inst.service_pid('auth-checker')
+        result = {}
+
+        def login():
+            try:
+                with smtplib.SMTP_SSL('127.0.0.1', self.smtps, timeout=30, context=client_ctx()) as s:
+                    result['code'] = s.login('alice', PASSWORD)[0]
+                    result['at'] = time.monotonic()
+            except Exception as e:       # the assertion below shows it
+                result['error'] = repr(e)
+
+        os.kill(ac, signal.SIGSTOP)
+        try:
+            t = threading.Thread(target=login)
+            t.start()
+            time.sleep(1.0)
+            self.assertNotIn('code', result, result)
+            t0 = time.monotonic()
+            with smtplib.SMTP('127.0.0.1', self.sub, timeout=10) as s:
+                s.ehlo('client.test')
+                s.starttls(context=client_ctx())
+                s.ehlo('client.test')
+                self.assertEqual(s.noop()[0], 250)
+            with smtplib.SMTP('127.0.0.1', self.mx, timeout=10) as s:
+                s.sendmail('carol@example.org', ['bob@example.test'],
+                           'Subject: while AUTH waits\r\n\r\nnot held up\r\n')
+            self.assertLess(time.monotonic() - t0, 5)
+            self.assertNotIn('code', result, result)
+        finally:
+            os.kill(ac, signal.SIGCONT)
+        t.join(30)
+        self.assertEqual(result.get('code'), 235, result)
+        self.wait_message('bob', 'not held up')
 
     # ---- real clients -------------------------------------------------
 

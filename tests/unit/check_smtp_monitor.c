@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "authproto.h"
@@ -45,7 +46,7 @@ static void setup(void)
     if (mon == 0) {
         close(chan[0]);
         struct smtp_mon_conf mc = { .root = dir, .inject_path = script, .inject_user = NULL,
-                                    .tls_proxy = proxy, .client = "192.0.2.9", .auth_timeout_ms = 5000 };
+                                    .tls_proxy = proxy, .client = "192.0.2.9", .auth_timeout_ms = 1000 };
         _exit(smtp_monitor_serve(chan[1], &mc) ? 0 : 1);
     }
     close(chan[1]);
@@ -210,6 +211,39 @@ START_TEST(test_auth)
 }
 END_TEST
 
+/* auth-checker takes the request and never answers: TEMP once the
+ * monitor's bound has passed, and the channel goes on serving */
+START_TEST(test_auth_unanswered)
+{
+    struct smtp_mon_client mc = { chan[0], 5000 };
+    struct smtp_injector inj;
+    smtp_mon_injector(&inj, &mc);
+    char path[300];
+    snprintf(path, sizeof path, "%s/run", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/run/auth", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/run/auth/socket", dir);
+    int l = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&sun, sizeof sun), 0);
+    ck_assert_int_eq(listen(l, 4), 0);      /* connected by the kernel, never accepted */
+    char name[256] = "";
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(inj.auth(inj.ctx, "Alice@example.test", 18, "secret", 6, name, sizeof name), SMTP_AUTH_TEMP);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    ck_assert_int_ge(ms, 900);
+    ck_assert_int_lt(ms, 4000);
+    ck_assert(!inj.trigger(inj.ctx));        /* still served: no FIFO, refused */
+    close(l);
+    close(chan[0]);
+    ck_assert_int_eq(monitor_exit(), 0);
+}
+END_TEST
+
 START_TEST(test_payload_limits)
 {
     int sp[2];
@@ -292,6 +326,7 @@ int main(void)
     tcase_add_test(core, test_inject_and_trigger);
     tcase_add_test(core, test_starttls);
     tcase_add_test(core, test_auth);
+    tcase_add_test(core, test_auth_unanswered);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
