@@ -190,7 +190,11 @@ static void safe_id(char *dst, size_t cap, const unsigned char *p, size_t n)
     dst[o] = 0;
 }
 
-static int do_auth(int *afd, const struct smtp_mon_conf *mc, const unsigned char *p, size_t plen,
+/* One question to auth-checker, on a connection of its own that is closed
+ * with the answer: an idle session that once tried AUTH holds none of
+ * auth-checker's client places (CLIENTS_MAX), as pop3-listener's monitor
+ * holds none after a login. */
+static int do_auth(const struct smtp_mon_conf *mc, const unsigned char *p, size_t plen,
                    int32_t ulen, struct auth_reply *rep)
 {
     struct auth_request q;
@@ -203,16 +207,16 @@ static int do_auth(int *afd, const struct smtp_mon_conf *mc, const unsigned char
         return SMTP_AUTH_BAD;
     }
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (*afd < 0) *afd = authproto_connect(mc->root);
-        if (*afd < 0) { log_warn(NULL, "event=auth_connect error=\"%s\"", strerror(errno)); break; }
-        if (authproto_ask(*afd, &q, rep, mc->auth_timeout_ms)) {
+        int afd = authproto_connect(mc->root);
+        if (afd < 0) { log_warn(NULL, "event=auth_connect error=\"%s\"", strerror(errno)); break; }
+        int ok = authproto_ask(afd, &q, rep, mc->auth_timeout_ms), e = errno;
+        close(afd);
+        if (ok) {
             res = rep->result == AUTH_OK ? SMTP_AUTH_OK : rep->result == AUTH_BAD ? SMTP_AUTH_BAD : SMTP_AUTH_TEMP;
             break;
         }
         /* auth-checker restarted under us: one new connection, then give up */
-        close(*afd);
-        *afd = -1;
-        if (errno == ETIMEDOUT) break;
+        if (e == ETIMEDOUT) break;
     }
     authproto_request_wipe(&q);
     return res;
@@ -220,7 +224,7 @@ static int do_auth(int *afd, const struct smtp_mon_conf *mc, const unsigned char
 
 int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
 {
-    int afd = -1, ret;
+    int ret;
     unsigned char p[SMTP_MON_PAYLOAD_MAX];
     for (;;) {
         struct smtp_mon_msg m, r = { SMTP_MON_STATUS, -1 };
@@ -249,7 +253,7 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
             close(fds[0]);
         } else if (m.type == SMTP_MON_AUTH && n == 0 && plen) {
             memset(&rep, 0, sizeof rep);
-            r.value = do_auth(&afd, mc, p, plen, m.value, &rep);
+            r.value = do_auth(mc, p, plen, m.value, &rep);
             explicit_bzero(p, sizeof p);
             if (r.value == SMTP_AUTH_OK) { rp = rep.name; rplen = strnlen(rep.name, sizeof rep.name); }
         } else {
@@ -263,6 +267,5 @@ int smtp_monitor_serve(int fd, const struct smtp_mon_conf *mc)
         if (!ok) { ret = errno == EPIPE; break; }
     }
     explicit_bzero(p, sizeof p);
-    if (afd >= 0) close(afd);
     return ret;
 }

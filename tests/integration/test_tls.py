@@ -221,6 +221,28 @@ class SmtpTls(unittest.TestCase):
         self.assertEqual(result.get('code'), 235, result)
         self.wait_message('bob', 'not held up')
 
+    def test_auth_holds_no_auth_checker_connection(self):
+        """after AUTH the session's monitor closes its connection to
+        auth-checker, so idle sessions that once tried AUTH cannot take all
+        of auth-checker's client places"""
+        need_root(self)
+        ac = self.inst.service_pid('auth-checker')
+
+        def sockets():
+            n = 0
+            for fd in os.listdir('/proc/%d/fd' % ac):
+                try:
+                    n += os.readlink('/proc/%d/fd/%s' % (ac, fd)).startswith('socket:')
+                except OSError:
+                    pass
+            return n
+        before = sockets()
+        with smtplib.SMTP_SSL('127.0.0.1', self.smtps, timeout=30, context=client_ctx()) as s:
+            self.assertEqual(s.login('alice', PASSWORD)[0], 235)
+            self.inst.wait_for(lambda: sockets() == before, 5,
+                               what='auth-checker back to %d sockets (has %d)' % (before, sockets()))
+            self.assertEqual(s.noop()[0], 250)
+
     # ---- real clients -------------------------------------------------
 
     def s_client(self, port, args, data):

@@ -166,8 +166,8 @@ static pid_t fake_auth_checker(int n)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid) { close(l); return pid; }
-    int c = accept(l, NULL, NULL);
     for (int i = 0; i < n; i++) {
+        int c = accept(l, NULL, NULL);    /* the monitor connects for each request */
         char rec[AUTH_RECORD_MAX];
         struct auth_request q;
         struct auth_reply r;
@@ -180,6 +180,9 @@ static pid_t fake_auth_checker(int n)
         if (ok) { snprintf(r.name, sizeof r.name, "alice"); r.uid = 1000; r.gid = 1000; snprintf(r.maildir, sizeof r.maildir, "/m"); }
         size_t len;
         if (!authproto_reply_format(&r, rec, sizeof rec, &len) || send(c, rec, len, 0) != (ssize_t)len) _exit(4);
+        /* and hangs up after the answer: nothing more comes on it */
+        if (recv(c, rec, sizeof rec, 0) != 0) _exit(5);
+        close(c);
     }
     _exit(0);
 }
