@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,17 +19,18 @@
 #include "smtp_addr.h"
 #include "buf.h"
 #include "inject_client.h"
+#include "io.h"
 #include "log.h"
 #include "maildir.h"
 #include "privdrop.h"
 
 /* The homes this process has seen exist (make_home), by a 64-bit FNV-1a
  * of the name: it looks at each at most once (until the mailboxes file
- * changes), since the look waits as long as the file system does. ROOT/mail
- * on an NFS server that stopped answering held this process, the one that
- * reads every job, in mkdir() for good, and nobody got local mail any more,
- * not even users with a Maildir elsewhere; now only a user's own
- * deliveries wait, in a worker or child that is killed after
+ * changes), and then from a child it waits for at most HOME_WAIT_MS.
+ * ROOT/mail on an NFS server that stopped answering held this process, the
+ * one that reads every job, in mkdir() for good, and nobody got local mail
+ * any more, not even users with a Maildir elsewhere; now only a user's own
+ * deliveries wait, deferred, or in a worker or child that is killed after
  * LOCAL_JOB_TIME_MAX. Full: looked at each time, as before. Forgotten
  * on a reload (SIGHUP, queue-manager's reload record): a home removed by
  * hand is made again after one. */
@@ -180,8 +183,45 @@ static void in_child(child_fn *fn, const void *ctx, struct dp_result *r)
 
 /* ROOT/mail/<name>/Maildir: make ROOT/mail/<name> for the user, as root,
  * and fsync ROOT/mail, which holds its name (else a power cut could take
- * the home, and the mail delivered into it, away). 0 only if that fsync
- * failed, with errno. */
+ * the home, and the mail delivered into it, away). In the child: 0 done
+ * (or there already), 1 the fsync failed, 2 it could not be made. */
+static int home_make_now(const char *home, size_t rootlen, uid_t uid, gid_t gid)
+{
+    if (mkdir(home, 0700) < 0) return errno == EEXIST ? 0 : 2;   /* there: leave it alone */
+    int fd = open(home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 2;
+    if (fchown(fd, uid, gid) < 0) log_warn(NULL, "home=%s error=\"chown: %s\"", home, strerror(errno));
+    close(fd);
+    char mail[PATH_MAX];
+    snprintf(mail, sizeof mail, "%.*s", (int)rootlen, home);     /* ROOT/mail */
+    return maildir_fsync_dir(mail) ? 0 : 1;
+}
+
+/* A home's making still under way after HOME_WAIT_MS (its file system does
+ * not answer): the child is killed and remembered, and that mailbox's jobs
+ * are deferred, without another child, until it is gone. */
+#define HOME_WAIT_MS 2000
+#define HOMES_PENDING_MAX 64
+static struct { unsigned long long key; pid_t pid; } homes_pending[HOMES_PENDING_MAX];
+
+/* 1 while the home of key is being made by a child that has not ended */
+static int home_pending(unsigned long long key)
+{
+    for (size_t i = 0; i < HOMES_PENDING_MAX; i++) {
+        if (homes_pending[i].key != key || !homes_pending[i].pid) continue;
+        if (waitpid(homes_pending[i].pid, NULL, WNOHANG) == 0) return 1;
+        homes_pending[i].key = 0;           /* ended at last: try again */
+        homes_pending[i].pid = 0;
+    }
+    return 0;
+}
+
+/* The home is made in a child, and this process (which reads every job)
+ * waits for it at most HOME_WAIT_MS: ROOT/mail on a file system that stops
+ * answering held it in mkdir() for good after a start or a reload, and
+ * nobody got local mail any more, not even users with a Maildir elsewhere.
+ * 1 made (or not ours to make), 0 the fsync failed (errno EIO), -1 not
+ * answering (deferred). */
 static int make_home(const struct config *c, const struct mailbox *mb)
 {
     char home[PATH_MAX], want[PATH_MAX];
@@ -190,17 +230,44 @@ static int make_home(const struct config *c, const struct mailbox *mb)
     if (snprintf(want, sizeof want, "%s/Maildir", home) >= (int)sizeof want || strcmp(want, mb->maildir)) return 1;
     unsigned long long key = home_key(mb->name);
     if (home_seen(key, 0)) return 1;
-    if (mkdir(home, 0700) < 0) {            /* exists already (or cannot): leave it alone */
-        if (errno == EEXIST) home_seen(key, 1);
-        return 1;
+    if (home_pending(key)) return -1;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return 1;       /* as if there: the delivery will say */
+    pid_t pid = fork();
+    if (pid < 0) { close(p[0]); close(p[1]); return 1; }
+    if (!pid) {
+        /* nothing of ours but stderr and the pipe, whose end of file says
+         * it is done: a child hung here must not keep queue-manager's job
+         * socket (fd 0) or a worker's open */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(p[1], 3) < 0) _exit(2);
+        closefrom(4);
+        _exit(home_make_now(home, (size_t)n - strlen(mb->name) - 1, mb->uid, mb->gid));
     }
-    int fd = open(home, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return 1;
-    if (fchown(fd, mb->uid, mb->gid) < 0) log_warn(NULL, "home=%s error=\"chown: %s\"", home, strerror(errno));
-    close(fd);
-    home[n - strlen(mb->name) - 1] = 0;    /* ROOT/mail */
-    if (!maildir_fsync_dir(home)) return 0;
-    home_seen(key, 1);
+    close(p[1]);
+    struct pollfd w = { .fd = p[0], .events = POLLIN, .revents = 0 };
+    long long until = io_now_ms() + HOME_WAIT_MS;
+    int r;
+    for (;;) {
+        long long left = until - io_now_ms();
+        r = poll(&w, 1, left > 0 ? (int)left : 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r != 0 || left <= 0) break;
+    }
+    close(p[0]);
+    if (r <= 0) {
+        kill(pid, SIGKILL);
+        for (size_t i = 0; i < HOMES_PENDING_MAX; i++)
+            if (!homes_pending[i].pid) { homes_pending[i].key = key; homes_pending[i].pid = pid; break; }
+        /* past 64 hung homes at once it is not remembered: a zombie once
+         * it ends, and the next job for the home forks again */
+        return -1;
+    }
+    int ws = 0;
+    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
+    int code = WIFEXITED(ws) ? WEXITSTATUS(ws) : 2;
+    if (code == 1) { errno = EIO; return 0; }
+    if (code == 0) home_seen(key, 1);
     return 1;
 }
 
@@ -335,7 +402,13 @@ static int find_mailbox(const struct local_tables *t, const struct dp_job *j, co
         return 0;
     }
     if (mb->uid == 0 || mb->gid == 0) { result_set(r, DP_TEMPORARY, "4.3.0 refusing to deliver as root"); return 0; }
-    if (!make_home(&t->cfg, mb)) {
+    int home = make_home(&t->cfg, mb);
+    if (home < 0) {
+        log_error(j->id, "home=%s/mail/%s error=\"not answering after %d ms\"", t->cfg.root, mb->name, HOME_WAIT_MS);
+        result_set(r, DP_TEMPORARY, "4.3.0 the mailbox's home does not answer (its file system is hung?)");
+        return 0;
+    }
+    if (!home) {
         log_error(j->id, "home=%s/mail/%s error=\"fsync: %s\"", t->cfg.root, mb->name, strerror(errno));
         result_set(r, DP_TEMPORARY, "4.3.0 cannot make the mailbox's home durable: %s", strerror(errno));
         return 0;
