@@ -148,8 +148,8 @@ START_TEST(test_starttls)
 }
 END_TEST
 
-/* a stand-in auth-checker on ROOT/run/auth/socket answering n requests */
-static pid_t fake_auth_checker(int n)
+/* ROOT/run/auth/socket, listening, where the monitor looks for auth-checker */
+static int auth_socket(void)
 {
     char path[300];
     snprintf(path, sizeof path, "%s/run", dir);
@@ -163,6 +163,13 @@ static pid_t fake_auth_checker(int n)
     memcpy(sun.sun_path, path, strlen(path) + 1);
     ck_assert_int_eq(bind(l, (struct sockaddr *)&sun, sizeof sun), 0);
     ck_assert_int_eq(listen(l, 4), 0);
+    return l;
+}
+
+/* a stand-in auth-checker on ROOT/run/auth/socket answering n requests */
+static pid_t fake_auth_checker(int n)
+{
+    int l = auth_socket();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid) { close(l); return pid; }
@@ -221,17 +228,7 @@ START_TEST(test_auth_unanswered)
     struct smtp_mon_client mc = { chan[0], 5000 };
     struct smtp_injector inj;
     smtp_mon_injector(&inj, &mc);
-    char path[300];
-    snprintf(path, sizeof path, "%s/run", dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/run/auth", dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/run/auth/socket", dir);
-    int l = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    memcpy(sun.sun_path, path, strlen(path) + 1);
-    ck_assert_int_eq(bind(l, (struct sockaddr *)&sun, sizeof sun), 0);
-    ck_assert_int_eq(listen(l, 4), 0);      /* connected by the kernel, never accepted */
+    int l = auth_socket();      /* connected by the kernel, never accepted */
     char name[256] = "";
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
