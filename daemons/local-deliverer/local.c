@@ -200,7 +200,7 @@ static int home_make_now(const char *home, size_t rootlen, uid_t uid, gid_t gid)
 /* A home's making still under way after HOME_WAIT_MS (its file system does
  * not answer): the child is killed and remembered, and that mailbox's jobs
  * are deferred, without another child, until it is gone. */
-#define HOME_WAIT_MS 2000
+#define HOME_WAIT_MS 5000
 #define HOMES_PENDING_MAX 64
 static struct { unsigned long long key; pid_t pid; } homes_pending[HOMES_PENDING_MAX];
 
