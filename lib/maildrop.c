@@ -303,12 +303,23 @@ static void uidl_of_whole_name(struct maildrop_msg *m)
     snprintf(m->uidl, sizeof m->uidl, "h%016llx", h);
 }
 
+#define MSG_PATH_MAX (MAILDROP_NAME_MAX + 8)
+
+/* "new/NAME" or "cur/NAME", where m was last seen: 1, or 0 with errno
+ * ENAMETOOLONG (path has MSG_PATH_MAX bytes) */
+static int msg_path(const struct maildrop_msg *m, char *path)
+{
+    int n = snprintf(path, MSG_PATH_MAX, "%s/%s", m->in_new ? "new" : "cur", m->name);
+    if (n > 0 && n < MSG_PATH_MAX) return 1;
+    errno = ENAMETOOLONG;
+    return 0;
+}
+
 /* the file of m, as scanned: 1 and *st, or 0 */
 static int stat_msg(const struct maildrop *md, const struct maildrop_msg *m, struct stat *st)
 {
-    char path[MAILDROP_NAME_MAX + 8];
-    int n = snprintf(path, sizeof path, "%s/%s", m->in_new ? "new" : "cur", m->name);
-    return n > 0 && (size_t)n < sizeof path && fstatat(md->dirfd, path, st, AT_SYMLINK_NOFOLLOW) == 0;
+    char path[MSG_PATH_MAX];
+    return msg_path(m, path) && fstatat(md->dirfd, path, st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* a and b share a base name: are they one file under two names (an
@@ -321,9 +332,8 @@ static int one_file(struct maildrop *md, struct maildrop_msg *a, struct maildrop
     if (!stat_msg(md, a, &sa) || !stat_msg(md, b, &sb) || sa.st_dev != sb.st_dev || sa.st_ino != sb.st_ino)
         return 0;
     struct maildrop_msg *x = a->in_new && !b->in_new ? a : b;
-    char path[MAILDROP_NAME_MAX + 8];
-    int n = snprintf(path, sizeof path, "%s/%s", x->in_new ? "new" : "cur", x->name);
-    if (n < 0 || (size_t)n >= sizeof path || unlinkat(md->dirfd, path, 0) < 0) return 0;
+    char path[MSG_PATH_MAX];
+    if (!msg_path(x, path) || unlinkat(md->dirfd, path, 0) < 0) return 0;
     *gone = x;
     return 1;
 }
@@ -496,9 +506,8 @@ static int refind(struct maildrop *md, struct maildrop_msg *m)
 
 static int open_where(const struct maildrop *md, const struct maildrop_msg *m)
 {
-    char path[MAILDROP_NAME_MAX + 8];
-    int n = snprintf(path, sizeof path, "%s/%s", m->in_new ? "new" : "cur", m->name);
-    if (n < 0 || (size_t)n >= sizeof path) { errno = ENAMETOOLONG; return -1; }
+    char path[MSG_PATH_MAX];
+    if (!msg_path(m, path)) return -1;
     return openat(md->dirfd, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 }
 
