@@ -247,12 +247,10 @@ static int make_home(const struct config *c, const struct mailbox *mb)
     close(p[1]);
     struct pollfd w = { .fd = p[0], .events = POLLIN, .revents = 0 };
     long long until = io_now_ms() + HOME_WAIT_MS;
-    int r;
-    for (;;) {
-        long long left = until - io_now_ms();
-        r = poll(&w, 1, left > 0 ? (int)left : 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r != 0 || left <= 0) break;
+    int r = 0;
+    for (long long left; (left = until - io_now_ms()) > 0;) {   /* a signal does not start it over */
+        r = poll(&w, 1, (int)left);
+        if (r >= 0 || errno != EINTR) break;
     }
     close(p[0]);
     if (r <= 0) {
