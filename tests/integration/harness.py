@@ -123,6 +123,19 @@ def mailbox_processes(maildir):
     return out
 
 
+def fd_targets(pid):
+    """{fd: what it is} for the open descriptors of pid (readlink of
+    /proc/PID/fd/N: 'socket:[123]', 'pipe:[45]', a path); one closed while
+    it is read is left out"""
+    out = {}
+    for n in os.listdir('/proc/%d/fd' % pid):
+        try:
+            out[int(n)] = os.readlink('/proc/%d/fd/%s' % (pid, n))
+        except OSError:
+            pass
+    return out
+
+
 def proc_status(pid):
     """/proc/PID/status as {key: [fields]} (e.g. st['Uid'] == ['0', '0', '0', '0'])"""
     out = {}

@@ -19,7 +19,8 @@ import time
 import unittest
 from email.message import EmailMessage
 
-from harness import Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports
+from harness import (Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports,
+                     fd_targets)
 
 HOST = 'mail.example.test'
 
@@ -560,8 +561,7 @@ class SmtpDefences(SmtpBase):
             # server's request socket)
 
             def held(pid):
-                return {os.readlink('/proc/%d/fd/%s' % (pid, fd))
-                        for fd in os.listdir('/proc/%d/fd' % pid) if int(fd) > 2}
+                return {t for fd, t in fd_targets(pid).items() if fd > 2}
             mine = held(sessions[0][0])
             self.assertEqual(len(mine), 2, mine)
             self.assertFalse(mine & (held(listener) | held(monitor)))

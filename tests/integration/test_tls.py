@@ -27,7 +27,7 @@ import time
 import unittest
 
 from harness import (Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue,
-                     memory_holding, pop3_dialogue, send_mail)
+                     fd_targets, memory_holding, pop3_dialogue, send_mail)
 
 HOST = 'mail.example.test'
 PASSWORD = 'Correct-Horse-7'
@@ -229,13 +229,7 @@ class SmtpTls(unittest.TestCase):
         ac = self.inst.service_pid('auth-checker')
 
         def sockets():
-            n = 0
-            for fd in os.listdir('/proc/%d/fd' % ac):
-                try:
-                    n += os.readlink('/proc/%d/fd/%s' % (ac, fd)).startswith('socket:')
-                except OSError:
-                    pass
-            return n
+            return sum(t.startswith('socket:') for t in fd_targets(ac).values())
         before = sockets()
         with smtplib.SMTP_SSL('127.0.0.1', self.smtps, timeout=30, context=client_ctx()) as s:
             self.assertEqual(s.login('alice', PASSWORD)[0], 235)
