@@ -17,7 +17,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, IS_ROOT, need, need_root, sandbox_state, smtp_dialogue, Conn
+from harness import Instance, IS_ROOT, fd_targets, need, need_root, sandbox_state, smtp_dialogue, Conn
 
 SYSUSERS = ('postern-smtp', 'postern-queue', 'postern-auth', 'postern-pop3',
             'postern-tls', 'postern-remote', 'postern-log')
@@ -1204,12 +1204,7 @@ class RunningInstance(unittest.TestCase):
             kids = [p for p in inst.processes() if ppid(p) == qm]
             self.assertEqual(len(kids), 2, 'deliverers of queue-manager %d: %s' % (qm, kids))
             for pid in kids:
-                fds = {}
-                for fd in os.listdir('/proc/%d/fd' % pid):
-                    try:
-                        fds[int(fd)] = os.readlink('/proc/%d/fd/%s' % (pid, fd))
-                    except OSError:
-                        pass
+                fds = fd_targets(pid)
                 targets = list(fds.values())
                 # a pipe is its log (1, 2) or a self-pipe whose two ends it holds
                 stray = {fd: t for fd, t in fds.items()
