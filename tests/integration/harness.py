@@ -583,6 +583,13 @@ class Instance:
             pass
         return self.path('mail', name, 'Maildir')
 
+    def empty_maildir(self, name):
+        """remove every file from the user's Maildir new/, cur/ and tmp/"""
+        md = self.maildir(name)
+        for sub in ('new', 'cur', 'tmp'):
+            for n in os.listdir(os.path.join(md, sub)):
+                os.unlink(os.path.join(md, sub, n))
+
     def maildir_messages(self, name):
         """[(path, bytes)] of the messages in the user's Maildir new/ and cur/."""
         out = []

@@ -43,13 +43,6 @@ def put_message(inst, user, name, text, sub='new'):
     return path
 
 
-def wipe_maildir(inst, user):
-    md = inst.maildir(user)
-    for sub in ('new', 'cur', 'tmp'):
-        for n in os.listdir(os.path.join(md, sub)):
-            os.unlink(os.path.join(md, sub, n))
-
-
 GUIDE_MSG3 = ('Received: from [] by\n'
               '\t(SMTPD32-5.05) id AC28801E8; Thu, 19 Aug 1999 20:15:20 -0500\n'
               'Message-Id: <199908192015750.SM00960@>\n'
@@ -102,7 +95,7 @@ class Pop3(unittest.TestCase):
 
     def setUp(self):
         need(self, *PROGS)
-        wipe_maildir(self.inst, 'alice')
+        self.inst.empty_maildir('alice')
 
     def three(self):
         put_message(self.inst, 'alice', '230371283.M1P1.test', sized('Subject: one\n\nfirst\n', 1171))

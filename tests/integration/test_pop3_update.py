@@ -116,9 +116,7 @@ class Pop3UpdateTest(unittest.TestCase):
         need(self, *PROGS)
         self.md = os.path.realpath(self.inst.maildir('alice'))
         self.inst.wait_for(lambda: not procs_rooted_at(self.md), what='no mailbox process of alice left')
-        for sub in ('new', 'cur', 'tmp'):
-            for n in os.listdir(os.path.join(self.md, sub)):
-                os.unlink(os.path.join(self.md, sub, n))
+        self.inst.empty_maildir('alice')
 
     # ---- the mailbox ----------------------------------------------------
     def fill(self, n):
