@@ -324,9 +324,11 @@ static int act_rcpt(struct smtp_session *s, const char *arg, size_t len)
         /* RFC 5321 4.5.3.1.10: the client is to send these recipients in a
          * later transaction, after DATA for the ones taken; not its error,
          * or a long recipient list would end the session (max_errors) and
-         * lose the transaction. Only a flood past as many again counts
-         * (Postfix: smtpd_recipient_overshoot_limit). */
-        reply_counted(s, "452 4.5.3 Too many recipients", s->rcpt_overshoot++ >= s->cf->max_recipients);
+         * lose the transaction. Only a flood past SMTP_RCPT_OVERSHOOT_MIN,
+         * or as many again where that is more, counts. */
+        unsigned long long allowed = s->cf->max_recipients > SMTP_RCPT_OVERSHOOT_MIN ? s->cf->max_recipients
+                                                                                       : SMTP_RCPT_OVERSHOOT_MIN;
+        reply_counted(s, "452 4.5.3 Too many recipients", s->rcpt_overshoot++ >= allowed);
         return 1;
     }
     snprintf(addr, sizeof addr, "%s", p.addr);

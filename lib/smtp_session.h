@@ -102,6 +102,14 @@ struct smtp_msgbody;
  * is the same rule with the same 100. */
 #define SMTP_JUNK_MAX 100
 
+/* RCPTs past max_recipients get 452 (RFC 5321 4.5.3.1.10: the client
+ * sends them in a later transaction) without counting towards max_errors:
+ * this many, or max_recipients where that is more. A list of several
+ * hundred sent in one transaction (smtplib does; so does any client that
+ * pipelines its RCPTs) then keeps the recipients taken. Postfix's
+ * smtpd_recipient_overshoot_limit is the same rule with the same 1000. */
+#define SMTP_RCPT_OVERSHOOT_MIN 1000
+
 struct smtp_session {
     const struct config *cf;
     const struct smtp_rcptmap *map;
