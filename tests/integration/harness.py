@@ -820,6 +820,11 @@ def smtp_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
     reply (the greeting); expect None: send without reading a reply
     (pipelining: read later with a (None, code) step).  Returns the list of
     replies read.  Raises HarnessError with the transcript on a mismatch."""
+    return _dialogue(port, steps, host, timeout, conn, lambda c, send: c.smtp_reply())
+
+
+def _dialogue(port, steps, host, timeout, conn, reply):
+    """smtp_dialogue and pop3_dialogue: reply(conn, send) reads one reply."""
     c = conn or Conn(port, host, timeout)
     replies = []
     try:
@@ -828,7 +833,7 @@ def smtp_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
                 c.send(send)
             if expect is None:
                 continue
-            r = c.smtp_reply()
+            r = reply(c, send)
             replies.append(r)
             _check(c, r, expect, i)
     finally:
@@ -855,21 +860,8 @@ def pop3_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
     """Like smtp_dialogue for POP3: expect is '+OK', '-ERR' or '+ ' (a SASL
     continuation).  Multi-line replies (CAPA, RETR, TOP, LIST and UIDL
     without an argument) are read to their '.' line and returned whole."""
-    c = conn or Conn(port, host, timeout)
-    replies = []
-    try:
-        for i, (send, expect) in enumerate(steps):
-            if send is not None:
-                c.send(send)
-            if expect is None:
-                continue
-            r = c.pop3_reply(multiline=pop3_multiline(send))
-            replies.append(r)
-            _check(c, r, expect, i)
-    finally:
-        if conn is None:
-            c.close()
-    return replies
+    return _dialogue(port, steps, host, timeout, conn,
+                     lambda c, send: c.pop3_reply(multiline=pop3_multiline(send)))
 
 
 def send_mail(port, sender, recipients, body, helo='client.test', host='127.0.0.1'):
