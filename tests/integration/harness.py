@@ -703,6 +703,48 @@ class Instance:
         return pid if pid > 0 else None
 
 
+class InstanceTest(unittest.TestCase):
+    """A TestCase whose tests share one Instance, cls.inst: setUpClass
+    starts it when the tests can run here (require() raises no SkipTest),
+    tearDownClass stops it, and setUp calls require() again, so each test
+    is skipped with the reason when they cannot.  A class names what its
+    tests need in PROGRAMS, its Instance's options in INSTANCE (or
+    overrides new_instance()), and in PORT the port it keeps as cls.port."""
+    PROGRAMS = ()
+    INSTANCE = {}
+    PORT = None
+    inst = None
+
+    @classmethod
+    def require(cls):
+        """Raise SkipTest unless the tests can run here."""
+        need(cls, *cls.PROGRAMS)
+
+    @classmethod
+    def new_instance(cls):
+        """The started Instance the tests share."""
+        return Instance(**cls.INSTANCE).start()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.inst = None
+        try:
+            cls.require()
+        except unittest.SkipTest:
+            return
+        cls.inst = cls.new_instance()
+        if cls.PORT:
+            cls.port = cls.inst.port(cls.PORT)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        self.require()
+
+
 # ---- "send this / expect that" dialogues over raw sockets ---------------
 
 class Conn:

@@ -84,26 +84,16 @@ def smtp_instance(services=('smtp-listener',), users=None, **conf):
     return inst
 
 
-class HostileSmtp(unittest.TestCase):
+class HostileSmtp(harness.InstanceTest):
     """Hostile SMTP dialogues from a non-relay client (smtp-listener alone:
     accepted messages stay in queue/ where they can be inspected)."""
-    inst = None
+    PROGRAMS = SMTP_PROGS
+    PORT = 'smtp'
     LIMIT = 4096
 
     @classmethod
-    def setUpClass(cls):
-        if harness.missing(*SMTP_PROGS):
-            return
-        cls.inst = smtp_instance(max_message_size=cls.LIMIT)
-        cls.port = cls.inst.port('smtp')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, *SMTP_PROGS)
+    def new_instance(cls):
+        return smtp_instance(max_message_size=cls.LIMIT)
 
     def tearDown(self):
         if self.inst:
@@ -575,7 +565,7 @@ class HostileSmtpAuth(unittest.TestCase):
         self.assertNotIn(b'X-Injected', head)
 
 
-class HostileResources(unittest.TestCase):
+class HostileResources(harness.InstanceTest):
     """A listener out of file descriptors (a descriptor leak elsewhere, a
     connection flood, a low ulimit): accept4() fails with EMFILE and the
     client stays queued, so the socket stays readable. The listeners polled
@@ -584,23 +574,12 @@ class HostileResources(unittest.TestCase):
     -- the accept-loop bug nginx, libuv and many servers have had. Now a
     listener stops accepting for a second, logs once, and serves the queued
     client when descriptors are free again."""
-    inst = None
+    INSTANCE = {'services': ['smtp-listener', 'auth-checker', 'pop3-listener'], 'users': {'alice': 'secret'}}
 
     @classmethod
-    def setUpClass(cls):
-        if harness.missing(*POP3_PROGS) or harness.missing(*SMTP_PROGS):
-            return
-        cls.inst = Instance(services=['smtp-listener', 'auth-checker', 'pop3-listener'],
-                            users={'alice': 'secret'}).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, *POP3_PROGS)
-        need(self, *SMTP_PROGS)
+    def require(cls):
+        need(cls, *POP3_PROGS)
+        need(cls, *SMTP_PROGS)
 
     @staticmethod
     def cpu_seconds(pid):
@@ -724,25 +703,11 @@ class HostileResources(unittest.TestCase):
         self.assertEqual(self.inst.service_pid('auth-checker'), pid)
 
 
-class HostilePop3(unittest.TestCase):
+class HostilePop3(harness.InstanceTest):
     """Hostile POP3 dialogues and hostile Maildir contents."""
-    inst = None
-
-    @classmethod
-    def setUpClass(cls):
-        if harness.missing(*POP3_PROGS):
-            return
-        cls.inst = Instance(services=['auth-checker', 'pop3-listener'],
-                            users={'alice': 'secret', 'bob': 'bobpw'}).start()
-        cls.port = cls.inst.port('pop3')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, *POP3_PROGS)
+    PROGRAMS = POP3_PROGS
+    INSTANCE = {'services': ['auth-checker', 'pop3-listener'], 'users': {'alice': 'secret', 'bob': 'bobpw'}}
+    PORT = 'pop3'
 
     def tearDown(self):
         if self.inst:

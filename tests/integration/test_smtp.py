@@ -19,8 +19,8 @@ import time
 import unittest
 from email.message import EmailMessage
 
-from harness import (Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports,
-                     fd_targets)
+from harness import (Instance, InstanceTest, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue,
+                     free_ports, fd_targets)
 
 HOST = 'mail.example.test'
 
@@ -85,27 +85,14 @@ def make_instance(**conf):
     return inst
 
 
-class SmtpBase(unittest.TestCase):
-    inst = None
+class SmtpBase(InstanceTest):
+    PROGRAMS = ('smtp-listener', 'queue-inject', 'postern-setup')
+    PORT = 'smtp'
     conf = {}
 
     @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if not os.access(os.path.join(__import__('harness').BIN, 'smtp-listener'), os.X_OK) or \
-           not os.access(os.path.join(__import__('harness').BIN, 'queue-inject'), os.X_OK):
-            return
-        cls.inst = make_instance(**cls.conf)
-        cls.inst.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
-        self.port = self.inst.port('smtp')
+    def new_instance(cls):
+        return make_instance(**cls.conf).start()
 
     def dialogue(self, steps, **kw):
         return smtp_dialogue(self.port, steps, **kw)
