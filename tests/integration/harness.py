@@ -851,6 +851,33 @@ class Conn:
         return False
 
 
+def raw_session(port, data, timeout=10, host='127.0.0.1', src=None):
+    """Send bytes, half-close, return everything the server says until EOF
+    (src: the source address to connect from)."""
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(src, 0) if src else None) as s:
+        s.sendall(data)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        out = b''
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors='replace')
+
+
+def final_codes(text):
+    """the code of the final line of every SMTP reply, in order"""
+    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
+
+
 def _check(conn, reply, expect, step):
     if expect is not None and not reply.startswith(expect):
         raise HarnessError('step %d: expected a reply starting %r, got %r\n--- transcript:\n%s'

@@ -25,6 +25,7 @@ import unittest
 
 import harness
 from harness import Instance, Conn, HarnessError, need, pop3_dialogue, send_mail, smtp_dialogue
+from harness import final_codes as codes, raw_session as raw
 
 HOST = 'mail.example.test'
 OUTSIDE = {'relay_networks': '192.0.2.0/24'}        # loopback is "the internet"
@@ -32,33 +33,6 @@ SMTP_PROGS = ('postern-setup', 'smtp-listener', 'queue-inject')
 POP3_PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 CLIENT_HELLO = (bytes.fromhex('160301006e0100006a0303') + bytes(range(32)) +
                 b'\x00\x00\x02\x13\x01\x01\x00\x00\x3f' + b'\x00' * 63)
-
-
-def raw(port, data, timeout=10, src=None):
-    """Send bytes, half-close, return everything the server says until EOF
-    (src: the loopback source address to connect from)."""
-    with socket.create_connection(('127.0.0.1', port), timeout=timeout,
-                                  source_address=(src, 0) if src else None) as s:
-        s.sendall(data)
-        try:
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        out = b''
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out.decode(errors='replace')
-
-
-def codes(text):
-    """the code of the final line of every SMTP reply, in order"""
-    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
 
 
 def smtp_serves(port):

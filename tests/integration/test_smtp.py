@@ -20,7 +20,7 @@ import unittest
 from email.message import EmailMessage
 
 from harness import (Instance, InstanceTest, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue,
-                     free_ports, fd_targets)
+                     free_ports, fd_targets, final_codes, raw_session)
 
 HOST = 'mail.example.test'
 
@@ -47,31 +47,6 @@ def read_queue(inst, qid):
 def ppid(pid):
     with open('/proc/%d/status' % pid) as f:
         return int(re.search(r'^PPid:\s+(\d+)', f.read(), re.M).group(1))
-
-
-def raw_session(port, data, timeout=10, host='127.0.0.1'):
-    """Send bytes, half-close, return everything the server says until EOF."""
-    fam = socket.AF_INET6 if ':' in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect((host, port))
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b''
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out.decode(errors='replace')
-
-
-def final_codes(text):
-    """codes of the final line of every reply, in order"""
-    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
 
 
 def make_instance(**conf):
