@@ -703,6 +703,48 @@ class Instance:
         return pid if pid > 0 else None
 
 
+class InstanceTest(unittest.TestCase):
+    """A TestCase whose tests share one Instance, cls.inst: setUpClass
+    starts it when the tests can run here (require() raises no SkipTest),
+    tearDownClass stops it, and setUp calls require() again, so each test
+    is skipped with the reason when they cannot.  A class names what its
+    tests need in PROGRAMS, its Instance's options in INSTANCE (or
+    overrides new_instance()), and in PORT the port it keeps as cls.port."""
+    PROGRAMS = ()
+    INSTANCE = {}
+    PORT = None
+    inst = None
+
+    @classmethod
+    def require(cls):
+        """Raise SkipTest unless the tests can run here."""
+        need(cls, *cls.PROGRAMS)
+
+    @classmethod
+    def new_instance(cls):
+        """The started Instance the tests share."""
+        return Instance(**cls.INSTANCE).start()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.inst = None
+        try:
+            cls.require()
+        except unittest.SkipTest:
+            return
+        cls.inst = cls.new_instance()
+        if cls.PORT:
+            cls.port = cls.inst.port(cls.PORT)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.inst:
+            cls.inst.stop()
+
+    def setUp(self):
+        self.require()
+
+
 # ---- "send this / expect that" dialogues over raw sockets ---------------
 
 class Conn:
@@ -809,6 +851,33 @@ class Conn:
         return False
 
 
+def raw_session(port, data, timeout=10, host='127.0.0.1', src=None):
+    """Send bytes, half-close, return everything the server says until EOF
+    (src: the source address to connect from)."""
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(src, 0) if src else None) as s:
+        s.sendall(data)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        out = b''
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors='replace')
+
+
+def final_codes(text):
+    """the code of the final line of every SMTP reply, in order"""
+    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
+
+
 def _check(conn, reply, expect, step):
     if expect is not None and not reply.startswith(expect):
         raise HarnessError('step %d: expected a reply starting %r, got %r\n--- transcript:\n%s'
@@ -820,6 +889,11 @@ def smtp_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
     reply (the greeting); expect None: send without reading a reply
     (pipelining: read later with a (None, code) step).  Returns the list of
     replies read.  Raises HarnessError with the transcript on a mismatch."""
+    return _dialogue(port, steps, host, timeout, conn, lambda c, send: c.smtp_reply())
+
+
+def _dialogue(port, steps, host, timeout, conn, reply):
+    """smtp_dialogue and pop3_dialogue: reply(conn, send) reads one reply."""
     c = conn or Conn(port, host, timeout)
     replies = []
     try:
@@ -828,7 +902,7 @@ def smtp_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
                 c.send(send)
             if expect is None:
                 continue
-            r = c.smtp_reply()
+            r = reply(c, send)
             replies.append(r)
             _check(c, r, expect, i)
     finally:
@@ -855,21 +929,8 @@ def pop3_dialogue(port, steps, host='127.0.0.1', timeout=10, conn=None):
     """Like smtp_dialogue for POP3: expect is '+OK', '-ERR' or '+ ' (a SASL
     continuation).  Multi-line replies (CAPA, RETR, TOP, LIST and UIDL
     without an argument) are read to their '.' line and returned whole."""
-    c = conn or Conn(port, host, timeout)
-    replies = []
-    try:
-        for i, (send, expect) in enumerate(steps):
-            if send is not None:
-                c.send(send)
-            if expect is None:
-                continue
-            r = c.pop3_reply(multiline=pop3_multiline(send))
-            replies.append(r)
-            _check(c, r, expect, i)
-    finally:
-        if conn is None:
-            c.close()
-    return replies
+    return _dialogue(port, steps, host, timeout, conn,
+                     lambda c, send: c.pop3_reply(multiline=pop3_multiline(send)))
 
 
 def send_mail(port, sender, recipients, body, helo='client.test', host='127.0.0.1'):

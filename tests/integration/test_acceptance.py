@@ -59,25 +59,12 @@ def corpus():
     return msgs
 
 
-class Pop3Clients(unittest.TestCase):
+class Pop3Clients(harness.InstanceTest):
     """issue 4: curl pop3:// and mpop retrieve everything byte-exact"""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if harness.missing('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener'):
-            return
-        cls.inst = Instance(services=['auth-checker', 'pop3-listener'],
-                            users={'alice': PASSWORD, 'bob': PASSWORD}).start()
-        cls.port = cls.inst.port('pop3')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, 'postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
+    PROGRAMS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
+    INSTANCE = {'services': ['auth-checker', 'pop3-listener'],
+                'users': {'alice': PASSWORD, 'bob': PASSWORD}}
+    PORT = 'pop3'
 
     def fill(self, user):
         msgs = corpus()
@@ -317,23 +304,13 @@ class Kill9UnderLoad(unittest.TestCase):
             self.assertGreater(len(accepted), 50)
 
 
-class RunningHost(unittest.TestCase):
+class RunningHost(harness.InstanceTest):
     """issue 6: sendmail -t, SIGHUP with a changed conf, a broken conf"""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if harness.missing(*ALL):
-            return
-        cls.inst = Instance(users={'alice': PASSWORD}).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
+    PROGRAMS = ALL
+    INSTANCE = {'users': {'alice': PASSWORD}}
 
     def setUp(self):
-        need(self, *ALL)
+        super().setUp()
         need(self, 'sendmail')
         self.conf = self.inst.path('conf', 'postern.conf')
         with open(self.conf) as f:

@@ -694,35 +694,31 @@ def inject_traced(inst, trace, sender, rcpts, message, received=None):
                                 prefix=[STRACE, '-o', trace] + STRACE_ARGS)
 
 
-class CrashModelTest(unittest.TestCase):
-    inst = None
+class CrashModelTest(harness.InstanceTest):
+    @classmethod
+    def require(cls):
+        need(cls, *PROGRAMS)
+        need_root(cls, 'the deliveries run as the mailbox users, under strace as root')
+        if not strace_works():
+            raise unittest.SkipTest('strace cannot trace here')
 
     @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if harness.missing(*PROGRAMS) or os.geteuid() != 0 or not strace_works():
-            return
-        cls.inst = Instance.by_hand(('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi', 'ivan', 'judy'))
-        with open(cls.inst.path('conf', 'aliases'), 'a') as f:
+    def new_instance(cls):
+        inst = Instance.by_hand(('alice', 'bob', 'carol', 'dave', 'frank', 'grace', 'heidi', 'ivan', 'judy'))
+        with open(inst.path('conf', 'aliases'), 'a') as f:
             f.write('team: grace, heidi\n'
                     'ivan: ivan, ivan@elsewhere.example\n'     # keeps a copy and forwards one
                     'judy: judy@elsewhere.example\n')          # forwards all her mail
-        with open(cls.inst.path('conf', 'mailboxes'), 'a') as f:     # a mailbox that defers (test_delivery)
+        with open(inst.path('conf', 'mailboxes'), 'a') as f:     # a mailbox that defers (test_delivery)
             f.write('stuck:20999:20999:/nonexistent/postern-test/Maildir\n')
+        return inst
 
     @classmethod
     def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
+        super().tearDownClass()
         if SUMMARY:
             print('\n' + '\n'.join('[crashmodel] ' + line for line in SUMMARY))
         del SUMMARY[:]
-
-    def setUp(self):
-        need(self, *PROGRAMS)
-        need_root(self, 'the deliveries run as the mailbox users, under strace as root')
-        if not strace_works():
-            self.skipTest('strace cannot trace here')
 
     def fail_at(self, problems, i, ev, events):
         if problems:

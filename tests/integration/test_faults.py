@@ -56,33 +56,33 @@ def inject(inst, sender, rcpts, message, notify=''):
     return harness.queue_inject(inst, sender, rcpts, message, notify)
 
 
-class FaultBase(unittest.TestCase):
+class FaultBase(harness.InstanceTest):
     """One ROOT (postern-setup, no s6): the daemons are started by hand."""
-    inst = None
 
     @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if harness.missing(*PROGRAMS) or os.geteuid() != 0 or not strace_works():
-            return
-        cls.inst = Instance.by_hand(('alice', 'bob'))
-        ld = cls.inst.bin('local-deliverer')
+    def require(cls):
+        need(cls, *PROGRAMS)
+        need_root(cls, 'fault injection runs the daemons as root under strace')
+        if not strace_works():
+            raise unittest.SkipTest('strace cannot inject faults here')
+
+    @classmethod
+    def new_instance(cls):
+        inst = Instance.by_hand(('alice', 'bob'))
+        ld = inst.bin('local-deliverer')
         shutil.copy2(ld, ld + '.real')
         cls.n = 0
+        return inst
 
     @classmethod
     def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
+        super().tearDownClass()
         if DUPLICATES.get(cls.__name__):
             print('\n[faults] %s: %d duplicate deliveries (at least once, never lost): %s'
                   % (cls.__name__, len(DUPLICATES[cls.__name__]), ', '.join(DUPLICATES[cls.__name__])))
 
     def setUp(self):
-        need(self, *PROGRAMS)
-        need_root(self, 'fault injection runs the daemons as root under strace')
-        if not strace_works():
-            self.skipTest('strace cannot inject faults here')
+        super().setUp()
         self.trace = self.inst.path('fault.trace')
         self.log = self.inst.path('qm.log')
 

@@ -25,6 +25,7 @@ import unittest
 
 import harness
 from harness import Instance, Conn, HarnessError, need, pop3_dialogue, send_mail, smtp_dialogue
+from harness import final_codes as codes, raw_session as raw
 
 HOST = 'mail.example.test'
 OUTSIDE = {'relay_networks': '192.0.2.0/24'}        # loopback is "the internet"
@@ -32,33 +33,6 @@ SMTP_PROGS = ('postern-setup', 'smtp-listener', 'queue-inject')
 POP3_PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 CLIENT_HELLO = (bytes.fromhex('160301006e0100006a0303') + bytes(range(32)) +
                 b'\x00\x00\x02\x13\x01\x01\x00\x00\x3f' + b'\x00' * 63)
-
-
-def raw(port, data, timeout=10, src=None):
-    """Send bytes, half-close, return everything the server says until EOF
-    (src: the loopback source address to connect from)."""
-    with socket.create_connection(('127.0.0.1', port), timeout=timeout,
-                                  source_address=(src, 0) if src else None) as s:
-        s.sendall(data)
-        try:
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        out = b''
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out.decode(errors='replace')
-
-
-def codes(text):
-    """the code of the final line of every SMTP reply, in order"""
-    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
 
 
 def smtp_serves(port):
@@ -84,26 +58,16 @@ def smtp_instance(services=('smtp-listener',), users=None, **conf):
     return inst
 
 
-class HostileSmtp(unittest.TestCase):
+class HostileSmtp(harness.InstanceTest):
     """Hostile SMTP dialogues from a non-relay client (smtp-listener alone:
     accepted messages stay in queue/ where they can be inspected)."""
-    inst = None
+    PROGRAMS = SMTP_PROGS
+    PORT = 'smtp'
     LIMIT = 4096
 
     @classmethod
-    def setUpClass(cls):
-        if harness.missing(*SMTP_PROGS):
-            return
-        cls.inst = smtp_instance(max_message_size=cls.LIMIT)
-        cls.port = cls.inst.port('smtp')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, *SMTP_PROGS)
+    def new_instance(cls):
+        return smtp_instance(max_message_size=cls.LIMIT)
 
     def tearDown(self):
         if self.inst:
@@ -575,7 +539,7 @@ class HostileSmtpAuth(unittest.TestCase):
         self.assertNotIn(b'X-Injected', head)
 
 
-class HostileResources(unittest.TestCase):
+class HostileResources(harness.InstanceTest):
     """A listener out of file descriptors (a descriptor leak elsewhere, a
     connection flood, a low ulimit): accept4() fails with EMFILE and the
     client stays queued, so the socket stays readable. The listeners polled
@@ -584,23 +548,12 @@ class HostileResources(unittest.TestCase):
     -- the accept-loop bug nginx, libuv and many servers have had. Now a
     listener stops accepting for a second, logs once, and serves the queued
     client when descriptors are free again."""
-    inst = None
+    INSTANCE = {'services': ['smtp-listener', 'auth-checker', 'pop3-listener'], 'users': {'alice': 'secret'}}
 
     @classmethod
-    def setUpClass(cls):
-        if harness.missing(*POP3_PROGS) or harness.missing(*SMTP_PROGS):
-            return
-        cls.inst = Instance(services=['smtp-listener', 'auth-checker', 'pop3-listener'],
-                            users={'alice': 'secret'}).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, *POP3_PROGS)
-        need(self, *SMTP_PROGS)
+    def require(cls):
+        need(cls, *POP3_PROGS)
+        need(cls, *SMTP_PROGS)
 
     @staticmethod
     def cpu_seconds(pid):
@@ -724,25 +677,11 @@ class HostileResources(unittest.TestCase):
         self.assertEqual(self.inst.service_pid('auth-checker'), pid)
 
 
-class HostilePop3(unittest.TestCase):
+class HostilePop3(harness.InstanceTest):
     """Hostile POP3 dialogues and hostile Maildir contents."""
-    inst = None
-
-    @classmethod
-    def setUpClass(cls):
-        if harness.missing(*POP3_PROGS):
-            return
-        cls.inst = Instance(services=['auth-checker', 'pop3-listener'],
-                            users={'alice': 'secret', 'bob': 'bobpw'}).start()
-        cls.port = cls.inst.port('pop3')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, *POP3_PROGS)
+    PROGRAMS = POP3_PROGS
+    INSTANCE = {'services': ['auth-checker', 'pop3-listener'], 'users': {'alice': 'secret', 'bob': 'bobpw'}}
+    PORT = 'pop3'
 
     def tearDown(self):
         if self.inst:

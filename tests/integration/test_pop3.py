@@ -76,25 +76,14 @@ def procs_rooted_at(path):
     return out
 
 
-class Pop3(unittest.TestCase):
-    inst = None
-
-    @classmethod
-    def setUpClass(cls):
-        if harness.missing(*PROGS):
-            return
-        cls.inst = Instance(services=['auth-checker', 'pop3-listener'],
-                            users={'alice': 'secret', 'bob': 'b0b pass', 'u1': 'p1', 'u2': 'p2',
-                                   'u3': 'p3', 'u4': 'p4'}).start()
-        cls.port = cls.inst.port('pop3')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
+class Pop3(harness.InstanceTest):
+    PROGRAMS = PROGS
+    INSTANCE = {'services': ['auth-checker', 'pop3-listener'],
+                'users': {'alice': 'secret', 'bob': 'b0b pass', 'u1': 'p1', 'u2': 'p2', 'u3': 'p3', 'u4': 'p4'}}
+    PORT = 'pop3'
 
     def setUp(self):
-        need(self, *PROGS)
+        super().setUp()
         self.inst.empty_maildir('alice')
 
     def three(self):

@@ -34,7 +34,7 @@ import time
 import unittest
 
 import harness
-from harness import Instance, Conn, descendants, need, pop3_dialogue, running, sandbox_state, signal_all
+from harness import Conn, descendants, pop3_dialogue, running, sandbox_state, signal_all
 
 PROGS = ('postern-setup', 'postern-user', 'auth-checker', 'pop3-listener')
 STRACE = shutil.which('strace')
@@ -97,23 +97,13 @@ def poll_times_out_now(pid):
         pt(PTRACE_DETACH)
 
 
-class Pop3UpdateTest(unittest.TestCase):
-    inst = None
-
-    @classmethod
-    def setUpClass(cls):
-        if harness.missing(*PROGS):
-            return
-        cls.inst = Instance(services=['auth-checker', 'pop3-listener'], users=USERS).start()
-        cls.port = cls.inst.port('pop3')
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
+class Pop3UpdateTest(harness.InstanceTest):
+    PROGRAMS = PROGS
+    INSTANCE = {'services': ['auth-checker', 'pop3-listener'], 'users': USERS}
+    PORT = 'pop3'
 
     def setUp(self):
-        need(self, *PROGS)
+        super().setUp()
         self.md = os.path.realpath(self.inst.maildir('alice'))
         self.inst.wait_for(lambda: not procs_rooted_at(self.md), what='no mailbox process of alice left')
         self.inst.empty_maildir('alice')

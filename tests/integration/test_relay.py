@@ -25,7 +25,7 @@ import unittest
 
 from harness import Instance, Conn, HarnessError, need, smtp_dialogue
 from remote_helpers import Deliverer, DnsServer, SmtpSink, ensure_user
-from test_tls import make_ca, tls_owns
+from test_tls import install_cert, make_ca
 
 PASSWORD = 'Relay-Horse-9'
 A_HOST = 'mail.example.test'        # the name in make_ca's certificate
@@ -47,15 +47,6 @@ def client_ctx():
     ctx = ssl.create_default_context(cafile=CA['ca'])
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
-
-
-def install_cert(inst):
-    tls = inst.path('conf', 'tls')
-    shutil.copy(CA['cert'], os.path.join(tls, 'cert.pem'))
-    shutil.copy(CA['key'], os.path.join(tls, 'key.pem'))
-    tls_owns(os.path.join(tls, 'key.pem'))
-    os.chmod(os.path.join(tls, 'key.pem'), 0o600)
-    os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
 
 
 def unfold(msg):
@@ -97,7 +88,7 @@ class Relay(unittest.TestCase):
                                      'remote_connect_timeout': 5})
         cls.cleanups.append(cls.a.stop)
         cls.a.setup()
-        install_cert(cls.a)
+        install_cert(cls.a, CA['cert'], CA['key'])
         with open(cls.a.path('conf', 'routes'), 'w') as f:
             f.write('# test route\nexample.net 127.0.0.1:%d\n' % cls.b.port('smtp'))
         os.chmod(cls.a.path('conf', 'routes'), 0o644)

@@ -19,8 +19,8 @@ import time
 import unittest
 from email.message import EmailMessage
 
-from harness import (Instance, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue, free_ports,
-                     fd_targets)
+from harness import (Instance, InstanceTest, Conn, HarnessError, IS_ROOT, need, need_root, smtp_dialogue,
+                     free_ports, fd_targets, final_codes, raw_session)
 
 HOST = 'mail.example.test'
 
@@ -49,31 +49,6 @@ def ppid(pid):
         return int(re.search(r'^PPid:\s+(\d+)', f.read(), re.M).group(1))
 
 
-def raw_session(port, data, timeout=10, host='127.0.0.1'):
-    """Send bytes, half-close, return everything the server says until EOF."""
-    fam = socket.AF_INET6 if ':' in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect((host, port))
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b''
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out.decode(errors='replace')
-
-
-def final_codes(text):
-    """codes of the final line of every reply, in order"""
-    return [l[:3] for l in text.split('\r\n') if len(l) >= 4 and l[3] == ' ']
-
-
 def make_instance(**conf):
     inst = Instance(services=('smtp-listener',), hostname=HOST)
     inst.setup()
@@ -85,27 +60,14 @@ def make_instance(**conf):
     return inst
 
 
-class SmtpBase(unittest.TestCase):
-    inst = None
+class SmtpBase(InstanceTest):
+    PROGRAMS = ('smtp-listener', 'queue-inject', 'postern-setup')
+    PORT = 'smtp'
     conf = {}
 
     @classmethod
-    def setUpClass(cls):
-        cls.inst = None
-        if not os.access(os.path.join(__import__('harness').BIN, 'smtp-listener'), os.X_OK) or \
-           not os.access(os.path.join(__import__('harness').BIN, 'queue-inject'), os.X_OK):
-            return
-        cls.inst = make_instance(**cls.conf)
-        cls.inst.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.inst:
-            cls.inst.stop()
-
-    def setUp(self):
-        need(self, 'smtp-listener', 'queue-inject', 'postern-setup')
-        self.port = self.inst.port('smtp')
+    def new_instance(cls):
+        return make_instance(**cls.conf).start()
 
     def dialogue(self, steps, **kw):
         return smtp_dialogue(self.port, steps, **kw)

@@ -106,18 +106,23 @@ def tls_owns(path):
         os.chown(path, tu.pw_uid, tu.pw_gid)
 
 
+def install_cert(inst, cert, key):
+    """copy the files cert and key into inst's conf/tls, as an operator would"""
+    tls = inst.path('conf', 'tls')
+    shutil.copy(cert, os.path.join(tls, 'cert.pem'))
+    shutil.copy(key, os.path.join(tls, 'key.pem'))
+    tls_owns(os.path.join(tls, 'key.pem'))
+    os.chmod(os.path.join(tls, 'key.pem'), 0o600)
+    os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
+
+
 def start_instance(cls, cert=None, key=None, **kw):
     """an instance serving the test CA's certificate (or cert, key); as an
     ordinary user too (no privilege separation: the tests of which uid
     holds what call need_root themselves)"""
     inst = Instance(users={'alice': PASSWORD, 'bob': PASSWORD}, **kw)
     inst.setup()
-    tls = inst.path('conf', 'tls')
-    shutil.copy(cert or CA['cert'], os.path.join(tls, 'cert.pem'))
-    shutil.copy(key or CA['key'], os.path.join(tls, 'key.pem'))
-    tls_owns(os.path.join(tls, 'key.pem'))
-    os.chmod(os.path.join(tls, 'key.pem'), 0o600)
-    os.chmod(os.path.join(tls, 'cert.pem'), 0o644)
+    install_cert(inst, cert or CA['cert'], key or CA['key'])
     try:
         inst.start()
     except Exception:
@@ -159,6 +164,17 @@ def half_close(c):
     except (ssl.SSLError, OSError) as e:
         err = e
     return got, err
+
+
+def unasked(c):
+    """what the server sends on c within 1.5 s unasked (None: nothing)"""
+    c.sock.settimeout(1.5)
+    try:
+        return c.sock.recv(100)
+    except socket.timeout:
+        return None
+    finally:
+        c.sock.settimeout(10)
 
 
 def smtp_steps(c, steps):
@@ -434,13 +450,8 @@ class SmtpTls(unittest.TestCase):
                     c.starttls()
                 except (ssl.SSLError, OSError):
                     continue            # the NOOP spoilt the handshake: also safe
-                c.sock.settimeout(1.5)
-                try:
-                    extra = c.sock.recv(100)
-                except socket.timeout:
-                    extra = None
+                extra = unasked(c)
                 self.assertIsNone(extra, 'a reply to the injected NOOP: %r' % extra)
-                c.sock.settimeout(10)
                 # and the state was reset: EHLO is required again
                 smtp_steps(c, [('MAIL FROM:<alice@example.test>', '503 5.5.1'),
                                ('EHLO client.test', '250'), ('QUIT', '221')])
@@ -908,13 +919,8 @@ class Pop3Tls(unittest.TestCase):
                 c.starttls()
             except (ssl.SSLError, OSError):
                 return                  # the CAPA spoilt the handshake: also safe
-            c.sock.settimeout(1.5)
-            try:
-                extra = c.sock.recv(100)
-            except socket.timeout:
-                extra = None
+            extra = unasked(c)
             self.assertIsNone(extra, 'a reply to the injected CAPA: %r' % extra)
-            c.sock.settimeout(10)
             pop3_steps(c, [('STLS', '-ERR'), ('USER alice', '+OK'), ('PASS ' + PASSWORD, '+OK'), ('QUIT', '+OK')])
         finally:
             c.close()

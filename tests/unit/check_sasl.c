@@ -68,6 +68,22 @@ START_TEST(test_bad_input)
 }
 END_TEST
 
+/* the base64 of the k octets of raw into b64, which holds 4 octets for
+ * every 3 begun: its length */
+static size_t b64_encode(const unsigned char *raw, size_t k, char *b64)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < k; i += 3) {
+        unsigned w = (unsigned)raw[i] << 16 | (i + 1 < k ? (unsigned)raw[i + 1] << 8 : 0) | (i + 2 < k ? raw[i + 2] : 0);
+        b64[o++] = tab[(w >> 18) & 63];
+        b64[o++] = tab[(w >> 12) & 63];
+        b64[o++] = i + 1 < k ? tab[(w >> 6) & 63] : '=';
+        b64[o++] = i + 2 < k ? tab[w & 63] : '=';
+    }
+    return o;
+}
+
 START_TEST(test_limits)
 {
     static char b64[SASL_LINE_MAX + 8];
@@ -80,28 +96,13 @@ START_TEST(test_limits)
     k += 256;
     raw[k++] = 0;
     raw[k++] = 'p';
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < k; i += 3) {
-        unsigned w = (unsigned)raw[i] << 16 | (i + 1 < k ? (unsigned)raw[i + 1] << 8 : 0) | (i + 2 < k ? raw[i + 2] : 0);
-        b64[o++] = tab[(w >> 18) & 63];
-        b64[o++] = tab[(w >> 12) & 63];
-        b64[o++] = i + 1 < k ? tab[(w >> 6) & 63] : '=';
-        b64[o++] = i + 2 < k ? tab[w & 63] : '=';
-    }
+    size_t o = b64_encode(raw, k, b64);
     ck_assert_int_eq(sasl_plain(b64, o, &c), SASL_TOO_LONG);
     /* 255 is fine */
     raw[256] = 0;
     raw[257] = 'p';
     k = 258;
-    o = 0;
-    for (size_t i = 0; i < k; i += 3) {
-        unsigned w = (unsigned)raw[i] << 16 | (i + 1 < k ? (unsigned)raw[i + 1] << 8 : 0) | (i + 2 < k ? raw[i + 2] : 0);
-        b64[o++] = tab[(w >> 18) & 63];
-        b64[o++] = tab[(w >> 12) & 63];
-        b64[o++] = i + 1 < k ? tab[(w >> 6) & 63] : '=';
-        b64[o++] = i + 2 < k ? tab[w & 63] : '=';
-    }
+    o = b64_encode(raw, k, b64);
     ck_assert_int_eq(sasl_plain(b64, o, &c), SASL_OK);
     ck_assert_uint_eq(c.userlen, 255);
     /* a line past SASL_LINE_MAX */

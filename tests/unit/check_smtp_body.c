@@ -3,6 +3,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -235,25 +236,11 @@ START_TEST(test_non_field_line_ends_header)
     strcpy(want + 1 + SMTP_BODY_NAME_MAX, ": v\n");
     stored_as(msg, want, 97);
     /* the line held back across the buffer's end */
-    size_t k = 0, w = 0;
-    memcpy(msg + k, "X: ", 3);
-    k += 3;
-    memset(msg + k, 'x', 8000);
-    k += 8000;
-    memcpy(msg + k, "\r\n", 2);
-    k += 2;
-    memset(msg + k, 'b', 900);
-    k += 900;
-    strcpy(msg + k, "\r\nend\r\n");
-    memcpy(want + w, "X: ", 3);
-    w += 3;
-    memset(want + w, 'x', 8000);
-    w += 8000;
-    memcpy(want + w, "\n\n", 2);
-    w += 2;
-    memset(want + w, 'b', 900);
-    w += 900;
-    strcpy(want + w, "\nend\n");
+    static char xs[8001], bs[901];
+    memset(xs, 'x', 8000);
+    memset(bs, 'b', 900);
+    snprintf(msg, sizeof msg, "X: %s\r\n%s\r\nend\r\n", xs, bs);
+    snprintf(want, sizeof want, "X: %s\n\n%s\nend\n", xs, bs);
     stored_as(msg, want, 101);
     /* past max_size: what is stored stops at the octet that passes it,
      * the blank line before the line it is in costs nothing */

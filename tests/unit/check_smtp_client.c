@@ -645,6 +645,17 @@ static void multi_setup(void)
     }
 }
 
+/* smtp_transaction_multi with multi_setup()'s three recipients returns
+ * want and leaves them with the outcomes o0, o1 and o2 */
+static void multi_outcomes(const struct smtp_job *j, char *status, size_t len, enum smtp_outcome want,
+                           enum smtp_outcome o0, enum smtp_outcome o1, enum smtp_outcome o2)
+{
+    ck_assert_int_eq(smtp_transaction_multi(&conn, j, mr, 3, NULL, NULL, "mx", status, len), want);
+    ck_assert_int_eq(mr[0].outcome, o0);
+    ck_assert_int_eq(mr[1].outcome, o1);
+    ck_assert_int_eq(mr[2].outcome, o2);
+}
+
 START_TEST(test_multi_one_refused)
 {
     char status[1024], out[4096];
@@ -654,11 +665,7 @@ START_TEST(test_multi_one_refused)
     multi_setup();
     feed("220 mx\r\n250-mx\r\n250 DSN\r\n250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n"
          "354 go\r\n250 2.0.0 queued\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
-                     SMTP_DELIVERED);
-    ck_assert_int_eq(mr[0].outcome, SMTP_DELIVERED);
-    ck_assert_int_eq(mr[1].outcome, SMTP_PERMFAIL);
-    ck_assert_int_eq(mr[2].outcome, SMTP_DELIVERED);
+    multi_outcomes(&j, status, sizeof status, SMTP_DELIVERED, SMTP_DELIVERED, SMTP_PERMFAIL, SMTP_DELIVERED);
     ck_assert_str_eq(mst[0], "2.0.0 host mx said: 250 2.0.0 queued");
     ck_assert_str_eq(mst[1], "5.1.1 host mx said: 550 5.1.1 no such user (in reply to RCPT TO)");
     ck_assert_str_eq(mst[2], "2.0.0 host mx said: 250 2.0.0 queued");
@@ -682,11 +689,7 @@ START_TEST(test_multi_all_refused_no_data)
                           .tls = SMTP_TLS_NONE };
     multi_setup();
     feed("220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n550 5.1.1 no\r\n451 4.3.0 later\r\n553 bad\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
-                     SMTP_DELIVERED);
-    ck_assert_int_eq(mr[0].outcome, SMTP_PERMFAIL);
-    ck_assert_int_eq(mr[1].outcome, SMTP_TEMPFAIL);
-    ck_assert_int_eq(mr[2].outcome, SMTP_PERMFAIL);
+    multi_outcomes(&j, status, sizeof status, SMTP_DELIVERED, SMTP_PERMFAIL, SMTP_TEMPFAIL, SMTP_PERMFAIL);
     ck_assert_str_eq(mst[1], "4.3.0 host mx said: 451 4.3.0 later (in reply to RCPT TO)");
     ck_assert_str_eq(mst[2], "5.0.0 host mx said: 553 bad (in reply to RCPT TO)");
     drain(out, sizeof out);
@@ -723,11 +726,7 @@ START_TEST(test_multi_too_many_recipients)
     /* lock-step: after the 452 the third RCPT is not sent, it waits too */
     multi_setup();
     feed("220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n452 4.5.3 too many recipients\r\n354 go\r\n250 ok\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
-                     SMTP_DELIVERED);
-    ck_assert_int_eq(mr[0].outcome, SMTP_DELIVERED);
-    ck_assert_int_eq(mr[1].outcome, SMTP_TEMPFAIL);
-    ck_assert_int_eq(mr[2].outcome, SMTP_TEMPFAIL);
+    multi_outcomes(&j, status, sizeof status, SMTP_DELIVERED, SMTP_DELIVERED, SMTP_TEMPFAIL, SMTP_TEMPFAIL);
     ck_assert_str_eq(mst[1], "4.5.3 host mx said: 452 4.5.3 too many recipients (in reply to RCPT TO)");
     ck_assert_str_eq(mst[2], mst[1]);
     drain(out, sizeof out);
@@ -739,11 +738,7 @@ START_TEST(test_multi_too_many_recipients)
     multi_setup();
     feed("220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n452 4.5.3 too many\r\n452 4.5.3 too many\r\n"
          "354 go\r\n250 ok\r\n221 bye\r\n");
-    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
-                     SMTP_DELIVERED);
-    ck_assert_int_eq(mr[0].outcome, SMTP_DELIVERED);
-    ck_assert_int_eq(mr[1].outcome, SMTP_TEMPFAIL);
-    ck_assert_int_eq(mr[2].outcome, SMTP_TEMPFAIL);
+    multi_outcomes(&j, status, sizeof status, SMTP_DELIVERED, SMTP_DELIVERED, SMTP_TEMPFAIL, SMTP_TEMPFAIL);
     /* the connection lost after the RCPTs: the accepted one is temporary,
      * the refused ones keep their replies */
     teardown();
@@ -751,11 +746,7 @@ START_TEST(test_multi_too_many_recipients)
     multi_setup();
     feed("220 mx\r\n250 mx\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n250 ok\r\n");
     shutdown(sp[1], SHUT_WR);   /* the server hangs up after the RCPT replies */
-    ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 3, NULL, NULL, "mx", status, sizeof status),
-                     SMTP_DELIVERED);
-    ck_assert_int_eq(mr[0].outcome, SMTP_TEMPFAIL);
-    ck_assert_int_eq(mr[1].outcome, SMTP_PERMFAIL);
-    ck_assert_int_eq(mr[2].outcome, SMTP_TEMPFAIL);
+    multi_outcomes(&j, status, sizeof status, SMTP_DELIVERED, SMTP_TEMPFAIL, SMTP_PERMFAIL, SMTP_TEMPFAIL);
     ck_assert(!strncmp(mst[0], "4.4.2 ", 6));
     /* bounds: no recipient, too many */
     ck_assert_int_eq(smtp_transaction_multi(&conn, &j, mr, 0, NULL, NULL, "mx", status, sizeof status),

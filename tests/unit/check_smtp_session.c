@@ -267,6 +267,13 @@ static int env_has(const char *rec)
 #define ASSERT_CODES(out, want) do { char c_[8192]; codes((out), c_, sizeof c_); \
     ck_assert_msg(!strcmp(c_, (want)), "codes \"%s\", want \"%s\"; output:\n%s", c_, (want), (out)); } while (0)
 
+/* set one setting of cf, as the conf file would */
+static void set(const char *name, const char *value)
+{
+    char why[256];
+    ck_assert_msg(config_set(&cf, name, value, why, sizeof why), "%s: %s", name, why);
+}
+
 static void setup(void)
 {
     ck_assert(mkdtemp(tmpdir) != NULL || errno == EEXIST);
@@ -275,10 +282,9 @@ static void setup(void)
     snprintf(path_trig, sizeof path_trig, "%s/trigger", tmpdir);
     unlink(path_trig);
     config_defaults(&cf);
-    char why[256];
-    ck_assert(config_set(&cf, "hostname", "mx.example.test", why, sizeof why));
-    ck_assert(config_set(&cf, "local_domains", "example.test", why, sizeof why));
-    ck_assert(config_set(&cf, "session_timeout", "5", why, sizeof why));
+    set("hostname", "mx.example.test");
+    set("local_domains", "example.test");
+    set("session_timeout", "5");
     smtp_rcptmap_init(&map);
     ck_assert(smtp_rcptmap_add(&map, "alice", 5));
     ck_assert(smtp_rcptmap_add(&map, "postmaster", 10));
@@ -791,8 +797,7 @@ START_TEST(test_dribbled_bare_cr_line)
 {
     /* a line must be whole within the timeout, bare CRs and all: one CR
      * every 300 ms does not hold the session past it */
-    char why[128];
-    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    set("session_timeout", "1");
     int peer;
     pid_t pid = fork_session(&peer);
     void (*old)(int) = signal(SIGPIPE, SIG_IGN);
@@ -886,8 +891,7 @@ END_TEST
 
 START_TEST(test_size_limits)
 {
-    char why[128];
-    ck_assert(config_set(&cf, "max_message_size", "100", why, sizeof why));
+    set("max_message_size", "100");
     struct buf sc = BUF_ZERO;
     buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example> SIZE=101\r\n"
                      "MAIL FROM:<a@b.example> SIZE=99999999999999999999999\r\n"
@@ -905,8 +909,7 @@ END_TEST
 
 START_TEST(test_hop_limit)
 {
-    char why[128];
-    ck_assert(config_set(&cf, "max_received", "2", why, sizeof why));
+    set("max_received", "2");
     char *out = RUN("HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
                     "Received: from a\r\nReceived: from b\r\nreceived: from c\r\n\r\nloop\r\n.\r\n"
                     "MAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
@@ -923,8 +926,7 @@ START_TEST(test_too_many_recipients)
     buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
     for (int i = 0; i < 101; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
     buf_appends(&sc, "QUIT\r\n");
-    char why[128];
-    ck_assert(config_set(&cf, "max_errors", "5", why, sizeof why));
+    set("max_errors", "5");
     char *out = run_session(sc.s, sc.len, 0);
     char want[2048] = "220 250 250";
     for (int i = 0; i < 100; i++) strcat(want, " 250");
@@ -957,9 +959,8 @@ START_TEST(test_recipients_past_limit_are_no_errors)
     /* a flood is still bounded: past max_recipients (here 2) the first
      * SMTP_RCPT_OVERSHOOT_MIN 452s do not count, each further one does,
      * and max_errors (here 3) ends the session */
-    char why[128];
-    ck_assert(config_set(&cf, "max_recipients", "2", why, sizeof why));
-    ck_assert(config_set(&cf, "max_errors", "3", why, sizeof why));
+    set("max_recipients", "2");
+    set("max_errors", "3");
     sc = (struct buf)BUF_ZERO;
     buf_appends(&sc, "EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
     for (int i = 0; i < 2 + SMTP_RCPT_OVERSHOOT_MIN + 5; i++)
@@ -979,8 +980,7 @@ END_TEST
 
 START_TEST(test_error_limit)
 {
-    char why[128];
-    ck_assert(config_set(&cf, "max_errors", "3", why, sizeof why));
+    set("max_errors", "3");
     char *out = RUN("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
     ASSERT_CODES(out, "220 500 500 500 421");
     ck_assert(strstr(out, "421 4.7.0 mx.example.test Error: too many errors\r\n"));
@@ -998,8 +998,7 @@ END_TEST
 
 START_TEST(test_timeout)
 {
-    char why[128];
-    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    set("session_timeout", "1");
     const char sc[] = "HELO x\r\n";
     char *out = run_session(sc, sizeof sc - 1, 1);
     ASSERT_CODES(out, "220 250 421");
@@ -1012,8 +1011,7 @@ START_TEST(test_client_never_reads)
 {
     /* a client that pipelines without end and never reads its replies:
      * the session's writes time out too, and it goes away */
-    char why[128];
-    ck_assert(config_set(&cf, "session_timeout", "1", why, sizeof why));
+    set("session_timeout", "1");
     int peer;
     pid_t pid = fork_session(&peer);
     fcntl(peer, F_SETFL, O_NONBLOCK);
