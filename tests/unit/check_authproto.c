@@ -1,6 +1,7 @@
 /* check_authproto.c - auth-checker records: framing, strict parsing, the client. */
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,10 +35,10 @@ START_TEST(test_reply_roundtrip)
     size_t len;
     memset(&r, 0, sizeof r);
     r.result = AUTH_OK;
-    strcpy(r.name, "alice");
+    snprintf(r.name, sizeof r.name, "alice");
     r.uid = 20000;
     r.gid = 20001;
-    strcpy(r.maildir, "/r/mail/alice/Maildir");
+    snprintf(r.maildir, sizeof r.maildir, "/r/mail/alice/Maildir");
     ck_assert(authproto_reply_format(&r, rec, sizeof rec, &len));
     ck_assert(authproto_reply_parse(rec, len, &p));
     ck_assert_int_eq(p.result, AUTH_OK);

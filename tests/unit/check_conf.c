@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "conf.h"
 #include "config.h"
 
@@ -118,9 +119,10 @@ START_TEST(test_limits)
     ck_assert_str_eq(err, "n.conf:2: NUL byte in line");
     struct config c;
     config_defaults(&c);
-    char list[512] = "";
-    for (int i = 0; i < CONFIG_LIST_MAX + 1; i++) strcat(list, "d.test ");
-    ck_assert(!config_set(&c, "local_domains", list, why, sizeof why));
+    struct buf list = BUF_ZERO;
+    for (int i = 0; i < CONFIG_LIST_MAX + 1; i++) ck_assert(buf_appends(&list, "d.test "));
+    ck_assert(!config_set(&c, "local_domains", list.s, why, sizeof why));
+    buf_free(&list);
     char longname[CONFIG_NAME_MAX + 2];
     memset(longname, 'h', sizeof longname - 1);
     longname[sizeof longname - 1] = 0;

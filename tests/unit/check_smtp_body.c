@@ -224,16 +224,13 @@ START_TEST(test_non_field_line_ends_header)
     /* a field name may be long, but its colon is among the first
      * SMTP_BODY_NAME_MAX octets */
     static char msg[16384], want[16384];
-    memset(msg, 'A', SMTP_BODY_NAME_MAX - 1);
-    strcpy(msg + SMTP_BODY_NAME_MAX - 1, ": v\r\n");
-    memcpy(want, msg, SMTP_BODY_NAME_MAX - 1);
-    strcpy(want + SMTP_BODY_NAME_MAX - 1, ": v\n");
+    static char a_run[SMTP_BODY_NAME_MAX + 1];
+    memset(a_run, 'A', SMTP_BODY_NAME_MAX);
+    snprintf(msg, sizeof msg, "%.*s: v\r\n", SMTP_BODY_NAME_MAX - 1, a_run);
+    snprintf(want, sizeof want, "%.*s: v\n", SMTP_BODY_NAME_MAX - 1, a_run);
     stored_as(msg, want, 97);
-    memset(msg, 'A', SMTP_BODY_NAME_MAX);
-    strcpy(msg + SMTP_BODY_NAME_MAX, ": v\r\n");
-    want[0] = '\n';
-    memset(want + 1, 'A', SMTP_BODY_NAME_MAX);
-    strcpy(want + 1 + SMTP_BODY_NAME_MAX, ": v\n");
+    snprintf(msg, sizeof msg, "%.*s: v\r\n", SMTP_BODY_NAME_MAX, a_run);
+    snprintf(want, sizeof want, "\n%.*s: v\n", SMTP_BODY_NAME_MAX, a_run);
     stored_as(msg, want, 97);
     /* the line held back across the buffer's end */
     static char xs[8001], bs[901];

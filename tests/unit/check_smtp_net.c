@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "smtp_net.h"
@@ -11,7 +12,7 @@ static struct config_list nets;
 static void set(const char *const *v, size_t n)
 {
     nets.n = n;
-    for (size_t i = 0; i < n; i++) strcpy(nets.v[i], v[i]);
+    for (size_t i = 0; i < n; i++) ck_assert((size_t)snprintf(nets.v[i], sizeof nets.v[i], "%s", v[i]) < sizeof nets.v[i]);
 }
 
 static int m4(const char *ip)

@@ -928,10 +928,12 @@ START_TEST(test_too_many_recipients)
     buf_appends(&sc, "QUIT\r\n");
     set("max_errors", "5");
     char *out = run_session(sc.s, sc.len, 0);
-    char want[2048] = "220 250 250";
-    for (int i = 0; i < 100; i++) strcat(want, " 250");
-    strcat(want, " 452 221");
-    ASSERT_CODES(out, want);
+    struct buf want = BUF_ZERO;
+    buf_appends(&want, "220 250 250");
+    for (int i = 0; i < 100; i++) buf_appends(&want, " 250");
+    buf_appends(&want, " 452 221");
+    ASSERT_CODES(out, want.s);
+    buf_free(&want);
     ck_assert(strstr(out, "452 4.5.3 Too many recipients\r\n"));
     free(out);
     buf_free(&sc);
@@ -949,11 +951,13 @@ START_TEST(test_recipients_past_limit_are_no_errors)
     for (int i = 0; i < 125; i++) buf_appendf(&sc, "RCPT TO:<user%d@remote.example>\r\n", i);
     buf_appends(&sc, "DATA\r\nSubject: list\r\n\r\nx\r\n.\r\nQUIT\r\n");
     char *out = run_session(sc.s, sc.len, 0);
-    char want[2048] = "220 250 250";
-    for (int i = 0; i < 100; i++) strcat(want, " 250");
-    for (int i = 0; i < 25; i++) strcat(want, " 452");
-    strcat(want, " 354 250 221");
-    ASSERT_CODES(out, want);
+    struct buf want = BUF_ZERO;
+    buf_appends(&want, "220 250 250");
+    for (int i = 0; i < 100; i++) buf_appends(&want, " 250");
+    for (int i = 0; i < 25; i++) buf_appends(&want, " 452");
+    buf_appends(&want, " 354 250 221");
+    ASSERT_CODES(out, want.s);
+    buf_free(&want);
     free(out);
     buf_free(&sc);
     /* a flood is still bounded: past max_recipients (here 2) the first
