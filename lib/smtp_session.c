@@ -1054,8 +1054,10 @@ static const struct smtp_cmd smtp_cmds[] = {
     { "NOOP", chk_none, act_noop, 1 },
     { "QUIT", chk_none, act_quit, 0 },
     { "HELP", chk_none, act_help, 1 },
-    { "VRFY", chk_nobdat, act_vrfy, 1 },
-    { "EXPN", chk_nobdat, act_expn, 1 },
+    /* RFC 5321 4.1.4: NOOP, HELP, EXPN, VRFY and RSET at any time, a
+     * BDAT transaction's chunks included, never a 503 */
+    { "VRFY", chk_none, act_vrfy, 1 },
+    { "EXPN", chk_none, act_expn, 1 },
     { "ETRN", chk_notxn, act_etrn, 1 },
     { "STARTTLS", chk_notxn, act_starttls, 0 },
     { "AUTH", chk_notxn, act_auth, 0 },

@@ -287,6 +287,19 @@ class SmtpClients(SmtpBase):
         self.assertEqual(lines, ['503 5.5.1 Error: no valid recipients'] * 2 +
                          ['503 5.5.1 Error: need RCPT command'], out)
 
+    def test_vrfy_expn_between_bdat_chunks(self):
+        # RFC 5321 4.1.4: NOOP, HELP, EXPN, VRFY and RSET "can be used at any
+        # time during a session" and servers SHOULD process them normally,
+        # "not return a 503 code"; RFC 3030 takes nothing away between
+        # chunks, and the transaction goes on after them
+        before = set(self.inst.queue_ids())
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'BDAT 14\r\nSubject: v\r\n\r\nVRFY alice\r\nEXPN staff\r\nNOOP\r\nHELP\r\n'
+                          b'BDAT 4 LAST\r\nhi\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '250', '252', '502', '250', '214', '250', '221'],
+                         out)
+        self.assertEqual(len(set(self.inst.queue_ids()) - before), 1, out)
+
     def test_help_names_only_what_the_port_offers(self):
         # as EHLO does: AUTH never on port 25 (503 there), only on submission
         def help_text(port):
