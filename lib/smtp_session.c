@@ -172,13 +172,19 @@ static const char *chk_notxn(const struct smtp_session *s)
 
 /* ---- HELO / EHLO ---- */
 
+/* The EHLO name as Received: shows it: a token (RFC 5322 3.6.7), any
+ * other octet '?'; "[", "]" and ":" only in a whole address literal ("["
+ * first, "]" last and nowhere else, not cut short), so that "x:y" or
+ * "[1.2.3.4" cannot break the field's syntax (RFC 5321 4.4) */
 static void helo_store(struct smtp_session *s, const char *arg, size_t len)
 {
     size_t o = 0;
+    int literal = len >= 2 && len < sizeof s->helo && arg[0] == '[' && arg[len - 1] == ']' &&
+                  !memchr(arg + 1, '[', len - 2) && !memchr(arg + 1, ']', len - 2);
     for (size_t i = 0; i < len && o + 1 < sizeof s->helo; i++) {
         unsigned char c = (unsigned char)arg[i];
         int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '-' || c == '_' || c == '[' || c == ']' || c == ':';
+                 c == '.' || c == '-' || c == '_' || (literal && (c == '[' || c == ']' || c == ':'));
         s->helo[o++] = ok ? (char)c : '?';
     }
     s->helo[o] = 0;

@@ -269,6 +269,21 @@ class SmtpClients(SmtpBase):
         mess, _ = read_queue(self.inst, re.search(r'queued as ([0-9A-F]{16})', out).group(1))
         self.assertTrue(mess.startswith(b'Received: from x ([IPv6:::1])\n'), mess)
 
+    def test_received_from_keeps_brackets_and_colons_for_address_literals(self):
+        # RFC 5321 4.4 (Extended-Domain: a Domain or an address literal)
+        # and RFC 5322 3.6.7 (received-token): the EHLO name goes into
+        # Received: as a token; "[", "]" and ":" belong only to a whole
+        # address literal, so a name like "x:y" or "[1.2.3.4" cannot break
+        # the field's syntax for the programs that read it
+        for helo, want in (('[192.0.2.1]', b'[192.0.2.1]'), ('[IPv6:2001:db8::1]', b'[IPv6:2001:db8::1]'),
+                           ('x:y', b'x?y'), ('[1.2.3.4', b'?1.2.3.4'), ('a]b[c', b'a?b?c'),
+                           ('[1.2]3]', b'?1.2?3?'), ('host.test', b'host.test')):
+            out = raw_session(self.port, b'EHLO %s\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                              b'DATA\r\nSubject: h\r\n\r\nx\r\n.\r\nQUIT\r\n' % helo.encode())
+            self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'], out)
+            mess, _ = read_queue(self.inst, queued_id(out))
+            self.assertTrue(mess.startswith(b'Received: from %s ([127.0.0.1])\n' % want), (helo, mess[:80]))
+
     def test_submission_port(self):
         # submission needs TLS and AUTH before MAIL (test_tls.py has the rest)
         out = raw_session(self.inst.port('submission'),
