@@ -265,7 +265,8 @@ static int act_mail(struct smtp_session *s, const char *arg, size_t len)
         return 1;
     }
     if (p.utf8 && !mp.smtputf8) {
-        reply(s, "553 5.6.7 Error: SMTPUTF8 is required for this address");
+        /* RFC 6531 3.5: a sender that needs SMTPUTF8 gets 550 (RCPT 553) */
+        reply(s, "550 5.6.7 Error: SMTPUTF8 is required for this address");
         return 1;
     }
     set_logarg(s, p.addr, p.addr_len);
