@@ -871,6 +871,7 @@ static void session_use_fd(struct smtp_session *s, int fd)
     fd_nonblock(fd);
     io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, s->in.timeout_ms);
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, s->out.timeout_ms);
+    s->in.flush_first = &s->out;
 }
 
 /* tls-proxy's first line; 0 (end_reason set) if the handshake failed */
@@ -1260,6 +1261,9 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     int ms = cf->session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(cf->session_timeout * 1000);
     io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, ms);
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);
+    /* RFC 2920 3.2: the replies pending go out whenever the input runs
+     * dry, inside a command line or a BDAT chunk too */
+    s->in.flush_first = &s->out;
     sockaddr_text(peer, s->client, sizeof s->client);
     s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
     if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);

@@ -256,6 +256,25 @@ class SmtpClients(SmtpBase):
         self.assertIn(b'\n.x\n', mess)
         self.assertNotIn(b'nobody', env)
 
+    def test_pipelined_replies_go_out_when_the_input_runs_dry(self):
+        # RFC 2920 3.2: the server "MUST send all pending responses
+        # immediately whenever the local TCP input buffer is emptied",
+        # also when what it has read ends inside a command line (a group
+        # cut by the network) or inside a BDAT chunk
+        for group, rest, codes in ((b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nNO',
+                                    b'OP\r\n', ['250', '250', '250']),
+                                   (b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                                    b'BDAT 17 LAST\r\nSubject: b\r\n', b'\r\nx\r\n', ['250', '250', '250'])):
+            with Conn(self.port) as c:
+                self.assertTrue(c.smtp_reply().startswith('220'), c.text())
+                c.send(group)
+                got = [c.smtp_reply()[:3] for _ in codes]   # before the rest is sent
+                self.assertEqual(got, codes, c.text())
+                c.send(rest)
+                self.assertTrue(c.smtp_reply().startswith('250'), c.text())
+                c.send('QUIT')
+                self.assertTrue(c.smtp_reply().startswith('221'), c.text())
+
     def test_ipv6(self):
         p6 = self.inst.port('smtp')
         try:
