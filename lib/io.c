@@ -22,6 +22,7 @@ void io_init(struct io *io, int fd, void *mem, size_t cap, int timeout_ms)
     io->pos = io->len = 0;
     io->quickack = 0;
     io->wait_mask = NULL;
+    io->flush_first = NULL;
 }
 
 void io_quickack(struct io *in, int on) { in->quickack = on; }
@@ -119,6 +120,10 @@ static int fill_by(struct io *in, long long deadline)
     }
     if (in->len == in->cap) { errno = ENOBUFS; return 0; }
     for (;;) {
+        if (in->flush_first && in->flush_first->len && !io_flush(in->flush_first)) {
+            errno = EPIPE;
+            return 0;
+        }
         if (in->quickack) fd_push_ack(in->fd);
         if (!fd_wait_masked(in->fd, POLLIN, left_ms(deadline), in->wait_mask)) return 0;
         ssize_t r = read(in->fd, in->b + in->len, in->cap - in->len);

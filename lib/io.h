@@ -22,6 +22,11 @@ struct io {
      * otherwise, so that it is noticed only while waiting (no race between
      * a check of its flag and the wait) */
     const sigset_t *wait_mask;
+    /* input: NULL, or the output whose pending bytes are sent before each
+     * wait for input, so that a peer is never left without the replies
+     * to what it sent (RFC 2920 3.2). If that send fails, the read fails
+     * with EPIPE: a peer that does not take its replies is gone. */
+    struct io *flush_first;
 };
 
 enum io_eol {

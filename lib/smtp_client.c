@@ -735,6 +735,22 @@ static int mail_reply(struct txn *t, int reused, const char *flushing, enum smtp
     return 1;
 }
 
+/* "Too many recipients": 452, or a 552 whose enhanced code says so
+ * (X.5.3). RFC 821 gave that condition 552 and servers still send it;
+ * RFC 5321 4.5.3.1.10 says a client SHOULD take a 552 "in this case" as
+ * temporary, so that the recipients past the limit go in a later
+ * transaction rather than bounce. Only the enhanced code tells this case
+ * from the 552s that are permanent (mailbox full, message too big), which
+ * is why Postfix's smtp(8) keeps every 552 permanent. */
+static int rcpt_too_many(const struct smtp_reply *r)
+{
+    char st[16];
+    if (r->code == 452) return 1;
+    if (r->code != 552) return 0;
+    smtp_reply_status(r, st, sizeof st);
+    return !strcmp(st, "5.5.3");
+}
+
 /* RCPT reply i: 1 accepted (any 2yz, RFC 5321 4.2.1), else r[i] settled
  * with the reply */
 static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
@@ -745,6 +761,10 @@ static int rcpt_reply(struct txn *t, struct smtp_rcpt *rc)
     t->status = rc->status;
     t->cap = rc->cap;
     rc->outcome = fail_reply(t, "RCPT TO");
+    if (t->r.code == 552 && rcpt_too_many(&t->r)) {
+        rc->outcome = SMTP_TEMPFAIL;
+        rc->status[0] = '4';
+    }
     t->status = save;
     t->cap = savecap;
     return 0;
@@ -867,7 +887,7 @@ static int send_envelope(struct txn *t, const struct smtp_job *j, struct envelop
             return 0;
         }
         e->open[i] = 0;
-        if (t->r.code == 452 && !ext->pipelining) {
+        if (rcpt_too_many(&t->r) && !ext->pipelining) {
             /* too many recipients: the rest wait for a later attempt */
             for (size_t k = i + 1; k < e->n; k++)
                 if (e->open[k]) {

@@ -172,13 +172,19 @@ static const char *chk_notxn(const struct smtp_session *s)
 
 /* ---- HELO / EHLO ---- */
 
+/* The EHLO name as Received: shows it: a token (RFC 5322 3.6.7), any
+ * other octet '?'; "[", "]" and ":" only in a whole address literal ("["
+ * first, "]" last and nowhere else, not cut short), so that "x:y" or
+ * "[1.2.3.4" cannot break the field's syntax (RFC 5321 4.4) */
 static void helo_store(struct smtp_session *s, const char *arg, size_t len)
 {
     size_t o = 0;
+    int literal = len >= 2 && len < sizeof s->helo && arg[0] == '[' && arg[len - 1] == ']' &&
+                  !memchr(arg + 1, '[', len - 2) && !memchr(arg + 1, ']', len - 2);
     for (size_t i = 0; i < len && o + 1 < sizeof s->helo; i++) {
         unsigned char c = (unsigned char)arg[i];
         int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '-' || c == '_' || c == '[' || c == ']' || c == ':';
+                 c == '.' || c == '-' || c == '_' || (literal && (c == '[' || c == ']' || c == ':'));
         s->helo[o++] = ok ? (char)c : '?';
     }
     s->helo[o] = 0;
@@ -259,7 +265,8 @@ static int act_mail(struct smtp_session *s, const char *arg, size_t len)
         return 1;
     }
     if (p.utf8 && !mp.smtputf8) {
-        reply(s, "553 5.6.7 Error: SMTPUTF8 is required for this address");
+        /* RFC 6531 3.5: a sender that needs SMTPUTF8 gets 550 (RCPT 553) */
+        reply(s, "550 5.6.7 Error: SMTPUTF8 is required for this address");
         return 1;
     }
     set_logarg(s, p.addr, p.addr_len);
@@ -864,6 +871,7 @@ static void session_use_fd(struct smtp_session *s, int fd)
     fd_nonblock(fd);
     io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, s->in.timeout_ms);
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, s->out.timeout_ms);
+    s->in.flush_first = &s->out;
 }
 
 /* tls-proxy's first line; 0 (end_reason set) if the handshake failed */
@@ -1054,8 +1062,10 @@ static const struct smtp_cmd smtp_cmds[] = {
     { "NOOP", chk_none, act_noop, 1 },
     { "QUIT", chk_none, act_quit, 0 },
     { "HELP", chk_none, act_help, 1 },
-    { "VRFY", chk_nobdat, act_vrfy, 1 },
-    { "EXPN", chk_nobdat, act_expn, 1 },
+    /* RFC 5321 4.1.4: NOOP, HELP, EXPN, VRFY and RSET at any time, a
+     * BDAT transaction's chunks included, never a 503 */
+    { "VRFY", chk_none, act_vrfy, 1 },
+    { "EXPN", chk_none, act_expn, 1 },
     { "ETRN", chk_notxn, act_etrn, 1 },
     { "STARTTLS", chk_notxn, act_starttls, 0 },
     { "AUTH", chk_notxn, act_auth, 0 },
@@ -1251,6 +1261,9 @@ void smtp_session_init(struct smtp_session *s, const struct config *cf,
     int ms = cf->session_timeout > INT_MAX / 1000 ? INT_MAX : (int)(cf->session_timeout * 1000);
     io_init(&s->in, fd, s->inbuf, sizeof s->inbuf, ms);
     io_init(&s->out, fd, s->outbuf, sizeof s->outbuf, ms);
+    /* RFC 2920 3.2: the replies pending go out whenever the input runs
+     * dry, inside a command line or a BDAT chunk too */
+    s->in.flush_first = &s->out;
     sockaddr_text(peer, s->client, sizeof s->client);
     s->relay_ok = smtp_net_match(&cf->relay_networks, peer);
     if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);

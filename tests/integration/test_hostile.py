@@ -208,7 +208,7 @@ class HostileSmtp(harness.InstanceTest):
                   b'MAIL FROM:<b@client.test>\r\nRCPT TO:<alice\x00@example.test>\r\n'
                   b'RCPT TO:<al\xffice@example.test>\r\nRCPT TO:<alice@example.test\x00x>\r\nQUIT\r\n')
         c = codes(out)
-        self.assertEqual(c, ['220', '250', '500', '500', '500', '500', '500', '553', '250',
+        self.assertEqual(c, ['220', '250', '500', '500', '500', '500', '500', '550', '250',
                              '500', c[10], '500', '221'], out)
         self.assertTrue(c[10].startswith('5'), out)
         self.assertEqual(out.count('NUL character in command'), 6, out)
@@ -304,9 +304,10 @@ class HostileSmtp(harness.InstanceTest):
         """Recipient floods (one transaction, 1000 and then 1200 RCPTs
         pipelined; the max_recipients limit, as in every MTA's RCPT-flood
         hardening): nothing past the limit is accepted. The first 1000 452s
-        past it are no errors (the client is to send those recipients
-        later), so the 1000 keep their transaction; past those, each 452
-        counts and max_errors (20) closes the session with 421."""
+        past it are no errors (RFC 5321 4.5.3.1.10: the client sends those
+        recipients in a later transaction), so the 1000 keep their
+        transaction, queued for its 100; past those, each 452 counts and
+        max_errors (20) closes the session with 421."""
         def flood(n):
             cmds = b'EHLO x\r\nMAIL FROM:<b@client.test>\r\n'
             cmds += b''.join(b'RCPT TO:<alice+%d@example.test>\r\n' % i for i in range(n))
@@ -317,6 +318,10 @@ class HostileSmtp(harness.InstanceTest):
             return out, c[103:]
         out, rest = flood(1000)
         self.assertEqual(rest, ['452'] * 900 + ['354', '250', '221'], out[-300:])
+        qid = re.search(r'queued as ([0-9A-F]{16})', out).group(1)
+        with open(self.inst.path('queue', 'env', qid[-1], qid), 'rb') as f:
+            env = f.read()
+        self.assertEqual(env.count(b'\nrcpt\t'), 100, env[:300])
         out, rest = flood(1200)
         self.assertEqual(rest, ['452'] * 1020 + ['421'], out[-300:])
 

@@ -909,6 +909,31 @@ class BatchTest(RemoteBase):
         self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<a@example.net>', 'RCPT TO:<b@example.net>',
                                                  'RCPT TO:<c@example.net>'])
 
+    def test_552_too_many_recipients_is_temporary_as_452(self):
+        """RFC 5321 4.5.3.1.10: RFC 821 listed "too many recipients" as
+        552, and servers still send it; clients SHOULD take a 552 "in this
+        case" as the temporary 452 it means, so that the recipients past
+        the limit go in a later transaction instead of bouncing. The
+        enhanced code (5.5.3) tells that case from a 552 for a full
+        mailbox, which stays permanent."""
+        s = self.sink(rcpt_replies={'b@example.net': '552 5.2.2 mailbox full',
+                                    'c@example.net': '552 5.5.3 too many recipients'})
+        d = self.routed(s)
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        kw = dict(path=path, msgid='5A00000000000007')
+        ja, jb, jc, jd = self.submit_stopped(d, [('a@example.net', kw), ('b@example.net', kw),
+                                                 ('c@example.net', kw), ('d@example.net', kw)])
+        res = self.results(d, 4)
+        self.assertEqual(res[str(ja)]['S'], 's', res)
+        self.assertEqual(res[str(jb)]['S'], 'p', res)
+        self.assertTrue(res[str(jb)]['X'].startswith('5.2.2 host '), res)
+        self.assertEqual(res[str(jc)]['S'], 't', res)
+        self.assertTrue(res[str(jc)]['X'].startswith('4.5.3 host '), res)
+        self.assertIn('said: 552 5.5.3 too many recipients (in reply to RCPT TO)', res[str(jc)]['X'])
+        self.assertEqual(res[str(jd)]['S'], 't', res)   # lock-step: not sent after it, as after a 452
+        self.assertEqual(s.messages[0]['rcpt'], ['RCPT TO:<a@example.net>', 'RCPT TO:<b@example.net>',
+                                                 'RCPT TO:<c@example.net>'])
+
     def test_all_refused_no_data(self):
         s = self.sink(rcpt_reply='550 5.1.1 no such user', pipelining=True)
         d = self.routed(s)

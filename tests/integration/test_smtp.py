@@ -256,6 +256,25 @@ class SmtpClients(SmtpBase):
         self.assertIn(b'\n.x\n', mess)
         self.assertNotIn(b'nobody', env)
 
+    def test_pipelined_replies_go_out_when_the_input_runs_dry(self):
+        # RFC 2920 3.2: the server "MUST send all pending responses
+        # immediately whenever the local TCP input buffer is emptied",
+        # also when what it has read ends inside a command line (a group
+        # cut by the network) or inside a BDAT chunk
+        for group, rest, codes in ((b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\nNO',
+                                    b'OP\r\n', ['250', '250', '250']),
+                                   (b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                                    b'BDAT 17 LAST\r\nSubject: b\r\n', b'\r\nx\r\n', ['250', '250', '250'])):
+            with Conn(self.port) as c:
+                self.assertTrue(c.smtp_reply().startswith('220'), c.text())
+                c.send(group)
+                got = [c.smtp_reply()[:3] for _ in codes]   # before the rest is sent
+                self.assertEqual(got, codes, c.text())
+                c.send(rest)
+                self.assertTrue(c.smtp_reply().startswith('250'), c.text())
+                c.send('QUIT')
+                self.assertTrue(c.smtp_reply().startswith('221'), c.text())
+
     def test_ipv6(self):
         p6 = self.inst.port('smtp')
         try:
@@ -268,6 +287,21 @@ class SmtpClients(SmtpBase):
         # 4.4): "[IPv6:::1]", not "[::1]"
         mess, _ = read_queue(self.inst, re.search(r'queued as ([0-9A-F]{16})', out).group(1))
         self.assertTrue(mess.startswith(b'Received: from x ([IPv6:::1])\n'), mess)
+
+    def test_received_from_keeps_brackets_and_colons_for_address_literals(self):
+        # RFC 5321 4.4 (Extended-Domain: a Domain or an address literal)
+        # and RFC 5322 3.6.7 (received-token): the EHLO name goes into
+        # Received: as a token; "[", "]" and ":" belong only to a whole
+        # address literal, so a name like "x:y" or "[1.2.3.4" cannot break
+        # the field's syntax for the programs that read it
+        for helo, want in (('[192.0.2.1]', b'[192.0.2.1]'), ('[IPv6:2001:db8::1]', b'[IPv6:2001:db8::1]'),
+                           ('x:y', b'x?y'), ('[1.2.3.4', b'?1.2.3.4'), ('a]b[c', b'a?b?c'),
+                           ('[1.2]3]', b'?1.2?3?'), ('host.test', b'host.test')):
+            out = raw_session(self.port, b'EHLO %s\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                              b'DATA\r\nSubject: h\r\n\r\nx\r\n.\r\nQUIT\r\n' % helo.encode())
+            self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'], out)
+            mess, _ = read_queue(self.inst, queued_id(out))
+            self.assertTrue(mess.startswith(b'Received: from %s ([127.0.0.1])\n' % want), (helo, mess[:80]))
 
     def test_submission_port(self):
         # submission needs TLS and AUTH before MAIL (test_tls.py has the rest)
@@ -286,6 +320,19 @@ class SmtpClients(SmtpBase):
         lines = [l for l in out.split('\r\n') if l.startswith('503')]
         self.assertEqual(lines, ['503 5.5.1 Error: no valid recipients'] * 2 +
                          ['503 5.5.1 Error: need RCPT command'], out)
+
+    def test_vrfy_expn_between_bdat_chunks(self):
+        # RFC 5321 4.1.4: NOOP, HELP, EXPN, VRFY and RSET "can be used at any
+        # time during a session" and servers SHOULD process them normally,
+        # "not return a 503 code"; RFC 3030 takes nothing away between
+        # chunks, and the transaction goes on after them
+        before = set(self.inst.queue_ids())
+        out = raw_session(self.port, b'EHLO x\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'BDAT 14\r\nSubject: v\r\n\r\nVRFY alice\r\nEXPN staff\r\nNOOP\r\nHELP\r\n'
+                          b'BDAT 4 LAST\r\nhi\r\nQUIT\r\n')
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '250', '252', '502', '250', '214', '250', '221'],
+                         out)
+        self.assertEqual(len(set(self.inst.queue_ids()) - before), 1, out)
 
     def test_help_names_only_what_the_port_offers(self):
         # as EHLO does: AUTH never on port 25 (503 there), only on submission

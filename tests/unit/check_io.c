@@ -276,6 +276,41 @@ START_TEST(test_nul_kept_and_output)
 }
 END_TEST
 
+/* flush_first: what is pending on the output goes out before the input
+ * waits (RFC 2920 3.2), also in the middle of a line; a peer that has
+ * gone makes the read fail with EPIPE */
+START_TEST(test_flush_before_wait)
+{
+    char line[32], got[16];
+    size_t len;
+    enum io_eol eol;
+    unsigned char omem[32];
+    struct io out;
+    io_init(&out, sp[0], omem, sizeof omem, 1000);
+    in.flush_first = &out;
+    feed("NOOP\r\nNO", 8);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert(io_puts(&out, "250 ok\r\n"));
+    /* the rest of the line is not there: the reply goes out, then the wait
+     * times out (200 ms) with the reply already at the peer */
+    ck_assert(!io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_uint_eq(out.len, 0);
+    ck_assert(fd_read_all(sp[1], got, 8, 1000));
+    ck_assert(!memcmp(got, "250 ok\r\n", 8));
+    /* nothing pending: no write, the read goes on as before */
+    feed("OP\r\n", 4);
+    ck_assert(io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert(!memcmp(line, "OP", 2));
+    signal(SIGPIPE, SIG_IGN);
+    ck_assert(io_puts(&out, "250 ok\r\n"));
+    close(sp[1]);
+    sp[1] = -1;
+    ck_assert(!io_getline(&in, line, sizeof line, &len, &eol));
+    ck_assert_int_eq(errno, EPIPE);
+}
+END_TEST
+
 START_TEST(test_limit)
 {
     char line[8];
@@ -412,6 +447,7 @@ int main(void)
     tcase_add_test(core, test_wipe_spent);
     tcase_add_test(core, test_cr_split_across_reads);
     tcase_add_test(core, test_nul_kept_and_output);
+    tcase_add_test(core, test_flush_before_wait);
     tcase_add_test(core, test_quickack);
     tcase_add_test(core, test_close_lingering);
     suite_add_tcase(s, core);
