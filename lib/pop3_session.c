@@ -140,13 +140,18 @@ static int pick(struct pop3_session *s, const char *w, size_t wl, size_t *idx, i
     return 1;
 }
 
+/* RFC 2449 5: "Capabilities available in the AUTHORIZATION state MUST be
+ * announced in both states", USER, SASL and STLS too, though their commands
+ * are valid there only: after login the list is the one of the moment of
+ * the login (which was allowed then), given by pop3_set_security. It may
+ * change at STLS (RFC 2595 4), not at login */
 static int c_capa(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
-    int auth = s->state == POP3_AUTHORIZATION, login = auth && login_allowed(s);
+    int login = s->state != POP3_AUTHORIZATION || login_allowed(s);
     return say(s, "+OK Capability list follows") && say(s, "TOP") && say(s, "UIDL") &&
            (!login || say(s, "USER")) && say(s, "RESP-CODES") && say(s, "AUTH-RESP-CODE") &&
            say(s, "PIPELINING") && (!login || say(s, "SASL PLAIN")) &&
-           (!auth || s->tls || !s->stls || say(s, "STLS")) &&
+           (s->tls || !s->stls || say(s, "STLS")) &&
            say(s, "IMPLEMENTATION postern") && say(s, ".");
 }
 

@@ -392,6 +392,19 @@ class Pop3(harness.InstanceTest):
         self.assertIn('STLS', caps)          # issue 5; test_tls.py has the rest
         self.assertFalse(r[0].endswith('>'), 'no APOP banner')
 
+    def test_capa_after_login_keeps_what_it_listed_before(self):
+        """RFC 2449 5: "Capabilities available in the AUTHORIZATION state
+        MUST be announced in both states" (USER and SASL: "both / no"; STLS
+        likewise, though valid in AUTHORIZATION only). The mailbox process
+        listed only TOP, UIDL, RESP-CODES, AUTH-RESP-CODE, PIPELINING and
+        IMPLEMENTATION: USER, SASL PLAIN and STLS were gone after login"""
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('CAPA', '+OK'), ('USER alice', '+OK'),
+                                      ('PASS secret', '+OK'), ('CAPA', '+OK'), ('STLS', '-ERR'),
+                                      ('AUTH PLAIN', '-ERR'), ('QUIT', '+OK')])
+        before, after = r[1].split('\n')[1:], r[4].split('\n')[1:]
+        self.assertIn('STLS', before)
+        self.assertEqual(before, after)
+
     def test_auth_plain(self):
         ir = base64.b64encode(b'\0alice\0secret').decode()
         pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN ' + ir, '+OK'), ('STAT', '+OK'), ('QUIT', '+OK')])
