@@ -85,14 +85,15 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, int 
         enum io_eol eol;
         enum pop3_action act;
         int got = io_getline(&in, line, sizeof line, &len, &eol);
-        if (!got && errno == ETIMEDOUT) io_puts(&out, "-ERR Timeout, closing connection\r\n");
+        int timedout = !got && errno == ETIMEDOUT;
         enum pop3_line_end end;
         /* the end, perhaps inside a line (not run: no QUIT) or in the rest
          * of a long one or of one with a bare CR: the replies to the whole
-         * lines before it still go out */
+         * lines before it still go out. The timeout (RFC 1939 3): no
+         * UPDATE, and no response either */
         if (!got || !pop3_line_take(&in, eol, len, sizeof line, &end)) {
             io_flush(&out);
-            log_info(sid, "event=drop user=%s update=no", r->name);
+            log_info(sid, "event=drop user=%s update=no%s", r->name, timedout ? " error=timeout" : "");
             return EXIT_OK;
         }
         int update = pop3_enters_update(&s, line, len, end);
