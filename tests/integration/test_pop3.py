@@ -405,6 +405,26 @@ class Pop3(harness.InstanceTest):
         self.assertIn('STLS', before)
         self.assertEqual(before, after)
 
+    def test_arguments_to_commands_that_take_none_are_refused(self):
+        """RFC 1939 3: "Servers MUST respond to an unrecognized,
+        unimplemented, or syntactically invalid command with a negative
+        status indicator"; CAPA, STAT, NOOP, RSET and QUIT take no
+        arguments (RFC 1939 5, 6, RFC 2449 5). They answered +OK and
+        ignored any; "QUIT x" even ran the UPDATE. Trailing spaces are
+        still let pass"""
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        put_message(self.inst, 'alice', '2.b', 'Subject: b\n\ny\n')
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('CAPA x', '-ERR'), ('QUIT now', '-ERR'),
+                                      ('USER alice', '+OK'), ('PASS secret', '+OK'),
+                                      ('STAT 1', '-ERR'), ('NOOP x', '-ERR'), ('DELE 1', '+OK'),
+                                      ('RSET 1', '-ERR'), ('CAPA x', '-ERR'), ('QUIT 1', '-ERR'),
+                                      ('STAT ', '+OK 1 '), ('NOOP ', '+OK'), ('CAPA ', '+OK'),
+                                      ('RSET', '+OK'), ('QUIT ', '+OK')])
+        self.assertEqual(r[1], '-ERR Syntax: CAPA (no arguments)')
+        self.assertEqual(r[10], '-ERR Syntax: QUIT (no arguments)')
+        pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK'),
+                                  ('STAT', '+OK 2 '), ('QUIT', '+OK')])
+
     def test_auth_plain(self):
         ir = base64.b64encode(b'\0alice\0secret').decode()
         pop3_dialogue(self.port, [(None, '+OK'), ('AUTH PLAIN ' + ir, '+OK'), ('STAT', '+OK'), ('QUIT', '+OK')])

@@ -179,6 +179,8 @@ START_TEST(test_enters_update)
     ck_assert(pop3_enters_update(&s, "QUIT", 4, POP3_LINE_WHOLE));
     ck_assert(pop3_enters_update(&s, "quit ", 5, POP3_LINE_WHOLE));
     ck_assert(!pop3_enters_update(&s, "QUITX", 5, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUIT x", 6, POP3_LINE_WHOLE));   /* refused: no UPDATE */
+    ck_assert(pop3_enters_update(&s, "QUIT  ", 6, POP3_LINE_WHOLE));
     ck_assert(!pop3_enters_update(&s, "QUIT", 4, POP3_LINE_BARE_CR));
     ck_assert(!pop3_enters_update(&s, "NOOP", 4, POP3_LINE_WHOLE));
     ck_assert(!pop3_enters_update(&s, "QUI", 3, POP3_LINE_WHOLE));
