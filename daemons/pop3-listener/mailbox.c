@@ -158,6 +158,7 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
     }
     if (!maildrop_open(&md, dirfd)) {
         log_error(sid, "event=scan user=%s error=\"%s\"", r->name, strerror(errno));
+        close(lock);    /* RFC 1939 4: the lock is released before the -ERR */
         return reply_close(fd, "-ERR [SYS/TEMP] Cannot read the mailbox\r\n");
     }
     int code = transaction(c, fd, &md, &lock, r, left, leftlen, sid, tls, stls);

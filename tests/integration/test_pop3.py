@@ -3,6 +3,7 @@ throwaway ROOT, driven by raw sockets (the operators' guides 002 and 003
 verbatim) and Python's poplib."""
 
 import base64
+import fcntl
 import os
 import poplib
 import pwd
@@ -424,6 +425,34 @@ class Pop3(harness.InstanceTest):
         self.assertEqual(r[10], '-ERR Syntax: QUIT (no arguments)')
         pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK'),
                                   ('STAT', '+OK 2 '), ('QUIT', '+OK')])
+
+    def test_mailbox_that_cannot_be_read_is_unlocked_before_the_reply(self):
+        """RFC 1939 4: "If a lock was acquired but the POP3 server intends
+        to respond with a negative status indicator, the POP3 server must
+        release the lock prior to rejecting the command." A Maildir whose
+        new/ is a file cannot be scanned: the mailbox process answered
+        "-ERR [SYS/TEMP] Cannot read the mailbox" with the lock still held,
+        and held it while it lingered for the client to close (2 s)"""
+        md = self.inst.maildir('u4')
+        new = os.path.join(md, 'new')
+        os.rename(new, new + '.away')
+        with open(new, 'w') as f:
+            f.write('not a directory\n')
+
+        def restore():
+            os.unlink(new)
+            os.rename(new + '.away', new)
+        self.addCleanup(restore)
+        with Conn(self.port) as c:
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('USER u4', '+OK'), ('PASS p4', '-ERR')], conn=c)
+            self.assertEqual(r[2], '-ERR [SYS/TEMP] Cannot read the mailbox')
+            # the connection still open (the process lingers): the lock is free
+            with open(os.path.join(md, '.postern-pop3.lock'), 'a') as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self.fail('the mailbox lock is held after the -ERR')
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def test_auth_plain(self):
         ir = base64.b64encode(b'\0alice\0secret').decode()
