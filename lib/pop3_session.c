@@ -18,6 +18,7 @@
 struct pop3_cmd {
     const char *name;
     unsigned states;               /* where it is valid */
+    int noargs;                    /* takes no arguments: one is a syntax error */
     int (*fn)(struct pop3_session *s, const char *arg, size_t len, enum pop3_action *act);
 };
 
@@ -140,19 +141,23 @@ static int pick(struct pop3_session *s, const char *w, size_t wl, size_t *idx, i
     return 1;
 }
 
+/* RFC 2449 5: "Capabilities available in the AUTHORIZATION state MUST be
+ * announced in both states", USER, SASL and STLS too, though their commands
+ * are valid there only: after login the list is the one of the moment of
+ * the login (which was allowed then), given by pop3_set_security. It may
+ * change at STLS (RFC 2595 4), not at login */
 static int c_capa(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
-    int auth = s->state == POP3_AUTHORIZATION, login = auth && login_allowed(s);
+    int login = s->state != POP3_AUTHORIZATION || login_allowed(s);
     return say(s, "+OK Capability list follows") && say(s, "TOP") && say(s, "UIDL") &&
            (!login || say(s, "USER")) && say(s, "RESP-CODES") && say(s, "AUTH-RESP-CODE") &&
            say(s, "PIPELINING") && (!login || say(s, "SASL PLAIN")) &&
-           (!auth || s->tls || !s->stls || say(s, "STLS")) &&
+           (s->tls || !s->stls || say(s, "STLS")) &&
            say(s, "IMPLEMENTATION postern") && say(s, ".");
 }
 
 static int c_stls(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
 {
-    if (l) return bad(s, "-ERR Syntax: STLS (no arguments)", act);
     if (s->tls) return bad(s, "-ERR Command not permitted when TLS active", act);
     if (!s->stls) return bad(s, "-ERR [SYS/TEMP] TLS not available due to local problem", act);
     *act = POP3_STLS;
@@ -236,8 +241,10 @@ static int c_quit(struct pop3_session *s, const char *a, size_t l, enum pop3_act
 
 int pop3_enters_update(const struct pop3_session *s, const char *line, size_t len, enum pop3_line_end end)
 {
-    return s->state == POP3_TRANSACTION && end == POP3_LINE_WHOLE && len >= 4 && !strncasecmp(line, "QUIT", 4) &&
-           (len == 4 || line[4] == ' ');
+    if (s->state != POP3_TRANSACTION || end != POP3_LINE_WHOLE || len < 4 || strncasecmp(line, "QUIT", 4)) return 0;
+    for (size_t i = 4; i < len; i++)
+        if (line[i] != ' ') return 0;   /* "QUIT x" is refused (pop3_line) */
+    return 1;
 }
 
 static int c_noop(struct pop3_session *s, const char *a, size_t l, enum pop3_action *act)
@@ -341,27 +348,30 @@ static int c_http(struct pop3_session *s, const char *a, size_t l, enum pop3_act
     return say(s, "-ERR This is a POP3 server");
 }
 
+/* noargs: RFC 1939 3, "Servers MUST respond to an ... syntactically
+ * invalid command with a negative status indicator" (trailing spaces are
+ * let pass) */
 static const struct pop3_cmd pop3_cmds[] = {
-    { "CAPA", ST_AUTH | ST_TRANS, c_capa },
-    { "STLS", ST_AUTH, c_stls },
-    { "USER", ST_AUTH, c_user },
-    { "PASS", ST_AUTH, c_pass },
-    { "AUTH", ST_AUTH, c_auth },
-    { "QUIT", ST_AUTH | ST_TRANS, c_quit },
-    { "NOOP", ST_TRANS, c_noop },
-    { "STAT", ST_TRANS, c_stat },
-    { "LIST", ST_TRANS, c_list },
-    { "UIDL", ST_TRANS, c_uidl },
-    { "RETR", ST_TRANS, c_retr },
-    { "TOP", ST_TRANS, c_top },
-    { "DELE", ST_TRANS, c_dele },
-    { "RSET", ST_TRANS, c_rset },
-    { "GET", ST_AUTH | ST_TRANS, c_http },
-    { "POST", ST_AUTH | ST_TRANS, c_http },
-    { "HEAD", ST_AUTH | ST_TRANS, c_http },
-    { "PUT", ST_AUTH | ST_TRANS, c_http },
-    { "CONNECT", ST_AUTH | ST_TRANS, c_http },
-    { "OPTIONS", ST_AUTH | ST_TRANS, c_http },
+    { "CAPA", ST_AUTH | ST_TRANS, 1, c_capa },
+    { "STLS", ST_AUTH, 1, c_stls },
+    { "USER", ST_AUTH, 0, c_user },
+    { "PASS", ST_AUTH, 0, c_pass },
+    { "AUTH", ST_AUTH, 0, c_auth },
+    { "QUIT", ST_AUTH | ST_TRANS, 1, c_quit },
+    { "NOOP", ST_TRANS, 1, c_noop },
+    { "STAT", ST_TRANS, 1, c_stat },
+    { "LIST", ST_TRANS, 0, c_list },
+    { "UIDL", ST_TRANS, 0, c_uidl },
+    { "RETR", ST_TRANS, 0, c_retr },
+    { "TOP", ST_TRANS, 0, c_top },
+    { "DELE", ST_TRANS, 0, c_dele },
+    { "RSET", ST_TRANS, 1, c_rset },
+    { "GET", ST_AUTH | ST_TRANS, 0, c_http },
+    { "POST", ST_AUTH | ST_TRANS, 0, c_http },
+    { "HEAD", ST_AUTH | ST_TRANS, 0, c_http },
+    { "PUT", ST_AUTH | ST_TRANS, 0, c_http },
+    { "CONNECT", ST_AUTH | ST_TRANS, 0, c_http },
+    { "OPTIONS", ST_AUTH | ST_TRANS, 0, c_http },
 };
 
 /* RFC 2449's 255 octets for a command line, with CRLF; but PASS may carry
@@ -404,6 +414,11 @@ int pop3_line(struct pop3_session *s, const char *line, size_t len, enum pop3_li
         if (!(c->states & (1u << s->state))) return bad(s, "-ERR Command not valid in this state", act);
         if (c->fn != c_pass) {   /* the password is taken verbatim; others lose edge spaces */
             while (al && arg[al - 1] == ' ') al--;
+        }
+        if (c->noargs && al) {
+            char m[64];
+            snprintf(m, sizeof m, "-ERR Syntax: %s (no arguments)", c->name);
+            return bad(s, m, act);
         }
         return c->fn(s, arg, al, act);
     }

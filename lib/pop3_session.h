@@ -67,7 +67,9 @@ int pop3_greeting(struct pop3_session *s, const char *hostname);
  * plain_ok, CAPA lists neither USER nor SASL, and USER, PASS and AUTH get
  * "-ERR [AUTH] Plaintext authentication disallowed without TLS" (RFC 2595).
  * pop3_init allows plaintext logins and offers no STLS; pop3_tls_started
- * after STLS: TLS on, USER forgotten. */
+ * after STLS: TLS on, USER forgotten. In TRANSACTION, CAPA lists what it
+ * listed at the login (RFC 2449 5): USER and SASL, STLS if not TLS and
+ * offered; the mailbox process sets tls and stls as the session had them. */
 void pop3_set_security(struct pop3_session *s, int tls, int stls, int plain_ok);
 void pop3_tls_started(struct pop3_session *s);
 /* pop3_plaintext_auth ("loopback", "always", "never") for a client address

@@ -55,7 +55,7 @@ static int write_failed(const char *sid, const char *user, int update)
  * stop leaves an UPDATE half done. The lock is released before that
  * reply: a client that read "+OK" may log in again at once. */
 static int transaction(const struct config *c, int fd, struct maildrop *md, int *lock, const struct auth_reply *r,
-                       const char *left, size_t leftlen, const char *sid)
+                       const char *left, size_t leftlen, const char *sid, int tls, int stls)
 {
     static unsigned char ibuf[POP3D_INBUF], obuf[65536];
     static char line[POP3_LINE_MAX + 1];
@@ -72,6 +72,7 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, int 
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGHUP);
     pop3_init(&s, &out, (unsigned)c->max_errors);
+    pop3_set_security(&s, tls, stls, 1);      /* the login was allowed */
     pop3_begin_transaction(&s, md);
     size_t n;
     unsigned long long oct;
@@ -84,14 +85,15 @@ static int transaction(const struct config *c, int fd, struct maildrop *md, int 
         enum io_eol eol;
         enum pop3_action act;
         int got = io_getline(&in, line, sizeof line, &len, &eol);
-        if (!got && errno == ETIMEDOUT) io_puts(&out, "-ERR Timeout, closing connection\r\n");
+        int timedout = !got && errno == ETIMEDOUT;
         enum pop3_line_end end;
         /* the end, perhaps inside a line (not run: no QUIT) or in the rest
          * of a long one or of one with a bare CR: the replies to the whole
-         * lines before it still go out */
+         * lines before it still go out. The timeout (RFC 1939 3): no
+         * UPDATE, and no response either */
         if (!got || !pop3_line_take(&in, eol, len, sizeof line, &end)) {
             io_flush(&out);
-            log_info(sid, "event=drop user=%s update=no", r->name);
+            log_info(sid, "event=drop user=%s update=no%s", r->name, timedout ? " error=timeout" : "");
             return EXIT_OK;
         }
         int update = pop3_enters_update(&s, line, len, end);
@@ -126,7 +128,7 @@ static int maildir_present(const char *maildir, const struct privuser *u)
 }
 
 int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
-                const char *left, size_t leftlen, const char *sid)
+                const char *left, size_t leftlen, const char *sid, int tls, int stls)
 {
     struct privuser u = { r->uid, r->gid };
     struct maildrop md;
@@ -156,9 +158,10 @@ int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
     }
     if (!maildrop_open(&md, dirfd)) {
         log_error(sid, "event=scan user=%s error=\"%s\"", r->name, strerror(errno));
+        close(lock);    /* RFC 1939 4: the lock is released before the -ERR */
         return reply_close(fd, "-ERR [SYS/TEMP] Cannot read the mailbox\r\n");
     }
-    int code = transaction(c, fd, &md, &lock, r, left, leftlen, sid);
+    int code = transaction(c, fd, &md, &lock, r, left, leftlen, sid, tls, stls);
     maildrop_close(&md);
     if (lock >= 0) close(lock);          /* the mailbox is free before any lingering */
     if (fd_unread(fd)) fd_close_lingering(fd, 2000, 1 << 20);

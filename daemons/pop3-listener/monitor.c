@@ -45,19 +45,19 @@ static enum auth_result check(const struct config *c, const struct pop3_mon_requ
 }
 
 static pid_t start_mailbox(const struct config *c, int fd, int sock, const struct auth_reply *r,
-                           const struct pop3_mon_request *q, const char *sid)
+                           const struct pop3_mon_request *q, const char *sid, int tls, int stls)
 {
     pid_t pid = fork();
     if (pid != 0) return pid;
     close(sock);                 /* the pre-login session's pair is not the user's */
     tls_proxy_server_forget();
     privdrop_name("pop3-mailbox");
-    _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid));
+    _exit(mailbox_run(c, fd, r, q->left, q->leftlen, sid, tls, stls));
 }
 
 /* STLS: tls-proxy on the client socket; *fd becomes its plaintext end (for
- * the mailbox process later), a copy goes to the session */
-static int start_tls(const struct config *c, int *fd, const char *sid, int sock)
+ * the mailbox process later), a copy goes to the session, and *tls is 1 */
+static int start_tls(const struct config *c, int *fd, const char *sid, int sock, int *tls)
 {
     char proxy[CONFIG_NAME_MAX + 32];
     int plain;
@@ -68,6 +68,7 @@ static int start_tls(const struct config *c, int *fd, const char *sid, int sock)
     }
     close(*fd);
     *fd = plain;
+    *tls = 1;
     return fd_send(sock, 's', plain);
 }
 
@@ -105,12 +106,13 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
     }
     close(sp[1]);
     pid_t mailbox = -1;
+    int tls = implicit;
     for (;;) {
         ssize_t n;
         do n = recv(sp[0], rec, sizeof rec, 0); while (n < 0 && errno == EINTR);
         if (n <= 0) break;                        /* the session is gone */
         if (n == 1 && rec[0] == 'S') {            /* STLS */
-            if (!start_tls(c, &fd, sid, sp[0])) break;
+            if (!start_tls(c, &fd, sid, sp[0], &tls)) break;
             continue;
         }
         struct auth_reply r;
@@ -120,7 +122,7 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
         sodium_memzero(rec, sizeof rec);
         sodium_memzero(q.pass, sizeof q.pass);
         char a = res == AUTH_OK ? 'o' : res == AUTH_BAD ? 'b' : 't';
-        if (res == AUTH_OK && (mailbox = start_mailbox(c, fd, sp[0], &r, &q, sid)) < 0) {
+        if (res == AUTH_OK && (mailbox = start_mailbox(c, fd, sp[0], &r, &q, sid, tls, stls)) < 0) {
             log_error(sid, "event=fork error=\"%s\"", strerror(errno));
             a = 't';
         }

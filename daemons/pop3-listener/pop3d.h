@@ -31,8 +31,10 @@ int monitor_run(const struct config *c, int fd, const char *addr, const char *si
  * monitor; tls: fd is tls-proxy's plaintext end (its "TLS" line comes first);
  * offer_stls: STLS offered */
 int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const char *addr, int tls, int offer_stls);
-/* the mailbox process (still root: it drops to r's uid/gid itself) */
+/* the mailbox process (still root: it drops to r's uid/gid itself); tls:
+ * the connection is TLS (pop3s, or STLS done), stls: the pre-login session
+ * offered STLS; its CAPA lists what the pre-login session's did */
 int mailbox_run(const struct config *c, int fd, const struct auth_reply *r,
-                const char *left, size_t leftlen, const char *sid);
+                const char *left, size_t leftlen, const char *sid, int tls, int stls);
 
 #endif

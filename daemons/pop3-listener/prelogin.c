@@ -97,8 +97,10 @@ int prelogin_run(const struct config *c, int fd, int mon, const char *sid, const
         size_t len;
         enum io_eol eol;
         enum pop3_action act;
+        /* the end, or the timeout: RFC 1939 3, the connection is closed
+         * without a response (which a client that sent a command just
+         * then would take for its reply) */
         if (!io_getline(&in, line, sizeof line, &len, &eol)) {
-            if (errno == ETIMEDOUT) io_puts(&out, "-ERR Timeout, closing connection\r\n");
             io_flush(&out);
             return EXIT_OK;
         }

@@ -519,6 +519,51 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(groups['team@example.test']['Status'], '2.0.0')
         self.assertNotIn('maildir', str(groups['team@example.test']))
 
+    def test_reports_follow_rfc_3464_and_3461(self):
+        """The fields RFC 3464 asks for, end to end, as the DSN parameters
+        RFC 3461 defines came: ENVID echoed (xtext decoded) as
+        Original-Envelope-Id, each ORCPT as Original-Recipient, Reporting-MTA
+        and Arrival-Date per message, Final-Recipient, Action, Status (of
+        the class the action has, RFC 3463) and Last-Attempt-Date per
+        recipient, Will-Retry-Until in no report but a delay; NOTIFY=SUCCESS
+        and NOTIFY=FAILURE each get their report; RET=HDRS returns the
+        header alone (text/rfc822-headers); the report goes from <> to the
+        envelope sender, a multipart/report at the top level (RFC 6522)"""
+        inject_records(self.inst, b'Fbob@example.test\0Eenv+2Bid-7\0NHDRS\0'
+                                  b'Tnobody@example.test\tFAILURE\trfc822;Nobody+40Example.test\0'
+                                  b'Talice@example.test\tSUCCESS\trfc822;Alice+40example.test\0\0',
+                       b'Subject: dsn fields\nMessage-ID: <f1@example.test>\n\nthe body text\n')
+        self.wait_msgs('alice')
+        reports = {}
+        for _, data in self.wait_msgs('bob', 2):
+            self.assertTrue(data.startswith(b'Return-Path: <>\n'), data[:200])
+            m = email.message_from_bytes(data, policy=email.policy.compat32)
+            self.assertEqual(m.get_content_type(), 'multipart/report')
+            self.assertEqual(m.get_param('report-type'), 'delivery-status')
+            self.assertEqual(m['To'], '<bob@example.test>')
+            parts = m.get_payload()
+            self.assertEqual([p.get_content_type() for p in parts],
+                             ['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+            self.assertIn('Message-ID: <f1@example.test>', parts[2].get_payload())
+            self.assertNotIn('the body text', parts[2].get_payload())
+            per_msg, *per_rcpt = parts[1].get_payload()
+            self.assertEqual(per_msg['Original-Envelope-Id'], 'env+id-7')
+            self.assertEqual(per_msg['Reporting-MTA'], 'dns; ' + self.inst.hostname)
+            self.assertIsNotNone(email.utils.parsedate_to_datetime(per_msg['Arrival-Date']))
+            self.assertEqual(len(per_rcpt), 1)
+            r = per_rcpt[0]
+            self.assertIsNotNone(email.utils.parsedate_to_datetime(r['Last-Attempt-Date']))
+            self.assertIsNone(r['Will-Retry-Until'])
+            reports[r['Action']] = r
+        self.assertEqual(sorted(reports), ['delivered', 'failed'])
+        failed, delivered = reports['failed'], reports['delivered']
+        self.assertEqual(failed['Original-Recipient'], 'rfc822;Nobody@Example.test')
+        self.assertEqual(failed['Final-Recipient'], 'rfc822; nobody@example.test')
+        self.assertEqual(failed['Status'], '5.1.1')
+        self.assertEqual(delivered['Original-Recipient'], 'rfc822;Alice@example.test')
+        self.assertEqual(delivered['Final-Recipient'], 'rfc822; alice@example.test')
+        self.assertTrue(delivered['Status'].startswith('2.'), delivered['Status'])
+
     def forwarded_envelope(self, envelope_records):
         """inject bob's message with these records (F is added), wait for
         the forwarded copy fwd@ makes for alice and dave@far.test, return its

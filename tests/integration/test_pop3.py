@@ -3,6 +3,7 @@ throwaway ROOT, driven by raw sockets (the operators' guides 002 and 003
 verbatim) and Python's poplib."""
 
 import base64
+import fcntl
 import os
 import poplib
 import pwd
@@ -391,6 +392,67 @@ class Pop3(harness.InstanceTest):
             self.assertIn(c, caps)
         self.assertIn('STLS', caps)          # issue 5; test_tls.py has the rest
         self.assertFalse(r[0].endswith('>'), 'no APOP banner')
+
+    def test_capa_after_login_keeps_what_it_listed_before(self):
+        """RFC 2449 5: "Capabilities available in the AUTHORIZATION state
+        MUST be announced in both states" (USER and SASL: "both / no"; STLS
+        likewise, though valid in AUTHORIZATION only). The mailbox process
+        listed only TOP, UIDL, RESP-CODES, AUTH-RESP-CODE, PIPELINING and
+        IMPLEMENTATION: USER, SASL PLAIN and STLS were gone after login"""
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('CAPA', '+OK'), ('USER alice', '+OK'),
+                                      ('PASS secret', '+OK'), ('CAPA', '+OK'), ('STLS', '-ERR'),
+                                      ('AUTH PLAIN', '-ERR'), ('QUIT', '+OK')])
+        before, after = r[1].split('\n')[1:], r[4].split('\n')[1:]
+        self.assertIn('STLS', before)
+        self.assertEqual(before, after)
+
+    def test_arguments_to_commands_that_take_none_are_refused(self):
+        """RFC 1939 3: "Servers MUST respond to an unrecognized,
+        unimplemented, or syntactically invalid command with a negative
+        status indicator"; CAPA, STAT, NOOP, RSET and QUIT take no
+        arguments (RFC 1939 5, 6, RFC 2449 5). They answered +OK and
+        ignored any; "QUIT x" even ran the UPDATE. Trailing spaces are
+        still let pass"""
+        put_message(self.inst, 'alice', '1.a', 'Subject: a\n\nx\n')
+        put_message(self.inst, 'alice', '2.b', 'Subject: b\n\ny\n')
+        r = pop3_dialogue(self.port, [(None, '+OK'), ('CAPA x', '-ERR'), ('QUIT now', '-ERR'),
+                                      ('USER alice', '+OK'), ('PASS secret', '+OK'),
+                                      ('STAT 1', '-ERR'), ('NOOP x', '-ERR'), ('DELE 1', '+OK'),
+                                      ('RSET 1', '-ERR'), ('CAPA x', '-ERR'), ('QUIT 1', '-ERR'),
+                                      ('STAT ', '+OK 1 '), ('NOOP ', '+OK'), ('CAPA ', '+OK'),
+                                      ('RSET', '+OK'), ('QUIT ', '+OK')])
+        self.assertEqual(r[1], '-ERR Syntax: CAPA (no arguments)')
+        self.assertEqual(r[10], '-ERR Syntax: QUIT (no arguments)')
+        pop3_dialogue(self.port, [(None, '+OK'), ('USER alice', '+OK'), ('PASS secret', '+OK'),
+                                  ('STAT', '+OK 2 '), ('QUIT', '+OK')])
+
+    def test_mailbox_that_cannot_be_read_is_unlocked_before_the_reply(self):
+        """RFC 1939 4: "If a lock was acquired but the POP3 server intends
+        to respond with a negative status indicator, the POP3 server must
+        release the lock prior to rejecting the command." A Maildir whose
+        new/ is a file cannot be scanned: the mailbox process answered
+        "-ERR [SYS/TEMP] Cannot read the mailbox" with the lock still held,
+        and held it while it lingered for the client to close (2 s)"""
+        md = self.inst.maildir('u4')
+        new = os.path.join(md, 'new')
+        os.rename(new, new + '.away')
+        with open(new, 'w') as f:
+            f.write('not a directory\n')
+
+        def restore():
+            os.unlink(new)
+            os.rename(new + '.away', new)
+        self.addCleanup(restore)
+        with Conn(self.port) as c:
+            r = pop3_dialogue(self.port, [(None, '+OK'), ('USER u4', '+OK'), ('PASS p4', '-ERR')], conn=c)
+            self.assertEqual(r[2], '-ERR [SYS/TEMP] Cannot read the mailbox')
+            # the connection still open (the process lingers): the lock is free
+            with open(os.path.join(md, '.postern-pop3.lock'), 'a') as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self.fail('the mailbox lock is held after the -ERR')
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def test_auth_plain(self):
         ir = base64.b64encode(b'\0alice\0secret').decode()

@@ -206,7 +206,11 @@ class Pop3UpdateTest(harness.InstanceTest):
     def test_timeout_in_transaction_deletes_nothing(self):
         """the session's timeout (10 minutes at least, RFC 1939) made to
         happen now: the mailbox process's wait for a command, poll(),
-        returns 0 (ptrace), as at the end of its timeout"""
+        returns 0 (ptrace), as at the end of its timeout. RFC 1939 3: "the
+        server should close the TCP connection without removing any
+        messages or sending any response to the client" (it said "-ERR
+        Timeout, closing connection", which a client that sent a command
+        just then takes for that command's reply)"""
         if platform.machine() != 'x86_64':
             self.skipTest('the ptrace helper knows x86_64 registers only')
         before = self.fill(20)
@@ -220,11 +224,33 @@ class Pop3UpdateTest(harness.InstanceTest):
             if ln == '':
                 break
             replies.append(ln)
-        self.assertEqual(replies[-1], '-ERR Timeout, closing connection', c.text())
+        self.assertEqual(replies, [], c.text())
         c.close()
         self.check_whole(before)
         self.assertEqual(self.next_login_sees(before), list(before))
-        self.assertIn('event=drop user=alice update=no', self.inst.log('pop3-listener'))
+        self.assertIn('event=drop user=alice update=no error=timeout', self.inst.log('pop3-listener'))
+
+    def test_timeout_before_login_closes_without_a_reply(self):
+        """the same in AUTHORIZATION: the pre-login process's wait for a
+        command times out (made to happen now): the connection is closed,
+        nothing said (RFC 1939 3)"""
+        if platform.machine() != 'x86_64':
+            self.skipTest('the ptrace helper knows x86_64 registers only')
+        top = self.inst.service_pid('pop3-listener')
+        before = set(descendants(top))
+        c = Conn(self.port, timeout=30)
+        self.assertTrue(c.readline().startswith('+OK'))
+
+        def prelogin_waiting():              # the sandboxed one, not its monitor
+            return [p for p in set(descendants(top)) - before
+                    if running(p) and sandbox_state(p)[1] == 2 and waiting_in_poll(p)]
+        self.inst.wait_for(prelogin_waiting, 20, what='the pre-login process waiting for a command')
+        waiting = prelogin_waiting()
+        self.assertEqual(len(waiting), 1, waiting)
+        poll_times_out_now(waiting[0])
+        self.assertEqual(c.readline(), '', c.text())     # EOF, no reply
+        self.assertEqual(c.buf, b'')
+        c.close()
 
     def stop_tree(self):
         """SIGTERM to every process of pop3-listener's service at once, as

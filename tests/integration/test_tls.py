@@ -851,6 +851,28 @@ class Pop3Tls(unittest.TestCase):
         self.assertIn('+OK Logged in.', out)
         self.assertIn('+OK Logging out.', out)
 
+    def test_capa_after_login_as_before_it_under_tls(self):
+        """RFC 2449 5: what CAPA listed in AUTHORIZATION it lists after
+        login too; under TLS (STLS done, or pop3s) that is USER and SASL
+        PLAIN and no STLS (RFC 2595 4: the list may change at STLS, not at
+        login). After login it had lost USER and SASL"""
+        for tls in ('stls', 'pop3s'):
+            if tls == 'stls':
+                p = poplib.POP3('127.0.0.1', self.pop3, timeout=15)
+                p.stls(context=client_ctx())
+            else:
+                p = poplib.POP3_SSL('127.0.0.1', self.pop3s, timeout=15, context=client_ctx())
+            try:
+                before = p.capa()
+                p.user('alice')
+                p.pass_(PASSWORD)
+                after = p.capa()
+            finally:
+                p.quit()
+            self.assertIn('USER', before, tls)
+            self.assertNotIn('STLS', before, tls)
+            self.assertEqual(before, after, tls)
+
     def test_poplib_stls_and_ssl(self):
         p = poplib.POP3('127.0.0.1', self.pop3, timeout=15)
         try:

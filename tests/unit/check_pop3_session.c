@@ -179,6 +179,8 @@ START_TEST(test_enters_update)
     ck_assert(pop3_enters_update(&s, "QUIT", 4, POP3_LINE_WHOLE));
     ck_assert(pop3_enters_update(&s, "quit ", 5, POP3_LINE_WHOLE));
     ck_assert(!pop3_enters_update(&s, "QUITX", 5, POP3_LINE_WHOLE));
+    ck_assert(!pop3_enters_update(&s, "QUIT x", 6, POP3_LINE_WHOLE));   /* refused: no UPDATE */
+    ck_assert(pop3_enters_update(&s, "QUIT  ", 6, POP3_LINE_WHOLE));
     ck_assert(!pop3_enters_update(&s, "QUIT", 4, POP3_LINE_BARE_CR));
     ck_assert(!pop3_enters_update(&s, "NOOP", 4, POP3_LINE_WHOLE));
     ck_assert(!pop3_enters_update(&s, "QUI", 3, POP3_LINE_WHOLE));
@@ -200,7 +202,8 @@ START_TEST(test_authorization_state)
     ck_assert_int_eq(s.state, POP3_TRANSACTION);
     ck_assert_str_eq(run("USER bob\r\nCAPA\r\n", 253, &act),
                      "-ERR Command not valid in this state\r\n+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
-                     "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION postern\r\n.\r\n");
+                     "USER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSASL PLAIN\r\n"
+                     "IMPLEMENTATION postern\r\n.\r\n");
 }
 END_TEST
 
@@ -229,6 +232,15 @@ START_TEST(test_stls_and_plaintext_policy)
                      "-ERR Command not permitted when TLS active\r\n");
     ck_assert_str_eq(run("USER alice\r\nPASS secret\r\nSTLS\r\n", 253, &act),
                      "+OK\r\n+OK Logged in.\r\n-ERR Command not valid in this state\r\n");
+    /* RFC 2449 5: after login CAPA lists what it did before (here under
+     * TLS: no STLS); without TLS, STLS offered, it lists STLS too */
+    ck_assert_str_eq(run("CAPA\r\n", 253, &act),
+                     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+                     "PIPELINING\r\nSASL PLAIN\r\nIMPLEMENTATION postern\r\n.\r\n");
+    pop3_set_security(&s, 0, 1, 1);
+    ck_assert_str_eq(run("CAPA\r\n", 253, &act),
+                     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+                     "PIPELINING\r\nSASL PLAIN\r\nSTLS\r\nIMPLEMENTATION postern\r\n.\r\n");
     /* the policy */
     ck_assert_int_eq(pop3_plain_policy("loopback", "127.0.0.1"), 1);
     ck_assert_int_eq(pop3_plain_policy("loopback", "::1"), 1);
