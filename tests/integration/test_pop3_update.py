@@ -163,6 +163,22 @@ class Pop3UpdateTest(harness.InstanceTest):
         self.assertEqual(len(pids), 1, 'one mailbox process')
         return c, pids[0]
 
+    def prelogin(self):
+        """a connection before login: (Conn, a function that lists its
+        pre-login process once it waits for the client: the sandboxed
+        one, not its monitor)"""
+        if platform.machine() != 'x86_64':
+            self.skipTest('the ptrace helper knows x86_64 registers only')
+        top = self.inst.service_pid('pop3-listener')
+        before = set(descendants(top))
+        c = Conn(self.port, timeout=30)
+        self.assertTrue(c.readline().startswith('+OK'))
+
+        def waiting():
+            return [p for p in set(descendants(top)) - before
+                    if running(p) and sandbox_state(p)[1] == 2 and waiting_in_poll(p)]
+        return c, waiting
+
     def mark(self, c, numbers, cmd='DELE'):
         """send the commands pipelined, then read their replies"""
         c.send(''.join('%s %d\r\n' % (cmd, k) for k in numbers).encode())
@@ -234,16 +250,7 @@ class Pop3UpdateTest(harness.InstanceTest):
         """the same in AUTHORIZATION: the pre-login process's wait for a
         command times out (made to happen now): the connection is closed,
         nothing said (RFC 1939 3)"""
-        if platform.machine() != 'x86_64':
-            self.skipTest('the ptrace helper knows x86_64 registers only')
-        top = self.inst.service_pid('pop3-listener')
-        before = set(descendants(top))
-        c = Conn(self.port, timeout=30)
-        self.assertTrue(c.readline().startswith('+OK'))
-
-        def prelogin_waiting():              # the sandboxed one, not its monitor
-            return [p for p in set(descendants(top)) - before
-                    if running(p) and sandbox_state(p)[1] == 2 and waiting_in_poll(p)]
+        c, prelogin_waiting = self.prelogin()
         self.inst.wait_for(prelogin_waiting, 20, what='the pre-login process waiting for a command')
         waiting = prelogin_waiting()
         self.assertEqual(len(waiting), 1, waiting)
@@ -443,12 +450,7 @@ class Pop3UpdateTest(harness.InstanceTest):
         CAPA and reads none of the replies. The pre-login process's writes
         wait at most the timeout (made to happen now); then it ends, and
         the listener serves others as before."""
-        if platform.machine() != 'x86_64':
-            self.skipTest('the ptrace helper knows x86_64 registers only')
-        top = self.inst.service_pid('pop3-listener')
-        before = set(descendants(top))
-        c = Conn(self.port, timeout=30)
-        self.assertTrue(c.readline().startswith('+OK'))
+        c, prelogin_waiting = self.prelogin()
         c.sock.setblocking(False)
         sent, chunk = 0, b'CAPA\r\n' * 4096
 
@@ -459,9 +461,6 @@ class Pop3UpdateTest(harness.InstanceTest):
                     sent += c.sock.send(chunk)
             except BlockingIOError:
                 return False
-        def prelogin_waiting():              # the sandboxed one, not its monitor
-            return [p for p in set(descendants(top)) - before
-                    if running(p) and sandbox_state(p)[1] == 2 and waiting_in_poll(p)]
         self.inst.wait_for(lambda: fill() or sent > (4 << 20) and prelogin_waiting(), 30,
                            what='a pre-login process waiting, with a timeout, for the client to read')
         waiting = prelogin_waiting()
