@@ -325,8 +325,16 @@ static int send_message(struct sm *s, int fd, const char *date)
 static int send_envelope(struct sm *s, int fd, const char *sender, const char *date)
 {
     struct buf b = BUF_ZERO;
+    /* the login name in a comment (RFC 5322 3.2.2): printable ASCII but
+     * "(", ")" and "\\", each other octet '?' (queue-inject takes only
+     * ASCII in H, so a name such as "jörg" made sendmail fail) */
     char from[sizeof s->user + 40];
-    snprintf(from, sizeof from, "%s, uid %lu", s->user, (unsigned long)getuid());
+    size_t k = 0;
+    for (const char *p = s->user; *p && k + 1 < sizeof s->user; p++) {
+        unsigned char c = (unsigned char)*p;
+        from[k++] = c < 0x20 || c > 0x7e || c == '(' || c == ')' || c == '\\' ? '?' : (char)c;
+    }
+    snprintf(from + k, sizeof from - k, ", uid %lu", (unsigned long)getuid());
     int ok = buf_appendf(&b, "F%s%c", sender, 0)
              && buf_appendf(&b, "HReceived: (from %s)\n\tby %s (postern sendmail); %s%c", from, s->host, date, 0)
              && buf_appendf(&b, "Csendmail%c", 0)

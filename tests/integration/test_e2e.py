@@ -711,6 +711,25 @@ class E2ETest(unittest.TestCase):
         self.assertIn(b'\nFrom: "Cron Daemon" <', data)
 
 
+    def test_sendmail_for_a_user_with_a_non_ascii_login_name(self):
+        """The login name goes into sendmail's Received: comment as ASCII
+        ('?' for other octets, and for "(", ")", "\\" that would end the
+        comment early): it went in raw, queue-inject refused the non-ASCII
+        field, and such a user could not send mail at all"""
+        need(self, 'sendmail')
+        need_root(self, 'it adds a system user with a non-ASCII name')
+        name, uid = 'pstrn\u00f6', 20777
+        subprocess.run(['useradd', '--badname', '-M', '-N', '-u', str(uid), '-s', '/usr/sbin/nologin', name],
+                       check=True)
+        self.addCleanup(subprocess.run, ['userdel', name])
+        r = subprocess.run([self.inst.bin('sendmail'), '-t', '-f', 'bob@example.test'],
+                           input=b'To: alice@example.test\nSubject: sm\n\nbody\n',
+                           preexec_fn=lambda: (os.setgid(65534), os.setuid(uid)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, cwd='/')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'\nReceived: (from pstrn??, uid %d)\n\tby ' % uid, data)
+
 if __name__ == '__main__':
     unittest.main()
 
