@@ -121,7 +121,41 @@ static size_t header_section(const char *msg, size_t len)
     return n;
 }
 
-/* the original's Message-ID, if it is a plain "<...>" on one line */
+static int is_atext(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+           || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+/* s[0..n) is a dot-atom-text (RFC 5322 3.2.3) */
+static int dot_atom_text(const char *s, size_t n)
+{
+    if (!n || s[0] == '.' || s[n - 1] == '.') return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '.' ? s[i + 1] == '.' : !is_atext((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+/* s[0..n) is a msg-id (RFC 5322 3.6.4): "<" dot-atom-text "@"
+ * (dot-atom-text / "[" *dtext "]") ">" */
+static int msg_id_ok(const char *s, size_t n)
+{
+    if (n < 5 || s[0] != '<' || s[n - 1] != '>') return 0;
+    const char *at = memchr(s, '@', n);
+    if (!at) return 0;
+    size_t left = (size_t)(at - s) - 1, rs = (size_t)(at - s) + 1, rn = n - 1 - rs;
+    if (!dot_atom_text(s + 1, left)) return 0;
+    if (rn >= 2 && s[rs] == '[' && s[rs + rn - 1] == ']') {
+        for (size_t i = rs + 1; i < rs + rn - 1; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c < 33 || c > 126 || c == '[' || c == ']' || c == '\\') return 0;
+        }
+        return 1;
+    }
+    return dot_atom_text(s + rs, rn);
+}
+
+/* the original's Message-ID, if it is a msg-id alone on one line */
 static int find_message_id(const char *h, size_t n, const char **id, size_t *idlen)
 {
     static const char name[] = "message-id:";
@@ -132,8 +166,7 @@ static int find_message_id(const char *h, size_t n, const char **id, size_t *idl
             for (z = a; z < n && h[z] != '\n'; z++) ;
             while (z > a && (h[z - 1] == ' ' || h[z - 1] == '\t' || h[z - 1] == '\r')) z--;
             if (z - a < 3 || z - a > 250 || h[a] != '<' || h[z - 1] != '>') return 0;
-            for (size_t k = a; k < z; k++)
-                if ((unsigned char)h[k] <= 32 || (unsigned char)h[k] >= 127) return 0;
+            if (!msg_id_ok(h + a, z - a)) return 0;
             *id = h + a;
             *idlen = z - a;
             return 1;

@@ -486,15 +486,20 @@ static void submission_fields(const struct smtp_session *s, struct smtp_msgbody 
 
 static int envelope_build(struct smtp_session *s, struct buf *b)
 {
-    char rec[ENV_RECORD_MAX + 1], msgid[48], tls[128] = "";
+    char rec[ENV_RECORD_MAX], msgid[48], tls[128] = "";
     const char *proto = smtp_with_proto(s->esmtp, s->mp.smtputf8, s->tls, s->auth_user[0] != 0);
     if (s->tls) snprintf(tls, sizeof tls, "%s with cipher %s", s->tls_version, s->tls_cipher);
     const char *for_rcpt = (s->nrcpt == 1 && printable(s->rcpt[0].addr)) ? s->rcpt[0].addr : NULL;
     /* session id and message number: an Atom (RFC 5321 4.4), so no "." */
     snprintf(msgid, sizeof msgid, "%s-%lu", s->id, s->msg_seq);
     if (!env_rec(b, 'F', s->sender.is_null ? "" : s->sender.addr)) return 0;
-    if (smtp_received(rec, sizeof rec, s->helo, s->client, s->cf->hostname, proto, msgid,
-                      for_rcpt, tls, (long long)time(NULL)) && !env_rec(b, 'H', rec))
+    /* the whole EHLO name (255 octets), the hostname and a long recipient
+     * can outgrow one record: then the field goes without its "for" clause */
+    if ((smtp_received(rec, sizeof rec, s->helo, s->client, s->cf->hostname, proto, msgid,
+                       for_rcpt, tls, (long long)time(NULL))
+         || smtp_received(rec, sizeof rec, s->helo, s->client, s->cf->hostname, proto, msgid,
+                          NULL, tls, (long long)time(NULL)))
+        && !env_rec(b, 'H', rec))
         return 0;
     if (s->mp.envid[0] && !env_rec(b, 'E', s->mp.envid)) return 0;
     if (s->mp.ret && !env_rec(b, 'N', s->mp.ret == SMTP_RET_HDRS ? "HDRS" : "FULL")) return 0;

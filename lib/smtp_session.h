@@ -131,7 +131,7 @@ struct smtp_session {
     char auth_user[256];             /* authenticated as (canonical name), "" if not */
     unsigned long auth_failures;
     int esmtp;                       /* EHLO (not HELO) was used */
-    char helo[130];                  /* sanitised HELO/EHLO name */
+    char helo[256];                  /* sanitised HELO/EHLO name, a domain's 255 octets */
     int first;                       /* no command read yet */
     /* the transaction */
     struct smtp_path sender;

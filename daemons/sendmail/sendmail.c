@@ -17,6 +17,8 @@
 #include "envelope.h"
 #include "mailhdr.h"
 #include "smtp_addr.h"
+#include "smtp_client.h"
+#include "utf8.h"
 
 struct sm {
     const struct sm_opts *o;
@@ -210,6 +212,41 @@ static void who_am_i(struct sm *s)
     envelope_text_clean(s->gecos);
 }
 
+/* name (printable, no '"' or '\\') as the phrase of an added From:: a
+ * quoted string if ASCII; else RFC 2047 "B" encoded-words of at most 75
+ * characters (45 octets, whole UTF-8 characters), one a line, for raw
+ * UTF-8 belongs only in SMTPUTF8 mail (RFC 6532 3); a name that is not
+ * UTF-8 has its other octets shown as '?' */
+static int append_phrase(struct buf *b, const char *name)
+{
+    size_t n = strlen(name);
+    int ascii = 1;
+    for (size_t i = 0; i < n; i++) if ((unsigned char)name[i] >= 0x80) ascii = 0;
+    if (ascii) return buf_appendf(b, "\"%s\"", name);
+    if (!utf8_valid(name, n)) {
+        char q[256];
+        size_t k = 0;
+        for (size_t i = 0; i < n && k + 1 < sizeof q; i++)
+            q[k++] = (unsigned char)name[i] >= 0x80 ? '?' : name[i];
+        q[k] = 0;
+        return buf_appendf(b, "\"%s\"", q);
+    }
+    for (size_t i = 0; i < n;) {
+        size_t take = 0;
+        while (i + take < n) {
+            unsigned char c = (unsigned char)name[i + take];
+            size_t w = c < 0x80 ? 1 : utf8_char((const unsigned char *)name + i + take, n - i - take);
+            if (!w || take + w > 45) break;
+            take += w;
+        }
+        char enc[64];   /* base64 of 45 octets: 60 characters */
+        if (!take || !smtp_base64((const unsigned char *)name + i, take, enc, sizeof enc)) return 0;
+        if (!buf_appendf(b, "%s=?UTF-8?B?%s?=", i ? "\n " : "", enc)) return 0;
+        i += take;
+    }
+    return buf_appends(b, "\n");
+}
+
 /* the header fields we add (missing Date/Message-ID/From) */
 static int added_fields(struct sm *s, struct buf *b, const char *date)
 {
@@ -234,7 +271,7 @@ static int added_fields(struct sm *s, struct buf *b, const char *date)
         for (const char *p = name; *p && n + 2 < sizeof clean; p++)  /* quoted-string safe */
             if ((unsigned char)*p >= 0x20 && *p != 0x7f && *p != '"' && *p != '\\') clean[n++] = *p;
         clean[n] = 0;
-        if (n ? !buf_appendf(b, "From: \"%s\" <%s>\n", clean, addr)
+        if (n ? !buf_appends(b, "From: ") || !append_phrase(b, clean) || !buf_appendf(b, " <%s>\n", addr)
               : !buf_appendf(b, "From: %s\n", addr))
             return 0;
     }
@@ -288,8 +325,16 @@ static int send_message(struct sm *s, int fd, const char *date)
 static int send_envelope(struct sm *s, int fd, const char *sender, const char *date)
 {
     struct buf b = BUF_ZERO;
+    /* the login name in a comment (RFC 5322 3.2.2): printable ASCII but
+     * "(", ")" and "\\", each other octet '?' (queue-inject takes only
+     * ASCII in H, so a name such as "jörg" made sendmail fail) */
     char from[sizeof s->user + 40];
-    snprintf(from, sizeof from, "%s, uid %lu", s->user, (unsigned long)getuid());
+    size_t k = 0;
+    for (const char *p = s->user; *p && k + 1 < sizeof s->user; p++) {
+        unsigned char c = (unsigned char)*p;
+        from[k++] = c < 0x20 || c > 0x7e || c == '(' || c == ')' || c == '\\' ? '?' : (char)c;
+    }
+    snprintf(from + k, sizeof from - k, ", uid %lu", (unsigned long)getuid());
     int ok = buf_appendf(&b, "F%s%c", sender, 0)
              && buf_appendf(&b, "HReceived: (from %s)\n\tby %s (postern sendmail); %s%c", from, s->host, date, 0)
              && buf_appendf(&b, "Csendmail%c", 0)

@@ -564,6 +564,25 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(delivered['Final-Recipient'], 'rfc822; alice@example.test')
         self.assertTrue(delivered['Status'].startswith('2.'), delivered['Status'])
 
+    def test_report_in_reply_to_only_a_valid_msg_id(self):
+        """The report's In-Reply-To and References (RFC 5322 3.6.4) carry
+        the original's Message-ID only when it is a msg-id: "<" id-left "@"
+        id-right ">"; "<no-at-sign>" or "<a@b@c>" made the report's own
+        header malformed"""
+        for mid, kept in ((b'<no-at-sign>', False), (b'<a@b@c.test>', False), (b'<a..b@c.test>', False),
+                          (b'<"q"@c.test>', False), (b'<a.b@[c d]>', False), (b'<a@>', False),
+                          (b'<a.b-c@host.test>', True), (b'<a$b@[192.0.2.1]>', True)):
+            self.inst.empty_maildir('bob')
+            inject(self.inst, 'bob@example.test', ['nobody@example.test'],
+                   b'Subject: mid\nMessage-ID: ' + mid + b'\n\nx\n')
+            (_, data), = self.wait_msgs('bob')
+            m = email.message_from_bytes(data, policy=email.policy.default)
+            if kept:
+                self.assertEqual((m['In-Reply-To'], m['References']), (mid.decode(), mid.decode()), mid)
+                self.assertEqual(m['In-Reply-To'].defects, (), mid)
+            else:
+                self.assertEqual((m['In-Reply-To'], m['References']), (None, None), mid)
+
     def forwarded_envelope(self, envelope_records):
         """inject bob's message with these records (F is added), wait for
         the forwarded copy fwd@ makes for alice and dave@far.test, return its

@@ -11,6 +11,7 @@ deleted message that never comes back.
 """
 
 import email
+import email.header
 import email.policy
 import email.utils
 import os
@@ -18,6 +19,7 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -675,6 +677,59 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(self.inst.maildir_messages('bob'), [])        # and no report
         self.assertIn(keep, self.qlog())
 
+    def test_added_from_encodes_a_non_ascii_full_name(self):
+        """sendmail's added From: with a non-ASCII full name (-F, or the
+        GECOS field): an RFC 2047 encoded-word, not raw UTF-8 in a quoted
+        string, which RFC 6532 allows only in mail sent with SMTPUTF8 (the
+        queue does not ask for it here); Postfix encodes it the same way
+        (full_name_encoding_charset)"""
+        need(self, 'sendmail')
+        name = 'J\xfcrgen "Q" M\xfcller ' + '\xe9' * 40
+        r = subprocess.run([self.inst.bin('sendmail'), '-F', name, '-t'],
+                           input=b'To: alice@example.test\nSubject: sm\n\nbody\n',
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, cwd='/')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        (_, data), = self.wait_msgs('alice')
+        head = data.split(b'\n\n', 1)[0]
+        self.assertTrue(all(b < 0x80 for b in head), head)
+        self.assertLessEqual(max(len(l) for l in head.split(b'\n')), 78)
+        m = email.message_from_bytes(data, policy=email.policy.default)
+        self.assertEqual(m['From'].defects, ())
+        (addr,) = m['From'].addresses
+        self.assertTrue(addr.addr_spec.endswith('@' + self.inst.hostname), addr.addr_spec)
+        # decoded as RFC 2047 6.2 says (white space between encoded-words
+        # dropped; policy.default's address parser keeps it)
+        raw = email.message_from_bytes(data, policy=email.policy.compat32)['From']
+        self.assertEqual(str(email.header.make_header(email.header.decode_header(raw))),
+                         '%s <%s>' % (name.replace('"', ''), addr.addr_spec))
+        # an ASCII name stays a quoted string
+        r = subprocess.run([self.inst.bin('sendmail'), '-F', 'Cron Daemon', '-t'],
+                           input=b'To: alice@example.test\nSubject: sm2\n\nbody\n',
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, cwd='/')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        data = [d for _, d in self.wait_msgs('alice', 2) if b'Subject: sm2' in d][0]
+        self.assertIn(b'\nFrom: "Cron Daemon" <', data)
+
+
+    def test_sendmail_for_a_user_with_a_non_ascii_login_name(self):
+        """The login name goes into sendmail's Received: comment as ASCII
+        ('?' for other octets, and for "(", ")", "\\" that would end the
+        comment early): it went in raw, queue-inject refused the non-ASCII
+        field, and such a user could not send mail at all"""
+        need(self, 'sendmail')
+        need_root(self, 'it adds a system user with a non-ASCII name')
+        name, uid = 'pstrn\u00f6', 20777
+        subprocess.run(['useradd', '--badname', '-M', '-N', '-u', str(uid), '-s', '/usr/sbin/nologin', name],
+                       check=True)
+        self.addCleanup(subprocess.run, ['userdel', name])
+        r = subprocess.run([self.inst.bin('sendmail'), '-t', '-f', 'bob@example.test'],
+                           input=b'To: alice@example.test\nSubject: sm\n\nbody\n',
+                           preexec_fn=lambda: (os.setgid(65534), os.setuid(uid)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, cwd='/')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        (_, data), = self.wait_msgs('alice')
+        self.assertIn(b'\nReceived: (from pstrn??, uid %d)\n\tby ' % uid, data)
 
 if __name__ == '__main__':
     unittest.main()
+

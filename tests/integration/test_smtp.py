@@ -303,6 +303,19 @@ class SmtpClients(SmtpBase):
             mess, _ = read_queue(self.inst, queued_id(out))
             self.assertTrue(mess.startswith(b'Received: from %s ([127.0.0.1])\n' % want), (helo, mess[:80]))
 
+    def test_received_from_keeps_a_255_octet_ehlo_name_whole(self):
+        # RFC 5321 4.4: the FROM clause carries the name "as presented in
+        # the EHLO command", and a domain may be 255 octets (4.5.3.1.2);
+        # it was cut at 129 octets, which named another host
+        helo = '.'.join(['a' * 63] * 3 + ['b' * 58 + '.test'])
+        self.assertEqual(len(helo), 255)
+        out = raw_session(self.port, b'EHLO %s\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<alice@example.test>\r\n'
+                          b'DATA\r\nSubject: h\r\n\r\nx\r\n.\r\nQUIT\r\n' % helo.encode())
+        self.assertEqual(final_codes(out), ['220', '250', '250', '250', '354', '250', '221'], out)
+        mess, _ = read_queue(self.inst, queued_id(out))
+        self.assertTrue(mess.startswith(b'Received: from %s ([127.0.0.1])\n' % helo.encode()), mess[:300])
+        self.assertLessEqual(max(len(l) for l in mess.split(b'\n')), 998)
+
     def test_submission_port(self):
         # submission needs TLS and AUTH before MAIL (test_tls.py has the rest)
         out = raw_session(self.inst.port('submission'),
