@@ -15,6 +15,7 @@ import email.header
 import email.policy
 import email.utils
 import os
+import pwd
 import random
 import re
 import signal
@@ -38,6 +39,15 @@ def wire(message):
     for line in message[:-1].split(b'\n'):
         out.append((b'.' + line if line.startswith(b'.') else line) + b'\r\n')
     return b''.join(out) + b'.\r\n'
+
+
+def uid_taken(uid):
+    """True if /etc/passwd has the uid"""
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        return False
 
 
 class Smtp:
@@ -718,7 +728,9 @@ class E2ETest(unittest.TestCase):
         field, and such a user could not send mail at all"""
         need(self, 'sendmail')
         need_root(self, 'it adds a system user with a non-ASCII name')
-        name, uid = 'pstrn\u00f6', 20777
+        name = 'pstrn\u00f6'
+        subprocess.run(['userdel', name], stderr=subprocess.DEVNULL)     # left by an interrupted run
+        uid = next(u for u in range(20777, 30000) if not uid_taken(u))
         subprocess.run(['useradd', '--badname', '-M', '-N', '-u', str(uid), '-s', '/usr/sbin/nologin', name],
                        check=True)
         self.addCleanup(subprocess.run, ['userdel', name])
