@@ -844,6 +844,18 @@ class BatchTest(RemoteBase):
     def transactions(self, s):
         return sum(1 for sess in s.sessions for ln in sess['lines'] if ln.upper().startswith(b'MAIL '))
 
+    def four_recipients(self, rcpt_replies, msgid):
+        """one message to a, b, c and d@example.net through a sink that
+        answers RCPT as rcpt_replies says: (the sink, the results by job,
+        the four jobs)"""
+        s = self.sink(rcpt_replies=rcpt_replies)
+        d = self.routed(s)
+        path = d.message_file(b'Subject: t\n\nhello\n')
+        kw = dict(path=path, msgid=msgid)
+        jobs = self.submit_stopped(d, [('a@example.net', kw), ('b@example.net', kw),
+                                       ('c@example.net', kw), ('d@example.net', kw)])
+        return s, self.results(d, 4), jobs
+
     def test_three_recipients_one_connection_one_transaction(self):
         s = self.sink(dsn=True, pipelining=True)
         d = self.routed(s)
@@ -891,14 +903,9 @@ class BatchTest(RemoteBase):
         self.assertEqual(self.transactions(s), 3)
 
     def test_one_refused_others_delivered(self):
-        s = self.sink(rcpt_replies={'b@example.net': '550 5.1.1 no such user',
-                                    'c@example.net': '452 4.5.3 too many recipients'})
-        d = self.routed(s)
-        path = d.message_file(b'Subject: t\n\nhello\n')
-        kw = dict(path=path, msgid='5A00000000000005')
-        ja, jb, jc, jd = self.submit_stopped(d, [('a@example.net', kw), ('b@example.net', kw),
-                                                 ('c@example.net', kw), ('d@example.net', kw)])
-        res = self.results(d, 4)
+        s, res, (ja, jb, jc, jd) = self.four_recipients({'b@example.net': '550 5.1.1 no such user',
+                                                         'c@example.net': '452 4.5.3 too many recipients'},
+                                                        '5A00000000000005')
         self.assertEqual(res[str(ja)]['S'], 's', res)
         self.assertEqual(res[str(jb)]['S'], 'p', res)
         self.assertIn('said: 550 5.1.1 no such user (in reply to RCPT TO)', res[str(jb)]['X'])
@@ -916,14 +923,9 @@ class BatchTest(RemoteBase):
         the limit go in a later transaction instead of bouncing. The
         enhanced code (5.5.3) tells that case from a 552 for a full
         mailbox, which stays permanent."""
-        s = self.sink(rcpt_replies={'b@example.net': '552 5.2.2 mailbox full',
-                                    'c@example.net': '552 5.5.3 too many recipients'})
-        d = self.routed(s)
-        path = d.message_file(b'Subject: t\n\nhello\n')
-        kw = dict(path=path, msgid='5A00000000000007')
-        ja, jb, jc, jd = self.submit_stopped(d, [('a@example.net', kw), ('b@example.net', kw),
-                                                 ('c@example.net', kw), ('d@example.net', kw)])
-        res = self.results(d, 4)
+        s, res, (ja, jb, jc, jd) = self.four_recipients({'b@example.net': '552 5.2.2 mailbox full',
+                                                         'c@example.net': '552 5.5.3 too many recipients'},
+                                                        '5A00000000000007')
         self.assertEqual(res[str(ja)]['S'], 's', res)
         self.assertEqual(res[str(jb)]['S'], 'p', res)
         self.assertTrue(res[str(jb)]['X'].startswith('5.2.2 host '), res)
