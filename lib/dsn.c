@@ -2,6 +2,7 @@
  * struct definitions of envelope.h, none of envelope.c's functions. */
 #include "dsn.h"
 #include "mailhdr.h"
+#include "smtp_addr.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -121,21 +122,6 @@ static size_t header_section(const char *msg, size_t len)
     return n;
 }
 
-static int is_atext(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-           || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
-}
-
-/* s[0..n) is a dot-atom-text (RFC 5322 3.2.3) */
-static int dot_atom_text(const char *s, size_t n)
-{
-    if (!n || s[0] == '.' || s[n - 1] == '.') return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '.' ? s[i + 1] == '.' : !is_atext((unsigned char)s[i])) return 0;
-    return 1;
-}
-
 /* s[0..n) is a msg-id (RFC 5322 3.6.4): "<" dot-atom-text "@"
  * (dot-atom-text / "[" *dtext "]") ">" */
 static int msg_id_ok(const char *s, size_t n)
@@ -144,7 +130,7 @@ static int msg_id_ok(const char *s, size_t n)
     const char *at = memchr(s, '@', n);
     if (!at) return 0;
     size_t left = (size_t)(at - s) - 1, rs = (size_t)(at - s) + 1, rn = n - 1 - rs;
-    if (!dot_atom_text(s + 1, left)) return 0;
+    if (!smtp_dot_atom(s + 1, left)) return 0;
     if (rn >= 2 && s[rs] == '[' && s[rs + rn - 1] == ']') {
         for (size_t i = rs + 1; i < rs + rn - 1; i++) {
             unsigned char c = (unsigned char)s[i];
@@ -152,7 +138,7 @@ static int msg_id_ok(const char *s, size_t n)
         }
         return 1;
     }
-    return dot_atom_text(s + rs, rn);
+    return smtp_dot_atom(s + rs, rn);
 }
 
 /* the original's Message-ID, if it is a msg-id alone on one line */

@@ -27,6 +27,14 @@ static int is_atext(unsigned char c)
     return is_alnum(c) || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
 }
 
+int smtp_dot_atom(const char *s, size_t n)
+{
+    if (!n || s[0] == '.' || s[n - 1] == '.') return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '.' ? s[i + 1] == '.' : !is_atext((unsigned char)s[i])) return 0;
+    return 1;
+}
+
 static int ieq(const char *a, size_t alen, const char *b)
 {
     size_t blen = strlen(b);

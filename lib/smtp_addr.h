@@ -103,4 +103,8 @@ int smtp_parse_ull(const char *s, size_t len, unsigned long long max, unsigned l
  * quotes. A source route ("@a,@b:u@dom") was dropped and counts for nothing. */
 int smtp_path_local_user(const struct smtp_path *p, char *dst, size_t dstlen);
 
+/* 1 if s[0..n) is an ASCII dot-atom-text (RFC 5322 3.2.3; RFC 5321's
+ * Dot-string): atext atoms joined by single dots */
+int smtp_dot_atom(const char *s, size_t n);
+
 #endif

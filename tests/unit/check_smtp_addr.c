@@ -288,6 +288,18 @@ static void local_user_is(const char *s, const char *want)
     ck_assert_str_eq(u, want);
 }
 
+START_TEST(test_dot_atom)
+{
+    static const char *good[] = { "a", "a.b", "x!#$%&'*+-/=?^_`{|}~y", "1.2.3" };
+    static const char *bad[] = { "", ".a", "a.", "a..b", "a b", "a@b", "a(b", "\xc3\xa4" };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        ck_assert_msg(smtp_dot_atom(good[i], strlen(good[i])), "%s", good[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!smtp_dot_atom(bad[i], strlen(bad[i])), "%s", bad[i]);
+    ck_assert(smtp_dot_atom("a.b", 1) && !smtp_dot_atom("a.b", 2));   /* only the n octets count */
+}
+END_TEST
+
 START_TEST(test_local_user)
 {
     char u[65];
@@ -674,6 +686,7 @@ int main(void)
     tcase_add_test(core, test_plain_and_telnet_forms);
     tcase_add_test(core, test_null_path_and_postmaster);
     tcase_add_test(core, test_quoted_local);
+    tcase_add_test(core, test_dot_atom);
     tcase_add_test(core, test_quoted_plain_is_unquoted);
     tcase_add_test(core, test_literals);
     tcase_add_test(core, test_routes_and_flags);
