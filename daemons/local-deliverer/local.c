@@ -217,11 +217,9 @@ static int home_pending(unsigned long long key)
 }
 
 /* The home is made in a child, and this process (which reads every job)
- * waits for it at most HOME_WAIT_MS: ROOT/mail on a file system that stops
- * answering held it in mkdir() for good after a start or a reload, and
- * nobody got local mail any more, not even users with a Maildir elsewhere.
- * 1 made (or not ours to make), 0 the fsync failed (errno EIO), -1 not
- * answering (deferred). */
+ * waits for it at most HOME_WAIT_MS (why: the comment on home_seen's
+ * table above). 1 made (or not ours to make), 0 the fsync failed (errno
+ * EIO), -1 not answering (deferred). */
 static int make_home(const struct config *c, const struct mailbox *mb)
 {
     char home[PATH_MAX], want[PATH_MAX];
